@@ -1,0 +1,4 @@
+from metricgate.cli import main
+import sys
+
+sys.exit(main())

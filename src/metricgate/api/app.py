@@ -1,0 +1,50 @@
+"""Builds the aiohttp application: MLflow routes under every prefix the client and UI use."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from metricgate.api import artifacts, experiments, health, logged_models, metrics, runs
+from metricgate.api.keys import SERVICE, SETTINGS
+from metricgate.api.middleware import error_middleware
+from metricgate.api.routing import Route
+from metricgate.config import Settings
+from metricgate.service import Service, open_service
+
+# The Python client uses /api/2.0/mlflow; the web UI calls the same handlers under /ajax-api.
+MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+ARTIFACT_PREFIXES = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
+
+
+def _add_routes(app: web.Application, prefixes: tuple[str, ...], routes: list[Route]) -> None:
+    for prefix in prefixes:
+        for route in routes:
+            app.router.add_route(route.method, prefix + route.path, route.handler)
+
+
+def create_app(settings: Settings, service: Service | None = None) -> web.Application:
+    """The application; it opens its own ``Service`` at startup unless one is given (tests)."""
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=settings.http.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    tracking_routes = experiments.ROUTES + runs.ROUTES + metrics.ROUTES + logged_models.ROUTES
+    _add_routes(app, MLFLOW_PREFIXES, tracking_routes)
+    _add_routes(app, ARTIFACT_PREFIXES, artifacts.ROUTES)
+    _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
+    _add_routes(app, ("",), health.ROUTES)
+
+    if service is not None:
+        app[SERVICE] = service
+    else:
+
+        async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
+            async with open_service(settings) as opened:
+                app[SERVICE] = opened
+                yield
+
+        app.cleanup_ctx.append(_service_ctx)
+    return app

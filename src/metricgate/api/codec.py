@@ -1,0 +1,371 @@
+"""MLflow JSON <-> entities. Pure: decoding raises ``InvalidParameter``, never touches a store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from metricgate.entities import (
+    ArtifactEntry,
+    DatasetInput,
+    Experiment,
+    LoggedModel,
+    Metric,
+    Param,
+    Run,
+    RunInfo,
+    Tag,
+)
+from metricgate.errors import BadRequest, InvalidParameter
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+def _missing(name: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"Missing value for required parameter '{name}'. "
+        "See the API docs for more information about request parameters."
+    )
+
+
+def _bad_type(name: str, value: Any, expected: str) -> InvalidParameter:
+    shown = orjson.dumps(value).decode()[:200] if not isinstance(value, bytes) else "<bytes>"
+    return InvalidParameter(f"Invalid value {shown} for parameter '{name}' supplied: expected {expected}.")
+
+
+class Fields:
+    """Typed access to request fields from a JSON body or a query string.
+
+    Query strings carry every value as a string, so numbers and booleans are parsed from text
+    there; JSON bodies must use the proto3-JSON types the MLflow client sends.
+    """
+
+    __slots__ = ("_data", "_query")
+
+    def __init__(self, data: dict[str, Any] | MultiMapping[str], *, query: bool = False) -> None:
+        self._data = data
+        self._query = query
+
+    @property
+    def raw(self) -> dict[str, Any] | MultiMapping[str]:
+        return self._data
+
+    def has(self, name: str) -> bool:
+        return self._data.get(name) is not None
+
+    def str(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+        value = self._data.get(name)
+        if value is None:
+            if required:
+                raise _missing(name)
+            return default
+        if not isinstance(value, str):
+            raise _bad_type(name, value, "a string")
+        if required and value == "":
+            raise _missing(name)
+        return value
+
+    def req_str(self, name: str) -> str:
+        value = self.str(name, required=True)
+        assert value is not None
+        return value
+
+    def int(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
+        value = self._data.get(name)
+        if value is None or value == "":
+            if required:
+                raise _missing(name)
+            return default
+        return parse_int64(name, value)
+
+    def bool(self, name: str, *, required: bool = False, default: bool | None = None) -> bool | None:
+        value = self._data.get(name)
+        if value is None:
+            if required:
+                raise _missing(name)
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise _bad_type(name, value, "a boolean")
+
+    def list(self, name: str) -> list[Any]:
+        """A repeated field; a query string repeats the key (``stages=A&stages=B``)."""
+        if self._query:
+            return list(self._data.getall(name, []))  # type: ignore[union-attr]
+        value = self._data.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise _bad_type(name, value, "a list")
+        return value
+
+    def str_list(self, name: str) -> list[str]:
+        values = self.list(name)
+        for item in values:
+            if not isinstance(item, str):
+                raise _bad_type(name, item, "a list of strings")
+        return values
+
+    def dict_list(self, name: str) -> list[dict[str, Any]]:
+        values = self.list(name)
+        for item in values:
+            if not isinstance(item, dict):
+                raise _bad_type(name, item, "a list of objects")
+        return values
+
+    def run_id(self) -> str:
+        """``run_id``, or the legacy ``run_uuid`` the client still sends."""
+        value = self.str("run_id") or self.str("run_uuid")
+        if not value:
+            raise _missing("run_id")
+        return value
+
+
+def parse_int64(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise _bad_type(name, value, "an integer")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, str):
+        try:
+            result = int(value.strip())
+        except ValueError:
+            raise _bad_type(name, value, "an integer") from None
+    elif isinstance(value, float) and value.is_integer():
+        result = int(value)
+    else:
+        raise _bad_type(name, value, "an integer")
+    if not _INT64_MIN <= result <= _INT64_MAX:
+        raise _bad_type(name, value, "a 64-bit integer")
+    return result
+
+
+def parse_double(name: str, value: Any) -> float:
+    """A proto double: a JSON number or one of the strings proto3 JSON uses for non-finite values."""
+    if isinstance(value, bool):
+        raise _bad_type(name, value, "a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # accepts "NaN", "Infinity", "-Infinity" and numeric strings
+        except ValueError:
+            pass
+    raise InvalidParameter(f"Got invalid value {str(value)[:200]!r} for metric '{name}' (value must be a number).")
+
+
+async def read_json(request: web.Request) -> Fields:
+    """Decode a JSON object body; an empty body counts as ``{}`` (DELETE and some POSTs)."""
+    raw = await request.read()
+    if not raw.strip():
+        return Fields({})
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed JSON in request body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return Fields(data)
+
+
+async def read_fields(request: web.Request) -> Fields:
+    """GET requests carry fields in the query string, the rest in a JSON body."""
+    if request.method == "GET":
+        return Fields(request.query, query=True)
+    return await read_json(request)
+
+
+def json_response(payload: dict[str, Any]) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), content_type="application/json"
+    )
+
+
+EMPTY = b"{}"
+
+
+def empty_response() -> web.Response:
+    return web.Response(body=EMPTY, content_type="application/json")
+
+
+# ---------------------------------------------------------------- decoding nested records
+
+
+def decode_tags(items: Iterable[dict[str, Any]], field: str = "tags") -> list[Tag]:
+    tags = []
+    for item in items:
+        key = item.get("key")
+        value = item.get("value", "")
+        if not isinstance(key, str) or key == "":
+            raise _missing(f"{field}.key")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise _bad_type(f"{field}.value", value, "a string")
+        tags.append(Tag(key, value))
+    return tags
+
+
+def decode_params(items: Iterable[dict[str, Any]]) -> list[Param]:
+    params = []
+    for item in items:
+        key = item.get("key")
+        value = item.get("value")
+        if not isinstance(key, str) or key == "":
+            raise _missing("params.key")
+        if value is None:
+            raise _missing("params.value")
+        if not isinstance(value, str):
+            raise _bad_type("params.value", value, "a string")
+        params.append(Param(key, value))
+    return params
+
+
+def decode_metric(item: dict[str, Any] | Fields) -> Metric:
+    fields = item if isinstance(item, Fields) else Fields(item)
+    key = fields.str("key", required=True)
+    raw_value = fields.raw.get("value")
+    if raw_value is None:
+        raise _missing("value")
+    timestamp = fields.int("timestamp", required=True)
+    assert key is not None and timestamp is not None
+    return Metric(
+        key=key,
+        value=parse_double(key, raw_value),
+        timestamp_ms=timestamp,
+        step=fields.int("step", default=0) or 0,
+        model_id=fields.str("model_id") or None,
+        dataset_name=fields.str("dataset_name") or None,
+        dataset_digest=fields.str("dataset_digest") or None,
+    )
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_double(value: float) -> float | str:
+    """proto3 JSON spells non-finite doubles as strings; the client parses them back."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def encode_tags(tags: Iterable[Tag | Param]) -> list[dict[str, str]]:
+    return [{"key": t.key, "value": t.value} for t in tags]
+
+
+def encode_experiment(exp: Experiment) -> dict[str, Any]:
+    return {
+        "experiment_id": exp.experiment_id,
+        "name": exp.name,
+        "artifact_location": exp.artifact_location,
+        "lifecycle_stage": exp.lifecycle_stage,
+        "creation_time": exp.creation_time,
+        "last_update_time": exp.last_update_time,
+        "tags": encode_tags(exp.tags),
+    }
+
+
+def encode_metric(metric: Metric) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": metric.key,
+        "value": encode_double(metric.value),
+        "timestamp": metric.timestamp_ms,
+        "step": metric.step,
+    }
+    if metric.model_id:
+        out["model_id"] = metric.model_id
+    if metric.dataset_name:
+        out["dataset_name"] = metric.dataset_name
+    if metric.dataset_digest:
+        out["dataset_digest"] = metric.dataset_digest
+    if metric.run_id:
+        out["run_id"] = metric.run_id
+    return out
+
+
+def encode_run_info(info: RunInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "run_id": info.run_id,
+        "run_uuid": info.run_id,
+        "run_name": info.run_name,
+        "experiment_id": info.experiment_id,
+        "user_id": info.user_id,
+        "status": info.status,
+        "artifact_uri": info.artifact_uri,
+        "lifecycle_stage": info.lifecycle_stage,
+    }
+    if info.start_time is not None:
+        out["start_time"] = info.start_time
+    if info.end_time is not None:
+        out["end_time"] = info.end_time
+    return out
+
+
+def _encode_dataset_input(item: DatasetInput) -> dict[str, Any]:
+    ds = item.dataset
+    dataset: dict[str, Any] = {
+        "name": ds.name,
+        "digest": ds.digest,
+        "source_type": ds.source_type,
+        "source": ds.source,
+    }
+    if ds.schema is not None:
+        dataset["schema"] = ds.schema
+    if ds.profile is not None:
+        dataset["profile"] = ds.profile
+    return {"tags": encode_tags(item.tags), "dataset": dataset}
+
+
+def encode_run(run: Run) -> dict[str, Any]:
+    return {
+        "info": encode_run_info(run.info),
+        "data": {
+            "metrics": [encode_metric(m) for m in run.metrics],
+            "params": encode_tags(run.params),
+            "tags": encode_tags(run.tags),
+        },
+        "inputs": {
+            "dataset_inputs": [_encode_dataset_input(d) for d in run.dataset_inputs],
+            "model_inputs": [{"model_id": m} for m in run.model_inputs],
+        },
+        "outputs": {"model_outputs": [{"model_id": o.model_id, "step": o.step} for o in run.model_outputs]},
+    }
+
+
+def encode_logged_model(model: LoggedModel) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "model_id": model.model_id,
+        "experiment_id": model.experiment_id,
+        "name": model.name,
+        "creation_timestamp_ms": model.creation_timestamp_ms,
+        "last_updated_timestamp_ms": model.last_updated_timestamp_ms,
+        "artifact_uri": model.artifact_uri,
+        "status": model.status,
+        "tags": encode_tags(model.tags),
+    }
+    for attr in ("model_type", "source_run_id", "status_message"):
+        value = getattr(model, attr)
+        if value is not None:
+            info[attr] = value
+    return {
+        "info": info,
+        "data": {"params": encode_tags(model.params), "metrics": [encode_metric(m) for m in model.metrics]},
+    }
+
+
+def encode_artifact_entry(entry: ArtifactEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": entry.path, "is_dir": entry.is_dir}
+    if entry.file_size is not None and not entry.is_dir:
+        out["file_size"] = entry.file_size
+    return out

@@ -1,0 +1,46 @@
+"""Liveness, readiness and the ``server-info`` probe of MLflow 3.15+ clients."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from metricgate import __version__
+from metricgate.api.codec import json_response
+from metricgate.api.keys import SERVICE
+from metricgate.api.routing import Route
+
+
+async def health(request: web.Request) -> web.Response:
+    # Liveness only: the process answers. MLflow's server returns the same plain "OK".
+    return web.Response(text="OK")
+
+
+async def ready(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if await service.db.ping():
+        return web.Response(text="OK")
+    return web.Response(text="database unreachable", status=503, headers={"Retry-After": "2"})
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.Response(text=__version__)
+
+
+async def server_info(request: web.Request) -> web.Response:
+    return json_response(
+        {
+            "store_type": "SqlStore",
+            "workspaces_enabled": False,
+            # Multipart arrives with the large-artifact work; until then clients do single PUTs.
+            "multipart_uploads_enabled": False,
+            "multipart_downloads_enabled": False,
+        }
+    )
+
+
+ROUTES = [
+    Route("GET", "/health", health),
+    Route("GET", "/ready", ready),
+    Route("GET", "/version", version),
+]
+SERVER_INFO_ROUTES = [Route("GET", "/server-info", server_info)]

@@ -1,0 +1,11 @@
+"""Typed application keys: the only way handlers reach shared resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from metricgate.config import Settings
+from metricgate.service import Service
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICE = web.AppKey("service", Service)

@@ -1,0 +1,137 @@
+"""Command line: ``metricgate serve`` and ``metricgate migrate``; the only place uvloop is installed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from metricgate import __version__
+from metricgate.config import ConfigError, Settings
+
+log = logging.getLogger("metricgate")
+
+_DESCRIPTION = """\
+metricgate: an MLflow-compatible tracking server.
+
+Point an unmodified mlflow client at it with MLFLOW_TRACKING_URI=http://HOST:PORT.
+Settings come from METRICGATE_* environment variables; flags override them:
+  METRICGATE_DATABASE_URL   postgresql://user@host:port/db   (metadata and metrics)
+  METRICGATE_REDIS_URL      redis://host:port/db             (ingest stream, next release)
+  METRICGATE_ARTIFACTS_URI  file:///abs/path                 (artifact root)
+  METRICGATE_HOST / METRICGATE_PORT                          (listen address, default 127.0.0.1:5000)
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="PostgreSQL URL (env METRICGATE_DATABASE_URL)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env METRICGATE_LOG_LEVEL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metricgate", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"metricgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the tracking server (HTTP API)")
+    _add_common(serve)
+    serve.add_argument("--host", help="listen address (env METRICGATE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env METRICGATE_PORT, default 5000)")
+    serve.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
+    serve.add_argument("--artifacts-uri", help="artifact root, file:///... (env METRICGATE_ARTIFACTS_URI)")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        default=None,
+        help="apply pending database migrations before serving (env METRICGATE_MIGRATE_ON_START)",
+    )
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    _add_common(migrate)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_serve(settings: Settings) -> int:
+    import uvloop
+    from aiohttp import web
+
+    from metricgate.api.app import create_app
+
+    app = create_app(settings)
+    log.info(
+        "metricgate %s serving on http://%s:%d (database %s, artifacts %s)",
+        __version__,
+        settings.http.host,
+        settings.http.port,
+        settings.postgres,
+        settings.artifacts.uri,
+    )
+    # run_app handles SIGINT/SIGTERM: it stops accepting, lets in-flight requests finish within
+    # shutdown_timeout, then runs cleanup_ctx (closing the pools) in reverse order.
+    web.run_app(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        shutdown_timeout=settings.http.shutdown_timeout_s,
+        access_log=logging.getLogger("aiohttp.access") if settings.http.access_log else None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+    return 0
+
+
+def _run_migrate(settings: Settings) -> int:
+    from metricgate.stores.postgres.migrate import migrate_url
+
+    applied = asyncio.run(migrate_url(settings.postgres.url))
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print("database schema is up to date")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        "database_url": args.database_url,
+        "log_level": args.log_level,
+    }
+    if args.command == "serve":
+        overrides.update(
+            host=args.host,
+            port=args.port,
+            redis_url=args.redis_url,
+            artifacts_uri=args.artifacts_uri,
+            migrate_on_start=args.migrate,
+        )
+    try:
+        settings = Settings.from_env(**overrides)
+    except ConfigError as exc:
+        print(f"metricgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            return _run_serve(settings)
+        return _run_migrate(settings)
+    except OSError as exc:
+        print(f"metricgate: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

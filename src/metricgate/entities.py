@@ -1,0 +1,120 @@
+"""Domain records shared by the API and the stores: frozen, slotted, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    value: float
+    timestamp_ms: int
+    step: int = 0
+    model_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+    run_id: str | None = None  # set on history/bulk reads, where the run is not implied
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: str
+    creation_time: int
+    last_update_time: int
+    tags: tuple[Tag, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    user_id: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    artifact_uri: str
+    lifecycle_stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInput:
+    dataset: Dataset
+    tags: tuple[Tag, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    model_id: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    info: RunInfo
+    metrics: tuple[Metric, ...] = ()
+    params: tuple[Param, ...] = ()
+    tags: tuple[Tag, ...] = ()
+    dataset_inputs: tuple[DatasetInput, ...] = ()
+    model_inputs: tuple[str, ...] = ()
+    model_outputs: tuple[ModelOutput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedModel:
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_uri: str
+    creation_timestamp_ms: int
+    last_updated_timestamp_ms: int
+    status: str
+    model_type: str | None
+    source_run_id: str | None
+    status_message: str | None
+    tags: tuple[Tag, ...] = ()
+    params: tuple[Param, ...] = ()
+    metrics: tuple[Metric, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a search: items plus the opaque token of the next page (None on the last)."""
+
+    items: list = field(default_factory=list)  # type: ignore[type-arg]
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """One entry of an artifact listing, relative to the listed directory."""
+
+    path: str
+    is_dir: bool
+    file_size: int | None = None

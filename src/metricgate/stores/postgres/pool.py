@@ -1,0 +1,76 @@
+"""The asyncpg pool and the one place PostgreSQL errors become metricgate errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from metricgate.config import PostgresSettings
+from metricgate.errors import StoreUnavailable
+
+# Connection-level failures that mean "database unreachable", not "bad request".
+_UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Search compiles LIKE patterns itself; keep the server's escape rules predictable.
+    await conn.execute("SET standard_conforming_strings = on")
+
+
+async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            settings.url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            command_timeout=settings.command_timeout_s,
+            init=_init_connection,
+        )
+    except _UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable("database is unreachable") from exc
+    assert pool is not None
+    return pool
+
+
+class Database:
+    """Pool wrapper: acquire with a bounded wait and translate outages to 503."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
+        self.pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                yield conn
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable("database is unavailable, retry later", retry_after_s=2) from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def ping(self) -> bool:
+        try:
+            async with self.connection() as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
+
+    async def aclose(self) -> None:
+        await self.pool.close()
