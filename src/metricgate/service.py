@@ -12,7 +12,7 @@ from metricgate.errors import StoreUnavailable
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
-from metricgate.stores.postgres.metrics import PgMetricSink
+from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricSink
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.runs import PgRunStore
@@ -27,6 +27,7 @@ class Service:
     experiments: PgExperimentStore
     runs: PgRunStore
     metrics: PgMetricSink
+    history: PgMetricHistory
     logged_models: PgLoggedModelStore
     artifacts: ArtifactStore
 
@@ -46,13 +47,13 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
                 )
         artifacts = await open_artifact_store(settings.artifacts)
         try:
-            metrics = PgMetricSink(db)
             yield Service(
                 settings=settings,
                 db=db,
                 experiments=PgExperimentStore(db, settings.artifacts.default_artifact_root),
                 runs=PgRunStore(db),
-                metrics=metrics,
+                metrics=PgMetricSink(db),
+                history=PgMetricHistory(db),
                 logged_models=PgLoggedModelStore(db),
                 artifacts=artifacts,
             )

@@ -1,0 +1,65 @@
+"""Metric history reads: the full paged history and the downsampled form the UI plots."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from metricgate.api.codec import encode_metric, json_response, read_fields
+from metricgate.api.keys import SERVICE
+from metricgate.api.routing import Route
+from metricgate.errors import InvalidParameter
+from metricgate.validation import MAX_METRIC_HISTORY_PAGE, validate_max_results, validate_run_id
+
+# mlflow/server/handlers.py: MAX_RUNS_GET_METRIC_HISTORY_BULK, MAX_RESULTS_PER_RUN
+MAX_BULK_RUNS = 100
+MAX_BULK_RESULTS_PER_RUN = 2500
+
+
+async def get_history(request: web.Request) -> web.Response:
+    fields = await read_fields(request)
+    run_id = fields.run_id()
+    validate_run_id(run_id)
+    key = fields.req_str("metric_key")
+    max_results = validate_max_results(fields.int("max_results"), MAX_METRIC_HISTORY_PAGE, MAX_METRIC_HISTORY_PAGE)
+    service = request.app[SERVICE]
+    await service.runs.require_exists(run_id)  # 404 for an unknown run, as MLflow answers
+    page = await service.history.history(run_id, key, max_results, fields.str("page_token") or None)
+    body: dict[str, object] = {"metrics": [encode_metric(m) for m in page.items]}
+    if page.next_page_token:
+        body["next_page_token"] = page.next_page_token
+    return json_response(body)
+
+
+async def get_history_bulk_interval(request: web.Request) -> web.Response:
+    fields = await read_fields(request)
+    run_ids = fields.str_list("run_ids")
+    if not run_ids:
+        raise InvalidParameter("Missing value for required parameter 'run_ids'.")
+    if len(run_ids) > MAX_BULK_RUNS:
+        raise InvalidParameter(
+            f"GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} run_ids. "
+            f"Received {len(run_ids)} run_ids."
+        )
+    for run_id in run_ids:
+        validate_run_id(run_id)
+    key = fields.req_str("metric_key")
+    max_results = fields.int("max_results", default=MAX_BULK_RESULTS_PER_RUN)
+    assert max_results is not None
+    if not 1 <= max_results <= MAX_BULK_RESULTS_PER_RUN:
+        raise InvalidParameter(f"max_results must be between 1 and {MAX_BULK_RESULTS_PER_RUN}.")
+    start_step, end_step = fields.int("start_step"), fields.int("end_step")
+    if (start_step is None) != (end_step is None):
+        raise InvalidParameter("If either start step or end step are specified, both must be specified.")
+    if start_step is not None and end_step is not None and start_step > end_step:
+        raise InvalidParameter(
+            "end_step must be greater than start_step. "
+            f"Found start_step={start_step} and end_step={end_step}."
+        )
+    metrics = await request.app[SERVICE].history.bulk_interval(run_ids, key, max_results, start_step, end_step)
+    return json_response({"metrics": [encode_metric(m) for m in metrics]})
+
+
+ROUTES = [
+    Route("GET", "/metrics/get-history", get_history),
+    Route("GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval),
+]

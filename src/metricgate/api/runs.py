@@ -1,0 +1,225 @@
+"""Run endpoints. Params/tags/inputs are written synchronously; metrics go through the sink seam."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from metricgate.api.codec import (
+    Fields,
+    decode_metric,
+    decode_params,
+    decode_tags,
+    empty_response,
+    encode_run,
+    encode_run_info,
+    json_response,
+    read_fields,
+    read_json,
+)
+from metricgate.api.experiments import parse_view_type
+from metricgate.api.keys import SERVICE
+from metricgate.api.routing import Route
+from metricgate.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
+from metricgate.errors import InvalidParameter
+from metricgate.validation import (
+    MAX_BATCH_LOG_REQUEST_BYTES,
+    MAX_RUNS_PER_PAGE,
+    parse_experiment_id,
+    validate_batch,
+    validate_max_results,
+    validate_metric,
+    validate_param,
+    validate_run_id,
+    validate_tag,
+)
+
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+_STATUS_NUMBERS = {str(i + 1): s for i, s in enumerate(RUN_STATUSES)}
+
+
+def _run_id(fields: Fields) -> str:
+    run_id = fields.run_id()
+    validate_run_id(run_id)
+    return run_id
+
+
+def _status(fields: Fields) -> str | None:
+    raw = fields.raw.get("status")
+    if raw is None or raw == "":
+        return None
+    status = _STATUS_NUMBERS.get(str(raw), str(raw))
+    if status not in RUN_STATUSES:
+        raise InvalidParameter(f"Invalid value {raw!r} for parameter 'status': expected one of {list(RUN_STATUSES)}")
+    return status
+
+
+async def create_run(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    # The client omits experiment_id when no experiment was set: that is the Default, "0".
+    experiment_id = parse_experiment_id(fields.str("experiment_id") or "0")
+    tags = [validate_tag(t) for t in decode_tags(fields.dict_list("tags"))]
+    run = await request.app[SERVICE].runs.create(
+        experiment_id=experiment_id,
+        user_id=fields.str("user_id", default="") or "",
+        start_time=fields.int("start_time"),
+        run_name=fields.str("run_name") or None,
+        tags=tags,
+    )
+    return json_response({"run": encode_run(run)})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    fields = await read_fields(request)
+    run = await request.app[SERVICE].runs.get(_run_id(fields))
+    return json_response({"run": encode_run(run)})
+
+
+async def update_run(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    info = await request.app[SERVICE].runs.update(
+        _run_id(fields), _status(fields), fields.int("end_time"), fields.str("run_name") or None
+    )
+    return json_response({"run_info": encode_run_info(info)})
+
+
+async def delete_run(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    await request.app[SERVICE].runs.delete(_run_id(fields))
+    return empty_response()
+
+
+async def restore_run(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    await request.app[SERVICE].runs.restore(_run_id(fields))
+    return empty_response()
+
+
+async def set_tag(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    tag = validate_tag(Tag(fields.req_str("key"), fields.str("value", default="") or ""))
+    await request.app[SERVICE].runs.set_tag(_run_id(fields), tag)
+    return empty_response()
+
+
+async def delete_tag(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    await request.app[SERVICE].runs.delete_tag(_run_id(fields), fields.req_str("key"))
+    return empty_response()
+
+
+async def log_parameter(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    value = fields.str("value", required=True)
+    assert value is not None
+    param = validate_param(Param(fields.req_str("key"), value))
+    await request.app[SERVICE].runs.log_params_and_tags(run_id, [param], [])
+    return empty_response()
+
+
+async def log_metric(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    metric = decode_metric(fields)
+    validate_metric(metric)
+    service = request.app[SERVICE]
+    await service.runs.require_active(run_id)
+    await service.metrics.append(run_id, [metric])
+    return empty_response()
+
+
+async def log_batch(request: web.Request) -> web.Response:
+    if request.content_length is not None and request.content_length > MAX_BATCH_LOG_REQUEST_BYTES:
+        raise InvalidParameter(
+            f"Batched logging API requests must be at most {MAX_BATCH_LOG_REQUEST_BYTES} bytes, "
+            f"got payload of size {request.content_length}."
+        )
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    metrics = [decode_metric(m) for m in fields.dict_list("metrics")]
+    params, tags = validate_batch(
+        metrics, decode_params(fields.dict_list("params")), decode_tags(fields.dict_list("tags"))
+    )
+    service = request.app[SERVICE]
+    if params or tags:
+        # Checks the run and stores params and tags atomically: a changed param fails the
+        # request before any of its metrics is written.
+        await service.runs.log_params_and_tags(run_id, params, tags)
+    else:
+        await service.runs.require_active(run_id)
+    if metrics:
+        await service.metrics.append(run_id, metrics)
+    return empty_response()
+
+
+def _decode_dataset_input(item: dict[str, object]) -> DatasetInput:
+    fields = Fields(item)
+    raw = item.get("dataset")
+    if not isinstance(raw, dict):
+        raise InvalidParameter("Missing value for required parameter 'datasets.dataset'.")
+    ds = Fields(raw)
+    dataset = Dataset(
+        name=ds.req_str("name"),
+        digest=ds.req_str("digest"),
+        source_type=ds.str("source_type", default="") or "",
+        source=ds.str("source", default="") or "",
+        schema=ds.str("schema"),
+        profile=ds.str("profile"),
+    )
+    return DatasetInput(dataset=dataset, tags=tuple(decode_tags(fields.dict_list("tags"), "datasets.tags")))
+
+
+async def log_inputs(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    datasets = [_decode_dataset_input(d) for d in fields.dict_list("datasets")]
+    model_ids = [Fields(m).req_str("model_id") for m in fields.dict_list("models")]
+    await request.app[SERVICE].runs.log_inputs(run_id, datasets, model_ids)
+    return empty_response()
+
+
+async def log_outputs(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    outputs = []
+    for item in fields.dict_list("models"):
+        model = Fields(item)
+        outputs.append(ModelOutput(model.req_str("model_id"), model.int("step", default=0) or 0))
+    await request.app[SERVICE].runs.log_outputs(run_id, outputs)
+    return empty_response()
+
+
+async def search_runs(request: web.Request) -> web.Response:
+    fields = await read_fields(request)
+    experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
+    max_results = validate_max_results(fields.int("max_results"), MAX_RUNS_PER_PAGE, 1000)
+    page = await request.app[SERVICE].runs.search(
+        experiment_ids=experiment_ids,
+        filter_string=fields.str("filter") or None,
+        view_type=parse_view_type(fields, "run_view_type"),
+        max_results=max_results,
+        order_by=fields.str_list("order_by"),
+        page_token=fields.str("page_token") or None,
+    )
+    body: dict[str, object] = {"runs": [encode_run(r) for r in page.items]}
+    if page.next_page_token:
+        body["next_page_token"] = page.next_page_token
+    return json_response(body)
+
+
+ROUTES = [
+    Route("POST", "/runs/create", create_run),
+    Route("GET", "/runs/get", get_run),
+    Route("POST", "/runs/update", update_run),
+    Route("POST", "/runs/delete", delete_run),
+    Route("POST", "/runs/restore", restore_run),
+    Route("POST", "/runs/set-tag", set_tag),
+    Route("POST", "/runs/delete-tag", delete_tag),
+    Route("POST", "/runs/log-parameter", log_parameter),
+    Route("POST", "/runs/log-metric", log_metric),
+    Route("POST", "/runs/log-batch", log_batch),
+    Route("POST", "/runs/log-inputs", log_inputs),
+    Route("POST", "/runs/outputs", log_outputs),
+    Route("POST", "/runs/search", search_runs),
+    Route("GET", "/runs/search", search_runs),
+]

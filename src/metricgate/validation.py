@@ -1,0 +1,189 @@
+"""MLflow's server-side validation rules (mlflow/utils/validation.py), as pure functions.
+
+Every check raises ``InvalidParameter`` with MLflow's wording, so a client that matches on the
+message (or a human reading it) sees what stock MLflow would have said.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from metricgate.entities import Metric, Param, Tag
+from metricgate.errors import InvalidParameter
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_BATCH_LOG_REQUEST_BYTES = 1_000_000
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_EXPERIMENT_NAME_LENGTH = 500
+MAX_EXPERIMENT_TAG_KEY_LENGTH = 250
+MAX_EXPERIMENT_TAG_VALUE_LENGTH = 20000
+MAX_ENTITY_KEY_LENGTH = 250
+MAX_RUNS_PER_PAGE = 50000
+MAX_EXPERIMENTS_PER_PAGE = 50000
+MAX_METRIC_HISTORY_PAGE = 25000
+
+_NAME_RE = re.compile(r"^[/\w.\- :]*$")
+_RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
+_INT64_MAX = 2**63 - 1
+
+_BAD_CHARACTER_MESSAGE = (
+    "Names may only contain alphanumerics, underscores (_), dashes (-), periods (.), "
+    "spaces ( ), colon(:) and slashes (/)."
+)
+
+
+def _invalid_value(path: str, value: object, message: str | None = None) -> str:
+    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    if message:
+        return f"Invalid value {shown} for parameter '{path}' supplied: {message}"
+    return f"Invalid value {shown} for parameter '{path}' supplied."
+
+
+def _path_not_unique(name: str) -> bool:
+    norm = posixpath.normpath(name)
+    return norm != name or norm == "." or norm.startswith("..") or norm.startswith("/")
+
+
+def validate_key(name: str, path: str = "key") -> None:
+    """Metric, param and tag keys: MLflow's character set, no path tricks, at most 250 chars."""
+    if name == "":
+        raise InvalidParameter(_invalid_value(path, name, "Names may not be empty."))
+    if not _NAME_RE.match(name):
+        raise InvalidParameter(_invalid_value(path, name, _BAD_CHARACTER_MESSAGE))
+    if _path_not_unique(name):
+        raise InvalidParameter(
+            _invalid_value(
+                path,
+                name,
+                "Names may be treated as files in certain cases, and must not resolve to other "
+                f"names when treated as such. This name would resolve to {posixpath.normpath(name)!r}",
+            )
+        )
+    if len(name) > MAX_ENTITY_KEY_LENGTH:
+        raise InvalidParameter(f"'{path}' exceeds the maximum length of {MAX_ENTITY_KEY_LENGTH} characters")
+
+
+def truncate(value: str, limit: int) -> str:
+    """MLflow truncates over-long param and tag values by default instead of refusing them."""
+    return value if len(value) <= limit else value[:limit]
+
+
+def validate_run_id(run_id: str, path: str = "run_id") -> None:
+    if not _RUN_ID_RE.match(run_id):
+        raise InvalidParameter(_invalid_value(path, run_id))
+
+
+def parse_experiment_id(value: str, path: str = "experiment_id") -> int:
+    """Experiment ids travel as strings but are integers here."""
+    try:
+        parsed = int(value)
+    except (TypeError, ValueError):
+        raise InvalidParameter(
+            f"Invalid experiment ID '{value}'. Experiment ID must be a valid integer."
+        ) from None
+    if not 0 <= parsed <= _INT64_MAX:
+        raise InvalidParameter(f"Invalid experiment ID '{value}'. Experiment ID must be a valid integer.")
+    return parsed
+
+
+def validate_metric(metric: Metric, path: str = "") -> None:
+    prefix = f"{path}." if path else ""
+    validate_key(metric.key, f"{prefix}key" if path else "key")
+    if metric.timestamp_ms < 0:
+        raise InvalidParameter(
+            _invalid_value(
+                f"{prefix}timestamp",
+                metric.timestamp_ms,
+                f"metric '{metric.key}' (value={metric.value}). "
+                "Timestamp must be a nonnegative long (64-bit integer) ",
+            )
+        )
+
+
+def validate_param(param: Param, path: str = "") -> Param:
+    """Validate the key and return the param with its value truncated to MLflow's limit."""
+    prefix = f"{path}." if path else ""
+    validate_key(param.key, f"{prefix}key")
+    if len(param.value) > MAX_PARAM_VALUE_LENGTH:
+        return Param(param.key, truncate(param.value, MAX_PARAM_VALUE_LENGTH))
+    return param
+
+
+def validate_tag(tag: Tag, path: str = "") -> Tag:
+    prefix = f"{path}." if path else ""
+    validate_key(tag.key, f"{prefix}key")
+    if len(tag.value) > MAX_TAG_VALUE_LENGTH:
+        return Tag(tag.key, truncate(tag.value, MAX_TAG_VALUE_LENGTH))
+    return tag
+
+
+def validate_experiment_name(name: str) -> None:
+    if name.strip() == "":
+        raise InvalidParameter("Invalid experiment name: ''. Experiment name may not be empty.")
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise InvalidParameter(
+            f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters"
+        )
+
+
+def validate_experiment_tag(tag: Tag) -> None:
+    if tag.key == "":
+        raise InvalidParameter("Missing value for required parameter 'key'.")
+    if len(tag.key) > MAX_EXPERIMENT_TAG_KEY_LENGTH:
+        raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_EXPERIMENT_TAG_KEY_LENGTH} characters")
+    if len(tag.value) > MAX_EXPERIMENT_TAG_VALUE_LENGTH:
+        raise InvalidParameter(
+            f"'value' exceeds the maximum length of {MAX_EXPERIMENT_TAG_VALUE_LENGTH} characters"
+        )
+
+
+def _batch_limit(entity: str, limit: int, count: int) -> None:
+    if count > limit:
+        raise InvalidParameter(
+            f"A batch logging request can contain at most {limit} {entity}. Got {count} {entity}. "
+            f"Please split up {entity} across multiple requests and try again."
+        )
+
+
+def validate_batch(
+    metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[Tag]
+) -> tuple[list[Param], list[Tag]]:
+    """log-batch limits and per-item rules; returns params and tags with values truncated."""
+    _batch_limit("metrics", MAX_METRICS_PER_BATCH, len(metrics))
+    _batch_limit("params", MAX_PARAMS_TAGS_PER_BATCH, len(params))
+    _batch_limit("tags", MAX_PARAMS_TAGS_PER_BATCH, len(tags))
+    total = len(metrics) + len(params) + len(tags)
+    if total > MAX_ENTITIES_PER_BATCH:
+        raise InvalidParameter(
+            f"A batch logging request can contain at most {MAX_ENTITIES_PER_BATCH} total "
+            f"metrics, params, and tags. Got {len(metrics)} metrics, {len(params)} params, "
+            f"and {len(tags)} tags. Please split up entities across multiple requests and try again."
+        )
+    for index, metric in enumerate(metrics):
+        validate_metric(metric, f"metrics[{index}]")
+    checked_params = [validate_param(p, f"params[{i}]") for i, p in enumerate(params)]
+    checked_tags = [validate_tag(t, f"tags[{i}]") for i, t in enumerate(tags)]
+    dupes = sorted(key for key, count in Counter(p.key for p in checked_params).items() if count > 1)
+    if dupes:
+        raise InvalidParameter(
+            f"Duplicate parameter keys have been submitted: {dupes}. Please ensure the request "
+            "contains only one param value per param key."
+        )
+    return checked_params, checked_tags
+
+
+def validate_max_results(value: int | None, limit: int, default: int, name: str = "max_results") -> int:
+    if value is None:
+        return default
+    if value <= 0 or value > limit:
+        raise InvalidParameter(
+            f"Invalid value {value} for parameter '{name}' supplied. It must be at most {limit}, "
+            "and at least 1."
+        )
+    return value
