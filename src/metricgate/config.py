@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "METRICGATE_"
@@ -57,8 +58,9 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class ArtifactSettings:
-    # file:///abs/path now; s3://bucket/prefix in a later issue.
-    uri: str = "file:///tmp/metricgate-artifacts"
+    # file:///abs/path now; s3://bucket/prefix in a later issue. Like `mlflow server`, the
+    # default is ./mlartifacts under the directory the server starts in.
+    uri: str = ""
     default_artifact_root: str = "mlflow-artifacts:"
 
 
@@ -91,7 +93,9 @@ class Settings:
             migrate_on_start=reader.bool("MIGRATE_ON_START", PostgresSettings.migrate_on_start),
         )
         redis = RedisSettings(url=reader.str("REDIS_URL", RedisSettings.url))
-        artifacts = ArtifactSettings(uri=reader.str("ARTIFACTS_URI", ArtifactSettings.uri))
+        artifacts = ArtifactSettings(
+            uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri())
+        )
         settings = cls(
             http=http,
             postgres=postgres,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from metricgate.api.codec import (
@@ -189,6 +190,24 @@ async def log_outputs(request: web.Request) -> web.Response:
     return empty_response()
 
 
+_LOG_MODEL_FIELDS = ("artifact_path", "flavors", "utc_time_created", "run_id")
+
+
+async def log_model(request: web.Request) -> web.Response:
+    fields = await read_json(request)
+    run_id = _run_id(fields)
+    model_json = fields.req_str("model_json")
+    try:
+        model = orjson.loads(model_json)
+    except orjson.JSONDecodeError:
+        raise InvalidParameter(f"Malformed model info. \n {model_json[:200]} \n is not a valid JSON.") from None
+    missing = [f for f in _LOG_MODEL_FIELDS if not isinstance(model, dict) or f not in model]
+    if missing:
+        raise InvalidParameter(f"Model json is missing mandatory fields: {missing}")
+    await request.app[SERVICE].runs.append_model_history(run_id, orjson.dumps(model).decode())
+    return empty_response()
+
+
 async def search_runs(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
@@ -220,6 +239,7 @@ ROUTES = [
     Route("POST", "/runs/log-batch", log_batch),
     Route("POST", "/runs/log-inputs", log_inputs),
     Route("POST", "/runs/outputs", log_outputs),
+    Route("POST", "/runs/log-model", log_model),
     Route("POST", "/runs/search", search_runs),
     Route("GET", "/runs/search", search_runs),
 ]

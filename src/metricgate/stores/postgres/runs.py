@@ -28,6 +28,7 @@ from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_run_search
 
 RUN_NAME_TAG = "mlflow.runName"
+MODEL_HISTORY_TAG = "mlflow.log-model.history"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -173,6 +174,21 @@ class PgRunStore:
                 names = [t.value for t in tags if t.key == RUN_NAME_TAG]
                 if names:
                     await conn.execute("UPDATE runs SET run_name = $2 WHERE run_id = $1", run_id, names[-1])
+
+    async def append_model_history(self, run_id: str, model_json: str) -> None:
+        """Legacy ``runs/log-model`` (MLflow 2 clients): append to the run's model history tag.
+
+        Appending in SQL keeps concurrent calls from overwriting each other's entries."""
+        async with self._db.transaction() as conn:
+            await require_active_run(conn, run_id, lock=True)
+            await conn.execute(
+                """INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3)
+                   ON CONFLICT (run_id, key)
+                   DO UPDATE SET value = (tags.value::jsonb || excluded.value::jsonb)::text""",
+                run_id,
+                MODEL_HISTORY_TAG,
+                "[" + model_json + "]",
+            )
 
     # ------------------------------------------------------------------ inputs and outputs
 
