@@ -1,0 +1,291 @@
+"""The proxied artifact API (``/api/2.0/mlflow-artifacts``) and the UI's run-artifact listing.
+
+Handlers only parse HTTP and shape responses; every byte goes through the ``ArtifactStore``
+(``request.app[SERVICE].artifacts``), which owns path validation and confinement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mimetypes
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from aiohttp import web
+
+from metricgate.api.codec import Fields, empty_response, json_response
+from metricgate.api.keys import SERVICE
+from metricgate.api.middleware import error_response
+from metricgate.api.routing import Route
+from metricgate.entities import ArtifactEntry
+from metricgate.errors import BadRequest, InvalidParameter, NotImplementedYet
+from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.paths import artifact_basename, join_artifact_path, normalize_artifact_path
+
+log = logging.getLogger(__name__)
+
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+# The client falls back to one plain PUT only when the message starts with exactly this text
+# (mlflow.exceptions._UnsupportedMultipartUploadException.MESSAGE).
+MULTIPART_UPLOAD_UNSUPPORTED = "Multipart upload is not supported for the current artifact repository"
+MULTIPART_DOWNLOAD_UNSUPPORTED = "Multipart download is not supported for the current artifact repository"
+# Where proxied artifact URIs of the http(s) form keep the store path.
+_PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
+_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _store(request: web.Request) -> ArtifactStore:
+    return request.app[SERVICE].artifacts
+
+
+def _path_param(request: web.Request) -> str:
+    # aiohttp has already percent-decoded the match; the store validates what is left.
+    return request.match_info.get("path", "")
+
+
+# ---------------------------------------------------------------- upload
+
+
+async def _counted_body(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in chunks; raises before the end if it is shorter than announced.
+
+    Raising inside the iterator (rather than after ``put``) keeps a truncated upload from ever
+    being committed: the store discards its staging file.
+    """
+    received = 0
+    async for chunk in request.content.iter_chunked(UPLOAD_CHUNK_BYTES):
+        received += len(chunk)
+        yield chunk
+    expected = request.content_length
+    if expected is not None and received != expected:
+        raise BadRequest(f"Request body ended after {received} of {expected} bytes")
+
+
+async def upload_artifact(request: web.Request) -> web.Response:
+    await _store(request).put(_path_param(request), _counted_body(request))
+    return empty_response()
+
+
+# ---------------------------------------------------------------- download
+
+
+class _RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The single byte range ``[start, end)`` a Range header asks for; None means the whole file.
+
+    Units other than bytes and multi-range requests are ignored (RFC 9110 lets a server send
+    the full body instead); a malformed or unsatisfiable byte range raises.
+    """
+    if header is None:
+        return None
+    header = header.strip()
+    if not header.lower().startswith("bytes="):
+        return None
+    if "," in header:
+        return None
+    match = _SINGLE_RANGE.match(header.replace(" ", "").lower())
+    if match is None or match.group(1) == match.group(2) == "":
+        raise _RangeNotSatisfiable
+    first, last = match.group(1), match.group(2)
+    if first == "":  # suffix range: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            raise _RangeNotSatisfiable
+        return max(0, size - length), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or (last != "" and int(last) < start):
+        raise _RangeNotSatisfiable
+    return start, end
+
+
+def _content_disposition(name: str) -> str:
+    # Attachment, never inline: artifacts are user content served from our origin (XSS).
+    ascii_name = name.encode("ascii", "ignore").decode("ascii").replace('"', "").replace("\\", "") or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _download_headers(path: str) -> dict[str, str]:
+    name = artifact_basename(path)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return {
+        "Content-Type": content_type,
+        "Content-Disposition": _content_disposition(name),
+        "X-Content-Type-Options": "nosniff",
+        "Accept-Ranges": "bytes",
+    }
+
+
+def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    # With If-Range the client only wants the range if its copy is current; we expose no
+    # validators to compare against, so the safe answer is the whole file.
+    if "If-Range" in request.headers:
+        return None
+    return parse_range(request.headers.get("Range"), size)
+
+
+async def download_artifact(request: web.Request) -> web.StreamResponse:
+    store = _store(request)
+    path = _path_param(request)
+    size = await store.size(path)  # NotFound (404 JSON) for a missing path or a directory
+    try:
+        byte_range = _requested_range(request, size)
+    except _RangeNotSatisfiable:
+        return error_response(
+            "INVALID_PARAMETER_VALUE",
+            f"Range {request.headers.get('Range')!r} cannot be satisfied for a {size}-byte artifact",
+            416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    start, end = byte_range if byte_range is not None else (0, size)
+    # aclosing: the store's reader holds an open file until it is closed or exhausted.
+    async with contextlib.aclosing(store.read(path, start, end)) as chunks:  # type: ignore[type-var]
+        # Pull the first chunk before sending headers so a file deleted in between still gets
+        # a clean JSON 404 instead of a truncated 200.
+        first = await anext(chunks, None)
+        response = web.StreamResponse(
+            status=206 if byte_range is not None else 200, headers=_download_headers(path)
+        )
+        response.content_length = end - start
+        if byte_range is not None:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        await response.prepare(request)
+        await _send_body(request, response, first, chunks, end - start)
+    return response
+
+
+async def _send_body(
+    request: web.Request,
+    response: web.StreamResponse,
+    first: bytes | None,
+    chunks: AsyncIterator[bytes],
+    expected: int,
+) -> None:
+    sent = 0
+    try:
+        if first is not None:
+            await response.write(first)
+            sent += len(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+            sent += len(chunk)
+    except OSError as exc:  # includes ConnectionResetError from a client that hung up
+        log.info("download of %s stopped after %d bytes: %s", request.path, sent, exc)
+        _abort(request)
+        return
+    if sent != expected:
+        # Headers are gone already; the only honest signal left is a broken connection, which
+        # the client reports instead of keeping a short file.
+        log.warning("download of %s sent %d of %d bytes (file changed?)", request.path, sent, expected)
+        _abort(request)
+        return
+    await response.write_eof()
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _file_info(path: str, entry: ArtifactEntry) -> dict[str, Any]:
+    """A FileInfo as mlflow's server writes it.
+
+    ``FileInfo.to_proto`` sets ``file_size`` only when it is truthy, so directories *and empty
+    files* come without it; the client reads a missing size as None.
+    """
+    out: dict[str, Any] = {"path": path, "is_dir": entry.is_dir}
+    if not entry.is_dir and entry.file_size:
+        out["file_size"] = entry.file_size
+    return out
+
+
+async def list_artifacts(request: web.Request) -> web.Response:
+    """``GET artifacts?path=dir``: entries named by basename; ``{}`` for a file, empty or missing dir."""
+    fields = Fields(request.query, query=True)
+    entries = await _store(request).list(fields.str("path") or "")
+    if not entries:
+        # proto3 JSON omits an empty repeated field, so mlflow's server answers a bare {}.
+        return empty_response()
+    return json_response({"files": [_file_info(e.path, e) for e in entries]})
+
+
+async def delete_artifact(request: web.Request) -> web.Response:
+    await _store(request).delete(_path_param(request))
+    return empty_response()
+
+
+# ---------------------------------------------------------------- multipart (not supported)
+
+
+async def multipart_unsupported(request: web.Request) -> web.Response:
+    raise NotImplementedYet(MULTIPART_UPLOAD_UNSUPPORTED)
+
+
+async def presigned_unsupported(request: web.Request) -> web.Response:
+    raise NotImplementedYet(MULTIPART_DOWNLOAD_UNSUPPORTED)
+
+
+# ---------------------------------------------------------------- UI: runs' artifact listing
+
+
+def store_path_of(artifact_uri: str) -> str | None:
+    """The store path behind a run's proxied artifact URI, or None when we do not serve it.
+
+    ``mlflow-artifacts:/1/<run>/artifacts`` (also with a ``//host:port`` authority) and
+    ``http(s)://host/.../mlflow-artifacts/artifacts/1/<run>/artifacts`` both map to
+    ``1/<run>/artifacts``.
+    """
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "mlflow-artifacts":
+        tail = parsed.path
+    elif parsed.scheme in ("http", "https") and _PROXY_ENDPOINT in parsed.path:
+        tail = parsed.path.split(_PROXY_ENDPOINT, 1)[1]
+    else:
+        return None
+    try:
+        return normalize_artifact_path(tail.lstrip("/"), allow_root=True)
+    except InvalidParameter:
+        return None  # a URI we did not write; nothing we could list safely
+
+
+async def list_run_artifacts(request: web.Request) -> web.Response:
+    """``GET /api/2.0/mlflow/artifacts/list?run_id=&path=``: what the web UI's file tree calls."""
+    fields = Fields(request.query, query=True)
+    relative = normalize_artifact_path(fields.str("path") or "", allow_root=True)
+    service = request.app[SERVICE]
+    run = await service.runs.get(fields.run_id())  # NotFound -> 404 like mlflow
+    root_uri = run.info.artifact_uri
+    files: list[dict[str, Any]] = []
+    base = store_path_of(root_uri)
+    if base is not None:
+        entries = await service.artifacts.list(join_artifact_path(base, relative))
+        # Paths here are relative to the run's root, unlike the proxied listing's basenames.
+        files = [_file_info(join_artifact_path(relative, e.path), e) for e in entries]
+    return json_response({"root_uri": root_uri, "files": files})
+
+
+_PATH = "{path:.*}"
+
+ROUTES: list[Route] = [
+    Route("GET", "/artifacts", list_artifacts),
+    Route("GET", f"/artifacts/{_PATH}", download_artifact),
+    Route("PUT", f"/artifacts/{_PATH}", upload_artifact),
+    Route("DELETE", f"/artifacts/{_PATH}", delete_artifact),
+    Route("POST", f"/mpu/create/{_PATH}", multipart_unsupported),
+    Route("POST", f"/mpu/complete/{_PATH}", multipart_unsupported),
+    Route("POST", f"/mpu/abort/{_PATH}", multipart_unsupported),
+    Route("GET", f"/presigned/{_PATH}", presigned_unsupported),
+]
+
+TRACKING_ROUTES: list[Route] = [
+    Route("GET", "/artifacts/list", list_run_artifacts),
+]
