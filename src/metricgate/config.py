@@ -131,8 +131,9 @@ class Settings:
     def validate(self) -> None:
         if not self.postgres.url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL")
-        if not self.artifacts.uri.startswith(("file://", "s3://")):
-            raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:// or s3:// URI")
+        # s3:// arrives with the large-artifact work; refuse it here rather than at first upload.
+        if not self.artifacts.uri.startswith("file://"):
+            raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path URI")
         if not 0 < self.http.port < 65536:
             raise ConfigError(f"{ENV_PREFIX}PORT must be between 1 and 65535")
 

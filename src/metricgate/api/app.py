@@ -31,7 +31,9 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
-    tracking_routes = experiments.ROUTES + runs.ROUTES + metrics.ROUTES + logged_models.ROUTES
+    tracking_routes = (
+        experiments.ROUTES + runs.ROUTES + metrics.ROUTES + logged_models.ROUTES + artifacts.TRACKING_ROUTES
+    )
     _add_routes(app, MLFLOW_PREFIXES, tracking_routes)
     _add_routes(app, ARTIFACT_PREFIXES, artifacts.ROUTES)
     _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
