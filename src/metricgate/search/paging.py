@@ -1,0 +1,53 @@
+"""Offset page tokens in MLflow's format: base64 of the JSON ``{"offset": N}``.
+
+Clients treat tokens as opaque, but using MLflow's format keeps tokens interchangeable with a
+real MLflow server's (SearchUtils.create_page_token / parse_start_offset_from_page_token).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from metricgate.errors import InvalidParameter
+
+# A real token is ~20 characters; refusing long ones bounds the decoding work for hostile input.
+MAX_TOKEN_CHARS = 1024
+# OFFSET is bound as a PostgreSQL bigint.
+_MAX_OFFSET = 2**63 - 2
+
+
+def encode_page_token(offset: int) -> str:
+    """The token that makes the next search start at ``offset``."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= _MAX_OFFSET:
+        raise ValueError(f"offset must be a non-negative int64, got {offset!r}")
+    return base64.b64encode(json.dumps({"offset": offset}).encode("utf-8")).decode("ascii")
+
+
+def decode_page_token(token: str | None) -> int:
+    """The offset a token stands for; no token (``None`` or ``""``) is the first page."""
+    if token is None or token == "":
+        return 0
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidParameter("Invalid page token, could not base64-decode")
+    try:
+        decoded = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
+        raise InvalidParameter("Invalid page token, could not base64-decode") from None
+    try:
+        parsed = json.loads(decoded)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise InvalidParameter(f"Invalid page token, decoded value={decoded!r}") from None
+    if not isinstance(parsed, dict) or "offset" not in parsed:
+        raise InvalidParameter(f"Invalid page token, parsed value={parsed}")
+    return _offset_from(parsed["offset"])
+
+
+def _offset_from(raw: object) -> int:
+    # MLflow applies int() to the field, so a numeric string is accepted as well.
+    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 19:
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= _MAX_OFFSET:
+        raise InvalidParameter(f"Invalid page token, offset={raw!r} is not a non-negative integer")
+    return raw

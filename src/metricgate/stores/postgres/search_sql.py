@@ -1,0 +1,393 @@
+"""Compile MLflow searches (runs, experiments, logged models) into parameterized PostgreSQL.
+
+Every client-supplied value, keys included, is bound as an asyncpg ``$n`` parameter with an
+explicit cast; only fixed table and column names from the maps below reach the SQL text.
+Each query selects one id column and fetches ``max_results + 1`` rows: the extra row tells the
+caller that a next page exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from metricgate.errors import InvalidParameter
+from metricgate.search.filter import (
+    ATTRIBUTE,
+    DATASET,
+    METRIC,
+    PARAM,
+    Clause,
+    ClauseValue,
+    OrderKey,
+    parse_experiment_filter,
+    parse_experiment_order_by,
+    parse_logged_model_filter,
+    parse_logged_model_order_by,
+    parse_order_by,
+    parse_run_filter,
+)
+
+_LIFECYCLE_BY_VIEW: dict[str, str | None] = {
+    "ACTIVE_ONLY": "active",
+    "DELETED_ONLY": "deleted",
+    "ALL": None,
+}
+_DATASET_CONTEXT_TAG = "mlflow.data.context"  # MLflow's MLFLOW_DATASET_CONTEXT input tag
+_INT64_MAX = 2**63 - 1
+_SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
+            "LIKE": "LIKE", "ILIKE": "ILIKE"}  # fmt: skip
+
+_RUN_COLUMNS = {
+    "run_id": "r.run_id",
+    # MLflow filters run_name through the mlflow.runName tag because runs logged by
+    # MLflow <= 1.29 had an empty name column; metricgate always fills runs.run_name.
+    "run_name": "r.run_name",
+    "status": "r.status",
+    "user_id": "r.user_id",
+    "artifact_uri": "r.artifact_uri",
+    "lifecycle_stage": "r.lifecycle_stage",
+    "start_time": "r.start_time",
+    "end_time": "r.end_time",
+}
+_EXPERIMENT_COLUMNS = {
+    "name": "e.name",
+    "experiment_id": "e.experiment_id",
+    "creation_time": "e.creation_time",
+    "last_update_time": "e.last_update_time",
+}
+_MODEL_COLUMNS = {
+    "name": "lm.name",
+    "model_id": "lm.model_id",
+    "model_type": "lm.model_type",
+    "status": "lm.status",
+    "source_run_id": "lm.source_run_id",
+    "creation_timestamp": "lm.creation_timestamp_ms",
+    "last_updated_timestamp": "lm.last_updated_timestamp_ms",
+}
+# Columns whose values are free text sort in byte order ("C" collation), whatever the database
+# locale, as on SQLite (MLflow's default backend). Ids are hex, so any collation agrees there and
+# the plain column keeps its index usable.
+_FREE_TEXT_COLUMNS = frozenset(
+    {"r.run_name", "r.status", "r.user_id", "r.artifact_uri", "e.name",
+     "lm.name", "lm.model_type", "lm.status", "lm.source_run_id"}
+)  # fmt: skip
+_NUMERIC_COLUMNS = frozenset(
+    {"r.start_time", "r.end_time", "e.creation_time", "e.last_update_time",
+     "lm.creation_timestamp_ms", "lm.last_updated_timestamp_ms"}
+)  # fmt: skip
+
+
+class _Query:
+    """Collects one SELECT: bound parameters, joins, conditions and sort terms."""
+
+    def __init__(self, id_column: str, source: str) -> None:
+        self.id_column = id_column
+        self.source = source
+        self.params: list[object] = []
+        self.joins: list[str] = []
+        self.where: list[str] = []
+        self.order: list[str] = []
+
+    def bind(self, value: object, cast: str) -> str:
+        """Append a parameter and return its placeholder, e.g. ``$3::text``."""
+        _check_storable(value)
+        self.params.append(value)
+        return f"${len(self.params)}::{cast}"
+
+    def render(self, max_results: int, offset: int) -> tuple[str, list[object]]:
+        limit = self.bind(max_results + 1, "bigint")
+        skip = self.bind(offset, "bigint")
+        lines = [
+            f"SELECT {self.id_column}",
+            f"FROM {self.source}",
+            *self.joins,
+            "WHERE " + "\n  AND ".join(self.where or ["TRUE"]),
+            "ORDER BY " + ", ".join(self.order),
+            f"LIMIT {limit} OFFSET {skip}",
+        ]
+        return "\n".join(lines), self.params
+
+
+def compile_run_search(
+    experiment_ids: Sequence[int | str],
+    filter_string: str | None,
+    order_by: Sequence[str] | None,
+    view_type: str,
+    max_results: int,
+    offset: int,
+) -> tuple[str, list[object]]:
+    """SQL selecting ``run_id`` of matching runs, in MLflow's order, one page plus one row."""
+    clauses = parse_run_filter(filter_string)
+    order_keys = parse_order_by(order_by)
+    query = _Query("r.run_id", "runs AS r")
+    _restrict_experiments(query, "r.experiment_id", experiment_ids)
+    _restrict_lifecycle(query, "r.lifecycle_stage", view_type)
+    query.where.extend(_run_condition(query, clause) for clause in clauses)
+    _order_runs(query, order_keys)
+    return query.render(*_page(max_results, offset))
+
+
+def compile_experiment_search(
+    view_type: str,
+    filter_string: str | None,
+    order_by: Sequence[str] | None,
+    max_results: int,
+    offset: int,
+) -> tuple[str, list[object]]:
+    """SQL selecting ``experiment_id`` of matching experiments, one page plus one row."""
+    clauses = parse_experiment_filter(filter_string)
+    # MLflow's default order, and its tie-breaker when the caller's order lacks experiment_id.
+    order_keys = parse_experiment_order_by(order_by) or [
+        OrderKey(ATTRIBUTE, "creation_time", ascending=False),
+        OrderKey(ATTRIBUTE, "experiment_id", ascending=True),
+    ]
+    query = _Query("e.experiment_id", "experiments AS e")
+    _restrict_lifecycle(query, "e.lifecycle_stage", view_type)
+    for clause in clauses:
+        if clause.kind == ATTRIBUTE:
+            query.where.append(_compare(query, _EXPERIMENT_COLUMNS[clause.key], clause))
+        else:
+            link = "x.experiment_id = e.experiment_id"
+            query.where.append(_keyed_condition(query, "experiment_tags", link, clause))
+    query.order.extend(_sort_term(_EXPERIMENT_COLUMNS[k.key], k.ascending) for k in order_keys)
+    if not any(k.key == "experiment_id" for k in order_keys):
+        query.order.append("e.experiment_id DESC")
+    return query.render(*_page(max_results, offset))
+
+
+def compile_logged_model_search(
+    experiment_ids: Sequence[int | str],
+    filter_string: str | None,
+    order_by: Sequence[Mapping[str, object]] | None,
+    max_results: int,
+    offset: int,
+) -> tuple[str, list[object]]:
+    """SQL selecting ``model_id`` of matching active logged models, one page plus one row."""
+    clauses = parse_logged_model_filter(filter_string)
+    order_keys = parse_logged_model_order_by(order_by)
+    query = _Query("lm.model_id", "logged_models AS lm")
+    _restrict_experiments(query, "lm.experiment_id", experiment_ids)
+    query.where.append(f"lm.lifecycle_stage = {query.bind('active', 'text')}")
+    query.where.extend(_logged_model_condition(query, clause) for clause in clauses)
+    _order_logged_models(query, order_keys)
+    return query.render(*_page(max_results, offset))
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def _run_condition(query: _Query, clause: Clause) -> str:
+    if clause.kind == ATTRIBUTE:
+        return _compare(query, _RUN_COLUMNS[clause.key], clause)
+    if clause.kind == METRIC:
+        return _keyed_condition(query, "latest_metrics", "x.run_id = r.run_id", clause)
+    if clause.kind == DATASET:
+        return _dataset_condition(query, clause)
+    table = "params" if clause.kind == PARAM else "tags"
+    return _keyed_condition(query, table, "x.run_id = r.run_id", clause)
+
+
+def _logged_model_condition(query: _Query, clause: Clause) -> str:
+    if clause.kind == ATTRIBUTE:
+        return _compare(query, _MODEL_COLUMNS[clause.key], clause)
+    # As in MLflow's SqlAlchemyStore, a model matches a metric filter when any of its logged
+    # values for that key matches, not only the latest one.
+    tables = {METRIC: "metrics", PARAM: "logged_model_params"}
+    table = tables.get(clause.kind, "logged_model_tags")
+    return _keyed_condition(query, table, "x.model_id = lm.model_id", clause)
+
+
+def _keyed_condition(query: _Query, table: str, link: str, clause: Clause) -> str:
+    """EXISTS over a (owner, key, value) table. Like MLflow, ``!=`` and ``NOT IN`` match only
+    owners that have the key with another value; IS NULL means the key is absent."""
+    parts = [link, f"x.key = {query.bind(clause.key, 'text')}"]
+    if clause.op not in ("IS NULL", "IS NOT NULL"):
+        compare = _metric_compare if clause.kind == METRIC else _compare
+        parts.append(compare(query, "x.value", clause))
+    exists = f"EXISTS (SELECT 1 FROM {table} AS x WHERE {' AND '.join(parts)})"
+    return f"NOT {exists}" if clause.op == "IS NULL" else exists
+
+
+def _dataset_condition(query: _Query, clause: Clause) -> str:
+    """Each dataset clause may be met by a different input of the run, as in MLflow."""
+    if clause.key != "context":
+        column = "d.name" if clause.key == "name" else "d.digest"
+        return (
+            "EXISTS (SELECT 1 FROM run_dataset_inputs AS i"
+            " JOIN datasets AS d ON d.dataset_id = i.dataset_id"
+            f" WHERE i.run_id = r.run_id AND {_compare(query, column, clause)})"
+        )
+    # The context is an input tag; a malformed (non-array) tags value simply has no context.
+    context_value = _compare(query, "t.tag->>'value'", clause)
+    return (
+        "EXISTS (SELECT 1 FROM run_dataset_inputs AS i CROSS JOIN LATERAL jsonb_array_elements("
+        "CASE WHEN jsonb_typeof(i.tags) = 'array' THEN i.tags ELSE '[]'::jsonb END) AS t(tag)"
+        f" WHERE i.run_id = r.run_id AND t.tag->>'key' = {query.bind(_DATASET_CONTEXT_TAG, 'text')}"
+        f" AND {context_value})"
+    )
+
+
+def _compare(query: _Query, column: str, clause: Clause) -> str:
+    """``column <op> $n`` with a cast that matches the value's type."""
+    op, value = clause.op, clause.value
+    if op in ("IN", "NOT IN"):
+        if not isinstance(value, tuple) or not value:
+            raise RuntimeError(f"{op} needs a non-empty tuple, got {value!r}")
+        array = query.bind(list(value), _cast_of(value[0]) + "[]")
+        return f"{column} = ANY({array})" if op == "IN" else f"{column} <> ALL({array})"
+    return f"{column} {_SQL_OPS[op]} {query.bind(value, _cast_of(value))}"
+
+
+def _metric_compare(query: _Query, column: str, clause: Clause) -> str:
+    # MLflow stores NaN as 0 plus is_nan, and a NaN metric satisfies only "!=". PostgreSQL ranks
+    # NaN above every number and holds NaN = NaN, so NaN would pass ">" or "=": exclude it. For
+    # "!=" the OR keeps MLflow's rule even against a NaN operand.
+    compare = _compare(query, column, clause)
+    if clause.op == "!=":
+        return f"({compare} OR {column} = 'NaN'::float8)"
+    return f"({compare} AND {column} <> 'NaN'::float8)"
+
+
+def _cast_of(value: ClauseValue) -> str:
+    if isinstance(value, bool) or value is None:
+        raise RuntimeError(f"unexpected clause value {value!r}")
+    if isinstance(value, int):
+        return "bigint"  # the parser only produces ints that fit int64
+    if isinstance(value, float):
+        return "float8"
+    return "text"
+
+
+# --- ordering ---------------------------------------------------------------------------------
+
+
+def _order_runs(query: _Query, keys: list[OrderKey]) -> None:
+    for n, key in enumerate(keys):
+        if key.kind == ATTRIBUTE:
+            query.order.append(_sort_term(_RUN_COLUMNS[key.key], key.ascending))
+            continue
+        # At most one row per (run, key) in each of these tables, so the join adds no rows.
+        table = {METRIC: "latest_metrics", PARAM: "params"}.get(key.kind, "tags")
+        alias = f"s{n}"
+        query.joins.append(
+            f"LEFT JOIN {table} AS {alias} ON {alias}.run_id = r.run_id"
+            f" AND {alias}.key = {query.bind(key.key, 'text')}"
+        )
+        if key.kind == METRIC:
+            query.order.extend(_metric_sort_terms(f"{alias}.value", key.ascending))
+        else:
+            query.order.append(_sort_term(f"{alias}.value", key.ascending, free_text=True))
+    # MLflow's natural order, start_time DESC then run_id, breaks the remaining ties; the
+    # final run_id makes pages stable.
+    if not _has_attribute(keys, "start_time"):
+        query.order.append("r.start_time DESC NULLS LAST")
+    if not _has_attribute(keys, "run_id"):
+        query.order.append("r.run_id")
+
+
+def _order_logged_models(query: _Query, keys: list[OrderKey]) -> None:
+    for n, key in enumerate(keys):
+        if key.kind == ATTRIBUTE:
+            query.order.append(_sort_term(_MODEL_COLUMNS[key.key], key.ascending))
+            continue
+        alias = f"s{n}"
+        query.joins.append(
+            f"LEFT JOIN LATERAL ({_latest_model_metric(query, key)}) AS {alias} ON TRUE"
+        )
+        query.order.extend(_metric_sort_terms(f"{alias}.value", key.ascending))
+    if not _has_attribute(keys, "creation_timestamp"):
+        query.order.append("lm.creation_timestamp_ms DESC")
+    if not _has_attribute(keys, "model_id"):
+        query.order.append("lm.model_id")
+
+
+def _latest_model_metric(query: _Query, key: OrderKey) -> str:
+    """The model's latest value for the key, picked as MLflow does: newest timestamp, then
+    highest step, then lowest run_id; optionally only values logged on one dataset."""
+    conditions = ["x.model_id = lm.model_id", f"x.key = {query.bind(key.key, 'text')}"]
+    if key.dataset_name is not None:
+        conditions.append(f"x.dataset_name = {query.bind(key.dataset_name, 'text')}")
+    if key.dataset_digest is not None:
+        conditions.append(f"x.dataset_digest = {query.bind(key.dataset_digest, 'text')}")
+    return (
+        f"SELECT x.value FROM metrics AS x WHERE {' AND '.join(conditions)}"
+        " ORDER BY x.timestamp_ms DESC, x.step DESC, x.run_id LIMIT 1"
+    )
+
+
+def _metric_sort_terms(column: str, ascending: bool) -> list[str]:
+    # MLflow's _get_orderby_clauses: real values first (in the requested direction), then NaN,
+    # then runs without the metric, whichever the direction.
+    rank = f"CASE WHEN {column} IS NULL THEN 2 WHEN {column} = 'NaN'::float8 THEN 1 ELSE 0 END"
+    return [rank, f"{column} {'ASC' if ascending else 'DESC'}"]
+
+
+def _sort_term(column: str, ascending: bool, free_text: bool | None = None) -> str:
+    """Missing values sort last in both directions, as in MLflow."""
+    if free_text is None:
+        free_text = column in _FREE_TEXT_COLUMNS
+    collated = f'{column} COLLATE "C"' if free_text else column
+    return f"{collated} {'ASC' if ascending else 'DESC'} NULLS LAST"
+
+
+def _has_attribute(keys: list[OrderKey], name: str) -> bool:
+    return any(k.kind == ATTRIBUTE and k.key == name for k in keys)
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def _restrict_lifecycle(query: _Query, column: str, view_type: str) -> None:
+    if view_type not in _LIFECYCLE_BY_VIEW:
+        raise InvalidParameter(
+            f"Invalid view_type '{view_type}'. Expected one of {list(_LIFECYCLE_BY_VIEW)}"
+        )
+    stage = _LIFECYCLE_BY_VIEW[view_type]
+    if stage is not None:
+        query.where.append(f"{column} = {query.bind(stage, 'text')}")
+
+
+def _restrict_experiments(query: _Query, column: str, experiment_ids: Sequence[int | str]) -> None:
+    ids = [_experiment_id(raw) for raw in experiment_ids]
+    query.where.append(f"{column} = ANY({query.bind(ids, 'bigint[]')})")
+
+
+def _experiment_id(raw: int | str) -> int:
+    # MLflow's _parse_experiment_id contract: anything int() accepts, else INVALID_PARAMETER_VALUE.
+    value: int | None = None
+    if not isinstance(raw, bool):
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            value = None
+    if value is None or not -_INT64_MAX <= value <= _INT64_MAX:
+        raise InvalidParameter(
+            f"Invalid experiment ID '{str(raw)[:100]}'. Experiment ID must be a valid integer."
+        )
+    return value
+
+
+def _page(max_results: int, offset: int) -> tuple[int, int]:
+    for name, value in (("max_results", max_results), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64_MAX:
+            raise InvalidParameter(f"Invalid value {value!r} for {name}.")
+    return max_results, offset
+
+
+def _check_storable(value: object) -> None:
+    """PostgreSQL text cannot hold NUL and asyncpg cannot encode lone surrogates; reject such
+    values as bad input rather than letting the driver fail with an internal error."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str) and ("\x00" in item or not _encodable(item)):
+            raise InvalidParameter("Search values must be valid UTF-8 text without NUL characters.")
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
