@@ -1,0 +1,268 @@
+"""Shared fixtures: private PostgreSQL and Redis (real servers, never mocks), app clients, a live server.
+
+PostgreSQL and Redis are started once per session on free ports in temp dirs (see
+``metricgate.devservices``) unless ``METRICGATE_TEST_DATABASE_URL`` / ``METRICGATE_TEST_REDIS_URL``
+name existing servers. Each test gets its own database, cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from metricgate import devservices
+from metricgate.config import Settings
+
+LIVE_SERVER_START_TIMEOUT_S = 20.0
+
+
+def _loop_factories_hook_exists() -> bool:
+    try:
+        from pytest_asyncio.plugin import PytestAsyncioSpecs
+    except ImportError:
+        return False
+    return hasattr(PytestAsyncioSpecs, "pytest_asyncio_loop_factories")
+
+
+if _loop_factories_hook_exists():
+    import uvloop
+
+    _LOOP_FACTORY_FIXTURE = "_asyncio_loop_factory"  # pytest-asyncio's own (private) fixture
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        # Production runs on uvloop (cli.py), so the tests do too.
+        return {"uvloop": uvloop.new_event_loop}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+        # pytest-asyncio (<= 1.5, issue #1501) parametrizes the loop factory for async tests only;
+        # a sync test that uses an async fixture (live_server -> db_url) then flips the session
+        # runner's cache key, which tears down and rebuilds every session fixture. Give sync tests
+        # the same parameter (same object, so the same cache key).
+        if _LOOP_FACTORY_FIXTURE in metafunc.fixturenames:
+            return
+        if inspect.iscoroutinefunction(metafunc.function) or inspect.isasyncgenfunction(metafunc.function):
+            return
+        metafunc.fixturenames.append(_LOOP_FACTORY_FIXTURE)
+        hidden = getattr(pytest, "HIDDEN_PARAM", None)
+        metafunc.parametrize(
+            _LOOP_FACTORY_FIXTURE,
+            [uvloop.new_event_loop],
+            ids=[hidden] if hidden is not None else ["uvloop"],
+            indirect=True,
+            scope="session",
+        )
+
+
+def _with_database(url: str, database: str) -> str:
+    """``url`` with its path replaced by ``/database`` (query string kept)."""
+    head, _, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
+
+
+def _unique_name(prefix: str) -> str:
+    # Unique across concurrent runs that share one server through METRICGATE_TEST_DATABASE_URL.
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """Admin URL (superuser, database ``postgres``) of a private PostgreSQL, or $METRICGATE_TEST_DATABASE_URL."""
+    env_url = os.environ.get("METRICGATE_TEST_DATABASE_URL")
+    if env_url:
+        yield env_url
+        return
+    try:
+        with devservices.temporary_postgres() as instance:
+            yield instance.url()
+    except devservices.ServiceNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(pg_server_url: str) -> AsyncIterator[str]:
+    """Name of a database with every migration applied; ``db_url`` clones it per test."""
+    from metricgate.stores.postgres.migrate import migrate_url
+
+    name = _unique_name("mg_template")
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await migrate_url(_with_database(pg_server_url, name))
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """URL of a fresh, migrated database for this test only (CREATE DATABASE ... TEMPLATE); dropped after."""
+    name = _unique_name("mg_test")
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        # FILE_COPY (PostgreSQL 15+) clones a small database ~4x faster than the default WAL_LOG.
+        strategy = " STRATEGY FILE_COPY" if admin.get_server_version().major >= 15 else ""
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"{strategy}')
+    finally:
+        await admin.close()
+    yield _with_database(pg_server_url, name)
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        # FORCE: a server under test may still hold pooled connections.
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+# ---------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a private redis-server (no persistence), or $METRICGATE_TEST_REDIS_URL."""
+    env_url = os.environ.get("METRICGATE_TEST_REDIS_URL")
+    if env_url:
+        yield env_url
+        return
+    try:
+        with devservices.temporary_redis() as instance:
+            yield instance.url
+    except devservices.ServiceNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def redis_client_url(redis_url: str) -> str:
+    """``redis_url`` with its database emptied (FLUSHDB) before the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return redis_url
+
+
+# ---------------------------------------------------------------- the application
+
+
+@pytest.fixture
+def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {},
+        database_url=db_url,
+        redis_url=redis_client_url,
+        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    """aiohttp test client over ``create_app(settings)``; the app opens and closes its own resources."""
+    from metricgate.api.app import create_app
+
+    async with TestClient(TestServer(create_app(settings))) as test_client:
+        yield test_client
+
+
+def _http_status(url: str, timeout_s: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _server_env(db_url: str, redis_url: str, artifacts_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICGATE_")}
+    env.update(
+        METRICGATE_DATABASE_URL=db_url,
+        METRICGATE_REDIS_URL=redis_url,
+        METRICGATE_ARTIFACTS_URI="file://" + str(artifacts_dir),
+        METRICGATE_SHUTDOWN_TIMEOUT_S="5",
+    )
+    return env
+
+
+@pytest.fixture
+def live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[str]:
+    """Base URL ``http://127.0.0.1:PORT`` of a real ``python -m metricgate serve`` subprocess."""
+    port = devservices.find_free_port()
+    log_path = tmp_path / "live-server.log"
+    cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    env = _server_env(db_url, redis_client_url, tmp_path / "artifacts")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + LIVE_SERVER_START_TIMEOUT_S
+        while _http_status(base_url + "/health") != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                what = f"exited with code {proc.returncode}" if proc.poll() is not None else "did not answer"
+                output = log_path.read_text(errors="replace")[-4000:]
+                pytest.fail(f"`{' '.join(cmd)}` {what} (GET /health):\n{output}", pytrace=False)
+            time.sleep(0.05)
+        yield base_url
+    finally:
+        _stop_process(proc)
+
+
+@pytest.fixture
+def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Points the mlflow client at ``live_server`` (no retries, no telemetry); yields the URL."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+    import mlflow
+    from mlflow.tracking import fluent
+
+    mlflow.set_tracking_uri(live_server)
+    try:
+        yield live_server
+    finally:
+        while mlflow.active_run() is not None:
+            with contextlib.suppress(Exception):  # end_run pops the run even when the server fails
+                mlflow.end_run()
+        # set_experiment / set_tracking_uri write module globals and os.environ directly;
+        # the next test talks to another server with another database.
+        fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
