@@ -21,7 +21,7 @@ def mask_url(url: str | None) -> str | None:
     """Hide the password of a URL so settings can be logged."""
     if not url:
         return url
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)

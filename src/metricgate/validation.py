@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections import Counter
 from collections.abc import Sequence
 
 from metricgate.entities import Metric, Param, Tag
@@ -158,18 +157,18 @@ def validate_batch(
     _batch_limit("metrics", MAX_METRICS_PER_BATCH, len(metrics))
     _batch_limit("params", MAX_PARAMS_TAGS_PER_BATCH, len(params))
     _batch_limit("tags", MAX_PARAMS_TAGS_PER_BATCH, len(tags))
-    total = len(metrics) + len(params) + len(tags)
-    if total > MAX_ENTITIES_PER_BATCH:
-        raise InvalidParameter(
-            f"A batch logging request can contain at most {MAX_ENTITIES_PER_BATCH} total "
-            f"metrics, params, and tags. Got {len(metrics)} metrics, {len(params)} params, "
-            f"and {len(tags)} tags. Please split up entities across multiple requests and try again."
-        )
+    _batch_limit("metrics, params, and tags", MAX_ENTITIES_PER_BATCH, len(metrics) + len(params) + len(tags))
     for index, metric in enumerate(metrics):
         validate_metric(metric, f"metrics[{index}]")
     checked_params = [validate_param(p, f"params[{i}]") for i, p in enumerate(params)]
     checked_tags = [validate_tag(t, f"tags[{i}]") for i, t in enumerate(tags)]
-    dupes = sorted(key for key, count in Counter(p.key for p in checked_params).items() if count > 1)
+    # MLflow lists every repeated occurrence after the first, in request order.
+    seen: set[str] = set()
+    dupes = []
+    for param in checked_params:
+        if param.key in seen:
+            dupes.append(param.key)
+        seen.add(param.key)
     if dupes:
         raise InvalidParameter(
             f"Duplicate parameter keys have been submitted: {dupes}. Please ensure the request "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -34,8 +35,16 @@ def _missing(name: str) -> InvalidParameter:
     )
 
 
+def _show(value: Any) -> str:
+    """A short JSON-ish rendering for messages; never fails (ints beyond 64 bits included)."""
+    try:
+        return orjson.dumps(value).decode()[:200]
+    except TypeError:
+        return repr(value)[:200]
+
+
 def _bad_type(name: str, value: Any, expected: str) -> InvalidParameter:
-    shown = orjson.dumps(value).decode()[:200] if not isinstance(value, bytes) else "<bytes>"
+    shown = _show(value)
     return InvalidParameter(f"Invalid value {shown} for parameter '{name}' supplied: expected {expected}.")
 
 
@@ -162,23 +171,58 @@ def parse_double(name: str, value: Any) -> float:
     raise InvalidParameter(f"Got invalid value {str(value)[:200]!r} for metric '{name}' (value must be a number).")
 
 
-async def read_json(request: web.Request) -> Fields:
+def decode_json_body(raw: bytes) -> Fields:
     """Decode a JSON object body; an empty body counts as ``{}`` (DELETE and some POSTs)."""
-    raw = await request.read()
     if not raw.strip():
         return Fields({})
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRequest("Malformed JSON in request body") from None
+        data = _decode_lenient(raw)
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object")
+    # PostgreSQL text cannot hold NUL; refuse it here with a clear 400 instead of failing later.
+    if b"\\u0000" in raw and _has_nul(data):
+        raise InvalidParameter("String values may not contain the NUL character (\\u0000).")
     return Fields(data)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _decode_lenient(raw: bytes) -> Any:
+    """Python's json (what MLflow's Flask server uses) also takes bare NaN/Infinity tokens,
+    which json.dumps in a hand-written client produces; accept them too."""
+    try:
+        data = json.loads(raw)
+        # json accepts lone surrogates ("\\ud800") that no UTF-8 store can hold; orjson does not.
+        orjson.dumps(data)
+    except (ValueError, RecursionError, TypeError):
+        raise BadRequest("Malformed JSON in request body") from None
+    return data
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None) -> Fields:
+    raw = await request.read()
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidParameter(
+            f"Batched logging API requests must be at most {max_bytes} bytes, got payload of size {len(raw)}."
+        )
+    return decode_json_body(raw)
 
 
 async def read_fields(request: web.Request) -> Fields:
     """GET requests carry fields in the query string, the rest in a JSON body."""
     if request.method == "GET":
+        if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+            raise InvalidParameter("Query parameters may not contain the NUL character.")
         return Fields(request.query, query=True)
     return await read_json(request)
 
@@ -218,11 +262,12 @@ def decode_params(items: Iterable[dict[str, Any]]) -> list[Param]:
     params = []
     for item in items:
         key = item.get("key")
-        value = item.get("value")
+        # proto2 semantics: an absent value is the empty string, as MLflow stores it.
+        value = item.get("value", "")
         if not isinstance(key, str) or key == "":
             raise _missing("params.key")
         if value is None:
-            raise _missing("params.value")
+            value = ""
         if not isinstance(value, str):
             raise _bad_type("params.value", value, "a string")
         params.append(Param(key, value))

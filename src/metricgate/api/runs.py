@@ -111,9 +111,7 @@ async def delete_tag(request: web.Request) -> web.Response:
 async def log_parameter(request: web.Request) -> web.Response:
     fields = await read_json(request)
     run_id = _run_id(fields)
-    value = fields.str("value", required=True)
-    assert value is not None
-    param = validate_param(Param(fields.req_str("key"), value))
+    param = validate_param(Param(fields.req_str("key"), fields.str("value", default="") or ""))
     await request.app[SERVICE].runs.log_params_and_tags(run_id, [param], [])
     return empty_response()
 
@@ -130,12 +128,7 @@ async def log_metric(request: web.Request) -> web.Response:
 
 
 async def log_batch(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BATCH_LOG_REQUEST_BYTES:
-        raise InvalidParameter(
-            f"Batched logging API requests must be at most {MAX_BATCH_LOG_REQUEST_BYTES} bytes, "
-            f"got payload of size {request.content_length}."
-        )
-    fields = await read_json(request)
+    fields = await read_json(request, max_bytes=MAX_BATCH_LOG_REQUEST_BYTES)
     run_id = _run_id(fields)
     metrics = [decode_metric(m) for m in fields.dict_list("metrics")]
     params, tags = validate_batch(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from metricgate.config import PostgresSettings
-from metricgate.errors import StoreUnavailable
+from metricgate.errors import InvalidParameter, StoreUnavailable
 
 # Connection-level failures that mean "database unreachable", not "bad request".
 _UNAVAILABLE_ERRORS = (
@@ -58,6 +58,9 @@ class Database:
                 yield conn
         except _UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable("database is unavailable, retry later", retry_after_s=2) from exc
+        except asyncpg.DataError as exc:
+            # Defence in depth: the codec already refuses NUL in JSON bodies and query strings.
+            raise InvalidParameter("Text values must be valid UTF-8 without NUL characters.") from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
