@@ -340,11 +340,15 @@ class TestDecodeRecords:
         ]
 
     @pytest.mark.parametrize(
-        "item", [{"value": "1"}, {"key": "", "value": "1"}, {"key": "a"}, {"key": "a", "value": 1}, {"key": 3, "value": "1"}]
+        "item", [{"value": "1"}, {"key": "", "value": "1"}, {"key": "a", "value": 1}, {"key": 3, "value": "1"}]
     )
     def test_decode_params_invalid(self, item: dict[str, object]) -> None:
         with pytest.raises(InvalidParameter):
             decode_params([item])
+
+    def test_decode_params_missing_value_is_empty(self) -> None:
+        # mlflow server/handlers.py _log_batch only requires params[i].key; proto2 reads "".
+        assert decode_params([{"key": "a"}, {"key": "b", "value": None}]) == [Param("a", ""), Param("b", "")]
 
     def test_decode_tags(self) -> None:
         assert decode_tags([{"key": "a", "value": "x"}, {"key": "b"}, {"key": "c", "value": None}]) == [
@@ -543,6 +547,31 @@ class TestReadJson:
     async def test_non_object(self, body: bytes) -> None:
         with pytest.raises(BadRequest):
             await read_json(_request("POST", body))
+
+    async def test_bare_non_finite_tokens(self) -> None:
+        # Python's json.dumps writes bare NaN/Infinity and MLflow's Flask server accepts them.
+        fields = await read_json(_request("POST", b'{"value": NaN, "a": Infinity, "b": -Infinity}'))
+        assert math.isnan(parse_double("value", fields.raw["value"]))
+        assert fields.raw["a"] == math.inf and fields.raw["b"] == -math.inf
+
+    @pytest.mark.parametrize(
+        "body", [b'{"name": "a\\u0000b"}', b'{"tags": [{"key": "k", "value": "\\u0000"}]}', b'{"k\\u0000": "v"}']
+    )
+    async def test_nul_refused(self, body: bytes) -> None:
+        # PostgreSQL text cannot hold NUL: refuse it as a bad parameter (400), not a 500 later.
+        with pytest.raises(InvalidParameter) as info:
+            await read_json(_request("POST", body))
+        assert info.value.status == 400
+
+    async def test_escaped_backslash_u0000_is_not_nul(self) -> None:
+        fields = await read_json(_request("POST", b'{"name": "a\\\\u0000"}'))
+        assert fields.str("name") == "a\\u0000"
+
+    async def test_nul_refused_in_query_string(self) -> None:
+        loop = asyncio.get_running_loop()
+        request = make_mocked_request("GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=a%00b", loop=loop)
+        with pytest.raises(InvalidParameter):
+            await read_fields(request)
 
     async def test_get_reads_the_query_string(self) -> None:
         loop = asyncio.get_running_loop()
