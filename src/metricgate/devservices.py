@@ -359,6 +359,8 @@ def prepare_cluster_dir(wanted: Path) -> Path:
         target = Path(os.readlink(wanted))
         if not target.is_dir():
             _say(f"{wanted} pointed at {target}, which is gone; initialising a new, empty cluster there")
+            if _is_root() and target.parent == Path("/tmp") / f"metricgate-{os.getuid()}":
+                _private_tmp_dir()  # e.g. /tmp was emptied at boot: recreate it with its checks
             target.mkdir(parents=True, mode=0o700)
             if _is_root():
                 user = _pg_os_user()
