@@ -813,3 +813,35 @@ async def test_set_tag_run_name_renames_run(api: Api) -> None:
     run = await api.get_run(run_id)
     assert run["info"]["run_name"] == "via-tag"
     assert kv(run["data"]["tags"])["mlflow.runName"] == "via-tag"
+
+
+async def test_large_batch_dedup_latest_and_nan(api: Api) -> None:
+    # Big batches take another write path (COPY through a staging table); same rules apply.
+    run_id = await api.new_run_id()
+    points = [{"key": f"k{i % 3}", "value": float(i), "timestamp": 100, "step": i // 3} for i in range(600)]
+    points += points[:50]  # duplicates inside the batch
+    points.append({"key": "nan", "value": "NaN", "timestamp": 1, "step": 0})
+    points.append({"key": "nan", "value": "NaN", "timestamp": 1, "step": 0})
+    points.append({"key": "inf", "value": "-Infinity", "timestamp": 1, "step": 0})
+    (await api.log_batch(run_id, metrics=points[:1000])).ok()
+    (await api.log_batch(run_id, metrics=points[:300])).ok()  # replay: no new rows
+    latest = by_key((await api.get_run(run_id))["data"]["metrics"])
+    assert latest["k0"]["value"] == 597.0 and latest["k0"]["step"] == 199
+    assert latest["k2"]["value"] == 599.0
+    assert latest["nan"]["value"] == "NaN"
+    assert latest["inf"]["value"] == "-Infinity"
+    assert len(await api.history(run_id, "k1")) == 200
+    assert len(await api.history(run_id, "nan")) == 1
+
+
+async def test_int64_extremes_round_trip(api: Api) -> None:
+    run_id = await api.new_run_id()
+    big = 2**63 - 1
+    (await api.log_metric(run_id, "m", 1.0, timestamp=big, step=big)).ok()
+    (await api.log_metric(run_id, "m", 2.0, timestamp=0, step=-(2**63))).ok()
+    (await api.log_metric(run_id, "m", 1e308, timestamp=str(big), step="0")).ok()
+    latest = by_key((await api.get_run(run_id))["data"]["metrics"])["m"]
+    assert (latest["timestamp"], latest["step"], latest["value"]) == (big, big, 1.0)
+    history = await api.history(run_id, "m")
+    assert [(m["step"], m["timestamp"]) for m in history] == [(-(2**63), 0), (0, big), (big, big)]
+    assert history[1]["value"] == 1e308
