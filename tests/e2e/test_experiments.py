@@ -44,6 +44,13 @@ def test_create_get_and_set_experiment(mlflow_tracking: str, mlclient: Any, uniq
     assert run.info.experiment_id == first.experiment_id
     assert [e.name for e in mlclient.search_experiments(filter_string=f"name = '{name}'")] == [name]
 
+    # Workspace-style names with characters that need escaping in a query string.
+    odd = "/Users/alice@example.com/churn exp ü #1 & co?+%20" + unique_name("")
+    odd_id = mlflow.set_experiment(odd).experiment_id
+    assert mlclient.get_experiment_by_name(odd).experiment_id == odd_id
+    assert mlclient.get_experiment(odd_id).name == odd
+    assert mlflow.set_experiment(odd).experiment_id == odd_id
+
 
 def test_search_experiments_filter_order_and_paging(
     mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
@@ -156,6 +163,29 @@ def test_delete_and_restore_experiment(mlflow_tracking: str, mlclient: Any, uniq
         mlclient.delete_experiment("0")
     assert excinfo.value.error_code == "INVALID_PARAMETER_VALUE"
     assert mlclient.get_experiment("0").lifecycle_stage == "active"
+
+
+def test_restore_experiment_restores_all_its_runs(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
+    """MLflow's SqlAlchemyStore.delete_experiment marks *every* run of the experiment deleted and
+    restore_experiment marks every run active again (``_list_run_infos`` + ``_mark_run_active``),
+    including runs that had been deleted on their own before."""
+    exp_id = mlclient.create_experiment(unique_name("restore-all"))
+    kept = mlclient.create_run(exp_id, run_name="kept").info.run_id
+    pre_deleted = mlclient.create_run(exp_id, run_name="pre-deleted").info.run_id
+    mlclient.delete_run(pre_deleted)
+
+    mlclient.delete_experiment(exp_id)
+    assert mlclient.get_run(kept).info.lifecycle_stage == "deleted"
+    assert mlclient.get_run(pre_deleted).info.lifecycle_stage == "deleted"
+
+    mlclient.restore_experiment(exp_id)
+    assert mlclient.get_run(kept).info.lifecycle_stage == "active"
+    stages = {
+        r.info.run_name: r.info.lifecycle_stage for r in mlclient.search_runs([exp_id], run_view_type=ViewType.ALL)
+    }
+    assert stages == {"kept": "active", "pre-deleted": "active"}
 
 
 def test_experiment_tags_set_and_delete(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:

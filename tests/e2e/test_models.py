@@ -117,6 +117,18 @@ def test_logged_model_metrics_search_and_step0_copy(
         experiment_ids=[experiment.experiment_id], filter_string="name = 'logreg-C10.0'", output_format="list"
     )
     assert [m.model_id for m in by_name] == [infos[10.0][0].model_id]
+    # Logged models filter and sort on their metrics.
+    best_first = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string="metrics.val_acc > 0",
+        order_by=[{"field_name": "metrics.val_acc", "ascending": False}],
+        output_format="list",
+    )
+    by_acc = sorted(infos.values(), key=lambda ia: -ia[1])
+    assert [m.model_id for m in best_first] == [i.model_id for i, _ in by_acc]
+    assert mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], filter_string="metrics.val_acc > 2", output_format="list"
+    ) == []
 
     # log_model copies the run's step-0 metrics (logged without a model) onto each new model, as
     # mlflow.models.Model.log -> log_model_metrics_for_step does: it re-sends the same point with

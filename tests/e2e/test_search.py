@@ -183,6 +183,14 @@ def _check_ascending_and_multi_key_order(sweep: Sweep) -> None:
     by_name = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["attributes.run_name DESC"])
     assert [names[i] for i in by_name["run_id"]] == sorted(names.values(), reverse=True)
 
+    by_start = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["attributes.start_time ASC"])
+    starts_asc = list(by_start["start_time"])
+    assert starts_asc == sorted(starts_asc)
+    by_team = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["tags.team DESC"])
+    teams = [t for t in by_team["tags.team"]]
+    assert teams[-1] is None or teams[-1] != teams[-1]  # the run without the tag comes last
+    assert teams[:-1] == sorted(teams[:-1], reverse=True)
+
     # Default order: newest first.
     default = mlflow.search_runs(experiment_ids=[sweep.experiment_id])
     starts = list(default["start_time"])

@@ -31,8 +31,11 @@ def _is_neg_inf(value: float) -> bool:
 
 
 def test_fluent_run_logs_params_metrics_tags_and_finishes(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
-    with mlflow.start_run(run_name="first-run") as run:
+    with mlflow.start_run(run_name="first-run", description="baseline **run**", tags={"origin": "ci"}) as run:
         mlflow.log_param("lr", 0.01)
+        # Keys may hold slashes, spaces, dots, dashes and colons.
+        mlflow.log_metric("val/loss", 0.5)
+        mlflow.log_param("optimizer.beta-1 x:y", "0.9")
         mlflow.log_params({"epochs": 3, "optimizer": "adam", "layers": [64, 32]})
         # Re-logging a param with the same value is accepted (idempotent).
         mlflow.log_param("lr", 0.01)
@@ -67,17 +70,29 @@ def test_fluent_run_logs_params_metrics_tags_and_finishes(mlflow_tracking: str, 
         "optimizer": "adam",
         "layers": "[64, 32]",
         "dataset path": "s3://bucket/ü/データ.csv",
+        "optimizer.beta-1 x:y": "0.9",
     }
     # run.data.metrics is the latest value per key (highest step).
-    assert data.metrics == {"loss": 0.25, "acc": 0.875, "f1": 0.8125}
+    assert data.metrics == {"loss": 0.25, "acc": 0.875, "f1": 0.8125, "val/loss": 0.5}
     assert data.tags["team"] == "ml-platform"
     assert data.tags["stage"] == "dev"
     assert data.tags["owner"] == "alice"
     assert data.tags["note"] == "naïve ✓ 模型"
     assert data.tags["mlflow.runName"] == "first-run"
+    assert data.tags["origin"] == "ci"
+    assert data.tags["mlflow.note.content"] == "baseline **run**"
     # The fluent API adds the user and source tags on create.
     assert "mlflow.user" in data.tags
     assert data.tags.get("mlflow.source.type") == "LOCAL"
+
+    # Keys with special characters are searchable with backticks.
+    found = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string="metrics.`val/loss` < 1 and params.`optimizer.beta-1 x:y` = '0.9'",
+        output_format="list",
+    )
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    assert mlflow.last_active_run().info.run_id == run.info.run_id
 
     # The experiment the run lives in is the one set by name.
     assert mlclient.get_experiment(info.experiment_id).name == experiment.name
@@ -161,6 +176,28 @@ def test_metric_history_steps_and_latest_value(
     assert latest["loss"] == pytest.approx(1.0 / 30)
     assert latest["lr"] == 0.05
 
+    # "Latest" = highest step, then highest timestamp, then highest value (MLflow's rule).
+    other = mlclient.create_run(experiment.experiment_id).info.run_id
+    mlclient.log_metric(other, "tie", 1.0, timestamp=2000, step=5)
+    mlclient.log_metric(other, "tie", 0.5, timestamp=3000, step=5)
+    mlclient.log_metric(other, "tie", 9.0, timestamp=9000, step=4)
+    assert mlclient.get_run(other).data.metrics["tie"] == 0.5
+    mlclient.log_metric(other, "tie", 0.75, timestamp=3000, step=5)
+    assert mlclient.get_run(other).data.metrics["tie"] == 0.75
+    mlclient.log_metric(other, "tie", 0.25, timestamp=3000, step=5)
+    assert mlclient.get_run(other).data.metrics["tie"] == 0.75
+    assert len(mlclient.get_metric_history(other, "tie")) == 5
+    # Re-sending an identical point is deduplicated.
+    mlclient.log_metric(other, "tie", 0.25, timestamp=3000, step=5)
+    assert len(mlclient.get_metric_history(other, "tie")) == 5
+
+    # Metrics can name the dataset they were computed on.
+    eval_ds = mlflow.data.from_pandas(pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}), name="eval-set")
+    with mlflow.start_run(run_id=other):
+        mlflow.log_metric("eval_acc", 0.8, dataset=eval_ds)
+    (point,) = mlclient.get_metric_history(other, "eval_acc")
+    assert (point.value, point.dataset_name, point.dataset_digest) == (0.8, "eval-set", eval_ds.digest)
+
     assert mlclient.get_metric_history(run_id, "never-logged") == []
     asynced = sorted((m.step, m.value) for m in mlclient.get_metric_history(run_id, "async_metric"))
     assert asynced == [(i, float(i)) for i in range(5)]
@@ -240,10 +277,13 @@ def test_artifacts_upload_list_and_download(
         mlflow.log_dict({"a": 1, "b": [1, 2]}, "config.json")
         mlflow.log_artifact(str(odd), artifact_path="odd dir")
         mlflow.log_artifact(str(big), artifact_path="large")
+        # log_table appends: it downloads the existing file and uploads the union.
+        mlflow.log_table(data={"epoch": [1, 2], "loss": [0.5, 0.25]}, artifact_file="tables/progress.json")
+        mlflow.log_table(data={"epoch": [3], "loss": [0.125]}, artifact_file="tables/progress.json")
     run_id = run.info.run_id
 
     root = {f.path: f for f in mlclient.list_artifacts(run_id)}
-    assert set(root) == {"summary.json", "reports", "bundle", "texts", "config.json", "odd dir", "large"}
+    assert set(root) == {"summary.json", "reports", "bundle", "texts", "config.json", "odd dir", "large", "tables"}
     assert root["bundle"].is_dir and root["reports"].is_dir and root["texts"].is_dir
     assert not root["summary.json"].is_dir
     assert root["summary.json"].file_size == single.stat().st_size
@@ -278,6 +318,8 @@ def test_artifacts_upload_list_and_download(
     assert Path(via_uri).read_text() == "hello from log_text"
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json") == {"a": 1, "b": [1, 2]}
     assert mlflow.artifacts.load_text(f"runs:/{run_id}/summary.json") == '{"accuracy": 0.97}'
+    table = mlflow.load_table("tables/progress.json", run_ids=[run_id])
+    assert sorted(zip(table["epoch"], table["loss"])) == [(1, 0.5), (2, 0.25), (3, 0.125)]
     odd_back = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="odd dir/my report (final) ü.txt", dst_path=str(tmp_path / "odd")
     )
@@ -299,6 +341,7 @@ def test_artifacts_upload_list_and_download(
             "config.json",
             "odd dir/my report (final) ü.txt",
             "large/big.bin",
+            "tables/progress.json",
         ]
     )
 
@@ -336,6 +379,16 @@ def test_log_input_dataset_round_trip(mlflow_tracking: str, experiment: Any, mlc
     source = mlflow.data.get_source(got)
     assert source._get_source_type() == got.dataset.source_type
 
+    # Logging the same dataset again (same name and digest) adds nothing: MLflow's
+    # SqlAlchemyStore._log_inputs_impl only creates an input (and its tags) when the
+    # (dataset, run) edge is new, so the first context stays.
+    with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.log_input(train, context="evaluation", tags={"late": "tag"})
+    again = mlclient.get_run(run.info.run_id).inputs.dataset_inputs
+    assert sorted(d.dataset.name for d in again) == ["toy-eval", "toy-train"]
+    relogged = next(d for d in again if d.dataset.name == "toy-train")
+    assert {t.key: t.value for t in relogged.tags} == {"mlflow.data.context": "training"}
+
 
 def test_nested_runs_record_parent(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
     with mlflow.start_run(run_name="parent") as parent:
@@ -360,9 +413,13 @@ def test_nested_runs_record_parent(mlflow_tracking: str, experiment: Any, mlclie
 
 
 def test_update_run_name_status_tags_and_long_values(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
-    run = mlclient.create_run(experiment.experiment_id, run_name="before", tags={"keep": "1", "drop": "2"})
+    run = mlclient.create_run(
+        experiment.experiment_id, run_name="before", tags={"keep": "1", "drop": "2"}, start_time=1_600_000_000_123
+    )
     run_id = run.info.run_id
     assert run.info.run_name == "before"
+    assert run.info.start_time == 1_600_000_000_123
+    assert mlclient.get_run(run_id).info.start_time == 1_600_000_000_123
     assert run.info.status == "RUNNING"
 
     mlclient.update_run(run_id, name="after")
