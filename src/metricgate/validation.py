@@ -134,11 +134,27 @@ def validate_experiment_name(name: str) -> None:
 def validate_experiment_tag(tag: Tag) -> None:
     if tag.key == "":
         raise InvalidParameter("Missing value for required parameter 'key'.")
+    # MLflow applies the run tag-name rules (characters, no path tricks) to experiment tags too.
+    validate_key(tag.key)
     if len(tag.key) > MAX_EXPERIMENT_TAG_KEY_LENGTH:
         raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_EXPERIMENT_TAG_KEY_LENGTH} characters")
     if len(tag.value) > MAX_EXPERIMENT_TAG_VALUE_LENGTH:
         raise InvalidParameter(
             f"'value' exceeds the maximum length of {MAX_EXPERIMENT_TAG_VALUE_LENGTH} characters"
+        )
+
+
+_LOGGED_MODEL_NAME_BAD_CHARS = ("/", ":", ".", "%", '"', "'")
+
+
+def validate_logged_model_name(name: str | None) -> None:
+    """Model names end up in URIs (models:/name/...), so URI syntax characters are refused."""
+    if name is None:
+        return
+    if not name or any(c in name for c in _LOGGED_MODEL_NAME_BAD_CHARS):
+        raise InvalidParameter(
+            f"Invalid model name ({name!r}) provided. Model name must be a non-empty string "
+            f"and cannot contain the following characters: {_LOGGED_MODEL_NAME_BAD_CHARS}"
         )
 
 

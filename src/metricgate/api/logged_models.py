@@ -16,7 +16,7 @@ from metricgate.api.codec import (
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter
-from metricgate.validation import parse_experiment_id, validate_max_results
+from metricgate.validation import parse_experiment_id, validate_logged_model_name, validate_max_results
 
 _STATUS_NUMBERS = {
     "0": "LOGGED_MODEL_STATUS_UNSPECIFIED",
@@ -40,9 +40,11 @@ async def create_logged_model(request: web.Request) -> web.Response:
             f"A logged model can be created with at most {MAX_PARAMS_PER_REQUEST} params; "
             f"got {len(params)}. Log the rest with logged-models/{{id}}/params."
         )
+    name = fields.str("name") or None  # proto default "": the server picks a name
+    validate_logged_model_name(name)
     model = await request.app[SERVICE].logged_models.create(
         experiment_id=parse_experiment_id(fields.req_str("experiment_id")),
-        name=fields.str("name") or None,
+        name=name,
         model_type=fields.str("model_type") or None,
         source_run_id=fields.str("source_run_id") or None,
         params=params,

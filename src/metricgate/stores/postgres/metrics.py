@@ -7,6 +7,7 @@ point into a no-op, so a retry or a redelivered batch never creates a duplicate 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 import asyncpg
@@ -68,6 +69,9 @@ class PgMetricSink:
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         if not metrics:
             return
+        # Two writers inserting the same points in different orders into the unique index would
+        # deadlock; a single global order makes them queue behind each other instead.
+        metrics = sorted(metrics, key=_index_order)
         async with self._db.transaction() as conn:
             if len(metrics) < COPY_THRESHOLD_ROWS:
                 columns = _columns(run_id, metrics)
@@ -89,7 +93,10 @@ class PgMetricSink:
             ],
             columns=_COLUMNS,
         )
-        await conn.execute("INSERT INTO metrics SELECT * FROM metrics_stage ON CONFLICT DO NOTHING")
+        await conn.execute(
+            "INSERT INTO metrics SELECT * FROM metrics_stage ORDER BY key, step, timestamp_ms, value "
+            "ON CONFLICT DO NOTHING"
+        )
         await conn.execute(_UPSERT_LATEST_FROM.format(source="metrics_stage"))
 
 
@@ -164,6 +171,12 @@ def sample_steps(
         sampled = {all_steps[lo + int(i * interval)] for i in range(max_results) if lo + int(i * interval) < hi}
         sampled.add(all_steps[hi - 1])
     return sorted(sampled | bounds)
+
+
+def _index_order(metric: Metric) -> tuple[str, int, int, bool, float]:
+    # PostgreSQL sorts NaN above every number; Python cannot compare NaN, so rank it explicitly.
+    is_nan = math.isnan(metric.value)
+    return (metric.key, metric.step, metric.timestamp_ms, is_nan, 0.0 if is_nan else metric.value)
 
 
 def _metric(row: asyncpg.Record, with_run: bool = False) -> Metric:

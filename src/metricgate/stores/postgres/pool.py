@@ -58,6 +58,9 @@ class Database:
                 yield conn
         except _UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable("database is unavailable, retry later", retry_after_s=2) from exc
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+            # Transient by nature: the client retries a 503 after Retry-After.
+            raise StoreUnavailable("write conflict with a concurrent request, retry", retry_after_s=1) from exc
         except asyncpg.DataError as exc:
             # Defence in depth: the codec already refuses NUL in JSON bodies and query strings.
             raise InvalidParameter("Text values must be valid UTF-8 without NUL characters.") from exc
