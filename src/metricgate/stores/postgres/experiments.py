@@ -154,8 +154,7 @@ class PgExperimentStore:
                 experiment_id,
                 now,
             )
-            # As MLflow does, the experiment's active runs go with it; the shared deleted_time
-            # lets restore bring back exactly those.
+            # As MLflow does, the experiment's runs go with it.
             await conn.execute(
                 """UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2
                    WHERE experiment_id = $1 AND lifecycle_stage = 'active'""",
@@ -166,7 +165,7 @@ class PgExperimentStore:
     async def restore(self, experiment_id: int) -> None:
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
-                "SELECT lifecycle_stage, last_update_time FROM experiments WHERE experiment_id = $1 FOR UPDATE",
+                "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE",
                 experiment_id,
             )
             if row is None:
@@ -180,11 +179,11 @@ class PgExperimentStore:
                 experiment_id,
                 now_ms(),
             )
+            # MLflow restores every run of the experiment, including runs deleted before it was.
             await conn.execute(
                 """UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL
-                   WHERE experiment_id = $1 AND lifecycle_stage = 'deleted' AND deleted_time = $2""",
+                   WHERE experiment_id = $1 AND lifecycle_stage = 'deleted'""",
                 experiment_id,
-                row["last_update_time"],
             )
 
     async def set_tag(self, experiment_id: int, tag: Tag) -> None:
