@@ -196,11 +196,12 @@ class PgRunStore:
         async with self._db.transaction() as conn:
             await require_active_run(conn, run_id, lock=True)
             experiment_id = await conn.fetchval("SELECT experiment_id FROM runs WHERE run_id = $1", run_id)
+            # As in MLflow, a dataset already linked to the run keeps its first input tags.
             for item in datasets:
                 dataset_id = await _upsert_dataset(conn, experiment_id, item.dataset)
                 await conn.execute(
                     """INSERT INTO run_dataset_inputs (run_id, dataset_id, tags) VALUES ($1, $2, $3::jsonb)
-                       ON CONFLICT (run_id, dataset_id) DO UPDATE SET tags = excluded.tags""",
+                       ON CONFLICT (run_id, dataset_id) DO NOTHING""",
                     run_id,
                     dataset_id,
                     orjson.dumps([{"key": t.key, "value": t.value} for t in item.tags]).decode(),
