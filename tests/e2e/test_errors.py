@@ -185,6 +185,8 @@ def test_delete_missing_tag_and_bad_search(run_id: str, mlclient: Any) -> None:
         "foo.bar = '1'",  # unknown entity type
         "metrics.acc = 1 OR metrics.acc = 2",  # OR is not supported
         "params.alpha = ",  # incomplete
+        "attributes.status IN ('FAILED')",  # lists only for run_id
+        "attributes.nonexistent = 'x'",  # unknown attribute
     ]:
         try:
             mlclient.search_runs([exp_id], filter_string=bad)

@@ -79,6 +79,17 @@ def test_search_experiments_filter_order_and_paging(
     created = [mlclient.get_experiment(ids[n]).creation_time for n in by_time]
     assert created == sorted(created)
     assert search(filter_string=f"name LIKE '{prefix}-%'", order_by=["experiment_id DESC"]) == names[::-1]
+    pick = [ids[names[0]], ids[names[3]]]
+    assert search(filter_string=f"experiment_id IN ('{pick[0]}', '{pick[1]}')", order_by=["name ASC"]) == sorted(
+        [names[0], names[3]]
+    )
+    assert search(filter_string=f"experiment_id = '{pick[1]}'") == [names[3]]
+    assert search(filter_string=f"name LIKE '{prefix}-%' AND creation_time > 0", order_by=["name"]) == ordered
+    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.idx IS NOT NULL", order_by=["name"]) == ordered
+    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.missing IS NULL", order_by=["name"]) == ordered
+    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.parity != 'even'", order_by=["name"]) == sorted(
+        n for i, n in enumerate(names) if i % 2 == 1
+    )
 
     # Paging.
     seen: list[str] = []

@@ -241,6 +241,10 @@ def test_filter_on_attributes_tags_and_datasets(sweep: Sweep) -> None:
         ("attributes.start_time > 0", sweep.ids),
         ("attributes.end_time < 0", set()),
         ("attributes.user_id != 'nobody-at-all'", sweep.ids),
+        # Alternate spellings: "created" for start_time, and the attr/run prefixes.
+        ("attributes.created > 0", sweep.ids),
+        ("run.status = 'FAILED'", {sweep.by_name("diverged").run_id}),
+        ("attr.run_name = 'baseline'", {sweep.by_name("baseline").run_id}),
         ("tags.team = 'Data'", sweep.where(lambda r: r.team == "Data")),
         ("tags.team LIKE 'ML%'", sweep.where(lambda r: r.team is not None and r.team.startswith("ML"))),
         ("tags.team ILIKE 'ML%'", sweep.where(lambda r: r.team is not None and r.team.lower().startswith("ml"))),
