@@ -52,6 +52,32 @@ def test_create_get_and_set_experiment(mlflow_tracking: str, mlclient: Any, uniq
     assert mlflow.set_experiment(odd).experiment_id == odd_id
 
 
+def test_custom_artifact_location(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str], tmp_path: Any) -> None:
+    location = "mlflow-artifacts:/team-a/custom place"
+    exp_id = mlclient.create_experiment(unique_name("located"), artifact_location=location)
+    assert mlclient.get_experiment(exp_id).artifact_location == location
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        mlflow.log_text("stored under a custom root", "notes/readme.txt")
+        # Fluent calls outside the `with` target the active run of this experiment.
+        mlflow.log_metric("m", 1.0)
+    fetched = mlclient.get_run(run.info.run_id)
+    assert fetched.info.experiment_id == exp_id
+    assert fetched.info.artifact_uri == f"{location}/{run.info.run_id}/artifacts"
+    assert [f.path for f in mlclient.list_artifacts(run.info.run_id, "notes")] == ["notes/readme.txt"]
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/readme.txt") == "stored under a custom root"
+
+    # Logging with no active run starts one in the active experiment.
+    mlflow.set_experiment(experiment_id=exp_id)
+    mlflow.log_metric("auto", 2.0)
+    auto = mlflow.active_run()
+    assert auto is not None
+    mlflow.end_run()
+    auto_run = mlclient.get_run(auto.info.run_id)
+    assert auto_run.info.experiment_id == exp_id
+    assert auto_run.info.status == "FINISHED"
+    assert auto_run.data.metrics == {"auto": 2.0}
+
+
 def test_search_experiments_filter_order_and_paging(
     mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,10 @@ PIP_REQUIREMENTS = ["scikit-learn", "numpy"]
 
 def _user_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+
+
+def _model_name(C: float) -> str:
+    return f"logreg-C{C}".replace(".", "_")
 
 
 def _train(iris: tuple[np.ndarray, np.ndarray], C: float = 1.0) -> Any:
@@ -92,14 +95,15 @@ def test_logged_model_metrics_search_and_step0_copy(
         mlflow.log_metric("train_loss", 0.5)  # step 0, before any model exists
         for C in (0.1, 10.0):
             model = _train(iris, C=C)
-            info = mlflow.sklearn.log_model(model, name=f"logreg-C{C}", pip_requirements=PIP_REQUIREMENTS)
+            # Logged model names may not contain / : . % " ' (mlflow.utils.validation).
+            info = mlflow.sklearn.log_model(model, name=_model_name(C), pip_requirements=PIP_REQUIREMENTS)
             mlflow.log_metric("val_acc", float(model.score(X, y)), model_id=info.model_id, step=1)
             infos[C] = (info, float(model.score(X, y)))
 
     run_id = run.info.run_id
     for C, (info, acc) in infos.items():
         logged = mlclient.get_logged_model(info.model_id)
-        assert logged.name == f"logreg-C{C}"
+        assert logged.name == _model_name(C)
         val = [m for m in logged.metrics if m.key == "val_acc"]
         assert [(m.value, m.step, m.run_id) for m in val] == [(pytest.approx(acc), 1, run_id)]
 
@@ -112,9 +116,9 @@ def test_logged_model_metrics_search_and_step0_copy(
         order_by=[{"field_name": "name", "ascending": True}],
         output_format="list",
     )
-    assert [m.name for m in found] == ["logreg-C0.1", "logreg-C10.0"]
+    assert [m.name for m in found] == ["logreg-C0_1", "logreg-C10_0"]
     by_name = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id], filter_string="name = 'logreg-C10.0'", output_format="list"
+        experiment_ids=[experiment.experiment_id], filter_string="name = 'logreg-C10_0'", output_format="list"
     )
     assert [m.model_id for m in by_name] == [infos[10.0][0].model_id]
     # Logged models filter and sort on their metrics.
@@ -204,9 +208,7 @@ def test_pyfunc_python_model_round_trip(mlflow_tracking: str, experiment: Any, m
     assert mlclient.get_logged_model(info.model_id).status == LoggedModelStatus.READY
 
 
-def test_logged_model_lifecycle_api(
-    mlflow_tracking: str, experiment: Any, mlclient: Any, unique_name: Callable[[str], str]
-) -> None:
+def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
     exp_id = experiment.experiment_id
     pending = mlflow.initialize_logged_model(
         name="agent-v1", tags={"owner": "alice", "tier": "gold"}, params={"temperature": "0.2"}, model_type="agent"
@@ -297,7 +299,6 @@ def test_logged_model_lifecycle_api(
     with pytest.raises(MlflowException) as excinfo:
         mlclient.get_logged_model("m-" + "0" * 32)
     assert excinfo.value.error_code == "RESOURCE_DOES_NOT_EXIST"
-    assert unique_name("x")  # names stay unique per test
 
 
 def test_set_active_model_links_metrics(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
