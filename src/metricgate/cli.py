@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from metricgate import __version__
 from metricgate.config import ConfigError, Settings
+from metricgate.errors import MetricgateError
 
 log = logging.getLogger("metricgate")
 
@@ -65,30 +66,16 @@ def _configure_logging(level: str) -> None:
 
 def _run_serve(settings: Settings) -> int:
     import uvloop
-    from aiohttp import web
 
-    from metricgate.api.app import create_app
+    from metricgate.server import serve
 
-    app = create_app(settings)
     log.info(
-        "metricgate %s serving on http://%s:%d (database %s, artifacts %s)",
+        "metricgate %s starting (database %s, artifacts %s)",
         __version__,
-        settings.http.host,
-        settings.http.port,
         settings.postgres,
         settings.artifacts.uri,
     )
-    # run_app handles SIGINT/SIGTERM: it stops accepting, lets in-flight requests finish within
-    # shutdown_timeout, then runs cleanup_ctx (closing the pools) in reverse order.
-    web.run_app(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        shutdown_timeout=settings.http.shutdown_timeout_s,
-        access_log=logging.getLogger("aiohttp.access") if settings.http.access_log else None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    uvloop.run(serve(settings))
     return 0
 
 
@@ -128,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _run_serve(settings)
         return _run_migrate(settings)
-    except OSError as exc:
+    except (OSError, MetricgateError) as exc:
+        # Start-up failures a user can act on (port taken, database down or not migrated).
         print(f"metricgate: {exc}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from metricgate.api import artifacts, experiments, health, logged_models, metrics, runs
-from metricgate.api.keys import SERVICE, SETTINGS
+from metricgate.api.inflight import InFlightRequests
+from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
 from metricgate.api.middleware import error_middleware
 from metricgate.api.routing import Route
 from metricgate.config import Settings
@@ -26,11 +27,14 @@ def _add_routes(app: web.Application, prefixes: tuple[str, ...], routes: list[Ro
 
 def create_app(settings: Settings, service: Service | None = None) -> web.Application:
     """The application; it opens its own ``Service`` at startup unless one is given (tests)."""
+    in_flight = InFlightRequests()
     app = web.Application(
-        middlewares=[error_middleware],
+        # in_flight first: it must see every request, error responses included.
+        middlewares=[in_flight.middleware, error_middleware],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     tracking_routes = (
         experiments.ROUTES + runs.ROUTES + metrics.ROUTES + logged_models.ROUTES + artifacts.TRACKING_ROUTES
     )
