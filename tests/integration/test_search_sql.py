@@ -442,7 +442,7 @@ async def seed_models(conn: asyncpg.Connection) -> None:
                 [(model.model_id, k, v) for k, v in values.items()],
             )
         await conn.executemany(
-            "INSERT INTO metrics (run_id, key, step, timestamp_ms, value, model_id, dataset_name)"
+            "INSERT INTO logged_model_metrics (run_id, key, step, timestamp_ms, value, model_id, dataset_name)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [("run1", *point[:4], model.model_id, point[4]) for point in model.metrics],
         )

@@ -187,7 +187,7 @@ async def _load(conn: asyncpg.Connection, model_ids: Sequence[str], allow_delete
     for r in await conn.fetch(
         """SELECT DISTINCT ON (model_id, key, dataset_name, dataset_digest)
                   model_id, run_id, key, value, timestamp_ms, step, dataset_name, dataset_digest
-           FROM metrics WHERE model_id = ANY($1::text[])
+           FROM logged_model_metrics WHERE model_id = ANY($1::text[])
            ORDER BY model_id, key, dataset_name, dataset_digest, step DESC, timestamp_ms DESC""",
         ids,
     ):

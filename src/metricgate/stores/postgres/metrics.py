@@ -79,6 +79,9 @@ class PgMetricSink:
                 await conn.execute(_UPSERT_LATEST_FROM.format(source=_UNNEST_SOURCE), *columns[:6])
             else:
                 await self._append_by_copy(conn, run_id, metrics)
+            linked = [m for m in metrics if m.model_id]
+            if linked:
+                await _link_to_models(conn, run_id, linked)
 
     @staticmethod
     async def _append_by_copy(conn: asyncpg.Connection, run_id: str, metrics: Sequence[Metric]) -> None:
@@ -98,6 +101,26 @@ class PgMetricSink:
             "ON CONFLICT DO NOTHING"
         )
         await conn.execute(_UPSERT_LATEST_FROM.format(source="metrics_stage"))
+
+
+async def _link_to_models(conn: asyncpg.Connection, run_id: str, metrics: Sequence[Metric]) -> None:
+    await conn.execute(
+        """INSERT INTO logged_model_metrics
+               (model_id, run_id, key, step, timestamp_ms, value, dataset_name, dataset_digest)
+           SELECT m, $1, k, s, t, v, dn, dd
+           FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::text[], $8::text[])
+                AS u(m, k, s, t, v, dn, dd)
+           ORDER BY m, k, s, t, v
+           ON CONFLICT DO NOTHING""",
+        run_id,
+        [m.model_id for m in metrics],
+        [m.key for m in metrics],
+        [m.step for m in metrics],
+        [m.timestamp_ms for m in metrics],
+        [m.value for m in metrics],
+        [m.dataset_name for m in metrics],
+        [m.dataset_digest for m in metrics],
+    )
 
 
 class PgMetricHistory:

@@ -192,7 +192,7 @@ def _logged_model_condition(query: _Query, clause: Clause) -> str:
         return _compare(query, _MODEL_COLUMNS[clause.key], clause)
     # As in MLflow's SqlAlchemyStore, a model matches a metric filter when any of its logged
     # values for that key matches, not only the latest one.
-    tables = {METRIC: "metrics", PARAM: "logged_model_params"}
+    tables = {METRIC: "logged_model_metrics", PARAM: "logged_model_params"}
     table = tables.get(clause.kind, "logged_model_tags")
     return _keyed_condition(query, table, "x.model_id = lm.model_id", clause)
 
@@ -310,7 +310,7 @@ def _latest_model_metric(query: _Query, key: OrderKey) -> str:
     if key.dataset_digest is not None:
         conditions.append(f"x.dataset_digest = {query.bind(key.dataset_digest, 'text')}")
     return (
-        f"SELECT x.value FROM metrics AS x WHERE {' AND '.join(conditions)}"
+        f"SELECT x.value FROM logged_model_metrics AS x WHERE {' AND '.join(conditions)}"
         " ORDER BY x.timestamp_ms DESC, x.step DESC, x.run_id LIMIT 1"
     )
 

@@ -67,7 +67,6 @@ CREATE TABLE metrics (
     dataset_digest text
 );
 CREATE UNIQUE INDEX metrics_point_idx ON metrics (run_id, key, step, timestamp_ms, value);
-CREATE INDEX metrics_model_idx ON metrics (model_id) WHERE model_id IS NOT NULL;
 
 -- Latest value per (run, key): highest step, then timestamp, then value (MLflow's rule).
 CREATE TABLE latest_metrics (
@@ -131,6 +130,22 @@ CREATE TABLE logged_model_tags (
     value    text NOT NULL,
     PRIMARY KEY (model_id, key)
 );
+
+-- Metrics logged with a model_id. One run point can belong to several models (log_model
+-- re-sends a run's step-0 metrics with each new model's id), so they live apart from `metrics`,
+-- whose unique index would fold those copies into the original point.
+CREATE TABLE logged_model_metrics (
+    model_id       text             NOT NULL,
+    run_id         text             NOT NULL,
+    key            text             NOT NULL,
+    step           bigint           NOT NULL,
+    timestamp_ms   bigint           NOT NULL,
+    value          double precision NOT NULL,
+    dataset_name   text,
+    dataset_digest text
+);
+CREATE UNIQUE INDEX logged_model_metrics_point_idx
+    ON logged_model_metrics (model_id, key, step, timestamp_ms, value, run_id);
 
 CREATE TABLE run_model_inputs (
     run_id   text NOT NULL REFERENCES runs ON DELETE CASCADE,
