@@ -245,6 +245,14 @@ def json_response(payload: dict[str, Any]) -> web.Response:
     )
 
 
+def page_response(field: str, items: list[dict[str, Any]], next_page_token: str | None) -> web.Response:
+    """A search/list page: MLflow omits ``next_page_token`` on the last page."""
+    body: dict[str, Any] = {field: items}
+    if next_page_token:
+        body["next_page_token"] = next_page_token
+    return json_response(body)
+
+
 EMPTY = b"{}"
 
 

@@ -10,6 +10,7 @@ from metricgate.api.codec import (
     empty_response,
     encode_experiment,
     json_response,
+    page_response,
     read_fields,
     read_json,
 )
@@ -78,10 +79,7 @@ async def search_experiments(request: web.Request) -> web.Response:
         max_results=max_results,
         page_token=fields.str("page_token") or None,
     )
-    body: dict[str, object] = {"experiments": [encode_experiment(e) for e in page.items]}
-    if page.next_page_token:
-        body["next_page_token"] = page.next_page_token
-    return json_response(body)
+    return page_response("experiments", [encode_experiment(e) for e in page.items], page.next_page_token)
 
 
 async def update_experiment(request: web.Request) -> web.Response:

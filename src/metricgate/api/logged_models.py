@@ -11,6 +11,7 @@ from metricgate.api.codec import (
     empty_response,
     encode_logged_model,
     json_response,
+    page_response,
     read_json,
 )
 from metricgate.api.keys import SERVICE
@@ -113,10 +114,7 @@ async def search_logged_models(request: web.Request) -> web.Response:
         max_results=validate_max_results(fields.int("max_results"), MAX_SEARCH_RESULTS, 50),
         page_token=fields.str("page_token") or None,
     )
-    body: dict[str, object] = {"models": [encode_logged_model(m) for m in page.items]}
-    if page.next_page_token:
-        body["next_page_token"] = page.next_page_token
-    return json_response(body)
+    return page_response("models", [encode_logged_model(m) for m in page.items], page.next_page_token)
 
 
 ROUTES = [

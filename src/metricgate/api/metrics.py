@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import encode_metric, json_response, read_fields
+from metricgate.api.codec import encode_metric, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter
@@ -24,10 +24,7 @@ async def get_history(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     await service.runs.require_exists(run_id)  # 404 for an unknown run, as MLflow answers
     page = await service.history.history(run_id, key, max_results, fields.str("page_token") or None)
-    body: dict[str, object] = {"metrics": [encode_metric(m) for m in page.items]}
-    if page.next_page_token:
-        body["next_page_token"] = page.next_page_token
-    return json_response(body)
+    return page_response("metrics", [encode_metric(m) for m in page.items], page.next_page_token)
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:

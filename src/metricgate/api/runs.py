@@ -14,6 +14,7 @@ from metricgate.api.codec import (
     encode_run,
     encode_run_info,
     json_response,
+    page_response,
     read_fields,
     read_json,
 )
@@ -213,10 +214,7 @@ async def search_runs(request: web.Request) -> web.Response:
         order_by=fields.str_list("order_by"),
         page_token=fields.str("page_token") or None,
     )
-    body: dict[str, object] = {"runs": [encode_run(r) for r in page.items]}
-    if page.next_page_token:
-        body["next_page_token"] = page.next_page_token
-    return json_response(body)
+    return page_response("runs", [encode_run(r) for r in page.items], page.next_page_token)
 
 
 ROUTES = [

@@ -44,6 +44,22 @@ def _not_found(experiment_id: int | str) -> NotFound:
     return NotFound(f"No Experiment with id={experiment_id} exists")
 
 
+async def active_experiment_location(conn: asyncpg.Connection, experiment_id: int) -> str:
+    """Artifact location of an active experiment, locked against concurrent deletion until commit;
+    raises for a missing or deleted one. Runs and logged models are created under it."""
+    row = await conn.fetchrow(
+        "SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1 FOR SHARE",
+        experiment_id,
+    )
+    if row is None:
+        raise NotFound(f"Could not find experiment with ID {experiment_id}")
+    if row["lifecycle_stage"] != "active":
+        raise InvalidParameter(
+            f"The experiment {experiment_id} must be in the 'active' state. Current state is {row['lifecycle_stage']}."
+        )
+    return str(row["artifact_location"]).rstrip("/")
+
+
 class PgExperimentStore:
     def __init__(self, db: Database, default_artifact_root: str) -> None:
         self._db = db

@@ -12,7 +12,7 @@ from metricgate.entities import LoggedModel, Metric, Page, Param, Tag
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.names import random_run_name
 from metricgate.search.paging import decode_page_token, encode_page_token
-from metricgate.stores.postgres.experiments import now_ms
+from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_logged_model_search
 
@@ -39,22 +39,12 @@ class PgLoggedModelStore:
         model_id = f"m-{uuid.uuid4().hex}"
         now = now_ms()
         async with self._db.transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1 FOR SHARE",
-                experiment_id,
-            )
-            if row is None:
-                raise NotFound(f"Could not find experiment with ID {experiment_id}")
-            if row["lifecycle_stage"] != "active":
-                raise InvalidParameter(
-                    f"The experiment {experiment_id} must be in the 'active' state. "
-                    f"Current state is {row['lifecycle_stage']}."
-                )
+            experiment_location = await active_experiment_location(conn, experiment_id)
             if source_run_id is not None:
                 exists = await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", source_run_id)
                 if exists is None:
                     raise NotFound(f"Run with id={source_run_id} not found")
-            location = f"{row['artifact_location'].rstrip('/')}/models/{model_id}/artifacts"
+            location = f"{experiment_location}/models/{model_id}/artifacts"
             await conn.execute(
                 """INSERT INTO logged_models (model_id, experiment_id, name, artifact_location,
                        creation_timestamp_ms, last_updated_timestamp_ms, status, model_type, source_run_id)

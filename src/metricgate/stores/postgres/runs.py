@@ -23,7 +23,7 @@ from metricgate.entities import (
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.names import random_run_name
 from metricgate.search.paging import decode_page_token, encode_page_token
-from metricgate.stores.postgres.experiments import now_ms
+from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_run_search
 
@@ -69,18 +69,8 @@ class PgRunStore:
         tag_map[RUN_NAME_TAG] = name
         run_id = uuid.uuid4().hex
         async with self._db.transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1 FOR SHARE",
-                experiment_id,
-            )
-            if row is None:
-                raise NotFound(f"Could not find experiment with ID {experiment_id}")
-            if row["lifecycle_stage"] != "active":
-                raise InvalidParameter(
-                    f"The experiment {experiment_id} must be in the 'active' state. "
-                    f"Current state is {row['lifecycle_stage']}."
-                )
-            artifact_uri = f"{row['artifact_location'].rstrip('/')}/{run_id}/artifacts"
+            experiment_location = await active_experiment_location(conn, experiment_id)
+            artifact_uri = f"{experiment_location}/{run_id}/artifacts"
             await conn.execute(
                 """INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time,
                                      lifecycle_stage, artifact_uri)
