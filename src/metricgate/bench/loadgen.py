@@ -1,0 +1,361 @@
+"""Ingest load generator that speaks only MLflow's REST API, so it measures any MLflow-compatible
+server (metricgate, stock ``mlflow server``, FastTrackML, ...).
+
+Phases, per workload and concurrency:
+
+1. Setup (not timed): one experiment and R runs through ``experiments/create`` and ``runs/create``;
+   every request body is encoded up front so the client spends no CPU on it while timing.
+2. Send (timed): ``runs/log-batch`` requests, each carrying B steps x K keys of one run. A run's
+   requests go strictly in step order with one in flight at a time (a training process logs that
+   way); ``min(R, C)`` workers take the next waiting run round-robin, so C requests are in flight
+   overall when R >= C, and only R when R < C. Nothing is retried and nothing the server says
+   (Retry-After included) is obeyed: every non-200 answer is counted by status, connection
+   failures as ``conn`` and client-side timeouts as ``timeout``. Latency is measured per request
+   with ``time.perf_counter`` from just before sending to the last byte of the answer, for every
+   request that got an HTTP answer. A time cap can stop sending early; the result says so.
+3. Visible (timed from the start of sending): polls ``metrics/get-history`` until, for every run
+   and key, the history holds every point of the requests that were answered 200 (exact count,
+   following page tokens). One key per run is polled first (a cheap "has it landed yet"), then
+   every other key is read once and polled again only if still short. The check runs with its
+   own, bounded concurrency. Visible points/s = accepted points / (time from the first request
+   sent to the last history read that completed the picture), so the read-back time counts in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from metricgate.bench.progress import Progress
+from metricgate.bench.report import IngestResult
+from metricgate.bench.stats import latency_summary_ms, rate
+from metricgate.bench.workload import Workload, batch_metrics
+
+API = "/api/2.0/mlflow"
+HISTORY_PAGE = 25000  # MLflow's own page limit for get-history
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (server unreachable, setup request refused)."""
+
+
+@dataclass
+class Options:
+    max_send_s: float | None = None  # stop starting new requests after this long (None: no cap)
+    request_timeout_s: float = 60.0
+    visible: bool = True
+    visible_timeout_s: float = 300.0  # give up the visibility check after this long past send end
+    check_concurrency: int = 16
+    setup_concurrency: int = 16
+    progress: bool = True
+    label: str = ""
+    experiment_prefix: str = "metricgate-bench"
+
+
+def _error_text(status: int, body: bytes) -> str:
+    return f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}"
+
+
+async def _post_json(session: aiohttp.ClientSession, url: str, payload: dict[str, object]) -> dict[str, object]:
+    async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise BenchError(f"POST {url} -> {_error_text(resp.status, body)}")
+        return orjson.loads(body) if body else {}
+
+
+async def _gather_bounded(limit: int, factories: list[Callable[[], object]]) -> list[object]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(factory: Callable[[], object]) -> object:
+        async with semaphore:
+            return await factory()  # type: ignore[misc]
+
+    return list(await asyncio.gather(*(one(f) for f in factories)))
+
+
+async def setup_runs(session: aiohttp.ClientSession, base: str, workload: Workload, name: str, limit: int) -> list[str]:
+    """Create one experiment named ``name`` and ``workload.runs`` runs in it; returns the run ids."""
+    created = await _post_json(session, f"{base}{API}/experiments/create", {"name": name})
+    experiment_id = str(created["experiment_id"])
+    start = int(time.time() * 1000)
+
+    async def create(i: int) -> str:
+        payload = {"experiment_id": experiment_id, "start_time": start, "run_name": f"bench-{i:04d}"}
+        reply = await _post_json(session, f"{base}{API}/runs/create", payload)
+        return str(reply["run"]["info"]["run_id"])  # type: ignore[index]
+
+    ids = await _gather_bounded(limit, [lambda i=i: create(i) for i in range(workload.runs)])
+    return [str(x) for x in ids]
+
+
+def encode_bodies(workload: Workload, run_ids: list[str]) -> list[list[bytes]]:
+    """Every log-batch body, per run, in send order."""
+    names = workload.key_names()
+    return [
+        [
+            orjson.dumps({"run_id": run_id, "metrics": batch_metrics(workload, run, i, names)})
+            for i in range(workload.requests_per_run)
+        ]
+        for run, run_id in enumerate(run_ids)
+    ]
+
+
+@dataclass
+class SendOutcome:
+    started: float
+    ended: float
+    latencies: array  # seconds, every request answered with an HTTP status
+    errors: dict[str, int]
+    requests_sent: int
+    requests_ok: int
+    acked_steps: list[int]  # per run: steps in requests answered 200
+    capped: bool
+
+
+async def send_phase(
+    session: aiohttp.ClientSession,
+    base: str,
+    workload: Workload,
+    bodies: list[list[bytes]],
+    concurrency: int,
+    options: Options,
+    progress: Progress | None,
+) -> SendOutcome:
+    url = f"{base}{API}/runs/log-batch"
+    ready: collections.deque[int] = collections.deque(range(workload.runs))
+    next_index = [0] * workload.runs
+    acked_steps = [0] * workload.runs
+    latencies = array("d")
+    errors: collections.Counter[str] = collections.Counter()
+    counters = {"sent": 0, "ok": 0, "points": 0, "errors": 0}
+    requests_per_run = workload.requests_per_run
+    started = time.perf_counter()
+    deadline = None if options.max_send_s is None else started + options.max_send_s
+    last_response = started
+    capped = False
+
+    async def worker() -> None:
+        nonlocal last_response, capped
+        while ready:
+            if deadline is not None and time.perf_counter() >= deadline:
+                capped = True
+                return
+            run = ready.popleft()
+            index = next_index[run]
+            steps = len(workload.request_steps(index))
+            counters["sent"] += 1
+            t0 = time.perf_counter()
+            status: str
+            try:
+                async with session.post(url, data=bodies[run][index], headers=JSON_HEADERS) as resp:
+                    await resp.read()
+                    code = resp.status
+                t1 = time.perf_counter()
+                latencies.append(t1 - t0)
+                status = str(code)
+            except asyncio.TimeoutError:
+                t1 = time.perf_counter()
+                status = "timeout"
+            except aiohttp.ClientError:
+                t1 = time.perf_counter()
+                status = "conn"
+            last_response = max(last_response, t1)
+            if status == "200":
+                counters["ok"] += 1
+                counters["points"] += steps * workload.keys
+                acked_steps[run] += steps
+            else:
+                errors[status] += 1
+                counters["errors"] += 1
+            # Failed or not, the run moves on to its next request: a training loop would too.
+            next_index[run] = index + 1
+            if index + 1 < requests_per_run:
+                ready.append(run)
+            if progress is not None:
+                progress.update(counters["points"], counters["errors"])
+
+    workers = min(workload.runs, concurrency)
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    if ready:
+        capped = True
+    return SendOutcome(
+        started=started,
+        ended=last_response,
+        latencies=latencies,
+        errors=dict(errors),
+        requests_sent=counters["sent"],
+        requests_ok=counters["ok"],
+        acked_steps=acked_steps,
+        capped=capped,
+    )
+
+
+async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, key: str) -> int:
+    """Points in the metric history of (run, key), following page tokens."""
+    url = f"{base}{API}/metrics/get-history"
+    count = 0
+    token: str | None = None
+    while True:
+        params = {"run_id": run_id, "metric_key": key, "max_results": str(HISTORY_PAGE)}
+        if token:
+            params["page_token"] = token
+        async with session.get(url, params=params) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise BenchError(f"GET {url} ({run_id}, {key}) -> {_error_text(resp.status, body)}")
+        data = orjson.loads(body) if body else {}
+        count += len(data.get("metrics") or ())
+        token = data.get("next_page_token") or None
+        if not token:
+            return count
+
+
+@dataclass
+class VisibleOutcome:
+    complete: bool
+    confirmed_at: float | None  # perf_counter when the last (run, key) was confirmed complete
+    missing: int
+    extra: int
+
+
+async def visible_phase(
+    session: aiohttp.ClientSession,
+    base: str,
+    workload: Workload,
+    run_ids: list[str],
+    acked_steps: list[int],
+    options: Options,
+    deadline: float,
+) -> VisibleOutcome:
+    names = workload.key_names()
+    semaphore = asyncio.Semaphore(options.check_concurrency)
+    confirmed_at = [0.0]
+    missing = [0]
+    extra = [0]
+    complete = [True]
+
+    async def settle(run: int, key: str) -> None:
+        """Poll (run, key) until it holds at least the acknowledged points, or the deadline passes."""
+        expected = acked_steps[run] * 1  # one point per acknowledged step and key
+        pause = 0.02
+        while True:
+            async with semaphore:
+                count = await history_count(session, base, run_ids[run], key)
+                now = time.perf_counter()
+            if count >= expected:
+                confirmed_at[0] = max(confirmed_at[0], now)
+                extra[0] += count - expected
+                return
+            if now >= deadline:
+                complete[0] = False
+                missing[0] += expected - count
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    runs = [r for r in range(workload.runs) if acked_steps[r] > 0]
+    last_key = names[-1]
+    # One key per run first: while the server is still catching up, only this key is polled.
+    await asyncio.gather(*(settle(r, last_key) for r in runs))
+    # Then every other key, read once and polled again only while short.
+    await asyncio.gather(*(settle(r, k) for r in runs for k in names[:-1]))
+    return VisibleOutcome(
+        complete=complete[0], confirmed_at=confirmed_at[0] or None, missing=missing[0], extra=extra[0]
+    )
+
+
+def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": "metricgate-bench"},
+    )
+
+
+async def run_ingest(url: str, workload: Workload, concurrency: int, options: Options | None = None) -> IngestResult:
+    """Run one workload at one concurrency against the server at ``url``; see the module docstring."""
+    options = options or Options()
+    base = url.rstrip("/")
+    wall_start = time.perf_counter()
+    result = IngestResult(
+        workload=workload.name,
+        url=base,
+        runs=workload.runs,
+        steps=workload.steps,
+        keys=workload.keys,
+        steps_per_request=workload.steps_per_request,
+        metrics_per_request=workload.metrics_per_request,
+        concurrency=concurrency,
+        effective_concurrency=min(concurrency, workload.runs),
+        requests_planned=workload.total_requests,
+        points_planned=workload.total_points,
+        cap_s=options.max_send_s,
+        label=options.label,
+    )
+    name = f"{options.experiment_prefix}-{workload.name}-c{concurrency}-{uuid.uuid4().hex[:10]}"
+    try:
+        async with _session(options.setup_concurrency, options.request_timeout_s) as session:
+            run_ids = await setup_runs(session, base, workload, name, options.setup_concurrency)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise BenchError(f"setup against {base} failed: {type(exc).__name__}: {exc}") from exc
+    bodies = encode_bodies(workload, run_ids)
+    result.setup_s = time.perf_counter() - wall_start
+
+    progress = None
+    if options.progress:
+        tag = f"{options.label + ' ' if options.label else ''}{workload.name} c={concurrency}"
+        progress = Progress(tag, workload.total_points)
+    async with _session(concurrency, options.request_timeout_s) as session:
+        sent = await send_phase(session, base, workload, bodies, concurrency, options, progress)
+    del bodies
+    if progress is not None:
+        progress.close("capped" if sent.capped else "sent")
+
+    result.requests_sent = sent.requests_sent
+    result.requests_ok = sent.requests_ok
+    result.points_accepted = sum(sent.acked_steps) * workload.keys
+    result.errors = sent.errors
+    result.capped = sent.capped
+    result.send_s = sent.ended - sent.started
+    result.accepted_pts_s = rate(result.points_accepted, result.send_s)
+    summary = latency_summary_ms(sent.latencies)
+    result.p50_ms, result.p95_ms, result.p99_ms, result.max_ms = (
+        summary["p50"],
+        summary["p95"],
+        summary["p99"],
+        summary["max"],
+    )
+    if sent.capped:
+        result.notes.append(f"sending stopped at the {options.max_send_s:g} s cap")
+
+    if options.visible and result.points_accepted > 0:
+        result.visible_checked = True
+        deadline = time.perf_counter() + options.visible_timeout_s
+        async with _session(options.check_concurrency, options.request_timeout_s) as session:
+            seen = await visible_phase(session, base, workload, run_ids, sent.acked_steps, options, deadline)
+        result.visible_complete = seen.complete
+        result.missing_points = seen.missing
+        result.extra_points = seen.extra
+        if seen.complete and seen.confirmed_at is not None:
+            confirmed = max(seen.confirmed_at, sent.ended)
+            result.visible_s = confirmed - sent.started
+            result.verify_s = confirmed - sent.ended
+            result.visible_pts_s = rate(result.points_accepted, result.visible_s)
+        elif not seen.complete:
+            result.notes.append(
+                f"{seen.missing} accepted points still not readable {options.visible_timeout_s:g} s after sending"
+            )
+    result.wall_s = time.perf_counter() - wall_start
+    return result
