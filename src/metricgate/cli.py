@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from metricgate import __version__
+from metricgate.bench import add_bench_parser, run_bench
 from metricgate.config import ConfigError, Settings
 from metricgate.errors import MetricgateError
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
     _add_common(migrate)
+
+    add_bench_parser(sub)  # load generator; needs no METRICGATE_* settings
     return parser
 
 
@@ -93,6 +96,8 @@ def _run_migrate(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return run_bench(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,
