@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
     serve.add_argument("--artifacts-uri", help="artifact root, file:///... (env METRICGATE_ARTIFACTS_URI)")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="HTTP worker processes sharing the port (SO_REUSEPORT); each embeds a flusher unless --no-flusher",
+    )
+    serve.add_argument(
+        "--no-flusher",
+        dest="embedded_flusher",
+        action="store_false",
+        default=None,
+        help="do not run a flusher inside the server; run `metricgate flush` separately (env METRICGATE_EMBEDDED_FLUSHER)",
+    )
+    serve.add_argument(
         "--migrate",
         action="store_true",
         default=None,
@@ -56,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(migrate)
 
     add_bench_parser(sub)  # load generator; needs no METRICGATE_* settings
+
+    flush = sub.add_parser(
+        "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
+    )
+    _add_common(flush)
+    flush.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
+    flush.add_argument("--workers", type=int, default=1, help="flusher workers in this process (default 1)")
     return parser
 
 
@@ -67,18 +87,27 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _run_serve(settings: Settings) -> int:
-    import uvloop
-
-    from metricgate.server import serve
+def _run_serve(settings: Settings, workers: int) -> int:
+    from metricgate.server import serve_forever, serve_workers
 
     log.info(
-        "metricgate %s starting (database %s, artifacts %s)",
+        "metricgate %s starting (database %s, redis %s, ingest %s, artifacts %s)",
         __version__,
         settings.postgres,
+        settings.redis,
+        settings.ingest.mode,
         settings.artifacts.uri,
     )
-    uvloop.run(serve(settings))
+    if workers > 1:
+        return serve_workers(settings, workers)
+    serve_forever(settings)
+    return 0
+
+
+def _run_flush(settings: Settings, workers: int) -> int:
+    from metricgate.server import flush_forever
+
+    flush_forever(settings, workers)
     return 0
 
 
@@ -109,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_url=args.redis_url,
             artifacts_uri=args.artifacts_uri,
             migrate_on_start=args.migrate,
+            embedded_flusher=args.embedded_flusher,
         )
+    elif args.command == "flush":
+        overrides.update(redis_url=args.redis_url)
     try:
         settings = Settings.from_env(**overrides)
     except ConfigError as exc:
@@ -118,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     try:
         if args.command == "serve":
-            return _run_serve(settings)
+            return _run_serve(settings, args.workers)
+        if args.command == "flush":
+            return _run_flush(settings, args.workers)
         return _run_migrate(settings)
     except (OSError, MetricgateError) as exc:
         # Start-up failures a user can act on (port taken, database down or not migrated).

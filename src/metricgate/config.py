@@ -57,6 +57,37 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """The metric write path: Redis streams in front of PostgreSQL (see docs/design-ingest.md)."""
+
+    # "stream": acknowledge after XADD, flushers copy into PostgreSQL. "direct": write through
+    # to PostgreSQL in the request (no Redis needed; slower, for small setups and debugging).
+    mode: str = "stream"
+    shards: int = 4
+    # Backpressure: past this many un-flushed stream entries (requests), writes get 503.
+    max_backlog_entries: int = 100_000
+    # Requests being handled at once on the ingest path of one gateway process; beyond, 503.
+    max_inflight_requests: int = 1024
+    # How long a read of a run waits for that run's acknowledged points to become visible.
+    read_wait_s: float = 5.0
+    embedded_flusher: bool = True
+
+
+@dataclass(frozen=True)
+class FlushSettings:
+    batch_points: int = 50_000
+    max_delay_ms: int = 100
+    # Entries pending this long on another consumer are presumed orphaned and reclaimed.
+    claim_idle_s: float = 30.0
+    trim_interval_s: float = 0.5
+    drain_timeout_s: float = 20.0
+    # Runs RUNNING with no write for this long are tagged abandoned (0 disables the janitor).
+    abandoned_after_s: float = 0.0
+    # Also set abandoned runs to FAILED (with end_time = last write).
+    abandoned_fail: bool = False
+
+
+@dataclass(frozen=True)
 class ArtifactSettings:
     # file:///abs/path now; s3://bucket/prefix in a later issue. Like `mlflow server`, the
     # default is ./mlartifacts under the directory the server starts in.
@@ -70,6 +101,8 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    flush: FlushSettings = field(default_factory=FlushSettings)
     log_level: str = "INFO"
 
     @classmethod
@@ -96,11 +129,30 @@ class Settings:
         artifacts = ArtifactSettings(
             uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri())
         )
+        ingest = IngestSettings(
+            mode=reader.str("INGEST_MODE", IngestSettings.mode),
+            shards=reader.int("INGEST_SHARDS", IngestSettings.shards),
+            max_backlog_entries=reader.int("INGEST_MAX_BACKLOG", IngestSettings.max_backlog_entries),
+            max_inflight_requests=reader.int("INGEST_MAX_INFLIGHT", IngestSettings.max_inflight_requests),
+            read_wait_s=reader.float("READ_WAIT_S", IngestSettings.read_wait_s),
+            embedded_flusher=reader.bool("EMBEDDED_FLUSHER", IngestSettings.embedded_flusher),
+        )
+        flush = FlushSettings(
+            batch_points=reader.int("FLUSH_BATCH_POINTS", FlushSettings.batch_points),
+            max_delay_ms=reader.int("FLUSH_MAX_DELAY_MS", FlushSettings.max_delay_ms),
+            claim_idle_s=reader.float("FLUSH_CLAIM_IDLE_S", FlushSettings.claim_idle_s),
+            trim_interval_s=reader.float("FLUSH_TRIM_INTERVAL_S", FlushSettings.trim_interval_s),
+            drain_timeout_s=reader.float("FLUSH_DRAIN_TIMEOUT_S", FlushSettings.drain_timeout_s),
+            abandoned_after_s=reader.float("ABANDONED_AFTER_S", FlushSettings.abandoned_after_s),
+            abandoned_fail=reader.bool("ABANDONED_FAIL", FlushSettings.abandoned_fail),
+        )
         settings = cls(
             http=http,
             postgres=postgres,
             redis=redis,
             artifacts=artifacts,
+            ingest=ingest,
+            flush=flush,
             log_level=reader.str("LOG_LEVEL", "INFO").upper(),
         )
         return settings.with_overrides(**overrides)
@@ -114,6 +166,8 @@ class Settings:
             "migrate_on_start": ("postgres", "migrate_on_start"),
             "redis_url": ("redis", "url"),
             "artifacts_uri": ("artifacts", "uri"),
+            "ingest_mode": ("ingest", "mode"),
+            "embedded_flusher": ("ingest", "embedded_flusher"),
         }
         result = self
         for name, value in overrides.items():
@@ -134,6 +188,14 @@ class Settings:
         # s3:// arrives with the large-artifact work; refuse it here rather than at first upload.
         if not self.artifacts.uri.startswith("file://"):
             raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path URI")
+        if self.ingest.mode not in ("stream", "direct"):
+            raise ConfigError(f"{ENV_PREFIX}INGEST_MODE must be 'stream' or 'direct'")
+        if not 1 <= self.ingest.shards <= 1024:
+            raise ConfigError(f"{ENV_PREFIX}INGEST_SHARDS must be between 1 and 1024")
+        if self.ingest.max_backlog_entries < 1 or self.ingest.max_inflight_requests < 1:
+            raise ConfigError(f"{ENV_PREFIX}INGEST_MAX_BACKLOG and INGEST_MAX_INFLIGHT must be positive")
+        if self.flush.batch_points < 1 or self.flush.max_delay_ms < 0:
+            raise ConfigError(f"{ENV_PREFIX}FLUSH_BATCH_POINTS must be positive, FLUSH_MAX_DELAY_MS >= 0")
         if not 0 < self.http.port < 65536:
             raise ConfigError(f"{ENV_PREFIX}PORT must be between 1 and 65535")
 

@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
+
+import uvloop
 
 from aiohttp import web
 
 from metricgate.api.app import create_app
 from metricgate.api.keys import IN_FLIGHT
 from metricgate.config import Settings
+from metricgate.service import run_flushers
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None, handle_signals: bool = True) -> None:
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+    reuse_port: bool = False,
+) -> None:
     """Serve until ``stop`` is set (or a signal arrives), then shut down gracefully."""
     stop = stop or asyncio.Event()
     app = create_app(settings)
@@ -29,13 +46,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, handle
     runner = web.AppRunner(app, handle_signals=False, access_log=access_log, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
+        site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_port=reuse_port or None)
         await site.start()
         log.info("listening on http://%s:%d", settings.http.host, settings.http.port)
         if handle_signals:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
+            _stop_on_signals(stop)
         await stop.wait()
         log.info("shutdown requested: no new connections; draining in-flight requests")
         await site.stop()
@@ -46,3 +61,46 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, handle
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+def serve_forever(settings: Settings, reuse_port: bool = False) -> None:
+    uvloop.run(serve(settings, reuse_port=reuse_port))
+
+
+def _worker_main(settings: Settings) -> None:
+    # Children take SIGTERM/SIGINT from the parent (or the terminal) and drain on their own.
+    serve_forever(settings, reuse_port=True)
+
+
+def serve_workers(settings: Settings, workers: int) -> int:
+    """N independent server processes on one port; the kernel spreads connections over them.
+    Each holds its own pool and Redis client, and its own embedded flusher (consumer group)."""
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_worker_main, args=(settings,), name=f"worker-{i}") for i in range(workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    failed = [c.name for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        log.error("worker(s) exited with an error: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+async def _flush(settings: Settings, workers: int) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await run_flushers(settings, stop, workers)
+
+
+def flush_forever(settings: Settings, workers: int) -> None:
+    uvloop.run(_flush(settings, workers))

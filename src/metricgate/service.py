@@ -1,23 +1,47 @@
-"""Opens every resource in order and closes them in reverse: pool -> stores -> artifact store."""
+"""Opens every resource in order and closes them in reverse.
+
+pool -> (schema check) -> Redis -> metric sink -> stores -> artifact store -> embedded flusher.
+On close the flusher stops reading first and finishes (commit, ack) the batch in hand, then the
+sink, Redis and the pool close.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
 
 from metricgate.config import Settings
+from metricgate.entities import Metric
 from metricgate.errors import StoreUnavailable
+from metricgate.ingest.flusher import Flusher
+from metricgate.ingest.janitor import AbandonedRunJanitor
+from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
+from metricgate.ingest.streams import IngestStreams
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
-from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricSink
+from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.runs import PgRunStore
 
 log = logging.getLogger(__name__)
+
+
+class MetricSink(Protocol):
+    """The seam every metric write goes through (stream or direct)."""
+
+    async def append(self, run_id: str, metrics: list[Metric]) -> None: ...
+
+    async def wait_visible(self, run_id: str) -> None: ...
+
+    async def wait_all_visible(self) -> None: ...
 
 
 @dataclass
@@ -26,14 +50,14 @@ class Service:
     db: Database
     experiments: PgExperimentStore
     runs: PgRunStore
-    metrics: PgMetricSink
+    metrics: MetricSink
     history: PgMetricHistory
     logged_models: PgLoggedModelStore
     artifacts: ArtifactStore
 
 
 @contextlib.asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[Service]:
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
     pool = await create_pool(settings.postgres)
     db = Database(pool, settings.postgres.acquire_timeout_s)
     try:
@@ -41,23 +65,95 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             if settings.postgres.migrate_on_start:
                 await apply_migrations(conn)
             missing = await pending_migrations(conn)
-            if missing:
-                raise StoreUnavailable(
-                    f"database schema is missing {len(missing)} migration(s); run `metricgate migrate`"
-                )
-        artifacts = await open_artifact_store(settings.artifacts)
-        try:
-            yield Service(
-                settings=settings,
-                db=db,
-                experiments=PgExperimentStore(db, settings.artifacts.default_artifact_root),
-                runs=PgRunStore(db),
-                metrics=PgMetricSink(db),
-                history=PgMetricHistory(db),
-                logged_models=PgLoggedModelStore(db),
-                artifacts=artifacts,
+        if missing:
+            raise StoreUnavailable(
+                f"database schema is missing {len(missing)} migration(s); run `metricgate migrate`"
             )
-        finally:
-            await artifacts.aclose()
+        yield db
     finally:
         await db.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
+    client = aioredis.Redis.from_url(settings.redis.url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        yield IngestStreams(client, settings.ingest.shards)
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def run_in_background(name: str, worker: Flusher | AbandonedRunJanitor, drain_timeout_s: float) -> AsyncIterator[None]:
+    """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
+    finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
+    task = asyncio.create_task(worker.run(), name=name)
+    try:
+        yield
+    finally:
+        worker.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), drain_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("%s did not stop within %.0f s; cancelling", name, drain_timeout_s)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            log.exception("%s failed", name)
+
+
+@contextlib.asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[Service]:
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_database(settings))
+        writer = PgMetricWriter(db)
+        runs = PgRunStore(db)
+        sink: StreamMetricSink | DirectMetricSink
+        if settings.ingest.mode == "stream":
+            streams = await stack.enter_async_context(open_streams(settings))
+            sink = StreamMetricSink(streams, settings.ingest)
+        else:
+            sink = DirectMetricSink(writer)
+        try:
+            await sink.start()
+        except Exception as exc:
+            raise StoreUnavailable(f"metric buffer (Redis) is unreachable: {exc}") from exc
+        stack.push_async_callback(sink.aclose)
+        artifacts = await open_artifact_store(settings.artifacts)
+        stack.push_async_callback(artifacts.aclose)
+        if settings.ingest.mode == "stream" and settings.ingest.embedded_flusher:
+            flusher = Flusher(streams, writer, settings.flush)
+            await stack.enter_async_context(run_in_background("flusher", flusher, settings.flush.drain_timeout_s))
+        if settings.flush.abandoned_after_s > 0:
+            janitor = AbandonedRunJanitor(runs, settings.flush, streams if settings.ingest.mode == "stream" else None)
+            await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
+        yield Service(
+            settings=settings,
+            db=db,
+            experiments=PgExperimentStore(db, settings.artifacts.default_artifact_root),
+            runs=runs,
+            metrics=sink,
+            history=PgMetricHistory(db),
+            logged_models=PgLoggedModelStore(db),
+            artifacts=artifacts,
+        )
+
+
+async def run_flushers(settings: Settings, stop: asyncio.Event, count: int = 1) -> None:
+    """``metricgate flush``: flusher workers alone, sharing one pool and one Redis client."""
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_database(settings))
+        streams = await stack.enter_async_context(open_streams(settings))
+        writer = PgMetricWriter(db)
+        for index in range(count):
+            flusher = Flusher(streams, writer, settings.flush)
+            await stack.enter_async_context(
+                run_in_background(f"flusher-{index}", flusher, settings.flush.drain_timeout_s)
+            )
+        if settings.flush.abandoned_after_s > 0:
+            janitor = AbandonedRunJanitor(PgRunStore(db), settings.flush, streams)
+            await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
+        log.info("flusher process running %d worker(s)", count)
+        await stop.wait()
+        log.info("stopping flushers: finishing the batches in hand")

@@ -22,9 +22,16 @@ from metricgate import devservices
 START_TIMEOUT_S = 20.0
 
 
+@pytest.fixture(autouse=True)
+def _private_redis(redis_client_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Servers started here must use the suite's private Redis, never one on the default port.
+    monkeypatch.setenv("_MG_TEST_REDIS_URL", redis_client_url)
+
+
 def _env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METRICGATE_")}
     env.update(
+        METRICGATE_REDIS_URL=os.environ["_MG_TEST_REDIS_URL"],
         METRICGATE_DATABASE_URL=db_url,
         METRICGATE_ARTIFACTS_URI=(tmp_path / "artifacts").as_uri(),
         METRICGATE_SHUTDOWN_TIMEOUT_S="10",

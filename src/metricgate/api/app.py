@@ -9,7 +9,7 @@ from aiohttp import web
 from metricgate.api import artifacts, experiments, health, logged_models, metrics, runs
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
-from metricgate.api.middleware import error_middleware
+from metricgate.api.middleware import error_middleware, metrics_middleware
 from metricgate.api.routing import Route
 from metricgate.config import Settings
 from metricgate.service import Service, open_service
@@ -30,7 +30,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     in_flight = InFlightRequests()
     app = web.Application(
         # in_flight first: it must see every request, error responses included.
-        middlewares=[in_flight.middleware, error_middleware],
+        middlewares=[in_flight.middleware, metrics_middleware, error_middleware],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings

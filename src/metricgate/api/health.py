@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metricgate import __version__
 from metricgate.api.codec import json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.observability import METRICS
 
 
 async def health(request: web.Request) -> web.Response:
@@ -38,7 +40,13 @@ async def server_info(request: web.Request) -> web.Response:
     )
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(METRICS.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 ROUTES = [
+    Route("GET", "/metrics", prometheus_metrics),
     Route("GET", "/health", health),
     Route("GET", "/ready", ready),
     Route("GET", "/version", version),

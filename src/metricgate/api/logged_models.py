@@ -56,7 +56,9 @@ async def create_logged_model(request: web.Request) -> web.Response:
 
 async def get_logged_model(request: web.Request) -> web.Response:
     allow_deleted = request.query.get("allow_deleted", "false").lower() == "true"
-    model = await request.app[SERVICE].logged_models.get(request.match_info["model_id"], allow_deleted)
+    service = request.app[SERVICE]
+    await service.metrics.wait_all_visible()  # the model's metrics arrive through the stream
+    model = await service.logged_models.get(request.match_info["model_id"], allow_deleted)
     return _model_response(model)
 
 
@@ -107,6 +109,7 @@ async def search_logged_models(request: web.Request) -> web.Response:
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     if not experiment_ids:
         raise InvalidParameter("Missing value for required parameter 'experiment_ids'.")
+    await request.app[SERVICE].metrics.wait_all_visible()
     page = await request.app[SERVICE].logged_models.search(
         experiment_ids=experiment_ids,
         filter_string=fields.str("filter") or None,

@@ -23,6 +23,7 @@ async def get_history(request: web.Request) -> web.Response:
     max_results = validate_max_results(fields.int("max_results"), MAX_METRIC_HISTORY_PAGE, MAX_METRIC_HISTORY_PAGE)
     service = request.app[SERVICE]
     await service.runs.require_exists(run_id)  # 404 for an unknown run, as MLflow answers
+    await service.metrics.wait_visible(run_id)
     page = await service.history.history(run_id, key, max_results, fields.str("page_token") or None)
     return page_response("metrics", [encode_metric(m) for m in page.items], page.next_page_token)
 
@@ -52,7 +53,10 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
             "end_step must be greater than start_step. "
             f"Found start_step={start_step} and end_step={end_step}."
         )
-    metrics = await request.app[SERVICE].history.bulk_interval(run_ids, key, max_results, start_step, end_step)
+    service = request.app[SERVICE]
+    for run_id in run_ids:
+        await service.metrics.wait_visible(run_id)
+    metrics = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
     return json_response({"metrics": [encode_metric(m) for m in metrics]})
 
 

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from metricgate.errors import MetricgateError, Unavailable
+from metricgate.observability import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,23 @@ def error_response(
 ) -> web.Response:
     body = orjson.dumps({"error_code": error_code, "message": message})
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts requests by route template (bounded label set) and final status."""
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        METRICS.requests.labels(name, str(status)).inc()
 
 
 @web.middleware

@@ -72,7 +72,11 @@ async def create_run(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    run = await request.app[SERVICE].runs.get(_run_id(fields))
+    run_id = _run_id(fields)
+    service = request.app[SERVICE]
+    # Read-your-writes: metrics acknowledged before this read must show in the latest values.
+    await service.metrics.wait_visible(run_id)
+    run = await service.runs.get(run_id)
     return json_response({"run": encode_run(run)})
 
 
@@ -206,7 +210,10 @@ async def search_runs(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     max_results = validate_max_results(fields.int("max_results"), MAX_RUNS_PER_PAGE, 1000)
-    page = await request.app[SERVICE].runs.search(
+    service = request.app[SERVICE]
+    # A search may filter or sort on any run's metrics: see every write acknowledged so far.
+    await service.metrics.wait_all_visible()
+    page = await service.runs.search(
         experiment_ids=experiment_ids,
         filter_string=fields.str("filter") or None,
         view_type=parse_view_type(fields, "run_view_type"),

@@ -15,9 +15,10 @@ Phases, per workload and concurrency:
    request that got an HTTP answer. A time cap can stop sending early; the result says so.
 3. Visible (timed from the start of sending): polls ``metrics/get-history`` until, for every run
    and key, the history holds every point of the requests that were answered 200 (exact count,
-   following page tokens). One key per run is polled first (a cheap "has it landed yet"), then
-   every other key is read once and polled again only if still short. The check runs with its
-   own, bounded concurrency. Visible points/s = accepted points / (time from the first request
+   following page tokens). Per run, one key is polled first (a cheap "has it landed yet"), then
+   every other key is read once and polled again only while still short. A failed read (e.g. a
+   503 while the server is catching up) counts as "not yet" and is polled again; the check runs
+   with its own, bounded concurrency and gives up after a timeout (reported as INCOMPLETE). Visible points/s = accepted points / (time from the first request
    sent to the last history read that completed the picture), so the read-back time counts in it.
 """
 
@@ -200,8 +201,9 @@ async def send_phase(
     )
 
 
-async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, key: str) -> int:
-    """Points in the metric history of (run, key), following page tokens."""
+async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, key: str) -> int | str:
+    """Points in the metric history of (run, key), following page tokens; on a failed read, the
+    status (``"503"``, ``"conn"``, ``"timeout"``) instead, and the caller polls again."""
     url = f"{base}{API}/metrics/get-history"
     count = 0
     token: str | None = None
@@ -209,10 +211,15 @@ async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, 
         params = {"run_id": run_id, "metric_key": key, "max_results": str(HISTORY_PAGE)}
         if token:
             params["page_token"] = token
-        async with session.get(url, params=params) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                raise BenchError(f"GET {url} ({run_id}, {key}) -> {_error_text(resp.status, body)}")
+        try:
+            async with session.get(url, params=params) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    return str(resp.status)
+        except asyncio.TimeoutError:
+            return "timeout"
+        except aiohttp.ClientError:
+            return "conn"
         data = orjson.loads(body) if body else {}
         count += len(data.get("metrics") or ())
         token = data.get("next_page_token") or None
@@ -226,6 +233,8 @@ class VisibleOutcome:
     confirmed_at: float | None  # perf_counter when the last (run, key) was confirmed complete
     missing: int
     extra: int
+    reads: int  # get-history requests (pages not counted separately)
+    read_errors: dict[str, int]  # failed reads by status; each is polled again
 
 
 async def visible_phase(
@@ -239,38 +248,45 @@ async def visible_phase(
 ) -> VisibleOutcome:
     names = workload.key_names()
     semaphore = asyncio.Semaphore(options.check_concurrency)
-    confirmed_at = [0.0]
-    missing = [0]
-    extra = [0]
-    complete = [True]
+    state = {"confirmed_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
+    read_errors: collections.Counter[str] = collections.Counter()
 
     async def settle(run: int, key: str) -> None:
-        """Poll (run, key) until it holds at least the acknowledged points, or the deadline passes."""
-        expected = acked_steps[run] * 1  # one point per acknowledged step and key
+        """Poll (run, key) until it holds every acknowledged point, or the deadline passes."""
+        expected = acked_steps[run]  # one point per key for every acknowledged step
         pause = 0.02
         while True:
             async with semaphore:
-                count = await history_count(session, base, run_ids[run], key)
+                got = await history_count(session, base, run_ids[run], key)
                 now = time.perf_counter()
-            if count >= expected:
-                confirmed_at[0] = max(confirmed_at[0], now)
-                extra[0] += count - expected
+            state["reads"] += 1
+            if isinstance(got, str):
+                read_errors[got] += 1
+            elif got >= expected:
+                state["confirmed_at"] = max(state["confirmed_at"], now)
+                state["extra"] += got - expected
                 return
             if now >= deadline:
-                complete[0] = False
-                missing[0] += expected - count
+                state["complete"] = False
+                state["missing"] += expected - (got if isinstance(got, int) else 0)
                 return
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    runs = [r for r in range(workload.runs) if acked_steps[r] > 0]
-    last_key = names[-1]
-    # One key per run first: while the server is still catching up, only this key is polled.
-    await asyncio.gather(*(settle(r, last_key) for r in runs))
-    # Then every other key, read once and polled again only while short.
-    await asyncio.gather(*(settle(r, k) for r in runs for k in names[:-1]))
+    async def settle_run(run: int) -> None:
+        # One key first: while the server is still catching up only this key is polled. Then every
+        # other key of the run, read once and polled again only while short.
+        await settle(run, names[-1])
+        await asyncio.gather(*(settle(run, k) for k in names[:-1]))
+
+    await asyncio.gather(*(settle_run(r) for r in range(workload.runs) if acked_steps[r] > 0))
     return VisibleOutcome(
-        complete=complete[0], confirmed_at=confirmed_at[0] or None, missing=missing[0], extra=extra[0]
+        complete=bool(state["complete"]),
+        confirmed_at=float(state["confirmed_at"]) or None,
+        missing=int(state["missing"]),
+        extra=int(state["extra"]),
+        reads=int(state["reads"]),
+        read_errors=dict(read_errors),
     )
 
 
@@ -348,6 +364,8 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
         result.visible_complete = seen.complete
         result.missing_points = seen.missing
         result.extra_points = seen.extra
+        result.visible_reads = seen.reads
+        result.visible_read_errors = seen.read_errors
         if seen.complete and seen.confirmed_at is not None:
             confirmed = max(seen.confirmed_at, sent.ended)
             result.visible_s = confirmed - sent.started

@@ -43,6 +43,8 @@ class IngestResult:
     verify_s: float | None = None  # time the read-back itself took after sending ended
     missing_points: int = 0  # accepted points not readable when the visibility check gave up
     extra_points: int = 0  # points readable beyond those acknowledged (failed requests that wrote)
+    visible_reads: int = 0  # get-history requests the read-back made
+    visible_read_errors: dict[str, int] = field(default_factory=dict)  # failed reads by status (re-polled)
     wall_s: float = 0.0
     label: str = ""  # contender name in a comparison
     notes: list[str] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Metric points in PostgreSQL: the write seam (``PgMetricSink``) and history reads.
+"""Metric points in PostgreSQL: the batch writer flushers use, and history reads.
 
 Writes are idempotent: the unique index on (run, key, step, timestamp, value) turns a replayed
 point into a no-op, so a retry or a redelivered batch never creates a duplicate row.
@@ -7,35 +7,29 @@ point into a no-op, so a retry or a redelivered batch never creates a duplicate 
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 
 import asyncpg
 
 from metricgate.entities import Metric, Page
+from metricgate.ingest.batcher import FlushBatch, PointRow, build_batch, rows_from_metrics
 from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.pool import Database
 
-# Below this many rows one INSERT ... SELECT FROM unnest(...) is a single round trip and beats
-# COPY, which needs a staging table and two extra statements.
-COPY_THRESHOLD_ROWS = 256
-
 _COLUMNS = ("run_id", "key", "step", "timestamp_ms", "value", "model_id", "dataset_name", "dataset_digest")
 
-_INSERT_UNNEST = """
+_INSERT_DEDUPLICATED = """
 INSERT INTO metrics (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[],
                      $6::text[], $7::text[], $8::text[])
 ON CONFLICT DO NOTHING
 """
 
-# Latest value per key: highest step, then timestamp, then value (MLflow's rule). DISTINCT ON
-# picks one candidate per key first, because ON CONFLICT cannot touch the same row twice.
-_UPSERT_LATEST_FROM = """
+# Rows arrive pre-reduced to one per (run, key) (ingest/batcher.py), so ON CONFLICT never
+# meets the same row twice; the WHERE keeps an older batch from overwriting a newer latest value.
+_UPSERT_LATEST = """
 INSERT INTO latest_metrics (run_id, key, step, timestamp_ms, value, model_id)
-SELECT DISTINCT ON (run_id, key) run_id, key, step, timestamp_ms, value, model_id
-FROM {source}
-ORDER BY run_id, key, step DESC, timestamp_ms DESC, value DESC
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::text[])
 ON CONFLICT (run_id, key) DO UPDATE
 SET step = excluded.step, timestamp_ms = excluded.timestamp_ms, value = excluded.value,
     model_id = excluded.model_id
@@ -43,84 +37,47 @@ WHERE (excluded.step, excluded.timestamp_ms, excluded.value)
     > (latest_metrics.step, latest_metrics.timestamp_ms, latest_metrics.value)
 """
 
-_UNNEST_SOURCE = """unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::text[])
-    AS t(run_id, key, step, timestamp_ms, value, model_id)"""
+_INSERT_MODEL_POINTS = """
+INSERT INTO logged_model_metrics
+    (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[],
+                     $6::text[], $7::text[], $8::text[])
+ON CONFLICT DO NOTHING
+"""
 
 
-def _columns(run_id: str, metrics: Sequence[Metric]) -> list[list[object]]:
-    return [
-        [run_id] * len(metrics),
-        [m.key for m in metrics],
-        [m.step for m in metrics],
-        [m.timestamp_ms for m in metrics],
-        [m.value for m in metrics],
-        [m.model_id for m in metrics],
-        [m.dataset_name for m in metrics],
-        [m.dataset_digest for m in metrics],
-    ]
+def _columns(rows: Sequence[PointRow], width: int) -> list[list[object]]:
+    return [list(column) for column in zip(*rows)][:width] if rows else [[] for _ in range(width)]
 
 
-class PgMetricSink:
-    """Writes metric points and their latest values in one transaction."""
+class PgMetricWriter:
+    """The one write path for metric points: a flush batch in one transaction.
+
+    Fast path: binary COPY straight into ``metrics``. Its unique index rejects the whole COPY
+    when any point already exists (a batch replayed after a flusher died between COMMIT and
+    XACK, or a client's retry); only then the batch is re-sent through INSERT ... ON CONFLICT
+    DO NOTHING, so the common case pays for no conflict handling at all.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        if not metrics:
+    async def write(self, batch: FlushBatch) -> None:
+        if not batch.points:
             return
-        # Two writers inserting the same points in different orders into the unique index would
-        # deadlock; a single global order makes them queue behind each other instead.
-        metrics = sorted(metrics, key=_index_order)
         async with self._db.transaction() as conn:
-            if len(metrics) < COPY_THRESHOLD_ROWS:
-                columns = _columns(run_id, metrics)
-                await conn.execute(_INSERT_UNNEST, *columns)
-                await conn.execute(_UPSERT_LATEST_FROM.format(source=_UNNEST_SOURCE), *columns[:6])
-            else:
-                await self._append_by_copy(conn, run_id, metrics)
-            linked = [m for m in metrics if m.model_id]
-            if linked:
-                await _link_to_models(conn, run_id, linked)
+            try:
+                async with conn.transaction():  # savepoint: a failed COPY leaves nothing behind
+                    await conn.copy_records_to_table("metrics", records=batch.points, columns=_COLUMNS)
+            except asyncpg.UniqueViolationError:
+                await conn.execute(_INSERT_DEDUPLICATED, *_columns(batch.points, 8))
+            await conn.execute(_UPSERT_LATEST, *_columns(batch.latest, 6))
+            if batch.model_points:
+                await conn.execute(_INSERT_MODEL_POINTS, *_columns(batch.model_points, 8))
 
-    @staticmethod
-    async def _append_by_copy(conn: asyncpg.Connection, run_id: str, metrics: Sequence[Metric]) -> None:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS metrics_stage (LIKE metrics) ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table(
-            "metrics_stage",
-            records=[
-                (run_id, m.key, m.step, m.timestamp_ms, m.value, m.model_id, m.dataset_name, m.dataset_digest)
-                for m in metrics
-            ],
-            columns=_COLUMNS,
-        )
-        await conn.execute(
-            "INSERT INTO metrics SELECT * FROM metrics_stage ORDER BY key, step, timestamp_ms, value "
-            "ON CONFLICT DO NOTHING"
-        )
-        await conn.execute(_UPSERT_LATEST_FROM.format(source="metrics_stage"))
-
-
-async def _link_to_models(conn: asyncpg.Connection, run_id: str, metrics: Sequence[Metric]) -> None:
-    await conn.execute(
-        """INSERT INTO logged_model_metrics
-               (model_id, run_id, key, step, timestamp_ms, value, dataset_name, dataset_digest)
-           SELECT m, $1, k, s, t, v, dn, dd
-           FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::text[], $8::text[])
-                AS u(m, k, s, t, v, dn, dd)
-           ORDER BY m, k, s, t, v
-           ON CONFLICT DO NOTHING""",
-        run_id,
-        [m.model_id for m in metrics],
-        [m.key for m in metrics],
-        [m.step for m in metrics],
-        [m.timestamp_ms for m in metrics],
-        [m.value for m in metrics],
-        [m.dataset_name for m in metrics],
-        [m.dataset_digest for m in metrics],
-    )
+    async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        """One request's points, written in the request (``INGEST_MODE=direct``)."""
+        await self.write(build_batch(rows_from_metrics(run_id, metrics)))
 
 
 class PgMetricHistory:
@@ -194,12 +151,6 @@ def sample_steps(
         sampled = {all_steps[lo + int(i * interval)] for i in range(max_results) if lo + int(i * interval) < hi}
         sampled.add(all_steps[hi - 1])
     return sorted(sampled | bounds)
-
-
-def _index_order(metric: Metric) -> tuple[str, int, int, bool, float]:
-    # PostgreSQL sorts NaN above every number; Python cannot compare NaN, so rank it explicitly.
-    is_nan = math.isnan(metric.value)
-    return (metric.key, metric.step, metric.timestamp_ms, is_nan, 0.0 if is_nan else metric.value)
 
 
 def _metric(row: asyncpg.Record, with_run: bool = False) -> Metric:

@@ -180,6 +180,39 @@ class PgRunStore:
                 "[" + model_json + "]",
             )
 
+    # ------------------------------------------------------------------ abandoned runs
+
+    async def running_idle_since(self, cutoff_ms: int, limit: int = 1000) -> dict[str, int]:
+        """RUNNING, active, not yet marked runs whose start and newest metric are before
+        ``cutoff_ms``: run_id -> last activity seen in PostgreSQL."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT r.run_id,
+                          greatest(coalesce(r.start_time, 0),
+                                   coalesce((SELECT max(l.timestamp_ms) FROM latest_metrics l
+                                             WHERE l.run_id = r.run_id), 0)) AS last_ms
+                   FROM runs r
+                   WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'
+                     AND coalesce(r.start_time, 0) <= $1
+                     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = $2)
+                   LIMIT $3""",
+                cutoff_ms,
+                "metricgate.abandoned",
+                limit,
+            )
+        return {row["run_id"]: row["last_ms"] for row in rows if row["last_ms"] <= cutoff_ms}
+
+    async def mark_abandoned(self, run_id: str, tag_key: str, last_activity_ms: int, *, fail: bool) -> None:
+        async with self._db.transaction() as conn:
+            status = await conn.fetchval("SELECT status FROM runs WHERE run_id = $1 FOR UPDATE", run_id)
+            if status != "RUNNING":
+                return  # ended meanwhile
+            await _upsert_tags(conn, run_id, [Tag(tag_key, "true")])
+            if fail:
+                await conn.execute(
+                    "UPDATE runs SET status = 'FAILED', end_time = $2 WHERE run_id = $1", run_id, last_activity_ms
+                )
+
     # ------------------------------------------------------------------ inputs and outputs
 
     async def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput], model_ids: Sequence[str]) -> None:

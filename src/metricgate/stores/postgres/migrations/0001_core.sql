@@ -37,6 +37,8 @@ CREATE TABLE runs (
 );
 -- The default search order is start_time DESC, run_id within a set of experiments.
 CREATE INDEX runs_experiment_start_idx ON runs (experiment_id, start_time DESC, run_id);
+-- The abandoned-run janitor looks only at runs still running.
+CREATE INDEX runs_running_idx ON runs (start_time) WHERE status = 'RUNNING' AND lifecycle_stage = 'active';
 
 CREATE TABLE params (
     run_id text NOT NULL REFERENCES runs ON DELETE CASCADE,

@@ -1,0 +1,159 @@
+"""Flusher: stream entries -> PostgreSQL in large batches; XACK only after COMMIT.
+
+Delivery is at least once and the writer is idempotent, so a flusher may die at any instruction:
+- before COMMIT: the entries stay pending under its name; a live flusher reclaims them after
+  ``claim_idle_s`` (XAUTOCLAIM), or it re-reads them itself on restart (XREADGROUP id 0);
+- between COMMIT and XACK: the same, and the replayed batch writes nothing new.
+Entries are trimmed from the stream only once no consumer holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from metricgate.config import FlushSettings
+from metricgate.errors import StoreUnavailable
+from metricgate.ingest import wire
+from metricgate.ingest.batcher import build_batch, rows_from_entries
+from metricgate.ingest.streams import Entry, IngestStreams
+from metricgate.observability import METRICS
+from metricgate.stores.postgres.metrics import PgMetricWriter
+
+log = logging.getLogger(__name__)
+
+# Errors after which retrying the same batch can succeed: the database or Redis is away.
+_TRANSIENT = (StoreUnavailable, RedisError, OSError, asyncpg.PostgresConnectionError, asyncio.TimeoutError)
+_RETRY_MAX_S = 5.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Flusher:
+    def __init__(self, streams: IngestStreams, writer: PgMetricWriter, settings: FlushSettings) -> None:
+        self._streams = streams
+        self._writer = writer
+        self._settings = settings
+        self.consumer = consumer_name()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop reading new entries; the batch in hand is still written and acknowledged."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._with_retry(self._streams.ensure_groups)
+        # Recovery first: entries this consumer name read but never acknowledged. A fresh name
+        # has none; orphans of dead consumers come back through claim_orphans.
+        last_claim = last_trim = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now - last_claim >= max(self._settings.claim_idle_s / 2, 0.5):
+                await self._flush(await self._with_retry(self._claim))
+                last_claim = time.monotonic()
+            entries = await self._with_retry(self._collect)
+            await self._flush(entries)
+            if time.monotonic() - last_trim >= self._settings.trim_interval_s:
+                await self._with_retry(self._streams.trim)
+                last_trim = time.monotonic()
+        log.info("flusher %s stopped", self.consumer)
+
+    async def _claim(self) -> list[Entry]:
+        min_idle_ms = int(self._settings.claim_idle_s * 1000)
+        claimed = await self._streams.claim_orphans(self.consumer, min_idle_ms, count=1000)
+        if claimed:
+            log.info("flusher %s reclaimed %d orphaned entries", self.consumer, len(claimed))
+        return claimed
+
+    async def _collect(self) -> list[Entry]:
+        """Read until the batch is big enough or the oldest entry has waited max_delay."""
+        batch: list[Entry] = []
+        points = 0
+        deadline = time.monotonic() + self._settings.max_delay_ms / 1000
+        block_ms = max(1, self._settings.max_delay_ms)
+        while not self._stopping.is_set():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if batch and remaining_ms <= 0:
+                break
+            wait_ms = max(1, remaining_ms) if batch else block_ms
+            entries = await self._streams.read(self.consumer, count=1000, block_ms=wait_ms)
+            if not entries:
+                if batch:
+                    break
+                deadline = time.monotonic() + self._settings.max_delay_ms / 1000
+                continue
+            batch.extend(entries)
+            points += sum(e.fields.get(b"k", b"").count(b"\n") + 1 for e in entries)
+            if points >= self._settings.batch_points:
+                break
+        return batch
+
+    async def _flush(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        decoded, poison = [], []
+        for entry in entries:
+            try:
+                decoded.append((entry, wire.decode(entry.fields)))
+            except wire.WireError as exc:
+                poison.append((entry, str(exc)))
+        started = time.monotonic()
+        try:
+            await self._with_retry(lambda: self._write([b for _, b in decoded]))
+        except asyncpg.PostgresError as exc:
+            # Not transient: some entry can never be written. Find it entry by entry.
+            log.error("batch of %d entries failed (%s); isolating the bad entry", len(decoded), exc)
+            decoded, bad = await self._write_one_by_one(decoded)
+            poison.extend(bad)
+        for entry, reason in poison:
+            log.error("dead-lettering entry %s of %s: %s", entry.entry_id, entry.stream, reason)
+            await self._with_retry(lambda e=entry, r=reason: self._streams.dead_letter(e, r))
+            METRICS.dead_lettered.inc()
+        # XACK strictly after COMMIT: an ack lost here only causes a harmless replay.
+        await self._with_retry(lambda: self._streams.ack(entries))
+        await self._with_retry(lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded))
+        self._observe(decoded, started)
+
+    async def _write(self, batches: list[wire.PointBatch]) -> None:
+        await self._writer.write(build_batch(rows_from_entries(batches)))
+
+    async def _write_one_by_one(self, decoded: list[tuple[Entry, wire.PointBatch]]) -> tuple[list[tuple[Entry, wire.PointBatch]], list[tuple[Entry, str]]]:
+        good, bad = [], []
+        for entry, batch in decoded:
+            try:
+                await self._with_retry(lambda b=batch: self._write([b]))
+                good.append((entry, batch))
+            except asyncpg.PostgresError as exc:
+                bad.append((entry, f"{type(exc).__name__}: {exc}"))
+        return good, bad
+
+    def _observe(self, decoded: list[tuple[Entry, wire.PointBatch]], started: float) -> None:
+        now_ms = time.time() * 1000
+        points = sum(len(b) for _, b in decoded)
+        METRICS.flush_seconds.observe(time.monotonic() - started)
+        METRICS.flush_batch_points.observe(points)
+        METRICS.points_flushed.inc(points)
+        for _, batch in decoded:
+            METRICS.ack_to_visible_seconds.observe(max(0.0, (now_ms - batch.acked_at_ms) / 1000))
+
+    async def _with_retry(self, operation):  # type: ignore[no-untyped-def]
+        """Retry transient failures with capped backoff, for as long as it takes: giving up
+        would mean dropping acknowledged points. Stopping only interrupts the waiting."""
+        delay_s = 0.1
+        while True:
+            try:
+                return await operation()
+            except _TRANSIENT as exc:
+                log.warning("flusher %s: %s; retrying in %.1f s", self.consumer, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RETRY_MAX_S)

@@ -1,0 +1,230 @@
+"""Redis streams as the write-ahead buffer: keys, append, consumer-group reads, acks, trimming.
+
+Layout per shard ``s`` (the braces are Redis Cluster hash tags: one shard's keys share a slot):
+  mg:ingest:{s}    stream of entries (one per acknowledged request), consumer group ``flushers``
+  mg:lastid:{s}    hash run_id -> id of that run's newest entry not yet known to be flushed
+  mg:lastwrite:{s} hash run_id -> ms of the run's last acknowledged metric write (abandoned runs)
+The hash is what makes read-your-writes cheap: a read of a run with no field here has nothing
+in flight and costs one HGET.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+GROUP = b"flushers"
+DEAD_LETTER_STREAM = b"mg:ingest:dead"
+
+# XADD and the run's last-id watermark in one atomic step: a reader can never see the entry
+# without the watermark or the reverse.
+_APPEND_LUA = """
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('HSET', KEYS[3], ARGV[1], string.match(id, '^(%d+)'))
+return id
+"""
+
+# After a flush: drop a run's watermark only if it still names the entry just flushed (a newer
+# append may have replaced it meanwhile).
+_FORGET_LUA = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i]); n = n + 1
+  end
+end
+return n
+"""
+
+
+def stream_key(shard: int) -> bytes:
+    return f"mg:ingest:{{{shard}}}".encode()
+
+
+def lastid_key(shard: int) -> bytes:
+    return f"mg:lastid:{{{shard}}}".encode()
+
+
+def lastwrite_key(shard: int) -> bytes:
+    return f"mg:lastwrite:{{{shard}}}".encode()
+
+
+def shard_of(run_id: str, shards: int) -> int:
+    # crc32 is stable across processes and versions (hash() is salted per process).
+    return zlib.crc32(run_id.encode()) % shards
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: bytes | str) -> str:
+    ms, seq = parse_id(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    stream: bytes
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+
+
+class IngestStreams:
+    """All Redis operations of the ingest path; one instance per process."""
+
+    def __init__(self, client: aioredis.Redis, shards: int) -> None:
+        self.client = client
+        self.shards = shards
+        self.streams = [stream_key(s) for s in range(shards)]
+        self._append = client.register_script(_APPEND_LUA)
+        self._forget = client.register_script(_FORGET_LUA)
+
+    async def ensure_groups(self) -> None:
+        """Create each stream's consumer group (from id 0: entries added before it count too)."""
+        for stream in self.streams:
+            try:
+                await self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # ------------------------------------------------------------------ gateway side
+
+    async def append(self, run_id: str, fields: dict[bytes, bytes]) -> bytes:
+        shard = shard_of(run_id, self.shards)
+        args: list[bytes | str] = [run_id]
+        for name, value in fields.items():
+            args.extend((name, value))
+        keys = [self.streams[shard], lastid_key(shard), lastwrite_key(shard)]
+        entry_id = await self._append(keys=keys, args=args)
+        return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
+
+    async def backlog_entries(self) -> int:
+        """Entries not yet trimmed, across shards: un-flushed ones plus at most one trim interval
+        of flushed ones. Cheap (XLEN is O(1)), so gateways can poll it."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+        return int(sum(lengths))
+
+    async def pending_id_of_run(self, run_id: str) -> tuple[int, bytes | None]:
+        shard = shard_of(run_id, self.shards)
+        return shard, await self.client.hget(lastid_key(shard), run_id)
+
+    async def is_flushed(self, shard: int, entry_id: bytes) -> bool:
+        """True once ``entry_id`` of the shard was delivered and acknowledged (so committed)."""
+        stream = self.streams[shard]
+        groups = await self.client.xinfo_groups(stream)
+        group = next((g for g in groups if g["name"] == GROUP), None)
+        if group is None:
+            return False
+        if parse_id(group["last-delivered-id"]) < parse_id(entry_id):
+            return False
+        pending = await self.client.xpending_range(stream, GROUP, min="-", max=entry_id, count=1)
+        return not pending
+
+    async def last_ids(self) -> list[bytes | None]:
+        """Newest entry id of every shard (None for an empty stream): a read that must see
+        every write acknowledged before it waits until these are flushed."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xrevrange(stream, count=1)
+            results = await pipe.execute()
+        return [r[0][0] if r else None for r in results]
+
+    async def last_writes_ms(self, run_ids: list[str]) -> dict[str, int]:
+        """When each run last had metrics acknowledged (runs never seen are absent)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(lastwrite_key(shard_of(run_id, self.shards)), run_id)
+            values = await pipe.execute()
+        return {run_id: int(v) for run_id, v in zip(run_ids, values) if v is not None}
+
+    async def forget_runs(self, run_ids: list[str]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hdel(lastwrite_key(shard_of(run_id, self.shards)), run_id)
+            await pipe.execute()
+
+    # ------------------------------------------------------------------ flusher side
+
+    async def read(self, consumer: str, count: int, block_ms: int | None, own_pending: bool = False) -> list[Entry]:
+        """New entries (``>``) or, for recovery, this consumer's own unacknowledged ones (``0``)."""
+        start = b"0" if own_pending else b">"
+        reply = await self.client.xreadgroup(
+            GROUP, consumer, {s: start for s in self.streams}, count=count, block=block_ms
+        )
+        return _entries(reply)
+
+    async def claim_orphans(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries another (presumably dead) consumer has held for ``min_idle_ms``."""
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            reply = await self.client.xautoclaim(stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
+            # Redis 6.2 answers [next, entries]; 7.x adds a list of deleted ids.
+            for entry_id, fields in reply[1]:
+                if fields is not None:  # None: trimmed while pending (already flushed)
+                    claimed.append(Entry(stream, entry_id, fields))
+        return claimed
+
+    async def ack(self, entries: Sequence[Entry]) -> None:
+        by_stream: dict[bytes, list[bytes]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+            await pipe.execute()
+
+    async def forget_flushed(self, flushed: Iterable[tuple[str, bytes]]) -> None:
+        """Drop run watermarks whose newest entry is now flushed."""
+        by_shard: dict[int, list[bytes | str]] = {}
+        for run_id, entry_id in flushed:
+            by_shard.setdefault(shard_of(run_id, self.shards), []).extend((run_id, entry_id))
+        for shard, args in by_shard.items():
+            await self._forget(keys=[lastid_key(shard)], args=args)
+
+    async def trim(self) -> None:
+        """Delete entries every consumer is done with: below the oldest pending entry and never
+        past the group's last delivered one (undelivered entries are still needed)."""
+        for stream in self.streams:
+            groups = await self.client.xinfo_groups(stream)
+            group = next((g for g in groups if g["name"] == GROUP), None)
+            if group is None:
+                continue
+            summary = await self.client.xpending(stream, GROUP)
+            if summary["pending"]:
+                min_id = summary["min"]
+            else:
+                min_id = next_id(group["last-delivered-id"])
+            await self.client.xtrim(stream, minid=min_id, approximate=False)
+
+    async def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Park an entry no flush can ever apply, with the reason, instead of looping on it."""
+        fields = dict(entry.fields)
+        fields[b"_stream"] = entry.stream
+        fields[b"_id"] = entry.entry_id
+        fields[b"_reason"] = reason.encode()[:1000]
+        await self.client.xadd(DEAD_LETTER_STREAM, fields)
+
+
+def _entries(reply: list | None) -> list[Entry]:  # type: ignore[type-arg]
+    """RESP2 XREADGROUP reply: [[stream, [[id, fields], ...]], ...]."""
+    entries: list[Entry] = []
+    for stream, messages in reply or []:
+        for entry_id, fields in messages:
+            if fields is not None:  # a pending entry that was trimmed meanwhile
+                entries.append(Entry(stream, entry_id, fields))
+    return entries
+
+
+__all__ = ["Entry", "IngestStreams", "RedisError", "shard_of", "stream_key"]

@@ -1,0 +1,106 @@
+"""Versioned, compact encoding of one log request's metric points as a Redis stream entry. Pure.
+
+Columnar: keys joined by newlines (validated keys cannot contain one), values/timestamps/steps as
+little-endian float64/int64 arrays. Binary doubles keep NaN and +-Infinity exact, and encoding a
+1000-point request is three ``array`` copies instead of a JSON walk.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from metricgate.entities import Metric
+
+WIRE_VERSION = b"1"
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class WireError(ValueError):
+    """An entry this version cannot decode (corrupt, or written by an unknown version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointBatch:
+    """One decoded stream entry: the points of one request for one run."""
+
+    run_id: str
+    keys: list[str]
+    values: array  # type: ignore[type-arg]  # 'd'
+    timestamps_ms: array  # type: ignore[type-arg]  # 'q'
+    steps: array  # type: ignore[type-arg]  # 'q'
+    # Per point (model_id, dataset_name, dataset_digest), or None when no point has any.
+    extras: list[tuple[str | None, str | None, str | None]] | None
+    acked_at_ms: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def metrics(self) -> list[Metric]:
+        extras = self.extras or [(None, None, None)] * len(self.keys)
+        return [
+            Metric(k, v, t, s, model_id=e[0], dataset_name=e[1], dataset_digest=e[2])
+            for k, v, t, s, e in zip(self.keys, self.values, self.timestamps_ms, self.steps, extras)
+        ]
+
+
+def _to_bytes(values: array) -> bytes:  # type: ignore[type-arg]
+    if _BIG_ENDIAN:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _from_bytes(typecode: str, raw: bytes) -> array:  # type: ignore[type-arg]
+    values = array(typecode)
+    values.frombytes(raw)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
+
+
+def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[bytes, bytes]:
+    fields: dict[bytes, bytes] = {
+        b"v": WIRE_VERSION,
+        b"r": run_id.encode(),
+        b"a": str(acked_at_ms).encode(),
+        b"k": "\n".join(m.key for m in metrics).encode(),
+        b"x": _to_bytes(array("d", (m.value for m in metrics))),
+        b"t": _to_bytes(array("q", (m.timestamp_ms for m in metrics))),
+        b"s": _to_bytes(array("q", (m.step for m in metrics))),
+    }
+    if any(m.model_id or m.dataset_name or m.dataset_digest for m in metrics):
+        fields[b"m"] = orjson.dumps([[m.model_id, m.dataset_name, m.dataset_digest] for m in metrics])
+    return fields
+
+
+def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
+    try:
+        if fields[b"v"] != WIRE_VERSION:
+            raise WireError(f"unknown wire version {fields[b'v']!r}")
+        keys = fields[b"k"].decode().split("\n")
+        values = _from_bytes("d", fields[b"x"])
+        timestamps = _from_bytes("q", fields[b"t"])
+        steps = _from_bytes("q", fields[b"s"])
+        extras = None
+        if b"m" in fields:
+            extras = [tuple(e) for e in orjson.loads(fields[b"m"])]
+        batch = PointBatch(
+            run_id=fields[b"r"].decode(),
+            keys=keys,
+            values=values,
+            timestamps_ms=timestamps,
+            steps=steps,
+            extras=extras,  # type: ignore[arg-type]
+            acked_at_ms=int(fields[b"a"]),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise WireError(f"undecodable stream entry: {exc}") from exc
+    n = len(keys)
+    if not (len(values) == len(timestamps) == len(steps) == n) or (extras is not None and len(extras) != n):
+        raise WireError("stream entry columns differ in length")
+    return batch

@@ -1,0 +1,85 @@
+"""Prometheus metrics of this process (``GET /metrics``) and structured (JSON) logging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    registry: CollectorRegistry
+    points_accepted: Counter
+    requests: Counter
+    rejections: Counter
+    backlog_entries: Gauge
+    flush_batch_points: Histogram
+    flush_seconds: Histogram
+    points_flushed: Counter
+    ack_to_visible_seconds: Histogram
+    dead_lettered: Counter
+
+
+def _create() -> _Metrics:
+    registry = CollectorRegistry(auto_describe=True)
+    return _Metrics(
+        registry=registry,
+        points_accepted=Counter(
+            "metricgate_points_accepted", "Metric points acknowledged to clients", registry=registry
+        ),
+        requests=Counter(
+            "metricgate_http_requests", "HTTP requests by route and status", ["route", "status"], registry=registry
+        ),
+        rejections=Counter(
+            "metricgate_backpressure_rejections",
+            "Requests refused with 503 to protect the pipeline, by reason",
+            ["reason"],
+            registry=registry,
+        ),
+        backlog_entries=Gauge(
+            "metricgate_ingest_backlog_entries", "Stream entries not yet trimmed (un-flushed)", registry=registry
+        ),
+        flush_batch_points=Histogram(
+            "metricgate_flush_batch_points",
+            "Points per flushed batch",
+            buckets=(10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000),
+            registry=registry,
+        ),
+        flush_seconds=Histogram(
+            "metricgate_flush_seconds", "Time to write and commit one batch", buckets=_LATENCY_BUCKETS_S, registry=registry
+        ),
+        points_flushed=Counter("metricgate_points_flushed", "Points committed to PostgreSQL", registry=registry),
+        ack_to_visible_seconds=Histogram(
+            "metricgate_ack_to_visible_seconds",
+            "From the acknowledgement of a request to the commit of its points",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        ),
+        dead_lettered=Counter(
+            "metricgate_dead_lettered_entries", "Stream entries no flush could apply", registry=registry
+        ),
+    )
+
+
+METRICS = _create()
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: easy to ship and query, no multi-line tracebacks to reassemble."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(payload).decode()
