@@ -117,6 +117,7 @@ class SendOutcome:
     ended: float
     latencies: array  # seconds, every request answered with an HTTP status
     errors: dict[str, int]
+    error_samples: dict[str, str]  # status -> the first answer (or exception) of that kind
     requests_sent: int
     requests_ok: int
     acked_steps: list[int]  # per run: steps in requests answered 200
@@ -138,6 +139,7 @@ async def send_phase(
     acked_steps = [0] * workload.runs
     latencies = array("d")
     errors: collections.Counter[str] = collections.Counter()
+    samples: dict[str, str] = {}
     counters = {"sent": 0, "ok": 0, "points": 0, "errors": 0}
     requests_per_run = workload.requests_per_run
     started = time.perf_counter()
@@ -159,17 +161,21 @@ async def send_phase(
             status: str
             try:
                 async with session.post(url, data=bodies[run][index], headers=JSON_HEADERS) as resp:
-                    await resp.read()
+                    answer = await resp.read()
                     code = resp.status
                 t1 = time.perf_counter()
                 latencies.append(t1 - t0)
                 status = str(code)
-            except asyncio.TimeoutError:
+                if code != 200 and status not in samples:
+                    samples[status] = answer[:300].decode("utf-8", "replace")
+            except TimeoutError:
                 t1 = time.perf_counter()
                 status = "timeout"
-            except aiohttp.ClientError:
+                samples.setdefault(status, f"no answer within {options.request_timeout_s:g} s")
+            except aiohttp.ClientError as exc:
                 t1 = time.perf_counter()
                 status = "conn"
+                samples.setdefault(status, f"{type(exc).__name__}: {exc}"[:300])
             last_response = max(last_response, t1)
             if status == "200":
                 counters["ok"] += 1
@@ -194,6 +200,7 @@ async def send_phase(
         ended=last_response,
         latencies=latencies,
         errors=dict(errors),
+        error_samples=samples,
         requests_sent=counters["sent"],
         requests_ok=counters["ok"],
         acked_steps=acked_steps,
@@ -216,7 +223,7 @@ async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, 
                 body = await resp.read()
                 if resp.status != 200:
                     return str(resp.status)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timeout"
         except aiohttp.ClientError:
             return "conn"
@@ -231,6 +238,7 @@ async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, 
 class VisibleOutcome:
     complete: bool
     confirmed_at: float | None  # perf_counter when the last (run, key) was confirmed complete
+    first_key_at: float | None  # ... when the first-polled key of every run was complete
     missing: int
     extra: int
     reads: int  # get-history requests (pages not counted separately)
@@ -248,10 +256,10 @@ async def visible_phase(
 ) -> VisibleOutcome:
     names = workload.key_names()
     semaphore = asyncio.Semaphore(options.check_concurrency)
-    state = {"confirmed_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
+    state = {"confirmed_at": 0.0, "first_key_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
     read_errors: collections.Counter[str] = collections.Counter()
 
-    async def settle(run: int, key: str) -> None:
+    async def settle(run: int, key: str, first: bool = False) -> None:
         """Poll (run, key) until it holds every acknowledged point, or the deadline passes."""
         expected = acked_steps[run]  # one point per key for every acknowledged step
         pause = 0.02
@@ -264,6 +272,8 @@ async def visible_phase(
                 read_errors[got] += 1
             elif got >= expected:
                 state["confirmed_at"] = max(state["confirmed_at"], now)
+                if first:
+                    state["first_key_at"] = max(state["first_key_at"], now)
                 state["extra"] += got - expected
                 return
             if now >= deadline:
@@ -276,13 +286,14 @@ async def visible_phase(
     async def settle_run(run: int) -> None:
         # One key first: while the server is still catching up only this key is polled. Then every
         # other key of the run, read once and polled again only while short.
-        await settle(run, names[-1])
+        await settle(run, names[-1], first=True)
         await asyncio.gather(*(settle(run, k) for k in names[:-1]))
 
     await asyncio.gather(*(settle_run(r) for r in range(workload.runs) if acked_steps[r] > 0))
     return VisibleOutcome(
         complete=bool(state["complete"]),
         confirmed_at=float(state["confirmed_at"]) or None,
+        first_key_at=float(state["first_key_at"]) or None,
         missing=int(state["missing"]),
         extra=int(state["extra"]),
         reads=int(state["reads"]),
@@ -324,7 +335,7 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
     try:
         async with _session(options.setup_concurrency, options.request_timeout_s) as session:
             run_ids = await setup_runs(session, base, workload, name, options.setup_concurrency)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise BenchError(f"setup against {base} failed: {type(exc).__name__}: {exc}") from exc
     bodies = encode_bodies(workload, run_ids)
     result.setup_s = time.perf_counter() - wall_start
@@ -343,6 +354,7 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
     result.requests_ok = sent.requests_ok
     result.points_accepted = sum(sent.acked_steps) * workload.keys
     result.errors = sent.errors
+    result.error_samples = sent.error_samples
     result.capped = sent.capped
     result.send_s = sent.ended - sent.started
     result.accepted_pts_s = rate(result.points_accepted, result.send_s)
@@ -371,6 +383,8 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
             result.visible_s = confirmed - sent.started
             result.verify_s = confirmed - sent.ended
             result.visible_pts_s = rate(result.points_accepted, result.visible_s)
+        if seen.first_key_at is not None:
+            result.first_key_visible_s = max(seen.first_key_at, sent.ended) - sent.started
         elif not seen.complete:
             result.notes.append(
                 f"{seen.missing} accepted points still not readable {options.visible_timeout_s:g} s after sending"

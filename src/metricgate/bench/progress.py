@@ -14,7 +14,7 @@ from typing import TextIO
 def render_bar(done: int, total: int, width: int = 24) -> str:
     """``[#########---------------]  37%`` (the fraction is clamped to 0..1)."""
     fraction = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction * 100:3.0f}%"
 
 

@@ -34,13 +34,16 @@ class IngestResult:
     p99_ms: float | None = None
     max_ms: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # status ("503", "conn", "timeout") -> count
+    error_samples: dict[str, str] = field(default_factory=dict)  # status -> first answer body/exception
     capped: bool = False  # sending stopped at the time cap before every request was sent
     cap_s: float | None = None
     visible_checked: bool = False
     visible_complete: bool = False  # every accepted point was read back through get-history
     visible_s: float | None = None  # send start .. every accepted point confirmed readable
     visible_pts_s: float | None = None  # points_accepted / visible_s
-    verify_s: float | None = None  # time the read-back itself took after sending ended
+    verify_s: float | None = None  # send end .. visible: mostly the read-back of every point itself
+    # send start .. one key of every run complete: a cheap lower bound on visible_s (not exact)
+    first_key_visible_s: float | None = None
     missing_points: int = 0  # accepted points not readable when the visibility check gave up
     extra_points: int = 0  # points readable beyond those acknowledged (failed requests that wrote)
     visible_reads: int = 0  # get-history requests the read-back made
@@ -65,7 +68,7 @@ def _round(value: Any) -> Any:
     return value
 
 
-def fmt_int(value: float | int | None) -> str:
+def fmt_int(value: float | None) -> str:
     return "-" if value is None else f"{round(value):,}"
 
 
