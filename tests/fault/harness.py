@@ -120,6 +120,9 @@ class RedisServer:
         return pid if devservices._pid_alive(pid) else None
 
     def start(self) -> None:
+        # After a SIGKILL a forked child of the old server (AOF rewrite) may hold the listening
+        # socket for a moment; starting before it is gone fails with "address in use".
+        devservices.wait_until(lambda: devservices.port_is_free(self.port), 15)
         start_redis_always(self.directory, self.port)
 
     def stop(self) -> None:
@@ -239,11 +242,19 @@ class MgProcess:
         """Gateways: until GET /health answers 200. Flushers: until they have run for a moment."""
         deadline = time.monotonic() + timeout_s
         if self.port is None:
-            time.sleep(0.5)
-            if not self.alive():
-                raise AssertionError(
-                    f"{self.name} exited {self.proc.returncode if self.proc else '?'}:\n{self.log()}"
-                )
+            # A flusher has no HTTP port: wait for its start-up log line (it is connected to
+            # Redis and PostgreSQL by then), or at most three seconds of it being alive.
+            alive_since = time.monotonic()
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise AssertionError(
+                        f"{self.name} exited {self.proc.returncode if self.proc else '?'}:\n{self.log()}"
+                    )
+                if "running" in self.log(2000).rsplit("===== start", 1)[-1]:
+                    return
+                if time.monotonic() - alive_since > 3.0:
+                    return
+                time.sleep(0.05)
             return
         while time.monotonic() < deadline:
             if not self.alive():
@@ -482,7 +493,7 @@ class Request:
 class PointPlan:
     """Generates requests with a distinct (run, key, step) for every point, round-robin over runs.
 
-    Request i goes to run ``runs[i % len(runs)]`` and carries keys ``m0..m{B-1}`` at step
+    Request i goes to run ``runs[i % len(runs)]`` and carries keys ``m0..m{B-1}`` (``key_prefix``) at step
     ``i // len(runs)``; every ``single_every``-th request is a runs/log-metric of one point.
     Values are exact binary fractions, so JSON round trips cannot blur them.
     """
@@ -493,11 +504,13 @@ class PointPlan:
         batch_points: int = 20,
         single_every: int = 10,
         base_ts: int = 1_700_000_000_000,
+        key_prefix: str = "m",
     ):
         self.run_ids = list(run_ids)
         self.batch_points = batch_points
         self.single_every = single_every
         self.base_ts = base_ts
+        self.key_prefix = key_prefix
         self._counter = itertools.count()
 
     def next(self) -> Request:
@@ -509,7 +522,12 @@ class PointPlan:
         )
         n = 1 if single else self.batch_points
         points = [
-            (f"m{j}", step, self.base_ts + step * 10 + j, i * 64 + j + 0.25)
+            (
+                f"{self.key_prefix}{j}",
+                step,
+                self.base_ts + step * 10 + j,
+                i * 64 + j + 0.25,
+            )
             for j in range(n)
         ]
         return Request(i, run_id, points, single)
