@@ -26,13 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -264,7 +267,7 @@ def version_of(name: str, ctx: Context) -> str:
         if name == "fasttrackml":
             return run_checked([str(ctx.cache / "fasttrackml-venv" / "bin" / "fml"), "--version"]).strip()
         if name == "metricgate":
-            return json.dumps(git_describe(ctx.metricgate_src or REPO / "src"))
+            return json.dumps(ctx.info.get("metricgate"))
     return "?"
 
 
@@ -347,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-version", default="3.17.2")
     parser.add_argument("--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)")
     parser.add_argument("--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)")
+    parser.add_argument(
+        "--metricgate-ref",
+        help="run metricgate as committed at this git ref (e.g. HEAD): a clean copy of its src/, so "
+        "uncommitted edits in the work tree are not measured",
+    )
     parser.add_argument("--metricgate-args", default="", help="extra `metricgate serve` flags, e.g. '--workers 2'")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, PostgreSQL data)")
     parser.add_argument("--no-progress", action="store_true")
@@ -360,6 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     pairs = plan(args)
     cap_s = args.cap_s if args.cap_s is not None else (20.0 if args.quick else 60.0)
     metricgate_src = args.metricgate_src.resolve() if args.metricgate_src else None
+    described = git_describe(metricgate_src or REPO / "src")
+    exported: Path | None = None
+    if args.metricgate_ref:
+        commit = run_checked(["git", "-C", str(REPO), "rev-parse", "--verify", args.metricgate_ref + "^{commit}"]).strip()
+        exported = Path(tempfile.mkdtemp(prefix="metricgate-src-"))
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(exported, filter="data")
+        metricgate_src = exported / "src"
+        described = {"commit": commit, "ref": args.metricgate_ref, "dirty": False}
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -372,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: dict[str, str] = {}
     info: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "metricgate": git_describe(metricgate_src or REPO / "src"),
+        "metricgate": described,
         "cap_s": cap_s,
         "quick": args.quick,
     }
@@ -388,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 metricgate_src=metricgate_src,
                 metricgate_args=shlex.split(args.metricgate_args),
                 mlflow_workers=args.mlflow_workers,
+                info=info,
             )
             info["postgres"] = asyncio.run(pg_version(pg.url()))
             say(str(info["postgres"]))
@@ -440,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop_all()
+        if exported is not None:
+            shutil.rmtree(exported, ignore_errors=True)
 
     info["elapsed_s"] = round(time.time() - started, 1)
     print()

@@ -344,8 +344,10 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
     if options.progress:
         tag = f"{options.label + ' ' if options.label else ''}{workload.name} c={concurrency}"
         progress = Progress(tag, workload.total_points)
+    cpu_before = time.process_time()
     async with _session(concurrency, options.request_timeout_s) as session:
         sent = await send_phase(session, base, workload, bodies, concurrency, options, progress)
+    client_cpu_s = time.process_time() - cpu_before
     del bodies
     if progress is not None:
         progress.close("capped" if sent.capped else "sent")
@@ -358,6 +360,8 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
     result.capped = sent.capped
     result.send_s = sent.ended - sent.started
     result.accepted_pts_s = rate(result.points_accepted, result.send_s)
+    # The load generator shares the machine with the server: how much of a core it used itself.
+    result.client_cpu_pct = 100.0 * client_cpu_s / result.send_s if result.send_s else None
     summary = latency_summary_ms(sent.latencies)
     result.p50_ms, result.p95_ms, result.p99_ms, result.max_ms = (
         summary["p50"],

@@ -35,6 +35,7 @@ class IngestResult:
     max_ms: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # status ("503", "conn", "timeout") -> count
     error_samples: dict[str, str] = field(default_factory=dict)  # status -> first answer body/exception
+    client_cpu_pct: float | None = None  # the load generator's own CPU during sending (100 = one core)
     capped: bool = False  # sending stopped at the time cap before every request was sent
     cap_s: float | None = None
     visible_checked: bool = False
