@@ -51,6 +51,9 @@ class PostgresSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
+    # Connections per process; requests beyond wait (bounded) for a free one instead of failing.
+    max_connections: int = 64
+    connection_wait_s: float = 5.0
 
     def __repr__(self) -> str:
         return f"RedisSettings(url={mask_url(self.url)!r})"
@@ -125,7 +128,11 @@ class Settings:
             command_timeout_s=reader.float("DB_COMMAND_TIMEOUT_S", PostgresSettings.command_timeout_s),
             migrate_on_start=reader.bool("MIGRATE_ON_START", PostgresSettings.migrate_on_start),
         )
-        redis = RedisSettings(url=reader.str("REDIS_URL", RedisSettings.url))
+        redis = RedisSettings(
+            url=reader.str("REDIS_URL", RedisSettings.url),
+            max_connections=reader.int("REDIS_MAX_CONNECTIONS", RedisSettings.max_connections),
+            connection_wait_s=reader.float("REDIS_CONNECTION_WAIT_S", RedisSettings.connection_wait_s),
+        )
         artifacts = ArtifactSettings(
             uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri())
         )

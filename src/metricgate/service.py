@@ -76,18 +76,39 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
 
 @contextlib.asynccontextmanager
 async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
-    client = aioredis.Redis.from_url(settings.redis.url, socket_timeout=10, socket_connect_timeout=5)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        timeout=settings.redis.connection_wait_s,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
+    client = aioredis.Redis(connection_pool=pool)
     try:
         yield IngestStreams(client, settings.ingest.shards)
     finally:
         await client.aclose()
 
 
+async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor) -> None:
+    """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
+    would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
+    while True:
+        try:
+            await worker.run()
+            return  # stop() was called
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s crashed; restarting it in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
 @contextlib.asynccontextmanager
 async def run_in_background(name: str, worker: Flusher | AbandonedRunJanitor, drain_timeout_s: float) -> AsyncIterator[None]:
     """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
     finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
-    task = asyncio.create_task(worker.run(), name=name)
+    task = asyncio.create_task(_supervise(name, worker), name=name)
     try:
         yield
     finally:

@@ -94,7 +94,9 @@ async def update_experiment(request: web.Request) -> web.Response:
 
 async def delete_experiment(request: web.Request) -> web.Response:
     fields = await read_json(request)
-    await request.app[SERVICE].experiments.delete(_experiment_id(fields))
+    service = request.app[SERVICE]
+    await service.experiments.delete(_experiment_id(fields))
+    service.runs.forget_active_runs()  # its runs were deleted with it
     return empty_response()
 
 

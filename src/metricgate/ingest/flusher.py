@@ -10,6 +10,7 @@ Entries are trimmed from the stream only once no consumer holds them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from metricgate.config import FlushSettings
 from metricgate.errors import StoreUnavailable
@@ -31,7 +32,15 @@ from metricgate.stores.postgres.metrics import PgMetricWriter
 log = logging.getLogger(__name__)
 
 # Errors after which retrying the same batch can succeed: the database or Redis is away.
-_TRANSIENT = (StoreUnavailable, RedisError, OSError, asyncpg.PostgresConnectionError, asyncio.TimeoutError)
+_TRANSIENT = (
+    StoreUnavailable,
+    RedisError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncio.TimeoutError,
+)
 _RETRY_MAX_S = 5.0
 
 
@@ -88,10 +97,8 @@ class Flusher:
             wait_ms = max(1, remaining_ms) if batch else block_ms
             entries = await self._streams.read(self.consumer, count=1000, block_ms=wait_ms)
             if not entries:
-                if batch:
-                    break
-                deadline = time.monotonic() + self._settings.max_delay_ms / 1000
-                continue
+                # Idle: return so run() gets to reclaim orphans and trim even with no traffic.
+                break
             batch.extend(entries)
             points += sum(e.fields.get(b"k", b"").count(b"\n") + 1 for e in entries)
             if points >= self._settings.batch_points:
@@ -148,12 +155,17 @@ class Flusher:
 
     async def _with_retry(self, operation):  # type: ignore[no-untyped-def]
         """Retry transient failures with capped backoff, for as long as it takes: giving up
-        would mean dropping acknowledged points. Stopping only interrupts the waiting."""
+        would mean dropping acknowledged points. On shutdown the drain timeout cancels it."""
         delay_s = 0.1
         while True:
             try:
                 return await operation()
             except _TRANSIENT as exc:
                 log.warning("flusher %s: %s; retrying in %.1f s", self.consumer, exc, delay_s)
+                if isinstance(exc, ResponseError) and ("NOGROUP" in str(exc) or "no such key" in str(exc)):
+                    # Redis came back without its data (no AOF, or a new instance): appends
+                    # recreated the streams, but not our consumer group.
+                    with contextlib.suppress(RedisError):
+                        await self._streams.ensure_groups()
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)

@@ -38,6 +38,7 @@ class StreamMetricSink:
         self._inflight = 0
         self._backlog = 0
         self._poller: asyncio.Task[None] | None = None
+        self._last_error_log = 0.0
 
     async def start(self) -> None:
         await self._streams.ensure_groups()
@@ -75,10 +76,18 @@ class StreamMetricSink:
             await self._streams.append(run_id, fields)
         except RedisError as exc:
             METRICS.rejections.labels("redis").inc()
+            self._log_redis_error(exc)
             raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
         finally:
             self._inflight -= 1
         METRICS.points_accepted.inc(len(metrics))
+
+    def _log_redis_error(self, exc: RedisError) -> None:
+        # At most one line per second: an outage would otherwise log once per request.
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.warning("metric append failed, answering 503: %r", exc)
 
     async def wait_visible(self, run_id: str) -> None:
         """Return once every point acknowledged for ``run_id`` before this call is in PostgreSQL."""
@@ -128,6 +137,13 @@ class DirectMetricSink:
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         await self._writer.append(run_id, metrics)  # type: ignore[attr-defined]
         METRICS.points_accepted.inc(len(metrics))
+
+    def _log_redis_error(self, exc: RedisError) -> None:
+        # At most one line per second: an outage would otherwise log once per request.
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.warning("metric append failed, answering 503: %r", exc)
 
     async def wait_visible(self, run_id: str) -> None:
         return None

@@ -21,6 +21,8 @@ _UNAVAILABLE_ERRORS = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # A pooled connection cut by a server shutdown can surface as this (asyncpg issue #1069).
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,9 +51,17 @@ async def require_active_run(conn: asyncpg.Connection, run_id: str, *, lock: boo
         raise _inactive(run_id, stage)
 
 
+# The metric hot path checks "is this run active?" on every request; a short-lived positive cache
+# takes that database round trip off it. A deletion made through this process is seen at once,
+# one made through another gateway within this many seconds.
+ACTIVE_RUN_CACHE_TTL_S = 5.0
+ACTIVE_RUN_CACHE_MAX = 100_000
+
+
 class PgRunStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._active_until: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,9 +109,19 @@ class PgRunStore:
             if await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id) is None:
                 raise run_not_found(run_id)
 
+    def forget_active_runs(self) -> None:
+        """Drop the active-run cache (an experiment deletion just deleted many runs at once)."""
+        self._active_until.clear()
+
     async def require_active(self, run_id: str) -> None:
+        now = time.monotonic()
+        if self._active_until.get(run_id, 0.0) > now:
+            return
         async with self._db.connection() as conn:
             await require_active_run(conn, run_id)
+        if len(self._active_until) >= ACTIVE_RUN_CACHE_MAX:
+            self._active_until.clear()
+        self._active_until[run_id] = now + ACTIVE_RUN_CACHE_TTL_S
 
     async def update(
         self, run_id: str, status: str | None, end_time: int | None, run_name: str | None
@@ -129,6 +148,7 @@ class PgRunStore:
         await self._set_stage(run_id, "active", None)
 
     async def _set_stage(self, run_id: str, stage: str, deleted_time: int | None) -> None:
+        self._active_until.pop(run_id, None)
         async with self._db.connection() as conn:
             found = await conn.fetchval(
                 "UPDATE runs SET lifecycle_stage = $2, deleted_time = $3 WHERE run_id = $1 RETURNING 1",
