@@ -84,9 +84,11 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         socket_connect_timeout=5,
     )
     client = aioredis.Redis(connection_pool=pool)
+    streams = IngestStreams(client, settings.ingest.shards)
     try:
-        yield IngestStreams(client, settings.ingest.shards)
+        yield streams
     finally:
+        await streams.aclose()
         await client.aclose()
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from metricgate.ingest.group_append import GroupAppender
+
 GROUP = b"flushers"
 DEAD_LETTER_STREAM = b"mg:ingest:dead"
 
@@ -86,6 +88,10 @@ class IngestStreams:
         self.streams = [stream_key(s) for s in range(shards)]
         self._append = client.register_script(_APPEND_LUA)
         self._forget = client.register_script(_FORGET_LUA)
+        self._appender = GroupAppender(lambda: client.pipeline(transaction=False))
+
+    async def aclose(self) -> None:
+        await self._appender.aclose()
 
     async def ensure_groups(self) -> None:
         """Create each stream's consumer group (from id 0: entries added before it count too)."""
@@ -104,7 +110,7 @@ class IngestStreams:
         for name, value in fields.items():
             args.extend((name, value))
         keys = [self.streams[shard], lastid_key(shard), lastwrite_key(shard)]
-        entry_id = await self._append(keys=keys, args=args)
+        entry_id = await self._appender.submit(lambda pipe: self._append(keys=keys, args=args, client=pipe))
         return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
 
     async def backlog_entries(self) -> int:
