@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -241,6 +242,28 @@ async def test_acknowledged_points_with_a_trailing_newline_key_are_not_lost(mlfl
     assert set(latest) == {"loss\n", "acc"}
 
 
+async def test_acknowledged_points_with_an_oversized_model_id_are_not_lost(mlflow: Mlflow) -> None:
+    """Nothing bounds a metric's model_id before the 200. A random 8000-character model_id cannot
+    go into logged_model_metrics' unique index (PostgreSQL's btree row limit is ~2.7 kB), so the
+    flusher dead-letters the entry -- the request's other points with it -- after the client was
+    told they are stored. Refuse it up front (4xx) or store everything."""
+    run_id = await mlflow.new_run()
+    model_id = "m-" + os.urandom(4000).hex()
+    batch = [
+        {"key": "acc", "value": 0.5, "timestamp": 1000, "step": 0, "model_id": model_id},
+        {"key": "loss", "value": 2.0, "timestamp": 1000, "step": 0},
+    ]
+    reply = await mlflow.log_batch(run_id, batch)
+    if 400 <= reply.status < 500:
+        assert reply.json["error_code"] == "INVALID_PARAMETER_VALUE"
+        return
+    reply.ok()
+    latest = await mlflow.latest(run_id)
+    assert set(latest) == {"acc", "loss"}, (
+        f"log-batch answered 200 but stored only {sorted(latest)} (entry dead-lettered)"
+    )
+
+
 # ---------------------------------------------------------------- backpressure and no flusher
 
 
@@ -309,6 +332,76 @@ async def test_reads_without_a_flusher_answer_503_after_read_wait(settings: Sett
             elapsed = time.monotonic() - started
             assert 0.35 <= elapsed < 3, elapsed
             assert "flusher" in message or "not yet" in message
+
+
+async def test_inflight_limit_answers_503_and_acknowledged_points_are_stored(settings: Settings) -> None:
+    limited = tuned(settings, ingest={"max_inflight_requests": 1})
+    async with serve(limited) as mlflow:
+        run_id = await mlflow.new_run()
+        replies = await asyncio.gather(*(mlflow.log_batch(run_id, points(1, range(i, i + 1))) for i in range(100)))
+        acked = [i for i, reply in enumerate(replies) if reply.status == 200]
+        refused = [reply for reply in replies if reply.status != 200]
+        assert refused, "100 simultaneous writes never exceeded an in-flight limit of 1"
+        assert acked, "no write got through"
+        for reply in refused:
+            assert "concurrent" in reply.unavailable()
+        assert [m["step"] for m in await mlflow.history(run_id, "k0")] == acked
+
+
+async def test_bulk_interval_history_sees_just_logged_points(mlflow: Mlflow) -> None:
+    runs = [await mlflow.new_run() for _ in range(3)]
+    for round_ in range(3):
+        await asyncio.gather(
+            *(mlflow.log_batch(run, points(1, range(round_ * 10, round_ * 10 + 10))) for run in runs)
+        )
+        body = (
+            await mlflow.call(
+                "GET",
+                "/metrics/get-history-bulk-interval",
+                params=[("run_ids", r) for r in runs] + [("metric_key", "k0"), ("max_results", "100")],
+            )
+        ).ok()
+        for run in runs:
+            steps = [m["step"] for m in body["metrics"] if m["run_id"] == run]
+            assert steps == list(range(round_ * 10 + 10)), (round_, run)
+
+
+async def test_abandoned_run_janitor_in_the_app(settings: Settings) -> None:
+    janitor_on = tuned(settings, flush={"abandoned_after_s": 1.0, "abandoned_fail": True})
+    async with serve(janitor_on) as mlflow:
+        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "jan"})).ok()["experiment_id"]
+        old_start = now_ms() - 60_000
+        create = {"experiment_id": experiment_id, "start_time": old_start, "user_id": "tester"}
+        abandoned = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
+        busy = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
+        finished = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
+        end = {"run_id": finished, "status": "FINISHED", "end_time": old_start + 5}
+        (await mlflow.call("POST", "/runs/update", end)).ok()
+        deadline = time.monotonic() + 6
+        step = 0
+        while True:
+            # The busy run logs every 0.2 s (timestamps from its own, old, clock: only the
+            # server-side write time counts as activity).
+            (await mlflow.log_batch(busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}])).ok()
+            step += 1
+            info = (await mlflow.get_run(abandoned)).ok()["run"]
+            if info["info"]["status"] == "FAILED":
+                break
+            assert time.monotonic() < deadline, "the idle run was never marked abandoned"
+            await asyncio.sleep(0.2)
+        tags = {t["key"]: t["value"] for t in info["data"]["tags"]}
+        assert tags.get("metricgate.abandoned") == "true"
+        assert int(info["info"]["end_time"]) == old_start
+        for _ in range(8):  # keep the busy run busy over more than one janitor interval
+            (await mlflow.log_batch(busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}])).ok()
+            step += 1
+            await asyncio.sleep(0.2)
+        busy_run = (await mlflow.get_run(busy)).ok()["run"]
+        assert busy_run["info"]["status"] == "RUNNING"
+        assert "metricgate.abandoned" not in {t["key"] for t in busy_run["data"]["tags"]}
+        finished_run = (await mlflow.get_run(finished)).ok()["run"]
+        assert (finished_run["info"]["status"], int(finished_run["info"]["end_time"])) == ("FINISHED", old_start + 5)
+        assert "metricgate.abandoned" not in {t["key"] for t in finished_run["data"]["tags"]}
 
 
 # ---------------------------------------------------------------- Redis outages
@@ -397,6 +490,31 @@ async def test_direct_mode_works_end_to_end_without_redis(settings: Settings) ->
         assert [m["value"] for m in await mlflow.history(run_id, "special")] == ["NaN", "-Infinity"]
         found = (await mlflow.search(experiment_id, "metrics.k1 > 1")).ok()
         assert [r["info"]["run_id"] for r in found["runs"]] == [run_id]
+
+
+async def test_direct_mode_refuses_an_oversized_model_id_with_4xx_not_500(settings: Settings) -> None:
+    direct = tuned(settings, ingest_mode="direct")
+    async with serve(direct) as mlflow:
+        run_id = await mlflow.new_run()
+        batch = [{"key": "acc", "value": 0.5, "timestamp": 1000, "step": 0, "model_id": "m-" + os.urandom(4000).hex()}]
+        reply = await mlflow.log_batch(run_id, batch)
+        assert 400 <= reply.status < 500, (reply.status, reply.raw[:300])
+        assert reply.json["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+async def test_direct_mode_counts_committed_points_as_flushed(settings: Settings) -> None:
+    """metricgate_points_flushed is "points committed to PostgreSQL". In direct mode every
+    acknowledged point is committed in the request; the counter must say so, or dashboards that
+    compare accepted with flushed show a backlog that never drains."""
+    direct = tuned(settings, ingest_mode="direct")
+    async with serve(direct) as mlflow:
+        run_id = await mlflow.new_run()
+        before = await scrape(mlflow.client)
+        (await mlflow.log_batch(run_id, points(3, range(10)))).ok()
+        after = await scrape(mlflow.client)
+    accepted = sample(after, "metricgate_points_accepted_total") - sample(before, "metricgate_points_accepted_total")
+    flushed = sample(after, "metricgate_points_flushed_total") - sample(before, "metricgate_points_flushed_total")
+    assert (accepted, flushed) == (30, 30)
 
 
 async def test_many_concurrent_writes_are_all_accepted(client: TestClient[Any, Any]) -> None:
