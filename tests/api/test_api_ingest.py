@@ -414,9 +414,12 @@ async def test_startup_fails_clearly_when_redis_is_unreachable(settings: Setting
     with pytest.raises(StoreUnavailable, match="Redis"):
         async with open_service(broken):
             pass
-    with pytest.raises(Exception) as info:
-        async with serve(broken):
-            pass
+    server = TestServer(create_app(broken))
+    try:
+        with pytest.raises(Exception) as info:
+            await server.start_server()
+    finally:
+        await server.close()
     assert "Redis" in str(info.value)
     assert time.monotonic() - started < 15
 

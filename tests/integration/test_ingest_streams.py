@@ -142,6 +142,46 @@ async def test_append_watermark_never_visible_without_its_entry(streams: IngestS
     assert await redis.hgetall(lastid_key(0)) == newest
 
 
+async def test_concurrent_appends_each_get_their_own_entry_id(streams: IngestStreams, redis: aioredis.Redis) -> None:
+    """Appends share pipelines (group commit): every caller must get back the id of its own entry."""
+    runs = [run_id() for _ in range(400)]
+    ids = await asyncio.gather(*(streams.append(r, fields_for(r, 1, base_step=i)) for i, r in enumerate(runs)))
+    assert len({(shard_of(r, SHARDS), i) for r, i in zip(runs, ids)}) == 400  # ids are per stream
+    for i, (r, entry_id) in enumerate(zip(runs, ids)):
+        ((got_id, fields),) = await redis.xrange(stream_key(shard_of(r, SHARDS)), min=entry_id, max=entry_id)
+        assert got_id == entry_id
+        assert fields[b"r"] == r.encode()
+        assert wire.decode(fields).steps[0] == i
+        assert await redis.hget(lastid_key(shard_of(r, SHARDS)), r) == entry_id
+
+
+async def test_append_survives_redis_forgetting_its_scripts(streams: IngestStreams, redis: aioredis.Redis) -> None:
+    r = run_id()
+    first = await streams.append(r, fields_for(r))
+    await redis.script_flush()  # as after a restart or a failover
+    second = await streams.append(r, fields_for(r))
+    assert parse_id(second) > parse_id(first)
+    assert await redis.hget(lastid_key(shard_of(r, SHARDS)), r) == second
+    rows = await redis.xrange(stream_key(shard_of(r, SHARDS)))
+    assert [i for i, _ in rows] == [first, second]
+
+
+async def test_a_failing_append_does_not_fail_its_neighbours(streams: IngestStreams, redis: aioredis.Redis) -> None:
+    """One request's Redis error (here: a shard's watermark hash clobbered by a string) fails that
+    request only, not the other appends that shared its pipeline."""
+    await redis.set(lastid_key(0), b"not a hash")
+    good_runs = [run_on_shard(1) for _ in range(20)]
+    bad_runs = [run_on_shard(0) for _ in range(20)]
+    results = await asyncio.gather(
+        *(streams.append(r, fields_for(r)) for pair in zip(good_runs, bad_runs) for r in pair),
+        return_exceptions=True,
+    )
+    good, bad = results[0::2], results[1::2]
+    assert all(isinstance(entry_id, bytes) for entry_id in good), good
+    assert all(isinstance(exc, Exception) for exc in bad), bad
+    assert await redis.hgetall(lastid_key(1)) == {r.encode(): i for r, i in zip(good_runs, good)}
+
+
 def test_shard_of_is_stable_and_spread() -> None:
     # crc32, not hash(): the same run lands on the same shard in every process and version.
     assert shard_of("0123456789abcdef0123456789abcdef", 4) == zlib.crc32(b"0123456789abcdef0123456789abcdef") % 4
