@@ -17,7 +17,9 @@ class Param:
     value: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass assigns every field through object.__setattr__, and the ingest
+# hot path builds one Metric per logged point. Treat instances as immutable all the same.
+@dataclass(slots=True)
 class Metric:
     key: str
     value: float

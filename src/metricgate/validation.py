@@ -27,7 +27,7 @@ MAX_RUNS_PER_PAGE = 50000
 MAX_EXPERIMENTS_PER_PAGE = 50000
 MAX_METRIC_HISTORY_PAGE = 25000
 
-_NAME_RE = re.compile(r"^[/\w.\- :]*$")
+_NAME_RE = re.compile(r"[/\w.\- :]*")
 _RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 _INT64_MAX = 2**63 - 1
 
@@ -51,9 +51,24 @@ def _path_not_unique(name: str) -> bool:
 
 def validate_key(name: str, path: str = "key") -> None:
     """Metric, param and tag keys: MLflow's character set, no path tricks, at most 250 chars."""
+    # Training loops log the same few keys millions of times: remember the good ones.
+    if name in _VALID_KEYS:
+        return
+    _check_key(name, path)
+    if len(_VALID_KEYS) >= _VALID_KEYS_MAX:
+        _VALID_KEYS.clear()
+    _VALID_KEYS.add(name)
+
+
+_VALID_KEYS: set[str] = set()
+_VALID_KEYS_MAX = 100_000
+
+
+def _check_key(name: str, path: str) -> None:
     if name == "":
         raise InvalidParameter(_invalid_value(path, name, "Names may not be empty."))
-    if not _NAME_RE.match(name):
+    # fullmatch: "$" would also match before a trailing newline, which MLflow lets through.
+    if not _NAME_RE.fullmatch(name):
         raise InvalidParameter(_invalid_value(path, name, _BAD_CHARACTER_MESSAGE))
     if _path_not_unique(name):
         raise InvalidParameter(
@@ -91,9 +106,18 @@ def parse_experiment_id(value: str, path: str = "experiment_id") -> int:
     return parsed
 
 
+# Bounds on the optional metric fields; they end up in index keys, which PostgreSQL caps at
+# about 2.7 kB, so they must be refused before a write is acknowledged.
+_METRIC_EXTRA_LIMITS = (("model_id", 256), ("dataset_name", 500), ("dataset_digest", 256))
+
+
 def validate_metric(metric: Metric, path: str = "") -> None:
     prefix = f"{path}." if path else ""
     validate_key(metric.key, f"{prefix}key" if path else "key")
+    for name, limit in _METRIC_EXTRA_LIMITS:
+        value = getattr(metric, name)
+        if value is not None and len(value) > limit:
+            raise InvalidParameter(f"'{prefix}{name}' exceeds the maximum length of {limit} characters")
     if metric.timestamp_ms < 0:
         raise InvalidParameter(
             _invalid_value(

@@ -295,6 +295,10 @@ def decode_params(items: Iterable[dict[str, Any]]) -> list[Param]:
 
 
 def decode_metric(item: dict[str, Any] | Fields) -> Metric:
+    if isinstance(item, dict):
+        fast = _decode_plain_metric(item)
+        if fast is not None:
+            return fast
     fields = item if isinstance(item, Fields) else Fields(item)
     key = fields.str("key", required=True)
     raw_value = fields.raw.get("value")
@@ -311,6 +315,30 @@ def decode_metric(item: dict[str, Any] | Fields) -> Metric:
         dataset_name=fields.str("dataset_name") or None,
         dataset_digest=fields.str("dataset_digest") or None,
     )
+
+
+def _decode_plain_metric(item: dict[str, Any]) -> Metric | None:
+    """Hot path of log-batch: the shape the mlflow client sends (str key, number value, int
+    timestamp and step, no extras). Anything else returns None and takes the general path,
+    which also produces the error messages."""
+    key = item.get("key")
+    value = item.get("value")
+    timestamp = item.get("timestamp")
+    step = item.get("step", 0)
+    if (
+        type(key) is str
+        and key
+        and type(value) in (float, int)
+        and type(timestamp) is int
+        and type(step) is int
+        and _INT64_MIN <= timestamp <= _INT64_MAX
+        and _INT64_MIN <= step <= _INT64_MAX
+        and "model_id" not in item
+        and "dataset_name" not in item
+        and "dataset_digest" not in item
+    ):
+        return Metric(key, float(value), timestamp, step)
+    return None
 
 
 # ---------------------------------------------------------------- encoding

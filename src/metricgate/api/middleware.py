@@ -9,6 +9,8 @@ import orjson
 from aiohttp import web
 
 from metricgate.errors import MetricgateError, Unavailable
+from prometheus_client import Counter
+
 from metricgate.observability import METRICS
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,13 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        METRICS.requests.labels(name, str(status)).inc()
+        counter = _REQUEST_COUNTERS.get((name, status))
+        if counter is None:  # labels() takes a lock and builds a key: do it once per pair
+            counter = _REQUEST_COUNTERS[(name, status)] = METRICS.requests.labels(name, str(status))
+        counter.inc()
+
+
+_REQUEST_COUNTERS: dict[tuple[str, int], Counter] = {}
 
 
 @web.middleware

@@ -22,7 +22,7 @@ import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
 from metricgate.config import FlushSettings
-from metricgate.errors import StoreUnavailable
+from metricgate.errors import InvalidParameter, StoreUnavailable
 from metricgate.ingest import wire
 from metricgate.ingest.batcher import build_batch, rows_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
@@ -41,6 +41,8 @@ _TRANSIENT = (
     asyncpg.InternalClientError,
     asyncio.TimeoutError,
 )
+# Errors that retrying the same entries cannot fix (a value PostgreSQL refuses).
+_PERMANENT = (asyncpg.PostgresError, InvalidParameter)
 _RETRY_MAX_S = 5.0
 
 
@@ -117,7 +119,7 @@ class Flusher:
         started = time.monotonic()
         try:
             await self._with_retry(lambda: self._write([b for _, b in decoded]))
-        except asyncpg.PostgresError as exc:
+        except _PERMANENT as exc:
             # Not transient: some entry can never be written. Find it entry by entry.
             log.error("batch of %d entries failed (%s); isolating the bad entry", len(decoded), exc)
             decoded, bad = await self._write_one_by_one(decoded)
@@ -140,7 +142,7 @@ class Flusher:
             try:
                 await self._with_retry(lambda b=batch: self._write([b]))
                 good.append((entry, batch))
-            except asyncpg.PostgresError as exc:
+            except _PERMANENT as exc:
                 bad.append((entry, f"{type(exc).__name__}: {exc}"))
         return good, bad
 

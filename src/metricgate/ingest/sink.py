@@ -137,6 +137,7 @@ class DirectMetricSink:
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         await self._writer.append(run_id, metrics)  # type: ignore[attr-defined]
         METRICS.points_accepted.inc(len(metrics))
+        METRICS.points_flushed.inc(len(metrics))  # committed in the request
 
     def _log_redis_error(self, exc: RedisError) -> None:
         # At most one line per second: an outage would otherwise log once per request.

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from metricgate.ingest.group_append import GroupAppender
 
@@ -32,12 +32,17 @@ return id
 """
 
 # After a flush: drop a run's watermark only if it still names the entry just flushed (a newer
-# append may have replaced it meanwhile).
+# append may have replaced it meanwhile) and no older entry of the shard is still pending (held
+# by a dead or slower flusher: that one may belong to the same run). Otherwise the watermark
+# stays, and readers keep checking is_flushed, which looks at every pending entry.
 _FORGET_LUA = """
 local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[1], ARGV[i]); n = n + 1
+    local older = redis.call('XPENDING', KEYS[2], 'flushers', '-', ARGV[i + 1], 1)
+    if #older == 0 then
+      redis.call('HDEL', KEYS[1], ARGV[i]); n = n + 1
+    end
   end
 end
 return n
@@ -110,7 +115,12 @@ class IngestStreams:
         for name, value in fields.items():
             args.extend((name, value))
         keys = [self.streams[shard], lastid_key(shard), lastwrite_key(shard)]
-        entry_id = await self._appender.submit(lambda pipe: self._append(keys=keys, args=args, client=pipe))
+        try:
+            entry_id = await self._appender.submit(lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args))
+        except NoScriptError:
+            # A restarted (or failed-over) Redis forgot the script: load it and try once more.
+            await self.client.script_load(_APPEND_LUA)
+            entry_id = await self._appender.submit(lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args))
         return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
 
     async def backlog_entries(self) -> int:
@@ -197,7 +207,7 @@ class IngestStreams:
         for run_id, entry_id in flushed:
             by_shard.setdefault(shard_of(run_id, self.shards), []).extend((run_id, entry_id))
         for shard, args in by_shard.items():
-            await self._forget(keys=[lastid_key(shard)], args=args)
+            await self._forget(keys=[lastid_key(shard), self.streams[shard]], args=args)
 
     async def trim(self) -> None:
         """Delete entries every consumer is done with: below the oldest pending entry and never

@@ -64,6 +64,9 @@ def _from_bytes(typecode: str, raw: bytes) -> array:  # type: ignore[type-arg]
 
 
 def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[bytes, bytes]:
+    # Keys are newline-joined; validation already refuses newlines, this keeps the format safe.
+    if any("\n" in m.key for m in metrics):
+        raise WireError("metric keys may not contain a newline")
     fields: dict[bytes, bytes] = {
         b"v": WIRE_VERSION,
         b"r": run_id.encode(),
@@ -78,6 +81,18 @@ def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[byt
     return fields
 
 
+def _decode_extras(raw: bytes) -> list[tuple[str | None, str | None, str | None]]:
+    items = orjson.loads(raw)
+    if not isinstance(items, list):
+        raise WireError("extras must be a list")
+    extras = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and all(v is None or isinstance(v, str) for v in item)):
+            raise WireError("each extra must be [model_id, dataset_name, dataset_digest]")
+        extras.append((item[0], item[1], item[2]))
+    return extras
+
+
 def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
     try:
         if fields[b"v"] != WIRE_VERSION:
@@ -88,7 +103,7 @@ def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
         steps = _from_bytes("q", fields[b"s"])
         extras = None
         if b"m" in fields:
-            extras = [tuple(e) for e in orjson.loads(fields[b"m"])]
+            extras = _decode_extras(fields[b"m"])
         batch = PointBatch(
             run_id=fields[b"r"].decode(),
             keys=keys,
@@ -98,7 +113,7 @@ def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
             extras=extras,  # type: ignore[arg-type]
             acked_at_ms=int(fields[b"a"]),
         )
-    except (KeyError, ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise WireError(f"undecodable stream entry: {exc}") from exc
     n = len(keys)
     if not (len(values) == len(timestamps) == len(steps) == n) or (extras is not None and len(extras) != n):

@@ -63,6 +63,8 @@ class Database:
         except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
             # Transient by nature: the client retries a 503 after Retry-After.
             raise StoreUnavailable("write conflict with a concurrent request, retry", retry_after_s=1) from exc
+        except asyncpg.ProgramLimitExceededError as exc:
+            raise InvalidParameter("A value is too large to be stored.") from exc
         except asyncpg.DataError as exc:
             # Defence in depth: the codec already refuses NUL in JSON bodies and query strings.
             raise InvalidParameter("Text values must be valid UTF-8 without NUL characters.") from exc

@@ -206,15 +206,21 @@ class PgRunStore:
         """RUNNING, active, not yet marked runs whose start and newest metric are before
         ``cutoff_ms``: run_id -> last activity seen in PostgreSQL."""
         async with self._db.connection() as conn:
+            # The idle test is in SQL, before the LIMIT: many long-lived live runs must not
+            # crowd an abandoned one out of every sweep.
             rows = await conn.fetch(
-                """SELECT r.run_id,
-                          greatest(coalesce(r.start_time, 0),
-                                   coalesce((SELECT max(l.timestamp_ms) FROM latest_metrics l
-                                             WHERE l.run_id = r.run_id), 0)) AS last_ms
-                   FROM runs r
-                   WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'
-                     AND coalesce(r.start_time, 0) <= $1
-                     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = $2)
+                """SELECT run_id, last_ms FROM (
+                       SELECT r.run_id, r.start_time,
+                              greatest(coalesce(r.start_time, 0),
+                                       coalesce((SELECT max(l.timestamp_ms) FROM latest_metrics l
+                                                 WHERE l.run_id = r.run_id), 0)) AS last_ms
+                       FROM runs r
+                       WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'
+                         AND coalesce(r.start_time, 0) <= $1
+                         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = $2)
+                   ) candidates
+                   WHERE last_ms <= $1
+                   ORDER BY start_time
                    LIMIT $3""",
                 cutoff_ms,
                 "metricgate.abandoned",
