@@ -79,12 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from metricgate.observability import JsonLogFormatter
+
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 
 def _run_serve(settings: Settings, workers: int) -> int:
@@ -114,7 +117,13 @@ def _run_flush(settings: Settings, workers: int) -> int:
 def _run_migrate(settings: Settings) -> int:
     from metricgate.stores.postgres.migrate import migrate_url
 
-    applied = asyncio.run(migrate_url(settings.postgres.url))
+    import asyncpg
+
+    try:
+        applied = asyncio.run(migrate_url(settings.postgres.url))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"metricgate: cannot migrate {settings.postgres}: {exc}", file=sys.stderr)
+        return 1
     if applied:
         for migration in applied:
             print(f"applied {migration.version:04d}_{migration.name}")
@@ -147,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"metricgate: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             return _run_serve(settings, args.workers)

@@ -107,6 +107,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     flush: FlushSettings = field(default_factory=FlushSettings)
     log_level: str = "INFO"
+    # "text" for people, "json" (one object per line) for log shippers.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -161,6 +163,7 @@ class Settings:
             ingest=ingest,
             flush=flush,
             log_level=reader.str("LOG_LEVEL", "INFO").upper(),
+            log_format=reader.str("LOG_FORMAT", "text").lower(),
         )
         return settings.with_overrides(**overrides)
 
@@ -195,6 +198,8 @@ class Settings:
         # s3:// arrives with the large-artifact work; refuse it here rather than at first upload.
         if not self.artifacts.uri.startswith("file://"):
             raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path URI")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT must be 'text' or 'json'")
         if self.ingest.mode not in ("stream", "direct"):
             raise ConfigError(f"{ENV_PREFIX}INGEST_MODE must be 'stream' or 'direct'")
         if not 1 <= self.ingest.shards <= 1024:
