@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 from metricgate import __version__
 from metricgate.bench import add_bench_parser, run_bench
@@ -102,7 +103,7 @@ def _run_serve(settings: Settings, workers: int) -> int:
         settings.artifacts.uri,
     )
     if workers > 1:
-        return serve_workers(settings, workers)
+        return serve_workers(settings, workers, partial(_configure_logging, settings.log_level, settings.log_format))
     serve_forever(settings)
     return 0
 

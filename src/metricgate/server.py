@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 
 import uvloop
 
@@ -67,16 +68,21 @@ def serve_forever(settings: Settings, reuse_port: bool = False) -> None:
     uvloop.run(serve(settings, reuse_port=reuse_port))
 
 
-def _worker_main(settings: Settings) -> None:
-    # Children take SIGTERM/SIGINT from the parent (or the terminal) and drain on their own.
+def _worker_main(settings: Settings, configure_logging: Callable[[], None]) -> None:
+    # A spawned child starts with a fresh interpreter: set logging up again. It takes
+    # SIGTERM/SIGINT from the parent (or the terminal) and drains on its own.
+    configure_logging()
     serve_forever(settings, reuse_port=True)
 
 
-def serve_workers(settings: Settings, workers: int) -> int:
+def serve_workers(settings: Settings, workers: int, configure_logging: Callable[[], None]) -> int:
     """N independent server processes on one port; the kernel spreads connections over them.
     Each holds its own pool and Redis client, and its own embedded flusher (consumer group)."""
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker_main, args=(settings,), name=f"worker-{i}") for i in range(workers)]
+    children = [
+        context.Process(target=_worker_main, args=(settings, configure_logging), name=f"worker-{i}")
+        for i in range(workers)
+    ]
     for child in children:
         child.start()
 

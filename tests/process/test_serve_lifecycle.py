@@ -194,3 +194,36 @@ def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Pa
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
     finally:
         server.stop()
+
+
+def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path) -> None:
+    """`serve --workers 2`: both processes answer on one port, writes through either are read
+    back exactly (their embedded flushers share the consumer group), SIGTERM stops both."""
+    server = Server(_env(db_url, tmp_path), tmp_path / "server.log", "--workers", "2")
+    try:
+        server.wait_healthy()
+        run = _post(server.url, "runs/create", {"experiment_id": "0", "start_time": 1})["run"]
+        run_id = run["info"]["run_id"]
+        for step in range(40):  # new connections: the kernel spreads them over both workers
+            metrics = [{"key": "loss", "value": step / 10, "timestamp": 1000 + step, "step": step}]
+            _post(server.url, "runs/log-batch", {"run_id": run_id, "metrics": metrics})
+        status, body = _get(f"{server.url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss")
+        assert status == 200
+        assert [m["step"] for m in json.loads(body)["metrics"]] == list(range(40))
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0, server.log()
+        assert server.log().count("metricgate.server stopped") == 2
+    finally:
+        server.stop()
+
+
+def _post(base_url: str, path: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"{base_url}/api/2.0/mlflow/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Connection": "close"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
