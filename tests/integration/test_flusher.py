@@ -51,23 +51,8 @@ Row = tuple[object, ...]
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture
-async def redis(redis_client_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_client_url, max_connections=1000)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
-@pytest.fixture
-async def streams(redis: aioredis.Redis) -> AsyncIterator[IngestStreams]:
-    s = IngestStreams(redis, SHARDS)
-    try:
-        await s.ensure_groups()
-        yield s
-    finally:
-        await s.aclose()
 
 
 async def open_db(url: str) -> Database:

@@ -38,23 +38,8 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         await database.aclose()
 
 
-@pytest.fixture
-async def redis(redis_client_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_client_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
-@pytest.fixture
-async def streams(redis: aioredis.Redis) -> AsyncIterator[IngestStreams]:
-    s = IngestStreams(redis, SHARDS)
-    try:
-        await s.ensure_groups()
-        yield s
-    finally:
-        await s.aclose()
 
 
 @pytest.fixture
