@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from metricgate.entities import Metric
 from metricgate.ingest.wire import PointBatch
@@ -62,11 +63,25 @@ def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:
     ]
 
 
+_FAST_ORDER = itemgetter(0, 1, 2, 3)
+
+
 def build_batch(rows: list[PointRow]) -> FlushBatch:
-    rows.sort(key=index_order)
+    # Sorting on (run, key, step, timestamp) runs in C; only rows equal on all four (rare: the
+    # value decides, NaN highest) need the Python key, so that case re-sorts with it.
+    rows.sort(key=_FAST_ORDER)
     latest: dict[tuple[str, str], PointRow] = {}
-    for row in rows:  # sorted ascending by rank within (run, key): the last one wins
-        latest[(row[0], row[1])] = row
+    ties = False
+    for row in rows:  # ascending within (run, key): the last one wins, ties by rank
+        group = (row[0], row[1])
+        current = latest.get(group)
+        if current is not None and current[2] == row[2] and current[3] == row[3]:
+            ties = True
+            if rank(current) > rank(row):
+                continue
+        latest[group] = row
+    if ties:
+        rows.sort(key=index_order)
     return FlushBatch(
         points=rows,
         latest=list(latest.values()),
