@@ -1,7 +1,7 @@
 """Every error path answers MLflow's JSON error body with MLflow's status: never a 500, a
 traceback or an HTML page.
 
-References: /work/shared/mlflow-protocol.md §2-§3; mlflow 3.17.2 server/handlers.py,
+References: ../shared/mlflow-protocol.md §2-§3; mlflow 3.17.2 server/handlers.py,
 utils/validation.py and store/tracking/sqlalchemy_store.py.
 """
 

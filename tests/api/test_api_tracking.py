@@ -1,6 +1,6 @@
 """Tracking success paths at the HTTP level, as the MLflow client sees them.
 
-References: /work/shared/mlflow-protocol.md §0-§2; mlflow 3.17.2 server/handlers.py and
+References: ../shared/mlflow-protocol.md §0-§2; mlflow 3.17.2 server/handlers.py and
 store/tracking/sqlalchemy_store.py.
 """
 
