@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,24 +22,27 @@ from metricgate import devservices
 START_TIMEOUT_S = 20.0
 
 
-@pytest.fixture(autouse=True)
-def _private_redis(redis_client_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Servers started here must use the suite's private Redis, never one on the default port.
-    monkeypatch.setenv("_MG_TEST_REDIS_URL", redis_client_url)
+EnvFor = Callable[[str], dict[str, str]]
 
 
-def _env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICGATE_")}
-    env.update(
-        METRICGATE_REDIS_URL=os.environ["_MG_TEST_REDIS_URL"],
-        METRICGATE_DATABASE_URL=db_url,
-        METRICGATE_ARTIFACTS_URI=(tmp_path / "artifacts").as_uri(),
-        METRICGATE_SHUTDOWN_TIMEOUT_S="10",
-        METRICGATE_DB_ACQUIRE_TIMEOUT_S="2",
-        METRICGATE_DB_COMMAND_TIMEOUT_S="2",
-    )
-    env.update(extra)
-    return env
+@pytest.fixture
+def env_for(redis_client_url: str, tmp_path: Path) -> EnvFor:
+    """Environment for a server or CLI run against ``db_url``, using the suite's private Redis
+    (never one on the default port) and an artifact root in this test's tmp dir."""
+
+    def build(db_url: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METRICGATE_")}
+        env.update(
+            METRICGATE_REDIS_URL=redis_client_url,
+            METRICGATE_DATABASE_URL=db_url,
+            METRICGATE_ARTIFACTS_URI=(tmp_path / "artifacts").as_uri(),
+            METRICGATE_SHUTDOWN_TIMEOUT_S="10",
+            METRICGATE_DB_ACQUIRE_TIMEOUT_S="2",
+            METRICGATE_DB_COMMAND_TIMEOUT_S="2",
+        )
+        return env
+
+    return build
 
 
 def _metricgate(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -100,8 +103,8 @@ async def blank_db_url(pg_server_url: str) -> Iterator[str]:
         await admin.close()
 
 
-def test_migrate_applies_once_then_reports_up_to_date(blank_db_url: str, tmp_path: Path) -> None:
-    env = _env(blank_db_url, tmp_path)
+def test_migrate_applies_once_then_reports_up_to_date(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+    env = env_for(blank_db_url)
     first = _metricgate("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert "applied 0001_core" in first.stdout
@@ -110,8 +113,8 @@ def test_migrate_applies_once_then_reports_up_to_date(blank_db_url: str, tmp_pat
     assert "up to date" in second.stdout
 
 
-def test_serve_refuses_an_unmigrated_database(blank_db_url: str, tmp_path: Path) -> None:
-    server = Server(_env(blank_db_url, tmp_path), tmp_path / "server.log")
+def test_serve_refuses_an_unmigrated_database(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+    server = Server(env_for(blank_db_url), tmp_path / "server.log")
     try:
         code = server.proc.wait(timeout=START_TIMEOUT_S)
     finally:
@@ -120,8 +123,8 @@ def test_serve_refuses_an_unmigrated_database(blank_db_url: str, tmp_path: Path)
     assert "metricgate migrate" in server.log()
 
 
-def test_serve_with_migrate_flag_creates_schema_and_default_experiment(blank_db_url: str, tmp_path: Path) -> None:
-    server = Server(_env(blank_db_url, tmp_path), tmp_path / "server.log", "--migrate")
+def test_serve_with_migrate_flag_creates_schema_and_default_experiment(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+    server = Server(env_for(blank_db_url), tmp_path / "server.log", "--migrate")
     try:
         server.wait_healthy()
         assert _get(server.url + "/ready")[0] == 200
@@ -135,12 +138,12 @@ def test_serve_with_migrate_flag_creates_schema_and_default_experiment(blank_db_
         server.stop()
 
 
-def test_ready_reports_database_outage_and_recovery(tmp_path: Path) -> None:
+def test_ready_reports_database_outage_and_recovery(tmp_path: Path, env_for: EnvFor) -> None:
     """/health stays up (liveness) while /ready and the API answer 503 + Retry-After."""
     with devservices.temporary_postgres() as pg:
         url = pg.url()
-        assert _metricgate("migrate", env=_env(url, tmp_path)).returncode == 0
-        server = Server(_env(url, tmp_path), tmp_path / "server.log")
+        assert _metricgate("migrate", env=env_for(url)).returncode == 0
+        server = Server(env_for(url), tmp_path / "server.log")
         try:
             server.wait_healthy()
             assert _get(server.url + "/ready")[0] == 200
@@ -163,9 +166,9 @@ def test_ready_reports_database_outage_and_recovery(tmp_path: Path) -> None:
             server.stop()
 
 
-def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Path) -> None:
+def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
     """Graceful shutdown: a request already being received completes; then the process exits 0."""
-    server = Server(_env(db_url, tmp_path), tmp_path / "server.log")
+    server = Server(env_for(db_url), tmp_path / "server.log")
     try:
         server.wait_healthy()
         body = b"x" * 200_000
@@ -196,10 +199,10 @@ def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Pa
         server.stop()
 
 
-def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path) -> None:
+def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
     """`serve --workers 2`: both processes answer on one port, writes through either are read
     back exactly (their embedded flushers share the consumer group), SIGTERM stops both."""
-    server = Server(_env(db_url, tmp_path), tmp_path / "server.log", "--workers", "2")
+    server = Server(env_for(db_url), tmp_path / "server.log", "--workers", "2")
     try:
         server.wait_healthy()
         run = _post(server.url, "runs/create", {"experiment_id": "0", "start_time": 1})["run"]

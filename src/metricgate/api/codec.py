@@ -12,7 +12,6 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from metricgate.entities import (
-    ArtifactEntry,
     DatasetInput,
     Experiment,
     LoggedModel,
@@ -455,10 +454,3 @@ def encode_logged_model(model: LoggedModel) -> dict[str, Any]:
         "info": info,
         "data": {"params": encode_tags(model.params), "metrics": [encode_metric(m) for m in model.metrics]},
     }
-
-
-def encode_artifact_entry(entry: ArtifactEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": entry.path, "is_dir": entry.is_dir}
-    if entry.file_size is not None and not entry.is_dir:
-        out["file_size"] = entry.file_size
-    return out

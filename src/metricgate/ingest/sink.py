@@ -21,6 +21,7 @@ from metricgate.errors import Unavailable
 from metricgate.ingest import wire
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
+from metricgate.stores.postgres.metrics import PgMetricWriter
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class StreamMetricSink:
 class DirectMetricSink:
     """``INGEST_MODE=direct``: write through to PostgreSQL in the request; always visible."""
 
-    def __init__(self, writer: object) -> None:
+    def __init__(self, writer: PgMetricWriter) -> None:
         self._writer = writer
 
     async def start(self) -> None:
@@ -135,7 +136,7 @@ class DirectMetricSink:
         return None
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        await self._writer.append(run_id, metrics)  # type: ignore[attr-defined]
+        await self._writer.append(run_id, metrics)
         METRICS.points_accepted.inc(len(metrics))
         METRICS.points_flushed.inc(len(metrics))  # committed in the request
 

@@ -26,10 +26,6 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Search compiles LIKE patterns itself; keep the server's escape rules predictable.
-    await conn.execute("SET standard_conforming_strings = on")
-
 
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
     try:
@@ -38,7 +34,6 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             command_timeout=settings.command_timeout_s,
-            init=_init_connection,
         )
     except _UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable("database is unreachable") from exc
