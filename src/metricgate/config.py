@@ -99,6 +99,45 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    """metricgate's resumable upload API and artifact references (see docs/design-artifacts.md)."""
+
+    # S3 refuses parts under 5 MiB (except the last); the same floor keeps both stores alike.
+    min_part_bytes: int = 5 * 1024 * 1024
+    max_part_bytes: int = 512 * 1024 * 1024
+    max_files: int = 10_000
+    # An open session untouched for this long expires; every received part extends it.
+    ttl_s: float = 24 * 3600.0
+    sweep_interval_s: float = 60.0
+    # A committing session whose committer has not checked in for this long is rolled forward
+    # by any gateway's sweeper (the committer died).
+    commit_lease_s: float = 30.0
+    # URI prefixes artifact references may point into, comma-separated; empty: only the
+    # artifact root itself (a reference must never read arbitrary files of the gateway host).
+    reference_uri_prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Registry webhook delivery (see docs/design-webhooks.md)."""
+
+    # Run a delivery dispatcher inside each `serve` process (many may run at once).
+    enabled: bool = True
+    # Attempts per delivery before it is marked failed (dead).
+    max_attempts: int = 8
+    # Whole-request timeout of one delivery attempt.
+    timeout_s: float = 10.0
+    # Deliveries in flight per process, and per webhook within it (a slow receiver cannot take every slot).
+    concurrency: int = 16
+    per_webhook_concurrency: int = 4
+    # Retry delay: backoff_base_s * 2^(attempt-1), capped at backoff_max_s, with jitter.
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    # How often an idle dispatcher looks for due deliveries.
+    poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -106,6 +145,7 @@ class Settings:
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     flush: FlushSettings = field(default_factory=FlushSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
     log_level: str = "INFO"
     # "text" for people, "json" (one object per line) for log shippers.
     log_format: str = "text"
@@ -155,6 +195,29 @@ class Settings:
             abandoned_after_s=reader.float("ABANDONED_AFTER_S", FlushSettings.abandoned_after_s),
             abandoned_fail=reader.bool("ABANDONED_FAIL", FlushSettings.abandoned_fail),
         )
+        uploads = UploadSettings(
+            min_part_bytes=reader.int("UPLOAD_MIN_PART_BYTES", UploadSettings.min_part_bytes),
+            max_part_bytes=reader.int("UPLOAD_MAX_PART_BYTES", UploadSettings.max_part_bytes),
+            max_files=reader.int("UPLOAD_MAX_FILES", UploadSettings.max_files),
+            ttl_s=reader.float("UPLOAD_TTL_S", UploadSettings.ttl_s),
+            sweep_interval_s=reader.float("UPLOAD_SWEEP_INTERVAL_S", UploadSettings.sweep_interval_s),
+            commit_lease_s=reader.float("UPLOAD_COMMIT_LEASE_S", UploadSettings.commit_lease_s),
+            reference_uri_prefixes=tuple(
+                p.strip() for p in reader.str("UPLOAD_REFERENCE_URI_PREFIXES", "").split(",") if p.strip()
+            ),
+        )
+        webhooks = WebhookSettings(
+            enabled=reader.bool("WEBHOOK_ENABLED", WebhookSettings.enabled),
+            max_attempts=reader.int("WEBHOOK_MAX_ATTEMPTS", WebhookSettings.max_attempts),
+            timeout_s=reader.float("WEBHOOK_TIMEOUT_S", WebhookSettings.timeout_s),
+            concurrency=reader.int("WEBHOOK_CONCURRENCY", WebhookSettings.concurrency),
+            per_webhook_concurrency=reader.int(
+                "WEBHOOK_PER_WEBHOOK_CONCURRENCY", WebhookSettings.per_webhook_concurrency
+            ),
+            backoff_base_s=reader.float("WEBHOOK_BACKOFF_BASE_S", WebhookSettings.backoff_base_s),
+            backoff_max_s=reader.float("WEBHOOK_BACKOFF_MAX_S", WebhookSettings.backoff_max_s),
+            poll_interval_s=reader.float("WEBHOOK_POLL_INTERVAL_S", WebhookSettings.poll_interval_s),
+        )
         settings = cls(
             http=http,
             postgres=postgres,
@@ -162,6 +225,7 @@ class Settings:
             artifacts=artifacts,
             ingest=ingest,
             flush=flush,
+            uploads=uploads,
             log_level=reader.str("LOG_LEVEL", "INFO").upper(),
             log_format=reader.str("LOG_FORMAT", "text").lower(),
         )
@@ -208,6 +272,20 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}INGEST_MAX_BACKLOG and INGEST_MAX_INFLIGHT must be positive")
         if self.flush.batch_points < 1 or self.flush.max_delay_ms < 0:
             raise ConfigError(f"{ENV_PREFIX}FLUSH_BATCH_POINTS must be positive, FLUSH_MAX_DELAY_MS >= 0")
+        if not 0 < self.uploads.min_part_bytes <= self.uploads.max_part_bytes:
+            raise ConfigError(f"{ENV_PREFIX}UPLOAD_MIN_PART_BYTES must be positive and <= UPLOAD_MAX_PART_BYTES")
+        if self.uploads.ttl_s <= 0 or self.uploads.sweep_interval_s <= 0 or self.uploads.commit_lease_s <= 0:
+            raise ConfigError(f"{ENV_PREFIX}UPLOAD_TTL_S, UPLOAD_SWEEP_INTERVAL_S and UPLOAD_COMMIT_LEASE_S must be positive")
+        hooks = self.webhooks
+        if hooks.max_attempts < 1 or hooks.concurrency < 1 or hooks.per_webhook_concurrency < 1:
+            raise ConfigError(
+                f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS, WEBHOOK_CONCURRENCY and WEBHOOK_PER_WEBHOOK_CONCURRENCY must be positive"
+            )
+        if hooks.timeout_s <= 0 or hooks.poll_interval_s <= 0 or not 0 < hooks.backoff_base_s <= hooks.backoff_max_s:
+            raise ConfigError(
+                f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S and WEBHOOK_POLL_INTERVAL_S must be positive, "
+                "0 < WEBHOOK_BACKOFF_BASE_S <= WEBHOOK_BACKOFF_MAX_S"
+            )
         if not 0 < self.http.port < 65536:
             raise ConfigError(f"{ENV_PREFIX}PORT must be between 1 and 65535")
 
