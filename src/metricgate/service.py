@@ -23,12 +23,14 @@ from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
 from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
+from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
 from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
 from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Service:
     history: PgMetricHistory
     logged_models: PgLoggedModelStore
     artifacts: ArtifactStore
+    registry: RegistryService
 
 
 @contextlib.asynccontextmanager
@@ -160,6 +163,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             history=PgMetricHistory(db),
             logged_models=PgLoggedModelStore(db),
             artifacts=artifacts,
+            registry=RegistryService(PgRegistryStore(db)),
         )
 
 

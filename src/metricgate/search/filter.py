@@ -146,6 +146,29 @@ _LOGGED_MODEL_GRAMMAR = _Grammar(
 )
 
 
+# Registry searches (MLflow's model registry SearchUtils): names and tags for models; names, run
+# ids, sources, version numbers and tags for versions. Timestamps can only be sorted on.
+_REGISTRY_PREFIXES = {"tag": TAG, "tags": TAG, "attribute": ATTRIBUTE, "attributes": ATTRIBUTE, "attr": ATTRIBUTE}
+_REGISTERED_MODEL_GRAMMAR = _Grammar(
+    prefixes=_REGISTRY_PREFIXES,
+    kind_ops={TAG: _STRING_OPS + _NULL_OPS},
+    string_attributes={"name": _STRING_OPS},
+    numeric_attributes=frozenset(),
+    order_attributes=frozenset({"name", "creation_timestamp", "last_updated_timestamp"}),
+    order_kinds=frozenset({ATTRIBUTE}),
+    aliases={"timestamp": "creation_timestamp"},
+)
+_MODEL_VERSION_GRAMMAR = _Grammar(
+    prefixes=_REGISTRY_PREFIXES,
+    kind_ops={TAG: _STRING_OPS + _NULL_OPS},
+    string_attributes={"name": _STRING_OPS, "run_id": ("=", "!=") + _LIST_OPS, "source_path": _STRING_OPS},
+    numeric_attributes=frozenset({"version_number"}),
+    order_attributes=frozenset({"name", "version_number", "creation_timestamp", "last_updated_timestamp"}),
+    order_kinds=frozenset({ATTRIBUTE}),
+    aliases={"version": "version_number", "timestamp": "creation_timestamp"},
+    integer_only=True,
+)
+
 # String extents follow sqlparse's lexer, so a filter splits exactly where MLflow splits it.
 # Like MLflow, doubled or backslashed quotes are not unescaped: the text between the outer
 # quotes is the value.
@@ -290,6 +313,26 @@ def parse_logged_model_filter(filter_string: str | None) -> list[Clause]:
     """Parse a logged-models/search ``filter``."""
     return _parse_filter(filter_string, _LOGGED_MODEL_GRAMMAR)
 
+
+def parse_registered_model_filter(filter_string: str | None) -> list[Clause]:
+    """Parse a registered-models/search ``filter`` (``name``, ``tags.*``)."""
+    return _parse_filter(filter_string, _REGISTERED_MODEL_GRAMMAR)
+
+
+def parse_model_version_filter(filter_string: str | None) -> list[Clause]:
+    """Parse a model-versions/search ``filter`` (``name``, ``run_id``, ``source_path``,
+    ``version_number``, ``tags.*``)."""
+    return _parse_filter(filter_string, _MODEL_VERSION_GRAMMAR)
+
+
+def parse_registered_model_order_by(order_by: Sequence[str] | None) -> list[OrderKey]:
+    """Parse registered-models/search ``order_by`` strings such as ``name DESC``."""
+    return _parse_order_strings(order_by, _REGISTERED_MODEL_GRAMMAR)
+
+
+def parse_model_version_order_by(order_by: Sequence[str] | None) -> list[OrderKey]:
+    """Parse model-versions/search ``order_by`` strings such as ``version_number DESC``."""
+    return _parse_order_strings(order_by, _MODEL_VERSION_GRAMMAR)
 
 def parse_order_by(order_by: Sequence[str] | None) -> list[OrderKey]:
     """Parse runs/search ``order_by`` strings such as ``metrics.loss DESC``."""

@@ -1,0 +1,206 @@
+"""The registry service: validation plus THE choke point every registry write goes through.
+
+Handlers never call the store's write methods directly. Each mutation goes through
+``RegistryService._apply``, which is where an approval policy ("promotions to Production need a
+second approver", with verified identities once authentication exists) is meant to be inserted:
+one check, before the store runs the change and its audit events in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from metricgate.entities import Page, Tag
+from metricgate.errors import InvalidParameter
+from metricgate.registry import rules
+from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.stores.postgres.registry import PgRegistryStore
+
+T = TypeVar("T")
+
+
+class RegistryService:
+    def __init__(self, store: PgRegistryStore) -> None:
+        self._store = store
+
+    async def _apply(self, action: str, audit: Audit, change: Callable[[], Awaitable[T]]) -> T:
+        """Run one registry mutation. ``action`` names it (e.g. ``model_version.transition``).
+
+        Approval policies go here: inspect ``action``/``audit`` (and load the current state if
+        needed) and raise ``PermissionDenied``/``Conflict`` before anything is written. Until
+        authentication exists ``audit.actor`` is unverified, so nothing is decided on it yet.
+        """
+        del action  # no policy yet; see the docstring
+        return await change()
+
+    # ------------------------------------------------------------ registered models
+
+    async def create_registered_model(
+        self, audit: Audit, name: str | None, tags: Sequence[Tag], description: str | None
+    ) -> RegisteredModel:
+        checked = rules.validate_model_name(name)
+        tags = [rules.validate_tag(t) for t in tags]
+        rules.validate_description(description)
+        return await self._apply(
+            "registered_model.create", audit,
+            lambda: self._store.create_registered_model(audit, checked, tags, description),
+        )  # fmt: skip
+
+    async def rename_registered_model(self, audit: Audit, name: str | None, new_name: str | None) -> RegisteredModel:
+        old = rules.validate_model_name(name)
+        new = rules.validate_model_name(new_name, "new_name")
+        return await self._apply(
+            "registered_model.rename", audit, lambda: self._store.rename_registered_model(audit, old, new)
+        )
+
+    async def update_registered_model(self, audit: Audit, name: str | None, description: str | None) -> RegisteredModel:
+        checked = rules.validate_model_name(name)
+        rules.validate_description(description)
+        return await self._apply(
+            "registered_model.update", audit,
+            lambda: self._store.update_registered_model(audit, checked, description),
+        )  # fmt: skip
+
+    async def delete_registered_model(self, audit: Audit, name: str | None) -> None:
+        checked = rules.validate_model_name(name)
+        await self._apply("registered_model.delete", audit, lambda: self._store.delete_registered_model(audit, checked))
+
+    async def set_registered_model_tag(self, audit: Audit, name: str | None, tag: Tag) -> None:
+        checked = rules.validate_model_name(name)
+        rules.validate_tag(tag)
+        await self._apply(
+            "registered_model.set_tag", audit, lambda: self._store.set_registered_model_tag(audit, checked, tag)
+        )
+
+    async def delete_registered_model_tag(self, audit: Audit, name: str | None, key: str | None) -> None:
+        checked = rules.validate_model_name(name)
+        if not key:
+            raise InvalidParameter("Missing value for required parameter 'key'.")
+        await self._apply(
+            "registered_model.delete_tag", audit,
+            lambda: self._store.delete_registered_model_tag(audit, checked, key),
+        )  # fmt: skip
+
+    async def set_alias(self, audit: Audit, name: str | None, alias: str | None, version: str | None) -> None:
+        checked = rules.validate_model_name(name)
+        checked_alias = rules.validate_alias(alias)
+        number = rules.parse_version(version)
+        await self._apply(
+            "alias.set", audit, lambda: self._store.set_alias(audit, checked, checked_alias, number)
+        )
+
+    async def delete_alias(self, audit: Audit, name: str | None, alias: str | None) -> None:
+        checked = rules.validate_model_name(name)
+        if not alias:
+            raise InvalidParameter("Missing value for required parameter 'alias'.")
+        await self._apply("alias.delete", audit, lambda: self._store.delete_alias(audit, checked, alias))
+
+    # ------------------------------------------------------------ model versions
+
+    async def create_model_version(
+        self,
+        audit: Audit,
+        name: str | None,
+        source: str | None,
+        run_id: str | None,
+        tags: Sequence[Tag],
+        run_link: str | None,
+        description: str | None,
+        model_id: str | None,
+    ) -> ModelVersion:
+        checked = rules.validate_model_name(name)
+        checked_source = rules.validate_source(source)
+        tags = [rules.validate_tag(t) for t in tags]
+        rules.validate_description(description)
+        return await self._apply(
+            "model_version.create", audit,
+            lambda: self._store.create_model_version(
+                audit, checked, checked_source, run_id, tags, run_link, description, model_id
+            ),
+        )  # fmt: skip
+
+    async def update_model_version(
+        self, audit: Audit, name: str | None, version: str | None, description: str | None
+    ) -> ModelVersion:
+        checked, number = rules.validate_model_name(name), rules.parse_version(version)
+        rules.validate_description(description)
+        return await self._apply(
+            "model_version.update", audit,
+            lambda: self._store.update_model_version(audit, checked, number, description),
+        )  # fmt: skip
+
+    async def transition_stage(
+        self, audit: Audit, name: str | None, version: str | None, stage: str | None, archive_existing: bool
+    ) -> ModelVersion:
+        checked, number = rules.validate_model_name(name), rules.parse_version(version)
+        target = rules.canonical_stage(stage)
+        if archive_existing and target not in rules.ARCHIVING_STAGES:
+            raise InvalidParameter(
+                f"Model version transition cannot archive existing model versions because "
+                f"'{target}' is not an Active stage. Valid stages are {', '.join(rules.ARCHIVING_STAGES)}."
+            )
+        return await self._apply(
+            "model_version.transition", audit,
+            lambda: self._store.transition_stage(audit, checked, number, target, archive_existing),
+        )  # fmt: skip
+
+    async def delete_model_version(self, audit: Audit, name: str | None, version: str | None) -> None:
+        checked, number = rules.validate_model_name(name), rules.parse_version(version)
+        await self._apply(
+            "model_version.delete", audit, lambda: self._store.delete_model_version(audit, checked, number)
+        )
+
+    async def set_model_version_tag(self, audit: Audit, name: str | None, version: str | None, tag: Tag) -> None:
+        checked, number = rules.validate_model_name(name), rules.parse_version(version)
+        rules.validate_tag(tag)
+        await self._apply(
+            "model_version.set_tag", audit,
+            lambda: self._store.set_model_version_tag(audit, checked, number, tag),
+        )  # fmt: skip
+
+    async def delete_model_version_tag(
+        self, audit: Audit, name: str | None, version: str | None, key: str | None
+    ) -> None:
+        checked, number = rules.validate_model_name(name), rules.parse_version(version)
+        if not key:
+            raise InvalidParameter("Missing value for required parameter 'key'.")
+        await self._apply(
+            "model_version.delete_tag", audit,
+            lambda: self._store.delete_model_version_tag(audit, checked, number, key),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ reads (no choke point needed)
+
+    async def get_registered_model(self, name: str | None) -> RegisteredModel:
+        return await self._store.get_registered_model(rules.validate_model_name(name))
+
+    async def search_registered_models(
+        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+    ) -> Page:
+        return await self._store.search_registered_models(filter_string, order_by, max_results, page_token)
+
+    async def get_latest_versions(self, name: str | None, stages: Sequence[str]) -> list[ModelVersion]:
+        checked = rules.validate_model_name(name)
+        return await self._store.get_latest_versions(checked, [rules.canonical_stage(s) for s in stages])
+
+    async def get_model_version(self, name: str | None, version: str | None) -> ModelVersion:
+        return await self._store.get_model_version(rules.validate_model_name(name), rules.parse_version(version))
+
+    async def get_version_by_alias(self, name: str | None, alias: str | None) -> ModelVersion:
+        checked = rules.validate_model_name(name)
+        if not alias:
+            raise InvalidParameter("Missing value for required parameter 'alias'.")
+        return await self._store.get_version_by_alias(checked, alias)
+
+    async def search_model_versions(
+        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+    ) -> Page:
+        return await self._store.search_model_versions(filter_string, order_by, max_results, page_token)
+
+    async def history(
+        self, name: str | None, version: str | None, max_results: int, page_token: str | None
+    ) -> tuple[list[RegistryEvent], str | None]:
+        checked = rules.validate_model_name(name)
+        number = rules.parse_version(version) if version else None
+        return await self._store.history(checked, number, max_results, page_token)

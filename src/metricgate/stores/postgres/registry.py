@@ -1,0 +1,248 @@
+"""The model registry in PostgreSQL: registered models, versions, tags, aliases, audit history.
+
+Every write runs in one transaction with the audit event(s) it produces (registry_events), so
+the history and the webhooks outbox never miss or invent a change. Version writes live in
+registry_versions.py, row loading in registry_load.py, searches in registry_search.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+import contextlib
+
+import asyncpg
+
+from metricgate.entities import Page, Tag
+from metricgate.errors import AlreadyExists, NotFound
+from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.stores.postgres import registry_events as events
+from metricgate.stores.postgres import registry_versions as versions
+from metricgate.stores.postgres.experiments import now_ms
+from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.registry_load import (
+    alias_not_found,
+    latest_version_keys,
+    load_models,
+    load_version,
+    load_versions,
+    lock_model,
+    model_key_of,
+    version_not_found,
+)
+from metricgate.stores.postgres.registry_search import compile_model_version_search, compile_registered_model_search
+
+
+def _exists(name: str) -> AlreadyExists:
+    return AlreadyExists(f"Registered Model (name={name}) already exists.")
+
+
+class PgRegistryStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @contextlib.asynccontextmanager
+    async def _write(self, name: str) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which a unique-name violation means "that model already exists"
+        (two concurrent creates or renames to one name: the loser gets MLflow's error)."""
+        try:
+            async with self._db.transaction() as conn:
+                yield conn
+        except asyncpg.UniqueViolationError as exc:
+            raise _exists(name) from exc
+
+    # ------------------------------------------------------------ registered models
+
+    async def create_registered_model(
+        self, audit: Audit, name: str, tags: Sequence[Tag], description: str | None
+    ) -> RegisteredModel:
+        now = now_ms()
+        async with self._write(name) as conn:
+            key = await conn.fetchval(
+                """INSERT INTO registered_models (name, description, user_id, creation_timestamp, last_updated_timestamp)
+                   VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING RETURNING model_key""",
+                name, description, audit.actor, now,
+            )  # fmt: skip
+            if key is None:
+                raise _exists(name)
+            tag_map = {t.key: t.value for t in tags}
+            await conn.executemany(
+                "INSERT INTO registered_model_tags (model_key, key, value) VALUES ($1, $2, $3)",
+                [(key, k, v) for k, v in tag_map.items()],
+            )
+            after = {"name": name, "description": description, "tags": tag_map}
+            await events.record(conn, "registered_model.created", name, None, audit, None, after)
+            return (await load_models(conn, [key]))[0]
+
+    async def rename_registered_model(self, audit: Audit, name: str, new_name: str) -> RegisteredModel:
+        async with self._write(new_name) as conn:
+            row = await lock_model(conn, name)
+            if new_name != name:
+                if await conn.fetchval("SELECT 1 FROM registered_models WHERE name = $1", new_name):
+                    raise _exists(new_name)
+                await conn.execute(
+                    "UPDATE registered_models SET name = $2, last_updated_timestamp = $3 WHERE model_key = $1",
+                    row["model_key"], new_name, now_ms(),
+                )  # fmt: skip
+                await events.record(
+                    conn, "registered_model.renamed", new_name, None, audit, {"name": name}, {"name": new_name}
+                )
+            return (await load_models(conn, [row["model_key"]]))[0]
+
+    async def update_registered_model(self, audit: Audit, name: str, description: str | None) -> RegisteredModel:
+        async with self._db.transaction() as conn:
+            row = await lock_model(conn, name)
+            await conn.execute(
+                "UPDATE registered_models SET description = $2, last_updated_timestamp = $3 WHERE model_key = $1",
+                row["model_key"], description, now_ms(),
+            )  # fmt: skip
+            await events.record(
+                conn, "registered_model.updated", name, None, audit,
+                {"description": row["description"]}, {"description": description},
+            )  # fmt: skip
+            return (await load_models(conn, [row["model_key"]]))[0]
+
+    async def delete_registered_model(self, audit: Audit, name: str) -> None:
+        async with self._db.transaction() as conn:
+            row = await lock_model(conn, name)
+            key = row["model_key"]
+            numbers = [r["version"] for r in await conn.fetch(
+                "SELECT version FROM model_versions WHERE model_key = $1 ORDER BY version", key
+            )]  # fmt: skip
+            tags = {r["key"]: r["value"] for r in await conn.fetch(
+                "SELECT key, value FROM registered_model_tags WHERE model_key = $1", key
+            )}  # fmt: skip
+            aliases = {r["alias"]: r["version"] for r in await conn.fetch(
+                "SELECT alias, version FROM registered_model_aliases WHERE model_key = $1", key
+            )}  # fmt: skip
+            # Versions, tags and aliases go with the model (ON DELETE CASCADE); one event
+            # records all of it, so that a subscriber sees one deletion, not dozens.
+            await conn.execute("DELETE FROM registered_models WHERE model_key = $1", key)
+            before = {"name": name, "description": row["description"], "tags": tags, "versions": numbers, "aliases": aliases}
+            await events.record(conn, "registered_model.deleted", name, None, audit, before, None)
+
+    async def set_registered_model_tag(self, audit: Audit, name: str, tag: Tag) -> None:
+        async with self._db.transaction() as conn:
+            key = (await lock_model(conn, name))["model_key"]
+            old = await conn.fetchval(
+                "SELECT value FROM registered_model_tags WHERE model_key = $1 AND key = $2", key, tag.key
+            )
+            await conn.execute(
+                """INSERT INTO registered_model_tags (model_key, key, value) VALUES ($1, $2, $3)
+                   ON CONFLICT (model_key, key) DO UPDATE SET value = excluded.value""",
+                key, tag.key, tag.value,
+            )  # fmt: skip
+            before = None if old is None else {"key": tag.key, "value": old}
+            await events.record(
+                conn, "registered_model.tag_set", name, None, audit, before, {"key": tag.key, "value": tag.value}
+            )
+
+    async def delete_registered_model_tag(self, audit: Audit, name: str, tag_key: str) -> None:
+        async with self._db.transaction() as conn:
+            key = (await lock_model(conn, name))["model_key"]
+            old = await conn.fetchval(
+                "DELETE FROM registered_model_tags WHERE model_key = $1 AND key = $2 RETURNING value", key, tag_key
+            )
+            if old is None:
+                raise NotFound(f"Registered model tag with key '{tag_key}' not found for model '{name}'.")
+            await events.record(
+                conn, "registered_model.tag_deleted", name, None, audit, {"key": tag_key, "value": old}, None
+            )
+
+    async def get_registered_model(self, name: str) -> RegisteredModel:
+        async with self._db.connection() as conn:
+            return (await load_models(conn, [await model_key_of(conn, name)]))[0]
+
+    async def search_registered_models(
+        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+    ) -> Page:
+        offset = decode_page_token(page_token)
+        sql, args = compile_registered_model_search(filter_string, order_by, max_results, offset)
+        async with self._db.connection() as conn:
+            keys = [r["model_key"] for r in await conn.fetch(sql, *args)]
+            models = await load_models(conn, keys[:max_results])
+        return Page(models, encode_page_token(offset + max_results) if len(keys) > max_results else None)
+
+    # ------------------------------------------------------------ versions and aliases
+
+    async def create_model_version(
+        self,
+        audit: Audit,
+        name: str,
+        source: str,
+        run_id: str | None,
+        tags: Sequence[Tag],
+        run_link: str | None,
+        description: str | None,
+        model_id: str | None,
+    ) -> ModelVersion:
+        async with self._db.transaction() as conn:
+            return await versions.create(conn, audit, name, source, run_id, tags, run_link, description, model_id)
+
+    async def update_model_version(self, audit: Audit, name: str, version: int, description: str | None) -> ModelVersion:
+        async with self._db.transaction() as conn:
+            return await versions.update_description(conn, audit, name, version, description)
+
+    async def transition_stage(
+        self, audit: Audit, name: str, version: int, stage: str, archive_existing: bool
+    ) -> ModelVersion:
+        async with self._db.transaction() as conn:
+            return await versions.transition(conn, audit, name, version, stage, archive_existing)
+
+    async def delete_model_version(self, audit: Audit, name: str, version: int) -> None:
+        async with self._db.transaction() as conn:
+            await versions.delete(conn, audit, name, version)
+
+    async def set_model_version_tag(self, audit: Audit, name: str, version: int, tag: Tag) -> None:
+        async with self._db.transaction() as conn:
+            await versions.set_tag(conn, audit, name, version, tag)
+
+    async def delete_model_version_tag(self, audit: Audit, name: str, version: int, key: str) -> None:
+        async with self._db.transaction() as conn:
+            await versions.delete_tag(conn, audit, name, version, key)
+
+    async def set_alias(self, audit: Audit, name: str, alias: str, version: int) -> None:
+        async with self._db.transaction() as conn:
+            await versions.set_alias(conn, audit, name, alias, version)
+
+    async def delete_alias(self, audit: Audit, name: str, alias: str) -> None:
+        async with self._db.transaction() as conn:
+            await versions.delete_alias(conn, audit, name, alias)
+
+    async def get_model_version(self, name: str, version: int) -> ModelVersion:
+        async with self._db.connection() as conn:
+            found = await load_versions(conn, [(await model_key_of(conn, name), version)])
+        if not found:
+            raise version_not_found(name, version)
+        return found[0]
+
+    async def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        async with self._db.connection() as conn:
+            key = await model_key_of(conn, name)
+            version = await conn.fetchval(
+                "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2", key, alias
+            )
+            if version is None:
+                raise alias_not_found(name, alias)
+            return await load_version(conn, key, version)
+
+    async def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]:
+        async with self._db.connection() as conn:
+            key = await model_key_of(conn, name)
+            return await load_versions(conn, await latest_version_keys(conn, [key], stages))
+
+    async def search_model_versions(
+        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+    ) -> Page:
+        offset = decode_page_token(page_token)
+        sql, args = compile_model_version_search(filter_string, order_by, max_results, offset)
+        async with self._db.connection() as conn:
+            keys = [(r["model_key"], r["version"]) for r in await conn.fetch(sql, *args)]
+            found = await load_versions(conn, keys[:max_results])
+        return Page(found, encode_page_token(offset + max_results) if len(keys) > max_results else None)
+
+    async def history(
+        self, name: str, version: int | None, max_results: int, page_token: str | None
+    ) -> tuple[list[RegistryEvent], str | None]:
+        async with self._db.connection() as conn:
+            return await events.history(conn, name, version, max_results, page_token)

@@ -1,0 +1,144 @@
+"""Registry audit events: written in the transaction of the change they describe, read newest first.
+
+A model's history follows renames: the history of ``b`` (renamed from ``a``) also shows what
+happened while it was called ``a``, and the history of ``a`` ends with the rename. An earlier
+model that was deleted and whose name was reused is not part of the new model's history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import asyncpg
+import orjson
+
+from metricgate.errors import InvalidParameter, NotFound
+from metricgate.registry.entities import Audit, RegistryEvent
+
+CREATED = "registered_model.created"
+RENAMED = "registered_model.renamed"
+# A name can be renamed back and forth; following more renames than this is not useful.
+_MAX_RENAMES_FOLLOWED = 100
+_MAX_TOKEN_CHARS = 200
+
+
+async def record(
+    conn: asyncpg.Connection,
+    event_type: str,
+    model_name: str,
+    version: int | None,
+    audit: Audit,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """Insert one event; the caller's transaction makes it atomic with the change."""
+    await conn.execute(
+        """INSERT INTO registry_events (event_type, model_name, version, actor, actor_verified, before, after, comment)
+           VALUES ($1, $2, $3, $4, false, $5::jsonb, $6::jsonb, $7)""",
+        event_type,
+        model_name,
+        version,
+        audit.actor,
+        _json(before),
+        _json(after),
+        audit.comment,
+    )
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int, int | None]]:
+    """(name, first id, end id) of each name the model carried, newest first."""
+    segments: list[tuple[str, int, int | None]] = []
+    current, end = name, None
+    for _ in range(_MAX_RENAMES_FOLLOWED):
+        start = await conn.fetchrow(
+            """SELECT id, event_type, before FROM registry_events
+               WHERE model_name = $1 AND event_type = ANY($2::text[]) AND ($3::bigint IS NULL OR id < $3)
+               ORDER BY id DESC LIMIT 1""",
+            current,
+            [CREATED, RENAMED],
+            end,
+        )
+        if start is None:
+            segments.append((current, 0, end))
+            break
+        segments.append((current, start["id"], end))
+        if start["event_type"] == CREATED:
+            break
+        current, end = json.loads(start["before"])["name"], start["id"]
+    return segments
+
+
+async def history(
+    conn: asyncpg.Connection, name: str, version: int | None, max_results: int, page_token: str | None
+) -> tuple[list[RegistryEvent], str | None]:
+    before_id = _decode_token(page_token)
+    segments = await _segments(conn, name)
+    rows = await conn.fetch(
+        """SELECT e.* FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS s(name, lo, hi)
+           CROSS JOIN LATERAL (
+               SELECT * FROM registry_events AS x
+               WHERE x.model_name = s.name AND x.id >= s.lo AND (s.hi IS NULL OR x.id < s.hi)
+                 AND ($4::int IS NULL OR x.version = $4) AND ($5::bigint IS NULL OR x.id < $5)
+               ORDER BY x.id DESC LIMIT $6) AS e
+           UNION ALL
+           SELECT * FROM registry_events
+           WHERE event_type = $7 AND before ->> 'name' = $8 AND id >= $9 AND $4::int IS NULL
+             AND ($5::bigint IS NULL OR id < $5)
+           ORDER BY id DESC LIMIT $6""",
+        [s[0] for s in segments],
+        [s[1] for s in segments],
+        [s[2] for s in segments],
+        version,
+        before_id,
+        max_results + 1,
+        RENAMED,
+        name,
+        segments[0][1],
+    )
+    if not rows and before_id is None and version is None:
+        raise NotFound(f"No registry history for a model named '{name}'.")
+    events = [_event(r) for r in rows[:max_results]]
+    token = _encode_token(events[-1].id) if len(rows) > max_results else None
+    return events, token
+
+
+def _event(r: asyncpg.Record) -> RegistryEvent:
+    return RegistryEvent(
+        id=r["id"],
+        occurred_at=r["occurred_at"],
+        event_type=r["event_type"],
+        model_name=r["model_name"],
+        version=r["version"],
+        actor=r["actor"],
+        actor_verified=r["actor_verified"],
+        before=None if r["before"] is None else json.loads(r["before"]),
+        after=None if r["after"] is None else json.loads(r["after"]),
+        comment=r["comment"],
+    )
+
+
+# Keyset tokens, not the offset tokens of search/paging.py: history is read newest first while
+# new events keep arriving, and an offset would then repeat events on the next page.
+def _encode_token(before_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"before_id": before_id})).decode("ascii")
+
+
+def _decode_token(token: str | None) -> int | None:
+    if not token:
+        return None
+    try:
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise ValueError
+        value = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before_id"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+            raise ValueError
+        return int(value)
+    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidParameter("Invalid page token.") from None
