@@ -32,6 +32,8 @@ from metricgate.stores.postgres.migrate import apply_migrations, pending_migrati
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
+from metricgate.stores.postgres.webhooks import PgWebhookStore
+from metricgate.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Service:
     logged_models: PgLoggedModelStore
     artifacts: ArtifactStore
     registry: RegistryService
+    webhooks: PgWebhookStore | None = None
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +98,7 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         await client.aclose()
 
 
-async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor) -> None:
+async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher) -> None:
     """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
     would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
     while True:
@@ -110,7 +113,9 @@ async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor) -> None:
 
 
 @contextlib.asynccontextmanager
-async def run_in_background(name: str, worker: Flusher | AbandonedRunJanitor, drain_timeout_s: float) -> AsyncIterator[None]:
+async def run_in_background(
+    name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher, drain_timeout_s: float
+) -> AsyncIterator[None]:
     """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
     finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
     task = asyncio.create_task(_supervise(name, worker), name=name)
@@ -154,6 +159,13 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         if settings.flush.abandoned_after_s > 0:
             janitor = AbandonedRunJanitor(runs, settings.flush, streams if settings.ingest.mode == "stream" else None)
             await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
+        webhooks = PgWebhookStore(db)
+        if settings.webhooks.enabled:
+            # Drain: let attempts in flight finish and be recorded (else their lease brings them back).
+            dispatcher = WebhookDispatcher(webhooks, settings.webhooks)
+            await stack.enter_async_context(
+                run_in_background("webhooks", dispatcher, settings.webhooks.timeout_s + 2.0)
+            )
         yield Service(
             settings=settings,
             db=db,
@@ -164,6 +176,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             logged_models=PgLoggedModelStore(db),
             artifacts=artifacts,
             registry=RegistryService(PgRegistryStore(db)),
+            webhooks=webhooks,
         )
 
 

@@ -1,0 +1,1 @@
+"""Signed webhooks for registry events: subscriptions, an outbox in PostgreSQL and a dispatcher."""
