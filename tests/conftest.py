@@ -29,6 +29,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from metricgate import devservices
 from metricgate.config import Settings
 
+import s3_services  # tests/ is on sys.path (rootdir conftest import mode)
+from s3_services import S3Endpoint
+
 LIVE_SERVER_START_TIMEOUT_S = 20.0
 
 
@@ -266,3 +269,43 @@ def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
         fluent._active_experiment_id = None
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- S3 (see tests/s3_services.py)
+
+
+@pytest.fixture(scope="session")
+def s3_moto() -> Iterator[S3Endpoint]:
+    """moto's S3 (in-process, fast, checks neither checksums nor credentials) with a bucket.
+
+    METRICGATE_TEST_S3_URL (+ METRICGATE_TEST_S3_BUCKET and AWS_* credentials) names an existing
+    endpoint instead. Tests share the bucket: use a key prefix of your own.
+    """
+    endpoint = s3_services.endpoint_from_env()
+    if endpoint is not None:
+        s3_services.ensure_bucket(endpoint)
+        yield endpoint
+        return
+    with s3_services.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A private SeaweedFS (real S3: verifies checksums and credentials) with a bucket.
+
+    Same METRICGATE_TEST_S3_URL override as ``s3_moto``. Tests share the bucket: use a key prefix.
+    """
+    endpoint = s3_services.endpoint_from_env()
+    if endpoint is not None:
+        s3_services.ensure_bucket(endpoint)
+        yield endpoint
+        return
+    try:
+        server = s3_services.start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
