@@ -13,6 +13,7 @@ from metricgate import __version__
 from metricgate.bench import add_bench_parser, run_bench
 from metricgate.config import ConfigError, Settings
 from metricgate.errors import MetricgateError
+from metricgate.registry_cli import add_registry_parser, run_registry
 
 log = logging.getLogger("metricgate")
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(migrate)
 
     add_bench_parser(sub)  # load generator; needs no METRICGATE_* settings
+    add_registry_parser(sub)  # talks to a running server over HTTP; needs no settings either
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -137,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "registry":
+        return run_registry(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,
