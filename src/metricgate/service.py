@@ -33,6 +33,12 @@ from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.stores.postgres.webhooks import PgWebhookStore
+from metricgate.stores.postgres.artifact_refs import PgReferenceStore
+from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.uploads.references import ReferenceManager
+from metricgate.uploads.sessions import UploadManager
+from metricgate.uploads.sweeper import UploadSweeper
+from metricgate.uploads.visible_store import VisibleArtifactStore
 from metricgate.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,8 @@ class Service:
     artifacts: ArtifactStore
     registry: RegistryService
     webhooks: PgWebhookStore | None = None
+    uploads: UploadManager | None = None
+    references: ReferenceManager | None = None
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +106,7 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         await client.aclose()
 
 
-async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher) -> None:
+async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher | UploadSweeper) -> None:
     """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
     would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
     while True:
@@ -114,7 +122,7 @@ async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookD
 
 @contextlib.asynccontextmanager
 async def run_in_background(
-    name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher, drain_timeout_s: float
+    name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher | UploadSweeper, drain_timeout_s: float
 ) -> AsyncIterator[None]:
     """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
     finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
@@ -166,6 +174,13 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             await stack.enter_async_context(
                 run_in_background("webhooks", dispatcher, settings.webhooks.timeout_s + 2.0)
             )
+        # Readers see committed artifacts and references only (uploads/visible_store.py).
+        upload_store, reference_store = PgUploadStore(db), PgReferenceStore(db)
+        uploads = UploadManager(artifacts, upload_store, runs, settings.uploads)
+        sweeper = UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads)
+        await stack.enter_async_context(run_in_background("upload-sweeper", sweeper, 10.0))
+        references = ReferenceManager(artifacts, reference_store, runs, settings.uploads, settings.artifacts.uri)
+        artifacts = VisibleArtifactStore(artifacts, upload_store, reference_store)  # type: ignore[assignment]
         yield Service(
             settings=settings,
             db=db,
@@ -177,6 +192,8 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             artifacts=artifacts,
             registry=RegistryService(PgRegistryStore(db)),
             webhooks=webhooks,
+            uploads=uploads,
+            references=references,
         )
 
 

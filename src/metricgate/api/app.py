@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from metricgate.api import artifacts, experiments, health, logged_models, metrics, registry, registry_history, runs
+from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
@@ -45,6 +46,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, registry_history.PREFIXES, registry_history.ROUTES)
     _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)
+    _add_routes(app, (upload_api.PREFIX,), upload_api.ROUTES)
     _add_routes(app, ("",), health.ROUTES)
 
     if service is not None:

@@ -1,0 +1,1 @@
+"""metricgate's resumable upload sessions, directory commits, their sweeper and artifact references."""

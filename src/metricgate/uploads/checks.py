@@ -1,0 +1,101 @@
+"""Pure validation of upload requests: part sizes and counts, checksums, destination paths."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from metricgate.config import UploadSettings
+from metricgate.errors import InvalidParameter
+from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
+
+MAX_PARTS_PER_FILE = 10_000  # S3's limit; the local store keeps the same so sessions port
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
+
+
+def sha256_hex(value: Any, what: str) -> str | None:
+    """A SHA-256 given as 64 hex digits or as base64 of the 32 bytes (S3's x-amz-checksum-sha256)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"Invalid {what}: expected a hex or base64 SHA-256 string")
+    text = value.strip()
+    if _SHA256_HEX.match(text.lower()):
+        return text.lower()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidParameter(f"Invalid {what} {text[:80]!r}: expected 64 hex digits or base64 of 32 bytes")
+    return raw.hex()
+
+
+def md5_hex(value: str | None) -> str | None:
+    """Content-MD5 (base64 of the 16-byte digest, RFC 1864) as hex."""
+    if value is None or value == "":
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        raise InvalidParameter(f"Invalid Content-MD5 {value[:80]!r}: expected base64 of a 16-byte MD5 digest")
+    return raw.hex()
+
+
+def check_part_size(part_size: Any, settings: UploadSettings) -> int:
+    if isinstance(part_size, bool) or not isinstance(part_size, int):
+        raise InvalidParameter(f"Invalid part_size {part_size!r}: expected an integer number of bytes")
+    if part_size < settings.min_part_bytes:
+        raise InvalidParameter(
+            f"part_size {part_size} is too small: parts must be at least {settings.min_part_bytes} bytes "
+            "(only a file's last part may be smaller)"
+        )
+    if part_size > settings.max_part_bytes:
+        raise InvalidParameter(f"part_size {part_size} is too large: at most {settings.max_part_bytes} bytes")
+    return part_size
+
+
+def part_count(size: int, part_size: int, what: str) -> int:
+    """Parts a file of ``size`` bytes takes; an empty file is one empty part."""
+    count = max(1, math.ceil(size / part_size))
+    if count > MAX_PARTS_PER_FILE:
+        raise InvalidParameter(
+            f"{what} needs {count} parts of {part_size} bytes; at most {MAX_PARTS_PER_FILE} parts "
+            "are allowed, use a larger part_size"
+        )
+    return count
+
+
+def check_file_size(size: Any, what: str) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidParameter(f"Invalid size {size!r} for {what}: expected a non-negative integer")
+    return size
+
+
+def run_store_root(artifact_uri: str) -> str | None:
+    """The store path of a run's proxied artifact root (``mlflow-artifacts:/1/<run>/artifacts``
+    and the ``http(s)://.../mlflow-artifacts/artifacts/...`` spelling); None when not served here."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "mlflow-artifacts":
+        tail = parsed.path
+    elif parsed.scheme in ("http", "https") and _PROXY_ENDPOINT in parsed.path:
+        tail = parsed.path.split(_PROXY_ENDPOINT, 1)[1]
+    else:
+        return None
+    try:
+        return normalize_artifact_path(tail.lstrip("/"), allow_root=True)
+    except InvalidParameter:
+        return None
+
+
+def destination(run_root: str, rel_path: str | None, *, allow_root: bool) -> tuple[str, str]:
+    """(normalised path relative to the run's root, store path)."""
+    rel = normalize_artifact_path(rel_path or "", allow_root=allow_root)
+    return rel, join_artifact_path(run_root, rel)

@@ -1,0 +1,110 @@
+"""The artifact store as readers see it: the physical store, minus destinations of sessions
+still being committed, plus artifact references.
+
+Every HTTP reader (the proxied artifact API and the run artifact listing) goes through this
+wrapper, so the rules live in one place:
+
+- a destination whose session is ``committing`` is hidden (listing, size, download) until the
+  session is ``committed``: a directory commit becomes visible all at once (commit.py);
+- a reference (``artifact_references``) appears as a file of its size, and its bytes are
+  streamed from the referenced object with ``read_external``.
+
+Writes and the staging interface pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from metricgate.entities import ArtifactEntry
+from metricgate.errors import NotFound
+from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.paths import normalize_artifact_path
+from metricgate.stores.postgres.artifact_refs import PgReferenceStore
+from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.uploads.models import ArtifactReference
+
+
+def _covers(dest: str, path: str) -> bool:
+    """``path`` is ``dest`` or lies under it."""
+    return path == dest or path.startswith(dest + "/")
+
+
+class VisibleArtifactStore:
+    def __init__(self, inner: ArtifactStore, uploads: PgUploadStore, references: PgReferenceStore) -> None:
+        self.inner = inner
+        self._uploads = uploads
+        self._references = references
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything the physical store offers beyond the reading surface (staging, mpu helpers
+        # added later) passes through unchanged; only reads need the visibility rules.
+        return getattr(self.inner, name)
+
+    async def _reference_at(self, rel: str) -> ArtifactReference | None:
+        hidden = await self._uploads.hidden_destinations(rel)
+        if any(_covers(dest, rel) for dest in hidden):
+            raise NotFound(f"No such artifact: '{rel}'")
+        for ref in await self._references.at_or_under(rel):
+            if ref.dest_path == rel:
+                return ref
+        return None
+
+    # ------------------------------------------------------------------ reads
+
+    async def size(self, path: str) -> int:
+        rel = normalize_artifact_path(path)
+        ref = await self._reference_at(rel)
+        if ref is not None:
+            return ref.size
+        return await self.inner.size(path)
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        rel = normalize_artifact_path(path)
+        return self._read(rel, start, end)
+
+    async def _read(self, rel: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+        ref = await self._reference_at(rel)
+        if ref is not None:
+            stop = ref.size if end is None else min(end, ref.size)
+            source = self.inner.read_external(ref.uri, start, stop)
+        else:
+            source = self.inner.read(rel, start, end)
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            await source.aclose()  # type: ignore[attr-defined]
+
+    async def list(self, path: str) -> list[ArtifactEntry]:
+        rel = normalize_artifact_path(path, allow_root=True)
+        hidden = await self._uploads.hidden_destinations(rel)
+        if any(_covers(dest, rel) for dest in hidden if dest):
+            return []
+        prefix = rel + "/" if rel else ""
+        entries = {
+            e.path: e
+            for e in await self.inner.list(path)
+            if not any(_covers(dest, prefix + e.path) for dest in hidden)
+        }
+        for ref in await self._references.at_or_under(rel):
+            if ref.dest_path == rel or any(_covers(dest, ref.dest_path) for dest in hidden):
+                continue
+            name, _, deeper = ref.dest_path[len(prefix) :].partition("/")
+            if deeper:
+                entries.setdefault(name, ArtifactEntry(name, True, None))
+            else:
+                entries[name] = ArtifactEntry(name, False, ref.size)
+        return sorted(entries.values(), key=lambda e: e.path)
+
+    # ------------------------------------------------------------------ writes
+
+    async def put(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        return await self.inner.put(path, chunks)
+
+    async def delete(self, path: str) -> None:
+        await self.inner.delete(path)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
