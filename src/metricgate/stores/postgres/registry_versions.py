@@ -22,36 +22,41 @@ from metricgate.stores.postgres.registry_load import (
 from metricgate.stores.postgres.runs import run_not_found
 
 
-async def resolve_source(conn: asyncpg.Connection, source: str, model_id: str | None) -> tuple[str, str | None]:
-    """(storage location, logged model id) of a version source. ``runs:/`` and ``models:/``
-    are resolved now, so that get-download-uri returns a location the client can read."""
+async def resolve_source(
+    conn: asyncpg.Connection, source: str, model_id: str | None
+) -> tuple[str, str | None, str | None]:
+    """(storage location, logged model id, source run id) of a version source. ``runs:/`` and
+    ``models:/`` are resolved now, so that get-download-uri returns a location the client can
+    read; the run of a logged model fills in ``run_id`` (register_model does not send it)."""
     run_source = rules.split_runs_source(source)
     if run_source is not None:
         run_id, path = run_source
         artifact_uri = await conn.fetchval("SELECT artifact_uri FROM runs WHERE run_id = $1", run_id)
         if artifact_uri is None:
             raise run_not_found(run_id)
-        return (f"{artifact_uri.rstrip('/')}/{path}" if path else artifact_uri), model_id
+        return (f"{artifact_uri.rstrip('/')}/{path}" if path else artifact_uri), model_id, run_id
     models_source = rules.split_models_source(source)
     if models_source is None:
-        return source, model_id  # a storage URI: the client reads it directly
+        return source, model_id, None  # a storage URI: the client reads it directly
     ident, version = models_source
     if version is None:
-        location = await conn.fetchval(
-            "SELECT artifact_location FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active'", ident
+        logged = await conn.fetchrow(
+            """SELECT artifact_location, source_run_id FROM logged_models
+               WHERE model_id = $1 AND lifecycle_stage = 'active'""",
+            ident,
         )
-        if location is None:
+        if logged is None:
             raise NotFound(f"Logged model with ID '{ident}' not found.")
-        return location, model_id or ident
+        return logged["artifact_location"], model_id or ident, logged["source_run_id"]
     row = await conn.fetchrow(
-        """SELECT mv.storage_location, mv.model_id FROM model_versions AS mv
+        """SELECT mv.storage_location, mv.model_id, mv.run_id FROM model_versions AS mv
            JOIN registered_models AS rm USING (model_key) WHERE rm.name = $1 AND mv.version = $2""",
         ident,
         version,
     )
     if row is None:
         raise version_not_found(ident, version)
-    return row["storage_location"], model_id or row["model_id"]
+    return row["storage_location"], model_id or row["model_id"], row["run_id"]
 
 
 async def create(
@@ -79,7 +84,8 @@ async def create(
     model_key, version = counter["model_key"], counter["last_version"]
     if run_id and await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id) is None:
         raise run_not_found(run_id)
-    location, model_id = await resolve_source(conn, source, model_id)
+    location, model_id, source_run_id = await resolve_source(conn, source, model_id)
+    run_id = run_id or source_run_id
     await conn.execute(
         """INSERT INTO model_versions (model_key, version, creation_timestamp, last_updated_timestamp, user_id,
                description, source, storage_location, run_id, run_link, model_id)
