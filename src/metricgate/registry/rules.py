@@ -6,6 +6,7 @@ import re
 
 from metricgate.entities import Tag
 from metricgate.errors import InvalidParameter
+from metricgate.validation import validate_key
 
 STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_BY_LOWER = {s.lower(): s for s in STAGES}
@@ -79,6 +80,7 @@ def validate_alias(alias: str | None) -> str:
 def validate_tag(tag: Tag) -> Tag:
     if not tag.key:
         raise InvalidParameter("Missing value for required parameter 'key'.")
+    validate_key(tag.key)  # MLflow applies the run tag-name rules to registry tags too
     if len(tag.key) > MAX_TAG_KEY_LENGTH:
         raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_TAG_KEY_LENGTH} characters")
     if len(tag.value) > MAX_TAG_VALUE_LENGTH:
