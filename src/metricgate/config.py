@@ -92,10 +92,13 @@ class FlushSettings:
 
 @dataclass(frozen=True)
 class ArtifactSettings:
-    # file:///abs/path now; s3://bucket/prefix in a later issue. Like `mlflow server`, the
-    # default is ./mlartifacts under the directory the server starts in.
+    # file:///abs/path or s3://bucket/prefix. Like `mlflow server`, the default is
+    # ./mlartifacts under the directory the server starts in.
     uri: str = ""
     default_artifact_root: str = "mlflow-artifacts:"
+    # Any S3-compatible server (SeaweedFS, MinIO, ...); empty means AWS. Credentials and region
+    # are never settings: they come from the standard AWS_* variables / profiles / roles.
+    s3_endpoint_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ class Settings:
             connection_wait_s=reader.float("REDIS_CONNECTION_WAIT_S", RedisSettings.connection_wait_s),
         )
         artifacts = ArtifactSettings(
-            uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri())
+            uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri()),
+            s3_endpoint_url=reader.str("S3_ENDPOINT_URL", ""),
         )
         ingest = IngestSettings(
             mode=reader.str("INGEST_MODE", IngestSettings.mode),
@@ -293,9 +297,11 @@ class Settings:
     def validate(self) -> None:
         if not self.postgres.url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL")
-        # s3:// arrives with the large-artifact work; refuse it here rather than at first upload.
-        if not self.artifacts.uri.startswith("file://"):
-            raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path URI")
+        # Refuse other schemes here rather than at the first upload.
+        if not self.artifacts.uri.startswith(("file://", "s3://")):
+            raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path or s3://bucket/prefix URI")
+        if self.artifacts.s3_endpoint_url and not self.artifacts.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{ENV_PREFIX}S3_ENDPOINT_URL must be an http:// or https:// URL")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT must be 'text' or 'json'")
         if self.ingest.mode not in ("stream", "direct"):

@@ -146,10 +146,20 @@ def test_database_url_must_be_postgresql(url: str) -> None:
         Settings.from_env({"METRICGATE_DATABASE_URL": url})
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/prefix", "/srv/artifacts", "http://host/x"])
-def test_artifacts_uri_must_be_a_file_uri(uri: str) -> None:
+@pytest.mark.parametrize("uri", ["/srv/artifacts", "http://host/x", "gs://bucket/x"])
+def test_artifacts_uri_must_be_a_file_or_s3_uri(uri: str) -> None:
     with pytest.raises(ConfigError, match="METRICGATE_ARTIFACTS_URI"):
         Settings.from_env({"METRICGATE_ARTIFACTS_URI": uri})
+
+
+def test_s3_artifacts_uri_and_endpoint() -> None:
+    settings = Settings.from_env(
+        {"METRICGATE_ARTIFACTS_URI": "s3://bucket/prefix", "METRICGATE_S3_ENDPOINT_URL": "http://127.0.0.1:8333"}
+    )
+    assert settings.artifacts.uri == "s3://bucket/prefix"
+    assert settings.artifacts.s3_endpoint_url == "http://127.0.0.1:8333"
+    with pytest.raises(ConfigError, match="METRICGATE_S3_ENDPOINT_URL"):
+        Settings.from_env({"METRICGATE_S3_ENDPOINT_URL": "127.0.0.1:8333"})
 
 
 def test_override_is_validated_too() -> None:

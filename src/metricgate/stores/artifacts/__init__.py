@@ -27,7 +27,7 @@ def _local_root(uri: str) -> Path:
 
 
 async def open_artifact_store(settings: ArtifactSettings) -> ArtifactStore:
-    """Open the store named by ``settings.uri``; ``ConfigError`` for schemes not served yet."""
+    """Open the store named by ``settings.uri`` (file:// or s3://); ``ConfigError`` otherwise."""
     if not settings.uri:
         # ArtifactSettings() leaves it empty; like `mlflow server`, that means ./mlartifacts.
         return await LocalArtifactStore.open(Path.cwd() / DEFAULT_LOCAL_DIR)
@@ -35,8 +35,19 @@ async def open_artifact_store(settings: ArtifactSettings) -> ArtifactStore:
     if scheme == "file":
         return await LocalArtifactStore.open(_local_root(settings.uri))
     if scheme == "s3":
-        raise ConfigError(
-            f"{_SETTING}: s3:// artifact storage is not implemented yet (it comes in a later release); "
-            "use file:///abs/path for now"
-        )
-    raise ConfigError(f"{_SETTING} must be a file:// URI, got {settings.uri!r}")
+        return await _open_s3(settings)
+    raise ConfigError(f"{_SETTING} must be a file:// or s3:// URI, got {settings.uri!r}")
+
+
+async def _open_s3(settings: ArtifactSettings) -> ArtifactStore:
+    from metricgate.errors import MetricgateError
+    from metricgate.stores.artifacts.s3 import S3ArtifactStore
+
+    if not urlparse(settings.uri).netloc:
+        raise ConfigError(f"{_SETTING} must name a bucket: s3://bucket[/prefix], got {settings.uri!r}")
+    try:
+        return await S3ArtifactStore.open(settings.uri, endpoint_url=settings.s3_endpoint_url or None)
+    except MetricgateError as exc:
+        # Unreachable endpoint, missing bucket, refused credentials: a start-up configuration error.
+        where = settings.s3_endpoint_url or "AWS"
+        raise ConfigError(f"{_SETTING}={settings.uri}: the bucket is not usable at {where}: {exc.message}") from exc

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from metricgate.entities import ArtifactEntry
 from metricgate.errors import InvalidParameter, NotFound
+from metricgate.stores.artifacts.base import StagedPart
+from metricgate.stores.artifacts.local_staging import UPLOADS_DIR, LocalStagedUploads
 from metricgate.stores.artifacts.paths import normalize_artifact_path
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,7 @@ class LocalArtifactStore:
         self._staging = os.path.join(self._root, STAGING_DIR)
         self._staging_prefix = self._staging + os.sep
         self._read_chunk = read_chunk_bytes
+        self._staged = LocalStagedUploads(self, self._staging)
 
     @classmethod
     async def open(
@@ -284,11 +287,17 @@ class LocalArtifactStore:
         return self._read_range(rel, start, end)
 
     async def _read_range(self, rel: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        raw_fd, file_size = await asyncio.to_thread(self._open_for_read, rel)
+        raw_fd, _ = await asyncio.to_thread(self._open_for_read, rel)
+        async for chunk in self._stream_fd(raw_fd, start, end):
+            yield chunk
+
+    async def _stream_fd(self, raw_fd: int, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of an open file; the descriptor is released when done."""
         fd = _Descriptor(raw_fd)
         # The open descriptor pins this inode: a concurrent put replaces the name, not the
         # bytes we are streaming, so a reader always gets one consistent version.
         try:
+            file_size = (await asyncio.to_thread(fd.call, os.fstat)).st_size
             stop = file_size if end is None else min(end, file_size)
             position = start
             while position < stop:
@@ -385,6 +394,8 @@ class LocalArtifactStore:
 
     @staticmethod
     def _sweep_entry(dir_entry: os.DirEntry[str], cutoff: float) -> int:
+        if dir_entry.name == UPLOADS_DIR:
+            return 0  # staged uploads live for their session's TTL; the upload GC owns them
         try:
             if dir_entry.stat(follow_symlinks=False).st_mtime >= cutoff:
                 return 0
@@ -395,6 +406,42 @@ class LocalArtifactStore:
             return 1
         except FileNotFoundError:
             return 0
+
+    # ------------------------------------------------------------------ staged uploads (local_staging.py)
+
+    async def stage_begin(self, path: str) -> str:
+        return await self._staged.begin(path)
+
+    async def stage_part(
+        self,
+        path: str,
+        staging_id: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        expected_sha256: str | None = None,
+    ) -> StagedPart:
+        return await self._staged.part(path, staging_id, part_number, chunks, expected_sha256)
+
+    async def stage_parts(self, path: str, staging_id: str) -> list[StagedPart]:
+        return await self._staged.parts(path, staging_id)
+
+    async def stage_commit(self, path: str, staging_id: str, parts: list[StagedPart]) -> int:
+        return await self._staged.commit(path, staging_id, parts)
+
+    async def stage_abort(self, path: str, staging_id: str) -> None:
+        await self._staged.abort(path, staging_id)
+
+    async def stage_list(self) -> list[tuple[str, str, float]]:
+        return await self._staged.list()
+
+    async def head_external(self, uri: str) -> tuple[int, str | None]:
+        return await self._staged.head_external(uri)
+
+    def read_external(self, uri: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        self._staged.external_path(uri)  # a bad URI raises at the call, like read()
+        if start < 0 or (end is not None and end < start):
+            raise InvalidParameter(f"Invalid byte range [{start}, {end}) for {uri[:200]!r}")
+        return self._staged.read_external(uri, start, end)
 
     async def aclose(self) -> None:
         """Nothing to release: every operation opens and closes its own descriptors."""
