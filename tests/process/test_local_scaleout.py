@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -166,3 +168,64 @@ async def test_two_gateways_two_flushers_start_take_load_and_stop(
     assert scaleout.script("status").returncode == 3
     # Each process drained and exited on SIGTERM (no SIGKILL was needed).
     assert "did not stop" not in stopped.stderr
+
+
+def _haproxy_config(ports: list[int], listen_port: int) -> str:
+    """deploy/haproxy.cfg with Docker's DNS discovery swapped for the local gateways' ports;
+    everything else (health check, balancing, retries, timeouts) is the shipped config."""
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    text = re.sub(r"^resolvers docker\n(?:    .*\n)+", "", text, flags=re.M)
+    servers = "".join(f"    server gateway{i} 127.0.0.1:{port} check\n" for i, port in enumerate(ports, 1))
+    text, replaced = re.subn(r"^    server-template .*\n", servers, text, flags=re.M)
+    assert replaced == 1
+    return text.replace("bind :5000", f"bind 127.0.0.1:{listen_port}")
+
+
+def _route_count(base_url: str, route: str) -> float:
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(r'^metricgate_http_requests_total\{route="' + re.escape(route) + r'",status="200"\} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)")
+def test_haproxy_config_spreads_requests_and_survives_a_gateway_stopping(scaleout: Scaleout, tmp_path: Path) -> None:
+    started = scaleout.script("start")
+    assert started.returncode == 0, started.stderr + scaleout.logs()
+    listen_port = devservices.find_free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(_haproxy_config([int(u.rsplit(":", 1)[1]) for u in scaleout.urls], listen_port))
+    lb_url = f"http://127.0.0.1:{listen_port}"
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(lb_url + "/version", timeout=2).close()
+                break
+            except OSError:
+                assert proxy.poll() is None and time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
+                time.sleep(0.1)
+        for _ in range(40):
+            with urllib.request.urlopen(lb_url + "/version", timeout=5) as response:
+                assert response.status == 200
+        # Both gateways took a share (balance leastconn over the servers that pass GET /ready).
+        counts = [_route_count(url, "/version") for url in scaleout.urls]
+        assert all(c >= 5 for c in counts), counts
+
+        # One gateway stops (SIGTERM, as a rolling update does): its port closes, HAProxy retries
+        # the refused connection on the other one, so clients see no error.
+        pids = scaleout.pids()
+        first_port = scaleout.urls[0].rsplit(":", 1)[1]
+        os.kill(pids[f"gateway-{first_port}"], signal.SIGTERM)
+        while _alive(pids[f"gateway-{first_port}"]):
+            time.sleep(0.05)
+        experiment = _post(f"{lb_url}/api/2.0/mlflow/experiments/create", {"name": "through-lb"})["experiment_id"]
+        for _ in range(20):
+            got = _get(f"{lb_url}/api/2.0/mlflow/experiments/get?experiment_id={experiment}")
+            assert got["experiment"]["name"] == "through-lb"
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
