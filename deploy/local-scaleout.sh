@@ -31,7 +31,10 @@ FLUSHERS="${METRICGATE_SCALEOUT_FLUSHERS:-2}"
 START_TIMEOUT_S="${METRICGATE_START_TIMEOUT_S:-60}"
 # Long enough for a gateway's in-flight requests (SHUTDOWN_TIMEOUT_S) or a flusher's batch in
 # hand (FLUSH_DRAIN_TIMEOUT_S) to finish; SIGKILL after that loses nothing acknowledged.
-STOP_TIMEOUT_S=$(( ${METRICGATE_SHUTDOWN_TIMEOUT_S:-30} + ${METRICGATE_FLUSH_DRAIN_TIMEOUT_S:-20} + 5 ))
+# (Whole seconds: the settings may be fractional, bash arithmetic is not.)
+shutdown_s="${METRICGATE_SHUTDOWN_TIMEOUT_S:-30}"
+drain_s="${METRICGATE_FLUSH_DRAIN_TIMEOUT_S:-20}"
+STOP_TIMEOUT_S=$(( ${shutdown_s%%.*} + ${drain_s%%.*} + 6 ))
 PROBE_HOST="$HOST"
 case "$HOST" in 0.0.0.0 | "::" | "") PROBE_HOST=127.0.0.1 ;; esac
 

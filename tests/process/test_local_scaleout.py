@@ -129,6 +129,9 @@ async def test_two_gateways_two_flushers_start_take_load_and_stop(
     assert started.returncode == 0, started.stderr + scaleout.logs()
     pids = scaleout.pids()
     assert sorted(pids) == sorted([f"gateway-{u.rsplit(':', 1)[1]}" for u in scaleout.urls] + ["flusher-1", "flusher-2"])
+    again = scaleout.script("start")  # idempotent: reuses what runs
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("already running") == 4 and scaleout.pids() == pids
     status = scaleout.script("status")
     assert status.returncode == 0, status.stdout
     assert status.stdout.count(", ready") == 2 and status.stdout.count("flusher") == 2
