@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from metricgate.api import artifacts
+from metricgate.api import artifacts, multipart
 from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_middleware
 from metricgate.entities import Run, RunInfo
@@ -81,7 +81,7 @@ async def api(store: LocalArtifactStore) -> AsyncIterator[TestClient]:
     app = web.Application(middlewares=[error_middleware])
     app[SERVICE] = FakeService(store, runs)  # type: ignore[assignment]
     for prefix in (PREFIX, AJAX_PREFIX):
-        for route in artifacts.ROUTES:
+        for route in artifacts.ROUTES + multipart.ROUTES:
             app.router.add_route(route.method, prefix + route.path, route.handler)
     for route in artifacts.TRACKING_ROUTES:
         app.router.add_route(route.method, TRACKING + route.path, route.handler)
@@ -316,11 +316,102 @@ async def test_rejected_put_consumes_nothing_into_the_store(api: TestClient, sto
 # ---------------------------------------------------------------- multipart
 
 
-@pytest.mark.parametrize("op", ["create", "complete", "abort"])
-async def test_multipart_is_501_with_fallback_message(api: TestClient, op: str) -> None:
-    resp = await api.post(f"{PREFIX}/mpu/{op}/{RUN_ROOT}", json={"path": "/local/big.bin", "num_parts": 3})
-    body = await assert_error(resp, 501, "NOT_IMPLEMENTED")
-    assert body["message"].startswith("Multipart upload is not supported for the current artifact repository")
+async def mpu_create(api: TestClient, num_parts: int, local: str = "/home/u/ckpt/big.bin") -> dict[str, Any]:
+    resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": local, "num_parts": num_parts})
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def mpu_put(api: TestClient, credential: dict[str, Any], body: bytes) -> str:
+    # The URL is absolute and points back at this server, as the client will use it.
+    target = URL(credential["url"])
+    assert target.path.startswith(f"{PREFIX}/mpu/part/{RUN_ROOT}/")
+    resp = await api.put(target.relative(), data=body, headers=credential["headers"])
+    assert resp.status == 200, await resp.text()
+    return resp.headers["ETag"]
+
+
+async def test_multipart_upload_round_trip(api: TestClient, store: LocalArtifactStore) -> None:
+    chunks = [os.urandom(1024 * 1024), os.urandom(1024 * 1024), os.urandom(1000)]
+    created = await mpu_create(api, len(chunks))
+    assert [c["part_number"] for c in created["credentials"]] == [1, 2, 3]
+    assert all(c["headers"] == {} for c in created["credentials"])
+    # Parts in parallel and out of order, like the client's thread pool.
+    etags = await asyncio.gather(*(mpu_put(api, c, chunks[c["part_number"] - 1]) for c in reversed(created["credentials"])))
+    etags = list(reversed(etags))
+    assert all(e.startswith('"') and e.endswith('"') for e in etags)
+
+    # Nothing visible before completion.
+    assert (await api.get(url(f"{RUN_ROOT}/big.bin"))).status == 404
+    assert await store.list(RUN_ROOT) == []
+
+    parts = [{"part_number": n, "etag": e, "url": "ignored"} for n, e in enumerate(etags, 1)]
+    resp = await api.post(
+        f"{PREFIX}/mpu/complete/{RUN_ROOT}",
+        json={"path": "/home/u/ckpt/big.bin", "upload_id": created["upload_id"], "parts": parts},
+    )
+    assert resp.status == 200 and await resp.json() == {}
+    download = await api.get(url(f"{RUN_ROOT}/big.bin"))
+    assert await download.read() == b"".join(chunks)
+    assert await store.stage_list() == []
+
+
+async def test_multipart_abort_discards_parts(api: TestClient, store: LocalArtifactStore) -> None:
+    created = await mpu_create(api, 2, local="C:\\Users\\u\\model.ckpt")  # a Windows client's path
+    await mpu_put(api, created["credentials"][0], b"first part")
+    resp = await api.post(
+        f"{PREFIX}/mpu/abort/{RUN_ROOT}", json={"path": "C:\\Users\\u\\model.ckpt", "upload_id": created["upload_id"]}
+    )
+    assert resp.status == 200 and await resp.json() == {}
+    assert await store.stage_list() == []
+    assert (await api.get(url(f"{RUN_ROOT}/model.ckpt"))).status == 404
+
+
+async def test_multipart_client_mistakes(api: TestClient, store: LocalArtifactStore) -> None:
+    created = await mpu_create(api, 2)
+    upload_id = created["upload_id"]
+    etag = await mpu_put(api, created["credentials"][0], b"only part one")
+
+    async def complete(parts: list[dict[str, Any]], path: str = "/x/big.bin", upload: str = upload_id) -> Any:
+        return await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json={"path": path, "upload_id": upload, "parts": parts})
+
+    await assert_error(await complete([{"part_number": 1, "etag": etag}, {"part_number": 2, "etag": '"x"'}]), 400, "INVALID_PARAMETER_VALUE")
+    await assert_error(await complete([{"part_number": 1, "etag": '"0000"'}]), 400, "INVALID_PARAMETER_VALUE")
+    await assert_error(await complete([]), 400, "INVALID_PARAMETER_VALUE")
+    await assert_error(await complete([{"part_number": 1, "etag": etag}], upload="f" * 32), 404, "RESOURCE_DOES_NOT_EXIST")
+    await assert_error(await complete([{"part_number": 1, "etag": etag}], path="/x/other.bin"), 404, "RESOURCE_DOES_NOT_EXIST")
+    assert (await api.get(url(f"{RUN_ROOT}/big.bin"))).status == 404
+
+    bad_part = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(upload_id=upload_id, part_number=0)
+    await assert_error(await api.put(bad_part, data=b"x"), 400, "INVALID_PARAMETER_VALUE")
+    unknown = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(upload_id="../../x", part_number=1)
+    await assert_error(await api.put(unknown, data=b"x"), 400, "INVALID_PARAMETER_VALUE")
+    for num_parts in (0, 10_001):
+        resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": "/x/big.bin", "num_parts": num_parts})
+        await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+    for bad_dir in ("..%2f..", "%2e%2e/x", "a//b"):
+        resp = await api.post(URL(f"{PREFIX}/mpu/create/{bad_dir}", encoded=True), json={"path": "/x/f", "num_parts": 1})
+        await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+    resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": "/x/", "num_parts": 1})
+    await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+
+    # The upload is still usable after all that.
+    resp = await complete([{"part_number": 1, "etag": etag}])
+    assert resp.status == 200, await resp.text()
+    assert await (await api.get(url(f"{RUN_ROOT}/big.bin"))).read() == b"only part one"
+
+
+async def test_multipart_part_urls_follow_the_prefix_and_forwarded_host(api: TestClient) -> None:
+    resp = await api.post(
+        f"{AJAX_PREFIX}/mpu/create/{RUN_ROOT}",
+        json={"path": "/x/f.bin", "num_parts": 1},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "mlflow.example.com"},
+    )
+    assert resp.status == 200
+    part_url = URL((await resp.json())["credentials"][0]["url"])
+    assert (part_url.scheme, part_url.host) == ("https", "mlflow.example.com")
+    assert part_url.path == f"{AJAX_PREFIX}/mpu/part/{RUN_ROOT}/f.bin"
+    assert part_url.query["part_number"] == "1"
 
 
 async def test_presigned_is_501(api: TestClient) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from metricgate.api import artifacts, experiments, health, logged_models, metrics, registry, registry_history, runs
+from metricgate.api import multipart as multipart_api
 from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
 from metricgate.api.inflight import InFlightRequests
@@ -42,7 +43,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
         + registry.ROUTES
     )
     _add_routes(app, MLFLOW_PREFIXES, tracking_routes)
-    _add_routes(app, ARTIFACT_PREFIXES, artifacts.ROUTES)
+    _add_routes(app, ARTIFACT_PREFIXES, artifacts.ROUTES + multipart_api.ROUTES)
     _add_routes(app, registry_history.PREFIXES, registry_history.ROUTES)
     _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)

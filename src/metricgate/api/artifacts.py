@@ -28,9 +28,6 @@ from metricgate.stores.artifacts.paths import artifact_basename, join_artifact_p
 log = logging.getLogger(__name__)
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-# The client falls back to one plain PUT only when the message starts with exactly this text
-# (mlflow.exceptions._UnsupportedMultipartUploadException.MESSAGE).
-MULTIPART_UPLOAD_UNSUPPORTED = "Multipart upload is not supported for the current artifact repository"
 MULTIPART_DOWNLOAD_UNSUPPORTED = "Multipart download is not supported for the current artifact repository"
 # Where proxied artifact URIs of the http(s) form keep the store path.
 _PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
@@ -49,7 +46,7 @@ def _path_param(request: web.Request) -> str:
 # ---------------------------------------------------------------- upload
 
 
-async def _counted_body(request: web.Request) -> AsyncIterator[bytes]:
+async def counted_body(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in chunks; raises before the end if it is shorter than announced.
 
     Raising inside the iterator (rather than after ``put``) keeps a truncated upload from ever
@@ -65,7 +62,7 @@ async def _counted_body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def upload_artifact(request: web.Request) -> web.Response:
-    await _store(request).put(_path_param(request), _counted_body(request))
+    await _store(request).put(_path_param(request), counted_body(request))
     return empty_response()
 
 
@@ -223,11 +220,8 @@ async def delete_artifact(request: web.Request) -> web.Response:
     return empty_response()
 
 
-# ---------------------------------------------------------------- multipart (not supported)
-
-
-async def multipart_unsupported(request: web.Request) -> web.Response:
-    raise NotImplementedYet(MULTIPART_UPLOAD_UNSUPPORTED)
+# ---------------------------------------------------------------- multipart download (not supported)
+# Multipart *upload* (mpu/*) lives in api/multipart.py.
 
 
 async def presigned_unsupported(request: web.Request) -> web.Response:
@@ -280,9 +274,6 @@ ROUTES: list[Route] = [
     Route("GET", f"/artifacts/{_PATH}", download_artifact),
     Route("PUT", f"/artifacts/{_PATH}", upload_artifact),
     Route("DELETE", f"/artifacts/{_PATH}", delete_artifact),
-    Route("POST", f"/mpu/create/{_PATH}", multipart_unsupported),
-    Route("POST", f"/mpu/complete/{_PATH}", multipart_unsupported),
-    Route("POST", f"/mpu/abort/{_PATH}", multipart_unsupported),
     Route("GET", f"/presigned/{_PATH}", presigned_unsupported),
 ]
 

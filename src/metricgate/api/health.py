@@ -33,8 +33,8 @@ async def server_info(request: web.Request) -> web.Response:
         {
             "store_type": "SqlStore",
             "workspaces_enabled": False,
-            # Multipart arrives with the large-artifact work; until then clients do single PUTs.
-            "multipart_uploads_enabled": False,
+            # MLflow 3.15+ clients then upload files >= 500 MiB with mpu/* (api/multipart.py).
+            "multipart_uploads_enabled": True,
             "multipart_downloads_enabled": False,
         }
     )
