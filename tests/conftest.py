@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +221,11 @@ def _server_env(db_url: str, redis_url: str, artifacts_dir: Path) -> dict[str, s
     return env
 
 
-@pytest.fixture
-def live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[str]:
-    """Base URL ``http://127.0.0.1:PORT`` of a real ``python -m metricgate serve`` subprocess."""
+@contextlib.contextmanager
+def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Run ``python -m metricgate serve`` with ``env`` until the block ends; yields its base URL."""
     port = devservices.find_free_port()
-    log_path = tmp_path / "live-server.log"
     cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    env = _server_env(db_url, redis_client_url, tmp_path / "artifacts")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
@@ -244,9 +243,16 @@ def live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[
 
 
 @pytest.fixture
-def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Points the mlflow client at ``live_server`` (no retries, no telemetry); yields the URL."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server)
+def live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[str]:
+    """Base URL ``http://127.0.0.1:PORT`` of a real ``python -m metricgate serve`` subprocess."""
+    env = _server_env(db_url, redis_client_url, tmp_path / "artifacts")
+    with _serve(env, tmp_path / "live-server.log") as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def _mlflow_pointed_at(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server_url)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -257,9 +263,9 @@ def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     import mlflow
     from mlflow.tracking import fluent
 
-    mlflow.set_tracking_uri(live_server)
+    mlflow.set_tracking_uri(server_url)
     try:
-        yield live_server
+        yield server_url
     finally:
         while mlflow.active_run() is not None:
             with contextlib.suppress(Exception):  # end_run pops the run even when the server fails
@@ -269,6 +275,13 @@ def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
         fluent._active_experiment_id = None
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mlflow_tracking(live_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Points the mlflow client at ``live_server`` (no retries, no telemetry); yields the URL."""
+    with _mlflow_pointed_at(live_server, monkeypatch) as url:
+        yield url
 
 
 # ---------------------------------------------------------------- S3 (see tests/s3_services.py)
@@ -309,3 +322,31 @@ def s3_seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]
         yield server.endpoint
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class S3LiveServer:
+    url: str
+    endpoint: S3Endpoint
+    prefix: str  # the server's artifact root is s3://<bucket>/<prefix>
+
+
+@pytest.fixture
+def live_server_s3(db_url: str, redis_client_url: str, s3_seaweed: S3Endpoint, tmp_path: Path) -> Iterator[S3LiveServer]:
+    """Like ``live_server`` but with its artifact root on SeaweedFS (a fresh prefix per test).
+
+    Credentials reach the server the way they would in production: AWS_* environment variables.
+    """
+    prefix = f"live/{uuid.uuid4().hex}"
+    env = _server_env(db_url, redis_client_url, tmp_path / "artifacts")
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    env.update(s3_seaweed.env(), METRICGATE_ARTIFACTS_URI=f"s3://{s3_seaweed.bucket}/{prefix}")
+    with _serve(env, tmp_path / "live-server-s3.log") as base_url:
+        yield S3LiveServer(base_url, s3_seaweed, prefix)
+
+
+@pytest.fixture
+def mlflow_tracking_s3(live_server_s3: S3LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3LiveServer]:
+    """``mlflow_tracking`` for ``live_server_s3``."""
+    with _mlflow_pointed_at(live_server_s3.url, monkeypatch):
+        yield live_server_s3
