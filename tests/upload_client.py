@@ -12,6 +12,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from metricgate.api.keys import SERVICE
+from metricgate.stores.artifacts.base import StagedPart
+
+import asyncpg
 import orjson
 
 UPLOADS = "/api/2.0/metricgate/uploads"
@@ -131,3 +135,24 @@ async def run_listing(http: Any, run_id: str, path: str = "") -> dict[str, Any]:
     """The UI's run artifact listing as {path: size or 'dir'}."""
     body = (await call(http, "GET", RUN_ARTIFACTS, params={"run_id": run_id, "path": path})).ok()
     return {f["path"]: ("dir" if f["is_dir"] else f.get("file_size", 0)) for f in body.get("files", [])}
+
+
+# ---------------------------------------------------------------- in-process helpers (TestClient)
+
+
+async def sql(db_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def commit_in_store(client: Any, db_url: str, session_id: str, index: int) -> None:
+    """What a committer does to one file before it records it: the store's atomic commit."""
+    store = client.server.app[SERVICE].artifacts.inner
+    file = (await get(client, session_id)).ok()["files"][index]
+    parts = [StagedPart(p["part_number"], p["size"], p["etag"], p["sha256"]) for p in file["parts"]]
+    query = "SELECT staging_id, dest_path FROM upload_files WHERE session_id = $1 AND file_index = $2"
+    row = (await sql(db_url, query, session_id, index))[0]
+    await store.stage_commit(row["dest_path"], row["staging_id"], parts)

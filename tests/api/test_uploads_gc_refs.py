@@ -9,14 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import upload_client as uc
 from aiohttp.test_utils import TestClient
 
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
-from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.uploads.sweeper import UploadSweeper
 from tests.api.conftest import Api
@@ -59,14 +57,6 @@ def sweeper(client: TestClient[Any, Any], **changes: Any) -> UploadSweeper:
     return UploadSweeper(service.artifacts.inner, PgUploadStore(service.db), service.uploads.committer, upload_settings)
 
 
-async def sql(db_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(db_url)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
-
-
 # ---------------------------------------------------------------- a commit interrupted midway
 
 
@@ -77,15 +67,13 @@ async def test_interrupted_directory_commit_stays_hidden_until_rolled_forward(
     session = await uc.upload_directory(client, run["info"]["run_id"], "model", files, PART, complete_it=False)
     sid = session["upload_id"]
     # A gateway that died in the middle of the commit: the session went to committing, the
-    # first file was committed by the store and marked, then the process was gone.
-    await sql(db_url, "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1", sid)
-    first = (await uc.get(client, sid)).ok()["files"][0]
+    # store committed the first file (marked) and the second (the process died before marking it).
+    await uc.sql(db_url, "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1", sid)
     store = client.server.app[SERVICE].artifacts.inner
-    parts = [StagedPart(p["part_number"], p["size"], p["etag"], p["sha256"]) for p in first["parts"]]
-    row = (await sql(db_url, "SELECT staging_id, dest_path FROM upload_files WHERE session_id = $1 AND file_index = 0", sid))[0]
-    await store.stage_commit(row["dest_path"], row["staging_id"], parts)
-    await sql(db_url, "UPDATE upload_files SET committed_at = now() WHERE session_id = $1 AND file_index = 0", sid)
-    assert await store.size(row["dest_path"]) == 2 * PART  # physically there ...
+    for index in (0, 1):
+        await uc.commit_in_store(client, db_url, sid, index)
+    await uc.sql(db_url, "UPDATE upload_files SET committed_at = now() WHERE session_id = $1 AND file_index = 0", sid)
+    assert await store.size(f"{root_of(run)}/model/b.bin") == PART + 9  # physically there ...
 
     root = root_of(run)
     assert await uc.listing(client, root) == {}  # ... but hidden from every reader
@@ -119,7 +107,7 @@ async def test_sweeper_expires_sessions_and_removes_their_staging(
     fresh = (await uc.create(client, run["info"]["run_id"], "new.bin", [{"size": len(data)}], PART)).ok()["upload_id"]
     await uc.upload_parts(client, stale, 0, uc.split(data, PART), numbers=[1])
     await uc.upload_parts(client, fresh, 0, uc.split(data, PART), numbers=[1])
-    await sql(db_url, "UPDATE upload_sessions SET expires_at = now() - interval '1 minute' WHERE session_id = $1", stale)
+    await uc.sql(db_url, "UPDATE upload_sessions SET expires_at = now() - interval '1 minute' WHERE session_id = $1", stale)
     assert len(await store.stage_list()) == 2
 
     report = await sweeper(client).sweep()
@@ -127,7 +115,7 @@ async def test_sweeper_expires_sessions_and_removes_their_staging(
     assert (await uc.get(client, stale)).ok()["state"] == "expired"
     assert (await uc.get(client, fresh)).ok()["state"] == "open"
     remaining = await store.stage_list()
-    fresh_staging = (await sql(db_url, "SELECT staging_id FROM upload_files WHERE session_id = $1", fresh))[0][0]
+    fresh_staging = (await uc.sql(db_url, "SELECT staging_id FROM upload_files WHERE session_id = $1", fresh))[0][0]
     assert [s[1] for s in remaining] == [fresh_staging]
     (await uc.put_part(client, stale, 0, 2, data[PART:])).error(404, "RESOURCE_DOES_NOT_EXIST", "expired")
     # The live session is untouched and still completes.

@@ -121,3 +121,22 @@ async def test_s3_reference_is_verified_listed_and_streamed(client: TestClient[A
     assert (await uc.download(client, f"{root_of(run)}/step-9.pt")).raw == data
     ranged = await uc.download(client, f"{root_of(run)}/step-9.pt", headers={"Range": "bytes=-100"})
     assert ranged.status == 206 and ranged.raw == data[-100:]
+
+
+async def test_commit_rolled_forward_after_s3_completed_but_before_it_was_recorded(
+    client: TestClient[Any, Any], run: dict[str, Any], db_url: str
+) -> None:
+    files = {"a.bin": uc.blob(PART + 3, 6), "b.bin": uc.blob(7, 7)}
+    session = await uc.upload_directory(client, run["info"]["run_id"], "m", files, PART, complete_it=False)
+    sid = session["upload_id"]
+    # The gateway died right after CompleteMultipartUpload of a.bin: its staging is gone, the
+    # object is in place, PostgreSQL does not know. Roll-forward must recognise it by its size.
+    await uc.sql(db_url, "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1", sid)
+    await uc.commit_in_store(client, db_url, sid, 0)
+    assert await uc.listing(client, root_of(run)) == {}
+    service = client.server.app[SERVICE]
+    sweeper = UploadSweeper(service.artifacts.inner, PgUploadStore(service.db), service.uploads.committer, service.settings.uploads)
+    assert (await sweeper.sweep()).rolled_forward == 1
+    assert (await uc.get(client, sid)).ok()["state"] == "committed"
+    for name, data in files.items():
+        assert (await uc.download(client, f"{root_of(run)}/m/{name}")).raw == data
