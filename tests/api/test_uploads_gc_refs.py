@@ -168,6 +168,10 @@ async def test_reference_is_listed_and_downloaded_without_a_copy(
 
     (await uc.call(client, "DELETE", uc.REFERENCES, params={"run_id": rid, "path": "checkpoints/step-100.pt"})).ok()
     assert await uc.listing(client, root) == {}
+    # Deleting the artifact through the proxied artifact API removes the reference as well.
+    (await uc.call(client, "POST", uc.REFERENCES, body=body)).ok()
+    (await uc.call(client, "DELETE", f"{uc.ARTIFACTS}/{root}/checkpoints")).ok()
+    assert await uc.listing(client, root) == {}
     (await uc.download(client, f"{root}/checkpoints/step-100.pt")).error(404, "RESOURCE_DOES_NOT_EXIST")
     assert target.read_bytes() == data  # the referenced object is never touched
 

@@ -9,7 +9,8 @@ wrapper, so the rules live in one place:
 - a reference (``artifact_references``) appears as a file of its size, and its bytes are
   streamed from the referenced object with ``read_external``.
 
-Writes and the staging interface pass straight through.
+Writes and the staging interface pass straight through; a delete also drops the references
+at or under the deleted path.
 """
 
 from __future__ import annotations
@@ -46,10 +47,7 @@ class VisibleArtifactStore:
         hidden = await self._uploads.hidden_destinations(rel)
         if any(_covers(dest, rel) for dest in hidden):
             raise NotFound(f"No such artifact: '{rel}'")
-        for ref in await self._references.at_or_under(rel):
-            if ref.dest_path == rel:
-                return ref
-        return None
+        return await self._references.at(rel)
 
     # ------------------------------------------------------------------ reads
 
@@ -104,7 +102,10 @@ class VisibleArtifactStore:
         return await self.inner.put(path, chunks)
 
     async def delete(self, path: str) -> None:
+        # Deleting an artifact deletes what readers see there, references included (never
+        # the referenced objects themselves).
         await self.inner.delete(path)
+        await self._references.delete_at_or_under(normalize_artifact_path(path))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -60,13 +60,33 @@ class PgReferenceStore:
         if not done:
             raise NotFound(f"Run '{run_id}' has no artifact reference at '{rel_path}'")
 
+    async def at(self, path: str) -> ArtifactReference | None:
+        """The reference shown at store path ``path``, if any."""
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f'SELECT {_COLUMNS} FROM artifact_references WHERE dest_path COLLATE "C" = $1', path
+            )
+        return _reference(row) if row is not None else None
+
     async def at_or_under(self, path: str) -> list[ArtifactReference]:
         """The reference at store path ``path`` and every one below it (a directory)."""
+        # Below 'dir' means 'dir/' <= p < 'dir0' in byte order ('0' follows '/'): an index range.
+        sql = f"""SELECT {_COLUMNS} FROM artifact_references
+                  WHERE dest_path COLLATE "C" = $1
+                     OR (dest_path COLLATE "C" >= $1 || '/' AND dest_path COLLATE "C" < $1 || '0')
+                  ORDER BY dest_path COLLATE "C" LIMIT 10000"""
+        if path == "":
+            sql = f'SELECT {_COLUMNS} FROM artifact_references ORDER BY dest_path COLLATE "C" LIMIT 10000'
         async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"""SELECT {_COLUMNS} FROM artifact_references
-                    WHERE dest_path = $1 OR $1 = '' OR starts_with(dest_path, $1 || '/')
-                    ORDER BY dest_path LIMIT 10000""",
+            rows = await conn.fetch(sql, path) if path else await conn.fetch(sql)
+        return [_reference(r) for r in rows]
+
+    async def delete_at_or_under(self, path: str) -> None:
+        """Drop the references an artifact delete of ``path`` (a file or a tree) removes."""
+        async with self._db.connection() as conn:
+            await conn.execute(
+                """DELETE FROM artifact_references
+                   WHERE dest_path COLLATE "C" = $1
+                      OR (dest_path COLLATE "C" >= $1 || '/' AND dest_path COLLATE "C" < $1 || '0')""",
                 path,
             )
-        return [_reference(r) for r in rows]

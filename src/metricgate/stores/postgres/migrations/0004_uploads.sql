@@ -67,4 +67,6 @@ CREATE TABLE artifact_references (
     registered_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, rel_path)
 );
-CREATE UNIQUE INDEX artifact_references_dest_idx ON artifact_references (dest_path text_pattern_ops);
+-- Every download and listing looks up references at or under a path: an equality or a
+-- byte-order range ('dir/' <= dest_path < 'dir0'), which this "C"-collated index answers.
+CREATE UNIQUE INDEX artifact_references_dest_idx ON artifact_references ((dest_path COLLATE "C"));
