@@ -14,6 +14,7 @@ from metricgate.bench import add_bench_parser, run_bench
 from metricgate.config import ConfigError, Settings
 from metricgate.errors import MetricgateError
 from metricgate.registry_cli import add_registry_parser, run_registry
+from metricgate.webhooks.cli import add_webhooks_parser, run_webhooks
 
 log = logging.getLogger("metricgate")
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)  # load generator; needs no METRICGATE_* settings
     add_registry_parser(sub)  # talks to a running server over HTTP; needs no settings either
+    add_webhooks_parser(sub)  # the same: HTTP to a running server
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -141,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args)
     if args.command == "registry":
         return run_registry(args)
+    if args.command == "webhooks":
+        return run_webhooks(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,

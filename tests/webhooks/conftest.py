@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from webhook_receiver import Receiver, ensure_registry_events
+from webhook_receiver import Receiver
 
 from metricgate.config import Settings, WebhookSettings
 
@@ -29,9 +29,8 @@ FAST_WEBHOOKS = WebhookSettings(
 
 
 @pytest.fixture
-async def events_db(db_url: str) -> str:
-    """``db_url`` with registry_events present (0002 or, until it lands, the contract table)."""
-    await ensure_registry_events(db_url)
+def events_db(db_url: str) -> str:
+    """A migrated database: registry_events (0002) with the webhook fan-out trigger (0003)."""
     return db_url
 
 

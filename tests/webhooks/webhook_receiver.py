@@ -19,26 +19,6 @@ from aiohttp import web
 
 from metricgate import devservices
 
-# The contract of 0002_registry.sql; used only when that migration is not in the tree yet.
-REGISTRY_EVENTS_DDL = """
-CREATE TABLE registry_events (
-  id bigserial PRIMARY KEY, occurred_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  event_type text NOT NULL, model_name text NOT NULL, version integer, actor text,
-  actor_verified boolean NOT NULL DEFAULT false, before jsonb, after jsonb, comment text);
-CREATE TRIGGER registry_events_webhook_fan_out AFTER INSERT ON registry_events
-  FOR EACH ROW EXECUTE FUNCTION webhook_fan_out();
-"""
-
-
-async def ensure_registry_events(db_url: str) -> None:
-    conn = await asyncpg.connect(db_url)
-    try:
-        if await conn.fetchval("SELECT to_regclass('registry_events') IS NULL"):
-            await conn.execute(REGISTRY_EVENTS_DDL)
-    finally:
-        await conn.close()
-
-
 async def insert_event(
     conn: asyncpg.Connection,
     event_type: str,

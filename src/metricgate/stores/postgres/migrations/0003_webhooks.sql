@@ -80,13 +80,7 @@ BEGIN
 END
 $$;
 
--- registry_events comes from 0002_registry.sql (applied first: migrations run in order).
-DO $$
-BEGIN
-    IF to_regclass('registry_events') IS NOT NULL THEN
-        CREATE TRIGGER registry_events_webhook_fan_out
-            AFTER INSERT ON registry_events
-            FOR EACH ROW EXECUTE FUNCTION webhook_fan_out();
-    END IF;
-END
-$$;
+-- registry_events comes from 0002_registry.sql.
+CREATE TRIGGER registry_events_webhook_fan_out
+    AFTER INSERT ON registry_events
+    FOR EACH ROW EXECUTE FUNCTION webhook_fan_out();
