@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+
+# One point of a metric history as the history store returns it, positionally:
+# (key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest). A tuple (or a database
+# record, which indexes the same way) instead of a ``Metric``: a history page is hundreds of points
+# and building an object per point was the largest cost of a get-history request.
+MetricPoint = Sequence[Any]
 
 
 @dataclass(frozen=True, slots=True)

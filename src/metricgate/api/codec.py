@@ -16,6 +16,7 @@ from metricgate.entities import (
     Experiment,
     LoggedModel,
     Metric,
+    MetricPoint,
     Param,
     Run,
     RunInfo,
@@ -383,6 +384,24 @@ def encode_metric(metric: Metric) -> dict[str, Any]:
         out["dataset_digest"] = metric.dataset_digest
     if metric.run_id:
         out["run_id"] = metric.run_id
+    return out
+
+
+def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
+    """A history page. Its hot path: most points carry no model or dataset, and most values are
+    finite, so those take one dict literal and a single ``isfinite`` check each."""
+    isfinite = math.isfinite
+    out = []
+    for key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest in points:
+        item = {"key": key, "value": value if isfinite(value) else encode_double(value), "timestamp": timestamp_ms, "step": step}
+        if model_id or dataset_name or dataset_digest:
+            if model_id:
+                item["model_id"] = model_id
+            if dataset_name:
+                item["dataset_name"] = dataset_name
+            if dataset_digest:
+                item["dataset_digest"] = dataset_digest
+        out.append(item)
     return out
 
 

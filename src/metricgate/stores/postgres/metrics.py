@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from metricgate.entities import Metric, Page
+from metricgate.entities import Metric, MetricPoint, Page
 from metricgate.ingest.batcher import FlushBatch, PointRow, build_batch, rows_from_metrics
 from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.pool import Database
@@ -87,6 +87,7 @@ class PgMetricHistory:
         self._db = db
 
     async def history(self, run_id: str, key: str, max_results: int, page_token: str | None) -> Page:
+        """A page of ``MetricPoint``s in (step, timestamp, value) order."""
         offset = decode_page_token(page_token)
         async with self._db.connection() as conn:
             rows = await conn.fetch(
@@ -98,7 +99,8 @@ class PgMetricHistory:
                 max_results + 1,
                 offset,
             )
-        items = [_metric(row) for row in rows[:max_results]]
+        # Records go out as they are (they index like MetricPoint tuples): no object per point.
+        items = rows[:max_results]
         token = encode_page_token(offset + max_results) if len(rows) > max_results else None
         return Page(items, token)
 

@@ -27,6 +27,14 @@ _UNAVAILABLE_ERRORS = (
 
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's default reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL): that is one more round trip per request and nothing here needs it,
+    because no code leaves session state on a pooled connection. Rules that keep it so: locks are
+    ``pg_advisory_xact_lock`` (released at COMMIT/ROLLBACK), settings are ``SET LOCAL``, no LISTEN
+    and no cursor outside a transaction. An open transaction is still rolled back by asyncpg."""
+
+
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -34,6 +42,7 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             command_timeout=settings.command_timeout_s,
+            reset=_keep_session,
         )
     except _UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable("database is unreachable") from exc
