@@ -5,6 +5,7 @@ downloadable, the upload resumes, and every file's SHA-256 matches the source.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import aiohttp
@@ -154,3 +155,39 @@ async def test_session_survives_a_graceful_restart(cluster: harness.Cluster) -> 
         assert (await uc.complete(http, sid)).ok()["state"] == "committed"
         assert uc.sha256((await uc.download(http, f"{root}/dir/w.bin")).raw) == uc.sha256(data)
 
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM: the most resident memory the process ever had."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+async def test_gateway_memory_stays_bounded_during_a_large_upload(cluster: harness.Cluster) -> None:
+    """A 384 MiB file in 32 MiB parts, four at a time, plus its SHA-256 read-back at completion:
+    the gateway's peak RSS must not grow with the file (parts and hashes stream)."""
+    gateway = cluster.gateway(**UPLOAD_ENV).start()
+    gateway.wait_healthy()
+    run_id, root = await new_run(gateway)
+    part_size, parts_count = 32 * MIB, 12
+    part = uc.blob(part_size, seed=3)  # the same part repeated keeps the test's own memory small
+    whole = hashlib.sha256()
+    for _ in range(parts_count):
+        whole.update(part)
+    async with http_for(gateway) as http:
+        spec = [{"size": part_size * parts_count, "sha256": whole.hexdigest()}]
+        sid = (await uc.create(http, run_id, "big.bin", spec, part_size)).ok()["upload_id"]
+        baseline = peak_rss_bytes(gateway.pid)
+        await uc.upload_parts(http, sid, 0, [part] * parts_count, parallel=4)
+        assert (await uc.complete(http, sid)).ok()["state"] == "committed"
+        async with http.get(f"{uc.ARTIFACTS}/{root}/big.bin") as resp:
+            assert resp.status == 200
+            got = hashlib.sha256()
+            async for chunk in resp.content.iter_chunked(MIB):
+                got.update(chunk)
+        assert got.hexdigest() == whole.hexdigest()
+    growth = peak_rss_bytes(gateway.pid) - baseline
+    assert growth < 150 * MIB, f"gateway peak RSS grew by {growth / MIB:.0f} MiB for a {parts_count * 32} MiB upload"
