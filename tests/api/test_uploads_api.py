@@ -51,6 +51,7 @@ async def test_single_file_parts_out_of_order_and_in_parallel(client: TestClient
     parts = uc.split(data, PART)
     session = (await uc.create(client, run_id(run), "model/weights.bin", [{"size": len(data), "sha256": uc.sha256(data)}], PART)).ok()
     assert session["state"] == "open" and session["files"][0]["part_count"] == 8
+    assert session["actor"] == "127.0.0.1"  # no X-Metricgate-Actor header: the client address
     assert session["files"][0]["missing_parts"] == list(range(1, 9))
 
     order = [8, 3, 1, 6, 2, 7, 5, 4]

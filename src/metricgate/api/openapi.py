@@ -85,6 +85,7 @@ _SCHEMAS: dict[str, Any] = {
             "expires_at": {"type": "integer", "description": "Milliseconds since the epoch"},
             "created_at": {"type": "integer"},
             "updated_at": {"type": "integer"},
+            "actor": {"type": "string", "description": "X-Metricgate-Actor header, the body's actor, or the client address"},
             "failure": {"type": "string"},
             "files": {"type": "array", "items": {"$ref": "#/components/schemas/UploadFile"}},
         },

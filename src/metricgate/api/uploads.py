@@ -88,6 +88,8 @@ def encode_session(session: UploadSession) -> dict[str, Any]:
         "updated_at": session.updated_at_ms,
         "files": [_encode_file(f) for f in session.files],
     }
+    if session.actor:
+        out["actor"] = session.actor
     if session.failure:
         out["failure"] = session.failure
     return out
