@@ -127,7 +127,7 @@ def test_points_are_all_rows_in_unique_index_order() -> None:
         row("B", 0, 0, 0.0),
         row("a", 1, 5, INF),  # duplicate stays: the database folds it
     ]
-    batch = build_batch(list(rows))
+    batch = build_batch(list(rows), index_order=True)
     assert Counter(norm(r) for r in batch.points) == Counter(norm(r) for r in rows)
     expected = [
         row("B", 0, 0, 0.0),
@@ -150,10 +150,28 @@ def test_random_points_sorted_by_run_key_step_timestamp_value() -> None:
             run=rng.choice([RUN_A, RUN_B]))
         for _ in range(500)
     ]
-    points = build_batch(list(rows)).points
+    points = build_batch(list(rows), index_order=True).points
     keys = [(r[0], r[1], r[2], r[3], pg_value_key(r[4])) for r in points]
     assert keys == sorted(keys)
     assert Counter(norm(r) for r in points) == Counter(norm(r) for r in rows)
+
+
+def test_points_keep_input_order_by_default_and_latest_is_in_run_key_order() -> None:
+    # The flusher's path: no sort of the points (its largest cost); the latest rows, which
+    # concurrent flushes upsert, still come in one global order.
+    rng = random.Random(7)
+    rows = [
+        row(rng.choice("xyz"), rng.randint(0, 5), rng.randint(0, 5), rng.choice([NAN, INF, -INF, 0.5, -0.5]),
+            run=rng.choice([RUN_A, RUN_B]))
+        for _ in range(300)
+    ]
+    batch = build_batch(list(rows))
+    assert [norm(r) for r in batch.points] == [norm(r) for r in rows]
+    groups = [(r[0], r[1]) for r in batch.latest]
+    assert groups == sorted(groups) and len(groups) == len(set(groups))
+    assert {g: norm(r) for g, r in zip(groups, batch.latest)} == {
+        g: norm(r) for g, r in latest_by_group(rows).items()
+    }
 
 
 def test_model_points_are_exactly_the_points_with_a_model_id() -> None:
@@ -196,14 +214,14 @@ def test_rows_from_entries_equal_rows_from_metrics() -> None:
     batch = wire.decode(wire.encode(RUN_A, metrics, 1))
     from_entries = rows_from_entries([batch])
     from_metrics = rows_from_metrics(RUN_A, metrics)
-    assert [norm(r) for r in from_entries] == [norm(r) for r in from_metrics]
+    assert Counter(norm(r) for r in from_entries) == Counter(norm(r) for r in from_metrics)
     # Shape: (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest).
     assert norm(from_metrics[3]) == norm((RUN_A, "acc", -(2**63), 2**63 - 1, INF, None, "eval", "d"))
     # And both give the same flush batch.
     a, b = build_batch(from_entries), build_batch(from_metrics)
-    assert [norm(r) for r in a.points] == [norm(r) for r in b.points]
+    assert Counter(norm(r) for r in a.points) == Counter(norm(r) for r in b.points)
     assert [norm(r) for r in a.latest] == [norm(r) for r in b.latest]
-    assert [norm(r) for r in a.model_points] == [norm(r) for r in b.model_points]
+    assert Counter(norm(r) for r in a.model_points) == Counter(norm(r) for r in b.model_points)
 
 
 def test_rows_from_entries_without_extras_and_over_several_entries() -> None:
@@ -213,5 +231,26 @@ def test_rows_from_entries_without_extras_and_over_several_entries() -> None:
     assert batches[0].extras is None and batches[1].extras is not None
     rows = rows_from_entries(batches)
     expected = rows_from_metrics(RUN_A, first) + rows_from_metrics(RUN_B, second)
-    assert [norm(r) for r in rows] == [norm(r) for r in expected]
+    assert Counter(norm(r) for r in rows) == Counter(norm(r) for r in expected)
     assert all(type(r[2]) is int and type(r[3]) is int and type(r[4]) is float for r in rows)
+
+
+def test_rows_from_entries_group_by_run_then_key_keeping_logged_order() -> None:
+    # Near the unique index's order (PostgreSQL inserts a key's points into one leaf in a row),
+    # without a full sort: runs in order, keys in order within a run, points of one key in the
+    # order they were logged (entry by entry).
+    rng = random.Random(3)
+    entries, logged = [], []
+    for i in range(40):
+        run = rng.choice([RUN_B, RUN_A])
+        metrics = [Metric(rng.choice("zyx"), float(j), i, rng.randint(0, 9)) for j in range(rng.randint(1, 6))]
+        entries.append(wire.decode(wire.encode(run, metrics, i)))
+        logged.extend(rows_from_metrics(run, metrics))
+    rows = rows_from_entries(entries)
+    assert Counter(norm(r) for r in rows) == Counter(norm(r) for r in logged)
+    groups = [(r[0], r[1]) for r in rows]
+    assert groups == sorted(groups)
+    for group in set(groups):
+        assert [norm(r) for r in rows if (r[0], r[1]) == group] == [
+            norm(r) for r in logged if (r[0], r[1]) == group
+        ]

@@ -40,6 +40,13 @@ _TRANSIENT = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncio.TimeoutError,
+    # A flush writes its points in arrival order (sorting them cost more than the rest of the
+    # flush), so two flushes holding the same point - a replay of an entry still being written
+    # by a slow flusher, or a client's retry that landed in another flush - can deadlock on
+    # the unique index. PostgreSQL aborts one of them; its retry then meets the committed
+    # points and takes the ON CONFLICT path. Rare, bounded, and never a lost or doubled point.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
 )
 # Errors that retrying the same entries cannot fix (a value PostgreSQL refuses).
 _PERMANENT = (asyncpg.PostgresError, InvalidParameter)

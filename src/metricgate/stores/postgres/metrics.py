@@ -77,7 +77,9 @@ class PgMetricWriter:
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         """One request's points, written in the request (``INGEST_MODE=direct``)."""
-        await self.write(build_batch(rows_from_metrics(run_id, metrics)))
+        # Index order: concurrent requests carrying the same point (a client's retry) then wait
+        # for each other on the unique index instead of deadlocking; a request has no retry.
+        await self.write(build_batch(rows_from_metrics(run_id, metrics), index_order=True))
 
 
 class PgMetricHistory:
