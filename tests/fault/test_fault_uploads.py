@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 
 import aiohttp
 import asyncpg
@@ -86,13 +87,26 @@ async def test_kill_during_part_uploads_then_resume(cluster: harness.Cluster) ->
         assert got.status == 200 and uc.sha256(got.raw) == uc.sha256(data)
 
 
-async def test_kill_during_directory_commit_rolls_forward(cluster: harness.Cluster) -> None:
-    gateway = cluster.gateway(**UPLOAD_ENV).start()
+def store_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
+    """Gateway environment for the artifact store ``kind``: the local default, or a bucket
+    prefix of its own on the session's SeaweedFS (a real S3 server)."""
+    if kind == "local":
+        return {}
+    endpoint = request.getfixturevalue("s3_seaweed")
+    return {"METRICGATE_ARTIFACTS_URI": f"s3://{endpoint.bucket}/fault-{uuid.uuid4().hex[:10]}", **endpoint.env()}
+
+
+@pytest.mark.parametrize("kind", ["local", "seaweed"])
+async def test_kill_during_directory_commit_rolls_forward(
+    cluster: harness.Cluster, request: pytest.FixtureRequest, kind: str
+) -> None:
+    gateway = cluster.gateway(**UPLOAD_ENV, **store_env(request, kind)).start()
     gateway.wait_healthy()
     run_id, root = await new_run(gateway)
     files = {f"shard-{i:02d}.bin": uc.blob(6 * MIB + i, seed=i) for i in range(16)}
     async with http_for(gateway) as http:
-        session = await uc.upload_directory(http, run_id, "model", files, 2 * MIB, complete_it=False)
+        # 5 MiB parts: S3's minimum, so every file has a full part and a short last one.
+        session = await uc.upload_directory(http, run_id, "model", files, 5 * MIB, complete_it=False)
         sid = session["upload_id"]
         completing = asyncio.create_task(uc.complete(http, sid))
         # Kill -9 once some files are committed and some are not: the worst moment.
