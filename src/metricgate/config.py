@@ -141,26 +141,6 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
-class WebhookSettings:
-    """Registry webhook delivery (see docs/design-webhooks.md)."""
-
-    # Run a delivery dispatcher inside each `serve` process (many may run at once).
-    enabled: bool = True
-    # Attempts per delivery before it is marked failed (dead).
-    max_attempts: int = 8
-    # Whole-request timeout of one delivery attempt.
-    timeout_s: float = 10.0
-    # Deliveries in flight per process, and per webhook within it (a slow receiver cannot take every slot).
-    concurrency: int = 16
-    per_webhook_concurrency: int = 4
-    # Retry delay: backoff_base_s * 2^(attempt-1), capped at backoff_max_s, with jitter.
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    # How often an idle dispatcher looks for due deliveries.
-    poll_interval_s: float = 1.0
-
-
-@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -243,18 +223,6 @@ class Settings:
             backoff_max_s=reader.float("WEBHOOK_BACKOFF_MAX_S", WebhookSettings.backoff_max_s),
             poll_interval_s=reader.float("WEBHOOK_POLL_INTERVAL_S", WebhookSettings.poll_interval_s),
         )
-        webhooks = WebhookSettings(
-            enabled=reader.bool("WEBHOOK_ENABLED", WebhookSettings.enabled),
-            max_attempts=reader.int("WEBHOOK_MAX_ATTEMPTS", WebhookSettings.max_attempts),
-            timeout_s=reader.float("WEBHOOK_TIMEOUT_S", WebhookSettings.timeout_s),
-            concurrency=reader.int("WEBHOOK_CONCURRENCY", WebhookSettings.concurrency),
-            per_webhook_concurrency=reader.int(
-                "WEBHOOK_PER_WEBHOOK_CONCURRENCY", WebhookSettings.per_webhook_concurrency
-            ),
-            backoff_base_s=reader.float("WEBHOOK_BACKOFF_BASE_S", WebhookSettings.backoff_base_s),
-            backoff_max_s=reader.float("WEBHOOK_BACKOFF_MAX_S", WebhookSettings.backoff_max_s),
-            poll_interval_s=reader.float("WEBHOOK_POLL_INTERVAL_S", WebhookSettings.poll_interval_s),
-        )
         settings = cls(
             http=http,
             postgres=postgres,
@@ -316,16 +284,6 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}UPLOAD_MIN_PART_BYTES must be positive and <= UPLOAD_MAX_PART_BYTES")
         if self.uploads.ttl_s <= 0 or self.uploads.sweep_interval_s <= 0 or self.uploads.commit_lease_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}UPLOAD_TTL_S, UPLOAD_SWEEP_INTERVAL_S and UPLOAD_COMMIT_LEASE_S must be positive")
-        hooks = self.webhooks
-        if hooks.max_attempts < 1 or hooks.concurrency < 1 or hooks.per_webhook_concurrency < 1:
-            raise ConfigError(
-                f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS, WEBHOOK_CONCURRENCY and WEBHOOK_PER_WEBHOOK_CONCURRENCY must be positive"
-            )
-        if hooks.timeout_s <= 0 or hooks.poll_interval_s <= 0 or not 0 < hooks.backoff_base_s <= hooks.backoff_max_s:
-            raise ConfigError(
-                f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S and WEBHOOK_POLL_INTERVAL_S must be positive, "
-                "0 < WEBHOOK_BACKOFF_BASE_S <= WEBHOOK_BACKOFF_MAX_S"
-            )
         hooks = self.webhooks
         if hooks.max_attempts < 1 or hooks.concurrency < 1 or hooks.per_webhook_concurrency < 1:
             raise ConfigError(
