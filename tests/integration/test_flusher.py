@@ -632,3 +632,56 @@ async def test_postgres_outage_is_retried_and_nothing_is_lost(
         assert await redis.xlen(DEAD_LETTER_STREAM) == 0
     finally:
         await database.aclose()
+
+
+class _GatedWriter(PgMetricWriter):
+    """The real writer, whose first write waits for the test's go: it lets a test look at the
+    flusher while a batch is in PostgreSQL's hands."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.writing = asyncio.Event()
+        self.go = asyncio.Event()
+        self.active = self.max_active = 0
+        self.first_steps: list[int] = []
+
+    async def write(self, batch):  # type: ignore[no-untyped-def]
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if not self.writing.is_set():
+                self.writing.set()
+                await self.go.wait()
+            await super().write(batch)
+            self.first_steps.append(min(r[2] for r in batch.points))
+        finally:
+            self.active -= 1
+
+
+async def test_next_batch_is_read_while_one_is_written_and_writes_stay_in_order(
+    streams: IngestStreams, db: Database, redis: aioredis.Redis
+) -> None:
+    writer = _GatedWriter(db)
+    flusher = Flusher(streams, writer, FAST)
+    run = new_run()
+    first, second = sample_points(run, 5), sample_points(run, 5, step0=100)
+    async with running(flusher) as tasks:
+        await append(streams, run, first)
+        await asyncio.wait_for(writer.writing.wait(), 5)
+        second_id = await append(streams, run, second)
+
+        async def second_read_by_flusher() -> bool:
+            rows = await redis.xpending_range(stream_key(shard_of(run, SHARDS)), GROUP, min=second_id, max=second_id, count=1)
+            return bool(rows) and rows[0]["consumer"] == flusher.consumer.encode()
+
+        # The pipeline: the second entry is read (and decoded) while the first is still being written...
+        await wait_for(second_read_by_flusher, 5, "the second entry to be read during the first write")
+        assert await stored_rows(db) == Counter()
+        # ... and neither is acknowledged before its own COMMIT.
+        assert await pending_count(redis) == 2
+        writer.go.set()
+        await drain(streams, tasks)
+    assert writer.max_active == 1  # one write at a time
+    assert writer.first_steps == [0, 100]  # in the order read
+    assert await stored_rows(db) == expected_rows([(run, first), (run, second)])
+    assert await pending_count(redis) == 0

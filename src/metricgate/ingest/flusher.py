@@ -17,6 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 from redis.exceptions import RedisError, ResponseError
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from metricgate.config import FlushSettings
 from metricgate.errors import InvalidParameter, StoreUnavailable
 from metricgate.ingest import wire
-from metricgate.ingest.batcher import build_batch, rows_from_entries
+from metricgate.ingest.batcher import FlushBatch, build_batch, rows_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -53,6 +54,14 @@ _PERMANENT = (asyncpg.PostgresError, InvalidParameter)
 _RETRY_MAX_S = 5.0
 
 
+@dataclass
+class _Prepared:
+    entries: list[Entry]  # everything read: all of it is acknowledged after the commit
+    decoded: list[tuple[Entry, wire.PointBatch]]
+    poison: list[tuple[Entry, str]]  # undecodable: dead-lettered, never written
+    batch: FlushBatch
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -74,17 +83,36 @@ class Flusher:
         # Recovery first: entries this consumer name read but never acknowledged. A fresh name
         # has none; orphans of dead consumers come back through claim_orphans.
         last_claim = last_trim = 0.0
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            if now - last_claim >= max(self._settings.claim_idle_s / 2, 0.5):
-                await self._flush(await self._with_retry(self._claim))
-                last_claim = time.monotonic()
-            entries = await self._with_retry(self._collect)
-            await self._flush(entries)
-            if time.monotonic() - last_trim >= self._settings.trim_interval_s:
-                await self._with_retry(self._streams.trim)
-                last_trim = time.monotonic()
+        # Two batches in hand at most: while PostgreSQL writes one (the flusher only waits), the
+        # next is read and decoded. Writes stay one at a time and in order, so a run's points
+        # still commit in the order they were read, and XACK still follows each COMMIT.
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now - last_claim >= max(self._settings.claim_idle_s / 2, 0.5):
+                    committing = await self._hand_over(committing, self._prepare(await self._with_retry(self._claim)))
+                    last_claim = time.monotonic()
+                entries = await self._with_retry(self._collect)
+                committing = await self._hand_over(committing, self._prepare(entries))
+                if time.monotonic() - last_trim >= self._settings.trim_interval_s:
+                    await self._with_retry(self._streams.trim)
+                    last_trim = time.monotonic()
+            if committing is not None:
+                await committing
+        except asyncio.CancelledError:
+            if committing is not None:
+                committing.cancel()
+            raise
         log.info("flusher %s stopped", self.consumer)
+
+    async def _hand_over(self, committing: asyncio.Task[None] | None, prepared: _Prepared | None) -> asyncio.Task[None] | None:
+        """Wait for the write in progress, then start writing ``prepared`` in the background."""
+        if prepared is None:
+            return committing
+        if committing is not None:
+            await committing
+        return asyncio.create_task(self._commit(prepared))
 
     async def _claim(self) -> list[Entry]:
         min_idle_ms = int(self._settings.claim_idle_s * 1000)
@@ -114,18 +142,25 @@ class Flusher:
                 break
         return batch
 
-    async def _flush(self, entries: Sequence[Entry]) -> None:
+    def _prepare(self, entries: Sequence[Entry]) -> _Prepared | None:
+        """The CPU part of a flush: decode entries and build the rows one transaction writes."""
         if not entries:
-            return
+            return None
         decoded, poison = [], []
         for entry in entries:
             try:
                 decoded.append((entry, wire.decode(entry.fields)))
             except wire.WireError as exc:
                 poison.append((entry, str(exc)))
+        batch = build_batch(rows_from_entries([b for _, b in decoded]))
+        return _Prepared(list(entries), decoded, poison, batch)
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        """COMMIT, then dead-letter what can never be written, then XACK."""
+        decoded, poison = prepared.decoded, list(prepared.poison)
         started = time.monotonic()
         try:
-            await self._with_retry(lambda: self._write([b for _, b in decoded]))
+            await self._with_retry(lambda: self._writer.write(prepared.batch))
         except _PERMANENT as exc:
             # Not transient: some entry can never be written. Find it entry by entry.
             log.error("batch of %d entries failed (%s); isolating the bad entry", len(decoded), exc)
@@ -136,7 +171,7 @@ class Flusher:
             await self._with_retry(lambda e=entry, r=reason: self._streams.dead_letter(e, r))
             METRICS.dead_lettered.inc()
         # XACK strictly after COMMIT: an ack lost here only causes a harmless replay.
-        await self._with_retry(lambda: self._streams.ack(entries))
+        await self._with_retry(lambda: self._streams.ack(prepared.entries))
         await self._with_retry(lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded))
         self._observe(decoded, started)
 
