@@ -16,21 +16,22 @@ import logging
 import os
 import shutil
 import stat
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 from metricgate.entities import ArtifactEntry
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.stores.artifacts.base import StagedPart
+from metricgate.stores.artifacts.files import Descriptor as _Descriptor
+from metricgate.stores.artifacts.files import StagedFile as _StagedFile
+from metricgate.stores.artifacts.files import fsync_dir as _fsync_dir
+from metricgate.stores.artifacts.files import write_all as _write_all
 from metricgate.stores.artifacts.local_staging import UPLOADS_DIR, LocalStagedUploads
 from metricgate.stores.artifacts.paths import normalize_artifact_path
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Hidden from listings and reserved: no artifact path may start with it.
 STAGING_DIR = ".metricgate-staging"
@@ -42,78 +43,6 @@ WRITE_BATCH_BYTES = 1024 * 1024
 DEFAULT_STALE_AFTER_S = 3600.0
 # A concurrent delete of the parent tree can race a commit; retry the mkdir+rename this often.
 _COMMIT_ATTEMPTS = 3
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Descriptor:
-    """A file descriptor used from worker threads and released from the event loop.
-
-    Cancellation (a client hanging up) can interrupt our await while a worker thread is still
-    inside ``os.write``/``os.pread`` on the fd. Closing it right then would let the kernel hand
-    the same number to the next ``open()`` elsewhere in the process, and the in-flight write
-    could land in someone else's file. So ``release`` never closes under a running worker: the
-    worker closes it on its way out instead. Nothing here blocks the event loop.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-        self._lock = threading.Lock()
-        self._release_requested = False
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(fd, *args)`` in the calling (worker) thread."""
-        with self._lock:
-            if self._fd is None:
-                raise OSError(errno.EBADF, "artifact file descriptor already released")
-            result = fn(self._fd, *args)
-        if self._release_requested:
-            self.release()
-        return result
-
-    def release(self) -> None:
-        # The flag is set before trying the lock, so a worker that holds the lock now sees it
-        # after unlocking and closes the fd itself.
-        self._release_requested = True
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
-        finally:
-            self._lock.release()
-
-
-class _StagedFile:
-    """A temp file in the staging dir; discarded unless committed."""
-
-    def __init__(self, fd: int, path: str) -> None:
-        self.fd = _Descriptor(fd)
-        self.path: str | None = path
-
-    def discard(self) -> None:
-        self.fd.release()
-        if self.path is not None:
-            path, self.path = self.path, None
-            # A worker still writing keeps an unlinked inode, freed when it closes the fd.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
 
 
 class LocalArtifactStore:

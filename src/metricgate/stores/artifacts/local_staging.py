@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.stores.artifacts.base import StagedPart
+from metricgate.stores.artifacts.files import Descriptor, fsync_dir
 from metricgate.stores.artifacts.parts import (
     check_part_number,
     checksum_mismatch,
@@ -56,15 +57,7 @@ def _write_json_durable(directory: str, name: str, payload: dict[str, Any]) -> N
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, os.path.join(directory, name))
-    _fsync_dir(directory)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -134,15 +127,13 @@ class LocalStagedUploads:
         chunks: AsyncIterable[bytes],
         expected_sha256: str | None = None,
     ) -> StagedPart:
-        from metricgate.stores.artifacts.local import _Descriptor  # the store's cancellation-safe fd
-
         rel = self._store._relative(path)
         check_part_number(part_number)
         expected = normalize_sha256(expected_sha256)
         directory = await asyncio.to_thread(self._open_upload, rel, staging_id)
         data_name = f"part-{part_number:05d}-{uuid.uuid4().hex}.data"
         data_path = os.path.join(directory, data_name)
-        fd = _Descriptor(await asyncio.to_thread(os.open, data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        fd = Descriptor(await asyncio.to_thread(os.open, data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         try:
             digest = await spool_hashed(chunks, -1, fd.call)
             await asyncio.to_thread(fd.call, os.fsync)

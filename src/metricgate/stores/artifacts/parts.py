@@ -81,7 +81,7 @@ async def spool_hashed(
     """Write ``chunks`` to ``fd`` in batches, hashing each batch in the same thread hop.
 
     ``run_in_fd_thread(fn, batch)`` runs ``fn(fd, batch)`` in the worker thread; a store that
-    guards its descriptors against cancellation passes its own (see local.py's _Descriptor).
+    guards its descriptors against cancellation passes its own (see files.Descriptor).
     """
     digest = PartDigest()
 
