@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +50,8 @@ class MetricSink(Protocol):
     async def append(self, run_id: str, metrics: list[Metric]) -> None: ...
 
     async def wait_visible(self, run_id: str) -> None: ...
+
+    async def wait_runs_visible(self, run_ids: Sequence[str]) -> None: ...
 
     async def wait_all_visible(self) -> None: ...
 

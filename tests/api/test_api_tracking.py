@@ -524,6 +524,29 @@ async def test_bulk_interval_max_results_one(api: Api) -> None:
     assert 9 in steps and len(steps) <= 3
 
 
+async def test_bulk_interval_whole_and_two_query_paths_agree(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short histories are read whole and sampled in Python; long ones sample in two queries.
+    # Both must answer the same, sampling, ranges, several points per step and run order included.
+    from metricgate.stores.postgres import metrics as pg_metrics
+
+    exp_id = await api.create_experiment()
+    run_a, run_b = await api.new_run_id(exp_id), await api.new_run_id(exp_id)
+    points = [{"key": "m", "value": i, "timestamp": t, "step": i * 3} for i in range(120) for t in (1, 2)]
+    (await api.log_batch(run_a, metrics=points)).ok()
+    (await api.log_batch(run_b, metrics=[{"key": "m", "value": -i, "timestamp": 5, "step": i} for i in range(7, 60)])).ok()
+    queries = [{}, {"max_results": 10}, {"max_results": 1}, {"start_step": 30, "end_step": 90, "max_results": 7}]
+    for runs in ([run_a, run_b], [run_b, run_a, run_b]):
+        for params in queries:
+            monkeypatch.setattr(pg_metrics, "_BULK_WHOLE_ROWS", 20_000)
+            whole = await _bulk(api, runs, "m", **params)
+            monkeypatch.setattr(pg_metrics, "_BULK_WHOLE_ROWS", 5)
+            two_queries = await _bulk(api, runs, "m", **params)
+            assert whole == two_queries, (runs, params)
+            assert whole and [m["run_id"] for m in whole] == sorted(
+                (m["run_id"] for m in whole), key=runs.index
+            )
+
+
 async def test_bulk_interval_nan_values(api: Api) -> None:
     run_id = await api.new_run_id()
     (await api.log_metric(run_id, "m", "NaN", timestamp=1, step=0)).ok()

@@ -7,10 +7,16 @@ import json
 import subprocess
 import sys
 
+import aiohttp
+import pytest
 
-def test_quick_bench_against_live_server(live_server: str) -> None:
+from metricgate.bench.loadgen import BulkUnsupported, bulk_counts
+
+
+@pytest.mark.parametrize("read", ["auto", "history"])
+def test_quick_bench_against_live_server(live_server: str, read: str) -> None:
     cmd = [sys.executable, "-m", "metricgate", "bench", "--url", live_server, "--quick", "--workload", "a,b"]
-    cmd += ["--no-progress", "--visible-timeout-s", "30"]
+    cmd += ["--no-progress", "--visible-timeout-s", "30", "--visible-read", read]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
@@ -24,7 +30,18 @@ def test_quick_bench_against_live_server(live_server: str) -> None:
         assert r["points_accepted"] == r["points_planned"] == r["runs"] * r["steps"] * r["keys"]
         assert r["visible_checked"] and r["visible_complete"], r
         assert r["missing_points"] == 0 and r["extra_points"] == 0
-        assert r["visible_reads"] >= r["runs"] * r["keys"]
+        if read == "history":
+            assert r["visible_via"] == "history" and r["visible_reads"] >= r["runs"] * r["keys"]
+        else:  # metricgate serves get-history-bulk-interval: one read per key for <= 100 runs
+            assert r["visible_via"] == "bulk" and r["keys"] <= r["visible_reads"] < r["runs"] * r["keys"]
         assert r["accepted_pts_s"] > 0 and r["visible_pts_s"] > 0
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert not r["capped"]
+
+
+async def test_bulk_read_detects_a_server_without_the_endpoint(live_server: str) -> None:
+    # A server that does not serve get-history-bulk-interval (404 here) makes the read-back fall
+    # back to get-history instead of polling forever.
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(BulkUnsupported):
+            await bulk_counts(session, live_server + "/no-such-prefix", ["0" * 32], "m")

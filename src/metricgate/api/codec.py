@@ -388,11 +388,13 @@ def encode_metric(metric: Metric) -> dict[str, Any]:
 
 
 def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
-    """A history page. Its hot path: most points carry no model or dataset, and most values are
-    finite, so those take one dict literal and a single ``isfinite`` check each."""
+    """A history page (with ``run_id`` where a point carries one, as bulk reads do). Its hot
+    path: most points carry no model or dataset and most values are finite, so those take one
+    dict literal and a single ``isfinite`` check each."""
     isfinite = math.isfinite
     out = []
-    for key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest in points:
+    for point in points:
+        key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest = point[:7]
         item = {"key": key, "value": value if isfinite(value) else encode_double(value), "timestamp": timestamp_ms, "step": step}
         if model_id or dataset_name or dataset_digest:
             if model_id:
@@ -401,6 +403,8 @@ def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
                 item["dataset_name"] = dataset_name
             if dataset_digest:
                 item["dataset_digest"] = dataset_digest
+        if len(point) > 7:
+            item["run_id"] = point[7]
         out.append(item)
     return out
 

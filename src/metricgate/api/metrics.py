@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import encode_metric, encode_metric_points, json_response, page_response, read_fields
+from metricgate.api.codec import encode_metric_points, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter
@@ -57,10 +57,9 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
             f"Found start_step={start_step} and end_step={end_step}."
         )
     service = request.app[SERVICE]
-    for run_id in run_ids:
-        await service.metrics.wait_visible(run_id)
-    metrics = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
-    return json_response({"metrics": [encode_metric(m) for m in metrics]})
+    await service.metrics.wait_runs_visible(run_ids)
+    points = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
+    return json_response({"metrics": encode_metric_points(points)})
 
 
 ROUTES = [

@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--visible-timeout-s", type=float, default=300.0, help="give up the read-back this long after sending"
     )
     parser.add_argument("--check-concurrency", type=int, default=16, help="read-back requests in flight (16)")
+    parser.add_argument(
+        "--visible-read",
+        choices=("auto", "bulk", "history"),
+        default="auto",
+        help="read-back through get-history-bulk-interval (bulk), get-history (history), or bulk where "
+        "the server serves it and the count stays exact (auto, default)",
+    )
     parser.add_argument("--label", default="", help="a name for the server in the output")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
@@ -99,6 +106,7 @@ def options_from(args: argparse.Namespace) -> Options:
         visible=not args.no_visible,
         visible_timeout_s=args.visible_timeout_s,
         check_concurrency=max(1, args.check_concurrency),
+        visible_read=args.visible_read,
         progress=not args.no_progress,
         label=args.label,
     )

@@ -47,7 +47,8 @@ class IngestResult:
     first_key_visible_s: float | None = None
     missing_points: int = 0  # accepted points not readable when the visibility check gave up
     extra_points: int = 0  # points readable beyond those acknowledged (failed requests that wrote)
-    visible_reads: int = 0  # get-history requests the read-back made
+    visible_reads: int = 0  # read requests the read-back made
+    visible_via: str = ""  # history (one run and key per read) or bulk (get-history-bulk-interval)
     visible_read_errors: dict[str, int] = field(default_factory=dict)  # failed reads by status (re-polled)
     wall_s: float = 0.0
     label: str = ""  # contender name in a comparison
@@ -174,6 +175,10 @@ def ingest_table(results: Sequence[IngestResult]) -> str:
         )
     if any(r.effective_concurrency < r.concurrency for r in results):
         notes.append("eff: one request in flight per run, so at most <runs> requests are in flight.")
+    vias = sorted({r.visible_via for r in results if r.visible_via})
+    if vias:
+        how = {"bulk": "get-history-bulk-interval (one key of up to 100 runs per read)", "history": "get-history (one run and key per read)"}
+        notes.append("visible: read back through " + " and ".join(how.get(v, v) for v in vias) + ".")
     if any(r.extra_points for r in results):
         notes.append("Some failed requests were written anyway (extra_points in the JSON).")
     return table + "".join(f"\n  {n}" for n in notes)

@@ -99,6 +99,16 @@ class StreamMetricSink:
         except RedisError as exc:
             raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
 
+    async def wait_runs_visible(self, run_ids: Sequence[str]) -> None:
+        """``wait_visible`` for several runs (a bulk read), with one Redis round trip when none
+        of them has anything in flight."""
+        try:
+            for shard, entry_id in await self._streams.pending_ids_of_runs(run_ids):
+                if entry_id is not None:
+                    await self._wait_flushed(shard, entry_id)
+        except RedisError as exc:
+            raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
+
     async def wait_all_visible(self) -> None:
         """For reads spanning many runs (search): wait for everything acknowledged so far."""
         try:
@@ -148,6 +158,9 @@ class DirectMetricSink:
             log.warning("metric append failed, answering 503: %r", exc)
 
     async def wait_visible(self, run_id: str) -> None:
+        return None
+
+    async def wait_runs_visible(self, run_ids: Sequence[str]) -> None:
         return None
 
     async def wait_all_visible(self) -> None:

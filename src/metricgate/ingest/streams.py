@@ -136,6 +136,15 @@ class IngestStreams:
         shard = shard_of(run_id, self.shards)
         return shard, await self.client.hget(lastid_key(shard), run_id)
 
+    async def pending_ids_of_runs(self, run_ids: Sequence[str]) -> list[tuple[int, bytes | None]]:
+        """``pending_id_of_run`` of many runs in one round trip."""
+        shards = [shard_of(run_id, self.shards) for run_id in run_ids]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for run_id, shard in zip(run_ids, shards):
+                pipe.hget(lastid_key(shard), run_id)
+            ids = await pipe.execute()
+        return list(zip(shards, ids))
+
     async def is_flushed(self, shard: int, entry_id: bytes) -> bool:
         """True once ``entry_id`` of the shard was delivered and acknowledged (so committed)."""
         stream = self.streams[shard]

@@ -93,7 +93,7 @@ class PgMetricHistory:
         offset = decode_page_token(page_token)
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                """SELECT key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest
+                f"""SELECT {_POINT_COLUMNS}
                    FROM metrics WHERE run_id = $1 AND key = $2
                    ORDER BY step, timestamp_ms, value LIMIT $3 OFFSET $4""",
                 run_id,
@@ -108,9 +108,22 @@ class PgMetricHistory:
 
     async def bulk_interval(
         self, run_ids: Sequence[str], key: str, max_results: int, start_step: int | None, end_step: int | None
-    ) -> list[Metric]:
-        """MLflow's downsampled history for plots: the same sampled steps for every run."""
+    ) -> list[MetricPoint]:
+        """MLflow's downsampled history for plots: the same sampled steps for every run.
+        ``MetricPoint``s with the run id appended, runs in the order asked, then step order."""
         async with self._db.connection() as conn:
+            # Short histories (the usual case while a sweep runs, and every read-back of a fresh
+            # one) come whole in one query and are sampled here; only when that would mean more
+            # than _BULK_WHOLE_ROWS points does the sampling move into two queries instead.
+            rows = await conn.fetch(
+                f"""SELECT {_POINT_COLUMNS}, run_id FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2
+                    ORDER BY run_id, step, timestamp_ms LIMIT $3""",
+                list(run_ids),
+                key,
+                _BULK_WHOLE_ROWS + 1,
+            )
+            if len(rows) <= _BULK_WHOLE_ROWS:
+                return _sampled(rows, run_ids, max_results, start_step, end_step)
             step_rows = await conn.fetch(
                 "SELECT DISTINCT run_id, step FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2",
                 list(run_ids),
@@ -121,8 +134,8 @@ class PgMetricHistory:
                 steps_by_run.setdefault(row["run_id"], []).append(row["step"])
             steps = sample_steps(list(steps_by_run.values()), max_results, start_step, end_step)
             per_run_limit = max(max_results, len(steps))
-            rows = await conn.fetch(
-                """SELECT run_id, key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest
+            return await conn.fetch(
+                f"""SELECT {_POINT_COLUMNS}, run_id
                    FROM (SELECT m.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms) AS n
                          FROM metrics m
                          WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])) s
@@ -133,7 +146,30 @@ class PgMetricHistory:
                 steps,
                 per_run_limit,
             )
-        return [_metric(row, with_run=True) for row in rows]
+
+
+_POINT_COLUMNS = "key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest"
+_BULK_WHOLE_ROWS = 20_000
+_RUN = 7  # where the run id sits in a bulk-interval point
+_STEP = 3
+
+
+def _sampled(
+    rows: Sequence[asyncpg.Record], run_ids: Sequence[str], max_results: int, start_step: int | None, end_step: int | None
+) -> list[MetricPoint]:
+    """The two-query path's answer computed from every point of the runs (rows in run, step,
+    timestamp order): the same sampled steps, at most ``max(max_results, steps)`` per run."""
+    by_run: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_run.setdefault(row[_RUN], []).append(row)
+    runs_steps = [sorted({r[_STEP] for r in points}) for points in by_run.values()]
+    steps = set(sample_steps(runs_steps, max_results, start_step, end_step))
+    per_run_limit = max(max_results, len(steps))
+    out: list[MetricPoint] = []
+    for run_id in dict.fromkeys(run_ids):  # the order asked, each run once
+        kept = [r for r in by_run.get(run_id, ()) if r[_STEP] in steps]
+        out.extend(kept[:per_run_limit])
+    return out
 
 
 def sample_steps(
@@ -155,16 +191,3 @@ def sample_steps(
         sampled = {all_steps[lo + int(i * interval)] for i in range(max_results) if lo + int(i * interval) < hi}
         sampled.add(all_steps[hi - 1])
     return sorted(sampled | bounds)
-
-
-def _metric(row: asyncpg.Record, with_run: bool = False) -> Metric:
-    return Metric(
-        key=row["key"],
-        value=row["value"],
-        timestamp_ms=row["timestamp_ms"],
-        step=row["step"],
-        model_id=row["model_id"],
-        dataset_name=row["dataset_name"],
-        dataset_digest=row["dataset_digest"],
-        run_id=row["run_id"] if with_run else None,
-    )
