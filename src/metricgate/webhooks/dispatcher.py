@@ -69,7 +69,7 @@ class WebhookDispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        self._stopping = False
+        # _stopping is not reset here: stop() may come before this task first runs.
         # limit = concurrency: the connection pool can never hold more than the slots we fill.
         connector = aiohttp.TCPConnector(limit=self._settings.concurrency, ttl_dns_cache=60)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
@@ -85,10 +85,13 @@ class WebhookDispatcher:
                 self._session = None
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.wait, not wait_for: on Python < 3.12 wait_for can lose a cancellation that
+        # arrives as the inner wait completes, and then shutdown would wait forever.
+        waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
         self._wake.clear()
 
     def _saturated(self) -> list[str]:
