@@ -253,3 +253,29 @@ async def test_rotated_secret_signs_later_deliveries(hooks: Hooks, conn: asyncpg
     else:
         raise AssertionError("the old secret still verifies")
     assert request.headers[TIMESTAMP_HEADER].isdigit()
+
+
+async def test_receiver_error_text_with_nul_is_logged(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+    receiver: Receiver = await receivers(statuses=[400], reply_text="bad\x00request")
+    webhook_id, _ = await hooks.create(receiver.url, ["alias.*"])
+    await insert_event(conn, "alias.deleted", "m", 1)
+    [delivery] = await _settled(hooks, webhook_id)
+    assert delivery["state"] == "failed"
+    assert delivery["last_error"] == "HTTP 400: bad\ufffdrequest"
+
+
+async def test_delivery_whose_attempts_were_all_interrupted_fails_without_sending(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
+    receiver: Receiver = await receivers()
+    webhook_id, _ = await hooks.create(receiver.url, ["*"], active=False)
+    status, body = await hooks.call("POST", f"/{webhook_id}/test", {})
+    assert status == 200, body
+    # As if four dispatchers had died mid-attempt (FAST_WEBHOOKS.max_attempts is 4).
+    await conn.execute("UPDATE webhook_deliveries SET attempts = 4")
+    status, body = await hooks.call("PATCH", f"/{webhook_id}", {"active": True})
+    assert status == 200, body
+    [delivery] = await _settled(hooks, webhook_id)
+    assert delivery["state"] == "failed" and delivery["attempts"] == 5
+    assert "no attempts left" in delivery["last_error"]
+    assert receiver.requests == []

@@ -61,6 +61,7 @@ class Received:
 class Receiver:
     statuses: list[int] = field(default_factory=lambda: [200])
     delay_s: float = 0.0
+    reply_text: str | None = None
     port: int = field(default_factory=devservices.find_free_port)
     requests: list[Received] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -76,7 +77,7 @@ class Receiver:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         status = self.statuses[min(index, len(self.statuses) - 1)]
-        return web.Response(status=status, text=f"receiver says {status}")
+        return web.Response(status=status, text=self.reply_text or f"receiver says {status}")
 
     async def start(self) -> Receiver:
         app = web.Application()

@@ -132,26 +132,45 @@ class WebhookDispatcher:
         task.add_done_callback(done)
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
-        status, error, retry_after, duration_ms = await self._post(delivery)
         s = self._settings
+        if delivery.attempt > s.max_attempts:
+            # Earlier attempts were all cut short (their dispatchers died): give up like any other.
+            await self._record(delivery, "failed", None, "no attempts left (earlier attempts were interrupted)", 0)
+            return
+        status, error, retry_after, duration_ms = await self._post(delivery)
         verdict = judge(status, delivery.attempt, s.max_attempts, s.backoff_base_s, s.backoff_max_s, retry_after)
         if verdict.outcome == "failed" and error is None:
             error = f"HTTP {status}"
+        if await self._record(delivery, verdict.outcome, status, error, duration_ms, verdict.delay_s):
+            if verdict.outcome != "delivered":
+                log.info(
+                    "webhook delivery %s to %s attempt %d: %s (%s)",
+                    delivery.id, delivery.url, delivery.attempt, verdict.outcome, error,
+                )  # fmt: skip
+
+    async def _record(
+        self,
+        delivery: ClaimedDelivery,
+        outcome: str,
+        status: int | None,
+        error: str | None,
+        duration_ms: int,
+        delay_s: float = 0.0,
+    ) -> bool:
+        if error is not None:
+            # Receiver text goes into PostgreSQL text, which cannot hold NUL.
+            error = error.replace("\x00", "\ufffd")
         try:
             kept = await self._store.record_attempt(
-                delivery.id, delivery.attempt, verdict.outcome, status, error, duration_ms, verdict.delay_s
+                delivery.id, delivery.attempt, outcome, status, error, duration_ms, delay_s
             )
         except Unavailable:
             # The lease expires and the delivery is attempted again: at least once still holds.
             log.warning("could not record webhook delivery %s attempt %d", delivery.id, delivery.attempt)
-            return
+            return False
         if not kept:
             log.info("webhook delivery %s attempt %d finished after its lease ran out", delivery.id, delivery.attempt)
-        elif verdict.outcome != "delivered":
-            log.info(
-                "webhook delivery %s to %s attempt %d: %s (%s)",
-                delivery.id, delivery.url, delivery.attempt, verdict.outcome, error,
-            )  # fmt: skip
+        return kept
 
     async def _post(self, delivery: ClaimedDelivery) -> tuple[int | None, str | None, float | None, int]:
         """One signed POST: (HTTP status or None, error text, Retry-After seconds, duration ms)."""
