@@ -138,6 +138,8 @@ class WebhookSettings:
     backoff_max_s: float = 300.0
     # How often an idle dispatcher looks for due deliveries.
     poll_interval_s: float = 1.0
+    # Delivered and failed deliveries (with their attempt log) are deleted after this long; 0 keeps them.
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class Settings:
             backoff_base_s=reader.float("WEBHOOK_BACKOFF_BASE_S", WebhookSettings.backoff_base_s),
             backoff_max_s=reader.float("WEBHOOK_BACKOFF_MAX_S", WebhookSettings.backoff_max_s),
             poll_interval_s=reader.float("WEBHOOK_POLL_INTERVAL_S", WebhookSettings.poll_interval_s),
+            retention_days=reader.float("WEBHOOK_RETENTION_DAYS", WebhookSettings.retention_days),
         )
         settings = cls(
             http=http,
@@ -289,6 +292,8 @@ class Settings:
             raise ConfigError(
                 f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS, WEBHOOK_CONCURRENCY and WEBHOOK_PER_WEBHOOK_CONCURRENCY must be positive"
             )
+        if hooks.retention_days < 0:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_RETENTION_DAYS must be >= 0")
         if hooks.timeout_s <= 0 or hooks.poll_interval_s <= 0 or not 0 < hooks.backoff_base_s <= hooks.backoff_max_s:
             raise ConfigError(
                 f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S and WEBHOOK_POLL_INTERVAL_S must be positive, "

@@ -104,3 +104,29 @@ async def test_paused_webhook_keeps_its_deliveries_until_resumed(db_url: str, co
             await wait_for(lambda: len(receiver.requests) == 1, 10)
     finally:
         await receiver.stop()
+
+
+async def test_old_completed_deliveries_are_purged_at_start(db_url: str, conn: asyncpg.Connection) -> None:
+    pool = await create_pool(PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=2))
+    store = PgWebhookStore(Database(pool, 5.0))
+    try:
+        hook, _ = await store.create("http://127.0.0.1:9/", ["*"], None, None, False)
+        ids = [await store.enqueue_ping(hook.id) for _ in range(4)]
+    finally:
+        await pool.close()
+    ages = [("delivered", 40), ("failed", 31), ("delivered", 1), ("pending", 90)]
+    for delivery_id, (state, days) in zip(ids, ages):
+        await conn.execute(
+            """UPDATE webhook_deliveries SET state = $2, created_at = now() - make_interval(days => $3),
+                   completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() - make_interval(days => $3) END
+               WHERE id = $1::uuid""",
+            delivery_id, state, days,
+        )  # fmt: skip
+    async with _dispatchers(db_url, 1, dataclasses.replace(FAST_WEBHOOKS, retention_days=30)):
+
+        async def purged() -> bool:
+            return await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 2
+
+        await wait_for(purged, 10)
+    kept = await conn.fetch("SELECT id::text, state FROM webhook_deliveries ORDER BY created_at")
+    assert [(r["id"], r["state"]) for r in kept] == [(ids[3], "pending"), (ids[2], "delivered")]

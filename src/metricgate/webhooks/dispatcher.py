@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # A receiver's error text is kept in the log, not its whole body.
 _ERROR_BODY_BYTES = 200
+# How often old delivered/failed deliveries are purged (each dispatcher; purging twice is harmless).
+PURGE_INTERVAL_S = 3600.0
 
 
 class DeliveryStore(Protocol):
@@ -45,6 +47,8 @@ class DeliveryStore(Protocol):
         retry_delay_s: float = 0.0,
     ) -> bool: ...
 
+    async def purge_completed(self, older_than_s: float, batch: int = 1000) -> int: ...
+
 
 def lease_s(settings: WebhookSettings) -> float:
     """How long a claimed delivery stays invisible to other dispatchers: the request timeout plus
@@ -62,6 +66,7 @@ class WebhookDispatcher:
         self._per_webhook: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
         self._last_outage_log = 0.0
+        self._next_purge = 0.0  # monotonic time; the first purge runs at start
 
     def stop(self) -> None:
         """Claim nothing more; ``run`` returns once the attempts in flight are recorded."""
@@ -76,6 +81,7 @@ class WebhookDispatcher:
             self._session = session
             try:
                 while not self._stopping:
+                    await self._purge_when_due()
                     if not await self._claim_round():
                         await self._sleep(self._settings.poll_interval_s)
             finally:
@@ -93,6 +99,23 @@ class WebhookDispatcher:
         finally:
             waiter.cancel()
         self._wake.clear()
+
+    async def _purge_when_due(self) -> None:
+        if self._settings.retention_days <= 0 or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+        try:
+            total = 0
+            while not self._stopping:
+                deleted = await self._store.purge_completed(self._settings.retention_days * 86400)
+                total += deleted
+                if deleted == 0:
+                    break
+        except Unavailable:
+            self._next_purge = time.monotonic() + 60.0
+            return
+        if total:
+            log.info("purged %d webhook deliveries older than %g days", total, self._settings.retention_days)
 
     def _saturated(self) -> list[str]:
         cap = self._settings.per_webhook_concurrency

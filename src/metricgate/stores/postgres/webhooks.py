@@ -313,3 +313,18 @@ class PgWebhookStore:
                 next_at if outcome == "retry" else None,
             )
         return next_at is not None
+
+    async def purge_completed(self, older_than_s: float, batch: int = 1000) -> int:
+        """Delete up to ``batch`` delivered/failed deliveries (and their attempts) completed more
+        than ``older_than_s`` ago; the number deleted. Small batches keep each transaction short."""
+        async with self._db.connection() as conn:
+            deleted = await conn.fetch(
+                """DELETE FROM webhook_deliveries WHERE id IN (
+                       SELECT id FROM webhook_deliveries
+                       WHERE state <> 'pending' AND completed_at < clock_timestamp() - make_interval(secs => $1)
+                       LIMIT $2)
+                   RETURNING 1""",
+                older_than_s,
+                batch,
+            )
+        return len(deleted)
