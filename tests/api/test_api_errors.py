@@ -378,7 +378,7 @@ UNKNOWN_PATHS = [
     "/api/9.9/mlflow/runs/get",
     "/ajax-api/2.0/mlflow/nope",
     "/nope",
-    "/api/2.0/mlflow/registered-models/create",
+    "/api/2.0/mlflow/registered-models/nope",  # the registry exists; unknown registry paths do not
 ]
 
 
