@@ -94,6 +94,7 @@ def test_audit_context_from_headers_and_body() -> None:
         ({"Authorization": "Basic %%%"}, {}),
         ({"X-Metricgate-User": "u" * 257}, {}),
         ({}, {"comment": "c" * 5001}),
+        ({"X-Metricgate-Comment": "a\x00b"}, {}),
     ):
         with pytest.raises(InvalidParameter):
             audit(bad_headers, bad_body)

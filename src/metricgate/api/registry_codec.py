@@ -29,11 +29,23 @@ def audit_from(request: web.Request, fields: Fields) -> Audit:
     """
     actor = _basic_auth_user(request.headers.get("Authorization", "")) or request.headers.get(USER_HEADER) or None
     comment = fields.str("comment") or request.headers.get(COMMENT_HEADER)
+    for value in (actor, comment):
+        if value is not None and not _storable(value):
+            raise InvalidParameter("User names and comments must be valid UTF-8 text without NUL characters.")
     if actor is not None and len(actor) > MAX_ACTOR_CHARS:
         raise InvalidParameter(f"The user name may be at most {MAX_ACTOR_CHARS} characters long.")
     if comment is not None and len(comment) > MAX_COMMENT_CHARS:
         raise InvalidParameter(f"'comment' exceeds the maximum length of {MAX_COMMENT_CHARS} characters")
     return Audit(actor=actor, comment=comment or None)
+
+
+def _storable(text: str) -> bool:
+    # Headers arrive with undecodable bytes as lone surrogates, which PostgreSQL text cannot hold.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def _basic_auth_user(header: str) -> str | None:
