@@ -11,6 +11,7 @@ from functools import partial
 
 from metricgate import __version__
 from metricgate.bench import add_bench_parser, run_bench
+from metricgate.client.cli import add_artifacts_parser, run_artifacts
 from metricgate.config import ConfigError, Settings
 from metricgate.errors import MetricgateError
 from metricgate.registry_cli import add_registry_parser, run_registry
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)  # load generator; needs no METRICGATE_* settings
     add_registry_parser(sub)  # talks to a running server over HTTP; needs no settings either
     add_webhooks_parser(sub)  # the same: HTTP to a running server
+    add_artifacts_parser(sub)  # resumable artifact upload/download over HTTP
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -145,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_registry(args)
     if args.command == "webhooks":
         return run_webhooks(args)
+    if args.command == "artifacts":
+        return run_artifacts(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,
