@@ -67,7 +67,7 @@ async def test_concurrent_creates_and_renames_to_one_name(registry: RegistryServ
     assert (await _types(registry, "same")) == ["registered_model.created"]
 
 
-async def test_history_follows_renames_but_not_a_reused_name(registry: RegistryService) -> None:
+async def test_history_follows_renames_and_keeps_a_reused_names_past(registry: RegistryService) -> None:
     # An earlier model called "x" is deleted; a new "x" is renamed to "y" and back to "x".
     await registry.create_registered_model(ALICE, "x", [], "old model")
     await registry.delete_registered_model(ALICE, "x")
@@ -76,24 +76,32 @@ async def test_history_follows_renames_but_not_a_reused_name(registry: RegistryS
     await registry.rename_registered_model(ALICE, "x", "y")
     await registry.set_alias(ALICE, "y", "prod", "1")
     await registry.rename_registered_model(ALICE, "y", "x")
-    assert await _types(registry, "x") == [
+    current_model = [
         "registered_model.renamed",
         "alias.set",
         "registered_model.renamed",
         "model_version.created",
         "registered_model.created",
     ]
-    # "y" was the name from the first rename to the second; its history ends with the rename away.
-    assert await _types(registry, "y") == [
-        "registered_model.renamed",
-        "alias.set",
-        "registered_model.renamed",
-        "model_version.created",
-        "registered_model.created",
-    ]
+    # The deleted predecessor stays auditable under its name, after the current model's events.
+    assert await _types(registry, "x") == current_model + ["registered_model.deleted", "registered_model.created"]
+    # "y" was the name between the two renames: its model's events, ending with the rename away.
+    assert await _types(registry, "y") == current_model
     events, _ = await registry.history("x", None, 10, None)
-    assert [e.model_name for e in events] == ["x", "y", "y", "x", "x"]
+    assert [e.model_name for e in events] == ["x", "y", "y", "x", "x", "x", "x"]
     assert {e.actor for e in events} == {"alice"} and {e.comment for e in events} == {"because"}
+    # Paging through the union of names returns every event once.
+    seen, token = [], None
+    while True:
+        page, token = await registry.history("x", None, 2, token)
+        seen.extend(e.id for e in page)
+        if token is None:
+            break
+    assert seen == [e.id for e in events]
+    # A name that was renamed away and never reused: its events and the rename.
+    await registry.create_registered_model(ALICE, "p", [], None)
+    await registry.rename_registered_model(ALICE, "p", "q")
+    assert await _types(registry, "p") == ["registered_model.renamed", "registered_model.created"]
 
 
 async def test_registry_search_tag_semantics(registry: RegistryService) -> None:

@@ -28,8 +28,9 @@ class RegistryService:
         """Run one registry mutation. ``action`` names it (e.g. ``model_version.transition``).
 
         Approval policies go here: inspect ``action``/``audit`` (and load the current state if
-        needed) and raise ``PermissionDenied``/``Conflict`` before anything is written. Until
-        authentication exists ``audit.actor`` is unverified, so nothing is decided on it yet.
+        needed) and raise (PERMISSION_DENIED, or ``Conflict`` for "awaiting approval") before
+        anything is written. Until authentication exists ``audit.actor`` is unverified, so
+        nothing is decided on it yet.
         """
         del action  # no policy yet; see the docstring
         return await change()

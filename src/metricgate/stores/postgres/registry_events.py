@@ -1,8 +1,10 @@
 """Registry audit events: written in the transaction of the change they describe, read newest first.
 
-A model's history follows renames: the history of ``b`` (renamed from ``a``) also shows what
-happened while it was called ``a``, and the history of ``a`` ends with the rename. An earlier
-model that was deleted and whose name was reused is not part of the new model's history.
+The history of a name shows every event recorded under that name, so a deleted model stays
+auditable after its name is reused (its ``registered_model.deleted`` event separates the two).
+It also follows the current model back through its renames: the history of ``b`` (renamed from
+``a``) shows what happened while it was called ``a``, and the history of ``a`` ends with the
+rename away.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def _json(value: dict[str, Any] | None) -> str | None:
 
 
 async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int, int | None]]:
-    """(name, first id, end id) of each name the model carried, newest first."""
-    segments: list[tuple[str, int, int | None]] = []
+    """(name, first id, end id) of each name the model carried, newest first. The first
+    segment starts at 0: every event ever recorded under the name itself."""
+    segments: list[tuple[str, int, int | None]] = [(name, 0, None)]
     current, end = name, None
     for _ in range(_MAX_RENAMES_FOLLOWED):
         start = await conn.fetchrow(
@@ -66,9 +69,9 @@ async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int,
             end,
         )
         if start is None:
-            segments.append((current, 0, end))
             break
-        segments.append((current, start["id"], end))
+        if end is not None:
+            segments.append((current, start["id"], end))
         if start["event_type"] == CREATED:
             break
         current, end = json.loads(start["before"])["name"], start["id"]
@@ -87,9 +90,9 @@ async def history(
                WHERE x.model_name = s.name AND x.id >= s.lo AND (s.hi IS NULL OR x.id < s.hi)
                  AND ($4::int IS NULL OR x.version = $4) AND ($5::bigint IS NULL OR x.id < $5)
                ORDER BY x.id DESC LIMIT $6) AS e
-           UNION ALL
+           UNION  -- a model renamed x -> y -> x meets its own events twice; keep each once
            SELECT * FROM registry_events
-           WHERE event_type = $7 AND before ->> 'name' = $8 AND id >= $9 AND $4::int IS NULL
+           WHERE event_type = $7 AND before ->> 'name' = $8 AND $4::int IS NULL
              AND ($5::bigint IS NULL OR id < $5)
            ORDER BY id DESC LIMIT $6""",
         [s[0] for s in segments],
@@ -100,7 +103,6 @@ async def history(
         max_results + 1,
         RENAMED,
         name,
-        segments[0][1],
     )
     if not rows and before_id is None and version is None:
         raise NotFound(f"No registry history for a model named '{name}'.")
