@@ -131,7 +131,7 @@ async def test_pending_delivery_survives_sigkill_and_arrives_after_restart(
             found = await _deliveries(first, webhook_id)
             return len(found) == 1 and any(a["outcome"] == "retry" for a in found[0]["attempt_log"])
 
-        await wait_for(failed_at_least_once, 15)
+        await wait_for(failed_at_least_once, 30)
         first.kill()
     finally:
         first.stop()
@@ -142,7 +142,7 @@ async def test_pending_delivery_survives_sigkill_and_arrives_after_restart(
         async def delivered() -> bool:
             return [d["state"] for d in await _deliveries(second, webhook_id)] == ["delivered"]
 
-        await wait_for(delivered, 15)
+        await wait_for(delivered, 30)
         [delivery] = await _deliveries(second, webhook_id)
     finally:
         second.stop()
@@ -185,8 +185,9 @@ async def test_attempt_in_flight_at_sigkill_is_sent_again_after_the_lease(
         async def delivered() -> bool:
             return [d["state"] for d in await _deliveries(second, webhook_id)] == ["delivered"]
 
-        # The lease (2 x timeout + 5 s) must run out before another dispatcher may resend it.
-        await wait_for(delivered, 30)
+        # The lease (2 x timeout + 5 s = 11 s) must run out before another dispatcher may resend
+        # it; the rest of the budget is for a loaded machine.
+        await wait_for(delivered, 60)
         [delivery] = await _deliveries(second, webhook_id)
     finally:
         second.stop()
