@@ -16,13 +16,13 @@ import base64
 import contextlib
 import hashlib
 import logging
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from metricgate.entities import ArtifactEntry
 from metricgate.errors import InvalidParameter
 from metricgate.stores.artifacts.base import StagedPart
+from metricgate.stores.artifacts.files import Descriptor
 from metricgate.stores.artifacts.parts import (
     check_part_number,
     checksum_mismatch,
@@ -31,7 +31,7 @@ from metricgate.stores.artifacts.parts import (
     strip_etag,
 )
 from metricgate.stores.artifacts.paths import normalize_artifact_path
-from metricgate.stores.artifacts.s3_client import client_config, error_code, s3_errors, split_s3_uri
+from metricgate.stores.artifacts.s3_client import SpoolReader, client_config, error_code, open_spool as _open_spool, s3_errors, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -325,18 +325,22 @@ class S3ArtifactStore:
         expected = normalize_sha256(expected_sha256)
         # UploadPart needs its length up front and we verify before anything reaches S3, so the
         # part is spooled to an (already unlinked) temp file: memory stays at one batch.
-        with tempfile.TemporaryFile(prefix="metricgate-part-") as spool:
-            digest = await spool_hashed(chunks, spool.fileno())
+        # Descriptor: a cancelled request must not close the fd under a worker thread still
+        # writing or reading it (the number could be reused by another open file or socket).
+        spool = Descriptor(await asyncio.to_thread(_open_spool))
+        try:
+            digest = await spool_hashed(chunks, -1, spool.call)
             sha256 = digest.sha256.hexdigest()
             if expected is not None and sha256 != expected:
                 raise checksum_mismatch(f"part {part_number} of '{rel}'", expected, sha256)
-            await asyncio.to_thread(spool.seek, 0)
             with s3_errors(f"part {part_number} of '{rel}'"):
                 response = await self.client.upload_part(
                     Bucket=self.bucket, Key=key, UploadId=staging_id, PartNumber=part_number,
-                    Body=spool, ContentLength=digest.size,
+                    Body=SpoolReader(spool), ContentLength=digest.size,
                     ContentMD5=base64.b64encode(digest.md5.digest()).decode("ascii"),
                 )  # fmt: skip
+        finally:
+            spool.release()
         return StagedPart(part_number, digest.size, strip_etag(response.get("ETag")), sha256)
 
     async def stage_parts(self, path: str, staging_id: str) -> list[StagedPart]:

@@ -9,12 +9,16 @@ metricgate setting or file.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from metricgate.errors import InvalidParameter, MetricgateError, NotFound, Unavailable
+from metricgate.stores.artifacts.files import Descriptor
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +115,54 @@ def s3_errors(what: str) -> Iterator[None]:
         raise
     except (ClientError, BotoCoreError, OSError) as exc:
         raise translate(exc, what) from exc
+
+
+def open_spool() -> int:
+    """A temp file (in $TMPDIR) that is unlinked at once: nothing to clean up after a crash."""
+    fd, path = tempfile.mkstemp(prefix="metricgate-part-")
+    os.unlink(path)
+    return fd
+
+
+class SpoolReader(io.RawIOBase):
+    """A spooled part as a seekable request body, read with ``pread`` through its Descriptor.
+
+    aiohttp reads request bodies in executor threads and botocore seeks back to 0 to retry;
+    positional reads through the Descriptor keep a late read from touching a reused fd.
+    """
+
+    def __init__(self, spool: Descriptor) -> None:
+        super().__init__()
+        self._spool = spool
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = self._spool.call(os.fstat).st_size + offset
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._spool.call(os.pread, len(buffer), self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._spool.call(os.fstat).st_size - self._position
+        data = self._spool.call(os.pread, size, self._position)
+        self._position += len(data)
+        return data
