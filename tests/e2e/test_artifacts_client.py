@@ -105,7 +105,7 @@ def test_directory_round_trip_through_the_cli(server: str, tmp_path: Path) -> No
     assert listed == {"model/data/weights.bin": 2 * PART + 7, "model/data/shard-2.bin": PART}
 
     down = cli("download", "model", str(tmp_path / "restore"), "--run", run_id, "--url", server, "--json",
-               "--chunk-size", "4M", cache=tmp_path / "cache")  # fmt: skip
+               "--chunk-size", "4M", "--fsync", cache=tmp_path / "cache")  # fmt: skip
     result = json.loads(down.stdout.strip().splitlines()[-1])
     assert all(f["verified"] for f in result["files"]) and len(result["files"]) == 4
     for name, data in files.items():

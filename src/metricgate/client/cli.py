@@ -58,6 +58,7 @@ def add_artifacts_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
     common(down)
     down.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="bytes per Range request")
     down.add_argument("--sha256", help="expected SHA-256 (default: the one recorded at upload, if any)")
+    down.add_argument("--fsync", action="store_true", help="flush each file to disk before renaming it into place")
 
 
 def run_artifacts(args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def run_artifacts(args: argparse.Namespace) -> int:
         else:
             result_d = asyncio.run(download_async(
                 args.run_id, args.artifact_path, args.dest, url=url, parallel=args.parallel,
-                chunk_size=args.chunk_size, progress=bar, sha256=args.sha256,
+                chunk_size=args.chunk_size, progress=bar, sha256=args.sha256, fsync=args.fsync,
             ))  # fmt: skip
             bar.close("done")
             unverified = [f.artifact_path for f in result_d.files if not f.verified]

@@ -143,8 +143,12 @@ async def download_async(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressFn | None = None,
     sha256: str | None = None,
+    fsync: bool = False,
 ) -> DownloadResult:
     """Download ``artifact_path`` of a run into ``dest`` (a directory, or the file name for a file).
+
+    ``fsync`` flushes each file to disk before it is renamed into place (slower: the whole file
+    is written back before the call returns), for a copy that must survive a power loss.
 
     The expected SHA-256 is ``sha256`` when given (a single file), else the one recorded by
     ``upload`` in the run's tags. Raises ``ChecksumMismatch`` (and keeps nothing) when it differs.
@@ -179,7 +183,8 @@ async def download_async(
                     raise ChecksumMismatch(t.artifact_path, want, actual)
                 result.files.append(DownloadedFile(t.artifact_path, str(t.local), t.size or 0, actual, want is not None))
             for t in targets:
-                os.fsync(t.fd)
+                if fsync:
+                    os.fsync(t.fd)
                 os.close(t.fd)
                 t.fd = -1
                 os.replace(t.partial, t.local)
