@@ -547,6 +547,23 @@ async def test_bulk_interval_whole_and_two_query_paths_agree(api: Api, monkeypat
             )
 
 
+async def test_bulk_interval_points_match_get_history_exactly(api: Api) -> None:
+    # Bulk points are encoded by PostgreSQL, history points in Python: the same point must come
+    # out the same (non-finite values, -0.0, big numbers, unicode keys, model and dataset fields).
+    run_id = await api.new_run_id()
+    values = ["NaN", "Infinity", "-Infinity", -0.0, 1e-5, 1e300, 0.1, 123456789012.5, -(2**53)]
+    key = "grüße/val loss:ünï"
+    metrics = [{"key": key, "value": v, "timestamp": 2**62 + i, "step": i} for i, v in enumerate(values)]
+    (await api.log_batch(run_id, metrics=metrics)).ok()
+    point = {"run_id": run_id, "key": key, "value": 7.5, "timestamp": 5, "step": 100, "model_id": "m-abc",
+             "dataset_name": "eval", "dataset_digest": "d1"}
+    (await api.post("/runs/log-metric", point)).ok()
+    history = await api.history(run_id, key)
+    bulk = await _bulk(api, [run_id], key)
+    assert len(bulk) == len(values) + 1, (bulk, history)
+    assert bulk == [{**point, "run_id": run_id} for point in history]
+
+
 async def test_bulk_interval_nan_values(api: Api) -> None:
     run_id = await api.new_run_id()
     (await api.log_metric(run_id, "m", "NaN", timestamp=1, step=0)).ok()
