@@ -159,3 +159,18 @@ def test_clear_errors(live_server: str, tmp_path: Path) -> None:
                "--no-progress", cache=tmp_path / "c", check=False)  # fmt: skip
     assert proc.returncode == 1 and "RESOURCE_DOES_NOT_EXIST" in proc.stderr, proc.stderr
     assert not list(tmp_path.glob("o*"))
+
+
+def test_directory_into_the_run_root_and_back(live_server: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    run_id = new_run(live_server)
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    (tmp_path / "src" / "sub" / "b.bin").write_bytes(blob(3000, 5))
+    result = upload(tmp_path / "src", run_id, "", url=live_server, part_size=PART, state_dir=tmp_path / "s")
+    assert set(result.sha256) == {"a.txt", "sub/b.bin"} and not result.warnings
+    assert {f.path for f in MlflowClient(tracking_uri=live_server).list_artifacts(run_id)} == {"a.txt", "sub"}
+    got = download(run_id, "", tmp_path / "back", url=live_server)
+    assert sorted((f.artifact_path, f.verified) for f in got.files) == [("a.txt", True), ("sub/b.bin", True)]
+    assert (tmp_path / "back" / "sub" / "b.bin").read_bytes() == blob(3000, 5)

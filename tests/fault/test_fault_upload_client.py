@@ -163,3 +163,35 @@ async def test_gateway_killed_mid_upload_client_retries_through_restart(
     assert summary["upload_id"] == upload_id and summary["retries"] > 0
     assert (await session_view(gateway.url, upload_id))["state"] == "committed"
     await verify_download(gateway.url, run_id, "c/x.bin", tmp_path, want)
+
+
+async def test_ctrl_c_exits_130_at_once_and_the_rerun_resumes(cluster: harness.Cluster, tmp_path: Path) -> None:
+    gateway = cluster.gateway(**GATEWAY_ENV).start()
+    gateway.wait_healthy()
+    run_id = (await harness.create_runs(gateway.url, 1, "client-sigint"))[0]
+    want = source_file(tmp_path / "ckpt.bin", 24 * MIB + 1, seed=9)
+    cache, log = tmp_path / "cache", tmp_path / "client.log"
+
+    proc = start_upload(gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, 1, "--parallel", "2")
+    try:
+        upload_id = await wait_for_parts(gateway.url, cache, proc, at_least=3)
+        gateway.freeze()  # requests hang: the interrupt must not wait for them (or for hashing)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 15)
+        assert time.monotonic() - started < 10
+    finally:
+        gateway.thaw()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, log.read_text()[-2000:]
+    assert "run the same command again to resume" in log.read_text()
+    assert resume_record(cache)["upload_id"] == upload_id
+
+    again = start_upload(gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, 1)
+    out, _ = await asyncio.to_thread(again.communicate, timeout=120)
+    assert again.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["upload_id"] == upload_id and summary["resumed"] and summary["parts_sent"] < 25
+    await verify_download(gateway.url, run_id, "ckpt.bin", tmp_path, want)

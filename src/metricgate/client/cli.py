@@ -84,6 +84,8 @@ def run_artifacts(args: argparse.Namespace) -> int:
                        f"{len(result.parts_sent)} of {result.parts_total} parts sent"
                        + (" (resumed)" if result.resumed else ""))  # fmt: skip
             payload = result.to_json()
+            for warning in result.warnings:
+                print(f"metricgate: warning: {warning}", file=sys.stderr)
         else:
             result_d = asyncio.run(download_async(
                 args.run_id, args.artifact_path, args.dest, url=url, parallel=args.parallel,

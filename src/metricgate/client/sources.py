@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from metricgate.client.errors import ClientError
@@ -54,10 +55,14 @@ def read_part(source: SourceFile, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def sha256_of_file(path: str) -> str:
+def sha256_of_file(path: str, stop: threading.Event | None = None) -> str:
+    """SHA-256 of a file, a chunk at a time. ``stop`` ends it early: a worker thread cannot be
+    cancelled, and an interrupted upload must not wait for 20 GB to be hashed before exiting."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(HASH_CHUNK_BYTES):
+            if stop is not None and stop.is_set():
+                raise ClientError("hashing stopped")
             digest.update(chunk)  # hashlib releases the GIL for large buffers
     return digest.hexdigest()
 

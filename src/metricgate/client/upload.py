@@ -9,6 +9,7 @@ asks the server (``GET`` session) which parts it has and sends only the missing 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class UploadResult:
     sha256: dict[str, str] = field(default_factory=dict)  # artifact path -> whole-file SHA-256
     seconds: float = 0.0
     retries: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,7 +51,7 @@ class UploadResult:
             "total_bytes": self.total_bytes, "parts_total": self.parts_total,
             "parts_sent": len(self.parts_sent), "sent": [list(p) for p in self.parts_sent],
             "resumed": self.resumed, "sha256": self.sha256, "seconds": round(self.seconds, 3),
-            "retries": self.retries,
+            "retries": self.retries, "warnings": self.warnings,
         }  # fmt: skip
 
 
@@ -63,7 +65,7 @@ def choose_part_size(largest_file: int, requested: int | None) -> int:
 
 
 def _artifact_path(dest: str, source: SourceFile) -> str:
-    return f"{dest}/{source.rel_path}" if source.rel_path else dest
+    return "/".join(p for p in (dest, source.rel_path) if p)
 
 
 async def upload_async(
@@ -103,9 +105,12 @@ async def upload_async(
         total = sum(f.size for f in files)
         result = UploadResult(session["upload_id"], run_id, session.get("path", dest), total,
                               sum(f["part_count"] for f in session["files"]), resumed=resumed)  # fmt: skip
-        hashing = None
+        hashing, stop = None, threading.Event()
         if record_checksums:
-            hashing = asyncio.create_task(asyncio.to_thread(lambda: {_artifact_path(dest, f): sources.sha256_of_file(f.abs_path) for f in files}))
+            # Alongside the parts (a second sequential read, mostly from the page cache).
+            hashing = asyncio.create_task(asyncio.to_thread(
+                lambda: {_artifact_path(dest, f): sources.sha256_of_file(f.abs_path, stop) for f in files}
+            ))  # fmt: skip
         try:
             if session["state"] == "open":
                 await _send_missing(api, session, by_path, parallel, progress, total, result)
@@ -113,6 +118,7 @@ async def upload_async(
             if hashing is not None:
                 result.sha256 = await hashing
         except BaseException:
+            stop.set()
             if hashing is not None:
                 hashing.cancel()
             raise
@@ -121,7 +127,11 @@ async def upload_async(
             raise ClientError(f"upload {session['upload_id']} ended {final['state']}: {final.get('failure') or 'no reason given'}")
         record_store.clear()
         if result.sha256:
-            await runs.record_sha256(api, run_id, result.sha256)
+            try:
+                await runs.record_sha256(api, run_id, result.sha256)
+            except ClientError as exc:
+                # The artifact is committed either way; only later verification is lost.
+                result.warnings.append(f"SHA-256 not recorded as run tags: {exc}")
         result.retries = api.retries
     result.seconds = time.monotonic() - started
     return result
