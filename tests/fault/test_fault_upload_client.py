@@ -195,3 +195,19 @@ async def test_ctrl_c_exits_130_at_once_and_the_rerun_resumes(cluster: harness.C
     summary = json.loads(out.decode().strip().splitlines()[-1])
     assert summary["upload_id"] == upload_id and summary["resumed"] and summary["parts_sent"] < 25
     await verify_download(gateway.url, run_id, "ckpt.bin", tmp_path, want)
+
+
+@pytest.mark.xfail(strict=True, reason="server: a part_size S3 cannot commit is accepted; fails only at completion")
+async def test_s3_store_refuses_parts_below_s3_minimum_up_front(
+    cluster: harness.Cluster, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """With METRICGATE_UPLOAD_MIN_PART_BYTES below S3's 5 MiB on an s3:// root, a session of 1 MiB
+    parts is accepted, every part is stored, and only CompleteMultipartUpload fails
+    (EntityTooSmall): the session is aborted and all its bytes are lost. The part size should be
+    refused when the session is created (or the setting refused at start-up)."""
+    gateway = cluster.gateway(**GATEWAY_ENV, **store_env(request, "seaweed")).start()
+    gateway.wait_healthy()
+    run_id = (await harness.create_runs(gateway.url, 1, "s3-min-part"))[0]
+    body = {"run_id": run_id, "path": "x.bin", "part_size": MIB, "files": [{"size": 2 * MIB}]}
+    async with aiohttp.ClientSession() as http, http.post(f"{gateway.url}{UPLOADS}", json=body) as resp:
+        assert resp.status == 400, await resp.text()
