@@ -174,3 +174,25 @@ def test_directory_into_the_run_root_and_back(live_server: str, tmp_path: Path) 
     got = download(run_id, "", tmp_path / "back", url=live_server)
     assert sorted((f.artifact_path, f.verified) for f in got.files) == [("a.txt", True), ("sub/b.bin", True)]
     assert (tmp_path / "back" / "sub" / "b.bin").read_bytes() == blob(3000, 5)
+
+
+def test_reference_download_is_checked_against_its_registered_sha256(live_server: str, tmp_path: Path) -> None:
+    import requests
+
+    run_id = new_run(live_server)
+    # References may point into the artifact root when no prefixes are configured.
+    source = tmp_path / "artifacts" / "shared" / "step-9.pt"
+    source.parent.mkdir(parents=True)
+    data = blob(3 * MIB + 5, 6)
+    source.write_bytes(data)
+    body = {"run_id": run_id, "path": "ckpt/step-9.pt", "uri": source.as_uri(), "size": len(data), "sha256": sha(data)}
+    resp = requests.post(f"{live_server}/api/2.0/metricgate/artifact-references", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+
+    got = download(run_id, "ckpt/step-9.pt", tmp_path / "a.pt", url=live_server, chunk_size=MIB)
+    assert got.files[0].verified and (tmp_path / "a.pt").read_bytes() == data
+    with open(source, "r+b") as f:  # the object changes behind the reference's back
+        f.write(b"\0")
+    with pytest.raises(ChecksumMismatch):
+        download(run_id, "ckpt/step-9.pt", tmp_path / "b.pt", url=live_server, chunk_size=MIB)
+    assert not (tmp_path / "b.pt").exists()

@@ -160,7 +160,9 @@ async def download_async(
     async with Api(url, connections=parallel + 2) as api:
         run = await runs.get_run(api, run_id)
         root = runs.store_root(run)
-        expected = runs.recorded_sha256(run)
+        # Checksums we can hold the bytes to: a reference's registered SHA-256, the one upload
+        # recorded as a run tag, or the caller's (for one file).
+        expected = {**await runs.reference_sha256(api, run_id), **runs.recorded_sha256(run)}
         listed = await _list_files(api, run_id, artifact_path)
         is_dir = listed is not None
         if sha256 is not None and is_dir:

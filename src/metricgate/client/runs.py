@@ -57,3 +57,15 @@ def artifact_url_path(root: str, artifact_path: str) -> str:
     from urllib.parse import quote
 
     return f"{ARTIFACTS}/{quote(root + '/' + artifact_path if artifact_path else root)}"
+
+
+async def reference_sha256(api: Api, run_id: str) -> dict[str, str]:
+    """{artifact path: sha256} of the run's artifact references that were registered with one."""
+    try:
+        body = await api.json("GET", "/api/2.0/metricgate/artifact-references", params={"run_id": run_id},
+                              what="listing artifact references")  # fmt: skip
+    except ClientError as exc:
+        if exc.status == 404:  # references not enabled on this server (or not a metricgate server)
+            return {}
+        raise
+    return {r["path"]: r["sha256"] for r in body.get("references", []) if r.get("sha256")}
