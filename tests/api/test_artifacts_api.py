@@ -401,6 +401,28 @@ async def test_multipart_client_mistakes(api: TestClient, store: LocalArtifactSt
     assert await (await api.get(url(f"{RUN_ROOT}/big.bin"))).read() == b"only part one"
 
 
+async def test_multipart_complete_retried_by_the_client_is_answered_once(api: TestClient, store: LocalArtifactStore) -> None:
+    """A timed-out complete is retried by the client: concurrent and later repeats all get 200."""
+    created = await mpu_create(api, 2)
+    chunks = [os.urandom(2 * 1024 * 1024), b"tail"]
+    etags = [await mpu_put(api, c, chunks[i]) for i, c in enumerate(created["credentials"])]
+    body = {
+        "path": "/x/big.bin",
+        "upload_id": created["upload_id"],
+        "parts": [{"part_number": n, "etag": e} for n, e in enumerate(etags, 1)],
+    }
+    first, second = await asyncio.gather(
+        api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body), api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body)
+    )
+    assert (first.status, second.status) == (200, 200), (await first.text(), await second.text())
+    again = await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body)
+    assert again.status == 200
+    assert await (await api.get(url(f"{RUN_ROOT}/big.bin"))).read() == b"".join(chunks)
+    # A different part list for the finished upload is not answered from memory.
+    other = dict(body, parts=body["parts"][:1])
+    await assert_error(await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=other), 404, "RESOURCE_DOES_NOT_EXIST")
+
+
 async def test_multipart_part_urls_follow_the_prefix_and_forwarded_host(api: TestClient) -> None:
     resp = await api.post(
         f"{AJAX_PREFIX}/mpu/create/{RUN_ROOT}",

@@ -11,7 +11,9 @@ listed or downloadable.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import OrderedDict
 from urllib.parse import quote
 
 from aiohttp import web
@@ -97,11 +99,56 @@ def _requested_parts(fields: Fields) -> list[tuple[int, str]]:
     return requested
 
 
+class _Completions:
+    """Serialises completions of one upload and answers a repeated one from memory.
+
+    The client retries a POST that timed out (120 s by default) or got a 5xx; a commit of a
+    large file on disk (a copy) can outlast that. The retry then waits for the first attempt
+    and gets its answer, instead of racing it or finding the upload gone (404).
+    """
+
+    def __init__(self, remember: int = 1024) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._done: OrderedDict[str, tuple[str, tuple[tuple[int, str], ...]]] = OrderedDict()
+        self._remember = remember
+
+    def lock(self, upload_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    def already(self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]]) -> bool:
+        return self._done.get(upload_id) == request
+
+    def finished(self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]] | None) -> None:
+        if request is not None:
+            self._done[upload_id] = request
+            while len(self._done) > self._remember:
+                self._done.popitem(last=False)
+        # Waiters hold the lock object itself; later arrivals find the answer in _done first.
+        self._locks.pop(upload_id, None)
+
+
+_COMPLETIONS = _Completions()
+
+
 async def complete_multipart_upload(request: web.Request) -> web.Response:
     fields = await read_json(request)
     destination = _destination(request, fields)
     upload_id = fields.req_str("upload_id")
     requested = _requested_parts(fields)
+    key = (destination, tuple(requested))
+    async with _COMPLETIONS.lock(upload_id):
+        if _COMPLETIONS.already(upload_id, key):
+            return empty_response()
+        done = None
+        try:
+            await _complete(request, destination, upload_id, requested)
+            done = key
+        finally:
+            _COMPLETIONS.finished(upload_id, done)
+    return empty_response()
+
+
+async def _complete(request: web.Request, destination: str, upload_id: str, requested: list[tuple[int, str]]) -> None:
     store = _store(request)
     stored = {part.part_number: part for part in await store.stage_parts(destination, upload_id)}
     parts: list[StagedPart] = []
@@ -112,7 +159,6 @@ async def complete_multipart_upload(request: web.Request) -> web.Response:
         # The client's ETag, the stored size: stage_commit refuses a part that does not match.
         parts.append(StagedPart(number, have.size, etag, have.sha256))
     await store.stage_commit(destination, upload_id, parts)
-    return empty_response()
 
 
 async def abort_multipart_upload(request: web.Request) -> web.Response:
