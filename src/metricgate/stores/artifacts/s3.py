@@ -31,7 +31,14 @@ from metricgate.stores.artifacts.parts import (
     strip_etag,
 )
 from metricgate.stores.artifacts.paths import normalize_artifact_path
-from metricgate.stores.artifacts.s3_client import SpoolReader, client_config, error_code, open_spool as _open_spool, s3_errors, split_s3_uri
+from metricgate.stores.artifacts.s3_client import (
+    SpoolReader,
+    client_config,
+    error_code,
+    open_spool,
+    s3_errors,
+    split_s3_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +334,7 @@ class S3ArtifactStore:
         # part is spooled to an (already unlinked) temp file: memory stays at one batch.
         # Descriptor: a cancelled request must not close the fd under a worker thread still
         # writing or reading it (the number could be reused by another open file or socket).
-        spool = Descriptor(await asyncio.to_thread(_open_spool))
+        spool = Descriptor(await asyncio.to_thread(open_spool))
         try:
             digest = await spool_hashed(chunks, -1, spool.call)
             sha256 = digest.sha256.hexdigest()
