@@ -118,6 +118,8 @@ CREATE INDEX latest_metrics_key_idx ON latest_metrics (key);
 CREATE TABLE logged_model_metrics (model_id text);
 CREATE INDEX lmm_idx ON logged_model_metrics (model_id);
 ALTER TABLE metrics SET (fillfactor = 100);
+DROP INDEX IF EXISTS latest_metrics_key_idx;
+DROP INDEX lmm_idx;
 """
 
 
@@ -128,13 +130,16 @@ def test_statements_for_table() -> None:
     assert metrics[1].startswith("CREATE UNIQUE INDEX metrics_point_idx")
     assert metrics[2].startswith("ALTER TABLE metrics")
     latest = statements_for_table(SQL, "latest_metrics")
-    assert [s.split()[2] for s in latest] == ["latest_metrics", "latest_metrics_key_idx"]
+    assert [s.split()[2] for s in latest] == ["latest_metrics", "latest_metrics_key_idx", "IF"]
+    assert latest[-1] == "DROP INDEX IF EXISTS latest_metrics_key_idx"  # a later migration's drop follows
 
 
 def test_metricgate_ddl_comes_from_the_migrations() -> None:
     metrics, latest = metricgate_ddl()
     assert "CREATE TABLE metrics" in metrics and "run_id" in metrics
     assert "latest_metrics" in latest
+    # The baseline table is the table as all migrations leave it (0005 dropped the value index).
+    assert "DROP INDEX IF EXISTS latest_metrics_key_value_idx" in latest and "fillfactor" in latest
 
 
 def test_summary_ratios() -> None:

@@ -87,7 +87,8 @@ def _split_sql(sql: str) -> list[str]:
 
 
 def statements_for_table(sql: str, table: str) -> list[str]:
-    """CREATE TABLE, CREATE INDEX ... ON, ALTER TABLE and PARTITION OF statements for ``table``."""
+    """CREATE TABLE, CREATE INDEX ... ON, ALTER TABLE and PARTITION OF statements for ``table``,
+    and DROP INDEX of an index created on it, in migration order."""
     name = _TABLE_RE.format(table=re.escape(table))
     patterns = [
         rf"^CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{name}\s*\(",
@@ -95,9 +96,19 @@ def statements_for_table(sql: str, table: str) -> list[str]:
         rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{name}\b",
         rf"^CREATE\s+TABLE\s+.*?\bPARTITION\s+OF\s+{name}\b",
     ]
-    return [
-        s for s in _split_sql(sql) if any(re.search(p, s, re.IGNORECASE | re.DOTALL) for p in patterns)
-    ]
+    picked: list[str] = []
+    indexes: set[str] = set()  # indexes of the table: a later migration may drop one
+    for statement in _split_sql(sql):
+        if any(re.search(p, statement, re.IGNORECASE | re.DOTALL) for p in patterns):
+            picked.append(statement)
+            created = re.match(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", statement, re.IGNORECASE)
+            if created:
+                indexes.add(created.group(1).lower())
+            continue
+        dropped = re.match(r"^DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?(\w+)\s*$", statement, re.IGNORECASE)
+        if dropped and dropped.group(1).lower() in indexes:
+            picked.append(statement)
+    return picked
 
 
 def metricgate_migration_sql() -> str:
