@@ -436,8 +436,20 @@ async def test_multipart_part_urls_follow_the_prefix_and_forwarded_host(api: Tes
     assert part_url.query["part_number"] == "1"
 
 
-async def test_presigned_is_501(api: TestClient) -> None:
-    await assert_error(await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/f"), 501, "NOT_IMPLEMENTED")
+async def test_presigned_download_points_at_the_ranged_download(api: TestClient) -> None:
+    body = os.urandom(300_000)
+    await put(api, f"{RUN_ROOT}/dir/w%20b.bin", body)
+    resp = await api.get(URL(f"{PREFIX}/presigned/{RUN_ROOT}/dir/w%20b.bin", encoded=True))
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["file_size"] == len(body) and answer["headers"] == {}
+    target = URL(answer["url"])
+    assert target.path == f"{PREFIX}/artifacts/{RUN_ROOT}/dir/w b.bin"
+    ranged = await api.get(target.relative(), headers={"Range": "bytes=1000-1999"})
+    assert ranged.status == 206 and await ranged.read() == body[1000:2000]
+    await assert_error(await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/missing.bin"), 404, "RESOURCE_DOES_NOT_EXIST")
+    await assert_error(await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/dir"), 404, "RESOURCE_DOES_NOT_EXIST")
+    await assert_error(await api.get(URL(f"{PREFIX}/presigned/..%2fx", encoded=True)), 400, "INVALID_PARAMETER_VALUE")
 
 
 # ---------------------------------------------------------------- UI listing by run

@@ -21,14 +21,13 @@ from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
 from metricgate.entities import ArtifactEntry
-from metricgate.errors import BadRequest, InvalidParameter, MetricgateError, NotImplementedYet
+from metricgate.errors import BadRequest, InvalidParameter, MetricgateError
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.artifacts.paths import artifact_basename, join_artifact_path, normalize_artifact_path
 
 log = logging.getLogger(__name__)
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-MULTIPART_DOWNLOAD_UNSUPPORTED = "Multipart download is not supported for the current artifact repository"
 # Where proxied artifact URIs of the http(s) form keep the store path.
 _PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -222,12 +221,33 @@ async def delete_artifact(request: web.Request) -> web.Response:
     return empty_response()
 
 
-# ---------------------------------------------------------------- multipart download (not supported)
+# ---------------------------------------------------------------- multipart download
 # Multipart *upload* (mpu/*) lives in api/multipart.py.
 
 
-async def presigned_unsupported(request: web.Request) -> web.Response:
-    raise NotImplementedYet(MULTIPART_DOWNLOAD_UNSUPPORTED)
+def public_base(request: web.Request, marker: str) -> str:
+    """``scheme://host/<route prefix>`` of this request, the part of its path before ``marker``.
+
+    URLs handed to the client for plain ``requests`` calls (part uploads, ranged downloads) use
+    the origin and prefix (/api/... or /ajax-api/...) the client reached us by; a
+    TLS-terminating proxy says what that was in X-Forwarded-Proto / X-Forwarded-Host.
+    """
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{scheme}://{host}{quote(request.path[: request.path.rindex(marker)])}"
+
+
+async def presigned_download(request: web.Request) -> web.Response:
+    """``GET presigned/<path>``: where to fetch the file in parallel Range requests.
+
+    Stock MLflow presigns an S3 URL; ours is this gateway's own download URL (Range-capable on
+    every store), so the client's multipart download (MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD)
+    works on disk too and store credentials never leave the server.
+    """
+    path = normalize_artifact_path(_path_param(request))
+    size = await _store(request).size(path)  # NotFound (404) for a missing path or a directory
+    url = f"{public_base(request, '/presigned/')}/artifacts/{quote(path)}"
+    return json_response({"url": url, "headers": {}, "file_size": size})
 
 
 # ---------------------------------------------------------------- UI: runs' artifact listing
@@ -276,7 +296,7 @@ ROUTES: list[Route] = [
     Route("GET", f"/artifacts/{_PATH}", download_artifact),
     Route("PUT", f"/artifacts/{_PATH}", upload_artifact),
     Route("DELETE", f"/artifacts/{_PATH}", delete_artifact),
-    Route("GET", f"/presigned/{_PATH}", presigned_unsupported),
+    Route("GET", f"/presigned/{_PATH}", presigned_download),
 ]
 
 TRACKING_ROUTES: list[Route] = [

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from metricgate.api.artifacts import counted_body
+from metricgate.api.artifacts import counted_body, public_base
 from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
@@ -46,14 +46,8 @@ def _destination(request: web.Request, fields: Fields) -> str:
 
 
 def _part_url(request: web.Request, destination: str, upload_id: str, part_number: int) -> str:
-    # Same origin and route prefix (/api/2.0/mlflow-artifacts or /ajax-api/...) as this call,
-    # so the URL works wherever the client reached us; a TLS-terminating proxy says so in
-    # X-Forwarded-Proto / X-Forwarded-Host.
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    prefix = request.path[: request.path.rindex(_CREATE)]
     return (
-        f"{scheme}://{host}{quote(prefix)}/mpu/part/{quote(destination)}"
+        f"{public_base(request, _CREATE)}/mpu/part/{quote(destination)}"
         f"?upload_id={quote(upload_id, safe='')}&part_number={part_number}"
     )
 
