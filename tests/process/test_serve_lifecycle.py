@@ -205,6 +205,12 @@ def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path
     server = Server(env_for(db_url), tmp_path / "server.log", "--workers", "2")
     try:
         server.wait_healthy()
+        # The port answers once the first worker listens; the second may still be starting
+        # (a loaded machine takes seconds to spawn one), and it must be up to be tested.
+        deadline = time.monotonic() + 60
+        while server.log().count("metricgate.server listening on") < 2:
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.log()
+            time.sleep(0.1)
         run = _post(server.url, "runs/create", {"experiment_id": "0", "start_time": 1})["run"]
         run_id = run["info"]["run_id"]
         for step in range(40):  # new connections: the kernel spreads them over both workers
@@ -215,7 +221,7 @@ def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path
         assert [m["step"] for m in json.loads(body)["metrics"]] == list(range(40))
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0, server.log()
-        assert server.log().count("metricgate.server stopped") == 2
+        assert server.log().count("metricgate.server stopped") == 2, server.log()
     finally:
         server.stop()
 
