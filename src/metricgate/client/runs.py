@@ -8,7 +8,7 @@ has no place to return them. Paths too long for a tag key are simply not recorde
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from metricgate.client.errors import ClientError
 from metricgate.client.http import Api
@@ -54,8 +54,6 @@ async def record_sha256(api: Api, run_id: str, checksums: dict[str, str]) -> Non
 
 
 def artifact_url_path(root: str, artifact_path: str) -> str:
-    from urllib.parse import quote
-
     return f"{ARTIFACTS}/{quote(root + '/' + artifact_path if artifact_path else root)}"
 
 
