@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,23 @@ from typing import Any
 # record, which indexes the same way) instead of a ``Metric``: a history page is hundreds of points
 # and building an object per point was the largest cost of a get-history request.
 MetricPoint = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricColumns:
+    """Plain metric points (no model or dataset) of one request, column by column: the shape
+    log-batch decodes into on its hot path and the stream entry is encoded from."""
+
+    keys: list[str]
+    values: array  # type: ignore[type-arg]  # 'd'
+    timestamps_ms: array  # type: ignore[type-arg]  # 'q'
+    steps: array  # type: ignore[type-arg]  # 'q'
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def metrics(self) -> list[Metric]:
+        return [Metric(k, v, t, s) for k, v, t, s in zip(self.keys, self.values, self.timestamps_ms, self.steps)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from metricgate.config import Settings
-from metricgate.entities import Metric
+from metricgate.entities import Metric, MetricColumns
 from metricgate.errors import StoreUnavailable
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
@@ -48,6 +48,8 @@ class MetricSink(Protocol):
     """The seam every metric write goes through (stream or direct)."""
 
     async def append(self, run_id: str, metrics: list[Metric]) -> None: ...
+
+    async def append_columns(self, run_id: str, columns: MetricColumns) -> None: ...
 
     async def wait_visible(self, run_id: str) -> None: ...
 

@@ -64,6 +64,17 @@ _VALID_KEYS: set[str] = set()
 _VALID_KEYS_MAX = 100_000
 
 
+def is_valid_key(name: str) -> bool:
+    """``validate_key`` as a yes/no, for fast paths that leave the error message to the slow one."""
+    if name in _VALID_KEYS:
+        return True
+    try:
+        validate_key(name)
+    except InvalidParameter:
+        return False
+    return True
+
+
 def _check_key(name: str, path: str) -> None:
     if name == "":
         raise InvalidParameter(_invalid_value(path, name, "Names may not be empty."))

@@ -580,3 +580,46 @@ class TestReadJson:
         assert fields.str("run_id") == "abc"
         assert fields.str_list("x") == ["1", "2"]
         assert fields.int("x") == 1
+
+
+# ---------------------------------------------------------------- log-batch's columnar fast path
+
+
+def test_plain_metric_columns_equal_the_general_decode() -> None:
+    from metricgate.api.codec import decode_plain_metric_columns
+    from metricgate.ingest import wire
+
+    items = [
+        {"key": "loss", "value": 0.25, "timestamp": 1_700_000_000_000, "step": 3},
+        {"key": "acc/top-1", "value": 1, "timestamp": 0},  # int value, step absent -> 0
+        {"key": "x y.z:w", "value": -1.5e300, "timestamp": 2**63 - 1, "step": -(2**63)},
+    ]
+    columns = decode_plain_metric_columns(items)
+    assert columns is not None and len(columns) == 3
+    general = [decode_metric(dict(i)) for i in items]
+    assert columns.metrics() == general
+    # The stream entry is byte for byte the one the general path writes.
+    assert wire.encode_columns("r" * 32, columns, 7) == wire.encode("r" * 32, general, 7)
+    assert decode_plain_metric_columns([]) is not None
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"key": "m", "value": True, "timestamp": 1},  # bool is not a number here
+        {"key": "m", "value": "NaN", "timestamp": 1},  # strings: the general path parses them
+        {"key": "m", "value": 1.0, "timestamp": -1},  # refused by validation, with its message
+        {"key": "m", "value": 1.0, "timestamp": 1.5},
+        {"key": "m", "value": 1.0, "timestamp": 1, "step": 2**63},
+        {"key": "../m", "value": 1.0, "timestamp": 1},  # invalid key
+        {"key": "", "value": 1.0, "timestamp": 1},
+        {"key": 3, "value": 1.0, "timestamp": 1},
+        {"key": "m", "value": 1.0, "timestamp": 1, "model_id": "m-1"},
+        {"key": "m", "value": 10**400, "timestamp": 1},  # beyond a double
+        {"key": "m", "timestamp": 1},
+    ],
+)
+def test_anything_but_a_plain_valid_metric_leaves_the_fast_path(item: dict[str, object]) -> None:
+    from metricgate.api.codec import decode_plain_metric_columns
+
+    assert decode_plain_metric_columns([{"key": "ok", "value": 1.0, "timestamp": 1}, item]) is None

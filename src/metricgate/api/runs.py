@@ -9,6 +9,7 @@ from metricgate.api.codec import (
     Fields,
     decode_metric,
     decode_params,
+    decode_plain_metric_columns,
     decode_tags,
     empty_response,
     encode_run,
@@ -25,6 +26,7 @@ from metricgate.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
 from metricgate.errors import InvalidParameter
 from metricgate.validation import (
     MAX_BATCH_LOG_REQUEST_BYTES,
+    MAX_METRICS_PER_BATCH,
     MAX_RUNS_PER_PAGE,
     parse_experiment_id,
     validate_batch,
@@ -135,7 +137,17 @@ async def log_metric(request: web.Request) -> web.Response:
 async def log_batch(request: web.Request) -> web.Response:
     fields = await read_json(request, max_bytes=MAX_BATCH_LOG_REQUEST_BYTES)
     run_id = _run_id(fields)
-    metrics = [decode_metric(m) for m in fields.dict_list("metrics")]
+    raw_metrics = fields.dict_list("metrics")
+    if not fields.raw.get("params") and not fields.raw.get("tags") and len(raw_metrics) <= MAX_METRICS_PER_BATCH:
+        # The training-loop shape (plain metrics only): decoded and checked column by column.
+        columns = decode_plain_metric_columns(raw_metrics)
+        if columns is not None:
+            service = request.app[SERVICE]
+            await service.runs.require_active(run_id)
+            if len(columns):
+                await service.metrics.append_columns(run_id, columns)
+            return empty_response()
+    metrics = [decode_metric(m) for m in raw_metrics]
     params, tags = validate_batch(
         metrics, decode_params(fields.dict_list("params")), decode_tags(fields.dict_list("tags"))
     )

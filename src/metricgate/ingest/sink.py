@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from metricgate.config import IngestSettings
-from metricgate.entities import Metric
+from metricgate.entities import Metric, MetricColumns
 from metricgate.errors import Unavailable
 from metricgate.ingest import wire
 from metricgate.ingest.streams import IngestStreams
@@ -65,15 +65,25 @@ class StreamMetricSink:
             await asyncio.sleep(BACKLOG_POLL_S)
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        self._admit()
+        await self._append_entry(run_id, wire.encode(run_id, metrics, int(time.time() * 1000)), len(metrics))
+
+    async def append_columns(self, run_id: str, columns: MetricColumns) -> None:
+        self._admit()
+        await self._append_entry(run_id, wire.encode_columns(run_id, columns, int(time.time() * 1000)), len(columns))
+
+    def _admit(self) -> None:
+        """Backpressure before any work: a full backlog or too many appends in flight."""
         if self._backlog >= self._settings.max_backlog_entries:
             METRICS.rejections.labels("backlog").inc()
             raise BacklogFull("metric ingest backlog is full; retry later", retry_after_s=2)
         if self._inflight >= self._settings.max_inflight_requests:
             METRICS.rejections.labels("inflight").inc()
             raise Unavailable("too many concurrent metric writes; retry later", retry_after_s=1)
+
+    async def _append_entry(self, run_id: str, fields: dict[bytes, bytes], points: int) -> None:
         self._inflight += 1
         try:
-            fields = wire.encode(run_id, metrics, int(time.time() * 1000))
             await self._streams.append(run_id, fields)
         except RedisError as exc:
             METRICS.rejections.labels("redis").inc()
@@ -81,7 +91,7 @@ class StreamMetricSink:
             raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
         finally:
             self._inflight -= 1
-        METRICS.points_accepted.inc(len(metrics))
+        METRICS.points_accepted.inc(points)
 
     def _log_redis_error(self, exc: RedisError) -> None:
         # At most one line per second: an outage would otherwise log once per request.
@@ -144,6 +154,9 @@ class DirectMetricSink:
 
     async def aclose(self) -> None:
         return None
+
+    async def append_columns(self, run_id: str, columns: MetricColumns) -> None:
+        await self.append(run_id, columns.metrics())
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         await self._writer.append(run_id, metrics)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from metricgate.entities import Metric
+from metricgate.entities import Metric, MetricColumns
 
 WIRE_VERSION = b"1"
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -79,6 +79,20 @@ def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[byt
     if any(m.model_id or m.dataset_name or m.dataset_digest for m in metrics):
         fields[b"m"] = orjson.dumps([[m.model_id, m.dataset_name, m.dataset_digest] for m in metrics])
     return fields
+
+
+def encode_columns(run_id: str, columns: MetricColumns, acked_at_ms: int) -> dict[bytes, bytes]:
+    """``encode`` for plain points already in columns (log-batch's fast path): the same entry,
+    without a ``Metric`` per point. Keys are valid metric keys, so none holds a newline."""
+    return {
+        b"v": WIRE_VERSION,
+        b"r": run_id.encode(),
+        b"a": str(acked_at_ms).encode(),
+        b"k": "\n".join(columns.keys).encode(),
+        b"x": _to_bytes(columns.values),
+        b"t": _to_bytes(columns.timestamps_ms),
+        b"s": _to_bytes(columns.steps),
+    }
 
 
 def _decode_extras(raw: bytes) -> list[tuple[str | None, str | None, str | None]]:
