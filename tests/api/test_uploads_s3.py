@@ -40,7 +40,10 @@ def prefix() -> str:
 def settings(settings: Settings, endpoint: S3Endpoint, prefix: str) -> Settings:
     artifacts = dataclasses.replace(settings.artifacts, uri=f"s3://{endpoint.bucket}/{prefix}", s3_endpoint_url=endpoint.url)
     uploads = dataclasses.replace(
-        settings.uploads, sweep_interval_s=3600, reference_uri_prefixes=(f"s3://{endpoint.bucket}/{prefix}-external",)
+        settings.uploads,
+        sweep_interval_s=3600,
+        reference_uri_prefixes=(f"s3://{endpoint.bucket}/{prefix}-external",),
+        min_part_bytes=1024 * 1024,  # a misconfiguration S3 must not inherit (see the test below)
     )
     return dataclasses.replace(settings, artifacts=artifacts, uploads=uploads)
 
@@ -140,3 +143,10 @@ async def test_commit_rolled_forward_after_s3_completed_but_before_it_was_record
     assert (await uc.get(client, sid)).ok()["state"] == "committed"
     for name, data in files.items():
         assert (await uc.download(client, f"{root_of(run)}/m/{name}")).raw == data
+
+
+async def test_part_sizes_s3_cannot_commit_are_refused_up_front(client: TestClient[Any, Any], run: dict[str, Any]) -> None:
+    # METRICGATE_UPLOAD_MIN_PART_BYTES is 1 MiB here, but S3 would refuse such parts only at
+    # CompleteMultipartUpload, after the whole upload: the session is refused instead.
+    answer = await uc.create(client, run["info"]["run_id"], "x.bin", [{"size": 2 * 1024 * 1024}], 1024 * 1024)
+    answer.error(400, "INVALID_PARAMETER_VALUE", f"at least {PART} bytes")

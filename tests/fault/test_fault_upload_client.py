@@ -197,7 +197,6 @@ async def test_ctrl_c_exits_130_at_once_and_the_rerun_resumes(cluster: harness.C
     await verify_download(gateway.url, run_id, "ckpt.bin", tmp_path, want)
 
 
-@pytest.mark.xfail(strict=True, reason="server: a part_size S3 cannot commit is accepted; fails only at completion")
 async def test_s3_store_refuses_parts_below_s3_minimum_up_front(
     cluster: harness.Cluster, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

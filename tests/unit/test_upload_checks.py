@@ -94,3 +94,12 @@ def test_reference_uris_stay_inside_the_allowed_prefixes() -> None:
     for uri in refused:
         with pytest.raises(InvalidParameter):
             check_reference_uri(uri, allowed)
+
+
+def test_s3_part_size_bounds() -> None:
+    configured = UploadSettings(min_part_bytes=1024, max_part_bytes=10 * 2**30)
+    assert checks.part_size_bounds(configured, s3=False) == configured
+    on_s3 = checks.part_size_bounds(configured, s3=True)
+    assert (on_s3.min_part_bytes, on_s3.max_part_bytes) == (5 * 2**20, 5 * 2**30)
+    roomy = UploadSettings(min_part_bytes=64 * 2**20, max_part_bytes=256 * 2**20)
+    assert checks.part_size_bounds(roomy, s3=True) == roomy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import math
 import re
@@ -14,6 +15,10 @@ from metricgate.errors import InvalidParameter
 from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
 
 MAX_PARTS_PER_FILE = 10_000  # S3's limit; the local store keeps the same so sessions port
+# S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
+# except the last, and any part above 5 GiB.
+S3_MIN_PART_BYTES = 5 * 1024 * 1024
+S3_MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
 
@@ -47,6 +52,18 @@ def md5_hex(value: str | None) -> str | None:
     if len(raw) != 16:
         raise InvalidParameter(f"Invalid Content-MD5 {value[:80]!r}: expected base64 of a 16-byte MD5 digest")
     return raw.hex()
+
+
+def part_size_bounds(settings: UploadSettings, s3: bool) -> UploadSettings:
+    """The settings with part sizes the store can commit: on S3 a configured minimum below
+    5 MiB would accept sessions that can only fail at completion, after the whole upload."""
+    if not s3:
+        return settings
+    return dataclasses.replace(
+        settings,
+        min_part_bytes=max(settings.min_part_bytes, S3_MIN_PART_BYTES),
+        max_part_bytes=min(max(settings.max_part_bytes, S3_MIN_PART_BYTES), S3_MAX_PART_BYTES),
+    )
 
 
 def check_part_size(part_size: Any, settings: UploadSettings) -> int:

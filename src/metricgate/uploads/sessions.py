@@ -19,6 +19,7 @@ from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter, MetricgateError, NotFound
 from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
 from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.stores.artifacts.s3 import S3ArtifactStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.uploads import checks
@@ -96,7 +97,7 @@ class UploadManager:
         self._store = store
         self._uploads = uploads
         self._runs = runs
-        self._settings = settings
+        self._settings = checks.part_size_bounds(settings, isinstance(store, S3ArtifactStore))
         self.committer = SessionCommitter(store, uploads, settings.commit_lease_s)
 
     async def create(
