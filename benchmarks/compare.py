@@ -62,7 +62,10 @@ from metricgate.bench.workload import (
     parse_concurrency,
 )
 
-CONTENDERS = ("metricgate", "mlflow", "fasttrackml")
+# metricgate: plain `metricgate serve` (one process, the flusher embedded in it).
+# metricgate-split: `serve --no-flusher` plus one `metricgate flush` process, the scale-out layout
+# (docs/design-ingest.md): HTTP and flushing no longer share one Python process and its GIL.
+CONTENDERS = ("metricgate", "metricgate-split", "mlflow", "fasttrackml")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metricgate-bench"
 START_TIMEOUT_S = 180.0
 
@@ -80,6 +83,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # e.g. flusher processes
 
 
 _STARTED: list[subprocess.Popen[bytes]] = []
@@ -191,22 +195,42 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def start_metricgate(ctx: Context) -> Server:
-    devservices.create_database(ctx.pg, "bench_metricgate")
+def _metricgate_env(ctx: Context, database: str) -> dict[str, str]:
+    devservices.create_database(ctx.pg, database)
     env = _base_env()
     env.update(
-        METRICGATE_DATABASE_URL=ctx.pg.url("bench_metricgate"),
+        METRICGATE_DATABASE_URL=ctx.pg.url(database),
         METRICGATE_REDIS_URL=ctx.redis.url,
-        METRICGATE_ARTIFACTS_URI="file://" + str(ctx.tmp / "artifacts-metricgate"),
+        METRICGATE_ARTIFACTS_URI="file://" + str(ctx.tmp / f"artifacts-{database}"),
         METRICGATE_LOG_LEVEL="WARNING",
     )
     if ctx.metricgate_src is not None:
         env["PYTHONPATH"] = str(ctx.metricgate_src) + os.pathsep + env.get("PYTHONPATH", "")
     run_checked([sys.executable, "-m", "metricgate", "migrate"], env=env, what="metricgate migrate")
+    return env
+
+
+def start_metricgate(ctx: Context) -> Server:
+    env = _metricgate_env(ctx, "bench_metricgate")
     port = devservices.find_free_port()
     cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = ctx.tmp / "metricgate.log"
     return Server("metricgate", spawn(cmd + ctx.metricgate_args, env, log), f"http://127.0.0.1:{port}", log)
+
+
+def start_metricgate_split(ctx: Context) -> Server:
+    # Its own database and a Redis emptied of the previous contender's streams: a clean start.
+    env = _metricgate_env(ctx, "bench_metricgate_split")
+    import redis
+
+    with redis.Redis.from_url(ctx.redis.url) as client:
+        client.flushall()
+    port = devservices.find_free_port()
+    log = ctx.tmp / "metricgate-split.log"
+    flusher = spawn([sys.executable, "-m", "metricgate", "flush"], env, ctx.tmp / "metricgate-split-flusher.log")
+    cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-flusher"]
+    server = spawn(cmd + ctx.metricgate_args, env, log)
+    return Server("metricgate-split", server, f"http://127.0.0.1:{port}", log, helpers=[flusher])
 
 
 def start_mlflow(ctx: Context) -> Server:
@@ -257,7 +281,12 @@ def start_fasttrackml(ctx: Context) -> Server:
     return Server("fasttrackml", spawn(cmd, _base_env(), log), f"http://127.0.0.1:{port}", log)
 
 
-STARTERS = {"metricgate": start_metricgate, "mlflow": start_mlflow, "fasttrackml": start_fasttrackml}
+STARTERS = {
+    "metricgate": start_metricgate,
+    "metricgate-split": start_metricgate_split,
+    "mlflow": start_mlflow,
+    "fasttrackml": start_fasttrackml,
+}
 
 
 def version_of(name: str, ctx: Context) -> str:
@@ -266,7 +295,7 @@ def version_of(name: str, ctx: Context) -> str:
             return run_checked([str(ctx.cache / "mlflow-venv" / "bin" / "mlflow"), "--version"]).strip()
         if name == "fasttrackml":
             return run_checked([str(ctx.cache / "fasttrackml-venv" / "bin" / "fml"), "--version"]).strip()
-        if name == "metricgate":
+        if name.startswith("metricgate"):
             return json.dumps(ctx.info.get("metricgate"))
     return "?"
 
@@ -430,16 +459,18 @@ def main(argv: list[str] | None = None) -> int:
                         for concurrency in concurrencies:
                             say(f"{name}: {workload.name} ({workload.describe()}), concurrency {concurrency}")
                             results.append(run_event_loop(run_ingest(server.url, workload, concurrency, options)))
-                            if server.proc.poll() is not None:
-                                raise BenchError(f"{name} exited with {server.proc.returncode} during the run")
+                            for proc in (server.proc, *server.helpers):
+                                if proc.poll() is not None:
+                                    raise BenchError(f"{name}: {proc.args} exited with {proc.returncode} during the run")
                 except (BenchError, OSError, devservices.DevServiceError) as exc:
                     failures[name] = str(exc)
                     say(f"{name} FAILED: {exc}")
                 finally:
                     if server is not None:
-                        _stop(server.proc)
-                        with contextlib.suppress(ValueError):
-                            _STARTED.remove(server.proc)
+                        for proc in (server.proc, *server.helpers):
+                            _stop(proc)
+                            with contextlib.suppress(ValueError):
+                                _STARTED.remove(proc)
                     asyncio.run(checkpoint(pg.url()))
             info["versions"] = versions
             if not args.no_copy and any(w.name.startswith("b") for w, _ in pairs):

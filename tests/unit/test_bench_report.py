@@ -163,3 +163,17 @@ def test_summary_ratios() -> None:
     assert by_figure["p99 ms"]["ratios"]["metricgate/mlflow"] == 10.0
     table = summary_table(rows, labels)
     assert "30.00x" in table and "1,000*" in table and "time cap" in table
+
+
+def test_summary_ratios_for_every_metricgate_variant() -> None:
+    # The comparison runs metricgate as one process and split (gateway + flusher process).
+    one = _result(label="metricgate", accepted_pts_s=30000.0, visible_pts_s=24000.0, p99_ms=50.0)
+    split = _result(label="metricgate-split", accepted_pts_s=45000.0, visible_pts_s=36000.0, p99_ms=25.0)
+    stock = _result(label="mlflow", accepted_pts_s=1000.0, visible_pts_s=800.0, p99_ms=500.0)
+    labels = ["metricgate", "metricgate-split", "mlflow"]
+    rows = summary_rows([one, split, stock], [], labels)
+    accepted = next(r for r in rows if r["figure"] == "accepted pts/s")["ratios"]
+    assert accepted == {"metricgate/mlflow": 30.0, "metricgate-split/mlflow": 45.0}
+    p99 = next(r for r in rows if r["figure"] == "p99 ms")["ratios"]
+    assert p99["metricgate-split/mlflow"] == 20.0
+    assert "metricgate-split/mlflow" in summary_table(rows, labels)

@@ -9,7 +9,7 @@ from metricgate.bench.copy_baseline import CopyResult, best_rate
 from metricgate.bench.report import IngestResult, fmt_int, fmt_ms, fmt_ratio, format_table
 from metricgate.bench.stats import ratio
 
-OURS = "metricgate"
+OURS = "metricgate"  # and its variants: every label starting with it (e.g. metricgate-split)
 OTHERS = ("mlflow", "fasttrackml")
 
 
@@ -58,16 +58,17 @@ def summary_rows(
                 "capped": capped,
                 "ratios": {},
             }
-            ours = values.get(OURS)
-            for other in OTHERS:
-                if other in values:
-                    if figure == "p99 ms":
-                        row["ratios"][f"{OURS}/{other}"] = ratio(values[other], ours)
-                    else:
-                        row["ratios"][f"{OURS}/{other}"] = ratio(ours, values[other])
-            if figure != "p99 ms" and copies:
-                row["ratios"][f"{OURS}/copy-mlflow"] = ratio(ours, copy_mlflow.get(per_request))
-                row["ratios"][f"{OURS}/copy-metricgate"] = ratio(ours, copy_mg.get(per_request))
+            for mine in (label for label in labels if label.startswith(OURS)):
+                ours = values.get(mine)
+                for other in OTHERS:
+                    if other in values:
+                        if figure == "p99 ms":
+                            row["ratios"][f"{mine}/{other}"] = ratio(values[other], ours)
+                        else:
+                            row["ratios"][f"{mine}/{other}"] = ratio(ours, values[other])
+                if figure != "p99 ms" and copies:
+                    row["ratios"][f"{mine}/copy-mlflow"] = ratio(ours, copy_mlflow.get(per_request))
+                    row["ratios"][f"{mine}/copy-metricgate"] = ratio(ours, copy_mg.get(per_request))
             rows.append(row)
     return rows
 
@@ -94,7 +95,7 @@ def summary_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
     text = format_table(headers, table_rows, right=right)
     notes = [
         "p99 ratios are other/metricgate (above 1 = metricgate faster); pts/s ratios metricgate/other.",
-        "visible pts/s: points / (send start .. every point read back through get-history), read-back included.",
+        "visible pts/s: points / (send start .. every point read back through the REST API), read-back included.",
     ]
     if any(row["capped"] for row in rows):
         notes.append("* sending hit the time cap: the rate covers only what was sent before it.")
