@@ -423,8 +423,9 @@ async def test_postgres_outage_backlog_then_drain(
         assert gateway.alive(), f"gateway died with PostgreSQL:\n{gateway.log()}"
         assert during.get("503", 0) > 0, f"no 503 while PostgreSQL was down: {summary}"
         # The stream is the write-ahead buffer: metric writes keep being acknowledged while
-        # PostgreSQL is away, until the backlog limit; only then 503.
-        assert acked_during >= 50, (
+        # PostgreSQL is away, until the backlog limit; only then 503. (Without the buffer this is
+        # 0; the driver aims at ~60/s, but a loaded machine sends fewer, so the bar is low.)
+        assert acked_during >= 20, (
             f"writes were not buffered in Redis during the outage: {summary}"
         )
         assert backlog_during <= 150 + 20, (
