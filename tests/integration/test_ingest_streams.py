@@ -8,9 +8,12 @@ import uuid
 import zlib
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from metricgate.config import IngestSettings
 from metricgate.entities import Metric
 from metricgate.ingest import wire
+from metricgate.ingest.sink import StreamMetricSink
 from metricgate.ingest.streams import (
     DEAD_LETTER_STREAM,
     GROUP,
@@ -433,3 +436,35 @@ async def test_dead_letter_keeps_fields_origin_and_reason(streams: IngestStreams
     assert fields[b"_stream"] == stream_key(1)
     assert fields[b"_id"] == b"123-4"
     assert fields[b"_reason"].startswith(b"unknown wire version") and len(fields[b"_reason"]) == 1000
+
+
+class _CancellationAsRedisError(IngestStreams):
+    """The real streams, except that a cancellation delivered inside the backlog read comes out
+    as a RedisError, as redis-py can turn it into a connection error while tearing down. The read
+    is slowed down so that a cancellation lands inside it."""
+
+    async def backlog_entries(self) -> int:
+        try:
+            await asyncio.sleep(0.05)
+            return await super().backlog_entries()
+        except asyncio.CancelledError:
+            raise RedisConnectionError("connection closed while reading") from None
+
+
+async def test_sink_close_ends_the_backlog_poller_even_when_redis_swallows_the_cancel(
+    redis: aioredis.Redis,
+) -> None:
+    # Regression: the poller logged the converted error, slept and polled again forever, and
+    # the gateway's shutdown waited for it (1 in 8 SIGTERMs hung).
+    sink = StreamMetricSink(_CancellationAsRedisError(redis, SHARDS), IngestSettings())
+    await sink.start()
+    await asyncio.sleep(0.02)  # the poller is inside its (slow) Redis read
+    poller = sink._poller
+    assert poller is not None
+    closing = asyncio.create_task(sink.aclose())
+    done, _ = await asyncio.wait([closing], timeout=2)  # waits without cancelling anything
+    try:
+        assert closing in done and poller.done(), "sink.aclose() still waiting for the backlog poller"
+    finally:
+        poller.cancel()  # without the fix: a second cancel lands in the sleep and ends it
+        await asyncio.gather(closing, return_exceptions=True)
