@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
+
+from metricgate.cli_http import DEFAULT_URL, ServerError, request_json, server_url
 
 HISTORY_PATH = "/api/2.0/metricgate/registry/history"
 PAGE_SIZE = 500
-DEFAULT_URL = "http://127.0.0.1:5000"
-_TIMEOUT_S = 30
 
 
 def add_registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,19 +28,14 @@ def add_registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def run_registry(args: argparse.Namespace) -> int:
-    # The same variable the mlflow client uses, so a shell set up for mlflow needs no flag.
-    base_url = (args.url or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URL).rstrip("/")
+    base_url = server_url(args.url)
     try:
         for event in _events(base_url, args.name, args.version, args.limit):
             print(json.dumps(event, sort_keys=True) if args.json else format_event(event))
-    except _ServerError as exc:
+    except ServerError as exc:
         print(f"metricgate: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-class _ServerError(Exception):
-    pass
 
 
 def _events(base_url: str, name: str, version: str | None, limit: int | None) -> Any:
@@ -54,7 +46,7 @@ def _events(base_url: str, name: str, version: str | None, limit: int | None) ->
             query["version"] = version
         if token:
             query["page_token"] = token
-        body = _get(f"{base_url}{HISTORY_PATH}?{urllib.parse.urlencode(query)}")
+        body = request_json("GET", f"{base_url}{HISTORY_PATH}?{urllib.parse.urlencode(query)}")
         for event in body.get("events", []):
             if limit is not None and count >= limit:
                 return
@@ -64,20 +56,6 @@ def _events(base_url: str, name: str, version: str | None, limit: int | None) ->
         if not token:
             return
 
-
-def _get(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read())
-            message = f"{error['error_code']}: {error['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise _ServerError(message) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _ServerError(f"cannot reach {url.split('?')[0]}: {exc}") from None
 
 
 def format_event(event: dict[str, Any]) -> str:

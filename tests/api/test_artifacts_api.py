@@ -24,6 +24,7 @@ from metricgate.api.middleware import error_middleware
 from metricgate.entities import Run, RunInfo
 from metricgate.errors import NotFound
 from metricgate.stores.artifacts.local import STAGING_DIR, LocalArtifactStore
+from metricgate.stores.artifacts.paths import proxied_store_path
 
 PREFIX = "/api/2.0/mlflow-artifacts"
 AJAX_PREFIX = "/ajax-api/2.0/mlflow-artifacts"
@@ -508,7 +509,7 @@ async def test_run_artifact_listing_errors(api: TestClient) -> None:
     ],
 )
 def test_store_path_of(uri: str, expected: str | None) -> None:
-    assert artifacts.store_path_of(uri) == expected
+    assert proxied_store_path(uri) == expected
 
 
 # ---------------------------------------------------------------- transport edge cases

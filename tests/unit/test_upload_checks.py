@@ -9,6 +9,7 @@ import pytest
 
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter
+from metricgate.stores.artifacts.paths import proxied_store_path
 from metricgate.uploads import checks
 from metricgate.uploads.models import UploadFile
 from metricgate.uploads.references import check_reference_uri
@@ -57,11 +58,11 @@ def test_expected_part_sizes() -> None:
 
 def test_run_store_root_of_proxied_uris_only() -> None:
     run = "0123456789abcdef0123456789abcdef"
-    assert checks.run_store_root(f"mlflow-artifacts:/1/{run}/artifacts") == f"1/{run}/artifacts"
-    assert checks.run_store_root(f"mlflow-artifacts://host:5000/1/{run}/artifacts") == f"1/{run}/artifacts"
-    assert checks.run_store_root(f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{run}/artifacts") == f"1/{run}/artifacts"
-    assert checks.run_store_root("s3://bucket/elsewhere") is None
-    assert checks.run_store_root("mlflow-artifacts:/1/../../etc") is None
+    assert proxied_store_path(f"mlflow-artifacts:/1/{run}/artifacts") == f"1/{run}/artifacts"
+    assert proxied_store_path(f"mlflow-artifacts://host:5000/1/{run}/artifacts") == f"1/{run}/artifacts"
+    assert proxied_store_path(f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{run}/artifacts") == f"1/{run}/artifacts"
+    assert proxied_store_path("s3://bucket/elsewhere") is None
+    assert proxied_store_path("mlflow-artifacts:/1/../../etc") is None
 
 
 def test_file_lists() -> None:

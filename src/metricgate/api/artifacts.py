@@ -12,7 +12,7 @@ import mimetypes
 import re
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -21,15 +21,19 @@ from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
 from metricgate.entities import ArtifactEntry
-from metricgate.errors import BadRequest, InvalidParameter, MetricgateError
+from metricgate.errors import BadRequest, MetricgateError
 from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.artifacts.paths import artifact_basename, join_artifact_path, normalize_artifact_path
+from metricgate.stores.artifacts.paths import (
+    artifact_basename,
+    join_artifact_path,
+    normalize_artifact_path,
+    proxied_store_path,
+)
 
 log = logging.getLogger(__name__)
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # Where proxied artifact URIs of the http(s) form keep the store path.
-_PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -253,24 +257,6 @@ async def presigned_download(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- UI: runs' artifact listing
 
 
-def store_path_of(artifact_uri: str) -> str | None:
-    """The store path behind a run's proxied artifact URI, or None when we do not serve it.
-
-    ``mlflow-artifacts:/1/<run>/artifacts`` (also with a ``//host:port`` authority) and
-    ``http(s)://host/.../mlflow-artifacts/artifacts/1/<run>/artifacts`` both map to
-    ``1/<run>/artifacts``.
-    """
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "mlflow-artifacts":
-        tail = parsed.path
-    elif parsed.scheme in ("http", "https") and _PROXY_ENDPOINT in parsed.path:
-        tail = parsed.path.split(_PROXY_ENDPOINT, 1)[1]
-    else:
-        return None
-    try:
-        return normalize_artifact_path(tail.lstrip("/"), allow_root=True)
-    except InvalidParameter:
-        return None  # a URI we did not write; nothing we could list safely
 
 
 async def list_run_artifacts(request: web.Request) -> web.Response:
@@ -281,7 +267,7 @@ async def list_run_artifacts(request: web.Request) -> web.Response:
     run = await service.runs.get(fields.run_id())  # NotFound -> 404 like mlflow
     root_uri = run.info.artifact_uri
     files: list[dict[str, Any]] = []
-    base = store_path_of(root_uri)
+    base = proxied_store_path(root_uri)
     if base is not None:
         entries = await service.artifacts.list(join_artifact_path(base, relative))
         # Paths here are relative to the run's root, unlike the proxied listing's basenames.

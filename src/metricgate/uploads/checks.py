@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
+import dataclasses
 import math
 import re
 from typing import Any
-from urllib.parse import urlparse
 
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter
-from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.stores.artifacts.paths import (
+    join_artifact_path,
+    normalize_artifact_path,
+)
 
 MAX_PARTS_PER_FILE = 10_000  # S3's limit; the local store keeps the same so sessions port
 # S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
@@ -20,7 +22,6 @@ MAX_PARTS_PER_FILE = 10_000  # S3's limit; the local store keeps the same so ses
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
 S3_MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
 
 
 def sha256_hex(value: Any, what: str) -> str | None:
@@ -96,20 +97,6 @@ def check_file_size(size: Any, what: str) -> int:
     return size
 
 
-def run_store_root(artifact_uri: str) -> str | None:
-    """The store path of a run's proxied artifact root (``mlflow-artifacts:/1/<run>/artifacts``
-    and the ``http(s)://.../mlflow-artifacts/artifacts/...`` spelling); None when not served here."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "mlflow-artifacts":
-        tail = parsed.path
-    elif parsed.scheme in ("http", "https") and _PROXY_ENDPOINT in parsed.path:
-        tail = parsed.path.split(_PROXY_ENDPOINT, 1)[1]
-    else:
-        return None
-    try:
-        return normalize_artifact_path(tail.lstrip("/"), allow_root=True)
-    except InvalidParameter:
-        return None
 
 
 def destination(run_root: str, rel_path: str | None, *, allow_root: bool) -> tuple[str, str]:

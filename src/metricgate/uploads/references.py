@@ -9,7 +9,11 @@ from urllib.parse import unquote, urlparse
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter
 from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.stores.artifacts.paths import (
+    join_artifact_path,
+    normalize_artifact_path,
+    proxied_store_path,
+)
 from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.uploads import checks
@@ -69,7 +73,7 @@ class ReferenceManager:
             raise InvalidParameter("'etag' must be a string")
         run = await self._runs.get(run_id)
         await self._runs.require_active(run_id)
-        run_root = checks.run_store_root(run.info.artifact_uri)
+        run_root = proxied_store_path(run.info.artifact_uri)
         if run_root is None:
             raise InvalidParameter(f"Run '{run_id}' keeps its artifacts at {run.info.artifact_uri!r}, not here")
         actual_size, actual_etag = await self._store.head_external(checked_uri)

@@ -18,7 +18,11 @@ from typing import Any
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter, MetricgateError, NotFound
 from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
-from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.stores.artifacts.paths import (
+    join_artifact_path,
+    normalize_artifact_path,
+    proxied_store_path,
+)
 from metricgate.stores.artifacts.s3 import S3ArtifactStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.stores.postgres.uploads import PgUploadStore
@@ -108,7 +112,7 @@ class UploadManager:
         counts = [checks.part_count(s.size, part_size, f"file '{s.rel_path or path}'") for s in specs]
         run = await self._runs.get(run_id)
         await self._runs.require_active(run_id)
-        run_root = checks.run_store_root(run.info.artifact_uri)
+        run_root = proxied_store_path(run.info.artifact_uri)
         if run_root is None:
             raise InvalidParameter(
                 f"Run '{run_id}' keeps its artifacts at {run.info.artifact_uri!r}, which this server does not serve"

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
+from metricgate.cli_http import DEFAULT_URL, ServerError, request_json, server_url
+
 WEBHOOKS_PATH = "/api/2.0/metricgate/webhooks"
-DEFAULT_URL = "http://127.0.0.1:5000"
-_TIMEOUT_S = 30
-
-
-class _ServerError(Exception):
-    pass
 
 
 def add_webhooks_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,11 +44,10 @@ def add_webhooks_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def run_webhooks(args: argparse.Namespace) -> int:
-    # The same variable the mlflow client uses, so a shell set up for mlflow needs no flag.
-    base = (args.url or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URL).rstrip("/") + WEBHOOKS_PATH
+    base = server_url(args.url) + WEBHOOKS_PATH
     try:
         reply = _call(args, base)
-    except _ServerError as exc:
+    except ServerError as exc:
         print(f"metricgate: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -74,35 +66,19 @@ def _call(args: argparse.Namespace, base: str) -> dict[str, Any]:
             body["model_name"] = args.model_name
         if args.description:
             body["description"] = args.description
-        return _request("POST", base, body)
+        return request_json("POST", base, body)
     if command == "list":
-        return _request("GET", base)
+        return request_json("GET", base)
     webhook = urllib.parse.quote(args.webhook_id, safe="")
     if command == "deliveries":
         query = {"max_results": str(args.limit)}
         if args.state:
             query["state"] = args.state
-        return _request("GET", f"{base}/{webhook}/deliveries?{urllib.parse.urlencode(query)}")
+        return request_json("GET", f"{base}/{webhook}/deliveries?{urllib.parse.urlencode(query)}")
     if command == "test":
-        return _request("POST", f"{base}/{webhook}/test", {})
-    return _request("DELETE", f"{base}/{webhook}")
+        return request_json("POST", f"{base}/{webhook}/test", {})
+    return request_json("DELETE", f"{base}/{webhook}")
 
-
-def _request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            return json.loads(response.read() or b"{}")  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read())
-            message = f"{error['error_code']}: {error['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise _ServerError(message) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _ServerError(f"cannot reach {url.split('?')[0]}: {exc}") from None
 
 
 def _format(command: str, reply: dict[str, Any]) -> list[str]:

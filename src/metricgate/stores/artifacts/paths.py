@@ -9,7 +9,7 @@ in each store.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 from metricgate.errors import InvalidParameter
 
@@ -119,3 +119,25 @@ def join_artifact_path(*parts: str) -> str:
 
 def artifact_basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+# Where MLflow's proxied artifact API lives in http(s) spellings of a run's artifact URI.
+PROXY_ENDPOINT = "/mlflow-artifacts/artifacts"
+
+
+def proxied_store_path(artifact_uri: str) -> str | None:
+    """The store path behind a proxied artifact URI, or None when this server does not serve it:
+    ``mlflow-artifacts:/1/<run>/artifacts`` (host optional) and
+    ``http(s)://host/.../mlflow-artifacts/artifacts/1/<run>/artifacts`` both map to
+    ``1/<run>/artifacts``; anything that would climb out of the root is None too."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "mlflow-artifacts":
+        tail = parsed.path
+    elif parsed.scheme in ("http", "https") and PROXY_ENDPOINT in parsed.path:
+        tail = parsed.path.split(PROXY_ENDPOINT, 1)[1]
+    else:
+        return None
+    try:
+        return normalize_artifact_path(tail.lstrip("/"), allow_root=True)
+    except InvalidParameter:
+        return None  # a URI we did not write; nothing we could serve safely
