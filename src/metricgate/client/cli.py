@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
+from metricgate.cli_http import DEFAULT_URL, server_url
 from metricgate.client.download import DEFAULT_CHUNK_SIZE, download_async
 from metricgate.client.errors import ChecksumMismatch, ClientError, ServerUnavailable
 from metricgate.client.progress import ByteProgress, human_bytes
 from metricgate.client.upload import upload_async
 
-DEFAULT_URL = "http://127.0.0.1:5000"
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -62,7 +61,7 @@ def add_artifacts_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
 
 
 def run_artifacts(args: argparse.Namespace) -> int:
-    url = (args.url or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URL).rstrip("/")
+    url = server_url(args.url)
     if not url.startswith(("http://", "https://")):
         print(f"metricgate: the server URL must be http(s)://, got {url!r}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ has no place to return them. Paths too long for a tag key are simply not recorde
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from metricgate.client.errors import ClientError
 from metricgate.client.http import Api
@@ -31,13 +31,14 @@ async def get_run(api: Api, run_id: str) -> dict[str, Any]:
 
 def store_root(run: dict[str, Any]) -> str:
     """The proxied store path of a run's artifacts (``mlflow-artifacts:/1/<run>/artifacts`` -> ``1/<run>/artifacts``)."""
+    # Imported here: the server's path rules are needed once per download, not at CLI start-up.
+    from metricgate.stores.artifacts.paths import proxied_store_path
+
     uri = run["info"].get("artifact_uri", "")
-    parsed = urlparse(uri)
-    if parsed.scheme == "mlflow-artifacts":
-        return parsed.path.strip("/")
-    if parsed.scheme in ("http", "https") and "/mlflow-artifacts/artifacts" in parsed.path:
-        return parsed.path.split("/mlflow-artifacts/artifacts", 1)[1].strip("/")
-    raise ClientError(f"Run {run['info'].get('run_id')} keeps its artifacts at {uri!r}, which the server does not proxy")
+    root = proxied_store_path(uri)
+    if root is None:
+        raise ClientError(f"Run {run['info'].get('run_id')} keeps its artifacts at {uri!r}, which the server does not proxy")
+    return root
 
 
 def recorded_sha256(run: dict[str, Any]) -> dict[str, str]:
