@@ -15,10 +15,6 @@ from metricgate.config import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
-# Agreed in advance with the S3 artifact-store work (METRICGATE_ARTIFACTS_URI=s3://... plus an
-# endpoint); written into the deploy files before config.py reads it, as the brief asks.
-PENDING_ENV = frozenset({"METRICGATE_S3_ENDPOINT_URL"})
-
 
 class _RecordingEnv(dict[str, str]):
     """An environment that remembers every name looked up in it."""
@@ -40,7 +36,7 @@ def metricgate_env_names() -> frozenset[str]:
 
 
 def assert_known_env(names: Iterator[str] | set[str], where: str) -> None:
-    known = metricgate_env_names() | PENDING_ENV
+    known = metricgate_env_names()
     unknown = sorted(n for n in names if n.startswith(ENV_PREFIX) and n not in known)
     assert not unknown, f"{where} sets variables config.py does not read: {unknown}"
 
