@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import random
 import sys
@@ -34,9 +33,10 @@ import compare  # noqa: E402
 from metricgate.client.cli import parse_size  # noqa: E402
 from metricgate.client.http import Api  # noqa: E402
 from metricgate.client.progress import ByteProgress  # noqa: E402
+from metricgate.client.sources import sha256_hex  # noqa: E402
+from metricgate.client.upload import UPLOADS  # noqa: E402
 
 MIB = 1024 * 1024
-UPLOADS = "/api/2.0/metricgate/uploads"
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -83,7 +83,7 @@ async def generated_upload(url: str, run_id: str, size: int, part: int, parallel
             for n in numbers:
                 offset = (n - 1) * part
                 data = await asyncio.to_thread(make_part, block, offset, min(part, size - offset))
-                sha = await asyncio.to_thread(lambda d=data: hashlib.sha256(d).hexdigest())
+                sha = await asyncio.to_thread(sha256_hex, data)
                 await api.put_bytes(f"{UPLOADS}/{upload_id}/files/0/parts/{n}", data,
                                     {"X-Checksum-SHA256": sha}, what=f"part {n}")  # fmt: skip
                 done += len(data)
