@@ -411,21 +411,9 @@ def encode_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def encode_metric(metric: Metric) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "key": metric.key,
-        "value": encode_double(metric.value),
-        "timestamp": metric.timestamp_ms,
-        "step": metric.step,
-    }
-    if metric.model_id:
-        out["model_id"] = metric.model_id
-    if metric.dataset_name:
-        out["dataset_name"] = metric.dataset_name
-    if metric.dataset_digest:
-        out["dataset_digest"] = metric.dataset_digest
-    if metric.run_id:
-        out["run_id"] = metric.run_id
-    return out
+    point = (metric.key, metric.value, metric.timestamp_ms, metric.step, metric.model_id, metric.dataset_name,
+             metric.dataset_digest)
+    return encode_metric_points([(*point, metric.run_id) if metric.run_id else point])[0]
 
 
 def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ import collections
 import time
 import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -285,93 +285,43 @@ class VisibleOutcome:
     via: str = "history"  # which endpoint the check read: history or bulk
 
 
-async def _history_visible(
-    session: aiohttp.ClientSession,
-    base: str,
+Counts = Callable[[list[str], str], Awaitable["dict[str, int] | str"]]
+
+
+async def _read_back(
     workload: Workload,
     run_ids: list[str],
     acked_steps: list[int],
     options: Options,
     deadline: float,
+    counts: Counts,
+    group_size: int,
+    via: str,
 ) -> VisibleOutcome:
-    names = workload.key_names()
-    semaphore = asyncio.Semaphore(options.check_concurrency)
-    state = {"confirmed_at": 0.0, "first_key_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
-    read_errors: collections.Counter[str] = collections.Counter()
-
-    async def settle(run: int, key: str, first: bool = False) -> None:
-        """Poll (run, key) until it holds every acknowledged point, or the deadline passes."""
-        expected = acked_steps[run]  # one point per key for every acknowledged step
-        pause = 0.02
-        while True:
-            async with semaphore:
-                got = await history_count(session, base, run_ids[run], key)
-                now = time.perf_counter()
-            state["reads"] += 1
-            if isinstance(got, str):
-                read_errors[got] += 1
-            elif got >= expected:
-                state["confirmed_at"] = max(state["confirmed_at"], now)
-                if first:
-                    state["first_key_at"] = max(state["first_key_at"], now)
-                state["extra"] += got - expected
-                return
-            if now >= deadline:
-                state["complete"] = False
-                state["missing"] += expected - (got if isinstance(got, int) else 0)
-                return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_POLL_PAUSE_S)
-
-    async def settle_run(run: int) -> None:
-        # One key first: while the server is still catching up only this key is polled. Then every
-        # other key of the run, read once and polled again only while short.
-        await settle(run, names[-1], first=True)
-        await asyncio.gather(*(settle(run, k) for k in names[:-1]))
-
-    await asyncio.gather(*(settle_run(r) for r in range(workload.runs) if acked_steps[r] > 0))
-    return VisibleOutcome(
-        complete=bool(state["complete"]),
-        confirmed_at=float(state["confirmed_at"]) or None,
-        first_key_at=float(state["first_key_at"]) or None,
-        missing=int(state["missing"]),
-        extra=int(state["extra"]),
-        reads=int(state["reads"]),
-        read_errors=dict(read_errors),
-    )
-
-
-async def _bulk_visible(
-    session: aiohttp.ClientSession,
-    base: str,
-    workload: Workload,
-    run_ids: list[str],
-    acked_steps: list[int],
-    options: Options,
-    deadline: float,
-) -> VisibleOutcome:
-    """As ``_history_visible``, one key of up to 100 runs per read: a group's first-polled key
-    until every run in it has all its points, then every other key, re-polled while short."""
+    """Poll ``counts`` (points of one key for a group of runs, or the failed read's status)
+    until every run of every group holds all its acknowledged points, or the deadline passes.
+    Per group one key first (while the server catches up only that key is polled), then every
+    other key, read once and polled again only while short."""
     names = workload.key_names()
     semaphore = asyncio.Semaphore(options.check_concurrency)
     state = {"confirmed_at": 0.0, "first_key_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
     read_errors: collections.Counter[str] = collections.Counter()
     runs = [r for r in range(workload.runs) if acked_steps[r] > 0]
-    groups = [runs[i : i + BULK_MAX_RUNS] for i in range(0, len(runs), BULK_MAX_RUNS)]
+    groups = [runs[i : i + group_size] for i in range(0, len(runs), group_size)]
 
     async def settle(group: list[int], key: str, first: bool = False) -> None:
-        waiting = {run_ids[r]: acked_steps[r] for r in group}
+        waiting = {run_ids[r]: acked_steps[r] for r in group}  # one point per key and acked step
         pause = 0.02
         while True:
             async with semaphore:
-                got = await bulk_counts(session, base, list(waiting), key)
+                got = await counts(list(waiting), key)
                 now = time.perf_counter()
             state["reads"] += 1
             if isinstance(got, str):
                 read_errors[got] += 1
             else:
                 for run_id, count in got.items():
-                    if count >= waiting[run_id]:
+                    if run_id in waiting and count >= waiting[run_id]:
                         state["extra"] += count - waiting.pop(run_id)
                 if not waiting:
                     state["confirmed_at"] = max(state["confirmed_at"], now)
@@ -399,7 +349,7 @@ async def _bulk_visible(
         extra=int(state["extra"]),
         reads=int(state["reads"]),
         read_errors=dict(read_errors),
-        via="bulk",
+        via=via,
     )
 
 
@@ -413,7 +363,7 @@ async def visible_phase(
     deadline: float,
 ) -> VisibleOutcome:
     """The read-back: bulk-interval reads where they are exact and served, else get-history."""
-    args = (session, base, workload, run_ids, acked_steps, options, deadline)
+    args = (workload, run_ids, acked_steps, options, deadline)
     exact = max(acked_steps, default=0) <= BULK_MAX_RESULTS
     if options.visible_read == "bulk" and not exact:
         raise BenchError(f"--visible-read bulk needs at most {BULK_MAX_RESULTS} steps per run")
@@ -428,10 +378,17 @@ async def visible_phase(
                 raise BenchError(f"the server does not serve get-history-bulk-interval: {exc}") from exc
         else:
             try:
-                return await _bulk_visible(*args)
+                return await _read_back(
+                    *args, lambda ids, key: bulk_counts(session, base, ids, key), BULK_MAX_RUNS, "bulk"
+                )
             except BulkUnsupported as exc:
                 raise BenchError(f"get-history-bulk-interval failed during the read-back: {exc}") from exc
-    return await _history_visible(*args)
+
+    async def one_run(ids: list[str], key: str) -> dict[str, int] | str:
+        got = await history_count(session, base, ids[0], key)
+        return got if isinstance(got, str) else {ids[0]: got}
+
+    return await _read_back(*args, one_run, 1, "history")
 
 
 def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:

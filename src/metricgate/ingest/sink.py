@@ -107,16 +107,11 @@ class StreamMetricSink:
 
     async def wait_visible(self, run_id: str) -> None:
         """Return once every point acknowledged for ``run_id`` before this call is in PostgreSQL."""
-        try:
-            shard, entry_id = await self._streams.pending_id_of_run(run_id)
-            if entry_id is not None:
-                await self._wait_flushed(shard, entry_id)
-        except RedisError as exc:
-            raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
+        await self.wait_runs_visible((run_id,))
 
     async def wait_runs_visible(self, run_ids: Sequence[str]) -> None:
-        """``wait_visible`` for several runs (a bulk read), with one Redis round trip when none
-        of them has anything in flight."""
+        """``wait_visible`` for several runs (a bulk read): one Redis round trip when none of
+        them has anything in flight."""
         try:
             for shard, entry_id in await self._streams.pending_ids_of_runs(run_ids):
                 if entry_id is not None:
@@ -167,13 +162,6 @@ class DirectMetricSink:
         await self._writer.append(run_id, metrics)
         METRICS.points_accepted.inc(len(metrics))
         METRICS.points_flushed.inc(len(metrics))  # committed in the request
-
-    def _log_redis_error(self, exc: RedisError) -> None:
-        # At most one line per second: an outage would otherwise log once per request.
-        now = time.monotonic()
-        if now - self._last_error_log >= 1.0:
-            self._last_error_log = now
-            log.warning("metric append failed, answering 503: %r", exc)
 
     async def wait_visible(self, run_id: str) -> None:
         return None

@@ -133,8 +133,8 @@ class IngestStreams:
         return int(sum(lengths))
 
     async def pending_id_of_run(self, run_id: str) -> tuple[int, bytes | None]:
-        shard = shard_of(run_id, self.shards)
-        return shard, await self.client.hget(lastid_key(shard), run_id)
+        """(shard, id of the run's newest entry not yet known to be flushed, or None)."""
+        return (await self.pending_ids_of_runs((run_id,)))[0]
 
     async def pending_ids_of_runs(self, run_ids: Sequence[str]) -> list[tuple[int, bytes | None]]:
         """``pending_id_of_run`` of many runs in one round trip."""

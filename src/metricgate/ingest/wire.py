@@ -67,23 +67,21 @@ def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[byt
     # Keys are newline-joined; validation already refuses newlines, this keeps the format safe.
     if any("\n" in m.key for m in metrics):
         raise WireError("metric keys may not contain a newline")
-    fields: dict[bytes, bytes] = {
-        b"v": WIRE_VERSION,
-        b"r": run_id.encode(),
-        b"a": str(acked_at_ms).encode(),
-        b"k": "\n".join(m.key for m in metrics).encode(),
-        b"x": _to_bytes(array("d", (m.value for m in metrics))),
-        b"t": _to_bytes(array("q", (m.timestamp_ms for m in metrics))),
-        b"s": _to_bytes(array("q", (m.step for m in metrics))),
-    }
+    columns = MetricColumns(
+        [m.key for m in metrics],
+        array("d", (m.value for m in metrics)),
+        array("q", (m.timestamp_ms for m in metrics)),
+        array("q", (m.step for m in metrics)),
+    )
+    fields = encode_columns(run_id, columns, acked_at_ms)
     if any(m.model_id or m.dataset_name or m.dataset_digest for m in metrics):
         fields[b"m"] = orjson.dumps([[m.model_id, m.dataset_name, m.dataset_digest] for m in metrics])
     return fields
 
 
 def encode_columns(run_id: str, columns: MetricColumns, acked_at_ms: int) -> dict[bytes, bytes]:
-    """``encode`` for plain points already in columns (log-batch's fast path): the same entry,
-    without a ``Metric`` per point. Keys are valid metric keys, so none holds a newline."""
+    """The entry of plain points already in columns (log-batch's fast path decodes straight into
+    them; ``encode`` builds them from ``Metric``s). Keys are valid metric keys: no newline."""
     return {
         b"v": WIRE_VERSION,
         b"r": run_id.encode(),
