@@ -110,7 +110,15 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         await client.aclose()
 
 
-async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher | UploadSweeper) -> None:
+class BackgroundWorker(Protocol):
+    """What runs beside the HTTP tier (flusher, janitor, webhook dispatcher, upload sweeper)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def _supervise(name: str, worker: BackgroundWorker) -> None:
     """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
     would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
     while True:
@@ -126,7 +134,7 @@ async def _supervise(name: str, worker: Flusher | AbandonedRunJanitor | WebhookD
 
 @contextlib.asynccontextmanager
 async def run_in_background(
-    name: str, worker: Flusher | AbandonedRunJanitor | WebhookDispatcher | UploadSweeper, drain_timeout_s: float
+    name: str, worker: BackgroundWorker, drain_timeout_s: float
 ) -> AsyncIterator[None]:
     """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
     finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
