@@ -29,6 +29,7 @@ from metricgate.stores.artifacts.files import StagedFile as _StagedFile
 from metricgate.stores.artifacts.files import fsync_dir as _fsync_dir
 from metricgate.stores.artifacts.files import write_all as _write_all
 from metricgate.stores.artifacts.local_staging import UPLOADS_DIR, LocalStagedUploads
+from metricgate.stores.artifacts.parts import spool
 from metricgate.stores.artifacts.paths import normalize_artifact_path
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 # Hidden from listings and reserved: no artifact path may start with it.
 STAGING_DIR = ".metricgate-staging"
 READ_CHUNK_BYTES = 1024 * 1024
-# Incoming chunks are gathered up to this size before one thread hop writes them.
-WRITE_BATCH_BYTES = 1024 * 1024
 # A staging file is only stale when nothing has written to it for this long; an upload in
 # progress in another process sharing the root keeps touching its file.
 DEFAULT_STALE_AFTER_S = 3600.0
@@ -136,20 +135,13 @@ class LocalArtifactStore:
 
     async def _fill(self, staged: _StagedFile, chunks: AsyncIterable[bytes]) -> int:
         size = 0
-        batch: list[bytes] = []
-        batched = 0
-        async for chunk in chunks:
-            if not chunk:
-                continue
-            batch.append(bytes(chunk))
-            batched += len(chunk)
-            if batched >= WRITE_BATCH_BYTES:
-                await asyncio.to_thread(staged.fd.call, _write_all, batch)
-                size += batched
-                batch, batched = [], 0
-        if batch:
-            await asyncio.to_thread(staged.fd.call, _write_all, batch)
-            size += batched
+
+        def write(batch: list[bytes]) -> None:
+            nonlocal size
+            staged.fd.call(_write_all, batch)
+            size += sum(map(len, batch))
+
+        await spool(chunks, write)
         return size
 
     def _commit(self, staged: _StagedFile, rel: str) -> None:

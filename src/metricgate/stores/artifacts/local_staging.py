@@ -135,7 +135,7 @@ class LocalStagedUploads:
         data_path = os.path.join(directory, data_name)
         fd = Descriptor(await asyncio.to_thread(os.open, data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         try:
-            digest = await spool_hashed(chunks, -1, fd.call)
+            digest = await spool_hashed(chunks, fd)
             await asyncio.to_thread(fd.call, os.fsync)
             fd.release()
             sha256 = digest.sha256.hexdigest()

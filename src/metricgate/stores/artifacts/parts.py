@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
 from metricgate.errors import InvalidParameter
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, MIN_PART_NUMBER
+from metricgate.stores.artifacts.files import Descriptor, write_all
 
 # Incoming chunks are gathered up to this size before one thread hop writes and hashes them.
 SPOOL_BATCH_BYTES = 1024 * 1024
@@ -66,32 +66,9 @@ class PartDigest:
             self.size += len(chunk)
 
 
-def _write_batch(fd: int, batch: list[bytes]) -> None:
-    for chunk in batch:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-async def spool_hashed(
-    chunks: AsyncIterable[bytes],
-    fd: int,
-    run_in_fd_thread: Callable[[Callable[..., None], list[bytes]], None] | None = None,
-) -> PartDigest:
-    """Write ``chunks`` to ``fd`` in batches, hashing each batch in the same thread hop.
-
-    ``run_in_fd_thread(fn, batch)`` runs ``fn(fd, batch)`` in the worker thread; a store that
-    guards its descriptors against cancellation passes its own (see files.Descriptor).
-    """
-    digest = PartDigest()
-
-    def write_and_hash(batch: list[bytes]) -> None:
-        if run_in_fd_thread is None:
-            _write_batch(fd, batch)
-        else:
-            run_in_fd_thread(_write_batch, batch)
-        digest.update(batch)
-
+async def spool(chunks: AsyncIterable[bytes], handle: Callable[[list[bytes]], None]) -> None:
+    """Gather ``chunks`` into batches of about ``SPOOL_BATCH_BYTES`` and pass each to ``handle``
+    in one worker-thread hop (empty chunks are skipped)."""
     batch: list[bytes] = []
     batched = 0
     async for chunk in chunks:
@@ -100,8 +77,23 @@ async def spool_hashed(
         batch.append(bytes(chunk))
         batched += len(chunk)
         if batched >= SPOOL_BATCH_BYTES:
-            await asyncio.to_thread(write_and_hash, batch)
+            await asyncio.to_thread(handle, batch)
             batch, batched = [], 0
     if batch:
-        await asyncio.to_thread(write_and_hash, batch)
+        await asyncio.to_thread(handle, batch)
+
+
+async def spool_hashed(chunks: AsyncIterable[bytes], fd: Descriptor) -> PartDigest:
+    """Write ``chunks`` to ``fd`` in batches, hashing each batch in the same thread hop.
+
+    ``fd`` guards the descriptor against a cancelled request closing it under the worker
+    (see files.Descriptor).
+    """
+    digest = PartDigest()
+
+    def write_and_hash(batch: list[bytes]) -> None:
+        fd.call(write_all, batch)
+        digest.update(batch)
+
+    await spool(chunks, write_and_hash)
     return digest

@@ -336,7 +336,7 @@ class S3ArtifactStore:
         # writing or reading it (the number could be reused by another open file or socket).
         spool = Descriptor(await asyncio.to_thread(open_spool))
         try:
-            digest = await spool_hashed(chunks, -1, spool.call)
+            digest = await spool_hashed(chunks, spool)
             sha256 = digest.sha256.hexdigest()
             if expected is not None and sha256 != expected:
                 raise checksum_mismatch(f"part {part_number} of '{rel}'", expected, sha256)
