@@ -12,10 +12,11 @@ from urllib.parse import quote
 
 from metricgate.client.errors import ClientError
 from metricgate.client.http import Api
+from metricgate.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 SHA256_TAG_PREFIX = "metricgate.sha256:"
-MAX_TAG_KEY = 250
-_TAGS_PER_BATCH = 100  # MLflow's log-batch limit for tags
+MAX_TAG_KEY = MAX_ENTITY_KEY_LENGTH
+_TAGS_PER_BATCH = MAX_PARAMS_TAGS_PER_BATCH  # MLflow's log-batch limit for tags
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
 
