@@ -6,13 +6,17 @@ write goes through the service's single choke point (see metricgate.registry.ser
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
 from metricgate.api.codec import Fields, decode_tags, empty_response, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import audit_from, encode_model_version, encode_registered_model
 from metricgate.api.routing import Route
-from metricgate.entities import Tag
+from metricgate.entities import Page, Tag
+from metricgate.registry.entities import ModelVersion, RegisteredModel
 from metricgate.registry.service import RegistryService
 from metricgate.validation import validate_max_results
 
@@ -27,16 +31,33 @@ def _registry(request: web.Request) -> RegistryService:
     return request.app[SERVICE].registry
 
 
-def _model(rm: object) -> web.Response:
-    return json_response({"registered_model": encode_registered_model(rm)})  # type: ignore[arg-type]
+def _model(rm: RegisteredModel) -> web.Response:
+    return json_response({"registered_model": encode_registered_model(rm)})
 
 
-def _version(mv: object) -> web.Response:
-    return json_response({"model_version": encode_model_version(mv)})  # type: ignore[arg-type]
+def _version(mv: ModelVersion) -> web.Response:
+    return json_response({"model_version": encode_model_version(mv)})
 
 
 def _tag(fields: Fields) -> Tag:
     return Tag(fields.req_str("key"), fields.str("value") or "")
+
+
+async def _search(
+    request: web.Request,
+    search: Callable[[str | None, list[str], int, str | None], Awaitable[Page]],
+    field: str,
+    encode: Callable[[Any], dict[str, Any]],
+    limit: int,
+    default: int,
+) -> web.Response:
+    """The shared body of registered-models/search and model-versions/search."""
+    fields = await read_fields(request)
+    max_results = validate_max_results(fields.int("max_results"), limit, default)
+    page = await search(
+        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
+    )
+    return page_response(field, [encode(item) for item in page.items], page.next_page_token)
 
 
 # ---------------------------------------------------------------- registered models
@@ -78,12 +99,10 @@ async def delete_registered_model(request: web.Request) -> web.Response:
 
 
 async def search_registered_models(request: web.Request) -> web.Response:
-    fields = await read_fields(request)
-    max_results = validate_max_results(fields.int("max_results"), MAX_MODELS_PER_PAGE, DEFAULT_MODELS_PER_PAGE)
-    page = await _registry(request).search_registered_models(
-        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
-    )
-    return page_response("registered_models", [encode_registered_model(m) for m in page.items], page.next_page_token)
+    return await _search(
+        request, _registry(request).search_registered_models, "registered_models", encode_registered_model,
+        MAX_MODELS_PER_PAGE, DEFAULT_MODELS_PER_PAGE,
+    )  # fmt: skip
 
 
 async def set_registered_model_tag(request: web.Request) -> web.Response:
@@ -175,12 +194,10 @@ async def transition_stage(request: web.Request) -> web.Response:
 
 
 async def search_model_versions(request: web.Request) -> web.Response:
-    fields = await read_fields(request)
-    max_results = validate_max_results(fields.int("max_results"), MAX_VERSIONS_PER_PAGE, DEFAULT_VERSIONS_PER_PAGE)
-    page = await _registry(request).search_model_versions(
-        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
-    )
-    return page_response("model_versions", [encode_model_version(mv) for mv in page.items], page.next_page_token)
+    return await _search(
+        request, _registry(request).search_model_versions, "model_versions", encode_model_version,
+        MAX_VERSIONS_PER_PAGE, DEFAULT_VERSIONS_PER_PAGE,
+    )  # fmt: skip
 
 
 async def get_download_uri(request: web.Request) -> web.Response:

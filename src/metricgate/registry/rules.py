@@ -35,9 +35,15 @@ def canonical_stage(stage: str | None) -> str:
     return found
 
 
-def validate_model_name(name: str | None, field: str = "name") -> str:
-    if not name:
+def required(value: str | None, field: str) -> str:
+    """``value``, or MLflow's missing-parameter error when it is None or empty."""
+    if not value:
         raise InvalidParameter(f"Missing value for required parameter '{field}'.")
+    return value
+
+
+def validate_model_name(name: str | None, field: str = "name") -> str:
+    name = required(name, field)
     if len(name) > MAX_MODEL_NAME_LENGTH:
         raise InvalidParameter(
             f"Registered model name exceeds the maximum length of {MAX_MODEL_NAME_LENGTH} characters."
@@ -61,8 +67,7 @@ def parse_version(raw: str | int | None) -> int:
 
 
 def validate_alias(alias: str | None) -> str:
-    if not alias:
-        raise InvalidParameter("Missing value for required parameter 'alias'.")
+    alias = required(alias, "alias")
     if len(alias) > MAX_ALIAS_LENGTH or not _ALIAS_RE.match(alias):
         raise InvalidParameter(
             f"Invalid alias name: '{alias[:300]}'. Aliases may only contain alphanumerics, "
@@ -78,8 +83,7 @@ def validate_alias(alias: str | None) -> str:
 
 
 def validate_tag(tag: Tag) -> Tag:
-    if not tag.key:
-        raise InvalidParameter("Missing value for required parameter 'key'.")
+    required(tag.key, "key")
     validate_key(tag.key)  # MLflow applies the run tag-name rules to registry tags too
     if len(tag.key) > MAX_TAG_KEY_LENGTH:
         raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_TAG_KEY_LENGTH} characters")
@@ -97,8 +101,7 @@ def validate_description(description: str | None) -> str | None:
 
 
 def validate_source(source: str | None) -> str:
-    if not source:
-        raise InvalidParameter("Missing value for required parameter 'source'.")
+    source = required(source, "source")
     if len(source) > MAX_SOURCE_LENGTH:
         raise InvalidParameter(f"'source' exceeds the maximum length of {MAX_SOURCE_LENGTH} characters")
     return source

@@ -76,8 +76,7 @@ class RegistryService:
 
     async def delete_registered_model_tag(self, audit: Audit, name: str | None, key: str | None) -> None:
         checked = rules.validate_model_name(name)
-        if not key:
-            raise InvalidParameter("Missing value for required parameter 'key'.")
+        key = rules.required(key, "key")
         await self._apply(
             "registered_model.delete_tag", audit,
             lambda: self._store.delete_registered_model_tag(audit, checked, key),
@@ -93,8 +92,7 @@ class RegistryService:
 
     async def delete_alias(self, audit: Audit, name: str | None, alias: str | None) -> None:
         checked = rules.validate_model_name(name)
-        if not alias:
-            raise InvalidParameter("Missing value for required parameter 'alias'.")
+        alias = rules.required(alias, "alias")
         await self._apply("alias.delete", audit, lambda: self._store.delete_alias(audit, checked, alias))
 
     # ------------------------------------------------------------ model versions
@@ -164,8 +162,7 @@ class RegistryService:
         self, audit: Audit, name: str | None, version: str | None, key: str | None
     ) -> None:
         checked, number = rules.validate_model_name(name), rules.parse_version(version)
-        if not key:
-            raise InvalidParameter("Missing value for required parameter 'key'.")
+        key = rules.required(key, "key")
         await self._apply(
             "model_version.delete_tag", audit,
             lambda: self._store.delete_model_version_tag(audit, checked, number, key),
@@ -190,8 +187,7 @@ class RegistryService:
 
     async def get_version_by_alias(self, name: str | None, alias: str | None) -> ModelVersion:
         checked = rules.validate_model_name(name)
-        if not alias:
-            raise InvalidParameter("Missing value for required parameter 'alias'.")
+        alias = rules.required(alias, "alias")
         return await self._store.get_version_by_alias(checked, alias)
 
     async def search_model_versions(

@@ -334,6 +334,7 @@ def parse_model_version_order_by(order_by: Sequence[str] | None) -> list[OrderKe
     """Parse model-versions/search ``order_by`` strings such as ``version_number DESC``."""
     return _parse_order_strings(order_by, _MODEL_VERSION_GRAMMAR)
 
+
 def parse_order_by(order_by: Sequence[str] | None) -> list[OrderKey]:
     """Parse runs/search ``order_by`` strings such as ``metrics.loss DESC``."""
     keys = _parse_order_strings(order_by, _RUN_GRAMMAR)

@@ -63,14 +63,14 @@ def _ms(value: dt.datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def _parse_id(webhook_id: str) -> int:
-    if not webhook_id.isdigit() or len(webhook_id) > 18:
-        raise NotFound(f"Webhook with id '{webhook_id[:100]}' not found.")
-    return int(webhook_id)
-
-
 def _not_found(webhook_id: str) -> NotFound:
     return NotFound(f"Webhook with id '{webhook_id[:100]}' not found.")
+
+
+def _parse_id(webhook_id: str) -> int:
+    if not webhook_id.isdigit() or len(webhook_id) > 18:
+        raise _not_found(webhook_id)
+    return int(webhook_id)
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
