@@ -33,7 +33,6 @@ from metricgate.stores.artifacts.paths import (
 log = logging.getLogger(__name__)
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-# Where proxied artifact URIs of the http(s) form keep the store path.
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -255,8 +254,6 @@ async def presigned_download(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- UI: runs' artifact listing
-
-
 
 
 async def list_run_artifacts(request: web.Request) -> web.Response:

@@ -17,8 +17,9 @@ from metricgate.api.keys import SERVICE
 from metricgate.api.openapi import OPENAPI
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter, NotFound
+from metricgate.stores.artifacts.base import StagedPart
 from metricgate.uploads import checks
-from metricgate.uploads.models import ArtifactReference, UploadFile, UploadSession
+from metricgate.uploads.models import ArtifactReference, ReceivedPart, UploadFile, UploadSession
 from metricgate.uploads.references import ReferenceManager
 from metricgate.uploads.sessions import UploadManager
 
@@ -59,6 +60,10 @@ def _int_segment(request: web.Request, name: str) -> int:
 # ---------------------------------------------------------------- encoding
 
 
+def _encode_part(part: ReceivedPart | StagedPart) -> dict[str, Any]:
+    return {"part_number": part.part_number, "size": part.size, "sha256": part.sha256, "etag": part.etag}
+
+
 def _encode_file(file: UploadFile) -> dict[str, Any]:
     return {
         "index": file.index,
@@ -67,9 +72,7 @@ def _encode_file(file: UploadFile) -> dict[str, Any]:
         "sha256": file.sha256,
         "part_count": file.part_count,
         "committed": file.committed,
-        "parts": [
-            {"part_number": p.part_number, "size": p.size, "sha256": p.sha256, "etag": p.etag} for p in file.parts
-        ],
+        "parts": [_encode_part(p) for p in file.parts],
         "missing_parts": file.missing_parts(),
     }
 
@@ -144,9 +147,7 @@ async def upload_part(request: web.Request) -> web.Response:
         checks.sha256_hex(sha256, "X-Checksum-SHA256 header"),
         checks.md5_hex(request.headers.get("Content-MD5")),
     )
-    response = json_response(
-        {"part_number": part.part_number, "size": part.size, "sha256": part.sha256, "etag": part.etag}
-    )
+    response = json_response(_encode_part(part))
     response.headers["ETag"] = f'"{part.etag}"'
     return response
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter
+from metricgate.stores.artifacts.base import MAX_PART_NUMBER
 from metricgate.stores.artifacts.paths import (
     join_artifact_path,
     normalize_artifact_path,
 )
 
-MAX_PARTS_PER_FILE = 10_000  # S3's limit; the local store keeps the same so sessions port
+MAX_PARTS_PER_FILE = MAX_PART_NUMBER  # S3's limit; the local store keeps the same so sessions port
 # S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
 # except the last, and any part above 5 GiB.
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
@@ -95,8 +96,6 @@ def check_file_size(size: Any, what: str) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidParameter(f"Invalid size {size!r} for {what}: expected a non-negative integer")
     return size
-
-
 
 
 def destination(run_root: str, rel_path: str | None, *, allow_root: bool) -> tuple[str, str]:
