@@ -57,7 +57,6 @@ def _events(base_url: str, name: str, version: str | None, limit: int | None) ->
             return
 
 
-
 def format_event(event: dict[str, Any]) -> str:
     """One line: time, event, version, actor (marked unverified), change, comment."""
     version = f" v{event['version']}" if event.get("version") else ""

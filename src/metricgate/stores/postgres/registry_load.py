@@ -10,6 +10,9 @@ import asyncpg
 from metricgate.entities import Tag
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.registry.entities import ModelVersion, RegisteredModel
+from metricgate.registry.rules import STAGES
+
+_STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}  # MLflow's order: None, Staging, ...
 
 
 def model_not_found(name: str) -> NotFound:
@@ -124,8 +127,7 @@ async def latest_version_keys(
         list(model_keys),
         list(stages) if stages else None,
     )
-    order = {"None": 0, "Staging": 1, "Production": 2, "Archived": 3}
-    rows = sorted(rows, key=lambda r: (r["model_key"], order.get(r["current_stage"], 9)))
+    rows = sorted(rows, key=lambda r: (r["model_key"], _STAGE_ORDER.get(r["current_stage"], 9)))
     return [(r["model_key"], r["version"]) for r in rows]
 
 
