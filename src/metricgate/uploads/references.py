@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlparse
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter
 from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.parts import strip_etag
 from metricgate.stores.artifacts.paths import (
     join_artifact_path,
     normalize_artifact_path,
@@ -81,7 +82,7 @@ class ReferenceManager:
             raise InvalidParameter(
                 f"Referenced object {checked_uri!r} has {actual_size} bytes, but size {expected_size} was given"
             )
-        wanted_etag = etag.strip().strip('"') if isinstance(etag, str) and etag else None
+        wanted_etag = strip_etag(etag) if isinstance(etag, str) and etag else None
         if wanted_etag and actual_etag and wanted_etag != actual_etag.strip('"'):
             raise InvalidParameter(f"Referenced object {checked_uri!r} has ETag {actual_etag}, not {wanted_etag}")
         ref = ArtifactReference(

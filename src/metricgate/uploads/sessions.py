@@ -236,9 +236,10 @@ def _check_complete(session: UploadSession, expired: bool) -> None:
         raise _expired(session.session_id)
     missing: list[str] = []
     for file in session.files:
-        missing += [f"file {file.index} part {n}" for n in file.missing_parts()]
+        gaps = file.missing_parts()
+        missing += [f"file {file.index} part {n}" for n in gaps]
         received = sum(p.size for p in file.parts)
-        if not file.missing_parts() and received != file.size:
+        if not gaps and received != file.size:
             raise InvalidParameter(f"File {file.index} received {received} bytes, expected {file.size}")
     if missing:
         shown = ", ".join(missing[:_MISSING_SHOWN])
