@@ -17,7 +17,12 @@ from metricgate.search.filter import (
     parse_registered_model_filter,
     parse_registered_model_order_by,
 )
-from metricgate.stores.postgres.search_sql import _compare, _page, _Query, _sort_term
+from metricgate.stores.postgres.search_sql import (
+    SqlQuery,
+    compare_sql,
+    page_window,
+    sort_term,
+)
 
 _MODEL_COLUMNS = {
     "name": "rm.name",
@@ -40,12 +45,12 @@ def compile_registered_model_search(
     """SQL selecting ``model_key`` of matching models (default order: name), one page plus one row."""
     clauses = parse_registered_model_filter(filter_string)
     keys = parse_registered_model_order_by(order_by) or [OrderKey(ATTRIBUTE, "name")]
-    query = _Query("rm.model_key", "registered_models AS rm")
+    query = SqlQuery("rm.model_key", "registered_models AS rm")
     for clause in clauses:
         query.where.append(_condition(query, clause, _MODEL_COLUMNS, "x.model_key = rm.model_key", "registered_model_tags"))
-    query.order.extend(_sort_term(_MODEL_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
+    query.order.extend(sort_term(_MODEL_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
     query.order.append("rm.model_key")  # stable pages
-    return query.render(*_page(max_results, offset))
+    return query.render(*page_window(max_results, offset))
 
 
 def compile_model_version_search(
@@ -58,18 +63,18 @@ def compile_model_version_search(
         OrderKey(ATTRIBUTE, "name"),
         OrderKey(ATTRIBUTE, "version_number", ascending=False),
     ]
-    query = _Query("mv.model_key, mv.version", "model_versions AS mv JOIN registered_models AS rm USING (model_key)")
+    query = SqlQuery("mv.model_key, mv.version", "model_versions AS mv JOIN registered_models AS rm USING (model_key)")
     link = "x.model_key = mv.model_key AND x.version = mv.version"
     for clause in clauses:
         query.where.append(_condition(query, clause, _VERSION_COLUMNS, link, "model_version_tags"))
-    query.order.extend(_sort_term(_VERSION_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
+    query.order.extend(sort_term(_VERSION_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
     query.order.extend(["mv.model_key", "mv.version"])
-    return query.render(*_page(max_results, offset))
+    return query.render(*page_window(max_results, offset))
 
 
-def _condition(query: _Query, clause: Clause, columns: dict[str, str], link: str, tag_table: str) -> str:
+def _condition(query: SqlQuery, clause: Clause, columns: dict[str, str], link: str, tag_table: str) -> str:
     if clause.kind == ATTRIBUTE:
-        return _compare(query, columns[clause.key], clause)
+        return compare_sql(query, columns[clause.key], clause)
     key = query.bind(clause.key, "text")
     exists = f"EXISTS (SELECT 1 FROM {tag_table} AS x WHERE {link} AND x.key = {key}"
     if clause.op == "IS NULL":
@@ -80,5 +85,5 @@ def _condition(query: _Query, clause: Clause, columns: dict[str, str], link: str
         # Unlike run tags, a registry object without the tag matches "!=": the mlflow client adds
         # tag.`mlflow.prompt.is_prompt` != 'true' to every model search and expects untagged models.
         equal = Clause(clause.kind, clause.key, "=", clause.value)
-        return f"NOT {exists} AND {_compare(query, 'x.value', equal)})"
-    return f"{exists} AND {_compare(query, 'x.value', clause)})"
+        return f"NOT {exists} AND {compare_sql(query, 'x.value', equal)})"
+    return f"{exists} AND {compare_sql(query, 'x.value', clause)})"

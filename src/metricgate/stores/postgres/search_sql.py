@@ -77,7 +77,7 @@ _NUMERIC_COLUMNS = frozenset(
 )  # fmt: skip
 
 
-class _Query:
+class SqlQuery:
     """Collects one SELECT: bound parameters, joins, conditions and sort terms."""
 
     def __init__(self, id_column: str, source: str) -> None:
@@ -119,12 +119,12 @@ def compile_run_search(
     """SQL selecting ``run_id`` of matching runs, in MLflow's order, one page plus one row."""
     clauses = parse_run_filter(filter_string)
     order_keys = parse_order_by(order_by)
-    query = _Query("r.run_id", "runs AS r")
+    query = SqlQuery("r.run_id", "runs AS r")
     _restrict_experiments(query, "r.experiment_id", experiment_ids)
     _restrict_lifecycle(query, "r.lifecycle_stage", view_type)
     query.where.extend(_run_condition(query, clause) for clause in clauses)
     _order_runs(query, order_keys)
-    return query.render(*_page(max_results, offset))
+    return query.render(*page_window(max_results, offset))
 
 
 def compile_experiment_search(
@@ -141,18 +141,18 @@ def compile_experiment_search(
         OrderKey(ATTRIBUTE, "creation_time", ascending=False),
         OrderKey(ATTRIBUTE, "experiment_id", ascending=True),
     ]
-    query = _Query("e.experiment_id", "experiments AS e")
+    query = SqlQuery("e.experiment_id", "experiments AS e")
     _restrict_lifecycle(query, "e.lifecycle_stage", view_type)
     for clause in clauses:
         if clause.kind == ATTRIBUTE:
-            query.where.append(_compare(query, _EXPERIMENT_COLUMNS[clause.key], clause))
+            query.where.append(compare_sql(query, _EXPERIMENT_COLUMNS[clause.key], clause))
         else:
             link = "x.experiment_id = e.experiment_id"
             query.where.append(_keyed_condition(query, "experiment_tags", link, clause))
-    query.order.extend(_sort_term(_EXPERIMENT_COLUMNS[k.key], k.ascending) for k in order_keys)
+    query.order.extend(sort_term(_EXPERIMENT_COLUMNS[k.key], k.ascending) for k in order_keys)
     if not any(k.key == "experiment_id" for k in order_keys):
         query.order.append("e.experiment_id DESC")
-    return query.render(*_page(max_results, offset))
+    return query.render(*page_window(max_results, offset))
 
 
 def compile_logged_model_search(
@@ -165,20 +165,20 @@ def compile_logged_model_search(
     """SQL selecting ``model_id`` of matching active logged models, one page plus one row."""
     clauses = parse_logged_model_filter(filter_string)
     order_keys = parse_logged_model_order_by(order_by)
-    query = _Query("lm.model_id", "logged_models AS lm")
+    query = SqlQuery("lm.model_id", "logged_models AS lm")
     _restrict_experiments(query, "lm.experiment_id", experiment_ids)
     query.where.append(f"lm.lifecycle_stage = {query.bind('active', 'text')}")
     query.where.extend(_logged_model_condition(query, clause) for clause in clauses)
     _order_logged_models(query, order_keys)
-    return query.render(*_page(max_results, offset))
+    return query.render(*page_window(max_results, offset))
 
 
 # --- conditions -------------------------------------------------------------------------------
 
 
-def _run_condition(query: _Query, clause: Clause) -> str:
+def _run_condition(query: SqlQuery, clause: Clause) -> str:
     if clause.kind == ATTRIBUTE:
-        return _compare(query, _RUN_COLUMNS[clause.key], clause)
+        return compare_sql(query, _RUN_COLUMNS[clause.key], clause)
     if clause.kind == METRIC:
         return _keyed_condition(query, "latest_metrics", "x.run_id = r.run_id", clause)
     if clause.kind == DATASET:
@@ -187,9 +187,9 @@ def _run_condition(query: _Query, clause: Clause) -> str:
     return _keyed_condition(query, table, "x.run_id = r.run_id", clause)
 
 
-def _logged_model_condition(query: _Query, clause: Clause) -> str:
+def _logged_model_condition(query: SqlQuery, clause: Clause) -> str:
     if clause.kind == ATTRIBUTE:
-        return _compare(query, _MODEL_COLUMNS[clause.key], clause)
+        return compare_sql(query, _MODEL_COLUMNS[clause.key], clause)
     # As in MLflow's SqlAlchemyStore, a model matches a metric filter when any of its logged
     # values for that key matches, not only the latest one.
     tables = {METRIC: "logged_model_metrics", PARAM: "logged_model_params"}
@@ -197,28 +197,28 @@ def _logged_model_condition(query: _Query, clause: Clause) -> str:
     return _keyed_condition(query, table, "x.model_id = lm.model_id", clause)
 
 
-def _keyed_condition(query: _Query, table: str, link: str, clause: Clause) -> str:
+def _keyed_condition(query: SqlQuery, table: str, link: str, clause: Clause) -> str:
     """EXISTS over a (owner, key, value) table. Like MLflow, ``!=`` and ``NOT IN`` match only
     owners that have the key with another value; IS NULL means the key is absent."""
     parts = [link, f"x.key = {query.bind(clause.key, 'text')}"]
     if clause.op not in ("IS NULL", "IS NOT NULL"):
-        compare = _metric_compare if clause.kind == METRIC else _compare
+        compare = _metric_compare if clause.kind == METRIC else compare_sql
         parts.append(compare(query, "x.value", clause))
     exists = f"EXISTS (SELECT 1 FROM {table} AS x WHERE {' AND '.join(parts)})"
     return f"NOT {exists}" if clause.op == "IS NULL" else exists
 
 
-def _dataset_condition(query: _Query, clause: Clause) -> str:
+def _dataset_condition(query: SqlQuery, clause: Clause) -> str:
     """Each dataset clause may be met by a different input of the run, as in MLflow."""
     if clause.key != "context":
         column = "d.name" if clause.key == "name" else "d.digest"
         return (
             "EXISTS (SELECT 1 FROM run_dataset_inputs AS i"
             " JOIN datasets AS d ON d.dataset_id = i.dataset_id"
-            f" WHERE i.run_id = r.run_id AND {_compare(query, column, clause)})"
+            f" WHERE i.run_id = r.run_id AND {compare_sql(query, column, clause)})"
         )
     # The context is an input tag; a malformed (non-array) tags value simply has no context.
-    context_value = _compare(query, "t.tag->>'value'", clause)
+    context_value = compare_sql(query, "t.tag->>'value'", clause)
     return (
         "EXISTS (SELECT 1 FROM run_dataset_inputs AS i CROSS JOIN LATERAL jsonb_array_elements("
         "CASE WHEN jsonb_typeof(i.tags) = 'array' THEN i.tags ELSE '[]'::jsonb END) AS t(tag)"
@@ -227,7 +227,7 @@ def _dataset_condition(query: _Query, clause: Clause) -> str:
     )
 
 
-def _compare(query: _Query, column: str, clause: Clause) -> str:
+def compare_sql(query: SqlQuery, column: str, clause: Clause) -> str:
     """``column <op> $n`` with a cast that matches the value's type."""
     op, value = clause.op, clause.value
     if op in ("IN", "NOT IN"):
@@ -238,11 +238,11 @@ def _compare(query: _Query, column: str, clause: Clause) -> str:
     return f"{column} {_SQL_OPS[op]} {query.bind(value, _cast_of(value))}"
 
 
-def _metric_compare(query: _Query, column: str, clause: Clause) -> str:
+def _metric_compare(query: SqlQuery, column: str, clause: Clause) -> str:
     # MLflow stores NaN as 0 plus is_nan, and a NaN metric satisfies only "!=". PostgreSQL ranks
     # NaN above every number and holds NaN = NaN, so NaN would pass ">" or "=": exclude it. For
     # "!=" the OR keeps MLflow's rule even against a NaN operand.
-    compare = _compare(query, column, clause)
+    compare = compare_sql(query, column, clause)
     if clause.op == "!=":
         return f"({compare} OR {column} = 'NaN'::float8)"
     return f"({compare} AND {column} <> 'NaN'::float8)"
@@ -261,10 +261,10 @@ def _cast_of(value: ClauseValue) -> str:
 # --- ordering ---------------------------------------------------------------------------------
 
 
-def _order_runs(query: _Query, keys: list[OrderKey]) -> None:
+def _order_runs(query: SqlQuery, keys: list[OrderKey]) -> None:
     for n, key in enumerate(keys):
         if key.kind == ATTRIBUTE:
-            query.order.append(_sort_term(_RUN_COLUMNS[key.key], key.ascending))
+            query.order.append(sort_term(_RUN_COLUMNS[key.key], key.ascending))
             continue
         # At most one row per (run, key) in each of these tables, so the join adds no rows.
         table = {METRIC: "latest_metrics", PARAM: "params"}.get(key.kind, "tags")
@@ -276,7 +276,7 @@ def _order_runs(query: _Query, keys: list[OrderKey]) -> None:
         if key.kind == METRIC:
             query.order.extend(_metric_sort_terms(f"{alias}.value", key.ascending))
         else:
-            query.order.append(_sort_term(f"{alias}.value", key.ascending, free_text=True))
+            query.order.append(sort_term(f"{alias}.value", key.ascending, free_text=True))
     # MLflow's natural order, start_time DESC then run_id, breaks the remaining ties; the
     # final run_id makes pages stable.
     if not _has_attribute(keys, "start_time"):
@@ -285,10 +285,10 @@ def _order_runs(query: _Query, keys: list[OrderKey]) -> None:
         query.order.append("r.run_id")
 
 
-def _order_logged_models(query: _Query, keys: list[OrderKey]) -> None:
+def _order_logged_models(query: SqlQuery, keys: list[OrderKey]) -> None:
     for n, key in enumerate(keys):
         if key.kind == ATTRIBUTE:
-            query.order.append(_sort_term(_MODEL_COLUMNS[key.key], key.ascending))
+            query.order.append(sort_term(_MODEL_COLUMNS[key.key], key.ascending))
             continue
         alias = f"s{n}"
         query.joins.append(
@@ -301,7 +301,7 @@ def _order_logged_models(query: _Query, keys: list[OrderKey]) -> None:
         query.order.append("lm.model_id")
 
 
-def _latest_model_metric(query: _Query, key: OrderKey) -> str:
+def _latest_model_metric(query: SqlQuery, key: OrderKey) -> str:
     """The model's latest value for the key, picked as MLflow does: newest timestamp, then
     highest step, then lowest run_id; optionally only values logged on one dataset."""
     conditions = ["x.model_id = lm.model_id", f"x.key = {query.bind(key.key, 'text')}"]
@@ -322,7 +322,7 @@ def _metric_sort_terms(column: str, ascending: bool) -> list[str]:
     return [rank, f"{column} {'ASC' if ascending else 'DESC'}"]
 
 
-def _sort_term(column: str, ascending: bool, free_text: bool | None = None) -> str:
+def sort_term(column: str, ascending: bool, free_text: bool | None = None) -> str:
     """Missing values sort last in both directions, as in MLflow."""
     if free_text is None:
         free_text = column in _FREE_TEXT_COLUMNS
@@ -337,7 +337,7 @@ def _has_attribute(keys: list[OrderKey], name: str) -> bool:
 # --- argument checks --------------------------------------------------------------------------
 
 
-def _restrict_lifecycle(query: _Query, column: str, view_type: str) -> None:
+def _restrict_lifecycle(query: SqlQuery, column: str, view_type: str) -> None:
     if view_type not in _LIFECYCLE_BY_VIEW:
         raise InvalidParameter(
             f"Invalid view_type '{view_type}'. Expected one of {list(_LIFECYCLE_BY_VIEW)}"
@@ -347,7 +347,7 @@ def _restrict_lifecycle(query: _Query, column: str, view_type: str) -> None:
         query.where.append(f"{column} = {query.bind(stage, 'text')}")
 
 
-def _restrict_experiments(query: _Query, column: str, experiment_ids: Sequence[int | str]) -> None:
+def _restrict_experiments(query: SqlQuery, column: str, experiment_ids: Sequence[int | str]) -> None:
     ids = [_experiment_id(raw) for raw in experiment_ids]
     query.where.append(f"{column} = ANY({query.bind(ids, 'bigint[]')})")
 
@@ -367,7 +367,8 @@ def _experiment_id(raw: int | str) -> int:
     return value
 
 
-def _page(max_results: int, offset: int) -> tuple[int, int]:
+def page_window(max_results: int, offset: int) -> tuple[int, int]:
+    """(max_results, offset) of one page, checked to be int64 values the database can bind."""
     for name, value in (("max_results", max_results), ("offset", offset)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64_MAX:
             raise InvalidParameter(f"Invalid value {value!r} for {name}.")
