@@ -49,36 +49,10 @@ else
     PY="$(command -v python3)"
 fi
 
-# 0 when GET $1 answers 200 within 2 s.
-http_ok() {
-    "$PY" - "$1" <<'EOF'
-import sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=2) as response:
-        sys.exit(0 if response.status == 200 else 1)
-except Exception:
-    sys.exit(1)
-EOF
-}
-
-port_taken() {
-    "$PY" -c 'import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
-except OSError:
-    sys.exit(1)' "$PROBE_HOST" "$1"
-}
-
-# The pid in pid file $1 if that process is alive and still runs "metricgate $2" (a pid file
-# left by a crash may name a recycled pid: never signal anything else).
-live_pid() {
-    local pid
-    pid="$(cat "$1" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "metricgate $2"; then
-        echo "$pid"
-    fi
-}
+# http_ok, port_taken, live_pid (shared with scripts/up.sh).
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+LIB_PY="$PY"
 
 # kill -0 also succeeds on a zombie; an exited process counts as stopped.
 alive() {
@@ -120,7 +94,7 @@ start_gateway() {
         say "gateway on port $port already running (pid $pid)"
         return
     fi
-    port_taken "$port" && die "port $port on $PROBE_HOST is used by another program; set METRICGATE_SCALEOUT_PORTS"
+    port_taken "$PROBE_HOST" "$port" && die "port $port on $PROBE_HOST is used by another program; set METRICGATE_SCALEOUT_PORTS"
     nohup "$METRICGATE" serve --no-flusher --host "$HOST" --port "$port" >"$log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     say "gateway: metricgate serve --no-flusher --port $port (pid $!, log $log)"

@@ -36,35 +36,9 @@ find_python() {
     return 1
 }
 
-# 0 when $1 answers HTTP 200 within 2 s.
-http_ok() {
-    "$VPY" - "$1" <<'EOF'
-import sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=2) as response:
-        sys.exit(0 if response.status == 200 else 1)
-except Exception:
-    sys.exit(1)
-EOF
-}
-
-# 0 when something accepts TCP connections on the server's port.
-port_taken() {
-    "$VPY" -c 'import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
-except OSError:
-    sys.exit(1)' "$PROBE_HOST" "$PORT"
-}
-
-server_pid() {
-    local pid
-    pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'metricgate serve'; then
-        echo "$pid"
-    fi
-}
+# http_ok, port_taken, live_pid; their probes run in the venv's python.
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 show_log_tail() {
     echo "--- last lines of $LOG ---" >&2
@@ -76,6 +50,7 @@ PY="$(find_python)" || die "Python >= 3.11 not found (tried python3.11, python3,
 # 1. virtualenv and package (devservices is stdlib-only, so the system Python can run it).
 PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices venv --venv "$ROOT/.venv" --project "$ROOT"
 VPY="$ROOT/.venv/bin/python"
+LIB_PY="$VPY"  # scripts/lib.sh probes run here
 
 # 2. private PostgreSQL / Redis, unless URLs are configured.
 flags=()
@@ -90,7 +65,7 @@ export METRICGATE_DATABASE_URL METRICGATE_REDIS_URL
 "$VPY" -m metricgate migrate >&2 || die "metricgate migrate failed (see above)"
 
 # 4. the server, in the background.
-pid="$(server_pid)"
+pid="$(live_pid "$PIDFILE" serve)"
 if [[ -n "$pid" ]] && ! http_ok "$BASE_URL/ready"; then
     say "server (pid $pid) is running but not ready; restarting it"
     kill -TERM "$pid" 2>/dev/null || true
@@ -101,7 +76,7 @@ fi
 if [[ -n "$pid" ]]; then
     say "metricgate is already running (pid $pid)"
 else
-    if port_taken; then
+    if port_taken "$PROBE_HOST" "$PORT"; then
         die "port $PORT on $PROBE_HOST is used by another program; set METRICGATE_PORT to another port"
     fi
     say "starting metricgate serve on $HOST:$PORT (log: $LOG)"
