@@ -26,7 +26,7 @@ from metricgate.config import FlushSettings, IngestSettings, PostgresSettings
 from metricgate.entities import Metric
 from metricgate.errors import Unavailable
 from metricgate.ingest import wire
-from metricgate.ingest.batcher import build_batch, rows_from_entries
+from metricgate.ingest.batcher import build_batch, chunks_from_entries
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.sink import StreamMetricSink
 from metricgate.ingest.streams import (
@@ -39,7 +39,7 @@ from metricgate.ingest.streams import (
     stream_key,
 )
 from metricgate.observability import METRICS
-from metricgate.stores.postgres.metrics import PgMetricWriter
+from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.pool import Database, create_pool
 
 SHARDS = 4
@@ -284,7 +284,7 @@ async def test_replay_after_crash_between_commit_and_ack_stores_nothing_twice(
     # A flusher reads the entries, COMMITs them ... and dies before XACK.
     entries = await streams.read("crashed-after-commit", count=1000, block_ms=None)
     assert len(entries) == 3
-    await writer.write(build_batch(rows_from_entries([wire.decode(e.fields) for e in entries])))
+    await writer.write(build_batch(chunks_from_entries([wire.decode(e.fields) for e in entries])))
     assert await stored_rows(db) == expected_rows(sent)
     assert await pending_count(redis) == 3
     # A live flusher reclaims them (idle past claim_idle_s already) and replays the batch.
@@ -314,14 +314,26 @@ async def test_same_entries_added_again_after_flush_store_nothing_new(
         await append(streams, run, first)
         await drain(streams, tasks)
         before = await stored_rows(db)
-        # A client's retry of a request already acknowledged: same points, new entry ...
+        # A client's retry of a request already acknowledged: same points, new entry. Its
+        # chunks equal the stored ones, so nothing at all is stored again.
         await append(streams, run, first)
-        # ... and a retry mixed with new points (the COPY fast path must not lose the new ones).
+        await drain(streams, tasks)
+        assert await stored_rows(db) == before
+        # Another request that repeats some points among new ones (the COPY fast path must not
+        # lose the new ones). Its chunks differ from the first request's, so the repeated points
+        # are stored a second time; every read folds them, as MLflow folds identical points.
         more = sample_points(run, 10, step0=100)
         await append(streams, run, first[:5] + more)
         await drain(streams, tasks)
     assert before == expected_rows([(run, first)])
-    assert await stored_rows(db) == expected_rows([(run, first), (run, more)])
+    stored = await stored_rows(db)
+    assert Counter(set(stored)) == expected_rows([(run, first), (run, more)])
+    assert stored - Counter(set(stored)) == expected_rows([(run, first[:5])])
+    history = PgMetricHistory(db)
+    for key in {m.key for m in first + more}:
+        page = await history.history(run, key, 1000, None)
+        points = [(p[3], p[2], f64(p[1])) for p in page.items]
+        assert sorted(points) == sorted({(m.step, m.timestamp_ms, f64(m.value)) for m in first + more if m.key == key})
     assert await latest_rows(db) == mlflow_latest([(run, first), (run, more)])
     assert await pending_count(redis) == 0
 
@@ -527,7 +539,7 @@ async def test_stop_finishes_the_batch_in_hand(
     assert await stored_rows(db) == expected_rows([(run, points)])
 
 
-async def test_duplicates_within_and_across_batches_are_stored_once(
+async def test_duplicates_within_and_across_batches_are_read_once(
     streams: IngestStreams, writer: PgMetricWriter, db: Database, redis: aioredis.Redis
 ) -> None:
     run = new_run()
@@ -545,9 +557,18 @@ async def test_duplicates_within_and_across_batches_are_stored_once(
         sent.append((run, [r, p, Metric("acc", 0.8, 1001, 4)]))  # across batches, plus a new point
         await append(streams, *sent[-1])
         await drain(streams, tasks)
+    # Exact repeats of a request's chunks are not stored again; points repeated inside one
+    # request, or inside a request that also carries new points, are stored as sent, and
+    # every read folds them (MLflow's rule for identical points).
     stored = await stored_rows(db)
-    assert stored == expected_rows(sent)
-    assert sum(stored.values()) == 4
+    assert Counter(set(stored)) == expected_rows(sent)
+    history = PgMetricHistory(db)
+    acc = [(p[3], p[2], f64(p[1])) for p in (await history.history(run, "acc", 100, None)).items]
+    assert acc == [(3, 1000, f64(0.75)), (3, 1000, f64(math.nan)), (4, 1001, f64(0.8))]
+    loss = (await history.history(run, "loss", 100, None)).items
+    assert len(loss) == 1 and loss[0][1] == -math.inf
+    bulk = await history.bulk_interval([run], "acc", 100, None, None)
+    assert [(p[3], p[2], f64(p[1])) for p in bulk] == acc
     assert await latest_rows(db) == mlflow_latest(sent)
 
 
@@ -653,7 +674,7 @@ class _GatedWriter(PgMetricWriter):
                 self.writing.set()
                 await self.go.wait()
             await super().write(batch)
-            self.first_steps.append(min(r[2] for r in batch.points))
+            self.first_steps.append(min(min(chunk[2]) for chunk in batch.chunks))
         finally:
             self.active -= 1
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from metricgate.config import FlushSettings, PostgresSettings
 from metricgate.entities import Metric
 from metricgate.ingest import wire
-from metricgate.ingest.batcher import build_batch, rows_from_metrics
+from metricgate.ingest.batcher import build_batch, chunks_from_rows, rows_from_metrics
 from metricgate.ingest.janitor import ABANDONED_TAG, AbandonedRunJanitor
 from metricgate.ingest.streams import IngestStreams, lastwrite_key, shard_of
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -59,7 +59,7 @@ async def state(runs: PgRunStore, run_id: str) -> tuple[str, int | None, str | N
 
 
 async def write_metric(db: Database, run_id: str, timestamp_ms: int) -> None:
-    await PgMetricWriter(db).write(build_batch(rows_from_metrics(run_id, [Metric("loss", 1.0, timestamp_ms, 0)])))
+    await PgMetricWriter(db).write(build_batch(chunks_from_rows(rows_from_metrics(run_id, [Metric("loss", 1.0, timestamp_ms, 0)]))))
 
 
 async def set_last_write(redis: aioredis.Redis, run_id: str, ms: int) -> None:
@@ -197,7 +197,9 @@ async def test_many_live_old_runs_do_not_hide_an_abandoned_one(
             pipe.hset(lastwrite_key(shard_of(run_id, SHARDS)), run_id, now)
         await pipe.execute()
     await PgMetricWriter(db).write(
-        build_batch([row for run_id in live[1::2] for row in rows_from_metrics(run_id, [Metric("loss", 0.1, now, 9)])])
+        build_batch(chunks_from_rows(
+            row for run_id in live[1::2] for row in rows_from_metrics(run_id, [Metric("loss", 0.1, now, 9)])
+        ))
     )
     abandoned = await new_run(runs, now - 60_000)  # started after all of them; idle for a minute
     marked = await janitor(runs, streams, fail=True).sweep()

@@ -1,8 +1,17 @@
-"""Pure: turn decoded stream entries (or one request's metrics) into the rows one flush writes."""
+"""Pure: turn decoded stream entries (or one request's metrics) into the rows one flush writes.
+
+Points are stored as chunks (migration 0006): one row per (run, key) of one log request — one
+stream entry — holding that key's points as arrays. A chunk is never merged with another
+entry's: its digest must be the same whenever the same request is written again (a replayed
+entry, a client's retry), which is what makes the write idempotent.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -12,18 +21,37 @@ from metricgate.ingest.wire import PointBatch
 
 # (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
 PointRow = tuple[str, str, int, int, float, str | None, str | None, str | None]
+# (run_id, key, steps, timestamps_ms, values, model_id, dataset_name, dataset_digest, digest):
+# metric_chunks' columns in COPY order. Steps/timestamps are array('q'), values array('d').
+ChunkRow = tuple[str, str, array, array, array, str | None, str | None, str | None, bytes]  # type: ignore[type-arg]
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @dataclass
 class FlushBatch:
-    points: list[PointRow] = field(default_factory=list)
+    chunks: list[ChunkRow] = field(default_factory=list)
     # One row per (run, key): the point that wins MLflow's latest rule within this batch.
     latest: list[PointRow] = field(default_factory=list)
     # Points logged with a model id, which also belong to that logged model.
     model_points: list[PointRow] = field(default_factory=list)
+    points: int = 0
 
     def __len__(self) -> int:
-        return len(self.points)
+        return self.points
+
+
+def _big_endian(values: array) -> bytes:  # type: ignore[type-arg]
+    if _LITTLE_ENDIAN:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def chunk_digest(steps: array, timestamps_ms: array, values: array) -> bytes:  # type: ignore[type-arg]
+    """Identity of a chunk's points, equal for the same points in the same order. Big-endian so
+    that PostgreSQL computes the same one (migration 0006: ``int8send``/``float8send``)."""
+    return hashlib.sha256(_big_endian(steps) + _big_endian(timestamps_ms) + _big_endian(values)).digest()[:16]
 
 
 def rank(row: PointRow) -> tuple[int, int, bool, float]:
@@ -34,46 +62,67 @@ def rank(row: PointRow) -> tuple[int, int, bool, float]:
     return (row[2], row[3], is_nan, 0.0 if is_nan else value)
 
 
-def index_order_key(row: PointRow) -> tuple[str, str, int, int, bool, float]:
-    """The unique index's order; concurrent writers that insert in one global order queue
-    behind each other instead of deadlocking."""
-    return (row[0], row[1], *rank(row))
+def _period(keys: list[str]) -> int:
+    """The p for which ``keys`` is ``keys[:p]`` repeated (the mlflow client's and most loggers'
+    layout: every key of step s, then every key of step s+1, ...), or 0. Found with C-speed list
+    operations; each of the first p keys then owns the points ``i::p``."""
+    n = len(keys)
+    try:
+        p = keys.index(keys[0], 1)
+    except ValueError:
+        p = n
+    # Distinct keys in a period, so that each key is one chunk, as chunks_from_rows makes it.
+    if n % p == 0 and len(set(keys[:p])) == p and (p == n or keys == keys[:p] * (n // p)):
+        return p
+    return 0
 
 
-_RUN_ID = attrgetter("run_id")
-_KEY = itemgetter(1)
+def _chunk(run_id: str, key: str, steps: array, ts: array, values: array,  # type: ignore[type-arg]
+           extras: tuple[str | None, str | None, str | None]) -> ChunkRow:
+    return (run_id, key, steps, ts, values, extras[0], extras[1], extras[2], chunk_digest(steps, ts, values))
 
 
-def rows_from_entries(batches: Iterable[PointBatch]) -> list[PointRow]:
-    """Every point of the entries, grouped by run and, within a run, by key (stable, so a
-    key's points keep their logged order, which is nearly always step order).
+_NO_EXTRAS: tuple[None, None, None] = (None, None, None)
 
-    That is close to the unique index's order at a fraction of a full sort's cost: the sort key
-    is one string, not a tuple per point. PostgreSQL then inserts a key's points into the same
-    index leaf one after another, which measured ~40% less database time per flush than
-    arrival order (step-major: every point on another leaf).
-    """
-    rows: list[PointRow] = []
-    run_rows: list[PointRow] = []
-    run_id = None
-    for b in sorted(batches, key=_RUN_ID):
-        if b.run_id != run_id:
-            run_rows.sort(key=_KEY)
-            rows.extend(run_rows)
-            run_rows, run_id = [], b.run_id
-        if b.extras is None:
-            run_rows.extend(
-                (b.run_id, k, s, t, v, None, None, None)
-                for k, v, t, s in zip(b.keys, b.values, b.timestamps_ms, b.steps)
-            )
-        else:
-            run_rows.extend(
-                (b.run_id, k, s, t, v, e[0], e[1], e[2])
-                for k, v, t, s, e in zip(b.keys, b.values, b.timestamps_ms, b.steps, b.extras)
-            )
-    run_rows.sort(key=_KEY)
-    rows.extend(run_rows)
-    return rows
+
+def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
+    """The chunks of one entry: its points grouped by (key, model, dataset), logged order kept."""
+    keys, steps, ts, values = b.keys, b.steps, b.timestamps_ms, b.values
+    if not keys:
+        return []
+    if b.extras is None:
+        p = _period(keys)
+        if p:
+            return [
+                _chunk(b.run_id, keys[k], steps[k::p], ts[k::p], values[k::p], _NO_EXTRAS) for k in range(p)
+            ]
+        groups: dict[tuple[str, object], list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault((key, _NO_EXTRAS), []).append(i)
+    else:
+        groups = {}
+        for i, (key, extras) in enumerate(zip(keys, b.extras)):
+            groups.setdefault((key, extras), []).append(i)
+    out = []
+    for (key, extras), idx in groups.items():
+        out.append(_chunk(
+            b.run_id, key, array("q", [steps[i] for i in idx]), array("q", [ts[i] for i in idx]),
+            array("d", [values[i] for i in idx]), extras,  # type: ignore[arg-type]
+        ))
+    return out
+
+
+def chunks_from_rows(rows: Iterable[PointRow]) -> list[ChunkRow]:
+    """Rows grouped into chunks by (run, key, model, dataset), input order kept (the direct
+    writer's one request; tests)."""
+    groups: dict[tuple[str, str, str | None, str | None, str | None], list[PointRow]] = {}
+    for r in rows:
+        groups.setdefault((r[0], r[1], r[5], r[6], r[7]), []).append(r)
+    return [
+        _chunk(run_id, key, array("q", [r[2] for r in rs]), array("q", [r[3] for r in rs]),
+               array("d", [r[4] for r in rs]), extras)
+        for (run_id, key, *extras), rs in groups.items()  # type: ignore[misc]
+    ]
 
 
 def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:
@@ -83,43 +132,78 @@ def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:
     ]
 
 
-_FAST_ORDER = itemgetter(0, 1, 2, 3)
+def chunk_rows(chunk: ChunkRow) -> list[PointRow]:
+    run_id, key, steps, ts, values, model_id, dataset_name, dataset_digest, _ = chunk
+    return [(run_id, key, s, t, v, model_id, dataset_name, dataset_digest) for s, t, v in zip(steps, ts, values)]
+
+
+def _chunk_latest(chunk: ChunkRow) -> PointRow:
+    """The chunk's point that wins MLflow's latest rule. The highest step is usually unique
+    (one step per point of a key), found with C-speed max/count/index; ties are ranked in full."""
+    run_id, key, steps, ts, values, model_id, dataset_name, dataset_digest, _ = chunk
+    top = max(steps)
+    if steps.count(top) == 1:
+        i = steps.index(top)
+    else:
+        i = max((j for j in range(len(steps)) if steps[j] == top),
+                key=lambda j: rank((run_id, key, top, ts[j], values[j], None, None, None)))
+    return (run_id, key, steps[i], ts[i], values[i], model_id, dataset_name, dataset_digest)
+
+
+_RUN_ID = attrgetter("run_id")
+_CHUNK_ORDER = itemgetter(0, 1, 8)
 _GROUP = itemgetter(0, 1)
-_MODEL_ID = itemgetter(5)
 
 
-def build_batch(rows: list[PointRow], index_order: bool = False) -> FlushBatch:
-    """The latest point of every (run, key), in one pass in input order.
+def chunks_from_entries(batches: Iterable[PointBatch]) -> list[ChunkRow]:
+    """Every entry's chunks, entries grouped by run (a sort of a few hundred entries): a run's
+    chunks then land next to each other in metric_chunks' index."""
+    out: list[ChunkRow] = []
+    for b in sorted(batches, key=_RUN_ID):
+        out.extend(chunks_of_entry(b))
+    return out
 
-    ``points`` keep their input order unless ``index_order``: sorting a flush of 50k points was
-    the largest cost of a flush, and the flusher does not need it (see the deadlock note in
-    flusher.py). The one-request direct writer still asks for it, because concurrent requests
-    there have no retry. ``latest`` is always in (run, key) order, so that concurrent upserts
-    of the same latest rows take their row locks in one order and queue instead of deadlocking.
+
+def build_batch(chunks: list[ChunkRow], index_order: bool = False) -> FlushBatch:
+    """The flush of ``chunks``: exact repeats dropped (a client's retry in the same flush, which
+    would make the COPY fail), the latest point of every (run, key), the model points.
+
+    ``index_order`` sorts the chunks as the unique index does, for writers without a retry
+    (the one-request direct writer): concurrent inserts then queue instead of deadlocking. The
+    flusher does not need it (see the deadlock note in flusher.py). ``latest`` is always in
+    (run, key) order, so that concurrent upserts of the same latest rows take their row locks in
+    one order.
     """
-    if index_order:
-        # Sorting on (run, key, step, timestamp) runs in C; only rows equal on all four (rare:
-        # the value decides, NaN highest) need the Python key, so that case re-sorts with it.
-        rows.sort(key=_FAST_ORDER)
+    seen: set[tuple[str, str, bytes]] = set()
+    seen_models: set[tuple[str, str, bytes, str | None, str | None, str | None]] = set()
+    unique: list[ChunkRow] = []
     latest: dict[tuple[str, str], PointRow] = {}
-    get = latest.get
-    ties = False
-    for row in rows:
+    points = 0
+    model_points: list[PointRow] = []
+    for chunk in chunks:
+        # A model's points count even when the same points are stored already (without that
+        # model, or with another): log_model re-sends a run's metrics with each model's id.
+        if chunk[5] is not None:
+            model_ident = (chunk[0], chunk[1], chunk[8], chunk[5], chunk[6], chunk[7])
+            if model_ident not in seen_models:
+                seen_models.add(model_ident)
+                model_points.extend(chunk_rows(chunk))
+        ident = (chunk[0], chunk[1], chunk[8])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        unique.append(chunk)
+        points += len(chunk[2])
+        row = _chunk_latest(chunk)
         group = (row[0], row[1])
-        current = get(group)
-        if current is not None:
-            # Inlined MLflow order (step, then timestamp): this loop runs once per point.
-            if row[2] < current[2] or (row[2] == current[2] and row[3] < current[3]):
-                continue
-            if row[2] == current[2] and row[3] == current[3]:
-                ties = True
-                if rank(current) >= rank(row):
-                    continue
-        latest[group] = row
-    if index_order and ties:
-        rows.sort(key=index_order_key)
+        current = latest.get(group)
+        if current is None or rank(row) > rank(current):
+            latest[group] = row
+    if index_order:
+        unique.sort(key=_CHUNK_ORDER)
     return FlushBatch(
-        points=rows,
+        chunks=unique,
         latest=sorted(latest.values(), key=_GROUP),
-        model_points=list(filter(_MODEL_ID, rows)),
+        model_points=model_points,
+        points=points,
     )

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from metricgate.config import FlushSettings
 from metricgate.errors import InvalidParameter, StoreUnavailable
 from metricgate.ingest import wire
-from metricgate.ingest.batcher import FlushBatch, build_batch, rows_from_entries
+from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -41,11 +41,11 @@ _TRANSIENT = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncio.TimeoutError,
-    # A flush writes its points in arrival order (sorting them cost more than the rest of the
-    # flush), so two flushes holding the same point - a replay of an entry still being written
+    # A flush writes its chunks in entry order, not index order (sorting cost more than it
+    # saved), so two flushes holding the same chunk - a replay of an entry still being written
     # by a slow flusher, or a client's retry that landed in another flush - can deadlock on
     # the unique index. PostgreSQL aborts one of them; its retry then meets the committed
-    # points and takes the ON CONFLICT path. Rare, bounded, and never a lost or doubled point.
+    # chunks and takes the ON CONFLICT path. Rare, bounded, and never a lost or doubled point.
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
@@ -152,7 +152,7 @@ class Flusher:
                 decoded.append((entry, wire.decode(entry.fields)))
             except wire.WireError as exc:
                 poison.append((entry, str(exc)))
-        batch = build_batch(rows_from_entries([b for _, b in decoded]))
+        batch = build_batch(chunks_from_entries([b for _, b in decoded]))
         return _Prepared(list(entries), decoded, poison, batch)
 
     async def _commit(self, prepared: _Prepared) -> None:
@@ -176,7 +176,7 @@ class Flusher:
         self._observe(decoded, started)
 
     async def _write(self, batches: list[wire.PointBatch]) -> None:
-        await self._writer.write(build_batch(rows_from_entries(batches)))
+        await self._writer.write(build_batch(chunks_from_entries(batches)))
 
     async def _write_one_by_one(self, decoded: list[tuple[Entry, wire.PointBatch]]) -> tuple[list[tuple[Entry, wire.PointBatch]], list[tuple[Entry, str]]]:
         good, bad = [], []

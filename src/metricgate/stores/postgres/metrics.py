@@ -1,7 +1,10 @@
 """Metric points in PostgreSQL: the batch writer flushers use, and history reads.
 
-Writes are idempotent: the unique index on (run, key, step, timestamp, value) turns a replayed
-point into a no-op, so a retry or a redelivered batch never creates a duplicate row.
+Points are stored as chunks (migration 0006): one row per (run, key) of one request. Writes are
+idempotent: the unique index on (run, key, digest of the chunk's points) turns a replayed chunk
+into a no-op, so a retry or a redelivered batch never stores a chunk twice. Reads go through the
+``metrics`` view (one row per point) and deduplicate (step, timestamp, value), MLflow's rule for
+identical points, which also hides a point two different requests both carried.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ from collections.abc import Sequence
 import asyncpg
 
 from metricgate.entities import Metric, MetricPoint, Page
-from metricgate.ingest.batcher import FlushBatch, PointRow, build_batch, rows_from_metrics
+from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_rows, rows_from_metrics
 from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.pool import Database
 
-_COLUMNS = ("run_id", "key", "step", "timestamp_ms", "value", "model_id", "dataset_name", "dataset_digest")
+_CHUNK_COLUMNS = (
+    "run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest",
+)
 
-_INSERT_DEDUPLICATED = """
-INSERT INTO metrics (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[],
-                     $6::text[], $7::text[], $8::text[])
+_INSERT_CHUNK_DEDUPLICATED = """
+INSERT INTO metric_chunks (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT DO NOTHING
 """
 
@@ -46,40 +50,40 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _columns(rows: Sequence[PointRow], width: int) -> list[list[object]]:
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
     return [list(column) for column in zip(*rows)][:width] if rows else [[] for _ in range(width)]
 
 
 class PgMetricWriter:
     """The one write path for metric points: a flush batch in one transaction.
 
-    Fast path: binary COPY straight into ``metrics``. Its unique index rejects the whole COPY
-    when any point already exists (a batch replayed after a flusher died between COMMIT and
-    XACK, or a client's retry); only then the batch is re-sent through INSERT ... ON CONFLICT
-    DO NOTHING, so the common case pays for no conflict handling at all.
+    Fast path: binary COPY of the chunks straight into ``metric_chunks``. Its unique index
+    rejects the whole COPY when any chunk already exists (a batch replayed after a flusher died
+    between COMMIT and XACK, or a client's retry); only then the chunks are re-sent one by one
+    (pipelined) with ON CONFLICT DO NOTHING, so the common case pays for no conflict handling.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def write(self, batch: FlushBatch) -> None:
-        if not batch.points:
+        if not batch.chunks:
             return
         async with self._db.transaction() as conn:
             try:
                 async with conn.transaction():  # savepoint: a failed COPY leaves nothing behind
-                    await conn.copy_records_to_table("metrics", records=batch.points, columns=_COLUMNS)
+                    await conn.copy_records_to_table("metric_chunks", records=batch.chunks, columns=_CHUNK_COLUMNS)
             except asyncpg.UniqueViolationError:
-                await conn.execute(_INSERT_DEDUPLICATED, *_columns(batch.points, 8))
+                await conn.executemany(_INSERT_CHUNK_DEDUPLICATED, batch.chunks)
             await conn.execute(_UPSERT_LATEST, *_columns(batch.latest, 6))
             if batch.model_points:
                 await conn.execute(_INSERT_MODEL_POINTS, *_columns(batch.model_points, 8))
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         """One request's points, written in the request (``INGEST_MODE=direct``)."""
-        # Index order: concurrent requests carrying the same point (a client's retry) then wait
+        # Index order: concurrent requests carrying the same chunk (a client's retry) then wait
         # for each other on the unique index instead of deadlocking; a request has no retry.
-        await self.write(build_batch(rows_from_metrics(run_id, metrics), index_order=True))
+        await self.write(build_batch(chunks_from_rows(rows_from_metrics(run_id, metrics)), index_order=True))
 
 
 class PgMetricHistory:
@@ -93,7 +97,7 @@ class PgMetricHistory:
         offset = decode_page_token(page_token)
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"""SELECT {_POINT_COLUMNS}
+                f"""SELECT DISTINCT ON (step, timestamp_ms, value) {_POINT_COLUMNS}
                    FROM metrics WHERE run_id = $1 AND key = $2
                    ORDER BY step, timestamp_ms, value LIMIT $3 OFFSET $4""",
                 run_id,
@@ -116,8 +120,9 @@ class PgMetricHistory:
             # one) come whole in one query and are sampled here; only when that would mean more
             # than _BULK_WHOLE_ROWS points does the sampling move into two queries instead.
             rows = await conn.fetch(
-                f"""SELECT {_POINT_COLUMNS}, run_id FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2
-                    ORDER BY run_id, step, timestamp_ms LIMIT $3""",
+                f"""SELECT DISTINCT ON (run_id, step, timestamp_ms, value) {_POINT_COLUMNS}, run_id
+                    FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2
+                    ORDER BY run_id, step, timestamp_ms, value LIMIT $3""",
                 list(run_ids),
                 key,
                 _BULK_WHOLE_ROWS + 1,
@@ -136,9 +141,11 @@ class PgMetricHistory:
             per_run_limit = max(max_results, len(steps))
             return await conn.fetch(
                 f"""SELECT {_POINT_COLUMNS}, run_id
-                   FROM (SELECT m.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms) AS n
-                         FROM metrics m
-                         WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])) s
+                   FROM (SELECT d.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms) AS n
+                         FROM (SELECT DISTINCT ON (run_id, step, timestamp_ms, value) *
+                               FROM metrics
+                               WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])
+                               ORDER BY run_id, step, timestamp_ms, value) d) s
                    WHERE n <= $4
                    ORDER BY array_position($1::text[], run_id), step, timestamp_ms""",
                 list(run_ids),
