@@ -16,6 +16,23 @@ MetricPoint = Sequence[Any]
 
 
 @dataclass(frozen=True, slots=True)
+class MetricSeries:
+    """The points of one (run, key) in history order (step, timestamp, value), column by column:
+    bulk reads hand tens of thousands of points to the encoder with no object per point."""
+
+    run_id: str
+    key: str
+    steps: list[int]
+    timestamps_ms: list[int]
+    values: list[float]
+    # Per point (model_id, dataset_name, dataset_digest), or None when no point has any.
+    extras: list[tuple[str | None, str | None, str | None]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True, slots=True)
 class MetricColumns:
     """Plain metric points (no model or dataset) of one request, column by column: the shape
     log-batch decodes into on its hot path and the stream entry is encoded from."""

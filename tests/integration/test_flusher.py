@@ -567,8 +567,8 @@ async def test_duplicates_within_and_across_batches_are_read_once(
     assert acc == [(3, 1000, f64(0.75)), (3, 1000, f64(math.nan)), (4, 1001, f64(0.8))]
     loss = (await history.history(run, "loss", 100, None)).items
     assert len(loss) == 1 and loss[0][1] == -math.inf
-    bulk = await history.bulk_interval([run], "acc", 100, None, None)
-    assert [(p[3], p[2], f64(p[1])) for p in bulk] == acc
+    (bulk,) = await history.bulk_interval([run], "acc", 100, None, None)
+    assert list(zip(bulk.steps, bulk.timestamps_ms, map(f64, bulk.values))) == acc
     assert await latest_rows(db) == mlflow_latest(sent)
 
 

@@ -1,6 +1,9 @@
 """Flush batches (ingest/batcher.py): chunks of an entry, chunk digests, MLflow's latest rule,
 exact-repeat dropping, index order, model points.
 
+A chunk's digest identifies the request it came from (``wire.request_digest``), not its points:
+the same request written again must collide in the unique index, two requests must not.
+
 Rows go through ``build_batch(chunks_from_rows(rows))``, the direct writer's path; entries go
 through ``wire.encode``/``wire.decode`` so that the chunks are built from the arrays the flusher
 really sees.
@@ -8,7 +11,6 @@ really sees.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import struct
@@ -89,13 +91,6 @@ def latest_of(rows: list[PointRow]) -> dict[tuple[str, str], PointRow]:
 
 def entry(run_id: str, metrics: list[Metric], acked_at_ms: int = 1) -> PointBatch:
     return wire.decode(wire.encode(run_id, metrics, acked_at_ms))
-
-
-def sql_digest(steps: list[int], ts: list[int], values: list[float]) -> bytes:
-    """Migration 0006's digest, spelled out: SHA-256 of big-endian steps, timestamps, values."""
-    n = len(steps)
-    packed = struct.pack(f">{n}q", *steps) + struct.pack(f">{n}q", *ts) + struct.pack(f">{n}d", *values)
-    return hashlib.sha256(packed).digest()[:16]
 
 
 def assert_entry_chunks_match_rows(b: PointBatch, metrics: list[Metric]) -> list[ChunkRow]:
@@ -261,12 +256,18 @@ def test_rows_from_metrics_shape() -> None:
 
 def test_chunk_shape_is_metric_chunks_copy_columns() -> None:
     metrics = _sample_metrics()
-    for c in chunks_of_entry(entry(RUN_A, metrics)) + chunks_from_rows(rows_from_metrics(RUN_A, metrics)):
+    b = entry(RUN_A, metrics)
+    # "acc" is split over two chunks by its extras, so the entry holds ordinals 0 and 1.
+    entry_digests = {b.digest, chunk_digest(b.digest, 1)}
+    for c in chunks_of_entry(b) + chunks_from_rows(rows_from_metrics(RUN_A, metrics)):
         _, _, steps, ts, values, _, _, _, digest = c
-        assert (steps.typecode, ts.typecode, values.typecode) == ("q", "q", "d")
+        # Plain lists: asyncpg's COPY encodes them fastest, and array.array would not compare equal.
+        assert (type(steps), type(ts), type(values)) == (list, list, list)
+        assert all(type(s) is int for s in steps) and all(type(t) is int for t in ts)
+        assert all(type(v) is float for v in values)
         assert len(steps) == len(ts) == len(values) > 0
         assert type(digest) is bytes and len(digest) == 16
-        assert digest == chunk_digest(steps, ts, values)
+        assert digest in entry_digests
         assert all(type(r[2]) is int and type(r[3]) is int and type(r[4]) is float for r in chunk_rows(c))
 
 
@@ -345,11 +346,11 @@ def test_sample_entry_with_extras_gives_the_same_batch_as_its_rows() -> None:
 
 def test_single_point_entry() -> None:
     metrics = [Metric("loss", -0.0, 2**63 - 1, -(2**63))]
-    chunks = assert_entry_chunks_match_rows(entry(RUN_A, metrics), metrics)
+    fields = wire.encode(RUN_A, metrics, 1)
+    chunks = assert_entry_chunks_match_rows(wire.decode(fields), metrics)
     assert len(chunks) == 1
     assert norm_chunk(chunks[0]) == norm_chunk(
-        (RUN_A, "loss", array("q", [-(2**63)]), array("q", [2**63 - 1]), array("d", [-0.0]), None, None, None,
-         sql_digest([-(2**63)], [2**63 - 1], [-0.0]))
+        (RUN_A, "loss", [-(2**63)], [2**63 - 1], [-0.0], None, None, None, wire.request_digest(fields))
     )
 
 
@@ -363,41 +364,71 @@ def test_empty_entry_has_no_chunks() -> None:
 # --- chunk_digest ---------------------------------------------------------------------------
 
 
-def _digest(steps: list[int], ts: list[int], values: list[float]) -> bytes:
-    return chunk_digest(array("q", steps), array("q", ts), array("d", values))
+def test_chunk_digest_ordinal_zero_is_the_entry_digest() -> None:
+    # Ordinal 0 is every unsplit chunk: it must cost nothing and be the entry's own digest.
+    d = bytes(range(16))
+    assert chunk_digest(d, 0) is d
 
 
-def test_chunk_digest_equal_for_equal_points() -> None:
-    assert _digest([1, 2], [10, 20], [NAN, 0.5]) == _digest([1, 2], [10, 20], [NAN, 0.5])
-    assert _digest([], [], []) == _digest([], [], [])
+def test_chunk_digest_ordinals_are_distinct_stable_and_entry_bound() -> None:
+    d, other = bytes(range(16)), bytes(range(1, 17))
+    digests = [chunk_digest(d, i) for i in range(50)]
+    assert len(set(digests)) == 50
+    assert all(type(x) is bytes and len(x) == 16 for x in digests)
+    # Deterministic: a replay of the entry must land on the same rows of the unique index.
+    assert digests == [chunk_digest(d, i) for i in range(50)]
+    # Bound to the entry: another request's split key must not collide with this one's.
+    assert not set(digests[1:]) & {chunk_digest(other, i) for i in range(50)}
 
 
-def test_chunk_digest_differs_when_any_point_or_the_order_differs() -> None:
-    base = ([1, 2, 3], [10, 20, 30], [0.5, NAN, INF])
-    variants = [
-        ([1, 2, 4], [10, 20, 30], [0.5, NAN, INF]),
-        ([1, 2, 3], [10, 21, 30], [0.5, NAN, INF]),
-        ([1, 2, 3], [10, 20, 30], [0.5, NAN, -INF]),
-        ([1, 2, 3], [10, 20, 30], [0.25, NAN, INF]),
-        ([2, 1, 3], [20, 10, 30], [NAN, 0.5, INF]),  # the same points, another order
-        ([1, 2], [10, 20], [0.5, NAN]),  # a point fewer
-        # Step and timestamp swapped: the columns are not interchangeable.
-        ([10, 20, 30], [1, 2, 3], [0.5, NAN, INF]),
+def test_chunks_of_one_entry_share_the_entry_digest() -> None:
+    # The unique index holds (run, key, digest): the key tells an entry's chunks apart already.
+    for metrics in (
+        [Metric(k, float(s), s, s) for s in range(5) for k in ("loss", "acc", "lr")],  # _period path
+        [Metric(k, float(i), i, i) for i, k in enumerate("abbacb")],  # grouping path
+        [Metric(k, 1.0, 1, 1, model_id="m-1") for k in ("a", "b")],  # extras path
+    ):
+        fields = wire.encode(RUN_A, metrics, 1)
+        b = wire.decode(fields)
+        chunks = chunks_of_entry(b)
+        assert {c[8] for c in chunks} == {b.digest} == {wire.request_digest(fields)}
+
+
+def test_key_split_by_extras_gets_distinct_digests_within_the_entry() -> None:
+    metrics = [
+        Metric("acc", 0.1, 1, 0),
+        Metric("loss", 0.2, 1, 0),
+        Metric("acc", 0.3, 2, 1, model_id="m-1"),
+        Metric("acc", 0.4, 3, 2, dataset_name="eval", dataset_digest="d"),
+        Metric("acc", 0.5, 4, 3),  # joins the first "acc" chunk
     ]
-    digests = {_digest(*base)} | {_digest(*v) for v in variants}
-    assert len(digests) == len(variants) + 1
+    b = entry(RUN_A, metrics)
+    chunks = chunks_of_entry(b)
+    acc = [c for c in chunks if c[1] == "acc"]
+    # Ordinals follow first appearance in the request, which a replay reproduces exactly.
+    assert [(c[5], c[6], c[8]) for c in acc] == [
+        (None, None, b.digest),
+        ("m-1", None, chunk_digest(b.digest, 1)),
+        (None, "eval", chunk_digest(b.digest, 2)),
+    ]
+    assert [c[8] for c in chunks if c[1] == "loss"] == [b.digest]
+    # Otherwise the split chunks would collide in the unique index and all but one be lost.
+    assert len(build_batch(chunks).chunks) == len(chunks) == 4
 
 
-def test_chunk_digest_is_migration_0006s_sql_formula() -> None:
-    # The migration computes one-point chunks in SQL:
-    # substr(sha256(int8send(step) || int8send(timestamp_ms) || float8send(value)), 1, 16).
-    for step, ts, value in [(0, 0, 0.0), (-1, 1, -0.0), (2**63 - 1, -(2**63), NAN), (5, 1700000000000, INF),
-                            (-(2**63), 2**63 - 1, -INF), (3, 4, 1e-300)]:
-        expected = hashlib.sha256(struct.pack(">qqd", step, ts, value)).digest()[:16]
-        assert _digest([step], [ts], [value]) == expected
-    # Longer chunks: all steps, then all timestamps, then all values.
-    steps, ts, values = [1, 2, 3], [7, 8, 9], [0.5, NAN, -INF]
-    assert _digest(steps, ts, values) == sql_digest(steps, ts, values)
+def test_split_key_digests_are_stable_across_re_decoding() -> None:
+    # A replayed entry (and a client's retry, acknowledged later) must give the same rows.
+    metrics = [Metric("acc", float(i), i, i, model_id=(None, "m-1", "m-2")[i % 3]) for i in range(9)]
+    fields = wire.encode(RUN_A, metrics, 1)
+    first = chunks_of_entry(wire.decode(fields))
+    replayed = chunks_of_entry(wire.decode({bytes(k): bytes(bytearray(v)) for k, v in fields.items()}))
+    retried = chunks_of_entry(entry(RUN_A, metrics, acked_at_ms=99))
+    assert len({c[8] for c in first}) == 3
+    assert [norm_chunk(c) for c in first] == [norm_chunk(c) for c in replayed] == [norm_chunk(c) for c in retried]
+    batch = build_batch(first + replayed + retried)
+    assert chunk_multiset(batch.chunks) == chunk_multiset(first)
+    assert batch.points == len(metrics)
+    assert len(batch.model_points) == 6
 
 
 # --- build_batch ----------------------------------------------------------------------------
@@ -424,13 +455,30 @@ def test_build_batch_drops_repeated_model_points_once() -> None:
 
 
 def test_model_points_survive_when_the_same_points_are_stored_without_the_model() -> None:
-    # log_model re-sends a run's metrics with the new model's id: the run's chunk is a repeat
-    # (one digest), but the points still belong to the model.
+    # log_model re-sends a run's metrics with the new model's id: another request, so another
+    # chunk kept beside the plain one (reads fold the equal points), and its points belong to
+    # the model.
     plain = chunks_from_rows([row("acc", 1, 1, 0.9)])
     with_model = chunks_from_rows([row("acc", 1, 1, 0.9, model_id="m-1")])
+    assert plain[0][8] != with_model[0][8]
     batch = build_batch(plain + with_model)
-    assert batch.points == 1 and len(batch.chunks) == 1
+    assert batch.points == 2 and len(batch.chunks) == 2
     assert batch.model_points == [row("acc", 1, 1, 0.9, model_id="m-1")]
+
+
+def test_same_points_in_two_different_requests_are_kept_twice() -> None:
+    # Telling a retry from a second request that happens to repeat points is impossible from
+    # the points alone; only the request's identity is, so both are stored.
+    loss = [Metric("loss", float(s), 1000 + s, s) for s in range(4)]
+    first = chunks_of_entry(entry(RUN_A, loss))
+    second = chunks_of_entry(entry(RUN_A, loss + [Metric("acc", 0.5, 1000, 0)]))
+    loss_first = [c for c in first if c[1] == "loss"]
+    loss_second = [c for c in second if c[1] == "loss"]
+    assert [norm_chunk(c)[:8] for c in loss_first] == [norm_chunk(c)[:8] for c in loss_second]
+    assert loss_first[0][8] != loss_second[0][8]
+    batch = build_batch(first + second)
+    assert chunk_multiset(batch.chunks) == chunk_multiset(first + second)
+    assert batch.points == 2 * len(loss) + 1
 
 
 def test_build_batch_keeps_same_points_under_another_run_or_key() -> None:
@@ -438,7 +486,9 @@ def test_build_batch_keeps_same_points_under_another_run_or_key() -> None:
     rows = [row(key, s, t, v, run=run) for run, key in [(RUN_A, "k"), (RUN_B, "k"), (RUN_A, "j")]
             for s, t, v in points]
     chunks = chunks_from_rows(rows)
-    assert len({c[8] for c in chunks}) == 1  # one digest: only run and key tell them apart
+    # One request per run: RUN_A's "k" and "j" share its digest, only the key tells them apart.
+    digests = {(c[0], c[1]): c[8] for c in chunks}
+    assert digests[(RUN_A, "k")] == digests[(RUN_A, "j")] != digests[(RUN_B, "k")]
     batch = build_batch(chunks)
     assert chunk_multiset(batch.chunks) == chunk_multiset(chunks)
     assert batch.points == len(batch) == len(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import struct
@@ -264,3 +265,79 @@ def test_decode_does_not_mutate_or_depend_on_field_order() -> None:
     a, b = wire.decode(fields), wire.decode(reordered)
     assert fields == snapshot
     assert [exact(m) for m in a.metrics()] == [exact(m) for m in b.metrics()]
+
+
+# ---------------------------------------------------------------- request_digest
+
+
+def _digest_of(metrics: list[Metric], run_id: str = RUN, acked_at_ms: int = 1) -> bytes:
+    return wire.request_digest(wire.encode(run_id, metrics, acked_at_ms))
+
+
+def _base_metrics() -> list[Metric]:
+    return [
+        Metric("loss", 0.0, 1000, 0),
+        Metric("acc", 1.0, 1001, 1),
+        Metric("loss", 2.5, 1002, 2),
+    ]
+
+
+def test_decode_sets_the_request_digest() -> None:
+    fields = wire.encode(RUN, _base_metrics(), 1)
+    batch = wire.decode(fields)
+    assert type(batch.digest) is bytes and len(batch.digest) == 16
+    assert batch.digest == wire.request_digest(fields)
+
+
+def test_request_digest_ignores_ack_time_and_version() -> None:
+    # A client's retry is acknowledged later; it must still collide with the first write.
+    metrics = _base_metrics()
+    assert _digest_of(metrics, acked_at_ms=1) == _digest_of(metrics, acked_at_ms=1_700_000_000_000)
+    assert wire.decode(wire.encode(RUN, metrics, 5)).digest == wire.decode(wire.encode(RUN, metrics, 6)).digest
+    fields = wire.encode(RUN, metrics, 1)
+    assert wire.request_digest({**fields, b"v": b"2"}) == wire.request_digest(fields)
+
+
+def _replace(metrics: list[Metric], i: int, **changes: object) -> list[Metric]:
+    m = metrics[i]
+    current = {
+        "key": m.key, "value": m.value, "timestamp_ms": m.timestamp_ms, "step": m.step,
+        "model_id": m.model_id, "dataset_name": m.dataset_name, "dataset_digest": m.dataset_digest,
+    }
+    return [*metrics[:i], Metric(**{**current, **changes}), *metrics[i + 1:]]  # type: ignore[arg-type]
+
+
+def test_request_digest_differs_for_any_other_point_field() -> None:
+    # Two requests that differ in anything that was logged must both be stored.
+    base = _base_metrics()
+    variants = {
+        "run": _digest_of(base, run_id="f" * 32),
+        "first key": _digest_of(_replace(base, 0, key="lost")),
+        "middle key": _digest_of(_replace(base, 1, key="acc2")),
+        "last key": _digest_of(_replace(base, 2, key="acc")),
+        "value": _digest_of(_replace(base, 1, value=1.5)),
+        "-0.0": _digest_of(_replace(base, 0, value=-0.0)),  # equal as floats, not as logged
+        "nan": _digest_of(_replace(base, 2, value=math.nan)),
+        "timestamp": _digest_of(_replace(base, 2, timestamp_ms=1003)),
+        "step": _digest_of(_replace(base, 0, step=-1)),
+        "order": _digest_of([base[1], base[0], base[2]]),
+        "point fewer": _digest_of(base[:2]),
+        "model id": _digest_of(_replace(base, 0, model_id="m-1")),
+        "other model id": _digest_of(_replace(base, 0, model_id="m-2")),
+        "model id elsewhere": _digest_of(_replace(base, 1, model_id="m-1")),
+        "dataset name": _digest_of(_replace(base, 0, dataset_name="eval")),
+        "dataset digest": _digest_of(_replace(base, 0, dataset_name="eval", dataset_digest="d")),
+    }
+    digests = [_digest_of(base), *variants.values()]
+    assert len(set(digests)) == len(digests), variants
+
+
+def test_request_digest_length_prefixes_each_field() -> None:
+    # Without the prefixes, moving a byte from one field into the next would spell the same
+    # input: run "ab" with key "c" would be run "a" with key "bc".
+    fields = wire.encode(RUN, [Metric("ab", 1.0, 1, 1, model_id="m-1")], 1)
+    names = (b"r", b"k", b"x", b"t", b"s", b"m")
+    for left, right in itertools.pairwise(names):
+        shifted = {**fields, left: fields[left][:-1], right: fields[left][-1:] + fields[right]}
+        assert b"".join(shifted[n] for n in names) == b"".join(fields[n] for n in names)
+        assert wire.request_digest(shifted) != wire.request_digest(fields), (left, right)

@@ -19,6 +19,7 @@ from metricgate.entities import (
     Metric,
     MetricColumns,
     MetricPoint,
+    MetricSeries,
     Param,
     Run,
     RunInfo,
@@ -435,6 +436,28 @@ def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
         if len(point) > 7:
             item["run_id"] = point[7]
         out.append(item)
+    return out
+
+
+def encode_metric_series(series: Iterable[MetricSeries]) -> list[dict[str, Any]]:
+    """Bulk reads: every point of each series, with its ``run_id``. A series of plain, finite
+    points (nearly all) is one comprehension over its columns; anything else goes point by
+    point through ``encode_metric_points``, so both spell a point the same."""
+    isfinite = math.isfinite
+    out: list[dict[str, Any]] = []
+    for s in series:
+        key, run_id = s.key, s.run_id
+        if s.extras is None and all(map(isfinite, s.values)):
+            out.extend(
+                [{"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
+                 for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+            )
+        else:
+            extras = s.extras or [(None, None, None)] * len(s)
+            out.extend(encode_metric_points(
+                (key, v, t, step, e[0], e[1], e[2], run_id)
+                for step, t, v, e in zip(s.steps, s.timestamps_ms, s.values, extras)
+            ))
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import encode_metric_points, json_response, page_response, read_fields
+from metricgate.api.codec import encode_metric_points, encode_metric_series, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter
@@ -58,8 +58,8 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
         )
     service = request.app[SERVICE]
     await service.metrics.wait_runs_visible(run_ids)
-    points = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
-    return json_response({"metrics": encode_metric_points(points)})
+    series = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
+    return json_response({"metrics": encode_metric_series(series)})
 
 
 ROUTES = [

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
 from metricgate.entities import Metric
+from metricgate.ingest import wire
 from metricgate.ingest.wire import PointBatch
 
 # (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
 PointRow = tuple[str, str, int, int, float, str | None, str | None, str | None]
 # (run_id, key, steps, timestamps_ms, values, model_id, dataset_name, dataset_digest, digest):
-# metric_chunks' columns in COPY order. Steps/timestamps are array('q'), values array('d').
-ChunkRow = tuple[str, str, array, array, array, str | None, str | None, str | None, bytes]  # type: ignore[type-arg]
+# metric_chunks' columns in COPY order.
+ChunkRow = tuple[str, str, list[int], list[int], list[float], str | None, str | None, str | None, bytes]
 
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @dataclass
@@ -41,17 +39,13 @@ class FlushBatch:
         return self.points
 
 
-def _big_endian(values: array) -> bytes:  # type: ignore[type-arg]
-    if _LITTLE_ENDIAN:
-        values = array(values.typecode, values)
-        values.byteswap()
-    return values.tobytes()
-
-
-def chunk_digest(steps: array, timestamps_ms: array, values: array) -> bytes:  # type: ignore[type-arg]
-    """Identity of a chunk's points, equal for the same points in the same order. Big-endian so
-    that PostgreSQL computes the same one (migration 0006: ``int8send``/``float8send``)."""
-    return hashlib.sha256(_big_endian(steps) + _big_endian(timestamps_ms) + _big_endian(values)).digest()[:16]
+def chunk_digest(entry_digest: bytes, ordinal: int) -> bytes:
+    """The digest of an entry's ``ordinal``-th chunk of one key. Chunks of one entry share the
+    entry's digest (the unique index holds the key too); only a key split over several chunks
+    (different model or dataset) needs the ordinal mixed in, which is rare and costs one hash."""
+    if ordinal == 0:
+        return entry_digest
+    return hashlib.sha256(entry_digest + ordinal.to_bytes(4, "big")).digest()[:16]
 
 
 def rank(row: PointRow) -> tuple[int, int, bool, float]:
@@ -77,52 +71,52 @@ def _period(keys: list[str]) -> int:
     return 0
 
 
-def _chunk(run_id: str, key: str, steps: array, ts: array, values: array,  # type: ignore[type-arg]
-           extras: tuple[str | None, str | None, str | None]) -> ChunkRow:
-    return (run_id, key, steps, ts, values, extras[0], extras[1], extras[2], chunk_digest(steps, ts, values))
-
-
 _NO_EXTRAS: tuple[None, None, None] = (None, None, None)
 
 
 def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
-    """The chunks of one entry: its points grouped by (key, model, dataset), logged order kept."""
-    keys, steps, ts, values = b.keys, b.steps, b.timestamps_ms, b.values
+    """The chunks of one entry: its points grouped by (key, model, dataset), logged order kept.
+    Columns become lists: asyncpg encodes those fastest."""
+    keys = b.keys
     if not keys:
         return []
+    run_id, digest = b.run_id, b.digest
+    steps, ts, values = b.steps.tolist(), b.timestamps_ms.tolist(), b.values.tolist()
     if b.extras is None:
         p = _period(keys)
         if p:
             return [
-                _chunk(b.run_id, keys[k], steps[k::p], ts[k::p], values[k::p], _NO_EXTRAS) for k in range(p)
+                (run_id, keys[k], steps[k::p], ts[k::p], values[k::p], None, None, None, digest) for k in range(p)
             ]
-        groups: dict[tuple[str, object], list[int]] = {}
+        groups: dict[tuple[str, tuple[str | None, str | None, str | None]], list[int]] = {}
         for i, key in enumerate(keys):
             groups.setdefault((key, _NO_EXTRAS), []).append(i)
     else:
         groups = {}
         for i, (key, extras) in enumerate(zip(keys, b.extras)):
             groups.setdefault((key, extras), []).append(i)
-    out = []
+    out: list[ChunkRow] = []
+    ordinals: dict[str, int] = {}
     for (key, extras), idx in groups.items():
-        out.append(_chunk(
-            b.run_id, key, array("q", [steps[i] for i in idx]), array("q", [ts[i] for i in idx]),
-            array("d", [values[i] for i in idx]), extras,  # type: ignore[arg-type]
+        ordinal = ordinals.get(key, 0)
+        ordinals[key] = ordinal + 1
+        out.append((
+            run_id, key, [steps[i] for i in idx], [ts[i] for i in idx], [values[i] for i in idx],
+            extras[0], extras[1], extras[2], chunk_digest(digest, ordinal),
         ))
     return out
 
 
 def chunks_from_rows(rows: Iterable[PointRow]) -> list[ChunkRow]:
-    """Rows grouped into chunks by (run, key, model, dataset), input order kept (the direct
-    writer's one request; tests)."""
-    groups: dict[tuple[str, str, str | None, str | None, str | None], list[PointRow]] = {}
+    """The chunks the flusher would write for these rows sent as one request per run (the
+    direct writer's one request; tests): encoded as that request's entry and cut from it, so
+    both paths give the same chunks and digests."""
+    by_run: dict[str, list[Metric]] = {}
     for r in rows:
-        groups.setdefault((r[0], r[1], r[5], r[6], r[7]), []).append(r)
-    return [
-        _chunk(run_id, key, array("q", [r[2] for r in rs]), array("q", [r[3] for r in rs]),
-               array("d", [r[4] for r in rs]), extras)
-        for (run_id, key, *extras), rs in groups.items()  # type: ignore[misc]
-    ]
+        by_run.setdefault(r[0], []).append(
+            Metric(r[1], r[4], r[3], r[2], model_id=r[5], dataset_name=r[6], dataset_digest=r[7])
+        )
+    return [c for run_id, metrics in by_run.items() for c in chunks_of_entry(wire.decode(wire.encode(run_id, metrics, 0)))]
 
 
 def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:

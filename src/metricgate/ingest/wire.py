@@ -7,6 +7,7 @@ little-endian float64/int64 arrays. Binary doubles keep NaN and +-Infinity exact
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,9 @@ class PointBatch:
     # Per point (model_id, dataset_name, dataset_digest), or None when no point has any.
     extras: list[tuple[str | None, str | None, str | None]] | None
     acked_at_ms: int
+    # Identity of the request's points (``request_digest``): the same for a replay of this
+    # entry and for a client's retry of the same request, which is what makes writes idempotent.
+    digest: bytes = b""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -93,6 +97,22 @@ def encode_columns(run_id: str, columns: MetricColumns, acked_at_ms: int) -> dic
     }
 
 
+# The fields that carry points; the acknowledgement time and the version do not change what
+# was logged, so a client's retry (acknowledged later) has the same digest.
+_POINT_FIELDS = (b"r", b"k", b"x", b"t", b"s", b"m")
+
+
+def request_digest(fields: Mapping[bytes, bytes]) -> bytes:
+    """16 bytes identifying the points of an entry: one SHA-256 pass over its point fields, each
+    length-prefixed so that no two different entries can be spelled the same."""
+    h = hashlib.sha256()
+    for name in _POINT_FIELDS:
+        value = fields.get(name, b"")
+        h.update(len(value).to_bytes(8, "big"))
+        h.update(value)
+    return h.digest()[:16]
+
+
 def _decode_extras(raw: bytes) -> list[tuple[str | None, str | None, str | None]]:
     items = orjson.loads(raw)
     if not isinstance(items, list):
@@ -124,6 +144,7 @@ def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
             steps=steps,
             extras=extras,  # type: ignore[arg-type]
             acked_at_ms=int(fields[b"a"]),
+            digest=request_digest(fields),
         )
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise WireError(f"undecodable stream entry: {exc}") from exc

@@ -10,11 +10,14 @@ identical points, which also hides a point two different requests both carried.
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
-from metricgate.entities import Metric, MetricPoint, Page
+from metricgate.entities import Metric, MetricSeries, Page
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_rows, rows_from_metrics
 from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.pool import Database
@@ -112,70 +115,162 @@ class PgMetricHistory:
 
     async def bulk_interval(
         self, run_ids: Sequence[str], key: str, max_results: int, start_step: int | None, end_step: int | None
-    ) -> list[MetricPoint]:
-        """MLflow's downsampled history for plots: the same sampled steps for every run.
-        ``MetricPoint``s with the run id appended, runs in the order asked, then step order."""
+    ) -> list[MetricSeries]:
+        """MLflow's downsampled history for plots: the same sampled steps for every run. One
+        series per run that has points, in the order asked (each run once)."""
         async with self._db.connection() as conn:
             # Short histories (the usual case while a sweep runs, and every read-back of a fresh
-            # one) come whole in one query and are sampled here; only when that would mean more
-            # than _BULK_WHOLE_ROWS points does the sampling move into two queries instead.
-            rows = await conn.fetch(
-                f"""SELECT DISTINCT ON (run_id, step, timestamp_ms, value) {_POINT_COLUMNS}, run_id
-                    FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2
-                    ORDER BY run_id, step, timestamp_ms, value LIMIT $3""",
-                list(run_ids),
-                key,
-                _BULK_WHOLE_ROWS + 1,
-            )
-            if len(rows) <= _BULK_WHOLE_ROWS:
-                return _sampled(rows, run_ids, max_results, start_step, end_step)
+            # one) come as their chunks in one query, merged and sampled here: no row per point
+            # and no sort in PostgreSQL. Only when that would mean more than _BULK_WHOLE_ROWS
+            # points (the query then returns nothing) does sampling move into two queries.
+            chunks = await conn.fetch(_WHOLE_CHUNKS, list(run_ids), key, _BULK_WHOLE_ROWS)
+            if chunks:
+                by_run: dict[str, list[asyncpg.Record]] = {}
+                for chunk in chunks:
+                    by_run.setdefault(chunk[0], []).append(chunk)
+                merged = {run_id: merge_chunks(run_id, key, rows) for run_id, rows in by_run.items()}
+                return _sampled(merged, run_ids, max_results, start_step, end_step)
             step_rows = await conn.fetch(
                 "SELECT DISTINCT run_id, step FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2",
                 list(run_ids),
                 key,
             )
+            if not step_rows:
+                return []
             steps_by_run: dict[str, list[int]] = {}
             for row in step_rows:
                 steps_by_run.setdefault(row["run_id"], []).append(row["step"])
             steps = sample_steps(list(steps_by_run.values()), max_results, start_step, end_step)
             per_run_limit = max(max_results, len(steps))
-            return await conn.fetch(
-                f"""SELECT {_POINT_COLUMNS}, run_id
-                   FROM (SELECT d.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms) AS n
+            rows = await conn.fetch(
+                """SELECT run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
+                   FROM (SELECT d.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms, value) AS n
                          FROM (SELECT DISTINCT ON (run_id, step, timestamp_ms, value) *
                                FROM metrics
                                WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])
                                ORDER BY run_id, step, timestamp_ms, value) d) s
                    WHERE n <= $4
-                   ORDER BY array_position($1::text[], run_id), step, timestamp_ms""",
+                   ORDER BY array_position($1::text[], run_id), step, timestamp_ms, value""",
                 list(run_ids),
                 key,
                 steps,
                 per_run_limit,
             )
+        return _series_of_points(key, rows)
 
 
+# Every chunk of the runs' key, or nothing when they hold more than $3 points in all.
+_WHOLE_CHUNKS = """
+WITH c AS MATERIALIZED (
+    SELECT run_id, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest
+    FROM metric_chunks WHERE run_id = ANY($1::text[]) AND key = $2
+)
+SELECT * FROM c WHERE (SELECT sum(cardinality(steps)) FROM c) <= $3
+"""
 _POINT_COLUMNS = "key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest"
 _BULK_WHOLE_ROWS = 20_000
-_RUN = 7  # where the run id sits in a bulk-interval point
-_STEP = 3
+
+
+def _value_rank(value: float) -> tuple[bool, float]:
+    """PostgreSQL's float8 order and equality: NaN equals NaN and sorts above everything."""
+    is_nan = value != value
+    return (is_nan, 0.0 if is_nan else value)
+
+
+def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> MetricSeries:
+    """One run's chunks of one key (rows of run_id, steps, timestamps_ms, vals, model_id,
+    dataset_name, dataset_digest) as one series in (step, timestamp, value) order, identical
+    points once (what the SQL reads get with DISTINCT ON).
+
+    The usual case costs a few C-speed list operations: chunks hold consecutive steps, so
+    ordered by their first step and concatenated, the steps strictly ascend, which proves the
+    order and that no point repeats. Anything else is sorted and deduplicated point by point."""
+    ordered = sorted(chunks, key=_first_step)
+    steps: list[int] = []
+    timestamps: list[int] = []
+    values: list[float] = []
+    plain = True
+    for chunk in ordered:
+        steps += chunk[1]
+        timestamps += chunk[2]
+        values += chunk[3]
+        if chunk[4] is not None or chunk[5] is not None or chunk[6] is not None:
+            plain = False
+    if plain and all(map(operator.lt, steps, steps[1:])):
+        return MetricSeries(run_id, key, steps, timestamps, values)
+    points = sorted(
+        (
+            (s, t, _value_rank(v), v, (c[4], c[5], c[6]))
+            for c in ordered
+            for s, t, v in zip(c[1], c[2], c[3])
+        ),
+        key=_POINT_ORDER,
+    )
+    kept = [p for i, p in enumerate(points) if i == 0 or _POINT_ORDER(points[i - 1]) != _POINT_ORDER(p)]
+    return MetricSeries(
+        run_id,
+        key,
+        [p[0] for p in kept],
+        [p[1] for p in kept],
+        [p[3] for p in kept],
+        None if plain else [p[4] for p in kept],
+    )
+
+
+def _first_step(chunk: Sequence[Any]) -> int:
+    return chunk[1][0]
+
+
+_POINT_ORDER = operator.itemgetter(0, 1, 2)
+
+
+def _series_of_points(key: str, rows: Sequence[asyncpg.Record]) -> list[MetricSeries]:
+    """The two-query path's rows (run_id, step, timestamp_ms, value, extras...; runs in the
+    order asked, points in order) as one series per run."""
+    out: list[MetricSeries] = []
+    for run_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+        points = list(group)
+        extras = [(p[4], p[5], p[6]) for p in points]
+        out.append(MetricSeries(
+            run_id,
+            key,
+            [p[1] for p in points],
+            [p[2] for p in points],
+            [p[3] for p in points],
+            extras if any(e != (None, None, None) for e in extras) else None,
+        ))
+    return out
 
 
 def _sampled(
-    rows: Sequence[asyncpg.Record], run_ids: Sequence[str], max_results: int, start_step: int | None, end_step: int | None
-) -> list[MetricPoint]:
-    """The two-query path's answer computed from every point of the runs (rows in run, step,
-    timestamp order): the same sampled steps, at most ``max(max_results, steps)`` per run."""
-    by_run: dict[str, list[asyncpg.Record]] = {}
-    for row in rows:
-        by_run.setdefault(row[_RUN], []).append(row)
-    runs_steps = [sorted({r[_STEP] for r in points}) for points in by_run.values()]
-    steps = set(sample_steps(runs_steps, max_results, start_step, end_step))
+    merged: dict[str, MetricSeries], run_ids: Sequence[str], max_results: int, start_step: int | None, end_step: int | None
+) -> list[MetricSeries]:
+    """The two-query path's answer computed from every point of the runs: the same sampled
+    steps, at most ``max(max_results, steps)`` points per run, runs in the order asked."""
+    runs_steps = [sorted(set(s.steps)) for s in merged.values()]
+    steps = sample_steps(runs_steps, max_results, start_step, end_step)
     per_run_limit = max(max_results, len(steps))
-    out: list[MetricPoint] = []
+    every_step = len(steps) == len(set().union(*runs_steps))
+    sampled = set(steps)
+    out: list[MetricSeries] = []
     for run_id in dict.fromkeys(run_ids):  # the order asked, each run once
-        kept = [r for r in by_run.get(run_id, ()) if r[_STEP] in steps]
-        out.extend(kept[:per_run_limit])
+        series = merged.get(run_id)
+        if series is None:
+            continue
+        if every_step and len(series) <= per_run_limit:
+            out.append(series)
+            continue
+        idx = [i for i, s in enumerate(series.steps) if s in sampled][:per_run_limit]
+        if not idx:
+            continue
+        out.append(MetricSeries(
+            run_id,
+            series.key,
+            [series.steps[i] for i in idx],
+            [series.timestamps_ms[i] for i in idx],
+            [series.values[i] for i in idx],
+            None if series.extras is None else [series.extras[i] for i in idx],
+        ))
     return out
 
 

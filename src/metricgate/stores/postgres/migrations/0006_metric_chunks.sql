@@ -7,13 +7,13 @@
 -- rows with 10-element arrays: measured 2.4x the COPY rate and a fifth of the disk footprint of
 -- the row-per-point table on the 1000-metrics-per-request workload (docs/design-ingest.md).
 --
--- Idempotence moves from the point to the chunk: `digest` is a hash of the chunk's points
--- (ingest/batcher.py `chunk_digest`: SHA-256 of the big-endian steps, then timestamps, then
--- values, first 16 bytes). A replayed stream entry (flusher died between COMMIT and XACK, an
--- XAUTOCLAIMed entry) or a client's retry of the same request yields the same chunks, which the
--- unique index turns into no-ops. Points that two *different* requests both carry can be stored
--- twice; every read deduplicates (step, timestamp, value) per (run, key) as MLflow does, so no
--- reader ever sees them twice.
+-- Idempotence moves from the point to the chunk: `digest` identifies the request the chunk came
+-- from (ingest/wire.py `request_digest`: SHA-256 over the entry's run id, keys and point columns,
+-- not its acknowledgement time). A replayed stream entry (flusher died between COMMIT and XACK,
+-- an XAUTOCLAIMed entry) or a client's retry of the same request yields the same chunks, which
+-- the unique index turns into no-ops. Points that two *different* requests both carry can be
+-- stored twice; every read deduplicates (step, timestamp, value) per (run, key) as MLflow does,
+-- so no reader ever sees them twice.
 CREATE TABLE metric_chunks (
     run_id         text               NOT NULL,
     key            text               NOT NULL,
@@ -28,8 +28,8 @@ CREATE TABLE metric_chunks (
 -- Serves every history read (run, key) as well as deduplication.
 CREATE UNIQUE INDEX metric_chunks_digest_idx ON metric_chunks (run_id, key, digest);
 
--- Existing points become one-point chunks with the digest the flusher would compute for them,
--- so an entry replayed across the upgrade still deduplicates.
+-- Existing points become one-point chunks, each with a digest of its own point (an entry
+-- replayed across the upgrade may store its points again; reads fold them).
 INSERT INTO metric_chunks (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest)
 SELECT run_id, key, ARRAY[step], ARRAY[timestamp_ms], ARRAY[value], model_id, dataset_name, dataset_digest,
        substr(sha256(int8send(step) || int8send(timestamp_ms) || float8send(value)), 1, 16)
