@@ -2,7 +2,7 @@
 """Raw COPY baseline of a PostgreSQL server, shaped like the ingest benchmark's workload (b).
 
 Copies the workload's rows with asyncpg ``copy_records_to_table`` (one transaction per batch) into
-a table shaped like MLflow's ``metrics`` table and into metricgate's own ``metrics`` table (DDL
+a table shaped like MLflow's ``metrics`` table and into metricgate's own ``metric_chunks`` table (DDL
 from src/metricgate/stores/postgres/migrations), each in a scratch schema that is dropped after,
 with 1 and 2 connections; the "+latest" variants also upsert a latest-value table per batch.
 

@@ -1,6 +1,7 @@
 """The raw COPY limit of a PostgreSQL server: asyncpg ``copy_records_to_table`` of workload-shaped
-rows into (1) a table shaped like MLflow's ``metrics`` table and (2) metricgate's own ``metrics``
-table, each in a scratch schema that is dropped afterwards.
+rows into (1) a table shaped like MLflow's ``metrics`` table and (2) metricgate's own
+``metric_chunks`` table (one row per run and key of a request, its points as arrays: what the
+flusher writes), each in a scratch schema that is dropped afterwards. Rates are points per second.
 
 Rows come in the send order of the ingest benchmark (request by request, round-robin over runs)
 and are copied in batches, one transaction (one commit) per batch, from 1 or more connections
@@ -12,6 +13,7 @@ metricgate's ``latest_metrics`` are maintained. Only the copying is timed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import sys
@@ -56,7 +58,7 @@ CREATE TABLE latest_metrics (
 CREATE INDEX index_latest_metrics_run_uuid ON latest_metrics (run_uuid);
 """
 MLFLOW_COLUMNS = ("key", "value", "timestamp", "run_uuid", "step", "is_nan")
-METRICGATE_COLUMNS = ("run_id", "key", "step", "timestamp_ms", "value")
+METRICGATE_COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "digest")
 
 # Upserts keep the greater (step, timestamp, value): MLflow's rule for the latest value.
 MLFLOW_LATEST_UPSERT = """
@@ -119,12 +121,12 @@ def metricgate_migration_sql() -> str:
 
 
 def metricgate_ddl(sql: str | None = None) -> tuple[str, str]:
-    """(metrics DDL, latest_metrics DDL) taken from metricgate's own migrations."""
+    """(metric_chunks DDL, latest_metrics DDL) taken from metricgate's own migrations."""
     sql = metricgate_migration_sql() if sql is None else sql
-    metrics = statements_for_table(sql, "metrics")
+    metrics = statements_for_table(sql, "metric_chunks")
     latest = statements_for_table(sql, "latest_metrics")
     if not metrics:
-        raise RuntimeError("no CREATE TABLE metrics found in metricgate's migrations")
+        raise RuntimeError("no CREATE TABLE metric_chunks found in metricgate's migrations")
     return ";\n".join(metrics) + ";", ";\n".join(latest) + ";"
 
 
@@ -152,6 +154,21 @@ def make_rows(workload: Workload) -> tuple[list[str], list[tuple[str, str, int, 
     """Run ids and every (run_id, key, step, timestamp_ms, value) of the workload, in send order."""
     run_ids = [uuid.UUID(int=(workload.seed << 64) + i).hex for i in range(workload.runs)]
     return run_ids, list(iter_copy_rows(workload, run_ids))
+
+
+def _chunk_records(batch_index: int, batch: list[tuple[str, str, int, int, float]]) -> list[tuple[Any, ...]]:
+    """One batch (one request's rows) as the flusher writes it: a chunk per (run, key), points in
+    logged order, the request's digest (here: of the batch's index, unique per request)."""
+    digest = hashlib.sha256(batch_index.to_bytes(8, "big")).digest()[:16]
+    chunks: dict[tuple[str, str], tuple[list[int], list[int], list[float]]] = {}
+    for run_id, key, step, ts, value in batch:
+        columns = chunks.get((run_id, key))
+        if columns is None:
+            columns = chunks[(run_id, key)] = ([], [], [])
+        columns[0].append(step)
+        columns[1].append(ts)
+        columns[2].append(value)
+    return [(run_id, key, s, t, v, digest) for (run_id, key), (s, t, v) in chunks.items()]
 
 
 def _latest_arrays(batch: list[tuple[str, str, int, int, float]]) -> tuple[list[Any], ...]:
@@ -208,8 +225,11 @@ async def copy_once(
             ]
             columns, upsert = MLFLOW_COLUMNS, MLFLOW_LATEST_UPSERT
         else:
-            batches = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
+            batches = [
+                _chunk_records(n, rows[i : i + batch_rows]) for n, i in enumerate(range(0, len(rows), batch_rows))
+            ]
             columns, upsert = METRICGATE_COLUMNS, METRICGATE_LATEST_UPSERT
+        table = "metrics" if target == "mlflow" else "metric_chunks"
         latest_args = [_latest_arrays(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)] if latest else []
         conns = [await asyncpg.connect(dsn, server_settings={"search_path": schema}) for _ in range(connections)]
         try:
@@ -222,7 +242,7 @@ async def copy_once(
                     i = queue.get_nowait()
                     async with conn.transaction():
                         await conn.copy_records_to_table(
-                            "metrics", records=batches[i], columns=columns, schema_name=schema
+                            table, records=batches[i], columns=columns, schema_name=schema
                         )
                         if latest:
                             await conn.execute(upsert, *latest_args[i])
@@ -233,9 +253,10 @@ async def copy_once(
         finally:
             for conn in conns:
                 await conn.close()
-        copied = await admin.fetchval(f'SELECT count(*) FROM "{schema}".metrics')
+        count = "count(*)" if target == "mlflow" else "sum(cardinality(steps))"
+        copied = await admin.fetchval(f'SELECT {count} FROM "{schema}".{table}')
         if copied != len(rows):
-            raise RuntimeError(f"copied {copied} rows into {schema}.metrics, expected {len(rows)}")
+            raise RuntimeError(f"copied {copied} points into {schema}.{table}, expected {len(rows)}")
     finally:
         try:
             await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
