@@ -1,13 +1,29 @@
-"""Prometheus metrics of this process (``GET /metrics``) and structured (JSON) logging."""
+"""Prometheus metrics (``GET /metrics``) and structured (JSON) logging.
+
+``serve --workers N`` runs N processes behind one port, and a scrape reaches whichever one the
+kernel picks. So that every scrape shows the whole server, the workers run prometheus-client's
+multiprocess mode: each writes its values to files in a shared directory
+(``PROMETHEUS_MULTIPROC_DIR``, set by the parent before it spawns them) and any of them renders
+the sum over all. One process alone keeps the plain in-memory registry.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+# prometheus-client reads it when it is first imported: it must be in the environment of a
+# worker before that worker starts.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -43,7 +59,11 @@ def _create() -> _Metrics:
             registry=registry,
         ),
         backlog_entries=Gauge(
-            "metricgate_ingest_backlog_entries", "Stream entries not yet trimmed (un-flushed)", registry=registry
+            "metricgate_ingest_backlog_entries",
+            "Stream entries not yet trimmed (un-flushed)",
+            registry=registry,
+            # Every worker polls the same streams: across workers the value is the same, not a sum.
+            multiprocess_mode="max",
         ),
         flush_batch_points=Histogram(
             "metricgate_flush_batch_points",
@@ -68,6 +88,35 @@ def _create() -> _Metrics:
 
 
 METRICS = _create()
+
+
+def render_metrics() -> bytes:
+    """The exposition of ``GET /metrics``: this process's registry, or in multiprocess mode the
+    aggregate of every worker's files."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(METRICS.registry)
+
+
+@contextlib.contextmanager
+def multiprocess_metrics_dir() -> Iterator[str]:
+    """A fresh directory for the workers' metric files, exported in the environment for the
+    processes started inside the block and removed afterwards. A directory the operator set
+    already is used as it is (and kept)."""
+    given = os.environ.get(MULTIPROC_DIR_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="metricgate-prometheus-")
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -21,6 +21,8 @@ from aiohttp import web
 from metricgate.api.app import create_app
 from metricgate.api.keys import IN_FLIGHT
 from metricgate.config import Settings
+from metricgate.observability import multiprocess_metrics_dir
+from metricgate.runtime import tune_gc
 from metricgate.service import run_flushers
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ async def serve(
 
 
 def serve_forever(settings: Settings, reuse_port: bool = False) -> None:
+    tune_gc()
     uvloop.run(serve(settings, reuse_port=reuse_port))
 
 
@@ -77,7 +80,13 @@ def _worker_main(settings: Settings, configure_logging: Callable[[], None]) -> N
 
 def serve_workers(settings: Settings, workers: int, configure_logging: Callable[[], None]) -> int:
     """N independent server processes on one port; the kernel spreads connections over them.
-    Each holds its own pool and Redis client, and its own embedded flusher (consumer group)."""
+    Each holds its own pool and Redis client, and its own embedded flusher (consumer group);
+    their Prometheus metrics are aggregated through a shared directory (observability.py)."""
+    with multiprocess_metrics_dir():
+        return _run_workers(settings, workers, configure_logging)
+
+
+def _run_workers(settings: Settings, workers: int, configure_logging: Callable[[], None]) -> int:
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker_main, args=(settings, configure_logging), name=f"worker-{i}")
@@ -109,4 +118,5 @@ async def _flush(settings: Settings, workers: int) -> None:
 
 
 def flush_forever(settings: Settings, workers: int) -> None:
+    tune_gc()
     uvloop.run(_flush(settings, workers))

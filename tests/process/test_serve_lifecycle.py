@@ -201,8 +201,11 @@ def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Pa
 
 def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
     """`serve --workers 2`: both processes answer on one port, writes through either are read
-    back exactly (their embedded flushers share the consumer group), SIGTERM stops both."""
-    server = Server(env_for(db_url), tmp_path / "server.log", "--workers", "2")
+    back exactly (their embedded flushers share the consumer group), every scrape of /metrics
+    shows the sum over both workers, SIGTERM stops both and removes their metrics directory."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = Server({**env_for(db_url), "TMPDIR": str(temp)}, tmp_path / "server.log", "--workers", "2")
     try:
         server.wait_healthy()
         # The port answers once the first worker listens; the second may still be starting
@@ -219,11 +222,33 @@ def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path
         status, body = _get(f"{server.url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss")
         assert status == 200
         assert [m["step"] for m in json.loads(body)["metrics"]] == list(range(40))
+        # Each scrape is a new connection, answered by either worker; each worker acknowledged
+        # only some of the 40 points, so only an aggregate shows all of them every time.
+        assert [p.name for p in temp.iterdir()][0].startswith("metricgate-prometheus-")
+        # The flushed counter moves just after the XACK that made the points readable.
+        deadline = time.monotonic() + 10
+        while _sample(_get(f"{server.url}/metrics")[1], "metricgate_points_flushed_total") < 40:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for _ in range(8):
+            status, body = _get(f"{server.url}/metrics")
+            assert status == 200
+            assert _sample(body, "metricgate_points_accepted_total") == 40.0, body.decode()
+            assert _sample(body, "metricgate_points_flushed_total") == 40.0, body.decode()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0, server.log()
         assert server.log().count("metricgate.server stopped") == 2, server.log()
+        assert list(temp.iterdir()) == []
     finally:
         server.stop()
+
+
+def _sample(exposition: bytes, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus text exposition."""
+    for line in exposition.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
 
 
 def _post(base_url: str, path: str, body: dict[str, object]) -> dict[str, object]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from metricgate import __version__
 from metricgate.api.codec import json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.observability import METRICS
+from metricgate.observability import render_metrics
 
 
 async def health(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def server_info(request: web.Request) -> web.Response:
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    body = generate_latest(METRICS.registry)
+    body = render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
