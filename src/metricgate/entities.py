@@ -31,6 +31,16 @@ class MetricSeries:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def slice(self, start: int, stop: int) -> MetricSeries:
+        return MetricSeries(
+            self.run_id,
+            self.key,
+            self.steps[start:stop],
+            self.timestamps_ms[start:stop],
+            self.values[start:stop],
+            None if self.extras is None else self.extras[start:stop],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class MetricColumns:

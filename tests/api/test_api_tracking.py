@@ -524,6 +524,36 @@ async def test_bulk_interval_max_results_one(api: Api) -> None:
     assert 9 in steps and len(steps) <= 3
 
 
+async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short histories are merged from their chunks in Python; long ones are paged by PostgreSQL.
+    # Both must answer the same pages: several requests out of step order, several points per
+    # step, identical points carried by two requests, non-finite values, model and dataset.
+    from metricgate.stores.postgres import metrics as pg_metrics
+
+    run_id = await api.new_run_id()
+    first = [{"key": "m", "value": i / 4, "timestamp": t, "step": i} for i in range(40, 80) for t in (2, 1)]
+    second = [{"key": "m", "value": -i, "timestamp": 5, "step": i} for i in range(0, 45)]
+    (await api.log_batch(run_id, metrics=first)).ok()
+    (await api.log_batch(run_id, metrics=second)).ok()
+    (await api.log_batch(run_id, metrics=first[:6] + [{"key": "m", "value": "NaN", "timestamp": 9, "step": 3}])).ok()
+    point = {"run_id": run_id, "key": "m", "value": "Infinity", "timestamp": 7, "step": 50, "model_id": "m-1",
+             "dataset_name": "eval", "dataset_digest": "d"}
+    (await api.post("/runs/log-metric", point)).ok()
+    expected_points = len(first) + len(second) + 2
+    for params in ({}, {"max_results": 7}, {"max_results": 1}):
+        monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", 50_000)
+        whole = await api.history(run_id, "m", **params)
+        monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", 3)
+        paged = await api.history(run_id, "m", **params)
+        assert whole == paged, params
+        assert len(whole) == expected_points
+        order = [(m["step"], m["timestamp"]) for m in whole]
+        assert order == sorted(order)
+    assert {"model_id": "m-1", "dataset_name": "eval", "dataset_digest": "d"}.items() <= next(
+        m for m in whole if m["value"] == "Infinity"
+    ).items()
+
+
 async def test_bulk_interval_whole_and_two_query_paths_agree(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     # Short histories are read whole and sampled in Python; long ones sample in two queries.
     # Both must answer the same, sampling, ranges, several points per step and run order included.

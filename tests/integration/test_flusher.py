@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from metricgate import devservices
 from metricgate.config import FlushSettings, IngestSettings, PostgresSettings
-from metricgate.entities import Metric
+from metricgate.entities import Metric, MetricSeries
 from metricgate.errors import Unavailable
 from metricgate.ingest import wire
 from metricgate.ingest.batcher import build_batch, chunks_from_entries
@@ -101,6 +101,11 @@ def expected_rows(sent: Iterable[tuple[str, list[Metric]]]) -> Counter[Row]:
 
 async def append(streams: IngestStreams, run: str, metrics: list[Metric]) -> bytes:
     return await streams.append(run, wire.encode(run, metrics, int(time.time() * 1000)))
+
+
+def series_points(series: Iterable[MetricSeries]) -> list[tuple[int, int, bytes]]:
+    """(step, timestamp, value bits) of every point read, in the order read."""
+    return [(st, t, f64(v)) for s in series for st, t, v in zip(s.steps, s.timestamps_ms, s.values)]
 
 
 async def stored_rows(db: Database) -> Counter[Row]:
@@ -331,8 +336,7 @@ async def test_same_entries_added_again_after_flush_store_nothing_new(
     assert stored - Counter(set(stored)) == expected_rows([(run, first[:5])])
     history = PgMetricHistory(db)
     for key in {m.key for m in first + more}:
-        page = await history.history(run, key, 1000, None)
-        points = [(p[3], p[2], f64(p[1])) for p in page.items]
+        points = series_points((await history.history(run, key, 1000, None)).items)
         assert sorted(points) == sorted({(m.step, m.timestamp_ms, f64(m.value)) for m in first + more if m.key == key})
     assert await latest_rows(db) == mlflow_latest([(run, first), (run, more)])
     assert await pending_count(redis) == 0
@@ -563,12 +567,11 @@ async def test_duplicates_within_and_across_batches_are_read_once(
     stored = await stored_rows(db)
     assert Counter(set(stored)) == expected_rows(sent)
     history = PgMetricHistory(db)
-    acc = [(p[3], p[2], f64(p[1])) for p in (await history.history(run, "acc", 100, None)).items]
+    acc = series_points((await history.history(run, "acc", 100, None)).items)
     assert acc == [(3, 1000, f64(0.75)), (3, 1000, f64(math.nan)), (4, 1001, f64(0.8))]
-    loss = (await history.history(run, "loss", 100, None)).items
-    assert len(loss) == 1 and loss[0][1] == -math.inf
-    (bulk,) = await history.bulk_interval([run], "acc", 100, None, None)
-    assert list(zip(bulk.steps, bulk.timestamps_ms, map(f64, bulk.values))) == acc
+    loss = series_points((await history.history(run, "loss", 100, None)).items)
+    assert loss == [(3, 1000, f64(-math.inf))]
+    assert series_points(await history.bulk_interval([run], "acc", 100, None, None)) == acc
     assert await latest_rows(db) == mlflow_latest(sent)
 
 

@@ -439,23 +439,31 @@ def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
     return out
 
 
-def encode_metric_series(series: Iterable[MetricSeries]) -> list[dict[str, Any]]:
-    """Bulk reads: every point of each series, with its ``run_id``. A series of plain, finite
-    points (nearly all) is one comprehension over its columns; anything else goes point by
-    point through ``encode_metric_points``, so both spell a point the same."""
+def encode_metric_series(series: Iterable[MetricSeries], with_run_id: bool = True) -> list[dict[str, Any]]:
+    """Every point of each series (bulk reads add its ``run_id``, get-history does not, as
+    MLflow). A series of plain, finite points (nearly all) is one comprehension over its
+    columns; anything else goes point by point through ``encode_metric_points``, so both spell
+    a point the same."""
     isfinite = math.isfinite
     out: list[dict[str, Any]] = []
     for s in series:
         key, run_id = s.key, s.run_id
         if s.extras is None and all(map(isfinite, s.values)):
-            out.extend(
-                [{"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
-                 for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
-            )
+            if with_run_id:
+                out.extend(
+                    [{"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
+                     for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+                )
+            else:
+                out.extend(
+                    [{"key": key, "value": v, "timestamp": t, "step": step}
+                     for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+                )
         else:
             extras = s.extras or [(None, None, None)] * len(s)
+            tail = (run_id,) if with_run_id else ()
             out.extend(encode_metric_points(
-                (key, v, t, step, e[0], e[1], e[2], run_id)
+                (key, v, t, step, e[0], e[1], e[2], *tail)
                 for step, t, v, e in zip(s.steps, s.timestamps_ms, s.values, extras)
             ))
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import encode_metric_points, encode_metric_series, json_response, page_response, read_fields
+from metricgate.api.codec import encode_metric_series, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import InvalidParameter
@@ -28,7 +28,7 @@ async def get_history(request: web.Request) -> web.Response:
         # Points exist only for existing runs, so only an empty page needs the run looked up
         # (MLflow answers 404 for an unknown run): one query less on every non-empty read.
         await service.runs.require_exists(run_id)
-    return page_response("metrics", encode_metric_points(page.items), page.next_page_token)
+    return page_response("metrics", encode_metric_series(page.items, with_run_id=False), page.next_page_token)
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:

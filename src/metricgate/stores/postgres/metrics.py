@@ -96,22 +96,33 @@ class PgMetricHistory:
         self._db = db
 
     async def history(self, run_id: str, key: str, max_results: int, page_token: str | None) -> Page:
-        """A page of ``MetricPoint``s in (step, timestamp, value) order."""
+        """A page of the (run, key)'s points in (step, timestamp, value) order, identical points
+        once: ``items`` is one ``MetricSeries`` (none when the page is empty)."""
         offset = decode_page_token(page_token)
         async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"""SELECT DISTINCT ON (step, timestamp_ms, value) {_POINT_COLUMNS}
-                   FROM metrics WHERE run_id = $1 AND key = $2
-                   ORDER BY step, timestamp_ms, value LIMIT $3 OFFSET $4""",
-                run_id,
-                key,
-                max_results + 1,
-                offset,
-            )
-        # Records go out as they are (they index like MetricPoint tuples): no object per point.
-        items = rows[:max_results]
-        token = encode_page_token(offset + max_results) if len(rows) > max_results else None
-        return Page(items, token)
+            # As in bulk_interval: a history of up to _HISTORY_WHOLE_POINTS comes as its chunks
+            # and is merged here; a longer one is paged by PostgreSQL (unnest, sort, OFFSET).
+            chunks = await conn.fetch(_WHOLE_CHUNKS, [run_id], key, _HISTORY_WHOLE_POINTS)
+            if chunks:
+                series = merge_chunks(run_id, key, chunks)
+                page = series.slice(offset, offset + max_results)
+                more = len(series) > offset + max_results
+            else:
+                rows = await conn.fetch(
+                    """SELECT DISTINCT ON (step, timestamp_ms, value)
+                              run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
+                       FROM metrics WHERE run_id = $1 AND key = $2
+                       ORDER BY step, timestamp_ms, value LIMIT $3 OFFSET $4""",
+                    run_id,
+                    key,
+                    max_results + 1,
+                    offset,
+                )
+                more = len(rows) > max_results
+                found = _series_of_points(key, rows[:max_results])
+                page = found[0] if found else None
+        token = encode_page_token(offset + max_results) if more else None
+        return Page([page] if page else [], token)
 
     async def bulk_interval(
         self, run_ids: Sequence[str], key: str, max_results: int, start_step: int | None, end_step: int | None
@@ -167,8 +178,8 @@ WITH c AS MATERIALIZED (
 )
 SELECT * FROM c WHERE (SELECT sum(cardinality(steps)) FROM c) <= $3
 """
-_POINT_COLUMNS = "key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest"
 _BULK_WHOLE_ROWS = 20_000
+_HISTORY_WHOLE_POINTS = 50_000
 
 
 def _value_rank(value: float) -> tuple[bool, float]:
