@@ -554,6 +554,26 @@ async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.M
     ).items()
 
 
+async def test_identical_points_read_as_the_plain_copy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: log_model re-sends a run's step-0 points with each new model's id, choosing
+    # them from the run's history by "model_id is None". Reads fold identical points; had they
+    # answered with the first model's copy, the second model would have been given none.
+    from metricgate.stores.postgres import metrics as pg_metrics
+
+    run_id = await api.new_run_id()
+    plain = {"key": "loss", "value": 0.5, "timestamp": 10, "step": 0}
+    (await api.log_batch(run_id, metrics=[plain])).ok()
+    for model_id in ("m-b", "m-a", "m-c"):
+        (await api.log_batch(run_id, metrics=[{**plain, "model_id": model_id}])).ok()
+    (await api.log_batch(run_id, metrics=[{**plain, "step": 1, "model_id": "m-b"}, {**plain, "step": 1, "model_id": "m-a"}])).ok()
+    for whole in (50_000, 0):
+        monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", whole)
+        monkeypatch.setattr(pg_metrics, "_BULK_WHOLE_ROWS", whole)
+        history = await api.history(run_id, "loss")
+        assert history == [plain, {**plain, "step": 1, "model_id": "m-a"}], whole
+        assert await _bulk(api, [run_id], "loss") == [{**point, "run_id": run_id} for point in history]
+
+
 async def test_bulk_interval_whole_and_two_query_paths_agree(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     # Short histories are read whole and sampled in Python; long ones sample in two queries.
     # Both must answer the same, sampling, ranges, several points per step and run order included.

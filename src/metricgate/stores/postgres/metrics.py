@@ -109,10 +109,10 @@ class PgMetricHistory:
                 more = len(series) > offset + max_results
             else:
                 rows = await conn.fetch(
-                    """SELECT DISTINCT ON (step, timestamp_ms, value)
+                    f"""SELECT DISTINCT ON (step, timestamp_ms, value)
                               run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
                        FROM metrics WHERE run_id = $1 AND key = $2
-                       ORDER BY step, timestamp_ms, value LIMIT $3 OFFSET $4""",
+                       ORDER BY step, timestamp_ms, value, {_PLAIN_FIRST} LIMIT $3 OFFSET $4""",
                     run_id,
                     key,
                     max_results + 1,
@@ -154,12 +154,12 @@ class PgMetricHistory:
             steps = sample_steps(list(steps_by_run.values()), max_results, start_step, end_step)
             per_run_limit = max(max_results, len(steps))
             rows = await conn.fetch(
-                """SELECT run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
+                f"""SELECT run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
                    FROM (SELECT d.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms, value) AS n
                          FROM (SELECT DISTINCT ON (run_id, step, timestamp_ms, value) *
                                FROM metrics
                                WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])
-                               ORDER BY run_id, step, timestamp_ms, value) d) s
+                               ORDER BY run_id, step, timestamp_ms, value, {_PLAIN_FIRST}) d) s
                    WHERE n <= $4
                    ORDER BY array_position($1::text[], run_id), step, timestamp_ms, value""",
                 list(run_ids),
@@ -180,6 +180,14 @@ SELECT * FROM c WHERE (SELECT sum(cardinality(steps)) FROM c) <= $3
 """
 _BULK_WHOLE_ROWS = 20_000
 _HISTORY_WHOLE_POINTS = 50_000
+# Of identical points, reads keep the one logged without a model or dataset. log_model copies a
+# run's step-0 points onto each new model (same point, model_id set) and picks the points to copy
+# from the run's history by "model_id is None": had a read answered with an earlier model's copy,
+# the next model would get none (MLflow's table keeps the first-logged, plain copy).
+# (Code-point order, as the Python merge sorts, so both read paths pick the same copy.)
+_PLAIN_FIRST = (
+    'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
+)
 
 
 def _value_rank(value: float) -> tuple[bool, float]:
@@ -215,7 +223,7 @@ def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> Metr
             for c in ordered
             for s, t, v in zip(c[1], c[2], c[3])
         ),
-        key=_POINT_ORDER,
+        key=_plain_first,
     )
     kept = [p for i, p in enumerate(points) if i == 0 or _POINT_ORDER(points[i - 1]) != _POINT_ORDER(p)]
     return MetricSeries(
@@ -233,6 +241,12 @@ def _first_step(chunk: Sequence[Any]) -> int:
 
 
 _POINT_ORDER = operator.itemgetter(0, 1, 2)
+_NO_EXTRAS = (None, None, None)
+
+
+def _plain_first(point: tuple[Any, ...]) -> tuple[Any, ...]:
+    """History order, and of identical points the plain one first (see _PLAIN_FIRST)."""
+    return (point[0], point[1], point[2], point[4] != _NO_EXTRAS, tuple(e or "" for e in point[4]))
 
 
 def _series_of_points(key: str, rows: Sequence[asyncpg.Record]) -> list[MetricSeries]:
