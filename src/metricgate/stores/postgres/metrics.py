@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ import asyncpg
 from metricgate.entities import Metric, MetricSeries, Page
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_rows, rows_from_metrics
 from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.stores.postgres.chunk_copy import encode_chunks
 from metricgate.stores.postgres.pool import Database
 
 _CHUNK_COLUMNS = (
@@ -57,10 +58,16 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
     return [list(column) for column in zip(*rows)][:width] if rows else [[] for _ in range(width)]
 
 
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    # An async iterable source: asyncpg would read a file-like one in a thread-pool executor.
+    yield payload
+
+
 class PgMetricWriter:
     """The one write path for metric points: a flush batch in one transaction.
 
-    Fast path: binary COPY of the chunks straight into ``metric_chunks``. Its unique index
+    Fast path: binary COPY of the chunks straight into ``metric_chunks`` (encoded by
+    chunk_copy.py, not asyncpg's per-element array encoder). Its unique index
     rejects the whole COPY when any chunk already exists (a batch replayed after a flusher died
     between COMMIT and XACK, or a client's retry); only then the chunks are re-sent one by one
     (pipelined) with ON CONFLICT DO NOTHING, so the common case pays for no conflict handling.
@@ -75,7 +82,10 @@ class PgMetricWriter:
         async with self._db.transaction() as conn:
             try:
                 async with conn.transaction():  # savepoint: a failed COPY leaves nothing behind
-                    await conn.copy_records_to_table("metric_chunks", records=batch.chunks, columns=_CHUNK_COLUMNS)
+                    await conn.copy_to_table(
+                        "metric_chunks", source=_once(encode_chunks(batch.chunks)), columns=_CHUNK_COLUMNS,
+                        format="binary",
+                    )
             except asyncpg.UniqueViolationError:
                 await conn.executemany(_INSERT_CHUNK_DEDUPLICATED, batch.chunks)
             await conn.execute(_UPSERT_LATEST, *_columns(batch.latest, 6))

@@ -1,0 +1,57 @@
+"""chunk_copy.py's binary COPY payload, loaded by a real PostgreSQL, equals what asyncpg's own
+encoder loads for the same chunks: every column, extremes and non-finite values included."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from metricgate.stores.postgres.chunk_copy import encode_chunks
+
+COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+CHUNKS = [
+    ("r" * 32, "loss", [0, 1, 2], [1000, 1001, 1002], [0.5, 0.25, 0.125], None, None, None, b"\x01" * 16),
+    ("r" * 32, "grüße/ключ 🚀", [INT64_MIN, INT64_MAX], [0, INT64_MAX], [math.nan, -0.0], "m-1", "eval", "d1", b"\x02" * 16),
+    ("s" * 32, "x", [5], [6], [math.inf], None, "train", None, bytes(range(16))),
+    ("s" * 32, "y", [-1, -1, 7], [3, 3, 3], [-math.inf, 1e-308, 1.7976931348623157e308], None, None, "", b"\x03" * 16),
+    ("t" * 32, "long", list(range(1000)), list(range(1000, 2000)), [i / 7 for i in range(1000)], None, None, None, b"\x04" * 16),
+]
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _comparable(row: asyncpg.Record) -> tuple[object, ...]:
+    # NaN != NaN: compare values by their bits.
+    return (*row[:4], [struct.pack("<d", v) for v in row[4]], *row[5:])
+
+
+async def test_binary_payload_loads_the_same_rows_as_asyncpgs_encoder(conn: asyncpg.Connection) -> None:
+    await conn.execute("CREATE TEMP TABLE via_asyncpg (LIKE metric_chunks)")
+    await conn.execute("CREATE TEMP TABLE via_payload (LIKE metric_chunks)")
+    await conn.copy_records_to_table("via_asyncpg", records=CHUNKS, columns=COLUMNS)
+    await conn.copy_to_table("via_payload", source=io.BytesIO(encode_chunks(CHUNKS)), columns=COLUMNS, format="binary")
+    query = f"SELECT {', '.join(COLUMNS)} FROM {{}} ORDER BY run_id, key"
+    expected = [_comparable(r) for r in await conn.fetch(query.format("via_asyncpg"))]
+    got = [_comparable(r) for r in await conn.fetch(query.format("via_payload"))]
+    assert got == expected
+    assert len(got) == len(CHUNKS)
+    assert await conn.fetchval("SELECT sum(cardinality(steps)) FROM via_payload") == sum(len(c[2]) for c in CHUNKS)
+
+
+async def test_empty_payload_copies_nothing(conn: asyncpg.Connection) -> None:
+    await conn.execute("CREATE TEMP TABLE empty_copy (LIKE metric_chunks)")
+    await conn.copy_to_table("empty_copy", source=io.BytesIO(encode_chunks([])), columns=COLUMNS, format="binary")
+    assert await conn.fetchval("SELECT count(*) FROM empty_copy") == 0
