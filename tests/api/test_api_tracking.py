@@ -552,6 +552,14 @@ async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.M
     assert {"model_id": "m-1", "dataset_name": "eval", "dataset_digest": "d"}.items() <= next(
         m for m in whole if m["value"] == "Infinity"
     ).items()
+    # A token that only says an offset (MLflow's format) pages by offset on either path.
+    from metricgate.search.paging import encode_page_token
+
+    for limit in (50_000, 3):
+        monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", limit)
+        page = (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": 10,
+                                                       "page_token": encode_page_token(20)})).ok()
+        assert page["metrics"] == whole[20:30] and page["next_page_token"], limit
 
 
 async def test_identical_points_read_as_the_plain_copy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 
 from metricgate.stores.postgres.chunk_copy import encode_chunks
-
-COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest")
+from metricgate.stores.postgres.metrics import CHUNK_COLUMNS as COLUMNS
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 CHUNKS = [
     ("r" * 32, "loss", [0, 1, 2], [1000, 1001, 1002], [0.5, 0.25, 0.125], None, None, None, b"\x01" * 16),
@@ -41,7 +40,9 @@ def _comparable(row: asyncpg.Record) -> tuple[object, ...]:
 async def test_binary_payload_loads_the_same_rows_as_asyncpgs_encoder(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TEMP TABLE via_asyncpg (LIKE metric_chunks)")
     await conn.execute("CREATE TEMP TABLE via_payload (LIKE metric_chunks)")
-    await conn.copy_records_to_table("via_asyncpg", records=CHUNKS, columns=COLUMNS)
+    # The payload adds each chunk's first and last step; asyncpg is given them explicitly.
+    records = [(*c, min(c[2]), max(c[2])) for c in CHUNKS]  # type: ignore[type-var]
+    await conn.copy_records_to_table("via_asyncpg", records=records, columns=COLUMNS)
     await conn.copy_to_table("via_payload", source=io.BytesIO(encode_chunks(CHUNKS)), columns=COLUMNS, format="binary")
     query = f"SELECT {', '.join(COLUMNS)} FROM {{}} ORDER BY run_id, key"
     expected = [_comparable(r) for r in await conn.fetch(query.format("via_asyncpg"))]
@@ -49,6 +50,8 @@ async def test_binary_payload_loads_the_same_rows_as_asyncpgs_encoder(conn: asyn
     assert got == expected
     assert len(got) == len(CHUNKS)
     assert await conn.fetchval("SELECT sum(cardinality(steps)) FROM via_payload") == sum(len(c[2]) for c in CHUNKS)
+    assert await conn.fetchval("SELECT first_step FROM via_payload WHERE key = 'y'") == -1
+    assert await conn.fetchval("SELECT last_step FROM via_payload WHERE key = 'y'") == 7
 
 
 async def test_empty_payload_copies_nothing(conn: asyncpg.Connection) -> None:

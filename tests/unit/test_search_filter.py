@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import math
 import random
 
@@ -21,7 +22,7 @@ from metricgate.search.filter import (
     parse_order_by,
     parse_run_filter,
 )
-from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.search.paging import decode_history_token, decode_page_token, encode_history_token, encode_page_token
 
 # ---------------------------------------------------------------- runs: valid filters
 
@@ -434,6 +435,35 @@ def test_bad_page_tokens(token: object, message: str) -> None:
 
 def test_page_token_accepts_a_numeric_string_offset_like_mlflow() -> None:
     assert decode_page_token(_b64(b'{"offset": "7"}')) == 7
+
+
+@pytest.mark.parametrize(
+    "after", [(0, 0, 0.5), (-(2**63), 2**63 - 1, -0.0), (3, 9, math.nan), (1, 1, math.inf), (1, 1, -math.inf),
+              (7, 1, 5e-324), (7, 1, 1.7976931348623157e308)],
+)
+def test_history_token_round_trip_keeps_the_exact_last_point(after: tuple[int, int, float]) -> None:
+    offset, decoded = decode_history_token(encode_history_token(25, after))
+    assert offset == 25 and decoded is not None
+    assert decoded[:2] == after[:2]
+    assert struct.pack("<d", decoded[2]) == struct.pack("<d", after[2]) or (math.isnan(decoded[2]) and math.isnan(after[2]))
+
+
+def test_history_token_is_still_an_mlflow_offset_token() -> None:
+    # Whoever reads only the offset (MLflow, or decode_page_token) gets the right one; a plain
+    # offset token (MLflow's own) pages by offset.
+    token = encode_history_token(40, (3, 4, 0.5))
+    assert decode_page_token(token) == 40
+    assert decode_history_token(encode_page_token(40)) == (40, None)
+    assert decode_history_token(None) == decode_history_token("") == (0, None)
+
+
+@pytest.mark.parametrize(
+    "after", [[1, 2], [1, 2, 3], ["1", 2, "0x1p-1"], [1, -1, "0x1p-1"], [2**63, 1, "0x1p-1"], [1, 2, "zz"], "x", 5],
+)
+def test_bad_history_tokens(after: object) -> None:
+    token = _b64(json.dumps({"offset": 1, "after": after}).encode())
+    with pytest.raises(InvalidParameter, match="Invalid page token"):
+        decode_history_token(token)
 
 
 # ---------------------------------------------------------------- fuzzing

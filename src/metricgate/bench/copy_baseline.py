@@ -58,7 +58,7 @@ CREATE TABLE latest_metrics (
 CREATE INDEX index_latest_metrics_run_uuid ON latest_metrics (run_uuid);
 """
 MLFLOW_COLUMNS = ("key", "value", "timestamp", "run_uuid", "step", "is_nan")
-METRICGATE_COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "digest")
+METRICGATE_COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "digest", "first_step", "last_step")
 
 # Upserts keep the greater (step, timestamp, value): MLflow's rule for the latest value.
 MLFLOW_LATEST_UPSERT = """
@@ -168,7 +168,7 @@ def _chunk_records(batch_index: int, batch: list[tuple[str, str, int, int, float
         columns[0].append(step)
         columns[1].append(ts)
         columns[2].append(value)
-    return [(run_id, key, s, t, v, digest) for (run_id, key), (s, t, v) in chunks.items()]
+    return [(run_id, key, s, t, v, digest, min(s), max(s)) for (run_id, key), (s, t, v) in chunks.items()]
 
 
 def _latest_arrays(batch: list[tuple[str, str, int, int, float]]) -> tuple[list[Any], ...]:

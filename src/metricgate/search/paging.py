@@ -29,6 +29,38 @@ def decode_page_token(token: str | None) -> int:
     """The offset a token stands for; no token (``None`` or ``""``) is the first page."""
     if token is None or token == "":
         return 0
+    return _offset_from(_parse(token)["offset"])
+
+
+# A metric history page token also says where the page ended, (step, timestamp, value) of its
+# last point, so that the next page starts there (keyset) instead of skipping OFFSET points. It
+# keeps the "offset" of MLflow's format, which alone (a token from elsewhere) still works.
+def encode_history_token(offset: int, after: tuple[int, int, float]) -> str:
+    step, timestamp_ms, value = after
+    payload = {"offset": offset, "after": [step, timestamp_ms, float(value).hex()]}
+    return base64.b64encode(json.dumps(payload).encode("utf-8")).decode("ascii")
+
+
+def decode_history_token(token: str | None) -> tuple[int, tuple[int, int, float] | None]:
+    """(offset, the last point of the previous page or None)."""
+    if token is None or token == "":
+        return 0, None
+    parsed = _parse(token)
+    offset = _offset_from(parsed["offset"])
+    after = parsed.get("after")
+    if after is None:
+        return offset, None
+    try:
+        step, timestamp_ms, value = after
+        if not (type(step) is int and type(timestamp_ms) is int and -(2**63) <= step < 2**63
+                and 0 <= timestamp_ms < 2**63):
+            raise ValueError(after)
+        return offset, (step, timestamp_ms, float.fromhex(value))
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidParameter(f"Invalid page token, after={after!r}") from None
+
+
+def _parse(token: str) -> dict[str, object]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise InvalidParameter("Invalid page token, could not base64-decode")
     try:
@@ -41,7 +73,7 @@ def decode_page_token(token: str | None) -> int:
         raise InvalidParameter(f"Invalid page token, decoded value={decoded!r}") from None
     if not isinstance(parsed, dict) or "offset" not in parsed:
         raise InvalidParameter(f"Invalid page token, parsed value={parsed}")
-    return _offset_from(parsed["offset"])
+    return parsed
 
 
 def _offset_from(raw: object) -> int:

@@ -22,7 +22,8 @@ _TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _INT8_OID = 20
 _FLOAT8_OID = 701
-_FIELDS = struct.pack(">h", 9)  # metric_chunks' nine COPY columns (metrics.py _CHUNK_COLUMNS)
+_FIELDS = struct.pack(">h", 11)  # metric_chunks' eleven COPY columns (metrics.py CHUNK_COLUMNS)
+_STEP_RANGE = struct.Struct(">iqiq")  # first_step and last_step, each with its length
 _EMPTY_ARRAY = {oid: struct.pack(">iiii", 12, 0, 0, oid) for oid in (_INT8_OID, _FLOAT8_OID)}  # ndim 0
 
 
@@ -49,7 +50,8 @@ def _text(value: str | None) -> bytes:
 
 
 def encode_chunks(chunks: Sequence[Sequence[object]]) -> bytes:
-    """The whole COPY payload for ``chunks`` (batcher.ChunkRow tuples)."""
+    """The whole COPY payload for ``chunks`` (batcher.ChunkRow tuples), with each chunk's first
+    and last step appended (the columns of metrics.py CHUNK_COLUMNS)."""
     parts = [_SIGNATURE]
     append = parts.append
     for run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest in chunks:
@@ -63,5 +65,6 @@ def encode_chunks(chunks: Sequence[Sequence[object]]) -> bytes:
         append(_text(dataset_name))  # type: ignore[arg-type]
         append(_text(dataset_digest))  # type: ignore[arg-type]
         append(struct.pack(">i", len(digest)) + digest)  # type: ignore[arg-type, operator]
+        append(_STEP_RANGE.pack(8, min(steps), 8, max(steps)))  # type: ignore[type-var]
     append(_TRAILER)
     return b"".join(parts)

@@ -19,17 +19,20 @@ import asyncpg
 
 from metricgate.entities import Metric, MetricSeries, Page
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_rows, rows_from_metrics
-from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.search.paging import decode_history_token, encode_history_token
 from metricgate.stores.postgres.chunk_copy import encode_chunks
 from metricgate.stores.postgres.pool import Database
 
-_CHUNK_COLUMNS = (
+CHUNK_COLUMNS = (
     "run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest",
+    "first_step", "last_step",
 )
 
 _INSERT_CHUNK_DEDUPLICATED = """
-INSERT INTO metric_chunks (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO metric_chunks
+    (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest, first_step, last_step)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+        (SELECT min(s) FROM unnest($3::bigint[]) s), (SELECT max(s) FROM unnest($3::bigint[]) s))
 ON CONFLICT DO NOTHING
 """
 
@@ -83,7 +86,7 @@ class PgMetricWriter:
             try:
                 async with conn.transaction():  # savepoint: a failed COPY leaves nothing behind
                     await conn.copy_to_table(
-                        "metric_chunks", source=_once(encode_chunks(batch.chunks)), columns=_CHUNK_COLUMNS,
+                        "metric_chunks", source=_once(encode_chunks(batch.chunks)), columns=CHUNK_COLUMNS,
                         format="binary",
                     )
             except asyncpg.UniqueViolationError:
@@ -108,30 +111,32 @@ class PgMetricHistory:
     async def history(self, run_id: str, key: str, max_results: int, page_token: str | None) -> Page:
         """A page of the (run, key)'s points in (step, timestamp, value) order, identical points
         once: ``items`` is one ``MetricSeries`` (none when the page is empty)."""
-        offset = decode_page_token(page_token)
+        offset, after = decode_history_token(page_token)
         async with self._db.connection() as conn:
             # As in bulk_interval: a history of up to _HISTORY_WHOLE_POINTS comes as its chunks
-            # and is merged here; a longer one is paged by PostgreSQL (unnest, sort, OFFSET).
-            chunks = await conn.fetch(_WHOLE_CHUNKS, [run_id], key, _HISTORY_WHOLE_POINTS)
-            if chunks:
-                series = merge_chunks(run_id, key, chunks)
+            # and is merged here. A longer one is paged by PostgreSQL: after the first page from
+            # where the previous page ended (keyset: chunks ending before it are not even
+            # unnested), by OFFSET only for a token that does not say where (MLflow's format).
+            series = None
+            if after is None:
+                chunks = await conn.fetch(_WHOLE_CHUNKS, [run_id], key, _HISTORY_WHOLE_POINTS)
+                if chunks:
+                    series = merge_chunks(run_id, key, chunks)
+            if series is not None:
                 page = series.slice(offset, offset + max_results)
                 more = len(series) > offset + max_results
             else:
-                rows = await conn.fetch(
-                    f"""SELECT DISTINCT ON (step, timestamp_ms, value)
-                              run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
-                       FROM metrics WHERE run_id = $1 AND key = $2
-                       ORDER BY step, timestamp_ms, value, {_PLAIN_FIRST} LIMIT $3 OFFSET $4""",
-                    run_id,
-                    key,
-                    max_results + 1,
-                    offset,
-                )
+                if after is None:
+                    rows = await conn.fetch(_HISTORY_PAGE_BY_OFFSET, run_id, key, max_results + 1, offset)
+                else:
+                    rows = await conn.fetch(_HISTORY_PAGE_AFTER, run_id, key, *after, max_results + 1)
                 more = len(rows) > max_results
                 found = _series_of_points(key, rows[:max_results])
                 page = found[0] if found else None
-        token = encode_page_token(offset + max_results) if more else None
+        token = None
+        if more and page is not None:
+            last = len(page) - 1
+            token = encode_history_token(offset + len(page), (page.steps[last], page.timestamps_ms[last], page.values[last]))
         return Page([page] if page else [], token)
 
     async def bulk_interval(
@@ -188,6 +193,14 @@ WITH c AS MATERIALIZED (
 )
 SELECT * FROM c WHERE (SELECT sum(cardinality(steps)) FROM c) <= $3
 """
+_HISTORY_POINT = """
+SELECT DISTINCT ON (p.step, p.timestamp_ms, p.value)
+       c.run_id, p.step, p.timestamp_ms, p.value, c.model_id, c.dataset_name, c.dataset_digest
+FROM metric_chunks c
+CROSS JOIN LATERAL unnest(c.steps, c.timestamps_ms, c.vals) AS p(step, timestamp_ms, value)
+WHERE c.run_id = $1 AND c.key = $2 {where}
+ORDER BY p.step, p.timestamp_ms, p.value, {plain_first}
+"""
 _BULK_WHOLE_ROWS = 20_000
 _HISTORY_WHOLE_POINTS = 50_000
 # Of identical points, reads keep the one logged without a model or dataset. log_model copies a
@@ -198,6 +211,11 @@ _HISTORY_WHOLE_POINTS = 50_000
 _PLAIN_FIRST = (
     'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
 )
+_HISTORY_PAGE_BY_OFFSET = _HISTORY_POINT.format(where="", plain_first=_PLAIN_FIRST) + "LIMIT $3 OFFSET $4"
+# PostgreSQL orders NaN above every number and equal to itself, as the Python merge ranks it.
+_HISTORY_PAGE_AFTER = _HISTORY_POINT.format(
+    where="AND c.last_step >= $3 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)", plain_first=_PLAIN_FIRST
+) + "LIMIT $6"
 
 
 def _value_rank(value: float) -> tuple[bool, float]:

@@ -23,16 +23,21 @@ CREATE TABLE metric_chunks (
     model_id       text,
     dataset_name   text,
     dataset_digest text,
-    digest         bytea              NOT NULL
+    digest         bytea              NOT NULL,
+    -- The lowest and highest step of the chunk: a page of a long history skips every chunk
+    -- that ends before the page starts without unnesting it.
+    first_step     bigint             NOT NULL,
+    last_step      bigint             NOT NULL
 );
 -- Serves every history read (run, key) as well as deduplication.
 CREATE UNIQUE INDEX metric_chunks_digest_idx ON metric_chunks (run_id, key, digest);
 
 -- Existing points become one-point chunks, each with a digest of its own point (an entry
 -- replayed across the upgrade may store its points again; reads fold them).
-INSERT INTO metric_chunks (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest)
+INSERT INTO metric_chunks
+    (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest, first_step, last_step)
 SELECT run_id, key, ARRAY[step], ARRAY[timestamp_ms], ARRAY[value], model_id, dataset_name, dataset_digest,
-       substr(sha256(int8send(step) || int8send(timestamp_ms) || float8send(value)), 1, 16)
+       substr(sha256(int8send(step) || int8send(timestamp_ms) || float8send(value)), 1, 16), step, step
 FROM metrics;
 DROP TABLE metrics;
 
