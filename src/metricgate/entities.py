@@ -7,12 +7,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # One point of a metric history as the history store returns it, positionally:
 # (key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest). A tuple (or a database
 # record, which indexes the same way) instead of a ``Metric``: a history page is hundreds of points
 # and building an object per point was the largest cost of a get-history request.
 MetricPoint = Sequence[Any]
+
+# A point's (model_id, dataset_name, dataset_digest) when it has none of them.
+NO_EXTRAS: tuple[None, None, None] = (None, None, None)
+
+
+def value_rank(value: float) -> tuple[bool, float]:
+    """A metric value's place in PostgreSQL's float8 order, which the stored data follows: NaN
+    equals NaN and sorts above every number, +Infinity included. Python alone cannot compare NaN."""
+    is_nan = value != value
+    return (is_nan, 0.0 if is_nan else value)
 
 
 @dataclass(frozen=True, slots=True)

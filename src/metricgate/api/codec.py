@@ -19,6 +19,7 @@ from metricgate.entities import (
     Metric,
     MetricColumns,
     MetricPoint,
+    NO_EXTRAS,
     MetricSeries,
     Param,
     Run,
@@ -460,7 +461,7 @@ def encode_metric_series(series: Iterable[MetricSeries], with_run_id: bool = Tru
                      for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
                 )
         else:
-            extras = s.extras or [(None, None, None)] * len(s)
+            extras = s.extras or [NO_EXTRAS] * len(s)
             tail = (run_id,) if with_run_id else ()
             out.extend(encode_metric_points(
                 (key, v, t, step, e[0], e[1], e[2], *tail)

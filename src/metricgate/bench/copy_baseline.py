@@ -13,7 +13,6 @@ metricgate's ``latest_metrics`` are maintained. Only the copying is timed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import sys
@@ -27,6 +26,9 @@ import asyncpg
 
 from metricgate.bench.report import fmt_int, fmt_s, format_table
 from metricgate.bench.workload import Workload, iter_copy_rows
+from metricgate.ingest.batcher import chunks_from_rows
+from metricgate.stores.postgres.chunk_copy import copy_record
+from metricgate.stores.postgres.metrics import CHUNK_COLUMNS
 
 # MLflow 3.17.2's metrics and latest_metrics as its alembic migrations leave them on PostgreSQL
 # (mlflow/store/db_migrations: 451aebb31d03 step, 181f10493468 is_nan + primary key,
@@ -58,7 +60,7 @@ CREATE TABLE latest_metrics (
 CREATE INDEX index_latest_metrics_run_uuid ON latest_metrics (run_uuid);
 """
 MLFLOW_COLUMNS = ("key", "value", "timestamp", "run_uuid", "step", "is_nan")
-METRICGATE_COLUMNS = ("run_id", "key", "steps", "timestamps_ms", "vals", "digest", "first_step", "last_step")
+METRICGATE_COLUMNS = CHUNK_COLUMNS
 
 # Upserts keep the greater (step, timestamp, value): MLflow's rule for the latest value.
 MLFLOW_LATEST_UPSERT = """
@@ -156,19 +158,10 @@ def make_rows(workload: Workload) -> tuple[list[str], list[tuple[str, str, int, 
     return run_ids, list(iter_copy_rows(workload, run_ids))
 
 
-def _chunk_records(batch_index: int, batch: list[tuple[str, str, int, int, float]]) -> list[tuple[Any, ...]]:
-    """One batch (one request's rows) as the flusher writes it: a chunk per (run, key), points in
-    logged order, the request's digest (here: of the batch's index, unique per request)."""
-    digest = hashlib.sha256(batch_index.to_bytes(8, "big")).digest()[:16]
-    chunks: dict[tuple[str, str], tuple[list[int], list[int], list[float]]] = {}
-    for run_id, key, step, ts, value in batch:
-        columns = chunks.get((run_id, key))
-        if columns is None:
-            columns = chunks[(run_id, key)] = ([], [], [])
-        columns[0].append(step)
-        columns[1].append(ts)
-        columns[2].append(value)
-    return [(run_id, key, s, t, v, digest, min(s), max(s)) for (run_id, key), (s, t, v) in chunks.items()]
+def _chunk_records(batch: list[tuple[str, str, int, int, float]]) -> list[tuple[Any, ...]]:
+    """One batch (one request's rows) as the flusher stores it: its chunks, digest and step range."""
+    chunks = chunks_from_rows((r, k, s, t, v, None, None, None) for r, k, s, t, v in batch)
+    return [copy_record(c) for c in chunks]
 
 
 def _latest_arrays(batch: list[tuple[str, str, int, int, float]]) -> tuple[list[Any], ...]:
@@ -225,9 +218,7 @@ async def copy_once(
             ]
             columns, upsert = MLFLOW_COLUMNS, MLFLOW_LATEST_UPSERT
         else:
-            batches = [
-                _chunk_records(n, rows[i : i + batch_rows]) for n, i in enumerate(range(0, len(rows), batch_rows))
-            ]
+            batches = [_chunk_records(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)]
             columns, upsert = METRICGATE_COLUMNS, METRICGATE_LATEST_UPSERT
         table = "metrics" if target == "mlflow" else "metric_chunks"
         latest_args = [_latest_arrays(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)] if latest else []

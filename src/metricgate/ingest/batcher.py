@@ -9,12 +9,11 @@ entry, a client's retry), which is what makes the write idempotent.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
-from metricgate.entities import Metric
+from metricgate.entities import NO_EXTRAS, Metric, value_rank
 from metricgate.ingest import wire
 from metricgate.ingest.wire import PointBatch
 
@@ -48,12 +47,9 @@ def chunk_digest(entry_digest: bytes, ordinal: int) -> bytes:
     return hashlib.sha256(entry_digest + ordinal.to_bytes(4, "big")).digest()[:16]
 
 
-def rank(row: PointRow) -> tuple[int, int, bool, float]:
-    """MLflow's latest order (step, then timestamp, then value), with NaN above every number as
-    PostgreSQL orders it; Python alone cannot compare NaN."""
-    value = row[4]
-    is_nan = math.isnan(value)
-    return (row[2], row[3], is_nan, 0.0 if is_nan else value)
+def rank(row: PointRow) -> tuple[int, int, tuple[bool, float]]:
+    """MLflow's latest order: step, then timestamp, then value (in PostgreSQL's float8 order)."""
+    return (row[2], row[3], value_rank(row[4]))
 
 
 def _period(keys: list[str]) -> int:
@@ -69,9 +65,6 @@ def _period(keys: list[str]) -> int:
     if n % p == 0 and len(set(keys[:p])) == p and (p == n or keys == keys[:p] * (n // p)):
         return p
     return 0
-
-
-_NO_EXTRAS: tuple[None, None, None] = (None, None, None)
 
 
 def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
@@ -90,7 +83,7 @@ def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
             ]
         groups: dict[tuple[str, tuple[str | None, str | None, str | None]], list[int]] = {}
         for i, key in enumerate(keys):
-            groups.setdefault((key, _NO_EXTRAS), []).append(i)
+            groups.setdefault((key, NO_EXTRAS), []).append(i)
     else:
         groups = {}
         for i, (key, extras) in enumerate(zip(keys, b.extras)):
@@ -116,7 +109,12 @@ def chunks_from_rows(rows: Iterable[PointRow]) -> list[ChunkRow]:
         by_run.setdefault(r[0], []).append(
             Metric(r[1], r[4], r[3], r[2], model_id=r[5], dataset_name=r[6], dataset_digest=r[7])
         )
-    return [c for run_id, metrics in by_run.items() for c in chunks_of_entry(wire.decode(wire.encode(run_id, metrics, 0)))]
+    return [c for run_id, metrics in by_run.items() for c in chunks_from_metrics(run_id, metrics)]
+
+
+def chunks_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[ChunkRow]:
+    """One request's chunks, cut from its stream entry as the flusher would."""
+    return chunks_of_entry(wire.decode(wire.encode(run_id, metrics, 0)))
 
 
 def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:
@@ -139,8 +137,7 @@ def _chunk_latest(chunk: ChunkRow) -> PointRow:
     if steps.count(top) == 1:
         i = steps.index(top)
     else:
-        i = max((j for j in range(len(steps)) if steps[j] == top),
-                key=lambda j: rank((run_id, key, top, ts[j], values[j], None, None, None)))
+        i = max((j for j in range(len(steps)) if steps[j] == top), key=lambda j: (ts[j], value_rank(values[j])))
     return (run_id, key, steps[i], ts[i], values[i], model_id, dataset_name, dataset_digest)
 
 

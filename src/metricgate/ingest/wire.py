@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from metricgate.entities import Metric, MetricColumns
+from metricgate.entities import NO_EXTRAS, Metric, MetricColumns
 
 WIRE_VERSION = b"1"
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -45,7 +45,7 @@ class PointBatch:
         return len(self.keys)
 
     def metrics(self) -> list[Metric]:
-        extras = self.extras or [(None, None, None)] * len(self.keys)
+        extras = self.extras or [NO_EXTRAS] * len(self.keys)
         return [
             Metric(k, v, t, s, model_id=e[0], dataset_name=e[1], dataset_digest=e[2])
             for k, v, t, s, e in zip(self.keys, self.values, self.timestamps_ms, self.steps, extras)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
@@ -49,22 +50,28 @@ def _text(value: str | None) -> bytes:
     return struct.pack(">i", len(raw)) + raw
 
 
-def encode_chunks(chunks: Sequence[Sequence[object]]) -> bytes:
-    """The whole COPY payload for ``chunks`` (batcher.ChunkRow tuples), with each chunk's first
-    and last step appended (the columns of metrics.py CHUNK_COLUMNS)."""
+def copy_record(chunk: Sequence[Any]) -> tuple[Any, ...]:
+    """A batcher.ChunkRow as the row metric_chunks stores (metrics.py CHUNK_COLUMNS): the chunk,
+    then its first and last step."""
+    return (*chunk, min(chunk[2]), max(chunk[2]))
+
+
+def encode_chunks(chunks: Sequence[Sequence[Any]]) -> bytes:
+    """The whole COPY payload for ``chunks`` (batcher.ChunkRow tuples), as ``copy_record`` rows."""
     parts = [_SIGNATURE]
     append = parts.append
-    for run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest in chunks:
+    for record in map(copy_record, chunks):
+        run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest, first, last = record
         append(_FIELDS)
-        append(_text(run_id))  # type: ignore[arg-type]
-        append(_text(key))  # type: ignore[arg-type]
-        append(_array(steps, "q", _INT8_OID))  # type: ignore[arg-type]
-        append(_array(timestamps, "q", _INT8_OID))  # type: ignore[arg-type]
-        append(_array(values, "d", _FLOAT8_OID))  # type: ignore[arg-type]
-        append(_text(model_id))  # type: ignore[arg-type]
-        append(_text(dataset_name))  # type: ignore[arg-type]
-        append(_text(dataset_digest))  # type: ignore[arg-type]
-        append(struct.pack(">i", len(digest)) + digest)  # type: ignore[arg-type, operator]
-        append(_STEP_RANGE.pack(8, min(steps), 8, max(steps)))  # type: ignore[type-var]
+        append(_text(run_id))
+        append(_text(key))
+        append(_array(steps, "q", _INT8_OID))
+        append(_array(timestamps, "q", _INT8_OID))
+        append(_array(values, "d", _FLOAT8_OID))
+        append(_text(model_id))
+        append(_text(dataset_name))
+        append(_text(dataset_digest))
+        append(struct.pack(">i", len(digest)) + digest)
+        append(_STEP_RANGE.pack(8, first, 8, last))
     append(_TRAILER)
     return b"".join(parts)

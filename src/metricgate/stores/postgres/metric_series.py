@@ -13,12 +13,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from metricgate.entities import MetricSeries
-
-def _value_rank(value: float) -> tuple[bool, float]:
-    """PostgreSQL's float8 order and equality: NaN equals NaN and sorts above everything."""
-    is_nan = value != value
-    return (is_nan, 0.0 if is_nan else value)
+from metricgate.entities import NO_EXTRAS, MetricSeries, value_rank
 
 
 def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> MetricSeries:
@@ -44,7 +39,7 @@ def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> Metr
         return MetricSeries(run_id, key, steps, timestamps, values)
     points = sorted(
         (
-            (s, t, _value_rank(v), v, (c[4], c[5], c[6]))
+            (s, t, value_rank(v), v, (c[4], c[5], c[6]))
             for c in ordered
             for s, t, v in zip(c[1], c[2], c[3])
         ),
@@ -66,13 +61,12 @@ def _first_step(chunk: Sequence[Any]) -> int:
 
 
 _POINT_ORDER = operator.itemgetter(0, 1, 2)
-_NO_EXTRAS = (None, None, None)
 
 
 def _plain_first(point: tuple[Any, ...]) -> tuple[Any, ...]:
     """History order, and of identical points the plain one first: the copy logged without a
     model or dataset (metrics.py _PLAIN_FIRST says why)."""
-    return (point[0], point[1], point[2], point[4] != _NO_EXTRAS, tuple(e or "" for e in point[4]))
+    return (point[0], point[1], point[2], point[4] != NO_EXTRAS, tuple(e or "" for e in point[4]))
 
 
 def series_of_points(key: str, rows: Sequence[Sequence[Any]]) -> list[MetricSeries]:
@@ -88,7 +82,7 @@ def series_of_points(key: str, rows: Sequence[Sequence[Any]]) -> list[MetricSeri
             [p[1] for p in points],
             [p[2] for p in points],
             [p[3] for p in points],
-            extras if any(e != (None, None, None) for e in extras) else None,
+            extras if any(e != NO_EXTRAS for e in extras) else None,
         ))
     return out
 

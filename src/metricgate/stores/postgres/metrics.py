@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 
 from metricgate.entities import Metric, MetricSeries, Page
-from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_rows, rows_from_metrics
+from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_metrics
 from metricgate.search.paging import decode_history_token, encode_history_token
-from metricgate.stores.postgres.chunk_copy import encode_chunks
+from metricgate.stores.postgres.chunk_copy import copy_record, encode_chunks
 from metricgate.stores.postgres.metric_series import merge_chunks, sample_steps, sampled, series_of_points
 from metricgate.stores.postgres.pool import Database
 
@@ -29,8 +29,7 @@ CHUNK_COLUMNS = (
 _INSERT_CHUNK_DEDUPLICATED = """
 INSERT INTO metric_chunks
     (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest, first_step, last_step)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-        (SELECT min(s) FROM unnest($3::bigint[]) s), (SELECT max(s) FROM unnest($3::bigint[]) s))
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT DO NOTHING
 """
 
@@ -88,7 +87,7 @@ class PgMetricWriter:
                         format="binary",
                     )
             except asyncpg.UniqueViolationError:
-                await conn.executemany(_INSERT_CHUNK_DEDUPLICATED, batch.chunks)
+                await conn.executemany(_INSERT_CHUNK_DEDUPLICATED, map(copy_record, batch.chunks))
             await conn.execute(_UPSERT_LATEST, *_columns(batch.latest, 6))
             if batch.model_points:
                 await conn.execute(_INSERT_MODEL_POINTS, *_columns(batch.model_points, 8))
@@ -97,7 +96,7 @@ class PgMetricWriter:
         """One request's points, written in the request (``INGEST_MODE=direct``)."""
         # Index order: concurrent requests carrying the same chunk (a client's retry) then wait
         # for each other on the unique index instead of deadlocking; a request has no retry.
-        await self.write(build_batch(chunks_from_rows(rows_from_metrics(run_id, metrics)), index_order=True))
+        await self.write(build_batch(chunks_from_metrics(run_id, metrics), index_order=True))
 
 
 class PgMetricHistory:
