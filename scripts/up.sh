@@ -47,8 +47,9 @@ show_log_tail() {
 
 PY="$(find_python)" || die "Python >= 3.11 not found (tried python3.11, python3, python); on Debian 12: apt-get install python3 python3-venv"
 
-# 1. virtualenv and package (devservices is stdlib-only, so the system Python can run it).
-PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices venv --venv "$ROOT/.venv" --project "$ROOT"
+# 1. virtualenv and package with MLflow's web UI (devservices is stdlib-only, so the system Python
+#    can run it).
+PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices venv --venv "$ROOT/.venv" --project "$ROOT" --extras ui
 VPY="$ROOT/.venv/bin/python"
 LIB_PY="$VPY"  # scripts/lib.sh probes run here
 
