@@ -40,6 +40,20 @@ class _Metrics:
     points_flushed: Counter
     ack_to_visible_seconds: Histogram
     dead_lettered: Counter
+    stream_entries: Gauge
+    pending_entries: Gauge
+    undelivered_entries: Gauge
+    flush_lag_seconds: Gauge
+    dead_letter_entries: Gauge
+    abandoned_runs: Gauge
+    upload_sessions: Gauge
+    webhook_deliveries: Gauge
+
+
+def _state_gauge(name: str, doc: str, registry: CollectorRegistry, labels: tuple[str, ...] = ()) -> Gauge:
+    # Read from Redis/PostgreSQL by whichever worker refreshes (live_status.py): every worker
+    # sees the same state, so the freshest value of a live worker is the server's value.
+    return Gauge(name, doc, list(labels), registry=registry, multiprocess_mode="livemostrecent")
 
 
 def _create() -> _Metrics:
@@ -83,6 +97,33 @@ def _create() -> _Metrics:
         ),
         dead_lettered=Counter(
             "metricgate_dead_lettered_entries", "Stream entries no flush could apply", registry=registry
+        ),
+        stream_entries=_state_gauge(
+            "metricgate_ingest_stream_entries", "Entries in each shard's stream (un-flushed + not yet trimmed)",
+            registry, ("shard",),
+        ),
+        pending_entries=_state_gauge(
+            "metricgate_ingest_pending_entries", "Entries a flusher has read but not yet acknowledged", registry, ("shard",)
+        ),
+        undelivered_entries=_state_gauge(
+            "metricgate_ingest_undelivered_entries", "Entries no flusher has read yet", registry, ("shard",)
+        ),
+        flush_lag_seconds=_state_gauge(
+            "metricgate_ingest_flush_lag_seconds", "Age of the oldest acknowledged entry not yet flushed (0: none)",
+            registry,
+        ),
+        dead_letter_entries=_state_gauge(
+            "metricgate_ingest_dead_letter_entries", "Entries parked in the dead-letter stream", registry
+        ),
+        abandoned_runs=_state_gauge(
+            "metricgate_abandoned_runs", "Active runs the janitor tagged metricgate.abandoned", registry
+        ),
+        upload_sessions=_state_gauge(
+            "metricgate_upload_sessions", "Upload sessions in progress, by state (open, committing)", registry, ("state",)
+        ),
+        webhook_deliveries=_state_gauge(
+            "metricgate_webhook_deliveries", "Webhook deliveries waiting or given up, by state (pending, failed)",
+            registry, ("state",),
         ),
     )
 

@@ -23,9 +23,11 @@ from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
 from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
+from metricgate.live_status import LiveStatus
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.postgres.experiments import PgExperimentStore
+from metricgate.stores.postgres.live_counts import PgLiveCounts
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
 from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
@@ -72,6 +74,7 @@ class Service:
     webhooks: PgWebhookStore | None = None
     uploads: UploadManager | None = None
     references: ReferenceManager | None = None
+    live_status: LiveStatus | None = None
 
 
 @contextlib.asynccontextmanager
@@ -161,6 +164,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         writer = PgMetricWriter(db)
         runs = PgRunStore(db)
         sink: StreamMetricSink | DirectMetricSink
+        streams: IngestStreams | None = None
         if settings.ingest.mode == "stream":
             streams = await stack.enter_async_context(open_streams(settings))
             sink = StreamMetricSink(streams, settings.ingest)
@@ -173,11 +177,11 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         stack.push_async_callback(sink.aclose)
         artifacts = await open_artifact_store(settings.artifacts)
         stack.push_async_callback(artifacts.aclose)
-        if settings.ingest.mode == "stream" and settings.ingest.embedded_flusher:
+        if streams is not None and settings.ingest.embedded_flusher:
             flusher = Flusher(streams, writer, settings.flush)
             await stack.enter_async_context(run_in_background("flusher", flusher, settings.flush.drain_timeout_s))
         if settings.flush.abandoned_after_s > 0:
-            janitor = AbandonedRunJanitor(runs, settings.flush, streams if settings.ingest.mode == "stream" else None)
+            janitor = AbandonedRunJanitor(runs, settings.flush, streams)
             await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
         webhooks = PgWebhookStore(db)
         if settings.webhooks.enabled:
@@ -206,6 +210,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             webhooks=webhooks,
             uploads=uploads,
             references=references,
+            live_status=LiveStatus(streams, PgLiveCounts(db)),
         )
 
 

@@ -9,7 +9,7 @@ from metricgate import __version__
 from metricgate.api.codec import json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.observability import render_metrics
+from metricgate.api.ingest_status import refreshed_exposition
 
 
 async def health(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def server_info(request: web.Request) -> web.Response:
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    body = render_metrics()
+    body = await refreshed_exposition(request)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

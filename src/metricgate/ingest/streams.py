@@ -72,9 +72,24 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _id_text(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
 def next_id(entry_id: bytes | str) -> str:
     ms, seq = parse_id(entry_id)
     return f"{ms}-{seq + 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStatus:
+    """One stream's state for the operators' view (``/metrics``, the ingest page)."""
+
+    shard: int
+    entries: int  # XLEN: un-flushed entries plus flushed ones not yet trimmed
+    pending: int  # delivered to a flusher, not yet acknowledged (being written, or its flusher died)
+    undelivered: int | None  # not yet read by any flusher (None: Redis < 7 cannot tell)
+    oldest_unflushed_ms: int | None  # acknowledgement time of the oldest entry not yet flushed
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +146,36 @@ class IngestStreams:
                 pipe.xlen(stream)
             lengths = await pipe.execute()
         return int(sum(lengths))
+
+    async def shard_status(self) -> list[ShardStatus]:
+        """Per shard: length, pending and undelivered entries, and the oldest un-flushed entry
+        (its id is its acknowledgement time, which makes the flush lag). A handful of O(1)/O(log)
+        calls per shard; meant for a status view refreshed every few seconds, not per request."""
+        statuses = []
+        for shard, stream in enumerate(self.streams):
+            length = int(await self.client.xlen(stream))
+            groups = await self.client.xinfo_groups(stream)
+            group = next((g for g in groups if g["name"] == GROUP), None)
+            if group is None:
+                first = await self.client.xrange(stream, count=1)
+                oldest_ms = parse_id(first[0][0])[0] if first else None
+                statuses.append(ShardStatus(shard, length, 0, length, oldest_ms))
+                continue
+            summary = await self.client.xpending(stream, GROUP)
+            oldest: bytes | str | None = summary["min"] if summary["pending"] else None
+            # Entries past the last delivered id wait for a flusher; the first is the oldest.
+            first_new = await self.client.xrange(stream, min="(" + _id_text(group["last-delivered-id"]), count=1)
+            if oldest is None and first_new:
+                oldest = first_new[0][0]
+            # Redis 7 counts undelivered entries ("lag"); 6.2 does not (None: unknown).
+            lag = group.get("lag")
+            undelivered = 0 if not first_new else (int(lag) if lag is not None else None)
+            oldest_ms = parse_id(oldest)[0] if oldest is not None else None
+            statuses.append(ShardStatus(shard, length, int(summary["pending"]), undelivered, oldest_ms))
+        return statuses
+
+    async def dead_letter_entries(self) -> int:
+        return int(await self.client.xlen(DEAD_LETTER_STREAM))
 
     async def pending_id_of_run(self, run_id: str) -> tuple[int, bytes | None]:
         """(shard, id of the run's newest entry not yet known to be flushed, or None)."""
@@ -252,4 +297,4 @@ def _entries(reply: list | None) -> list[Entry]:  # type: ignore[type-arg]
     return entries
 
 
-__all__ = ["Entry", "IngestStreams", "RedisError", "shard_of", "stream_key"]
+__all__ = ["Entry", "IngestStreams", "RedisError", "ShardStatus", "shard_of", "stream_key"]
