@@ -235,6 +235,9 @@ def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path
             assert status == 200
             assert _sample(body, "metricgate_points_accepted_total") == 40.0, body.decode()
             assert _sample(body, "metricgate_points_flushed_total") == 40.0, body.decode()
+            # Live state read from Redis by whichever worker answered: one value, not a sum.
+            assert _sample(body, "metricgate_ingest_flush_lag_seconds") == 0.0, body.decode()
+            assert _sample(body, "metricgate_ingest_dead_letter_entries") == 0.0, body.decode()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0, server.log()
         assert server.log().count("metricgate.server stopped") == 2, server.log()
