@@ -22,6 +22,7 @@ from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
 from metricgate.entities import ArtifactEntry
 from metricgate.errors import BadRequest, MetricgateError
+from metricgate.service import Service
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.artifacts.paths import (
     artifact_basename,
@@ -258,9 +259,12 @@ async def presigned_download(request: web.Request) -> web.Response:
 
 async def list_run_artifacts(request: web.Request) -> web.Response:
     """``GET /api/2.0/mlflow/artifacts/list?run_id=&path=``: what the web UI's file tree calls."""
-    fields = Fields(request.query, query=True)
+    return json_response(await run_artifact_listing(request.app[SERVICE], Fields(request.query, query=True)))
+
+
+async def run_artifact_listing(service: Service, fields: Fields) -> dict[str, Any]:
+    """A run's artifacts/list answer (REST and GraphQL share it)."""
     relative = normalize_artifact_path(fields.str("path") or "", allow_root=True)
-    service = request.app[SERVICE]
     run = await service.runs.get(fields.run_id())  # NotFound -> 404 like mlflow
     root_uri = run.info.artifact_uri
     files: list[dict[str, Any]] = []
@@ -269,7 +273,7 @@ async def list_run_artifacts(request: web.Request) -> web.Response:
         entries = await service.artifacts.list(join_artifact_path(base, relative))
         # Paths here are relative to the run's root, unlike the proxied listing's basenames.
         files = [_file_info(join_artifact_path(relative, e.path), e) for e in entries]
-    return json_response({"root_uri": root_uri, "files": files})
+    return {"root_uri": root_uri, "files": files}
 
 
 _PATH = "{path:.*}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import encode_metric_series, json_response, page_response, read_fields
+from metricgate.api.codec import Fields, encode_metric_series, json_response, page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.entities import MetricSeries
 from metricgate.errors import InvalidParameter
+from metricgate.service import Service
 from metricgate.validation import MAX_METRIC_HISTORY_PAGE, validate_max_results, validate_run_id
 
 # mlflow/server/handlers.py: MAX_RUNS_GET_METRIC_HISTORY_BULK, MAX_RESULTS_PER_RUN
@@ -32,7 +34,12 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:
-    fields = await read_fields(request)
+    series = await bulk_interval_series(request.app[SERVICE], await read_fields(request))
+    return json_response({"metrics": encode_metric_series(series)})
+
+
+async def bulk_interval_series(service: Service, fields: Fields) -> list[MetricSeries]:
+    """Checks a get-history-bulk-interval request and reads it (REST and GraphQL share it)."""
     run_ids = fields.str_list("run_ids")
     if not run_ids:
         raise InvalidParameter("Missing value for required parameter 'run_ids'.")
@@ -56,10 +63,8 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
             "end_step must be greater than start_step. "
             f"Found start_step={start_step} and end_step={end_step}."
         )
-    service = request.app[SERVICE]
     await service.metrics.wait_runs_visible(run_ids)
-    series = await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
-    return json_response({"metrics": encode_metric_series(series)})
+    return await service.history.bulk_interval(run_ids, key, max_results, start_step, end_step)
 
 
 ROUTES = [

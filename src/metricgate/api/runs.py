@@ -22,8 +22,9 @@ from metricgate.api.codec import (
 from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
+from metricgate.entities import Dataset, DatasetInput, ModelOutput, Page, Param, Tag
 from metricgate.errors import InvalidParameter
+from metricgate.service import Service
 from metricgate.validation import (
     MAX_BATCH_LOG_REQUEST_BYTES,
     MAX_METRICS_PER_BATCH,
@@ -219,13 +220,17 @@ async def log_model(request: web.Request) -> web.Response:
 
 
 async def search_runs(request: web.Request) -> web.Response:
-    fields = await read_fields(request)
+    page = await search_runs_page(request.app[SERVICE], await read_fields(request))
+    return page_response("runs", [encode_run(r) for r in page.items], page.next_page_token)
+
+
+async def search_runs_page(service: Service, fields: Fields) -> Page:
+    """Checks a runs/search request and runs it (REST and GraphQL share it)."""
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     max_results = validate_max_results(fields.int("max_results"), MAX_RUNS_PER_PAGE, 1000)
-    service = request.app[SERVICE]
     # A search may filter or sort on any run's metrics: see every write acknowledged so far.
     await service.metrics.wait_all_visible()
-    page = await service.runs.search(
+    return await service.runs.search(
         experiment_ids=experiment_ids,
         filter_string=fields.str("filter") or None,
         view_type=parse_view_type(fields, "run_view_type"),
@@ -233,7 +238,6 @@ async def search_runs(request: web.Request) -> web.Response:
         order_by=fields.str_list("order_by"),
         page_token=fields.str("page_token") or None,
     )
-    return page_response("runs", [encode_run(r) for r in page.items], page.next_page_token)
 
 
 ROUTES = [
