@@ -40,8 +40,9 @@ def _comparable(row: asyncpg.Record) -> tuple[object, ...]:
 async def test_binary_payload_loads_the_same_rows_as_asyncpgs_encoder(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TEMP TABLE via_asyncpg (LIKE metric_chunks)")
     await conn.execute("CREATE TEMP TABLE via_payload (LIKE metric_chunks)")
-    # The payload adds each chunk's first and last step; asyncpg is given them explicitly.
-    records = [(*c, min(c[2]), max(c[2])) for c in CHUNKS]  # type: ignore[type-var]
+    # The payload adds each chunk's first and last step, point count and order; asyncpg is
+    # given them explicitly.
+    records = [(*c, min(c[2]), max(c[2]), len(c[2]), c[2] == sorted(set(c[2]))) for c in CHUNKS]  # type: ignore[type-var]
     await conn.copy_records_to_table("via_asyncpg", records=records, columns=COLUMNS)
     await conn.copy_to_table("via_payload", source=io.BytesIO(encode_chunks(CHUNKS)), columns=COLUMNS, format="binary")
     query = f"SELECT {', '.join(COLUMNS)} FROM {{}} ORDER BY run_id, key"
@@ -52,6 +53,9 @@ async def test_binary_payload_loads_the_same_rows_as_asyncpgs_encoder(conn: asyn
     assert await conn.fetchval("SELECT sum(cardinality(steps)) FROM via_payload") == sum(len(c[2]) for c in CHUNKS)
     assert await conn.fetchval("SELECT first_step FROM via_payload WHERE key = 'y'") == -1
     assert await conn.fetchval("SELECT last_step FROM via_payload WHERE key = 'y'") == 7
+    assert await conn.fetchval("SELECT n_points FROM via_payload WHERE key = 'long'") == 1000
+    assert await conn.fetchval("SELECT steps_ascending FROM via_payload WHERE key = 'long'") is True
+    assert await conn.fetchval("SELECT steps_ascending FROM via_payload WHERE key = 'y'") is False
 
 
 async def test_empty_payload_copies_nothing(conn: asyncpg.Connection) -> None:

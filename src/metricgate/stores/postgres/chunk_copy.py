@@ -13,6 +13,7 @@ flag, element type oid, length, lower bound 1, then each element as length + val
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
@@ -23,8 +24,9 @@ _TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _INT8_OID = 20
 _FLOAT8_OID = 701
-_FIELDS = struct.pack(">h", 11)  # metric_chunks' eleven COPY columns (metrics.py CHUNK_COLUMNS)
-_STEP_RANGE = struct.Struct(">iqiq")  # first_step and last_step, each with its length
+_FIELDS = struct.pack(">h", 13)  # metric_chunks' thirteen COPY columns (metrics.py CHUNK_COLUMNS)
+# first_step and last_step (int8), n_points (int4) and steps_ascending (bool), each with its length
+_CHUNK_SHAPE = struct.Struct(">iqiqiii?")
 _EMPTY_ARRAY = {oid: struct.pack(">iiii", 12, 0, 0, oid) for oid in (_INT8_OID, _FLOAT8_OID)}  # ndim 0
 
 
@@ -52,8 +54,10 @@ def _text(value: str | None) -> bytes:
 
 def copy_record(chunk: Sequence[Any]) -> tuple[Any, ...]:
     """A batcher.ChunkRow as the row metric_chunks stores (metrics.py CHUNK_COLUMNS): the chunk,
-    then its first and last step."""
-    return (*chunk, min(chunk[2]), max(chunk[2]))
+    then its first and last step, its point count and whether its steps strictly ascend (what
+    lets reads find a point by rank without opening the chunk, migration 0007)."""
+    steps = chunk[2]
+    return (*chunk, min(steps), max(steps), len(steps), all(map(operator.lt, steps, steps[1:])))
 
 
 def encode_chunks(chunks: Sequence[Sequence[Any]]) -> bytes:
@@ -61,7 +65,7 @@ def encode_chunks(chunks: Sequence[Sequence[Any]]) -> bytes:
     parts = [_SIGNATURE]
     append = parts.append
     for record in map(copy_record, chunks):
-        run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest, first, last = record
+        run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest, *shape = record
         append(_FIELDS)
         append(_text(run_id))
         append(_text(key))
@@ -72,6 +76,7 @@ def encode_chunks(chunks: Sequence[Sequence[Any]]) -> bytes:
         append(_text(dataset_name))
         append(_text(dataset_digest))
         append(struct.pack(">i", len(digest)) + digest)
-        append(_STEP_RANGE.pack(8, first, 8, last))
+        first, last, n_points, ascending = shape
+        append(_CHUNK_SHAPE.pack(8, first, 8, last, 4, n_points, 1, ascending))
     append(_TRAILER)
     return b"".join(parts)

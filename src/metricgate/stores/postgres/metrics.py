@@ -23,13 +23,14 @@ from metricgate.stores.postgres.pool import Database
 
 CHUNK_COLUMNS = (
     "run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest",
-    "first_step", "last_step",
+    "first_step", "last_step", "n_points", "steps_ascending",
 )
 
 _INSERT_CHUNK_DEDUPLICATED = """
 INSERT INTO metric_chunks
-    (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest, first_step, last_step)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    (run_id, key, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, digest, first_step, last_step,
+     n_points, steps_ascending)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING
 """
 
