@@ -11,6 +11,7 @@ from metricgate.api import multipart as multipart_api
 from metricgate.api import ingest_status, ui_static
 from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
+from metricgate.api.graphql import ROUTES as GRAPHQL_ROUTES
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
 from metricgate.api.middleware import error_middleware, metrics_middleware
@@ -50,6 +51,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)
     _add_routes(app, (upload_api.PREFIX,), upload_api.ROUTES)
     _add_routes(app, ("",), health.ROUTES)
+    _add_routes(app, ("",), GRAPHQL_ROUTES)
     _add_routes(app, (ingest_status.PREFIX,), ingest_status.ROUTES)
     _add_routes(app, ("",), ingest_status.PAGE_ROUTES)
     ui_static.install(app)

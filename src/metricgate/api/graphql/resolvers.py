@@ -1,0 +1,175 @@
+"""What each root field does: the REST endpoint's checks, store call and JSON encoder.
+
+A root field's ``input`` is the REST request (camelCase keys; ``Fields`` gets the snake_case
+names the REST decoders read) and its value is the REST response's JSON, which the schema's
+plain getters read field by field. MLflow errors do not fail the field: the UI reads them from
+the response's ``apiError`` (``{code, message}``, e.g. RESOURCE_DOES_NOT_EXIST shows its "not
+found" page), so a missing run is ``{"run": null, "apiError": {...}}`` with no GraphQL error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLObjectType, GraphQLResolveInfo, get_named_type
+
+from metricgate.api.artifacts import run_artifact_listing
+from metricgate.api.codec import Fields, encode_experiment, encode_metric_series, encode_run
+from metricgate.api.metrics import bulk_interval_series
+from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
+from metricgate.api.registry_codec import encode_model_version
+from metricgate.api.runs import search_runs_page
+from metricgate.api.graphql.loaders import BatchLoader
+from metricgate.api.graphql.schema import snake_case
+from metricgate.errors import MetricgateError, NotImplementedYet, Unavailable
+from metricgate.service import Service
+from metricgate.validation import parse_experiment_id, validate_max_results, validate_run_id
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+Operation = Callable[["Context", Fields], Awaitable[Json]]
+
+# Run ids per model-version search when a page of runs asks for its versions (an IN list).
+_RUNS_PER_VERSION_SEARCH = 500
+
+
+@dataclass
+class Context:
+    """Per request: the service and the loaders that batch nested lookups."""
+
+    service: Service
+    experiments: BatchLoader[str, Json | None] = field(init=False)
+    model_versions: BatchLoader[str, list[Json]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.experiments = BatchLoader(self._fetch_experiments, lambda: None)
+        self.model_versions = BatchLoader(self._fetch_model_versions, list)
+
+    def close(self) -> None:
+        self.experiments.close()
+        self.model_versions.close()
+
+    async def _fetch_experiments(self, experiment_ids: list[str]) -> dict[str, Json | None]:
+        found = await self.service.experiments.get_many([parse_experiment_id(i) for i in experiment_ids])
+        return {e.experiment_id: encode_experiment(e) for e in found}
+
+    async def _fetch_model_versions(self, run_ids: list[str]) -> dict[str, list[Json]]:
+        """Versions whose run_id is one of ``run_ids``, in the registry search's default order
+        (name, newest version first): what stock's per-run ``run_id='<id>'`` search returns."""
+        by_run: dict[str, list[Json]] = defaultdict(list)
+        for start in range(0, len(run_ids), _RUNS_PER_VERSION_SEARCH):
+            # Run ids come from stored runs and match [\w-]+, so they need no quoting.
+            listed = ", ".join(f"'{r}'" for r in run_ids[start : start + _RUNS_PER_VERSION_SEARCH])
+            token: str | None = None
+            while True:
+                page = await self.service.registry.search_model_versions(
+                    f"run_id IN ({listed})", [], MAX_VERSIONS_PER_PAGE, token
+                )
+                for mv in page.items:
+                    by_run[mv.run_id].append(encode_model_version(mv))
+                token = page.next_page_token
+                if not token:
+                    break
+        return by_run
+
+
+# ---------------------------------------------------------------- root fields
+
+
+async def _get_experiment(ctx: Context, fields: Fields) -> Json:
+    experiment_id = parse_experiment_id(fields.req_str("experiment_id"))
+    return {"experiment": encode_experiment(await ctx.service.experiments.get(experiment_id))}
+
+
+async def _get_run(ctx: Context, fields: Fields) -> Json:
+    run_id = fields.run_id()
+    validate_run_id(run_id)
+    # Read-your-writes, as runs/get: metrics acknowledged before this read are in its latest values.
+    await ctx.service.metrics.wait_visible(run_id)
+    return {"run": encode_run(await ctx.service.runs.get(run_id))}
+
+
+async def _search_runs(ctx: Context, fields: Fields) -> Json:
+    page = await search_runs_page(ctx.service, fields)
+    return {"runs": [encode_run(r) for r in page.items], "next_page_token": page.next_page_token or ""}
+
+
+async def _bulk_interval(ctx: Context, fields: Fields) -> Json:
+    return {"metrics": encode_metric_series(await bulk_interval_series(ctx.service, fields))}
+
+
+async def _list_artifacts(ctx: Context, fields: Fields) -> Json:
+    return await run_artifact_listing(ctx.service, fields)
+
+
+async def _search_model_versions(ctx: Context, fields: Fields) -> Json:
+    max_results = validate_max_results(fields.int("max_results"), MAX_VERSIONS_PER_PAGE, DEFAULT_VERSIONS_PER_PAGE)
+    page = await ctx.service.registry.search_model_versions(
+        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
+    )
+    return {
+        "model_versions": [encode_model_version(mv) for mv in page.items],
+        "next_page_token": page.next_page_token or "",
+    }
+
+
+async def _search_datasets(ctx: Context, fields: Fields) -> Json:
+    # Not in the installed UI bundle; REST experiments/search-datasets is the UI's path.
+    raise NotImplementedYet("mlflowSearchDatasets is not implemented; use experiments/search-datasets.")
+
+
+def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
+    """A root field calling an MLflow operation; its errors go into the response's ``apiError``."""
+
+    async def resolve(_root: Any, info: GraphQLResolveInfo, input: dict[str, Any] | None = None) -> Json:
+        fields = Fields({snake_case(k): v for k, v in (input or {}).items()})
+        try:
+            return await operation(info.context, fields)
+        except MetricgateError as exc:
+            if isinstance(exc, Unavailable):
+                log.warning("GraphQL %s unavailable: %s", info.field_name, exc.message)
+            response_type = get_named_type(info.return_type)
+            assert isinstance(response_type, GraphQLObjectType)
+            payload: Json = {snake_case(name): None for name in response_type.fields}
+            # ApiError is no protobuf message in stock either: what we do not know is null.
+            payload["api_error"] = {"code": exc.error_code, "message": exc.message, "help_url": None,
+                                    "trace_id": None, "error_details": None}
+            return payload
+
+    return resolve
+
+
+def _echo(_root: Any, _info: GraphQLResolveInfo, inputString: str | None = None) -> Json:  # noqa: N803
+    return {"output": inputString}
+
+
+# ---------------------------------------------------------------- nested fields
+
+
+def _run_experiment(run: Json, info: GraphQLResolveInfo) -> Awaitable[Json | None]:
+    return info.context.experiments.load(run["info"]["experiment_id"])  # type: ignore[no-any-return]
+
+
+def _run_model_versions(run: Json, info: GraphQLResolveInfo) -> Awaitable[list[Json]]:
+    return info.context.model_versions.load(run["info"]["run_id"])  # type: ignore[no-any-return]
+
+
+RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("Query", "mlflowGetExperiment"): _mlflow_field(_get_experiment),
+    ("Query", "mlflowGetRun"): _mlflow_field(_get_run),
+    ("Query", "mlflowSearchRuns"): _mlflow_field(_search_runs),
+    ("Query", "mlflowGetMetricHistoryBulkInterval"): _mlflow_field(_bulk_interval),
+    ("Query", "mlflowListArtifacts"): _mlflow_field(_list_artifacts),
+    ("Query", "mlflowSearchModelVersions"): _mlflow_field(_search_model_versions),
+    ("Query", "test"): _echo,
+    ("Mutation", "mlflowSearchRuns"): _mlflow_field(_search_runs),
+    ("Mutation", "mlflowSearchDatasets"): _mlflow_field(_search_datasets),
+    ("Mutation", "testMutation"): _echo,
+    ("MlflowRunExtension", "experiment"): _run_experiment,
+    ("MlflowRunExtension", "modelVersions"): _run_model_versions,
+}
