@@ -477,6 +477,28 @@ async def test_get_with_query_string(client: TestClient[Any, Any]) -> None:
         assert orjson.loads(await resp.read()) == {"data": {"test": {"output": "via get"}}, "errors": None}
 
 
+async def test_get_refuses_malformed_variables(client: TestClient[Any, Any]) -> None:
+    params = {"query": "{ __typename }", "variables": "{nope"}
+    async with client.get("/graphql", params=params) as resp:
+        assert resp.status == 400
+        assert orjson.loads(await resp.read()) == {"error_code": "BAD_REQUEST",
+                                                   "message": "'variables' must be a JSON object."}
+
+
+async def test_nul_characters_are_refused_as_api_errors(client: TestClient[Any, Any]) -> None:
+    """As the REST decoder refuses them (PostgreSQL text cannot hold NUL): in a variable, or
+    written as a GraphQL escape in the document itself."""
+    fields = "{ modelVersions { name } apiError { code message } }"
+    replies = [
+        await gql(client, f"query($f: String) {{ mlflowSearchModelVersions(input: {{filter: $f}}) {fields} }}",
+                  {"f": "name = 'a\x00'"}),
+        await gql(client, f"{{ mlflowSearchModelVersions(input: {{filter: \"name = '\\u0000'\"}}) {fields} }}"),
+    ]
+    for reply in replies:
+        assert reply.data["mlflowSearchModelVersions"] == {"modelVersions": None, "apiError": {
+            "code": "INVALID_PARAMETER_VALUE", "message": "String values may not contain the NUL character (\\u0000)."}}
+
+
 # ---------------------------------------------------------------- limits
 
 

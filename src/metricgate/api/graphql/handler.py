@@ -61,8 +61,13 @@ async def _graphql_request(request: web.Request) -> tuple[str, dict[str, Any] | 
     """(query, variables, operationName) from a JSON body, or from the query string of a GET."""
     if request.method == "GET":
         body: dict[str, Any] = dict(request.query)
-        if isinstance(body.get("variables"), str):
-            body["variables"] = _read_json_request(body["variables"].encode()) if body["variables"] else None
+        if body.get("variables"):
+            try:
+                body["variables"] = orjson.loads(body["variables"])
+            except orjson.JSONDecodeError:
+                raise BadRequest("'variables' must be a JSON object.") from None
+        else:
+            body["variables"] = None
     else:
         check_json_content_type(request)
         body = _read_json_request(await request.read())

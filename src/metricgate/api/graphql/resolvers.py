@@ -25,7 +25,7 @@ from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import search_runs_page
 from metricgate.api.graphql.loaders import BatchLoader
 from metricgate.api.graphql.schema import snake_case
-from metricgate.errors import MetricgateError, NotImplementedYet, Unavailable
+from metricgate.errors import InvalidParameter, MetricgateError, NotImplementedYet, Unavailable
 from metricgate.service import Service
 from metricgate.validation import parse_experiment_id, validate_max_results, validate_run_id
 
@@ -129,6 +129,9 @@ def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
     async def resolve(_root: Any, info: GraphQLResolveInfo, input: dict[str, Any] | None = None) -> Json:
         fields = Fields({snake_case(k): v for k, v in (input or {}).items()})
         try:
+            if _has_nul(fields.raw):
+                # PostgreSQL text cannot hold it; refused up front, as the REST decoder does.
+                raise InvalidParameter("String values may not contain the NUL character (\\u0000).")
             return await operation(info.context, fields)
         except MetricgateError as exc:
             if isinstance(exc, Unavailable):
@@ -142,6 +145,16 @@ def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
             return payload
 
     return resolve
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _echo(_root: Any, _info: GraphQLResolveInfo, inputString: str | None = None) -> Json:  # noqa: N803
