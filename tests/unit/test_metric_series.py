@@ -1,5 +1,6 @@
 """Unit tests for stores/postgres/metric_series.py: merging stored chunks into one history,
-SQL point rows as series, and MLflow's step downsampling for bulk-interval reads.
+SQL point rows as series, and MLflow's downsampling for bulk-interval reads (checked against the
+installed MLflow's own SQL store).
 
 The Python merge must answer exactly as the SQL reads do (DISTINCT ON with PostgreSQL's float8
 order and the plain-copy-first rule), because a history switches between the two paths as it
@@ -15,7 +16,15 @@ from typing import Any
 import pytest
 
 from metricgate.entities import MetricSeries
-from metricgate.stores.postgres.metric_series import merge_chunks, sample_steps, sampled, series_of_points
+from metricgate.stores.postgres.metric_series import (
+    ChunkSpan,
+    merge_chunks,
+    rank_positions,
+    ranks_are_positions,
+    sample_ranks,
+    sample_series,
+    series_of_points,
+)
 
 NAN = math.nan
 INF = math.inf
@@ -238,183 +247,109 @@ def test_series_of_points_accepts_record_like_rows():
     assert len(out) == 1 and out[0].values == [2.0] and out[0].extras is None
 
 
-# --- sample_steps -------------------------------------------------------------------------------
+# --- MLflow's sampling ---------------------------------------------------------------------
 
 
-def test_sample_steps_small_union_returns_every_step():
-    assert sample_steps([[0, 2, 4], [1, 4, 9]], 10, None, None) == [0, 1, 2, 4, 9]
+def test_sample_ranks_small_returns_every_point():
+    assert sample_ranks(5, 10) == [0, 1, 2, 3, 4]
+    assert sample_ranks(10, 10) == list(range(10))
+    assert sample_ranks(0, 10) == []
 
 
-def test_sample_steps_spreads_evenly():
-    assert sample_steps([list(range(100))], 10, None, None) == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
-
-
-def test_sample_steps_keeps_each_runs_first_and_last_step():
-    # A short run's boundaries would otherwise fall between sampled steps and vanish from plots.
-    out = sample_steps([list(range(100)), [37, 41, 53]], 10, None, None)
-    assert {37, 53} <= set(out)
-    assert 41 not in out
-    assert {0, 99} <= set(out)
-
-
-def test_sample_steps_respects_range():
-    out = sample_steps([list(range(100)), [5, 95]], 100, 20, 50)
-    assert out == list(range(20, 51))
-    out = sample_steps([list(range(100)), [25, 45]], 3, 20, 50)
-    assert out[0] == 20 and out[-1] == 50
-    assert {25, 45} <= set(out)
-    assert all(20 <= s <= 50 for s in out)
-
-
-def test_sample_steps_default_range_starts_at_zero():
-    # MLflow's default range is [0, last step]: negative steps appear only when asked for.
-    assert sample_steps([[-5, -1, 0, 3]], 10, None, None) == [0, 3]
-    assert sample_steps([[-5, -1, 0, 3]], 10, -5, 3) == [-5, -1, 0, 3]
-
-
-def test_sample_steps_one_bound_only_is_ignored():
-    assert sample_steps([[-5, 0, 3]], 10, -5, None) == [0, 3]
-    assert sample_steps([[-5, 0, 3]], 10, None, 0) == [0, 3]
+def test_sample_ranks_first_of_each_ntile_bucket_then_the_last_point():
+    # 11 points in 5 buckets: sizes 3, 2, 2, 2, 2 -> starts 0, 3, 5, 7, 9; the last (10) replaces 9.
+    assert sample_ranks(11, 5) == [0, 3, 5, 7, 10]
+    # 200k points at 320: exactly 320, never 321 (the old step sampling added the last step).
+    ranks = sample_ranks(200_000, 320)
+    assert len(ranks) == 320 and ranks[0] == 0 and ranks[-1] == 199_999 and ranks == sorted(set(ranks))
 
 
 @pytest.mark.parametrize("max_results", [1, 0, -7])
-def test_sample_steps_max_results_below_one_is_one(max_results):
-    assert sample_steps([list(range(10))], max_results, None, None) == [0, 9]
+def test_sample_ranks_one_means_the_last_point(max_results):
+    assert sample_ranks(10, max_results) == [9]
 
 
-def test_sample_steps_empty():
-    assert sample_steps([], 10, None, None) == []
-    assert sample_steps([[], []], 10, None, None) == []
-    assert sample_steps([[1, 2, 3]], 10, 5, 9) == []
+def test_sample_series_range_then_ranks():
+    s = merge_chunks("r", "k", [chunk(range(100), range(100), [float(i) for i in range(100)])])
+    assert sample_series(s, 5, 10, 20).steps == [10, 13, 15, 17, 20]
+    assert sample_series(s, 500, None, None) is s
+    assert len(sample_series(s, 5, 200, 300)) == 0
 
 
-def test_sample_steps_bounds_on_random_inputs():
-    rng = random.Random(7)
-    for _ in range(500):
-        runs = [sorted(set(rng.sample(range(-20, 200), rng.randint(0, 60)))) for _ in range(rng.randint(1, 4))]
-        max_results = rng.randint(-1, 30)
-        if rng.random() < 0.5:
-            start, end = sorted(rng.sample(range(-30, 220), 2))
-        else:
-            start = end = None
-        out = sample_steps(runs, max_results, start, end)
-        union = {s for r in runs for s in r}
-        lo, hi = (0, max(union, default=0)) if start is None else (start, end)
-        in_range = sorted(s for s in union if lo <= s <= hi)
-        assert out == sorted(set(out))
-        assert set(out) <= set(in_range)
-        for r in runs:
-            for b in (r[:1] + r[-1:]):
-                if lo <= b <= hi:
-                    assert b in out
-        if in_range:
-            assert in_range[0] in out and in_range[-1] in out
-        assert len(out) <= max(1, max_results) + 1 + 2 * len(runs)
+def _mlflow_store(tmp_path):
+    sqlalchemy_store = pytest.importorskip("mlflow.store.tracking.sqlalchemy_store")
+    return sqlalchemy_store.SqlAlchemyStore(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"))
 
 
-def test_sample_steps_matches_mlflow():
-    # The installed MLflow's own step sampling is the oracle: a fake store with one point per
-    # step makes every sampled step come back, so the union of returned steps is its sample.
-    abstract_store = pytest.importorskip("mlflow.store.tracking.abstract_store")
+def test_sampling_matches_mlflow_sqlalchemy_store(tmp_path):
+    # The oracle is the installed MLflow's own SQL store (its NTILE query, on SQLite): random
+    # histories with several points per step, identical points logged twice, negative steps,
+    # step ranges and every max_results edge. NaN is left out: MLflow orders a NaN as 0.
     entities = pytest.importorskip("mlflow.entities")
-
-    class FakeStore(abstract_store.AbstractStore):
-        def __init__(self, runs: dict[str, list[int]]) -> None:
-            self._runs = runs
-
-        def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
-            return [entities.Metric(metric_key, 0.0, s, s) for s in self._runs[run_id]]
-
-    rng = random.Random(11)
-    for _ in range(200):
-        runs = {
-            f"r{i}": sorted(set(rng.sample(range(0, 300), rng.randint(1, 80)))) for i in range(rng.randint(1, 3))
-        }
-        max_results = rng.randint(1, 40)
-        if rng.random() < 0.5:
-            start, end = sorted(rng.sample(range(0, 320), 2))
-        else:
-            start = end = None
-        theirs = FakeStore(runs).get_metric_history_bulk_interval(list(runs), "k", max_results, start, end)
-        expected = sorted({m.step for m in theirs})
-        assert sample_steps(list(runs.values()), max_results, start, end) == expected, (runs, max_results, start, end)
-
-
-# --- sampled ----------------------------------------------------------------------------------
+    store = _mlflow_store(tmp_path)
+    experiment_id = store.create_experiment("sampling")
+    rng = random.Random(2024)
+    for case in range(60):
+        run_id = store.create_run(experiment_id, "u", 0, [], f"r{case}").info.run_id
+        n = rng.choice([1, 5, 30, 200, 1000])
+        step_span = rng.choice([3, n, 5 * n])
+        pts = [(rng.randint(-5, step_span), rng.randint(0, 4), float(rng.randint(0, 50))) for _ in range(n)]
+        pts += rng.sample(pts, k=min(len(pts), 5))  # logged twice
+        for i in range(0, len(pts), 900):
+            batch = [entities.Metric("k", v, t, s) for s, t, v in pts[i : i + 900]]
+            store.log_batch(run_id, metrics=batch, params=[], tags=[])
+        ours = merge_chunks(run_id, "k", [chunk([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts])])
+        for max_results in (1, 2, 7, 320, 2500):
+            for start, end in ((None, None), tuple(sorted(rng.sample(range(-6, step_span + 2), 2)))):
+                theirs = store.get_metric_history_bulk_interval([run_id], "k", max_results, start, end)
+                got = sample_series(ours, max_results, start, end)
+                assert triples(got) == [(m.step, m.timestamp, m.value) for m in theirs], (
+                    case, max_results, start, end,
+                )
 
 
-def reference_sampled(
-    merged: dict[str, MetricSeries], run_ids: list[str], max_results: int, start: int | None, end: int | None
-) -> list[list[tuple[Any, ...]]]:
-    steps = sample_steps([sorted(set(s.steps)) for s in merged.values()], max_results, start, end)
-    keep, limit = set(steps), max(max_results, len(steps))
-    out, seen = [], set()
-    for run_id in run_ids:
-        if run_id in seen or run_id not in merged:
+def _spans(chunks, start, end):
+    """What _CHUNK_SPANS computes in SQL for (ascending) chunks: count in range, first position."""
+    lo, hi = (start, end) if start is not None else (-(2**63), 2**63 - 1)
+    out = []
+    for c in sorted(chunks, key=lambda c: c[1][0]):
+        steps = c[1]
+        if steps[-1] < lo or steps[0] > hi:
             continue
-        seen.add(run_id)
-        pts = [p for p in points(merged[run_id]) if p[0] in keep][:limit]
-        if pts:
-            out.append([run_id, *pts])
+        count = sum(lo <= s <= hi for s in steps)
+        out.append(ChunkSpan(steps[0], steps[-1], steps == sorted(set(steps)), count, sum(s < lo for s in steps) + 1))
     return out
 
 
-def _random_merged(rng: random.Random) -> dict[str, MetricSeries]:
-    merged = {}
-    for i in range(rng.randint(0, 4)):
-        chunks = []
-        for _ in range(rng.randint(1, 3)):
-            n = rng.randint(1, 25)
-            base = rng.randint(-10, 60)
-            # Duplicate steps (several points per step) come from small step ranges.
-            steps = [base + rng.randint(0, rng.choice([2, 30])) for _ in range(n)]
-            extras = rng.choice([PLAIN, PLAIN, ("m", None, None)])
-            chunks.append(chunk(steps, [rng.randint(0, 3) for _ in range(n)], [rng.random() for _ in range(n)], *extras, run_id=f"r{i}"))
-        merged[f"r{i}"] = merge_chunks(f"r{i}", "k", chunks)
-    return merged
+def test_rank_positions_pick_the_points_sample_series_picks():
+    # The rank-from-counts path must choose exactly the points the general path chooses.
+    rng = random.Random(99)
+    for _ in range(300):
+        chunks, step = [], rng.randint(-50, 50)
+        for _ in range(rng.randint(1, 12)):
+            n = rng.randint(1, 40)
+            steps = []
+            for _ in range(n):
+                step += rng.randint(1, 3)
+                steps.append(step)
+            chunks.append(chunk(steps, [rng.randint(0, 9) for _ in steps], [rng.random() for _ in steps]))
+        rng.shuffle(chunks)
+        start, end = (None, None) if rng.random() < 0.5 else sorted(rng.sample(range(-60, step + 10), 2))
+        max_results = rng.choice([1, 2, 5, 37, 320])
+        spans = _spans(chunks, start, end)
+        assert ranks_are_positions(spans)
+        ordered = sorted(chunks, key=lambda c: c[1][0])
+        ordered = [c for c in ordered if c[1][-1] >= (start if start is not None else -(2**63))
+                   and c[1][0] <= (end if end is not None else 2**63 - 1)]
+        ranks = sample_ranks(sum(s.count for s in spans), max_results)
+        picked = [(ordered[i][1][p - 1], ordered[i][2][p - 1], ordered[i][3][p - 1])
+                  for i, positions in rank_positions(spans, ranks) for p in positions]
+        expected = triples(sample_series(merge_chunks("r", "k", chunks), max_results, start, end))
+        assert picked == expected
 
 
-def test_sampled_matches_reference_on_random_inputs():
-    rng = random.Random(424242)
-    for _ in range(400):
-        merged = _random_merged(rng)
-        run_ids = list(merged) + ["missing"] + rng.sample(list(merged), k=min(2, len(merged)))
-        rng.shuffle(run_ids)
-        max_results = rng.choice([-1, 0, 1, 2, 3, 5, 10, 50, 500])
-        if rng.random() < 0.4:
-            start, end = sorted(rng.sample(range(-15, 100), 2))
-        else:
-            start = end = None
-        got = sampled(merged, run_ids, max_results, start, end)
-        assert [[s.run_id, *points(s)] for s in got] == reference_sampled(merged, run_ids, max_results, start, end)
-        for s in got:
-            assert s.key == "k"
-            # A run's extras column exists exactly when its merged series had one.
-            assert (s.extras is None) == (merged[s.run_id].extras is None)
-
-
-def test_sampled_fast_path_returns_series_unchanged():
-    a = merge_chunks("a", "k", [chunk([0, 1, 2], [0, 1, 2], [1.0, 2.0, 3.0], run_id="a")])
-    b = merge_chunks("b", "k", [chunk([1, 3], [0, 1], [1.0, 2.0], model_id="m", run_id="b")])
-    out = sampled({"a": a, "b": b}, ["b", "x", "a", "b"], 10, None, None)
-    assert len(out) == 2
-    assert out[0] is b and out[1] is a
-
-
-def test_sampled_per_run_limit_truncates_in_history_order():
-    # Many points on one step: the per-run cap keeps the first ones in (step, ts, value) order.
-    s = merge_chunks("a", "k", [chunk([0] * 6 + [1], [6, 5, 4, 3, 2, 1, 0], [0.0] * 7, run_id="a")])
-    out = sampled({"a": s}, ["a"], 3, None, None)
-    # Steps {0, 1} sampled, limit max(3, 2) = 3.
-    assert points(out[0]) == [(0, 1, 0.0, PLAIN), (0, 2, 0.0, PLAIN), (0, 3, 0.0, PLAIN)]
-
-
-def test_sampled_omits_runs_without_sampled_points():
-    a = merge_chunks("a", "k", [chunk(range(100), range(100), [0.0] * 100, run_id="a")])
-    b = merge_chunks("b", "k", [chunk([-3, -2], [0, 1], [1.0, 2.0], run_id="b")])
-    out = sampled({"a": a, "b": b}, ["a", "b"], 5, None, None)
-    assert [s.run_id for s in out] == ["a"]
-
-
-def test_sampled_nothing_asked():
-    assert sampled({}, ["a"], 10, None, None) == []
+def test_ranks_are_positions_refuses_overlap_and_disorder():
+    a = ChunkSpan(0, 9, True, 10, 1)
+    assert ranks_are_positions([a, ChunkSpan(10, 19, True, 10, 1)])
+    assert not ranks_are_positions([a, ChunkSpan(9, 19, True, 10, 1)])  # step 9 in both
+    assert not ranks_are_positions([a, ChunkSpan(20, 29, False, 10, 1)])

@@ -2,7 +2,8 @@
 
 What the history reads of stores/postgres/metrics.py compute in Python (no SQL here): merging a
 run's chunks into one ordered series with identical points once, turning SQL point rows into
-series, and choosing the steps a downsampled plot shows.
+series, and choosing the points a downsampled plot shows (MLflow 3.17.2's sampling: by rank,
+per run, in SQL there; here from the chunks' point counts).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import bisect
 import itertools
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from metricgate.entities import NO_EXTRAS, MetricSeries, value_rank
 
@@ -87,54 +88,77 @@ def series_of_points(key: str, rows: Sequence[Sequence[Any]]) -> list[MetricSeri
     return out
 
 
-def sampled(
-    merged: dict[str, MetricSeries], run_ids: Sequence[str], max_results: int, start_step: int | None, end_step: int | None
-) -> list[MetricSeries]:
-    """The two-query path's answer computed from every point of the runs: the same sampled
-    steps, at most ``max(max_results, steps)`` points per run, runs in the order asked."""
-    runs_steps = [sorted(set(s.steps)) for s in merged.values()]
-    steps = sample_steps(runs_steps, max_results, start_step, end_step)
-    per_run_limit = max(max_results, len(steps))
-    every_step = len(steps) == len(set().union(*runs_steps))
-    sampled = set(steps)
-    out: list[MetricSeries] = []
-    for run_id in dict.fromkeys(run_ids):  # the order asked, each run once
-        series = merged.get(run_id)
-        if series is None:
-            continue
-        if every_step and len(series) <= per_run_limit:
-            out.append(series)
-            continue
-        idx = [i for i, s in enumerate(series.steps) if s in sampled][:per_run_limit]
-        if not idx:
-            continue
-        out.append(MetricSeries(
-            run_id,
-            series.key,
-            [series.steps[i] for i in idx],
-            [series.timestamps_ms[i] for i in idx],
-            [series.values[i] for i in idx],
-            None if series.extras is None else [series.extras[i] for i in idx],
-        ))
+def sample_ranks(total: int, max_results: int) -> list[int]:
+    """The 0-based ranks, out of ``total`` points in history order, that MLflow 3.17.2's SQL store
+    keeps for a plot (``SqlAlchemyStore._sample_rows_with_window_functions``): the first point of
+    each of ``NTILE(max_results)`` buckets, and the last point, which takes the place of the last
+    bucket's first when that would exceed ``max_results``. So exactly ``min(total,
+    max_results)`` points, the first and the last among them (only the last for 1).
+
+    NTILE puts ``total // n`` points in each bucket and one more in each of the first
+    ``total % n``, so bucket b starts at ``b * q + min(b, r)``."""
+    if total <= 0:
+        return []
+    n = max(1, max_results)
+    if total <= n:
+        return list(range(total))
+    q, r = divmod(total, n)
+    ranks = [b * q + min(b, r) for b in range(n)]
+    ranks[-1] = total - 1
+    return ranks
+
+
+def sample_series(series: MetricSeries, max_results: int, start_step: int | None, end_step: int | None) -> MetricSeries:
+    """MLflow's plot sample of one merged series: its points within [start_step, end_step]
+    (every point when no range is given), then ``sample_ranks`` of those."""
+    lo, hi = 0, len(series)
+    if start_step is not None and end_step is not None:
+        lo = bisect.bisect_left(series.steps, start_step)
+        hi = bisect.bisect_right(series.steps, end_step)
+    ranks = sample_ranks(hi - lo, max_results)
+    if lo == 0 and len(ranks) == len(series):
+        return series
+    idx = [lo + k for k in ranks]
+    return MetricSeries(
+        series.run_id,
+        series.key,
+        [series.steps[i] for i in idx],
+        [series.timestamps_ms[i] for i in idx],
+        [series.values[i] for i in idx],
+        None if series.extras is None else [series.extras[i] for i in idx],
+    )
+
+
+class ChunkSpan(NamedTuple):
+    """A stored chunk as the sampling plan sees it (no arrays): its step range and, of its
+    points, how many lie in the requested step range and the 1-based array position of the
+    first of them."""
+
+    first_step: int
+    last_step: int
+    ascending: bool  # steps strictly ascend inside the chunk (NULL, unknown, reads as False)
+    count: int
+    position: int
+
+
+def ranks_are_positions(spans: Sequence[ChunkSpan]) -> bool:
+    """Whether a point's rank in the run's history follows from the chunks' counts alone: every
+    chunk's steps strictly ascend and, in first-step order, each chunk ends before the next
+    begins. Then no two stored points are identical (nothing to fold), the history is the
+    chunks' points concatenated, and a chunk's in-range points are consecutive in its arrays."""
+    return all(s.ascending for s in spans) and all(a.last_step < b.first_step for a, b in zip(spans, spans[1:]))
+
+
+def rank_positions(spans: Sequence[ChunkSpan], ranks: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """Where each of ``ranks`` (ascending) lies when ``ranks_are_positions(spans)``: (index of
+    the chunk in ``spans``, the ranks' 1-based array positions in it), in history order."""
+    out: list[tuple[int, list[int]]] = []
+    chunk, before = 0, 0  # points of the chunks ahead of `chunk`
+    for rank in ranks:
+        while rank >= before + spans[chunk].count:
+            before += spans[chunk].count
+            chunk += 1
+        if not out or out[-1][0] != chunk:
+            out.append((chunk, []))
+        out[-1][1].append(spans[chunk].position + rank - before)
     return out
-
-
-def sample_steps(
-    runs_steps: list[list[int]], max_results: int, start_step: int | None, end_step: int | None
-) -> list[int]:
-    """Pick at most ~max_results steps spread evenly over the union of every run's steps,
-    keeping each run's first and last step so plots keep their boundaries (MLflow's algorithm)."""
-    max_results = max(1, max_results)
-    all_steps = sorted({s for steps in runs_steps for s in steps})
-    if start_step is None or end_step is None:
-        start_step, end_step = 0, (all_steps[-1] if all_steps else 0)
-    bounds = {s for steps in runs_steps if steps for s in (min(steps), max(steps)) if start_step <= s <= end_step}
-    lo = bisect.bisect_left(all_steps, start_step)
-    hi = bisect.bisect_right(all_steps, end_step)
-    if hi - lo <= max_results:
-        sampled = set(all_steps[lo:hi])
-    else:
-        interval = (hi - lo) / max_results
-        sampled = {all_steps[lo + int(i * interval)] for i in range(max_results) if lo + int(i * interval) < hi}
-        sampled.add(all_steps[hi - 1])
-    return sorted(sampled | bounds)

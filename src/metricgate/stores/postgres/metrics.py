@@ -10,6 +10,8 @@ view (one row per point) with DISTINCT ON.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
@@ -18,7 +20,15 @@ from metricgate.entities import Metric, MetricSeries, Page
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_metrics
 from metricgate.search.paging import decode_history_token, encode_history_token
 from metricgate.stores.postgres.chunk_copy import copy_record, encode_chunks
-from metricgate.stores.postgres.metric_series import merge_chunks, sample_steps, sampled, series_of_points
+from metricgate.stores.postgres.metric_series import (
+    ChunkSpan,
+    merge_chunks,
+    rank_positions,
+    ranks_are_positions,
+    sample_ranks,
+    sample_series,
+    series_of_points,
+)
 from metricgate.stores.postgres.pool import Database
 
 CHUNK_COLUMNS = (
@@ -113,8 +123,8 @@ class PgMetricHistory:
         async with self._db.connection() as conn:
             # As in bulk_interval: a history of up to _HISTORY_WHOLE_POINTS comes as its chunks
             # and is merged here. A longer one is paged by PostgreSQL: after the first page from
-            # where the previous page ended (keyset: chunks ending before it are not even
-            # unnested), by OFFSET only for a token that does not say where (MLflow's format).
+            # where the previous page ended (keyset), by OFFSET only for a token that does not
+            # say where (MLflow's format); either way over only the chunks that can hold the page.
             series = None
             if after is None:
                 chunks = await conn.fetch(_WHOLE_CHUNKS, [run_id], key, _HISTORY_WHOLE_POINTS)
@@ -124,10 +134,7 @@ class PgMetricHistory:
                 page = series.slice(offset, offset + max_results)
                 more = len(series) > offset + max_results
             else:
-                if after is None:
-                    rows = await conn.fetch(_HISTORY_PAGE_BY_OFFSET, run_id, key, max_results + 1, offset)
-                else:
-                    rows = await conn.fetch(_HISTORY_PAGE_AFTER, run_id, key, *after, max_results + 1)
+                rows = await _history_page(conn, run_id, key, max_results + 1, offset, after)
                 more = len(rows) > max_results
                 found = series_of_points(key, rows[:max_results])
                 page = found[0] if found else None
@@ -140,56 +147,194 @@ class PgMetricHistory:
     async def bulk_interval(
         self, run_ids: Sequence[str], key: str, max_results: int, start_step: int | None, end_step: int | None
     ) -> list[MetricSeries]:
-        """MLflow's downsampled history for plots: the same sampled steps for every run. One
-        series per run that has points, in the order asked (each run once)."""
+        """MLflow 3.17.2's downsampled history for plots: per run, ``min(points, max_results)``
+        points evenly spread by rank over its points in the step range, the first and the last
+        among them (metric_series.sample_ranks). One series per run that has points there, in
+        the order asked (each run once)."""
+        wanted = list(dict.fromkeys(run_ids))
+        lo, hi = (start_step, end_step) if start_step is not None and end_step is not None else (_INT64_MIN, _INT64_MAX)
+        out: dict[str, MetricSeries] = {}
         async with self._db.connection() as conn:
-            # Short histories (the usual case while a sweep runs, and every read-back of a fresh
-            # one) come as their chunks in one query, merged and sampled here: no row per point
-            # and no sort in PostgreSQL. Only when that would mean more than _BULK_WHOLE_ROWS
-            # points (the query then returns nothing) does sampling move into two queries.
-            chunks = await conn.fetch(_WHOLE_CHUNKS, list(run_ids), key, _BULK_WHOLE_ROWS)
-            if chunks:
+            # 1. The runs' chunks without their arrays (from the index; the arrays only of a
+            #    chunk cut by the step range). A run whose chunks are each in step order and do
+            #    not overlap (every training loop's) has its sampled points located by rank from
+            #    the counts and read straight out of the few chunks that hold them.
+            spans: dict[str, list[ChunkSpan]] = {}
+            for row in await conn.fetch(_CHUNK_SPANS, wanted, key, lo, hi):
+                spans.setdefault(row[0], []).append(ChunkSpan(*row[1:]))
+            picks: list[tuple[str, int, list[int]]] = []
+            general: list[str] = []
+            for run_id, run_spans in spans.items():
+                if _RANKS_FROM_COUNTS and ranks_are_positions(run_spans):
+                    ranks = sample_ranks(sum(s.count for s in run_spans), max_results)
+                    picks += [(run_id, run_spans[i].first_step, pos) for i, pos in rank_positions(run_spans, ranks)]
+                else:
+                    general.append(run_id)
+            if picks:
+                out.update((s.run_id, s) for s in series_of_points(key, await _pick_points(conn, key, picks)))
+            # 2. Anything else (points out of order inside a chunk, chunks overlapping, a point
+            #    stored twice) is merged with identical points folded: whole in Python when small,
+            #    else sampled by PostgreSQL as MLflow's store does (NTILE over the points).
+            small = [r for r in general if sum(s.count for s in spans[r]) <= _BULK_WHOLE_ROWS]
+            if small:
                 by_run: dict[str, list[asyncpg.Record]] = {}
-                for chunk in chunks:
+                for chunk in await conn.fetch(_ALL_CHUNKS, small, key):
                     by_run.setdefault(chunk[0], []).append(chunk)
-                merged = {run_id: merge_chunks(run_id, key, rows) for run_id, rows in by_run.items()}
-                return sampled(merged, run_ids, max_results, start_step, end_step)
-            step_rows = await conn.fetch(
-                "SELECT DISTINCT run_id, step FROM metrics WHERE run_id = ANY($1::text[]) AND key = $2",
-                list(run_ids),
-                key,
-            )
-            if not step_rows:
-                return []
-            steps_by_run: dict[str, list[int]] = {}
-            for row in step_rows:
-                steps_by_run.setdefault(row["run_id"], []).append(row["step"])
-            steps = sample_steps(list(steps_by_run.values()), max_results, start_step, end_step)
-            per_run_limit = max(max_results, len(steps))
-            rows = await conn.fetch(
-                f"""SELECT run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
-                   FROM (SELECT d.*, row_number() OVER (PARTITION BY run_id ORDER BY step, timestamp_ms, value) AS n
-                         FROM (SELECT DISTINCT ON (run_id, step, timestamp_ms, value) *
-                               FROM metrics
-                               WHERE run_id = ANY($1::text[]) AND key = $2 AND step = ANY($3::bigint[])
-                               ORDER BY run_id, step, timestamp_ms, value, {_PLAIN_FIRST}) d) s
-                   WHERE n <= $4
-                   ORDER BY array_position($1::text[], run_id), step, timestamp_ms, value""",
-                list(run_ids),
-                key,
-                steps,
-                per_run_limit,
-            )
-        return series_of_points(key, rows)
+                for run_id, chunks in by_run.items():
+                    series = sample_series(merge_chunks(run_id, key, chunks), max_results, start_step, end_step)
+                    if len(series):
+                        out[run_id] = series
+            large = [r for r in general if r not in small]
+            if large:
+                rows = await conn.fetch(_NTILE_SAMPLE, large, key, max(1, max_results), lo, hi)
+                out.update((s.run_id, s) for s in series_of_points(key, _mlflow_last_point_rule(rows, max_results)))
+        return [out[r] for r in wanted if r in out]
 
+
+async def _history_page(
+    conn: asyncpg.Connection, run_id: str, key: str, limit: int, offset: int, after: tuple[int, int, float] | None
+) -> list[asyncpg.Record]:
+    """``limit`` points of a long history: after the point ``after`` when the token says it,
+    else from ``offset``. First the highest step the page can reach, from the chunks' point counts
+    (the chunks after the previous page, in step order, until they hold ``offset + limit``
+    points), so the page unnests only the chunks up to it, however long the history."""
+    if after is None:
+        bound, complete = await conn.fetchrow(_PAGE_BOUND_FROM_START, run_id, key, offset + limit)
+    else:  # the offset a keyset token also carries is MLflow's, not where this page starts
+        bound, complete = await conn.fetchrow(_PAGE_BOUND_AFTER, run_id, key, limit, after[0])
+    # When those chunks are all there is, a chunk begun before them may still reach past their
+    # last step: no bound then (the chunks read are the page's anyway).
+    upto = _INT64_MAX if complete or bound is None else bound
+    rows = await _page_rows(conn, run_id, key, limit, offset, after, upto)
+    if len(rows) < limit and upto != _INT64_MAX:
+        # Short only because two requests stored the same points (counted twice, read once):
+        # read on without the bound.
+        rows = await _page_rows(conn, run_id, key, limit, offset, after, _INT64_MAX)
+    return rows
+
+
+async def _page_rows(
+    conn: asyncpg.Connection,
+    run_id: str,
+    key: str,
+    limit: int,
+    offset: int,
+    after: tuple[int, int, float] | None,
+    upto: int,
+) -> list[asyncpg.Record]:
+    if after is None:
+        return await conn.fetch(_HISTORY_PAGE_BY_OFFSET, run_id, key, limit, offset, upto)
+    return await conn.fetch(_HISTORY_PAGE_AFTER, run_id, key, *after, limit, upto)
+
+
+async def _pick_points(conn: asyncpg.Connection, key: str, picks: Sequence[tuple[str, int, list[int]]]) -> list[asyncpg.Record]:
+    """The points at the given array positions of the given chunks (run, first step), as point
+    rows in the order given."""
+    flat: list[int] = []
+    bounds: list[tuple[int, int]] = []
+    for _, _, positions in picks:
+        bounds.append((len(flat) + 1, len(flat) + len(positions)))
+        flat += positions
+    return await conn.fetch(
+        _PICK_POINTS,
+        [p[0] for p in picks],
+        [p[1] for p in picks],
+        key,
+        [b[0] for b in bounds],
+        [b[1] for b in bounds],
+        flat,
+    )
+
+
+def _mlflow_last_point_rule(rows: Sequence[asyncpg.Record], max_results: int) -> list[asyncpg.Record]:
+    """_NTILE_SAMPLE's rows (each bucket's first point, and each run's last point, flagged) as
+    MLflow keeps them: the last point is added, or replaces the last bucket's first when the run
+    already has ``max_results`` points."""
+    out: list[asyncpg.Record] = []
+    for _, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+        points = list(group)
+        starts = [p for p in points if p["bucket_first"]]
+        last = points[-1]
+        if not last["bucket_first"]:
+            if len(starts) >= max(1, max_results):
+                starts[-1] = last
+            else:
+                starts.append(last)
+        out += starts
+    return out
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Tests turn the rank-from-counts path off to check it against the general one.
+_RANKS_FROM_COUNTS = True
+# A chunk's point count (NULL for a chunk an older writer stored during an upgrade: counted).
+_COUNT = "coalesce(c.n_points, cardinality(c.steps))"
 
 # Every chunk of the runs' key, or nothing when they hold more than $3 points in all.
-_WHOLE_CHUNKS = """
+_WHOLE_CHUNKS = f"""
 WITH c AS MATERIALIZED (
-    SELECT run_id, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest
-    FROM metric_chunks WHERE run_id = ANY($1::text[]) AND key = $2
+    SELECT run_id, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest, {_COUNT} AS n
+    FROM metric_chunks c WHERE run_id = ANY($1::text[]) AND key = $2
 )
-SELECT * FROM c WHERE (SELECT sum(cardinality(steps)) FROM c) <= $3
+SELECT * FROM c WHERE (SELECT sum(n) FROM c) <= $3
+"""
+_ALL_CHUNKS = """
+SELECT run_id, steps, timestamps_ms, vals, model_id, dataset_name, dataset_digest
+FROM metric_chunks WHERE run_id = ANY($1::text[]) AND key = $2
+"""
+# The runs' chunks that reach into [$3, $4], in step order, as metric_series.ChunkSpan: how
+# many of a chunk's points lie in the range and where the first of them is. Only a chunk that
+# the range cuts has its steps read (and then it is the first or last chunk of an ordered run).
+_CHUNK_SPANS = f"""
+SELECT c.run_id, c.first_step, c.last_step, coalesce(c.steps_ascending, false),
+       CASE WHEN c.first_step >= $3 AND c.last_step <= $4 THEN {_COUNT}
+            ELSE (SELECT count(*) FROM unnest(c.steps) s WHERE s BETWEEN $3 AND $4)::int END,
+       CASE WHEN c.first_step >= $3 THEN 1
+            ELSE (SELECT count(*) FROM unnest(c.steps) s WHERE s < $3)::int + 1 END
+FROM metric_chunks c
+WHERE c.run_id = ANY($1::text[]) AND c.key = $2 AND c.last_step >= $3 AND c.first_step <= $4
+ORDER BY c.run_id, c.first_step, c.last_step
+"""
+# The points at array positions $6[$4:$5] of each chunk ($1 run, $2 first step) of the key, in
+# the order given. A chunk's arrays are copied out of TOAST once (`|| '{}'`, in a LIMITed
+# lateral subquery so that it is not inlined): a subscript of the stored array would detoast the
+# whole array again for every point. The lateral join also keeps each lookup on the index.
+_PICK_POINTS = """
+SELECT k.run_id, c.s[x.i], c.t[x.i], c.v[x.i], c.model_id, c.dataset_name, c.dataset_digest
+FROM unnest($1::text[], $2::bigint[], $4::int[], $5::int[]) WITH ORDINALITY AS k(run_id, first_step, lo, hi, ord)
+CROSS JOIN LATERAL (
+    SELECT m.steps || '{}'::bigint[] AS s, m.timestamps_ms || '{}'::bigint[] AS t, m.vals || '{}'::float8[] AS v,
+           m.model_id, m.dataset_name, m.dataset_digest
+    FROM metric_chunks m
+    WHERE m.run_id = k.run_id AND m.key = $3 AND m.first_step = k.first_step
+    LIMIT 1
+) c
+CROSS JOIN LATERAL unnest(($6::int[])[k.lo:k.hi]) WITH ORDINALITY AS x(i, n)
+ORDER BY k.ord, x.n
+"""
+# MLflow's sampling query (sqlalchemy_store._sample_rows_with_window_functions) over the points
+# with identical ones folded: each run's points in [$4, $5] in NTILE($3) buckets, the first of
+# each bucket and the run's last point, flagged; _mlflow_last_point_rule finishes it.
+_NTILE_SAMPLE = """
+SELECT run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest, bucket_first
+FROM (
+    SELECT d.*, row_number() OVER (PARTITION BY d.run_id, d.bucket ORDER BY d.step, d.timestamp_ms, d.value) = 1
+                    AS bucket_first,
+           d.n = count(*) OVER (PARTITION BY d.run_id) AS is_last
+    FROM (
+        SELECT p.*, ntile($3) OVER w AS bucket, row_number() OVER w AS n
+        FROM (
+            SELECT DISTINCT ON (run_id, step, timestamp_ms, value)
+                   run_id, step, timestamp_ms, value, model_id, dataset_name, dataset_digest
+            FROM metrics
+            WHERE run_id = ANY($1::text[]) AND key = $2 AND step BETWEEN $4 AND $5
+            ORDER BY run_id, step, timestamp_ms, value, {plain_first}
+        ) p
+        WINDOW w AS (PARTITION BY p.run_id ORDER BY p.step, p.timestamp_ms, p.value)
+    ) d
+) s
+WHERE bucket_first OR is_last
+ORDER BY array_position($1::text[], run_id), step, timestamp_ms, value
 """
 _HISTORY_POINT = """
 SELECT DISTINCT ON (p.step, p.timestamp_ms, p.value)
@@ -199,6 +344,20 @@ CROSS JOIN LATERAL unnest(c.steps, c.timestamps_ms, c.vals) AS p(step, timestamp
 WHERE c.run_id = $1 AND c.key = $2 {where}
 ORDER BY p.step, p.timestamp_ms, p.value, {plain_first}
 """
+# The highest step a history page can reach: of the chunks that start after the previous page's
+# last step ($4; every chunk for a first or offset page), in step order, those needed to hold
+# $3 points (counting a point stored twice twice, hence the caller's retry), and whether that
+# took every chunk (then the bound cuts nothing).
+_PAGE_BOUND = f"""
+SELECT max(last_step) FILTER (WHERE before < $3), coalesce(bool_and(before < $3), true)
+FROM (
+    SELECT c.last_step, sum({_COUNT}) OVER (ORDER BY c.first_step, c.last_step ROWS UNBOUNDED PRECEDING)
+                        - {_COUNT} AS before
+    FROM metric_chunks c WHERE c.run_id = $1 AND c.key = $2 {{where}}
+) s
+"""
+_PAGE_BOUND_FROM_START = _PAGE_BOUND.format(where="")
+_PAGE_BOUND_AFTER = _PAGE_BOUND.format(where="AND c.first_step > $4")
 _BULK_WHOLE_ROWS = 20_000
 _HISTORY_WHOLE_POINTS = 50_000
 # Of identical points, reads keep the one logged without a model or dataset. log_model copies a
@@ -209,8 +368,13 @@ _HISTORY_WHOLE_POINTS = 50_000
 _PLAIN_FIRST = (
     'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
 )
-_HISTORY_PAGE_BY_OFFSET = _HISTORY_POINT.format(where="", plain_first=_PLAIN_FIRST) + "LIMIT $3 OFFSET $4"
+_NTILE_SAMPLE = _NTILE_SAMPLE.format(plain_first=_PLAIN_FIRST)
+# Points up to step $5 (the page's bound) from offset $4.
+_HISTORY_PAGE_BY_OFFSET = _HISTORY_POINT.format(
+    where="AND c.first_step <= $5 AND p.step <= $5", plain_first=_PLAIN_FIRST
+) + "LIMIT $3 OFFSET $4"
 # PostgreSQL orders NaN above every number and equal to itself, as the Python merge ranks it.
 _HISTORY_PAGE_AFTER = _HISTORY_POINT.format(
-    where="AND c.last_step >= $3 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)", plain_first=_PLAIN_FIRST
+    where="AND c.last_step >= $3 AND c.first_step <= $7 AND p.step <= $7 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)",
+    plain_first=_PLAIN_FIRST,
 ) + "LIMIT $6"

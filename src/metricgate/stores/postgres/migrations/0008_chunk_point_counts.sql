@@ -20,8 +20,10 @@ ALTER TABLE metric_chunks ADD COLUMN steps_ascending boolean;
 -- Backfill existing chunks (one pass; new chunks come with both from the writer).
 UPDATE metric_chunks c
 SET n_points = cardinality(c.steps),
-    steps_ascending = NOT EXISTS (
-        SELECT 1 FROM generate_subscripts(c.steps, 1) AS i WHERE i > 1 AND c.steps[i] <= c.steps[i - 1]
+    -- unnest reads the array once (a subscript per element would detoast it per element).
+    steps_ascending = (
+        SELECT coalesce(bool_and(s > prev), true)
+        FROM (SELECT s, lag(s) OVER (ORDER BY o) AS prev FROM unnest(c.steps) WITH ORDINALITY AS u(s, o)) AS pairs
     );
 
 -- Chunk metadata in step order per (run, key), readable from the index alone: the sampling
