@@ -8,7 +8,7 @@ from aiohttp import web
 
 from metricgate.api import artifacts, experiments, health, logged_models, metrics, registry, registry_history, runs
 from metricgate.api import multipart as multipart_api
-from metricgate.api import ingest_status, ui_static
+from metricgate.api import ingest_status, ui_endpoints, ui_static
 from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
 from metricgate.api.graphql import ROUTES as GRAPHQL_ROUTES
@@ -51,6 +51,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)
     _add_routes(app, (upload_api.PREFIX,), upload_api.ROUTES)
     _add_routes(app, ("",), health.ROUTES)
+    _add_routes(app, ("",), ui_endpoints.ROUTES)
     _add_routes(app, ("",), GRAPHQL_ROUTES)
     _add_routes(app, (ingest_status.PREFIX,), ingest_status.ROUTES)
     _add_routes(app, ("",), ingest_status.PAGE_ROUTES)

@@ -111,9 +111,9 @@ def _content_disposition(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _download_headers(path: str) -> dict[str, str]:
+def _download_headers(path: str, content_type: str | None = None) -> dict[str, str]:
     name = artifact_basename(path)
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    content_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return {
         "Content-Type": content_type,
         "Content-Disposition": _content_disposition(name),
@@ -131,8 +131,16 @@ def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
 
 
 async def download_artifact(request: web.Request) -> web.StreamResponse:
+    return await send_artifact(request, _path_param(request))
+
+
+async def send_artifact(request: web.Request, path: str, content_type: str | None = None) -> web.StreamResponse:
+    """Stream the committed artifact at store path ``path`` (Range-capable, as an attachment).
+
+    Shared by the proxied download and the web UI's downloads (api/ui_artifacts.py), which
+    pass MLflow's own content type; ``None`` guesses it from the extension.
+    """
     store = _store(request)
-    path = _path_param(request)
     size = await store.size(path)  # NotFound (404 JSON) for a missing path or a directory
     try:
         byte_range = _requested_range(request, size)
@@ -150,7 +158,7 @@ async def download_artifact(request: web.Request) -> web.StreamResponse:
         # a clean JSON 404 instead of a truncated 200.
         first = await anext(chunks, None)
         response = web.StreamResponse(
-            status=206 if byte_range is not None else 200, headers=_download_headers(path)
+            status=206 if byte_range is not None else 200, headers=_download_headers(path, content_type)
         )
         response.content_length = end - start
         if byte_range is not None:
@@ -198,7 +206,7 @@ def _abort(request: web.Request) -> None:
 # ---------------------------------------------------------------- listing
 
 
-def _file_info(path: str, entry: ArtifactEntry) -> dict[str, Any]:
+def file_info(path: str, entry: ArtifactEntry) -> dict[str, Any]:
     """A FileInfo as mlflow's server writes it.
 
     ``FileInfo.to_proto`` sets ``file_size`` only when it is truthy, so directories *and empty
@@ -217,7 +225,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
     if not entries:
         # proto3 JSON omits an empty repeated field, so mlflow's server answers a bare {}.
         return empty_response()
-    return json_response({"files": [_file_info(e.path, e) for e in entries]})
+    return json_response({"files": [file_info(e.path, e) for e in entries]})
 
 
 async def delete_artifact(request: web.Request) -> web.Response:
@@ -272,7 +280,7 @@ async def run_artifact_listing(service: Service, fields: Fields) -> dict[str, An
     if base is not None:
         entries = await service.artifacts.list(join_artifact_path(base, relative))
         # Paths here are relative to the run's root, unlike the proxied listing's basenames.
-        files = [_file_info(join_artifact_path(relative, e.path), e) for e in entries]
+        files = [file_info(join_artifact_path(relative, e.path), e) for e in entries]
     return {"root_uri": root_uri, "files": files}
 
 

@@ -29,13 +29,22 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def server_info(request: web.Request) -> web.Response:
+    # Every key stock MLflow 3.17.2 sends (build_server_info_payload), with metricgate's values.
     return json_response(
         {
             "store_type": "SqlStore",
             "workspaces_enabled": False,
+            "trace_archival_enabled": False,  # no traces are stored
             # MLflow 3.15+ clients then upload files >= 500 MiB with mpu/* (api/multipart.py).
             "multipart_uploads_enabled": True,
             "multipart_downloads_enabled": False,
+            # Stock advertises request fields of artifacts/presigned-upload-url, which this
+            # server does not route; false keeps a caller from relying on them.
+            "presigned_upload_run_id_supported": False,
+            "presigned_upload_model_id_supported": False,
+            # No AI gateway: the UI hides its gateway pages (their calls still answer empty,
+            # api/ui_genai.py).
+            "features_enabled": {"gateway": False},
         }
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,6 +16,9 @@ from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_logged_model_search
+
+# The tag through which the runs table's "Models" column links a logged model to its versions.
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 STATUSES = ("LOGGED_MODEL_STATUS_UNSPECIFIED", "LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
 
@@ -136,6 +140,40 @@ class PgLoggedModelStore:
         )
         if found is None:
             raise _not_found(model_id)
+
+
+async def record_model_version(conn: asyncpg.Connection, model_id: str, name: str, version: int) -> None:
+    """Append ``{"name", "version"}`` to the model's ``mlflow.modelVersions`` tag, inside the
+    caller's (version-creating) transaction.
+
+    Stock's server does this on model-versions/create (AbstractStore.set_model_versions_tags):
+    a JSON list in Python's ``json.dumps`` spelling with the version as a *number*; the client's
+    register_model then appends its own entry with the version as a string, so both spellings
+    end up in the list, as with stock. Two departures, both deliberate: the row lock serialises
+    concurrent registrations of one model (stock's read-modify-write can lose an entry), and an
+    entry already present leaves the list as it is (stock replaces the whole list with it).
+    A missing or deleted model is a 404, as stock's; here it also rolls the version back
+    instead of leaving it behind.
+    """
+    found = await conn.fetchval(
+        "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE", model_id
+    )
+    if found is None:
+        raise _not_found(model_id)
+    entry = {"name": name, "version": version}
+    current = await conn.fetchval(
+        "SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = $2", model_id, MODEL_VERSIONS_TAG
+    )
+    entries: list[object] = []
+    if current:
+        try:
+            parsed = json.loads(current)
+        except ValueError:
+            parsed = None  # a hand-set value that is not JSON: start the list afresh (stock: 500)
+        entries = parsed if isinstance(parsed, list) else []
+    if entry in entries:
+        return
+    await _upsert(conn, "logged_model_tags", model_id, [Tag(MODEL_VERSIONS_TAG, json.dumps([*entries, entry]))])
 
 
 async def _upsert(conn: asyncpg.Connection, table: str, model_id: str, items: Sequence[Tag | Param]) -> None:

@@ -12,6 +12,7 @@ from metricgate.registry import rules
 from metricgate.registry.entities import Audit, ModelVersion
 from metricgate.stores.postgres import registry_events as events
 from metricgate.stores.postgres.experiments import now_ms
+from metricgate.stores.postgres.logged_models import record_model_version
 from metricgate.stores.postgres.registry_load import (
     load_version,
     lock_model,
@@ -20,6 +21,9 @@ from metricgate.stores.postgres.registry_load import (
     version_not_found,
 )
 from metricgate.stores.postgres.runs import run_not_found
+
+# Stock's IS_PROMPT_TAG_KEY: a version carrying it (true) is a prompt version, not a model's.
+PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 async def resolve_source(
@@ -97,6 +101,10 @@ async def create(
         "INSERT INTO model_version_tags (model_key, version, key, value) VALUES ($1, $2, $3, $4)",
         [(model_key, version, k, v) for k, v in tag_map.items()],
     )
+    if model_id and tag_map.get(PROMPT_TAG, "false").lower() != "true":
+        # The logged model lists its versions (the runs table's Models column), as stock's
+        # server records it; prompts are versions too but link no model.
+        await record_model_version(conn, model_id, name, version)
     after = {
         "source": source, "storage_location": location, "run_id": run_id or None, "model_id": model_id,
         "current_stage": "None", "description": description, "tags": tag_map, "status": "READY",
