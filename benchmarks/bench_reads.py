@@ -5,7 +5,8 @@ FastTrackML, the same data in each, one server at a time.
 What it does (reusing compare.py's machinery: the durable private PostgreSQL and Redis, the
 contenders' cached venvs, starting and stopping their servers):
 1. For each contender: starts its server on its own database and loads, through MLflow's REST
-   API (``runs/create`` + ``runs/log-batch``, a few requests in flight; not timed):
+   API (``runs/create`` + ``runs/log-batch``, a few requests in flight; not timed), then runs
+   ``VACUUM (ANALYZE)`` on that database (what autovacuum would soon do):
    - a sweep: ``--runs`` runs (5,000) with 10 params, 5 tags and 5 metrics of 3 steps each;
    - curves: 10 runs x 20,000 points and 1 run x 200,000 points of one key, logged 1,000 points
      per request (MLflow's log-batch limit), step by step, as a training loop with batching does;
@@ -336,7 +337,21 @@ async def bulk_answers(client: Client, data: Loaded) -> dict[str, list[tuple[Any
     return out
 
 
-async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace) -> tuple[list[Timing], dict[str, Any]]:
+async def vacuum_analyze(dsn: str) -> None:
+    """What autovacuum does to freshly loaded tables a little later: planner statistics and the
+    visibility map. Every contender's database gets it before its reads are timed."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+
+
+async def bench_contender(
+    server: Server, scale: Scale, args: argparse.Namespace, dsn: str
+) -> tuple[list[Timing], dict[str, Any]]:
     name = server.name
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=args.load_concurrency)
@@ -346,6 +361,8 @@ async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace
         million = name in args.million_contenders.split(",")
         data = await load(client, scale, million, args.load_concurrency)
         say(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
+        await client.call("GET", "/metrics/get-history", params={"run_id": data.long_run, "metric_key": "loss", "max_results": "1"})
+        await vacuum_analyze(dsn)
         supported = await probe(client, data)
         timings = []
         for read, endpoint, action in read_plan(client, data, scale):
@@ -453,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                     compare.wait_ready(server)
                     versions[name] = compare.version_of(name, ctx)
                     say(f"{name} is up at {server.url} ({versions[name]}); loading {scale.describe}")
-                    found, extra = asyncio.run(bench_contender(server, scale, args))
+                    found, extra = asyncio.run(bench_contender(server, scale, args, pg.url(f"bench_{name}")))
                     timings.extend(found)
                     answers[name] = extra.pop("bulk_answers", None)
                     info.setdefault("load_s", {})[name] = extra["load_s"]
