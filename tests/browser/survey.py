@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import json
 import os
 import re
 import subprocess
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from metricgate import devservices
 from tests.browser import uidata
@@ -66,6 +69,30 @@ def _run_tab(tab: str) -> Callable[[UiSession, Populated], Any]:
     return visit
 
 
+def _metric_page(ui: UiSession, data: Populated) -> Any:
+    """The metric page (a metric's history for several runs; linked from older run pages)."""
+    runs = json.dumps([data.best_run_id, data.baseline_run_id])
+    ui.goto(f"#/metric/accuracy?runs={runs}&metric={quote(json.dumps('accuracy'))}"
+            f"&experiments={json.dumps([data.experiment_id])}&plot_metric_keys={quote(json.dumps(['accuracy']))}")
+    ui.page.locator(".js-plotly-plot").first.wait_for()
+    ui.settle()
+
+
+def _compare_versions(ui: UiSession, data: Populated) -> Any:
+    runs = {version: data.trial_run_ids[name] for version, (name, _) in zip(data.versions, uidata.TRIALS[-2:])}
+    ui.goto(f"#/compare-model-versions?name={json.dumps(quote(data.model_name))}&runs={json.dumps(runs)}")
+    ui.page.get_by_text(re.compile(r"Comparing \d+ Versions")).wait_for()
+    ui.settle()
+
+
+def _artifact_view_mode(ui: UiSession, data: Populated) -> Any:
+    """The runs page's third view mode (evaluation tables from the runs' artifacts)."""
+    pages.runs_table(ui, data)
+    ui.page.locator("label:has(input[value=ARTIFACT])").click()
+    ui.page.get_by_text("Compare:", exact=False).first.wait_for()
+    ui.settle()
+
+
 def _first_visit(route: Callable[[Populated], str]) -> Callable[[UiSession, Populated], Any]:
     def visit(ui: UiSession, data: Populated) -> Any:
         ui.goto(route(data))
@@ -90,6 +117,10 @@ VISITS = [
     Visit("registered models", pages.registered_models),
     Visit("registered model", pages.registered_model),
     Visit("model version", lambda ui, d: pages.model_version(ui, d, d.staged_version)),
+    Visit("logged model artifacts", lambda ui, d: pages.logged_model_artifacts(ui, d, d.model_ids[-1], "MLmodel")),
+    Visit("metric page", _metric_page),
+    Visit("compare model versions", _compare_versions),
+    Visit("runs: artifact view mode", _artifact_view_mode),
     Visit("first visit: home", _first_visit(lambda d: "#/"), preferences=False),
     Visit("first visit: experiment (GenAI overview)", _first_visit(lambda d: f"#/experiments/{d.experiment_id}"), preferences=False),
     Visit("first visit: traces", _first_visit(lambda d: f"#/experiments/{d.experiment_id}/traces"), preferences=False),
@@ -102,10 +133,32 @@ class Outcome:
     action_error: str = ""
     shown: list[str] = field(default_factory=list)
     requests: int = 0
+    text: list[str] = field(default_factory=list)  # the page's visible text, normalised
 
 
 def _normalise(path: str) -> str:
     return _ID.sub("<id>", path)
+
+
+# What differs between two servers holding the same data: ids, clocks, random run colours,
+# artifact locations, the script that logged the data.
+_VOLATILE = [
+    (_ID, "<id>"),
+    (re.compile(r"#[0-9a-f]{6}\b"), "<colour>"),
+    (re.compile(r"\d\d/\d\d/\d{4}, \d\d:\d\d:\d\d [AP]M"), "<time>"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?"), "<time>"),
+    (re.compile(r"\b(a few|\d+) (seconds?|minutes?|hours?) ago\b"), "<ago>"),
+    (re.compile(r"\b\d+(\.\d+)?(ms|s|min)\b"), "<duration>"),
+    (re.compile(r"(mlflow-artifacts:|file://|/tmp/)\S*"), "<location>"),
+    (re.compile(r"\b(pytest|survey\.py|__main__\.py|-m)\b"), "<source>"),
+]
+
+
+def _visible_text(ui: UiSession) -> list[str]:
+    text = ui.page.locator("body").inner_text()
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _key(problem: pages.Problem) -> tuple[str, str, str]:
@@ -130,7 +183,8 @@ def survey(browser: Any, data: Populated, shots: Path | None) -> dict[str, Outco
                     ui.settle()
                     ui.shot(visit.name)
                     outcome.shown = ui.visible_errors()
-                    for problem in ui.network.problems():
+                    outcome.text = _visible_text(ui)
+                    for problem in ui.network.problems(expected=True):
                         outcome.problems.setdefault(_key(problem), problem.detail.replace("\n", " ")[:200])
                     outcome.requests = len(ui.network.exchanges)
                 outcomes[visit.name] = outcome
@@ -178,6 +232,17 @@ def report(mg: dict[str, Outcome], stock: dict[str, Outcome]) -> str:
             return _md(" / ".join(parts) or f"ok ({o.requests} requests)")
 
         lines.append(f"| {_md(name)} | {state(outcome)} | {state(other)} |")
+    lines += ["", "## Visible text that differs (ids, times, colours and locations normalised)", ""]
+    differing = 0
+    for name, outcome in mg.items():
+        other = stock.get(name, Outcome())
+        diff = list(difflib.unified_diff(other.text, outcome.text, "stock", "metricgate", n=1, lineterm=""))[2:]
+        if diff:
+            differing += 1
+            shown_diff = diff[:30] + ([f"... {len(diff) - 30} more lines"] if len(diff) > 30 else [])
+            lines += [f"### {name}", "", "```diff", *shown_diff, "```", ""]
+    if not differing:
+        lines.append("(none)")
     lines += ["", "## Failing on both (stock's own behaviour, for reference)", "", "| page | method | path | status |", "|---|---|---|---|"]
     for name, outcome in mg.items():
         for key in outcome.problems:

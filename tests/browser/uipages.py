@@ -53,7 +53,12 @@ UI_PREFERENCES = {
     "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
     "mlflow.detectIssues.guidanceShown_v1": True,
 }
+# Run at each document load of a tab (once: later routes only change the hash). Clearing first
+# makes every tab start from the same state, although the tabs of a context share localStorage,
+# where the UI also keeps each experiment's last view (search filter, sort, chart mode).
+_FRESH_STORAGE_SCRIPT = "if (window.top === window) localStorage.clear();"
 _PREFERENCES_SCRIPT = (
+    "if (window.top === window) "
     f"for (const [k, v] of Object.entries({json.dumps(UI_PREFERENCES)})) "
     "localStorage.setItem(k, JSON.stringify(v));"
 )
@@ -206,8 +211,11 @@ class NetworkLog:
     def since(self, mark: int) -> list[Exchange]:
         return self.exchanges[mark:]
 
-    def problems(self, since: int = 0) -> list[Problem]:
-        """4xx/5xx responses (except what stock answers the same way), failed requests, GraphQL errors."""
+    def problems(self, since: int = 0, *, expected: bool = False) -> list[Problem]:
+        """4xx/5xx responses, failed requests, GraphQL errors.
+
+        Leaves out what stock MLflow answers the same way (``EXPECTED_ERRORS``) unless ``expected``.
+        """
         found: list[Problem] = []
         for exchange in self.exchanges[since:]:
             if exchange.failure is not None:
@@ -217,7 +225,8 @@ class NetworkLog:
                 continue
             if exchange.status is None:
                 continue
-            if exchange.status >= 400 and (exchange.method, exchange.route, exchange.status) not in EXPECTED_ERRORS:
+            known = (exchange.method, exchange.route, exchange.status) in EXPECTED_ERRORS
+            if exchange.status >= 400 and (expected or not known):
                 found.append(Problem(exchange, str(exchange.status), exchange.body_excerpt()))
             for message in exchange.graphql_errors():
                 found.append(Problem(exchange, "GraphQL error", message))
@@ -279,6 +288,7 @@ def new_context(browser: Browser, *, fake_clock: bool = False, preferences: bool
     the UI's 30 s auto-refresh instead of waiting for it.
     """
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.add_init_script(_FRESH_STORAGE_SCRIPT)
     if preferences:
         context.add_init_script(_PREFERENCES_SCRIPT)
     context.set_default_timeout(TIMEOUT_MS)
