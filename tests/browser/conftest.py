@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -35,7 +35,7 @@ def artifacts_dir() -> Path:
     return (Path(root) if root else REPO / ".test-artifacts") / "ui"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     message = f"{reason}; run `python -m metricgate.devservices install` (as root it apt-get installs chromium)"
     if os.geteuid() == 0:
         pytest.fail(message, pytrace=False)
@@ -43,25 +43,33 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser(ui_server: str) -> Iterator[Browser]:
+def chromium() -> Path:
+    """Chromium's path; skips (not root) or fails (root) here, before any server starts, without it."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("the playwright package is not installed (it is in the `test` extra)")
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} not found")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Path, ui_server: str) -> Iterator[Browser]:
     """Headless Chromium (Debian's /usr/bin/chromium through Playwright; never a downloaded browser).
 
     Playwright's sync API keeps an event loop running in this thread until it stops, and
     pytest-asyncio cannot run the async fixtures' setup or teardown inside a running loop: hence
     the dependency on ``ui_server``, which sets those up before and tears them down after.
     """
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (it is in the `test` extra)")
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        chromium = launch(playwright)
+        browser = launch(playwright)
         try:
-            yield chromium
+            yield browser
         finally:
-            chromium.close()
+            browser.close()
 
 
 @pytest.fixture(scope="module")

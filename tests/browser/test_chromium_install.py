@@ -59,3 +59,15 @@ def test_install_command_installs_chromium_unless_told_not_to(
     assert apt_calls == []
     assert devservices.main(["install", "--no-postgres", "--no-redis"]) == 0
     assert apt_calls == [("chromium", "fonts-liberation")]
+
+
+def test_missing_chromium_skips_without_root_and_fails_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without root nobody could have installed it (skip, saying how); as root scripts/test.sh should have."""
+    from tests.browser import conftest as browser_conftest
+
+    monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="/usr/bin/chromium not found; run `python -m metricgate.devservices install`"):
+        browser_conftest._unavailable("/usr/bin/chromium not found")
+    monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 0)
+    with pytest.raises(pytest.fail.Exception, match="/usr/bin/chromium not found"):
+        browser_conftest._unavailable("/usr/bin/chromium not found")
