@@ -415,6 +415,7 @@ EXP = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "1"}
     ("method", "path", "body", "expected"),
     [
         ("POST", "/ajax-api/3.0/mlflow/traces/search", {"locations": EXP, "max_results": 25}, {}),
+        ("POST", "/ajax-api/3.0/mlflow/traces/search", {"locations": [], "max_results": 1}, {}),  # the judges page
         ("GET", "/ajax-api/2.0/mlflow/traces?experiment_ids=1", None, {}),
         ("POST", "/ajax-api/3.0/mlflow/datasets/search", {"experiment_ids": ["1"]}, {}),
         ("GET", "/ajax-api/3.0/mlflow/scorers/list?experiment_id=1", None, {}),
