@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import orjson
 from aiohttp import web
 
@@ -13,6 +15,7 @@ from metricgate.api.codec import (
     decode_tags,
     empty_response,
     encode_run,
+    encode_run_rows,
     encode_run_info,
     json_response,
     page_response,
@@ -79,8 +82,8 @@ async def get_run(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     # Read-your-writes: metrics acknowledged before this read must show in the latest values.
     await service.metrics.wait_visible(run_id)
-    run = await service.runs.get(run_id)
-    return json_response({"run": encode_run(run)})
+    rows = await service.runs.get_rows(run_id)
+    return json_response({"run": encode_run_rows(rows)[0]})
 
 
 async def update_run(request: web.Request) -> web.Response:
@@ -220,24 +223,41 @@ async def log_model(request: web.Request) -> web.Response:
 
 
 async def search_runs(request: web.Request) -> web.Response:
-    page = await search_runs_page(request.app[SERVICE], await read_fields(request))
-    return page_response("runs", [encode_run(r) for r in page.items], page.next_page_token)
+    service = request.app[SERVICE]
+    rows, token = await service.runs.search_rows(**await _search_arguments(service, await read_fields(request)))
+    return page_response("runs", encode_run_rows(rows), token)
 
 
 async def search_runs_page(service: Service, fields: Fields) -> Page:
-    """Checks a runs/search request and runs it (REST and GraphQL share it)."""
+    """Checks a runs/search request and runs it, as entities (GraphQL's resolvers)."""
+    return await service.runs.search(**await _search_arguments(service, fields))
+
+
+class _SearchArguments(TypedDict):
+    experiment_ids: list[int]
+    filter_string: str | None
+    view_type: str
+    max_results: int
+    order_by: list[str]
+    page_token: str | None
+
+
+async def _search_arguments(service: Service, fields: Fields) -> _SearchArguments:
+    """A runs/search request's checked arguments, once every acknowledged write is readable."""
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     max_results = validate_max_results(fields.int("max_results"), MAX_RUNS_PER_PAGE, 1000)
+    arguments: _SearchArguments = {
+        "experiment_ids": experiment_ids,
+        "filter_string": fields.str("filter") or None,
+        "view_type": parse_view_type(fields, "run_view_type"),
+        "max_results": max_results,
+        "order_by": fields.str_list("order_by"),
+        "page_token": fields.str("page_token") or None,
+    }
     # A search may filter or sort on any run's metrics: see every write acknowledged so far.
+    # Only after the request is known to be valid: a bad one should not wait on the flusher.
     await service.metrics.wait_all_visible()
-    return await service.runs.search(
-        experiment_ids=experiment_ids,
-        filter_string=fields.str("filter") or None,
-        view_type=parse_view_type(fields, "run_view_type"),
-        max_results=max_results,
-        order_by=fields.str_list("order_by"),
-        page_token=fields.str("page_token") or None,
-    )
+    return arguments
 
 
 ROUTES = [
