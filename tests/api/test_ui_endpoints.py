@@ -82,7 +82,9 @@ async def create_version(api: Api, name: str, source: str, **extra: Any) -> Repl
 # ---------------------------------------------------------------- /get-artifact
 
 
-async def test_run_artifacts_byte_exact_with_stock_headers(api: Api, run: dict[str, Any], run_files: dict[str, bytes]) -> None:
+async def test_run_artifacts_byte_exact_with_stock_headers(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes]
+) -> None:
     expected_types = {
         "notes.txt": "text/plain",
         "plots/img.png": "image/png",
@@ -109,7 +111,12 @@ async def test_run_artifacts_byte_exact_with_stock_headers(api: Api, run: dict[s
 
 @pytest.mark.parametrize(
     ("header", "start", "end"),
-    [("bytes=0-9", 0, 10), ("bytes=1048570-1048600", 1048570, 1048601), ("bytes=-100", None, None), ("bytes=3145700-", 3145700, None)],
+    [
+        ("bytes=0-9", 0, 10),
+        ("bytes=1048570-1048600", 1048570, 1048601),  # across the store's 1 MiB chunks
+        ("bytes=-100", None, None),
+        ("bytes=3145700-", 3145700, None),
+    ],
 )
 async def test_run_artifact_ranges(
     api: Api, run: dict[str, Any], run_files: dict[str, bytes], header: str, start: int | None, end: int | None
@@ -143,7 +150,8 @@ async def test_run_artifact_errors(api: Api, run: dict[str, Any], run_files: dic
 
 
 @pytest.mark.parametrize(
-    "path", ["../../../etc/passwd", "plots/../../other/artifacts/x", "/etc/passwd", "%2e%2e/%2e%2e/x", "a\\..\\b", "a//b"]
+    "path",
+    ["../../../etc/passwd", "plots/../../other/artifacts/x", "/etc/passwd", "%2e%2e/%2e%2e/x", "a\\..\\b", "a//b"],
 )
 async def test_traversal_is_refused(api: Api, run: dict[str, Any], run_files: dict[str, bytes], path: str) -> None:
     (await get_artifact(api, run["info"]["run_id"], path)).error(400, "INVALID_PARAMETER_VALUE")
@@ -182,15 +190,18 @@ async def test_staged_upload_is_invisible_until_committed(
     (await get_artifact(api, run_id, "staged/a.bin")).error(404, "RESOURCE_DOES_NOT_EXIST")
     # A commit in progress (one file already in the store) stays hidden until the whole
     # directory is committed.
-    await uc.sql(db_url, "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1", sid)
+    committing = "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1"
+    await uc.sql(db_url, committing, sid)
     await uc.commit_in_store(client, db_url, sid, 0)
-    assert await client.server.app[SERVICE].artifacts.inner.size(f"{store_root(run['info']['artifact_uri'])}/staged/a.bin")
+    service = client.server.app[SERVICE]
+    assert await service.artifacts.inner.size(f"{store_root(run['info']['artifact_uri'])}/staged/a.bin")  # stored
     (await get_artifact(api, run_id, "staged/a.bin")).error(404, "RESOURCE_DOES_NOT_EXIST")
     # The committer died; once its lease is stale the sweeper rolls the commit forward.
-    await uc.sql(db_url, "UPDATE upload_sessions SET commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1", sid)
-    service = client.server.app[SERVICE]
+    stale = "UPDATE upload_sessions SET commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1"
+    await uc.sql(db_url, stale, sid)
     assert service.uploads is not None
-    sweeper = UploadSweeper(service.artifacts.inner, PgUploadStore(service.db), service.uploads.committer, service.settings.uploads)
+    uploads = PgUploadStore(service.db)
+    sweeper = UploadSweeper(service.artifacts.inner, uploads, service.uploads.committer, service.settings.uploads)
     assert (await sweeper.sweep()).rolled_forward == 1
     for name, data in files.items():
         reply = await get_artifact(api, run_id, f"staged/{name}")
@@ -200,7 +211,9 @@ async def test_staged_upload_is_invisible_until_committed(
 # ---------------------------------------------------------------- /model-versions/get-artifact
 
 
-async def test_model_version_artifact_from_every_source_kind(api: Api, run: dict[str, Any], run_files: dict[str, bytes]) -> None:
+async def test_model_version_artifact_from_every_source_kind(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes]
+) -> None:
     exp_id, run_id = run["info"]["experiment_id"], run["info"]["run_id"]
     model = await create_logged_model(api, exp_id)
     mlmodel = b"artifact_path: model\nflavors:\n  python_function: {}\n"
@@ -214,9 +227,8 @@ async def test_model_version_artifact_from_every_source_kind(api: Api, run: dict
     ]
     for version, (source, extra, expected) in enumerate(sources, start=1):
         (await create_version(api, "mv-art", source, **extra)).ok()
-        reply = await api.get(
-            "/model-versions/get-artifact", {"name": "mv-art", "version": str(version), "path": "MLmodel"}, absolute=True
-        )
+        query = {"name": "mv-art", "version": str(version), "path": "MLmodel"}
+        reply = await api.get("/model-versions/get-artifact", query, absolute=True)
         assert reply.status == 200, (source, reply)
         assert reply.raw == expected, source
         assert reply.content_type == "text/plain"
@@ -230,7 +242,8 @@ async def test_model_version_artifact_errors(api: Api, run: dict[str, Any], run_
     (await create_version(api, "mv-err", "s3://elsewhere/model")).ok()
 
     async def fetch(name: str, version: str, path: str) -> Reply:
-        return await api.get("/model-versions/get-artifact", {"name": name, "version": version, "path": path}, absolute=True)
+        query = {"name": name, "version": version, "path": path}
+        return await api.get("/model-versions/get-artifact", query, absolute=True)
 
     (await fetch("mv-err", "9", "MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
     (await fetch("nope", "1", "MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
@@ -246,7 +259,9 @@ async def test_model_version_artifact_errors(api: Api, run: dict[str, Any], run_
 async def test_logged_model_tree_and_files(api: Api, run: dict[str, Any], prefix: str) -> None:
     model = await create_logged_model(api, run["info"]["experiment_id"])
     root = store_root(model["artifact_uri"])
-    files = {"MLmodel": b"flavors: {}\n", "conda.yaml": b"name: x\n", "data/model.pkl": os.urandom(2000), "empty.txt": b""}
+    files = {
+        "MLmodel": b"flavors: {}\n", "conda.yaml": b"name: x\n", "data/model.pkl": os.urandom(2000), "empty.txt": b"",
+    }  # fmt: skip
     for path, data in files.items():
         await put(api, f"{root}/{path}", data)
     base = f"{prefix}/logged-models/{model['model_id']}/artifacts"
@@ -272,7 +287,8 @@ async def test_logged_model_tree_and_files(api: Api, run: dict[str, Any], prefix
         reply = await api.get(f"{base}/files", {"artifact_file_path": path}, absolute=True)
         assert reply.status == 200 and reply.raw == data, path
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
-    ranged = await api.get(f"{base}/files", {"artifact_file_path": "data/model.pkl"}, absolute=True, headers={"Range": "bytes=10-19"})
+    query = {"artifact_file_path": "data/model.pkl"}
+    ranged = await api.get(f"{base}/files", query, absolute=True, headers={"Range": "bytes=10-19"})
     assert ranged.status == 206 and ranged.raw == files["data/model.pkl"][10:20]
 
 
@@ -280,12 +296,16 @@ async def test_logged_model_artifact_errors(api: Api, run: dict[str, Any]) -> No
     model = await create_logged_model(api, run["info"]["experiment_id"])
     base = f"{AJAX}/logged-models/{model['model_id']}/artifacts"
     missing = f"{AJAX}/logged-models/m-{'0' * 32}/artifacts"
-    (await api.get(f"{missing}/directories", absolute=True)).error(404, "RESOURCE_DOES_NOT_EXIST")
-    (await api.get(f"{missing}/files", {"artifact_file_path": "MLmodel"}, absolute=True)).error(404, "RESOURCE_DOES_NOT_EXIST")
-    (await api.get(f"{base}/files", absolute=True)).error(400, "BAD_REQUEST", "artifact_file_path")
-    (await api.get(f"{base}/files", {"artifact_file_path": "MLmodel"}, absolute=True)).error(404, "RESOURCE_DOES_NOT_EXIST")
-    (await api.get(f"{base}/files", {"artifact_file_path": "../../x"}, absolute=True)).error(400, "INVALID_PARAMETER_VALUE")
-    (await api.get(f"{base}/directories", {"artifact_directory_path": "../x"}, absolute=True)).error(400, "INVALID_PARAMETER_VALUE")
+
+    async def fetch(url: str, **query: str) -> Reply:
+        return await api.get(url, query, absolute=True)
+
+    (await fetch(f"{missing}/directories")).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await fetch(f"{missing}/files", artifact_file_path="MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await fetch(f"{base}/files")).error(400, "BAD_REQUEST", "artifact_file_path")
+    (await fetch(f"{base}/files", artifact_file_path="MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await fetch(f"{base}/files", artifact_file_path="../../x")).error(400, "INVALID_PARAMETER_VALUE")
+    (await fetch(f"{base}/directories", artifact_directory_path="../x")).error(400, "INVALID_PARAMETER_VALUE")
 
 
 # ---------------------------------------------------------------- mlflow.modelVersions
@@ -320,7 +340,8 @@ async def test_create_version_records_the_logged_model_link(api: Api, run: dict[
 async def test_create_version_for_a_missing_model_creates_nothing(api: Api) -> None:
     (await api.post("/registered-models/create", {"name": "link-missing"})).ok()
     missing = f"m-{'0' * 32}"
-    (await create_version(api, "link-missing", "s3://bucket/x", model_id=missing)).error(404, "RESOURCE_DOES_NOT_EXIST", missing)
+    refused = await create_version(api, "link-missing", "s3://bucket/x", model_id=missing)
+    refused.error(404, "RESOURCE_DOES_NOT_EXIST", missing)
     # Rolled back with the link: the next version is still 1.
     assert (await create_version(api, "link-missing", "s3://bucket/x")).ok()["model_version"]["version"] == "1"
 
@@ -359,7 +380,9 @@ async def test_search_datasets(api: Api, ajax: Api) -> None:
     for run_id, datasets in inputs.items():
         (await api.post("/runs/log-inputs", {"run_id": run_id, "datasets": datasets})).ok()
     body = (await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_a, exp_b]})).ok()
-    got = sorted(body["dataset_summaries"], key=lambda s: (s["experiment_id"], s["name"], s["digest"], s.get("context", "")))
+    got = sorted(
+        body["dataset_summaries"], key=lambda s: (s["experiment_id"], s["name"], s["digest"], s.get("context", ""))
+    )
     assert got == [
         {"experiment_id": exp_a, "name": "raw", "digest": "d0"},  # no context tag: no context field
         {"experiment_id": exp_a, "name": "train", "digest": "d1", "context": "eval"},
@@ -375,7 +398,8 @@ async def test_search_datasets(api: Api, ajax: Api) -> None:
 async def test_search_datasets_errors(ajax: Api) -> None:
     (await ajax.post("/experiments/search-datasets", {})).error(400, "INVALID_PARAMETER_VALUE", "at least one")
     many = [str(i) for i in range(21)]
-    (await ajax.post("/experiments/search-datasets", {"experiment_ids": many})).error(400, "INVALID_PARAMETER_VALUE", "20")
+    too_many = await ajax.post("/experiments/search-datasets", {"experiment_ids": many})
+    too_many.error(400, "INVALID_PARAMETER_VALUE", "20")
     (await ajax.post("/experiments/search-datasets", {"experiment_ids": ["x"]})).error(400, "INVALID_PARAMETER_VALUE")
 
 
@@ -448,10 +472,12 @@ async def test_genai_calls_answer_an_empty_store(api: Api, method: str, path: st
 
 
 async def test_genai_calls_check_required_fields_and_stay_off_the_client_api(api: Api) -> None:
-    (await api.post("/ajax-api/3.0/mlflow/traces/search", {}, absolute=True)).error(400, "INVALID_PARAMETER_VALUE", "locations")
-    (await api.post("/ajax-api/3.0/mlflow/traces/metrics", {"experiment_ids": ["1"]}, absolute=True)).error(
-        400, "INVALID_PARAMETER_VALUE", "view_type"
-    )
-    (await api.get("/ajax-api/2.0/mlflow/traces", absolute=True)).error(400, "INVALID_PARAMETER_VALUE", "experiment_ids")
+    v3 = "/ajax-api/3.0/mlflow"
+    (await api.post(f"{v3}/traces/search", {}, absolute=True)).error(400, "INVALID_PARAMETER_VALUE", "locations")
+    no_view = await api.post(f"{v3}/traces/metrics", {"experiment_ids": ["1"]}, absolute=True)
+    no_view.error(400, "INVALID_PARAMETER_VALUE", "view_type")
+    no_ids = await api.get("/ajax-api/2.0/mlflow/traces", absolute=True)
+    no_ids.error(400, "INVALID_PARAMETER_VALUE", "experiment_ids")
     # The Python client's spelling is not answered: searching traces there must not look empty.
-    (await api.post("/api/3.0/mlflow/traces/search", {"locations": EXP}, absolute=True)).error(404, "ENDPOINT_NOT_FOUND")
+    client_api = await api.post("/api/3.0/mlflow/traces/search", {"locations": EXP}, absolute=True)
+    client_api.error(404, "ENDPOINT_NOT_FOUND")

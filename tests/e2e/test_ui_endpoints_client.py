@@ -31,9 +31,13 @@ def _get(base: str, path: str, params: dict[str, str], headers: dict[str, str] |
 
 
 @pytest.fixture
-def logged(mlflow_tracking: str, experiment: Any, tmp_path: Path, iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def logged(
+    mlflow_tracking: str, experiment: Any, tmp_path: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Any]:
     """A finished run with artifacts, a dataset input and an sklearn model registered twice."""
-    files = {"notes.txt": b"hello from the client\n", "plots/curve.png": PNG, "blob.bin": os.urandom(5 * 1024 * 1024 + 3)}
+    files = {
+        "notes.txt": b"hello from the client\n", "plots/curve.png": PNG, "blob.bin": os.urandom(5 * 1024 * 1024 + 3),
+    }  # fmt: skip
     for rel, data in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
@@ -65,10 +69,11 @@ def test_run_artifacts_as_the_ui_downloads_them(mlflow_tracking: str, logged: di
     assert local.read_bytes() == logged["files"]["blob.bin"]
 
     blob = logged["files"]["blob.bin"]
-    ranged = _get(mlflow_tracking, "/get-artifact", {"path": "blob.bin", "run_uuid": run_id}, {"Range": "bytes=4194300-4194399"})
+    query = {"path": "blob.bin", "run_uuid": run_id}
+    ranged = _get(mlflow_tracking, "/get-artifact", query, {"Range": "bytes=4194300-4194399"})
     assert ranged.status_code == 206 and ranged.content == blob[4194300:4194400]
     assert ranged.headers["Content-Range"] == f"bytes 4194300-4194399/{len(blob)}"
-    beyond = _get(mlflow_tracking, "/get-artifact", {"path": "blob.bin", "run_uuid": run_id}, {"Range": f"bytes={len(blob)}-"})
+    beyond = _get(mlflow_tracking, "/get-artifact", query, {"Range": f"bytes={len(blob)}-"})
     assert beyond.status_code == 416
 
     missing = _get(mlflow_tracking, "/get-artifact", {"path": "nope.txt", "run_uuid": run_id})
@@ -80,16 +85,20 @@ def test_run_artifacts_as_the_ui_downloads_them(mlflow_tracking: str, logged: di
         assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE", bad
 
 
-def test_model_version_and_logged_model_artifacts(mlflow_tracking: str, mlclient: Any, logged: dict[str, Any], tmp_path: Path) -> None:
+def test_model_version_and_logged_model_artifacts(
+    mlflow_tracking: str, mlclient: Any, logged: dict[str, Any], tmp_path: Path
+) -> None:
     info = logged["info"]
     model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
     expected_mlmodel = (model_dir / "MLmodel").read_bytes()
     for name, version in zip(logged["names"], logged["versions"], strict=True):
-        reply = _get(mlflow_tracking, "/model-versions/get-artifact", {"path": "MLmodel", "name": name, "version": version.version})
+        query = {"path": "MLmodel", "name": name, "version": version.version}
+        reply = _get(mlflow_tracking, "/model-versions/get-artifact", query)
         assert reply.status_code == 200, reply.text
         assert reply.content == expected_mlmodel
         assert reply.headers["Content-Type"] == "text/plain"
-    missing = _get(mlflow_tracking, "/model-versions/get-artifact", {"path": "MLmodel", "name": logged["names"][0], "version": "99"})
+    query = {"path": "MLmodel", "name": logged["names"][0], "version": "99"}
+    missing = _get(mlflow_tracking, "/model-versions/get-artifact", query)
     assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
     # The model page's file tree lists what the client lists, and serves the same bytes.
@@ -118,9 +127,8 @@ def test_model_versions_tag_as_stock_writes_it(mlclient: Any, logged: dict[str, 
 
 def test_search_datasets_sees_the_clients_dataset(mlflow_tracking: str, logged: dict[str, Any]) -> None:
     experiment_id = logged["experiment"].experiment_id
-    reply = requests.post(
-        f"{mlflow_tracking}/ajax-api/2.0/mlflow/experiments/search-datasets", json={"experiment_ids": [experiment_id]}, timeout=30
-    )
+    url = f"{mlflow_tracking}/ajax-api/2.0/mlflow/experiments/search-datasets"
+    reply = requests.post(url, json={"experiment_ids": [experiment_id]}, timeout=30)
     assert reply.status_code == 200, reply.text
     summaries = reply.json()["dataset_summaries"]
     logged_dataset = mlflow.get_run(logged["run"].info.run_id).inputs.dataset_inputs[0].dataset
@@ -131,15 +139,12 @@ def test_search_datasets_sees_the_clients_dataset(mlflow_tracking: str, logged: 
 
 def test_ui_support_calls_on_the_live_server(mlflow_tracking: str) -> None:
     ajax = f"{mlflow_tracking}/ajax-api"
-    assert requests.get(f"{ajax}/2.0/mlflow/gateway-proxy", params={"gateway_path": "api/2.0/endpoints/"}, timeout=30).json() == {
-        "endpoints": []
-    }
+    proxy = requests.get(f"{ajax}/2.0/mlflow/gateway-proxy", params={"gateway_path": "api/2.0/endpoints/"}, timeout=30)
+    assert proxy.json() == {"endpoints": []}
     info = requests.get(f"{ajax}/3.0/mlflow/server-info", timeout=30).json()
     assert info["features_enabled"] == {"gateway": False}
     assert requests.get(f"{ajax}/3.0/mlflow/ui-telemetry", timeout=30).json()["disable_ui_telemetry"] is True
-    metrics = requests.post(
-        f"{ajax}/3.0/mlflow/traces/metrics",
-        json={"experiment_ids": ["0"], "view_type": "TRACES", "metric_name": "trace_count", "aggregations": [{"aggregation_type": "COUNT"}]},
-        timeout=30,
-    )
+    count = {"aggregation_type": "COUNT"}
+    query = {"experiment_ids": ["0"], "view_type": "TRACES", "metric_name": "trace_count", "aggregations": [count]}
+    metrics = requests.post(f"{ajax}/3.0/mlflow/traces/metrics", json=query, timeout=30)
     assert metrics.json() == {"data_points": [{"metric_name": "trace_count", "values": {"COUNT": 0.0}}]}
