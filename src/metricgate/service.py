@@ -26,6 +26,7 @@ from metricgate.ingest.streams import IngestStreams
 from metricgate.live_status import LiveStatus
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
+from metricgate.stores.postgres.dataset_summaries import PgDatasetSummaries
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.live_counts import PgLiveCounts
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
@@ -71,6 +72,7 @@ class Service:
     logged_models: PgLoggedModelStore
     artifacts: ArtifactStore
     registry: RegistryService
+    datasets: PgDatasetSummaries
     webhooks: PgWebhookStore | None = None
     uploads: UploadManager | None = None
     references: ReferenceManager | None = None
@@ -207,6 +209,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             logged_models=PgLoggedModelStore(db),
             artifacts=artifacts,
             registry=RegistryService(PgRegistryStore(db)),
+            datasets=PgDatasetSummaries(db),
             webhooks=webhooks,
             uploads=uploads,
             references=references,

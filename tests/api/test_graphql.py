@@ -588,3 +588,19 @@ async def test_flat_list_shortcut_matches_the_general_executor() -> None:
         # The bogus enum fails that one item's field, worded by the general path.
         assert [e.message for e in fast.errors or []] == [
             "Enum 'MlflowModelVersionStatus' cannot represent value: 'BOGUS'"]
+
+
+async def test_search_datasets_answers_as_the_rest_endpoint(client: TestClient[Any, Any], api: Api, world: World) -> None:
+    document = """mutation D($input: MlflowSearchDatasetsInput) { mlflowSearchDatasets(input: $input) {
+        datasetSummaries { experimentId name digest context } apiError { code message } } }"""
+    reply = await gql(client, document, {"input": {"experimentIds": [world.experiment_id]}})
+    payload = reply.data["mlflowSearchDatasets"]
+    assert payload["apiError"] is None
+    rest = (await api.post("/experiments/search-datasets", {"experiment_ids": [world.experiment_id]})).ok()
+    assert rest["dataset_summaries"]  # the world's run logged a dataset
+    assert payload["datasetSummaries"] == [
+        {"experimentId": s["experiment_id"], "name": s["name"], "digest": s["digest"], "context": s.get("context")}
+        for s in rest["dataset_summaries"]
+    ]
+    refused = await gql(client, document, {"input": {"experimentIds": []}})
+    assert refused.data["mlflowSearchDatasets"]["apiError"]["code"] == "INVALID_PARAMETER_VALUE"

@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from metricgate.api.codec import empty_response, json_response, read_json
+from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.errors import EndpointNotFound, InvalidParameter
-from metricgate.stores.postgres.dataset_summaries import PgDatasetSummaries
+from metricgate.service import Service
 from metricgate.validation import parse_experiment_id
 
 # Stock's limit on one search-datasets request.
@@ -64,9 +64,9 @@ def _summary(item: Any) -> dict[str, Any]:
     return out
 
 
-async def search_datasets(request: web.Request) -> web.Response:
-    """``POST experiments/search-datasets {experiment_ids}``: the runs page's dataset filter."""
-    fields = await read_json(request)
+async def dataset_summaries(service: Service, fields: Fields) -> list[dict[str, Any]]:
+    """The checks and the read of ``experiments/search-datasets``, shared with GraphQL's
+    ``mlflowSearchDatasets``."""
     raw_ids = fields.str_list("experiment_ids")
     if not raw_ids:
         raise InvalidParameter("SearchDatasets request must specify at least one experiment_id.")
@@ -76,10 +76,15 @@ async def search_datasets(request: web.Request) -> web.Response:
             f"Received {len(raw_ids)} experiment_ids."
         )
     ids = [parse_experiment_id(e, "experiment_ids") for e in raw_ids]
-    summaries = await PgDatasetSummaries(request.app[SERVICE].db).search(ids)
+    return [_summary(s) for s in await service.datasets.search(ids)]
+
+
+async def search_datasets(request: web.Request) -> web.Response:
+    """``POST experiments/search-datasets {experiment_ids}``: the runs page's dataset filter."""
+    summaries = await dataset_summaries(request.app[SERVICE], await read_json(request))
     if not summaries:
         return empty_response()  # proto2 JSON omits an empty repeated field: stock sends {}
-    return json_response({"dataset_summaries": [_summary(s) for s in summaries]})
+    return json_response({"dataset_summaries": summaries})
 
 
 # Under /api/2.0/mlflow and /ajax-api/2.0/mlflow (stock: /ajax-api only; one table is simpler

@@ -23,9 +23,10 @@ from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import search_runs_page
+from metricgate.api.ui_support import dataset_summaries
 from metricgate.api.graphql.loaders import BatchLoader
 from metricgate.api.graphql.schema import snake_case
-from metricgate.errors import InvalidParameter, MetricgateError, NotImplementedYet, Unavailable
+from metricgate.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.service import Service
 from metricgate.validation import parse_experiment_id, validate_max_results, validate_run_id
 
@@ -119,8 +120,7 @@ async def _search_model_versions(ctx: Context, fields: Fields) -> Json:
 
 
 async def _search_datasets(ctx: Context, fields: Fields) -> Json:
-    # Not in the installed UI bundle; REST experiments/search-datasets is the UI's path.
-    raise NotImplementedYet("mlflowSearchDatasets is not implemented; use experiments/search-datasets.")
+    return {"dataset_summaries": await dataset_summaries(ctx.service, fields)}
 
 
 def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
