@@ -691,6 +691,18 @@ def _create_venv(venv: Path) -> None:
         raise DevServiceError(f"`{' '.join(cmd)}` failed (on Debian: apt-get install python3-venv):\n{proc.stderr}")
 
 
+def installed_extras(stamp_text: str, pyproject_digest: str) -> set[str] | None:
+    """The extras a venv's install stamp says were installed for this very pyproject.toml, or
+    None (no usable stamp, or one for another pyproject.toml: install again)."""
+    try:
+        done = json.loads(stamp_text)
+        if done["pyproject"] == pyproject_digest:
+            return {str(extra) for extra in done["extras"]}
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def ensure_venv(venv: Path, project: Path, extras: Sequence[str] = ()) -> Path:
     """Create ``venv`` if missing and ``pip install -e project[extras]`` unless already done for
     this pyproject.toml; returns the venv's python."""
@@ -703,10 +715,11 @@ def ensure_venv(venv: Path, project: Path, extras: Sequence[str] = ()) -> Path:
         _create_venv(venv)
     stamp = venv / ".metricgate-install.json"
     digest = hashlib.sha256((project / "pyproject.toml").read_bytes()).hexdigest()
-    with contextlib.suppress(OSError, ValueError):
-        done = json.loads(stamp.read_text())
-        if done["pyproject"] == digest and set(extras) <= set(done["extras"]):
-            return python
+    installed: set[str] | None = None
+    with contextlib.suppress(OSError):  # no stamp yet
+        installed = installed_extras(stamp.read_text(), digest)
+    if installed is not None and set(extras) <= installed:
+        return python
     spec = f"{project}[{','.join(extras)}]" if extras else str(project)
     log = venv / "pip-install.log"
     _say(f"pip install -e {spec} (the first time takes a few minutes; output in {log})")
@@ -717,7 +730,9 @@ def ensure_venv(venv: Path, project: Path, extras: Sequence[str] = ()) -> Path:
         ).returncode
     if code != 0:
         raise DevServiceError(f"`{' '.join(cmd)}` failed{_log_tail(log, 40)}")
-    stamp.write_text(json.dumps({"pyproject": digest, "extras": sorted(extras)}))
+    # Extras installed earlier for the same pyproject stay installed: up.sh (ui) and test.sh (test)
+    # then do not reinstall each other's every time they alternate.
+    stamp.write_text(json.dumps({"pyproject": digest, "extras": sorted((installed or set()) | set(extras))}))
     return python
 
 

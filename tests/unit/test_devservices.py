@@ -4,6 +4,7 @@ CLI, durability settings, restart with the same ports and data; plus the shared 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import stat
@@ -327,3 +328,14 @@ async def test_async_tests_run_on_uvloop() -> None:
     import uvloop
 
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+def test_install_stamp_keeps_every_extra_installed_for_the_same_pyproject() -> None:
+    from metricgate.devservices import installed_extras
+
+    stamp = json.dumps({"pyproject": "abc", "extras": ["test", "ui"]})
+    assert installed_extras(stamp, "abc") == {"test", "ui"}
+    assert installed_extras(stamp, "other") is None  # pyproject.toml changed: install again
+    assert installed_extras("not json", "abc") is None
+    assert installed_extras(json.dumps({"pyproject": "abc"}), "abc") is None
+    assert installed_extras(json.dumps({"pyproject": "abc", "extras": []}), "abc") == set()
