@@ -20,12 +20,9 @@ import difflib
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +34,8 @@ from tests.browser import uidata
 from tests.browser import uipages as pages
 from tests.browser.uidata import Populated
 from tests.browser.uipages import UiSession
+from tests.stock_mlflow import running_process, stock_mlflow_server
 
-START_TIMEOUT_S = 90.0
 _ID = re.compile(r"(m-)?[0-9a-f]{32}")
 
 
@@ -251,36 +248,6 @@ def report(mg: dict[str, Outcome], stock: dict[str, Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.HTTPError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[None]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        _wait_http(ready_url, proc, log)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextlib.contextmanager
 def metricgate_server(tmp: Path) -> Iterator[str]:
     with devservices.temporary_postgres() as pg, devservices.temporary_redis() as redis:
@@ -294,19 +261,15 @@ def metricgate_server(tmp: Path) -> Iterator[str]:
         )
         cmd = [sys.executable, "-m", "metricgate", "serve", "--migrate", "--host", "127.0.0.1", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
-        with _process(cmd, env, tmp / "metricgate.log", url + "/health"):
+        with running_process(cmd, env, tmp / "metricgate.log", url + "/health"):
             yield url
 
 
 @contextlib.contextmanager
 def stock_server(tmp: Path) -> Iterator[str]:
-    port = devservices.find_free_port()
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{tmp}/stock.db", "--default-artifact-root", f"{tmp}/stock-artifacts",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    url = f"http://127.0.0.1:{port}"
-    with _process(cmd, env, tmp / "stock.log", url + "/health"):
+    root = tmp / "stock"
+    root.mkdir()
+    with stock_mlflow_server(root) as url:
         yield url
 
 

@@ -14,25 +14,17 @@ enums (stock: an error), and malformed requests (stock: a bare 500).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from graphql import build_schema, lexicographic_sort_schema, print_schema
 
-from metricgate import devservices
 from metricgate.api.graphql.schema import load_sdl
 from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP, bundle_operations
-
-STOCK_START_TIMEOUT_S = 60
-
+from tests.stock_mlflow import stock_mlflow_server
 
 def test_schema_is_stocks() -> None:
     """Type for type, field for field, the schema stock MLflow serves (graphene's, printed)."""
@@ -45,37 +37,8 @@ def test_schema_is_stocks() -> None:
 @pytest.fixture(scope="module")
 def stock_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a stock ``mlflow server`` (SQLite backend, proxied local artifacts)."""
-    root = tmp_path_factory.mktemp("stock-mlflow")
-    port = devservices.find_free_port()
-    cmd = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-    ]
-    log_path = root / "server.log"
-    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **env}, cwd=root)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STOCK_START_TIMEOUT_S
-        while True:
-            try:
-                if requests.get(base_url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"stock mlflow server did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with stock_mlflow_server(tmp_path_factory.mktemp("stock-mlflow")) as url:
+        yield url
 
 
 def populate(tracking_uri: str) -> dict[str, str]:
