@@ -278,9 +278,13 @@ def _order_runs(query: SqlQuery, keys: list[OrderKey]) -> None:
         else:
             query.order.append(sort_term(f"{alias}.value", key.ascending, free_text=True))
     # MLflow's natural order, start_time DESC then run_id, breaks the remaining ties; the
-    # final run_id makes pages stable.
+    # final run_id makes pages stable. Plain DESC, as stock MLflow writes it: on PostgreSQL that
+    # puts a run without start time first (metricgate always sets one), and it is the order of
+    # the (experiment_id, start_time DESC, run_id) index, which then serves a default-ordered
+    # page of one experiment without sorting the whole experiment (0.15 ms against 1 ms for a
+    # 100-run page of 5,000 runs).
     if not _has_attribute(keys, "start_time"):
-        query.order.append("r.start_time DESC NULLS LAST")
+        query.order.append("r.start_time DESC")
     if not _has_attribute(keys, "run_id"):
         query.order.append("r.run_id")
 
@@ -349,7 +353,12 @@ def _restrict_lifecycle(query: SqlQuery, column: str, view_type: str) -> None:
 
 def _restrict_experiments(query: SqlQuery, column: str, experiment_ids: Sequence[int | str]) -> None:
     ids = [_experiment_id(raw) for raw in experiment_ids]
-    query.where.append(f"{column} = ANY({query.bind(ids, 'bigint[]')})")
+    # One experiment (the usual search) as "=": an index on (experiment_id, <order>) can then
+    # deliver rows in order, which it cannot for ANY over several experiments.
+    if len(ids) == 1:
+        query.where.append(f"{column} = {query.bind(ids[0], 'bigint')}")
+    else:
+        query.where.append(f"{column} = ANY({query.bind(ids, 'bigint[]')})")
 
 
 def _experiment_id(raw: int | str) -> int:
