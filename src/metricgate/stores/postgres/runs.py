@@ -436,7 +436,7 @@ SELECT 6, run_id, model_id, NULL, NULL, NULL, NULL, NULL, NULL, step, NULL, NULL
 _RUN_ROWS_SQL = _run_rows_sql("= ANY((SELECT $1::text[])::text[])")
 _ONE_RUN_ROWS_SQL = _run_rows_sql("= $1::text")
 
-# How each kind's rows are ordered within a run (kinds 1-6): by key, dataset name (then digest),
+# How each kind's rows are ordered within a run (kinds 1 to 6): by key, dataset name (then digest),
 # model id, and output step (then model id). Python compares strings by code point, which is
 # byte order in UTF-8: the order of SQLite's default collation (MLflow's default store) and of
 # PostgreSQL's "C", whatever the database's locale.
@@ -445,15 +445,15 @@ _ORDER_WITHIN_RUN = (itemgetter(2), itemgetter(2), itemgetter(2), itemgetter(2, 
 
 @dataclass(frozen=True, slots=True)
 class RunRows:
-    """Full runs as fetched by one ``_RUN_ROWS_SQL`` statement, for readers that build MLflow's
+    """Full runs as fetched by one ``_run_rows_sql`` statement, for readers that build MLflow's
     JSON straight from the rows (search and export would otherwise build ~20 entities per run;
     that was most of a 1,000-run page's time).
 
-    ``ids`` lists the runs found, in the order asked for. Each other field maps a run id to its
-    rows of one kind, ordered as ``_ORDER_WITHIN_RUN`` says, laid out as the table above
-    ``_RUN_ROWS_SQL`` says
-    (``row[2]`` is t1, ``row[3]`` t2, ... ``row[9]`` n1 ... ``row[12]`` f); a run without rows of
-    a kind is absent from that map."""
+    ``ids`` lists the runs found, in the order asked for; ``info`` holds each one's kind-0 row.
+    Each other field maps a run id to its rows of one kind, ordered as ``_ORDER_WITHIN_RUN``
+    says; a run without rows of a kind is absent from that map. Every row is laid out as the
+    table above ``_run_rows_sql`` says: ``row[2]`` is t1 ... ``row[8]`` t7, ``row[9]`` n1 ...
+    ``row[11]`` n3, ``row[12]`` f."""
 
     ids: list[str]
     info: dict[str, asyncpg.Record]
@@ -464,9 +464,6 @@ class RunRows:
     model_inputs: dict[str, list[asyncpg.Record]]
     model_outputs: dict[str, list[asyncpg.Record]]
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
 
 async def fetch_run_rows(conn: asyncpg.Connection, run_ids: Sequence[str]) -> RunRows:
     """The runs of ``run_ids`` (missing ones skipped), with everything they hold, in one statement."""
@@ -476,23 +473,21 @@ async def fetch_run_rows(conn: asyncpg.Connection, run_ids: Sequence[str]) -> Ru
         rows = await conn.fetch(_ONE_RUN_ROWS_SQL, ids[0])
     elif ids:
         rows = await conn.fetch(_RUN_ROWS_SQL, ids)
-    info: dict[str, asyncpg.Record] = {}
-    groups: list[dict[str, list[asyncpg.Record]]] = [info, {}, {}, {}, {}, {}, {}]  # type: ignore[list-item]
+    by_kind: list[dict[str, list[asyncpg.Record]]] = [{} for _ in range(len(_ORDER_WITHIN_RUN) + 1)]
     for row in rows:
-        group = groups[row[0]]
+        group = by_kind[row[0]]
         run_id = row[1]
         same_run = group.get(run_id)
         if same_run is None:
             group[run_id] = [row]
         else:
             same_run.append(row)
-    for kind in range(1, len(groups)):
-        order = _ORDER_WITHIN_RUN[kind - 1]
-        for same_run in groups[kind].values():
+    for order, group in zip(_ORDER_WITHIN_RUN, by_kind[1:]):
+        for same_run in group.values():
             if len(same_run) > 1:
                 same_run.sort(key=order)
-    info = {run_id: found[0] for run_id, found in info.items()}  # type: ignore[index]
-    return RunRows([rid for rid in dict.fromkeys(ids) if rid in info], info, *groups[1:])
+    info = {run_id: same_run[0] for run_id, same_run in by_kind[0].items()}
+    return RunRows([rid for rid in dict.fromkeys(ids) if rid in info], info, *by_kind[1:])
 
 
 def runs_from_rows(rows: RunRows) -> list[Run]:
