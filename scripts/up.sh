@@ -102,6 +102,7 @@ fi
 cat <<EOF
 
 metricgate is running at $BASE_URL (pid $pid)
+  web UI:    $BASE_URL/   (MLflow's own; live ingest page: $BASE_URL/metricgate/ingest)
   log:       $LOG
   database:  $(printf '%s' "$METRICGATE_DATABASE_URL" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#')
   redis:     $(printf '%s' "$METRICGATE_REDIS_URL" | sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#')
