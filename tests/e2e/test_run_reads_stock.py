@@ -21,15 +21,24 @@ Known differences, evened out before comparing (the client reads both answers al
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import requests
 
 from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP
-from tests.e2e.test_graphql_stock import stock_mlflow  # noqa: F401  (the module-scoped stock server)
+from tests.stock_mlflow import stock_mlflow_server
 
 API = "/api/2.0/mlflow"
 START = 1_700_000_000_000
+
+
+@pytest.fixture(scope="module")
+def stock_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a stock ``mlflow server`` (SQLite backend, proxied local artifacts)."""
+    with stock_mlflow_server(tmp_path_factory.mktemp("stock-mlflow")) as url:
+        yield url
 
 
 def populate(tracking_uri: str) -> dict[str, str]:
@@ -155,7 +164,7 @@ def reads(base_url: str, ids: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def test_run_reads_match_stock_mlflow(stock_mlflow: str, mlflow_tracking: str) -> None:  # noqa: F811
+def test_run_reads_match_stock_mlflow(stock_mlflow: str, mlflow_tracking: str) -> None:
     stock_ids, our_ids = populate(stock_mlflow), populate(mlflow_tracking)
     want, got = normalized(reads(stock_mlflow, stock_ids), stock_ids), normalized(reads(mlflow_tracking, our_ids), our_ids)
     assert set(got) == set(want)
