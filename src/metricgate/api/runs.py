@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import orjson
 from aiohttp import web
@@ -28,7 +28,7 @@ from metricgate.api.codec import (
 from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.entities import Dataset, DatasetInput, ModelOutput, Page, Param, Tag
+from metricgate.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
 from metricgate.errors import InvalidParameter
 from metricgate.service import Service
 from metricgate.validation import (
@@ -81,12 +81,7 @@ async def create_run(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    run_id = _run_id(fields)
-    service = request.app[SERVICE]
-    # Read-your-writes: metrics acknowledged before this read must show in the latest values.
-    await service.metrics.wait_visible(run_id)
-    rows = await service.runs.get_rows(run_id)
-    return json_response({"run": encode_run_rows(rows)[0]})
+    return json_response({"run": await run_json(request.app[SERVICE], _run_id(fields))})
 
 
 async def update_run(request: web.Request) -> web.Response:
@@ -226,10 +221,8 @@ async def log_model(request: web.Request) -> web.Response:
 
 
 async def search_runs(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    rows, token = await service.runs.search_rows(**await _search_arguments(service, await read_fields(request)))
-    with _collector_paused():
-        return page_response("runs", encode_run_rows(rows), token)
+    runs, token = await search_runs_page(request.app[SERVICE], await read_fields(request))
+    return page_response("runs", runs, token)
 
 
 @contextlib.contextmanager
@@ -249,9 +242,20 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-async def search_runs_page(service: Service, fields: Fields) -> Page:
-    """Checks a runs/search request and runs it, as entities (GraphQL's resolvers)."""
-    return await service.runs.search(**await _search_arguments(service, fields))
+async def search_runs_page(service: Service, fields: Fields) -> tuple[list[dict[str, Any]], str | None]:
+    """Checks a runs/search request and runs it: the page's runs as MLflow's JSON, and the next
+    page's token (None on the last). REST and GraphQL's resolvers share it."""
+    rows, token = await service.runs.search_rows(**await _search_arguments(service, fields))
+    with _collector_paused():
+        return encode_run_rows(rows), token
+
+
+async def run_json(service: Service, run_id: str) -> dict[str, Any]:
+    """A run as MLflow's JSON, once the metrics acknowledged before this read are in its latest
+    values (read-your-writes). REST runs/get and GraphQL's ``mlflowGetRun`` share it."""
+    validate_run_id(run_id)
+    await service.metrics.wait_visible(run_id)
+    return encode_run_rows(await service.runs.get_rows(run_id))[0]
 
 
 class _SearchArguments(TypedDict):

@@ -18,17 +18,17 @@ from typing import Any
 from graphql import GraphQLObjectType, GraphQLResolveInfo, get_named_type
 
 from metricgate.api.artifacts import run_artifact_listing
-from metricgate.api.codec import Fields, encode_experiment, encode_metric_series, encode_run
+from metricgate.api.codec import Fields, encode_experiment, encode_metric_series
 from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
-from metricgate.api.runs import search_runs_page
+from metricgate.api.runs import run_json, search_runs_page
 from metricgate.api.ui_support import dataset_summaries
 from metricgate.api.graphql.loaders import BatchLoader
 from metricgate.api.graphql.schema import snake_case
 from metricgate.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.service import Service
-from metricgate.validation import parse_experiment_id, validate_max_results, validate_run_id
+from metricgate.validation import parse_experiment_id, validate_max_results
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,12 @@ async def _get_experiment(ctx: Context, fields: Fields) -> Json:
 
 
 async def _get_run(ctx: Context, fields: Fields) -> Json:
-    run_id = fields.run_id()
-    validate_run_id(run_id)
-    # Read-your-writes, as runs/get: metrics acknowledged before this read are in its latest values.
-    await ctx.service.metrics.wait_visible(run_id)
-    return {"run": encode_run(await ctx.service.runs.get(run_id))}
+    return {"run": await run_json(ctx.service, fields.run_id())}
 
 
 async def _search_runs(ctx: Context, fields: Fields) -> Json:
-    page = await search_runs_page(ctx.service, fields)
-    return {"runs": [encode_run(r) for r in page.items], "next_page_token": page.next_page_token or ""}
+    runs, token = await search_runs_page(ctx.service, fields)
+    return {"runs": runs, "next_page_token": token or ""}
 
 
 async def _bulk_interval(ctx: Context, fields: Fields) -> Json:

@@ -16,7 +16,6 @@ from metricgate.entities import (
     DatasetInput,
     Metric,
     ModelOutput,
-    Page,
     Param,
     Run,
     RunInfo,
@@ -276,19 +275,6 @@ class PgRunStore:
             )
 
     # ------------------------------------------------------------------ search
-
-    async def search(
-        self,
-        experiment_ids: list[int],
-        filter_string: str | None,
-        view_type: str,
-        max_results: int,
-        order_by: list[str],
-        page_token: str | None,
-    ) -> Page:
-        """One page of runs as entities (GraphQL's resolvers); REST uses ``search_rows``."""
-        rows, token = await self.search_rows(experiment_ids, filter_string, view_type, max_results, order_by, page_token)
-        return Page(runs_from_rows(rows), token)
 
     async def search_rows(
         self,
