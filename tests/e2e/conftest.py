@@ -15,6 +15,16 @@ import numpy as np
 import pytest
 import requests
 
+from tests.stock_mlflow import stock_mlflow_server
+
+
+@pytest.fixture(scope="module")
+def stock_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a stock ``mlflow server`` (SQLite backend, proxied local artifacts): the oracle
+    the comparison tests hold metricgate against. One per module: each writes its own data."""
+    with stock_mlflow_server(tmp_path_factory.mktemp("stock-mlflow")) as url:
+        yield url
+
 
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:

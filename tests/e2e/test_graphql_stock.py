@@ -15,7 +15,6 @@ enums (stock: an error), and malformed requests (stock: a bare 500).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from graphql import build_schema, lexicographic_sort_schema, print_schema
 
 from metricgate.api.graphql.schema import load_sdl
 from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP, bundle_operations
-from tests.stock_mlflow import stock_mlflow_server
 
 def test_schema_is_stocks() -> None:
     """Type for type, field for field, the schema stock MLflow serves (graphene's, printed)."""
@@ -32,13 +30,6 @@ def test_schema_is_stocks() -> None:
 
     ours = print_schema(lexicographic_sort_schema(build_schema(load_sdl())))
     assert ours == print_schema(lexicographic_sort_schema(stock.graphql_schema))
-
-
-@pytest.fixture(scope="module")
-def stock_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a stock ``mlflow server`` (SQLite backend, proxied local artifacts)."""
-    with stock_mlflow_server(tmp_path_factory.mktemp("stock-mlflow")) as url:
-        yield url
 
 
 def populate(tracking_uri: str) -> dict[str, str]:

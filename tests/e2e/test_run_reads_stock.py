@@ -21,24 +21,14 @@ Known differences, evened out before comparing (the client reads both answers al
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP
-from tests.stock_mlflow import stock_mlflow_server
 
 API = "/api/2.0/mlflow"
 START = 1_700_000_000_000
-
-
-@pytest.fixture(scope="module")
-def stock_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a stock ``mlflow server`` (SQLite backend, proxied local artifacts)."""
-    with stock_mlflow_server(tmp_path_factory.mktemp("stock-mlflow")) as url:
-        yield url
 
 
 def populate(tracking_uri: str) -> dict[str, str]:
