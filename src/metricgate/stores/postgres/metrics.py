@@ -165,8 +165,11 @@ class PgMetricHistory:
             picks: list[tuple[str, int, list[int]]] = []
             general: list[str] = []
             for run_id, run_spans in spans.items():
-                if _RANKS_FROM_COUNTS and ranks_are_positions(run_spans):
-                    ranks = sample_ranks(sum(s.count for s in run_spans), max_results)
+                total = sum(s.count for s in run_spans)
+                # When every point is wanted, fetching the whole chunks and concatenating them
+                # (the general path) is cheaper than locating each point in its chunk.
+                if _RANKS_FROM_COUNTS and total > max_results and ranks_are_positions(run_spans):
+                    ranks = sample_ranks(total, max_results)
                     picks += [(run_id, run_spans[i].first_step, pos) for i, pos in rank_positions(run_spans, ranks)]
                 else:
                     general.append(run_id)
