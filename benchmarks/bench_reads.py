@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -515,10 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "sampling": sampling,
     }
-    line = json.dumps(payload, separators=(",", ":"), default=str)
-    if args.json_out:
-        args.json_out.write_text(line + "\n")
-    print(line)
+    compare.print_json_line(payload, args.json_out)
     return 1 if failures else 0
 
 

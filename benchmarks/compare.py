@@ -519,11 +519,16 @@ def main(argv: list[str] | None = None) -> int:
         "copy": [c.to_json() for c in copies],
         "summary": rows,
     }
-    line = json.dumps(payload, separators=(",", ":"), default=str)
-    if args.json_out:
-        args.json_out.write_text(line + "\n")
-    print(line)
+    print_json_line(payload, args.json_out)
     return 1 if failures else 0
+
+
+def print_json_line(payload: dict[str, object], json_out: Path | None) -> None:
+    """The last line on stdout: every figure as one JSON object (also written to ``json_out``)."""
+    line = json.dumps(payload, separators=(",", ":"), default=str)
+    if json_out:
+        json_out.write_text(line + "\n")
+    print(line)
 
 
 if __name__ == "__main__":
