@@ -222,7 +222,9 @@ async def test_model_version_artifact_from_every_source_kind(
     sources = [
         (f"models:/{model['model_id']}", {"model_id": model["model_id"]}, mlmodel),
         (f"runs:/{run_id}/model", {"run_id": run_id}, run_files["model/MLmodel"]),
-        (f"{run['info']['artifact_uri']}/model", {}, run_files["model/MLmodel"]),  # a proxied storage URI
+        # A proxied storage URI, with the run that contains it (what register_model sends; like
+        # stock, a proxied or local source without its run is refused: test_registry_sources.py).
+        (f"{run['info']['artifact_uri']}/model", {"run_id": run_id}, run_files["model/MLmodel"]),
         ("models:/mv-art/1", {}, mlmodel),  # another version: its resolved location
     ]
     for version, (source, extra, expected) in enumerate(sources, start=1):

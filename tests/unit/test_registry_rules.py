@@ -98,3 +98,137 @@ def test_audit_context_from_headers_and_body() -> None:
     ):
         with pytest.raises(InvalidParameter):
             audit(bad_headers, bad_body)
+
+
+# ---------------------------------------------------------------- model-version source rules
+
+RUN = "0123456789abcdef0123456789abcdef"
+PROXIED_ROOT = f"mlflow-artifacts:/1/{RUN}/artifacts"
+LOCAL_ROOT = f"file:///srv/mlartifacts/1/{RUN}/artifacts"
+TRAVERSALS = [
+    "../../../../etc/passwd",
+    "/srv/mlartifacts/../../etc",
+    "mlflow-artifacts:/../../../etc",
+    f"runs:/{RUN}/../../../etc",
+    "models:/m-1/../../x",
+    "s3://bucket/a/../../b",
+    "s3://bucket/a/./b",
+    "mlflow-artifacts:/%2e%2e/%2e%2e/etc",
+    "mlflow-artifacts:/%2E%2E%2F%2E%2E%2Fetc",
+    "mlflow-artifacts:/%252e%252e/etc",  # encoded twice
+    "http://host/api/2.0/mlflow-artifacts/artifacts/..%2f..%2fetc",
+    "s3://bucket/a\\..\\..\\b",
+    "s3://bucket/a%5cb",  # an encoded backslash
+    "s3://bucket/key\x00.txt",
+    "s3://bucket/key%00.txt",
+    "s3://bucket/key\n",
+    "relative/model",  # resolved against the server's cwd by stock: never inside a run
+    "s3://bucket",
+    "http://[::1/x",  # not even a URI
+]
+
+
+@pytest.mark.parametrize("source", TRAVERSALS)
+@pytest.mark.parametrize(("run_id", "model_id"), [(None, None), (RUN, None), (None, "m-1")])
+def test_no_scheme_may_carry_a_relative_path(source: str, run_id: str | None, model_id: str | None) -> None:
+    with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
+        rules.source_owner(source, run_id, model_id)
+
+
+@pytest.mark.parametrize(
+    ("source", "run_id", "model_id"),
+    [
+        ("file:///etc", None, None),  # local paths need the run that contains them
+        ("/srv/mlartifacts/1/x/artifacts/model", None, None),
+        (f"{PROXIED_ROOT}/model", None, None),  # so do proxied ones
+        (f"http://h:5000/api/2.0/mlflow-artifacts/artifacts/1/{RUN}/artifacts/model", None, None),
+        ("file://fileserver/share/model", RUN, None),  # another machine's disk
+        (f"runs:/{RUN}/model", "f" * 32, None),  # a run other than the one named
+        (f"runs:/{RUN}/model", None, "m-1"),  # a run source does not belong to a logged model
+        (f"runs://profile/{RUN}/model", RUN, None),
+        ("models:/m-1", None, "m-2"),
+        ("models://profile/m-1", None, "m-1"),
+    ],
+)
+def test_sources_refused_without_a_lookup(source: str, run_id: str | None, model_id: str | None) -> None:
+    with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
+        rules.source_owner(source, run_id, model_id)
+
+
+@pytest.mark.parametrize(
+    ("source", "run_id", "model_id"),
+    [
+        ("s3://bucket/prefix/1/run/artifacts/model", None, None),
+        ("s3://bucket/prefix/1/run/artifacts/model", RUN, None),
+        ("gs://bucket/model", None, "m-1"),
+        ("https://example.com/models/model.tar.gz", None, None),
+        (f"runs:/{RUN}/model", RUN, None),
+        (f"runs:/{RUN}/model", None, None),  # the ids come from the source (stock: run_id required)
+        ("models:/m-1", None, "m-1"),
+        ("models:/m-1", RUN, None),
+        ("models:/name/3", None, None),
+        ("s3://bucket/a..b/c.d", None, None),  # dots inside a name are not traversal
+    ],
+)
+def test_sources_that_need_no_owner(source: str, run_id: str | None, model_id: str | None) -> None:
+    assert rules.source_owner(source, run_id, model_id) is None
+
+
+@pytest.mark.parametrize(
+    ("source", "run_id", "model_id", "owner"),
+    [
+        (f"{PROXIED_ROOT}/model", RUN, None, rules.SourceOwner("run_id", RUN)),
+        (f"{LOCAL_ROOT}/model", RUN, None, rules.SourceOwner("run_id", RUN)),
+        ("/srv/x", RUN, "m-1", rules.SourceOwner("model_id", "m-1")),  # model_id wins, as in stock
+    ],
+)
+def test_local_and_proxied_sources_name_their_owner(
+    source: str, run_id: str | None, model_id: str | None, owner: rules.SourceOwner
+) -> None:
+    assert rules.source_owner(source, run_id, model_id) == owner
+
+
+OWNER = rules.SourceOwner("run_id", RUN)
+
+
+@pytest.mark.parametrize(
+    ("source", "root"),
+    [
+        (f"{PROXIED_ROOT}/model", PROXIED_ROOT),
+        (PROXIED_ROOT, PROXIED_ROOT),
+        (f"{PROXIED_ROOT}/model/", f"{PROXIED_ROOT}/"),
+        (f"mlflow-artifacts:/1/{RUN}/artifacts/my%20model", PROXIED_ROOT),
+        (f"{LOCAL_ROOT}/model", LOCAL_ROOT),
+        (f"/srv/mlartifacts/1/{RUN}/artifacts/model", LOCAL_ROOT),  # a bare path is file:
+        (f"file://localhost/srv/mlartifacts/1/{RUN}/artifacts/model", LOCAL_ROOT),
+        (f"file:///srv/mlartifacts/1/{RUN}/artifacts/model", f"/srv/mlartifacts/1/{RUN}/artifacts"),
+    ],
+)
+def test_sources_inside_their_owner(source: str, root: str) -> None:
+    rules.check_source_within(source, OWNER, root)
+
+
+@pytest.mark.parametrize(
+    ("source", "root", "message"),
+    [
+        (f"{PROXIED_ROOT}/model", None, "run_id request parameter must identify"),  # no such run
+        (f"{LOCAL_ROOT}/model", None, "contained within the artifact directory of the run"),
+        (f"mlflow-artifacts:/1/{'f' * 32}/artifacts/model", PROXIED_ROOT, "must identify"),  # another run's
+        (f"mlflow-artifacts:/1/{RUN}/artifacts-other/model", PROXIED_ROOT, "must identify"),  # a sibling
+        (f"mlflow-artifacts://other-host/1/{RUN}/artifacts/model", PROXIED_ROOT, "must identify"),
+        (f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{RUN}/artifacts/m", PROXIED_ROOT, "must identify"),
+        ("mlflow-artifacts:/1", PROXIED_ROOT, "must identify"),  # the root's parent
+        (f"{PROXIED_ROOT}/model", "mlflow-artifacts:", "must identify"),  # an empty root holds nothing
+        ("file:///etc", LOCAL_ROOT, "contained within the artifact directory"),
+        (f"{LOCAL_ROOT}/model", PROXIED_ROOT, "contained within"),  # the run's artifacts are not local
+        (f"{LOCAL_ROOT}/model", f"s3://b/1/{RUN}/artifacts", "contained within"),
+    ],
+)
+def test_sources_outside_their_owner(source: str, root: str | None, message: str) -> None:
+    with pytest.raises(InvalidParameter, match=f"^Invalid model version source: .*{message}"):
+        rules.check_source_within(source, OWNER, root)
+
+
+def test_source_message_names_model_id_for_a_logged_model() -> None:
+    with pytest.raises(InvalidParameter, match="model_id request parameter has to be specified"):
+        rules.check_source_within("/srv/x", rules.SourceOwner("model_id", "m-1"), None)

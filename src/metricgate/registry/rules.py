@@ -1,8 +1,12 @@
-"""MLflow's registry rules as pure functions: names, stages, aliases, versions, tag limits."""
+"""MLflow's registry rules as pure functions: names, stages, aliases, versions, tag limits, and
+which model-version sources may be stored."""
 
 from __future__ import annotations
 
+import posixpath
 import re
+import urllib.parse
+from typing import Literal, NamedTuple
 
 from metricgate.entities import Tag
 from metricgate.errors import InvalidParameter
@@ -131,3 +135,192 @@ def split_models_source(source: str) -> tuple[str, int | None] | None:
         f"Invalid model version source: '{source[:300]}'. Expected models:/<model_id> or "
         "models:/<name>/<version>."
     )
+
+
+# ------------------------------------------------------------ model-version sources
+#
+# A version's source becomes the location get-download-uri hands out and get-artifact reads, so
+# it is checked before anything is stored, with stock MLflow's rules (mlflow/server/handlers.py,
+# _validate_source_run / _validate_source_model / _validate_non_local_source_contains_relative_paths):
+# - no scheme may carry a relative path (``..`` or ``.`` segments, however percent-encoded), a
+#   backslash or a control character (NUL included);
+# - a local path (no scheme, or ``file:``) needs ``run_id`` (or ``model_id``) and must lie inside
+#   that run's (logged model's) artifact directory, which must itself be local;
+# - an ``mlflow-artifacts:`` URI, or an http(s) URI of the proxied artifact route, must lie inside
+#   the artifact location of the run (logged model) that ``run_id`` (``model_id``) names;
+# - ``runs:/`` and ``models:/<model_id>`` must name the same run / logged model as ``run_id`` /
+#   ``model_id`` when those are given. Unlike stock we accept them without the ids and fill the
+#   ids in from the source (what this server has always done; the location it then stores is
+#   inside the named resource by construction, since the path cannot climb out of it).
+# Anything else (s3://, gs://, ...) is stored as given once it passes the traversal check, as stock
+# does: the client reads it directly and this server never serves it (get-artifact only serves
+# locations under its own artifact root).
+
+OwnerField = Literal["run_id", "model_id"]
+SourceKind = Literal["local", "proxied", "runs", "models", "other"]
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_PROXIED_ROUTE = ("api", "2.0", "mlflow-artifacts", "artifacts")
+# Hosts a file: URI may name and still be this machine (stock's is_local_uri).
+_LOCAL_FILE_HOSTS = ("", "localhost", "127.0.0.1", ".")
+
+
+class SourceOwner(NamedTuple):
+    """The resource whose artifact location must contain a source: which request field named
+    it (``run_id`` or ``model_id``) and its id."""
+
+    field: OwnerField
+    ident: str
+
+
+def _short(source: str) -> str:
+    return source[:300]
+
+
+def _relative_source(source: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"Invalid model version source: '{_short(source)}'. If supplying a source as an http, https, "
+        "local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be "
+        "provided without relative path references present. Please provide an absolute path."
+    )
+
+
+def _not_contained(source: str, field: OwnerField) -> InvalidParameter:
+    return InvalidParameter(
+        f"Invalid model version source: '{_short(source)}'. The {field} request parameter must "
+        "identify the resource that contains the source."
+    )
+
+
+def _local_not_contained(source: str, field: OwnerField) -> InvalidParameter:
+    owner = "run" if field == "run_id" else "logged model"
+    return InvalidParameter(
+        f"Invalid model version source: '{_short(source)}'. To use a local path as a model version "
+        f"source, the {field} request parameter has to be specified and the local path has to be "
+        f"contained within the artifact directory of the {owner} specified by the {field}."
+    )
+
+
+def _fully_unquoted(value: str) -> str:
+    """``value`` percent-decoded until it no longer changes: ``%252e%252e`` is ``..`` too."""
+    while (unquoted := urllib.parse.unquote_plus(value)) != value:
+        value = unquoted
+    return value
+
+
+def _split(uri: str) -> urllib.parse.SplitResult | None:
+    try:
+        return urllib.parse.urlsplit(uri)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket in the authority
+        return None
+
+
+def reject_relative_source(source: str) -> None:
+    """Refuse a source that could climb out of wherever it is resolved, in any scheme: ``..``
+    or ``.`` segments (plain or percent-encoded, any number of times), backslashes (a Windows
+    separator an object store or a path join may honour), control characters (NUL truncates
+    paths), and a path that is not absolute (stock resolves it against the server's cwd)."""
+    decoded = _fully_unquoted(source)
+    if "\\" in decoded or _CONTROL_RE.search(decoded) or ".." in decoded.split("/"):
+        raise _relative_source(source)
+    parts = _split(decoded)
+    if parts is None:
+        raise _relative_source(source)
+    path = re.sub(r"/+", "/", parts.path).rstrip("/")
+    if not path.startswith("/") or posixpath.normpath(path) != path:
+        raise _relative_source(source)
+
+
+def source_kind(source: str) -> SourceKind:
+    """How a source is checked (see the section comment). ``source`` passed
+    :func:`reject_relative_source`."""
+    parts = _split(source)
+    if parts is None:
+        raise _relative_source(source)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file"):
+        if scheme == "file" and (parts.hostname or "") not in _LOCAL_FILE_HOSTS:
+            # Another machine's disk (a UNC path, as stock reads it): never ours to vouch for.
+            raise InvalidParameter(
+                f"Invalid model version source: '{_short(source)}'. A file: URI must not name a remote host."
+            )
+        return "local"
+    if scheme == "mlflow-artifacts":
+        return "proxied"
+    if scheme in ("http", "https"):
+        segments = _uri_parts(source)[2]
+        width = len(_PROXIED_ROUTE)
+        if any(segments[i : i + width] == _PROXIED_ROUTE for i in range(len(segments) - width + 1)):
+            return "proxied"
+        return "other"
+    if scheme == "runs":
+        return "runs"
+    if scheme == "models":
+        return "models"
+    return "other"
+
+
+def source_owner(source: str, run_id: str | None, model_id: str | None) -> SourceOwner | None:
+    """Check everything about ``source`` that needs no lookup, and say whose artifact location
+    must contain it (None: nobody's). ``model_id`` takes precedence over ``run_id``, as in stock
+    (register_model sends both for a run's logged model)."""
+    reject_relative_source(source)
+    kind = source_kind(source)
+    field: OwnerField = "model_id" if model_id else "run_id"
+    ident = model_id or run_id
+    if kind == "local":
+        if not ident:
+            raise _local_not_contained(source, "run_id")
+        return SourceOwner(field, ident)
+    if kind == "proxied":
+        if not ident:
+            raise _not_contained(source, "run_id")
+        return SourceOwner(field, ident)
+    parts = _split(source)
+    assert parts is not None  # source_kind split it
+    if kind == "runs":
+        if parts.netloc or model_id:
+            raise _not_contained(source, "model_id" if model_id else "run_id")
+        named = split_runs_source(source)
+        if named is None or (run_id and named[0] != run_id):
+            raise _not_contained(source, "run_id")
+    elif kind == "models":
+        if parts.netloc:  # models://<profile>/...: another registry
+            raise _not_contained(source, "model_id")
+        named_model = split_models_source(source)
+        if named_model is not None and named_model[1] is None and model_id and named_model[0] != model_id:
+            raise _not_contained(source, "model_id")
+    return None
+
+
+def _uri_parts(uri: str) -> tuple[str, str, tuple[str, ...]]:
+    """(scheme, authority, decoded non-empty path segments), both names lower-cased."""
+    parts = _split(uri)
+    if parts is None:
+        return "", "", ()
+    segments = tuple(_fully_unquoted(p) for p in parts.path.split("/") if p)
+    return parts.scheme.lower(), parts.netloc.lower(), segments
+
+
+def check_source_within(source: str, owner: SourceOwner, owner_root: str | None) -> None:
+    """Refuse ``source`` unless it lies inside ``owner_root``, the artifact location of the run or
+    logged model ``owner`` names (None: no such resource). Compared segment by segment after
+    decoding, so ``/root/artifacts-other`` is not inside ``/root/artifacts``."""
+    local = source_kind(source) == "local"
+    if owner_root is None:
+        raise (_local_not_contained if local else _not_contained)(source, owner.field)
+    source_scheme, source_authority, source_segments = _uri_parts(source)
+    root_scheme, root_authority, root_segments = _uri_parts(owner_root)
+    if local:
+        # Both sides must be local; "file:" and a bare path name the same place.
+        root_parts = _split(owner_root)
+        inside = (
+            root_parts is not None
+            and root_scheme in ("", "file")
+            and (root_parts.hostname or "") in _LOCAL_FILE_HOSTS
+        )
+    else:
+        inside = source_scheme == root_scheme and source_authority == root_authority
+    inside = inside and bool(root_segments) and source_segments[: len(root_segments)] == root_segments
+    if not inside:
+        raise (_local_not_contained if local else _not_contained)(source, owner.field)

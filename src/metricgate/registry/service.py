@@ -112,12 +112,22 @@ class RegistryService:
         checked_source = rules.validate_source(source)
         tags = [rules.validate_tag(t) for t in tags]
         rules.validate_description(description)
+        await self._check_source(checked_source, run_id, model_id)
         return await self._apply(
             "model_version.create", audit,
             lambda: self._store.create_model_version(
                 audit, checked, checked_source, run_id, tags, run_link, description, model_id
             ),
         )  # fmt: skip
+
+    async def _check_source(self, source: str, run_id: str | None, model_id: str | None) -> None:
+        """Stock MLflow's source rules (registry/rules.py), before anything is stored: a source
+        that climbs out of its location, or a local / proxied one that is not inside the
+        artifact location of the run or logged model the request names, is a client error."""
+        owner = rules.source_owner(source, run_id, model_id)
+        if owner is not None:
+            location = await self._store.owner_artifact_location(owner.field, owner.ident)
+            rules.check_source_within(source, owner, location)
 
     async def update_model_version(
         self, audit: Audit, name: str | None, version: str | None, description: str | None

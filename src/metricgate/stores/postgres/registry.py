@@ -209,6 +209,19 @@ class PgRegistryStore:
         async with self._db.transaction() as conn:
             await versions.delete_alias(conn, audit, name, alias)
 
+    async def owner_artifact_location(self, field: str, ident: str) -> str | None:
+        """Artifact location of the run (``field`` = ``run_id``) or active logged model
+        (``model_id``) a model-version source must lie in; None when there is no such resource.
+        The registry service checks the source against it before create_model_version runs."""
+        sql = (
+            "SELECT artifact_uri FROM runs WHERE run_id = $1"
+            if field == "run_id"
+            else "SELECT artifact_location FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active'"
+        )
+        async with self._db.connection() as conn:
+            location = await conn.fetchval(sql, ident)
+        return None if location is None else str(location)
+
     async def get_model_version(self, name: str, version: int) -> ModelVersion:
         async with self._db.connection() as conn:
             found = await load_versions(conn, [(await model_key_of(conn, name), version)])
