@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from metricgate.errors import MetricgateError, Unavailable
 from prometheus_client import Counter
@@ -24,6 +25,50 @@ _HTTP_ERROR_CODES = {
     405: "ENDPOINT_NOT_FOUND",
     413: "INVALID_PARAMETER_VALUE",
 }
+
+
+# nginx's "client closed request": the client went away before its answer could be sent. Not a
+# real HTTP status (nothing reaches the client); it keeps dropped clients out of both the 5xx
+# rate (not our fault) and the 400s (the request was not malformed), under a numeric label.
+CLIENT_CLOSED_STATUS = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True once the connection of ``request`` is closed (aiohttp drops the transport then)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _caused_by_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc``, or what it wraps, is how aiohttp reports a connection that went away.
+
+    aiohttp fails a pending body read with the error of ``connection_lost`` (a bare
+    ``ConnectionResetError("Connection lost")`` after a FIN, the socket's error after a RST) and
+    a write to a closed transport with ``ClientConnectionResetError``; a store may wrap either.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ConnectionError, ClientPayloadError)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def client_disconnected(request: web.Request, exc: BaseException) -> bool:
+    """A failure that is the client's leaving, not ours: a connection error *and* the client's
+    connection closed. Both, so that a reset of one of our own connections (S3, a webhook
+    target) during a request whose client is still there stays a server error."""
+    return _caused_by_disconnect(exc) and _client_gone(request)
+
+
+def _log_disconnect(request: web.Request, exc: BaseException) -> None:
+    # Routine (flaky networks, killed clients, timeouts on their side): one line, no traceback.
+    log.info(
+        "client closed the connection during %s %s (%s: %s); request abandoned",
+        request.method, request.path, type(exc).__name__, exc,
+    )  # fmt: skip
 
 
 def error_response(
@@ -46,6 +91,14 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError as exc:
+        # A handler is cancelled when its client leaves (where the server is set to cancel
+        # handlers then, as aiohttp's test server is) or at shutdown; only the first is the
+        # client's doing. The cancellation itself must go on.
+        if _client_gone(request):
+            status = CLIENT_CLOSED_STATUS
+            _log_disconnect(request, exc)
+        raise
     finally:
         counter = _REQUEST_COUNTERS.get((name, status))
         if counter is None:  # labels() takes a lock and builds a key: do it once per pair
@@ -61,6 +114,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except MetricgateError as exc:
+        if exc.status >= 500 and client_disconnected(request, exc):
+            # A store that wrapped the failed body read (e.g. as "storage unavailable").
+            _log_disconnect(request, exc)
+            return web.Response(status=CLIENT_CLOSED_STATUS, reason="Client Closed Request")
         headers = None
         if isinstance(exc, Unavailable):
             headers = {"Retry-After": str(max(1, int(exc.retry_after_s)))}
@@ -79,7 +136,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             message = exc.reason or "Bad request"
         return error_response(code, message, exc.status)
-    except Exception:
+    except Exception as exc:
+        if client_disconnected(request, exc):
+            _log_disconnect(request, exc)
+            # Nobody reads it; it carries the status to metrics_middleware and the access log.
+            return web.Response(status=CLIENT_CLOSED_STATUS, reason="Client Closed Request")
         # Our fault: log the traceback, never send it.
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("INTERNAL_ERROR", "Internal server error", 500)
