@@ -158,8 +158,9 @@ async def test_create_run_shape(api: Api) -> None:
 
 
 async def test_create_run_defaults(api: Api) -> None:
-    # No experiment set: the client sends no experiment_id, the Default ("0") is used.
-    run = (await api.post("/runs/create", {})).ok()["run"]
+    # No experiment set: the client names the Default ("0"); a missing id is refused (issue 11
+    # §6, tests/api/test_int64_bounds.py).
+    run = (await api.post("/runs/create", {"experiment_id": "0"})).ok()["run"]
     assert run["info"]["experiment_id"] == "0"
     assert run["info"]["run_name"]  # a random name
     assert kv(run["data"]["tags"])["mlflow.runName"] == run["info"]["run_name"]

@@ -144,7 +144,25 @@ class Fields:
         return value
 
 
+# Floats at or beyond this magnitude are never taken as an int64, even when integral (see
+# ``parse_int64``). 2**63 is exact as a float, so the comparison itself does not round.
+_FLOAT_INT64_LIMIT = float(2**63)
+
+
 def parse_int64(name: str, value: Any) -> int:
+    """An int64 field (step, timestamp, start/end time, max_results, ...) from a JSON body or a
+    query string: a JSON integer, an integral JSON number (``1.0``, ``1e3``: the mlflow server
+    takes them too) or a decimal string; anything outside [-2**63, 2**63 - 1] is refused.
+
+    Integral floats need care. orjson decodes an integer literal outside [-2**63, 2**64 - 1] to
+    a float, and the float can land back inside the range: ``-9223372036854775809`` becomes
+    ``-9.223372036854775808e18`` == -2**63 exactly, which a value check alone would store as
+    INT64_MIN. Rounding is monotonic and -2**63 is representable, so every such literal gives a
+    float of magnitude >= 2**63 (below INT64_MIN: <= -2**63; beyond 2**64 - 1: >= 2**64), and
+    the JSON text need not be looked at again: refusing every float with ``abs(v) >= 2**63``
+    closes the whole class. The price is a float *literal* that is exactly -2**63
+    (``-9.223372036854775808e18``), also refused; stock MLflow would take it, no client sends it.
+    Integers (orjson's up to 2**64 - 1, Python json's of any size) are exact and range-checked."""
     if isinstance(value, bool):
         raise _bad_type(name, value, "an integer")
     if isinstance(value, int):
@@ -155,12 +173,17 @@ def parse_int64(name: str, value: Any) -> int:
         except ValueError:
             raise _bad_type(name, value, "an integer") from None
     elif isinstance(value, float) and value.is_integer():
+        if not -_FLOAT_INT64_LIMIT < value < _FLOAT_INT64_LIMIT:
+            raise _bad_type(name, value, _INT64_RANGE)
         result = int(value)
     else:
         raise _bad_type(name, value, "an integer")
     if not _INT64_MIN <= result <= _INT64_MAX:
-        raise _bad_type(name, value, "a 64-bit integer")
+        raise _bad_type(name, value, _INT64_RANGE)
     return result
+
+
+_INT64_RANGE = f"a 64-bit integer (from {_INT64_MIN} to {_INT64_MAX})"
 
 
 def parse_double(name: str, value: Any) -> float:
@@ -326,7 +349,8 @@ def decode_metric(item: dict[str, Any] | Fields) -> Metric:
 def _decode_plain_metric(item: dict[str, Any]) -> Metric | None:
     """Hot path of log-batch: the shape the mlflow client sends (str key, number value, int
     timestamp and step, no extras). Anything else returns None and takes the general path,
-    which also produces the error messages."""
+    which also produces the error messages. Only exact ints pass here: a float timestamp or step
+    (what orjson makes of an integer literal beyond 64 bits) always reaches ``parse_int64``."""
     key = item.get("key")
     value = item.get("value")
     timestamp = item.get("timestamp")

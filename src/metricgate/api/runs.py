@@ -66,8 +66,10 @@ def _status(fields: Fields) -> str | None:
 
 async def create_run(request: web.Request) -> web.Response:
     fields = await read_json(request)
-    # The client omits experiment_id when no experiment was set: that is the Default, "0".
-    experiment_id = parse_experiment_id(fields.str("experiment_id") or "0")
+    # Required, "" included: the mlflow client always sends one (the Default is "0", spelled
+    # out), so an empty or missing id is a script's typo or unset variable, and filing the run
+    # under the Default would hide it. Stock MLflow refuses it too (400, from a failing insert).
+    experiment_id = parse_experiment_id(fields.req_str("experiment_id"))
     tags = [validate_tag(t) for t in decode_tags(fields.dict_list("tags"))]
     run = await request.app[SERVICE].runs.create(
         experiment_id=experiment_id,
