@@ -189,6 +189,16 @@ _FRAGMENT = re.compile(r"\S{1,40}")
 _OPEN, _CLOSE, _COMMA = re.compile(r"\("), re.compile(r"\)"), re.compile(",")
 _MAX_ECHO_CHARS = 200  # error messages quote the client's input, but not all of a huge one
 
+# Limits on one filter (metricgate's own; MLflow has none). Without them a filter of a few KB,
+# such as 300 repetitions of "metrics.a > 1", kept a pooled database connection busy for a
+# minute (the planner's work grew roughly cubically with the number of subqueries). The SQL now
+# builds one subquery per distinct key, so these bound the work per search: 100 comparisons is
+# far more than any hand-written or MLflow-client filter, and 25 distinct metric/param/tag/dataset
+# keys keep the number of subqueries small. Attributes (columns of the row itself) need no
+# subquery and count only towards the comparison limit.
+MAX_FILTER_CLAUSES = 100
+MAX_FILTER_KEYS = 25
+
 
 @dataclass(frozen=True, slots=True)
 class _Identifier:
@@ -370,14 +380,36 @@ def _parse_filter(filter_string: object, grammar: _Grammar) -> list[Clause]:
         raise InvalidParameter(f"Invalid filter '{_shorten(filter_string)}'. Could not be parsed.")
     scanner = _Scanner(filter_string)
     clauses = [_parse_comparison(scanner, grammar)]
-    while not scanner.at_end():
+    keys: set[tuple[str, str]] = set()
+    while True:
+        # Checked while parsing, so an oversized filter is refused before the rest is read.
+        _check_limits(clauses, keys)
+        if scanner.at_end():
+            return clauses
         if scanner.take(_AND) is None:
             raise InvalidParameter(
                 f"Invalid clause(s) in filter string: {scanner.upcoming()}. "
                 "Comparisons can only be joined with AND."
             )
         clauses.append(_parse_comparison(scanner, grammar))
-    return clauses
+
+
+def _check_limits(clauses: list[Clause], keys: set[tuple[str, str]]) -> None:
+    """Refuse a filter over MAX_FILTER_CLAUSES or MAX_FILTER_KEYS; ``keys`` accumulates the
+    distinct (entity, key) pairs of the clauses seen so far (the newest is ``clauses[-1]``)."""
+    if len(clauses) > MAX_FILTER_CLAUSES:
+        raise InvalidParameter(
+            f"Invalid filter: more than {MAX_FILTER_CLAUSES} comparisons. A search filter may hold "
+            f"at most {MAX_FILTER_CLAUSES} comparisons joined with AND."
+        )
+    last = clauses[-1]
+    if last.kind != ATTRIBUTE:
+        keys.add((last.kind, last.key))
+        if len(keys) > MAX_FILTER_KEYS:
+            raise InvalidParameter(
+                f"Invalid filter: more than {MAX_FILTER_KEYS} distinct keys. A search filter may "
+                f"compare at most {MAX_FILTER_KEYS} distinct metric, param, tag or dataset keys."
+            )
 
 
 def _parse_comparison(scanner: _Scanner, grammar: _Grammar) -> Clause:

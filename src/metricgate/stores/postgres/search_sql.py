@@ -8,7 +8,7 @@ caller that a next page exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from metricgate.errors import InvalidParameter
 from metricgate.search.filter import (
@@ -16,6 +16,7 @@ from metricgate.search.filter import (
     DATASET,
     METRIC,
     PARAM,
+    TAG,
     Clause,
     ClauseValue,
     OrderKey,
@@ -71,6 +72,13 @@ _FREE_TEXT_COLUMNS = frozenset(
     {"r.run_name", "r.status", "r.user_id", "r.artifact_uri", "e.name",
      "lm.name", "lm.model_type", "lm.status", "lm.source_run_id"}
 )  # fmt: skip
+# Tables whose primary key is (owner, key): at most one row per owner and key. Several clauses on
+# one key of these tables can share one EXISTS with their comparisons ANDed (see
+# _grouped_keyed_conditions). Not logged_model_metrics (every logged value) nor dataset inputs
+# (several per run): there each clause may be met by a different row.
+_ONE_ROW_PER_KEY = frozenset(
+    {"latest_metrics", "params", "tags", "experiment_tags", "logged_model_params", "logged_model_tags"}
+)
 _NUMERIC_COLUMNS = frozenset(
     {"r.start_time", "r.end_time", "e.creation_time", "e.last_update_time",
      "lm.creation_timestamp_ms", "lm.last_updated_timestamp_ms"}
@@ -115,14 +123,18 @@ def compile_run_search(
     view_type: str,
     max_results: int,
     offset: int,
+    *,
+    group_by_key: bool = True,
 ) -> tuple[str, list[object]]:
-    """SQL selecting ``run_id`` of matching runs, in MLflow's order, one page plus one row."""
+    """SQL selecting ``run_id`` of matching runs, in MLflow's order, one page plus one row.
+    ``group_by_key=False`` builds one subquery per clause (the former SQL, kept to prove the
+    grouped form equivalent in tests)."""
     clauses = parse_run_filter(filter_string)
     order_keys = parse_order_by(order_by)
     query = SqlQuery("r.run_id", "runs AS r")
     _restrict_experiments(query, "r.experiment_id", experiment_ids)
     _restrict_lifecycle(query, "r.lifecycle_stage", view_type)
-    query.where.extend(_run_condition(query, clause) for clause in clauses)
+    query.where.extend(_conditions(query, clauses, _run_target, _run_condition, group_by_key))
     _order_runs(query, order_keys)
     return query.render(*page_window(max_results, offset))
 
@@ -133,6 +145,8 @@ def compile_experiment_search(
     order_by: Sequence[str] | None,
     max_results: int,
     offset: int,
+    *,
+    group_by_key: bool = True,
 ) -> tuple[str, list[object]]:
     """SQL selecting ``experiment_id`` of matching experiments, one page plus one row."""
     clauses = parse_experiment_filter(filter_string)
@@ -143,12 +157,9 @@ def compile_experiment_search(
     ]
     query = SqlQuery("e.experiment_id", "experiments AS e")
     _restrict_lifecycle(query, "e.lifecycle_stage", view_type)
-    for clause in clauses:
-        if clause.kind == ATTRIBUTE:
-            query.where.append(compare_sql(query, _EXPERIMENT_COLUMNS[clause.key], clause))
-        else:
-            link = "x.experiment_id = e.experiment_id"
-            query.where.append(_keyed_condition(query, "experiment_tags", link, clause))
+    query.where.extend(
+        _conditions(query, clauses, _experiment_target, _experiment_condition, group_by_key)
+    )
     query.order.extend(sort_term(_EXPERIMENT_COLUMNS[k.key], k.ascending) for k in order_keys)
     if not any(k.key == "experiment_id" for k in order_keys):
         query.order.append("e.experiment_id DESC")
@@ -161,6 +172,8 @@ def compile_logged_model_search(
     order_by: Sequence[Mapping[str, object]] | None,
     max_results: int,
     offset: int,
+    *,
+    group_by_key: bool = True,
 ) -> tuple[str, list[object]]:
     """SQL selecting ``model_id`` of matching active logged models, one page plus one row."""
     clauses = parse_logged_model_filter(filter_string)
@@ -168,33 +181,115 @@ def compile_logged_model_search(
     query = SqlQuery("lm.model_id", "logged_models AS lm")
     _restrict_experiments(query, "lm.experiment_id", experiment_ids)
     query.where.append(f"lm.lifecycle_stage = {query.bind('active', 'text')}")
-    query.where.extend(_logged_model_condition(query, clause) for clause in clauses)
+    query.where.extend(
+        _conditions(query, clauses, _logged_model_target, _logged_model_condition, group_by_key)
+    )
     _order_logged_models(query, order_keys)
     return query.render(*page_window(max_results, offset))
 
 
 # --- conditions -------------------------------------------------------------------------------
 
+# (table, link) of a clause answered by an EXISTS over a (owner, key, value) table; None for a
+# clause on a column of the searched row or with its own subquery (datasets).
+_Target = Callable[[Clause], tuple[str, str] | None]
+
+
+def _conditions(
+    query: SqlQuery,
+    clauses: Sequence[Clause],
+    target_of: _Target,
+    condition_of: Callable[[SqlQuery, Clause], str],
+    group_by_key: bool,
+) -> list[str]:
+    """WHERE conditions for ``clauses``: one EXISTS per distinct key of a one-row-per-key table
+    (cost linear in the clauses; a subquery per clause made planning grow roughly cubically)
+    and one condition per other clause."""
+    conditions: list[str] = []
+    groups: dict[tuple[str, str, str], list[Clause]] = {}
+    # A repeated clause adds nothing to a conjunction; drop it (first occurrence kept, so the
+    # SQL stays deterministic) before it costs a subquery that cannot be grouped.
+    for clause in dict.fromkeys(clauses) if group_by_key else clauses:
+        target = target_of(clause)
+        if group_by_key and target is not None and target[0] in _ONE_ROW_PER_KEY:
+            groups.setdefault((*target, clause.key), []).append(clause)
+        else:
+            conditions.append(condition_of(query, clause))
+    for (table, link, _key), group in groups.items():
+        conditions.extend(_grouped_keyed_conditions(query, table, link, group))
+    return conditions
+
+
+def _run_target(clause: Clause) -> tuple[str, str] | None:
+    table = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}.get(clause.kind)
+    return None if table is None else (table, "x.run_id = r.run_id")
+
 
 def _run_condition(query: SqlQuery, clause: Clause) -> str:
     if clause.kind == ATTRIBUTE:
         return compare_sql(query, _RUN_COLUMNS[clause.key], clause)
-    if clause.kind == METRIC:
-        return _keyed_condition(query, "latest_metrics", "x.run_id = r.run_id", clause)
     if clause.kind == DATASET:
         return _dataset_condition(query, clause)
-    table = "params" if clause.kind == PARAM else "tags"
-    return _keyed_condition(query, table, "x.run_id = r.run_id", clause)
+    target = _run_target(clause)
+    if target is None:
+        raise RuntimeError(f"unexpected run clause kind {clause.kind!r}")
+    return _keyed_condition(query, *target, clause)
 
 
-def _logged_model_condition(query: SqlQuery, clause: Clause) -> str:
+def _experiment_target(clause: Clause) -> tuple[str, str] | None:
     if clause.kind == ATTRIBUTE:
-        return compare_sql(query, _MODEL_COLUMNS[clause.key], clause)
+        return None
+    return "experiment_tags", "x.experiment_id = e.experiment_id"
+
+
+def _experiment_condition(query: SqlQuery, clause: Clause) -> str:
+    target = _experiment_target(clause)
+    if target is None:
+        return compare_sql(query, _EXPERIMENT_COLUMNS[clause.key], clause)
+    return _keyed_condition(query, *target, clause)
+
+
+def _logged_model_target(clause: Clause) -> tuple[str, str] | None:
+    if clause.kind == ATTRIBUTE:
+        return None
     # As in MLflow's SqlAlchemyStore, a model matches a metric filter when any of its logged
     # values for that key matches, not only the latest one.
     tables = {METRIC: "logged_model_metrics", PARAM: "logged_model_params"}
-    table = tables.get(clause.kind, "logged_model_tags")
-    return _keyed_condition(query, table, "x.model_id = lm.model_id", clause)
+    return tables.get(clause.kind, "logged_model_tags"), "x.model_id = lm.model_id"
+
+
+def _logged_model_condition(query: SqlQuery, clause: Clause) -> str:
+    target = _logged_model_target(clause)
+    if target is None:
+        return compare_sql(query, _MODEL_COLUMNS[clause.key], clause)
+    return _keyed_condition(query, *target, clause)
+
+
+def _grouped_keyed_conditions(
+    query: SqlQuery, table: str, link: str, clauses: Sequence[Clause]
+) -> list[str]:
+    """The clauses on one key of a one-row-per-key table, as at most two conditions.
+
+    Each clause except IS NULL reads "a row for the key exists and its value passes a test"
+    (``!=`` and ``NOT IN`` included: they need the row, see _keyed_condition). With at most one
+    such row, the conjunction of those EXISTS is one EXISTS of the conjunction of the tests.
+    IS NULL ("no row") cannot join them and stays a separate NOT EXISTS (once per key)."""
+    present = [clause for clause in dict.fromkeys(clauses) if clause.op != "IS NULL"]
+    key = clauses[0].key
+    conditions: list[str] = []
+    if any(clause.op == "IS NULL" for clause in clauses):
+        conditions.append(
+            f"NOT EXISTS (SELECT 1 FROM {table} AS x WHERE {link}"
+            f" AND x.key = {query.bind(key, 'text')})"
+        )
+    if present:
+        parts = [link, f"x.key = {query.bind(key, 'text')}"]
+        compare = _metric_compare if present[0].kind == METRIC else compare_sql
+        parts.extend(
+            compare(query, "x.value", clause) for clause in present if clause.op != "IS NOT NULL"
+        )
+        conditions.append(f"EXISTS (SELECT 1 FROM {table} AS x WHERE {' AND '.join(parts)})")
+    return conditions
 
 
 def _keyed_condition(query: SqlQuery, table: str, link: str, clause: Clause) -> str:
