@@ -148,3 +148,26 @@ def test_ui_support_calls_on_the_live_server(mlflow_tracking: str) -> None:
     query = {"experiment_ids": ["0"], "view_type": "TRACES", "metric_name": "trace_count", "aggregations": [count]}
     metrics = requests.post(f"{ajax}/3.0/mlflow/traces/metrics", json=query, timeout=30)
     assert metrics.json() == {"data_points": [{"metric_name": "trace_count", "values": {"COUNT": 0.0}}]}
+
+
+def test_run_artifacts_download_from_an_s3_root(mlflow_tracking_s3: Any, tmp_path: Path) -> None:
+    # The same UI download with the artifact root on SeaweedFS over HTTP (real S3 protocol).
+    base = mlflow_tracking_s3.url
+    mlflow.set_experiment("ui-s3")
+    blob = os.urandom(3 * 1024 * 1024 + 7)
+    (tmp_path / "weights.bin").write_bytes(blob)
+    (tmp_path / "notes.txt").write_bytes(b"on s3\n")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "weights.bin"))
+        mlflow.log_artifact(str(tmp_path / "notes.txt"))
+    run_id = run.info.run_id
+    whole = _get(base, "/get-artifact", {"run_uuid": run_id, "path": "weights.bin"})
+    assert whole.status_code == 200 and whole.content == blob
+    assert whole.headers["Content-Disposition"].startswith("attachment")
+    assert whole.headers["X-Content-Type-Options"] == "nosniff"
+    part = _get(base, "/get-artifact", {"run_uuid": run_id, "path": "weights.bin"}, {"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == blob[1000:2000]
+    text = _get(base, "/get-artifact", {"run_uuid": run_id, "path": "notes.txt"})
+    assert text.content == b"on s3\n" and text.headers["Content-Type"].startswith("text/plain")
+    missing = _get(base, "/get-artifact", {"run_uuid": run_id, "path": "nope.bin"})
+    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
