@@ -59,6 +59,9 @@ class FakeRuns:
         except KeyError:
             raise NotFound(f"Run with id={run_id} not found") from None
 
+    async def artifact_uri(self, run_id: str) -> str:
+        return (await self.get(run_id)).info.artifact_uri
+
 
 @dataclass
 class FakeService:

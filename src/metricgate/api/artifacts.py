@@ -273,8 +273,7 @@ async def list_run_artifacts(request: web.Request) -> web.Response:
 async def run_artifact_listing(service: Service, fields: Fields) -> dict[str, Any]:
     """A run's artifacts/list answer (REST and GraphQL share it)."""
     relative = normalize_artifact_path(fields.str("path") or "", allow_root=True)
-    run = await service.runs.get(fields.run_id())  # NotFound -> 404 like mlflow
-    root_uri = run.info.artifact_uri
+    root_uri = await service.runs.artifact_uri(fields.run_id())  # NotFound -> 404 like mlflow
     files: list[dict[str, Any]] = []
     base = proxied_store_path(root_uri)
     if base is not None:

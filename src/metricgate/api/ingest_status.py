@@ -93,12 +93,13 @@ async def ingest_status(request: web.Request) -> web.Response:
     return response
 
 
-_PAGE = importlib.resources.files("metricgate.api").joinpath("ingest_page.html")
+# Read once: a static page of the package, polled by open browser tabs.
+_PAGE = importlib.resources.files("metricgate.api").joinpath("ingest_page.html").read_bytes()
 
 
 async def ingest_page(request: web.Request) -> web.Response:
     return web.Response(
-        body=_PAGE.read_bytes(),
+        body=_PAGE,
         content_type="text/html",
         charset="utf-8",
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},

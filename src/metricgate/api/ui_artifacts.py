@@ -95,8 +95,8 @@ async def run_artifact(request: web.Request) -> web.StreamResponse:
     run_id = fields.str("run_id") or fields.str("run_uuid")
     if not run_id:
         raise NotFound("Run with id=None not found")  # stock's answer to a missing id
-    run = await request.app[SERVICE].runs.get(run_id)  # NotFound -> 404 like stock
-    return await _send(request, run.info.artifact_uri, relative)
+    artifact_uri = await request.app[SERVICE].runs.artifact_uri(run_id)  # NotFound -> 404 like stock
+    return await _send(request, artifact_uri, relative)
 
 
 async def model_version_artifact(request: web.Request) -> web.StreamResponse:

@@ -108,6 +108,15 @@ class PgRunStore:
             raise run_not_found(run_id)
         return rows
 
+    async def artifact_uri(self, run_id: str) -> str:
+        """Where the run's artifacts live; NotFound if there is no such run. The artifact reads
+        need only this, not the run's params, tags and metrics."""
+        async with self._db.connection() as conn:
+            uri = await conn.fetchval("SELECT artifact_uri FROM runs WHERE run_id = $1", run_id)
+        if uri is None:
+            raise run_not_found(run_id)
+        return str(uri)
+
     async def require_exists(self, run_id: str) -> None:
         async with self._db.connection() as conn:
             if await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id) is None:
