@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from metricgate.config import FlushSettings
 from metricgate.errors import InvalidParameter, StoreUnavailable
+from metricgate.health_log import OutageLog
 from metricgate.ingest import wire
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
@@ -49,9 +50,20 @@ _TRANSIENT = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
+# Conflicts between concurrent writers, not outages: logged each time, they are rare.
+_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # Errors that retrying the same entries cannot fix (a value PostgreSQL refuses).
 _PERMANENT = (asyncpg.PostgresError, InvalidParameter)
 _RETRY_MAX_S = 5.0
+# Once stopping, a write still in hand is retried this often: if the dependency comes back
+# within the drain timeout the batch is finished and acknowledged instead of replayed later.
+_RETRY_MAX_STOPPING_S = 0.5
+# How long a cancelled write may take to unwind (release its connection) before run() returns.
+_CANCEL_GRACE_S = 1.0
+
+
+class _GaveUp(Exception):
+    """A read-side operation failed while stopping: nothing is in hand, so nothing to finish."""
 
 
 @dataclass
@@ -73,13 +85,19 @@ class Flusher:
         self._settings = settings
         self.consumer = consumer_name()
         self._stopping = asyncio.Event()
+        self._redis = OutageLog(log, f"flusher {self.consumer}: Redis")
+        self._postgres = OutageLog(log, f"flusher {self.consumer}: PostgreSQL")
 
     def stop(self) -> None:
         """Stop reading new entries; the batch in hand is still written and acknowledged."""
         self._stopping.set()
 
     async def run(self) -> None:
-        await self._with_retry(self._streams.ensure_groups)
+        try:
+            await self._with_retry(self._streams.ensure_groups, self._redis, finish=False)
+        except _GaveUp:
+            log.info("flusher %s stopped before it started", self.consumer)
+            return
         # Recovery first: entries this consumer name read but never acknowledged. A fresh name
         # has none; orphans of dead consumers come back through claim_orphans.
         last_claim = last_trim = 0.0
@@ -88,21 +106,28 @@ class Flusher:
         # still commit in the order they were read, and XACK still follows each COMMIT.
         committing: asyncio.Task[None] | None = None
         try:
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                if now - last_claim >= max(self._settings.claim_idle_s / 2, 0.5):
-                    committing = await self._hand_over(committing, self._prepare(await self._with_retry(self._claim)))
-                    last_claim = time.monotonic()
-                entries = await self._with_retry(self._collect)
-                committing = await self._hand_over(committing, self._prepare(entries))
-                if time.monotonic() - last_trim >= self._settings.trim_interval_s:
-                    await self._with_retry(self._streams.trim)
-                    last_trim = time.monotonic()
+            try:
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    if now - last_claim >= max(self._settings.claim_idle_s / 2, 0.5):
+                        claimed = await self._with_retry(self._claim, self._redis, finish=False)
+                        committing = await self._hand_over(committing, self._prepare(claimed))
+                        last_claim = time.monotonic()
+                    entries = await self._with_retry(self._collect, self._redis, finish=False)
+                    committing = await self._hand_over(committing, self._prepare(entries))
+                    if time.monotonic() - last_trim >= self._settings.trim_interval_s:
+                        await self._with_retry(self._streams.trim, self._redis, finish=False)
+                        last_trim = time.monotonic()
+            except _GaveUp:
+                pass  # stopping with Redis away: what was read stays pending for the next flusher
             if committing is not None:
                 await committing
         except asyncio.CancelledError:
             if committing is not None:
                 committing.cancel()
+                # Let the write unwind (roll back, release its connection) before the pool
+                # closes; bounded, and its entries stay pending either way.
+                await asyncio.wait({committing}, timeout=_CANCEL_GRACE_S)
             raise
         log.info("flusher %s stopped", self.consumer)
 
@@ -160,7 +185,7 @@ class Flusher:
         decoded, poison = prepared.decoded, list(prepared.poison)
         started = time.monotonic()
         try:
-            await self._with_retry(lambda: self._writer.write(prepared.batch))
+            await self._with_retry(lambda: self._writer.write(prepared.batch), self._postgres)
         except _PERMANENT as exc:
             # Not transient: some entry can never be written. Find it entry by entry.
             log.error("batch of %d entries failed (%s); isolating the bad entry", len(decoded), exc)
@@ -168,11 +193,13 @@ class Flusher:
             poison.extend(bad)
         for entry, reason in poison:
             log.error("dead-lettering entry %s of %s: %s", entry.entry_id, entry.stream, reason)
-            await self._with_retry(lambda e=entry, r=reason: self._streams.dead_letter(e, r))
+            await self._with_retry(lambda e=entry, r=reason: self._streams.dead_letter(e, r), self._redis)
             METRICS.dead_lettered.inc()
         # XACK strictly after COMMIT: an ack lost here only causes a harmless replay.
-        await self._with_retry(lambda: self._streams.ack(prepared.entries))
-        await self._with_retry(lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded))
+        await self._with_retry(lambda: self._streams.ack(prepared.entries), self._redis)
+        await self._with_retry(
+            lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded), self._redis
+        )
         self._observe(decoded, started)
 
     async def _write(self, batches: list[wire.PointBatch]) -> None:
@@ -182,7 +209,7 @@ class Flusher:
         good, bad = [], []
         for entry, batch in decoded:
             try:
-                await self._with_retry(lambda b=batch: self._write([b]))
+                await self._with_retry(lambda b=batch: self._write([b]), self._postgres)
                 good.append((entry, batch))
             except _PERMANENT as exc:
                 bad.append((entry, f"{type(exc).__name__}: {exc}"))
@@ -197,19 +224,37 @@ class Flusher:
         for _, batch in decoded:
             METRICS.ack_to_visible_seconds.observe(max(0.0, (now_ms - batch.acked_at_ms) / 1000))
 
-    async def _with_retry(self, operation):  # type: ignore[no-untyped-def]
+    async def _with_retry(self, operation, dependency: OutageLog, *, finish: bool = True):  # type: ignore[no-untyped-def]
         """Retry transient failures with capped backoff, for as long as it takes: giving up
-        would mean dropping acknowledged points. On shutdown the drain timeout cancels it."""
+        would mean dropping acknowledged points. On shutdown the drain timeout cancels it.
+
+        ``finish=False`` marks the read side (claim, read, trim): once stopping, a failure there
+        raises ``_GaveUp`` at once instead of retrying, because nothing read is lost (it stays
+        pending) and waiting would only spend the drain timeout. An outage is logged once when
+        it starts and once when it ends (``dependency``), not at every retry."""
         delay_s = 0.1
         while True:
             try:
-                return await operation()
+                result = await operation()
             except _TRANSIENT as exc:
-                log.warning("flusher %s: %s; retrying in %.1f s", self.consumer, exc, delay_s)
+                if isinstance(exc, _CONFLICTS):
+                    log.warning("flusher %s: %s; retrying in %.1f s", self.consumer, exc, delay_s)
+                else:
+                    dependency.failed(exc)
+                if not finish and self._stopping.is_set():
+                    raise _GaveUp from exc
                 if isinstance(exc, ResponseError) and ("NOGROUP" in str(exc) or "no such key" in str(exc)):
                     # Redis came back without its data (no AOF, or a new instance): appends
                     # recreated the streams, but not our consumer group.
                     with contextlib.suppress(RedisError):
                         await self._streams.ensure_groups()
-                await asyncio.sleep(delay_s)
+                if finish:
+                    await asyncio.sleep(min(delay_s, _RETRY_MAX_STOPPING_S) if self._stopping.is_set() else delay_s)
+                else:
+                    # A stop during the wait ends it (and then the read side gives up).
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
+            else:
+                dependency.ok()
+                return result

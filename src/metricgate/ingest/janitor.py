@@ -16,7 +16,9 @@ from redis.exceptions import RedisError
 
 from metricgate.config import FlushSettings
 from metricgate.errors import MetricgateError
+from metricgate.health_log import OutageLog
 from metricgate.ingest.streams import IngestStreams
+from metricgate.lifecycle import sleep_unless_set
 from metricgate.stores.postgres.runs import PgRunStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class AbandonedRunJanitor:
         self._streams = streams
         self._settings = settings
         self._stopping = asyncio.Event()
+        self._outage = OutageLog(log, "abandoned-run janitor: PostgreSQL or Redis")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -43,11 +46,10 @@ class AbandonedRunJanitor:
             try:
                 await self.sweep()
             except (MetricgateError, RedisError, OSError) as exc:
-                log.warning("abandoned-run sweep failed: %s", exc)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
+                self._outage.failed(exc)
+            else:
+                self._outage.ok()
+            await sleep_unless_set(self._stopping, self.interval_s)
 
     async def sweep(self) -> list[str]:
         """Mark every abandoned run; returns their ids."""

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from metricgate.config import IngestSettings
 from metricgate.entities import Metric, MetricColumns
 from metricgate.errors import Unavailable
+from metricgate.health_log import OutageLog
 from metricgate.ingest import wire
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
@@ -26,6 +27,7 @@ from metricgate.stores.postgres.metrics import PgMetricWriter
 log = logging.getLogger(__name__)
 
 BACKLOG_POLL_S = 0.1
+CLOSE_TIMEOUT_S = 2.0
 
 
 class BacklogFull(Unavailable):
@@ -40,7 +42,10 @@ class StreamMetricSink:
         self._backlog = 0
         self._poller: asyncio.Task[None] | None = None
         self._stopping = False
-        self._last_error_log = 0.0
+        # One line when Redis goes away and one when it is back, per path (the poller runs
+        # every 100 ms and appends run per request: logging each failure floods the log).
+        self._poll_outage = OutageLog(log, "Redis (ingest backlog poll)")
+        self._append_outage = OutageLog(log, "Redis (metric appends, answered 503 meanwhile)")
 
     async def start(self) -> None:
         await self._streams.ensure_groups()
@@ -54,8 +59,14 @@ class StreamMetricSink:
             # still sees the flag and ends (found as a shutdown that hung ~1 time in 8).
             self._stopping = True
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            # Bounded: shutdown must end even if a Redis call ignores the cancel for a while
+            # (a peer that stopped answering keeps the socket open until socket_timeout).
+            done, _ = await asyncio.wait({self._poller}, timeout=CLOSE_TIMEOUT_S)
+            if not done:
+                log.warning("backlog poller did not stop within %.0f s; abandoning it", CLOSE_TIMEOUT_S)
+            else:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    self._poller.result()
             self._poller = None
 
     async def _poll_backlog(self) -> None:
@@ -66,7 +77,9 @@ class StreamMetricSink:
                 self._backlog = await self._streams.backlog_entries()
                 METRICS.backlog_entries.set(self._backlog)
             except RedisError as exc:
-                log.warning("cannot read ingest backlog: %s", exc)
+                self._poll_outage.failed(exc)
+            else:
+                self._poll_outage.ok()
             await asyncio.sleep(BACKLOG_POLL_S)
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
@@ -92,18 +105,12 @@ class StreamMetricSink:
             await self._streams.append(run_id, fields)
         except RedisError as exc:
             METRICS.rejections.labels("redis").inc()
-            self._log_redis_error(exc)
+            self._append_outage.failed(exc)
             raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
         finally:
             self._inflight -= 1
+        self._append_outage.ok()
         METRICS.points_accepted.inc(points)
-
-    def _log_redis_error(self, exc: RedisError) -> None:
-        # At most one line per second: an outage would otherwise log once per request.
-        now = time.monotonic()
-        if now - self._last_error_log >= 1.0:
-            self._last_error_log = now
-            log.warning("metric append failed, answering 503: %r", exc)
 
     async def wait_visible(self, run_id: str) -> None:
         """Return once every point acknowledged for ``run_id`` before this call is in PostgreSQL."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from metricgate.config import UploadSettings
 from metricgate.errors import InvalidParameter, MetricgateError
+from metricgate.health_log import OutageLog
+from metricgate.lifecycle import sleep_unless_set
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.uploads.commit import SessionCommitter
@@ -40,6 +42,7 @@ class UploadSweeper:
         self._committer = committer
         self._settings = settings
         self._stopping = asyncio.Event()
+        self._outage = OutageLog(log, "upload sweeper: PostgreSQL or the artifact store")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -49,9 +52,10 @@ class UploadSweeper:
             try:
                 await self.sweep()
             except (MetricgateError, OSError) as exc:
-                log.warning("upload sweep failed: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)
+                self._outage.failed(exc)
+            else:
+                self._outage.ok()
+            await sleep_unless_set(self._stopping, self._settings.sweep_interval_s)
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()

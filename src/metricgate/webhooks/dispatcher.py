@@ -19,6 +19,7 @@ import aiohttp
 from metricgate import __version__
 from metricgate.config import WebhookSettings
 from metricgate.errors import Unavailable
+from metricgate.health_log import OutageLog
 from metricgate.webhooks.models import ClaimedDelivery, delivery_body
 from metricgate.webhooks.retry import judge, retry_after_s
 from metricgate.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, signature_headers
@@ -65,7 +66,7 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_webhook: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
-        self._last_outage_log = 0.0
+        self._outage = OutageLog(log, "webhook dispatcher: PostgreSQL")
         self._next_purge = 0.0  # monotonic time; the first purge runs at start
 
     def stop(self) -> None:
@@ -129,11 +130,9 @@ class WebhookDispatcher:
         try:
             claimed = await self._store.claim(free, self._saturated(), lease_s(self._settings))
         except Unavailable as exc:
-            now = time.monotonic()
-            if now - self._last_outage_log > 30:
-                self._last_outage_log = now
-                log.warning("webhook dispatcher cannot reach the database: %s", exc.message)
+            self._outage.failed(exc.message)
             return False
+        self._outage.ok()
         for delivery in claimed:
             self._start(delivery)
         return bool(claimed) and len(claimed) < free
