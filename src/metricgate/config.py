@@ -43,9 +43,18 @@ class PostgresSettings:
     acquire_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
     migrate_on_start: bool = False
+    # Reads whose cost the client's input decides (searches, metric history, GraphQL) run on a
+    # pool of their own, so a burst of expensive searches waits for a read connection instead of
+    # taking the ones the flusher and the write path need; PostgreSQL cancels any such statement
+    # that runs longer than the timeout (answered 400, not "database unavailable").
+    read_pool_max_size: int = 8
+    read_statement_timeout_s: float = 30.0
 
     def __repr__(self) -> str:
-        return f"PostgresSettings(url={mask_url(self.url)!r}, pool={self.pool_min_size}..{self.pool_max_size})"
+        return (
+            f"PostgresSettings(url={mask_url(self.url)!r}, pool={self.pool_min_size}..{self.pool_max_size}, "
+            f"read_pool={self.read_pool_max_size})"
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,10 @@ class Settings:
             acquire_timeout_s=reader.float("DB_ACQUIRE_TIMEOUT_S", PostgresSettings.acquire_timeout_s),
             command_timeout_s=reader.float("DB_COMMAND_TIMEOUT_S", PostgresSettings.command_timeout_s),
             migrate_on_start=reader.bool("MIGRATE_ON_START", PostgresSettings.migrate_on_start),
+            read_pool_max_size=reader.int("DB_READ_POOL_MAX", PostgresSettings.read_pool_max_size),
+            read_statement_timeout_s=reader.float(
+                "DB_READ_STATEMENT_TIMEOUT_S", PostgresSettings.read_statement_timeout_s
+            ),
         )
         redis = RedisSettings(
             url=reader.str("REDIS_URL", RedisSettings.url),
@@ -268,6 +281,8 @@ class Settings:
     def validate(self) -> None:
         if not self.postgres.url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL")
+        if self.postgres.read_pool_max_size < 1 or self.postgres.read_statement_timeout_s <= 0:
+            raise ConfigError(f"{ENV_PREFIX}DB_READ_POOL_MAX and DB_READ_STATEMENT_TIMEOUT_S must be positive")
         # Refuse other schemes here rather than at the first upload.
         if not self.artifacts.uri.startswith(("file://", "s3://")):
             raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path or s3://bucket/prefix URI")

@@ -65,6 +65,11 @@ class InvalidParameter(MetricgateError):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
+class QueryTimeout(InvalidParameter):
+    """A client-shaped read ran past the read statement timeout. A 400, not a 503 or 504: the
+    mlflow client retries 5xx up to seven times, and the same query would hit the same limit."""
+
+
 class BadRequest(InvalidParameter):
     error_code = "BAD_REQUEST"
 

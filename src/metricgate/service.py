@@ -1,8 +1,10 @@
 """Opens every resource in order and closes them in reverse.
 
-pool -> (schema check) -> Redis -> metric sink -> stores -> artifact store -> embedded flusher.
-On close the flusher stops reading first and finishes (commit, ack) the batch in hand, then the
-sink, Redis and the pool close.
+pool -> (schema check) -> Redis -> metric sink -> stores -> artifact store -> background workers.
+On close the background workers (flusher, janitor, webhook dispatcher, upload sweeper) stop
+together: the flusher stops reading and finishes (commit, ack) the batch in hand, all within
+``METRICGATE_FLUSH_DRAIN_TIMEOUT_S``; then the artifact store, the sink, Redis and the pool close,
+each step bounded (docs/design-shutdown.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
 from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
+from metricgate.lifecycle import BackgroundWorker, BackgroundWorkers, close_bounded
 from metricgate.live_status import LiveStatus
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
@@ -32,7 +35,7 @@ from metricgate.stores.postgres.live_counts import PgLiveCounts
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
 from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.stores.postgres.webhooks import PgWebhookStore
@@ -45,6 +48,9 @@ from metricgate.uploads.visible_store import VisibleArtifactStore
 from metricgate.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
+
+# Closing the pools with PostgreSQL gone or frozen: past this, connections are terminated.
+DB_CLOSE_TIMEOUT_S = 2.0
 
 
 class MetricSink(Protocol):
@@ -81,8 +87,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    pool = await create_pool(settings.postgres)
-    db = Database(pool, settings.postgres.acquire_timeout_s)
+    db = await Database.open(settings.postgres)
     try:
         async with db.connection() as conn:
             if settings.postgres.migrate_on_start:
@@ -94,7 +99,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             )
         yield db
     finally:
-        await db.aclose()
+        await close_bounded("the PostgreSQL pools", db.aclose(DB_CLOSE_TIMEOUT_S), DB_CLOSE_TIMEOUT_S + 1.0)
 
 
 @contextlib.asynccontextmanager
@@ -111,30 +116,10 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
     try:
         yield streams
     finally:
-        await streams.aclose()
-        await client.aclose()
-
-
-class BackgroundWorker(Protocol):
-    """What runs beside the HTTP tier (flusher, janitor, webhook dispatcher, upload sweeper)."""
-
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-async def _supervise(name: str, worker: BackgroundWorker) -> None:
-    """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
-    would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
-    while True:
-        try:
-            await worker.run()
-            return  # stop() was called
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s crashed; restarting it in 1 s", name)
-            await asyncio.sleep(1.0)
+        # Each step bounded: with Redis frozen (not refusing) a close waits for socket timeouts.
+        await close_bounded("the Redis appender", streams.aclose())
+        await close_bounded("the Redis client", client.aclose())
+        await close_bounded("the Redis connections", pool.aclose())
 
 
 @contextlib.asynccontextmanager
@@ -143,20 +128,22 @@ async def run_in_background(
 ) -> AsyncIterator[None]:
     """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
     finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
-    task = asyncio.create_task(_supervise(name, worker), name=name)
+    workers = BackgroundWorkers()
+    workers.start(name, worker)
     try:
         yield
     finally:
-        worker.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), drain_timeout_s)
-        except asyncio.TimeoutError:
-            log.warning("%s did not stop within %.0f s; cancelling", name, drain_timeout_s)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        except Exception:
-            log.exception("%s failed", name)
+        await workers.stop(drain_timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def background_workers(drain_timeout_s: float) -> AsyncIterator[BackgroundWorkers]:
+    """Workers started on the yielded group stop together, under one deadline, on exit."""
+    workers = BackgroundWorkers()
+    try:
+        yield workers
+    finally:
+        await workers.stop(drain_timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -176,27 +163,23 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             await sink.start()
         except Exception as exc:
             raise StoreUnavailable(f"metric buffer (Redis) is unreachable: {exc}") from exc
-        stack.push_async_callback(sink.aclose)
+        stack.push_async_callback(lambda: close_bounded("the metric sink", sink.aclose()))
         artifacts = await open_artifact_store(settings.artifacts)
-        stack.push_async_callback(artifacts.aclose)
+        stack.push_async_callback(lambda store=artifacts: close_bounded("the artifact store", store.aclose()))
+        # One drain deadline for all of them (lifecycle.BackgroundWorkers): what the webhook
+        # dispatcher has in flight is recorded if it ends in time, else its lease brings it back.
+        workers = await stack.enter_async_context(background_workers(settings.flush.drain_timeout_s))
         if streams is not None and settings.ingest.embedded_flusher:
-            flusher = Flusher(streams, writer, settings.flush)
-            await stack.enter_async_context(run_in_background("flusher", flusher, settings.flush.drain_timeout_s))
+            workers.start("flusher", Flusher(streams, writer, settings.flush))
         if settings.flush.abandoned_after_s > 0:
-            janitor = AbandonedRunJanitor(runs, settings.flush, streams)
-            await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
+            workers.start("janitor", AbandonedRunJanitor(runs, settings.flush, streams))
         webhooks = PgWebhookStore(db)
         if settings.webhooks.enabled:
-            # Drain: let attempts in flight finish and be recorded (else their lease brings them back).
-            dispatcher = WebhookDispatcher(webhooks, settings.webhooks)
-            await stack.enter_async_context(
-                run_in_background("webhooks", dispatcher, settings.webhooks.timeout_s + 2.0)
-            )
+            workers.start("webhooks", WebhookDispatcher(webhooks, settings.webhooks))
         # Readers see committed artifacts and references only (uploads/visible_store.py).
         upload_store, reference_store = PgUploadStore(db), PgReferenceStore(db)
         uploads = UploadManager(artifacts, upload_store, runs, settings.uploads)
-        sweeper = UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads)
-        await stack.enter_async_context(run_in_background("upload-sweeper", sweeper, 10.0))
+        workers.start("upload-sweeper", UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads))
         references = ReferenceManager(artifacts, reference_store, runs, settings.uploads, settings.artifacts.uri)
         artifacts = VisibleArtifactStore(artifacts, upload_store, reference_store)  # type: ignore[assignment]
         yield Service(
@@ -223,14 +206,11 @@ async def run_flushers(settings: Settings, stop: asyncio.Event, count: int = 1) 
         db = await stack.enter_async_context(open_database(settings))
         streams = await stack.enter_async_context(open_streams(settings))
         writer = PgMetricWriter(db)
+        workers = await stack.enter_async_context(background_workers(settings.flush.drain_timeout_s))
         for index in range(count):
-            flusher = Flusher(streams, writer, settings.flush)
-            await stack.enter_async_context(
-                run_in_background(f"flusher-{index}", flusher, settings.flush.drain_timeout_s)
-            )
+            workers.start(f"flusher-{index}", Flusher(streams, writer, settings.flush))
         if settings.flush.abandoned_after_s > 0:
-            janitor = AbandonedRunJanitor(PgRunStore(db), settings.flush, streams)
-            await stack.enter_async_context(run_in_background("janitor", janitor, 5.0))
+            workers.start("janitor", AbandonedRunJanitor(PgRunStore(db), settings.flush, streams))
         log.info("flusher process running %d worker(s)", count)
         await stop.wait()
         log.info("stopping flushers: finishing the batches in hand")

@@ -27,7 +27,7 @@ ARTIFACT_PREFIXES = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifact
 def _add_routes(app: web.Application, prefixes: tuple[str, ...], routes: list[Route]) -> None:
     for prefix in prefixes:
         for route in routes:
-            app.router.add_route(route.method, prefix + route.path, route.handler)
+            app.router.add_route(route.method, prefix + route.path, route.registered_handler())
 
 
 def create_app(settings: Settings, service: Service | None = None) -> web.Application:

@@ -122,7 +122,7 @@ async def search_logged_models(request: web.Request) -> web.Response:
 
 ROUTES = [
     Route("POST", "/logged-models", create_logged_model),
-    Route("POST", "/logged-models/search", search_logged_models),
+    Route("POST", "/logged-models/search", search_logged_models, abandon_on_disconnect=True),
     Route("GET", "/logged-models/{model_id}", get_logged_model),
     Route("PATCH", "/logged-models/{model_id}", finalize_logged_model),
     Route("DELETE", "/logged-models/{model_id}", delete_logged_model),

@@ -68,6 +68,6 @@ async def bulk_interval_series(service: Service, fields: Fields) -> list[MetricS
 
 
 ROUTES = [
-    Route("GET", "/metrics/get-history", get_history),
-    Route("GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval),
+    Route("GET", "/metrics/get-history", get_history, abandon_on_disconnect=True),
+    Route("GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval, abandon_on_disconnect=True),
 ]

@@ -230,7 +230,7 @@ ROUTES = [
     Route("POST", f"{_RM}/rename", rename_registered_model),
     Route("PATCH", f"{_RM}/update", update_registered_model),
     Route("DELETE", f"{_RM}/delete", delete_registered_model),
-    Route("GET", f"{_RM}/search", search_registered_models),
+    Route("GET", f"{_RM}/search", search_registered_models, abandon_on_disconnect=True),
     Route("POST", f"{_RM}/set-tag", set_registered_model_tag),
     Route("DELETE", f"{_RM}/delete-tag", delete_registered_model_tag),
     # The client falls back to GET when POST answers ENDPOINT_NOT_FOUND; serve both.
@@ -243,7 +243,7 @@ ROUTES = [
     Route("GET", f"{_MV}/get", get_model_version),
     Route("PATCH", f"{_MV}/update", update_model_version),
     Route("DELETE", f"{_MV}/delete", delete_model_version),
-    Route("GET", f"{_MV}/search", search_model_versions),
+    Route("GET", f"{_MV}/search", search_model_versions, abandon_on_disconnect=True),
     Route("POST", f"{_MV}/transition-stage", transition_stage),
     Route("GET", f"{_MV}/get-download-uri", get_download_uri),
     Route("POST", f"{_MV}/set-tag", set_model_version_tag),

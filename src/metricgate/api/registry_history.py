@@ -25,4 +25,4 @@ async def registry_history(request: web.Request) -> web.Response:
     return page_response("events", [encode_event(e) for e in events], token)
 
 
-ROUTES = [Route("GET", "/registry/history", registry_history)]
+ROUTES = [Route("GET", "/registry/history", registry_history, abandon_on_disconnect=True)]

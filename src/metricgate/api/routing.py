@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# How often a read whose client may have left looks at its connection. aiohttp (set not to cancel
+# handlers, so that no write is cut halfway) offers no event for a lost connection; a timer per
+# running read is cheap next to the query it guards.
+DISCONNECT_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -15,3 +23,59 @@ class Route:
     method: str
     path: str
     handler: Handler
+    # A read whose cost the client's input decides (a search, a metric history): abandoned, with
+    # its PostgreSQL statement cancelled, when the client goes away. Writes never are: a write
+    # runs to its end (commit or rollback) whatever the client does.
+    abandon_on_disconnect: bool = False
+
+    def registered_handler(self) -> Handler:
+        if not self.abandon_on_disconnect:
+            return self.handler
+        return _abandoned_on_disconnect(self.handler)
+
+
+class ClientLeft(ConnectionResetError):
+    """The client closed its connection while its read ran; the read was cancelled. A
+    ConnectionError, so the error middleware counts it as a disconnect (499), not a failure."""
+
+
+def _connection_closed(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+@contextlib.asynccontextmanager
+async def cancelled_when_client_leaves(request: web.Request) -> AsyncIterator[None]:
+    """Cancel the current task once ``request``'s connection closes. asyncpg answers the
+    cancellation of a running query by sending PostgreSQL a cancel request, so the statement
+    stops instead of running on for nobody while it holds a read connection."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while not _connection_closed(request):
+            await asyncio.sleep(DISCONNECT_POLL_S)
+        left = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch(), name="disconnect-watch")
+    try:
+        yield
+    except asyncio.CancelledError:
+        # Only our own cancellation becomes ClientLeft; a shutdown's goes on as it came.
+        if left and task.uncancel() == 0:
+            raise ClientLeft("client closed the connection; read cancelled") from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _abandoned_on_disconnect(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        async with cancelled_when_client_leaves(request):
+            return await handler(request)
+
+    return run

@@ -301,6 +301,6 @@ ROUTES = [
     Route("POST", "/runs/log-inputs", log_inputs),
     Route("POST", "/runs/outputs", log_outputs),
     Route("POST", "/runs/log-model", log_model),
-    Route("POST", "/runs/search", search_runs),
-    Route("GET", "/runs/search", search_runs),
+    Route("POST", "/runs/search", search_runs, abandon_on_disconnect=True),
+    Route("GET", "/runs/search", search_runs, abandon_on_disconnect=True),
 ]

@@ -7,6 +7,8 @@ differ.
 
 from __future__ import annotations
 
+import dataclasses
+
 from metricgate.api import ui_artifacts, ui_genai, ui_support
 from metricgate.api.routing import Route
 
@@ -17,7 +19,7 @@ AJAX_JOBS = "/ajax-api/3.0"
 
 
 def _under(prefixes: tuple[str, ...], routes: list[Route]) -> list[Route]:
-    return [Route(r.method, prefix + r.path, r.handler) for prefix in prefixes for r in routes]
+    return [dataclasses.replace(r, path=prefix + r.path) for prefix in prefixes for r in routes]
 
 
 ROUTES: list[Route] = [

@@ -93,7 +93,7 @@ MLFLOW_ROUTES: list[Route] = [
     Route("GET", "/users/current", current_user),
     Route("GET", "/gateway-proxy", gateway_proxy),
     Route("POST", "/gateway-proxy", gateway_proxy),
-    Route("POST", "/experiments/search-datasets", search_datasets),
+    Route("POST", "/experiments/search-datasets", search_datasets, abandon_on_disconnect=True),
 ]
 
 # Under /ajax-api/3.0/mlflow.

@@ -144,6 +144,6 @@ async def graphql(request: web.Request) -> web.Response:
 
 # Stock serves it at /graphql only (not under /ajax-api); the UI resolves "graphql" against "/".
 ROUTES = [
-    Route("POST", "/graphql", graphql),
-    Route("GET", "/graphql", graphql),
+    Route("POST", "/graphql", graphql, abandon_on_disconnect=True),
+    Route("GET", "/graphql", graphql, abandon_on_disconnect=True),
 ]

@@ -35,7 +35,7 @@ class PgDatasetSummaries:
         not filtered by lifecycle stage. The order, which stock leaves to the database, is fixed
         here so that the 1000-row cut is stable.
         """
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             rows = await conn.fetch(
                 """SELECT DISTINCT d.experiment_id, d.name, d.digest, ctx.value AS context
                    FROM datasets AS d

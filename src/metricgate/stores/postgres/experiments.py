@@ -122,7 +122,7 @@ class PgExperimentStore:
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_experiment_search(view_type, filter_string, order_by, max_results, offset)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             ids = [row["experiment_id"] for row in await conn.fetch(sql, *args)]
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None
         return Page(await self.get_many(ids[:max_results]), token)

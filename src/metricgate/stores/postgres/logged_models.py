@@ -127,7 +127,7 @@ class PgLoggedModelStore:
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_logged_model_search(experiment_ids, filter_string, order_by, max_results, offset)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             ids = [row["model_id"] for row in await conn.fetch(sql, *args)]
             models = await _load(conn, ids[:max_results])
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None

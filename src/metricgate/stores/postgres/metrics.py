@@ -120,7 +120,7 @@ class PgMetricHistory:
         """A page of the (run, key)'s points in (step, timestamp, value) order, identical points
         once: ``items`` is one ``MetricSeries`` (none when the page is empty)."""
         offset, after = decode_history_token(page_token)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             # As in bulk_interval: a history of up to _HISTORY_WHOLE_POINTS comes as its chunks
             # and is merged here. A longer one is paged by PostgreSQL: after the first page from
             # where the previous page ended (keyset), by OFFSET only for a token that does not
@@ -154,7 +154,7 @@ class PgMetricHistory:
         wanted = list(dict.fromkeys(run_ids))
         lo, hi = (start_step, end_step) if start_step is not None and end_step is not None else (_INT64_MIN, _INT64_MAX)
         out: dict[str, MetricSeries] = {}
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             # 1. The runs' chunks without their arrays (from the index; the arrays only of a
             #    chunk cut by the step range). A run whose chunks are each in step order and do
             #    not overlap (every training loop's) has its sampled points located by rank from

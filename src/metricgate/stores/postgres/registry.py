@@ -158,7 +158,7 @@ class PgRegistryStore:
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_registered_model_search(filter_string, order_by, max_results, offset)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             keys = [r["model_key"] for r in await conn.fetch(sql, *args)]
             models = await load_models(conn, keys[:max_results])
         return Page(models, encode_page_token(offset + max_results) if len(keys) > max_results else None)
@@ -249,7 +249,7 @@ class PgRegistryStore:
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_model_version_search(filter_string, order_by, max_results, offset)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             keys = [(r["model_key"], r["version"]) for r in await conn.fetch(sql, *args)]
             found = await load_versions(conn, keys[:max_results])
         return Page(found, encode_page_token(offset + max_results) if len(keys) > max_results else None)

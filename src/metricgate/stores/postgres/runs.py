@@ -300,7 +300,7 @@ class PgRunStore:
         whether another follows), then every part of those runs."""
         offset = decode_page_token(page_token)
         sql, args = compile_run_search(experiment_ids, filter_string, order_by, view_type, max_results, offset)
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             run_ids = [row[0] for row in await conn.fetch(sql, *args)]
             rows = await fetch_run_rows(conn, run_ids[:max_results])
         token = encode_page_token(offset + max_results) if len(run_ids) > max_results else None
