@@ -53,7 +53,8 @@ async def create_pool(
     try:
         pool = await asyncpg.create_pool(
             settings.url,
-            min_size=min(settings.pool_min_size, max_size),
+            # The read pool opens connections when reads come (a flush process never has any).
+            min_size=0 if statement_timeout_s is not None else min(settings.pool_min_size, max_size),
             max_size=max_size,
             command_timeout=command_timeout,
             reset=_keep_session,
