@@ -257,5 +257,5 @@ class PgRegistryStore:
     async def history(
         self, name: str, version: int | None, max_results: int, page_token: str | None
     ) -> tuple[list[RegistryEvent], str | None]:
-        async with self._db.connection() as conn:
+        async with self._db.read_connection() as conn:
             return await events.history(conn, name, version, max_results, page_token)
