@@ -1,5 +1,7 @@
 """Compile MLflow searches (runs, experiments, logged models) into parameterized PostgreSQL.
 
+registry_search.py builds the registry searches from the same pieces (column_or_tag_conditions).
+
 Every client-supplied value, keys included, is bound as an asyncpg ``$n`` parameter with an
 explicit cast; only fixed table and column names from the maps below reach the SQL text.
 Each query selects one id column and fetches ``max_results + 1`` rows: the extra row tells the
@@ -77,8 +79,9 @@ _FREE_TEXT_COLUMNS = frozenset(
 # _grouped_keyed_conditions). Not logged_model_metrics (every logged value) nor dataset inputs
 # (several per run): there each clause may be met by a different row.
 _ONE_ROW_PER_KEY = frozenset(
-    {"latest_metrics", "params", "tags", "experiment_tags", "logged_model_params", "logged_model_tags"}
-)
+    {"latest_metrics", "params", "tags", "experiment_tags", "logged_model_params", "logged_model_tags",
+     "registered_model_tags", "model_version_tags"}
+)  # fmt: skip
 _NUMERIC_COLUMNS = frozenset(
     {"r.start_time", "r.end_time", "e.creation_time", "e.last_update_time",
      "lm.creation_timestamp_ms", "lm.last_updated_timestamp_ms"}
@@ -217,6 +220,70 @@ def _conditions(
             conditions.append(condition_of(query, clause))
     for (table, link, _key), group in groups.items():
         conditions.extend(_grouped_keyed_conditions(query, table, link, group))
+    return conditions
+
+
+def column_or_tag_conditions(
+    query: SqlQuery,
+    clauses: Sequence[Clause],
+    columns: Mapping[str, str],
+    tag_table: str,
+    link: str,
+    *,
+    group_by_key: bool = True,
+) -> list[str]:
+    """WHERE conditions of a search whose attributes are ``columns`` of the searched row and whose
+    other clauses are rows of one one-row-per-key (owner, key, value) table joined by ``link``
+    (the registry searches: registered model tags, model version tags).
+
+    Grouped, all the keyed clauses become at most two subqueries whatever the number of keys (see
+    _all_keys_conditions); ``group_by_key=False`` builds one subquery per clause (kept to prove
+    the two forms equivalent in tests)."""
+    if tag_table not in _ONE_ROW_PER_KEY:
+        raise RuntimeError(f"{tag_table} is not a one-row-per-key table")
+    conditions = [compare_sql(query, columns[c.key], c) for c in clauses if c.kind == ATTRIBUTE]
+    keyed = [c for c in clauses if c.kind != ATTRIBUTE]
+    if not group_by_key:
+        conditions.extend(_keyed_condition(query, tag_table, link, c) for c in keyed)
+    elif keyed:
+        conditions.extend(_all_keys_conditions(query, tag_table, link, keyed))
+    return conditions
+
+
+def _all_keys_conditions(query: SqlQuery, table: str, link: str, clauses: Sequence[Clause]) -> list[str]:
+    """Clauses over any number of keys of a one-row-per-key table, as at most two conditions.
+
+    Every clause except IS NULL needs the owner's row for its key, and that row's value must pass
+    all the tests on the key (as in _grouped_keyed_conditions). With at most one row per key, the
+    owner passes when the number of its rows that match "key k and k's tests" for some k equals
+    the number of such keys: one correlated count, the form of MLflow's own registry search
+    (GROUP BY ... HAVING count = number of keys). One EXISTS per key, as the other searches build,
+    made PostgreSQL's planner search join orders over every semi-join: 1.5 s to plan 25 keys,
+    against 0.2 ms for the count. IS NULL keys share one NOT EXISTS."""
+    by_key: dict[str, list[Clause]] = {}
+    for clause in dict.fromkeys(clauses):
+        by_key.setdefault(clause.key, []).append(clause)
+    absent = [key for key, group in by_key.items() if any(c.op == "IS NULL" for c in group)]
+    conditions: list[str] = []
+    if absent:
+        conditions.append(
+            f"NOT EXISTS (SELECT 1 FROM {table} AS x WHERE {link}"
+            f" AND x.key = ANY({query.bind(absent, 'text[]')}))"
+        )
+    alternatives: list[str] = []
+    for key, group in by_key.items():
+        present = [c for c in group if c.op != "IS NULL"]
+        if not present:
+            continue
+        parts = [f"x.key = {query.bind(key, 'text')}"]
+        compare = _metric_compare if present[0].kind == METRIC else compare_sql
+        parts.extend(compare(query, "x.value", c) for c in present if c.op != "IS NOT NULL")
+        alternatives.append("(" + " AND ".join(parts) + ")")
+    if alternatives:
+        conditions.append(
+            f"(SELECT count(*) FROM {table} AS x WHERE {link}"
+            f" AND ({' OR '.join(alternatives)})) = {len(alternatives)}"
+        )
     return conditions
 
 
