@@ -1,11 +1,19 @@
-"""Settings from ``METRICGATE_*`` environment variables; the only place the environment is read."""
+"""Settings from ``METRICGATE_*`` environment variables; the only place the environment is read.
+
+Each setting is declared once, as a dataclass field made by ``setting()``: its variable, default,
+bounds and the sentence README's configuration table shows. The reader (``Settings.from_env``),
+the range checks and that table (``python -m metricgate.config``, kept equal to README.md by a
+test) are all derived from the declarations; only rules that tie two settings together are
+written out, in ``Settings.validate``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,30 +33,86 @@ def mask_url(url: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Declared:
+    """What a settings field is, beyond its Python default."""
+
+    env: str  # the variable's name without ENV_PREFIX
+    help: str  # README's "Meaning" column (Markdown)
+    shown: str | None = None  # README's "Default" column when the default alone would mislead
+    minimum: float | None = None  # inclusive
+    above: float | None = None  # exclusive lower bound ("must be positive": above=0)
+    maximum: float | None = None  # inclusive
+    choices: tuple[str, ...] = ()
+    normalize: Callable[[str], str] | None = None  # applied to a text value before checks
+    env_default: Callable[[], Any] | None = None  # a default that depends on the process (cwd)
+
+
+def setting(default: Any, env: str, help: str, **declared: Any) -> Any:
+    """A settings field read from ``METRICGATE_<env>``."""
+    return field(default=default, metadata={"setting": Declared(env, help, **declared)})
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
 class HttpSettings:
-    host: str = "127.0.0.1"
-    port: int = 5000
+    host: str = setting("127.0.0.1", "HOST", "Listen address.")
+    port: int = setting(5000, "PORT", "Listen port (1–65535).", minimum=1, maximum=65535)
     # MLflow's log-batch limit is 1 MB of JSON; artifacts have their own streaming path.
-    max_body_bytes: int = 4 * 1024 * 1024
-    shutdown_timeout_s: float = 30.0
-    access_log: bool = False
+    max_body_bytes: int = setting(
+        4 * 1024 * 1024, "MAX_BODY_BYTES", "Largest accepted request body.", shown="`4194304` (4 MiB)", above=0
+    )
+    shutdown_timeout_s: float = setting(
+        30.0, "SHUTDOWN_TIMEOUT_S",
+        "On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cancelled.",
+        minimum=0,
+    )  # fmt: skip
+    access_log: bool = setting(
+        False, "ACCESS_LOG", "Log every request (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`)."
+    )
 
 
 @dataclass(frozen=True)
 class PostgresSettings:
-    url: str = "postgresql://postgres@127.0.0.1:5432/metricgate"
-    pool_min_size: int = 2
-    pool_max_size: int = 16
+    url: str = setting(
+        "postgresql://postgres@127.0.0.1:5432/metricgate", "DATABASE_URL",
+        "PostgreSQL for metadata and metrics (`postgresql://` or `postgres://`). Its password is masked in logs.",
+    )  # fmt: skip
+    pool_min_size: int = setting(2, "DB_POOL_MIN", "Smallest connection pool size.", minimum=0)
+    pool_max_size: int = setting(16, "DB_POOL_MAX", "Largest connection pool size.", minimum=1)
     # A request waits at most this long for a connection before answering 503.
-    acquire_timeout_s: float = 10.0
-    command_timeout_s: float = 60.0
-    migrate_on_start: bool = False
+    acquire_timeout_s: float = setting(
+        10.0, "DB_ACQUIRE_TIMEOUT_S",
+        "How long a request waits for a pooled connection before the server answers 503.", above=0,
+    )  # fmt: skip
+    command_timeout_s: float = setting(
+        60.0, "DB_COMMAND_TIMEOUT_S", "Timeout for a single SQL command.", above=0
+    )
     # Reads whose cost the client's input decides (searches, metric history, GraphQL) run on a
     # pool of their own, so a burst of expensive searches waits for a read connection instead of
     # taking the ones the flusher and the write path need; PostgreSQL cancels any such statement
     # that runs longer than the timeout (answered 400, not "database unavailable").
-    read_pool_max_size: int = 8
-    read_statement_timeout_s: float = 30.0
+    read_pool_max_size: int = setting(
+        8, "DB_READ_POOL_MAX",
+        "Connections of the separate pool for reads whose cost the client decides (searches, metric "
+        "history, GraphQL), opened as reads come. Expensive reads queue there (503 + `Retry-After` after "
+        "`DB_ACQUIRE_TIMEOUT_S`) and never take the connections of the write path and the flusher.",
+        minimum=1,
+    )  # fmt: skip
+    read_statement_timeout_s: float = setting(
+        30.0, "DB_READ_STATEMENT_TIMEOUT_S",
+        "PostgreSQL cancels a search or history statement that runs longer; the client gets 400 "
+        "`INVALID_PARAMETER_VALUE` naming the limit (not a 5xx, which the mlflow client would retry). "
+        "A read whose client disconnects is cancelled at once.",
+        above=0,
+    )  # fmt: skip
+    migrate_on_start: bool = setting(
+        False, "MIGRATE_ON_START",
+        "Apply pending migrations when `serve` starts (flag `--migrate`). Otherwise `serve` refuses to "
+        "start on an outdated schema; run `metricgate migrate`.",
+    )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -59,10 +123,19 @@ class PostgresSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = setting(
+        "redis://127.0.0.1:6379/0", "REDIS_URL",
+        "Redis holding the ingest streams (the write-ahead buffer of metric points).",
+    )  # fmt: skip
     # Connections per process; requests beyond wait (bounded) for a free one instead of failing.
-    max_connections: int = 64
-    connection_wait_s: float = 5.0
+    max_connections: int = setting(
+        64, "REDIS_MAX_CONNECTIONS", "Redis connections per process; requests beyond wait for a free one.",
+        minimum=1,
+    )  # fmt: skip
+    connection_wait_s: float = setting(
+        5.0, "REDIS_CONNECTION_WAIT_S", "How long a request waits for a Redis connection before answering 503.",
+        above=0,
+    )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"RedisSettings(url={mask_url(self.url)!r})"
@@ -72,42 +145,86 @@ class RedisSettings:
 class IngestSettings:
     """The metric write path: Redis streams in front of PostgreSQL (see docs/design-ingest.md)."""
 
-    # "stream": acknowledge after XADD, flushers copy into PostgreSQL. "direct": write through
-    # to PostgreSQL in the request (no Redis needed; slower, for small setups and debugging).
-    mode: str = "stream"
-    shards: int = 4
+    mode: str = setting(
+        "stream", "INGEST_MODE",
+        "`stream`: metric writes are acknowledged once in Redis and flushed to PostgreSQL in batches. "
+        "`direct`: written to PostgreSQL inside the request (no Redis needed, slower).",
+        choices=("stream", "direct"),
+    )  # fmt: skip
+    shards: int = setting(
+        4, "INGEST_SHARDS",
+        "Streams the metric entries are spread over (by run, so a run's entries stay in one stream).",
+        minimum=1, maximum=1024,
+    )  # fmt: skip
     # Backpressure: past this many un-flushed stream entries (requests), writes get 503.
-    max_backlog_entries: int = 100_000
-    # Requests being handled at once on the ingest path of one gateway process; beyond, 503.
-    max_inflight_requests: int = 1024
-    # How long a read of a run waits for that run's acknowledged points to become visible.
-    read_wait_s: float = 5.0
-    embedded_flusher: bool = True
+    max_backlog_entries: int = setting(
+        100_000, "INGEST_MAX_BACKLOG",
+        "Un-flushed stream entries (one per request) beyond which metric writes get 503 + `Retry-After`.",
+        minimum=1,
+    )  # fmt: skip
+    max_inflight_requests: int = setting(
+        1024, "INGEST_MAX_INFLIGHT",
+        "Metric writes in progress per server process beyond which new ones get 503.", minimum=1,
+    )  # fmt: skip
+    read_wait_s: float = setting(
+        5.0, "READ_WAIT_S",
+        "How long a read waits for the run's acknowledged points to be flushed before answering 503.",
+        minimum=0,
+    )  # fmt: skip
+    embedded_flusher: bool = setting(
+        True, "EMBEDDED_FLUSHER", "Run a flusher inside each `serve` process (`--no-flusher` to turn off)."
+    )
 
 
 @dataclass(frozen=True)
 class FlushSettings:
-    batch_points: int = 50_000
-    max_delay_ms: int = 100
-    # Entries pending this long on another consumer are presumed orphaned and reclaimed.
-    claim_idle_s: float = 30.0
-    trim_interval_s: float = 0.5
-    drain_timeout_s: float = 20.0
-    # Runs RUNNING with no write for this long are tagged abandoned (0 disables the janitor).
-    abandoned_after_s: float = 0.0
-    # Also set abandoned runs to FAILED (with end_time = last write).
-    abandoned_fail: bool = False
+    batch_points: int = setting(50_000, "FLUSH_BATCH_POINTS", "Points per flush batch at most.", minimum=1)
+    max_delay_ms: int = setting(
+        100, "FLUSH_MAX_DELAY_MS", "How long a flusher gathers entries before writing a batch.", minimum=0
+    )
+    claim_idle_s: float = setting(
+        30.0, "FLUSH_CLAIM_IDLE_S",
+        "Entries pending this long on another flusher are reclaimed (a dead flusher's batch).", above=0,
+    )  # fmt: skip
+    trim_interval_s: float = setting(
+        0.5, "FLUSH_TRIM_INTERVAL_S", "How often flushed entries are trimmed from the streams.", above=0
+    )
+    drain_timeout_s: float = setting(
+        20.0, "FLUSH_DRAIN_TIMEOUT_S",
+        "On shutdown, how long a flusher may take to write and acknowledge the batch in hand.", minimum=0,
+    )  # fmt: skip
+    abandoned_after_s: float = setting(
+        0.0, "ABANDONED_AFTER_S",
+        "Tag `RUNNING` runs with no metric write for this long `metricgate.abandoned=true`.",
+        shown="`0` (off)", minimum=0,
+    )  # fmt: skip
+    abandoned_fail: bool = setting(
+        False, "ABANDONED_FAIL", "Also set abandoned runs to `FAILED` (end time = last activity)."
+    )
 
 
 @dataclass(frozen=True)
 class ArtifactSettings:
-    # file:///abs/path or s3://bucket/prefix. Like `mlflow server`, the default is
-    # ./mlartifacts under the directory the server starts in.
-    uri: str = ""
+    # Like `mlflow server`, the default is ./mlartifacts under the directory the server starts in.
+    uri: str = setting(
+        "", "ARTIFACTS_URI",
+        "Artifact root: `file:///absolute/path` or `s3://bucket[/prefix]` (the bucket must exist; it is "
+        "checked at start-up). `scripts/up.sh` sets it to `file://<state dir>/artifacts`.",
+        shown="`file://<current dir>/mlartifacts`",
+        env_default=lambda: (Path.cwd() / "mlartifacts").as_uri(),
+    )  # fmt: skip
+    # Not a setting: what MLflow's clients are told experiments' artifacts live under.
     default_artifact_root: str = "mlflow-artifacts:"
-    # Any S3-compatible server (SeaweedFS, MinIO, ...); empty means AWS. Credentials and region
-    # are never settings: they come from the standard AWS_* variables / profiles / roles.
-    s3_endpoint_url: str = ""
+    # Credentials and region are never settings: they come from the standard AWS_* variables,
+    # profiles or roles.
+    s3_endpoint_url: str = setting(
+        "", "S3_ENDPOINT_URL",
+        "Endpoint of an S3-compatible server for an `s3://` root, e.g. `http://127.0.0.1:8333` (SeaweedFS, "
+        "MinIO). Buckets are then addressed by path. Each part of a multipart/resumable upload to S3 is "
+        "spooled to a temp file in `$TMPDIR` while its checksum is verified, so `TMPDIR` needs room for the "
+        "parts in flight (not RAM-backed for large parts).",
+        shown="unset (AWS)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -115,40 +232,88 @@ class UploadSettings:
     """metricgate's resumable upload API and artifact references (see docs/design-artifacts.md)."""
 
     # S3 refuses parts under 5 MiB (except the last); the same floor keeps both stores alike.
-    min_part_bytes: int = 5 * 1024 * 1024
-    max_part_bytes: int = 512 * 1024 * 1024
-    max_files: int = 10_000
-    # An open session untouched for this long expires; every received part extends it.
-    ttl_s: float = 24 * 3600.0
-    sweep_interval_s: float = 60.0
-    # A committing session whose committer has not checked in for this long is rolled forward
-    # by any gateway's sweeper (the committer died).
-    commit_lease_s: float = 30.0
-    # URI prefixes artifact references may point into, comma-separated; empty: only the
-    # artifact root itself (a reference must never read arbitrary files of the gateway host).
-    reference_uri_prefixes: tuple[str, ...] = ()
+    min_part_bytes: int = setting(
+        5 * 1024 * 1024, "UPLOAD_MIN_PART_BYTES",
+        "Smallest part of the resumable upload API (S3's minimum; only a file's last part may be smaller). "
+        "On an `s3://` root, values below 5 MiB are raised to 5 MiB, and the maximum is capped at 5 GiB.",
+        shown="`5242880` (5 MiB)", above=0,
+    )  # fmt: skip
+    max_part_bytes: int = setting(
+        512 * 1024 * 1024, "UPLOAD_MAX_PART_BYTES", "Largest part of the resumable upload API.",
+        shown="`536870912` (512 MiB)", above=0,
+    )  # fmt: skip
+    max_files: int = setting(
+        10_000, "UPLOAD_MAX_FILES", "Files one upload session (a directory) may hold.", minimum=1
+    )
+    ttl_s: float = setting(
+        24 * 3600.0, "UPLOAD_TTL_S",
+        "An open upload session expires after this long without a received part; its staged data is then "
+        "removed. Also the age after which staged data no session owns is removed.",
+        above=0,
+    )  # fmt: skip
+    sweep_interval_s: float = setting(
+        60.0, "UPLOAD_SWEEP_INTERVAL_S",
+        "How often each `serve` process runs the upload sweeper (expiry, orphaned staging, interrupted commits).",
+        above=0,
+    )  # fmt: skip
+    commit_lease_s: float = setting(
+        30.0, "UPLOAD_COMMIT_LEASE_S",
+        "A commit whose gateway has not checked in for this long is finished by another gateway's sweeper.",
+        above=0,
+    )  # fmt: skip
+    # Empty: only the artifact root itself (a reference must never read arbitrary files of the
+    # gateway host).
+    reference_uri_prefixes: tuple[str, ...] = setting(
+        (), "UPLOAD_REFERENCE_URI_PREFIXES",
+        "Comma-separated `s3://bucket/prefix` or `file:///dir` prefixes that artifact references may point into.",
+        shown="empty (the artifact root only)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class WebhookSettings:
     """Registry webhook delivery (see docs/design-webhooks.md)."""
 
-    # Run a delivery dispatcher inside each `serve` process (many may run at once).
-    enabled: bool = True
-    # Attempts per delivery before it is marked failed (dead).
-    max_attempts: int = 8
-    # Whole-request timeout of one delivery attempt.
-    timeout_s: float = 10.0
-    # Deliveries in flight per process, and per webhook within it (a slow receiver cannot take every slot).
-    concurrency: int = 16
-    per_webhook_concurrency: int = 4
-    # Retry delay: backoff_base_s * 2^(attempt-1), capped at backoff_max_s, with jitter.
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    # How often an idle dispatcher looks for due deliveries.
-    poll_interval_s: float = 1.0
-    # Delivered and failed deliveries (with their attempt log) are deleted after this long; 0 keeps them.
-    retention_days: float = 30.0
+    enabled: bool = setting(
+        True, "WEBHOOK_ENABLED",
+        "Run a registry-webhook dispatcher in each `serve` process (any number may run on one database; "
+        "see `docs/design-webhooks.md`).",
+    )  # fmt: skip
+    max_attempts: int = setting(
+        8, "WEBHOOK_MAX_ATTEMPTS",
+        "Attempts per delivery before it is marked `failed` (network errors, timeouts, 5xx, 408, 425 and "
+        "429 are retried; other statuses fail at once).",
+        minimum=1,
+    )  # fmt: skip
+    timeout_s: float = setting(
+        10.0, "WEBHOOK_TIMEOUT_S",
+        "Whole-request timeout of one delivery attempt. A delivery whose gateway died mid-attempt is sent "
+        "again after twice this plus 5 s.",
+        above=0,
+    )  # fmt: skip
+    concurrency: int = setting(16, "WEBHOOK_CONCURRENCY", "Deliveries in flight per `serve` process.", minimum=1)
+    per_webhook_concurrency: int = setting(
+        4, "WEBHOOK_PER_WEBHOOK_CONCURRENCY",
+        "Deliveries in flight per webhook per process, so one slow receiver cannot take every slot.",
+        minimum=1,
+    )  # fmt: skip
+    backoff_base_s: float = setting(
+        1.0, "WEBHOOK_BACKOFF_BASE_S",
+        "Retry delay after attempt n: `base × 2^(n-1)`, capped, half of it random (jitter); a "
+        "`Retry-After` on 429/503 is honoured up to the cap.",
+        above=0,
+    )  # fmt: skip
+    backoff_max_s: float = setting(300.0, "WEBHOOK_BACKOFF_MAX_S", "Cap of the retry delay.", above=0)
+    poll_interval_s: float = setting(
+        1.0, "WEBHOOK_POLL_INTERVAL_S",
+        "How often an idle dispatcher looks for due deliveries (the latency of a new delivery).", above=0,
+    )  # fmt: skip
+    retention_days: float = setting(
+        30.0, "WEBHOOK_RETENTION_DAYS",
+        "Delivered and failed deliveries, with their attempt log, are deleted this long after they "
+        "completed (hourly); `0` keeps them.",
+        minimum=0,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -156,102 +321,28 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
-    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     flush: FlushSettings = field(default_factory=FlushSettings)
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
-    log_level: str = "INFO"
-    # "text" for people, "json" (one object per line) for log shippers.
-    log_format: str = "text"
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    log_level: str = setting(
+        "INFO", "LOG_LEVEL", "`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"), normalize=str.upper,
+    )  # fmt: skip
+    log_format: str = setting(
+        "text", "LOG_FORMAT",
+        "`json` writes one JSON object per log line (`ts`, `level`, `logger`, `msg`, `exc`).",
+        choices=("text", "json"), normalize=str.lower,
+    )  # fmt: skip
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from the environment; ``overrides`` (CLI flags) win when not None."""
         env = os.environ if environ is None else environ
-        reader = _EnvReader(env)
-        http = HttpSettings(
-            host=reader.str("HOST", HttpSettings.host),
-            port=reader.int("PORT", HttpSettings.port),
-            max_body_bytes=reader.int("MAX_BODY_BYTES", HttpSettings.max_body_bytes),
-            shutdown_timeout_s=reader.float("SHUTDOWN_TIMEOUT_S", HttpSettings.shutdown_timeout_s),
-            access_log=reader.bool("ACCESS_LOG", HttpSettings.access_log),
-        )
-        postgres = PostgresSettings(
-            url=reader.str("DATABASE_URL", PostgresSettings.url),
-            pool_min_size=reader.int("DB_POOL_MIN", PostgresSettings.pool_min_size),
-            pool_max_size=reader.int("DB_POOL_MAX", PostgresSettings.pool_max_size),
-            acquire_timeout_s=reader.float("DB_ACQUIRE_TIMEOUT_S", PostgresSettings.acquire_timeout_s),
-            command_timeout_s=reader.float("DB_COMMAND_TIMEOUT_S", PostgresSettings.command_timeout_s),
-            migrate_on_start=reader.bool("MIGRATE_ON_START", PostgresSettings.migrate_on_start),
-            read_pool_max_size=reader.int("DB_READ_POOL_MAX", PostgresSettings.read_pool_max_size),
-            read_statement_timeout_s=reader.float(
-                "DB_READ_STATEMENT_TIMEOUT_S", PostgresSettings.read_statement_timeout_s
-            ),
-        )
-        redis = RedisSettings(
-            url=reader.str("REDIS_URL", RedisSettings.url),
-            max_connections=reader.int("REDIS_MAX_CONNECTIONS", RedisSettings.max_connections),
-            connection_wait_s=reader.float("REDIS_CONNECTION_WAIT_S", RedisSettings.connection_wait_s),
-        )
-        artifacts = ArtifactSettings(
-            uri=reader.str("ARTIFACTS_URI", (Path.cwd() / "mlartifacts").as_uri()),
-            s3_endpoint_url=reader.str("S3_ENDPOINT_URL", ""),
-        )
-        ingest = IngestSettings(
-            mode=reader.str("INGEST_MODE", IngestSettings.mode),
-            shards=reader.int("INGEST_SHARDS", IngestSettings.shards),
-            max_backlog_entries=reader.int("INGEST_MAX_BACKLOG", IngestSettings.max_backlog_entries),
-            max_inflight_requests=reader.int("INGEST_MAX_INFLIGHT", IngestSettings.max_inflight_requests),
-            read_wait_s=reader.float("READ_WAIT_S", IngestSettings.read_wait_s),
-            embedded_flusher=reader.bool("EMBEDDED_FLUSHER", IngestSettings.embedded_flusher),
-        )
-        flush = FlushSettings(
-            batch_points=reader.int("FLUSH_BATCH_POINTS", FlushSettings.batch_points),
-            max_delay_ms=reader.int("FLUSH_MAX_DELAY_MS", FlushSettings.max_delay_ms),
-            claim_idle_s=reader.float("FLUSH_CLAIM_IDLE_S", FlushSettings.claim_idle_s),
-            trim_interval_s=reader.float("FLUSH_TRIM_INTERVAL_S", FlushSettings.trim_interval_s),
-            drain_timeout_s=reader.float("FLUSH_DRAIN_TIMEOUT_S", FlushSettings.drain_timeout_s),
-            abandoned_after_s=reader.float("ABANDONED_AFTER_S", FlushSettings.abandoned_after_s),
-            abandoned_fail=reader.bool("ABANDONED_FAIL", FlushSettings.abandoned_fail),
-        )
-        uploads = UploadSettings(
-            min_part_bytes=reader.int("UPLOAD_MIN_PART_BYTES", UploadSettings.min_part_bytes),
-            max_part_bytes=reader.int("UPLOAD_MAX_PART_BYTES", UploadSettings.max_part_bytes),
-            max_files=reader.int("UPLOAD_MAX_FILES", UploadSettings.max_files),
-            ttl_s=reader.float("UPLOAD_TTL_S", UploadSettings.ttl_s),
-            sweep_interval_s=reader.float("UPLOAD_SWEEP_INTERVAL_S", UploadSettings.sweep_interval_s),
-            commit_lease_s=reader.float("UPLOAD_COMMIT_LEASE_S", UploadSettings.commit_lease_s),
-            reference_uri_prefixes=tuple(
-                p.strip() for p in reader.str("UPLOAD_REFERENCE_URI_PREFIXES", "").split(",") if p.strip()
-            ),
-        )
-        webhooks = WebhookSettings(
-            enabled=reader.bool("WEBHOOK_ENABLED", WebhookSettings.enabled),
-            max_attempts=reader.int("WEBHOOK_MAX_ATTEMPTS", WebhookSettings.max_attempts),
-            timeout_s=reader.float("WEBHOOK_TIMEOUT_S", WebhookSettings.timeout_s),
-            concurrency=reader.int("WEBHOOK_CONCURRENCY", WebhookSettings.concurrency),
-            per_webhook_concurrency=reader.int(
-                "WEBHOOK_PER_WEBHOOK_CONCURRENCY", WebhookSettings.per_webhook_concurrency
-            ),
-            backoff_base_s=reader.float("WEBHOOK_BACKOFF_BASE_S", WebhookSettings.backoff_base_s),
-            backoff_max_s=reader.float("WEBHOOK_BACKOFF_MAX_S", WebhookSettings.backoff_max_s),
-            poll_interval_s=reader.float("WEBHOOK_POLL_INTERVAL_S", WebhookSettings.poll_interval_s),
-            retention_days=reader.float("WEBHOOK_RETENTION_DAYS", WebhookSettings.retention_days),
-        )
-        settings = cls(
-            http=http,
-            postgres=postgres,
-            redis=redis,
-            artifacts=artifacts,
-            ingest=ingest,
-            flush=flush,
-            webhooks=webhooks,
-            uploads=uploads,
-            log_level=reader.str("LOG_LEVEL", "INFO").upper(),
-            log_format=reader.str("LOG_FORMAT", "text").lower(),
-        )
-        return settings.with_overrides(**overrides)
+        sections = {name: _read_section(section, env) for name, section in _SECTIONS.items()}
+        own = {f.name: _read(f, env) for f in _setting_fields(cls)}
+        return cls(**sections, **own).with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI overrides such as ``host=``, ``port=``, ``database_url=``; None means unset."""
@@ -279,82 +370,121 @@ class Settings:
         return result
 
     def validate(self) -> None:
+        """Every declared bound, then the rules that tie settings together or look inside values."""
+        for owner, f, declared in declarations(self):
+            _check(declared, getattr(owner, f.name))
         if not self.postgres.url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL")
-        if self.postgres.read_pool_max_size < 1 or self.postgres.read_statement_timeout_s <= 0:
-            raise ConfigError(f"{ENV_PREFIX}DB_READ_POOL_MAX and DB_READ_STATEMENT_TIMEOUT_S must be positive")
         # Refuse other schemes here rather than at the first upload.
         if not self.artifacts.uri.startswith(("file://", "s3://")):
             raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path or s3://bucket/prefix URI")
         if self.artifacts.s3_endpoint_url and not self.artifacts.s3_endpoint_url.startswith(("http://", "https://")):
             raise ConfigError(f"{ENV_PREFIX}S3_ENDPOINT_URL must be an http:// or https:// URL")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT must be 'text' or 'json'")
-        if self.ingest.mode not in ("stream", "direct"):
-            raise ConfigError(f"{ENV_PREFIX}INGEST_MODE must be 'stream' or 'direct'")
-        if not 1 <= self.ingest.shards <= 1024:
-            raise ConfigError(f"{ENV_PREFIX}INGEST_SHARDS must be between 1 and 1024")
-        if self.ingest.max_backlog_entries < 1 or self.ingest.max_inflight_requests < 1:
-            raise ConfigError(f"{ENV_PREFIX}INGEST_MAX_BACKLOG and INGEST_MAX_INFLIGHT must be positive")
-        if self.flush.batch_points < 1 or self.flush.max_delay_ms < 0:
-            raise ConfigError(f"{ENV_PREFIX}FLUSH_BATCH_POINTS must be positive, FLUSH_MAX_DELAY_MS >= 0")
-        if not 0 < self.uploads.min_part_bytes <= self.uploads.max_part_bytes:
-            raise ConfigError(f"{ENV_PREFIX}UPLOAD_MIN_PART_BYTES must be positive and <= UPLOAD_MAX_PART_BYTES")
-        if self.uploads.ttl_s <= 0 or self.uploads.sweep_interval_s <= 0 or self.uploads.commit_lease_s <= 0:
-            raise ConfigError(f"{ENV_PREFIX}UPLOAD_TTL_S, UPLOAD_SWEEP_INTERVAL_S and UPLOAD_COMMIT_LEASE_S must be positive")
-        hooks = self.webhooks
-        if hooks.max_attempts < 1 or hooks.concurrency < 1 or hooks.per_webhook_concurrency < 1:
-            raise ConfigError(
-                f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS, WEBHOOK_CONCURRENCY and WEBHOOK_PER_WEBHOOK_CONCURRENCY must be positive"
-            )
-        if hooks.retention_days < 0:
-            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_RETENTION_DAYS must be >= 0")
-        if hooks.timeout_s <= 0 or hooks.poll_interval_s <= 0 or not 0 < hooks.backoff_base_s <= hooks.backoff_max_s:
-            raise ConfigError(
-                f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S and WEBHOOK_POLL_INTERVAL_S must be positive, "
-                "0 < WEBHOOK_BACKOFF_BASE_S <= WEBHOOK_BACKOFF_MAX_S"
-            )
-        if not 0 < self.http.port < 65536:
-            raise ConfigError(f"{ENV_PREFIX}PORT must be between 1 and 65535")
+        if self.uploads.min_part_bytes > self.uploads.max_part_bytes:
+            raise ConfigError(f"{ENV_PREFIX}UPLOAD_MIN_PART_BYTES must be <= UPLOAD_MAX_PART_BYTES")
+        if self.webhooks.backoff_base_s > self.webhooks.backoff_max_s:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_BACKOFF_BASE_S must be <= WEBHOOK_BACKOFF_MAX_S")
 
 
-class _EnvReader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
+# ------------------------------------------------------------------ derived from the declarations
 
-    def _raw(self, name: str) -> str | None:
-        value = self._env.get(ENV_PREFIX + name)
-        return value if value not in (None, "") else None
 
-    def str(self, name: str, default: str) -> str:
-        value = self._raw(name)
-        return default if value is None else value
+def _setting_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "setting" in f.metadata]
 
-    def int(self, name: str, default: int) -> int:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
 
-    def float(self, name: str, default: float) -> float:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {value!r}") from None
+# The sections of Settings, in the order README's table lists them.
+_SECTIONS: dict[str, type] = {
+    "http": HttpSettings,
+    "postgres": PostgresSettings,
+    "redis": RedisSettings,
+    "ingest": IngestSettings,
+    "flush": FlushSettings,
+    "artifacts": ArtifactSettings,
+    "uploads": UploadSettings,
+    "webhooks": WebhookSettings,
+}
 
-    def bool(self, name: str, default: bool) -> bool:
-        value = self._raw(name)
-        if value is None:
-            return default
-        lowered = value.lower()
+
+def declarations(settings: Settings | None = None) -> Iterator[tuple[Any, dataclasses.Field[Any], Declared]]:
+    """Every declared setting in README order: (the object holding it, its field, its declaration)."""
+    settings = settings or Settings()
+    for name in _SECTIONS:
+        section = getattr(settings, name)
+        for f in _setting_fields(type(section)):
+            yield section, f, f.metadata["setting"]
+    for f in _setting_fields(Settings):
+        yield settings, f, f.metadata["setting"]
+
+
+def _read_section(cls: type, env: Mapping[str, str]) -> Any:
+    return cls(**{f.name: _read(f, env) for f in _setting_fields(cls)})
+
+
+def _read(f: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
+    declared: Declared = f.metadata["setting"]
+    raw = env.get(ENV_PREFIX + declared.env)
+    if raw in (None, ""):  # an empty value counts as unset
+        return declared.env_default() if declared.env_default else f.default
+    assert raw is not None
+    name = ENV_PREFIX + declared.env
+    kind = type(f.default)
+    if kind is bool:
+        lowered = raw.lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{ENV_PREFIX}{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if kind is tuple:
+        return _csv(raw)
+    return declared.normalize(raw) if declared.normalize else raw
+
+
+def _check(declared: Declared, value: Any) -> None:
+    name = ENV_PREFIX + declared.env
+    if declared.choices and value not in declared.choices:
+        raise ConfigError(f"{name} must be one of {', '.join(repr(c) for c in declared.choices)}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low = declared.minimum
+    if declared.maximum is not None and low is not None and not low <= value <= declared.maximum:
+        raise ConfigError(f"{name} must be between {low:g} and {declared.maximum:g}, got {value:g}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be >= {low:g}, got {value:g}")
+    if declared.above is not None and value <= declared.above:
+        raise ConfigError(f"{name} must be > {declared.above:g}" + (" (positive)" if declared.above == 0 else "")
+                          + f", got {value:g}")  # fmt: skip
+
+
+def _shown_default(f: dataclasses.Field[Any], declared: Declared) -> str:
+    if declared.shown is not None:
+        return declared.shown
+    value = f.default
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    return f"`{value}`"
+
+
+def markdown_rows() -> list[str]:
+    """README's configuration table rows of the METRICGATE_* variables, from the declarations."""
+    return [
+        f"| `{ENV_PREFIX}{declared.env}` | {_shown_default(f, declared)} | {declared.help} |"
+        for _, f, declared in declarations()
+    ]
+
+
+if __name__ == "__main__":  # python -m metricgate.config: the rows for README.md
+    sys.stdout.write("\n".join(markdown_rows()) + "\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from metricgate import config
 from metricgate.config import ConfigError, PostgresSettings, RedisSettings, Settings, mask_url
 
 
@@ -204,3 +205,58 @@ def test_settings_are_frozen() -> None:
         settings.http.port = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.log_level = "DEBUG"  # type: ignore[misc]
+
+
+def _readme_setting_rows() -> list[str]:
+    """The METRICGATE_* rows of README's first configuration table (other rows, e.g. AWS_*, are
+    hand-written there)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = text.split("| Variable | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
+    return [line for line in table.splitlines() if line.startswith("| `METRICGATE_")]
+
+
+def test_readme_table_is_the_declarations() -> None:
+    # Regenerate with: .venv/bin/python -m metricgate.config
+    assert _readme_setting_rows() == config.markdown_rows()
+
+
+def test_every_field_is_declared_or_a_section() -> None:
+    """A field added without setting() would be invisible to the reader, the checks and README."""
+    not_settings = {("ArtifactSettings", "default_artifact_root")}
+    sections = {type(section) for section, _, _ in config.declarations()} - {Settings}
+    for cls in sections | {Settings}:
+        for f in dataclasses.fields(cls):
+            if cls is Settings and f.name in config._SECTIONS:
+                continue
+            assert "setting" in f.metadata or (cls.__name__, f.name) in not_settings, (cls.__name__, f.name)
+    names = [declared.env for _, _, declared in config.declarations()]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    "section, f, declared", list(config.declarations()), ids=[d.env for _, _, d in config.declarations()]
+)
+def test_each_variable_is_read_and_checked(section: object, f: dataclasses.Field[object], declared: config.Declared) -> None:
+    name = config.ENV_PREFIX + declared.env
+    kind = type(f.default)
+    if kind is bool:
+        assert getattr(_owner(Settings.from_env({name: "off" if f.default else "on"}), declared), f.name) is (not f.default)
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "maybe"})
+    elif kind in (int, float):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "lots"})
+        for bound in (declared.minimum, declared.above):
+            if bound is not None:
+                with pytest.raises(ConfigError, match=name):
+                    Settings.from_env({name: str(bound - 1 if bound is declared.minimum else bound)})
+        if declared.maximum is not None:
+            with pytest.raises(ConfigError, match=name):
+                Settings.from_env({name: str(declared.maximum + 1)})
+    elif declared.choices:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "neither"})
+
+
+def _owner(settings: Settings, declared: config.Declared) -> object:
+    return next(section for section, _, d in config.declarations(settings) if d is declared)
