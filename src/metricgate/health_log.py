@@ -49,3 +49,38 @@ def _describe(exc: BaseException | str) -> str:
         return exc
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class RepeatedWarningFilter(logging.Filter):
+    """For a library's own retry loop that we cannot give an ``OutageLog``: asyncpg's pool tries
+    to restore its connection floor during a PostgreSQL outage and logs each failed attempt
+    with a full traceback. The first record passes with its error on one line; repeats within
+    ``every_s`` are dropped."""
+
+    def __init__(self, message_start: str, every_s: float = 60.0) -> None:
+        super().__init__()
+        self._start = message_start
+        self._every_s = every_s
+        self._last = -float("inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self._start):
+            return True
+        now = time.monotonic()
+        if now - self._last < self._every_s:
+            return False
+        self._last = now
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({_describe(error)}; repeats are not logged for {self._every_s:.0f} s)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_library_retries() -> None:
+    """Install the filters above (once per process)."""
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, RepeatedWarningFilter) for f in pool_log.filters):
+        pool_log.addFilter(RepeatedWarningFilter("Failed to restore the pool connection floor"))

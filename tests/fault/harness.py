@@ -1113,3 +1113,92 @@ def assert_exact(
     if cluster is not None:
         parts.append(cluster.logs())
     raise AssertionError("\n".join(parts))
+
+
+# ---------------------------------------------------------------- shutdown (test_fault_shutdown.py)
+
+
+def send_signal(proc: MgProcess, signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to the process (marked as the test's own stop, see ``stopped_from_outside``)."""
+    assert proc.proc is not None and proc.proc.poll() is None, f"{proc.name} is not running"
+    proc.stopping = True
+    proc.proc.send_signal(signum)
+
+
+def wait_exit(proc: MgProcess, timeout_s: float) -> int | None:
+    """The exit code once the process has exited, or None if it is still running after ``timeout_s``."""
+    assert proc.proc is not None
+    try:
+        return proc.proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def workers_gateway(cluster: Cluster, name: str = "gateway", workers: int = 2, **env: Any) -> MgProcess:
+    """``metricgate serve --workers N`` (one port, N processes; the parent forwards signals)."""
+    port = devservices.find_free_port()
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    proc = MgProcess(name, args, cluster.env(**env), cluster.tmp_path / f"{name}.log", port)
+    cluster.processes.append(proc)
+    return proc
+
+
+def worker_pids(parent_pid: int) -> list[int]:
+    """The worker processes of ``serve --workers N`` (children of the parent, from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) != parent_pid:
+            continue
+        with contextlib.suppress(OSError):
+            # Not multiprocessing's resource tracker, which is a child of the parent too.
+            if b"spawn_main" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts as gone: it runs no code)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def port_refuses(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port`` (a connection is refused)."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class HeldRequest:
+    """A log-batch request whose body never finishes arriving: the gateway counts it in flight,
+    so a graceful shutdown waits for it up to METRICGATE_SHUTDOWN_TIMEOUT_S."""
+
+    def __init__(self, port: int, run_id: str) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        body = orjson.dumps({"run_id": run_id, "metrics": []})
+        head = (
+            f"POST {API}/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body[:5])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -28,6 +28,7 @@ from metricgate.health_log import OutageLog
 from metricgate.ingest import wire
 from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
+from metricgate.lifecycle import sleep_unless_set
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.metrics import PgMetricWriter
 
@@ -251,9 +252,9 @@ class Flusher:
                 if finish:
                     await asyncio.sleep(min(delay_s, _RETRY_MAX_STOPPING_S) if self._stopping.is_set() else delay_s)
                 else:
-                    # A stop during the wait ends it (and then the read side gives up).
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay_s)
+                    # A stop during the wait ends it, and the read side gives up.
+                    if await sleep_unless_set(self._stopping, delay_s):
+                        raise _GaveUp from exc
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
             else:
                 dependency.ok()
