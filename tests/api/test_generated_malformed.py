@@ -36,13 +36,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import ClientTimeout
+from yarl import URL
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -121,8 +121,8 @@ NOT_STR = st.one_of(
     st.lists(st.integers(0, 9), max_size=2),
     st.dictionaries(texts(1, 4), st.integers(0, 9), max_size=2),
 )
-NOT_LIST = st.one_of(texts(), st.integers(), st.booleans(), st.dictionaries(texts(1, 4), texts(0, 4), max_size=2))
-NOT_OBJECT = st.one_of(texts(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2))
+NOT_LIST = st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.booleans(), st.dictionaries(texts(1, 4), texts(0, 4), max_size=2))
+NOT_OBJECT = st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.lists(st.integers(0, 9), max_size=2))
 
 # Strings no PostgreSQL text column can hold: NUL, and JSON whose bytes are not UTF-8 or whose
 # escapes name a lone surrogate.
@@ -159,8 +159,9 @@ def _not_float_text(t: str) -> bool:
     return False
 
 
+# Not "": an empty string is read as an absent field (``Fields.int``), as in a query string.
 NOT_INT = st.one_of(
-    texts().filter(_not_int_text),
+    texts(1).filter(_not_int_text),
     st.booleans(),
     st.lists(st.integers(0, 9), max_size=2),
     st.dictionaries(texts(1, 4), st.integers(0, 9), max_size=2),
@@ -238,11 +239,18 @@ BAD_RUN_IDS = st.one_of(
 
 @dataclass(frozen=True)
 class RunId(Kind):
+    """A run id; ``exists``: a well-formed id of no run is refused too (404)."""
+
+    exists: bool = True
+
+    def _bad(self) -> st.SearchStrategy[str]:
+        return BAD_RUN_IDS if self.exists else BAD_RUN_IDS.filter(lambda r: not r.isalnum() or len(r) > 256)
+
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(NOT_STR, UNSTORABLE, st.just(""), BAD_RUN_IDS)
+        return st.one_of(NOT_STR, UNSTORABLE, st.just(""), self._bad())
 
     def query(self) -> st.SearchStrategy[Any]:
-        return st.one_of(Q_NUL, BAD_RUN_IDS)
+        return st.one_of(Q_NUL, self._bad())
 
 
 BAD_EXPERIMENT_IDS = st.one_of(
@@ -303,8 +311,8 @@ class Int(Kind):
 class Double(Kind):
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(
-            texts().filter(_not_float_text), st.booleans(), st.lists(st.floats(allow_nan=False), max_size=2),
-            st.dictionaries(texts(1, 4), st.integers(), max_size=2), st.just(None), UNSTORABLE,
+            texts().filter(_not_float_text), st.booleans(), st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=2),
+            st.dictionaries(texts(1, 4), st.integers(INT64_MIN, INT64_MAX), max_size=2), st.just(None), UNSTORABLE,
         )  # fmt: skip
 
 
@@ -324,7 +332,7 @@ class Enum(Kind):
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(
             self._bad_text(), UNSTORABLE, st.integers(50, 10**6), st.booleans(), st.floats(0.5, 9.5).filter(lambda f: not f.is_integer()),
-            st.lists(st.sampled_from(self.valid), min_size=1, max_size=2), st.dictionaries(texts(1, 3), st.integers(), min_size=1, max_size=2),
+            st.lists(st.sampled_from(self.valid), min_size=1, max_size=2), st.dictionaries(texts(1, 3), st.integers(INT64_MIN, INT64_MAX), min_size=1, max_size=2),
         )  # fmt: skip
 
     def query(self) -> st.SearchStrategy[Any]:
@@ -335,7 +343,7 @@ class Enum(Kind):
 class Bool(Kind):
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(
-            texts(0, 8).filter(lambda s: s.lower() not in ("true", "false")), st.integers(), st.floats(allow_nan=False),
+            texts(0, 8).filter(lambda s: s.lower() not in ("true", "false")), st.integers(INT64_MIN, INT64_MAX), st.floats(allow_nan=False, allow_infinity=False),
             st.lists(st.booleans(), max_size=2), st.dictionaries(texts(1, 3), st.booleans(), max_size=1), UNSTORABLE,
         )  # fmt: skip
 
@@ -471,24 +479,46 @@ class Segment(Kind):
     def segment(self) -> st.SearchStrategy[str]:
         return st.one_of(
             st.uuids().map(lambda u: u.hex),
-            st.sampled_from(["x", "0", "-1", "9" * 30, "m-" + "0" * 32, "%00", "%FF", "..", "a%2Fb", "%2e%2e", " "]),
+            st.sampled_from(["x", "0", "-1", "9" * 30, "m-" + "0" * 32, "%00", "%FF", "..", "a%2Fb", "%2e%2e", "%20",
+                             "%C2%B2", "%D9%A3"]),  # '²' and '٣': str.isdigit() is true of both
             st.text(st.characters(categories=("L", "N")), min_size=1, max_size=20).map(lambda t: quote(t, safe="")),
         )
 
 
 @dataclass(frozen=True)
+class IntSegment(Segment):
+    """A numeric path segment (file index, part number) that names nothing: ``valid`` lists the
+    spellings that do."""
+
+    valid: tuple[int, ...] = ()
+
+    def segment(self) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.sampled_from(["-1", "x", "1.0", "1e0", "%C2%B2", "%D9%A1", "%EF%BC%91", "0x1", "9999999999", "%20", "+1"]),
+            st.integers(0, 10**9).filter(lambda n: n not in self.valid).map(str),
+            st.text(st.characters(categories=("N",)), min_size=1, max_size=3).filter(lambda t: not t.isascii()).map(lambda t: quote(t, safe="")),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ArtifactPath(Kind):
-    """The ``{path}`` tail of an artifact route: traversal, absolute, NUL, missing files."""
+    """The ``{path}`` tail of an artifact route: traversal, absolute, NUL; and, unless
+    ``missing_ok`` (an upload names a new file, a delete of nothing is done), missing files."""
+
+    missing_ok: bool = False
 
     def json(self) -> None:
         return None
 
     def segment(self) -> st.SearchStrategy[str]:
-        return st.one_of(
+        bad = [
             st.sampled_from(["..", "../etc/passwd", "a/../../x", "%2e%2e/x", "%2E%2E%2Fx", "a/%00/b", "/etc/passwd",
-                             "C:%5Cwindows", "a%5C..%5C..%5Cb", "{A}/../../..", "{A}/missing.bin", "{A}/nope/deeper/x"]),
+                             "C:%5Cwindows", "a%5C..%5C..%5Cb", "{A}/../../..", "{A}/./x", "{A}//x", "{A}/%2e%2e/%2e%2e/x"]),
             texts(1, 8).map(lambda t: "{A}/../../" + quote(t, safe="")),
-        )  # fmt: skip
+        ]  # fmt: skip
+        if not self.missing_ok:
+            bad.append(st.sampled_from(["{A}/missing.bin", "{A}/nope/deeper/x"]))
+        return st.one_of(*bad)
 
 
 @dataclass(frozen=True)
@@ -550,16 +580,21 @@ BAD_VERSIONS = st.sampled_from(["abc", "-1", "0", "1.5", "1e3", "99999", "214748
 
 @dataclass(frozen=True)
 class Version(Kind):
-    """A model version number ("1"); a number of no version is refused too (404)."""
+    """A model version number ("1"); ``exists``: a number of no version is refused too (404)."""
+
+    exists: bool = True
+
+    def _bad(self) -> st.SearchStrategy[str]:
+        return BAD_VERSIONS if self.exists else BAD_VERSIONS.filter(lambda v: v != "99999")
 
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(
             st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.lists(st.integers(0, 9), max_size=2),
-            st.dictionaries(texts(1, 4), st.integers(0, 9), max_size=2), UNSTORABLE, BAD_VERSIONS, st.just(""),
+            st.dictionaries(texts(1, 4), st.integers(0, 9), max_size=2), UNSTORABLE, self._bad(), st.just(""),
         )  # fmt: skip
 
     def query(self) -> st.SearchStrategy[Any]:
-        return st.one_of(Q_NUL, BAD_VERSIONS)
+        return st.one_of(Q_NUL, self._bad())
 
 
 BAD_STAGES = texts(1, 12).filter(lambda s: s.lower() not in ("none", "staging", "production", "archived"))
@@ -657,7 +692,7 @@ class GraphQLQuery(Kind):
 @dataclass(frozen=True)
 class GraphQLVariables(Kind):
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(texts(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=2))
+        return st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.booleans(), st.lists(st.integers(INT64_MIN, INT64_MAX), max_size=2))
 
     def query(self) -> st.SearchStrategy[Any]:
         return st.one_of(texts(1, 10).filter(lambda t: _not_json_object(t)), st.sampled_from(["[1]", "1", '"s"', "true"]))
@@ -1019,7 +1054,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("get-history-bulk-interval", "GET", f"{Q}/metrics/get-history-bulk-interval",
              "metrics.get_history_bulk_interval",
              query=(("run_ids", "{R}"), ("metric_key", "m"), ("max_results", "10"), ("start_step", "0"), ("end_step", "10")),
-             fields={"run_ids": ListOf(RunId()), "metric_key": Text(empty=True), "max_results": Int(1, 2500),
+             fields={"run_ids": ListOf(RunId(exists=False)), "metric_key": Text(empty=True), "max_results": Int(1, 2500),
                      "start_step": Int(INT64_MIN, 10), "end_step": Int(0, INT64_MAX)},
              required=("run_ids", "metric_key", "start_step", "end_step")),
     # ------------------------------------------------------------ logged models
@@ -1040,7 +1075,8 @@ ENDPOINTS: list[Endpoint] = [
              pathvars={"LMX": "{LM}"}, segments={"LMX": Segment()}),
     Endpoint("logged-models-finalize", "PATCH", f"{Q}/logged-models/{{LMX}}", "logged_models.finalize_logged_model",
              body={"status": "LOGGED_MODEL_READY"}, pathvars={"LMX": "{LM}"}, segments={"LMX": Segment()},
-             fields={"status": Enum(("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED", "1", "2", "3"))},
+             fields={"status": Enum(("LOGGED_MODEL_STATUS_UNSPECIFIED", "LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY",
+                                    "LOGGED_MODEL_UPLOAD_FAILED", "0", "1", "2", "3"))},
              required=("status",)),
     Endpoint("logged-models-delete", "DELETE", f"{Q}/logged-models/{{LMX}}", "logged_models.delete_logged_model",
              pathvars={"LMX": "{LM2}"}, segments={"LMX": Segment()}, order=90, json_body=False),
@@ -1079,13 +1115,15 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("proxied-download", "GET", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.download_artifact",
              pathvars={"PATH": "{A}/dir/file.txt"}, segments={"PATH": ArtifactPath()}),
     Endpoint("proxied-upload", "PUT", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.upload_artifact",
-             pathvars={"PATH": "{A}/dir/new.txt"}, segments={"PATH": ArtifactPath()}, data=b"new bytes"),
+             pathvars={"PATH": "{A}/dir/new.txt"}, segments={"PATH": ArtifactPath(missing_ok=True)}, data=b"new bytes"),
     Endpoint("proxied-delete", "DELETE", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.delete_artifact",
-             pathvars={"PATH": "{A}/doomed.txt"}, segments={"PATH": ArtifactPath()}, order=90, json_body=False),
+             pathvars={"PATH": "{A}/doomed.txt"}, segments={"PATH": ArtifactPath(missing_ok=True)}, order=90,
+             json_body=False),
     Endpoint("proxied-presigned", "GET", f"{ARTIFACTS}/presigned/{{PATH}}", "artifacts.presigned_download",
              pathvars={"PATH": "{A}/dir/file.txt"}, segments={"PATH": ArtifactPath()}),
     Endpoint("mpu-create", "POST", f"{ARTIFACTS}/mpu/create/{{PATH}}", "multipart.create_multipart_upload",
-             body={"path": "/tmp/fresh.bin", "num_parts": 2}, pathvars={"PATH": "{A}"}, segments={"PATH": ArtifactPath()},
+             body={"path": "/tmp/fresh.bin", "num_parts": 2}, pathvars={"PATH": "{A}"},
+             segments={"PATH": ArtifactPath(missing_ok=True)},
              fields={"path": LocalPath(), "num_parts": Int(1, 10000)}, required=("path",)),
     Endpoint("mpu-complete", "POST", f"{ARTIFACTS}/mpu/complete/{{PATH}}", "multipart.complete_multipart_upload",
              body={"path": "/tmp/MPU.bin", "upload_id": "{MPU}", "parts": [{"part_number": 1, "etag": "{ETAG}"}]},
@@ -1140,7 +1178,8 @@ ENDPOINTS: list[Endpoint] = [
              required=("name", "alias", "version")),
     Endpoint("alias-delete", "DELETE", f"{Q}/registered-models/alias", "registry.delete_alias",
              body={"name": "{M}", "alias": "old"},
-             fields={"name": Text(empty=True, lookup=True), "alias": Text(empty=True, lookup=True)},
+             # Deleting an alias that is not set is done (idempotent, as stock MLflow).
+             fields={"name": Text(empty=True, lookup=True), "alias": Text(empty=True)},
              required=("name", "alias"), order=50),
     Endpoint("alias-get", "GET", f"{Q}/registered-models/alias", "registry.get_version_by_alias",
              query=(("name", "{M}"), ("alias", "champion")),
@@ -1184,7 +1223,8 @@ ENDPOINTS: list[Endpoint] = [
              required=("name", "version", "key"), order=50),
     Endpoint("registry-history", "GET", f"{METRICGATE}/registry/history", "registry_history.registry_history",
              query=(("name", "{M}"), ("version", "1"), ("max_results", "10")),
-             fields={"name": Text(empty=True, lookup=True), "version": Version(), "max_results": Int(1, 1000),
+             # A name of no model is an empty history, not an error: events outlive deleted models.
+             fields={"name": Text(empty=True), "version": Version(exists=False), "max_results": Int(1, 1000),
                      "page_token": PageToken("registry")},
              required=("name",)),
     # ------------------------------------------------------------ webhooks
@@ -1225,7 +1265,7 @@ ENDPOINTS: list[Endpoint] = [
              pathvars={"UX": "{U}"}, segments={"UX": Segment()}),
     Endpoint("uploads-part", "PUT", f"{METRICGATE}/uploads/{{UX}}/files/{{FILE}}/parts/{{PART}}", "uploads.upload_part",
              pathvars={"UX": "{U2}", "FILE": "0", "PART": "1"}, data=b"0123456789",
-             segments={"UX": Segment(), "FILE": Segment(), "PART": Segment()}),
+             segments={"UX": Segment(), "FILE": IntSegment(valid=(0,)), "PART": IntSegment(valid=(1,))}),
     Endpoint("uploads-complete", "POST", f"{METRICGATE}/uploads/{{UX}}/complete", "uploads.complete_upload",
              pathvars={"UX": "{U}"}, segments={"UX": Segment()}, order=60, json_body=False),
     Endpoint("uploads-abort", "DELETE", f"{METRICGATE}/uploads/{{UX}}", "uploads.abort_upload",
@@ -1253,7 +1293,7 @@ ENDPOINTS: list[Endpoint] = [
              fields={"aggregations": Objects(), "dimensions": ListOf(Present())},
              required=("experiment_ids", "view_type", "metric_name")),
     Endpoint("traces-v2", "GET", "/ajax-api/2.0/mlflow/traces", "ui_genai.search_traces_v2",
-             query=(("experiment_ids", "{E}"),), fields={"experiment_ids": Text(query_nul=True)},
+             query=(("experiment_ids", "{E}"),), fields={"experiment_ids": Present()},
              required=("experiment_ids",)),
     # ------------------------------------------------------------ GraphQL: only the envelope is REST-shaped
     Endpoint("graphql", "POST", "/graphql", "graphql.handler.graphql",
@@ -1423,7 +1463,19 @@ def render(
 
 
 async def send(world: World, sent: Sent) -> Reply:
-    return await world.api.request(sent.method, sent.url, data=sent.data, headers=sent.headers, absolute=True)
+    """Sends ``sent.url`` byte for byte: the test client would resolve '..' segments (RFC 3986)
+    before the server ever saw them, and re-encode what is encoded on purpose."""
+    client = world.api.client
+    url = URL(f"http://{client.host}:{client.port}{sent.url}", encoded=True)
+
+    async def _send() -> Reply:
+        async with client.session.request(sent.method, url, data=sent.data, headers=sent.headers) as resp:
+            return Reply(sent.method, sent.url, resp.status, resp.headers, await resp.read())
+
+    try:
+        return await asyncio.wait_for(_send(), REQUEST_TIMEOUT_S)
+    except TimeoutError:
+        pytest.fail(f"{sent!r} got no answer within {REQUEST_TIMEOUT_S} s", pytrace=False)
 
 
 def check_refused(reply: Reply, sent: Sent, *, route_may_miss: bool = False) -> dict[str, Any]:
@@ -1477,8 +1529,11 @@ async def refused_and_nothing_stored(
     harness: Harness, baseline: Baseline, sent: Sent, *, route_may_miss: bool = False
 ) -> None:
     reply = await send(harness.world, sent)
-    check_refused(reply, sent, route_may_miss=route_may_miss)
-    await baseline.unchanged(sent)
+    try:
+        check_refused(reply, sent, route_may_miss=route_may_miss)
+    finally:
+        # Even when the answer is wrong: the next request is judged against the state after this one.
+        await baseline.unchanged(sent)
 
 
 # ---------------------------------------------------------------- the family
@@ -1494,7 +1549,7 @@ REQUIRED_CASES = [pytest.param(e, name, id=f"{e.id}:-{name}") for e in ENDPOINTS
 JSON_ENDPOINTS = [pytest.param(e, id=e.id) for e in ENDPOINTS if not e.in_query and e.json_body]
 
 _EXTRA_FIELDS = st.dictionaries(
-    texts(1, 10).map(lambda t: "zz_unknown_" + t), st.one_of(st.none(), texts(), st.integers(), st.lists(st.integers(), max_size=2)),
+    texts(1, 10).map(lambda t: "zz_unknown_" + t), st.one_of(st.none(), texts(), st.integers(INT64_MIN, INT64_MAX), st.lists(st.integers(0, 9), max_size=2)),
     max_size=2,
 )  # fmt: skip
 
@@ -1530,7 +1585,8 @@ async def test_malformed_path_segment(
 
 @pytest.mark.parametrize(("endpoint", "name"), REQUIRED_CASES)
 async def test_missing_required_field(harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str) -> None:
-    for value in (_DELETE, None) if not endpoint.in_query else (_DELETE, ""):
+    presence_only = isinstance(endpoint.fields.get(name), Present)
+    for value in (_DELETE, None) if not endpoint.in_query else (_DELETE,) if presence_only else (_DELETE, ""):
         sent = render(endpoint, harness.world, field_path=name, value=value)
         await refused_and_nothing_stored(harness, baseline, sent)
 
@@ -1539,7 +1595,8 @@ async def test_missing_required_field(harness: Harness, baseline: Baseline, endp
 BAD_BODIES: list[tuple[str, bytes]] = [
     ("list", b"[]"), ("list-of-object", b'[{"a": 1}]'), ("string", b'"x"'), ("number", b"1"), ("null", b"null"),
     ("true", b"true"), ("truncated", b'{"a": '), ("trailing", b'{"a": 1} x'), ("single-quotes", b"{'a': 1}"),
-    ("invalid-utf8", b'{"a": "\xff"}'), ("utf16", '{"a": 1}'.encode("utf-16")), ("bom", b'\xef\xbb\xbf{"a": 1}'),
+    # Python's json (the lenient fallback, as Flask's) detects UTF-16/32 and a BOM: only their content matters.
+    ("invalid-utf8", b'{"a": "\xff"}'), ("utf16", '"x"'.encode("utf-16")), ("bom", b'\xef\xbb\xbf[]'),
     ("lone-surrogate-key", b'{"\\ud800": 1}'), ("nul-key", b'{"a\\u0000": 1}'), ("deep", b"[" * 100_000 + b"]" * 100_000),
     ("deep-object", b'{"a":' * 5000 + b"1" + b"}" * 5000), ("nan-top", b"NaN"), ("garbage", bytes(range(256))),
 ]  # fmt: skip
@@ -1583,12 +1640,20 @@ async def test_inputless_routes_ignore_garbage(harness: Harness, baseline: Basel
             await baseline.unchanged(sent)
 
 
+def _next_redis_db(url: str) -> str:
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    number = int(db) if db.isascii() and db.isdigit() else 0
+    return urlunsplit(parts._replace(path=f"/{(number + 1) % 16}"))
+
+
 async def test_valid_requests_are_valid(
     pg_server_url: str, migrated_template: str, redis_url: str, tmp_path: Path
 ) -> None:
     """Every template unmutated answers 2xx (in its own world, in ``order``): the mutations are
     one field away from a request that works, so they test that field's validation."""
-    async for opened in _open_world(pg_server_url, migrated_template, redis_url, tmp_path):
+    # Another Redis database: the module's world keeps its streams (and its flusher its entries).
+    async for opened in _open_world(pg_server_url, migrated_template, _next_redis_db(redis_url), tmp_path):
         failures = []
         for e in sorted(ENDPOINTS, key=lambda e: e.order):
             sent = render(e, opened.world)
@@ -1596,3 +1661,40 @@ async def test_valid_requests_are_valid(
             if not 200 <= reply.status < 300:
                 failures.append(f"{e.id}: {sent!r} -> {reply!r}")
         assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- regressions the family found
+
+# (endpoint id, field or {segment}, value); xfail: not fixed yet, and where the fix lies.
+_ISDIGIT_XFAIL = (
+    "str.isdigit() is true of '\u00b2', which int() refuses: a 500. Fix outside this test's files: "
+    "{}"
+)
+PINNED = [
+    # api/uploads.py: part number and file index segments of superscript digits were a 500.
+    pytest.param("uploads-part", "{PART}", "%C2%B2", id="upload-part-number-superscript"),
+    pytest.param("uploads-part", "{FILE}", "%C2%B9", id="upload-file-index-superscript"),
+    # api/webhooks.py: the store's id parser (stores/postgres/webhooks.py) took '²' for a number.
+    pytest.param("webhooks-get", "{WX}", "%C2%B2", id="webhook-id-superscript"),
+    pytest.param("webhooks-deliveries", "{WX}", "%C2%B3", id="webhook-deliveries-id-superscript"),
+    pytest.param("model-versions-get", "version", "\u00b2", id="version-superscript",
+                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
+                     "registry/rules.py parse_version: `text.isascii() and text.isdigit()`"))),
+    pytest.param("model-versions-update", "version", "\u00b9", id="version-superscript-json",
+                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
+                     "registry/rules.py parse_version: `text.isascii() and text.isdigit()`"))),
+    pytest.param("runs-search", "page_token", _b64(b'{"offset": "\\u00b2"}'), id="page-token-offset-superscript",
+                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
+                     "search/paging.py _offset_from: `raw.strip().isascii() and raw.strip().isdigit()`"))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("endpoint_id", "name", "value"), PINNED)
+async def test_pinned_regressions(harness: Harness, baseline: Baseline, endpoint_id: str, name: str, value: str) -> None:
+    endpoint = next(e for e in ENDPOINTS if e.id == endpoint_id)
+    if name.startswith("{"):
+        sent = render(endpoint, harness.world, segment=(name.strip("{}"), value))
+        await refused_and_nothing_stored(harness, baseline, sent, route_may_miss=True)
+    else:
+        sent = render(endpoint, harness.world, field_path=name, value=value)
+        await refused_and_nothing_stored(harness, baseline, sent)

@@ -52,7 +52,8 @@ def _session_id(request: web.Request) -> str:
 
 def _int_segment(request: web.Request, name: str) -> int:
     value = request.match_info[name]
-    if not value.isdigit() or len(value) > 9:
+    # ASCII digits only: str.isdigit() is also true of '²' or '٣', which int() refuses or reads.
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidParameter(f"Invalid {name} {value[:32]!r}: expected a non-negative integer")
     return int(value)
 
