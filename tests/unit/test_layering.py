@@ -1,0 +1,286 @@
+"""The import structure of src/metricgate, checked from its source (issue 12).
+
+Rules, from the bottom layer up:
+
+    0 domain     values, rules, errors, settings, metrics registry (pure; imports nothing above)
+    1 stores     PostgreSQL and artifact stores
+    2 features   ingest, uploads, registry, webhooks delivery; and the client and bench libraries
+    3 api        HTTP handlers
+    4 assembly   service.py (opens the stores), the app factory, the server runner
+    5 commands   every command-line front end, the dev-stack installer
+
+1. An import may only point to the same layer or a lower one (TYPE_CHECKING and function-local
+   imports count: they are dependencies all the same).
+2. No cycle between modules.
+3. A concrete store class (``Pg*``, ``LocalArtifactStore``, ``S3ArtifactStore``) is named only in
+   ``stores/`` and ``service.py``: everything else depends on what a store does, not which it is.
+
+The tree does not follow these rules everywhere yet. What it breaks today is listed below, and the
+lists only shrink: a new breach fails the test, and so does a listed one that is gone (delete it
+from the list; the figures in the test ids are the ones issue 12's closing note reports).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = "metricgate"
+
+LAYER_NAMES = ("domain", "stores", "features", "api", "assembly", "commands")
+
+# Module -> layer, by the longest matching prefix (a package name covers its modules).
+LAYERS: dict[str, int] = {
+    "metricgate": 0,  # the package's __init__ and top-level modules not listed below
+    "metricgate.search": 0,
+    "metricgate.registry.entities": 0,
+    "metricgate.registry.rules": 0,
+    "metricgate.uploads.models": 0,
+    "metricgate.uploads.checks": 0,
+    "metricgate.webhooks.models": 0,
+    "metricgate.webhooks.events": 0,
+    "metricgate.webhooks.signing": 0,
+    "metricgate.webhooks.retry": 0,
+    "metricgate.ingest.wire": 0,
+    "metricgate.stores": 1,
+    "metricgate.ingest": 2,
+    "metricgate.uploads": 2,
+    "metricgate.registry": 2,
+    "metricgate.webhooks": 2,
+    "metricgate.live_status": 2,
+    "metricgate.client": 2,
+    "metricgate.bench": 2,
+    "metricgate.api": 3,
+    "metricgate.api.app": 4,
+    "metricgate.service": 4,
+    "metricgate.server": 4,
+    "metricgate.cli": 5,
+    "metricgate.cli_http": 5,
+    "metricgate.registry_cli": 5,
+    "metricgate.webhooks.cli": 5,
+    "metricgate.client.cli": 5,
+    "metricgate.bench.cli": 5,
+    "metricgate.devservices": 5,
+    "metricgate.__main__": 5,
+}
+
+CONCRETE_STORE = re.compile(r"^(Pg[A-Z]\w*|LocalArtifactStore|S3ArtifactStore)$")
+CONCRETE_ALLOWED = ("metricgate.stores", "metricgate.service")
+
+# ---------------------------------------------------------------- today's breaches (only shrink)
+
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    # Handlers type the app's service with service.Service, whose fields are concrete stores.
+    ("metricgate.api.artifacts", "metricgate.service"),
+    ("metricgate.api.graphql.resolvers", "metricgate.service"),
+    ("metricgate.api.keys", "metricgate.service"),
+    ("metricgate.api.metrics", "metricgate.service"),
+    ("metricgate.api.runs", "metricgate.service"),
+    ("metricgate.api.ui_support", "metricgate.service"),
+    ("metricgate.bench", "metricgate.bench.cli"),
+    # The chunk format of stored metrics lives in ingest/batcher.py.
+    ("metricgate.stores.postgres.metrics", "metricgate.ingest.batcher"),
+    ("metricgate.uploads.checks", "metricgate.stores.artifacts.base"),
+    ("metricgate.uploads.checks", "metricgate.stores.artifacts.paths"),
+}
+KNOWN_CYCLES: set[frozenset[str]] = {
+    # local_staging.py calls private members of LocalArtifactStore (imported under TYPE_CHECKING).
+    frozenset({"metricgate.stores.artifacts.local", "metricgate.stores.artifacts.local_staging"}),
+}
+KNOWN_CONCRETE: set[tuple[str, str]] = {
+    ("metricgate.api.webhooks", "PgWebhookStore"),
+    ("metricgate.ingest.flusher", "PgMetricWriter"),
+    ("metricgate.ingest.janitor", "PgRunStore"),
+    ("metricgate.ingest.sink", "PgMetricWriter"),
+    ("metricgate.live_status", "PgLiveCounts"),
+    ("metricgate.registry.service", "PgRegistryStore"),
+    ("metricgate.uploads.commit", "PgUploadStore"),
+    ("metricgate.uploads.references", "PgReferenceStore"),
+    ("metricgate.uploads.references", "PgRunStore"),
+    ("metricgate.uploads.sessions", "PgRunStore"),
+    ("metricgate.uploads.sessions", "PgUploadStore"),
+    ("metricgate.uploads.sessions", "S3ArtifactStore"),
+    ("metricgate.uploads.sweeper", "PgUploadStore"),
+    ("metricgate.uploads.visible_store", "PgReferenceStore"),
+    ("metricgate.uploads.visible_store", "PgUploadStore"),
+}
+
+
+# ---------------------------------------------------------------- the import graph
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((SRC / PACKAGE).rglob("*.py"))}
+
+
+def _resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tuple[str, str]]:
+    """(imported module, imported name or '') for every import of a project module in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE:
+                    yield _owning_module(alias.name, modules), ""
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(name, is_package, node)
+            if target.split(".")[0] != PACKAGE:
+                continue
+            for alias in node.names:
+                # "from metricgate.api import runs" imports a module; "from x import Name" a name.
+                sub = f"{target}.{alias.name}"
+                if sub in modules:
+                    yield sub, ""
+                else:
+                    yield _owning_module(target, modules), alias.name
+
+
+def _owning_module(dotted: str, modules: dict[str, Path]) -> str:
+    while dotted not in modules and "." in dotted:
+        dotted = dotted.rsplit(".", 1)[0]
+    return dotted
+
+
+def layer_of(module: str) -> int:
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[best]
+
+
+@functools.cache
+def _graph() -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+    modules = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    names: set[tuple[str, str]] = set()
+    for module, path in modules.items():
+        for target, imported in _imports(module, path, modules):
+            if target != module and target in modules:
+                edges[module].add(target)
+            if imported:
+                names.add((module, imported))
+    return edges, names
+
+
+def _cycles(edges: dict[str, set[str]]) -> set[frozenset[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.add(frozenset(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    edges, _ = _graph()
+    return {(a, b) for a, targets in edges.items() for b in targets if layer_of(b) > layer_of(a)}
+
+
+def concrete_store_names() -> set[tuple[str, str]]:
+    _, names = _graph()
+    return {
+        (module, name)
+        for module, name in names
+        if CONCRETE_STORE.match(name) and not module.startswith(CONCRETE_ALLOWED)
+    }
+
+
+def _describe(pairs: set[tuple[str, str]]) -> str:
+    return "\n".join(f"  {a} -> {b}" for a, b in sorted(pairs))
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in _modules():
+        assert 0 <= layer_of(module) < len(LAYER_NAMES), module
+
+
+def test_imports_point_down() -> None:
+    found = upward_imports()
+    new, gone = found - KNOWN_UPWARD, KNOWN_UPWARD - found
+    assert not new, "imports pointing up a layer (see this module's docstring):\n" + _describe(
+        {(f"{a} [{LAYER_NAMES[layer_of(a)]}]", f"{b} [{LAYER_NAMES[layer_of(b)]}]") for a, b in new}
+    )
+    assert not gone, "fixed, remove from KNOWN_UPWARD:\n" + _describe(gone)
+
+
+def test_no_import_cycles() -> None:
+    edges, _ = _graph()
+    found = _cycles(edges)
+    new, gone = found - KNOWN_CYCLES, KNOWN_CYCLES - found
+    assert not new, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in new)
+    assert not gone, "fixed, remove from KNOWN_CYCLES: " + "; ".join(" <-> ".join(sorted(c)) for c in gone)
+
+
+def test_concrete_stores_are_named_only_where_they_are_assembled() -> None:
+    found = concrete_store_names()
+    new, gone = found - KNOWN_CONCRETE, KNOWN_CONCRETE - found
+    assert not new, "concrete store classes named outside stores/ and service.py:\n" + _describe(new)
+    assert not gone, "fixed, remove from KNOWN_CONCRETE:\n" + _describe(gone)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from metricgate.stores.postgres.runs import PgRunStore", [("metricgate.stores.postgres.runs", "PgRunStore")]),
+        ("from metricgate.api import runs", [("metricgate.api.runs", "")]),
+        ("import metricgate.service", [("metricgate.service", "")]),
+        ("from . import codec", [("metricgate.api.codec", "")]),
+        ("from ..errors import NotFound", [("metricgate.errors", "NotFound")]),
+        ("import os\nfrom aiohttp import web", []),
+    ],
+)
+def test_the_import_reader(source: str, expected: list[tuple[str, str]], tmp_path: Path) -> None:
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    assert list(_imports("metricgate.api.probe", path, _modules())) == expected
