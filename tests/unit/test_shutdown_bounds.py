@@ -1,0 +1,116 @@
+"""Every shutdown step is bounded (docs/design-shutdown.md): background workers stop together
+under one deadline, a worker that ignores cancellation is abandoned, a close that hangs is
+abandoned, and the PostgreSQL pools close even while a connection is never given back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from metricgate import lifecycle
+from metricgate.lifecycle import BackgroundWorkers, close_bounded, sleep_unless_set
+from metricgate.stores.postgres.pool import Database
+
+
+class Worker:
+    """Runs until stopped; ``ignore_stop`` keeps it running (a drain that cannot finish),
+    ``ignore_cancel`` makes it swallow cancellation too (a library that eats CancelledError)."""
+
+    def __init__(self, ignore_stop: bool = False, ignore_cancel: bool = False) -> None:
+        self.ignore_stop = ignore_stop
+        self.ignore_cancel = ignore_cancel
+        self.stopping = asyncio.Event()
+        self.finished = False
+        self.cancelled = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if not self.ignore_stop:
+                    await self.stopping.wait()
+                    self.finished = True
+                    return
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled = True
+                if not self.ignore_cancel:
+                    raise
+
+
+async def test_workers_that_stop_in_time_are_not_cancelled() -> None:
+    workers = BackgroundWorkers()
+    a, b = Worker(), Worker()
+    workers.start("a", a)
+    workers.start("b", b)
+    await asyncio.sleep(0)
+    await workers.stop(drain_timeout_s=5)
+    assert a.finished and b.finished and not (a.cancelled or b.cancelled)
+
+
+async def test_stuck_workers_share_one_deadline_then_are_cancelled() -> None:
+    workers = BackgroundWorkers()
+    stuck = [Worker(ignore_stop=True) for _ in range(3)]
+    for i, worker in enumerate(stuck):
+        workers.start(f"stuck-{i}", worker)
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await workers.stop(drain_timeout_s=1.0)
+    took = time.monotonic() - started
+    assert all(w.cancelled for w in stuck)
+    # One deadline for all three: one after the other would take 3 s.
+    assert took < 2.5, took
+
+
+async def test_a_worker_that_swallows_cancellation_is_abandoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "CANCEL_GRACE_S", 0.3)
+    workers = BackgroundWorkers()
+    rogue = Worker(ignore_stop=True, ignore_cancel=True)
+    workers.start("rogue", rogue)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(workers.stop(drain_timeout_s=0.2), 10)  # returns instead of hanging
+    assert rogue.cancelled
+    rogue.ignore_cancel = False  # let the test end it
+    for task in asyncio.all_tasks():
+        if task.get_name() == "rogue":
+            task.cancel()
+
+
+async def test_close_bounded_abandons_a_hanging_close_and_reports_a_failing_one() -> None:
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    async def fails() -> None:
+        raise ConnectionResetError("peer gone")
+
+    async def works() -> None:
+        return None
+
+    assert await asyncio.wait_for(close_bounded("hanging", hangs(), timeout_s=0.2), 10) is False
+    assert await close_bounded("failing", fails()) is False
+    assert await close_bounded("fine", works()) is True
+
+
+async def test_sleep_unless_set_ends_when_the_event_is_set() -> None:
+    event = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, event.set)
+    assert await asyncio.wait_for(sleep_unless_set(event, 3600), 10) is True
+    assert await sleep_unless_set(asyncio.Event(), 0.01) is False
+
+
+async def test_database_close_ends_while_a_connection_is_never_released(db_url: str) -> None:
+    # asyncpg's graceful close waits for every connection to come back: a request stuck on
+    # one (or a task abandoned by the drain) would hold the process forever.
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    reads = await asyncpg.create_pool(db_url, min_size=0, max_size=1)
+    db = Database(pool, 1.0, reads, 5.0)
+    held = await pool.acquire()
+    connection = held._con  # the proxy is detached when the pool terminates
+    await asyncio.wait_for(db.aclose(timeout_s=0.3), 10)
+    assert pool._closed and reads._closed
+    assert connection is not None and connection.is_closed()
