@@ -1,7 +1,9 @@
 """Model-version sources over HTTP (issue 11 §5): a source that climbs out of its location, or a
 local / proxied one outside the artifact location of the run (logged model) the request names,
-is refused with stock MLflow's 400 before anything is stored; every source the mlflow client
-sends keeps working. The rule itself: tests/unit/test_registry_rules.py."""
+or one that addresses another host, is refused with stock MLflow's 400 before anything is stored;
+a models:/<name>/... source must name an existing version whose run and logged model the request
+agrees with (stock 3.17.2's lineage rule); every source the mlflow client sends keeps working.
+The rule itself: tests/unit/test_registry_rules.py."""
 
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ REFUSED: list[tuple[str, dict[str, str]]] = [
     ("runs:/{run}/%2e%2e/%2e%2e/etc", {"run_id": "{run}"}),
     ("runs:/{run}/model\\..\\..\\etc", {"run_id": "{run}"}),
     ("s3://bucket/models/../../other", {}),
-    ("http://host/api/2.0/mlflow-artifacts/artifacts/..%2f..%2fetc", {}),
     # A local or proxied source without a run, or with one that does not contain it / exist.
     ("{local}/model", {}),  # inside a run's directory, but the run is not named
     ("file:///tmp/model", {}),
@@ -122,3 +123,76 @@ async def test_sources_the_client_sends_are_stored(api: Api, world: dict[str, st
         assert version["model_version"]["source"] == source
         got = (await api.get("/model-versions/get-download-uri", {"name": "m", "version": str(number)})).ok()
         assert got["artifact_uri"] == location, source
+
+
+async def _assert_nothing_stored(api: Api, name: str, versions: int) -> None:
+    assert len(await _versions_of(api, name)) == versions
+    model = (await api.get("/registered-models/get", {"name": name})).ok()["registered_model"]
+    assert max([int(v["version"]) for v in model.get("latest_versions", [])], default=0) == versions
+
+
+HOST_ADDRESSED = [
+    "http://host/../x",
+    "https://example.com/models/model.tar.gz",
+    "ftp://",
+    "ftp://files.example.com/model",
+    "mlflow-artifacts://other-host:5000/1/run/artifacts/model",
+    "http://host/api/2.0/mlflow-artifacts/artifacts/..%2f..%2fetc",
+]
+
+
+async def test_host_addressed_sources_are_refused(api: Api, world: dict[str, str]) -> None:
+    for source in HOST_ADDRESSED:
+        reply = await api.post("/model-versions/create", {"name": "m", "source": source, "run_id": world["run"]})
+        scheme = source.split(":", 1)[0]
+        assert reply.error(400, "INVALID_PARAMETER_VALUE").startswith(f"'source' cannot use the '{scheme}' scheme: ")
+    await _assert_nothing_stored(api, "m", 0)
+
+
+async def test_models_sources_copy_an_existing_version(api: Api, world: dict[str, str]) -> None:
+    """A models:/<name>/... source is stored as models:/<name>/<version> of the version it
+    resolves to, whose run (and logged model) the new version inherits, as stock 3.17.2 does."""
+    run, root = world["run"], world["root"]
+    (await api.post("/model-versions/create", {"name": "m", "source": f"{root}/model", "run_id": run})).ok()
+    (await api.post("/model-versions/create", {"name": "m", "source": "s3://bucket/two"})).ok()
+    (await api.post("/registered-models/alias", {"name": "m", "alias": "champion", "version": "1"})).ok()
+    (await api.post("/model-versions/transition-stage", {"name": "m", "version": "1", "stage": "Staging"})).ok()
+    (await api.post("/registered-models/create", {"name": "copy"})).ok()
+    accepted = [
+        ("models:/m/1", {}, "models:/m/1", run, f"{root}/model"),
+        ("models:/m@champion", {}, "models:/m/1", run, f"{root}/model"),
+        ("models:/m/staging", {}, "models:/m/1", run, f"{root}/model"),
+        ("models:/m/latest", {}, "models:/m/2", None, "s3://bucket/two"),
+        ("models:/m/1", {"run_id": run}, "models:/m/1", run, f"{root}/model"),
+    ]
+    for number, (source, extra, stored, run_id, location) in enumerate(accepted, start=1):
+        version = (await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})).ok()
+        assert version["model_version"]["source"] == stored, source
+        assert version["model_version"].get("run_id") == run_id, source
+        got = (await api.get("/model-versions/get-download-uri", {"name": "copy", "version": str(number)})).ok()
+        assert got["artifact_uri"] == location, source
+
+
+async def test_models_sources_that_name_no_usable_version_are_refused(api: Api, world: dict[str, str]) -> None:
+    run, local_run = world["run"], world["local_run"]
+    (await api.post("/model-versions/create", {"name": "m", "source": f"runs:/{run}/model"})).ok()
+    prompt_tags = [{"key": "mlflow.prompt.is_prompt", "value": "true"}]
+    (await api.post("/registered-models/create", {"name": "p", "tags": prompt_tags})).ok()
+    (await api.post("/model-versions/create", {"name": "p", "source": "s3://bucket/p", "tags": prompt_tags})).ok()
+    (await api.post("/registered-models/create", {"name": "copy"})).ok()
+    refused: list[tuple[str, dict[str, str], int, str, str]] = [
+        ("models:/m/1", {"run_id": local_run}, 400, "INVALID_PARAMETER_VALUE", "must match the referenced model version"),
+        ("models:/m/1", {"model_id": "m-0123"}, 400, "INVALID_PARAMETER_VALUE", "must match the referenced model version"),
+        ("models:/p/1", {}, 400, "INVALID_PARAMETER_VALUE", "Prompt versions cannot be used"),
+        ("models://profile/m/1", {}, 400, "INVALID_PARAMETER_VALUE", "must use the active model registry"),
+        ("models:/m/1/x", {}, 400, "INVALID_PARAMETER_VALUE", "must identify the resource"),
+        ("models:/m@nobody", {}, 400, "INVALID_PARAMETER_VALUE", "alias nobody not found"),
+        ("models:/m/nonsense", {}, 400, "INVALID_PARAMETER_VALUE", "Invalid Model Version stage"),
+        ("models:/m/7", {}, 404, "RESOURCE_DOES_NOT_EXIST", "version=7"),
+        ("models:/m/Production", {}, 404, "RESOURCE_DOES_NOT_EXIST", "and stage 'Production' found"),
+        ("models:/ghost/1", {}, 404, "RESOURCE_DOES_NOT_EXIST", "ghost"),
+    ]
+    for source, extra, status, code, message in refused:
+        reply = await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})
+        assert message in reply.error(status, code), source
+    await _assert_nothing_stored(api, "copy", 0)

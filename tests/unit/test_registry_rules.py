@@ -232,3 +232,99 @@ def test_sources_outside_their_owner(source: str, root: str | None, message: str
 def test_source_message_names_model_id_for_a_logged_model() -> None:
     with pytest.raises(InvalidParameter, match="model_id request parameter has to be specified"):
         rules.check_source_within("/srv/x", rules.SourceOwner("model_id", "m-1"), None)
+
+
+# ---------------------------------------------------------------- host-addressed sources (stock 3.17.2)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "http://host/../x",
+        "https://example.com/models/model.tar.gz",
+        "HTTPS://example.com/m",
+        "ftp://",
+        "ftp:///srv/model",
+        "sftp://user@host/m",
+        "hdfs://namenode:8020/m",
+        "viewfs://cluster/m",
+        "mlflow-artifacts://other-host:5000/1/run/artifacts/m",
+        "r2://bucket@account.r2.cloudflarestorage.com/m",
+        "b2://bucket@s3.us-west.backblazeb2.com/m",
+        "abfss://fs@account.dfs.core.windows.net/m",
+        f"http://h:5000/api/2.0/mlflow-artifacts/artifacts/1/{RUN}/artifacts/model",
+    ],
+)
+def test_host_addressed_sources_are_refused(source: str) -> None:
+    scheme = source.split(":", 1)[0].lower()
+    with pytest.raises(InvalidParameter, match=f"^'source' cannot use the '{scheme}' scheme: "):
+        rules.reject_host_addressed_source(source)
+    # An operator may allow a scheme, as with stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES.
+    rules.reject_host_addressed_source(source, frozenset({scheme}))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"mlflow-artifacts:/1/{RUN}/artifacts/model",  # this server, not another host
+        "s3://bucket/model",
+        "gs://bucket/model",
+        "wasbs://container@account.blob.core.windows.net/m",  # stock pins its domain
+        "file:///srv/model",
+        "/srv/model",
+        f"runs:/{RUN}/model",
+        "models:/m/1",
+        "http://[::1/x",  # not a URI: reject_relative_source refuses it
+    ],
+)
+def test_sources_that_address_no_other_host(source: str) -> None:
+    rules.reject_host_addressed_source(source)
+
+
+# ---------------------------------------------------------------- models:/ sources (lineage)
+
+
+@pytest.mark.parametrize(
+    ("source", "parsed"),
+    [
+        ("models:/m-0123", rules.ModelsSource(model_id="m-0123")),
+        ("models:/name/3", rules.ModelsSource(name="name", version="3")),
+        ("models:/name/latest", rules.ModelsSource(name="name")),
+        ("models:/name/LATEST", rules.ModelsSource(name="name")),
+        ("models:/name/Production", rules.ModelsSource(name="name", stage="Production")),
+        ("models:/name/nonsense", rules.ModelsSource(name="name", stage="nonsense")),  # refused later
+        ("models:/name@champion", rules.ModelsSource(name="name", alias="champion")),
+        ("models:/a@b@c", rules.ModelsSource(name="a@b", alias="c")),
+        ("models:/name/3?x=1", rules.ModelsSource(name="name", version="3")),  # urlparse's path
+        ("s3://bucket/models/x", None),
+        (f"runs:/{RUN}/model", None),
+    ],
+)
+def test_models_sources_parse_as_stock(source: str, parsed: rules.ModelsSource | None) -> None:
+    assert rules.parse_models_source(source) == parsed
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("models://profile/name/1", "must use the active model registry"),
+        ("models:/", "model_id request parameter must identify"),
+        ("models:/a/b/c", "model_id request parameter must identify"),
+        ("models:/name/", "model_id request parameter must identify"),
+        ("models:/name/ ", "model_id request parameter must identify"),
+        ("models:/name@", "model_id request parameter must identify"),
+        ("models:/ /1", "model_id request parameter must identify"),
+    ],
+)
+def test_malformed_models_sources_are_refused(source: str, message: str) -> None:
+    with pytest.raises(InvalidParameter, match=f"^Invalid model version source: .*{message}"):
+        rules.parse_models_source(source)
+
+
+def test_lineage_ids_must_be_the_referenced_versions() -> None:
+    rules.check_lineage("models:/m/1", None, None, RUN, "m-1")  # taken from the version
+    rules.check_lineage("models:/m/1", RUN, "m-1", RUN, "m-1")
+    rules.check_lineage("models:/m/1", RUN, None, RUN, None)
+    for run_id, model_id in ((("f" * 32), None), (None, "m-2"), (RUN, "m-2"), (None, "m-1")):
+        with pytest.raises(InvalidParameter, match="must match the referenced model version"):
+            rules.check_lineage("models:/m/1", run_id, model_id, RUN, None)

@@ -293,6 +293,112 @@ def source_owner(source: str, run_id: str | None, model_id: str | None) -> Sourc
     return None
 
 
+# ------------------------------------------------------------ host-addressed sources
+#
+# Stock 3.17.2 (handlers._validate_artifact_uri_scheme, store/artifact/host_policy.py) refuses,
+# before any other check, a source whose scheme makes an artifact repository connect to the host
+# the URI names (GHSA-mr9f-g8qf-4w4j), unless that host is the one of the server's own artifact
+# root or the operator allows the scheme. metricgate's artifact root is a file: or s3: URI, which
+# names no such host, so every host-addressed source is refused unless its scheme is allowed.
+# metricgate itself never reads a version's source from another host, but a source the stock
+# server refuses must not be one that a client (or a stock server sharing the data) later follows.
+HOST_ADDRESSED_SCHEMES = frozenset(
+    {"ftp", "sftp", "hdfs", "viewfs", "http", "https", "mlflow-artifacts", "r2", "b2", "abfss"}
+)
+
+
+def reject_host_addressed_source(source: str, allowed_schemes: frozenset[str] = frozenset()) -> None:
+    """Refuse a source that addresses a host (``http://host/...``, ``ftp:///x``,
+    ``mlflow-artifacts://host/...``; not ``mlflow-artifacts:/...``, which is this server) unless its
+    scheme is in ``allowed_schemes`` (lower case). Stock's message, less its hint to set
+    MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES, which metricgate does not read."""
+    parts = _split(source)
+    if parts is None:
+        return  # not a URI: reject_relative_source refuses it
+    scheme = parts.scheme.lower()
+    if scheme not in HOST_ADDRESSED_SCHEMES or scheme in allowed_schemes:
+        return
+    if scheme == "mlflow-artifacts" and not parts.netloc:
+        return
+    raise InvalidParameter(
+        f"'source' cannot use the '{scheme}' scheme: the '{scheme}' scheme addresses a host other "
+        "than the tracking server's configured artifact storage, so the server would connect to "
+        "the host named in the URI."
+    )
+
+
+# ------------------------------------------------------------ registered-model sources (lineage)
+
+
+class ModelsSource(NamedTuple):
+    """A parsed ``models:/`` URI, as stock's ``_parse_model_uri``: exactly one of ``model_id``
+    (``models:/<id>``), or ``name`` with at most one of ``version``, ``stage``, ``alias`` (none:
+    the latest version, ``models:/<name>/latest``)."""
+
+    model_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    stage: str | None = None
+    alias: str | None = None
+
+
+def parse_models_source(source: str) -> ModelsSource | None:
+    """Stock 3.17.2's parse of a ``models:/`` source (``_resolve_registered_model_source_lineage``
+    with ``_parse_model_uri``); None for another scheme. ``models://<profile>/...`` (another
+    registry) and malformed URIs are 400 INVALID_PARAMETER_VALUE."""
+    try:
+        parsed = urllib.parse.urlparse(source, allow_fragments=False)
+    except ValueError:
+        return None  # not a URI: reject_relative_source refuses it
+    if parsed.scheme != "models":
+        return None
+    if parsed.netloc:
+        raise InvalidParameter(
+            f"Invalid model version source: '{_short(source)}'. Registered model sources must use "
+            "the active model registry."
+        )
+    path = parsed.path
+    parts = path.lstrip("/").split("/")
+    if not path.startswith("/") or len(path) <= 1 or len(parts) > 2 or not parts[0].strip():
+        raise _not_contained(source, "model_id")
+    if len(parts) == 2:
+        name, suffix = parts
+        if not suffix.strip():
+            raise _not_contained(source, "model_id")
+        if suffix.isdigit():
+            return ModelsSource(name=name, version=suffix)
+        if suffix.lower() == "latest":
+            return ModelsSource(name=name)
+        return ModelsSource(name=name, stage=suffix)
+    if "@" in path:
+        name, _, alias = parts[0].rpartition("@")
+        if not alias.strip():
+            raise _not_contained(source, "model_id")
+        return ModelsSource(name=name, alias=alias)
+    return ModelsSource(model_id=parts[0])
+
+
+def check_lineage(source: str, run_id: str | None, model_id: str | None, version_run_id: str | None,
+                  version_model_id: str | None) -> None:  # fmt: skip
+    """A ``models:/<name>/...`` source registers a copy of an existing version: the request's
+    ``run_id`` / ``model_id``, when given, must be the ones of that version (stock's
+    ``_resolve_registered_model_source_lineage``); missing ones are taken from it."""
+    if (run_id is not None and run_id != (version_run_id or "")) or (
+        model_id is not None and model_id != (version_model_id or "")
+    ):
+        raise InvalidParameter(
+            f"Invalid model version source: '{_short(source)}'. The run_id and model_id request "
+            "parameters must match the referenced model version."
+        )
+
+
+def prompt_source(source: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"Invalid model version source: '{_short(source)}'. Prompt versions cannot be used as model "
+        "version sources."
+    )
+
+
 def _uri_parts(uri: str) -> tuple[str, str, tuple[str, ...]]:
     """(scheme, authority, decoded non-empty path segments), both names lower-cased."""
     parts = _split(uri)

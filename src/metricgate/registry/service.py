@@ -12,17 +12,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from metricgate.entities import Page, Tag
-from metricgate.errors import InvalidParameter
+from metricgate.errors import InvalidParameter, NotFound
 from metricgate.registry import rules
 from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.stores.postgres.registry import PgRegistryStore
+from metricgate.stores.postgres.registry_versions import PROMPT_TAG
 
 T = TypeVar("T")
 
 
 class RegistryService:
-    def __init__(self, store: PgRegistryStore) -> None:
+    def __init__(self, store: PgRegistryStore, allowed_source_schemes: frozenset[str] = frozenset()) -> None:
+        """``allowed_source_schemes``: host-addressed schemes (``https``, ``ftp``, ...) a
+        model-version source may use anyway, as stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES."""
         self._store = store
+        self._allowed_source_schemes = frozenset(s.lower() for s in allowed_source_schemes)
 
     async def _apply(self, action: str, audit: Audit, change: Callable[[], Awaitable[T]]) -> T:
         """Run one registry mutation. ``action`` names it (e.g. ``model_version.transition``).
@@ -112,6 +116,8 @@ class RegistryService:
         checked_source = rules.validate_source(source)
         tags = [rules.validate_tag(t) for t in tags]
         rules.validate_description(description)
+        rules.reject_host_addressed_source(checked_source, self._allowed_source_schemes)
+        checked_source, run_id, model_id = await self._resolve_lineage(checked_source, run_id, model_id)
         await self._check_source(checked_source, run_id, model_id)
         return await self._apply(
             "model_version.create", audit,
@@ -119,6 +125,36 @@ class RegistryService:
                 audit, checked, checked_source, run_id, tags, run_link, description, model_id
             ),
         )  # fmt: skip
+
+    async def _resolve_lineage(
+        self, source: str, run_id: str | None, model_id: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """Stock 3.17.2's ``_resolve_registered_model_source_lineage``: a ``models:/<name>/<version>``
+        (``/<stage>``, ``/latest``, ``@<alias>``) source names an existing version of a model that is
+        not a prompt; it is stored as ``models:/<name>/<version>``, and the request's run_id and
+        model_id must be that version's, or are taken from it when not given. (The API reads an
+        empty id as not given, where stock compares it.) ``models:/<model_id>`` passes unchanged."""
+        parsed = rules.parse_models_source(source)
+        if parsed is None or parsed.model_id is not None:
+            return source, run_id, model_id
+        name = rules.validate_model_name(parsed.name)
+        model = await self._store.get_registered_model(name)  # 404 when there is no such model
+        if any(t.key == PROMPT_TAG and t.value.lower() == "true" for t in model.tags):
+            raise rules.prompt_source(source)
+        if parsed.version is not None:
+            version = await self._store.get_model_version(name, rules.parse_version(parsed.version))
+        elif parsed.alias is not None:
+            version = await self._store.get_version_by_alias(name, parsed.alias)
+        else:
+            stages = [] if parsed.stage is None else [rules.canonical_stage(parsed.stage)]
+            latest = await self._store.get_latest_versions(name, stages)
+            if not latest:
+                # Stock raises this without an error code: a 500. Nothing to copy is a 404 here.
+                in_stage = "" if parsed.stage is None else f" and stage '{parsed.stage}'"
+                raise NotFound(f"No versions of model with name '{name}'{in_stage} found")
+            version = max(latest, key=lambda v: v.version)
+        rules.check_lineage(source, run_id, model_id, version.run_id, version.model_id)
+        return f"models:/{name}/{version.version}", run_id or version.run_id, model_id or version.model_id
 
     async def _check_source(self, source: str, run_id: str | None, model_id: str | None) -> None:
         """Stock MLflow's source rules (registry/rules.py), before anything is stored: a source
