@@ -61,24 +61,51 @@ def _serialize_long(value: Any) -> str:
     return str(int(value))
 
 
+# A sign and 20 digits: every int64 (19 digits) with room for a few leading zeros. Longer text is
+# refused before int() sees it: the argument's bound (parse_int64) runs only after the scalar is
+# parsed, and int() is quadratic in the digits (a 4 MiB body holds millions; Python's own
+# 4300-digit cap can be switched off with PYTHONINTMAXSTRDIGITS=0).
+_MAX_LONG_TEXT = 21
+_MAX_ECHO = 40  # an error quotes at most this much of the client's value
+
+
+def _long_from_text(text: str) -> int | None:
+    text = text.strip()
+    if len(text) > _MAX_LONG_TEXT:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _parse_long(value: Any) -> int:
     """A variable: an integer or its decimal string, as JavaScript clients send int64s."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    raise GraphQLError(f"LongString cannot represent {value!r}")
+        # orjson decodes integer literals beyond 64 bits as floats; any other decoder could hand
+        # over an integer of any size, which need not travel as far as parse_int64.
+        if value.bit_length() <= 64:
+            return value
+    elif isinstance(value, str):
+        parsed = _long_from_text(value)
+        if parsed is not None:
+            return parsed
+    shown = repr(value[:_MAX_ECHO]) + "..." if isinstance(value, str) and len(value) > _MAX_ECHO else repr(value)
+    raise GraphQLError(f"LongString cannot represent {shown}")
 
 
 def _parse_long_literal(node: ValueNode, _variables: Any = None) -> Any:
     if isinstance(node, (IntValueNode, StringValueNode)):
-        try:
-            return int(node.value)
-        except ValueError:
-            pass
+        parsed = _long_from_text(node.value)
+        if parsed is not None:
+            return parsed
+        if len(node.value) > _MAX_ECHO:
+            # graphql-core's own message would quote the whole literal (up to the 100,000
+            # characters a document may hold).
+            shown = node.value[:_MAX_ECHO] + "..."
+            if isinstance(node, StringValueNode):
+                shown = f'"{shown}"'
+            raise GraphQLError(f"Expected value of type 'LongString', found {shown}.", node)
     return Undefined  # graphql-core words the error
 
 
