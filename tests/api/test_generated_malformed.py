@@ -914,6 +914,7 @@ class Endpoint:
     data: bytes | None = None  # a non-JSON body (artifact and part uploads)
     order: int = 0
     json_body: bool = True  # False: the handler reads no JSON body (path-only POST/DELETE)
+    headers: dict[str, st.SearchStrategy[str]] = field(default_factory=dict)  # request headers it reads
 
     @property
     def in_query(self) -> bool:
@@ -937,6 +938,27 @@ def _metric_kinds(prefix: str) -> dict[str, Kind]:
         f"{prefix}dataset_digest": Text(max_len=256),
     }  # fmt: skip
 
+
+# Headers some handlers read: who is asking and why (registry writes), checksums (upload parts),
+# byte ranges (downloads). Values an HTTP client can send (no control characters).
+_PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+BAD_AUTHORIZATION = st.one_of(
+    # (A bare "Basic" with no credentials reads as no user: nothing is authenticated yet.)
+    st.sampled_from(["Basic !!!", "Basic =", "Basic YQ", "Basic " + _b64(b"\xff\xfe:pw"), "basic %%%"]),
+    _PRINTABLE.filter(lambda t: t.strip() != "").map(lambda t: "Basic " + t.replace("=", "") + "!"),
+)
+AUDIT_HEADERS = {
+    "Authorization": BAD_AUTHORIZATION,
+    "X-Metricgate-User": st.integers(257, 400).map(lambda n: "u" * n),
+    "X-Metricgate-Comment": st.integers(5001, 5100).map(lambda n: "c" * n),
+}
+BAD_RANGES = st.one_of(
+    st.sampled_from(["bytes=abc", "bytes=-", "bytes=5-1", "bytes=999999-", "bytes=-0", "bytes=--1", "bytes=1-2-3",
+                     "bytes=" + "9" * 40 + "-", "bytes=0x1-", "bytes= -"]),
+    st.integers(5, 10**12).map(lambda n: f"bytes={n}-"),  # the file has 5 bytes
+)  # fmt: skip
+BAD_SHA256_HEADERS = st.sampled_from(["xyz", "0" * 63, "g" * 64, _b64(b"x" * 31), "0" * 64 + "0"])
+BAD_MD5_HEADERS = st.sampled_from(["xyz", _b64(b"x" * 15), _b64(b"x" * 17), "!!!!", "0" * 32])
 
 ENDPOINTS: list[Endpoint] = [
     # ------------------------------------------------------------ experiments
@@ -1092,7 +1114,7 @@ ENDPOINTS: list[Endpoint] = [
              fields={"params": Objects(), "params.0.key": Text(empty=True), "params.0.value": Text()},
              required=("params.0.key",)),
     Endpoint("logged-models-artifact-file", "GET", f"{Q}/logged-models/{{LMX}}/artifacts/files",
-             "ui_artifacts.logged_model_artifact", query=(("artifact_file_path", "MLmodel"),),
+             "ui_artifacts.logged_model_artifact", headers={"Range": BAD_RANGES}, query=(("artifact_file_path", "MLmodel"),),
              pathvars={"LMX": "{LM}"}, segments={"LMX": Segment()},
              fields={"artifact_file_path": ArtifactPathQuery()}, required=("artifact_file_path",)),
     Endpoint("logged-models-artifact-directory", "GET", f"{Q}/logged-models/{{LMX}}/artifacts/directories",
@@ -1103,16 +1125,16 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("artifacts-list-run", "GET", f"{Q}/artifacts/list", "artifacts.list_run_artifacts",
              query=(("run_id", "{R}"), ("path", "dir")),
              fields={"run_id": RunId(), "path": ArtifactPathQuery(missing_ok=True)}, required=("run_id",)),
-    Endpoint("get-artifact", "GET", "/get-artifact", "ui_artifacts.run_artifact",
+    Endpoint("get-artifact", "GET", "/get-artifact", "ui_artifacts.run_artifact", headers={"Range": BAD_RANGES},
              query=(("run_uuid", "{R}"), ("path", "dir/file.txt")),
              fields={"run_uuid": RunId(), "path": ArtifactPathQuery()}, required=("run_uuid", "path")),
-    Endpoint("model-version-get-artifact", "GET", "/model-versions/get-artifact", "ui_artifacts.model_version_artifact",
+    Endpoint("model-version-get-artifact", "GET", "/model-versions/get-artifact", "ui_artifacts.model_version_artifact", headers={"Range": BAD_RANGES},
              query=(("name", "{M}"), ("version", "1"), ("path", "MLmodel")),
              fields={"name": Text(empty=True, lookup=True), "version": Version(), "path": ArtifactPathQuery()},
              required=("name", "version", "path")),
     Endpoint("proxied-list", "GET", f"{ARTIFACTS}/artifacts", "artifacts.list_artifacts",
              query=(("path", "{A}/dir"),), fields={"path": ArtifactPathQuery(missing_ok=True)}),
-    Endpoint("proxied-download", "GET", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.download_artifact",
+    Endpoint("proxied-download", "GET", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.download_artifact", headers={"Range": BAD_RANGES},
              pathvars={"PATH": "{A}/dir/file.txt"}, segments={"PATH": ArtifactPath()}),
     Endpoint("proxied-upload", "PUT", f"{ARTIFACTS}/artifacts/{{PATH}}", "artifacts.upload_artifact",
              pathvars={"PATH": "{A}/dir/new.txt"}, segments={"PATH": ArtifactPath(missing_ok=True)}, data=b"new bytes"),
@@ -1142,28 +1164,28 @@ ENDPOINTS: list[Endpoint] = [
              fields={"upload_id": Text(empty=True, lookup=True), "part_number": Int(1, 10000)},
              required=("upload_id", "part_number")),
     # ------------------------------------------------------------ registry
-    Endpoint("registered-models-create", "POST", f"{Q}/registered-models/create", "registry.create_registered_model",
+    Endpoint("registered-models-create", "POST", f"{Q}/registered-models/create", "registry.create_registered_model", headers=AUDIT_HEADERS,
              body={"name": "fuzz-new-model-{R}", "tags": [_TAG], "description": "d"},
              fields={"name": ModelName(), **_TAG_KINDS, "description": Text(), "comment": Text(max_len=5000)},
              required=("name",)),
     Endpoint("registered-models-get", "GET", f"{Q}/registered-models/get", "registry.get_registered_model",
              query=(("name", "{M}"),), fields={"name": Text(empty=True, lookup=True)}, required=("name",)),
-    Endpoint("registered-models-rename", "POST", f"{Q}/registered-models/rename", "registry.rename_registered_model",
+    Endpoint("registered-models-rename", "POST", f"{Q}/registered-models/rename", "registry.rename_registered_model", headers=AUDIT_HEADERS,
              body={"name": "{rename-me}", "new_name": "fuzz-renamed-{R}"},
              fields={"name": Text(empty=True, lookup=True), "new_name": ModelName()}, required=("name", "new_name")),
-    Endpoint("registered-models-update", "PATCH", f"{Q}/registered-models/update", "registry.update_registered_model",
+    Endpoint("registered-models-update", "PATCH", f"{Q}/registered-models/update", "registry.update_registered_model", headers=AUDIT_HEADERS,
              body={"name": "{M}", "description": "d2"}, fields={"name": Text(empty=True, lookup=True), "description": Text()},
              required=("name",)),
-    Endpoint("registered-models-delete", "DELETE", f"{Q}/registered-models/delete", "registry.delete_registered_model",
+    Endpoint("registered-models-delete", "DELETE", f"{Q}/registered-models/delete", "registry.delete_registered_model", headers=AUDIT_HEADERS,
              body={"name": "{doomed}"}, fields={"name": Text(empty=True, lookup=True)}, required=("name",), order=90),
     Endpoint("registered-models-search", "GET", f"{Q}/registered-models/search", "registry.search_registered_models",
              query=(("filter", "name = '{M}'"), ("max_results", "10"), ("order_by", "name ASC"), ("page_token", "{TOKEN}")),
              fields={"filter": Filter(), "max_results": Int(1, 1000), "order_by": OrderBy(), "page_token": PageToken()}),
-    Endpoint("registered-models-set-tag", "POST", f"{Q}/registered-models/set-tag", "registry.set_registered_model_tag",
+    Endpoint("registered-models-set-tag", "POST", f"{Q}/registered-models/set-tag", "registry.set_registered_model_tag", headers=AUDIT_HEADERS,
              body={"name": "{M}", "key": "t2", "value": "v"},
              fields={"name": Text(empty=True, lookup=True), "key": Key(), "value": Text()}, required=("name", "key")),
     Endpoint("registered-models-delete-tag", "DELETE", f"{Q}/registered-models/delete-tag",
-             "registry.delete_registered_model_tag", body={"name": "{M}", "key": "t"},
+             "registry.delete_registered_model_tag", headers=AUDIT_HEADERS, body={"name": "{M}", "key": "t"},
              fields={"name": Text(empty=True, lookup=True), "key": Text(empty=True, lookup=True)},
              required=("name", "key"), order=50),
     Endpoint("get-latest-versions", "POST", f"{Q}/registered-models/get-latest-versions", "registry.get_latest_versions",
@@ -1172,11 +1194,11 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("get-latest-versions-get", "GET", f"{Q}/registered-models/get-latest-versions",
              "registry.get_latest_versions", query=(("name", "{M}"), ("stages", "None")),
              fields={"name": Text(empty=True, lookup=True), "stages": ListOf(Stage())}, required=("name",)),
-    Endpoint("alias-set", "POST", f"{Q}/registered-models/alias", "registry.set_alias",
+    Endpoint("alias-set", "POST", f"{Q}/registered-models/alias", "registry.set_alias", headers=AUDIT_HEADERS,
              body={"name": "{M}", "alias": "challenger", "version": "2"},
              fields={"name": Text(empty=True, lookup=True), "alias": Alias(), "version": Version()},
              required=("name", "alias", "version")),
-    Endpoint("alias-delete", "DELETE", f"{Q}/registered-models/alias", "registry.delete_alias",
+    Endpoint("alias-delete", "DELETE", f"{Q}/registered-models/alias", "registry.delete_alias", headers=AUDIT_HEADERS,
              body={"name": "{M}", "alias": "old"},
              # Deleting an alias that is not set is done (idempotent, as stock MLflow).
              fields={"name": Text(empty=True, lookup=True), "alias": Text(empty=True)},
@@ -1185,7 +1207,7 @@ ENDPOINTS: list[Endpoint] = [
              query=(("name", "{M}"), ("alias", "champion")),
              fields={"name": Text(empty=True, lookup=True), "alias": Text(empty=True, lookup=True)},
              required=("name", "alias")),
-    Endpoint("model-versions-create", "POST", f"{Q}/model-versions/create", "registry.create_model_version",
+    Endpoint("model-versions-create", "POST", f"{Q}/model-versions/create", "registry.create_model_version", headers=AUDIT_HEADERS,
              body={"name": "{M}", "source": "runs:/{R}/model", "run_id": "{R}", "tags": [_TAG], "run_link": "l",
                    "description": "d"},
              fields={"name": Text(empty=True, lookup=True), "source": Source(), "run_id": Text(lookup=True), **_TAG_KINDS,
@@ -1194,18 +1216,18 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("model-versions-get", "GET", f"{Q}/model-versions/get", "registry.get_model_version",
              query=(("name", "{M}"), ("version", "1")),
              fields={"name": Text(empty=True, lookup=True), "version": Version()}, required=("name", "version")),
-    Endpoint("model-versions-update", "PATCH", f"{Q}/model-versions/update", "registry.update_model_version",
+    Endpoint("model-versions-update", "PATCH", f"{Q}/model-versions/update", "registry.update_model_version", headers=AUDIT_HEADERS,
              body={"name": "{M}", "version": "1", "description": "d"},
              fields={"name": Text(empty=True, lookup=True), "version": Version(), "description": Text()},
              required=("name", "version")),
-    Endpoint("model-versions-delete", "DELETE", f"{Q}/model-versions/delete", "registry.delete_model_version",
+    Endpoint("model-versions-delete", "DELETE", f"{Q}/model-versions/delete", "registry.delete_model_version", headers=AUDIT_HEADERS,
              body={"name": "{M}", "version": "3"}, fields={"name": Text(empty=True, lookup=True), "version": Version()},
              required=("name", "version"), order=90),
     Endpoint("model-versions-search", "GET", f"{Q}/model-versions/search", "registry.search_model_versions",
              query=(("filter", "name = '{M}'"), ("max_results", "10"), ("order_by", "version_number DESC"),
                     ("page_token", "{TOKEN}")),
              fields={"filter": Filter(), "max_results": Int(1, 200_000), "order_by": OrderBy(), "page_token": PageToken()}),
-    Endpoint("transition-stage", "POST", f"{Q}/model-versions/transition-stage", "registry.transition_stage",
+    Endpoint("transition-stage", "POST", f"{Q}/model-versions/transition-stage", "registry.transition_stage", headers=AUDIT_HEADERS,
              body={"name": "{M}", "version": "2", "stage": "Staging", "archive_existing_versions": False},
              fields={"name": Text(empty=True, lookup=True), "version": Version(), "stage": Stage(),
                      "archive_existing_versions": Bool()},
@@ -1213,11 +1235,11 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("get-download-uri", "GET", f"{Q}/model-versions/get-download-uri", "registry.get_download_uri",
              query=(("name", "{M}"), ("version", "1")),
              fields={"name": Text(empty=True, lookup=True), "version": Version()}, required=("name", "version")),
-    Endpoint("model-versions-set-tag", "POST", f"{Q}/model-versions/set-tag", "registry.set_model_version_tag",
+    Endpoint("model-versions-set-tag", "POST", f"{Q}/model-versions/set-tag", "registry.set_model_version_tag", headers=AUDIT_HEADERS,
              body={"name": "{M}", "version": "1", "key": "t2", "value": "v"},
              fields={"name": Text(empty=True, lookup=True), "version": Version(), "key": Key(), "value": Text()},
              required=("name", "version", "key")),
-    Endpoint("model-versions-delete-tag", "DELETE", f"{Q}/model-versions/delete-tag", "registry.delete_model_version_tag",
+    Endpoint("model-versions-delete-tag", "DELETE", f"{Q}/model-versions/delete-tag", "registry.delete_model_version_tag", headers=AUDIT_HEADERS,
              body={"name": "{M}", "version": "1", "key": "t"},
              fields={"name": Text(empty=True, lookup=True), "version": Version(), "key": Text(empty=True, lookup=True)},
              required=("name", "version", "key"), order=50),
@@ -1264,6 +1286,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("uploads-get", "GET", f"{METRICGATE}/uploads/{{UX}}", "uploads.get_upload",
              pathvars={"UX": "{U}"}, segments={"UX": Segment()}),
     Endpoint("uploads-part", "PUT", f"{METRICGATE}/uploads/{{UX}}/files/{{FILE}}/parts/{{PART}}", "uploads.upload_part",
+             headers={"X-Checksum-SHA256": BAD_SHA256_HEADERS, "Content-MD5": BAD_MD5_HEADERS},
              pathvars={"UX": "{U2}", "FILE": "0", "PART": "1"}, data=b"0123456789",
              segments={"UX": Segment(), "FILE": IntSegment(valid=(0,)), "PART": IntSegment(valid=(1,))}),
     Endpoint("uploads-complete", "POST", f"{METRICGATE}/uploads/{{UX}}/complete", "uploads.complete_upload",
@@ -1423,12 +1446,13 @@ class Sent:
 
     def __repr__(self) -> str:
         shown = self.data[:300] if self.data is not None else None
-        return f"{self.method} {self.url[:400]} body={shown!r}"
+        extra = {k: v[:80] for k, v in self.headers.items() if k != "Content-Type"}
+        return f"{self.method} {self.url[:400]} body={shown!r}" + (f" headers={extra}" if extra else "")
 
 
 def render(
     e: Endpoint, world: World, *, field_path: str | None = None, value: Any = _DELETE, segment: tuple[str, str] | None = None,
-    extras: dict[str, Any] | None = None,
+    extras: dict[str, Any] | None = None, header: tuple[str, str] | None = None,
 ) -> Sent:
     """The endpoint's valid request with at most one field (or path segment) changed."""
     path = e.path
@@ -1459,6 +1483,8 @@ def render(
             body.update(extras or {})
             data = encode_json(body)
             headers["Content-Type"] = JSON_CONTENT_TYPE
+    if header is not None:
+        headers[header[0]] = header[1]
     return Sent(e.method, url, data, headers)
 
 
@@ -1544,6 +1570,7 @@ FIELD_CASES = [
     for name, kind in e.fields.items()
     if (kind.query() if e.in_query else kind.json()) is not None
 ]
+HEADER_CASES = [pytest.param(e, name, id=f"{e.id}:<{name}>") for e in ENDPOINTS for name in e.headers]
 SEGMENT_CASES = [pytest.param(e, name, id=f"{e.id}:{{{name}}}") for e in ENDPOINTS for name in e.segments]
 REQUIRED_CASES = [pytest.param(e, name, id=f"{e.id}:-{name}") for e in ENDPOINTS for name in e.required]
 JSON_ENDPOINTS = [pytest.param(e, id=e.id) for e in ENDPOINTS if not e.in_query and e.json_body]
@@ -1563,7 +1590,7 @@ async def test_malformed_field(harness: Harness, baseline: Baseline, endpoint: E
     assert strategy is not None
     value = data.draw(strategy, label=name)
     # Unknown fields are ignored (as stock MLflow does): beside a bad one they change nothing.
-    extras = data.draw(_EXTRA_FIELDS, label="extras") if not endpoint.in_query else {}
+    extras = data.draw(_EXTRA_FIELDS, label="extras")
     if endpoint.in_query:
         extras = {k: (v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in extras.items()}
     sent = render(endpoint, harness.world, field_path=name, value=value, extras=extras)
@@ -1581,6 +1608,15 @@ async def test_malformed_path_segment(
     garbage = data.draw(kind.segment(), label=name)
     sent = render(endpoint, harness.world, segment=(name, garbage))
     await refused_and_nothing_stored(harness, baseline, sent, route_may_miss=True)
+
+
+@pytest.mark.parametrize(("endpoint", "name"), HEADER_CASES)
+@MALFORMED
+@given(data=st.data())
+async def test_malformed_header(harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str, data: st.DataObject) -> None:
+    value = data.draw(endpoint.headers[name], label=name)
+    sent = render(endpoint, harness.world, header=(name, value))
+    await refused_and_nothing_stored(harness, baseline, sent)
 
 
 @pytest.mark.parametrize(("endpoint", "name"), REQUIRED_CASES)
