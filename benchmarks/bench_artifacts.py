@@ -46,7 +46,7 @@ import s3_services  # noqa: E402
 
 from metricgate import devservices  # noqa: E402
 from metricgate.client import download_async, upload_async  # noqa: E402
-from metricgate.client.cli import parse_size  # noqa: E402
+from metricgate.cli.artifacts import parse_size  # noqa: E402
 
 MIB = 1024 * 1024
 CONTENDERS = ("direct", "metricgate", "mlflow->metricgate", "mlflow->mlflow")

@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "tests")
 import bench_artifacts  # noqa: E402  (the stack: PostgreSQL, Redis, SeaweedFS, metricgate on S3)
 import compare  # noqa: E402
 
-from metricgate.client.cli import parse_size  # noqa: E402
+from metricgate.cli.artifacts import parse_size  # noqa: E402
 from metricgate.client.http import Api  # noqa: E402
 from metricgate.client.progress import ByteProgress  # noqa: E402
 from metricgate.client.sources import sha256_hex  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from metricgate.client.cli import parse_size
+from metricgate.cli.artifacts import parse_size
 from metricgate.client.errors import ClientError, ServerUnavailable
 from metricgate.client.http import Api, RetryPolicy
 from metricgate.client.progress import ByteProgress, human_bytes

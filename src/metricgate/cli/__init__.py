@@ -1,4 +1,6 @@
-"""Command line: ``metricgate serve`` and ``metricgate migrate``; the only place uvloop is installed."""
+"""Command line: every ``metricgate`` command. This package holds all the front ends (``serve``,
+``flush``, ``migrate`` here; the HTTP admin commands and the artifact transfer commands beside it);
+the commands' HTTP goes through ``cli.http`` and the client library's one error type."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from functools import partial
 
 from metricgate import __version__
 from metricgate.bench import add_bench_parser, run_bench
-from metricgate.client.cli import add_artifacts_parser, run_artifacts
+from metricgate.cli.artifacts import add_artifacts_parser, run_artifacts
 from metricgate.config import ConfigError, Settings
 from metricgate.errors import MetricgateError
-from metricgate.registry_cli import add_registry_parser, run_registry
-from metricgate.webhooks.cli import add_webhooks_parser, run_webhooks
+from metricgate.cli.registry import add_registry_parser, run_registry
+from metricgate.cli.webhooks import add_webhooks_parser, run_webhooks
 
 log = logging.getLogger("metricgate")
 
@@ -25,7 +27,7 @@ metricgate: an MLflow-compatible tracking server.
 Point an unmodified mlflow client at it with MLFLOW_TRACKING_URI=http://HOST:PORT.
 Settings come from METRICGATE_* environment variables; flags override them:
   METRICGATE_DATABASE_URL   postgresql://user@host:port/db   (metadata and metrics)
-  METRICGATE_REDIS_URL      redis://host:port/db             (ingest stream, next release)
+  METRICGATE_REDIS_URL      redis://host:port/db             (ingest streams)
   METRICGATE_ARTIFACTS_URI  file:///abs/path                 (artifact root)
   METRICGATE_HOST / METRICGATE_PORT                          (listen address, default 127.0.0.1:5000)
 """

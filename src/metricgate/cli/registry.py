@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from metricgate.cli_http import DEFAULT_URL, ServerError, request_json, server_url
+from metricgate.cli.http import DEFAULT_URL, ClientError, request_json, server_url
 
 HISTORY_PATH = "/api/2.0/metricgate/registry/history"
 PAGE_SIZE = 500
@@ -32,7 +32,7 @@ def run_registry(args: argparse.Namespace) -> int:
     try:
         for event in _events(base_url, args.name, args.version, args.limit):
             print(json.dumps(event, sort_keys=True) if args.json else format_event(event))
-    except ServerError as exc:
+    except ClientError as exc:
         print(f"metricgate: {exc}", file=sys.stderr)
         return 1
     return 0

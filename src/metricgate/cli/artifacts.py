@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from metricgate.cli_http import DEFAULT_URL, server_url
+from metricgate.cli.http import DEFAULT_URL, server_url
 from metricgate.client.download import DEFAULT_CHUNK_SIZE, download_async
 from metricgate.client.errors import ChecksumMismatch, ClientError, ServerUnavailable
 from metricgate.client.progress import ByteProgress, human_bytes

@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from metricgate.cli_http import DEFAULT_URL, ServerError, request_json, server_url
+from metricgate.cli.http import DEFAULT_URL, ClientError, request_json, server_url
 
 WEBHOOKS_PATH = "/api/2.0/metricgate/webhooks"
 
@@ -47,7 +47,7 @@ def run_webhooks(args: argparse.Namespace) -> int:
     base = server_url(args.url) + WEBHOOKS_PATH
     try:
         reply = _call(args, base)
-    except ServerError as exc:
+    except ClientError as exc:
         print(f"metricgate: {exc}", file=sys.stderr)
         return 1
     if args.json:

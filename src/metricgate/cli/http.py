@@ -1,0 +1,41 @@
+"""The admin commands' HTTP to a running server (`registry history`, `webhooks ...`).
+
+The same stack and error type as the artifact client (``metricgate.client.http``): one request
+at a time from a terminal, each in its own short event loop. No retries: a command that creates
+something must not create it twice after a 5xx; the person at the terminal re-runs it.
+Failures come back as ``ClientError`` worded from MLflow's error body (``error_code: message``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from metricgate.client.errors import ClientError
+from metricgate.client.http import Api, RetryPolicy
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+TIMEOUT_S = 30.0
+_ONCE = RetryPolicy(attempts=1)
+
+__all__ = ["DEFAULT_URL", "ClientError", "request_json", "server_url"]
+
+
+def server_url(flag: str | None) -> str:
+    """``--url``, else ``$MLFLOW_TRACKING_URI`` (the variable the mlflow client uses, so a shell
+    set up for mlflow needs no flag), else the dev stack's address."""
+    return (flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URL).rstrip("/")
+
+
+def request_json(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``method url`` with a JSON body; the decoded JSON answer, or ClientError."""
+
+    async def call() -> Any:
+        async with Api("", policy=_ONCE, connections=1, read_timeout_s=TIMEOUT_S) as api:
+            return await api.json(method, url, body=body, what=f"{method} {url.split('?')[0]}")
+
+    answer = asyncio.run(call())
+    if not isinstance(answer, dict):
+        raise ClientError(f"{method} {url.split('?')[0]}: the answer is not a JSON object")
+    return answer
