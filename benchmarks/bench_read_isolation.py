@@ -7,7 +7,7 @@ What it does (reusing compare.py's machinery: the durable private PostgreSQL and
 contenders' cached venvs, starting and stopping their servers):
 1. For each contender: starts its server on its own database and loads, through MLflow's REST API
    (``runs/create`` + ``runs/log-batch``, 8 requests in flight; not timed), a sweep of ``runs``
-   runs (3,000; 600 with ``--quick``), each with 10 params, 5 tags and 10 metrics of 3 steps, then
+   runs (2,000; 400 with ``--quick``), each with 10 params, 5 tags and 10 metrics of 3 steps, then
    runs ``VACUUM (ANALYZE)`` on that database.
 2. Times the expensive search alone (after one untimed warm-up; median): the sweep's experiment,
    a filter at metricgate's limits (25 distinct keys x 4 comparisons = 100: 10 metrics, 10 params,
@@ -28,7 +28,7 @@ contenders' cached venvs, starting and stopping their servers):
    per second and their statuses, flush lag) and last one JSON line.
 
     .venv/bin/python benchmarks/bench_read_isolation.py --quick     # ~2 minutes
-    .venv/bin/python benchmarks/bench_read_isolation.py             # for the note, ~7 minutes
+    .venv/bin/python benchmarks/bench_read_isolation.py             # for the note, ~8 minutes
     .venv/bin/python benchmarks/bench_read_isolation.py --contenders metricgate --phase-s 30
 
 Everything binds 127.0.0.1 only, and every process it started is stopped on exit.
@@ -39,13 +39,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import platform
 import random
 import shlex
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -91,8 +96,8 @@ class Scale:
         )
 
 
-FULL = Scale(runs=3000, phase_s=60.0, alone_repeat=3)
-QUICK = Scale(runs=600, phase_s=15.0, alone_repeat=2)
+FULL = Scale(runs=2000, phase_s=45.0, alone_repeat=3)
+QUICK = Scale(runs=400, phase_s=12.0, alone_repeat=1)
 
 
 # ---------------------------------------------------------------- the expensive search
@@ -213,6 +218,7 @@ class PhaseResult:
     read_after_ack_failed: Counter[str] = field(default_factory=Counter)
     search_latencies_s: list[float] = field(default_factory=list)  # searches answered 200
     search_statuses: Counter[str] = field(default_factory=Counter)
+    search_seconds_by_status: dict[str, list[float]] = field(default_factory=dict)  # how long until each answer
     search_unfinished: int = 0  # still waiting for an answer when the phase ended
     search_error_samples: dict[str, str] = field(default_factory=dict)
     batch_error_samples: dict[str, str] = field(default_factory=dict)
@@ -250,6 +256,9 @@ class PhaseResult:
             "searches_ok": self.search_statuses.get("200", 0),
             "searches_ok_per_s": round(self.search_statuses.get("200", 0) / self.seconds, 2) if self.seconds else None,
             "search_statuses": dict(self.search_statuses),
+            "search_status_median_s": {
+                k: round(statistics.median(v), 2) for k, v in sorted(self.search_seconds_by_status.items())
+            },
             "search_unfinished": self.search_unfinished,
             "search_p50_ms": ms(searches, 50),
             "search_p99_ms": ms(searches, 99),
@@ -356,9 +365,11 @@ class Phase:
                     status = str(response.status)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 status, raw = _failure_label(exc), repr(exc).encode()
+            elapsed = time.perf_counter() - started
             self.result.search_statuses[status] += 1
+            self.result.search_seconds_by_status.setdefault(status, []).append(elapsed)
             if status == "200":
-                self.result.search_latencies_s.append(time.perf_counter() - started)
+                self.result.search_latencies_s.append(elapsed)
             else:
                 self.result.search_error_samples.setdefault(status, raw[:300].decode(errors="replace"))
                 await asyncio.sleep(FAILED_PAUSE_S)
@@ -519,8 +530,11 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
-def _counts(counts: dict[str, int]) -> str:
-    return " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
+def _counts(counts: dict[str, int], median_s: dict[str, float] | None = None) -> str:
+    """``status:count``, with the median time to that answer when given (``503:40@10.0s``)."""
+    median_s = median_s or {}
+    parts = [f"{k}:{v}" + (f"@{median_s[k]:.1f}s" if k in median_s else "") for k, v in sorted(counts.items())]
+    return " ".join(parts) or "-"
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -532,7 +546,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         for key in ("A", "B"):
             s = r[key]
-            searches = _counts(s["search_statuses"])
+            searches = _counts(s["search_statuses"], s["search_status_median_s"])
             if s["search_unfinished"]:
                 searches += f" unfinished:{s['search_unfinished']}"
             lag = "-" if not s["flush_lag_samples"] else f"{_fmt(s['flush_lag_p50_ms'])}/{_fmt(s['flush_lag_p99_ms'])}"
@@ -565,6 +579,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def export_src(ref: str) -> tuple[Path, str]:
+    """A clean copy of ``src/`` as committed at ``ref`` (as compare.py's --metricgate-ref)."""
+    commit = compare.run_checked(["git", "-C", str(REPO), "rev-parse", "--verify", ref + "^{commit}"]).strip()
+    out = Path(tempfile.mkdtemp(prefix="metricgate-src-"))
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(out, filter="data")
+    return out, commit
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
@@ -589,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-version", default="3.17.2")
     parser.add_argument("--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)")
     parser.add_argument("--metricgate-args", default="", help="extra `metricgate serve` flags")
+    parser.add_argument(
+        "--metricgate-ref",
+        help="run metricgate as committed at this git ref (e.g. HEAD): a clean copy of its src/, so "
+        "uncommitted edits in the work tree are neither measured nor able to break the run",
+    )
+    parser.add_argument("--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -608,9 +638,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    metricgate_src = args.metricgate_src.resolve() if args.metricgate_src else None
+    described = compare.git_describe(metricgate_src or REPO / "src")
+    exported: Path | None = None
+    if args.metricgate_ref:
+        exported, commit = export_src(args.metricgate_ref)
+        metricgate_src = exported / "src"
+        described = {"commit": commit, "ref": args.metricgate_ref, "dirty": False}
     info: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "metricgate": compare.git_describe(REPO / "src"),
+        "metricgate": described,
         "scale": scale.describe,
         "search_clients": args.search_clients,
         "writer": f"{WRITER_RUNS} runs, 1 log-batch of {WRITER_KEYS * WRITER_STEPS} points in flight per run",
@@ -623,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         with compare.services(args.keep) as (tmp, pg, redis):
             ctx = Context(
                 tmp=tmp, pg=pg, redis=redis, cache=args.cache_dir.expanduser(), mlflow_version=args.mlflow_version,
-                metricgate_src=None, metricgate_args=shlex.split(args.metricgate_args),
+                metricgate_src=metricgate_src, metricgate_args=shlex.split(args.metricgate_args),
                 mlflow_workers=args.mlflow_workers, info=info,
             )
             info["postgres"] = asyncio.run(compare.pg_version(pg.url()))
@@ -662,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         compare.stop_all()
+        if exported is not None:
+            shutil.rmtree(exported, ignore_errors=True)
     info["elapsed_s"] = round(time.time() - started, 1)
     print()
     print(f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs")
@@ -686,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print("latencies: send to last byte, requests answered 200; failed: non-200 by status, conn, timeout (not retried);")
+    print("search statuses: status:count@median seconds to that answer; unfinished: no answer when the phase ended;")
     print("flush lag: ack -> step in PostgreSQL (metricgate); runs/get after ack: a runs/get sent right after an ack")
     for name, error in failures.items():
         print(f"\n{name} FAILED: {error}")
