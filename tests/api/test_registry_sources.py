@@ -180,9 +180,10 @@ async def test_models_sources_that_name_no_usable_version_are_refused(api: Api, 
     (await api.post("/registered-models/create", {"name": "p", "tags": prompt_tags})).ok()
     (await api.post("/model-versions/create", {"name": "p", "source": "s3://bucket/p", "tags": prompt_tags})).ok()
     (await api.post("/registered-models/create", {"name": "copy"})).ok()
+    mismatch = "must match the referenced model version"
     refused: list[tuple[str, dict[str, str], int, str, str]] = [
-        ("models:/m/1", {"run_id": local_run}, 400, "INVALID_PARAMETER_VALUE", "must match the referenced model version"),
-        ("models:/m/1", {"model_id": "m-0123"}, 400, "INVALID_PARAMETER_VALUE", "must match the referenced model version"),
+        ("models:/m/1", {"run_id": local_run}, 400, "INVALID_PARAMETER_VALUE", mismatch),
+        ("models:/m/1", {"model_id": "m-0123"}, 400, "INVALID_PARAMETER_VALUE", mismatch),
         ("models:/p/1", {}, 400, "INVALID_PARAMETER_VALUE", "Prompt versions cannot be used"),
         ("models://profile/m/1", {}, 400, "INVALID_PARAMETER_VALUE", "must use the active model registry"),
         ("models:/m/1/x", {}, 400, "INVALID_PARAMETER_VALUE", "must identify the resource"),

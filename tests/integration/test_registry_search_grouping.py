@@ -1,12 +1,12 @@
-"""Registry searches: tag clauses share one subquery, with stock MLflow's tag semantics (issue 11 §2).
+"""Registry searches: tag clauses share subqueries, with stock MLflow's tag semantics (issue 11 §2).
 
-The grouped SQL (at most two subqueries for all tag clauses) must select exactly what the former
-one-subquery-per-clause SQL selected: random filters (repeated keys, every operator, missing tags,
-IS NULL next to comparisons on the same key, the prompt tag) run both ways against the same
-PostgreSQL data and must return the same rows in the same order, for registered models and model
-versions. The semantics are those of stock MLflow 3.17.2's SqlAlchemyStore (checked against it
-with the same random filters when this was written): ``!=`` needs the tag, and prompts are hidden
-unless the filter asks for them.
+The grouped SQL (one EXISTS per key for a few keys, one aggregate over all keys beyond) must select
+exactly what the former one-subquery-per-clause SQL selected: random filters (repeated keys, every
+operator, missing tags, IS NULL next to comparisons on the same key, the prompt tag) run both ways
+against the same PostgreSQL data and must return the same rows in the same order, for registered
+models and model versions, with each grouped form. The semantics are those of stock MLflow
+3.17.2's SqlAlchemyStore (checked against it with the same random filters when this was written):
+``!=`` needs the tag, and prompts are hidden unless the filter asks for them.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import asyncpg
 import pytest
 
 from metricgate.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
+from metricgate.stores.postgres import search_sql
 from metricgate.stores.postgres.registry_search import compile_model_version_search, compile_registered_model_search
 
 PROMPT = "mlflow.prompt.is_prompt"
-KEYS = ("a", "b", "c", PROMPT)
+KEYS = ("a", "b", "c", "d", PROMPT)
 VALUES = ("x", "y", "xy", "Y", "")
 PROMPT_VALUES = ("true", "false", "TRUE")
-TRIALS = 200
+TRIALS = 120
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 def _tags(rng: random.Random) -> list[tuple[str, str]]:
     # Each key is missing about a third of the time (the prompt tag more often), so "!=" and
     # IS NULL on a missing row, and models without the prompt tag, are covered.
-    tags = [(k, rng.choice(VALUES)) for k in KEYS[:3] if rng.random() < 0.67]
+    tags = [(k, rng.choice(VALUES)) for k in KEYS[:-1] if rng.random() < 0.67]
     if rng.random() < 0.4:
         tags.append((PROMPT, rng.choice(PROMPT_VALUES)))
     return tags
@@ -115,11 +116,15 @@ CASES: list[tuple[str, Compile, Callable[[random.Random], str]]] = [
 ]
 
 
+# 0: every grouped filter is one aggregate; the default: one EXISTS per key for most filters here.
+@pytest.mark.parametrize("exists_keys", [0, search_sql._MAX_EXISTS_KEYS], ids=["aggregate", "exists"])
 @pytest.mark.parametrize(("entity", "compile_", "clause"), CASES, ids=[c[0] for c in CASES])
 async def test_grouped_sql_selects_what_per_clause_sql_selects(
-    conn: asyncpg.Connection, entity: str, compile_: Compile, clause: Callable[[random.Random], str]
-) -> None:
-    rng = random.Random(f"registry-grouping-{entity}")
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, exists_keys: int,
+    entity: str, compile_: Compile, clause: Callable[[random.Random], str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(search_sql, "_MAX_EXISTS_KEYS", exists_keys)
+    rng = random.Random(f"registry-grouping-{entity}-{exists_keys}")
     await _seed(conn, rng)
     nonempty = 0
     for _ in range(TRIALS):
@@ -152,11 +157,14 @@ async def test_tag_semantics_follow_stock_sqlalchemy_store(conn: asyncpg.Connect
             " source, storage_location) VALUES ($1, 1, 0, 0, 's3://b/x', 's3://b/x')",
             key,
         )
-        for table, owner in (("registered_model_tags", "model_key"), ("model_version_tags", "model_key, version")):
-            await conn.executemany(
-                f"INSERT INTO {table} ({owner}, key, value) VALUES ($1{', 1' if table == 'model_version_tags' else ''}, $2, $3)",
-                [(key, k, v) for k, v in tags.items()],
-            )
+        await conn.executemany(
+            "INSERT INTO registered_model_tags (model_key, key, value) VALUES ($1, $2, $3)",
+            [(key, k, v) for k, v in tags.items()],
+        )
+        await conn.executemany(
+            "INSERT INTO model_version_tags (model_key, version, key, value) VALUES ($1, 1, $2, $3)",
+            [(key, k, v) for k, v in tags.items()],
+        )
 
     async def names(filter_string: str) -> dict[str, list[str]]:
         found = {}
@@ -200,14 +208,18 @@ def _args(compiled: tuple[str, list[object]]) -> tuple[object, ...]:
 
 
 def _subqueries(sql: str) -> int:
-    return len(re.findall(r"(?:EXISTS|count\(\*\) FROM) ", sql))
+    return len(re.findall(r"EXISTS \(|IN \(SELECT ", sql))
 
 
-def test_all_tag_clauses_share_a_subquery() -> None:
+def test_tag_clauses_share_subqueries() -> None:
+    one_key = " AND ".join(["tags.k != 'v'"] * MAX_FILTER_CLAUSES)
+    few_keys = " AND ".join(f"tags.k{n % 4} != 'v{n}'" for n in range(MAX_FILTER_CLAUSES))
     spread = " AND ".join(f"tags.k{n % MAX_FILTER_KEYS} != 'v{n}'" for n in range(MAX_FILTER_CLAUSES))
-    with_absent = spread.replace("tags.k0 != 'v0'", "tags.k0 IS NULL")
+    with_absent = spread.replace("tags.k0 != 'v0'", "tags.k0 IS NULL").replace("tags.k1 != 'v1'", "tags.k1 IS NULL")
     for compile_ in (_models, _versions):
-        # The prompt rule's NOT EXISTS, then one count over every present key.
-        assert _subqueries(compile_(spread, True)[0]) == 2
-        assert _subqueries(compile_(with_absent, True)[0]) == 3
+        # Each count includes the prompt rule's NOT EXISTS.
+        assert _subqueries(compile_(one_key, True)[0]) == 2
+        assert _subqueries(compile_(few_keys, True)[0]) == 5  # one EXISTS per key
+        assert _subqueries(compile_(spread, True)[0]) == 2  # one aggregate for all keys
+        assert _subqueries(compile_(with_absent, True)[0]) == 3  # and one NOT EXISTS for IS NULL keys
         assert _subqueries(compile_(spread, False)[0]) == MAX_FILTER_CLAUSES + 1

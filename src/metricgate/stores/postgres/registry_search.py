@@ -1,8 +1,9 @@
 """Compile registered-model and model-version searches into parameterized PostgreSQL.
 
 Builds on search_sql's query builder (bound parameters, casts, MLflow's NULL ordering) and its
-tag conditions: clauses on one tag key share one EXISTS, so the SQL grows linearly with the
-filter (one subquery per clause took ~40 s to plan and run for 100 ``tags.k = 'v'`` clauses).
+tag conditions (column_or_tag_conditions): clauses on one tag key share one EXISTS, and many keys
+share one aggregate, so the SQL grows linearly with the filter (one subquery per clause took
+~40 s to plan and run for 100 ``tags.k = 'v'`` clauses over 200 models).
 Only the column maps and the prompt rules of stock MLflow's SqlAlchemyStore are registry-specific.
 """
 
@@ -60,7 +61,7 @@ def compile_registered_model_search(
     clauses = _apply_prompt_rule(query, clauses, "registered_model_tags", "p.model_key = rm.model_key")
     query.where.extend(
         column_or_tag_conditions(
-            query, clauses, _MODEL_COLUMNS, "registered_model_tags", "x.model_key = rm.model_key",
+            query, clauses, _MODEL_COLUMNS, "registered_model_tags", [("model_key", "rm.model_key")],
             group_by_key=group_by_key,
         )
     )  # fmt: skip
@@ -88,10 +89,10 @@ def compile_model_version_search(
     # Stock joins its prompt subquery on the model name only: a version is hidden when any
     # version of its model is tagged as a prompt (in practice all of a prompt's versions are).
     clauses = _apply_prompt_rule(query, clauses, "model_version_tags", "p.model_key = mv.model_key")
-    link = "x.model_key = mv.model_key AND x.version = mv.version"
+    owner = [("model_key", "mv.model_key"), ("version", "mv.version")]
     query.where.extend(
         column_or_tag_conditions(
-            query, clauses, _VERSION_COLUMNS, "model_version_tags", link, group_by_key=group_by_key
+            query, clauses, _VERSION_COLUMNS, "model_version_tags", owner, group_by_key=group_by_key
         )
     )
     query.order.extend(sort_term(_VERSION_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
