@@ -49,9 +49,9 @@ from harness import (
 
 from metricgate import devservices
 
-pytestmark = [pytest.mark.fault, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
-SHUTDOWN_S = 3
+SHUTDOWN_S = 2
 DRAIN_S = 2
 # aiohttp's grace for handlers after the in-flight wait (2 x 1 s), the bounded resource closes,
 # and interpreter teardown on a loaded 2-core machine. Generous on purpose: the defect this
@@ -114,8 +114,15 @@ async def pg(stoppable_pg: StoppablePostgres) -> tuple[StoppablePostgres, str]:
 
 
 async def _started(proc: MgProcess) -> MgProcess:
+    """Started and ready. Generous: on a loaded 2-core machine two spawned workers take a while,
+    and a flusher that gets its SIGTERM before it installed its handlers would just die."""
     proc.start()
-    await asyncio.to_thread(proc.wait_healthy)
+    await asyncio.to_thread(proc.wait_healthy, 60)
+    if proc.port is None:
+        deadline = time.monotonic() + 60
+        while "flusher process running" not in proc.log(1_000_000):
+            assert proc.alive() and time.monotonic() < deadline, proc.log()
+            await asyncio.sleep(0.05)
     return proc
 
 
