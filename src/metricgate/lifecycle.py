@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 # How long a cancelled worker may take to unwind before it is abandoned.
 CANCEL_GRACE_S = 2.0
+# The first wait before a crashed worker is restarted; it doubles up to RESTART_MAX_S.
+RESTART_DELAY_S = 1.0
+RESTART_MAX_S = 60.0
 # How long closing one resource (a pool, a client) may take; past it, it is abandoned.
 CLOSE_STEP_S = 2.0
 
@@ -45,9 +48,12 @@ async def sleep_unless_set(event: asyncio.Event, seconds: float) -> bool:
     return event.is_set()
 
 
-async def _supervise(name: str, worker: BackgroundWorker) -> None:
+async def _supervise(name: str, worker: BackgroundWorker, stopping: asyncio.Event) -> None:
     """Restart a worker that died of an unexpected error: a gateway whose flusher silently died
-    would keep acknowledging writes that nobody flushes until the backlog limit stops it."""
+    would keep acknowledging writes that nobody flushes until the backlog limit stops it. The
+    wait doubles up to a minute (a worker that crashes at once every time would otherwise log a
+    traceback a second), and a crash after the stop request is not restarted."""
+    delay_s = RESTART_DELAY_S
     while True:
         try:
             await worker.run()
@@ -55,8 +61,13 @@ async def _supervise(name: str, worker: BackgroundWorker) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s crashed; restarting it in 1 s", name)
-            await asyncio.sleep(1.0)
+            if stopping.is_set():
+                log.exception("%s crashed while stopping", name)
+                return
+            log.exception("%s crashed; restarting it in %g s", name, delay_s)
+            if await sleep_unless_set(stopping, delay_s):
+                return
+            delay_s = min(delay_s * 2, RESTART_MAX_S)
 
 
 class BackgroundWorkers:
@@ -68,9 +79,10 @@ class BackgroundWorkers:
 
     def __init__(self) -> None:
         self._tasks: dict[str, tuple[BackgroundWorker, asyncio.Task[None]]] = {}
+        self._stopping = asyncio.Event()
 
     def start(self, name: str, worker: BackgroundWorker) -> None:
-        task = asyncio.create_task(_supervise(name, worker), name=name)
+        task = asyncio.create_task(_supervise(name, worker, self._stopping), name=name)
         self._tasks[name] = (worker, task)
 
     async def stop(self, drain_timeout_s: float) -> None:
@@ -78,6 +90,7 @@ class BackgroundWorkers:
         hold (a flusher's batch in hand, a webhook attempt in flight), cancel the rest. A
         cancelled worker loses nothing: unacknowledged stream entries stay pending for the next
         flusher, a leased webhook delivery is retried when its lease ends."""
+        self._stopping.set()
         if not self._tasks:
             return
         for worker, _ in self._tasks.values():

@@ -114,3 +114,47 @@ async def test_database_close_ends_while_a_connection_is_never_released(db_url: 
     await asyncio.wait_for(db.aclose(timeout_s=0.3), 10)
     assert pool._closed and reads._closed
     assert connection is not None and connection.is_closed()
+
+
+class Crashes:
+    """Crashes on its first ``crashes`` runs, then runs until stopped."""
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.runs = 0
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise RuntimeError("boom")
+        await self.stopping.wait()
+
+
+async def test_a_crashed_worker_is_restarted_with_a_growing_wait(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lifecycle, "RESTART_DELAY_S", 0.05)
+    workers = BackgroundWorkers()
+    worker = Crashes(crashes=3)
+    workers.start("crashy", worker)
+    for _ in range(200):
+        if worker.runs == 4:
+            break
+        await asyncio.sleep(0.01)
+    await workers.stop(drain_timeout_s=5)
+    assert worker.runs == 4
+    waits = [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if "restarting it" in r.getMessage()]
+    assert waits == ["0.05 s", "0.1 s", "0.2 s"]
+
+
+async def test_a_worker_crashed_when_the_stop_comes_is_not_restarted() -> None:
+    workers = BackgroundWorkers()
+    worker = Crashes(crashes=1)  # then waits RESTART_DELAY_S (1 s) before its restart
+    workers.start("crashy", worker)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(workers.stop(drain_timeout_s=30), 10)
+    assert worker.runs == 1
