@@ -1700,27 +1700,20 @@ async def test_valid_requests_are_valid(
 
 # ---------------------------------------------------------------- regressions the family found
 
-# (endpoint id, field or {segment}, value); xfail: not fixed yet, and where the fix lies.
-_ISDIGIT_XFAIL = (
-    "str.isdigit() is true of '\u00b2', which int() refuses: a 500. Fix outside this test's files: "
-    "{}"
-)
+# (endpoint id, field or {segment}, value). Each was a 500: str.isdigit() is also true of '\u00b2',
+# which int() refuses (tests/unit/test_source_rules.py now refuses a bare isdigit() in src/).
 PINNED = [
-    # api/uploads.py: part number and file index segments of superscript digits were a 500.
+    # api/uploads.py: part number and file index segments of superscript digits.
     pytest.param("uploads-part", "{PART}", "%C2%B2", id="upload-part-number-superscript"),
     pytest.param("uploads-part", "{FILE}", "%C2%B9", id="upload-file-index-superscript"),
-    # api/webhooks.py: the store's id parser (stores/postgres/webhooks.py) took '²' for a number.
+    # api/webhooks.py and the store's id parser (stores/postgres/webhooks.py).
     pytest.param("webhooks-get", "{WX}", "%C2%B2", id="webhook-id-superscript"),
     pytest.param("webhooks-deliveries", "{WX}", "%C2%B3", id="webhook-deliveries-id-superscript"),
-    pytest.param("model-versions-get", "version", "\u00b2", id="version-superscript",
-                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
-                     "registry/rules.py parse_version: `text.isascii() and text.isdigit()`"))),
-    pytest.param("model-versions-update", "version", "\u00b9", id="version-superscript-json",
-                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
-                     "registry/rules.py parse_version: `text.isascii() and text.isdigit()`"))),
-    pytest.param("runs-search", "page_token", _b64(b'{"offset": "\\u00b2"}'), id="page-token-offset-superscript",
-                 marks=pytest.mark.xfail(strict=True, reason=_ISDIGIT_XFAIL.format(
-                     "search/paging.py _offset_from: `raw.strip().isascii() and raw.strip().isdigit()`"))),
+    # registry/rules.py parse_version.
+    pytest.param("model-versions-get", "version", "\u00b2", id="version-superscript"),
+    pytest.param("model-versions-update", "version", "\u00b9", id="version-superscript-json"),
+    # search/paging.py _offset_from.
+    pytest.param("runs-search", "page_token", _b64(b'{"offset": "\\u00b2"}'), id="page-token-offset-superscript"),
 ]  # fmt: skip
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import HOOKS, Hooks
+from tests.webhooks.conftest import HOOKS, Hooks
 
 
 def _assert_error(status: int, body: Any, expected_status: int, code: str) -> str:

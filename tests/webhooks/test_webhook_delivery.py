@@ -8,7 +8,7 @@ from datetime import timezone
 
 import asyncpg
 import orjson
-from conftest import Hooks
+from tests.webhooks.conftest import Hooks
 from webhook_receiver import Receiver, insert_event, wait_for
 
 from metricgate.webhooks.signing import (

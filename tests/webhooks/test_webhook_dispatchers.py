@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import asyncpg
-from conftest import FAST_WEBHOOKS
+from tests.webhooks.conftest import FAST_WEBHOOKS
 from webhook_receiver import Receiver, insert_event, wait_for
 
 from metricgate.config import PostgresSettings, WebhookSettings

@@ -94,7 +94,7 @@ def fmt_errors(errors: Mapping[str, int]) -> str:
         return "0"
 
     def order(item: tuple[str, int]) -> tuple[int, str]:
-        return (0, item[0].zfill(3)) if item[0].isdigit() else (1, item[0])
+        return (0, item[0].zfill(3)) if item[0].isascii() and item[0].isdigit() else (1, item[0])
 
     return " ".join(f"{k}:{v}" for k, v in sorted(errors.items(), key=order) if v)
 

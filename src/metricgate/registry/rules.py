@@ -63,7 +63,7 @@ def validate_model_name(name: str | None, field: str = "name") -> str:
 def parse_version(raw: str | int | None) -> int:
     """Versions travel as strings ("3"); anything but a positive integer is a client error."""
     text = str(raw).strip() if raw is not None else ""
-    if not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= MAX_VERSION:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_VERSION:
         if raw is None or text == "":
             raise InvalidParameter("Missing value for required parameter 'version'.")
         raise InvalidParameter(f"Parameter 'version' must be a positive integer, got '{str(raw)[:100]}'.")
@@ -129,7 +129,7 @@ def split_models_source(source: str) -> tuple[str, int | None] | None:
     parts = source[len("models:/") :].strip("/").split("/")
     if len(parts) == 1 and parts[0]:
         return parts[0], None
-    if len(parts) == 2 and parts[0] and parts[1].isdigit():
+    if len(parts) == 2 and parts[0] and parts[1].isascii() and parts[1].isdigit():
         return parts[0], parse_version(parts[1])
     raise InvalidParameter(
         f"Invalid model version source: '{source[:300]}'. Expected models:/<model_id> or "
@@ -365,7 +365,7 @@ def parse_models_source(source: str) -> ModelsSource | None:
         name, suffix = parts
         if not suffix.strip():
             raise _not_contained(source, "model_id")
-        if suffix.isdigit():
+        if suffix.isascii() and suffix.isdigit():
             return ModelsSource(name=name, version=suffix)
         if suffix.lower() == "latest":
             return ModelsSource(name=name)

@@ -78,7 +78,7 @@ def _parse(token: str) -> dict[str, object]:
 
 def _offset_from(raw: object) -> int:
     # MLflow applies int() to the field, so a numeric string is accepted as well.
-    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 19:
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 19:
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= _MAX_OFFSET:
         raise InvalidParameter(f"Invalid page token, offset={raw!r} is not a non-negative integer")

@@ -68,7 +68,7 @@ def _not_found(webhook_id: str) -> NotFound:
 
 
 def _parse_id(webhook_id: str) -> int:
-    if not webhook_id.isdigit() or len(webhook_id) > 18:
+    if not (webhook_id.isascii() and webhook_id.isdigit()) or len(webhook_id) > 18:
         raise _not_found(webhook_id)
     return int(webhook_id)
 
