@@ -191,7 +191,11 @@ class FlushSettings:
     )
     drain_timeout_s: float = setting(
         20.0, "FLUSH_DRAIN_TIMEOUT_S",
-        "On shutdown, how long a flusher may take to write and acknowledge the batch in hand.", minimum=0,
+        "On shutdown, how long the background workers (flushers, webhook dispatcher, upload sweeper, "
+        "janitor) together may take to finish what they hold, a flusher's batch in hand first; then they "
+        "are cancelled, and unfinished work stays pending and is retried "
+        "([`docs/design-shutdown.md`](docs/design-shutdown.md)).",
+        minimum=0,
     )  # fmt: skip
     abandoned_after_s: float = setting(
         0.0, "ABANDONED_AFTER_S",
@@ -224,6 +228,14 @@ class ArtifactSettings:
         "spooled to a temp file in `$TMPDIR` while its checksum is verified, so `TMPDIR` needs room for the "
         "parts in flight (not RAM-backed for large parts).",
         shown="unset (AWS)",
+    )  # fmt: skip
+    # Stock MLflow's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES: a model version whose source
+    # names another host (https://, ftp://, ...) would make the registry hand out that host.
+    allowed_host_source_schemes: tuple[str, ...] = setting(
+        (), "ALLOWED_HOST_SOURCE_SCHEMES",
+        "Comma-separated schemes (`https`, `ftp`, ...) a model-version source may use although it names a "
+        "host; refused otherwise, as stock MLflow does (`docs/design-registry.md`).",
+        shown="empty (none)",
     )  # fmt: skip
 
 

@@ -84,3 +84,29 @@ def quiet_library_retries() -> None:
     pool_log = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, RepeatedWarningFilter) for f in pool_log.filters):
         pool_log.addFilter(RepeatedWarningFilter("Failed to restore the pool connection floor"))
+
+
+class ThrottledLog:
+    """Per-request refusals of one kind (503s while Redis is away, a full read pool): the first
+    is logged, then at most one line per ``every_s`` per kind, carrying how many were not. The
+    request counters (metricgate_http_requests_total) still count every one."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0, max_kinds: int = 256) -> None:
+        self._log = logger
+        self._every_s = every_s
+        self._max_kinds = max_kinds
+        self._kinds: dict[object, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
+
+    def warning(self, kind: object, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last, suppressed = self._kinds.get(kind, (-float("inf"), 0))
+        if now - last < self._every_s:
+            self._kinds[kind] = (last, suppressed + 1)
+            return
+        if kind not in self._kinds and len(self._kinds) >= self._max_kinds:
+            self._kinds.clear()  # bounded memory; at worst a few extra lines
+        self._kinds[kind] = (now, 0)
+        if suppressed:
+            message += " (%d more like it in the last %.0f s)"
+            args = (*args, suppressed, now - last)
+        self._log.warning(message, *args)

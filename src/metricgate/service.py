@@ -191,7 +191,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             history=PgMetricHistory(db),
             logged_models=PgLoggedModelStore(db),
             artifacts=artifacts,
-            registry=RegistryService(PgRegistryStore(db)),
+            registry=RegistryService(PgRegistryStore(db), frozenset(settings.artifacts.allowed_host_source_schemes)),
             datasets=PgDatasetSummaries(db),
             webhooks=webhooks,
             uploads=uploads,

@@ -7,10 +7,15 @@ The rule itself: tests/unit/test_registry_rules.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from metricgate.api.app import create_app
+from metricgate.config import Settings
 
 from tests.api.conftest import Api
 
@@ -197,3 +202,19 @@ async def test_models_sources_that_name_no_usable_version_are_refused(api: Api, 
         reply = await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})
         assert message in reply.error(status, code), source
     await _assert_nothing_stored(api, "copy", 0)
+
+
+async def test_an_allowed_host_scheme_is_accepted_and_the_refusal_names_the_setting(settings: Settings) -> None:
+    allowed = dataclasses.replace(
+        settings, artifacts=dataclasses.replace(settings.artifacts, allowed_host_source_schemes=("https",))
+    )
+    async with TestClient(TestServer(create_app(allowed))) as client:
+        api = Api(client)
+        run_id = await api.new_run_id()
+        (await api.post("/registered-models/create", {"name": "hosted"})).ok()
+        source = "https://example.com/models/model.tar.gz"
+        created = (await api.post("/model-versions/create", {"name": "hosted", "source": source, "run_id": run_id})).ok()
+        assert created["model_version"]["source"] == source
+        refused = await api.post("/model-versions/create", {"name": "hosted", "source": "ftp://f.example.com/m", "run_id": run_id})
+        assert "add 'ftp' to METRICGATE_ALLOWED_HOST_SOURCE_SCHEMES" in refused.error(400, "INVALID_PARAMETER_VALUE")
+        assert len(await _versions_of(api, "hosted")) == 1

@@ -10,11 +10,13 @@ import orjson
 from aiohttp import ClientPayloadError, web
 
 from metricgate.errors import MetricgateError, Unavailable
+from metricgate.health_log import ThrottledLog
 from prometheus_client import Counter
 
 from metricgate.observability import METRICS
 
 log = logging.getLogger(__name__)
+_UNAVAILABLE_LOG = ThrottledLog(log)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,11 +80,16 @@ def error_response(
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
+def _route_name(request: web.Request) -> str:
+    """The route template (a bounded set), not the path: ids stay out of labels and log keys."""
+    route = request.match_info.route.resource
+    return route.canonical if route is not None else "unmatched"
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Counts requests by route template (bounded label set) and final status."""
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
+    name = _route_name(request)
     status = 500
     try:
         response = await handler(request)
@@ -121,7 +128,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = None
         if isinstance(exc, Unavailable):
             headers = {"Retry-After": str(max(1, int(exc.retry_after_s)))}
-            log.warning("%s %s unavailable: %s", request.method, request.path, exc.message)
+            # Throttled per route and message: during an outage every write gets a 503, and the
+            # outage itself is logged once by the loop that watches the dependency.
+            _UNAVAILABLE_LOG.warning(
+                (_route_name(request), exc.message), "%s %s unavailable: %s", request.method, request.path, exc.message
+            )
         return error_response(exc.error_code, exc.message, exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -310,8 +310,8 @@ HOST_ADDRESSED_SCHEMES = frozenset(
 def reject_host_addressed_source(source: str, allowed_schemes: frozenset[str] = frozenset()) -> None:
     """Refuse a source that addresses a host (``http://host/...``, ``ftp:///x``,
     ``mlflow-artifacts://host/...``; not ``mlflow-artifacts:/...``, which is this server) unless its
-    scheme is in ``allowed_schemes`` (lower case). Stock's message, less its hint to set
-    MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES, which metricgate does not read."""
+    scheme is in ``allowed_schemes`` (lower case). Stock's message, with metricgate's setting in
+    place of MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES."""
     parts = _split(source)
     if parts is None:
         return  # not a URI: reject_relative_source refuses it
@@ -323,7 +323,8 @@ def reject_host_addressed_source(source: str, allowed_schemes: frozenset[str] = 
     raise InvalidParameter(
         f"'source' cannot use the '{scheme}' scheme: the '{scheme}' scheme addresses a host other "
         "than the tracking server's configured artifact storage, so the server would connect to "
-        "the host named in the URI."
+        f"the host named in the URI. To allow it, add '{scheme}' to "
+        "METRICGATE_ALLOWED_HOST_SOURCE_SCHEMES."
     )
 
 
