@@ -1,18 +1,16 @@
 """Every shutdown step is bounded (docs/design-shutdown.md): background workers stop together
 under one deadline, a worker that ignores cancellation is abandoned, a close that hangs is
-abandoned, and the PostgreSQL pools close even while a connection is never given back."""
+abandoned (the PostgreSQL pools' bounded close: tests/integration/test_pool_close.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import asyncpg
 import pytest
 
 from metricgate import lifecycle
 from metricgate.lifecycle import BackgroundWorkers, close_bounded, sleep_unless_set
-from metricgate.stores.postgres.pool import Database
 
 
 class Worker:
@@ -101,19 +99,6 @@ async def test_sleep_unless_set_ends_when_the_event_is_set() -> None:
     asyncio.get_running_loop().call_later(0.05, event.set)
     assert await asyncio.wait_for(sleep_unless_set(event, 3600), 10) is True
     assert await sleep_unless_set(asyncio.Event(), 0.01) is False
-
-
-async def test_database_close_ends_while_a_connection_is_never_released(db_url: str) -> None:
-    # asyncpg's graceful close waits for every connection to come back: a request stuck on
-    # one (or a task abandoned by the drain) would hold the process forever.
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
-    reads = await asyncpg.create_pool(db_url, min_size=0, max_size=1)
-    db = Database(pool, 1.0, reads, 5.0)
-    held = await pool.acquire()
-    connection = held._con  # the proxy is detached when the pool terminates
-    await asyncio.wait_for(db.aclose(timeout_s=0.3), 10)
-    assert pool._closed and reads._closed
-    assert connection is not None and connection.is_closed()
 
 
 class Crashes:
