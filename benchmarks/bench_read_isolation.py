@@ -10,8 +10,13 @@ contenders' cached venvs, starting and stopping their servers):
    runs (2,000; 400 with ``--quick``), each with 10 params, 5 tags and 10 metrics of 3 steps, then
    runs ``VACUUM (ANALYZE)`` on that database.
 2. Times the expensive search alone (after one untimed warm-up; median): the sweep's experiment,
-   a filter at metricgate's limits (25 distinct keys x 4 comparisons = 100: 10 metrics, 10 params,
-   5 tags; ~70% of the runs match), ``order_by metrics.m0 DESC``, 100 runs a page.
+   ``order_by metrics.m0 DESC``, 100 runs a page, for metricgate a filter at its limits (``--filter``
+   25x4: 25 distinct keys x 4 comparisons = 100, metrics, params and tags; ~70% of the runs
+   match). Stock MLflow gets ``--mlflow-filter`` 10x1 (the same answer): it joins one subquery per
+   comparison and its PostgreSQL backend needs ~1 GB to plan 25 of them, 20 GB for 100, so 32 at
+   once would exhaust the machine. Safety nets for a shared machine: a statement_timeout on each
+   contender's database (``--pg-guard-s``) and an address-space limit per PostgreSQL backend
+   (``--pg-backend-gib``).
 3. Phase A (baseline), ``--phase-s`` seconds: a writer logs to 4 runs of their own experiment, one
    ``runs/log-batch`` in flight per run (4 in all, closed loop, nothing retried), 100 points a
    request (10 keys x 10 steps), recording every request's latency and status. Every
@@ -42,7 +47,9 @@ import contextlib
 import io
 import os
 import platform
+import pwd
 import random
+import resource
 import shlex
 import shutil
 import signal
@@ -443,6 +450,29 @@ async def guard_database(dsn: str, database: str, seconds: float) -> None:
         await conn.close()
 
 
+def cap_backend_memory(pg: compare.devservices.PostgresInstance, gib: float) -> None:
+    """An address-space limit on the private PostgreSQL's postmaster, inherited by every backend
+    it starts from now on: a backend whose query needs more gets PostgreSQL's own "out of memory"
+    error instead of the kernel's OOM killer picking a process anywhere on the machine. The
+    planner's memory is what grows here: one stock-MLflow search with 25 comparisons peaked at
+    ~1 GB in its backend (20 GB with 100), and 32 of them at once emptied a 23 GB machine."""
+    pid = int((pg.cluster_dir / "data" / "postmaster.pid").read_text().split()[0])
+    limit = int(gib * 2**30)
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+        return
+    except PermissionError:
+        pass  # root without CAP_SYS_RESOURCE: the process's own user may still lower its limit
+    owner = pwd.getpwuid((pg.cluster_dir / "data").stat().st_uid).pw_name
+    cmd = ["prlimit", "--pid", str(pid), f"--as={limit}"]
+    if owner != pwd.getpwuid(os.getuid()).pw_name:
+        cmd = ["runuser", "-u", owner, "--", *cmd]
+    try:
+        compare.run_checked(cmd, what="limiting PostgreSQL's backends")
+    except (BenchError, OSError) as exc:
+        say(f"WARNING: no memory limit on PostgreSQL's backends ({exc})")
+
+
 async def end_backends(dsn: str, database: str) -> int:
     """Terminate what still runs in ``database`` once its server is gone: a server that does not
     cancel abandoned queries leaves them running, and they would load the next contender's run."""
@@ -600,8 +630,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the search's filter as KEYSxPER: distinct keys x comparisons per key (25x4 = 100, metricgate's limits)",
     )
     parser.add_argument(
-        "--mlflow-filter", type=parse_filter_size, default=(MAX_KEYS, 1),
-        help="stock MLflow's filter (25x1: the same keys and answer; 100 comparisons take it minutes and GBs)",
+        "--mlflow-filter", type=parse_filter_size, default=(10, 1),
+        help="stock MLflow's filter (10x1: ~80 MB of planner memory per search; 25x1 ~1 GB, 25x4 20 GB: "
+        "32 of those at once exhaust a small machine's memory)",
+    )
+    parser.add_argument(
+        "--pg-backend-gib", type=float, default=2.0,
+        help="address-space limit of each PostgreSQL backend (a query needing more fails alone)",
     )
     parser.add_argument("--pg-guard-s", type=float, default=120.0, help="statement_timeout set on each contender's database")
     parser.add_argument("--search-clients", type=int, default=32, help="clients looping the search in phase B (32)")
@@ -619,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         "uncommitted edits in the work tree are neither measured nor able to break the run",
     )
     parser.add_argument("--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)")
+    parser.add_argument(
+        "--metricgate-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a METRICGATE_* setting for metricgate's processes, e.g. METRICGATE_DB_READ_POOL_MAX=2 (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -626,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in contenders:
         if name not in CONTENDERS:
             parser.error(f"unknown contender {name!r}")
+    metricgate_env: dict[str, str] = {}
+    for item in args.metricgate_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("METRICGATE_"):
+            parser.error(f"--metricgate-env expects METRICGATE_NAME=VALUE, got {item!r}")
+        metricgate_env[key] = value
     base = QUICK if args.quick else FULL
     scale = Scale(
         runs=args.runs or base.runs,
@@ -652,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
         "search_clients": args.search_clients,
         "writer": f"{WRITER_RUNS} runs, 1 log-batch of {WRITER_KEYS * WRITER_STEPS} points in flight per run",
         "pg_guard_s": args.pg_guard_s,
+        "pg_backend_gib": args.pg_backend_gib,
+        "metricgate_env": metricgate_env,
     }
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
@@ -661,9 +708,10 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(
                 tmp=tmp, pg=pg, redis=redis, cache=args.cache_dir.expanduser(), mlflow_version=args.mlflow_version,
                 metricgate_src=metricgate_src, metricgate_args=shlex.split(args.metricgate_args),
-                mlflow_workers=args.mlflow_workers, info=info,
+                mlflow_workers=args.mlflow_workers, info=info, metricgate_env=metricgate_env,
             )
             info["postgres"] = asyncio.run(compare.pg_version(pg.url()))
+            cap_backend_memory(pg, args.pg_backend_gib)
             versions = {}
             for name in contenders:
                 server = None
@@ -705,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs")
     print(f"{scale.describe}; writer: {info['writer']}; phase B: {args.search_clients} clients looping the search")
+    if metricgate_env:
+        print("metricgate settings: " + " ".join(f"{k}={v}" for k, v in metricgate_env.items()))
     print(f"search: the sweep, order_by metrics.m0 DESC, {SEARCH_PAGE} runs a page, filter KEYSxPER (distinct keys x "
-          f"comparisons per key); database statement_timeout {args.pg_guard_s:g} s as a safety net")
+          f"comparisons per key); safety nets: database statement_timeout {args.pg_guard_s:g} s, "
+          f"{args.pg_backend_gib:g} GiB per PostgreSQL backend")
     print()
     for name, r in results.items():
         f = r["filter"]

@@ -187,6 +187,8 @@ class Context:
     metricgate_args: list[str]
     mlflow_workers: int
     info: dict[str, object] = field(default_factory=dict)
+    # Extra METRICGATE_* settings for metricgate's processes (bench_read_isolation's --metricgate-env).
+    metricgate_env: dict[str, str] = field(default_factory=dict)
 
 
 def _base_env() -> dict[str, str]:
@@ -204,6 +206,7 @@ def _metricgate_env(ctx: Context, database: str) -> dict[str, str]:
         METRICGATE_ARTIFACTS_URI="file://" + str(ctx.tmp / f"artifacts-{database}"),
         METRICGATE_LOG_LEVEL="WARNING",
     )
+    env.update(ctx.metricgate_env)
     if ctx.metricgate_src is not None:
         env["PYTHONPATH"] = str(ctx.metricgate_src) + os.pathsep + env.get("PYTHONPATH", "")
     run_checked([sys.executable, "-m", "metricgate", "migrate"], env=env, what="metricgate migrate")
