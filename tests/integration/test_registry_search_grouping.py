@@ -20,7 +20,7 @@ import pytest
 
 from metricgate.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
 from metricgate.stores.postgres import search_sql
-from metricgate.stores.postgres.registry_search import compile_model_version_search, compile_registered_model_search
+from metricgate.stores.postgres.registry.search import compile_model_version_search, compile_registered_model_search
 
 PROMPT = "mlflow.prompt.is_prompt"
 KEYS = ("a", "b", "c", "d", PROMPT)

@@ -103,7 +103,7 @@ async def model_version_artifact(request: web.Request) -> web.StreamResponse:
     """``GET /model-versions/get-artifact?name=&version=&path=`` (the version page reads MLmodel).
 
     The version's storage location was resolved when it was registered (runs:/ and models:/
-    sources become the run's or logged model's artifact location; see registry_versions.py),
+    sources become the run's or logged model's artifact location; see stores/postgres/registry/versions.py),
     the same URI get-download-uri hands to the client.
     """
     fields = Fields(request.query, query=True)

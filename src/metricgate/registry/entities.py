@@ -8,6 +8,10 @@ from typing import Any
 
 from metricgate.entities import Tag
 
+# Stock's IS_PROMPT_TAG_KEY: a registered model or version tagged with it ("true") is a prompt,
+# which searches hide unless asked for and which cannot be the source of a model version.
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+
 
 @dataclass(frozen=True, slots=True)
 class Audit:

@@ -14,9 +14,8 @@ from typing import TypeVar
 from metricgate.entities import Page, Tag
 from metricgate.errors import InvalidParameter, NotFound
 from metricgate.registry import rules
-from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.registry.entities import PROMPT_TAG, Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.stores.postgres.registry import PgRegistryStore
-from metricgate.stores.postgres.registry_versions import PROMPT_TAG
 
 T = TypeVar("T")
 

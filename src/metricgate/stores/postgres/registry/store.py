@@ -2,7 +2,7 @@
 
 Every write runs in one transaction with the audit event(s) it produces (registry_events), so
 the history and the webhooks outbox never miss or invent a change. Version writes live in
-registry_versions.py, row loading in registry_load.py, searches in registry_search.py.
+versions.py, row loading in load.py, searches in search.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from metricgate.entities import Page, Tag
 from metricgate.errors import AlreadyExists, NotFound
 from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.search.paging import decode_page_token, encode_page_token
-from metricgate.stores.postgres import registry_events as events
-from metricgate.stores.postgres import registry_versions as versions
+from metricgate.stores.postgres.registry import events
+from metricgate.stores.postgres.registry import versions
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.pool import Database
-from metricgate.stores.postgres.registry_load import (
+from metricgate.stores.postgres.registry.load import (
     alias_not_found,
     latest_version_keys,
     load_models,
@@ -30,7 +30,7 @@ from metricgate.stores.postgres.registry_load import (
     model_key_of,
     version_not_found,
 )
-from metricgate.stores.postgres.registry_search import compile_model_version_search, compile_registered_model_search
+from metricgate.stores.postgres.registry.search import compile_model_version_search, compile_registered_model_search
 
 
 def _exists(name: str) -> AlreadyExists:

@@ -21,7 +21,7 @@ from metricgate.search.filter import (
     parse_registered_model_filter,
     parse_registered_model_order_by,
 )
-from metricgate.stores.postgres.registry_versions import PROMPT_TAG
+from metricgate.registry.entities import PROMPT_TAG
 from metricgate.stores.postgres.search_sql import (
     SqlQuery,
     column_or_tag_conditions,

@@ -9,11 +9,11 @@ import asyncpg
 from metricgate.entities import Tag
 from metricgate.errors import NotFound
 from metricgate.registry import rules
-from metricgate.registry.entities import Audit, ModelVersion
-from metricgate.stores.postgres import registry_events as events
+from metricgate.registry.entities import PROMPT_TAG, Audit, ModelVersion
+from metricgate.stores.postgres.registry import events
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.logged_models import record_model_version
-from metricgate.stores.postgres.registry_load import (
+from metricgate.stores.postgres.registry.load import (
     load_version,
     lock_model,
     lock_version,
@@ -21,9 +21,6 @@ from metricgate.stores.postgres.registry_load import (
     version_not_found,
 )
 from metricgate.stores.postgres.runs import run_not_found
-
-# Stock's IS_PROMPT_TAG_KEY: a version carrying it (true) is a prompt version, not a model's.
-PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 async def resolve_source(
