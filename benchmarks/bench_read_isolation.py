@@ -60,6 +60,7 @@ import tarfile
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,14 +134,19 @@ def _comparisons(kind: str, k: int) -> list[str]:
     return [f"tags.t{k} LIKE 'tag-%'", f"tags.t{k} ILIKE '%-{k}'", f"tags.t{k} != 'x'", f"tags.t{k} != 'y'"]
 
 
-def expensive_filter(keys: int = MAX_KEYS, per_key: int = 4) -> str:
+def expensive_filter(keys: int = MAX_KEYS, per_key: int = 4, rng: random.Random | None = None) -> str:
     """``per_key`` comparisons on each of ``keys`` distinct keys; at the default, 100 comparisons
     on 25 keys (metricgate's MAX_FILTER_CLAUSES / MAX_FILTER_KEYS), all distinct (metricgate folds
     repeated clauses). Every comparison is true for every run but ``metrics.m1 >= 0.3``, so the
-    search must look at every key of ~70% of the runs."""
+    search must look at every key of ~70% of the runs. With ``rng`` the keys come in a random
+    order: the same answer, but another SQL text, so no server can reuse a cached plan (different
+    users' filters would not share one either)."""
     if not 1 <= keys <= MAX_KEYS or not 1 <= per_key <= 4:
         raise ValueError(f"keys must be within 1..{MAX_KEYS} and per_key within 1..4")
-    return " AND ".join(c for kind, k in _key_order()[:keys] for c in _comparisons(kind, k)[:per_key])
+    chosen = _key_order()[:keys]
+    if rng is not None:
+        rng.shuffle(chosen)
+    return " AND ".join(c for kind, k in chosen for c in _comparisons(kind, k)[:per_key])
 
 
 def parse_filter_size(text: str) -> tuple[int, int]:
@@ -155,10 +161,10 @@ def parse_filter_size(text: str) -> tuple[int, int]:
     return size
 
 
-def search_body(experiment_id: str, size: tuple[int, int]) -> dict[str, Any]:
+def search_body(experiment_id: str, size: tuple[int, int], rng: random.Random | None = None) -> dict[str, Any]:
     return {
         "experiment_ids": [experiment_id],
-        "filter": expensive_filter(*size),
+        "filter": expensive_filter(*size, rng=rng),
         "order_by": ["metrics.m0 DESC"],
         "max_results": SEARCH_PAGE,
     }
@@ -363,8 +369,9 @@ class Phase:
         if step is None or step < ack.step:
             self.result.read_after_ack_stale += 1
 
-    async def searcher(self, session: aiohttp.ClientSession, body: bytes) -> None:
+    async def searcher(self, session: aiohttp.ClientSession, make_body: Callable[[], bytes]) -> None:
         while not self.stop.is_set():
+            body = make_body()
             started = time.perf_counter()
             try:
                 async with session.post(self.url + API + "/runs/search", data=body, headers=JSON) as response:
@@ -390,7 +397,7 @@ async def run_phase(
     seconds: float,
     dsn: str | None,
     args: argparse.Namespace,
-    search: dict[str, Any] | None,
+    search: Callable[[], dict[str, Any]] | None,
 ) -> PhaseResult:
     result = PhaseResult(name)
     phase = Phase(url, writer_runs, steps, result)
@@ -405,8 +412,12 @@ async def run_phase(
     ):
         searchers: list[asyncio.Task[None]] = []
         if search is not None:
-            body = orjson.dumps(search)
-            searchers = [asyncio.create_task(phase.searcher(searches, body)) for _ in range(args.search_clients)]
+            next_search = search
+
+            def make_body() -> bytes:
+                return orjson.dumps(next_search())
+
+            searchers = [asyncio.create_task(phase.searcher(searches, make_body)) for _ in range(args.search_clients)]
             await asyncio.sleep(1.0)  # the pressure is on before the first write
         started = time.perf_counter()
         tasks = [asyncio.create_task(phase.writer(writes, run_id)) for run_id in writer_runs]
@@ -487,7 +498,9 @@ async def end_backends(dsn: str, database: str) -> int:
         await conn.close()
 
 
-async def search_alone(client: Client, body: dict[str, Any], repeat: int) -> tuple[list[float], list[str], str]:
+async def search_alone(
+    client: Client, next_body: Callable[[], dict[str, Any]], repeat: int
+) -> tuple[list[float], list[str], str]:
     """Latencies of the search alone (the first answer is a warm-up), the run names it answers,
     and the error that stopped it ('' when none)."""
     out: list[float] = []
@@ -495,7 +508,7 @@ async def search_alone(client: Client, body: dict[str, Any], repeat: int) -> tup
     for i in range(repeat + 1):
         started = time.perf_counter()
         try:
-            answer = await client.json("POST", "/runs/search", body)
+            answer = await client.json("POST", "/runs/search", next_body())
         except (TimeoutError, BenchError, aiohttp.ClientError) as exc:
             return out, names, f"after {time.perf_counter() - started:.1f} s: {str(exc)[:300] or repr(exc)}"
         if i == 0:
@@ -517,8 +530,12 @@ async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace
         say(f"{name}: loaded in {load_s:.1f} s")
         await vacuum_analyze(dsn)
         size = args.mlflow_filter if name == "mlflow" else args.filter
-        body = search_body(experiment_id, size)
-        alone, names, alone_error = await search_alone(client, body, scale.alone_repeat)
+        rng = None if args.same_filter else random.Random(11)
+
+        def next_body() -> dict[str, Any]:
+            return search_body(experiment_id, size, rng)
+
+        alone, names, alone_error = await search_alone(client, next_body, scale.alone_repeat)
         if alone_error:
             say(f"{name}: the expensive search alone FAILED {alone_error}")
         else:
@@ -526,7 +543,7 @@ async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace
     flush_dsn = dsn if name.startswith("metricgate") else None
     steps = dict.fromkeys(writer_runs, 0)
     phase_a = await run_phase("A", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, None)
-    phase_b = await run_phase("B", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, body)
+    phase_b = await run_phase("B", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, next_body)
     a, b = phase_a.summary(), phase_b.summary()
     return {
         "load_s": round(load_s, 1),
@@ -638,6 +655,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pg-backend-gib", type=float, default=2.0,
         help="address-space limit of each PostgreSQL backend (a query needing more fails alone)",
     )
+    parser.add_argument(
+        "--same-filter", action="store_true",
+        help="send the filter's keys in one order every time (by default each search orders them at random: "
+        "another SQL text, no cached plan; metricgate's prepared statements turn generic after 5 uses)",
+    )
     parser.add_argument("--pg-guard-s", type=float, default=120.0, help="statement_timeout set on each contender's database")
     parser.add_argument("--search-clients", type=int, default=32, help="clients looping the search in phase B (32)")
     parser.add_argument("--sample-every-s", type=float, default=0.5, help="flush-lag / read-after-ack sampling period")
@@ -697,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_clients": args.search_clients,
         "writer": f"{WRITER_RUNS} runs, 1 log-batch of {WRITER_KEYS * WRITER_STEPS} points in flight per run",
         "pg_guard_s": args.pg_guard_s,
+        "filter_order": "the same every time" if args.same_filter else "keys in a random order per search",
         "pg_backend_gib": args.pg_backend_gib,
         "metricgate_env": metricgate_env,
     }
@@ -756,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     if metricgate_env:
         print("metricgate settings: " + " ".join(f"{k}={v}" for k, v in metricgate_env.items()))
     print(f"search: the sweep, order_by metrics.m0 DESC, {SEARCH_PAGE} runs a page, filter KEYSxPER (distinct keys x "
-          f"comparisons per key); safety nets: database statement_timeout {args.pg_guard_s:g} s, "
+          f"comparisons per key), {info['filter_order']}; safety nets: database statement_timeout {args.pg_guard_s:g} s, "
           f"{args.pg_backend_gib:g} GiB per PostgreSQL backend")
     print()
     for name, r in results.items():
