@@ -93,7 +93,9 @@ class Fields:
 
     def int(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
         value = self._data.get(name)
-        if value is None or value == "":
+        # An empty query parameter (``?max_results=``) is an absent one; in a JSON body "" is a
+        # string where a number belongs, which stock MLflow refuses too (its protobuf parser).
+        if value is None or (value == "" and self._query):
             if required:
                 raise _missing(name)
             return default
