@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 
 class OutageLog:
     def __init__(self, logger: logging.Logger, what: str) -> None:
@@ -79,11 +81,35 @@ class RepeatedWarningFilter(logging.Filter):
         return True
 
 
+class ClientProtocolErrorFilter(logging.Filter):
+    """aiohttp logs every request its HTTP parser refuses (an oversized request line or header,
+    a bad Content-Length: the plain-text 400s of docs/errors.md) at ERROR with a traceback, so a
+    scanner or a broken client fills the log with what is the client's mistake. Such records
+    become one INFO line without a traceback; anything else on aiohttp.server passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (
+            isinstance(error, HttpProcessingError)
+            and (error.code or 400) < 500
+            and str(record.msg).startswith("Error handling request")
+        ):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error.message or error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def quiet_library_retries() -> None:
     """Install the filters above (once per process)."""
     pool_log = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, RepeatedWarningFilter) for f in pool_log.filters):
         pool_log.addFilter(RepeatedWarningFilter("Failed to restore the pool connection floor"))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientProtocolErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientProtocolErrorFilter())
 
 
 class ThrottledLog:

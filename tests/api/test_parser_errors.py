@@ -14,6 +14,7 @@ application (413), so it does get MLflow's JSON error body.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
+from metricgate.health_log import quiet_library_retries
 from tests.conftest import fresh_database
 
 # aiohttp's defaults (web_protocol.RequestHandler): what docs/errors.md states.
@@ -157,3 +159,16 @@ async def test_body_over_the_limit_is_an_mlflow_error(served: Served) -> None:
     body = orjson.loads(reply.body)
     assert body == {"error_code": "INVALID_PARAMETER_VALUE", "message": "Request body is too large"}, reply
     assert (await exchange(client, _request())).status == 200
+
+
+async def test_parser_refusals_are_logged_as_one_info_line(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """The client's mistake is not our error: no ERROR and no traceback per refused request
+    (health_log.ClientProtocolErrorFilter, installed by `metricgate serve` and `flush`)."""
+    quiet_library_retries()
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        for _, raw in PARSER_400[:6]:
+            assert (await exchange(served.client, raw)).status == 400
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records, "aiohttp logged nothing: the filter was not tested"
+    assert all(r.levelno == logging.INFO and not r.exc_info for r in records), [(r.levelname, r.getMessage()) for r in records]
+    assert all("Error handling request" in r.getMessage() for r in records)
