@@ -12,9 +12,10 @@ contenders' cached venvs, starting and stopping their servers):
 2. Times the expensive search alone (after one untimed warm-up; median): the sweep's experiment,
    ``order_by metrics.m0 DESC``, 100 runs a page, for metricgate a filter at its limits (``--filter``
    25x4: 25 distinct keys x 4 comparisons = 100, metrics, params and tags; ~70% of the runs
-   match). Stock MLflow gets ``--mlflow-filter`` 10x1 (the same answer): it joins one subquery per
-   comparison and its PostgreSQL backend needs ~1 GB to plan 25 of them, 20 GB for 100, so 32 at
-   once would exhaust the machine. Safety nets for a shared machine: a statement_timeout on each
+   match), the keys in a random order per search (another SQL text each time, so no cached plan
+   helps; ``--same-filter`` keeps one order). Stock MLflow gets ``--mlflow-filter`` 10x1 (the
+   same answer): it joins one subquery per comparison and its PostgreSQL backend needs ~1 GB to
+   plan 25 of them, 20 GB for 100, so 32 at once would exhaust the machine. Safety nets for a shared machine: a statement_timeout on each
    contender's database (``--pg-guard-s``) and an address-space limit per PostgreSQL backend
    (``--pg-backend-gib``).
 3. Phase A (baseline), ``--phase-s`` seconds: a writer logs to 4 runs of their own experiment, one
@@ -32,9 +33,10 @@ contenders' cached venvs, starting and stopping their servers):
 5. Prints a table per contender (log-batch median/p99 A vs B and B/A, failures by status, searches
    per second and their statuses, flush lag) and last one JSON line.
 
-    .venv/bin/python benchmarks/bench_read_isolation.py --quick     # ~2 minutes
-    .venv/bin/python benchmarks/bench_read_isolation.py             # for the note, ~8 minutes
-    .venv/bin/python benchmarks/bench_read_isolation.py --contenders metricgate --phase-s 30
+    .venv/bin/python benchmarks/bench_read_isolation.py --quick --metricgate-ref HEAD   # ~3 minutes
+    .venv/bin/python benchmarks/bench_read_isolation.py --metricgate-ref HEAD           # ~6.5 minutes
+    .venv/bin/python benchmarks/bench_read_isolation.py --contenders metricgate \
+        --metricgate-env METRICGATE_DB_READ_POOL_MAX=2
 
 Everything binds 127.0.0.1 only, and every process it started is stopped on exit.
 """
@@ -639,7 +641,7 @@ def export_src(ref: str) -> tuple[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK.runs} runs, {QUICK.phase_s:g} s phases: ~2 minutes")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK.runs} runs, {QUICK.phase_s:g} s phases: ~3 minutes")
     parser.add_argument("--runs", type=int, help=f"runs in the sweep ({FULL.runs}; quick {QUICK.runs})")
     parser.add_argument("--phase-s", type=float, help=f"seconds of each phase ({FULL.phase_s:g}; quick {QUICK.phase_s:g})")
     parser.add_argument(
