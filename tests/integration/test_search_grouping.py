@@ -1,9 +1,11 @@
-"""Search SQL groups clauses on one key of a one-row-per-key table into one EXISTS (issue 11 §2).
+"""Search SQL groups the clauses on one-row-per-key tables (issue 11 §2): one EXISTS per key for a
+few keys, one correlated count per table (params, tags, latest metrics...) beyond.
 
 The grouped SQL must select exactly what the former one-subquery-per-clause SQL selected. Random
-filters (repeated keys, every operator, NaN, missing keys, IS NULL next to comparisons on the same
-key) run both ways against the same PostgreSQL data and must return the same ids in the same order,
-for runs, experiments and logged models.
+filters (repeated keys, every operator, NaN and infinite metric values, missing keys, IS NULL next
+to comparisons on the same key, attribute clauses) with random sort keys (metrics, params, tags,
+attributes) run both ways against the same PostgreSQL data and must return the same ids in the same
+order, for runs, experiments and logged models, with each grouped form.
 """
 
 from __future__ import annotations
@@ -12,21 +14,23 @@ import math
 import random
 import re
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
 from metricgate.search.filter import MAX_FILTER_CLAUSES
+from metricgate.stores.postgres import search_sql
 from metricgate.stores.postgres.search_sql import (
     compile_experiment_search,
     compile_logged_model_search,
     compile_run_search,
 )
 
-KEYS = ("a", "b", "c")
-NUMBERS = (-1.0, 0.0, 0.5, 1.0, 2.0, math.inf, math.nan)
+KEYS = ("a", "b", "c", "d", "e")
+NUMBERS = (-1.0, 0.0, 0.5, 1.0, 2.0, math.inf, -math.inf, math.nan)
 STRINGS = ("x", "y", "xy", "Y", "")
-TRIALS = 400
+TRIALS = 200
 
 
 @pytest.fixture
@@ -39,8 +43,9 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def _maybe_values(rng: random.Random, pool: tuple[object, ...]) -> dict[str, object]:
-    # Each key is missing about a third of the time, so IS NULL / != on a missing row is covered.
-    return {k: rng.choice(pool) for k in KEYS if rng.random() < 0.67}
+    # Each key is missing about a fifth of the time, so IS NULL / != on a missing row is covered,
+    # while filters over all five keys (the counts of the default form) still match something.
+    return {k: rng.choice(pool) for k in KEYS if rng.random() < 0.8}
 
 
 async def _seed(conn: asyncpg.Connection, rng: random.Random) -> None:
@@ -119,8 +124,21 @@ def _run_clause(rng: random.Random) -> str:
     if kind == "metrics":
         return f"metrics.{key} {rng.choice(_NUMERIC_OPS)} {_number(rng)}"
     if kind == "attr":
+        if rng.random() < 0.5:
+            return f"run_name {rng.choice(('LIKE', '!=', 'ILIKE'))} '{rng.choice(('run1%', 'RUN2', '%3'))}'"
         return f"start_time {rng.choice(_NUMERIC_OPS)} {rng.randrange(7)}"
     return _string_clause(rng, f"{kind}.{key}", _RUN_STRING_OPS)
+
+
+def _run_order(rng: random.Random) -> list[str]:
+    subjects = [f"{kind}.{key}" for kind in ("metrics", "params", "tags") for key in KEYS]
+    subjects += ["start_time", "run_name"]
+    return [f"{s} {rng.choice(('ASC', 'DESC'))}" for s in rng.sample(subjects, rng.randrange(3))]
+
+
+def _model_order(rng: random.Random) -> list[dict[str, object]]:
+    subjects = [f"metrics.{key}" for key in KEYS] + ["creation_timestamp", "name"]
+    return [{"field_name": s, "ascending": rng.random() < 0.5} for s in rng.sample(subjects, rng.randrange(3))]
 
 
 def _experiment_clause(rng: random.Random) -> str:
@@ -139,49 +157,62 @@ def _logged_model_clause(rng: random.Random) -> str:
 
 
 def _random_filter(rng: random.Random, clause: Callable[[random.Random], str]) -> str:
-    clauses = [clause(rng) for _ in range(rng.randint(1, 8))]
+    clauses = [clause(rng) for _ in range(rng.randint(1, 10))]
     if rng.random() < 0.3:  # repeat a clause verbatim: duplicates are folded when grouped
         clauses.append(rng.choice(clauses))
     return " AND ".join(clauses)
 
 
-Compile = Callable[[str, bool], "tuple[str, list[object]]"]
+Compile = Callable[[str, bool, Any], "tuple[str, list[object]]"]
 
 
-def _runs(filter_string: str, group: bool) -> tuple[str, list[object]]:
-    return compile_run_search([0], filter_string, [], "ACTIVE_ONLY", 1000, 0, group_by_key=group)
+def _runs(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[object]]:
+    return compile_run_search([0], filter_string, order, "ACTIVE_ONLY", 1000, 0, group_by_key=group)
 
 
-def _experiments(filter_string: str, group: bool) -> tuple[str, list[object]]:
-    return compile_experiment_search("ACTIVE_ONLY", filter_string, [], 1000, 0, group_by_key=group)
+def _experiments(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[object]]:
+    return compile_experiment_search("ACTIVE_ONLY", filter_string, order, 1000, 0, group_by_key=group)
 
 
-def _models(filter_string: str, group: bool) -> tuple[str, list[object]]:
-    return compile_logged_model_search([0], filter_string, [], 1000, 0, group_by_key=group)
+def _models(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[object]]:
+    return compile_logged_model_search([0], filter_string, order, 1000, 0, group_by_key=group)
 
 
-CASES: list[tuple[str, Compile, Callable[[random.Random], str]]] = [
-    ("runs", _runs, _run_clause),
-    ("experiments", _experiments, _experiment_clause),
-    ("logged_models", _models, _logged_model_clause),
+def _no_order(rng: random.Random) -> list[str]:
+    return []
+
+
+CASES: list[tuple[str, Compile, Callable[[random.Random], str], Callable[[random.Random], Any]]] = [
+    ("runs", _runs, _run_clause, _run_order),
+    ("experiments", _experiments, _experiment_clause, _no_order),
+    ("logged_models", _models, _logged_model_clause, _model_order),
 ]
 
 
-@pytest.mark.parametrize(("entity", "compile_", "clause"), CASES, ids=[c[0] for c in CASES])
+# 0: every grouped filter is one correlated count per table; the default: one EXISTS per key for
+# filters over at most _MAX_EXISTS_KEYS keys, counts for the longer ones.
+@pytest.mark.parametrize("exists_keys", [0, search_sql._MAX_EXISTS_KEYS], ids=["counts", "default"])
+@pytest.mark.parametrize(("entity", "compile_", "clause", "order"), CASES, ids=[c[0] for c in CASES])
 async def test_grouped_sql_selects_what_per_clause_sql_selects(
-    conn: asyncpg.Connection, entity: str, compile_: Compile, clause: Callable[[random.Random], str]
-) -> None:
-    rng = random.Random(f"grouping-{entity}")
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, exists_keys: int, entity: str,
+    compile_: Compile, clause: Callable[[random.Random], str], order: Callable[[random.Random], Any],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(search_sql, "_MAX_EXISTS_KEYS", exists_keys)
+    rng = random.Random(f"grouping-{entity}-{exists_keys}")
     await _seed(conn, rng)
-    nonempty = 0
+    nonempty = counted = 0
     for _ in range(TRIALS):
-        filter_string = _random_filter(rng, clause)
-        grouped = [tuple(r) for r in await conn.fetch(*_args(compile_(filter_string, True)))]
-        separate = [tuple(r) for r in await conn.fetch(*_args(compile_(filter_string, False)))]
-        assert grouped == separate, filter_string
+        filter_string, order_by = _random_filter(rng, clause), order(rng)
+        grouped_sql = compile_(filter_string, True, order_by)
+        counted += "SELECT count(*)" in grouped_sql[0]
+        grouped = [tuple(r) for r in await conn.fetch(*_args(grouped_sql))]
+        separate = [tuple(r) for r in await conn.fetch(*_args(compile_(filter_string, False, order_by)))]
+        assert grouped == separate, (filter_string, order_by)
         nonempty += bool(grouped)
-    # The data and filters are not degenerate: a good share of filters match something.
+    # The data and filters are not degenerate: a good share of filters match something, and
+    # both grouped forms are exercised.
     assert nonempty > TRIALS // 10
+    assert counted > TRIALS // 25
 
 
 def _args(compiled: tuple[str, list[object]]) -> tuple[object, ...]:
@@ -207,6 +238,15 @@ def test_one_subquery_per_key_and_condition() -> None:
     # Model metrics keep every logged value: one subquery per clause; params and tags group.
     model_filter = "metrics.a > 1 AND metrics.a < 3 AND params.a = 'x' AND params.a LIKE 'x%'"
     assert _subqueries(_models(model_filter, True)[0]) == 3
+    # Beyond _MAX_EXISTS_KEYS keys: one count per table, one NOT EXISTS per table with IS NULL keys.
+    wide = " AND ".join(
+        f"{kind}.k{n} {op}" for n in range(7) for kind, op in
+        (("metrics", "> 1"), ("params", "!= 'x'"), ("tags", "LIKE 'y%'"))
+    ) + " AND params.z IS NULL AND tags.z IS NULL AND tags.y IS NULL"
+    sql = _runs(wide, True)[0]
+    assert (_subqueries(sql), sql.count("SELECT count(*)")) == (2, 3)
+    tags = " AND ".join(f"tags.k{n} != 'x' AND tags.k{n} != 'y'" for n in range(25))
+    assert _experiments(tags, True)[0].count("SELECT count(*)") == 1
 
 
 async def test_grouped_at_the_limit_is_quick(conn: asyncpg.Connection) -> None:

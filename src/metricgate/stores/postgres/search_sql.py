@@ -193,9 +193,11 @@ def compile_logged_model_search(
 
 # --- conditions -------------------------------------------------------------------------------
 
-# (table, link) of a clause answered by an EXISTS over a (owner, key, value) table; None for a
-# clause on a column of the searched row or with its own subquery (datasets).
-_Target = Callable[[Clause], tuple[str, str] | None]
+# (table, owner) of a clause answered by a subquery over a (owner, key, value) table, where owner
+# pairs the table's owner columns with the searched row's, e.g. (("run_id", "r.run_id"),); None for
+# a clause on a column of the searched row or with its own subquery (datasets).
+_Owner = tuple[tuple[str, str], ...]
+_Target = Callable[[Clause], tuple[str, _Owner] | None]
 
 
 def _conditions(
@@ -205,30 +207,33 @@ def _conditions(
     condition_of: Callable[[SqlQuery, Clause], str],
     group_by_key: bool,
 ) -> list[str]:
-    """WHERE conditions for ``clauses``: one EXISTS per distinct key of a one-row-per-key table
-    (cost linear in the clauses; a subquery per clause made planning grow roughly cubically)
-    and one condition per other clause."""
+    """WHERE conditions for ``clauses``. Grouped, the clauses on one-row-per-key tables become
+    _keyed_conditions (cost linear in the clauses; a subquery per clause made planning grow
+    roughly cubically) and every other clause one condition; ``group_by_key=False`` builds one
+    condition per clause (kept to prove the forms equivalent)."""
+    if not group_by_key:
+        return [condition_of(query, clause) for clause in clauses]
     conditions: list[str] = []
-    groups: dict[tuple[str, str, str], list[Clause]] = {}
+    keyed: dict[tuple[str, _Owner], list[Clause]] = {}
     # A repeated clause adds nothing to a conjunction; drop it (first occurrence kept, so the
     # SQL stays deterministic) before it costs a subquery that cannot be grouped.
-    for clause in dict.fromkeys(clauses) if group_by_key else clauses:
+    for clause in dict.fromkeys(clauses):
         target = target_of(clause)
-        if group_by_key and target is not None and target[0] in _ONE_ROW_PER_KEY:
-            groups.setdefault((*target, clause.key), []).append(clause)
+        if target is not None and target[0] in _ONE_ROW_PER_KEY:
+            keyed.setdefault(target, []).append(clause)
         else:
             conditions.append(condition_of(query, clause))
-    for (table, link, _key), group in groups.items():
-        conditions.extend(_grouped_keyed_conditions(query, table, link, group))
+    conditions.extend(_keyed_conditions(query, keyed, correlated=True))
     return conditions
 
 
-# Up to this many distinct keys with a present-row test, a tag filter is one EXISTS per key, which
-# PostgreSQL runs as semi-joins (fastest for few keys: 27 ms for one key over 20,000 versions with
-# 500,000 tags). Beyond it the planner's search over the semi-join orders dominates (25 keys: 1.1 s
-# there, 1.5 s to *plan* over 200 models), and one aggregate over all the keys is used instead
-# (25 keys: 0.47 s there, under 1 ms to plan), which however cannot use a selective attribute
-# (150 ms against 0.3 ms for name = 'm5' AND one tag): hence both forms.
+# Up to this many distinct keys with a present-row test (over all the tables of one search), the
+# clauses are one EXISTS per key, which PostgreSQL runs as semi-joins (fastest for few keys: 27 ms
+# for one key over 20,000 versions with 500,000 tags). Beyond it the planner's search over the
+# semi-join orders dominates (25 keys: 0.5-6 s to *plan* a run, experiment or registry search
+# over a few thousand rows), and all the keys of one table share one aggregate instead
+# (_all_keys_condition: about a millisecond to plan), which however cannot use a selective
+# attribute (150 ms against 0.3 ms for name = 'm5' AND one tag): hence both forms.
 _MAX_EXISTS_KEYS = 4
 
 
@@ -246,51 +251,95 @@ def column_or_tag_conditions(
     registered model tags, model version tags). ``owner`` pairs the tag table's owner columns with
     the searched row's, e.g. ``[("model_key", "rm.model_key")]``.
 
-    Grouped, the clauses on one key share one EXISTS (as in _conditions) while there are at most
-    _MAX_EXISTS_KEYS keys, and all keys share one aggregate beyond (_all_keys_condition);
-    ``group_by_key=False`` builds one subquery per clause (kept to prove the forms equivalent)."""
+    Grouped, the tag clauses are _keyed_conditions; ``group_by_key=False`` builds one subquery per
+    clause (kept to prove the forms equivalent)."""
     if tag_table not in _ONE_ROW_PER_KEY:
         raise RuntimeError(f"{tag_table} is not a one-row-per-key table")
-    link = " AND ".join(f"x.{column} = {ref}" for column, ref in owner)
+    pairs = tuple(owner)
     conditions = [compare_sql(query, columns[c.key], c) for c in clauses if c.kind == ATTRIBUTE]
     keyed = [c for c in clauses if c.kind != ATTRIBUTE]
     if not group_by_key:
-        conditions.extend(_keyed_condition(query, tag_table, link, c) for c in keyed)
+        conditions.extend(_keyed_condition(query, tag_table, _link(pairs), c) for c in keyed)
         return conditions
-    by_key: dict[str, list[Clause]] = {}
-    for clause in dict.fromkeys(keyed):
-        by_key.setdefault(clause.key, []).append(clause)
-    present = {k: [c for c in g if c.op != "IS NULL"] for k, g in by_key.items()}
-    present = {k: g for k, g in present.items() if g}
-    if len(present) <= _MAX_EXISTS_KEYS:
-        for group in by_key.values():
-            conditions.extend(_grouped_keyed_conditions(query, tag_table, link, group))
-        return conditions
-    absent = [k for k, g in by_key.items() if any(c.op == "IS NULL" for c in g)]
-    if absent:
-        conditions.append(
-            f"NOT EXISTS (SELECT 1 FROM {tag_table} AS x WHERE {link}"
-            f" AND x.key = ANY({query.bind(absent, 'text[]')}))"
-        )
-    conditions.append(_all_keys_condition(query, tag_table, owner, present))
+    if keyed:
+        tables = {(tag_table, pairs): list(dict.fromkeys(keyed))}
+        conditions.extend(_keyed_conditions(query, tables, correlated=False))
     return conditions
 
 
+def _keyed_conditions(
+    query: SqlQuery, tables: Mapping[tuple[str, _Owner], Sequence[Clause]], *, correlated: bool
+) -> list[str]:
+    """The clauses on the one-row-per-key tables of a search (``tables`` maps (table, owner) to
+    its clauses, without repeats), as a number of subqueries independent of the clauses.
+
+    Each clause except IS NULL reads "a row for the key exists and its value passes a test"
+    (``!=`` and ``NOT IN`` included: they need the row, see _keyed_condition); IS NULL reads "no
+    row for the key". While at most _MAX_EXISTS_KEYS keys need a row, each key is one EXISTS of
+    all its tests (plus one NOT EXISTS if it also has IS NULL); beyond, each table is at most one
+    aggregate over all its keys that need a row (_all_keys_condition) plus one NOT EXISTS over its
+    IS NULL keys."""
+    by_key: dict[tuple[str, _Owner], dict[str, list[Clause]]] = {}
+    for target, clauses in tables.items():
+        for clause in clauses:
+            by_key.setdefault(target, {}).setdefault(clause.key, []).append(clause)
+    present_keys = sum(
+        any(c.op != "IS NULL" for c in group) for keys in by_key.values() for group in keys.values()
+    )
+    conditions: list[str] = []
+    for (table, owner), keys in by_key.items():
+        link = _link(owner)
+        if present_keys <= _MAX_EXISTS_KEYS:
+            for group in keys.values():
+                conditions.extend(_grouped_keyed_conditions(query, table, link, group))
+            continue
+        absent = [key for key, group in keys.items() if any(c.op == "IS NULL" for c in group)]
+        if absent:
+            conditions.append(
+                f"NOT EXISTS (SELECT 1 FROM {table} AS x WHERE {link}"
+                f" AND x.key = ANY({query.bind(absent, 'text[]')}))"
+            )
+        present = {k: [c for c in g if c.op != "IS NULL"] for k, g in keys.items()}
+        present = {k: g for k, g in present.items() if g}
+        if present:
+            conditions.append(_all_keys_condition(query, table, owner, present, correlated))
+    return conditions
+
+
+def _link(owner: _Owner) -> str:
+    return " AND ".join(f"x.{column} = {ref}" for column, ref in owner)
+
+
 def _all_keys_condition(
-    query: SqlQuery, table: str, owner: Sequence[tuple[str, str]], present: Mapping[str, Sequence[Clause]]
+    query: SqlQuery, table: str, owner: _Owner, present: Mapping[str, Sequence[Clause]], correlated: bool
 ) -> str:
     """The owners with a row for every key of ``present`` that passes all the tests on its key.
 
     Each of those clauses needs the owner's row for its key, and the row's value must pass all
     the tests on the key (as in _grouped_keyed_conditions). With at most one row per owner and
     key, an owner passes when the number of its rows that match "key k and k's tests" for some k
-    equals the number of keys: MLflow's own registry search (GROUP BY ... HAVING count = keys)."""
+    equals the number of keys.
+
+    ``correlated`` counts each searched row's own rows through the table's (owner, key) primary
+    key, after the cheaper conditions: the cost follows the rows searched, not the table (run and
+    logged-model searches are restricted to a few experiments; one aggregate over the whole
+    table read every experiment's rows, and with aggregates over params, tags and metrics the
+    plan took 25-47 s for 25 keys on 5,000 runs beside 20,000 runs of another experiment).
+    Otherwise one aggregate over the whole table, MLflow's own registry search (GROUP BY ...
+    HAVING count = keys), the faster form for a search over the whole table (the registry's)."""
     alternatives: list[str] = []
     for key, group in present.items():
         parts = [f"x.key = {query.bind(key, 'text')}"]
         compare = _metric_compare if group[0].kind == METRIC else compare_sql
         parts.extend(compare(query, "x.value", c) for c in group if c.op != "IS NOT NULL")
         alternatives.append("(" + " AND ".join(parts) + ")")
+    if correlated:
+        # key = ANY lets the primary key skip the row's other keys before the alternatives.
+        return (
+            f"(SELECT count(*) FROM {table} AS x WHERE {_link(owner)}"
+            f" AND x.key = ANY({query.bind(list(present), 'text[]')})"
+            f" AND ({' OR '.join(alternatives)})) = {len(alternatives)}"
+        )
     inner = ", ".join(f"x.{column}" for column, _ in owner)
     outer = ", ".join(ref for _, ref in owner)
     if len(owner) > 1:
@@ -301,9 +350,9 @@ def _all_keys_condition(
     )
 
 
-def _run_target(clause: Clause) -> tuple[str, str] | None:
+def _run_target(clause: Clause) -> tuple[str, _Owner] | None:
     table = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}.get(clause.kind)
-    return None if table is None else (table, "x.run_id = r.run_id")
+    return None if table is None else (table, (("run_id", "r.run_id"),))
 
 
 def _run_condition(query: SqlQuery, clause: Clause) -> str:
@@ -314,36 +363,36 @@ def _run_condition(query: SqlQuery, clause: Clause) -> str:
     target = _run_target(clause)
     if target is None:
         raise RuntimeError(f"unexpected run clause kind {clause.kind!r}")
-    return _keyed_condition(query, *target, clause)
+    return _keyed_condition(query, target[0], _link(target[1]), clause)
 
 
-def _experiment_target(clause: Clause) -> tuple[str, str] | None:
+def _experiment_target(clause: Clause) -> tuple[str, _Owner] | None:
     if clause.kind == ATTRIBUTE:
         return None
-    return "experiment_tags", "x.experiment_id = e.experiment_id"
+    return "experiment_tags", (("experiment_id", "e.experiment_id"),)
 
 
 def _experiment_condition(query: SqlQuery, clause: Clause) -> str:
     target = _experiment_target(clause)
     if target is None:
         return compare_sql(query, _EXPERIMENT_COLUMNS[clause.key], clause)
-    return _keyed_condition(query, *target, clause)
+    return _keyed_condition(query, target[0], _link(target[1]), clause)
 
 
-def _logged_model_target(clause: Clause) -> tuple[str, str] | None:
+def _logged_model_target(clause: Clause) -> tuple[str, _Owner] | None:
     if clause.kind == ATTRIBUTE:
         return None
     # As in MLflow's SqlAlchemyStore, a model matches a metric filter when any of its logged
     # values for that key matches, not only the latest one.
     tables = {METRIC: "logged_model_metrics", PARAM: "logged_model_params"}
-    return tables.get(clause.kind, "logged_model_tags"), "x.model_id = lm.model_id"
+    return tables.get(clause.kind, "logged_model_tags"), (("model_id", "lm.model_id"),)
 
 
 def _logged_model_condition(query: SqlQuery, clause: Clause) -> str:
     target = _logged_model_target(clause)
     if target is None:
         return compare_sql(query, _MODEL_COLUMNS[clause.key], clause)
-    return _keyed_condition(query, *target, clause)
+    return _keyed_condition(query, target[0], _link(target[1]), clause)
 
 
 def _grouped_keyed_conditions(
