@@ -76,8 +76,9 @@ _FREE_TEXT_COLUMNS = frozenset(
 )  # fmt: skip
 # Tables whose primary key is (owner, key): at most one row per owner and key. Several clauses on
 # one key of these tables can share one EXISTS with their comparisons ANDed (see
-# _grouped_keyed_conditions). Not logged_model_metrics (every logged value) nor dataset inputs
-# (several per run): there each clause may be met by a different row.
+# _grouped_keyed_conditions). Not logged_model_metrics (every logged value: see
+# _any_row_condition) nor dataset inputs (several per run): there each clause may be met by a
+# different row.
 _ONE_ROW_PER_KEY = frozenset(
     {"latest_metrics", "params", "tags", "experiment_tags", "logged_model_params", "logged_model_tags",
      "registered_model_tags", "model_version_tags"}
@@ -209,22 +210,54 @@ def _conditions(
 ) -> list[str]:
     """WHERE conditions for ``clauses``. Grouped, the clauses on one-row-per-key tables become
     _keyed_conditions (cost linear in the clauses; a subquery per clause made planning grow
-    roughly cubically) and every other clause one condition; ``group_by_key=False`` builds one
-    condition per clause (kept to prove the forms equivalent)."""
+    roughly cubically), those on a table with several rows per key (logged-model metrics) one
+    EXISTS per clause while the subqueries stay few, else one aggregate (_any_row_condition),
+    and every other clause one condition; ``group_by_key=False`` builds one condition per clause
+    (kept to prove the forms equivalent)."""
     if not group_by_key:
         return [condition_of(query, clause) for clause in clauses]
     conditions: list[str] = []
     keyed: dict[tuple[str, _Owner], list[Clause]] = {}
+    multi: dict[tuple[str, _Owner], list[Clause]] = {}
     # A repeated clause adds nothing to a conjunction; drop it (first occurrence kept, so the
     # SQL stays deterministic) before it costs a subquery that cannot be grouped.
     for clause in dict.fromkeys(clauses):
         target = target_of(clause)
         if target is not None and target[0] in _ONE_ROW_PER_KEY:
             keyed.setdefault(target, []).append(clause)
+        elif target is not None and clause.op != "IS NULL":
+            multi.setdefault(target, []).append(clause)
         else:
             conditions.append(condition_of(query, clause))
-    conditions.extend(_keyed_conditions(query, keyed, correlated=True))
+    # Each clause on a several-rows-per-key table costs a semi-join of its own.
+    semi_joins = _present_keys(keyed) + sum(len(group) for group in multi.values())
+    exists = semi_joins <= _MAX_EXISTS_KEYS
+    conditions.extend(_keyed_conditions(query, keyed, correlated=True, exists=exists))
+    for (table, owner), group in multi.items():
+        if exists:
+            conditions.extend(condition_of(query, clause) for clause in group)
+        else:
+            conditions.append(_any_row_condition(query, table, owner, group))
     return conditions
+
+
+def _any_row_condition(query: SqlQuery, table: str, owner: _Owner, clauses: Sequence[Clause]) -> str:
+    """The owners that, for each clause, have some row for its key that passes its test (each
+    clause may be met by a different row, as in MLflow's search of logged-model metrics), as one
+    correlated aggregate: bool_or is NULL when the owner has no row at all, which WHERE drops
+    like false."""
+    tests = []
+    for clause in clauses:
+        parts = [f"x.key = {query.bind(clause.key, 'text')}"]
+        if clause.op != "IS NOT NULL":
+            compare = _metric_compare if clause.kind == METRIC else compare_sql
+            parts.append(compare(query, "x.value", clause))
+        tests.append(f"bool_or({' AND '.join(parts)})")
+    keys = list(dict.fromkeys(clause.key for clause in clauses))
+    return (
+        f"(SELECT {' AND '.join(tests)} FROM {table} AS x WHERE {_link(owner)}"
+        f" AND x.key = ANY({query.bind(keys, 'text[]')}))"
+    )
 
 
 # Up to this many distinct keys with a present-row test (over all the tables of one search), the
@@ -232,8 +265,10 @@ def _conditions(
 # for one key over 20,000 versions with 500,000 tags). Beyond it the planner's search over the
 # semi-join orders dominates (25 keys: 0.5-6 s to *plan* a run, experiment or registry search
 # over a few thousand rows), and all the keys of one table share one aggregate instead
-# (_all_keys_condition: about a millisecond to plan), which however cannot use a selective
-# attribute (150 ms against 0.3 ms for name = 'm5' AND one tag): hence both forms.
+# (_all_keys_condition: about a millisecond to plan). The registry's aggregate cannot use a
+# selective attribute (150 ms against 0.3 ms for name = 'm5' AND one tag), and the correlated
+# count of the other searches reads every searched row's keys where a semi-join may read one
+# key's rows (5 keys on 5,000 runs: 14 ms against 8 ms, planning aside): hence both forms.
 _MAX_EXISTS_KEYS = 4
 
 
@@ -263,33 +298,42 @@ def column_or_tag_conditions(
         return conditions
     if keyed:
         tables = {(tag_table, pairs): list(dict.fromkeys(keyed))}
-        conditions.extend(_keyed_conditions(query, tables, correlated=False))
+        exists = _present_keys(tables) <= _MAX_EXISTS_KEYS
+        conditions.extend(_keyed_conditions(query, tables, correlated=False, exists=exists))
     return conditions
 
 
+def _present_keys(tables: Mapping[tuple[str, _Owner], Sequence[Clause]]) -> int:
+    """How many distinct keys of ``tables`` need a row (have a clause other than IS NULL)."""
+    return sum(
+        len({c.key for c in clauses if c.op != "IS NULL"}) for clauses in tables.values()
+    )
+
+
 def _keyed_conditions(
-    query: SqlQuery, tables: Mapping[tuple[str, _Owner], Sequence[Clause]], *, correlated: bool
+    query: SqlQuery,
+    tables: Mapping[tuple[str, _Owner], Sequence[Clause]],
+    *,
+    correlated: bool,
+    exists: bool,
 ) -> list[str]:
     """The clauses on the one-row-per-key tables of a search (``tables`` maps (table, owner) to
     its clauses, without repeats), as a number of subqueries independent of the clauses.
 
     Each clause except IS NULL reads "a row for the key exists and its value passes a test"
     (``!=`` and ``NOT IN`` included: they need the row, see _keyed_condition); IS NULL reads "no
-    row for the key". While at most _MAX_EXISTS_KEYS keys need a row, each key is one EXISTS of
-    all its tests (plus one NOT EXISTS if it also has IS NULL); beyond, each table is at most one
+    row for the key". With ``exists`` (few keys need a row), each key is one EXISTS of all its
+    tests (plus one NOT EXISTS if it also has IS NULL); without, each table is at most one
     aggregate over all its keys that need a row (_all_keys_condition) plus one NOT EXISTS over its
     IS NULL keys."""
     by_key: dict[tuple[str, _Owner], dict[str, list[Clause]]] = {}
     for target, clauses in tables.items():
         for clause in clauses:
             by_key.setdefault(target, {}).setdefault(clause.key, []).append(clause)
-    present_keys = sum(
-        any(c.op != "IS NULL" for c in group) for keys in by_key.values() for group in keys.values()
-    )
     conditions: list[str] = []
     for (table, owner), keys in by_key.items():
         link = _link(owner)
-        if present_keys <= _MAX_EXISTS_KEYS:
+        if exists:
             for group in keys.values():
                 conditions.extend(_grouped_keyed_conditions(query, table, link, group))
             continue
