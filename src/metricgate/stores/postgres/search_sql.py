@@ -1,6 +1,6 @@
 """Compile MLflow searches (runs, experiments, logged models) into parameterized PostgreSQL.
 
-registry_search.py builds the registry searches from the same pieces (column_or_tag_conditions).
+registry/search.py builds the registry searches from the same pieces (column_or_tag_conditions).
 
 Every client-supplied value, keys included, is bound as an asyncpg ``$n`` parameter with an
 explicit cast; only fixed table and column names from the maps below reach the SQL text.
