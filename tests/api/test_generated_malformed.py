@@ -59,7 +59,7 @@ AJAX3 = "/ajax-api/3.0/mlflow"
 
 # Generous: a hang is a failure, a slow answer on a loaded CI machine is not.
 REQUEST_TIMEOUT_S = 20.0
-EXAMPLES = int(os.environ.get("METRICGATE_MALFORMED_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("METRICGATE_MALFORMED_EXAMPLES", "4"))
 
 MALFORMED = settings(
     max_examples=EXAMPLES,
