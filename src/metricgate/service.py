@@ -25,7 +25,7 @@ from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
 from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
-from metricgate.lifecycle import BackgroundWorker, BackgroundWorkers, close_bounded
+from metricgate.lifecycle import BackgroundWorkers, close_bounded
 from metricgate.live_status import LiveStatus
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
@@ -120,20 +120,6 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         await close_bounded("the Redis appender", streams.aclose())
         await close_bounded("the Redis client", client.aclose())
         await close_bounded("the Redis connections", pool.aclose())
-
-
-@contextlib.asynccontextmanager
-async def run_in_background(
-    name: str, worker: BackgroundWorker, drain_timeout_s: float
-) -> AsyncIterator[None]:
-    """Run ``worker.run()`` as a task; on exit ask it to stop, give it ``drain_timeout_s`` to
-    finish the batch in hand, then cancel (unacknowledged entries are reclaimed later)."""
-    workers = BackgroundWorkers()
-    workers.start(name, worker)
-    try:
-        yield
-    finally:
-        await workers.stop(drain_timeout_s)
 
 
 @contextlib.asynccontextmanager

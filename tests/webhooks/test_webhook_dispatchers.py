@@ -13,7 +13,7 @@ from tests.webhooks.conftest import FAST_WEBHOOKS
 from webhook_receiver import Receiver, insert_event, wait_for
 
 from metricgate.config import PostgresSettings, WebhookSettings
-from metricgate.service import run_in_background
+from metricgate.service import background_workers
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.webhooks import PgWebhookStore
 from metricgate.webhooks.dispatcher import WebhookDispatcher
@@ -23,16 +23,17 @@ from metricgate.webhooks.dispatcher import WebhookDispatcher
 async def _dispatchers(db_url: str, count: int, settings: WebhookSettings) -> AsyncIterator[PgWebhookStore]:
     """``count`` dispatchers, each with its own pool (like separate processes); yields a store."""
     async with contextlib.AsyncExitStack() as stack:
-        store = None
-        for index in range(count):
+        stores = []
+        for _ in range(count):
             pool = await create_pool(PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4))
             db = Database(pool, 5.0)
             stack.push_async_callback(db.aclose)
-            store = PgWebhookStore(db)
-            dispatcher = WebhookDispatcher(store, settings)
-            await stack.enter_async_context(run_in_background(f"webhooks-{index}", dispatcher, 5.0))
-        assert store is not None
-        yield store
+            stores.append(PgWebhookStore(db))
+        # Entered after the pools: the dispatchers stop before their pools close.
+        workers = await stack.enter_async_context(background_workers(5.0))
+        for index, store in enumerate(stores):
+            workers.start(f"webhooks-{index}", WebhookDispatcher(store, settings))
+        yield stores[-1]
 
 
 class CountingReceiver(Receiver):

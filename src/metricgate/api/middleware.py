@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import ClientPayloadError, web
 
+from metricgate.api.routing import client_gone
 from metricgate.errors import MetricgateError, Unavailable
 from metricgate.health_log import ThrottledLog
 from prometheus_client import Counter
@@ -35,12 +36,6 @@ _HTTP_ERROR_CODES = {
 CLIENT_CLOSED_STATUS = 499
 
 
-def _client_gone(request: web.Request) -> bool:
-    """True once the connection of ``request`` is closed (aiohttp drops the transport then)."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 def _caused_by_disconnect(exc: BaseException) -> bool:
     """Whether ``exc``, or what it wraps, is how aiohttp reports a connection that went away.
 
@@ -62,7 +57,7 @@ def client_disconnected(request: web.Request, exc: BaseException) -> bool:
     """A failure that is the client's leaving, not ours: a connection error *and* the client's
     connection closed. Both, so that a reset of one of our own connections (S3, a webhook
     target) during a request whose client is still there stays a server error."""
-    return _caused_by_disconnect(exc) and _client_gone(request)
+    return _caused_by_disconnect(exc) and client_gone(request)
 
 
 def _log_disconnect(request: web.Request, exc: BaseException) -> None:
@@ -102,7 +97,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         # A handler is cancelled when its client leaves (where the server is set to cancel
         # handlers then, as aiohttp's test server is) or at shutdown; only the first is the
         # client's doing. The cancellation itself must go on.
-        if _client_gone(request):
+        if client_gone(request):
             status = CLIENT_CLOSED_STATUS
             _log_disconnect(request, exc)
         raise

@@ -39,7 +39,8 @@ class ClientLeft(ConnectionResetError):
     ConnectionError, so the error middleware counts it as a disconnect (499), not a failure."""
 
 
-def _connection_closed(request: web.Request) -> bool:
+def client_gone(request: web.Request) -> bool:
+    """True once the connection of ``request`` is closed (aiohttp drops the transport then)."""
     transport = request.transport
     return transport is None or transport.is_closing()
 
@@ -55,7 +56,7 @@ async def cancelled_when_client_leaves(request: web.Request) -> AsyncIterator[No
 
     async def watch() -> None:
         nonlocal left
-        while not _connection_closed(request):
+        while not client_gone(request):
             await asyncio.sleep(DISCONNECT_POLL_S)
         left = True
         task.cancel()

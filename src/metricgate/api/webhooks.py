@@ -13,7 +13,7 @@ from aiohttp import web
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter, NotFound, NotImplementedYet
+from metricgate.errors import InvalidParameter, NotImplementedYet
 from metricgate.webhooks.events import validate_events, validate_url
 from metricgate.webhooks.models import Delivery, Webhook
 
@@ -32,15 +32,6 @@ def _store(request: web.Request) -> "PgWebhookStore":
     if store is None:
         raise NotImplementedYet("Webhooks are not available on this server.")
     return store  # type: ignore[no-any-return]
-
-
-def _webhook_id(request: web.Request) -> str:
-    """The path's webhook id; one that is not a decimal number names no webhook (404). ASCII
-    digits only: str.isdigit() is also true of '²', which the store's int() would fail on."""
-    value = request.match_info["webhook_id"]
-    if not (value.isascii() and value.isdigit()):
-        raise NotFound(f"Webhook with id '{value[:100]}' not found.")
-    return value
 
 
 def encode_webhook(hook: Webhook) -> dict[str, Any]:
@@ -116,7 +107,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 
 async def get_webhook(request: web.Request) -> web.Response:
-    hook = await _store(request).get(_webhook_id(request))
+    hook = await _store(request).get(request.match_info["webhook_id"])
     return json_response({"webhook": encode_webhook(hook)})
 
 
@@ -133,17 +124,17 @@ async def update_webhook(request: web.Request) -> web.Response:
     for name, limit in (("model_name", MAX_MODEL_NAME_CHARS), ("description", MAX_DESCRIPTION_CHARS)):
         if fields.has(name):
             changes[name] = _optional_text(fields, name, limit)
-    hook = await _store(request).update(_webhook_id(request), changes)
+    hook = await _store(request).update(request.match_info["webhook_id"], changes)
     return json_response({"webhook": encode_webhook(hook)})
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await _store(request).delete(_webhook_id(request))
+    await _store(request).delete(request.match_info["webhook_id"])
     return empty_response()
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    hook, secret = await _store(request).rotate_secret(_webhook_id(request))
+    hook, secret = await _store(request).rotate_secret(request.match_info["webhook_id"])
     return json_response({"webhook": encode_webhook(hook), "secret": secret})
 
 
@@ -156,13 +147,13 @@ async def list_deliveries(request: web.Request) -> web.Response:
     state = fields.str("state") or None
     if state is not None and state not in DELIVERY_STATES:
         raise InvalidParameter(f"Invalid state {state[:50]!r}; use one of {', '.join(DELIVERY_STATES)}.")
-    deliveries = await _store(request).list_deliveries(_webhook_id(request), limit, state)
+    deliveries = await _store(request).list_deliveries(request.match_info["webhook_id"], limit, state)
     return json_response({"deliveries": [encode_delivery(d) for d in deliveries]})
 
 
 async def test_webhook(request: web.Request) -> web.Response:
     """Queue a ``webhook.ping`` delivery; its outcome shows in ``deliveries``."""
-    delivery_id = await _store(request).enqueue_ping(_webhook_id(request))
+    delivery_id = await _store(request).enqueue_ping(request.match_info["webhook_id"])
     return json_response({"delivery_id": delivery_id})
 
 
