@@ -102,7 +102,7 @@ class ClientProtocolErrorFilter(logging.Filter):
         return True
 
 
-def quiet_library_retries() -> None:
+def quiet_library_logs() -> None:
     """Install the filters above (once per process)."""
     pool_log = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, RepeatedWarningFilter) for f in pool_log.filters):

@@ -26,7 +26,7 @@ from aiohttp import web
 from metricgate.api.app import create_app
 from metricgate.api.keys import IN_FLIGHT
 from metricgate.config import Settings
-from metricgate.health_log import quiet_library_retries
+from metricgate.health_log import quiet_library_logs
 from metricgate.observability import multiprocess_metrics_dir
 from metricgate.runtime import tune_gc
 from metricgate.service import run_flushers
@@ -143,7 +143,7 @@ async def serve(
 
 def serve_forever(settings: Settings, reuse_port: bool = False, repeat_window_s: float = 0.0) -> None:
     tune_gc()
-    quiet_library_retries()
+    quiet_library_logs()
     uvloop.run(serve(settings, reuse_port=reuse_port, repeat_window_s=repeat_window_s))
 
 
@@ -220,5 +220,5 @@ async def _flush(settings: Settings, workers: int) -> None:
 
 def flush_forever(settings: Settings, workers: int) -> None:
     tune_gc()
-    quiet_library_retries()
+    quiet_library_logs()
     uvloop.run(_flush(settings, workers))

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
-from metricgate.health_log import quiet_library_retries
+from metricgate.health_log import quiet_library_logs
 from tests.conftest import fresh_database
 
 # aiohttp's defaults (web_protocol.RequestHandler): what docs/errors.md states.
@@ -164,7 +164,7 @@ async def test_body_over_the_limit_is_an_mlflow_error(served: Served) -> None:
 async def test_parser_refusals_are_logged_as_one_info_line(served: Served, caplog: pytest.LogCaptureFixture) -> None:
     """The client's mistake is not our error: no ERROR and no traceback per refused request
     (health_log.ClientProtocolErrorFilter, installed by `metricgate serve` and `flush`)."""
-    quiet_library_retries()
+    quiet_library_logs()
     with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
         for _, raw in PARSER_400[:6]:
             assert (await exchange(served.client, raw)).status == 400
