@@ -43,10 +43,9 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "tests")
 
 import compare  # noqa: E402  (process, venv and service helpers shared with the ingest comparison)
 import s3_services  # noqa: E402
-
 from metricgate import devservices  # noqa: E402
-from metricgate.client import download_async, upload_async  # noqa: E402
 from metricgate.cli.artifacts import parse_size  # noqa: E402
+from metricgate.client import download_async, upload_async  # noqa: E402
 
 MIB = 1024 * 1024
 CONTENDERS = ("direct", "metricgate", "mlflow->metricgate", "mlflow->mlflow")
@@ -74,7 +73,9 @@ def start_metricgate_s3(tmp: Path, pg: devservices.PostgresInstance, redis: devs
     devservices.create_database(pg, "bench_metricgate")
     root = (tmp / "artifacts").as_uri() if local_store else f"s3://{endpoint.bucket}/metricgate"
     env = _gateway_env(pg, redis, endpoint, root)
-    compare.run_checked([sys.executable, "-m", "metricgate", "migrate"], env=env, what="metricgate migrate")
+    compare.run_checked(
+        [sys.executable, "-m", "metricgate", "migrate"], env=env, what="metricgate migrate"
+    )
     port = devservices.find_free_port()
     cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     return compare.Server("metricgate", compare.spawn(cmd, env, tmp / "metricgate.log"), f"http://127.0.0.1:{port}",
@@ -83,7 +84,9 @@ def start_metricgate_s3(tmp: Path, pg: devservices.PostgresInstance, redis: devs
 
 def start_mlflow_s3(tmp: Path, pg: devservices.PostgresInstance, endpoint: s3_services.S3Endpoint,
                     cache: Path, version: str) -> compare.Server:  # fmt: skip
-    venv = compare.ensure_venv(cache / "mlflow-s3-venv", [f"mlflow=={version}", "psycopg2-binary", "boto3"])
+    venv = compare.ensure_venv(
+        cache / "mlflow-s3-venv", [f"mlflow=={version}", "psycopg2-binary", "boto3"]
+    )
     devservices.create_database(pg, "bench_mlflow")
     port = devservices.find_free_port()
     env = {k: v for k, v in compare._base_env().items() if not k.startswith("AWS_")}
@@ -92,18 +95,29 @@ def start_mlflow_s3(tmp: Path, pg: devservices.PostgresInstance, endpoint: s3_se
     cmd = [str(venv / "bin" / "mlflow"), "server",
            "--backend-store-uri", pg.url("bench_mlflow").replace("postgresql://", "postgresql+psycopg2://", 1),
            "--artifacts-destination", f"s3://{endpoint.bucket}/mlflow", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    return compare.Server("mlflow", compare.spawn(cmd, env, tmp / "mlflow.log"), f"http://127.0.0.1:{port}", tmp / "mlflow.log")
+    return compare.Server(
+        "mlflow",
+        compare.spawn(cmd, env, tmp / "mlflow.log"),
+        f"http://127.0.0.1:{port}",
+        tmp / "mlflow.log",
+    )
 
 
 @contextlib.contextmanager
-def stack(*, with_mlflow: bool, cache: Path, mlflow_version: str, keep: bool, local_store: bool = False) -> Iterator[Stack]:
+def stack(
+    *, with_mlflow: bool, cache: Path, mlflow_version: str, keep: bool, local_store: bool = False
+) -> Iterator[Stack]:
     """PostgreSQL + Redis (compare.services), a private SeaweedFS, metricgate on it, maybe stock mlflow."""
     with compare.services(keep) as (tmp, pg, redis):
         weed = s3_services.start_seaweed(tmp / "seaweed", bucket=BUCKET)
         try:
             gateway = start_metricgate_s3(tmp, pg, redis, weed.endpoint, local_store)
             compare.wait_ready(gateway)
-            mlflow = start_mlflow_s3(tmp, pg, weed.endpoint, cache, mlflow_version) if with_mlflow else None
+            mlflow = (
+                start_mlflow_s3(tmp, pg, weed.endpoint, cache, mlflow_version)
+                if with_mlflow
+                else None
+            )
             if mlflow is not None:
                 compare.wait_ready(mlflow)
             yield Stack(tmp, weed.endpoint, gateway, mlflow)
@@ -133,11 +147,15 @@ def purge(endpoint: s3_services.S3Endpoint, prefix: str = "") -> None:
             s3.delete_objects(Bucket=endpoint.bucket, Delete={"Objects": keys, "Quiet": True})
 
 
-async def direct(endpoint: s3_services.S3Endpoint, src: Path, out: Path, part: int, parallel: int) -> tuple[float, float]:
+async def direct(
+    endpoint: s3_services.S3Endpoint, src: Path, out: Path, part: int, parallel: int
+) -> tuple[float, float]:
     import aioboto3
     from boto3.s3.transfer import TransferConfig
 
-    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=parallel)
+    config = TransferConfig(
+        multipart_threshold=part, multipart_chunksize=part, max_concurrency=parallel
+    )
     key = f"direct/{uuid.uuid4().hex}.bin"
     session = aioboto3.Session(aws_access_key_id=endpoint.access_key, aws_secret_access_key=endpoint.secret_key,
                                region_name=endpoint.region)  # fmt: skip
@@ -155,13 +173,25 @@ def new_run(url: str) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=url)
-    return str(client.create_run(client.create_experiment(f"bench-{uuid.uuid4().hex[:8]}")).info.run_id)
+    return str(
+        client.create_run(client.create_experiment(f"bench-{uuid.uuid4().hex[:8]}")).info.run_id
+    )
 
 
-async def through_client(url: str, src: Path, out: Path, part: int, parallel: int) -> tuple[float, float]:
+async def through_client(
+    url: str, src: Path, out: Path, part: int, parallel: int
+) -> tuple[float, float]:
     run_id = new_run(url)
     started = time.perf_counter()
-    await upload_async(src, run_id, "ckpt.bin", url=url, part_size=part, parallel=parallel, state_dir=out.parent / "state")
+    await upload_async(
+        src,
+        run_id,
+        "ckpt.bin",
+        url=url,
+        part_size=part,
+        parallel=parallel,
+        state_dir=out.parent / "state",
+    )
     up = time.perf_counter() - started
     started = time.perf_counter()
     got = await download_async(run_id, "ckpt.bin", out, url=url, parallel=parallel, chunk_size=part)
@@ -216,10 +246,16 @@ def table(results: list[Result], size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=parse_size, default=2 * 1024 * MIB, help="file size, e.g. 2G (default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=2 * 1024 * MIB, help="file size, e.g. 2G (default)"
+    )
     parser.add_argument("--quick", action="store_true", help="128 MiB, one repetition: a smoke run")
-    parser.add_argument("--repeat", type=int, default=3, help="measurements per contender (medians reported)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measurements per contender (medians reported)"
+    )
     parser.add_argument("--part-size", type=parse_size, default=32 * MIB)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
@@ -239,18 +275,28 @@ def main(argv: list[str] | None = None) -> int:
             compare.say(f"writing a {size / MIB:.0f} MiB source file")
             write_source(src, size)
             runs: dict[str, Callable[[], tuple[float, float]]] = {
-                "direct": lambda: asyncio.run(direct(s.endpoint, src, out, args.part_size, args.parallel)),
-                "metricgate": lambda: asyncio.run(through_client(s.metricgate.url, src, out, args.part_size, args.parallel)),
-                "mlflow->metricgate": lambda: through_mlflow(s.metricgate.url, src, out, args.part_size),
+                "direct": lambda: asyncio.run(
+                    direct(s.endpoint, src, out, args.part_size, args.parallel)
+                ),
+                "metricgate": lambda: asyncio.run(
+                    through_client(s.metricgate.url, src, out, args.part_size, args.parallel)
+                ),
+                "mlflow->metricgate": lambda: through_mlflow(
+                    s.metricgate.url, src, out, args.part_size
+                ),
                 "mlflow->mlflow": lambda: through_mlflow(s.mlflow.url, src, out, args.part_size),  # type: ignore[union-attr]
             }
             results = [Result(n) for n in names]
-            for i in range(repeat):  # round robin: drift on a shared machine hits every contender alike
+            for i in range(
+                repeat
+            ):  # round robin: drift on a shared machine hits every contender alike
                 for r in results:
                     up, down = runs[r.name]()
                     r.up_s.append(up)
                     r.down_s.append(down)
-                    compare.say(f"{r.name} #{i + 1}: up {size / MIB / up:.1f} MiB/s, down {size / MIB / down:.1f} MiB/s")
+                    compare.say(
+                        f"{r.name} #{i + 1}: up {size / MIB / up:.1f} MiB/s, down {size / MIB / down:.1f} MiB/s"
+                    )
                     out.unlink(missing_ok=True)
                     purge(s.endpoint)
     except compare.BenchError as exc:
@@ -268,8 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     if "direct" in by:
         for r in results:
-            summary["results"][r.name]["upload_x_direct"] = round(r.rate(size, "up") / by["direct"].rate(size, "up"), 3)
-            summary["results"][r.name]["download_x_direct"] = round(r.rate(size, "down") / by["direct"].rate(size, "down"), 3)
+            summary["results"][r.name]["upload_x_direct"] = round(
+                r.rate(size, "up") / by["direct"].rate(size, "up"), 3
+            )
+            summary["results"][r.name]["download_x_direct"] = round(
+                r.rate(size, "down") / by["direct"].rate(size, "down"), 3
+            )
     print(json.dumps(summary))
     return 0
 

@@ -27,24 +27,36 @@ from metricgate.bench.workload import PRESETS, QUICK, parse_concurrency
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", required=True, help="PostgreSQL URL of a database to make scratch schemas in")
-    parser.add_argument("--workload", default="b", choices=sorted(PRESETS), help="row shape (default b)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dsn", required=True, help="PostgreSQL URL of a database to make scratch schemas in"
+    )
+    parser.add_argument(
+        "--workload", default="b", choices=sorted(PRESETS), help="row shape (default b)"
+    )
     parser.add_argument("--quick", action="store_true", help="the scaled-down workload")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--keys", type=int)
     parser.add_argument("--connections", default="1,2", help="comma-separated (default 1,2)")
-    parser.add_argument("--batch-rows", default=None, help="rows per COPY (default: metrics per request)")
+    parser.add_argument(
+        "--batch-rows", default=None, help="rows per COPY (default: metrics per request)"
+    )
     parser.add_argument("--targets", default="mlflow,metricgate", help="mlflow, metricgate or both")
     parser.add_argument("--no-latest", action="store_true", help="skip the +latest variants")
     args = parser.parse_args(argv)
 
     workload = (QUICK if args.quick else PRESETS)[args.workload]
-    changes = {f: getattr(args, f) for f in ("runs", "steps", "keys") if getattr(args, f) is not None}
+    changes = {
+        f: getattr(args, f) for f in ("runs", "steps", "keys") if getattr(args, f) is not None
+    }
     if changes:
         workload = workload.scaled(**changes)
-    batch_rows = parse_concurrency([args.batch_rows]) if args.batch_rows else (workload.metrics_per_request,)
+    batch_rows = (
+        parse_concurrency([args.batch_rows]) if args.batch_rows else (workload.metrics_per_request,)
+    )
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     print(f"copy: {workload.total_points:,} rows ({workload.describe()})", file=sys.stderr)
     results = asyncio.run(
@@ -58,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(copy_table(results))
-    print(json.dumps({"bench": "copy", "workload": workload.name, "results": [r.to_json() for r in results]}))
+    print(
+        json.dumps(
+            {"bench": "copy", "workload": workload.name, "results": [r.to_json() for r in results]}
+        )
+    )
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from metricgate.bench.cli import main
+from metricgate.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

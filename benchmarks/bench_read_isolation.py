@@ -76,7 +76,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare
 from bench_reads import API, BASE_TS, JSON, Client, gather_limited, vacuum_analyze
 from compare import REPO, BenchError, Context, Server, say
-
 from metricgate.bench.stats import percentile, ratio
 
 CONTENDERS = ("metricgate", "metricgate-split", "mlflow", "fasttrackml")
@@ -132,11 +131,23 @@ def _comparisons(kind: str, k: int) -> list[str]:
         first = f"metrics.m{k} >= 0.3" if k == 1 else f"metrics.m{k} >= 0"
         return [first, f"metrics.m{k} > -1", f"metrics.m{k} < 2", f"metrics.m{k} != {k + 3}"]
     if kind == "p":
-        return [f"params.p{k} LIKE 'a%'", f"params.p{k} ILIKE 'A%'", f"params.p{k} != 'zz'", f"params.p{k} != 'a9'"]
-    return [f"tags.t{k} LIKE 'tag-%'", f"tags.t{k} ILIKE '%-{k}'", f"tags.t{k} != 'x'", f"tags.t{k} != 'y'"]
+        return [
+            f"params.p{k} LIKE 'a%'",
+            f"params.p{k} ILIKE 'A%'",
+            f"params.p{k} != 'zz'",
+            f"params.p{k} != 'a9'",
+        ]
+    return [
+        f"tags.t{k} LIKE 'tag-%'",
+        f"tags.t{k} ILIKE '%-{k}'",
+        f"tags.t{k} != 'x'",
+        f"tags.t{k} != 'y'",
+    ]
 
 
-def expensive_filter(keys: int = MAX_KEYS, per_key: int = 4, rng: random.Random | None = None) -> str:
+def expensive_filter(
+    keys: int = MAX_KEYS, per_key: int = 4, rng: random.Random | None = None
+) -> str:
     """``per_key`` comparisons on each of ``keys`` distinct keys; at the default, 100 comparisons
     on 25 keys (metricgate's MAX_FILTER_CLAUSES / MAX_FILTER_KEYS), all distinct (metricgate folds
     repeated clauses). Every comparison is true for every run but ``metrics.m1 >= 0.3``, so the
@@ -159,11 +170,15 @@ def parse_filter_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected KEYSxPER such as 25x4, got {text!r}") from None
     if not 1 <= size[0] <= MAX_KEYS or not 1 <= size[1] <= 4:
-        raise argparse.ArgumentTypeError(f"KEYS must be within 1..{MAX_KEYS} and PER within 1..4, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"KEYS must be within 1..{MAX_KEYS} and PER within 1..4, got {text!r}"
+        )
     return size
 
 
-def search_body(experiment_id: str, size: tuple[int, int], rng: random.Random | None = None) -> dict[str, Any]:
+def search_body(
+    experiment_id: str, size: tuple[int, int], rng: random.Random | None = None
+) -> dict[str, Any]:
     return {
         "experiment_ids": [experiment_id],
         "filter": expensive_filter(*size, rng=rng),
@@ -176,12 +191,16 @@ def search_body(experiment_id: str, size: tuple[int, int], rng: random.Random | 
 
 
 async def load_sweep(client: Client, runs: int, concurrency: int) -> str:
-    experiment_id = str((await client.json("POST", "/experiments/create", {"name": "sweep"}))["experiment_id"])
+    experiment_id = str(
+        (await client.json("POST", "/experiments/create", {"name": "sweep"}))["experiment_id"]
+    )
 
     async def sweep_run(i: int) -> None:
         rng = random.Random(i)  # per run: the same values in every contender whatever the order
         run = await client.json(
-            "POST", "/runs/create", {"experiment_id": experiment_id, "run_name": f"trial-{i}", "start_time": BASE_TS}
+            "POST",
+            "/runs/create",
+            {"experiment_id": experiment_id, "run_name": f"trial-{i}", "start_time": BASE_TS},
         )
         params = [{"key": f"p{k}", "value": f"a{rng.randrange(5)}"} for k in range(PARAM_KEYS)]
         tags = [{"key": f"t{k}", "value": f"tag-{i % 7}-{k}"} for k in range(TAG_KEYS)]
@@ -190,7 +209,12 @@ async def load_sweep(client: Client, runs: int, concurrency: int) -> str:
             for s in range(STEPS_PER_RUN)
             for k in range(METRIC_KEYS)
         ]
-        body = {"run_id": run["run"]["info"]["run_id"], "params": params, "tags": tags, "metrics": metrics}
+        body = {
+            "run_id": run["run"]["info"]["run_id"],
+            "params": params,
+            "tags": tags,
+            "metrics": metrics,
+        }
         await client.call("POST", "/runs/log-batch", body)
 
     await gather_limited([lambda i=i: sweep_run(i) for i in range(runs)], concurrency)
@@ -198,7 +222,9 @@ async def load_sweep(client: Client, runs: int, concurrency: int) -> str:
 
 
 async def create_writer_runs(client: Client) -> list[str]:
-    experiment_id = str((await client.json("POST", "/experiments/create", {"name": "writer"}))["experiment_id"])
+    experiment_id = str(
+        (await client.json("POST", "/experiments/create", {"name": "writer"}))["experiment_id"]
+    )
     out = []
     for i in range(WRITER_RUNS):
         body = {"experiment_id": experiment_id, "run_name": f"writer-{i}", "start_time": BASE_TS}
@@ -233,7 +259,9 @@ class PhaseResult:
     read_after_ack_failed: Counter[str] = field(default_factory=Counter)
     search_latencies_s: list[float] = field(default_factory=list)  # searches answered 200
     search_statuses: Counter[str] = field(default_factory=Counter)
-    search_seconds_by_status: dict[str, list[float]] = field(default_factory=dict)  # how long until each answer
+    search_seconds_by_status: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # how long until each answer
     search_unfinished: int = 0  # still waiting for an answer when the phase ended
     search_error_samples: dict[str, str] = field(default_factory=dict)
     batch_error_samples: dict[str, str] = field(default_factory=dict)
@@ -255,7 +283,9 @@ class PhaseResult:
             "batches_ok": self.batch_statuses.get("200", 0),
             "batches_failed": sum(failed.values()),
             "batch_failures": dict(failed),
-            "batches_ok_per_s": round(self.batch_statuses.get("200", 0) / self.seconds, 1) if self.seconds else None,
+            "batches_ok_per_s": round(self.batch_statuses.get("200", 0) / self.seconds, 1)
+            if self.seconds
+            else None,
             "batch_p50_ms": ms(lat, 50),
             "batch_p99_ms": ms(lat, 99),
             "batch_max_ms": ms(lat, 100),
@@ -269,10 +299,13 @@ class PhaseResult:
             "read_after_ack_stale": self.read_after_ack_stale,
             "read_after_ack_failed": dict(self.read_after_ack_failed),
             "searches_ok": self.search_statuses.get("200", 0),
-            "searches_ok_per_s": round(self.search_statuses.get("200", 0) / self.seconds, 2) if self.seconds else None,
+            "searches_ok_per_s": round(self.search_statuses.get("200", 0) / self.seconds, 2)
+            if self.seconds
+            else None,
             "search_statuses": dict(self.search_statuses),
             "search_status_median_s": {
-                k: round(statistics.median(v), 2) for k, v in sorted(self.search_seconds_by_status.items())
+                k: round(statistics.median(v), 2)
+                for k, v in sorted(self.search_seconds_by_status.items())
             },
             "search_unfinished": self.search_unfinished,
             "search_p50_ms": ms(searches, 50),
@@ -285,7 +318,9 @@ class PhaseResult:
 class Phase:
     """One phase's writer, sampler and (phase B) searchers against one server."""
 
-    def __init__(self, url: str, writer_runs: list[str], steps: dict[str, int], result: PhaseResult) -> None:
+    def __init__(
+        self, url: str, writer_runs: list[str], steps: dict[str, int], result: PhaseResult
+    ) -> None:
         self.url = url
         self.writer_runs = writer_runs
         self.steps = steps  # next step per writer run, carried over from phase A to B
@@ -306,7 +341,9 @@ class Phase:
             body = orjson.dumps({"run_id": run_id, "metrics": metrics})
             started = time.perf_counter()
             try:
-                async with session.post(self.url + API + "/runs/log-batch", data=body, headers=JSON) as response:
+                async with session.post(
+                    self.url + API + "/runs/log-batch", data=body, headers=JSON
+                ) as response:
                     raw = await response.read()
                     status = str(response.status)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -317,10 +354,14 @@ class Phase:
                 self.result.batch_latencies_s.append(now - started)
                 self.last_ack = Ack(run_id, first + WRITER_STEPS - 1, now)
             else:
-                self.result.batch_error_samples.setdefault(status, raw[:300].decode(errors="replace"))
+                self.result.batch_error_samples.setdefault(
+                    status, raw[:300].decode(errors="replace")
+                )
                 await asyncio.sleep(FAILED_PAUSE_S)
 
-    async def sampler(self, session: aiohttp.ClientSession, dsn: str | None, every_s: float) -> None:
+    async def sampler(
+        self, session: aiohttp.ClientSession, dsn: str | None, every_s: float
+    ) -> None:
         conn = await asyncpg.connect(dsn) if dsn else None
         try:
             while not self.stop.is_set():
@@ -343,7 +384,9 @@ class Phase:
         moment every read can see it."""
         while True:
             step = await conn.fetchval(
-                "SELECT step FROM latest_metrics WHERE run_id = $1 AND key = $2", ack.run_id, LAG_KEY
+                "SELECT step FROM latest_metrics WHERE run_id = $1 AND key = $2",
+                ack.run_id,
+                LAG_KEY,
             )
             now = time.perf_counter()
             if step is not None and step >= ack.step:
@@ -356,7 +399,9 @@ class Phase:
 
     async def _read_after_ack(self, session: aiohttp.ClientSession, ack: Ack) -> None:
         try:
-            async with session.get(self.url + API + "/runs/get", params={"run_id": ack.run_id}) as response:
+            async with session.get(
+                self.url + API + "/runs/get", params={"run_id": ack.run_id}
+            ) as response:
                 raw = await response.read()
                 status = str(response.status)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -371,12 +416,16 @@ class Phase:
         if step is None or step < ack.step:
             self.result.read_after_ack_stale += 1
 
-    async def searcher(self, session: aiohttp.ClientSession, make_body: Callable[[], bytes]) -> None:
+    async def searcher(
+        self, session: aiohttp.ClientSession, make_body: Callable[[], bytes]
+    ) -> None:
         while not self.stop.is_set():
             body = make_body()
             started = time.perf_counter()
             try:
-                async with session.post(self.url + API + "/runs/search", data=body, headers=JSON) as response:
+                async with session.post(
+                    self.url + API + "/runs/search", data=body, headers=JSON
+                ) as response:
                     raw = await response.read()
                     status = str(response.status)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -387,7 +436,9 @@ class Phase:
             if status == "200":
                 self.result.search_latencies_s.append(elapsed)
             else:
-                self.result.search_error_samples.setdefault(status, raw[:300].decode(errors="replace"))
+                self.result.search_error_samples.setdefault(
+                    status, raw[:300].decode(errors="replace")
+                )
                 await asyncio.sleep(FAILED_PAUSE_S)
 
 
@@ -405,8 +456,12 @@ async def run_phase(
     phase = Phase(url, writer_runs, steps, result)
     request_timeout = aiohttp.ClientTimeout(total=args.request_timeout_s)
     async with (
-        aiohttp.ClientSession(timeout=request_timeout, connector=aiohttp.TCPConnector(limit=WRITER_RUNS + 2)) as writes,
-        aiohttp.ClientSession(timeout=request_timeout, connector=aiohttp.TCPConnector(limit=4)) as samples,
+        aiohttp.ClientSession(
+            timeout=request_timeout, connector=aiohttp.TCPConnector(limit=WRITER_RUNS + 2)
+        ) as writes,
+        aiohttp.ClientSession(
+            timeout=request_timeout, connector=aiohttp.TCPConnector(limit=4)
+        ) as samples,
         aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=args.search_timeout_s),
             connector=aiohttp.TCPConnector(limit=args.search_clients + 1),
@@ -419,7 +474,10 @@ async def run_phase(
             def make_body() -> bytes:
                 return orjson.dumps(next_search())
 
-            searchers = [asyncio.create_task(phase.searcher(searches, make_body)) for _ in range(args.search_clients)]
+            searchers = [
+                asyncio.create_task(phase.searcher(searches, make_body))
+                for _ in range(args.search_clients)
+            ]
             await asyncio.sleep(1.0)  # the pressure is on before the first write
         started = time.perf_counter()
         tasks = [asyncio.create_task(phase.writer(writes, run_id)) for run_id in writer_runs]
@@ -458,7 +516,9 @@ async def guard_database(dsn: str, database: str, seconds: float) -> None:
     on its sessions, which overrides this one."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"ALTER DATABASE {database} SET statement_timeout = '{round(seconds * 1000)}ms'")
+        await conn.execute(
+            f"ALTER DATABASE {database} SET statement_timeout = '{round(seconds * 1000)}ms'"
+        )
     finally:
         await conn.close()
 
@@ -512,7 +572,11 @@ async def search_alone(
         try:
             answer = await client.json("POST", "/runs/search", next_body())
         except (TimeoutError, BenchError, aiohttp.ClientError) as exc:
-            return out, names, f"after {time.perf_counter() - started:.1f} s: {str(exc)[:300] or repr(exc)}"
+            return (
+                out,
+                names,
+                f"after {time.perf_counter() - started:.1f} s: {str(exc)[:300] or repr(exc)}",
+            )
         if i == 0:
             names = [str(r["info"].get("run_name", "")) for r in answer.get("runs", [])]
         else:
@@ -520,10 +584,14 @@ async def search_alone(
     return out, names, ""
 
 
-async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace, dsn: str) -> dict[str, Any]:
+async def bench_contender(
+    server: Server, scale: Scale, args: argparse.Namespace, dsn: str
+) -> dict[str, Any]:
     name = server.name
     timeout = aiohttp.ClientTimeout(total=args.search_timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=args.load_concurrency)) as s:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(limit=args.load_concurrency)
+    ) as s:
         client = Client(s, server.url)
         started = time.perf_counter()
         experiment_id = await load_sweep(client, scale.runs, args.load_concurrency)
@@ -541,11 +609,17 @@ async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace
         if alone_error:
             say(f"{name}: the expensive search alone FAILED {alone_error}")
         else:
-            say(f"{name}: the expensive search alone: median {statistics.median(alone) * 1000:.0f} ms, {len(names)} runs")
+            say(
+                f"{name}: the expensive search alone: median {statistics.median(alone) * 1000:.0f} ms, {len(names)} runs"
+            )
     flush_dsn = dsn if name.startswith("metricgate") else None
     steps = dict.fromkeys(writer_runs, 0)
-    phase_a = await run_phase("A", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, None)
-    phase_b = await run_phase("B", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, next_body)
+    phase_a = await run_phase(
+        "A", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, None
+    )
+    phase_b = await run_phase(
+        "B", server.url, writer_runs, steps, scale.phase_s, flush_dsn, args, next_body
+    )
     a, b = phase_a.summary(), phase_b.summary()
     return {
         "load_s": round(load_s, 1),
@@ -560,7 +634,9 @@ async def bench_contender(server: Server, scale: Scale, args: argparse.Namespace
         "batch_p50_ratio": _round(ratio(b["batch_p50_ms"], a["batch_p50_ms"])),
         "batch_p99_ratio": _round(ratio(b["batch_p99_ms"], a["batch_p99_ms"])),
         "flush_lag_p50_ratio": _round(ratio(b["flush_lag_p50_ms"], a["flush_lag_p50_ms"])),
-        "read_after_ack_p50_ratio": _round(ratio(b["read_after_ack_p50_ms"], a["read_after_ack_p50_ms"])),
+        "read_after_ack_p50_ratio": _round(
+            ratio(b["read_after_ack_p50_ms"], a["read_after_ack_p50_ms"])
+        ),
     }
 
 
@@ -582,14 +658,27 @@ def _fmt(value: Any, suffix: str = "") -> str:
 def _counts(counts: dict[str, int], median_s: dict[str, float] | None = None) -> str:
     """``status:count``, with the median time to that answer when given (``503:40@10.0s``)."""
     median_s = median_s or {}
-    parts = [f"{k}:{v}" + (f"@{median_s[k]:.1f}s" if k in median_s else "") for k, v in sorted(counts.items())]
+    parts = [
+        f"{k}:{v}" + (f"@{median_s[k]:.1f}s" if k in median_s else "")
+        for k, v in sorted(counts.items())
+    ]
     return " ".join(parts) or "-"
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     header = [
-        "contender", "phase", "log-batch ok", "ok/s", "p50 ms", "p99 ms", "failed (status:n)",
-        "searches 200/s", "search statuses", "search p50 ms", "flush lag p50/p99 ms", "runs/get after ack p50 ms",
+        "contender",
+        "phase",
+        "log-batch ok",
+        "ok/s",
+        "p50 ms",
+        "p99 ms",
+        "failed (status:n)",
+        "searches 200/s",
+        "search statuses",
+        "search p50 ms",
+        "flush lag p50/p99 ms",
+        "runs/get after ack p50 ms",
     ]
     rows = [header]
     for name, r in results.items():
@@ -598,91 +687,169 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             searches = _counts(s["search_statuses"], s["search_status_median_s"])
             if s["search_unfinished"]:
                 searches += f" unfinished:{s['search_unfinished']}"
-            lag = "-" if not s["flush_lag_samples"] else f"{_fmt(s['flush_lag_p50_ms'])}/{_fmt(s['flush_lag_p99_ms'])}"
+            lag = (
+                "-"
+                if not s["flush_lag_samples"]
+                else f"{_fmt(s['flush_lag_p50_ms'])}/{_fmt(s['flush_lag_p99_ms'])}"
+            )
             if s["flush_lag_unseen"]:
                 lag += f" (unseen {s['flush_lag_unseen']})"
             raa = _fmt(s["read_after_ack_p50_ms"])
             if s["read_after_ack_stale"] or s["read_after_ack_failed"]:
                 raa += f" (stale {s['read_after_ack_stale']}, failed {_counts(s['read_after_ack_failed'])})"
-            rows.append([
-                name if key == "A" else "",
-                "A alone" if key == "A" else "B +searches",
-                str(s["batches_ok"]),
-                _fmt(s["batches_ok_per_s"]),
-                _fmt(s["batch_p50_ms"]),
-                _fmt(s["batch_p99_ms"]),
-                _counts(s["batch_failures"]) if s["batches_failed"] else "0",
-                "-" if key == "A" else _fmt(s["searches_ok_per_s"]),
-                "-" if key == "A" else searches,
-                "-" if key == "A" else _fmt(s["search_p50_ms"]),
-                lag,
-                raa,
-            ])
-        rows.append([
-            "", "B/A", "", "", _fmt(r["batch_p50_ratio"], "x"), _fmt(r["batch_p99_ratio"], "x"), "", "", "", "",
-            _fmt(r["flush_lag_p50_ratio"], "x"), _fmt(r["read_after_ack_p50_ratio"], "x"),
-        ])
+            rows.append(
+                [
+                    name if key == "A" else "",
+                    "A alone" if key == "A" else "B +searches",
+                    str(s["batches_ok"]),
+                    _fmt(s["batches_ok_per_s"]),
+                    _fmt(s["batch_p50_ms"]),
+                    _fmt(s["batch_p99_ms"]),
+                    _counts(s["batch_failures"]) if s["batches_failed"] else "0",
+                    "-" if key == "A" else _fmt(s["searches_ok_per_s"]),
+                    "-" if key == "A" else searches,
+                    "-" if key == "A" else _fmt(s["search_p50_ms"]),
+                    lag,
+                    raa,
+                ]
+            )
+        rows.append(
+            [
+                "",
+                "B/A",
+                "",
+                "",
+                _fmt(r["batch_p50_ratio"], "x"),
+                _fmt(r["batch_p99_ratio"], "x"),
+                "",
+                "",
+                "",
+                "",
+                _fmt(r["flush_lag_p50_ratio"], "x"),
+                _fmt(r["read_after_ack_p50_ratio"], "x"),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def export_src(ref: str) -> tuple[Path, str]:
     """A clean copy of ``src/`` as committed at ``ref`` (as compare.py's --metricgate-ref)."""
-    commit = compare.run_checked(["git", "-C", str(REPO), "rev-parse", "--verify", ref + "^{commit}"]).strip()
+    commit = compare.run_checked(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", ref + "^{commit}"]
+    ).strip()
     out = Path(tempfile.mkdtemp(prefix="metricgate-src-"))
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(out, filter="data")
     return out, commit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK.runs} runs, {QUICK.phase_s:g} s phases: ~3 minutes")
-    parser.add_argument("--runs", type=int, help=f"runs in the sweep ({FULL.runs}; quick {QUICK.runs})")
-    parser.add_argument("--phase-s", type=float, help=f"seconds of each phase ({FULL.phase_s:g}; quick {QUICK.phase_s:g})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--filter", type=parse_filter_size, default=(MAX_KEYS, 4),
+        "--contenders",
+        default=",".join(DEFAULT_CONTENDERS),
+        help="comma-separated, from: " + ", ".join(CONTENDERS),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK.runs} runs, {QUICK.phase_s:g} s phases: ~3 minutes",
+    )
+    parser.add_argument(
+        "--runs", type=int, help=f"runs in the sweep ({FULL.runs}; quick {QUICK.runs})"
+    )
+    parser.add_argument(
+        "--phase-s",
+        type=float,
+        help=f"seconds of each phase ({FULL.phase_s:g}; quick {QUICK.phase_s:g})",
+    )
+    parser.add_argument(
+        "--filter",
+        type=parse_filter_size,
+        default=(MAX_KEYS, 4),
         help="the search's filter as KEYSxPER: distinct keys x comparisons per key (25x4 = 100, metricgate's limits)",
     )
     parser.add_argument(
-        "--mlflow-filter", type=parse_filter_size, default=(10, 1),
+        "--mlflow-filter",
+        type=parse_filter_size,
+        default=(10, 1),
         help="stock MLflow's filter (10x1: ~80 MB of planner memory per search; 25x1 ~1 GB, 25x4 20 GB: "
         "32 of those at once exhaust a small machine's memory)",
     )
     parser.add_argument(
-        "--pg-backend-gib", type=float, default=2.0,
+        "--pg-backend-gib",
+        type=float,
+        default=2.0,
         help="address-space limit of each PostgreSQL backend (a query needing more fails alone)",
     )
     parser.add_argument(
-        "--same-filter", action="store_true",
+        "--same-filter",
+        action="store_true",
         help="send the filter's keys in one order every time (by default each search orders them at random: "
         "another SQL text, no cached plan; metricgate's prepared statements turn generic after 5 uses)",
     )
-    parser.add_argument("--pg-guard-s", type=float, default=120.0, help="statement_timeout set on each contender's database")
-    parser.add_argument("--search-clients", type=int, default=32, help="clients looping the search in phase B (32)")
-    parser.add_argument("--sample-every-s", type=float, default=0.5, help="flush-lag / read-after-ack sampling period")
-    parser.add_argument("--search-timeout-s", type=float, default=180.0, help="client-side limit of one search")
-    parser.add_argument("--request-timeout-s", type=float, default=60.0, help="client-side limit of a log-batch / runs/get")
-    parser.add_argument("--load-concurrency", type=int, default=8, help="requests in flight while loading")
+    parser.add_argument(
+        "--pg-guard-s",
+        type=float,
+        default=120.0,
+        help="statement_timeout set on each contender's database",
+    )
+    parser.add_argument(
+        "--search-clients", type=int, default=32, help="clients looping the search in phase B (32)"
+    )
+    parser.add_argument(
+        "--sample-every-s",
+        type=float,
+        default=0.5,
+        help="flush-lag / read-after-ack sampling period",
+    )
+    parser.add_argument(
+        "--search-timeout-s", type=float, default=180.0, help="client-side limit of one search"
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=60.0,
+        help="client-side limit of a log-batch / runs/get",
+    )
+    parser.add_argument(
+        "--load-concurrency", type=int, default=8, help="requests in flight while loading"
+    )
     parser.add_argument("--cache-dir", type=Path, default=compare.DEFAULT_CACHE)
     parser.add_argument("--mlflow-version", default="3.17.2")
-    parser.add_argument("--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)")
+    parser.add_argument(
+        "--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)"
+    )
     parser.add_argument("--metricgate-args", default="", help="extra `metricgate serve` flags")
     parser.add_argument(
         "--metricgate-ref",
         help="run metricgate as committed at this git ref (e.g. HEAD): a clean copy of its src/, so "
         "uncommitted edits in the work tree are neither measured nor able to break the run",
     )
-    parser.add_argument("--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)")
     parser.add_argument(
-        "--metricgate-env", action="append", default=[], metavar="NAME=VALUE",
+        "--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)"
+    )
+    parser.add_argument(
+        "--metricgate-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a METRICGATE_* setting for metricgate's processes, e.g. METRICGATE_DB_READ_POOL_MAX=2 (repeatable)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -715,13 +882,19 @@ def main(argv: list[str] | None = None) -> int:
         metricgate_src = exported / "src"
         described = {"commit": commit, "ref": args.metricgate_ref, "dirty": False}
     info: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "metricgate": described,
         "scale": scale.describe,
         "search_clients": args.search_clients,
         "writer": f"{WRITER_RUNS} runs, 1 log-batch of {WRITER_KEYS * WRITER_STEPS} points in flight per run",
         "pg_guard_s": args.pg_guard_s,
-        "filter_order": "the same every time" if args.same_filter else "keys in a random order per search",
+        "filter_order": "the same every time"
+        if args.same_filter
+        else "keys in a random order per search",
         "pg_backend_gib": args.pg_backend_gib,
         "metricgate_env": metricgate_env,
     }
@@ -731,9 +904,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with compare.services(args.keep) as (tmp, pg, redis):
             ctx = Context(
-                tmp=tmp, pg=pg, redis=redis, cache=args.cache_dir.expanduser(), mlflow_version=args.mlflow_version,
-                metricgate_src=metricgate_src, metricgate_args=shlex.split(args.metricgate_args),
-                mlflow_workers=args.mlflow_workers, info=info, metricgate_env=metricgate_env,
+                tmp=tmp,
+                pg=pg,
+                redis=redis,
+                cache=args.cache_dir.expanduser(),
+                mlflow_version=args.mlflow_version,
+                metricgate_src=metricgate_src,
+                metricgate_args=shlex.split(args.metricgate_args),
+                mlflow_workers=args.mlflow_workers,
+                info=info,
+                metricgate_env=metricgate_env,
             )
             info["postgres"] = asyncio.run(compare.pg_version(pg.url()))
             cap_backend_memory(pg, args.pg_backend_gib)
@@ -747,13 +927,23 @@ def main(argv: list[str] | None = None) -> int:
                     server = compare.STARTERS[name](ctx)
                     compare.wait_ready(server)
                     versions[name] = compare.version_of(name, ctx)
-                    say(f"{name} is up at {server.url} ({versions[name]}); loading {scale.describe}")
+                    say(
+                        f"{name} is up at {server.url} ({versions[name]}); loading {scale.describe}"
+                    )
                     dsn = pg.url(database)
                     results[name] = asyncio.run(bench_contender(server, scale, args, dsn))
                     for proc in (server.proc, *server.helpers):
                         if proc.poll() is not None:
-                            raise BenchError(f"{name}: {proc.args} exited with {proc.returncode} during the run")
-                except (TimeoutError, BenchError, OSError, aiohttp.ClientError, compare.devservices.DevServiceError) as exc:
+                            raise BenchError(
+                                f"{name}: {proc.args} exited with {proc.returncode} during the run"
+                            )
+                except (
+                    TimeoutError,
+                    BenchError,
+                    OSError,
+                    aiohttp.ClientError,
+                    compare.devservices.DevServiceError,
+                ) as exc:
                     failures[name] = str(exc) or repr(exc)
                     say(f"{name} FAILED: {failures[name]}")
                 finally:
@@ -762,7 +952,9 @@ def main(argv: list[str] | None = None) -> int:
                             compare._stop(proc)
                         ended = asyncio.run(end_backends(pg.url(), database))
                         if ended:
-                            say(f"{name}: terminated {ended} PostgreSQL sessions still running after the server stopped")
+                            say(
+                                f"{name}: terminated {ended} PostgreSQL sessions still running after the server stopped"
+                            )
                             info.setdefault("sessions_left_running", {})[name] = ended
                     asyncio.run(compare.checkpoint(pg.url()))
             info["versions"] = versions
@@ -776,22 +968,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(exported, ignore_errors=True)
     info["elapsed_s"] = round(time.time() - started, 1)
     print()
-    print(f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs")
-    print(f"{scale.describe}; writer: {info['writer']}; phase B: {args.search_clients} clients looping the search")
+    print(
+        f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{scale.describe}; writer: {info['writer']}; phase B: {args.search_clients} clients looping the search"
+    )
     if metricgate_env:
         print("metricgate settings: " + " ".join(f"{k}={v}" for k, v in metricgate_env.items()))
-    print(f"search: the sweep, order_by metrics.m0 DESC, {SEARCH_PAGE} runs a page, filter KEYSxPER (distinct keys x "
-          f"comparisons per key), {info['filter_order']}; safety nets: database statement_timeout {args.pg_guard_s:g} s, "
-          f"{args.pg_backend_gib:g} GiB per PostgreSQL backend")
+    print(
+        f"search: the sweep, order_by metrics.m0 DESC, {SEARCH_PAGE} runs a page, filter KEYSxPER (distinct keys x "
+        f"comparisons per key), {info['filter_order']}; safety nets: database statement_timeout {args.pg_guard_s:g} s, "
+        f"{args.pg_backend_gib:g} GiB per PostgreSQL backend"
+    )
     print()
     for name, r in results.items():
         f = r["filter"]
         alone = (
-            f"FAILED {r['search_alone_error']}" if r["search_alone_error"]
+            f"FAILED {r['search_alone_error']}"
+            if r["search_alone_error"]
             else f"median {r['search_alone_median_ms']:,.0f} ms of {len(r['search_alone_ms'])}"
         )
-        print(f"{name}: filter {f['keys']}x{f['per_key']} ({f['comparisons']} comparisons); the search alone: {alone}, "
-              f"{r['search_runs']} runs answered; loaded in {r['load_s']} s")
+        print(
+            f"{name}: filter {f['keys']}x{f['per_key']} ({f['comparisons']} comparisons); the search alone: {alone}, "
+            f"{r['search_runs']} runs answered; loaded in {r['load_s']} s"
+        )
     names = {name: r["search_run_names"] for name, r in results.items()}
     if "metricgate" in names and "mlflow" in names:
         verdict = "identical" if names["metricgate"] == names["mlflow"] else "DIFFERENT"
@@ -800,14 +1001,26 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     print()
-    print("latencies: send to last byte, requests answered 200; failed: non-200 by status, conn, timeout (not retried);")
-    print("search statuses: status:count@median seconds to that answer; unfinished: no answer when the phase ended;")
-    print("flush lag: ack -> step in PostgreSQL (metricgate); runs/get after ack: a runs/get sent right after an ack")
+    print(
+        "latencies: send to last byte, requests answered 200; failed: non-200 by status, conn, timeout (not retried);"
+    )
+    print(
+        "search statuses: status:count@median seconds to that answer; unfinished: no answer when the phase ended;"
+    )
+    print(
+        "flush lag: ack -> step in PostgreSQL (metricgate); runs/get after ack: a runs/get sent right after an ack"
+    )
     for name, error in failures.items():
         print(f"\n{name} FAILED: {error}")
     for r in results.values():
         r.pop("search_run_names", None)
-    payload = {"bench": "read_isolation", **info, "contenders": contenders, "failures": failures, "results": results}
+    payload = {
+        "bench": "read_isolation",
+        **info,
+        "contenders": contenders,
+        "failures": failures,
+        "results": results,
+    }
     compare.print_json_line(payload, args.json_out)
     return 1 if failures else 0
 

@@ -51,8 +51,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import compare  # noqa: E402  (benchmarks/compare.py: services, contenders, venvs)
-from compare import REPO, BenchError, Context, Server, say  # noqa: E402
+import compare
+from compare import REPO, BenchError, Context, Server, say
 
 API = "/api/2.0/mlflow"
 JSON = {"Content-Type": "application/json"}
@@ -80,8 +80,16 @@ class Scale:
         )
 
 
-FULL = Scale(sweep_runs=5000, curve_runs=10, curve_points=20_000, long_points=200_000, million_points=1_000_000)
-QUICK = Scale(sweep_runs=500, curve_runs=10, curve_points=2_000, long_points=20_000, million_points=100_000)
+FULL = Scale(
+    sweep_runs=5000,
+    curve_runs=10,
+    curve_points=20_000,
+    long_points=200_000,
+    million_points=1_000_000,
+)
+QUICK = Scale(
+    sweep_runs=500, curve_runs=10, curve_points=2_000, long_points=20_000, million_points=100_000
+)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -96,7 +104,11 @@ class Client:
         """One request; the raw answer (timing includes reading it, not decoding it)."""
         data = orjson.dumps(body) if body is not None else None
         async with self.session.request(
-            method, self.url + API + path, data=data, params=params, headers=JSON if data is not None else None
+            method,
+            self.url + API + path,
+            data=data,
+            params=params,
+            headers=JSON if data is not None else None,
         ) as response:
             raw = await response.read()
             if response.status != 200:
@@ -110,10 +122,16 @@ class Client:
         """False when the server lacks the endpoint (FastTrackML lacks some of MLflow's)."""
         data = orjson.dumps(body) if body is not None else None
         async with self.session.request(
-            method, self.url + API + path, data=data, params=params, headers=JSON if data is not None else None
+            method,
+            self.url + API + path,
+            data=data,
+            params=params,
+            headers=JSON if data is not None else None,
         ) as response:
             raw = await response.read()
-            return response.status == 200 or not (response.status in (404, 405, 501) or b"NOT_FOUND" in raw[:200])
+            return response.status == 200 or not (
+                response.status in (404, 405, 501) or b"NOT_FOUND" in raw[:200]
+            )
 
 
 async def gather_limited(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
@@ -137,7 +155,10 @@ async def gather_limited(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: in
 
 def series_points(key: str, n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [{"key": key, "value": rng.random(), "timestamp": BASE_TS + step, "step": step} for step in range(n)]
+    return [
+        {"key": key, "value": rng.random(), "timestamp": BASE_TS + step, "step": step}
+        for step in range(n)
+    ]
 
 
 @dataclass
@@ -157,13 +178,18 @@ async def create_run(client: Client, experiment_id: str, name: str) -> str:
 async def log_series(client: Client, run_id: str, n: int, seed: int, concurrency: int) -> None:
     points = series_points("loss", n, seed)
     batches = [points[i : i + BATCH_POINTS] for i in range(0, n, BATCH_POINTS)]
-    jobs = [lambda b=b: client.call("POST", "/runs/log-batch", {"run_id": run_id, "metrics": b}) for b in batches]
+    jobs = [
+        lambda b=b: client.call("POST", "/runs/log-batch", {"run_id": run_id, "metrics": b})
+        for b in batches
+    ]
     await gather_limited(jobs, concurrency)
 
 
 async def load(client: Client, scale: Scale, million: bool, concurrency: int) -> Loaded:
     out = Loaded()
-    out.sweep_experiment = str((await client.json("POST", "/experiments/create", {"name": "sweep"}))["experiment_id"])
+    out.sweep_experiment = str(
+        (await client.json("POST", "/experiments/create", {"name": "sweep"}))["experiment_id"]
+    )
     rng = random.Random(7)
 
     async def sweep_run(i: int) -> str:
@@ -171,15 +197,21 @@ async def load(client: Client, scale: Scale, million: bool, concurrency: int) ->
         params = [{"key": f"p{k}", "value": f"a{rng.randrange(5)}"} for k in range(10)]
         tags = [{"key": f"t{k}", "value": f"tag-{i % 7}-{k}"} for k in range(5)]
         metrics = [
-            {"key": f"m{k}", "value": rng.random(), "timestamp": BASE_TS + s, "step": s} for s in range(3) for k in range(5)
+            {"key": f"m{k}", "value": rng.random(), "timestamp": BASE_TS + s, "step": s}
+            for s in range(3)
+            for k in range(5)
         ]
         body = {"run_id": run_id, "params": params, "tags": tags, "metrics": metrics}
         await client.call("POST", "/runs/log-batch", body)
         return run_id
 
-    runs = await gather_limited([lambda i=i: sweep_run(i) for i in range(scale.sweep_runs)], concurrency)
+    runs = await gather_limited(
+        [lambda i=i: sweep_run(i) for i in range(scale.sweep_runs)], concurrency
+    )
     out.sweep_run = runs[len(runs) // 2]
-    curves = str((await client.json("POST", "/experiments/create", {"name": "curves"}))["experiment_id"])
+    curves = str(
+        (await client.json("POST", "/experiments/create", {"name": "curves"}))["experiment_id"]
+    )
     for i in range(scale.curve_runs):
         run_id = await create_run(client, curves, f"curve-{i}")
         await log_series(client, run_id, scale.curve_points, seed=100 + i, concurrency=concurrency)
@@ -188,7 +220,9 @@ async def load(client: Client, scale: Scale, million: bool, concurrency: int) ->
     await log_series(client, out.long_run, scale.long_points, seed=1, concurrency=concurrency)
     if million:
         out.million_run = await create_run(client, curves, "million")
-        await log_series(client, out.million_run, scale.million_points, seed=2, concurrency=concurrency)
+        await log_series(
+            client, out.million_run, scale.million_points, seed=2, concurrency=concurrency
+        )
     return out
 
 
@@ -215,7 +249,11 @@ async def timed(repeat: int, action: Callable[[], Awaitable[Any]]) -> list[float
 
 
 def bulk_params(run_ids: list[str], max_results: int = BULK_SAMPLES) -> list[tuple[str, str]]:
-    return [*(("run_ids", r) for r in run_ids), ("metric_key", "loss"), ("max_results", str(max_results))]
+    return [
+        *(("run_ids", r) for r in run_ids),
+        ("metric_key", "loss"),
+        ("max_results", str(max_results)),
+    ]
 
 
 async def history_pages(client: Client, run_id: str) -> list[str | None]:
@@ -232,7 +270,9 @@ async def history_pages(client: Client, run_id: str) -> list[str | None]:
         tokens.append(token)
 
 
-def read_plan(client: Client, data: Loaded, scale: Scale) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
+def read_plan(
+    client: Client, data: Loaded, scale: Scale
+) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
     """(name, (method, path) probed for support, action) of every timed read."""
     c = client
 
@@ -242,7 +282,10 @@ def read_plan(client: Client, data: Loaded, scale: Scale) -> list[tuple[str, str
     async def export() -> int:
         token, runs = None, 0
         while True:
-            body: dict[str, Any] = {"experiment_ids": [data.sweep_experiment], "max_results": EXPORT_PAGE}
+            body: dict[str, Any] = {
+                "experiment_ids": [data.sweep_experiment],
+                "max_results": EXPORT_PAGE,
+            }
             if token:
                 body["page_token"] = token
             answer = await c.json("POST", "/runs/search", body)
@@ -263,24 +306,36 @@ def read_plan(client: Client, data: Loaded, scale: Scale) -> list[tuple[str, str
         "max_results": 100,
     }
     return [
-        ("runs/search 100", "search", search({"experiment_ids": [data.sweep_experiment], "max_results": 100})),
+        (
+            "runs/search 100",
+            "search",
+            search({"experiment_ids": [data.sweep_experiment], "max_results": 100}),
+        ),
         ("runs/search filtered+sorted", "search", search(filtered)),
         ("runs/get", "get", lambda: c.call("GET", "/runs/get", params={"run_id": data.sweep_run})),
         (
             f"get-history {scale.curve_points // 1000}k",
             "history",
-            lambda: c.call("GET", "/metrics/get-history", params={"run_id": data.curve_runs[0], "metric_key": "loss"}),
+            lambda: c.call(
+                "GET",
+                "/metrics/get-history",
+                params={"run_id": data.curve_runs[0], "metric_key": "loss"},
+            ),
         ),
         (f"get-history {scale.long_points // 1000}k, all pages", "history", all_pages),
         (
             f"bulk-interval {scale.curve_runs}x{scale.curve_points // 1000}k",
             "bulk",
-            lambda: c.call("GET", "/metrics/get-history-bulk-interval", params=bulk_params(data.curve_runs)),
+            lambda: c.call(
+                "GET", "/metrics/get-history-bulk-interval", params=bulk_params(data.curve_runs)
+            ),
         ),
         (
             f"bulk-interval 1x{scale.long_points // 1000}k",
             "bulk",
-            lambda: c.call("GET", "/metrics/get-history-bulk-interval", params=bulk_params([data.long_run])),
+            lambda: c.call(
+                "GET", "/metrics/get-history-bulk-interval", params=bulk_params([data.long_run])
+            ),
         ),
         (f"export {scale.sweep_runs:,} runs by {EXPORT_PAGE}", "search", export),
     ]
@@ -288,16 +343,24 @@ def read_plan(client: Client, data: Loaded, scale: Scale) -> list[tuple[str, str
 
 async def probe(client: Client, data: Loaded) -> dict[str, bool]:
     return {
-        "search": await client.supports("POST", "/runs/search", {"experiment_ids": [data.sweep_experiment], "max_results": 1}),
+        "search": await client.supports(
+            "POST", "/runs/search", {"experiment_ids": [data.sweep_experiment], "max_results": 1}
+        ),
         "get": await client.supports("GET", "/runs/get", params={"run_id": data.sweep_run}),
         "history": await client.supports(
-            "GET", "/metrics/get-history", params={"run_id": data.long_run, "metric_key": "loss", "max_results": "1"}
+            "GET",
+            "/metrics/get-history",
+            params={"run_id": data.long_run, "metric_key": "loss", "max_results": "1"},
         ),
-        "bulk": await client.supports("GET", "/metrics/get-history-bulk-interval", params=bulk_params([data.long_run], 1)),
+        "bulk": await client.supports(
+            "GET", "/metrics/get-history-bulk-interval", params=bulk_params([data.long_run], 1)
+        ),
     }
 
 
-async def million_reads(client: Client, data: Loaded, scale: Scale, repeat: int, name: str) -> list[Timing]:
+async def million_reads(
+    client: Client, data: Loaded, scale: Scale, repeat: int, name: str
+) -> list[Timing]:
     tokens = await history_pages(client, data.million_run)
     label = f"{scale.million_points // 1000}k"
     out = [
@@ -307,16 +370,26 @@ async def million_reads(client: Client, data: Loaded, scale: Scale, repeat: int,
             None,
             await timed(
                 repeat,
-                lambda: client.call("GET", "/metrics/get-history-bulk-interval", params=bulk_params([data.million_run])),
+                lambda: client.call(
+                    "GET",
+                    "/metrics/get-history-bulk-interval",
+                    params=bulk_params([data.million_run]),
+                ),
             ),
         )
     ]
     for page in (1, len(tokens)):
         token = tokens[page - 1]
-        params = {"run_id": data.million_run, "metric_key": "loss", "max_results": str(HISTORY_PAGE)}
+        params = {
+            "run_id": data.million_run,
+            "metric_key": "loss",
+            "max_results": str(HISTORY_PAGE),
+        }
         if token:
             params["page_token"] = token
-        samples = await timed(repeat, lambda params=params: client.call("GET", "/metrics/get-history", params=params))
+        samples = await timed(
+            repeat, lambda params=params: client.call("GET", "/metrics/get-history", params=params)
+        )
         out.append(Timing(f"get-history {label} page {page}", name, None, samples))
     for t in out:
         t.median_ms = statistics.median(t.samples_ms)
@@ -328,7 +401,9 @@ async def bulk_answers(client: Client, data: Loaded) -> dict[str, list[tuple[Any
     out = {}
     for label, runs in (("curves", data.curve_runs), ("long", [data.long_run])):
         for max_results in (BULK_SAMPLES, 1, 7):
-            answer = await client.json("GET", "/metrics/get-history-bulk-interval", params=bulk_params(runs, max_results))
+            answer = await client.json(
+                "GET", "/metrics/get-history-bulk-interval", params=bulk_params(runs, max_results)
+            )
             out[f"{label}/{max_results}"] = [
                 (runs.index(m["run_id"]), int(m["step"]), int(m["timestamp"]), float(m["value"]))
                 for m in answer.get("metrics", [])
@@ -360,7 +435,11 @@ async def bench_contender(
         million = name in args.million_contenders.split(",")
         data = await load(client, scale, million, args.load_concurrency)
         say(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
-        await client.call("GET", "/metrics/get-history", params={"run_id": data.long_run, "metric_key": "loss", "max_results": "1"})
+        await client.call(
+            "GET",
+            "/metrics/get-history",
+            params={"run_id": data.long_run, "metric_key": "loss", "max_results": "1"},
+        )
         await vacuum_analyze(dsn)
         supported = await probe(client, data)
         timings = []
@@ -393,7 +472,9 @@ def table(timings: list[Timing], contenders: list[str]) -> str:
         row = [name]
         for c in contenders:
             t = by.get((name, c))
-            row.append("-" if t is None else ("n/a" if t.median_ms is None else f"{t.median_ms:.1f}"))
+            row.append(
+                "-" if t is None else ("n/a" if t.median_ms is None else f"{t.median_ms:.1f}")
+            )
         for c in others:
             t = by.get((name, c))
             if t is None or t.median_ms is None or mg is None or not mg.median_ms:
@@ -402,7 +483,12 @@ def table(timings: list[Timing], contenders: list[str]) -> str:
                 row.append(f"{t.median_ms / mg.median_ms:.1f}x")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [" | ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        " | ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))
+        )
+        for r in rows
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -414,22 +500,42 @@ def sampling_check(answers: dict[str, dict[str, list[tuple[Any, ...]]]]) -> dict
     out = {}
     for case, points in stock.items():
         got = mine.get(case, [])
-        out[case] = {"identical": got == points, "mlflow_points": len(points), "metricgate_points": len(got)}
+        out[case] = {
+            "identical": got == points,
+            "mlflow_points": len(points),
+            "metricgate_points": len(got),
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
-    parser.add_argument("--million-contenders", default="metricgate", help="who also gets the 1M-point series")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help="comma-separated, from: " + ", ".join(CONTENDERS),
+    )
+    parser.add_argument(
+        "--million-contenders", default="metricgate", help="who also gets the 1M-point series"
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the data: a smoke run")
-    parser.add_argument("--repeat", type=int, default=7, help="timed repetitions of each read (median)")
-    parser.add_argument("--load-concurrency", type=int, default=8, help="requests in flight while loading")
+    parser.add_argument(
+        "--repeat", type=int, default=7, help="timed repetitions of each read (median)"
+    )
+    parser.add_argument(
+        "--load-concurrency", type=int, default=8, help="requests in flight while loading"
+    )
     parser.add_argument("--cache-dir", type=Path, default=compare.DEFAULT_CACHE)
     parser.add_argument("--mlflow-version", default="3.17.2")
-    parser.add_argument("--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)")
+    parser.add_argument(
+        "--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)"
+    )
     parser.add_argument("--metricgate-args", default="", help="extra `metricgate serve` flags")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -444,7 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     info: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "metricgate": compare.git_describe(REPO / "src"),
         "scale": scale.describe,
         "repeat": args.repeat,
@@ -456,9 +566,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with compare.services(args.keep) as (tmp, pg, redis):
             ctx = Context(
-                tmp=tmp, pg=pg, redis=redis, cache=args.cache_dir.expanduser(), mlflow_version=args.mlflow_version,
-                metricgate_src=None, metricgate_args=shlex.split(args.metricgate_args),
-                mlflow_workers=args.mlflow_workers, info=info,
+                tmp=tmp,
+                pg=pg,
+                redis=redis,
+                cache=args.cache_dir.expanduser(),
+                mlflow_version=args.mlflow_version,
+                metricgate_src=None,
+                metricgate_args=shlex.split(args.metricgate_args),
+                mlflow_workers=args.mlflow_workers,
+                info=info,
             )
             info["postgres"] = asyncio.run(compare.pg_version(pg.url()))
             versions = {}
@@ -468,12 +584,21 @@ def main(argv: list[str] | None = None) -> int:
                     server = compare.STARTERS[name](ctx)
                     compare.wait_ready(server)
                     versions[name] = compare.version_of(name, ctx)
-                    say(f"{name} is up at {server.url} ({versions[name]}); loading {scale.describe}")
-                    found, extra = asyncio.run(bench_contender(server, scale, args, pg.url(f"bench_{name}")))
+                    say(
+                        f"{name} is up at {server.url} ({versions[name]}); loading {scale.describe}"
+                    )
+                    found, extra = asyncio.run(
+                        bench_contender(server, scale, args, pg.url(f"bench_{name}"))
+                    )
                     timings.extend(found)
                     answers[name] = extra.pop("bulk_answers", None)
                     info.setdefault("load_s", {})[name] = extra["load_s"]
-                except (BenchError, OSError, aiohttp.ClientError, compare.devservices.DevServiceError) as exc:
+                except (
+                    BenchError,
+                    OSError,
+                    aiohttp.ClientError,
+                    compare.devservices.DevServiceError,
+                ) as exc:
                     failures[name] = str(exc)
                     say(f"{name} FAILED: {exc}")
                 finally:
@@ -491,16 +616,22 @@ def main(argv: list[str] | None = None) -> int:
     info["elapsed_s"] = round(time.time() - started, 1)
     sampling = sampling_check({k: v for k, v in answers.items() if v})
     print()
-    print(f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs  |  {scale.describe}")
-    print(f"medians of {args.repeat}, ms from sending to the last byte of the answer; <c>/mg = <c>'s time / metricgate's")
+    print(
+        f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs  |  {scale.describe}"
+    )
+    print(
+        f"medians of {args.repeat}, ms from sending to the last byte of the answer; <c>/mg = <c>'s time / metricgate's"
+    )
     print()
     print(table(timings, contenders))
     if sampling:
         print()
         for case, result in sampling.items():
             verdict = "identical" if result["identical"] else "DIFFERENT"
-            print(f"bulk-interval sampling {case}: {verdict} (mlflow {result['mlflow_points']} points, "
-                  f"metricgate {result['metricgate_points']})")
+            print(
+                f"bulk-interval sampling {case}: {verdict} (mlflow {result['mlflow_points']} points, "
+                f"metricgate {result['metricgate_points']})"
+            )
     for name, error in failures.items():
         print(f"\n{name} FAILED: {error}")
     payload = {
@@ -509,7 +640,13 @@ def main(argv: list[str] | None = None) -> int:
         "contenders": contenders,
         "failures": failures,
         "reads": [
-            {"read": t.name, "contender": t.contender, "median_ms": t.median_ms, "samples_ms": [round(s, 2) for s in t.samples_ms], "note": t.note}
+            {
+                "read": t.name,
+                "contender": t.contender,
+                "median_ms": t.median_ms,
+                "samples_ms": [round(s, 2) for s in t.samples_ms],
+                "note": t.note,
+            }
             for t in timings
         ],
         "sampling": sampling,

@@ -29,7 +29,6 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "tests")
 
 import bench_artifacts  # noqa: E402  (the stack: PostgreSQL, Redis, SeaweedFS, metricgate on S3)
 import compare  # noqa: E402
-
 from metricgate.cli.artifacts import parse_size  # noqa: E402
 from metricgate.client.http import Api  # noqa: E402
 from metricgate.client.progress import ByteProgress  # noqa: E402
@@ -69,7 +68,9 @@ def make_part(block: bytes, offset: int, length: int) -> bytes:
     return bytes(out)
 
 
-async def generated_upload(url: str, run_id: str, size: int, part: int, parallel: int, progress: ByteProgress) -> str:
+async def generated_upload(
+    url: str, run_id: str, size: int, part: int, parallel: int, progress: ByteProgress
+) -> str:
     block = random.Random(1).randbytes(8 * MIB)
     async with Api(url, connections=parallel + 2) as api:
         session = await api.json("POST", UPLOADS, body={"run_id": run_id, "path": "stream.bin", "part_size": part,
@@ -100,8 +101,15 @@ async def generated_upload(url: str, run_id: str, size: int, part: int, parallel
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=parse_size, default=20 * 1024 * MIB, help="bytes to upload, e.g. 20G (default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=20 * 1024 * MIB,
+        help="bytes to upload, e.g. 20G (default)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 GiB")
     parser.add_argument("--part-size", type=parse_size, default=64 * MIB)
     parser.add_argument("--parallel", type=int, default=4)
@@ -121,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             progress = ByteProgress("upload (generated)", enabled=args.progress)
             started = time.perf_counter()
             try:
-                asyncio.run(generated_upload(s.metricgate.url, run_id, size, args.part_size, args.parallel, progress))
+                asyncio.run(
+                    generated_upload(
+                        s.metricgate.url, run_id, size, args.part_size, args.parallel, progress
+                    )
+                )
             finally:
                 sampler.stop.set()
                 sampler.join()

@@ -48,7 +48,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from metricgate import devservices
-from metricgate.bench.cli import run_event_loop
 from metricgate.bench.compare_report import summary_rows, summary_table
 from metricgate.bench.copy_baseline import copy_table, run_copy_baselines
 from metricgate.bench.loadgen import BenchError, Options, run_ingest
@@ -61,12 +60,15 @@ from metricgate.bench.workload import (
     Workload,
     parse_concurrency,
 )
+from metricgate.cli.bench import run_event_loop
 
 # metricgate: plain `metricgate serve` (one process, the flusher embedded in it).
 # metricgate-split: `serve --no-flusher` plus one `metricgate flush` process, the scale-out layout
 # (docs/design-ingest.md): HTTP and flushing no longer share one Python process and its GIL.
 CONTENDERS = ("metricgate", "metricgate-split", "mlflow", "fasttrackml")
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metricgate-bench"
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metricgate-bench"
+)
 START_TIMEOUT_S = 180.0
 
 
@@ -114,7 +116,12 @@ def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
     say(f"$ {shlex.join(cmd)}  (log {log})")
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     _STARTED.append(proc)
     return proc
@@ -136,7 +143,11 @@ def wait_ready(server: Server, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while http_status(probe) != 200:
         if server.proc.poll() is not None or time.monotonic() > deadline:
-            what = f"exited with {server.proc.returncode}" if server.proc.poll() is not None else "did not answer"
+            what = (
+                f"exited with {server.proc.returncode}"
+                if server.proc.poll() is not None
+                else "did not answer"
+            )
             tail = server.log.read_text(errors="replace")[-3000:]
             raise BenchError(f"{server.name} {what} on {probe}:\n{tail}")
         time.sleep(0.25)
@@ -145,7 +156,9 @@ def wait_ready(server: Server, timeout_s: float = START_TIMEOUT_S) -> None:
 def run_checked(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -> str:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise BenchError(f"{what or shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        raise BenchError(
+            f"{what or shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
     return done.stdout
 
 
@@ -153,24 +166,36 @@ def ensure_venv(path: Path, packages: list[str]) -> Path:
     """A venv at ``path`` with ``packages`` installed (reused when its marker matches)."""
     marker = path / ".metricgate-bench"
     wanted = " ".join(packages)
-    if marker.exists() and marker.read_text().strip() == wanted and (path / "bin" / "python").exists():
+    if (
+        marker.exists()
+        and marker.read_text().strip() == wanted
+        and (path / "bin" / "python").exists()
+    ):
         return path
     say(f"installing {wanted} into {path} (once; a few minutes)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not (path / "bin" / "python").exists():
         base = getattr(sys, "_base_executable", None) or sys.executable
         run_checked([base, "-m", "venv", str(path)], what=f"creating {path}")
-    run_checked([str(path / "bin" / "python"), "-m", "pip", "install", "-q", *packages], what=f"pip install {wanted}")
+    run_checked(
+        [str(path / "bin" / "python"), "-m", "pip", "install", "-q", *packages],
+        what=f"pip install {wanted}",
+    )
     marker.write_text(wanted + "\n")
     return path
 
 
 def git_describe(src: Path) -> dict[str, object]:
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(src), *args], capture_output=True, text=True, check=False
+        )
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 # ---------------------------------------------------------------- contenders
@@ -218,7 +243,9 @@ def start_metricgate(ctx: Context) -> Server:
     port = devservices.find_free_port()
     cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = ctx.tmp / "metricgate.log"
-    return Server("metricgate", spawn(cmd + ctx.metricgate_args, env, log), f"http://127.0.0.1:{port}", log)
+    return Server(
+        "metricgate", spawn(cmd + ctx.metricgate_args, env, log), f"http://127.0.0.1:{port}", log
+    )
 
 
 def start_metricgate_split(ctx: Context) -> Server:
@@ -230,14 +257,28 @@ def start_metricgate_split(ctx: Context) -> Server:
         client.flushall()
     port = devservices.find_free_port()
     log = ctx.tmp / "metricgate-split.log"
-    flusher = spawn([sys.executable, "-m", "metricgate", "flush"], env, ctx.tmp / "metricgate-split-flusher.log")
-    cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-flusher"]
+    flusher = spawn(
+        [sys.executable, "-m", "metricgate", "flush"], env, ctx.tmp / "metricgate-split-flusher.log"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "metricgate",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-flusher",
+    ]
     server = spawn(cmd + ctx.metricgate_args, env, log)
     return Server("metricgate-split", server, f"http://127.0.0.1:{port}", log, helpers=[flusher])
 
 
 def start_mlflow(ctx: Context) -> Server:
-    venv = ensure_venv(ctx.cache / "mlflow-venv", [f"mlflow=={ctx.mlflow_version}", "psycopg2-binary"])
+    venv = ensure_venv(
+        ctx.cache / "mlflow-venv", [f"mlflow=={ctx.mlflow_version}", "psycopg2-binary"]
+    )
     devservices.create_database(ctx.pg, "bench_mlflow")
     port = devservices.find_free_port()
     artifacts = ctx.tmp / "artifacts-mlflow"
@@ -267,7 +308,10 @@ def start_fasttrackml(ctx: Context) -> Server:
     port = devservices.find_free_port()
     artifacts = ctx.tmp / "artifacts-fasttrackml"
     artifacts.mkdir(exist_ok=True)
-    database = ctx.pg.url("bench_fasttrackml").replace("postgresql://", "postgres://", 1) + "?sslmode=disable"
+    database = (
+        ctx.pg.url("bench_fasttrackml").replace("postgresql://", "postgres://", 1)
+        + "?sslmode=disable"
+    )
     cmd = [
         str(venv / "bin" / "fml"),
         "server",
@@ -295,9 +339,13 @@ STARTERS = {
 def version_of(name: str, ctx: Context) -> str:
     with contextlib.suppress(Exception):
         if name == "mlflow":
-            return run_checked([str(ctx.cache / "mlflow-venv" / "bin" / "mlflow"), "--version"]).strip()
+            return run_checked(
+                [str(ctx.cache / "mlflow-venv" / "bin" / "mlflow"), "--version"]
+            ).strip()
         if name == "fasttrackml":
-            return run_checked([str(ctx.cache / "fasttrackml-venv" / "bin" / "fml"), "--version"]).strip()
+            return run_checked(
+                [str(ctx.cache / "fasttrackml-venv" / "bin" / "fml"), "--version"]
+            ).strip()
         if name.startswith("metricgate"):
             return json.dumps(ctx.info.get("metricgate"))
     return "?"
@@ -345,7 +393,9 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[int, ...]]]:
 
 
 @contextlib.contextmanager
-def services(keep: bool) -> Iterator[tuple[Path, devservices.PostgresInstance, devservices.RedisInstance]]:
+def services(
+    keep: bool,
+) -> Iterator[tuple[Path, devservices.PostgresInstance, devservices.RedisInstance]]:
     devservices.ensure_postgres(install=False)
     devservices.ensure_redis(install=False)
     tmp = Path(tempfile.mkdtemp(prefix="metricgate-compare-"))
@@ -369,26 +419,58 @@ def services(keep: bool) -> Iterator[tuple[Path, devservices.PostgresInstance, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help="comma-separated, from: " + ", ".join(CONTENDERS),
+    )
     parser.add_argument("--workloads", default="a,b", help="comma-separated: a, b")
     parser.add_argument("--concurrency-a", help="concurrencies for workload a (default 64,256)")
-    parser.add_argument("--quick", action="store_true", help="scaled-down workloads and COPY rows: a smoke run")
-    parser.add_argument("--cap-s", type=float, help="stop sending after this many seconds per workload (default 60, quick 20)")
-    parser.add_argument("--visible-timeout-s", type=float, default=300.0, help="give up the read-back after this long")
+    parser.add_argument(
+        "--quick", action="store_true", help="scaled-down workloads and COPY rows: a smoke run"
+    )
+    parser.add_argument(
+        "--cap-s",
+        type=float,
+        help="stop sending after this many seconds per workload (default 60, quick 20)",
+    )
+    parser.add_argument(
+        "--visible-timeout-s",
+        type=float,
+        default=300.0,
+        help="give up the read-back after this long",
+    )
     parser.add_argument("--no-copy", action="store_true", help="skip the raw COPY baselines")
-    parser.add_argument("--copy-connections", default="1,2", help="connections for the COPY baseline (1,2)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"venvs for the contenders ({DEFAULT_CACHE})")
+    parser.add_argument(
+        "--copy-connections", default="1,2", help="connections for the COPY baseline (1,2)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"venvs for the contenders ({DEFAULT_CACHE})",
+    )
     parser.add_argument("--mlflow-version", default="3.17.2")
-    parser.add_argument("--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)")
-    parser.add_argument("--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)")
+    parser.add_argument(
+        "--mlflow-workers", type=int, default=4, help="stock mlflow server --workers (4)"
+    )
+    parser.add_argument(
+        "--metricgate-src", type=Path, help="run metricgate from this src/ dir (PYTHONPATH)"
+    )
     parser.add_argument(
         "--metricgate-ref",
         help="run metricgate as committed at this git ref (e.g. HEAD): a clean copy of its src/, so "
         "uncommitted edits in the work tree are not measured",
     )
-    parser.add_argument("--metricgate-args", default="", help="extra `metricgate serve` flags, e.g. '--workers 2'")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, PostgreSQL data)")
+    parser.add_argument(
+        "--metricgate-args", default="", help="extra `metricgate serve` flags, e.g. '--workers 2'"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (server logs, PostgreSQL data)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json-out", type=Path, help="also write the final JSON to this file")
     args = parser.parse_args(argv)
@@ -403,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     described = git_describe(metricgate_src or REPO / "src")
     exported: Path | None = None
     if args.metricgate_ref:
-        commit = run_checked(["git", "-C", str(REPO), "rev-parse", "--verify", args.metricgate_ref + "^{commit}"]).strip()
+        commit = run_checked(
+            ["git", "-C", str(REPO), "rev-parse", "--verify", args.metricgate_ref + "^{commit}"]
+        ).strip()
         exported = Path(tempfile.mkdtemp(prefix="metricgate-src-"))
         archive = subprocess.run(
             ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
@@ -423,7 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     copies = []
     failures: dict[str, str] = {}
     info: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "metricgate": described,
         "cap_s": cap_s,
         "quick": args.quick,
@@ -460,11 +548,19 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for workload, concurrencies in pairs:
                         for concurrency in concurrencies:
-                            say(f"{name}: {workload.name} ({workload.describe()}), concurrency {concurrency}")
-                            results.append(run_event_loop(run_ingest(server.url, workload, concurrency, options)))
+                            say(
+                                f"{name}: {workload.name} ({workload.describe()}), concurrency {concurrency}"
+                            )
+                            results.append(
+                                run_event_loop(
+                                    run_ingest(server.url, workload, concurrency, options)
+                                )
+                            )
                             for proc in (server.proc, *server.helpers):
                                 if proc.poll() is not None:
-                                    raise BenchError(f"{name}: {proc.args} exited with {proc.returncode} during the run")
+                                    raise BenchError(
+                                        f"{name}: {proc.args} exited with {proc.returncode} during the run"
+                                    )
                 except (BenchError, OSError, devservices.DevServiceError) as exc:
                     failures[name] = str(exc)
                     say(f"{name} FAILED: {exc}")
@@ -479,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_copy and any(w.name.startswith("b") for w, _ in pairs):
                 workload = next(w for w, _ in pairs if w.name.startswith("b"))
                 devservices.create_database(pg, "bench_copy")
-                say(f"raw COPY baselines: {workload.total_points:,} rows shaped like {workload.name}")
+                say(
+                    f"raw COPY baselines: {workload.total_points:,} rows shaped like {workload.name}"
+                )
                 copies = asyncio.run(
                     run_copy_baselines(
                         pg.url("bench_copy"),
@@ -500,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
 
     info["elapsed_s"] = round(time.time() - started, 1)
     print()
-    print(f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs")
+    print(
+        f"metricgate {info['metricgate']}  |  {info.get('postgres', '')}  |  {os.cpu_count()} CPUs"
+    )
     if results:
         print()
         print(ingest_table(results))

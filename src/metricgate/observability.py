@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # prometheus-client reads it when it is first imported: it must be in the environment of a
 # worker before that worker starts.
@@ -50,8 +57,10 @@ class _Metrics:
     webhook_deliveries: Gauge
 
 
-def _state_gauge(name: str, doc: str, registry: CollectorRegistry, labels: tuple[str, ...] = ()) -> Gauge:
-    # Read from Redis/PostgreSQL by whichever worker refreshes (live_status.py): every worker
+def _state_gauge(
+    name: str, doc: str, registry: CollectorRegistry, labels: tuple[str, ...] = ()
+) -> Gauge:
+    # Read from Redis/PostgreSQL by whichever worker refreshes (ingest/live_status.py): every worker
     # sees the same state, so the freshest value of a live worker is the server's value.
     return Gauge(name, doc, list(labels), registry=registry, multiprocess_mode="livemostrecent")
 
@@ -64,7 +73,10 @@ def _create() -> _Metrics:
             "metricgate_points_accepted", "Metric points acknowledged to clients", registry=registry
         ),
         requests=Counter(
-            "metricgate_http_requests", "HTTP requests by route and status", ["route", "status"], registry=registry
+            "metricgate_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=registry,
         ),
         rejections=Counter(
             "metricgate_backpressure_rejections",
@@ -86,9 +98,14 @@ def _create() -> _Metrics:
             registry=registry,
         ),
         flush_seconds=Histogram(
-            "metricgate_flush_seconds", "Time to write and commit one batch", buckets=_LATENCY_BUCKETS_S, registry=registry
+            "metricgate_flush_seconds",
+            "Time to write and commit one batch",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
         ),
-        points_flushed=Counter("metricgate_points_flushed", "Points committed to PostgreSQL", registry=registry),
+        points_flushed=Counter(
+            "metricgate_points_flushed", "Points committed to PostgreSQL", registry=registry
+        ),
         ack_to_visible_seconds=Histogram(
             "metricgate_ack_to_visible_seconds",
             "From the acknowledgement of a request to the commit of its points",
@@ -96,34 +113,54 @@ def _create() -> _Metrics:
             registry=registry,
         ),
         dead_lettered=Counter(
-            "metricgate_dead_lettered_entries", "Stream entries no flush could apply", registry=registry
+            "metricgate_dead_lettered_entries",
+            "Stream entries no flush could apply",
+            registry=registry,
         ),
         stream_entries=_state_gauge(
-            "metricgate_ingest_stream_entries", "Entries in each shard's stream (un-flushed + not yet trimmed)",
-            registry, ("shard",),
+            "metricgate_ingest_stream_entries",
+            "Entries in each shard's stream (un-flushed + not yet trimmed)",
+            registry,
+            ("shard",),
         ),
         pending_entries=_state_gauge(
-            "metricgate_ingest_pending_entries", "Entries a flusher has read but not yet acknowledged", registry, ("shard",)
+            "metricgate_ingest_pending_entries",
+            "Entries a flusher has read but not yet acknowledged",
+            registry,
+            ("shard",),
         ),
         undelivered_entries=_state_gauge(
-            "metricgate_ingest_undelivered_entries", "Entries no flusher has read yet", registry, ("shard",)
+            "metricgate_ingest_undelivered_entries",
+            "Entries no flusher has read yet",
+            registry,
+            ("shard",),
         ),
         flush_lag_seconds=_state_gauge(
-            "metricgate_ingest_flush_lag_seconds", "Age of the oldest acknowledged entry not yet flushed (0: none)",
+            "metricgate_ingest_flush_lag_seconds",
+            "Age of the oldest acknowledged entry not yet flushed (0: none)",
             registry,
         ),
         dead_letter_entries=_state_gauge(
-            "metricgate_ingest_dead_letter_entries", "Entries parked in the dead-letter stream", registry
+            "metricgate_ingest_dead_letter_entries",
+            "Entries parked in the dead-letter stream",
+            registry,
         ),
         abandoned_runs=_state_gauge(
-            "metricgate_abandoned_runs", "Active runs the janitor tagged metricgate.abandoned", registry
+            "metricgate_abandoned_runs",
+            "Active runs the janitor tagged metricgate.abandoned",
+            registry,
         ),
         upload_sessions=_state_gauge(
-            "metricgate_upload_sessions", "Upload sessions in progress, by state (open, committing)", registry, ("state",)
+            "metricgate_upload_sessions",
+            "Upload sessions in progress, by state (open, committing)",
+            registry,
+            ("state",),
         ),
         webhook_deliveries=_state_gauge(
-            "metricgate_webhook_deliveries", "Webhook deliveries waiting or given up, by state (pending, failed)",
-            registry, ("state",),
+            "metricgate_webhook_deliveries",
+            "Webhook deliveries waiting or given up, by state (pending, failed)",
+            registry,
+            ("state",),
         ),
     )
 
@@ -165,7 +202,8 @@ class JsonLogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),

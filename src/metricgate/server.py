@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 
 import uvloop
-
 from aiohttp import web
 
 from metricgate.api.app import create_app
@@ -63,7 +62,9 @@ def flush_shutdown_bound_s(settings: Settings) -> float:
 def _start_watchdog(after_s: float) -> None:
     def expire() -> None:
         # No logging module here: its lock may be held by the thread that is stuck.
-        message = f"metricgate: shutdown still running {after_s:.0f} s after the signal; exiting now\n"
+        message = (
+            f"metricgate: shutdown still running {after_s:.0f} s after the signal; exiting now\n"
+        )
         with contextlib.suppress(OSError):
             os.write(sys.stderr.fileno(), message.encode())
         os._exit(WATCHDOG_EXIT_CODE)
@@ -121,10 +122,14 @@ async def serve(
     app = create_app(settings)
     access_log = logging.getLogger("aiohttp.access") if settings.http.access_log else None
     # After the drain below, anything still running gets a short grace period, then is cancelled.
-    runner = web.AppRunner(app, handle_signals=False, access_log=access_log, shutdown_timeout=HANDLER_GRACE_S)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=access_log, shutdown_timeout=HANDLER_GRACE_S
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner, settings.http.host, settings.http.port, reuse_port=reuse_port or None
+        )
         await site.start()
         log.info("listening on http://%s:%d", settings.http.host, settings.http.port)
         if handle_signals:
@@ -134,14 +139,19 @@ async def serve(
         await site.stop()
         tracker = app[IN_FLIGHT]
         if not await tracker.wait_idle(settings.http.shutdown_timeout_s):
-            log.warning("%d request(s) still running after %.0f s; cancelling", tracker.count,
-                        settings.http.shutdown_timeout_s)
+            log.warning(
+                "%d request(s) still running after %.0f s; cancelling",
+                tracker.count,
+                settings.http.shutdown_timeout_s,
+            )
     finally:
         await runner.cleanup()
         log.info("stopped")
 
 
-def serve_forever(settings: Settings, reuse_port: bool = False, repeat_window_s: float = 0.0) -> None:
+def serve_forever(
+    settings: Settings, reuse_port: bool = False, repeat_window_s: float = 0.0
+) -> None:
     tune_gc()
     quiet_library_logs()
     uvloop.run(serve(settings, reuse_port=reuse_port, repeat_window_s=repeat_window_s))

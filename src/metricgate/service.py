@@ -19,16 +19,17 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from metricgate.config import Settings
-from metricgate.entities import Metric, MetricColumns
-from metricgate.errors import StoreUnavailable
+from metricgate.domain.errors import StoreUnavailable
+from metricgate.domain.tracking.entities import Metric, MetricColumns
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
+from metricgate.ingest.live_status import LiveStatus
 from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
 from metricgate.lifecycle import BackgroundWorkers, close_bounded
-from metricgate.live_status import LiveStatus
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
+from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.dataset_summaries import PgDatasetSummaries
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.live_counts import PgLiveCounts
@@ -38,9 +39,8 @@ from metricgate.stores.postgres.migrate import apply_migrations, pending_migrati
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
-from metricgate.stores.postgres.webhooks import PgWebhookStore
-from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.stores.postgres.webhooks import PgWebhookStore
 from metricgate.uploads.references import ReferenceManager
 from metricgate.uploads.sessions import UploadManager
 from metricgate.uploads.sweeper import UploadSweeper
@@ -99,7 +99,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             )
         yield db
     finally:
-        await close_bounded("the PostgreSQL pools", db.aclose(DB_CLOSE_TIMEOUT_S), DB_CLOSE_TIMEOUT_S + 1.0)
+        await close_bounded(
+            "the PostgreSQL pools", db.aclose(DB_CLOSE_TIMEOUT_S), DB_CLOSE_TIMEOUT_S + 1.0
+        )
 
 
 @contextlib.asynccontextmanager
@@ -151,10 +153,14 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             raise StoreUnavailable(f"metric buffer (Redis) is unreachable: {exc}") from exc
         stack.push_async_callback(lambda: close_bounded("the metric sink", sink.aclose()))
         artifacts = await open_artifact_store(settings.artifacts)
-        stack.push_async_callback(lambda store=artifacts: close_bounded("the artifact store", store.aclose()))
+        stack.push_async_callback(
+            lambda store=artifacts: close_bounded("the artifact store", store.aclose())
+        )
         # One drain deadline for all of them (lifecycle.BackgroundWorkers): what the webhook
         # dispatcher has in flight is recorded if it ends in time, else its lease brings it back.
-        workers = await stack.enter_async_context(background_workers(settings.flush.drain_timeout_s))
+        workers = await stack.enter_async_context(
+            background_workers(settings.flush.drain_timeout_s)
+        )
         if streams is not None and settings.ingest.embedded_flusher:
             workers.start("flusher", Flusher(streams, writer, settings.flush))
         if settings.flush.abandoned_after_s > 0:
@@ -165,8 +171,13 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         # Readers see committed artifacts and references only (uploads/visible_store.py).
         upload_store, reference_store = PgUploadStore(db), PgReferenceStore(db)
         uploads = UploadManager(artifacts, upload_store, runs, settings.uploads)
-        workers.start("upload-sweeper", UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads))
-        references = ReferenceManager(artifacts, reference_store, runs, settings.uploads, settings.artifacts.uri)
+        workers.start(
+            "upload-sweeper",
+            UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads),
+        )
+        references = ReferenceManager(
+            artifacts, reference_store, runs, settings.uploads, settings.artifacts.uri
+        )
         artifacts = VisibleArtifactStore(artifacts, upload_store, reference_store)  # type: ignore[assignment]
         yield Service(
             settings=settings,
@@ -177,7 +188,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             history=PgMetricHistory(db),
             logged_models=PgLoggedModelStore(db),
             artifacts=artifacts,
-            registry=RegistryService(PgRegistryStore(db), frozenset(settings.artifacts.allowed_host_source_schemes)),
+            registry=RegistryService(
+                PgRegistryStore(db), frozenset(settings.artifacts.allowed_host_source_schemes)
+            ),
             datasets=PgDatasetSummaries(db),
             webhooks=webhooks,
             uploads=uploads,
@@ -192,7 +205,9 @@ async def run_flushers(settings: Settings, stop: asyncio.Event, count: int = 1) 
         db = await stack.enter_async_context(open_database(settings))
         streams = await stack.enter_async_context(open_streams(settings))
         writer = PgMetricWriter(db)
-        workers = await stack.enter_async_context(background_workers(settings.flush.drain_timeout_s))
+        workers = await stack.enter_async_context(
+            background_workers(settings.flush.drain_timeout_s)
+        )
         for index in range(count):
             workers.start(f"flusher-{index}", Flusher(streams, writer, settings.flush))
         if settings.flush.abandoned_after_s > 0:

@@ -56,7 +56,12 @@ class Reply:
         assert isinstance(body, dict), self
         return body
 
-    def error(self, status: int | tuple[int, ...], code: str | tuple[str, ...] | None = None, message: str | None = None) -> str:
+    def error(
+        self,
+        status: int | tuple[int, ...],
+        code: str | tuple[str, ...] | None = None,
+        message: str | None = None,
+    ) -> str:
         """Assert MLflow's error shape and return the message.
 
         ``message`` must be contained in the reply's message (exact match: compare the return value).
@@ -108,7 +113,9 @@ class Api:
             return Reply(method, url, resp.status, resp.headers, raw)
 
     async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
-        return await self.request("POST", path, body={} if body is None and "data" not in kw else body, **kw)
+        return await self.request(
+            "POST", path, body={} if body is None and "data" not in kw else body, **kw
+        )
 
     async def get(self, path: str, params: Any = None, **kw: Any) -> Reply:
         return await self.request("GET", path, params=params, **kw)
@@ -141,15 +148,30 @@ class Api:
     async def get_run(self, run_id: str) -> dict[str, Any]:
         return (await self.get("/runs/get", {"run_id": run_id})).ok()["run"]
 
-    async def log_metric(self, run_id: str, key: str, value: Any, timestamp: Any = None, step: Any = 0) -> Reply:
-        body = {"run_id": run_id, "key": key, "value": value, "timestamp": now_ms() if timestamp is None else timestamp}
+    async def log_metric(
+        self, run_id: str, key: str, value: Any, timestamp: Any = None, step: Any = 0
+    ) -> Reply:
+        body = {
+            "run_id": run_id,
+            "key": key,
+            "value": value,
+            "timestamp": now_ms() if timestamp is None else timestamp,
+        }
         if step is not None:
             body["step"] = step
         return await self.post("/runs/log-metric", body)
 
-    async def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> Reply:
+    async def log_batch(
+        self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()
+    ) -> Reply:
         return await self.post(
-            "/runs/log-batch", {"run_id": run_id, "metrics": list(metrics), "params": list(params), "tags": list(tags)}
+            "/runs/log-batch",
+            {
+                "run_id": run_id,
+                "metrics": list(metrics),
+                "params": list(params),
+                "tags": list(tags),
+            },
         )
 
     async def history(self, run_id: str, key: str, **params: Any) -> list[dict[str, Any]]:

@@ -7,10 +7,9 @@ utils/validation.py and store/tracking/sqlalchemy_store.py.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
-
-import time
 
 import orjson
 import pytest
@@ -58,29 +57,48 @@ POST_ENDPOINTS = [
 ]
 
 
-@pytest.mark.parametrize("data", [b"{", b"{'name': 'x'}", b'{"name": }', b"not json", b"\xff\xfe\x00", b'{"a": tru}', b'{"a": 1,}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{",
+        b"{'name': 'x'}",
+        b'{"name": }',
+        b"not json",
+        b"\xff\xfe\x00",
+        b'{"a": tru}',
+        b'{"a": 1,}',
+    ],
+)
 async def test_malformed_json(api: Api, data: bytes) -> None:
     for path in POST_ENDPOINTS:
-        reply = await api.request("POST", path, data=data, headers={"Content-Type": "application/json"})
+        reply = await api.request(
+            "POST", path, data=data, headers={"Content-Type": "application/json"}
+        )
         reply.error(400, ("BAD_REQUEST", INVALID))
 
 
 @pytest.mark.parametrize("data", [b"[]", b"[1, 2]", b"1", b'"text"', b"null", b"true"])
 async def test_non_object_json(api: Api, data: bytes) -> None:
     for path in POST_ENDPOINTS:
-        reply = await api.request("POST", path, data=data, headers={"Content-Type": "application/json"})
+        reply = await api.request(
+            "POST", path, data=data, headers={"Content-Type": "application/json"}
+        )
         reply.error(400, ("BAD_REQUEST", INVALID))
 
 
 async def test_malformed_json_on_patch_and_path_routes(api: Api) -> None:
     exp = await api.create_experiment()
-    model = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"]["model_id"]
+    model = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"][
+        "model_id"
+    ]
     for method, path in [
         ("PATCH", f"/logged-models/{model}"),
         ("PATCH", f"/logged-models/{model}/tags"),
         ("POST", f"/logged-models/{model}/params"),
     ]:
-        reply = await api.request(method, path, data=b"{oops", headers={"Content-Type": "application/json"})
+        reply = await api.request(
+            method, path, data=b"{oops", headers={"Content-Type": "application/json"}
+        )
         reply.error(400, ("BAD_REQUEST", INVALID))
 
 
@@ -90,10 +108,14 @@ async def test_malformed_json_on_patch_and_path_routes(api: Api) -> None:
 async def test_experiment_id_number_instead_of_string(api: Api) -> None:
     # protocol §0: string fields must be JSON strings.
     (await api.post("/runs/create", {"experiment_id": 0})).error(BAD, INVALID, "experiment_id")
-    (await api.post("/experiments/delete", {"experiment_id": 1})).error(BAD, INVALID, "experiment_id")
+    (await api.post("/experiments/delete", {"experiment_id": 1})).error(
+        BAD, INVALID, "experiment_id"
+    )
     (await api.post("/logged-models", {"experiment_id": 0})).error(BAD, INVALID, "experiment_id")
     (await api.post("/runs/search", {"experiment_ids": [0]})).error(BAD, INVALID, "experiment_ids")
-    (await api.post("/logged-models/search", {"experiment_ids": [0]})).error(BAD, INVALID, "experiment_ids")
+    (await api.post("/logged-models/search", {"experiment_ids": [0]})).error(
+        BAD, INVALID, "experiment_ids"
+    )
 
 
 async def test_experiment_id_not_an_integer(api: Api) -> None:
@@ -198,9 +220,11 @@ async def test_other_wrong_types(api: Api) -> None:
 
 async def test_query_string_wrong_types(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "x"})).error(
-        BAD, INVALID
-    )
+    (
+        await api.get(
+            "/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "x"}
+        )
+    ).error(BAD, INVALID)
     (await api.get("/experiments/search", {"max_results": "x"})).error(BAD, INVALID)
     (await api.get("/runs/search", {"max_results": "1.5"})).error(BAD, INVALID)
     params = {"run_ids": run_id, "metric_key": "m", "start_step": "a", "end_step": "b"}
@@ -233,17 +257,33 @@ async def test_missing_required_fields(api: Api) -> None:
         ("/runs/log-metric", {"run_id": run_id, "value": 1.0, "timestamp": ts}, "key"),
         ("/runs/log-metric", {"run_id": run_id, "key": "m", "timestamp": ts}, "value"),
         ("/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1.0}, "timestamp"),
-        ("/runs/log-metric", {"run_id": run_id, "key": "m", "value": None, "timestamp": ts}, "value"),
+        (
+            "/runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": None, "timestamp": ts},
+            "value",
+        ),
         ("/runs/log-metric", {"key": "m", "value": 1.0, "timestamp": ts}, "run_id"),
         ("/runs/log-batch", {"metrics": []}, "run_id"),
-        ("/runs/log-batch", {"run_id": run_id, "metrics": [{"key": "m", "value": 1.0}]}, "timestamp"),
-        ("/runs/log-batch", {"run_id": run_id, "metrics": [{"key": "m", "timestamp": ts}]}, "value"),
+        (
+            "/runs/log-batch",
+            {"run_id": run_id, "metrics": [{"key": "m", "value": 1.0}]},
+            "timestamp",
+        ),
+        (
+            "/runs/log-batch",
+            {"run_id": run_id, "metrics": [{"key": "m", "timestamp": ts}]},
+            "value",
+        ),
         ("/runs/log-batch", {"run_id": run_id, "metrics": [{"value": 1, "timestamp": ts}]}, "key"),
         ("/runs/log-batch", {"run_id": run_id, "params": [{"value": "v"}]}, "key"),
         ("/runs/log-batch", {"run_id": run_id, "tags": [{"value": "v"}]}, "key"),
         ("/runs/log-inputs", {"datasets": []}, "run_id"),
         ("/runs/log-inputs", {"run_id": run_id, "datasets": [{"tags": []}]}, "dataset"),
-        ("/runs/log-inputs", {"run_id": run_id, "datasets": [{"dataset": {"digest": "d"}}]}, "name"),
+        (
+            "/runs/log-inputs",
+            {"run_id": run_id, "datasets": [{"dataset": {"digest": "d"}}]},
+            "name",
+        ),
         ("/runs/log-inputs", {"run_id": run_id, "models": [{}]}, "model_id"),
         ("/runs/outputs", {"models": []}, "run_id"),
         ("/runs/outputs", {"run_id": run_id, "models": [{"step": 0}]}, "model_id"),
@@ -262,15 +302,25 @@ async def test_missing_required_query_fields(api: Api) -> None:
     (await api.get("/experiments/get-by-name")).error(BAD, INVALID, "experiment_name")
     (await api.get("/metrics/get-history", {"run_id": run_id})).error(BAD, INVALID, "metric_key")
     (await api.get("/metrics/get-history", {"metric_key": "m"})).error(BAD, INVALID, "run_id")
-    (await api.get("/metrics/get-history-bulk-interval", {"metric_key": "m"})).error(BAD, INVALID, "run_ids")
-    (await api.get("/metrics/get-history-bulk-interval", {"run_ids": run_id})).error(BAD, INVALID, "metric_key")
+    (await api.get("/metrics/get-history-bulk-interval", {"metric_key": "m"})).error(
+        BAD, INVALID, "run_ids"
+    )
+    (await api.get("/metrics/get-history-bulk-interval", {"run_ids": run_id})).error(
+        BAD, INVALID, "metric_key"
+    )
 
 
 async def test_finalize_logged_model_requires_status(api: Api) -> None:
     exp = await api.create_experiment()
-    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"]["model_id"]
-    (await api.patch(f"/logged-models/{model_id}", {"model_id": model_id})).error(BAD, INVALID, "status")
-    (await api.patch(f"/logged-models/{model_id}", {"status": "LOGGED_MODEL_GONE"})).error(BAD, INVALID)
+    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"][
+        "model_id"
+    ]
+    (await api.patch(f"/logged-models/{model_id}", {"model_id": model_id})).error(
+        BAD, INVALID, "status"
+    )
+    (await api.patch(f"/logged-models/{model_id}", {"status": "LOGGED_MODEL_GONE"})).error(
+        BAD, INVALID
+    )
     (await api.patch(f"/logged-models/{model_id}", {"status": 17})).error(BAD, INVALID)
 
 
@@ -282,7 +332,9 @@ async def test_unknown_run(api: Api) -> None:
     message = (await api.get("/runs/get", {"run_id": run_id})).error(404, MISSING)
     assert message == f"Run with id={run_id} not found"  # observed MLflow reply (protocol §3)
     (await api.get("/runs/get", {"run_uuid": run_id})).error(404, MISSING)
-    (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m"})).error(404, MISSING)
+    (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m"})).error(
+        404, MISSING
+    )
     ts = now_ms()
     for path, body in [
         ("/runs/update", {"run_id": run_id, "status": "FINISHED"}),
@@ -305,56 +357,76 @@ async def test_unknown_run_does_not_store_metrics(api: Api) -> None:
     run_id = unknown_run_id()
     (await api.post("/runs/log-metric", {"run_id": run_id, **metric("orphan")})).error(404, MISSING)
     (await api.log_batch(run_id, metrics=[metric("orphan")])).error(404, MISSING)
-    (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "orphan"})).error(404, MISSING)
+    (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "orphan"})).error(
+        404, MISSING
+    )
 
 
 @pytest.mark.parametrize("run_id", ["../../etc/passwd", "-abc", "a b", "x" * 300, "run/1"])
 async def test_malformed_run_id(api: Api, run_id: str) -> None:
     (await api.get("/runs/get", {"run_id": run_id})).error((400, 404), (INVALID, MISSING))
-    (await api.post("/runs/log-metric", {"run_id": run_id, **metric()})).error((400, 404), (INVALID, MISSING))
+    (await api.post("/runs/log-metric", {"run_id": run_id, **metric()})).error(
+        (400, 404), (INVALID, MISSING)
+    )
 
 
 async def test_unknown_experiment(api: Api) -> None:
     (await api.get("/experiments/get", {"experiment_id": "987654"})).error(404, MISSING)
     (await api.get("/experiments/get", {"experiment_id": str(2**63 - 1)})).error(404, MISSING)
-    (await api.get("/experiments/get-by-name", {"experiment_name": "no such experiment"})).error(404, MISSING)
+    (await api.get("/experiments/get-by-name", {"experiment_name": "no such experiment"})).error(
+        404, MISSING
+    )
     (await api.post("/runs/create", {"experiment_id": "987654"})).error(404, MISSING)
     (await api.post("/experiments/delete", {"experiment_id": "987654"})).error(404, MISSING)
     (await api.post("/experiments/restore", {"experiment_id": "987654"})).error(404, MISSING)
-    (await api.post("/experiments/update", {"experiment_id": "987654", "new_name": "n"})).error(404, MISSING)
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": "987654", "key": "k", "value": "v"})).error(
+    (await api.post("/experiments/update", {"experiment_id": "987654", "new_name": "n"})).error(
         404, MISSING
     )
+    (
+        await api.post(
+            "/experiments/set-experiment-tag", {"experiment_id": "987654", "key": "k", "value": "v"}
+        )
+    ).error(404, MISSING)
     (await api.post("/logged-models", {"experiment_id": "987654"})).error(404, MISSING)
 
 
 async def test_experiment_id_out_of_range(api: Api) -> None:
-    (await api.get("/experiments/get", {"experiment_id": str(2**64)})).error((400, 404), (INVALID, MISSING))
-    (await api.post("/runs/create", {"experiment_id": "99999999999999999999999"})).error((400, 404), (INVALID, MISSING))
+    (await api.get("/experiments/get", {"experiment_id": str(2**64)})).error(
+        (400, 404), (INVALID, MISSING)
+    )
+    (await api.post("/runs/create", {"experiment_id": "99999999999999999999999"})).error(
+        (400, 404), (INVALID, MISSING)
+    )
 
 
 async def test_unknown_logged_model(api: Api) -> None:
     missing = "m-" + uuid.uuid4().hex
     (await api.get(f"/logged-models/{missing}")).error(404, MISSING)
-    (await api.patch(f"/logged-models/{missing}", {"model_id": missing, "status": "LOGGED_MODEL_READY"})).error(
-        404, MISSING
-    )
+    (
+        await api.patch(
+            f"/logged-models/{missing}", {"model_id": missing, "status": "LOGGED_MODEL_READY"}
+        )
+    ).error(404, MISSING)
     (await api.delete(f"/logged-models/{missing}")).error(404, MISSING)
-    (await api.patch(f"/logged-models/{missing}/tags", {"tags": [{"key": "k", "value": "v"}]})).error(404, MISSING)
+    (
+        await api.patch(f"/logged-models/{missing}/tags", {"tags": [{"key": "k", "value": "v"}]})
+    ).error(404, MISSING)
     (await api.delete(f"/logged-models/{missing}/tags/k")).error(404, MISSING)
-    (await api.post(f"/logged-models/{missing}/params", {"params": [{"key": "p", "value": "v"}]})).error(
-        404, MISSING
-    )
+    (
+        await api.post(f"/logged-models/{missing}/params", {"params": [{"key": "p", "value": "v"}]})
+    ).error(404, MISSING)
 
 
 async def test_logged_model_bad_references(api: Api) -> None:
     exp = await api.create_experiment()
-    (await api.post("/logged-models", {"experiment_id": exp, "source_run_id": unknown_run_id()})).error(
-        404, MISSING
-    )
+    (
+        await api.post("/logged-models", {"experiment_id": exp, "source_run_id": unknown_run_id()})
+    ).error(404, MISSING)
     params = [{"key": f"p{i}", "value": "v"} for i in range(101)]
     (await api.post("/logged-models", {"experiment_id": exp, "params": params})).error(BAD, INVALID)
-    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"]["model_id"]
+    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"][
+        "model_id"
+    ]
     (await api.delete(f"/logged-models/{model_id}/tags/nope")).error(404, MISSING)
 
 
@@ -362,9 +434,11 @@ async def test_unknown_tags(api: Api) -> None:
     exp = await api.create_experiment()
     run_id = await api.new_run_id(exp)
     (await api.post("/runs/delete-tag", {"run_id": run_id, "key": "never-set"})).error(404, MISSING)
-    (await api.post("/experiments/delete-experiment-tag", {"experiment_id": exp, "key": "never-set"})).error(
-        404, MISSING
-    )
+    (
+        await api.post(
+            "/experiments/delete-experiment-tag", {"experiment_id": exp, "key": "never-set"}
+        )
+    ).error(404, MISSING)
 
 
 # ---------------------------------------------------------------- routing
@@ -385,7 +459,9 @@ UNKNOWN_PATHS = [
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_unknown_endpoint(api: Api, method: str) -> None:
     for path in UNKNOWN_PATHS:
-        reply = await api.request(method, path, absolute=True, body={} if method == "POST" else None)
+        reply = await api.request(
+            method, path, absolute=True, body={} if method == "POST" else None
+        )
         reply.error(404, "ENDPOINT_NOT_FOUND")
 
 
@@ -475,7 +551,9 @@ async def test_batch_at_limits_is_accepted(api: Api) -> None:
 
 async def test_batch_duplicate_param_keys(api: Api) -> None:
     run_id = await api.new_run_id()
-    reply = await api.log_batch(run_id, params=[{"key": "a", "value": "1"}, {"key": "a", "value": "2"}])
+    reply = await api.log_batch(
+        run_id, params=[{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]
+    )
     message = reply.error(BAD, INVALID)
     assert message == (
         "Duplicate parameter keys have been submitted: ['a']. Please ensure the request "
@@ -496,7 +574,9 @@ def _big_batch(run_id: str, size: int) -> bytes:
 async def test_batch_body_over_1mb(api: Api) -> None:
     run_id = await api.new_run_id()
     body = _big_batch(run_id, 1_050_000)
-    reply = await api.request("POST", "/runs/log-batch", data=body, headers={"Content-Type": "application/json"})
+    reply = await api.request(
+        "POST", "/runs/log-batch", data=body, headers={"Content-Type": "application/json"}
+    )
     message = reply.error(BAD, INVALID)
     assert "at most 1000000 bytes" in message
     run = await api.get_run(run_id)
@@ -512,7 +592,9 @@ async def test_batch_body_over_1mb_chunked(api: Api) -> None:
         for i in range(0, len(body), 65536):
             yield body[i : i + 65536]
 
-    reply = await api.request("POST", "/runs/log-batch", data=chunks(), headers={"Content-Type": "application/json"})
+    reply = await api.request(
+        "POST", "/runs/log-batch", data=chunks(), headers={"Content-Type": "application/json"}
+    )
     message = reply.error((BAD, 413), INVALID)
     assert "1000000" in message or "too large" in message.lower()
     run = await api.get_run(run_id)
@@ -523,7 +605,9 @@ async def test_body_over_server_limit(api: Api, settings: Any) -> None:
     limit = settings.http.max_body_bytes
     body = orjson.dumps({"run_id": "x", "key": "k", "value": "v" * (limit + 1000)})
     for path in ["/runs/set-tag", "/experiments/create", "/runs/log-batch"]:
-        reply = await api.request("POST", path, data=body, headers={"Content-Type": "application/json"})
+        reply = await api.request(
+            "POST", path, data=body, headers={"Content-Type": "application/json"}
+        )
         if path == "/runs/log-batch":
             reply.error((BAD, 413), INVALID)  # log-batch's own 1 MB rule may answer first
         else:
@@ -533,7 +617,10 @@ async def test_body_over_server_limit(api: Api, settings: Any) -> None:
 async def test_body_over_server_limit_on_ajax_prefix(api: Api, settings: Any) -> None:
     body = b'{"name": "' + b"n" * (settings.http.max_body_bytes + 10) + b'"}'
     reply = await api.request(
-        "POST", "/ajax-api/2.0/mlflow/experiments/create", data=body, absolute=True,
+        "POST",
+        "/ajax-api/2.0/mlflow/experiments/create",
+        data=body,
+        absolute=True,
         headers={"Content-Type": "application/json"},
     )
     reply.error(413)
@@ -542,7 +629,20 @@ async def test_body_over_server_limit_on_ajax_prefix(api: Api, settings: Any) ->
 # ---------------------------------------------------------------- invalid keys
 
 
-INVALID_KEYS = ["..", "../x", "a/../b", "/lead", "a//b", ".", "./x", "x/", "bad!char", "tab\there", "semi;colon", "k" * 251]
+INVALID_KEYS = [
+    "..",
+    "../x",
+    "a/../b",
+    "/lead",
+    "a//b",
+    ".",
+    "./x",
+    "x/",
+    "bad!char",
+    "tab\there",
+    "semi;colon",
+    "k" * 251,
+]
 
 
 async def test_invalid_keys(api: Api) -> None:
@@ -553,11 +653,17 @@ async def test_invalid_keys(api: Api) -> None:
 
 async def _check_invalid_key(api: Api, run_id: str, key: str) -> None:
     ts = now_ms()
-    (await api.post("/runs/log-metric", {"run_id": run_id, "key": key, "value": 1.0, "timestamp": ts})).error(
+    (
+        await api.post(
+            "/runs/log-metric", {"run_id": run_id, "key": key, "value": 1.0, "timestamp": ts}
+        )
+    ).error(BAD, INVALID)
+    (await api.post("/runs/log-parameter", {"run_id": run_id, "key": key, "value": "v"})).error(
         BAD, INVALID
     )
-    (await api.post("/runs/log-parameter", {"run_id": run_id, "key": key, "value": "v"})).error(BAD, INVALID)
-    (await api.post("/runs/set-tag", {"run_id": run_id, "key": key, "value": "v"})).error(BAD, INVALID)
+    (await api.post("/runs/set-tag", {"run_id": run_id, "key": key, "value": "v"})).error(
+        BAD, INVALID
+    )
     (await api.log_batch(run_id, metrics=[metric(key)])).error(BAD, INVALID)
     (await api.log_batch(run_id, params=[{"key": key, "value": "v"}])).error(BAD, INVALID)
     (await api.log_batch(run_id, tags=[{"key": key, "value": "v"}])).error(BAD, INVALID)
@@ -568,14 +674,18 @@ async def _check_invalid_key(api: Api, run_id: str, key: str) -> None:
 
 async def test_invalid_key_messages(api: Api) -> None:
     run_id = await api.new_run_id()
-    message = (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "../x", "value": "v"})).error(
+    message = (
+        await api.post("/runs/log-parameter", {"run_id": run_id, "key": "../x", "value": "v"})
+    ).error(BAD, INVALID)
+    assert "must not resolve to other names" in message
+    message = (await api.log_batch(run_id, params=[{"key": "a!b", "value": "v"}])).error(
         BAD, INVALID
     )
-    assert "must not resolve to other names" in message
-    message = (await api.log_batch(run_id, params=[{"key": "a!b", "value": "v"}])).error(BAD, INVALID)
     assert "Names may only contain alphanumerics" in message
     assert "params[0]" in message
-    message = (await api.log_batch(run_id, tags=[{"key": "x" * 251, "value": "v"}])).error(BAD, INVALID)
+    message = (await api.log_batch(run_id, tags=[{"key": "x" * 251, "value": "v"}])).error(
+        BAD, INVALID
+    )
     assert "exceeds the maximum length of 250" in message
 
 
@@ -599,10 +709,12 @@ async def test_invalid_key_in_batch_rejects_whole_batch(api: Api) -> None:
 async def test_changing_a_param(api: Api) -> None:
     run_id = await api.new_run_id()
     (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "p1", "value": "x"})).ok()
-    (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "p1", "value": "x"})).ok()  # idempotent
-    message = (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "p1", "value": "y"})).error(
-        BAD, INVALID
-    )
+    (
+        await api.post("/runs/log-parameter", {"run_id": run_id, "key": "p1", "value": "x"})
+    ).ok()  # idempotent
+    message = (
+        await api.post("/runs/log-parameter", {"run_id": run_id, "key": "p1", "value": "y"})
+    ).error(BAD, INVALID)
     assert message.startswith(
         f"Changing param values is not allowed. Param with key='p1' was already logged with value='x' "
         f"for run ID='{run_id}'. Attempted logging new value 'y'."
@@ -633,7 +745,11 @@ async def test_changing_a_param_rolls_back_the_whole_batch(api: Api) -> None:
 async def test_batch_relogging_same_param_value_is_fine(api: Api) -> None:
     run_id = await api.new_run_id()
     (await api.log_batch(run_id, params=[{"key": "p1", "value": "x"}])).ok()
-    (await api.log_batch(run_id, params=[{"key": "p1", "value": "x"}, {"key": "p2", "value": "y"}])).ok()
+    (
+        await api.log_batch(
+            run_id, params=[{"key": "p1", "value": "x"}, {"key": "p2", "value": "y"}]
+        )
+    ).ok()
     params = (await api.get_run(run_id))["data"]["params"]
     assert sorted((p["key"], p["value"]) for p in params) == [("p1", "x"), ("p2", "y")]
 
@@ -669,21 +785,27 @@ async def test_logging_to_run_of_deleted_experiment(api: Api) -> None:
     exp = await api.create_experiment()
     run_id = await api.new_run_id(exp)
     (await api.post("/experiments/delete", {"experiment_id": exp})).ok()
-    (await api.post("/runs/log-metric", {"run_id": run_id, **metric()})).error(BAD, INVALID, "deleted")
+    (await api.post("/runs/log-metric", {"run_id": run_id, **metric()})).error(
+        BAD, INVALID, "deleted"
+    )
     (await api.post("/runs/create", {"experiment_id": exp})).error(BAD, INVALID)
     (await api.post("/logged-models", {"experiment_id": exp})).error(BAD, INVALID)
 
 
 async def test_duplicate_experiment_name(api: Api) -> None:
     await api.create_experiment("dup")
-    message = (await api.post("/experiments/create", {"name": "dup"})).error(BAD, "RESOURCE_ALREADY_EXISTS")
+    message = (await api.post("/experiments/create", {"name": "dup"})).error(
+        BAD, "RESOURCE_ALREADY_EXISTS"
+    )
     assert "dup" in message
     other = await api.create_experiment("other")
     (await api.post("/experiments/update", {"experiment_id": other, "new_name": "dup"})).error(
         BAD, "RESOURCE_ALREADY_EXISTS"
     )
     # "Default" (experiment 0) exists from the start.
-    (await api.post("/experiments/create", {"name": "Default"})).error(BAD, "RESOURCE_ALREADY_EXISTS")
+    (await api.post("/experiments/create", {"name": "Default"})).error(
+        BAD, "RESOURCE_ALREADY_EXISTS"
+    )
 
 
 async def test_duplicate_name_of_deleted_experiment(api: Api) -> None:
@@ -701,24 +823,40 @@ async def test_delete_default_experiment(api: Api) -> None:
 
 async def test_experiment_lifecycle_errors(api: Api) -> None:
     exp = await api.create_experiment()
-    (await api.post("/experiments/restore", {"experiment_id": exp})).error(BAD, INVALID)  # not deleted
+    (await api.post("/experiments/restore", {"experiment_id": exp})).error(
+        BAD, INVALID
+    )  # not deleted
     (await api.post("/experiments/delete", {"experiment_id": exp})).ok()
-    (await api.post("/experiments/delete", {"experiment_id": exp})).error(BAD, INVALID)  # already deleted
-    (await api.post("/experiments/update", {"experiment_id": exp, "new_name": "x"})).error(BAD, INVALID)
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "v"})).error(
+    (await api.post("/experiments/delete", {"experiment_id": exp})).error(
+        BAD, INVALID
+    )  # already deleted
+    (await api.post("/experiments/update", {"experiment_id": exp, "new_name": "x"})).error(
         BAD, INVALID
     )
+    (
+        await api.post(
+            "/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "v"}
+        )
+    ).error(BAD, INVALID)
 
 
 async def test_invalid_experiment_names_and_tags(api: Api) -> None:
     (await api.post("/experiments/create", {"name": "n" * 501})).error(BAD, INVALID, "500")
     exp = await api.create_experiment()
-    (await api.post("/experiments/update", {"experiment_id": exp, "new_name": ""})).error(BAD, INVALID)
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k" * 251, "value": "v"})).error(
+    (await api.post("/experiments/update", {"experiment_id": exp, "new_name": ""})).error(
         BAD, INVALID
     )
     (
-        await api.post("/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "v" * 20001})
+        await api.post(
+            "/experiments/set-experiment-tag",
+            {"experiment_id": exp, "key": "k" * 251, "value": "v"},
+        )
+    ).error(BAD, INVALID)
+    (
+        await api.post(
+            "/experiments/set-experiment-tag",
+            {"experiment_id": exp, "key": "k", "value": "v" * 20001},
+        )
     ).error(BAD, INVALID)
 
 
@@ -731,7 +869,9 @@ async def test_invalid_view_type(api: Api, value: Any) -> None:
         (await api.post("/experiments/search", {"view_type": value})).ok()  # empty = default
         return
     (await api.post("/experiments/search", {"view_type": value})).error(BAD, INVALID)
-    (await api.post("/runs/search", {"experiment_ids": ["0"], "run_view_type": value})).error(BAD, INVALID)
+    (await api.post("/runs/search", {"experiment_ids": ["0"], "run_view_type": value})).error(
+        BAD, INVALID
+    )
 
 
 async def test_invalid_view_type_in_query_string(api: Api) -> None:
@@ -748,14 +888,21 @@ async def test_invalid_run_status(api: Api, status: Any) -> None:
 # ---------------------------------------------------------------- search inputs
 
 
-@pytest.mark.parametrize("token", ["garbage", "!!!", "eyJvZmZzZXQiOiAtNX0=", "eyJub3QiOiAib2Zmc2V0In0=", "bnVsbA==", "a" * 5000])
+@pytest.mark.parametrize(
+    "token",
+    ["garbage", "!!!", "eyJvZmZzZXQiOiAtNX0=", "eyJub3QiOiAib2Zmc2V0In0=", "bnVsbA==", "a" * 5000],
+)
 async def test_bad_page_tokens(api: Api, token: str) -> None:
     # eyJvZmZzZXQiOiAtNX0= is {"offset": -5}; eyJub3QiOiAib2Zmc2V0In0= is {"not": "offset"}; bnVsbA== is null.
     exp = await api.create_experiment()
     run_id = await api.new_run_id(exp)
-    (await api.post("/runs/search", {"experiment_ids": [exp], "page_token": token})).error(BAD, INVALID)
+    (await api.post("/runs/search", {"experiment_ids": [exp], "page_token": token})).error(
+        BAD, INVALID
+    )
     (await api.post("/experiments/search", {"page_token": token})).error(BAD, INVALID)
-    (await api.post("/logged-models/search", {"experiment_ids": [exp], "page_token": token})).error(BAD, INVALID)
+    (await api.post("/logged-models/search", {"experiment_ids": [exp], "page_token": token})).error(
+        BAD, INVALID
+    )
     params = {"run_id": run_id, "metric_key": "m", "page_token": token}
     (await api.get("/metrics/get-history", params)).error(BAD, INVALID)
 
@@ -787,7 +934,15 @@ async def test_invalid_run_filters(api: Api, flt: str) -> None:
 
 @pytest.mark.parametrize(
     "flt",
-    ["name =", "name = ", "nosuch = 'x'", "name = 'a' OR name = 'b'", "creation_time > 'x'", "tags. = 'a'", "name LIKE"],
+    [
+        "name =",
+        "name = ",
+        "nosuch = 'x'",
+        "name = 'a' OR name = 'b'",
+        "creation_time > 'x'",
+        "tags. = 'a'",
+        "name LIKE",
+    ],
 )
 async def test_invalid_experiment_filters(api: Api, flt: str) -> None:
     (await api.post("/experiments/search", {"filter": flt})).error(BAD, INVALID)
@@ -796,24 +951,34 @@ async def test_invalid_experiment_filters(api: Api, flt: str) -> None:
 @pytest.mark.parametrize("order_by", ["metrics.loss SIDEWAYS", "nosuch.attr", "metrics.", "a b c"])
 async def test_invalid_run_order_by(api: Api, order_by: str) -> None:
     exp = await api.create_experiment()
-    (await api.post("/runs/search", {"experiment_ids": [exp], "order_by": [order_by]})).error(BAD, INVALID)
+    (await api.post("/runs/search", {"experiment_ids": [exp], "order_by": [order_by]})).error(
+        BAD, INVALID
+    )
 
 
 async def test_invalid_logged_model_filter(api: Api) -> None:
     exp = await api.create_experiment()
-    (await api.post("/logged-models/search", {"experiment_ids": [exp], "filter": "name = "})).error(BAD, INVALID)
+    (await api.post("/logged-models/search", {"experiment_ids": [exp], "filter": "name = "})).error(
+        BAD, INVALID
+    )
 
 
 @pytest.mark.parametrize("value", [0, -1, 50001, "0", "50001"])
 async def test_search_max_results_out_of_range(api: Api, value: Any) -> None:
     exp = await api.create_experiment()
-    (await api.post("/runs/search", {"experiment_ids": [exp], "max_results": value})).error(BAD, INVALID, "max_results")
-    (await api.post("/experiments/search", {"max_results": value})).error(BAD, INVALID, "max_results")
+    (await api.post("/runs/search", {"experiment_ids": [exp], "max_results": value})).error(
+        BAD, INVALID, "max_results"
+    )
+    (await api.post("/experiments/search", {"max_results": value})).error(
+        BAD, INVALID, "max_results"
+    )
 
 
 async def test_search_max_results_in_query_string(api: Api) -> None:
     (await api.get("/experiments/search", {"max_results": "0"})).error(BAD, INVALID, "max_results")
-    (await api.get("/experiments/search", {"max_results": "50001"})).error(BAD, INVALID, "max_results")
+    (await api.get("/experiments/search", {"max_results": "50001"})).error(
+        BAD, INVALID, "max_results"
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
@@ -836,8 +1001,12 @@ async def test_bulk_interval_validation(api: Api) -> None:
     message = (await api.get(path, base + [("start_step", "5")])).error(BAD, INVALID)
     assert "both must be specified" in message
     (await api.get(path, base + [("end_step", "5")])).error(BAD, INVALID)
-    message = (await api.get(path, base + [("start_step", "10"), ("end_step", "5")])).error(BAD, INVALID)
-    assert message == "end_step must be greater than start_step. Found start_step=10 and end_step=5."
+    message = (await api.get(path, base + [("start_step", "10"), ("end_step", "5")])).error(
+        BAD, INVALID
+    )
+    assert (
+        message == "end_step must be greater than start_step. Found start_step=10 and end_step=5."
+    )
     too_many = [("run_ids", uuid.uuid4().hex) for _ in range(101)] + [("metric_key", "m")]
     message = (await api.get(path, too_many)).error(BAD, INVALID)
     assert "at most 100 run_ids" in message
@@ -860,27 +1029,39 @@ async def test_bulk_interval_unknown_run(api: Api) -> None:
 async def test_errors_on_ajax_prefix(ajax: Api) -> None:
     (await ajax.get("/runs/get", {"run_id": unknown_run_id()})).error(404, MISSING)
     (await ajax.post("/experiments/create", {})).error(BAD, INVALID)
-    (await ajax.request("POST", "/runs/log-batch", data=b"{", headers={"Content-Type": "application/json"})).error(
-        400, ("BAD_REQUEST", INVALID)
-    )
+    (
+        await ajax.request(
+            "POST", "/runs/log-batch", data=b"{", headers={"Content-Type": "application/json"}
+        )
+    ).error(400, ("BAD_REQUEST", INVALID))
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
 async def test_post_requires_json_content_type(api: Api, content_type: str) -> None:
     # mlflow/server/validation.py _validate_content_type (called by _get_request_json for POST and
     # PUT): "Bad Request. Content-Type must be one of ['application/json']." (400
     # INVALID_PARAMETER_VALUE). It is also what keeps a web page from posting "simple" cross-site
     # requests (text/plain, form encodings skip the CORS preflight) to a local tracking server.
     data = b'{"name": "csrf-made-me"}'
-    reply = await api.request("POST", "/experiments/create", data=data, headers={"Content-Type": content_type})
+    reply = await api.request(
+        "POST", "/experiments/create", data=data, headers={"Content-Type": content_type}
+    )
     reply.error(BAD, INVALID, "Content-Type")
-    (await api.get("/experiments/get-by-name", {"experiment_name": "csrf-made-me"})).error(404, MISSING)
+    (await api.get("/experiments/get-by-name", {"experiment_name": "csrf-made-me"})).error(
+        404, MISSING
+    )
 
 
 async def test_json_content_type_with_parameters_accepted(api: Api) -> None:
     data = b'{"name": "charset-ok"}'
     reply = await api.request(
-        "POST", "/experiments/create", data=data, headers={"Content-Type": "application/json; charset=utf-8"}
+        "POST",
+        "/experiments/create",
+        data=data,
+        headers={"Content-Type": "application/json; charset=utf-8"},
     )
     reply.ok()
 
@@ -888,19 +1069,29 @@ async def test_json_content_type_with_parameters_accepted(api: Api) -> None:
 async def test_nul_characters_do_not_500(api: Api) -> None:
     exp = await api.create_experiment()
     run_id = await api.new_run_id(exp)
-    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"]["model_id"]
+    model_id = (await api.post("/logged-models", {"experiment_id": exp})).ok()["model"]["info"][
+        "model_id"
+    ]
     # JSON "\u0000" is a legal string, but PostgreSQL text cannot hold NUL: refuse it (400), never 500
     # (the client retries 500s, 7 times by default).
     failures = []
     for method, path, body in [
         ("POST", "/experiments/create", {"name": "bad\x00name"}),
-        ("POST", "/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "v\x00"}),
+        (
+            "POST",
+            "/experiments/set-experiment-tag",
+            {"experiment_id": exp, "key": "k", "value": "v\x00"},
+        ),
         ("POST", "/runs/create", {"experiment_id": exp, "run_name": "r\x00"}),
         ("POST", "/runs/create", {"experiment_id": exp, "user_id": "u\x00"}),
         ("POST", "/runs/set-tag", {"run_id": run_id, "key": "t", "value": "v\x00v"}),
         ("POST", "/runs/log-parameter", {"run_id": run_id, "key": "p", "value": "v\x00"}),
         ("POST", "/runs/log-batch", {"run_id": run_id, "tags": [{"key": "t2", "value": "\x00"}]}),
-        ("POST", "/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1, "model_id": "m\x00"}),
+        (
+            "POST",
+            "/runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1, "model_id": "m\x00"},
+        ),
         ("POST", "/logged-models", {"experiment_id": exp, "name": "n\x00"}),
         ("PATCH", f"/logged-models/{model_id}/tags", {"tags": [{"key": "k", "value": "\x00"}]}),
         ("GET", "/experiments/get-by-name", None),
@@ -909,7 +1100,9 @@ async def test_nul_characters_do_not_500(api: Api) -> None:
             reply = await api.get(path, {"experiment_name": "x\x00y"})
         else:
             reply = await api.request(method, path, body=body)
-        if reply.status == 500 or (reply.status != 200 and reply.status != 400 and reply.status != 404):
+        if reply.status == 500 or (
+            reply.status != 200 and reply.status != 400 and reply.status != 404
+        ):
             failures.append(f"{method} {path} -> {reply.status} {reply.text[:120]}")
         elif reply.status != 200:
             reply.error((BAD, 404))
@@ -919,7 +1112,10 @@ async def test_nul_characters_do_not_500(api: Api) -> None:
 async def test_lone_surrogates_do_not_500(api: Api) -> None:
     # Lone surrogates escaped in JSON are not valid UTF-8 text.
     reply = await api.request(
-        "POST", "/experiments/create", data=b'{"name": "\\ud800"}', headers={"Content-Type": "application/json"}
+        "POST",
+        "/experiments/create",
+        data=b'{"name": "\\ud800"}',
+        headers={"Content-Type": "application/json"},
     )
     assert reply.status != 500, reply
     if reply.status != 200:
@@ -934,12 +1130,17 @@ async def test_experiment_tag_key_rules(api: Api, key: str) -> None:
     # mlflow/utils/validation.py _validate_experiment_tag -> _validate_tag_name (same character
     # and path rules as run tags), called by SqlAlchemyStore.set_experiment_tag and create_experiment.
     exp = await api.create_experiment()
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp, "key": key, "value": "v"})).error(
-        BAD, INVALID
-    )
-    (await api.post("/experiments/create", {"name": f"with-tag-{uuid.uuid4().hex}", "tags": [{"key": key, "value": "v"}]})).error(
-        BAD, INVALID
-    )
+    (
+        await api.post(
+            "/experiments/set-experiment-tag", {"experiment_id": exp, "key": key, "value": "v"}
+        )
+    ).error(BAD, INVALID)
+    (
+        await api.post(
+            "/experiments/create",
+            {"name": f"with-tag-{uuid.uuid4().hex}", "tags": [{"key": key, "value": "v"}]},
+        )
+    ).error(BAD, INVALID)
 
 
 @pytest.mark.parametrize("name", ["a/b", "a:b", "a.b", "50%", "it's", 'say "hi"', ""])
@@ -951,13 +1152,17 @@ async def test_logged_model_name_rules(api: Api, name: str) -> None:
         # An empty name from JSON reads as "unset" (proto2 default); a name is generated.
         (await api.post("/logged-models", {"experiment_id": exp, "name": name})).ok()
         return
-    (await api.post("/logged-models", {"experiment_id": exp, "name": name})).error(BAD, INVALID, "name")
+    (await api.post("/logged-models", {"experiment_id": exp, "name": name})).error(
+        BAD, INVALID, "name"
+    )
 
 
 async def test_deeply_nested_json(api: Api) -> None:
     for depth in (100, 2000, 100_000):
         data = b'{"name": ' + b"[" * depth + b"]" * depth + b"}"
-        reply = await api.request("POST", "/experiments/create", data=data, headers={"Content-Type": "application/json"})
+        reply = await api.request(
+            "POST", "/experiments/create", data=data, headers={"Content-Type": "application/json"}
+        )
         reply.error(400, ("BAD_REQUEST", INVALID))
 
 
@@ -974,7 +1179,10 @@ async def test_injection_like_filters(api: Api, flt: str) -> None:
     exp = await api.create_experiment("victim")
     for path, body in [
         ("/experiments/search", {"filter": flt}),
-        ("/runs/search", {"experiment_ids": [exp], "filter": flt.replace("name", "attributes.run_name")}),
+        (
+            "/runs/search",
+            {"experiment_ids": [exp], "filter": flt.replace("name", "attributes.run_name")},
+        ),
         ("/logged-models/search", {"experiment_ids": [exp], "filter": flt}),
     ]:
         reply = await api.post(path, body)
@@ -999,7 +1207,10 @@ async def test_concurrent_param_writes(api: Api) -> None:
 
     run_id = await api.new_run_id()
     replies = await asyncio.gather(
-        *[api.post("/runs/log-parameter", {"run_id": run_id, "key": "p", "value": str(i)}) for i in range(12)]
+        *[
+            api.post("/runs/log-parameter", {"run_id": run_id, "key": "p", "value": str(i)})
+            for i in range(12)
+        ]
     )
     ok = [r for r in replies if r.status == 200]
     assert len(ok) == 1, replies
@@ -1013,7 +1224,9 @@ async def test_concurrent_param_writes(api: Api) -> None:
 async def test_concurrent_experiment_creates(api: Api) -> None:
     import asyncio
 
-    replies = await asyncio.gather(*[api.post("/experiments/create", {"name": "race"}) for _ in range(12)])
+    replies = await asyncio.gather(
+        *[api.post("/experiments/create", {"name": "race"}) for _ in range(12)]
+    )
     assert sum(r.status == 200 for r in replies) == 1, replies
     for reply in replies:
         if reply.status != 200:
@@ -1029,7 +1242,10 @@ async def test_concurrent_overlapping_batches(api: Api) -> None:
     run_id = await api.new_run_id()
     rounds = 5
     for rnd in range(rounds):
-        points = [{"key": f"k{i % 7}", "value": float(i), "timestamp": 10 + rnd, "step": i} for i in range(400)]
+        points = [
+            {"key": f"k{i % 7}", "value": float(i), "timestamp": 10 + rnd, "step": i}
+            for i in range(400)
+        ]
         pending = []
         for j in range(8):
             chunk = points[:200] if j < 4 else points

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from metricgate import devservices
 from metricgate.api.app import create_app
 from metricgate.config import FlushSettings, Settings
-from metricgate.errors import StoreUnavailable
+from metricgate.domain.errors import StoreUnavailable
 from metricgate.ingest.flusher import Flusher
 from metricgate.service import open_database, open_service, open_streams
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -75,7 +75,9 @@ class Mlflow:
     async def new_run(self, experiment_id: str | None = None) -> str:
         if experiment_id is None:
             experiment_id = (
-                await self.call("POST", "/experiments/create", {"name": f"exp-{time.monotonic_ns()}"})
+                await self.call(
+                    "POST", "/experiments/create", {"name": f"exp-{time.monotonic_ns()}"}
+                )
             ).ok()["experiment_id"]
         body = {"experiment_id": experiment_id, "start_time": now_ms(), "user_id": "tester"}
         return (await self.call("POST", "/runs/create", body)).ok()["run"]["info"]["run_id"]
@@ -91,7 +93,9 @@ class Mlflow:
         return {m["key"]: m for m in run["data"].get("metrics", [])}
 
     async def history_reply(self, run_id: str, key: str) -> Reply:
-        return await self.call("GET", "/metrics/get-history", params={"run_id": run_id, "metric_key": key})
+        return await self.call(
+            "GET", "/metrics/get-history", params={"run_id": run_id, "metric_key": key}
+        )
 
     async def history(self, run_id: str, key: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -106,13 +110,24 @@ class Mlflow:
             if not token:
                 return out
 
-    async def search(self, experiment_id: str, filter_string: str = "", order_by: list[str] | None = None) -> Reply:
-        body = {"experiment_ids": [experiment_id], "filter": filter_string, "order_by": order_by or []}
+    async def search(
+        self, experiment_id: str, filter_string: str = "", order_by: list[str] | None = None
+    ) -> Reply:
+        body = {
+            "experiment_ids": [experiment_id],
+            "filter": filter_string,
+            "order_by": order_by or [],
+        }
         return await self.call("POST", "/runs/search", body)
 
 
-def tuned(settings: Settings, *, ingest: dict[str, Any] | None = None, flush: dict[str, Any] | None = None,
-          **overrides: Any) -> Settings:
+def tuned(
+    settings: Settings,
+    *,
+    ingest: dict[str, Any] | None = None,
+    flush: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Settings:
     result = settings.with_overrides(**overrides) if overrides else settings
     if ingest:
         result = dataclasses.replace(result, ingest=dataclasses.replace(result.ingest, **ingest))
@@ -132,7 +147,9 @@ async def serve(settings: Settings) -> AsyncIterator[Mlflow]:
 async def external_flusher(settings: Settings) -> AsyncIterator[Flusher]:
     """A `metricgate flush` worker in this process, over the same Redis and PostgreSQL."""
     async with open_database(settings) as db, open_streams(settings) as streams:
-        flusher = Flusher(streams, PgMetricWriter(db), FlushSettings(max_delay_ms=20, trim_interval_s=0.05))
+        flusher = Flusher(
+            streams, PgMetricWriter(db), FlushSettings(max_delay_ms=20, trim_interval_s=0.05)
+        )
         task = asyncio.create_task(flusher.run())
         try:
             yield flusher
@@ -143,13 +160,20 @@ async def external_flusher(settings: Settings) -> AsyncIterator[Flusher]:
 
 def points(keys: int, steps: range, base: float = 0.0) -> list[dict[str, Any]]:
     return [
-        {"key": f"k{k}", "value": base + k + s / 1000, "timestamp": 1_700_000_000_000 + s, "step": s}
+        {
+            "key": f"k{k}",
+            "value": base + k + s / 1000,
+            "timestamp": 1_700_000_000_000 + s,
+            "step": s,
+        }
         for s in steps
         for k in range(keys)
     ]
 
 
-async def scrape(client: TestClient[Any, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(
+    client: TestClient[Any, Any],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     async with client.get("/metrics") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
@@ -161,7 +185,9 @@ async def scrape(client: TestClient[Any, Any]) -> dict[tuple[str, tuple[tuple[st
     return samples
 
 
-def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def sample(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -205,13 +231,17 @@ async def test_read_your_writes_single_log_metric_and_special_values(mlflow: Mlf
 
 
 async def test_search_sees_just_logged_metrics_in_filter_and_order(mlflow: Mlflow) -> None:
-    experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "search-ryw"})).ok()["experiment_id"]
+    experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "search-ryw"})).ok()[
+        "experiment_id"
+    ]
     runs = [await mlflow.new_run(experiment_id) for _ in range(5)]
     for round_ in range(4):
         values = {run: ((i + round_) % 5) / 4 for i, run in enumerate(runs)}  # 0, .25, .5, .75, 1
         await asyncio.gather(
             *(
-                mlflow.log_batch(run, [{"key": "acc", "value": v, "timestamp": now_ms(), "step": round_}])
+                mlflow.log_batch(
+                    run, [{"key": "acc", "value": v, "timestamp": now_ms(), "step": round_}]
+                )
                 for run, v in values.items()
             )
         )
@@ -268,7 +298,9 @@ async def test_acknowledged_points_with_an_oversized_model_id_are_not_lost(mlflo
 
 
 async def test_backlog_limit_answers_503_and_loses_nothing_acknowledged(settings: Settings) -> None:
-    limited = tuned(settings, ingest={"max_backlog_entries": 5, "embedded_flusher": False, "read_wait_s": 0.3})
+    limited = tuned(
+        settings, ingest={"max_backlog_entries": 5, "embedded_flusher": False, "read_wait_s": 0.3}
+    )
     async with serve(limited) as mlflow:
         run_id = await mlflow.new_run()
         acked: list[dict[str, Any]] = []
@@ -309,7 +341,9 @@ async def test_backlog_limit_answers_503_and_loses_nothing_acknowledged(settings
                 assert [m["step"] for m in history] == expected
             # Once the backlog is flushed and trimmed, writes are accepted again.
             deadline = time.monotonic() + 5
-            while (reply := await mlflow.log_batch(run_id, points(2, range(10_000, 10_001)))).status != 200:
+            while (
+                reply := await mlflow.log_batch(run_id, points(2, range(10_000, 10_001)))
+            ).status != 200:
                 reply.unavailable()
                 assert time.monotonic() < deadline, "writes still refused after the backlog drained"
                 await asyncio.sleep(0.05)
@@ -319,7 +353,9 @@ async def test_backlog_limit_answers_503_and_loses_nothing_acknowledged(settings
 async def test_reads_without_a_flusher_answer_503_after_read_wait(settings: Settings) -> None:
     no_flusher = tuned(settings, ingest={"embedded_flusher": False, "read_wait_s": 0.4})
     async with serve(no_flusher) as mlflow:
-        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "nf"})).ok()["experiment_id"]
+        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "nf"})).ok()[
+            "experiment_id"
+        ]
         run_id = await mlflow.new_run(experiment_id)
         (await mlflow.log_batch(run_id, points(1, range(3)))).ok()
         for call in (
@@ -334,11 +370,15 @@ async def test_reads_without_a_flusher_answer_503_after_read_wait(settings: Sett
             assert "flusher" in message or "not yet" in message
 
 
-async def test_inflight_limit_answers_503_and_acknowledged_points_are_stored(settings: Settings) -> None:
+async def test_inflight_limit_answers_503_and_acknowledged_points_are_stored(
+    settings: Settings,
+) -> None:
     limited = tuned(settings, ingest={"max_inflight_requests": 1})
     async with serve(limited) as mlflow:
         run_id = await mlflow.new_run()
-        replies = await asyncio.gather(*(mlflow.log_batch(run_id, points(1, range(i, i + 1))) for i in range(100)))
+        replies = await asyncio.gather(
+            *(mlflow.log_batch(run_id, points(1, range(i, i + 1))) for i in range(100))
+        )
         acked = [i for i, reply in enumerate(replies) if reply.status == 200]
         refused = [reply for reply in replies if reply.status != 200]
         assert refused, "100 simultaneous writes never exceeded an in-flight limit of 1"
@@ -352,13 +392,17 @@ async def test_bulk_interval_history_sees_just_logged_points(mlflow: Mlflow) -> 
     runs = [await mlflow.new_run() for _ in range(3)]
     for round_ in range(3):
         await asyncio.gather(
-            *(mlflow.log_batch(run, points(1, range(round_ * 10, round_ * 10 + 10))) for run in runs)
+            *(
+                mlflow.log_batch(run, points(1, range(round_ * 10, round_ * 10 + 10)))
+                for run in runs
+            )
         )
         body = (
             await mlflow.call(
                 "GET",
                 "/metrics/get-history-bulk-interval",
-                params=[("run_ids", r) for r in runs] + [("metric_key", "k0"), ("max_results", "100")],
+                params=[("run_ids", r) for r in runs]
+                + [("metric_key", "k0"), ("max_results", "100")],
             )
         ).ok()
         for run in runs:
@@ -369,10 +413,14 @@ async def test_bulk_interval_history_sees_just_logged_points(mlflow: Mlflow) -> 
 async def test_abandoned_run_janitor_in_the_app(settings: Settings) -> None:
     janitor_on = tuned(settings, flush={"abandoned_after_s": 1.0, "abandoned_fail": True})
     async with serve(janitor_on) as mlflow:
-        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "jan"})).ok()["experiment_id"]
+        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "jan"})).ok()[
+            "experiment_id"
+        ]
         old_start = now_ms() - 60_000
         create = {"experiment_id": experiment_id, "start_time": old_start, "user_id": "tester"}
-        abandoned = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
+        abandoned = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"][
+            "run_id"
+        ]
         busy = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
         finished = (await mlflow.call("POST", "/runs/create", create)).ok()["run"]["info"]["run_id"]
         end = {"run_id": finished, "status": "FINISHED", "end_time": old_start + 5}
@@ -382,7 +430,11 @@ async def test_abandoned_run_janitor_in_the_app(settings: Settings) -> None:
         while True:
             # The busy run logs every 0.2 s (timestamps from its own, old, clock: only the
             # server-side write time counts as activity).
-            (await mlflow.log_batch(busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}])).ok()
+            (
+                await mlflow.log_batch(
+                    busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}]
+                )
+            ).ok()
             step += 1
             info = (await mlflow.get_run(abandoned)).ok()["run"]
             if info["info"]["status"] == "FAILED":
@@ -393,14 +445,21 @@ async def test_abandoned_run_janitor_in_the_app(settings: Settings) -> None:
         assert tags.get("metricgate.abandoned") == "true"
         assert int(info["info"]["end_time"]) == old_start
         for _ in range(8):  # keep the busy run busy over more than one janitor interval
-            (await mlflow.log_batch(busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}])).ok()
+            (
+                await mlflow.log_batch(
+                    busy, [{"key": "loss", "value": 1.0, "timestamp": old_start, "step": step}]
+                )
+            ).ok()
             step += 1
             await asyncio.sleep(0.2)
         busy_run = (await mlflow.get_run(busy)).ok()["run"]
         assert busy_run["info"]["status"] == "RUNNING"
         assert "metricgate.abandoned" not in {t["key"] for t in busy_run["data"]["tags"]}
         finished_run = (await mlflow.get_run(finished)).ok()["run"]
-        assert (finished_run["info"]["status"], int(finished_run["info"]["end_time"])) == ("FINISHED", old_start + 5)
+        assert (finished_run["info"]["status"], int(finished_run["info"]["end_time"])) == (
+            "FINISHED",
+            old_start + 5,
+        )
         assert "metricgate.abandoned" not in {t["key"] for t in finished_run["data"]["tags"]}
 
 
@@ -454,7 +513,9 @@ async def test_redis_dying_after_startup_gives_503_never_500_then_recovers(
         (await mlflow.get_run(run_id)).unavailable()
         (await mlflow.history_reply(run_id, "k0")).unavailable()
         # Metadata that does not touch the metric buffer keeps working.
-        (await mlflow.call("POST", "/runs/set-tag", {"run_id": run_id, "key": "t", "value": "v"})).ok()
+        (
+            await mlflow.call("POST", "/runs/set-tag", {"run_id": run_id, "key": "t", "value": "v"})
+        ).ok()
         async with mlflow.client.get("/health") as resp:
             assert resp.status == 200
         # Redis comes back empty (no persistence): the pipeline recovers by itself.
@@ -475,7 +536,9 @@ async def test_direct_mode_works_end_to_end_without_redis(settings: Settings) ->
     port = devservices.find_free_port()  # nothing listens there
     direct = tuned(settings, ingest_mode="direct", redis_url=f"redis://127.0.0.1:{port}/0")
     async with serve(direct) as mlflow:
-        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "direct"})).ok()["experiment_id"]
+        experiment_id = (await mlflow.call("POST", "/experiments/create", {"name": "direct"})).ok()[
+            "experiment_id"
+        ]
         run_id = await mlflow.new_run(experiment_id)
         batch = points(2, range(5)) + [
             {"key": "special", "value": "NaN", "timestamp": 5, "step": 0},
@@ -495,11 +558,21 @@ async def test_direct_mode_works_end_to_end_without_redis(settings: Settings) ->
         assert [r["info"]["run_id"] for r in found["runs"]] == [run_id]
 
 
-async def test_direct_mode_refuses_an_oversized_model_id_with_4xx_not_500(settings: Settings) -> None:
+async def test_direct_mode_refuses_an_oversized_model_id_with_4xx_not_500(
+    settings: Settings,
+) -> None:
     direct = tuned(settings, ingest_mode="direct")
     async with serve(direct) as mlflow:
         run_id = await mlflow.new_run()
-        batch = [{"key": "acc", "value": 0.5, "timestamp": 1000, "step": 0, "model_id": "m-" + os.urandom(4000).hex()}]
+        batch = [
+            {
+                "key": "acc",
+                "value": 0.5,
+                "timestamp": 1000,
+                "step": 0,
+                "model_id": "m-" + os.urandom(4000).hex(),
+            }
+        ]
         reply = await mlflow.log_batch(run_id, batch)
         assert 400 <= reply.status < 500, (reply.status, reply.raw[:300])
         assert reply.json["error_code"] == "INVALID_PARAMETER_VALUE"
@@ -515,8 +588,12 @@ async def test_direct_mode_counts_committed_points_as_flushed(settings: Settings
         before = await scrape(mlflow.client)
         (await mlflow.log_batch(run_id, points(3, range(10)))).ok()
         after = await scrape(mlflow.client)
-    accepted = sample(after, "metricgate_points_accepted_total") - sample(before, "metricgate_points_accepted_total")
-    flushed = sample(after, "metricgate_points_flushed_total") - sample(before, "metricgate_points_flushed_total")
+    accepted = sample(after, "metricgate_points_accepted_total") - sample(
+        before, "metricgate_points_accepted_total"
+    )
+    flushed = sample(after, "metricgate_points_flushed_total") - sample(
+        before, "metricgate_points_flushed_total"
+    )
     assert (accepted, flushed) == (30, 30)
 
 
@@ -529,8 +606,11 @@ async def test_many_concurrent_writes_are_all_accepted(client: TestClient[Any, A
 
         async def one(i: int) -> int:
             body = {"run_id": runs[i % 10], "metrics": points(2, range(i, i + 1))}
-            async with session.post(client.make_url(API + "/runs/log-batch"), data=orjson.dumps(body),
-                                    headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(
+                client.make_url(API + "/runs/log-batch"),
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 await resp.read()
                 return resp.status
 
@@ -558,7 +638,9 @@ async def test_prometheus_metrics_count_ingest_and_requests(client: TestClient[A
     ):
         assert any(key[0] == name for key in before), name
     for i in range(4):
-        (await mlflow.log_batch(run_id, points(5, range(i * 10, i * 10 + 10)))).ok()  # 50 points each
+        (
+            await mlflow.log_batch(run_id, points(5, range(i * 10, i * 10 + 10)))
+        ).ok()  # 50 points each
     (await mlflow.get_run(run_id)).ok()  # waits until flushed
     assert (await mlflow.get_run("f" * 32)).status == 404
     after = await scrape(client)
@@ -572,16 +654,27 @@ async def test_prometheus_metrics_count_ingest_and_requests(client: TestClient[A
     assert delta("metricgate_flush_seconds_count") >= 1
     assert delta("metricgate_flush_seconds_count") == delta("metricgate_flush_batch_points_count")
     assert delta("metricgate_ack_to_visible_seconds_count") == 4  # one per request
-    assert delta("metricgate_http_requests_total", route="/api/2.0/mlflow/runs/log-batch", status="200") == 4
-    assert delta("metricgate_http_requests_total", route="/api/2.0/mlflow/runs/get", status="200") == 1
-    assert delta("metricgate_http_requests_total", route="/api/2.0/mlflow/runs/get", status="404") == 1
+    assert (
+        delta(
+            "metricgate_http_requests_total", route="/api/2.0/mlflow/runs/log-batch", status="200"
+        )
+        == 4
+    )
+    assert (
+        delta("metricgate_http_requests_total", route="/api/2.0/mlflow/runs/get", status="200") == 1
+    )
+    assert (
+        delta("metricgate_http_requests_total", route="/api/2.0/mlflow/runs/get", status="404") == 1
+    )
     # Buckets are cumulative and end with +Inf = count.
     count = sample(after, "metricgate_flush_seconds_count")
     assert sample(after, "metricgate_flush_seconds_bucket", le="+Inf") == count
     assert 0 <= sample(after, "metricgate_ingest_backlog_entries") < 1000
 
 
-async def test_prometheus_backlog_gauge_and_rejections_follow_the_stream(settings: Settings) -> None:
+async def test_prometheus_backlog_gauge_and_rejections_follow_the_stream(
+    settings: Settings,
+) -> None:
     limited = tuned(settings, ingest={"max_backlog_entries": 3, "embedded_flusher": False})
     async with serve(limited) as mlflow:
         run_id = await mlflow.new_run()
@@ -598,8 +691,18 @@ async def test_prometheus_backlog_gauge_and_rejections_follow_the_stream(setting
             - sample(before, "metricgate_backpressure_rejections_total", reason="backlog")
         ) == 1
         assert (
-            sample(after, "metricgate_http_requests_total", route="/api/2.0/mlflow/runs/log-batch", status="503")
-            - sample(before, "metricgate_http_requests_total", route="/api/2.0/mlflow/runs/log-batch", status="503")
+            sample(
+                after,
+                "metricgate_http_requests_total",
+                route="/api/2.0/mlflow/runs/log-batch",
+                status="503",
+            )
+            - sample(
+                before,
+                "metricgate_http_requests_total",
+                route="/api/2.0/mlflow/runs/log-batch",
+                status="503",
+            )
         ) == 1
         async with external_flusher(limited):
             deadline = time.monotonic() + 10

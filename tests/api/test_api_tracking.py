@@ -36,7 +36,9 @@ def kv(items: list[dict[str, Any]]) -> dict[str, str]:
 
 async def test_create_and_get_experiment(api: Api) -> None:
     body = (
-        await api.post("/experiments/create", {"name": "exp-a", "tags": [{"key": "team", "value": "ml"}]})
+        await api.post(
+            "/experiments/create", {"name": "exp-a", "tags": [{"key": "team", "value": "ml"}]}
+        )
     ).ok()
     exp_id = body["experiment_id"]
     assert isinstance(exp_id, str) and exp_id.isdigit() and exp_id != "0"
@@ -49,7 +51,9 @@ async def test_create_and_get_experiment(api: Api) -> None:
     assert isinstance(exp["creation_time"], int) and isinstance(exp["last_update_time"], int)
     assert kv(exp["tags"]) == {"team": "ml"}
 
-    by_name = (await api.get("/experiments/get-by-name", {"experiment_name": "exp-a"})).ok()["experiment"]
+    by_name = (await api.get("/experiments/get-by-name", {"experiment_name": "exp-a"})).ok()[
+        "experiment"
+    ]
     assert by_name == exp
 
 
@@ -58,7 +62,10 @@ async def test_experiment_with_artifact_location(api: Api) -> None:
     exp = (await api.get("/experiments/get", {"experiment_id": exp_id})).ok()["experiment"]
     assert exp["artifact_location"] == "mlflow-artifacts:/custom/place"
     run = await api.create_run(exp_id)
-    assert run["info"]["artifact_uri"] == f"mlflow-artifacts:/custom/place/{run['info']['run_id']}/artifacts"
+    assert (
+        run["info"]["artifact_uri"]
+        == f"mlflow-artifacts:/custom/place/{run['info']['run_id']}/artifacts"
+    )
 
 
 async def test_default_experiment(api: Api) -> None:
@@ -71,11 +78,30 @@ async def test_default_experiment(api: Api) -> None:
 async def test_experiment_update_tags_delete_restore(api: Api) -> None:
     exp_id = await api.create_experiment("before")
     (await api.post("/experiments/update", {"experiment_id": exp_id, "new_name": "after"})).ok()
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp_id, "key": "k", "value": "v1"})).ok()
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp_id, "key": "k", "value": "v2"})).ok()
-    (await api.post("/experiments/set-experiment-tag", {"experiment_id": exp_id, "key": "gone", "value": "x"})).ok()
-    (await api.post("/experiments/delete-experiment-tag", {"experiment_id": exp_id, "key": "gone"})).ok()
-    exp = (await api.get("/experiments/get-by-name", {"experiment_name": "after"})).ok()["experiment"]
+    (
+        await api.post(
+            "/experiments/set-experiment-tag", {"experiment_id": exp_id, "key": "k", "value": "v1"}
+        )
+    ).ok()
+    (
+        await api.post(
+            "/experiments/set-experiment-tag", {"experiment_id": exp_id, "key": "k", "value": "v2"}
+        )
+    ).ok()
+    (
+        await api.post(
+            "/experiments/set-experiment-tag",
+            {"experiment_id": exp_id, "key": "gone", "value": "x"},
+        )
+    ).ok()
+    (
+        await api.post(
+            "/experiments/delete-experiment-tag", {"experiment_id": exp_id, "key": "gone"}
+        )
+    ).ok()
+    exp = (await api.get("/experiments/get-by-name", {"experiment_name": "after"})).ok()[
+        "experiment"
+    ]
     assert exp["experiment_id"] == exp_id
     assert kv(exp["tags"]) == {"k": "v2"}
 
@@ -112,14 +138,22 @@ async def test_search_experiments(api: Api) -> None:
     assert sorted(seen) == sorted(found)
 
     (await api.post("/experiments/delete", {"experiment_id": ids[0]})).ok()
-    active = {e["experiment_id"] for e in (await api.post("/experiments/search", {})).ok()["experiments"]}
+    active = {
+        e["experiment_id"] for e in (await api.post("/experiments/search", {})).ok()["experiments"]
+    }
     assert ids[0] not in active
-    deleted = (await api.post("/experiments/search", {"view_type": "DELETED_ONLY"})).ok()["experiments"]
+    deleted = (await api.post("/experiments/search", {"view_type": "DELETED_ONLY"})).ok()[
+        "experiments"
+    ]
     assert [e["experiment_id"] for e in deleted] == [ids[0]]
-    everything = (await api.get("/experiments/search", {"view_type": "ALL", "max_results": "100"})).ok()
+    everything = (
+        await api.get("/experiments/search", {"view_type": "ALL", "max_results": "100"})
+    ).ok()
     assert {e["experiment_id"] for e in everything["experiments"]} == found
 
-    named = (await api.post("/experiments/search", {"filter": "name = 'search-1'"})).ok()["experiments"]
+    named = (await api.post("/experiments/search", {"filter": "name = 'search-1'"})).ok()[
+        "experiments"
+    ]
     assert [e["experiment_id"] for e in named] == [ids[1]]
 
 
@@ -215,10 +249,18 @@ async def test_run_uuid_accepted_on_writes(api: Api) -> None:
     run_id = await api.new_run_id()
     ts = now_ms()
     (await api.post("/runs/log-parameter", {"run_uuid": run_id, "key": "p", "value": "1"})).ok()
-    (await api.post("/runs/log-metric", {"run_uuid": run_id, "key": "m", "value": 2.0, "timestamp": ts})).ok()
+    (
+        await api.post(
+            "/runs/log-metric", {"run_uuid": run_id, "key": "m", "value": 2.0, "timestamp": ts}
+        )
+    ).ok()
     (await api.post("/runs/set-tag", {"run_uuid": run_id, "key": "t", "value": "3"})).ok()
     # The client sends both on every call.
-    (await api.post("/runs/log-parameter", {"run_id": run_id, "run_uuid": run_id, "key": "q", "value": "4"})).ok()
+    (
+        await api.post(
+            "/runs/log-parameter", {"run_id": run_id, "run_uuid": run_id, "key": "q", "value": "4"}
+        )
+    ).ok()
     run = await api.get_run(run_id)
     assert kv(run["data"]["params"]) == {"p": "1", "q": "4"}
     assert kv(run["data"]["metrics"]) == {"m": 2.0}
@@ -238,17 +280,25 @@ async def test_params_tags_metrics_round_trip(api: Api) -> None:
                 {"key": "acc", "value": 1, "timestamp": ts},
                 {"key": "train/f1 score", "value": 0.5, "timestamp": ts, "step": 0},
             ],
-            params=[{"key": "lr", "value": "0.01"}, {"key": "layers", "value": "3"}, {"key": "empty", "value": ""}],
+            params=[
+                {"key": "lr", "value": "0.01"},
+                {"key": "layers", "value": "3"},
+                {"key": "empty", "value": ""},
+            ],
             tags=[{"key": "note", "value": "hello"}, {"key": "unicode", "value": "héllo ✓"}],
         )
     ).ok()
-    (await api.post("/runs/set-tag", {"run_id": run_id, "key": "note", "value": "overwritten"})).ok()
+    (
+        await api.post("/runs/set-tag", {"run_id": run_id, "key": "note", "value": "overwritten"})
+    ).ok()
     (await api.post("/runs/set-tag", {"run_id": run_id, "key": "to_delete", "value": "x"})).ok()
     (await api.post("/runs/delete-tag", {"run_id": run_id, "key": "to_delete"})).ok()
     run = await api.get_run(run_id)
     assert kv(run["data"]["params"]) == {"lr": "0.01", "layers": "3", "empty": ""}
     tags = kv(run["data"]["tags"])
-    assert tags["note"] == "overwritten" and tags["unicode"] == "héllo ✓" and "to_delete" not in tags
+    assert (
+        tags["note"] == "overwritten" and tags["unicode"] == "héllo ✓" and "to_delete" not in tags
+    )
     metrics = by_key(run["data"]["metrics"])
     assert set(metrics) == {"loss", "acc", "train/f1 score"}
     assert metrics["loss"] == {"key": "loss", "value": 0.25, "timestamp": ts, "step": 1}
@@ -259,7 +309,11 @@ async def test_numeric_strings_accepted(api: Api) -> None:
     run_id = await api.new_run_id()
     ts = now_ms()
     (await api.log_metric(run_id, "m", "1.5", timestamp=str(ts), step="7")).ok()
-    (await api.log_batch(run_id, metrics=[{"key": "n", "value": "2", "timestamp": str(ts), "step": "3"}])).ok()
+    (
+        await api.log_batch(
+            run_id, metrics=[{"key": "n", "value": "2", "timestamp": str(ts), "step": "3"}]
+        )
+    ).ok()
     metrics = by_key((await api.get_run(run_id))["data"]["metrics"])
     assert metrics["m"] == {"key": "m", "value": 1.5, "timestamp": ts, "step": 7}
     assert metrics["n"] == {"key": "n", "value": 2.0, "timestamp": ts, "step": 3}
@@ -273,15 +327,29 @@ async def test_log_metric_without_step_defaults_to_zero(api: Api) -> None:
 
 async def test_long_values_truncated(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "long", "value": "p" * 7000})).ok()
+    (
+        await api.post(
+            "/runs/log-parameter", {"run_id": run_id, "key": "long", "value": "p" * 7000}
+        )
+    ).ok()
     (await api.post("/runs/set-tag", {"run_id": run_id, "key": "long", "value": "t" * 9000})).ok()
-    (await api.log_batch(run_id, params=[{"key": "long2", "value": "q" * 6001}], tags=[{"key": "long2", "value": "u" * 8001}])).ok()
+    (
+        await api.log_batch(
+            run_id,
+            params=[{"key": "long2", "value": "q" * 6001}],
+            tags=[{"key": "long2", "value": "u" * 8001}],
+        )
+    ).ok()
     run = await api.get_run(run_id)
     params, tags = kv(run["data"]["params"]), kv(run["data"]["tags"])
     assert params["long"] == "p" * 6000 and params["long2"] == "q" * 6000
     assert tags["long"] == "t" * 8000 and tags["long2"] == "u" * 8000
     # Re-logging the same over-long value compares the truncated value: still idempotent.
-    (await api.post("/runs/log-parameter", {"run_id": run_id, "key": "long", "value": "p" * 7000})).ok()
+    (
+        await api.post(
+            "/runs/log-parameter", {"run_id": run_id, "key": "long", "value": "p" * 7000}
+        )
+    ).ok()
 
 
 async def test_log_parameter_value_optional_like_mlflow(api: Api) -> None:
@@ -355,7 +423,11 @@ async def test_latest_metric_within_one_batch(api: Api) -> None:
     latest = by_key((await api.get_run(run_id))["data"]["metrics"])["m"]
     assert (latest["value"], latest["step"], latest["timestamp"]) == (6.0, 3, 60)
     # A later batch with an older point does not move it back.
-    (await api.log_batch(run_id, metrics=[{"key": "m", "value": 100.0, "timestamp": 1, "step": 2}])).ok()
+    (
+        await api.log_batch(
+            run_id, metrics=[{"key": "m", "value": 100.0, "timestamp": 1, "step": 2}]
+        )
+    ).ok()
     latest = by_key((await api.get_run(run_id))["data"]["metrics"])["m"]
     assert latest["value"] == 6.0
 
@@ -378,7 +450,11 @@ async def test_duplicate_points_deduplicated(api: Api) -> None:
     (await api.log_batch(run_id, metrics=[point, point, dict(point, value=2.0)])).ok()
     (await api.log_metric(run_id, "m", 1.0, timestamp=11, step=1)).ok()  # other timestamp: kept
     history = await api.history(run_id, "m")
-    assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [(1, 10, 1.0), (1, 10, 2.0), (1, 11, 1.0)]
+    assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [
+        (1, 10, 1.0),
+        (1, 10, 2.0),
+        (1, 11, 1.0),
+    ]
 
 
 async def test_nan_and_infinity(api: Api) -> None:
@@ -420,8 +496,12 @@ async def test_bare_nan_tokens_like_flask(api: Api) -> None:
     # Python's json.dumps (requests' json=) writes bare NaN/Infinity, which MLflow's Flask server
     # (json.loads) accepts. The MLflow Python client itself sends the strings.
     run_id = await api.new_run_id()
-    data = ('{"run_id": "%s", "key": "bare", "value": NaN, "timestamp": 1, "step": 0}' % run_id).encode()
-    reply = await api.request("POST", "/runs/log-metric", data=data, headers={"Content-Type": "application/json"})
+    data = (
+        '{"run_id": "%s", "key": "bare", "value": NaN, "timestamp": 1, "step": 0}' % run_id
+    ).encode()
+    reply = await api.request(
+        "POST", "/runs/log-metric", data=data, headers={"Content-Type": "application/json"}
+    )
     reply.ok()
     assert kv((await api.get_run(run_id))["data"]["metrics"])["bare"] == "NaN"
 
@@ -432,7 +512,11 @@ async def test_get_history_paging(api: Api) -> None:
     points = [{"key": "m", "value": float(i), "timestamp": ts + i, "step": i} for i in range(25)]
     (await api.log_batch(run_id, metrics=list(reversed(points)))).ok()
 
-    first = (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "10"})).ok()
+    first = (
+        await api.get(
+            "/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "10"}
+        )
+    ).ok()
     assert [m["step"] for m in first["metrics"]] == list(range(10))
     assert isinstance(first["next_page_token"], str) and first["next_page_token"]
     assert all(set(m) >= {"key", "value", "timestamp", "step"} for m in first["metrics"])
@@ -442,14 +526,20 @@ async def test_get_history_paging(api: Api) -> None:
     assert [m["value"] for m in history] == [float(i) for i in range(25)]
 
     # Exactly one full page: no token.
-    last = (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "25"})).ok()
+    last = (
+        await api.get(
+            "/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "25"}
+        )
+    ).ok()
     assert len(last["metrics"]) == 25 and not last.get("next_page_token")
     # Default page size covers everything.
     body = (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m"})).ok()
     assert len(body["metrics"]) == 25 and not body.get("next_page_token")
     # The client's own page size.
     body = (
-        await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "25000"})
+        await api.get(
+            "/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": "25000"}
+        )
     ).ok()
     assert len(body["metrics"]) == 25
 
@@ -474,13 +564,21 @@ async def test_get_history_order_within_step(api: Api) -> None:
 
 
 async def _bulk(api: Api, run_ids: list[str], key: str, **params: Any) -> list[dict[str, Any]]:
-    query = [("run_ids", r) for r in run_ids] + [("metric_key", key)] + [(k, str(v)) for k, v in params.items()]
+    query = (
+        [("run_ids", r) for r in run_ids]
+        + [("metric_key", key)]
+        + [(k, str(v)) for k, v in params.items()]
+    )
     return (await api.get("/metrics/get-history-bulk-interval", query)).ok().get("metrics", [])
 
 
 async def test_bulk_interval_all_points_when_few(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.log_batch(run_id, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(5)])).ok()
+    (
+        await api.log_batch(
+            run_id, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(5)]
+        )
+    ).ok()
     metrics = await _bulk(api, [run_id], "m")
     assert [m["step"] for m in metrics] == [0, 1, 2, 3, 4]
     assert all(m["run_id"] == run_id and m["key"] == "m" for m in metrics)
@@ -490,8 +588,17 @@ async def test_bulk_interval_sampling(api: Api) -> None:
     exp_id = await api.create_experiment()
     run_a = await api.new_run_id(exp_id)
     run_b = await api.new_run_id(exp_id)
-    (await api.log_batch(run_a, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(100)])).ok()
-    (await api.log_batch(run_b, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(3, 50)])).ok()
+    (
+        await api.log_batch(
+            run_a, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(100)]
+        )
+    ).ok()
+    (
+        await api.log_batch(
+            run_b,
+            metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(3, 50)],
+        )
+    ).ok()
     metrics = await _bulk(api, [run_a, run_b], "m", max_results=10)
     steps_a = [m["step"] for m in metrics if m["run_id"] == run_a]
     steps_b = [m["step"] for m in metrics if m["run_id"] == run_b]
@@ -507,7 +614,12 @@ async def test_bulk_interval_sampling(api: Api) -> None:
 
 async def test_bulk_interval_step_range(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.log_batch(run_id, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(100)])).ok()
+    (
+        await api.log_batch(
+            run_id,
+            metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(100)],
+        )
+    ).ok()
     metrics = await _bulk(api, [run_id], "m", start_step=10, end_step=20, max_results=5)
     steps = [m["step"] for m in metrics]
     assert steps[0] == 10 and steps[-1] == 20
@@ -520,7 +632,11 @@ async def test_bulk_interval_step_range(api: Api) -> None:
 
 async def test_bulk_interval_max_results_one(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.log_batch(run_id, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(10)])).ok()
+    (
+        await api.log_batch(
+            run_id, metrics=[{"key": "m", "value": i, "timestamp": 1, "step": i} for i in range(10)]
+        )
+    ).ok()
     steps = [m["step"] for m in await _bulk(api, [run_id], "m", max_results=1)]
     assert 9 in steps and len(steps) <= 3
 
@@ -532,13 +648,29 @@ async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.M
     from metricgate.stores.postgres import metrics as pg_metrics
 
     run_id = await api.new_run_id()
-    first = [{"key": "m", "value": i / 4, "timestamp": t, "step": i} for i in range(40, 80) for t in (2, 1)]
+    first = [
+        {"key": "m", "value": i / 4, "timestamp": t, "step": i}
+        for i in range(40, 80)
+        for t in (2, 1)
+    ]
     second = [{"key": "m", "value": -i, "timestamp": 5, "step": i} for i in range(0, 45)]
     (await api.log_batch(run_id, metrics=first)).ok()
     (await api.log_batch(run_id, metrics=second)).ok()
-    (await api.log_batch(run_id, metrics=first[:6] + [{"key": "m", "value": "NaN", "timestamp": 9, "step": 3}])).ok()
-    point = {"run_id": run_id, "key": "m", "value": "Infinity", "timestamp": 7, "step": 50, "model_id": "m-1",
-             "dataset_name": "eval", "dataset_digest": "d"}
+    (
+        await api.log_batch(
+            run_id, metrics=first[:6] + [{"key": "m", "value": "NaN", "timestamp": 9, "step": 3}]
+        )
+    ).ok()
+    point = {
+        "run_id": run_id,
+        "key": "m",
+        "value": "Infinity",
+        "timestamp": 7,
+        "step": 50,
+        "model_id": "m-1",
+        "dataset_name": "eval",
+        "dataset_digest": "d",
+    }
     (await api.post("/runs/log-metric", point)).ok()
     expected_points = len(first) + len(second) + 2
     for params in ({}, {"max_results": 7}, {"max_results": 1}):
@@ -554,16 +686,27 @@ async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.M
         m for m in whole if m["value"] == "Infinity"
     ).items()
     # A token that only says an offset (MLflow's format) pages by offset on either path.
-    from metricgate.search.paging import encode_page_token
+    from metricgate.domain.search.paging import encode_page_token
 
     for limit in (50_000, 3):
         monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", limit)
-        page = (await api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "m", "max_results": 10,
-                                                       "page_token": encode_page_token(20)})).ok()
+        page = (
+            await api.get(
+                "/metrics/get-history",
+                {
+                    "run_id": run_id,
+                    "metric_key": "m",
+                    "max_results": 10,
+                    "page_token": encode_page_token(20),
+                },
+            )
+        ).ok()
         assert page["metrics"] == whole[20:30] and page["next_page_token"], limit
 
 
-async def test_identical_points_read_as_the_plain_copy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_identical_points_read_as_the_plain_copy(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Regression: log_model re-sends a run's step-0 points with each new model's id, choosing
     # them from the run's history by "model_id is None". Reads fold identical points; had they
     # answered with the first model's copy, the second model would have been given none.
@@ -574,26 +717,50 @@ async def test_identical_points_read_as_the_plain_copy(api: Api, monkeypatch: py
     (await api.log_batch(run_id, metrics=[plain])).ok()
     for model_id in ("m-b", "m-a", "m-c"):
         (await api.log_batch(run_id, metrics=[{**plain, "model_id": model_id}])).ok()
-    (await api.log_batch(run_id, metrics=[{**plain, "step": 1, "model_id": "m-b"}, {**plain, "step": 1, "model_id": "m-a"}])).ok()
+    (
+        await api.log_batch(
+            run_id,
+            metrics=[
+                {**plain, "step": 1, "model_id": "m-b"},
+                {**plain, "step": 1, "model_id": "m-a"},
+            ],
+        )
+    ).ok()
     for whole in (50_000, 0):
         monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", whole)
         monkeypatch.setattr(pg_metrics, "_BULK_WHOLE_ROWS", whole)
         history = await api.history(run_id, "loss")
         assert history == [plain, {**plain, "step": 1, "model_id": "m-a"}], whole
-        assert await _bulk(api, [run_id], "loss") == [{**point, "run_id": run_id} for point in history]
+        assert await _bulk(api, [run_id], "loss") == [
+            {**point, "run_id": run_id} for point in history
+        ]
 
 
-async def test_bulk_interval_whole_and_two_query_paths_agree(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bulk_interval_whole_and_two_query_paths_agree(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Short histories are read whole and sampled in Python; long ones sample in two queries.
     # Both must answer the same, sampling, ranges, several points per step and run order included.
     from metricgate.stores.postgres import metrics as pg_metrics
 
     exp_id = await api.create_experiment()
     run_a, run_b = await api.new_run_id(exp_id), await api.new_run_id(exp_id)
-    points = [{"key": "m", "value": i, "timestamp": t, "step": i * 3} for i in range(120) for t in (1, 2)]
+    points = [
+        {"key": "m", "value": i, "timestamp": t, "step": i * 3} for i in range(120) for t in (1, 2)
+    ]
     (await api.log_batch(run_a, metrics=points)).ok()
-    (await api.log_batch(run_b, metrics=[{"key": "m", "value": -i, "timestamp": 5, "step": i} for i in range(7, 60)])).ok()
-    queries = [{}, {"max_results": 10}, {"max_results": 1}, {"start_step": 30, "end_step": 90, "max_results": 7}]
+    (
+        await api.log_batch(
+            run_b,
+            metrics=[{"key": "m", "value": -i, "timestamp": 5, "step": i} for i in range(7, 60)],
+        )
+    ).ok()
+    queries = [
+        {},
+        {"max_results": 10},
+        {"max_results": 1},
+        {"start_step": 30, "end_step": 90, "max_results": 7},
+    ]
     for runs in ([run_a, run_b], [run_b, run_a, run_b]):
         for params in queries:
             monkeypatch.setattr(pg_metrics, "_BULK_WHOLE_ROWS", 20_000)
@@ -612,10 +779,20 @@ async def test_bulk_interval_points_match_get_history_exactly(api: Api) -> None:
     run_id = await api.new_run_id()
     values = ["NaN", "Infinity", "-Infinity", -0.0, 1e-5, 1e300, 0.1, 123456789012.5, -(2**53)]
     key = "grüße/val loss:ünï"
-    metrics = [{"key": key, "value": v, "timestamp": 2**62 + i, "step": i} for i, v in enumerate(values)]
+    metrics = [
+        {"key": key, "value": v, "timestamp": 2**62 + i, "step": i} for i, v in enumerate(values)
+    ]
     (await api.log_batch(run_id, metrics=metrics)).ok()
-    point = {"run_id": run_id, "key": key, "value": 7.5, "timestamp": 5, "step": 100, "model_id": "m-abc",
-             "dataset_name": "eval", "dataset_digest": "d1"}
+    point = {
+        "run_id": run_id,
+        "key": key,
+        "value": 7.5,
+        "timestamp": 5,
+        "step": 100,
+        "model_id": "m-abc",
+        "dataset_name": "eval",
+        "dataset_digest": "d1",
+    }
     (await api.post("/runs/log-metric", point)).ok()
     history = await api.history(run_id, key)
     bulk = await _bulk(api, [run_id], key)
@@ -626,7 +803,9 @@ async def test_bulk_interval_points_match_get_history_exactly(api: Api) -> None:
 async def test_bulk_interval_nan_values(api: Api) -> None:
     run_id = await api.new_run_id()
     (await api.log_metric(run_id, "m", "NaN", timestamp=1, step=0)).ok()
-    reply = await api.get("/metrics/get-history-bulk-interval", {"run_ids": run_id, "metric_key": "m"})
+    reply = await api.get(
+        "/metrics/get-history-bulk-interval", {"run_ids": run_id, "metric_key": "m"}
+    )
     assert [m["value"] for m in reply.ok()["metrics"]] == ["NaN"]
 
 
@@ -649,14 +828,27 @@ async def test_log_inputs_and_outputs_visible_in_run(api: Api) -> None:
             "/runs/log-inputs",
             {
                 "run_id": run_id,
-                "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "training"}], "dataset": dataset}],
+                "datasets": [
+                    {
+                        "tags": [{"key": "mlflow.data.context", "value": "training"}],
+                        "dataset": dataset,
+                    }
+                ],
                 "models": [{"model_id": "m-input"}],
             },
         )
     ).ok()
-    model = (await api.post("/logged-models", {"experiment_id": exp_id, "name": "model", "source_run_id": run_id})).ok()
+    model = (
+        await api.post(
+            "/logged-models", {"experiment_id": exp_id, "name": "model", "source_run_id": run_id}
+        )
+    ).ok()
     model_id = model["model"]["info"]["model_id"]
-    (await api.post("/runs/outputs", {"run_id": run_id, "models": [{"model_id": model_id, "step": 0}]})).ok()
+    (
+        await api.post(
+            "/runs/outputs", {"run_id": run_id, "models": [{"model_id": model_id, "step": 0}]}
+        )
+    ).ok()
 
     run = await api.get_run(run_id)
     inputs = run["inputs"]["dataset_inputs"]
@@ -667,7 +859,11 @@ async def test_log_inputs_and_outputs_visible_in_run(api: Api) -> None:
     assert run["outputs"]["model_outputs"] == [{"model_id": model_id, "step": 0}]
 
     # Logging the same dataset again does not duplicate it.
-    (await api.post("/runs/log-inputs", {"run_id": run_id, "datasets": [{"dataset": dataset, "tags": []}]})).ok()
+    (
+        await api.post(
+            "/runs/log-inputs", {"run_id": run_id, "datasets": [{"dataset": dataset, "tags": []}]}
+        )
+    ).ok()
     assert len((await api.get_run(run_id))["inputs"]["dataset_inputs"]) == 1
 
 
@@ -707,16 +903,30 @@ async def test_logged_model_lifecycle(api: Api) -> None:
     assert got == created
 
     finalized = (
-        await api.patch(f"/logged-models/{model_id}", {"model_id": model_id, "status": "LOGGED_MODEL_READY"})
+        await api.patch(
+            f"/logged-models/{model_id}", {"model_id": model_id, "status": "LOGGED_MODEL_READY"}
+        )
     ).ok()["model"]
     assert finalized["info"]["status"] == "LOGGED_MODEL_READY"
     # Enum by number: 3 = LOGGED_MODEL_UPLOAD_FAILED.
-    failed = (await api.patch(f"/logged-models/{model_id}", {"model_id": model_id, "status": 3})).ok()["model"]
+    failed = (
+        await api.patch(f"/logged-models/{model_id}", {"model_id": model_id, "status": 3})
+    ).ok()["model"]
     assert failed["info"]["status"] == "LOGGED_MODEL_UPLOAD_FAILED"
 
-    (await api.patch(f"/logged-models/{model_id}/tags", {"tags": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]})).ok()
+    (
+        await api.patch(
+            f"/logged-models/{model_id}/tags",
+            {"tags": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]},
+        )
+    ).ok()
     assert (await api.delete(f"/logged-models/{model_id}/tags/b")).ok() == {}
-    (await api.post(f"/logged-models/{model_id}/params", {"model_id": model_id, "params": [{"key": "beta", "value": "2"}]})).ok()
+    (
+        await api.post(
+            f"/logged-models/{model_id}/params",
+            {"model_id": model_id, "params": [{"key": "beta", "value": "2"}]},
+        )
+    ).ok()
     got = (await api.get(f"/logged-models/{model_id}")).ok()["model"]
     assert kv(got["info"]["tags"]) == {"mlflow.source.type": "LOCAL", "a": "1"}
     assert kv(got["data"]["params"]) == {"alpha": "0.5", "beta": "2"}
@@ -736,8 +946,15 @@ async def test_logged_model_defaults(api: Api) -> None:
 
 async def test_logged_model_tag_key_with_slash_in_path(api: Api) -> None:
     exp_id = await api.create_experiment()
-    model_id = (await api.post("/logged-models", {"experiment_id": exp_id})).ok()["model"]["info"]["model_id"]
-    (await api.patch(f"/logged-models/{model_id}/tags", {"tags": [{"key": "mlflow.modelVersions", "value": "[]"}]})).ok()
+    model_id = (await api.post("/logged-models", {"experiment_id": exp_id})).ok()["model"]["info"][
+        "model_id"
+    ]
+    (
+        await api.patch(
+            f"/logged-models/{model_id}/tags",
+            {"tags": [{"key": "mlflow.modelVersions", "value": "[]"}]},
+        )
+    ).ok()
     assert (await api.delete(f"/logged-models/{model_id}/tags/mlflow.modelVersions")).ok() == {}
 
 
@@ -752,8 +969,15 @@ async def test_logged_model_metrics(api: Api) -> None:
         await api.log_batch(
             run_id,
             metrics=[
-                {"key": "acc", "value": 0.9, "timestamp": ts, "step": 0, "model_id": model_id,
-                 "dataset_name": "iris", "dataset_digest": "abc"},
+                {
+                    "key": "acc",
+                    "value": 0.9,
+                    "timestamp": ts,
+                    "step": 0,
+                    "model_id": model_id,
+                    "dataset_name": "iris",
+                    "dataset_digest": "abc",
+                },
             ],
         )
     ).ok()
@@ -782,7 +1006,11 @@ async def test_search_logged_models(api: Api) -> None:
     assert sorted(m["info"]["model_id"] for m in body["models"]) == sorted(ids)
     assert not body.get("next_page_token")
 
-    body = (await api.post("/logged-models/search", {"experiment_ids": [exp_id], "filter": "name = 'beta'"})).ok()
+    body = (
+        await api.post(
+            "/logged-models/search", {"experiment_ids": [exp_id], "filter": "name = 'beta'"}
+        )
+    ).ok()
     assert [m["info"]["name"] for m in body["models"]] == ["beta"]
 
     seen: list[str] = []
@@ -822,7 +1050,9 @@ async def test_search_runs_basic(api: Api) -> None:
     assert [r["info"]["run_id"] for r in body["runs"]] == list(reversed(run_ids))
     assert all(r["info"]["experiment_id"] == exp_id for r in body["runs"])
 
-    body = (await api.post("/runs/search", {"experiment_ids": [exp_id], "filter": "metrics.loss < 1.5"})).ok()
+    body = (
+        await api.post("/runs/search", {"experiment_ids": [exp_id], "filter": "metrics.loss < 1.5"})
+    ).ok()
     assert sorted(r["info"]["run_id"] for r in body["runs"]) == sorted(run_ids[:2])
 
     seen: list[str] = []
@@ -857,7 +1087,9 @@ async def test_version(api: Api) -> None:
     assert reply.status == 200 and reply.text.strip()
 
 
-@pytest.mark.parametrize("path", ["/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"])
+@pytest.mark.parametrize(
+    "path", ["/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"]
+)
 async def test_server_info(api: Api, path: str) -> None:
     body = (await api.get(path, absolute=True)).ok()
     assert isinstance(body["store_type"], str)
@@ -880,14 +1112,20 @@ async def test_ajax_prefix(api: Api, ajax: Api) -> None:
     via_ajax = await ajax.get_run(run_id)
     assert via_api == via_ajax
     assert kv(via_ajax["data"]["metrics"]) == {"m": 1.5}
-    exp = (await ajax.get("/experiments/get-by-name", {"experiment_name": "via-ajax"})).ok()["experiment"]
+    exp = (await ajax.get("/experiments/get-by-name", {"experiment_name": "via-ajax"})).ok()[
+        "experiment"
+    ]
     assert exp["experiment_id"] == exp_id
     assert [m["step"] for m in await ajax.history(run_id, "m")] == [2]
-    bulk = (await ajax.get("/metrics/get-history-bulk-interval", {"run_ids": run_id, "metric_key": "m"})).ok()
+    bulk = (
+        await ajax.get("/metrics/get-history-bulk-interval", {"run_ids": run_id, "metric_key": "m"})
+    ).ok()
     assert [m["value"] for m in bulk["metrics"]] == [1.5]
     body = (await ajax.post("/runs/search", {"experiment_ids": [exp_id]})).ok()
     assert [r["info"]["run_id"] for r in body["runs"]] == [run_id]
-    model = (await ajax.post("/logged-models", {"experiment_id": exp_id})).ok()["model"]["info"]["model_id"]
+    model = (await ajax.post("/logged-models", {"experiment_id": exp_id})).ok()["model"]["info"][
+        "model_id"
+    ]
     (await ajax.get(f"/logged-models/{model}")).ok()
 
 
@@ -908,7 +1146,11 @@ async def test_responses_are_strict_json(api: Api) -> None:
 
 async def test_set_tag_run_name_renames_run(api: Api) -> None:
     run_id = await api.new_run_id()
-    (await api.post("/runs/set-tag", {"run_id": run_id, "key": "mlflow.runName", "value": "via-tag"})).ok()
+    (
+        await api.post(
+            "/runs/set-tag", {"run_id": run_id, "key": "mlflow.runName", "value": "via-tag"}
+        )
+    ).ok()
     run = await api.get_run(run_id)
     assert run["info"]["run_name"] == "via-tag"
     assert kv(run["data"]["tags"])["mlflow.runName"] == "via-tag"
@@ -917,7 +1159,10 @@ async def test_set_tag_run_name_renames_run(api: Api) -> None:
 async def test_large_batch_dedup_latest_and_nan(api: Api) -> None:
     # Big batches take another write path (COPY through a staging table); same rules apply.
     run_id = await api.new_run_id()
-    points = [{"key": f"k{i % 3}", "value": float(i), "timestamp": 100, "step": i // 3} for i in range(600)]
+    points = [
+        {"key": f"k{i % 3}", "value": float(i), "timestamp": 100, "step": i // 3}
+        for i in range(600)
+    ]
     points += points[:50]  # duplicates inside the batch
     points.append({"key": "nan", "value": "NaN", "timestamp": 1, "step": 0})
     points.append({"key": "nan", "value": "NaN", "timestamp": 1, "step": 0})

@@ -21,10 +21,10 @@ from yarl import URL
 from metricgate.api import artifacts, multipart
 from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_middleware
-from metricgate.entities import Run, RunInfo
-from metricgate.errors import NotFound
+from metricgate.domain.artifacts.paths import proxied_store_path
+from metricgate.domain.errors import NotFound
+from metricgate.domain.tracking.entities import Run, RunInfo
 from metricgate.stores.artifacts.local import STAGING_DIR, LocalArtifactStore
-from metricgate.stores.artifacts.paths import proxied_store_path
 
 PREFIX = "/api/2.0/mlflow-artifacts"
 AJAX_PREFIX = "/ajax-api/2.0/mlflow-artifacts"
@@ -204,7 +204,9 @@ async def test_range_requests(api: TestClient, header: str, start: int, end: int
     assert await resp.read() == DATA[start:end]
 
 
-@pytest.mark.parametrize("header", ["bytes=99999-", "bytes=20-10", "bytes=-0", "bytes=abc", "bytes=-", "bytes=1-x"])
+@pytest.mark.parametrize(
+    "header", ["bytes=99999-", "bytes=20-10", "bytes=-0", "bytes=abc", "bytes=-", "bytes=1-x"]
+)
 async def test_unsatisfiable_range_is_416(api: TestClient, header: str) -> None:
     await put(api, "r.bin", DATA)
     resp = await api.get(url("r.bin"), headers={"Range": header})
@@ -250,7 +252,9 @@ async def test_list_format_matches_mlflow(api: TestClient) -> None:
     assert await resp.json() == {"files": [{"path": "MLmodel", "is_dir": False, "file_size": 1}]}
 
 
-async def test_list_of_file_missing_or_empty_is_empty_object(api: TestClient, store: LocalArtifactStore) -> None:
+async def test_list_of_file_missing_or_empty_is_empty_object(
+    api: TestClient, store: LocalArtifactStore
+) -> None:
     await put(api, "d/f.txt", b"x")
     (store.root / "empty-dir").mkdir()
     for path in ("d/f.txt", "missing", "empty-dir"):
@@ -296,7 +300,9 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS)
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
-async def test_traversal_via_url_is_400(api: TestClient, tmp_path: Path, method: str, path: str) -> None:
+async def test_traversal_via_url_is_400(
+    api: TestClient, tmp_path: Path, method: str, path: str
+) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"secret")
     resp = await api.request(method, url(path), data=b"pwned" if method == "PUT" else None)
@@ -310,7 +316,9 @@ async def test_traversal_via_list_query_is_400(api: TestClient, path: str) -> No
     await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
 
 
-async def test_rejected_put_consumes_nothing_into_the_store(api: TestClient, store: LocalArtifactStore) -> None:
+async def test_rejected_put_consumes_nothing_into_the_store(
+    api: TestClient, store: LocalArtifactStore
+) -> None:
     resp = await api.put(url("..%2fescape.bin"), data=os.urandom(2 * 1024 * 1024))
     await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
     assert not (store.root.parent / "escape.bin").exists()
@@ -320,8 +328,12 @@ async def test_rejected_put_consumes_nothing_into_the_store(api: TestClient, sto
 # ---------------------------------------------------------------- multipart
 
 
-async def mpu_create(api: TestClient, num_parts: int, local: str = "/home/u/ckpt/big.bin") -> dict[str, Any]:
-    resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": local, "num_parts": num_parts})
+async def mpu_create(
+    api: TestClient, num_parts: int, local: str = "/home/u/ckpt/big.bin"
+) -> dict[str, Any]:
+    resp = await api.post(
+        f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": local, "num_parts": num_parts}
+    )
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
@@ -341,7 +353,9 @@ async def test_multipart_upload_round_trip(api: TestClient, store: LocalArtifact
     assert [c["part_number"] for c in created["credentials"]] == [1, 2, 3]
     assert all(c["headers"] == {} for c in created["credentials"])
     # Parts in parallel and out of order, like the client's thread pool.
-    etags = await asyncio.gather(*(mpu_put(api, c, chunks[c["part_number"] - 1]) for c in reversed(created["credentials"])))
+    etags = await asyncio.gather(
+        *(mpu_put(api, c, chunks[c["part_number"] - 1]) for c in reversed(created["credentials"]))
+    )
     etags = list(reversed(etags))
     assert all(e.startswith('"') and e.endswith('"') for e in etags)
 
@@ -364,7 +378,8 @@ async def test_multipart_abort_discards_parts(api: TestClient, store: LocalArtif
     created = await mpu_create(api, 2, local="C:\\Users\\u\\model.ckpt")  # a Windows client's path
     await mpu_put(api, created["credentials"][0], b"first part")
     resp = await api.post(
-        f"{PREFIX}/mpu/abort/{RUN_ROOT}", json={"path": "C:\\Users\\u\\model.ckpt", "upload_id": created["upload_id"]}
+        f"{PREFIX}/mpu/abort/{RUN_ROOT}",
+        json={"path": "C:\\Users\\u\\model.ckpt", "upload_id": created["upload_id"]},
     )
     assert resp.status == 200 and await resp.json() == {}
     assert await store.stage_list() == []
@@ -376,25 +391,53 @@ async def test_multipart_client_mistakes(api: TestClient, store: LocalArtifactSt
     upload_id = created["upload_id"]
     etag = await mpu_put(api, created["credentials"][0], b"only part one")
 
-    async def complete(parts: list[dict[str, Any]], path: str = "/x/big.bin", upload: str = upload_id) -> Any:
-        return await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json={"path": path, "upload_id": upload, "parts": parts})
+    async def complete(
+        parts: list[dict[str, Any]], path: str = "/x/big.bin", upload: str = upload_id
+    ) -> Any:
+        return await api.post(
+            f"{PREFIX}/mpu/complete/{RUN_ROOT}",
+            json={"path": path, "upload_id": upload, "parts": parts},
+        )
 
-    await assert_error(await complete([{"part_number": 1, "etag": etag}, {"part_number": 2, "etag": '"x"'}]), 400, "INVALID_PARAMETER_VALUE")
-    await assert_error(await complete([{"part_number": 1, "etag": '"0000"'}]), 400, "INVALID_PARAMETER_VALUE")
+    await assert_error(
+        await complete([{"part_number": 1, "etag": etag}, {"part_number": 2, "etag": '"x"'}]),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    await assert_error(
+        await complete([{"part_number": 1, "etag": '"0000"'}]), 400, "INVALID_PARAMETER_VALUE"
+    )
     await assert_error(await complete([]), 400, "INVALID_PARAMETER_VALUE")
-    await assert_error(await complete([{"part_number": 1, "etag": etag}], upload="f" * 32), 404, "RESOURCE_DOES_NOT_EXIST")
-    await assert_error(await complete([{"part_number": 1, "etag": etag}], path="/x/other.bin"), 404, "RESOURCE_DOES_NOT_EXIST")
+    await assert_error(
+        await complete([{"part_number": 1, "etag": etag}], upload="f" * 32),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    await assert_error(
+        await complete([{"part_number": 1, "etag": etag}], path="/x/other.bin"),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
     assert (await api.get(url(f"{RUN_ROOT}/big.bin"))).status == 404
 
-    bad_part = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(upload_id=upload_id, part_number=0)
+    bad_part = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(
+        upload_id=upload_id, part_number=0
+    )
     await assert_error(await api.put(bad_part, data=b"x"), 400, "INVALID_PARAMETER_VALUE")
-    unknown = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(upload_id="../../x", part_number=1)
+    unknown = URL(f"{PREFIX}/mpu/part/{RUN_ROOT}/big.bin").with_query(
+        upload_id="../../x", part_number=1
+    )
     await assert_error(await api.put(unknown, data=b"x"), 400, "INVALID_PARAMETER_VALUE")
     for num_parts in (0, 10_001):
-        resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": "/x/big.bin", "num_parts": num_parts})
+        resp = await api.post(
+            f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": "/x/big.bin", "num_parts": num_parts}
+        )
         await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
     for bad_dir in ("..%2f..", "%2e%2e/x", "a//b"):
-        resp = await api.post(URL(f"{PREFIX}/mpu/create/{bad_dir}", encoded=True), json={"path": "/x/f", "num_parts": 1})
+        resp = await api.post(
+            URL(f"{PREFIX}/mpu/create/{bad_dir}", encoded=True),
+            json={"path": "/x/f", "num_parts": 1},
+        )
         await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
     resp = await api.post(f"{PREFIX}/mpu/create/{RUN_ROOT}", json={"path": "/x/", "num_parts": 1})
     await assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
@@ -405,7 +448,9 @@ async def test_multipart_client_mistakes(api: TestClient, store: LocalArtifactSt
     assert await (await api.get(url(f"{RUN_ROOT}/big.bin"))).read() == b"only part one"
 
 
-async def test_multipart_complete_retried_by_the_client_is_answered_once(api: TestClient, store: LocalArtifactStore) -> None:
+async def test_multipart_complete_retried_by_the_client_is_answered_once(
+    api: TestClient, store: LocalArtifactStore
+) -> None:
     """A timed-out complete is retried by the client: concurrent and later repeats all get 200."""
     created = await mpu_create(api, 2)
     chunks = [os.urandom(2 * 1024 * 1024), b"tail"]
@@ -416,7 +461,8 @@ async def test_multipart_complete_retried_by_the_client_is_answered_once(api: Te
         "parts": [{"part_number": n, "etag": e} for n, e in enumerate(etags, 1)],
     }
     first, second = await asyncio.gather(
-        api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body), api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body)
+        api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body),
+        api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body),
     )
     assert (first.status, second.status) == (200, 200), (await first.text(), await second.text())
     again = await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=body)
@@ -424,7 +470,11 @@ async def test_multipart_complete_retried_by_the_client_is_answered_once(api: Te
     assert await (await api.get(url(f"{RUN_ROOT}/big.bin"))).read() == b"".join(chunks)
     # A different part list for the finished upload is not answered from memory.
     other = dict(body, parts=body["parts"][:1])
-    await assert_error(await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=other), 404, "RESOURCE_DOES_NOT_EXIST")
+    await assert_error(
+        await api.post(f"{PREFIX}/mpu/complete/{RUN_ROOT}", json=other),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
 
 
 async def test_multipart_part_urls_follow_the_prefix_and_forwarded_host(api: TestClient) -> None:
@@ -451,9 +501,17 @@ async def test_presigned_download_points_at_the_ranged_download(api: TestClient)
     assert target.path == f"{PREFIX}/artifacts/{RUN_ROOT}/dir/w b.bin"
     ranged = await api.get(target.relative(), headers={"Range": "bytes=1000-1999"})
     assert ranged.status == 206 and await ranged.read() == body[1000:2000]
-    await assert_error(await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/missing.bin"), 404, "RESOURCE_DOES_NOT_EXIST")
-    await assert_error(await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/dir"), 404, "RESOURCE_DOES_NOT_EXIST")
-    await assert_error(await api.get(URL(f"{PREFIX}/presigned/..%2fx", encoded=True)), 400, "INVALID_PARAMETER_VALUE")
+    await assert_error(
+        await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/missing.bin"), 404, "RESOURCE_DOES_NOT_EXIST"
+    )
+    await assert_error(
+        await api.get(f"{PREFIX}/presigned/{RUN_ROOT}/dir"), 404, "RESOURCE_DOES_NOT_EXIST"
+    )
+    await assert_error(
+        await api.get(URL(f"{PREFIX}/presigned/..%2fx", encoded=True)),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
 
 
 # ---------------------------------------------------------------- UI listing by run
@@ -490,7 +548,9 @@ async def test_run_artifact_listing_other_scheme_is_empty(api: TestClient) -> No
 
 async def test_run_artifact_listing_errors(api: TestClient) -> None:
     await assert_error(
-        await api.get(f"{TRACKING}/artifacts/list", params={"run_id": "nope"}), 404, "RESOURCE_DOES_NOT_EXIST"
+        await api.get(f"{TRACKING}/artifacts/list", params={"run_id": "nope"}),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
     )
     await assert_error(await api.get(f"{TRACKING}/artifacts/list"), 400, "INVALID_PARAMETER_VALUE")
     await assert_error(
@@ -518,7 +578,9 @@ def test_store_path_of(uri: str, expected: str | None) -> None:
 # ---------------------------------------------------------------- transport edge cases
 
 
-async def test_truncated_upload_is_never_committed(api: TestClient, store: LocalArtifactStore) -> None:
+async def test_truncated_upload_is_never_committed(
+    api: TestClient, store: LocalArtifactStore
+) -> None:
     """A client that announces more bytes than it sends, then hangs up, leaves nothing behind."""
     await put(api, "t/model.bin", b"previous")
     reader, writer = await asyncio.open_connection(api.host, api.port)

@@ -30,16 +30,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import upload_client as uc
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from tests.api.conftest import Api, now_ms
 
+import upload_client as uc
 from metricgate import devservices
 from metricgate.api.app import create_app
 from metricgate.config import Settings
 from metricgate.server import serve
-
-from tests.api.conftest import Api, now_ms
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -52,7 +51,9 @@ DISCONNECT_WAIT_S = 10.0
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     # Small upload parts (64 KiB): the test sends a quarter of one, then goes away.
-    uploads = dataclasses.replace(settings.uploads, min_part_bytes=PART, max_part_bytes=4 * PART, sweep_interval_s=3600)
+    uploads = dataclasses.replace(
+        settings.uploads, min_part_bytes=PART, max_part_bytes=4 * PART, sweep_interval_s=3600
+    )
     return dataclasses.replace(settings, uploads=uploads)
 
 
@@ -84,7 +85,9 @@ async def production_server(settings: Settings) -> AsyncIterator[Live]:
     port = devservices.find_free_port()
     http_settings = dataclasses.replace(settings.http, host="127.0.0.1", port=port, access_log=True)
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(dataclasses.replace(settings, http=http_settings), stop=stop, handle_signals=False))
+    task = asyncio.create_task(
+        serve(dataclasses.replace(settings, http=http_settings), stop=stop, handle_signals=False)
+    )
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
             deadline = time.monotonic() + 20
@@ -105,7 +108,9 @@ async def production_server(settings: Settings) -> AsyncIterator[Live]:
 @pytest.fixture(params=["serve", "test-server"])
 async def live(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Live]:
     if request.param == "test-server":
-        async with TestClient(TestServer(create_app(settings))) as client:  # as the ``client`` fixture
+        async with TestClient(
+            TestServer(create_app(settings))
+        ) as client:  # as the ``client`` fixture
             yield Live(client, client.host, client.port)
         return
     async with production_server(settings) as server:
@@ -194,7 +199,10 @@ async def wait_counted(live: Live, route: str, before: Samples) -> Samples:
 async def log_batch(api: Api, root: Path) -> Target:
     run_id = await api.new_run_id()
     body = orjson.dumps(
-        {"run_id": run_id, "metrics": [{"key": "partial", "value": 1.0, "timestamp": now_ms(), "step": 0}]}
+        {
+            "run_id": run_id,
+            "metrics": [{"key": "partial", "value": 1.0, "timestamp": now_ms(), "step": 0}],
+        }
     )
 
     async def nothing_stored() -> None:
@@ -219,7 +227,9 @@ async def log_batch_opening(api: Api, root: Path) -> Target:
 
 async def log_metric(api: Api, root: Path) -> Target:
     run_id = await api.new_run_id()
-    body = orjson.dumps({"run_id": run_id, "key": "partial", "value": 1.0, "timestamp": now_ms(), "step": 0})
+    body = orjson.dumps(
+        {"run_id": run_id, "key": "partial", "value": 1.0, "timestamp": now_ms(), "step": 0}
+    )
 
     async def nothing_stored() -> None:
         (await api.log_metric(run_id, "marker", 1.0)).ok()
@@ -247,7 +257,11 @@ async def artifact_put(api: Api, root: Path) -> Target:
 
     async def nothing_stored() -> None:
         (await api.get(f"/api/2.0/mlflow-artifacts/artifacts/{path}", absolute=True)).error(404)
-        listing = (await api.get("/api/2.0/mlflow-artifacts/artifacts", {"path": "disconnect"}, absolute=True)).ok()
+        listing = (
+            await api.get(
+                "/api/2.0/mlflow-artifacts/artifacts", {"path": "disconnect"}, absolute=True
+            )
+        ).ok()
         assert listing.get("files", []) == []
         assert stored_files(root) == []  # no staging file left behind either
 
@@ -258,17 +272,29 @@ async def artifact_put(api: Api, root: Path) -> Target:
 
 
 async def mpu_part(api: Api, root: Path) -> Target:
-    created = (await api.post("/api/2.0/mlflow-artifacts/mpu/create/disconnect", {"path": "/tmp/big.bin", "num_parts": 1}, absolute=True)).ok()
+    created = (
+        await api.post(
+            "/api/2.0/mlflow-artifacts/mpu/create/disconnect",
+            {"path": "/tmp/big.bin", "num_parts": 1},
+            absolute=True,
+        )
+    ).ok()
     upload_id = created["upload_id"]
 
     async def nothing_stored() -> None:
         done = await api.post(
             "/api/2.0/mlflow-artifacts/mpu/complete/disconnect",
-            {"path": "/tmp/big.bin", "upload_id": upload_id, "parts": [{"part_number": 1, "etag": "x"}]},
+            {
+                "path": "/tmp/big.bin",
+                "upload_id": upload_id,
+                "parts": [{"part_number": 1, "etag": "x"}],
+            },
             absolute=True,
         )
         done.error((400, 404))
-        (await api.get("/api/2.0/mlflow-artifacts/artifacts/disconnect/big.bin", absolute=True)).error(404)
+        (
+            await api.get("/api/2.0/mlflow-artifacts/artifacts/disconnect/big.bin", absolute=True)
+        ).error(404)
         assert stored_files(root) == []
 
     return Target(
@@ -281,7 +307,15 @@ async def mpu_part(api: Api, root: Path) -> Target:
 async def upload_part(api: Api, root: Path) -> Target:
     run = await api.create_run(await api.create_experiment())
     data = uc.blob(2 * PART, seed=11)
-    session = (await uc.create(api.client, run["info"]["run_id"], "ckpt.bin", [{"size": len(data), "sha256": uc.sha256(data)}], PART)).ok()
+    session = (
+        await uc.create(
+            api.client,
+            run["info"]["run_id"],
+            "ckpt.bin",
+            [{"size": len(data), "sha256": uc.sha256(data)}],
+            PART,
+        )
+    ).ok()
     upload_id = session["upload_id"]
 
     async def nothing_stored() -> None:
@@ -335,23 +369,40 @@ async def test_a_client_gone_mid_body_is_counted_499_logged_quietly_and_stores_n
     await cut_short(live, target, close, framing)
     after = await wait_counted(live, target.route, before)
 
-    assert by_status(after, "500") == by_status(before, "500"), "a dropped client was counted as a server error"
-    assert by_status(after, "499").get(target.route, 0) - by_status(before, "499").get(target.route, 0) == 1
+    assert by_status(after, "500") == by_status(before, "500"), (
+        "a dropped client was counted as a server error"
+    )
+    assert (
+        by_status(after, "499").get(target.route, 0) - by_status(before, "499").get(target.route, 0)
+        == 1
+    )
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info or r.exc_text]
     assert loud == [], [(r.name, r.levelname, r.getMessage()) for r in loud]
-    quiet = [r for r in caplog.records if r.name.startswith("metricgate") and "closed the connection" in r.getMessage()]
+    quiet = [
+        r
+        for r in caplog.records
+        if r.name.startswith("metricgate") and "closed the connection" in r.getMessage()
+    ]
     assert len(quiet) == 1 and quiet[0].levelno in (logging.INFO, logging.WARNING), caplog.records
     await target.nothing_stored()
 
 
-async def test_the_server_keeps_serving_after_dropped_clients(live: Live, api: Api, settings: Settings) -> None:
+async def test_the_server_keeps_serving_after_dropped_clients(
+    live: Live, api: Api, settings: Settings
+) -> None:
     """Ten clients gone mid-body at once leave the server answering and counting normally."""
     root = Path(settings.artifacts.uri.removeprefix("file://"))
     target = await log_batch(api, root)
     before = await scrape(live)
-    await asyncio.gather(*(cut_short(live, target, "rst" if i % 2 else "fin", "content-length") for i in range(10)))
+    await asyncio.gather(
+        *(cut_short(live, target, "rst" if i % 2 else "fin", "content-length") for i in range(10))
+    )
     deadline = time.monotonic() + DISCONNECT_WAIT_S
-    while by_status(await scrape(live), "499").get(target.route, 0) - by_status(before, "499").get(target.route, 0) < 10:
+    while (
+        by_status(await scrape(live), "499").get(target.route, 0)
+        - by_status(before, "499").get(target.route, 0)
+        < 10
+    ):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     after = await scrape(live)

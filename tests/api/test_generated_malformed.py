@@ -45,13 +45,13 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.api.conftest import API, JSON_CONTENT_TYPE, Api, Reply, now_ms
+from tests.conftest import flush_redis, fresh_database
 from yarl import URL
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
-from metricgate.search.paging import encode_history_token, encode_page_token
-from tests.api.conftest import API, JSON_CONTENT_TYPE, Api, Reply, now_ms
-from tests.conftest import flush_redis, fresh_database
+from metricgate.domain.search.paging import encode_history_token, encode_page_token
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts"
 METRICGATE = "/api/2.0/metricgate"
@@ -66,7 +66,11 @@ MALFORMED = settings(
     derandomize=True,  # reproducible: the same examples on every run
     database=None,  # no .hypothesis/ directory in the checkout
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
     print_blob=True,
 )
 
@@ -91,7 +95,11 @@ def encode_json(value: Any) -> bytes:
     if isinstance(value, Raw):
         return value.text
     if isinstance(value, dict):
-        return b"{" + b",".join(orjson.dumps(str(k)) + b":" + encode_json(v) for k, v in value.items()) + b"}"
+        return (
+            b"{"
+            + b",".join(orjson.dumps(str(k)) + b":" + encode_json(v) for k, v in value.items())
+            + b"}"
+        )
     if isinstance(value, list):
         return b"[" + b",".join(encode_json(v) for v in value) + b"]"
     return orjson.dumps(value)
@@ -121,8 +129,19 @@ NOT_STR = st.one_of(
     st.lists(st.integers(0, 9), max_size=2),
     st.dictionaries(texts(1, 4), st.integers(0, 9), max_size=2),
 )
-NOT_LIST = st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.booleans(), st.dictionaries(texts(1, 4), texts(0, 4), max_size=2))
-NOT_OBJECT = st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.lists(st.integers(0, 9), max_size=2))
+NOT_LIST = st.one_of(
+    texts(),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.booleans(),
+    st.dictionaries(texts(1, 4), texts(0, 4), max_size=2),
+)
+NOT_OBJECT = st.one_of(
+    texts(),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.lists(st.integers(0, 9), max_size=2),
+)
 
 # Strings no PostgreSQL text column can hold: NUL, and JSON whose bytes are not UTF-8 or whose
 # escapes name a lone surrogate.
@@ -232,7 +251,9 @@ class Key(Kind):
 
 
 BAD_RUN_IDS = st.one_of(
-    st.sampled_from(["-abc", "_abc", "a b", "a/b", "a.b", "a:b", "'; DROP TABLE runs; --", "%", "a" * 257]),
+    st.sampled_from(
+        ["-abc", "_abc", "a b", "a/b", "a.b", "a:b", "'; DROP TABLE runs; --", "%", "a" * 257]
+    ),
     st.uuids().map(lambda u: u.hex),  # well-formed, does not exist: 404
     st.text(st.characters(categories=("Ll", "Nd")), min_size=1, max_size=40).map(lambda t: "0" + t),
 )
@@ -245,7 +266,11 @@ class RunId(Kind):
     exists: bool = True
 
     def _bad(self) -> st.SearchStrategy[str]:
-        return BAD_RUN_IDS if self.exists else BAD_RUN_IDS.filter(lambda r: not r.isalnum() or len(r) > 256)
+        return (
+            BAD_RUN_IDS
+            if self.exists
+            else BAD_RUN_IDS.filter(lambda r: not r.isalnum() or len(r) > 256)
+        )
 
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(NOT_STR, UNSTORABLE, st.just(""), self._bad())
@@ -255,7 +280,9 @@ class RunId(Kind):
 
 
 BAD_EXPERIMENT_IDS = st.one_of(
-    st.sampled_from(["abc", "1.5", "1e3", "-1", " ", "0x10", "9223372036854775808", "99999999999999999999999"]),
+    st.sampled_from(
+        ["abc", "1.5", "1e3", "-1", " ", "0x10", "9223372036854775808", "99999999999999999999999"]
+    ),
     st.integers(INT64_MIN, -1).map(str),
     texts(1, 10).filter(_not_int_text),
 )
@@ -298,7 +325,9 @@ class Int(Kind):
     def query(self) -> st.SearchStrategy[Any]:
         out: list[st.SearchStrategy[Any]] = [
             texts(1, 10).filter(_not_int_text),
-            st.sampled_from([str(INT64_MAX + 1), str(INT64_MIN - 1), "1e3", "1.5", "0x10", str(2**64)]),
+            st.sampled_from(
+                [str(INT64_MAX + 1), str(INT64_MIN - 1), "1e3", "1.5", "0x10", str(2**64)]
+            ),
             Q_NUL,
         ]
         if self.lo > INT64_MIN:
@@ -326,9 +355,9 @@ class Enum(Kind):
 
     def _bad_text(self) -> st.SearchStrategy[str]:
         fold: Callable[[str], str] = str.upper if self.upper else (lambda s: s)
-        return st.one_of(texts(1, 12), st.sampled_from(["", "NOPE", "running ", "-1", "99"])).filter(
-            lambda s: s != "" and fold(s) not in self.valid and s not in self.valid
-        )
+        return st.one_of(
+            texts(1, 12), st.sampled_from(["", "NOPE", "running ", "-1", "99"])
+        ).filter(lambda s: s != "" and fold(s) not in self.valid and s not in self.valid)
 
     def json(self) -> st.SearchStrategy[Any]:
         return st.one_of(
@@ -377,7 +406,9 @@ class Objects(Kind):
     """A JSON list of objects: non-lists and lists holding a non-object."""
 
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(NOT_LIST.filter(lambda v: v != ""), st.lists(NOT_OBJECT, min_size=1, max_size=3))
+        return st.one_of(
+            NOT_LIST.filter(lambda v: v != ""), st.lists(NOT_OBJECT, min_size=1, max_size=3)
+        )
 
 
 @dataclass(frozen=True)
@@ -456,7 +487,18 @@ class Filter(Kind):
 
 
 BAD_ORDER_BY = st.one_of(
-    st.sampled_from(["name DESCENDING", "nope.x", "metrics.", "name ASC DESC", "`", "name,", "1 = 1", "name; drop"]),
+    st.sampled_from(
+        [
+            "name DESCENDING",
+            "nope.x",
+            "metrics.",
+            "name ASC DESC",
+            "`",
+            "name,",
+            "1 = 1",
+            "name; drop",
+        ]
+    ),
     texts(1, 10).map(lambda t: "metrics.`" + t.replace("`", "")),  # unterminated
 )
 
@@ -464,7 +506,10 @@ BAD_ORDER_BY = st.one_of(
 @dataclass(frozen=True)
 class OrderBy(Kind):
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(NOT_LIST.filter(lambda v: v != ""), st.lists(st.one_of(NOT_STR, UNSTORABLE, BAD_ORDER_BY), min_size=1, max_size=2))
+        return st.one_of(
+            NOT_LIST.filter(lambda v: v != ""),
+            st.lists(st.one_of(NOT_STR, UNSTORABLE, BAD_ORDER_BY), min_size=1, max_size=2),
+        )
 
     def query(self) -> st.SearchStrategy[Any]:
         return st.one_of(Q_NUL, BAD_ORDER_BY)
@@ -480,9 +525,26 @@ class Segment(Kind):
     def segment(self) -> st.SearchStrategy[str]:
         return st.one_of(
             st.uuids().map(lambda u: u.hex),
-            st.sampled_from(["x", "0", "-1", "9" * 30, "m-" + "0" * 32, "%00", "%FF", "..", "a%2Fb", "%2e%2e", "%20",
-                             "%C2%B2", "%D9%A3"]),  # '²' and '٣': str.isdigit() is true of both
-            st.text(st.characters(categories=("L", "N")), min_size=1, max_size=20).map(lambda t: quote(t, safe="")),
+            st.sampled_from(
+                [
+                    "x",
+                    "0",
+                    "-1",
+                    "9" * 30,
+                    "m-" + "0" * 32,
+                    "%00",
+                    "%FF",
+                    "..",
+                    "a%2Fb",
+                    "%2e%2e",
+                    "%20",
+                    "%C2%B2",
+                    "%D9%A3",
+                ]
+            ),  # '²' and '٣': str.isdigit() is true of both
+            st.text(st.characters(categories=("L", "N")), min_size=1, max_size=20).map(
+                lambda t: quote(t, safe="")
+            ),
         )
 
 
@@ -530,7 +592,16 @@ class Object(Kind):
         return NOT_OBJECT
 
 
-_TRAVERSALS = ["..", "../x", "a/../../x", "/etc/passwd", "a/../..", "./../x", "..\\x", "a\\..\\..\\b"]
+_TRAVERSALS = [
+    "..",
+    "../x",
+    "a/../../x",
+    "/etc/passwd",
+    "a/../..",
+    "./../x",
+    "..\\x",
+    "a\\..\\..\\b",
+]
 
 
 @dataclass(frozen=True)
@@ -541,9 +612,17 @@ class ArtifactPathQuery(Kind):
     missing_ok: bool = False
 
     def query(self) -> st.SearchStrategy[Any]:
-        bad: list[st.SearchStrategy[Any]] = [st.sampled_from(_TRAVERSALS), Q_NUL, st.sampled_from([Raw(b"%2e%2e/x")])]
+        bad: list[st.SearchStrategy[Any]] = [
+            st.sampled_from(_TRAVERSALS),
+            Q_NUL,
+            st.sampled_from([Raw(b"%2e%2e/x")]),
+        ]
         if not self.missing_ok:
-            bad.append(texts(1, 8).map(lambda t: "missing-" + t.replace("/", "_").replace("\\", "_").replace(".", "_")))
+            bad.append(
+                texts(1, 8).map(
+                    lambda t: "missing-" + t.replace("/", "_").replace("\\", "_").replace(".", "_")
+                )
+            )
         return st.one_of(*bad)
 
 
@@ -559,7 +638,11 @@ class ArtifactPathText(Kind):
         if self.empty:
             bad.append(st.just(""))
         if self.lookup:
-            bad.append(texts(1, 8).map(lambda t: "missing/" + t.replace("/", "_").replace("\\", "_").replace(".", "_")))
+            bad.append(
+                texts(1, 8).map(
+                    lambda t: "missing/" + t.replace("/", "_").replace("\\", "_").replace(".", "_")
+                )
+            )
         return st.one_of(*bad)
 
 
@@ -570,13 +653,25 @@ class LocalPath(Kind):
     lookup: bool = False
 
     def json(self) -> st.SearchStrategy[Any]:
-        bad: list[st.SearchStrategy[Any]] = [NOT_STR, UNSTORABLE, st.sampled_from(["", "dir/", "C:\\dir\\", "/tmp/..", ".."])]
+        bad: list[st.SearchStrategy[Any]] = [
+            NOT_STR,
+            UNSTORABLE,
+            st.sampled_from(["", "dir/", "C:\\dir\\", "/tmp/..", ".."]),
+        ]
         if self.lookup:
-            bad.append(texts(1, 8).map(lambda t: "/tmp/other-" + t.replace("/", "_").replace("\\", "_").replace(".", "_")))
+            bad.append(
+                texts(1, 8).map(
+                    lambda t: (
+                        "/tmp/other-" + t.replace("/", "_").replace("\\", "_").replace(".", "_")
+                    )
+                )
+            )
         return st.one_of(*bad)
 
 
-BAD_VERSIONS = st.sampled_from(["abc", "-1", "0", "1.5", "1e3", "99999", "2147483648", "99999999999", " ", "v1", "0x1"])
+BAD_VERSIONS = st.sampled_from(
+    ["abc", "-1", "0", "1.5", "1e3", "99999", "2147483648", "99999999999", " ", "v1", "0x1"]
+)
 
 
 @dataclass(frozen=True)
@@ -598,7 +693,9 @@ class Version(Kind):
         return st.one_of(Q_NUL, self._bad())
 
 
-BAD_STAGES = texts(1, 12).filter(lambda s: s.lower() not in ("none", "staging", "production", "archived"))
+BAD_STAGES = texts(1, 12).filter(
+    lambda s: s.lower() not in ("none", "staging", "production", "archived")
+)
 
 
 @dataclass(frozen=True)
@@ -655,7 +752,11 @@ class Url(Kind):
 @dataclass(frozen=True)
 class Event(Kind):
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(NOT_STR, UNSTORABLE, st.sampled_from(["", "nope", "model_version", "*.*.*", "MODEL_VERSION.CREATED"]))
+        return st.one_of(
+            NOT_STR,
+            UNSTORABLE,
+            st.sampled_from(["", "nope", "model_version", "*.*.*", "MODEL_VERSION.CREATED"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -693,10 +794,18 @@ class GraphQLQuery(Kind):
 @dataclass(frozen=True)
 class GraphQLVariables(Kind):
     def json(self) -> st.SearchStrategy[Any]:
-        return st.one_of(texts(), st.integers(INT64_MIN, INT64_MAX), st.booleans(), st.lists(st.integers(INT64_MIN, INT64_MAX), max_size=2))
+        return st.one_of(
+            texts(),
+            st.integers(INT64_MIN, INT64_MAX),
+            st.booleans(),
+            st.lists(st.integers(INT64_MIN, INT64_MAX), max_size=2),
+        )
 
     def query(self) -> st.SearchStrategy[Any]:
-        return st.one_of(texts(1, 10).filter(lambda t: _not_json_object(t)), st.sampled_from(["[1]", "1", '"s"', "true"]))
+        return st.one_of(
+            texts(1, 10).filter(lambda t: _not_json_object(t)),
+            st.sampled_from(["[1]", "1", '"s"', "true"]),
+        )
 
 
 def _not_json_object(text: str) -> bool:
@@ -710,7 +819,6 @@ def _not_json_object(text: str) -> bool:
 class GraphQLName(Kind):
     def json(self) -> st.SearchStrategy[Any]:
         return NOT_STR
-
 
 
 # ---------------------------------------------------------------- the world the templates refer to
@@ -733,7 +841,9 @@ class World:
         return template
 
 
-MLMODEL_JSON = orjson.dumps({"artifact_path": "model", "flavors": {}, "utc_time_created": "2024-01-01", "run_id": "{R}"}).decode()
+MLMODEL_JSON = orjson.dumps(
+    {"artifact_path": "model", "flavors": {}, "utc_time_created": "2024-01-01", "run_id": "{R}"}
+).decode()
 
 
 async def build_world(api: Api, artifact_root: Path) -> dict[str, str]:
@@ -746,45 +856,96 @@ async def build_world(api: Api, artifact_root: Path) -> dict[str, str]:
     run = await api.create_run(v["E"], run_name="fuzz-run")
     v["R"] = run["info"]["run_id"]
     v["A"] = run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
-    v["R2"] = (await api.create_run(v["E"]))["info"]["run_id"]  # deleted and restored by the templates
+    v["R2"] = (await api.create_run(v["E"]))["info"][
+        "run_id"
+    ]  # deleted and restored by the templates
     (await api.post("/runs/log-batch", {
         "run_id": v["R"], "metrics": [{"key": "m", "value": float(i), "timestamp": now_ms(), "step": i} for i in range(5)],
         "params": [{"key": "p", "value": "v"}], "tags": [{"key": "t", "value": "v"}],
     })).ok()  # fmt: skip
-    for path, data in (("dir/file.txt", b"hello"), ("model/MLmodel", b"artifact_path: model\n"), ("doomed.txt", b"x")):
-        reply = await api.request("PUT", f"{ARTIFACTS}/artifacts/{v['A']}/{path}", data=data, absolute=True)
+    for path, data in (
+        ("dir/file.txt", b"hello"),
+        ("model/MLmodel", b"artifact_path: model\n"),
+        ("doomed.txt", b"x"),
+    ):
+        reply = await api.request(
+            "PUT", f"{ARTIFACTS}/artifacts/{v['A']}/{path}", data=data, absolute=True
+        )
         reply.ok()
     # Logged model, with an artifact of its own.
     lm = (await api.post("/logged-models", {"experiment_id": v["E"], "name": "fuzz-lm", "source_run_id": v["R"],
                                               "tags": [{"key": "t", "value": "v"}], "params": [{"key": "p", "value": "v"}]})).ok()  # fmt: skip
     v["LM"] = lm["model"]["info"]["model_id"]
     lm_root = lm["model"]["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
-    (await api.request("PUT", f"{ARTIFACTS}/artifacts/{lm_root}/MLmodel", data=b"x: 1\n", absolute=True)).ok()
-    v["LM2"] = (await api.post("/logged-models", {"experiment_id": v["E"], "name": "fuzz-lm-doomed"})).ok()["model"]["info"]["model_id"]
+    (
+        await api.request(
+            "PUT", f"{ARTIFACTS}/artifacts/{lm_root}/MLmodel", data=b"x: 1\n", absolute=True
+        )
+    ).ok()
+    v["LM2"] = (
+        await api.post("/logged-models", {"experiment_id": v["E"], "name": "fuzz-lm-doomed"})
+    ).ok()["model"]["info"]["model_id"]
     # Registry: a model with two versions, aliases and tags, and spares that templates rename or delete.
     v["M"] = f"fuzz-model-{suffix}"
-    (await api.post("/registered-models/create", {"name": v["M"], "tags": [{"key": "t", "value": "v"}]})).ok()
+    (
+        await api.post(
+            "/registered-models/create", {"name": v["M"], "tags": [{"key": "t", "value": "v"}]}
+        )
+    ).ok()
     for _ in range(3):
-        (await api.post("/model-versions/create", {"name": v["M"], "source": f"runs:/{v['R']}/model", "run_id": v["R"]})).ok()
-    (await api.post("/model-versions/set-tag", {"name": v["M"], "version": "1", "key": "t", "value": "v"})).ok()
+        (
+            await api.post(
+                "/model-versions/create",
+                {"name": v["M"], "source": f"runs:/{v['R']}/model", "run_id": v["R"]},
+            )
+        ).ok()
+    (
+        await api.post(
+            "/model-versions/set-tag", {"name": v["M"], "version": "1", "key": "t", "value": "v"}
+        )
+    ).ok()
     for alias in ("champion", "old"):
-        (await api.post("/registered-models/alias", {"name": v["M"], "alias": alias, "version": "1"})).ok()
+        (
+            await api.post(
+                "/registered-models/alias", {"name": v["M"], "alias": alias, "version": "1"}
+            )
+        ).ok()
     for spare in ("rename-me", "doomed"):
         v[spare] = f"fuzz-{spare}-{suffix}"
         (await api.post("/registered-models/create", {"name": v[spare]})).ok()
     # Webhooks: inactive, so that no delivery ever changes rows behind the fingerprint's back.
     for name in ("W", "W2"):
-        body = {"url": "http://127.0.0.1:9/hook", "events": ["model_version.created"], "active": False}
-        v[name] = str((await api.post(f"{METRICGATE}/webhooks", body, absolute=True)).ok()["webhook"]["id"])
+        body = {
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["model_version.created"],
+            "active": False,
+        }
+        v[name] = str(
+            (await api.post(f"{METRICGATE}/webhooks", body, absolute=True)).ok()["webhook"]["id"]
+        )
     # Upload sessions: one to complete (its one part is in), one to abort.
     for name in ("U", "U2"):
-        body = {"run_id": v["R"], "path": f"up/{name}.bin", "part_size": 5 * 1024 * 1024, "files": [{"size": 10}]}
+        body = {
+            "run_id": v["R"],
+            "path": f"up/{name}.bin",
+            "part_size": 5 * 1024 * 1024,
+            "files": [{"size": 10}],
+        }
         v[name] = (await api.post(f"{METRICGATE}/uploads", body, absolute=True)).ok()["upload_id"]
-    (await api.request("PUT", f"{METRICGATE}/uploads/{v['U']}/files/0/parts/1", data=b"0123456789", absolute=True)).ok()
+    (
+        await api.request(
+            "PUT",
+            f"{METRICGATE}/uploads/{v['U']}/files/0/parts/1",
+            data=b"0123456789",
+            absolute=True,
+        )
+    ).ok()
     # Proxied multipart uploads: one with a part in (to complete), one to abort.
     for name in ("MPU", "MPU2"):
         body = {"path": f"/tmp/{name}.bin", "num_parts": 1}
-        v[name] = (await api.post(f"{ARTIFACTS}/mpu/create/{v['A']}", body, absolute=True)).ok()["upload_id"]
+        v[name] = (await api.post(f"{ARTIFACTS}/mpu/create/{v['A']}", body, absolute=True)).ok()[
+            "upload_id"
+        ]
     reply = await api.request("PUT", f"{ARTIFACTS}/mpu/part/{v['A']}/MPU.bin?upload_id={v['MPU']}&part_number=1",
                               data=b"part", absolute=True)  # fmt: skip
     reply.ok()
@@ -810,7 +971,9 @@ class Fingerprint:
     """A digest of everything a request could store: every row of every table, the last entry
     id of every Redis stream (trimming does not move it, an XADD does) and the artifact files."""
 
-    def __init__(self, conn: asyncpg.Connection, redis: aioredis.Redis, artifact_root: Path) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, redis: aioredis.Redis, artifact_root: Path
+    ) -> None:
         self._conn, self._redis, self._root = conn, redis, artifact_root
         self._sql: str | None = None
 
@@ -836,9 +999,16 @@ class Fingerprint:
                 info = await self._redis.xinfo_stream(key)
                 streams[key] = info["last-generated-id"]
         files = sorted(
-            (str(p.relative_to(self._root)), p.stat().st_size) for p in self._root.rglob("*") if p.is_file()
+            (str(p.relative_to(self._root)), p.stat().st_size)
+            for p in self._root.rglob("*")
+            if p.is_file()
         )
-        return {"tables": rows, "streams": streams, "files": hashlib.sha256(repr(files).encode()).hexdigest(), "list": files}
+        return {
+            "tables": rows,
+            "streams": streams,
+            "files": hashlib.sha256(repr(files).encode()).hexdigest(),
+            "list": files,
+        }
 
 
 @dataclass
@@ -847,12 +1017,16 @@ class Harness:
     fingerprint: Fingerprint
 
 
-async def _open_world(pg_server_url: str, template: str, redis_url: str, root: Path) -> AsyncIterator[Harness]:
+async def _open_world(
+    pg_server_url: str, template: str, redis_url: str, root: Path
+) -> AsyncIterator[Harness]:
     async with fresh_database(pg_server_url, template) as db:
         await flush_redis(redis_url)
         artifacts = root / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        app_settings = Settings.from_env({}, database_url=db, redis_url=redis_url, artifacts_uri=artifacts.as_uri())
+        app_settings = Settings.from_env(
+            {}, database_url=db, redis_url=redis_url, artifacts_uri=artifacts.as_uri()
+        )
         async with TestClient(TestServer(create_app(app_settings))) as client:
             api = TimedApi(client)
             values = await build_world(api, artifacts)
@@ -875,16 +1049,23 @@ class TimedApi(Api):
         try:
             return await asyncio.wait_for(_send(), REQUEST_TIMEOUT_S)
         except TimeoutError:
-            pytest.fail(f"{method} {path} got no answer within {REQUEST_TIMEOUT_S} s", pytrace=False)
+            pytest.fail(
+                f"{method} {path} got no answer within {REQUEST_TIMEOUT_S} s", pytrace=False
+            )
 
 
 @pytest.fixture(scope="module")
 async def harness(
-    pg_server_url: str, migrated_template: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    pg_server_url: str,
+    migrated_template: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Harness]:
     """One world for the whole module: a malformed request must leave it as it was, and the
     fingerprint checks exactly that after every one."""
-    async for opened in _open_world(pg_server_url, migrated_template, redis_url, tmp_path_factory.mktemp("malformed")):
+    async for opened in _open_world(
+        pg_server_url, migrated_template, redis_url, tmp_path_factory.mktemp("malformed")
+    ):
         yield opened
 
 
@@ -914,7 +1095,9 @@ class Endpoint:
     data: bytes | None = None  # a non-JSON body (artifact and part uploads)
     order: int = 0
     json_body: bool = True  # False: the handler reads no JSON body (path-only POST/DELETE)
-    headers: dict[str, st.SearchStrategy[str]] = field(default_factory=dict)  # request headers it reads
+    headers: dict[str, st.SearchStrategy[str]] = field(
+        default_factory=dict
+    )  # request headers it reads
 
     @property
     def in_query(self) -> bool:
@@ -928,7 +1111,9 @@ _TAG_KINDS = {"tags": Objects(), "tags.0.key": Key(), "tags.0.value": Text()}
 _PLAIN_TAG_KINDS = {"tags": Objects(), "tags.0.key": Text(empty=True), "tags.0.value": Text()}
 _METRIC = {"key": "m", "value": 1.5, "timestamp": 1700000000000, "step": 3}
 _SEARCH_VIEW = Enum(("ACTIVE_ONLY", "DELETED_ONLY", "ALL", "1", "2", "3"), upper=True)
-_RUN_STATUS = Enum(("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED", "1", "2", "3", "4", "5"))
+_RUN_STATUS = Enum(
+    ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED", "1", "2", "3", "4", "5")
+)
 
 
 def _metric_kinds(prefix: str) -> dict[str, Kind]:
@@ -944,7 +1129,9 @@ def _metric_kinds(prefix: str) -> dict[str, Kind]:
 _PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
 BAD_AUTHORIZATION = st.one_of(
     # (A bare "Basic" with no credentials reads as no user: nothing is authenticated yet.)
-    st.sampled_from(["Basic !!!", "Basic =", "Basic YQ", "Basic " + _b64(b"\xff\xfe:pw"), "basic %%%"]),
+    st.sampled_from(
+        ["Basic !!!", "Basic =", "Basic YQ", "Basic " + _b64(b"\xff\xfe:pw"), "basic %%%"]
+    ),
     _PRINTABLE.filter(lambda t: t.strip() != "").map(lambda t: "Basic " + t.replace("=", "") + "!"),
 )
 AUDIT_HEADERS = {
@@ -1356,8 +1543,14 @@ INPUTLESS: list[tuple[str, str, str]] = [
 NOT_FUZZED = {
     ("GET", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
     ("HEAD", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
-    ("GET", "ui_static.static_file"): "the UI bundle's files; traversal is tests/api/test_ui_static.py's",
-    ("HEAD", "ui_static.static_file"): "the UI bundle's files; traversal is tests/api/test_ui_static.py's",
+    (
+        "GET",
+        "ui_static.static_file",
+    ): "the UI bundle's files; traversal is tests/api/test_ui_static.py's",
+    (
+        "HEAD",
+        "ui_static.static_file",
+    ): "the UI bundle's files; traversal is tests/api/test_ui_static.py's",
 }
 
 
@@ -1381,7 +1574,11 @@ def _routed() -> dict[tuple[str, str], set[str]]:
 def test_every_route_has_a_strategy() -> None:
     """A route added without an ``Endpoint`` (or an INPUTLESS / NOT_FUZZED entry) fails here."""
     routed = _routed()
-    covered = {(e.method, e.handler) for e in ENDPOINTS} | {(m, h) for m, _, h in INPUTLESS} | set(NOT_FUZZED)
+    covered = (
+        {(e.method, e.handler) for e in ENDPOINTS}
+        | {(m, h) for m, _, h in INPUTLESS}
+        | set(NOT_FUZZED)
+    )
     missing = sorted(set(routed) - covered)
     assert not missing, f"routes without a malformed-input strategy: {missing}"
     stale = sorted(covered - set(routed))
@@ -1390,8 +1587,14 @@ def test_every_route_has_a_strategy() -> None:
     for e in ENDPOINTS:
         canonical = e.path
         for name in e.pathvars:
-            canonical = canonical.replace("{" + name + "}", "{" + _PATH_PARAM_NAMES.get((e.handler, name), name) + "}")
-        assert canonical in routed[(e.method, e.handler)], (e.id, canonical, routed[(e.method, e.handler)])
+            canonical = canonical.replace(
+                "{" + name + "}", "{" + _PATH_PARAM_NAMES.get((e.handler, name), name) + "}"
+            )
+        assert canonical in routed[(e.method, e.handler)], (
+            e.id,
+            canonical,
+            routed[(e.method, e.handler)],
+        )
     for method, path, handler in INPUTLESS:
         assert path in routed[(method, handler)], (path, handler)
 
@@ -1447,17 +1650,27 @@ class Sent:
     def __repr__(self) -> str:
         shown = self.data[:300] if self.data is not None else None
         extra = {k: v[:80] for k, v in self.headers.items() if k != "Content-Type"}
-        return f"{self.method} {self.url[:400]} body={shown!r}" + (f" headers={extra}" if extra else "")
+        return f"{self.method} {self.url[:400]} body={shown!r}" + (
+            f" headers={extra}" if extra else ""
+        )
 
 
 def render(
-    e: Endpoint, world: World, *, field_path: str | None = None, value: Any = _DELETE, segment: tuple[str, str] | None = None,
-    extras: dict[str, Any] | None = None, header: tuple[str, str] | None = None,
+    e: Endpoint,
+    world: World,
+    *,
+    field_path: str | None = None,
+    value: Any = _DELETE,
+    segment: tuple[str, str] | None = None,
+    extras: dict[str, Any] | None = None,
+    header: tuple[str, str] | None = None,
 ) -> Sent:
     """The endpoint's valid request with at most one field (or path segment) changed."""
     path = e.path
     for name, default in e.pathvars.items():
-        path = path.replace("{" + name + "}", segment[1] if segment and segment[0] == name else default)
+        path = path.replace(
+            "{" + name + "}", segment[1] if segment and segment[0] == name else default
+        )
     path = world.fill(path)
     headers: dict[str, str] = {}
     data: bytes | None = None
@@ -1495,7 +1708,9 @@ async def send(world: World, sent: Sent) -> Reply:
     url = URL(f"http://{client.host}:{client.port}{sent.url}", encoded=True)
 
     async def _send() -> Reply:
-        async with client.session.request(sent.method, url, data=sent.data, headers=sent.headers) as resp:
+        async with client.session.request(
+            sent.method, url, data=sent.data, headers=sent.headers
+        ) as resp:
             return Reply(sent.method, sent.url, resp.status, resp.headers, await resp.read())
 
     try:
@@ -1570,9 +1785,15 @@ FIELD_CASES = [
     for name, kind in e.fields.items()
     if (kind.query() if e.in_query else kind.json()) is not None
 ]
-HEADER_CASES = [pytest.param(e, name, id=f"{e.id}:<{name}>") for e in ENDPOINTS for name in e.headers]
-SEGMENT_CASES = [pytest.param(e, name, id=f"{e.id}:{{{name}}}") for e in ENDPOINTS for name in e.segments]
-REQUIRED_CASES = [pytest.param(e, name, id=f"{e.id}:-{name}") for e in ENDPOINTS for name in e.required]
+HEADER_CASES = [
+    pytest.param(e, name, id=f"{e.id}:<{name}>") for e in ENDPOINTS for name in e.headers
+]
+SEGMENT_CASES = [
+    pytest.param(e, name, id=f"{e.id}:{{{name}}}") for e in ENDPOINTS for name in e.segments
+]
+REQUIRED_CASES = [
+    pytest.param(e, name, id=f"{e.id}:-{name}") for e in ENDPOINTS for name in e.required
+]
 JSON_ENDPOINTS = [pytest.param(e, id=e.id) for e in ENDPOINTS if not e.in_query and e.json_body]
 # MLflow checks the Content-Type of POST and PUT bodies only (PATCH and DELETE bodies are read as JSON).
 CONTENT_TYPED = [p for p in JSON_ENDPOINTS if p.values[0].method in ("POST", "PUT")]
@@ -1586,7 +1807,9 @@ _EXTRA_FIELDS = st.dictionaries(
 @pytest.mark.parametrize(("endpoint", "name"), FIELD_CASES)
 @MALFORMED
 @given(data=st.data())
-async def test_malformed_field(harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str, data: st.DataObject) -> None:
+async def test_malformed_field(
+    harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str, data: st.DataObject
+) -> None:
     kind = endpoint.fields[name]
     strategy = kind.query() if endpoint.in_query else kind.json()
     assert strategy is not None
@@ -1594,7 +1817,9 @@ async def test_malformed_field(harness: Harness, baseline: Baseline, endpoint: E
     # Unknown fields are ignored (as stock MLflow does): beside a bad one they change nothing.
     extras = data.draw(_EXTRA_FIELDS, label="extras")
     if endpoint.in_query:
-        extras = {k: (v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in extras.items()}
+        extras = {
+            k: (v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in extras.items()
+        }
     sent = render(endpoint, harness.world, field_path=name, value=value, extras=extras)
     await refused_and_nothing_stored(harness, baseline, sent)
 
@@ -1615,16 +1840,22 @@ async def test_malformed_path_segment(
 @pytest.mark.parametrize(("endpoint", "name"), HEADER_CASES)
 @MALFORMED
 @given(data=st.data())
-async def test_malformed_header(harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str, data: st.DataObject) -> None:
+async def test_malformed_header(
+    harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str, data: st.DataObject
+) -> None:
     value = data.draw(endpoint.headers[name], label=name)
     sent = render(endpoint, harness.world, header=(name, value))
     await refused_and_nothing_stored(harness, baseline, sent)
 
 
 @pytest.mark.parametrize(("endpoint", "name"), REQUIRED_CASES)
-async def test_missing_required_field(harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str) -> None:
+async def test_missing_required_field(
+    harness: Harness, baseline: Baseline, endpoint: Endpoint, name: str
+) -> None:
     presence_only = isinstance(endpoint.fields.get(name), Present)
-    for value in (_DELETE, None) if not endpoint.in_query else (_DELETE,) if presence_only else (_DELETE, ""):
+    for value in (
+        (_DELETE, None) if not endpoint.in_query else (_DELETE,) if presence_only else (_DELETE, "")
+    ):
         sent = render(endpoint, harness.world, field_path=name, value=value)
         await refused_and_nothing_stored(harness, baseline, sent)
 
@@ -1657,18 +1888,29 @@ async def test_bad_json_bodies(harness: Harness, baseline: Baseline, endpoint: E
 @pytest.mark.parametrize("endpoint", CONTENT_TYPED)
 async def test_bad_content_types(harness: Harness, baseline: Baseline, endpoint: Endpoint) -> None:
     valid = render(endpoint, harness.world)
-    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+    for content_type in (
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
         headers = {} if content_type is None else {"Content-Type": content_type}
         sent = Sent(endpoint.method, valid.url, valid.data, headers)
         await refused_and_nothing_stored(harness, baseline, sent)
 
 
-@pytest.mark.parametrize(("method", "path", "handler"), INPUTLESS, ids=[f"{m} {p}" for m, p, _ in INPUTLESS])
-async def test_inputless_routes_ignore_garbage(harness: Harness, baseline: Baseline, method: str, path: str, handler: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "handler"), INPUTLESS, ids=[f"{m} {p}" for m, p, _ in INPUTLESS]
+)
+async def test_inputless_routes_ignore_garbage(
+    harness: Harness, baseline: Baseline, method: str, path: str, handler: str
+) -> None:
     garbage_queries = ["a=%00", "a=%FF%FE", "%00=%00", "a=" + "x" * 4000, "&&&==&", "a[]=1&a[]=2"]
     for query in garbage_queries:
-        for data in ((None,) if method == "GET" else (b"\x00\xff", b"[]", b"{")):
-            sent = Sent(method, f"{path}?{query}", data, {"Content-Type": JSON_CONTENT_TYPE} if data else {})
+        for data in (None,) if method == "GET" else (b"\x00\xff", b"[]", b"{"):
+            sent = Sent(
+                method, f"{path}?{query}", data, {"Content-Type": JSON_CONTENT_TYPE} if data else {}
+            )
             reply = await send(harness.world, sent)
             assert reply.status < 500, f"{sent!r} -> {reply!r}"
             if reply.status >= 400:
@@ -1689,7 +1931,9 @@ async def test_valid_requests_are_valid(
     """Every template unmutated answers 2xx (in its own world, in ``order``): the mutations are
     one field away from a request that works, so they test that field's validation."""
     # Another Redis database: the module's world keeps its streams (and its flusher its entries).
-    async for opened in _open_world(pg_server_url, migrated_template, _next_redis_db(redis_url), tmp_path):
+    async for opened in _open_world(
+        pg_server_url, migrated_template, _next_redis_db(redis_url), tmp_path
+    ):
         failures = []
         for e in sorted(ENDPOINTS, key=lambda e: e.order):
             sent = render(e, opened.world)
@@ -1710,19 +1954,21 @@ PINNED = [
     # api/webhooks.py and the store's id parser (stores/postgres/webhooks.py).
     pytest.param("webhooks-get", "{WX}", "%C2%B2", id="webhook-id-superscript"),
     pytest.param("webhooks-deliveries", "{WX}", "%C2%B3", id="webhook-deliveries-id-superscript"),
-    # registry/rules.py parse_version.
+    # domain/registry/rules.py parse_version.
     pytest.param("model-versions-get", "version", "\u00b2", id="version-superscript"),
     pytest.param("model-versions-update", "version", "\u00b9", id="version-superscript-json"),
     # api/codec.py Fields.int: "" in a JSON body was read as absent (end_time unchanged, step 0).
     pytest.param("runs-update", "end_time", "", id="empty-string-end-time"),
     pytest.param("runs-outputs", "models.0.step", "", id="empty-string-output-step"),
-    # search/paging.py _offset_from.
+    # domain/search/paging.py _offset_from.
     pytest.param("runs-search", "page_token", _b64(b'{"offset": "\\u00b2"}'), id="page-token-offset-superscript"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("endpoint_id", "name", "value"), PINNED)
-async def test_pinned_regressions(harness: Harness, baseline: Baseline, endpoint_id: str, name: str, value: str) -> None:
+async def test_pinned_regressions(
+    harness: Harness, baseline: Baseline, endpoint_id: str, name: str, value: str
+) -> None:
     endpoint = next(e for e in ENDPOINTS if e.id == endpoint_id)
     if name.startswith("{"):
         sent = render(endpoint, harness.world, segment=(name.strip("{}"), value))

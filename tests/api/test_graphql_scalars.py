@@ -23,7 +23,9 @@ INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 HUGE = "1" * 1_000_000
 # A query document is at most 100,000 characters (graphql/limits): the longest literal that fits.
 LONG_LITERAL = "1" * 90_000
-SEARCH = "query($n: LongString) { mlflowSearchModelVersions(input: {maxResults: $n}) { nextPageToken } }"
+SEARCH = (
+    "query($n: LongString) { mlflowSearchModelVersions(input: {maxResults: $n}) { nextPageToken } }"
+)
 
 
 def _long_string() -> GraphQLScalarType:
@@ -66,7 +68,9 @@ def test_long_strings_that_fit_are_parsed(text: str, value: int) -> None:
         assert scalar.parse_literal(IntValueNode(value=text.strip())) == value
 
 
-@pytest.mark.parametrize("text", ["1" * 22, "-" + "9" * 21, "0" * 30 + "1", HUGE, "many", "", "1.5"])
+@pytest.mark.parametrize(
+    "text", ["1" * 22, "-" + "9" * 21, "0" * 30 + "1", HUGE, "many", "", "1.5"]
+)
 def test_longer_or_malformed_text_is_refused_before_int(int_calls: list[str], text: str) -> None:
     scalar = _long_string()
     with pytest.raises(GraphQLError, match="^LongString cannot represent "):
@@ -75,7 +79,9 @@ def test_longer_or_malformed_text_is_refused_before_int(int_calls: list[str], te
         try:
             assert scalar.parse_literal(node) is Undefined  # graphql-core words the error
         except GraphQLError as error:  # a long one is worded here, quoting only a prefix
-            assert len(text) > 40 and error.message.startswith("Expected value of type 'LongString', found ")
+            assert len(text) > 40 and error.message.startswith(
+                "Expected value of type 'LongString', found "
+            )
             assert len(error.message) < 100
     assert all(len(seen) <= 21 for seen in int_calls), [seen[:30] for seen in int_calls]
 
@@ -88,9 +94,13 @@ def test_variables_beyond_64_bits_and_non_integers_are_refused() -> None:
             scalar.parse_value(bad)
 
 
-async def _post(client: TestClient[Any, Any], query: str, variables: Any = None) -> tuple[int, bytes]:
+async def _post(
+    client: TestClient[Any, Any], query: str, variables: Any = None
+) -> tuple[int, bytes]:
     data = orjson.dumps({"query": query, "variables": variables})
-    async with client.post("/graphql", data=data, headers={"Content-Type": "application/json"}) as resp:
+    async with client.post(
+        "/graphql", data=data, headers={"Content-Type": "application/json"}
+    ) as resp:
         return resp.status, await resp.read()
 
 
@@ -106,7 +116,9 @@ async def test_huge_numbers_answer_a_short_error(client: TestClient[Any, Any]) -
     body = orjson.loads(raw)
     assert status == 200 and body["data"] is None
     [message] = body["errors"]
-    assert message.startswith("Variable '$n' got invalid value '1111") and len(raw) < 1000, message[:300]
+    assert message.startswith("Variable '$n' got invalid value '1111") and len(raw) < 1000, message[
+        :300
+    ]
     assert message.endswith("LongString cannot represent '" + "1" * 40 + "'...")
     # The bound does not get in the way of an ordinary value.
     status, raw = await _post(client, SEARCH, {"n": "5"})

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from tests import upload_client as uc
+from tests.api.conftest import Api, now_ms
+from tests.api.test_api_ingest import tuned
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
+from metricgate.ingest.live_status import LiveStatus
 from metricgate.ingest.streams import DEAD_LETTER_STREAM, IngestStreams
-from metricgate.live_status import LiveStatus
 from metricgate.stores.postgres.live_counts import PgLiveCounts
 from metricgate.stores.postgres.pool import Database, create_pool
-from tests.api.conftest import Api, now_ms
-from tests.api.test_api_ingest import tuned
-from tests import upload_client as uc
 
 pytestmark = pytest.mark.asyncio
 
@@ -37,7 +37,10 @@ async def _status(api: Api) -> dict[str, Any]:
 
 
 async def _log_batch(api: Api, run_id: str, points: int, step0: int = 0) -> None:
-    metrics = [{"key": "loss", "value": 0.5, "timestamp": now_ms(), "step": step0 + i} for i in range(points)]
+    metrics = [
+        {"key": "loss", "value": 0.5, "timestamp": now_ms(), "step": step0 + i}
+        for i in range(points)
+    ]
     (await api.post("/runs/log-batch", {"run_id": run_id, "metrics": metrics})).ok()
 
 
@@ -77,7 +80,11 @@ async def test_flushed_points_clear_the_lag(client: TestClient[Any, Any]) -> Non
     run_id = await api.new_run_id()
     await _log_batch(api, run_id, 7)
     body = await _wait_for(
-        api, lambda b: b["points_flushed_total"] - before["points_flushed_total"] >= 7 and b["flush_lag_s"] == 0
+        api,
+        lambda b: (
+            b["points_flushed_total"] - before["points_flushed_total"] >= 7
+            and b["flush_lag_s"] == 0
+        ),
     )
     assert body["points_flushed_total"] - before["points_flushed_total"] == 7
     assert body["flush_lag_s"] == 0
@@ -94,7 +101,11 @@ async def test_dead_letters_uploads_abandoned_runs_and_failed_deliveries(
     finally:
         await redis.aclose()
     run_id = await api.new_run_id()
-    (await api.post("/runs/set-tag", {"run_id": run_id, "key": "metricgate.abandoned", "value": "true"})).ok()
+    (
+        await api.post(
+            "/runs/set-tag", {"run_id": run_id, "key": "metricgate.abandoned", "value": "true"}
+        )
+    ).ok()
     (await uc.create(client, run_id, "ckpt.bin", [{"size": 10}], 5 * 1024 * 1024)).ok()
     pool = await create_pool(settings.postgres)
     try:
@@ -138,7 +149,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_unreachable_redis_is_reported_not_raised(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unreachable_redis_is_reported_not_raised(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     port = _closed_port()
     with socket.socket() as probe:  # the fault is real: nothing listens there
         assert probe.connect_ex(("127.0.0.1", port)) != 0

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.api.conftest import JSON_CONTENT_TYPE, Api, Reply
 
 from metricgate.api.codec import Fields, parse_int64
-from metricgate.errors import InvalidParameter
-from tests.api.conftest import JSON_CONTENT_TYPE, Api, Reply
+from metricgate.domain.errors import InvalidParameter
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -121,7 +121,11 @@ class Site:
     stored: Callable[[Ctx], Awaitable[None]]
 
     def render(self, ctx: Ctx, literal: str) -> tuple[str, bytes]:
-        text = self.body.replace("{R}", ctx.run_id).replace("{E}", ctx.experiment_id).replace("{V}", literal)
+        text = (
+            self.body.replace("{R}", ctx.run_id)
+            .replace("{E}", ctx.experiment_id)
+            .replace("{V}", literal)
+        )
         return self.path.replace("{R}", ctx.run_id).replace("{E}", ctx.experiment_id), text.encode()
 
 
@@ -215,7 +219,9 @@ async def ctx(api: Api) -> Ctx:
 
 async def _send(api: Api, method: str, path: str, body: bytes) -> Reply:
     absolute = path.startswith("/api/")
-    return await api.request(method, path, data=body, headers={"Content-Type": JSON_CONTENT_TYPE}, absolute=absolute)
+    return await api.request(
+        method, path, data=body, headers={"Content-Type": JSON_CONTENT_TYPE}, absolute=absolute
+    )
 
 
 @pytest.mark.parametrize("literal", OUT_OF_RANGE_JSON)
@@ -246,7 +252,11 @@ def test_every_int64_field_is_covered() -> None:
         module = source.relative_to(api_dir).with_suffix("").as_posix()
         for name in re.findall(r"\.int\(\s*\"(\w+)\"", source.read_text()):
             found.add((module, name))
-    covered = {(s.module, s.field) for s in SITES} | {(s.module, s.field) for s in QUERY_SITES} | OTHER_SITES
+    covered = (
+        {(s.module, s.field) for s in SITES}
+        | {(s.module, s.field) for s in QUERY_SITES}
+        | OTHER_SITES
+    )
     assert found, "the pattern found no int field at all"
     assert found <= covered, f"int64 fields without an out-of-range test: {sorted(found - covered)}"
 
@@ -265,7 +275,9 @@ async def test_graphql_long_string_refuses_out_of_range(api: Api, literal: str) 
     payload = reply.json
     api_error = ((payload.get("data") or {}).get("mlflowSearchModelVersions") or {}).get("apiError")
     # Either graphql-core refuses the variable, or the resolver answers INVALID_PARAMETER_VALUE.
-    assert payload.get("errors") or (api_error and api_error["code"] == "INVALID_PARAMETER_VALUE"), reply
+    assert payload.get("errors") or (
+        api_error and api_error["code"] == "INVALID_PARAMETER_VALUE"
+    ), reply
 
 
 # ---------------------------------------------------------------- in range still works
@@ -283,13 +295,19 @@ async def test_graphql_long_string_refuses_out_of_range(api: Api, literal: str) 
     ],
 )
 @pytest.mark.parametrize("batch", [False, True], ids=["log-metric", "log-batch"])
-async def test_in_range_steps_are_stored_exactly(ctx: Ctx, literal: str, expected: int, batch: bool) -> None:
+async def test_in_range_steps_are_stored_exactly(
+    ctx: Ctx, literal: str, expected: int, batch: bool
+) -> None:
     if batch:
         body = '{"run_id": "%s", "metrics": [{"key": "m", "value": 1, "timestamp": 5, "step": %s}]}'
-        reply = await _send(ctx.api, "POST", "/runs/log-batch", (body % (ctx.run_id, literal)).encode())
+        reply = await _send(
+            ctx.api, "POST", "/runs/log-batch", (body % (ctx.run_id, literal)).encode()
+        )
     else:
         body = '{"run_id": "%s", "key": "m", "value": 1, "timestamp": 5, "step": %s}'
-        reply = await _send(ctx.api, "POST", "/runs/log-metric", (body % (ctx.run_id, literal)).encode())
+        reply = await _send(
+            ctx.api, "POST", "/runs/log-metric", (body % (ctx.run_id, literal)).encode()
+        )
     reply.ok()
     assert [p["step"] for p in await ctx.api.history(ctx.run_id, "m")] == [expected]
 
@@ -299,7 +317,9 @@ async def test_in_range_steps_are_stored_exactly(ctx: Ctx, literal: str, expecte
 async def test_run_times_at_the_bounds(api: Api, field: str, value: int) -> None:
     experiment_id = await api.create_experiment(f"int64-{uuid.uuid4().hex[:8]}")
     if field == "start_time":
-        info = (await api.post("/runs/create", {"experiment_id": experiment_id, "start_time": value})).ok()["run"]["info"]
+        info = (
+            await api.post("/runs/create", {"experiment_id": experiment_id, "start_time": value})
+        ).ok()["run"]["info"]
     else:
         run_id = (await api.create_run(experiment_id))["info"]["run_id"]
         (await api.post("/runs/update", {"run_id": run_id, "end_time": value})).ok()
@@ -324,7 +344,9 @@ class TestParseInt64:
         value = orjson.loads(b"-9223372036854775809")
         assert isinstance(value, float) and value == INT64_MIN
 
-    @pytest.mark.parametrize("value", [float(INT64_MIN), -float(2**63), float(2**63), float("inf"), float("nan")])
+    @pytest.mark.parametrize(
+        "value", [float(INT64_MIN), -float(2**63), float(2**63), float("inf"), float("nan")]
+    )
     def test_floats_at_or_beyond_2_63_are_refused(self, value: float) -> None:
         # -2**63 as a float is refused too: it is what INT64_MIN - 1 decodes to (documented).
         with pytest.raises(InvalidParameter):
@@ -345,10 +367,18 @@ class TestParseInt64:
 @pytest.mark.parametrize("body", [{}, {"experiment_id": ""}, {"experiment_id": None}, {"start_time": 1, "user_id": "u"}],
                          ids=["no-fields", "empty", "null", "missing"])  # fmt: skip
 async def test_create_run_requires_experiment_id(api: Api, body: dict[str, Any]) -> None:
-    before = (await api.post("/runs/search", {"experiment_ids": ["0"], "max_results": 1000})).ok().get("runs", [])
+    before = (
+        (await api.post("/runs/search", {"experiment_ids": ["0"], "max_results": 1000}))
+        .ok()
+        .get("runs", [])
+    )
     message = (await api.post("/runs/create", body)).error(400, "INVALID_PARAMETER_VALUE")
     assert message.startswith("Missing value for required parameter 'experiment_id'."), message
-    after = (await api.post("/runs/search", {"experiment_ids": ["0"], "max_results": 1000})).ok().get("runs", [])
+    after = (
+        (await api.post("/runs/search", {"experiment_ids": ["0"], "max_results": 1000}))
+        .ok()
+        .get("runs", [])
+    )
     assert len(after) == len(before)
 
 

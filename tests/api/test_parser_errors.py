@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.conftest import fresh_database
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
 from metricgate.health_log import quiet_library_logs
-from tests.conftest import fresh_database
 
 # aiohttp's defaults (web_protocol.RequestHandler): what docs/errors.md states.
 MAX_LINE_SIZE = 8190
@@ -59,7 +59,10 @@ async def exchange(client: TestClient[Any, Any], raw: bytes) -> RawReply:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ")[1])
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             length = int(headers.get("content-length", "0"))
             body = await reader.readexactly(length)
             try:
@@ -74,7 +77,9 @@ async def exchange(client: TestClient[Any, Any], raw: bytes) -> RawReply:
     return await asyncio.wait_for(_go(), DEADLINE_S)
 
 
-def _request(line: str = "GET /health HTTP/1.1", headers: list[str] | None = None, body: bytes = b"") -> bytes:
+def _request(
+    line: str = "GET /health HTTP/1.1", headers: list[str] | None = None, body: bytes = b""
+) -> bytes:
     # Connection: close, so that a well-formed request's connection ends after its answer too
     # and ``closed`` says something only about the malformed ones.
     head = [line, "Host: test", "Connection: close", *(headers if headers is not None else [])]
@@ -89,12 +94,17 @@ class Served:
 
 @pytest.fixture(scope="module")
 async def served(
-    pg_server_url: str, migrated_template: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    pg_server_url: str,
+    migrated_template: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Served]:
     """One server for the module: no request here reaches a store."""
     root: Path = tmp_path_factory.mktemp("parser-errors")
     async with fresh_database(pg_server_url, migrated_template) as db:
-        settings = Settings.from_env({}, database_url=db, redis_url=redis_url, artifacts_uri=(root / "a").as_uri())
+        settings = Settings.from_env(
+            {}, database_url=db, redis_url=redis_url, artifacts_uri=(root / "a").as_uri()
+        )
         async with TestClient(TestServer(create_app(settings))) as client:
             yield Served(client, settings)
 
@@ -143,8 +153,12 @@ async def test_limits_are_aiohttps_defaults(served: Served) -> None:
     # The request line holds method, target and version: leave room for "GET " and " HTTP/1.1".
     target = "/health?q=" + "a" * (MAX_LINE_SIZE - len("GET /health?q= HTTP/1.1") - 8)
     assert (await exchange(client, _request(f"GET {target} HTTP/1.1"))).status == 200
-    assert (await exchange(client, _request(headers=[f"X-Big: {'a' * (MAX_FIELD_SIZE - 100)}"]))).status == 200
-    assert (await exchange(client, _request(headers=[f"X-H{i}: 1" for i in range(MAX_HEADERS - 10)]))).status == 200
+    assert (
+        await exchange(client, _request(headers=[f"X-Big: {'a' * (MAX_FIELD_SIZE - 100)}"]))
+    ).status == 200
+    assert (
+        await exchange(client, _request(headers=[f"X-H{i}: 1" for i in range(MAX_HEADERS - 10)]))
+    ).status == 200
 
 
 async def test_body_over_the_limit_is_an_mlflow_error(served: Served) -> None:
@@ -157,11 +171,16 @@ async def test_body_over_the_limit_is_an_mlflow_error(served: Served) -> None:
     assert reply.status == 413, reply
     assert reply.headers.get("content-type", "").startswith("application/json"), reply
     body = orjson.loads(reply.body)
-    assert body == {"error_code": "INVALID_PARAMETER_VALUE", "message": "Request body is too large"}, reply
+    assert body == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": "Request body is too large",
+    }, reply
     assert (await exchange(client, _request())).status == 200
 
 
-async def test_parser_refusals_are_logged_as_one_info_line(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+async def test_parser_refusals_are_logged_as_one_info_line(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
     """The client's mistake is not our error: no ERROR and no traceback per refused request
     (health_log.ClientProtocolErrorFilter, installed by `metricgate serve` and `flush`)."""
     quiet_library_logs()
@@ -170,5 +189,7 @@ async def test_parser_refusals_are_logged_as_one_info_line(served: Served, caplo
             assert (await exchange(served.client, raw)).status == 400
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert records, "aiohttp logged nothing: the filter was not tested"
-    assert all(r.levelno == logging.INFO and not r.exc_info for r in records), [(r.levelname, r.getMessage()) for r in records]
+    assert all(r.levelno == logging.INFO and not r.exc_info for r in records), [
+        (r.levelname, r.getMessage()) for r in records
+    ]
     assert all("Error handling request" in r.getMessage() for r in records)

@@ -24,12 +24,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from tests.api.conftest import Api, now_ms
 
 from metricgate import devservices
 from metricgate.config import Settings
 from metricgate.server import serve
-
-from tests.api.conftest import Api, now_ms
 
 WAIT_S = 15.0
 
@@ -87,7 +86,9 @@ async def waiting_on(admin: asyncpg.Connection, table: str) -> int:
     )
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S) -> None:
+async def until(
+    predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for: {what}"
@@ -105,7 +106,9 @@ def _param_search(experiment_id: str) -> dict[str, Any]:
     return {"experiment_ids": [experiment_id], "filter": "params.p = 'x'"}
 
 
-async def test_statement_timeout_is_a_clear_400_not_database_unavailable(settings: Settings, db_url: str) -> None:
+async def test_statement_timeout_is_a_clear_400_not_database_unavailable(
+    settings: Settings, db_url: str
+) -> None:
     async with serving(settings, read_statement_timeout_s=1.0) as api:
         experiment_id, run_id = await _run_with_param(api)
         (await api.log_metric(run_id, "loss", 0.5, step=1)).ok()
@@ -114,24 +117,34 @@ async def test_statement_timeout_is_a_clear_400_not_database_unavailable(setting
         try:
             async with table_locked(db_url, "params"):
                 search = asyncio.create_task(api.post("/runs/search", _param_search(experiment_id)))
-                await until(lambda: _positive(waiting_on(admin, "params")), "the search waits in PostgreSQL")
+                await until(
+                    lambda: _positive(waiting_on(admin, "params")), "the search waits in PostgreSQL"
+                )
                 reply = await asyncio.wait_for(search, WAIT_S)
                 message = reply.error(400, "INVALID_PARAMETER_VALUE")
                 assert "limit of 1 s" in message and "unavailable" not in message, message
                 assert "Retry-After" not in reply.headers
             async with table_locked(db_url, "metric_chunks"):
-                history = asyncio.create_task(api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "loss"}))
-                await until(lambda: _positive(waiting_on(admin, "metric_chunks")), "the history read waits")
+                history = asyncio.create_task(
+                    api.get("/metrics/get-history", {"run_id": run_id, "metric_key": "loss"})
+                )
+                await until(
+                    lambda: _positive(waiting_on(admin, "metric_chunks")), "the history read waits"
+                )
                 reply = await asyncio.wait_for(history, WAIT_S)
                 assert "limit of 1 s" in reply.error(400, "INVALID_PARAMETER_VALUE")
             # The same reads answer once nothing holds them up.
-            assert (await api.post("/runs/search", _param_search(experiment_id))).ok()["runs"][0]["info"]["run_id"] == run_id
+            assert (await api.post("/runs/search", _param_search(experiment_id))).ok()["runs"][0][
+                "info"
+            ]["run_id"] == run_id
             assert [m["value"] for m in await api.history(run_id, "loss")] == [0.5]
         finally:
             await admin.close()
 
 
-async def test_a_client_that_leaves_takes_its_statement_with_it(settings: Settings, db_url: str) -> None:
+async def test_a_client_that_leaves_takes_its_statement_with_it(
+    settings: Settings, db_url: str
+) -> None:
     async with serving(settings, read_statement_timeout_s=120.0) as api:
         experiment_id, _ = await _run_with_param(api)
         admin = await asyncpg.connect(db_url)
@@ -139,37 +152,69 @@ async def test_a_client_that_leaves_takes_its_statement_with_it(settings: Settin
             async with table_locked(db_url, "params"):
                 async with aiohttp.ClientSession(base_url=str(api.client._base_url)) as leaving:  # type: ignore[attr-defined]
                     search = asyncio.create_task(
-                        leaving.post("/api/2.0/mlflow/runs/search", json=_param_search(experiment_id))
+                        leaving.post(
+                            "/api/2.0/mlflow/runs/search", json=_param_search(experiment_id)
+                        )
                     )
-                    await until(lambda: _positive(waiting_on(admin, "params")), "the search waits in PostgreSQL")
+                    await until(
+                        lambda: _positive(waiting_on(admin, "params")),
+                        "the search waits in PostgreSQL",
+                    )
                     search.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await search
                 # The client is gone and the lock is still held: only a cancel can end the statement.
-                await until(lambda: _zero(waiting_on(admin, "params")), "the abandoned statement is cancelled", 5.0)
+                await until(
+                    lambda: _zero(waiting_on(admin, "params")),
+                    "the abandoned statement is cancelled",
+                    5.0,
+                )
             metrics = await (await api.client.get("/metrics")).text()  # type: ignore[attr-defined]
-            assert 'route="/api/2.0/mlflow/runs/search",status="499"' in metrics.replace(", ", ","), metrics[:2000]
+            assert 'route="/api/2.0/mlflow/runs/search",status="499"' in metrics.replace(
+                ", ", ","
+            ), metrics[:2000]
         finally:
             await admin.close()
 
 
-async def test_expensive_reads_never_take_the_write_paths_connections(settings: Settings, db_url: str) -> None:
+async def test_expensive_reads_never_take_the_write_paths_connections(
+    settings: Settings, db_url: str
+) -> None:
     """32 stuck searches against a 4-connection read pool and a 4-connection main pool: log-batch
     still answers and its points are flushed while every search is still waiting."""
-    async with serving(settings, pool_max_size=4, read_pool_max_size=4, acquire_timeout_s=60.0) as api:
+    async with serving(
+        settings, pool_max_size=4, read_pool_max_size=4, acquire_timeout_s=60.0
+    ) as api:
         experiment_id, run_id = await _run_with_param(api)
         admin = await asyncpg.connect(db_url)
         try:
             async with table_locked(db_url, "params"):
-                searches = [asyncio.create_task(api.post("/runs/search", _param_search(experiment_id))) for _ in range(32)]
+                searches = [
+                    asyncio.create_task(api.post("/runs/search", _param_search(experiment_id)))
+                    for _ in range(32)
+                ]
                 # Every read connection is taken; the other 28 searches wait for one in metricgate.
-                await until(lambda: _equals(waiting_on(admin, "params"), 4), "4 searches wait in PostgreSQL")
+                await until(
+                    lambda: _equals(waiting_on(admin, "params"), 4), "4 searches wait in PostgreSQL"
+                )
                 for step in range(20):
-                    metrics = [{"key": f"m{i}", "value": step * 100 + i, "timestamp": now_ms(), "step": step} for i in range(50)]
+                    metrics = [
+                        {
+                            "key": f"m{i}",
+                            "value": step * 100 + i,
+                            "timestamp": now_ms(),
+                            "step": step,
+                        }
+                        for i in range(50)
+                    ]
                     (await asyncio.wait_for(api.log_batch(run_id, metrics=metrics), WAIT_S)).ok()
                 # Straight from PostgreSQL: runs/get would read the locked params table too.
-                await until(lambda: _flushed(admin, run_id, "m49", 1949.0), "the batches are flushed")
-                assert not any(s.done() for s in searches), "a search finished while the table was locked"
+                await until(
+                    lambda: _flushed(admin, run_id, "m49", 1949.0), "the batches are flushed"
+                )
+                assert not any(s.done() for s in searches), (
+                    "a search finished while the table was locked"
+                )
                 assert await waiting_on(admin, "params") == 4
             replies = await asyncio.wait_for(asyncio.gather(*searches), WAIT_S)
             assert all(r.ok()["runs"][0]["info"]["run_id"] == run_id for r in replies)
@@ -184,13 +229,18 @@ async def test_all_read_connections_busy_is_backpressure(settings: Settings, db_
         try:
             async with table_locked(db_url, "params"):
                 first = asyncio.create_task(api.post("/runs/search", _param_search(experiment_id)))
-                await until(lambda: _positive(waiting_on(admin, "params")), "the first search holds the read connection")
+                await until(
+                    lambda: _positive(waiting_on(admin, "params")),
+                    "the first search holds the read connection",
+                )
                 reply = await api.post("/runs/search", _param_search(experiment_id))
                 message = reply.error(503, "TEMPORARILY_UNAVAILABLE")
                 assert "busy" in message, message
                 assert int(reply.headers["Retry-After"]) >= 1
                 # The write path is untouched by the full read pool.
-                assert (await api.post("/experiments/create", {"name": f"e-{time.monotonic_ns()}"})).ok()
+                assert (
+                    await api.post("/experiments/create", {"name": f"e-{time.monotonic_ns()}"})
+                ).ok()
             assert (await asyncio.wait_for(first, WAIT_S)).ok()["runs"]
         finally:
             await admin.close()
@@ -203,7 +253,9 @@ async def _has_latest(api: Api, run_id: str, key: str, value: float | None = Non
 
 
 async def _flushed(admin: asyncpg.Connection, run_id: str, key: str, value: float) -> bool:
-    found = await admin.fetchval("SELECT value FROM latest_metrics WHERE run_id = $1 AND key = $2", run_id, key)
+    found = await admin.fetchval(
+        "SELECT value FROM latest_metrics WHERE run_id = $1 AND key = $2", run_id, key
+    )
     return found == value
 
 

@@ -12,14 +12,20 @@ async def test_sources_resolve_to_readable_locations(api: Api) -> None:
     (await api.post("/registered-models/create", {"name": "m"})).ok()
 
     async def register(source: str, **extra: str) -> dict[str, str]:
-        return (await api.post("/model-versions/create", {"name": "m", "source": source, **extra})).ok()["model_version"]
+        return (
+            await api.post("/model-versions/create", {"name": "m", "source": source, **extra})
+        ).ok()["model_version"]
 
     async def download_uri(version: str) -> str:
         reply = await api.get("/model-versions/get-download-uri", {"name": "m", "version": version})
         return str(reply.ok()["artifact_uri"])
 
     v1 = await register(f"runs:/{run_id}/model/sub", run_id=run_id)
-    assert v1["source"] == f"runs:/{run_id}/model/sub" and v1["run_id"] == run_id and v1["status"] == "READY"
+    assert (
+        v1["source"] == f"runs:/{run_id}/model/sub"
+        and v1["run_id"] == run_id
+        and v1["status"] == "READY"
+    )
     assert await download_uri("1") == f"{artifact_uri}/model/sub"
     await register("s3://bucket/any/where")
     assert await download_uri("2") == "s3://bucket/any/where"
@@ -33,17 +39,32 @@ async def test_get_latest_versions_post_get_and_stage_validation(api: Api) -> No
     for _ in range(3):
         (await api.post("/model-versions/create", {"name": "m", "source": "s3://b/x"})).ok()
     body = {"name": "m", "version": "2", "stage": "STAGING", "archive_existing_versions": False}
-    assert (await api.post("/model-versions/transition-stage", body)).ok()["model_version"]["current_stage"] == "Staging"
-    posted = (await api.post("/registered-models/get-latest-versions", {"name": "m", "stages": ["staging"]})).ok()
-    assert [(v["version"], v["current_stage"]) for v in posted["model_versions"]] == [("2", "Staging")]
-    got = (await api.get("/registered-models/get-latest-versions?name=m&stages=None&stages=Staging")).ok()
-    assert [(v["version"], v["current_stage"]) for v in got["model_versions"]] == [("3", "None"), ("2", "Staging")]
-    (await api.post("/registered-models/get-latest-versions", {"name": "m", "stages": ["Live"]})).error(
-        400, "INVALID_PARAMETER_VALUE", "Invalid Model Version stage"
-    )
+    assert (await api.post("/model-versions/transition-stage", body)).ok()["model_version"][
+        "current_stage"
+    ] == "Staging"
+    posted = (
+        await api.post(
+            "/registered-models/get-latest-versions", {"name": "m", "stages": ["staging"]}
+        )
+    ).ok()
+    assert [(v["version"], v["current_stage"]) for v in posted["model_versions"]] == [
+        ("2", "Staging")
+    ]
+    got = (
+        await api.get("/registered-models/get-latest-versions?name=m&stages=None&stages=Staging")
+    ).ok()
+    assert [(v["version"], v["current_stage"]) for v in got["model_versions"]] == [
+        ("3", "None"),
+        ("2", "Staging"),
+    ]
+    (
+        await api.post("/registered-models/get-latest-versions", {"name": "m", "stages": ["Live"]})
+    ).error(400, "INVALID_PARAMETER_VALUE", "Invalid Model Version stage")
     # The web UI's prefix serves the same handlers.
     ajax = Api(api.client, AJAX)
-    assert (await ajax.get("/registered-models/get", {"name": "m"})).ok()["registered_model"]["name"] == "m"
+    assert (await ajax.get("/registered-models/get", {"name": "m"})).ok()["registered_model"][
+        "name"
+    ] == "m"
 
 
 async def test_client_mistakes_are_4xx(api: Api) -> None:
@@ -56,13 +77,21 @@ async def test_client_mistakes_are_4xx(api: Api) -> None:
         ("POST", "/registered-models/create", {"name": "x", "tags": "nope"}),
         ("POST", "/model-versions/create", {"name": "m"}),
         ("POST", "/model-versions/create", {"name": "m", "source": "models:/a/b/c"}),
-        ("POST", "/model-versions/create", {"name": "m", "source": "s3://b/x", "tags": [{"key": "a", "value": "v" * 100_001}]}),
+        (
+            "POST",
+            "/model-versions/create",
+            {"name": "m", "source": "s3://b/x", "tags": [{"key": "a", "value": "v" * 100_001}]},
+        ),
         ("GET", "/model-versions/get?name=m&version=one", None),
         ("GET", "/model-versions/get?name=m&version=-1", None),
         ("GET", "/model-versions/get?name=m&version=99999999999999999999", None),
         ("PATCH", "/model-versions/update", {"name": "m", "version": 1}),  # a number, not a string
         ("POST", "/model-versions/transition-stage", {"name": "m", "version": "1"}),
-        ("POST", "/model-versions/transition-stage", {"name": "m", "version": "1", "stage": "Staging", "archive_existing_versions": "maybe"}),
+        (
+            "POST",
+            "/model-versions/transition-stage",
+            {"name": "m", "version": "1", "stage": "Staging", "archive_existing_versions": "maybe"},
+        ),
         ("GET", "/registered-models/search?max_results=1001", None),
         ("GET", "/registered-models/search?max_results=0", None),
         ("GET", "/registered-models/search?page_token=%25%25", None),
@@ -87,7 +116,11 @@ async def test_client_mistakes_are_4xx(api: Api) -> None:
         ("PATCH", "/registered-models/update", {"name": "ghost", "description": "d"}),
         ("GET", "/model-versions/get-download-uri?name=m&version=9", None),
         ("DELETE", "/model-versions/delete", {"name": "m", "version": "9"}),
-        ("POST", "/model-versions/set-tag", {"name": "m", "version": "9", "key": "k", "value": "v"}),
+        (
+            "POST",
+            "/model-versions/set-tag",
+            {"name": "m", "version": "9", "key": "k", "value": "v"},
+        ),
         ("DELETE", "/model-versions/delete-tag", {"name": "m", "version": "1", "key": "absent"}),
         ("POST", "/model-versions/create", {"name": "m", "source": "s3://b/x", "run_id": "0" * 32}),
     ]

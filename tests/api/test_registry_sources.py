@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.api.conftest import Api
 
 from metricgate.api.app import create_app
 from metricgate.config import Settings
-
-from tests.api.conftest import Api
 
 GHOST_RUN = "0123456789abcdef0123456789abcdef"
 
@@ -89,7 +88,11 @@ async def _versions_of(api: Api, name: str) -> list[dict[str, Any]]:
 async def test_unsafe_sources_are_refused_and_nothing_is_stored(
     api: Api, world: dict[str, str], source: str, extra: dict[str, str]
 ) -> None:
-    body = {"name": "m", "source": _fill(source, world), **{k: _fill(v, world) for k, v in extra.items()}}
+    body = {
+        "name": "m",
+        "source": _fill(source, world),
+        **{k: _fill(v, world) for k, v in extra.items()},
+    }
     reply = await api.post("/model-versions/create", body)
     message = reply.error(400, "INVALID_PARAMETER_VALUE")
     assert message.startswith("Invalid model version source: "), message
@@ -98,7 +101,9 @@ async def test_unsafe_sources_are_refused_and_nothing_is_stored(
     model = (await api.get("/registered-models/get", {"name": "m"})).ok()["registered_model"]
     assert "latest_versions" not in model or model["latest_versions"] == []
     (await api.get("/model-versions/get-download-uri", {"name": "m", "version": "1"})).error(404)
-    ok = (await api.post("/model-versions/create", {"name": "m", "source": "s3://bucket/next"})).ok()
+    ok = (
+        await api.post("/model-versions/create", {"name": "m", "source": "s3://bucket/next"})
+    ).ok()
     assert ok["model_version"]["version"] == "1"
 
 
@@ -107,26 +112,43 @@ async def test_sources_the_client_sends_are_stored(api: Api, world: dict[str, st
     points: run artifact URIs with their run (proxied or local), runs:/, models:/, object stores."""
     run, root, local_run, local = world["run"], world["root"], world["local_run"], world["local"]
     exp = (await api.get("/runs/get", {"run_id": run})).ok()["run"]["info"]["experiment_id"]
-    logged = (await api.post("/logged-models", {"experiment_id": exp, "name": "lm", "source_run_id": run})).ok()
-    model_id, model_root = logged["model"]["info"]["model_id"], logged["model"]["info"]["artifact_uri"]
+    logged = (
+        await api.post("/logged-models", {"experiment_id": exp, "name": "lm", "source_run_id": run})
+    ).ok()
+    model_id, model_root = (
+        logged["model"]["info"]["model_id"],
+        logged["model"]["info"]["artifact_uri"],
+    )
     accepted: list[tuple[str, dict[str, str], str]] = [
         (f"{root}/model", {"run_id": run}, f"{root}/model"),
         (root, {"run_id": run}, root),
         (f"{local}/model", {"run_id": local_run}, f"{local}/model"),
-        (f"{local}/model".removeprefix("file://"), {"run_id": local_run}, f"{local}/model".removeprefix("file://")),
+        (
+            f"{local}/model".removeprefix("file://"),
+            {"run_id": local_run},
+            f"{local}/model".removeprefix("file://"),
+        ),
         (f"runs:/{run}/model", {"run_id": run}, f"{root}/model"),
         (f"runs:/{run}/model", {}, f"{root}/model"),
         (f"models:/{model_id}", {"model_id": model_id, "run_id": run}, model_root),
         (f"{model_root}/MLmodel", {"model_id": model_id}, f"{model_root}/MLmodel"),
-        ("s3://bucket/prefix/1/abc/artifacts/model", {"run_id": run}, "s3://bucket/prefix/1/abc/artifacts/model"),
+        (
+            "s3://bucket/prefix/1/abc/artifacts/model",
+            {"run_id": run},
+            "s3://bucket/prefix/1/abc/artifacts/model",
+        ),
         ("s3://bucket/a..b/model.d", {}, "s3://bucket/a..b/model.d"),
         ("models:/m/1", {}, f"{root}/model"),
     ]
     for number, (source, extra, location) in enumerate(accepted, start=1):
-        version = (await api.post("/model-versions/create", {"name": "m", "source": source, **extra})).ok()
+        version = (
+            await api.post("/model-versions/create", {"name": "m", "source": source, **extra})
+        ).ok()
         assert version["model_version"]["version"] == str(number), source
         assert version["model_version"]["source"] == source
-        got = (await api.get("/model-versions/get-download-uri", {"name": "m", "version": str(number)})).ok()
+        got = (
+            await api.get("/model-versions/get-download-uri", {"name": "m", "version": str(number)})
+        ).ok()
         assert got["artifact_uri"] == location, source
 
 
@@ -148,9 +170,13 @@ HOST_ADDRESSED = [
 
 async def test_host_addressed_sources_are_refused(api: Api, world: dict[str, str]) -> None:
     for source in HOST_ADDRESSED:
-        reply = await api.post("/model-versions/create", {"name": "m", "source": source, "run_id": world["run"]})
+        reply = await api.post(
+            "/model-versions/create", {"name": "m", "source": source, "run_id": world["run"]}
+        )
         scheme = source.split(":", 1)[0]
-        assert reply.error(400, "INVALID_PARAMETER_VALUE").startswith(f"'source' cannot use the '{scheme}' scheme: ")
+        assert reply.error(400, "INVALID_PARAMETER_VALUE").startswith(
+            f"'source' cannot use the '{scheme}' scheme: "
+        )
     await _assert_nothing_stored(api, "m", 0)
 
 
@@ -158,10 +184,22 @@ async def test_models_sources_copy_an_existing_version(api: Api, world: dict[str
     """A models:/<name>/... source is stored as models:/<name>/<version> of the version it
     resolves to, whose run (and logged model) the new version inherits, as stock 3.17.2 does."""
     run, root = world["run"], world["root"]
-    (await api.post("/model-versions/create", {"name": "m", "source": f"{root}/model", "run_id": run})).ok()
+    (
+        await api.post(
+            "/model-versions/create", {"name": "m", "source": f"{root}/model", "run_id": run}
+        )
+    ).ok()
     (await api.post("/model-versions/create", {"name": "m", "source": "s3://bucket/two"})).ok()
-    (await api.post("/registered-models/alias", {"name": "m", "alias": "champion", "version": "1"})).ok()
-    (await api.post("/model-versions/transition-stage", {"name": "m", "version": "1", "stage": "Staging"})).ok()
+    (
+        await api.post(
+            "/registered-models/alias", {"name": "m", "alias": "champion", "version": "1"}
+        )
+    ).ok()
+    (
+        await api.post(
+            "/model-versions/transition-stage", {"name": "m", "version": "1", "stage": "Staging"}
+        )
+    ).ok()
     (await api.post("/registered-models/create", {"name": "copy"})).ok()
     accepted = [
         ("models:/m/1", {}, "models:/m/1", run, f"{root}/model"),
@@ -171,50 +209,88 @@ async def test_models_sources_copy_an_existing_version(api: Api, world: dict[str
         ("models:/m/1", {"run_id": run}, "models:/m/1", run, f"{root}/model"),
     ]
     for number, (source, extra, stored, run_id, location) in enumerate(accepted, start=1):
-        version = (await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})).ok()
+        version = (
+            await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})
+        ).ok()
         assert version["model_version"]["source"] == stored, source
         assert version["model_version"].get("run_id") == run_id, source
-        got = (await api.get("/model-versions/get-download-uri", {"name": "copy", "version": str(number)})).ok()
+        got = (
+            await api.get(
+                "/model-versions/get-download-uri", {"name": "copy", "version": str(number)}
+            )
+        ).ok()
         assert got["artifact_uri"] == location, source
 
 
-async def test_models_sources_that_name_no_usable_version_are_refused(api: Api, world: dict[str, str]) -> None:
+async def test_models_sources_that_name_no_usable_version_are_refused(
+    api: Api, world: dict[str, str]
+) -> None:
     run, local_run = world["run"], world["local_run"]
     (await api.post("/model-versions/create", {"name": "m", "source": f"runs:/{run}/model"})).ok()
     prompt_tags = [{"key": "mlflow.prompt.is_prompt", "value": "true"}]
     (await api.post("/registered-models/create", {"name": "p", "tags": prompt_tags})).ok()
-    (await api.post("/model-versions/create", {"name": "p", "source": "s3://bucket/p", "tags": prompt_tags})).ok()
+    (
+        await api.post(
+            "/model-versions/create", {"name": "p", "source": "s3://bucket/p", "tags": prompt_tags}
+        )
+    ).ok()
     (await api.post("/registered-models/create", {"name": "copy"})).ok()
     mismatch = "must match the referenced model version"
     refused: list[tuple[str, dict[str, str], int, str, str]] = [
         ("models:/m/1", {"run_id": local_run}, 400, "INVALID_PARAMETER_VALUE", mismatch),
         ("models:/m/1", {"model_id": "m-0123"}, 400, "INVALID_PARAMETER_VALUE", mismatch),
         ("models:/p/1", {}, 400, "INVALID_PARAMETER_VALUE", "Prompt versions cannot be used"),
-        ("models://profile/m/1", {}, 400, "INVALID_PARAMETER_VALUE", "must use the active model registry"),
+        (
+            "models://profile/m/1",
+            {},
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "must use the active model registry",
+        ),
         ("models:/m/1/x", {}, 400, "INVALID_PARAMETER_VALUE", "must identify the resource"),
         ("models:/m@nobody", {}, 400, "INVALID_PARAMETER_VALUE", "alias nobody not found"),
         ("models:/m/nonsense", {}, 400, "INVALID_PARAMETER_VALUE", "Invalid Model Version stage"),
         ("models:/m/7", {}, 404, "RESOURCE_DOES_NOT_EXIST", "version=7"),
-        ("models:/m/Production", {}, 404, "RESOURCE_DOES_NOT_EXIST", "and stage 'Production' found"),
+        (
+            "models:/m/Production",
+            {},
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "and stage 'Production' found",
+        ),
         ("models:/ghost/1", {}, 404, "RESOURCE_DOES_NOT_EXIST", "ghost"),
     ]
     for source, extra, status, code, message in refused:
-        reply = await api.post("/model-versions/create", {"name": "copy", "source": source, **extra})
+        reply = await api.post(
+            "/model-versions/create", {"name": "copy", "source": source, **extra}
+        )
         assert message in reply.error(status, code), source
     await _assert_nothing_stored(api, "copy", 0)
 
 
-async def test_an_allowed_host_scheme_is_accepted_and_the_refusal_names_the_setting(settings: Settings) -> None:
+async def test_an_allowed_host_scheme_is_accepted_and_the_refusal_names_the_setting(
+    settings: Settings,
+) -> None:
     allowed = dataclasses.replace(
-        settings, artifacts=dataclasses.replace(settings.artifacts, allowed_host_source_schemes=("https",))
+        settings,
+        artifacts=dataclasses.replace(settings.artifacts, allowed_host_source_schemes=("https",)),
     )
     async with TestClient(TestServer(create_app(allowed))) as client:
         api = Api(client)
         run_id = await api.new_run_id()
         (await api.post("/registered-models/create", {"name": "hosted"})).ok()
         source = "https://example.com/models/model.tar.gz"
-        created = (await api.post("/model-versions/create", {"name": "hosted", "source": source, "run_id": run_id})).ok()
+        created = (
+            await api.post(
+                "/model-versions/create", {"name": "hosted", "source": source, "run_id": run_id}
+            )
+        ).ok()
         assert created["model_version"]["source"] == source
-        refused = await api.post("/model-versions/create", {"name": "hosted", "source": "ftp://f.example.com/m", "run_id": run_id})
-        assert "add 'ftp' to METRICGATE_ALLOWED_HOST_SOURCE_SCHEMES" in refused.error(400, "INVALID_PARAMETER_VALUE")
+        refused = await api.post(
+            "/model-versions/create",
+            {"name": "hosted", "source": "ftp://f.example.com/m", "run_id": run_id},
+        )
+        assert "add 'ftp' to METRICGATE_ALLOWED_HOST_SOURCE_SCHEMES" in refused.error(
+            400, "INVALID_PARAMETER_VALUE"
+        )
         assert len(await _versions_of(api, "hosted")) == 1

@@ -36,7 +36,9 @@ async def entity_json(client: TestClient[Any, Any], run_id: str) -> bytes:
 async def run_with_every_field(api: Api) -> tuple[str, str]:
     """(experiment id, run id) of a finished run holding every kind of data a run can hold."""
     exp_id = await api.create_experiment()
-    run = await api.create_run(exp_id, run_name="everything", tags=[{"key": "origin", "value": "test"}])
+    run = await api.create_run(
+        exp_id, run_name="everything", tags=[{"key": "origin", "value": "test"}]
+    )
     run_id = run["info"]["run_id"]
     ts = now_ms()
     metrics: list[dict[str, Any]] = [
@@ -50,20 +52,30 @@ async def run_with_every_field(api: Api) -> tuple[str, str]:
         {"key": "acc", "value": 0.9, "timestamp": ts, "step": 0, "model_id": "m-0123"},
     ]
     params = [{"key": k, "value": f"p-{k}"} for k in ODD_KEYS] + [{"key": "empty", "value": ""}]
-    tags = [{"key": k, "value": f"t-{k}"} for k in ODD_KEYS] + [{"key": "multi", "value": "line\nvalue \"q\""}]
+    tags = [{"key": k, "value": f"t-{k}"} for k in ODD_KEYS] + [
+        {"key": "multi", "value": 'line\nvalue "q"'}
+    ]
     (await api.log_batch(run_id, metrics=metrics, params=params, tags=tags)).ok()
     with_schema = {
         "name": "iris", "digest": "d1", "source_type": "local", "source": '{"uri": "/data/iris.csv"}',
         "schema": '{"mlflow_colspec": []}', "profile": '{"num_rows": 150}',
     }  # fmt: skip
-    plain = {"name": "digits", "digest": "d2", "source_type": "http", "source": "https://example.invalid/d"}
+    plain = {
+        "name": "digits",
+        "digest": "d2",
+        "source_type": "http",
+        "source": "https://example.invalid/d",
+    }
     (
         await api.post(
             "/runs/log-inputs",
             {
                 "run_id": run_id,
                 "datasets": [
-                    {"tags": [{"key": "mlflow.data.context", "value": "train"}], "dataset": with_schema},
+                    {
+                        "tags": [{"key": "mlflow.data.context", "value": "train"}],
+                        "dataset": with_schema,
+                    },
                     {"tags": [], "dataset": plain},
                 ],
                 "models": [{"model_id": "m-in-b"}, {"model_id": "m-in-a"}],
@@ -90,21 +102,36 @@ async def test_runs_get_matches_the_entity_encoding_for_a_run_with_every_field(
     assert info["run_id"] == info["run_uuid"] == run_id
     assert info["status"] == "FINISHED" and isinstance(info["end_time"], int)
     metrics = {m["key"]: m for m in run["data"]["metrics"]}
-    assert metrics["loss"] == {"key": "loss", "value": 0.25, "timestamp": metrics["loss"]["timestamp"], "step": 2}
-    assert (metrics["nan"]["value"], metrics["inf"]["value"], metrics["ninf"]["value"]) == ("NaN", "Infinity", "-Infinity")
+    assert metrics["loss"] == {
+        "key": "loss",
+        "value": 0.25,
+        "timestamp": metrics["loss"]["timestamp"],
+        "step": 2,
+    }
+    assert (metrics["nan"]["value"], metrics["inf"]["value"], metrics["ninf"]["value"]) == (
+        "NaN",
+        "Infinity",
+        "-Infinity",
+    )
     assert metrics["neg"]["step"] == -5 and metrics["big"]["step"] == 2**62
     assert metrics["acc"]["model_id"] == "m-0123" and "model_id" not in metrics["loss"]
     params = run["data"]["params"]
     assert {"key": "empty", "value": ""} in params
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert tags["multi"] == "line\nvalue \"q\"" and tags["mlflow.runName"] == "everything"
+    assert tags["multi"] == 'line\nvalue "q"' and tags["mlflow.runName"] == "everything"
     datasets = run["inputs"]["dataset_inputs"]
     assert [d["dataset"]["name"] for d in datasets] == ["digits", "iris"]
     assert "schema" not in datasets[0]["dataset"] and "profile" not in datasets[0]["dataset"]
     assert datasets[1]["dataset"]["profile"] == '{"num_rows": 150}'
-    assert datasets[1]["tags"] == [{"key": "mlflow.data.context", "value": "train"}] and datasets[0]["tags"] == []
+    assert (
+        datasets[1]["tags"] == [{"key": "mlflow.data.context", "value": "train"}]
+        and datasets[0]["tags"] == []
+    )
     assert run["inputs"]["model_inputs"] == [{"model_id": "m-in-a"}, {"model_id": "m-in-b"}]
-    assert run["outputs"]["model_outputs"] == [{"model_id": "m-out-early", "step": 2}, {"model_id": "m-out-late", "step": 7}]
+    assert run["outputs"]["model_outputs"] == [
+        {"model_id": "m-out-early", "step": 2},
+        {"model_id": "m-out-late", "step": 7},
+    ]
 
 
 async def test_within_a_run_keys_come_in_code_point_order(api: Api) -> None:
@@ -117,7 +144,9 @@ async def test_within_a_run_keys_come_in_code_point_order(api: Api) -> None:
     assert [p["key"] for p in run["data"]["params"]] == sorted([*ODD_KEYS, "empty"])
 
 
-async def test_search_answers_each_run_as_runs_get_does(api: Api, client: TestClient[Any, Any]) -> None:
+async def test_search_answers_each_run_as_runs_get_does(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
     exp_id, full_run = await run_with_every_field(api)
     plain_run = await api.new_run_id(exp_id)
     many_tags = await api.new_run_id(exp_id)
@@ -131,7 +160,11 @@ async def test_search_answers_each_run_as_runs_get_does(api: Api, client: TestCl
     for run_id, run in found.items():
         assert orjson.dumps({"run": run}) == await entity_json(client, run_id), run_id
     assert len(found[many_tags]["data"]["tags"]) == 600 + 1  # and mlflow.runName
-    assert found[plain_run]["data"] == {"metrics": [], "params": [], "tags": found[plain_run]["data"]["tags"]}
+    assert found[plain_run]["data"] == {
+        "metrics": [],
+        "params": [],
+        "tags": found[plain_run]["data"]["tags"],
+    }
     assert found[plain_run]["inputs"] == {"dataset_inputs": [], "model_inputs": []}
     assert found[plain_run]["outputs"] == {"model_outputs": []}
 
@@ -143,8 +176,16 @@ async def test_paging_through_runs_returns_each_run_once_in_search_order(api: Ap
     for i in range(23):
         run = await api.create_run(exp_id, start_time=base + (i % 5))  # ties broken by run_id
         created.append(run["info"]["run_id"])
-        (await api.log_batch(created[-1], params=[{"key": "i", "value": str(i)}], tags=[{"key": "n", "value": str(i)}])).ok()
-    whole = (await api.post("/runs/search", {"experiment_ids": [exp_id], "max_results": 1000})).ok()["runs"]
+        (
+            await api.log_batch(
+                created[-1],
+                params=[{"key": "i", "value": str(i)}],
+                tags=[{"key": "n", "value": str(i)}],
+            )
+        ).ok()
+    whole = (
+        await api.post("/runs/search", {"experiment_ids": [exp_id], "max_results": 1000})
+    ).ok()["runs"]
     paged: list[dict[str, Any]] = []
     token = None
     for _ in range(10):
@@ -162,7 +203,9 @@ async def test_paging_through_runs_returns_each_run_once_in_search_order(api: Ap
     order = [(-r["info"]["start_time"], r["info"]["run_id"]) for r in paged]
     assert order == sorted(order)
     for run in paged:
-        assert [p["value"] for p in run["data"]["params"]] == [t["value"] for t in run["data"]["tags"] if t["key"] == "n"]
+        assert [p["value"] for p in run["data"]["params"]] == [
+            t["value"] for t in run["data"]["tags"] if t["key"] == "n"
+        ]
 
 
 async def test_deleted_runs_by_view_type(api: Api, client: TestClient[Any, Any]) -> None:
@@ -172,7 +215,9 @@ async def test_deleted_runs_by_view_type(api: Api, client: TestClient[Any, Any])
     (await api.post("/runs/delete", {"run_id": deleted})).ok()
 
     async def ids(view: str) -> set[str]:
-        body = (await api.post("/runs/search", {"experiment_ids": [exp_id], "run_view_type": view})).ok()
+        body = (
+            await api.post("/runs/search", {"experiment_ids": [exp_id], "run_view_type": view})
+        ).ok()
         return {run["info"]["run_id"] for run in body.get("runs", [])}
 
     assert await ids("ACTIVE_ONLY") == {kept}
@@ -187,10 +232,14 @@ async def test_deleted_runs_by_view_type(api: Api, client: TestClient[Any, Any])
 
 
 async def test_runs_get_of_an_unknown_run_is_404(api: Api) -> None:
-    (await api.get("/runs/get", {"run_id": "0" * 32})).error(404, "RESOURCE_DOES_NOT_EXIST", "not found")
+    (await api.get("/runs/get", {"run_id": "0" * 32})).error(
+        404, "RESOURCE_DOES_NOT_EXIST", "not found"
+    )
 
 
-async def test_fetch_run_rows_keeps_the_order_asked_and_skips_unknown_runs(api: Api, client: TestClient[Any, Any]) -> None:
+async def test_fetch_run_rows_keeps_the_order_asked_and_skips_unknown_runs(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
     exp_id = await api.create_experiment()
     first, second = await api.new_run_id(exp_id), await api.new_run_id(exp_id)
     async with client.app[SERVICE].db.connection() as conn:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+
 import pytest
-
-from metricgate.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
-
 from tests.api.conftest import Api, Reply
+
+from metricgate.domain.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
 
 BAD, INVALID = 400, "INVALID_PARAMETER_VALUE"
 # Generous against CI noise: the point is "not tens of seconds", measured through HTTP.
@@ -36,7 +36,9 @@ async def _experiments(api: Api, filter_string: str) -> Reply:
 
 async def _logged_models(api: Api, filter_string: str) -> Reply:
     exp_id = await api.create_experiment()
-    return await api.post("/logged-models/search", {"experiment_ids": [exp_id], "filter": filter_string})
+    return await api.post(
+        "/logged-models/search", {"experiment_ids": [exp_id], "filter": filter_string}
+    )
 
 
 async def _registered_models(api: Api, filter_string: str) -> Reply:
@@ -100,7 +102,11 @@ async def test_limit_counts_keys_per_entity_and_ignores_attributes(api: Api) -> 
     over = " AND ".join(f"{k} > 1" if k.startswith("metrics") else f"{k} = 'x'" for k in keys)
     (await _runs(api, over)).error(BAD, INVALID, f"at most {MAX_FILTER_KEYS} distinct")
     at_limit = " AND ".join(
-        [*(f"metrics.k{i} > 1" for i in range(MAX_FILTER_KEYS)), "start_time > 0", "status = 'FINISHED'"]
+        [
+            *(f"metrics.k{i} > 1" for i in range(MAX_FILTER_KEYS)),
+            "start_time > 0",
+            "status = 'FINISHED'",
+        ]
     )
     (await _runs(api, at_limit)).ok()
 
@@ -117,7 +123,9 @@ async def test_at_the_limits_answers_quickly_and_correctly(api: Api) -> None:
 
     async def search(filter_string: str) -> tuple[list[str], float]:
         started = time.monotonic()
-        body = (await api.post("/runs/search", {"experiment_ids": [exp_id], "filter": filter_string})).ok()
+        body = (
+            await api.post("/runs/search", {"experiment_ids": [exp_id], "filter": filter_string})
+        ).ok()
         return [r["info"]["run_id"] for r in body.get("runs", [])], time.monotonic() - started
 
     # 100 clauses on one key: one subquery.

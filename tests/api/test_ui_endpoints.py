@@ -16,14 +16,14 @@ import os
 from typing import Any
 
 import pytest
-import upload_client as uc
 from aiohttp.test_utils import TestClient
+from tests.api.conftest import AJAX, Api, Reply
 
+import upload_client as uc
 from metricgate.api.keys import SERVICE, SETTINGS
 from metricgate.config import Settings
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.uploads.sweeper import UploadSweeper
-from tests.api.conftest import AJAX, Api, Reply
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 PART = 64 * 1024
@@ -33,7 +33,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(300)
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     # Small parts, so the staged-upload tests need no large bodies.
-    return dataclasses.replace(settings, uploads=dataclasses.replace(settings.uploads, min_part_bytes=PART))
+    return dataclasses.replace(
+        settings, uploads=dataclasses.replace(settings.uploads, min_part_bytes=PART)
+    )
 
 
 def store_root(artifact_uri: str) -> str:
@@ -46,8 +48,12 @@ async def put(api: Api, store_path: str, data: bytes) -> None:
     assert reply.status == 200, reply
 
 
-async def get_artifact(api: Api, run_id: str, path: str, headers: dict[str, str] | None = None) -> Reply:
-    return await api.get("/get-artifact", {"run_uuid": run_id, "path": path}, absolute=True, headers=headers)
+async def get_artifact(
+    api: Api, run_id: str, path: str, headers: dict[str, str] | None = None
+) -> Reply:
+    return await api.get(
+        "/get-artifact", {"run_uuid": run_id, "path": path}, absolute=True, headers=headers
+    )
 
 
 @pytest.fixture
@@ -72,7 +78,9 @@ async def run_files(api: Api, run: dict[str, Any]) -> dict[str, bytes]:
 
 
 async def create_logged_model(api: Api, experiment_id: str, name: str = "model") -> dict[str, Any]:
-    return (await api.post("/logged-models", {"experiment_id": experiment_id, "name": name})).ok()["model"]["info"]
+    return (await api.post("/logged-models", {"experiment_id": experiment_id, "name": name})).ok()[
+        "model"
+    ]["info"]
 
 
 async def create_version(api: Api, name: str, source: str, **extra: Any) -> Reply:
@@ -100,12 +108,16 @@ async def test_run_artifacts_byte_exact_with_stock_headers(
         assert reply.content_type == expected_types[path], (path, reply.headers)
         assert reply.headers["Content-Length"] == str(len(data))
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
-        assert reply.headers["Content-Disposition"].startswith(f'attachment; filename="{path.rsplit("/", 1)[-1]}"')
+        assert reply.headers["Content-Disposition"].startswith(
+            f'attachment; filename="{path.rsplit("/", 1)[-1]}"'
+        )
         assert reply.headers["Accept-Ranges"] == "bytes"
     # run_id is accepted as well as the UI's run_uuid, and the evaluation view's ajax spelling.
     by_id = await api.get("/get-artifact", {"run_id": run_id, "path": "notes.txt"}, absolute=True)
     assert by_id.status == 200 and by_id.raw == run_files["notes.txt"]
-    ajax = await api.get(f"{AJAX}/get-artifact", {"run_uuid": run_id, "path": "notes.txt"}, absolute=True)
+    ajax = await api.get(
+        f"{AJAX}/get-artifact", {"run_uuid": run_id, "path": "notes.txt"}, absolute=True
+    )
     assert ajax.status == 200 and ajax.raw == run_files["notes.txt"]
 
 
@@ -119,7 +131,12 @@ async def test_run_artifacts_byte_exact_with_stock_headers(
     ],
 )
 async def test_run_artifact_ranges(
-    api: Api, run: dict[str, Any], run_files: dict[str, bytes], header: str, start: int | None, end: int | None
+    api: Api,
+    run: dict[str, Any],
+    run_files: dict[str, bytes],
+    header: str,
+    start: int | None,
+    end: int | None,
 ) -> None:
     data = run_files["weights.bin"]
     reply = await get_artifact(api, run["info"]["run_id"], "weights.bin", {"Range": header})
@@ -127,18 +144,24 @@ async def test_run_artifact_ranges(
     expected = data[-100:] if start is None else data[start:end]
     assert reply.raw == expected
     first = len(data) - 100 if start is None else start
-    assert reply.headers["Content-Range"] == f"bytes {first}-{first + len(expected) - 1}/{len(data)}"
+    assert (
+        reply.headers["Content-Range"] == f"bytes {first}-{first + len(expected) - 1}/{len(data)}"
+    )
     assert reply.content_type == "application/octet-stream"
 
 
-async def test_unsatisfiable_range_is_416(api: Api, run: dict[str, Any], run_files: dict[str, bytes]) -> None:
+async def test_unsatisfiable_range_is_416(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes]
+) -> None:
     size = len(run_files["notes.txt"])
     reply = await get_artifact(api, run["info"]["run_id"], "notes.txt", {"Range": f"bytes={size}-"})
     reply.error(416, "INVALID_PARAMETER_VALUE")
     assert reply.headers["Content-Range"] == f"bytes */{size}"
 
 
-async def test_run_artifact_errors(api: Api, run: dict[str, Any], run_files: dict[str, bytes]) -> None:
+async def test_run_artifact_errors(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes]
+) -> None:
     run_id = run["info"]["run_id"]
     (await get_artifact(api, "0" * 32, "notes.txt")).error(404, "RESOURCE_DOES_NOT_EXIST", "0" * 32)
     (await get_artifact(api, run_id, "missing.txt")).error(404, "RESOURCE_DOES_NOT_EXIST")
@@ -151,9 +174,18 @@ async def test_run_artifact_errors(api: Api, run: dict[str, Any], run_files: dic
 
 @pytest.mark.parametrize(
     "path",
-    ["../../../etc/passwd", "plots/../../other/artifacts/x", "/etc/passwd", "%2e%2e/%2e%2e/x", "a\\..\\b", "a//b"],
+    [
+        "../../../etc/passwd",
+        "plots/../../other/artifacts/x",
+        "/etc/passwd",
+        "%2e%2e/%2e%2e/x",
+        "a\\..\\b",
+        "a//b",
+    ],
 )
-async def test_traversal_is_refused(api: Api, run: dict[str, Any], run_files: dict[str, bytes], path: str) -> None:
+async def test_traversal_is_refused(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes], path: str
+) -> None:
     (await get_artifact(api, run["info"]["run_id"], path)).error(400, "INVALID_PARAMETER_VALUE")
 
 
@@ -164,11 +196,17 @@ async def test_artifact_location_outside_the_store_is_not_read(api: Api, tmp_pat
     exp_id = await api.create_experiment(artifact_location=tmp_path.as_uri())
     run = await api.create_run(exp_id)
     assert run["info"]["artifact_uri"].startswith(tmp_path.as_uri())
-    (await get_artifact(api, run["info"]["run_id"], "../../secret.txt")).error(400, "INVALID_PARAMETER_VALUE")
-    (await get_artifact(api, run["info"]["run_id"], "x.txt")).error(404, "RESOURCE_DOES_NOT_EXIST", "not stored")
+    (await get_artifact(api, run["info"]["run_id"], "../../secret.txt")).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
+    (await get_artifact(api, run["info"]["run_id"], "x.txt")).error(
+        404, "RESOURCE_DOES_NOT_EXIST", "not stored"
+    )
 
 
-async def test_artifact_location_spelled_with_the_root_is_served(api: Api, client: TestClient[Any, Any]) -> None:
+async def test_artifact_location_spelled_with_the_root_is_served(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
     """An experiment created with an artifact_location under the server's own root."""
     root_uri = client.server.app[SETTINGS].artifacts.uri
     exp_id = await api.create_experiment(artifact_location=f"{root_uri}/custom")
@@ -194,14 +232,18 @@ async def test_staged_upload_is_invisible_until_committed(
     await uc.sql(db_url, committing, sid)
     await uc.commit_in_store(client, db_url, sid, 0)
     service = client.server.app[SERVICE]
-    assert await service.artifacts.inner.size(f"{store_root(run['info']['artifact_uri'])}/staged/a.bin")  # stored
+    assert await service.artifacts.inner.size(
+        f"{store_root(run['info']['artifact_uri'])}/staged/a.bin"
+    )  # stored
     (await get_artifact(api, run_id, "staged/a.bin")).error(404, "RESOURCE_DOES_NOT_EXIST")
     # The committer died; once its lease is stale the sweeper rolls the commit forward.
     stale = "UPDATE upload_sessions SET commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1"
     await uc.sql(db_url, stale, sid)
     assert service.uploads is not None
     uploads = PgUploadStore(service.db)
-    sweeper = UploadSweeper(service.artifacts.inner, uploads, service.uploads.committer, service.settings.uploads)
+    sweeper = UploadSweeper(
+        service.artifacts.inner, uploads, service.uploads.committer, service.settings.uploads
+    )
     assert (await sweeper.sweep()).rolled_forward == 1
     for name, data in files.items():
         reply = await get_artifact(api, run_id, f"staged/{name}")
@@ -238,7 +280,9 @@ async def test_model_version_artifact_from_every_source_kind(
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
 
 
-async def test_model_version_artifact_errors(api: Api, run: dict[str, Any], run_files: dict[str, bytes]) -> None:
+async def test_model_version_artifact_errors(
+    api: Api, run: dict[str, Any], run_files: dict[str, bytes]
+) -> None:
     (await api.post("/registered-models/create", {"name": "mv-err"})).ok()
     (await create_version(api, "mv-err", f"runs:/{run['info']['run_id']}/model")).ok()
     (await create_version(api, "mv-err", "s3://elsewhere/model")).ok()
@@ -278,11 +322,15 @@ async def test_logged_model_tree_and_files(api: Api, run: dict[str, Any], prefix
             {"path": "empty.txt", "is_dir": False},  # stock leaves a zero size out
         ],
     }
-    sub = (await api.get(f"{base}/directories", {"artifact_directory_path": "data"}, absolute=True)).ok()
+    sub = (
+        await api.get(f"{base}/directories", {"artifact_directory_path": "data"}, absolute=True)
+    ).ok()
     assert sub["files"] == [{"path": "data/model.pkl", "is_dir": False, "file_size": 2000}]
     # A file, a missing directory: just the root (proto JSON leaves the empty list out).
     for path in ("MLmodel", "nope"):
-        listed = (await api.get(f"{base}/directories", {"artifact_directory_path": path}, absolute=True)).ok()
+        listed = (
+            await api.get(f"{base}/directories", {"artifact_directory_path": path}, absolute=True)
+        ).ok()
         assert listed == {"root_uri": model["artifact_uri"]}
 
     for path, data in files.items():
@@ -303,11 +351,19 @@ async def test_logged_model_artifact_errors(api: Api, run: dict[str, Any]) -> No
         return await api.get(url, query, absolute=True)
 
     (await fetch(f"{missing}/directories")).error(404, "RESOURCE_DOES_NOT_EXIST")
-    (await fetch(f"{missing}/files", artifact_file_path="MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await fetch(f"{missing}/files", artifact_file_path="MLmodel")).error(
+        404, "RESOURCE_DOES_NOT_EXIST"
+    )
     (await fetch(f"{base}/files")).error(400, "BAD_REQUEST", "artifact_file_path")
-    (await fetch(f"{base}/files", artifact_file_path="MLmodel")).error(404, "RESOURCE_DOES_NOT_EXIST")
-    (await fetch(f"{base}/files", artifact_file_path="../../x")).error(400, "INVALID_PARAMETER_VALUE")
-    (await fetch(f"{base}/directories", artifact_directory_path="../x")).error(400, "INVALID_PARAMETER_VALUE")
+    (await fetch(f"{base}/files", artifact_file_path="MLmodel")).error(
+        404, "RESOURCE_DOES_NOT_EXIST"
+    )
+    (await fetch(f"{base}/files", artifact_file_path="../../x")).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
+    (await fetch(f"{base}/directories", artifact_directory_path="../x")).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
 
 
 # ---------------------------------------------------------------- mlflow.modelVersions
@@ -335,7 +391,11 @@ async def test_create_version_records_the_logged_model_link(api: Api, run: dict[
     other = await create_logged_model(api, run["info"]["experiment_id"])
     (await create_version(api, "link-a", "s3://bucket/x")).ok()
     prompt_tag = [{"key": "mlflow.prompt.is_prompt", "value": "true"}]
-    (await create_version(api, "link-b", "s3://bucket/p", model_id=other["model_id"], tags=prompt_tag)).ok()
+    (
+        await create_version(
+            api, "link-b", "s3://bucket/p", model_id=other["model_id"], tags=prompt_tag
+        )
+    ).ok()
     assert await model_versions_tag(api, other["model_id"]) is None
 
 
@@ -345,16 +405,23 @@ async def test_create_version_for_a_missing_model_creates_nothing(api: Api) -> N
     refused = await create_version(api, "link-missing", "s3://bucket/x", model_id=missing)
     refused.error(404, "RESOURCE_DOES_NOT_EXIST", missing)
     # Rolled back with the link: the next version is still 1.
-    assert (await create_version(api, "link-missing", "s3://bucket/x")).ok()["model_version"]["version"] == "1"
+    assert (await create_version(api, "link-missing", "s3://bucket/x")).ok()["model_version"][
+        "version"
+    ] == "1"
 
 
-async def test_concurrent_registrations_of_one_model_are_all_recorded(api: Api, run: dict[str, Any]) -> None:
+async def test_concurrent_registrations_of_one_model_are_all_recorded(
+    api: Api, run: dict[str, Any]
+) -> None:
     model = await create_logged_model(api, run["info"]["experiment_id"])
     names = [f"conc-{i}" for i in range(6)]
     for name in names:
         (await api.post("/registered-models/create", {"name": name})).ok()
     replies = await asyncio.gather(
-        *(create_version(api, n, f"models:/{model['model_id']}", model_id=model["model_id"]) for n in names)
+        *(
+            create_version(api, n, f"models:/{model['model_id']}", model_id=model["model_id"])
+            for n in names
+        )
     )
     for reply in replies:
         reply.ok()
@@ -375,15 +442,24 @@ async def test_search_datasets(api: Api, ajax: Api) -> None:
     exp_a, exp_b, exp_empty = [await api.create_experiment() for _ in range(3)]
     run_a1, run_a2, run_b = [await api.create_run(e) for e in (exp_a, exp_a, exp_b)]
     inputs = {
-        run_a1["info"]["run_id"]: [dataset_input("train", "d1", "training"), dataset_input("raw", "d0", None)],
-        run_a2["info"]["run_id"]: [dataset_input("train", "d1", "eval"), dataset_input("train", "d2", "training")],
+        run_a1["info"]["run_id"]: [
+            dataset_input("train", "d1", "training"),
+            dataset_input("raw", "d0", None),
+        ],
+        run_a2["info"]["run_id"]: [
+            dataset_input("train", "d1", "eval"),
+            dataset_input("train", "d2", "training"),
+        ],
         run_b["info"]["run_id"]: [dataset_input("train", "d1", "training")],
     }
     for run_id, datasets in inputs.items():
         (await api.post("/runs/log-inputs", {"run_id": run_id, "datasets": datasets})).ok()
-    body = (await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_a, exp_b]})).ok()
+    body = (
+        await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_a, exp_b]})
+    ).ok()
     got = sorted(
-        body["dataset_summaries"], key=lambda s: (s["experiment_id"], s["name"], s["digest"], s.get("context", ""))
+        body["dataset_summaries"],
+        key=lambda s: (s["experiment_id"], s["name"], s["digest"], s.get("context", "")),
     )
     assert got == [
         {"experiment_id": exp_a, "name": "raw", "digest": "d0"},  # no context tag: no context field
@@ -394,15 +470,21 @@ async def test_search_datasets(api: Api, ajax: Api) -> None:
     ]
     only_b = (await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_b]})).ok()
     assert [s["experiment_id"] for s in only_b["dataset_summaries"]] == [exp_b]
-    assert (await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_empty]})).ok() == {}
+    assert (
+        await ajax.post("/experiments/search-datasets", {"experiment_ids": [exp_empty]})
+    ).ok() == {}
 
 
 async def test_search_datasets_errors(ajax: Api) -> None:
-    (await ajax.post("/experiments/search-datasets", {})).error(400, "INVALID_PARAMETER_VALUE", "at least one")
+    (await ajax.post("/experiments/search-datasets", {})).error(
+        400, "INVALID_PARAMETER_VALUE", "at least one"
+    )
     many = [str(i) for i in range(21)]
     too_many = await ajax.post("/experiments/search-datasets", {"experiment_ids": many})
     too_many.error(400, "INVALID_PARAMETER_VALUE", "20")
-    (await ajax.post("/experiments/search-datasets", {"experiment_ids": ["x"]})).error(400, "INVALID_PARAMETER_VALUE")
+    (await ajax.post("/experiments/search-datasets", {"experiment_ids": ["x"]})).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
 
 
 # ---------------------------------------------------------------- support and GenAI calls
@@ -411,21 +493,33 @@ async def test_search_datasets_errors(ajax: Api) -> None:
 async def test_server_info_has_every_key_stock_sends(api: Api) -> None:
     from mlflow.utils import server_info as stock
 
-    stock_keys = {getattr(stock, n) for n in dir(stock) if n.startswith("SERVER_INFO_") and n != "SERVER_INFO_ENDPOINT"}
+    stock_keys = {
+        getattr(stock, n)
+        for n in dir(stock)
+        if n.startswith("SERVER_INFO_") and n != "SERVER_INFO_ENDPOINT"
+    }
     body = (await api.get("/ajax-api/3.0/mlflow/server-info", absolute=True)).ok()
     assert set(body) == stock_keys
-    assert body["features_enabled"] == {"gateway": False} and body["trace_archival_enabled"] is False
+    assert (
+        body["features_enabled"] == {"gateway": False} and body["trace_archival_enabled"] is False
+    )
 
 
 async def test_support_endpoints_answer_like_stock_with_features_off(api: Api, ajax: Api) -> None:
     for method in ("GET", "POST"):
-        reply = await ajax.request(method, "/gateway-proxy", params={"gateway_path": "api/2.0/endpoints/"})
+        reply = await ajax.request(
+            method, "/gateway-proxy", params={"gateway_path": "api/2.0/endpoints/"}
+        )
         assert reply.ok() == {"endpoints": []}
     # No authentication: no current user, as stock without its auth app (the UI hides accounts).
     (await ajax.get("/users/current")).error(404, "ENDPOINT_NOT_FOUND")
     v3 = "/ajax-api/3.0/mlflow"
     telemetry = (await api.get(f"{v3}/ui-telemetry", absolute=True)).ok()
-    assert telemetry == {"disable_ui_events": [], "disable_ui_telemetry": True, "ui_rollout_percentage": 0}
+    assert telemetry == {
+        "disable_ui_events": [],
+        "disable_ui_telemetry": True,
+        "ui_rollout_percentage": 0,
+    }
     posted = await api.post(f"{v3}/ui-telemetry", {"records": [{"event": "x"}]}, absolute=True)
     assert posted.ok() == {"status": "disabled"}
     config = (await api.get(f"{v3}/assistant/config", absolute=True)).ok()
@@ -468,14 +562,18 @@ EXP = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "1"}
         ),
     ],
 )  # fmt: skip
-async def test_genai_calls_answer_an_empty_store(api: Api, method: str, path: str, body: Any, expected: Any) -> None:
+async def test_genai_calls_answer_an_empty_store(
+    api: Api, method: str, path: str, body: Any, expected: Any
+) -> None:
     reply = await api.request(method, path, body=body, absolute=True)
     assert reply.ok() == expected
 
 
 async def test_genai_calls_check_required_fields_and_stay_off_the_client_api(api: Api) -> None:
     v3 = "/ajax-api/3.0/mlflow"
-    (await api.post(f"{v3}/traces/search", {}, absolute=True)).error(400, "INVALID_PARAMETER_VALUE", "locations")
+    (await api.post(f"{v3}/traces/search", {}, absolute=True)).error(
+        400, "INVALID_PARAMETER_VALUE", "locations"
+    )
     no_view = await api.post(f"{v3}/traces/metrics", {"experiment_ids": ["1"]}, absolute=True)
     no_view.error(400, "INVALID_PARAMETER_VALUE", "view_type")
     no_ids = await api.get("/ajax-api/2.0/mlflow/traces", absolute=True)

@@ -33,7 +33,9 @@ def _main_script(index_html: str) -> str:
     return "/" + match.group(1)
 
 
-async def _raw_get(client: TestClient[Any, Any], path: str, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+async def _raw_get(
+    client: TestClient[Any, Any], path: str, headers: dict[str, str]
+) -> tuple[int, Any, bytes]:
     # The test client inflates gzip itself; a session without auto-decompression shows the wire.
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         async with session.get(client.make_url(path), headers=headers) as resp:
@@ -60,7 +62,9 @@ async def test_index_is_mlflows_and_revalidated(client: TestClient[Any, Any], bu
     assert '<div id="root"' in body
 
 
-async def test_main_script_gzipped_with_long_cache(client: TestClient[Any, Any], bundle: Path) -> None:
+async def test_main_script_gzipped_with_long_cache(
+    client: TestClient[Any, Any], bundle: Path
+) -> None:
     async with client.get("/") as resp:
         script = _main_script(await resp.text())
     original = (bundle / script.removeprefix("/static-files/")).read_bytes()
@@ -82,27 +86,37 @@ async def test_main_script_gzipped_with_long_cache(client: TestClient[Any, Any],
     assert (status, body) == (304, b"")
 
 
-async def test_asset_plain_when_not_accepted_and_ranges_work(client: TestClient[Any, Any], bundle: Path) -> None:
+async def test_asset_plain_when_not_accepted_and_ranges_work(
+    client: TestClient[Any, Any], bundle: Path
+) -> None:
     async with client.get("/") as resp:
         script = _main_script(await resp.text())
     original = (bundle / script.removeprefix("/static-files/")).read_bytes()
     status, headers, wire = await _raw_get(client, script, {"Accept-Encoding": "identity"})
     assert status == 200 and "Content-Encoding" not in headers and wire == original
-    status, headers, wire = await _raw_get(client, script, {"Accept-Encoding": "identity", "Range": "bytes=10-19"})
+    status, headers, wire = await _raw_get(
+        client, script, {"Accept-Encoding": "identity", "Range": "bytes=10-19"}
+    )
     assert status == 206 and wire == original[10:20]
 
 
 async def test_binary_assets_not_recompressed(client: TestClient[Any, Any], bundle: Path) -> None:
-    status, headers, wire = await _raw_get(client, "/static-files/favicon.ico", {"Accept-Encoding": "gzip"})
+    status, headers, wire = await _raw_get(
+        client, "/static-files/favicon.ico", {"Accept-Encoding": "gzip"}
+    )
     assert status == 200
     assert headers["Cache-Control"].startswith("public, max-age=")
     original = (bundle / "favicon.ico").read_bytes()
     body = gzip.decompress(wire) if headers.get("Content-Encoding") == "gzip" else wire
     assert body == original
-    pngs = sorted((bundle / "static" / "media").glob("*.png")) + sorted((bundle / "static" / "media").glob("*.svg"))
+    pngs = sorted((bundle / "static" / "media").glob("*.png")) + sorted(
+        (bundle / "static" / "media").glob("*.svg")
+    )
     if pngs:
         rel = pngs[0].relative_to(bundle).as_posix()
-        status, headers, wire = await _raw_get(client, f"/static-files/{rel}", {"Accept-Encoding": "gzip"})
+        status, headers, wire = await _raw_get(
+            client, f"/static-files/{rel}", {"Accept-Encoding": "gzip"}
+        )
         assert status == 200
         if pngs[0].suffix == ".png":
             assert "Content-Encoding" not in headers and wire == pngs[0].read_bytes()
@@ -147,5 +161,7 @@ async def test_without_the_extra_the_root_says_how_to_enable_it(
         async with client.get("/static-files/static/js/main.js") as resp:
             assert resp.status == 404
         # The API is unaffected.
-        async with client.get("/api/2.0/mlflow/experiments/search", params={"max_results": "1"}) as resp:
+        async with client.get(
+            "/api/2.0/mlflow/experiments/search", params={"max_results": "1"}
+        ) as resp:
             assert resp.status == 200

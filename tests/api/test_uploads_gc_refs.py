@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import upload_client as uc
 from aiohttp.test_utils import TestClient
+from tests.api.conftest import Api
 
+import upload_client as uc
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.uploads.sweeper import UploadSweeper
-from tests.api.conftest import Api
 
 PART = 64 * 1024
 
@@ -54,7 +54,12 @@ def sweeper(client: TestClient[Any, Any], **changes: Any) -> UploadSweeper:
     service = client.server.app[SERVICE]
     assert service.uploads is not None
     upload_settings = dataclasses.replace(service.settings.uploads, **changes)
-    return UploadSweeper(service.artifacts.inner, PgUploadStore(service.db), service.uploads.committer, upload_settings)
+    return UploadSweeper(
+        service.artifacts.inner,
+        PgUploadStore(service.db),
+        service.uploads.committer,
+        upload_settings,
+    )
 
 
 # ---------------------------------------------------------------- a commit interrupted midway
@@ -64,15 +69,25 @@ async def test_interrupted_directory_commit_stays_hidden_until_rolled_forward(
     client: TestClient[Any, Any], run: dict[str, Any], db_url: str
 ) -> None:
     files = {"a.bin": uc.blob(2 * PART, 1), "b.bin": uc.blob(PART + 9, 2), "c/d.bin": uc.blob(3, 3)}
-    session = await uc.upload_directory(client, run["info"]["run_id"], "model", files, PART, complete_it=False)
+    session = await uc.upload_directory(
+        client, run["info"]["run_id"], "model", files, PART, complete_it=False
+    )
     sid = session["upload_id"]
     # A gateway that died in the middle of the commit: the session went to committing, the
     # store committed the first file (marked) and the second (the process died before marking it).
-    await uc.sql(db_url, "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1", sid)
+    await uc.sql(
+        db_url,
+        "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() WHERE session_id = $1",
+        sid,
+    )
     store = client.server.app[SERVICE].artifacts.inner
     for index in (0, 1):
         await uc.commit_in_store(client, db_url, sid, index)
-    await uc.sql(db_url, "UPDATE upload_files SET committed_at = now() WHERE session_id = $1 AND file_index = 0", sid)
+    await uc.sql(
+        db_url,
+        "UPDATE upload_files SET committed_at = now() WHERE session_id = $1 AND file_index = 0",
+        sid,
+    )
     assert await store.size(f"{root_of(run)}/model/b.bin") == PART + 9  # physically there ...
 
     root = root_of(run)
@@ -90,7 +105,11 @@ async def test_interrupted_directory_commit_stays_hidden_until_rolled_forward(
     reports = await asyncio.gather(sweeper(client).sweep(), sweeper(client).sweep())
     assert sorted(r.rolled_forward for r in reports) == [0, 1]
     assert (await uc.get(client, sid)).ok()["state"] == "committed"
-    assert await uc.listing(client, f"{root}/model") == {"a.bin": 2 * PART, "b.bin": PART + 9, "c": "dir"}
+    assert await uc.listing(client, f"{root}/model") == {
+        "a.bin": 2 * PART,
+        "b.bin": PART + 9,
+        "c": "dir",
+    }
     for name, data in files.items():
         assert (await uc.download(client, f"{root}/model/{name}")).raw == data
 
@@ -103,11 +122,19 @@ async def test_sweeper_expires_sessions_and_removes_their_staging(
 ) -> None:
     store = client.server.app[SERVICE].artifacts.inner
     data = uc.blob(2 * PART, 4)
-    stale = (await uc.create(client, run["info"]["run_id"], "old.bin", [{"size": len(data)}], PART)).ok()["upload_id"]
-    fresh = (await uc.create(client, run["info"]["run_id"], "new.bin", [{"size": len(data)}], PART)).ok()["upload_id"]
+    stale = (
+        await uc.create(client, run["info"]["run_id"], "old.bin", [{"size": len(data)}], PART)
+    ).ok()["upload_id"]
+    fresh = (
+        await uc.create(client, run["info"]["run_id"], "new.bin", [{"size": len(data)}], PART)
+    ).ok()["upload_id"]
     await uc.upload_parts(client, stale, 0, uc.split(data, PART), numbers=[1])
     await uc.upload_parts(client, fresh, 0, uc.split(data, PART), numbers=[1])
-    await uc.sql(db_url, "UPDATE upload_sessions SET expires_at = now() - interval '1 minute' WHERE session_id = $1", stale)
+    await uc.sql(
+        db_url,
+        "UPDATE upload_sessions SET expires_at = now() - interval '1 minute' WHERE session_id = $1",
+        stale,
+    )
     assert len(await store.stage_list()) == 2
 
     report = await sweeper(client).sweep()
@@ -115,19 +142,27 @@ async def test_sweeper_expires_sessions_and_removes_their_staging(
     assert (await uc.get(client, stale)).ok()["state"] == "expired"
     assert (await uc.get(client, fresh)).ok()["state"] == "open"
     remaining = await store.stage_list()
-    fresh_staging = (await uc.sql(db_url, "SELECT staging_id FROM upload_files WHERE session_id = $1", fresh))[0][0]
+    fresh_staging = (
+        await uc.sql(db_url, "SELECT staging_id FROM upload_files WHERE session_id = $1", fresh)
+    )[0][0]
     assert [s[1] for s in remaining] == [fresh_staging]
-    (await uc.put_part(client, stale, 0, 2, data[PART:])).error(404, "RESOURCE_DOES_NOT_EXIST", "expired")
+    (await uc.put_part(client, stale, 0, 2, data[PART:])).error(
+        404, "RESOURCE_DOES_NOT_EXIST", "expired"
+    )
     # The live session is untouched and still completes.
     await uc.upload_parts(client, fresh, 0, uc.split(data, PART), numbers=[2])
     assert (await uc.complete(client, fresh)).ok()["state"] == "committed"
 
 
-async def test_sweeper_aborts_staging_no_session_owns(client: TestClient[Any, Any], run: dict[str, Any]) -> None:
+async def test_sweeper_aborts_staging_no_session_owns(
+    client: TestClient[Any, Any], run: dict[str, Any]
+) -> None:
     store = client.server.app[SERVICE].artifacts.inner
     # What a gateway that crashed between stage_begin and recording its session leaves behind.
     orphan = await store.stage_begin(f"{root_of(run)}/orphan.bin")
-    live = (await uc.create(client, run["info"]["run_id"], "live.bin", [{"size": 5}], PART)).ok()["upload_id"]
+    live = (await uc.create(client, run["info"]["run_id"], "live.bin", [{"size": 5}], PART)).ok()[
+        "upload_id"
+    ]
     assert len(await store.stage_list()) == 2
     # Younger than the TTL: left alone (it may belong to a session being created right now).
     assert (await sweeper(client).sweep()).orphans_aborted == 0
@@ -150,29 +185,50 @@ async def test_reference_is_listed_and_downloaded_without_a_copy(
     target.parent.mkdir()
     target.write_bytes(data)
     rid = run["info"]["run_id"]
-    body = {"run_id": rid, "path": "checkpoints/step-100.pt", "uri": target.as_uri(), "size": len(data), "sha256": uc.sha256(data)}
+    body = {
+        "run_id": rid,
+        "path": "checkpoints/step-100.pt",
+        "uri": target.as_uri(),
+        "size": len(data),
+        "sha256": uc.sha256(data),
+    }
     ref = (await uc.call(client, "POST", uc.REFERENCES, body=body)).ok()["reference"]
     assert ref["uri"] == target.as_uri() and ref["size"] == len(data) and ref["etag"]
 
     root = root_of(run)
     assert await uc.listing(client, root) == {"checkpoints": "dir"}
     assert await uc.listing(client, f"{root}/checkpoints") == {"step-100.pt": len(data)}
-    assert await uc.run_listing(client, rid, "checkpoints") == {"checkpoints/step-100.pt": len(data)}
+    assert await uc.run_listing(client, rid, "checkpoints") == {
+        "checkpoints/step-100.pt": len(data)
+    }
     assert (await uc.download(client, f"{root}/checkpoints/step-100.pt")).raw == data
-    ranged = await uc.download(client, f"{root}/checkpoints/step-100.pt", headers={"Range": "bytes=10-19"})
+    ranged = await uc.download(
+        client, f"{root}/checkpoints/step-100.pt", headers={"Range": "bytes=10-19"}
+    )
     assert ranged.status == 206 and ranged.raw == data[10:20]
     # Not a copy: nothing was written under the artifact root.
     assert not list((tmp_path / "artifacts").rglob("step-100.pt"))
-    listed = (await uc.call(client, "GET", uc.REFERENCES, params={"run_id": rid})).ok()["references"]
+    listed = (await uc.call(client, "GET", uc.REFERENCES, params={"run_id": rid})).ok()[
+        "references"
+    ]
     assert [r["path"] for r in listed] == ["checkpoints/step-100.pt"]
 
-    (await uc.call(client, "DELETE", uc.REFERENCES, params={"run_id": rid, "path": "checkpoints/step-100.pt"})).ok()
+    (
+        await uc.call(
+            client,
+            "DELETE",
+            uc.REFERENCES,
+            params={"run_id": rid, "path": "checkpoints/step-100.pt"},
+        )
+    ).ok()
     assert await uc.listing(client, root) == {}
     # Deleting the artifact through the proxied artifact API removes the reference as well.
     (await uc.call(client, "POST", uc.REFERENCES, body=body)).ok()
     (await uc.call(client, "DELETE", f"{uc.ARTIFACTS}/{root}/checkpoints")).ok()
     assert await uc.listing(client, root) == {}
-    (await uc.download(client, f"{root}/checkpoints/step-100.pt")).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await uc.download(client, f"{root}/checkpoints/step-100.pt")).error(
+        404, "RESOURCE_DOES_NOT_EXIST"
+    )
     assert target.read_bytes() == data  # the referenced object is never touched
 
 
@@ -188,21 +244,36 @@ async def test_reference_registration_is_verified(
         return await uc.call(client, "POST", uc.REFERENCES, body=body)
 
     (await register(size=99)).error(400, "INVALID_PARAMETER_VALUE", "100 bytes")
-    (await register(uri=(external_dir / "missing.bin").as_uri())).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await register(uri=(external_dir / "missing.bin").as_uri())).error(
+        404, "RESOURCE_DOES_NOT_EXIST"
+    )
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"x" * 100)
     (await register(uri=outside.as_uri())).error(400, "INVALID_PARAMETER_VALUE", "outside")
     (await register(uri="file:///etc/passwd")).error(400, "INVALID_PARAMETER_VALUE", "outside")
-    (await register(uri=external_dir.as_uri() + "/../outside.bin")).error(400, "INVALID_PARAMETER_VALUE")
-    (await register(uri=external_dir.as_uri() + "/%2e%2e/outside.bin")).error(400, "INVALID_PARAMETER_VALUE")
-    (await register(uri=external_dir.as_uri() + "-other/w.bin")).error(400, "INVALID_PARAMETER_VALUE", "outside")
+    (await register(uri=external_dir.as_uri() + "/../outside.bin")).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
+    (await register(uri=external_dir.as_uri() + "/%2e%2e/outside.bin")).error(
+        400, "INVALID_PARAMETER_VALUE"
+    )
+    (await register(uri=external_dir.as_uri() + "-other/w.bin")).error(
+        400, "INVALID_PARAMETER_VALUE", "outside"
+    )
     (await register(uri="http://example.com/w.bin")).error(400, "INVALID_PARAMETER_VALUE")
     (await register(path="../w.bin")).error(400, "INVALID_PARAMETER_VALUE")
     (await register(etag="not-the-etag")).error(400, "INVALID_PARAMETER_VALUE", "ETag")
     (await register(sha256="zz")).error(400, "INVALID_PARAMETER_VALUE")
-    (await uc.call(client, "POST", uc.REFERENCES, body={"run_id": "f" * 32, "path": "w.bin", "uri": target.as_uri(), "size": 100})).error(
+    (
+        await uc.call(
+            client,
+            "POST",
+            uc.REFERENCES,
+            body={"run_id": "f" * 32, "path": "w.bin", "uri": target.as_uri(), "size": 100},
+        )
+    ).error(404, "RESOURCE_DOES_NOT_EXIST")
+    (await uc.call(client, "DELETE", uc.REFERENCES, params={"run_id": rid, "path": "w.bin"})).error(
         404, "RESOURCE_DOES_NOT_EXIST"
     )
-    (await uc.call(client, "DELETE", uc.REFERENCES, params={"run_id": rid, "path": "w.bin"})).error(404, "RESOURCE_DOES_NOT_EXIST")
     (await api.post("/runs/delete", {"run_id": rid})).ok()
     (await register()).error(400, "INVALID_PARAMETER_VALUE", "active")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
-
 from tests.browser.uidata import Populated, populate
 from tests.browser.uipages import CHROMIUM, UiSession, launch, new_context, ui_session
 from tests.conftest import _mlflow_pointed_at, _serve, _server_env, flush_redis, fresh_database
@@ -85,17 +84,24 @@ async def ui_redis_url(redis_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ui_server(ui_db_url: str, ui_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_server(
+    ui_db_url: str, ui_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """Base URL of a ``metricgate serve`` process with its own database, for this module."""
     tmp = tmp_path_factory.mktemp("ui-server")
-    with _serve(_server_env(ui_db_url, ui_redis_url, tmp / "artifacts"), tmp / "server.log") as base_url:
+    with _serve(
+        _server_env(ui_db_url, ui_redis_url, tmp / "artifacts"), tmp / "server.log"
+    ) as base_url:
         yield base_url
 
 
 @pytest.fixture(scope="module")
 def ui_mlflow(ui_server: str) -> Iterator[str]:
     """The mlflow client pointed at ``ui_server`` for the whole module."""
-    with pytest.MonkeyPatch.context() as monkeypatch, _mlflow_pointed_at(ui_server, monkeypatch) as url:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        _mlflow_pointed_at(ui_server, monkeypatch) as url,
+    ):
         yield url
 
 
@@ -127,7 +133,9 @@ def browser_context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def ui(browser_context: BrowserContext, ui_server: str, request: pytest.FixtureRequest) -> Iterator[UiSession]:
+def ui(
+    browser_context: BrowserContext, ui_server: str, request: pytest.FixtureRequest
+) -> Iterator[UiSession]:
     """A new tab on the UI; its screenshots go to ``artifacts_dir()/<test name>/`` (emptied first)."""
     shots = artifacts_dir() / request.node.name
     shutil.rmtree(shots, ignore_errors=True)

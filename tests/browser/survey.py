@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from metricgate import devservices
 from tests.browser import uidata
 from tests.browser import uipages as pages
 from tests.browser.uidata import Populated
 from tests.browser.uipages import UiSession
 from tests.stock_mlflow import running_process, stock_mlflow_server
+
+from metricgate import devservices
 
 _ID = re.compile(r"(m-)?[0-9a-f]{32}")
 
@@ -69,15 +70,22 @@ def _run_tab(tab: str) -> Callable[[UiSession, Populated], Any]:
 def _metric_page(ui: UiSession, data: Populated) -> Any:
     """The metric page (a metric's history for several runs; linked from older run pages)."""
     runs = json.dumps([data.best_run_id, data.baseline_run_id])
-    ui.goto(f"#/metric/accuracy?runs={runs}&metric={quote(json.dumps('accuracy'))}"
-            f"&experiments={json.dumps([data.experiment_id])}&plot_metric_keys={quote(json.dumps(['accuracy']))}")
+    ui.goto(
+        f"#/metric/accuracy?runs={runs}&metric={quote(json.dumps('accuracy'))}"
+        f"&experiments={json.dumps([data.experiment_id])}&plot_metric_keys={quote(json.dumps(['accuracy']))}"
+    )
     ui.page.locator(".js-plotly-plot").first.wait_for()
     ui.settle()
 
 
 def _compare_versions(ui: UiSession, data: Populated) -> Any:
-    runs = {version: data.trial_run_ids[name] for version, (name, _) in zip(data.versions, uidata.TRIALS[-2:])}
-    ui.goto(f"#/compare-model-versions?name={json.dumps(quote(data.model_name))}&runs={json.dumps(runs)}")
+    runs = {
+        version: data.trial_run_ids[name]
+        for version, (name, _) in zip(data.versions, uidata.TRIALS[-2:])
+    }
+    ui.goto(
+        f"#/compare-model-versions?name={json.dumps(quote(data.model_name))}&runs={json.dumps(runs)}"
+    )
     ui.page.get_by_text(re.compile(r"Comparing \d+ Versions")).wait_for()
     ui.settle()
 
@@ -102,31 +110,58 @@ def _first_visit(route: Callable[[Populated], str]) -> Callable[[UiSession, Popu
 VISITS = [
     Visit("experiments list", pages.experiments_list),
     Visit("runs table (expand, sort, filter)", _runs_table_actions),
-    Visit("charts view", lambda ui, d: pages.charts_view(ui, d, {"accuracy", "loss"}, uidata.STEPS)),
-    Visit("run overview", lambda ui, d: pages.run_overview(ui, d, d.best_run_id, uidata.TRIALS[-1][0])),
-    Visit("run model metrics", lambda ui, d: pages.run_model_metrics(ui, d, d.best_run_id, {"accuracy", "loss"}, uidata.STEPS)),
+    Visit(
+        "charts view", lambda ui, d: pages.charts_view(ui, d, {"accuracy", "loss"}, uidata.STEPS)
+    ),
+    Visit(
+        "run overview", lambda ui, d: pages.run_overview(ui, d, d.best_run_id, uidata.TRIALS[-1][0])
+    ),
+    Visit(
+        "run model metrics",
+        lambda ui, d: pages.run_model_metrics(
+            ui, d, d.best_run_id, {"accuracy", "loss"}, uidata.STEPS
+        ),
+    ),
     Visit("run system metrics", _run_tab("system-metrics")),
     Visit("run traces tab", _run_tab("traces")),
-    Visit("run artifacts", lambda ui, d: pages.run_artifacts(ui, d, d.best_run_id, uidata.TEXT_ARTIFACT, uidata.IMAGE_ARTIFACT)),
+    Visit(
+        "run artifacts",
+        lambda ui, d: pages.run_artifacts(
+            ui, d, d.best_run_id, uidata.TEXT_ARTIFACT, uidata.IMAGE_ARTIFACT
+        ),
+    ),
     Visit("compare 3 runs", lambda ui, d: pages.compare_runs(ui, d, _compared(d))),
     Visit("logged models list", pages.logged_models_list),
     Visit("logged model page", lambda ui, d: pages.logged_model_page(ui, d, d.model_ids[-1])),
     Visit("registered models", pages.registered_models),
     Visit("registered model", pages.registered_model),
     Visit("model version", lambda ui, d: pages.model_version(ui, d, d.staged_version)),
-    Visit("logged model artifacts", lambda ui, d: pages.logged_model_artifacts(ui, d, d.model_ids[-1], "MLmodel")),
+    Visit(
+        "logged model artifacts",
+        lambda ui, d: pages.logged_model_artifacts(ui, d, d.model_ids[-1], "MLmodel"),
+    ),
     Visit("metric page", _metric_page),
     Visit("compare model versions", _compare_versions),
     Visit("runs: artifact view mode", _artifact_view_mode),
     Visit("first visit: home", _first_visit(lambda d: "#/"), preferences=False),
-    Visit("first visit: experiment (GenAI overview)", _first_visit(lambda d: f"#/experiments/{d.experiment_id}"), preferences=False),
-    Visit("first visit: traces", _first_visit(lambda d: f"#/experiments/{d.experiment_id}/traces"), preferences=False),
+    Visit(
+        "first visit: experiment (GenAI overview)",
+        _first_visit(lambda d: f"#/experiments/{d.experiment_id}"),
+        preferences=False,
+    ),
+    Visit(
+        "first visit: traces",
+        _first_visit(lambda d: f"#/experiments/{d.experiment_id}/traces"),
+        preferences=False,
+    ),
 ]
 
 
 @dataclass
 class Outcome:
-    problems: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (method, route, what) -> detail
+    problems: dict[tuple[str, str, str], str] = field(
+        default_factory=dict
+    )  # (method, route, what) -> detail
     action_error: str = ""
     shown: list[str] = field(default_factory=list)
     requests: int = 0
@@ -175,14 +210,18 @@ def survey(browser: Any, data: Populated, shots: Path | None) -> dict[str, Outco
                 with pages.ui_session(context, data.base_url, shots) as ui:
                     try:
                         visit.action(ui, data)
-                    except Exception as exc:  # a page that does not render is a finding, not a crash
+                    except (
+                        Exception
+                    ) as exc:  # a page that does not render is a finding, not a crash
                         outcome.action_error = str(exc).strip().splitlines()[0][:300]
                     ui.settle()
                     ui.shot(visit.name)
                     outcome.shown = ui.visible_errors()
                     outcome.text = _visible_text(ui)
                     for problem in ui.network.problems(expected=True):
-                        outcome.problems.setdefault(_key(problem), problem.detail.replace("\n", " ")[:200])
+                        outcome.problems.setdefault(
+                            _key(problem), problem.detail.replace("\n", " ")[:200]
+                        )
                     outcome.requests = len(ui.network.exchanges)
                 outcomes[visit.name] = outcome
         finally:
@@ -213,10 +252,18 @@ def report(mg: dict[str, Outcome], stock: dict[str, Outcome]) -> str:
             if (method, route, what) in theirs:
                 continue
             only_mg += 1
-            lines.append(f"| {_md(name)} | {method} | `{_md(route)}` | {_md(what)} | {_md(detail)} |")
+            lines.append(
+                f"| {_md(name)} | {method} | `{_md(route)}` | {_md(what)} | {_md(detail)} |"
+            )
     if not only_mg:
         lines.append("| (none) | | | | |")
-    lines += ["", "## Page actions and error banners", "", "| page | metricgate | stock |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Page actions and error banners",
+        "",
+        "| page | metricgate | stock |",
+        "|---|---|---|",
+    ]
     for name, outcome in mg.items():
         other = stock.get(name, Outcome())
 
@@ -233,14 +280,24 @@ def report(mg: dict[str, Outcome], stock: dict[str, Outcome]) -> str:
     differing = 0
     for name, outcome in mg.items():
         other = stock.get(name, Outcome())
-        diff = list(difflib.unified_diff(other.text, outcome.text, "stock", "metricgate", n=1, lineterm=""))[2:]
+        diff = list(
+            difflib.unified_diff(other.text, outcome.text, "stock", "metricgate", n=1, lineterm="")
+        )[2:]
         if diff:
             differing += 1
-            shown_diff = diff[:30] + ([f"... {len(diff) - 30} more lines"] if len(diff) > 30 else [])
+            shown_diff = diff[:30] + (
+                [f"... {len(diff) - 30} more lines"] if len(diff) > 30 else []
+            )
             lines += [f"### {name}", "", "```diff", *shown_diff, "```", ""]
     if not differing:
         lines.append("(none)")
-    lines += ["", "## Failing on both (stock's own behaviour, for reference)", "", "| page | method | path | status |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Failing on both (stock's own behaviour, for reference)",
+        "",
+        "| page | method | path | status |",
+        "|---|---|---|---|",
+    ]
     for name, outcome in mg.items():
         for key in outcome.problems:
             if key in stock.get(name, Outcome()).problems:
@@ -259,7 +316,17 @@ def metricgate_server(tmp: Path) -> Iterator[str]:
             METRICGATE_REDIS_URL=redis.url,
             METRICGATE_ARTIFACTS_URI=f"file://{tmp}/mg-artifacts",
         )
-        cmd = [sys.executable, "-m", "metricgate", "serve", "--migrate", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "metricgate",
+            "serve",
+            "--migrate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         url = f"http://127.0.0.1:{port}"
         with running_process(cmd, env, tmp / "metricgate.log", url + "/health"):
             yield url
@@ -281,16 +348,23 @@ def _populate(url: str, tmp: Path) -> Populated:
     try:
         return uidata.populate(url, str(tmp))
     finally:
-        fluent._active_experiment_id = None  # set_experiment's global; the next server has its own ids
+        fluent._active_experiment_id = (
+            None  # set_experiment's global; the next server has its own ids
+        )
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.browser.survey", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.browser.survey",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/ui-survey.md"))
-    parser.add_argument("--shots", type=Path, default=None, help="save a screenshot per page and server here")
+    parser.add_argument(
+        "--shots", type=Path, default=None, help="save a screenshot per page and server here"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from playwright.sync_api import sync_playwright
@@ -304,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                 browser = pages.launch(playwright)
                 try:
                     mg = survey(browser, mg_data, args.shots / "metricgate" if args.shots else None)
-                    stock = survey(browser, stock_data, args.shots / "stock" if args.shots else None)
+                    stock = survey(
+                        browser, stock_data, args.shots / "stock" if args.shots else None
+                    )
                 finally:
                     browser.close()
     text = report(mg, stock)

@@ -31,7 +31,9 @@ def apt_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str
     return calls
 
 
-def test_root_installs_debian_chromium_with_fonts(apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_root_installs_debian_chromium_with_fonts(
+    apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(devservices, "_is_root", lambda: True)
     assert devservices.ensure_chromium(install=False) is None
     assert apt_calls == []
@@ -43,7 +45,9 @@ def test_root_installs_debian_chromium_with_fonts(apt_calls: list[tuple[str, ...
 
 
 def test_without_root_nothing_is_installed(
-    apt_calls: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    apt_calls: list[tuple[str, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(devservices, "_is_root", lambda: False)
     assert devservices.ensure_chromium(install=True) is None
@@ -61,12 +65,17 @@ def test_install_command_installs_chromium_unless_told_not_to(
     assert apt_calls == [("chromium", "fonts-liberation")]
 
 
-def test_missing_chromium_skips_without_root_and_fails_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_chromium_skips_without_root_and_fails_as_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Without root nobody could have installed it (skip, saying how); as root scripts/test.sh should have."""
     from tests.browser import conftest as browser_conftest
 
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 1000)
-    with pytest.raises(pytest.skip.Exception, match="/usr/bin/chromium not found; run `python -m metricgate.devservices install`"):
+    with pytest.raises(
+        pytest.skip.Exception,
+        match="/usr/bin/chromium not found; run `python -m metricgate.devservices install`",
+    ):
         browser_conftest._unavailable("/usr/bin/chromium not found")
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 0)
     with pytest.raises(pytest.fail.Exception, match="/usr/bin/chromium not found"):

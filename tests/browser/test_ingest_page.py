@@ -6,7 +6,6 @@ import re
 import time
 
 import pytest
-
 from tests.browser.uipages import UiSession
 
 pytestmark = pytest.mark.timeout(90)
@@ -25,7 +24,9 @@ def test_ingest_page_follows_a_logging_client(ui: UiSession, ui_mlflow: str) -> 
     client = MlflowClient(ui_mlflow)
     run_id = client.create_run(client.create_experiment("ingest-page")).info.run_id
     ui.goto("metricgate/ingest")
-    ui.page.wait_for_function("document.getElementById('updated').textContent.startsWith('updated')")
+    ui.page.wait_for_function(
+        "document.getElementById('updated').textContent.startsWith('updated')"
+    )
     assert ui.page.locator("#shards tbody tr").count() == 4  # METRICGATE_INGEST_SHARDS' default
 
     now = int(time.time() * 1000)
@@ -42,7 +43,9 @@ def test_ingest_page_follows_a_logging_client(ui: UiSession, ui_mlflow: str) -> 
     assert _number(ui, "accepted_rate") > 0, ui.page.locator("main").inner_text()
     assert _number(ui, "flushed_rate") > 0
     # The rate chart draws its two lines (accepted, flushed) once it has two readings of rates.
-    ui.page.wait_for_function("document.querySelectorAll('#rate_chart path').length === 2", timeout=10_000)
+    ui.page.wait_for_function(
+        "document.querySelectorAll('#rate_chart path').length === 2", timeout=10_000
+    )
     ui.shot("ingest-page-chart")
     assert ui.page.locator("#errors").is_hidden()
     totals = ui.page.locator("#totals").inner_text()

@@ -14,7 +14,6 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-
 from tests.browser import uidata
 from tests.browser import uipages as pages
 from tests.browser.conftest import artifacts_dir
@@ -34,7 +33,10 @@ def assert_clean(ui: UiSession) -> None:
     problems = [str(p) for p in ui.network.problems()]
     shown = ui.visible_errors()
     assert not problems and not shown, (
-        "failed requests:\n  " + "\n  ".join(problems or ["none"]) + "\nerrors shown:\n  " + "\n  ".join(shown or ["none"])
+        "failed requests:\n  "
+        + "\n  ".join(problems or ["none"])
+        + "\nerrors shown:\n  "
+        + "\n  ".join(shown or ["none"])
     )
 
 
@@ -60,7 +62,9 @@ def test_runs_table_nesting_sort_and_filter(ui: UiSession, ui_data: Populated) -
     ui.shot("runs-expanded")
     assert set(names(rows)) == {uidata.PARENT, uidata.BASELINE, *ui_data.trial_run_ids}
     parent_at = names(rows).index(uidata.PARENT)
-    assert set(names(rows)[parent_at + 1 : parent_at + 1 + len(uidata.TRIALS)]) == set(ui_data.trial_run_ids)
+    assert set(names(rows)[parent_at + 1 : parent_at + 1 + len(uidata.TRIALS)]) == set(
+        ui_data.trial_run_ids
+    )
 
     # Sorted by the last accuracy, best first; the parent logs no accuracy and goes last.
     rows = pages.sort_by_metric(ui, ui_data, "accuracy")
@@ -71,7 +75,9 @@ def test_runs_table_nesting_sort_and_filter(ui: UiSession, ui_data: Populated) -
     threshold = 0.65
     rows = pages.search_runs(ui, ui_data, f"metrics.accuracy > {threshold}", expect_count=4)
     ui.shot("runs-filtered")
-    expected = [n for n in ui_data.run_names_by_accuracy() if uidata.final_accuracy(_lr(n)) > threshold]
+    expected = [
+        n for n in ui_data.run_names_by_accuracy() if uidata.final_accuracy(_lr(n)) > threshold
+    ]
     assert names(rows) == expected
     assert pages.matching_runs_count(ui) == len(expected)
     assert_clean(ui)
@@ -106,14 +112,18 @@ def test_run_overview(ui: UiSession, ui_data: Populated) -> None:
 
 
 def test_run_model_metrics(ui: UiSession, ui_data: Populated) -> None:
-    cards = pages.run_model_metrics(ui, ui_data, ui_data.best_run_id, CHARTED, min_points=uidata.STEPS)
+    cards = pages.run_model_metrics(
+        ui, ui_data, ui_data.best_run_id, CHARTED, min_points=uidata.STEPS
+    )
     ui.shot("run-model-metrics")
     assert {m: cards[m] for m in CHARTED} == {m: uidata.STEPS for m in CHARTED}
     assert_clean(ui)
 
 
 def test_run_artifacts(ui: UiSession, ui_data: Populated) -> None:
-    view = pages.run_artifacts(ui, ui_data, ui_data.best_run_id, uidata.TEXT_ARTIFACT, uidata.IMAGE_ARTIFACT)
+    view = pages.run_artifacts(
+        ui, ui_data, ui_data.best_run_id, uidata.TEXT_ARTIFACT, uidata.IMAGE_ARTIFACT
+    )
     ui.shot("artifact-image")
     assert view.text.strip() == uidata.TEXT_CONTENT.strip()
     assert view.image_size == (320, 240)  # uidata's 4x3 in figure at 80 dpi
@@ -140,7 +150,9 @@ def test_logged_models(ui: UiSession, ui_data: Populated) -> None:
     text = pages.logged_models_list(ui, ui_data)
     ui.shot("logged-models")
     assert text.count("Ready") == len(ui_data.model_ids)
-    for version in ui_data.versions:  # each model's registered version, in the Registered models column
+    for (
+        version
+    ) in ui_data.versions:  # each model's registered version, in the Registered models column
         assert f"{ui_data.model_name}\nv{version}" in text
     best_name = uidata.TRIALS[-1][0]
     assert best_name in text  # the source run
@@ -208,7 +220,9 @@ def test_live_refresh(browser: Browser, ui_server: str, ui_mlflow: str, ui_data:
     now = int(time.time() * 1000)
 
     def log(run_id: str, steps: range) -> None:
-        client.log_batch(run_id, metrics=[Metric("live_loss", 1.0 / (s + 1), now + s, s) for s in steps])
+        client.log_batch(
+            run_id, metrics=[Metric("live_loss", 1.0 / (s + 1), now + s, s) for s in steps]
+        )
 
     log(first, range(10))
     shots = artifacts_dir() / "test_live_refresh"

@@ -22,7 +22,12 @@ MODEL_NAME = "ui-iris-classifier"
 STEPS = 60  # the charts need a series, not a point
 # (run name, learning rate): the sweep's children. Their final accuracy grows with the rate, so
 # the order after sorting by accuracy is known without reading it back.
-TRIALS = (("trial-lr-0.01", 0.01), ("trial-lr-0.03", 0.03), ("trial-lr-0.1", 0.1), ("trial-lr-0.3", 0.3))
+TRIALS = (
+    ("trial-lr-0.01", 0.01),
+    ("trial-lr-0.03", 0.03),
+    ("trial-lr-0.1", 0.1),
+    ("trial-lr-0.3", 0.3),
+)
 PARENT = "sweep-parent"
 BASELINE = "baseline"
 BASELINE_LR = 0.02
@@ -69,9 +74,10 @@ class Populated:
 
     def run_names_by_accuracy(self, descending: bool = True) -> list[str]:
         """Names of the runs that log ``accuracy``, ordered by their last value."""
-        ranked = [(final_accuracy(lr), name) for name, lr in TRIALS] + [(final_accuracy(BASELINE_LR), BASELINE)]
+        ranked = [(final_accuracy(lr), name) for name, lr in TRIALS] + [
+            (final_accuracy(BASELINE_LR), BASELINE)
+        ]
         return [name for _, name in sorted(ranked, reverse=descending)]
-
 
 
 def _png_bytes() -> bytes:
@@ -98,7 +104,10 @@ def _log_curves(client: object, run_id: str, lr: float) -> None:
     metrics = []
     for step in range(STEPS):
         loss, accuracy = curve(lr, step)
-        metrics += [Metric("loss", loss, now + step, step), Metric("accuracy", accuracy, now + step, step)]
+        metrics += [
+            Metric("loss", loss, now + step, step),
+            Metric("accuracy", accuracy, now + step, step),
+        ]
     client.log_batch(run_id, metrics=metrics)  # type: ignore[attr-defined]
 
 

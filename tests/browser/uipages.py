@@ -25,7 +25,6 @@ from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Request, Response
-
     from tests.browser.uidata import Populated
 
 CHROMIUM = Path(os.environ.get("METRICGATE_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -74,7 +73,9 @@ _ERROR_SELECTORS = (
     '[class*="-notification-notice"]',
     '[class*="-message-error"]',
 )
-_ERROR_TEXTS = re.compile(r"Something went wrong|Response not successful|Request failed|Internal server error", re.I)
+_ERROR_TEXTS = re.compile(
+    r"Something went wrong|Response not successful|Request failed|Internal server error", re.I
+)
 
 
 def chromium_launch_args() -> dict[str, Any]:
@@ -251,7 +252,10 @@ class UiSession:
         """Wait until no request of ours has been in flight for ``quiet_ms`` (the UI polls, so never "networkidle")."""
         deadline = time.monotonic() + max_ms / 1000
         while time.monotonic() < deadline:
-            idle = self.network.in_flight == 0 and time.monotonic() - self.network.last_activity >= quiet_ms / 1000
+            idle = (
+                self.network.in_flight == 0
+                and time.monotonic() - self.network.last_activity >= quiet_ms / 1000
+            )
             if idle:
                 return
             self.page.wait_for_timeout(50)
@@ -274,13 +278,18 @@ class UiSession:
         if self.screenshot_dir is None:
             return None
         self.screenshot_dir.mkdir(parents=True, exist_ok=True)
-        path = self.screenshot_dir / f"{len(self.shots):02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+        path = (
+            self.screenshot_dir
+            / f"{len(self.shots):02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+        )
         self.page.screenshot(path=str(path))
         self.shots.append(path)
         return path
 
 
-def new_context(browser: Browser, *, fake_clock: bool = False, preferences: bool = True) -> BrowserContext:
+def new_context(
+    browser: Browser, *, fake_clock: bool = False, preferences: bool = True
+) -> BrowserContext:
     """A browser context (no cookies, no storage but the UI preferences, unless ``preferences`` is off).
 
     Tabs of one context share its HTTP cache, so the multi-MB bundle is fetched once per context.
@@ -298,7 +307,9 @@ def new_context(browser: Browser, *, fake_clock: bool = False, preferences: bool
 
 
 @contextmanager
-def ui_session(context: BrowserContext, base_url: str, screenshot_dir: Path | None = None) -> Iterator[UiSession]:
+def ui_session(
+    context: BrowserContext, base_url: str, screenshot_dir: Path | None = None
+) -> Iterator[UiSession]:
     """A new tab in ``context``, with its own network log; closed at the end."""
     page = context.new_page()
     try:
@@ -321,7 +332,11 @@ def experiments_list(ui: UiSession, data: Populated) -> list[str]:
     ui.goto("#/experiments")
     ui.page.get_by_role("link", name=uidata.EXPERIMENT, exact=True).wait_for()
     ui.settle()
-    return [a.inner_text().strip() for a in ui.page.locator('a[href*="#/experiments/"]').all() if a.inner_text().strip()]
+    return [
+        a.inner_text().strip()
+        for a in ui.page.locator('a[href*="#/experiments/"]').all()
+        if a.inner_text().strip()
+    ]
 
 
 def runs_route(data: Populated) -> str:
@@ -342,7 +357,9 @@ def table_rows(ui: UiSession) -> list[tuple[str, str]]:
     return [(run_id, name) for run_id, name in ui.page.evaluate(_ROWS_JS)]
 
 
-def _wait_for_rows(ui: UiSession, predicate: Callable[[list[tuple[str, str]]], bool], what: str) -> list[tuple[str, str]]:
+def _wait_for_rows(
+    ui: UiSession, predicate: Callable[[list[tuple[str, str]]], bool], what: str
+) -> list[tuple[str, str]]:
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     rows = table_rows(ui)
     while not predicate(rows):
@@ -363,12 +380,16 @@ def matching_runs_count(ui: UiSession) -> int:
 def runs_table(ui: UiSession, data: Populated) -> list[tuple[str, str]]:
     """The runs table as it opens: the top-level runs (children collapsed under their parent)."""
     ui.goto(runs_route(data))
-    return _wait_for_rows(ui, lambda rows: data.parent_run_id in {r for r, _ in rows}, "the sweep's parent run")
+    return _wait_for_rows(
+        ui, lambda rows: data.parent_run_id in {r for r, _ in rows}, "the sweep's parent run"
+    )
 
 
 def expand_parent(ui: UiSession, data: Populated) -> list[tuple[str, str]]:
     """Click the parent run's expander: its child runs appear under it."""
-    row = ui.page.locator(f'.ag-pinned-left-cols-container [role=row][row-id="{data.parent_run_id}"]')
+    row = ui.page.locator(
+        f'.ag-pinned-left-cols-container [role=row][row-id="{data.parent_run_id}"]'
+    )
     row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
     children = set(data.trial_run_ids.values())
     return _wait_for_rows(ui, lambda rows: children <= {r for r, _ in rows}, "the child runs")
@@ -381,16 +402,22 @@ def sort_by_metric(ui: UiSession, data: Populated, metric: str) -> list[tuple[st
     ui.page.locator(f'[data-testid="sort-select-{metric}"]').click()
     ui.page.keyboard.press("Escape")
     ui.page.wait_for_url(re.compile(r"orderByKey=metrics\.%60" + re.escape(metric)))
-    return _wait_for_rows(ui, lambda rows: rows != before or len(rows) == len(before), f"a new order by {metric}")
+    return _wait_for_rows(
+        ui, lambda rows: rows != before or len(rows) == len(before), f"a new order by {metric}"
+    )
 
 
-def search_runs(ui: UiSession, data: Populated, query: str, expect_count: int) -> list[tuple[str, str]]:
+def search_runs(
+    ui: UiSession, data: Populated, query: str, expect_count: int
+) -> list[tuple[str, str]]:
     """Type a filter into the search box and press Enter."""
     box = ui.page.locator('[data-testid="search-box"]')
     box.fill(query)
     box.press("Enter")
     ui.page.wait_for_url(re.compile("searchFilter=" + re.escape(quote(query, safe="")[:8])))
-    return _wait_for_rows(ui, lambda rows: len(rows) == expect_count, f"{expect_count} runs for {query!r}")
+    return _wait_for_rows(
+        ui, lambda rows: len(rows) == expect_count, f"{expect_count} runs for {query!r}"
+    )
 
 
 _CARDS_JS = """() => Array.from(document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')).map(card => {
@@ -415,14 +442,18 @@ def wait_for_charts(ui: UiSession, metrics: set[str], min_points: int) -> dict[s
     cards = chart_cards(ui)
     while not all(cards.get(m, 0) >= min_points for m in metrics):
         if time.monotonic() > deadline:
-            raise AssertionError(f"charts of {sorted(metrics)} never drew {min_points}+ points: {cards}")
+            raise AssertionError(
+                f"charts of {sorted(metrics)} never drew {min_points}+ points: {cards}"
+            )
         ui.page.wait_for_timeout(100)
         cards = chart_cards(ui)
     ui.settle()
     return chart_cards(ui)
 
 
-def charts_view(ui: UiSession, data: Populated, metrics: set[str], min_points: int) -> dict[str, int]:
+def charts_view(
+    ui: UiSession, data: Populated, metrics: set[str], min_points: int
+) -> dict[str, int]:
     """The runs page's chart view (the second view-mode button)."""
     ui.goto(runs_route(data))
     ui.page.locator("label:has(input[value=CHART])").click()
@@ -443,7 +474,9 @@ def run_overview(ui: UiSession, data: Populated, run_id: str, run_name: str) -> 
     return ui.page.locator("main").inner_text()
 
 
-def run_model_metrics(ui: UiSession, data: Populated, run_id: str, metrics: set[str], min_points: int) -> dict[str, int]:
+def run_model_metrics(
+    ui: UiSession, data: Populated, run_id: str, metrics: set[str], min_points: int
+) -> dict[str, int]:
     ui.goto(run_route(data, run_id, "model-metrics"))
     return wait_for_charts(ui, metrics, min_points)
 
@@ -454,7 +487,9 @@ class ArtifactView:
     image_size: tuple[int, int]  # natural size of the previewed image (0, 0: not loaded)
 
 
-def run_artifacts(ui: UiSession, data: Populated, run_id: str, text_file: str, image_file: str) -> ArtifactView:
+def run_artifacts(
+    ui: UiSession, data: Populated, run_id: str, text_file: str, image_file: str
+) -> ArtifactView:
     """The artifacts tab: open the text file, then the image, from the file tree."""
     ui.goto(run_route(data, run_id, "artifacts"))
 
@@ -477,7 +512,9 @@ def run_artifacts(ui: UiSession, data: Populated, run_id: str, text_file: str, i
     # The UI fetches the file and shows it from a blob: URL.
     image = ui.page.locator('.mlflow-artifact-right img[src^="blob:"]').first
     image.wait_for()
-    ui.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    ui.page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
     size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     ui.settle()
     return ArtifactView(text=text, image_size=(int(size[0]), int(size[1])))
@@ -502,7 +539,9 @@ def compare_runs(ui: UiSession, data: Populated, run_ids: list[str]) -> CompareV
     ui.page.get_by_text(re.compile(rf"Comparing {len(run_ids)} Runs")).wait_for()
     ui.page.locator(".parcoords text.axis-title").first.wait_for()
     ui.settle()
-    axes = [t.text_content().strip() for t in ui.page.locator(".parcoords text.axis-title").all()]  # SVG text
+    axes = [
+        t.text_content().strip() for t in ui.page.locator(".parcoords text.axis-title").all()
+    ]  # SVG text
     heading = ui.page.get_by_text(re.compile(r"Comparing \d+ Runs")).first.inner_text()
     lines = ui.page.locator(".js-plotly-plot:has(.parcoords)").first.evaluate(
         "el => Math.min(...el.data[0].dimensions.map(d => d.values.length))"

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-
 from tests.stock_mlflow import stock_mlflow_server
 
 
@@ -92,4 +91,3 @@ def sklearn_autolog_off() -> Iterator[None]:
         yield
     finally:
         mlflow.sklearn.autolog(disable=True)
-

@@ -41,7 +41,9 @@ def new_run(url: str) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=url)
-    return str(client.create_run(client.create_experiment(f"client-{os.urandom(4).hex()}")).info.run_id)
+    return str(
+        client.create_run(client.create_experiment(f"client-{os.urandom(4).hex()}")).info.run_id
+    )
 
 
 def cli(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -70,7 +72,14 @@ def test_file_round_trip_in_parallel_parts(server: str, tmp_path: Path) -> None:
     assert seen[-1] == (len(data), len(data)) and seen[0] == (0, len(data))
     assert not list((tmp_path / "state").glob("*.json")), "the resume record outlived the commit"
 
-    got = download(run_id, "checkpoints/step-10.bin", tmp_path / "out.bin", url=server, parallel=4, chunk_size=3 * MIB)
+    got = download(
+        run_id,
+        "checkpoints/step-10.bin",
+        tmp_path / "out.bin",
+        url=server,
+        parallel=4,
+        chunk_size=3 * MIB,
+    )
     assert (tmp_path / "out.bin").read_bytes() == data
     assert [(f.size, f.sha256, f.verified) for f in got.files] == [(len(data), sha(data), True)]
     assert not list(tmp_path.glob("*.metricgate-partial"))
@@ -100,7 +109,10 @@ def test_directory_round_trip_through_the_cli(server: str, tmp_path: Path) -> No
     assert summary["path"] == "model" and summary["parts_total"] == 6 and summary["parts_sent"] == 6
     assert "upload model [" in up.stderr  # the progress bar (not a terminal: plain lines)
 
-    listed = {f.path: f.file_size for f in MlflowClient(tracking_uri=server).list_artifacts(run_id, "model/data")}
+    listed = {
+        f.path: f.file_size
+        for f in MlflowClient(tracking_uri=server).list_artifacts(run_id, "model/data")
+    }
     assert listed == {"model/data/weights.bin": 2 * PART + 7, "model/data/shard-2.bin": PART}
 
     down = cli("download", "model", str(tmp_path / "restore"), "--run", run_id, "--url", server, "--json",
@@ -115,7 +127,14 @@ def test_corrupted_object_fails_the_download_check(live_server: str, tmp_path: P
     run_id = new_run(live_server)
     data = blob(PART + 999, seed=4)
     (tmp_path / "w.bin").write_bytes(data)
-    upload(tmp_path / "w.bin", run_id, "w.bin", url=live_server, part_size=PART, state_dir=tmp_path / "s")
+    upload(
+        tmp_path / "w.bin",
+        run_id,
+        "w.bin",
+        url=live_server,
+        part_size=PART,
+        state_dir=tmp_path / "s",
+    )
     # live_server keeps its local store at tmp_path/artifacts; flip one byte of the stored object.
     stored = [p for p in (tmp_path / "artifacts").rglob("w.bin") if run_id in str(p)]
     assert len(stored) == 1, stored
@@ -144,13 +163,19 @@ def test_corrupted_object_fails_the_download_check(live_server: str, tmp_path: P
 def test_clear_errors(live_server: str, tmp_path: Path) -> None:
     (tmp_path / "f.bin").write_bytes(b"x" * 100)
     with pytest.raises(ClientError) as caught:
-        upload(tmp_path / "f.bin", "0" * 32, url=live_server, part_size=PART, state_dir=tmp_path / "s")
+        upload(
+            tmp_path / "f.bin", "0" * 32, url=live_server, part_size=PART, state_dir=tmp_path / "s"
+        )
     assert caught.value.status == 404 and caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
     run_id = new_run(live_server)
     proc = cli("upload", str(tmp_path / "f.bin"), "--run", run_id, "--url", live_server, "--part-size", "1k",
                "--no-progress", cache=tmp_path / "c", check=False)  # fmt: skip
-    assert proc.returncode == 1 and "INVALID_PARAMETER_VALUE" in proc.stderr and "too small" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "INVALID_PARAMETER_VALUE" in proc.stderr
+        and "too small" in proc.stderr
+    )
     proc = cli("upload", str(tmp_path / "nope"), "--run", run_id, "--url", live_server, cache=tmp_path / "c",
                check=False)  # fmt: skip
     assert proc.returncode == 2 and "no such file" in proc.stderr
@@ -167,15 +192,25 @@ def test_directory_into_the_run_root_and_back(live_server: str, tmp_path: Path) 
     (tmp_path / "src" / "sub").mkdir(parents=True)
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     (tmp_path / "src" / "sub" / "b.bin").write_bytes(blob(3000, 5))
-    result = upload(tmp_path / "src", run_id, "", url=live_server, part_size=PART, state_dir=tmp_path / "s")
+    result = upload(
+        tmp_path / "src", run_id, "", url=live_server, part_size=PART, state_dir=tmp_path / "s"
+    )
     assert set(result.sha256) == {"a.txt", "sub/b.bin"} and not result.warnings
-    assert {f.path for f in MlflowClient(tracking_uri=live_server).list_artifacts(run_id)} == {"a.txt", "sub"}
+    assert {f.path for f in MlflowClient(tracking_uri=live_server).list_artifacts(run_id)} == {
+        "a.txt",
+        "sub",
+    }
     got = download(run_id, "", tmp_path / "back", url=live_server)
-    assert sorted((f.artifact_path, f.verified) for f in got.files) == [("a.txt", True), ("sub/b.bin", True)]
+    assert sorted((f.artifact_path, f.verified) for f in got.files) == [
+        ("a.txt", True),
+        ("sub/b.bin", True),
+    ]
     assert (tmp_path / "back" / "sub" / "b.bin").read_bytes() == blob(3000, 5)
 
 
-def test_reference_download_is_checked_against_its_registered_sha256(live_server: str, tmp_path: Path) -> None:
+def test_reference_download_is_checked_against_its_registered_sha256(
+    live_server: str, tmp_path: Path
+) -> None:
     import requests
 
     run_id = new_run(live_server)
@@ -184,8 +219,16 @@ def test_reference_download_is_checked_against_its_registered_sha256(live_server
     source.parent.mkdir(parents=True)
     data = blob(3 * MIB + 5, 6)
     source.write_bytes(data)
-    body = {"run_id": run_id, "path": "ckpt/step-9.pt", "uri": source.as_uri(), "size": len(data), "sha256": sha(data)}
-    resp = requests.post(f"{live_server}/api/2.0/metricgate/artifact-references", json=body, timeout=30)
+    body = {
+        "run_id": run_id,
+        "path": "ckpt/step-9.pt",
+        "uri": source.as_uri(),
+        "size": len(data),
+        "sha256": sha(data),
+    }
+    resp = requests.post(
+        f"{live_server}/api/2.0/metricgate/artifact-references", json=body, timeout=30
+    )
     assert resp.status_code == 200, resp.text
 
     got = download(run_id, "ckpt/step-9.pt", tmp_path / "a.pt", url=live_server, chunk_size=MIB)

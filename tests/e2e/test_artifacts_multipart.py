@@ -52,10 +52,15 @@ def upload_and_download(tmp_path: Path, source: Path, artifact_path: str) -> tup
 
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(source), artifact_path=artifact_path)
-    listed = {f.path: f.file_size for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, artifact_path)}
+    listed = {
+        f.path: f.file_size
+        for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, artifact_path)
+    }
     assert listed == {f"{artifact_path}/{source.name}": source.stat().st_size}
     downloaded = mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path=f"{artifact_path}/{source.name}", dst_path=str(tmp_path / "download")
+        run_id=run.info.run_id,
+        artifact_path=f"{artifact_path}/{source.name}",
+        dst_path=str(tmp_path / "download"),
     )
     return run.info.run_id, Path(downloaded)
 
@@ -75,7 +80,9 @@ def test_mlflow_multipart_upload_to_local_store(
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
-def test_mlflow_multipart_upload_to_seaweedfs(mlflow_tracking_s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_multipart_upload_to_seaweedfs(
+    mlflow_tracking_s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = mlflow_tracking_s3
     enable_multipart(monkeypatch, chunk=5 * MIB)  # S3's smallest part size
     source = write_random(tmp_path / "src" / "weights.safetensors", 11 * MIB + 77, seed=2)
@@ -87,10 +94,23 @@ def test_mlflow_multipart_upload_to_seaweedfs(mlflow_tracking_s3: Any, tmp_path:
     # The object really is in the bucket under the server's prefix, complete, and no
     # multipart upload is left behind.
     s3 = server.endpoint.client()
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=server.endpoint.bucket, Prefix=server.prefix + "/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=server.endpoint.bucket, Prefix=server.prefix + "/")[
+            "Contents"
+        ]
+    ]
     [key] = [k for k in keys if k.endswith(f"/{run_id}/artifacts/model/weights.safetensors")]
-    assert s3.head_object(Bucket=server.endpoint.bucket, Key=key)["ContentLength"] == source.stat().st_size
-    assert s3.list_multipart_uploads(Bucket=server.endpoint.bucket, Prefix=server.prefix + "/").get("Uploads", []) == []
+    assert (
+        s3.head_object(Bucket=server.endpoint.bucket, Key=key)["ContentLength"]
+        == source.stat().st_size
+    )
+    assert (
+        s3.list_multipart_uploads(Bucket=server.endpoint.bucket, Prefix=server.prefix + "/").get(
+            "Uploads", []
+        )
+        == []
+    )
 
 
 def test_mlflow_proxied_artifacts_on_seaweedfs(mlflow_tracking_s3: Any, tmp_path: Path) -> None:
@@ -100,7 +120,9 @@ def test_mlflow_proxied_artifacts_on_seaweedfs(mlflow_tracking_s3: Any, tmp_path
     server = mlflow_tracking_s3
     src = tmp_path / "bundle"
     write_random(src / "a.bin", 100_000, seed=3)
-    write_random(src / "nested" / "b.bin", 7_000_000, seed=4)  # above put()'s 5 MiB part size: multipart inside
+    write_random(
+        src / "nested" / "b.bin", 7_000_000, seed=4
+    )  # above put()'s 5 MiB part size: multipart inside
     (src / "empty.txt").write_bytes(b"")
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(src), artifact_path="bundle")
@@ -110,7 +132,11 @@ def test_mlflow_proxied_artifacts_on_seaweedfs(mlflow_tracking_s3: Any, tmp_path
         ("bundle/empty.txt", False),
         ("bundle/nested", True),
     ]
-    out = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="bundle", dst_path=str(tmp_path / "dl")))
+    out = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="bundle", dst_path=str(tmp_path / "dl")
+        )
+    )
     for relative in ("a.bin", "nested/b.bin", "empty.txt"):
         assert sha256_of(out / relative) == sha256_of(src / relative)
 
@@ -123,7 +149,9 @@ def test_mlflow_proxied_artifacts_on_seaweedfs(mlflow_tracking_s3: Any, tmp_path
 def ranged_gets(server_url: str) -> int:
     text = requests.get(f"{server_url}/metrics", timeout=10).text
     route = re.escape("/api/2.0/mlflow-artifacts/artifacts/{path}")
-    match = re.search(rf'metricgate_http_requests_total\{{route="{route}",status="206"\}} ([0-9.e+]+)', text)
+    match = re.search(
+        rf'metricgate_http_requests_total\{{route="{route}",status="206"\}} ([0-9.e+]+)', text
+    )
     return int(float(match.group(1))) if match else 0
 
 

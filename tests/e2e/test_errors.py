@@ -19,7 +19,9 @@ from mlflow.exceptions import MlflowException
 NOW = int(time.time() * 1000)
 
 
-def _assert_error(resp: requests.Response, status: int, code: str, fragment: str | None = None) -> dict[str, Any]:
+def _assert_error(
+    resp: requests.Response, status: int, code: str, fragment: str | None = None
+) -> dict[str, Any]:
     assert resp.status_code == status, (resp.status_code, resp.text[:500])
     assert resp.headers.get("Content-Type", "").startswith("application/json")
     body = resp.json()
@@ -52,7 +54,9 @@ def test_changing_a_param_is_invalid(run_id: str, mlclient: Any) -> None:
     assert "Changing param values is not allowed" in excinfo.value.message
     # Through log_batch (log_params) as well, and nothing of the failed batch is stored.
     with pytest.raises(MlflowException) as excinfo:
-        mlclient.log_batch(run_id, params=[mlflow.entities.Param("lr", "0.3"), mlflow.entities.Param("new", "x")])
+        mlclient.log_batch(
+            run_id, params=[mlflow.entities.Param("lr", "0.3"), mlflow.entities.Param("new", "x")]
+        )
     assert excinfo.value.error_code == "INVALID_PARAMETER_VALUE"
     assert mlclient.get_run(run_id).data.params == {"lr": "0.1"}
 
@@ -99,7 +103,9 @@ def test_logging_to_a_deleted_run_is_invalid(run_id: str, mlclient: Any) -> None
         "log_metric": lambda: mlclient.log_metric(run_id, "m", 1.0),
         "log_param": lambda: mlclient.log_param(run_id, "p", "v"),
         "set_tag": lambda: mlclient.set_tag(run_id, "t", "v"),
-        "log_batch": lambda: mlclient.log_batch(run_id, metrics=[mlflow.entities.Metric("m", 1.0, NOW, 0)]),
+        "log_batch": lambda: mlclient.log_batch(
+            run_id, metrics=[mlflow.entities.Metric("m", 1.0, NOW, 0)]
+        ),
         "update_run": lambda: mlclient.set_terminated(run_id),
     }
     failures = []
@@ -107,7 +113,10 @@ def test_logging_to_a_deleted_run_is_invalid(run_id: str, mlclient: Any) -> None
         try:
             call()
         except MlflowException as exc:
-            if exc.error_code != "INVALID_PARAMETER_VALUE" or "must be in the 'active' state" not in exc.message:
+            if (
+                exc.error_code != "INVALID_PARAMETER_VALUE"
+                or "must be in the 'active' state" not in exc.message
+            ):
                 failures.append(f"{what}: {exc.error_code} {exc.message[:200]}")
         else:
             failures.append(f"{what}: no error")
@@ -117,7 +126,9 @@ def test_logging_to_a_deleted_run_is_invalid(run_id: str, mlclient: Any) -> None
     assert "t" not in data.tags
 
 
-def test_duplicate_experiment_and_bad_experiment_lifecycle(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:
+def test_duplicate_experiment_and_bad_experiment_lifecycle(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("dup")
     exp_id = mlclient.create_experiment(name)
     with pytest.raises(MlflowException) as excinfo:
@@ -158,7 +169,9 @@ def test_invalid_metric_param_and_tag_keys(run_id: str, mlclient: Any) -> None:
     for what, call in {
         "log_param": lambda: mlclient.log_param(run_id, "bad key!", "v"),
         "set_tag": lambda: mlclient.set_tag(run_id, "bad key!", "v"),
-        "log_batch param": lambda: mlclient.log_batch(run_id, params=[mlflow.entities.Param("a/../b", "v")]),
+        "log_batch param": lambda: mlclient.log_batch(
+            run_id, params=[mlflow.entities.Param("a/../b", "v")]
+        ),
     }.items():
         try:
             call()
@@ -217,19 +230,27 @@ def test_delete_missing_tag_and_bad_search(run_id: str, mlclient: Any) -> None:
 
 def test_log_batch_limits_and_body_size_raw(run_id: str, rest: Any, mlclient: Any) -> None:
     _assert_error(
-        rest.post("runs/log-batch", {"run_id": run_id, "metrics": [_metric(i) for i in range(1001)]}),
+        rest.post(
+            "runs/log-batch", {"run_id": run_id, "metrics": [_metric(i) for i in range(1001)]}
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
         "at most 1000 metrics",
     )
     _assert_error(
-        rest.post("runs/log-batch", {"run_id": run_id, "params": [{"key": f"p{i}", "value": "v"} for i in range(101)]}),
+        rest.post(
+            "runs/log-batch",
+            {"run_id": run_id, "params": [{"key": f"p{i}", "value": "v"} for i in range(101)]},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
         "at most 100 params. Got 101 params",
     )
     _assert_error(
-        rest.post("runs/log-batch", {"run_id": run_id, "tags": [{"key": f"t{i}", "value": "v"} for i in range(101)]}),
+        rest.post(
+            "runs/log-batch",
+            {"run_id": run_id, "tags": [{"key": f"t{i}", "value": "v"} for i in range(101)]},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
         "at most 100 tags",
@@ -250,7 +271,10 @@ def test_log_batch_limits_and_body_size_raw(run_id: str, rest: Any, mlclient: An
     _assert_error(
         rest.post(
             "runs/log-batch",
-            {"run_id": run_id, "params": [{"key": "dup", "value": "1"}, {"key": "dup", "value": "2"}]},
+            {
+                "run_id": run_id,
+                "params": [{"key": "dup", "value": "1"}, {"key": "dup", "value": "2"}],
+            },
         ),
         400,
         "INVALID_PARAMETER_VALUE",
@@ -282,7 +306,9 @@ def test_log_batch_limits_and_body_size_raw(run_id: str, rest: Any, mlclient: An
     )
     assert ok.status_code == 200, ok.text
     assert ok.json() == {}
-    ok = rest.post("runs/log-batch", {"run_id": run_id, "metrics": [_metric(i, "full") for i in range(1000)]})
+    ok = rest.post(
+        "runs/log-batch", {"run_id": run_id, "metrics": [_metric(i, "full") for i in range(1000)]}
+    )
     assert ok.status_code == 200, ok.text
     data = mlclient.get_run(run_id).data
     assert len(data.params) == 50
@@ -292,7 +318,10 @@ def test_log_batch_limits_and_body_size_raw(run_id: str, rest: Any, mlclient: An
 
 def test_bad_values_raw(run_id: str, rest: Any) -> None:
     _assert_error(
-        rest.post("runs/log-metric", {"run_id": run_id, "key": "m", "value": "not-a-number", "timestamp": NOW}),
+        rest.post(
+            "runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": "not-a-number", "timestamp": NOW},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
@@ -303,16 +332,24 @@ def test_bad_values_raw(run_id: str, rest: Any) -> None:
         "timestamp",
     )
     _assert_error(
-        rest.post("runs/log-metric", {"run_id": run_id, "key": "bad key!", "value": 1.0, "timestamp": NOW}),
+        rest.post(
+            "runs/log-metric", {"run_id": run_id, "key": "bad key!", "value": 1.0, "timestamp": NOW}
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
     _assert_error(
-        rest.post("runs/log-batch", {"run_id": run_id, "metrics": [{"key": "m", "timestamp": NOW}]}),
+        rest.post(
+            "runs/log-batch", {"run_id": run_id, "metrics": [{"key": "m", "timestamp": NOW}]}
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
-    _assert_error(rest.post("runs/log-parameter", {"run_id": run_id, "value": "v"}), 400, "INVALID_PARAMETER_VALUE")
+    _assert_error(
+        rest.post("runs/log-parameter", {"run_id": run_id, "value": "v"}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     # MLflow's handler does not require a param value (server/handlers.py _log_param): it stores "".
     resp = rest.post("runs/log-parameter", {"run_id": run_id, "key": "no_value"})
     assert resp.status_code == 200, resp.text
@@ -320,13 +357,27 @@ def test_bad_values_raw(run_id: str, rest: Any) -> None:
     assert {p["key"]: p.get("value", "") for p in params} == {"no_value": ""}
     _assert_error(rest.post("experiments/create", {}), 400, "INVALID_PARAMETER_VALUE")
     _assert_error(rest.get("runs/get", {"run_id": "f" * 32}), 404, "RESOURCE_DOES_NOT_EXIST")
-    _assert_error(rest.get("experiments/get-by-name", {"experiment_name": "no-such-experiment"}), 404, "RESOURCE_DOES_NOT_EXIST")
     _assert_error(
-        rest.post("runs/search", {"experiment_ids": ["0"], "max_results": 50001}), 400, "INVALID_PARAMETER_VALUE"
+        rest.get("experiments/get-by-name", {"experiment_name": "no-such-experiment"}),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    _assert_error(
+        rest.post("runs/search", {"experiment_ids": ["0"], "max_results": 50001}),
+        400,
+        "INVALID_PARAMETER_VALUE",
     )
     # The non-finite spellings the client sends are accepted.
     for value in ("NaN", "Infinity", "-Infinity"):
-        resp = rest.post("runs/log-metric", {"run_id": run_id, "key": f"nf_{value.strip('-')}{len(value)}", "value": value, "timestamp": NOW})
+        resp = rest.post(
+            "runs/log-metric",
+            {
+                "run_id": run_id,
+                "key": f"nf_{value.strip('-')}{len(value)}",
+                "value": value,
+                "timestamp": NOW,
+            },
+        )
         assert resp.status_code == 200, resp.text
         assert resp.json() == {}
     got = rest.get("runs/get", {"run_id": run_id}).json()["run"]["data"]["metrics"]

@@ -11,7 +11,9 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 
-def test_create_get_and_set_experiment(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:
+def test_create_get_and_set_experiment(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("created")
     exp_id = mlclient.create_experiment(name, tags={"owner": "alice", "project": "churn"})
     assert isinstance(exp_id, str) and exp_id.isdigit() and exp_id != "0"
@@ -52,7 +54,9 @@ def test_create_get_and_set_experiment(mlflow_tracking: str, mlclient: Any, uniq
     assert mlflow.set_experiment(odd).experiment_id == odd_id
 
 
-def test_custom_artifact_location(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str], tmp_path: Any) -> None:
+def test_custom_artifact_location(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str], tmp_path: Any
+) -> None:
     location = "mlflow-artifacts:/team-a/custom place"
     exp_id = mlclient.create_experiment(unique_name("located"), artifact_location=location)
     assert mlclient.get_experiment(exp_id).artifact_location == location
@@ -63,8 +67,13 @@ def test_custom_artifact_location(mlflow_tracking: str, mlclient: Any, unique_na
     fetched = mlclient.get_run(run.info.run_id)
     assert fetched.info.experiment_id == exp_id
     assert fetched.info.artifact_uri == f"{location}/{run.info.run_id}/artifacts"
-    assert [f.path for f in mlclient.list_artifacts(run.info.run_id, "notes")] == ["notes/readme.txt"]
-    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/readme.txt") == "stored under a custom root"
+    assert [f.path for f in mlclient.list_artifacts(run.info.run_id, "notes")] == [
+        "notes/readme.txt"
+    ]
+    assert (
+        mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/readme.txt")
+        == "stored under a custom root"
+    )
 
     # Logging with no active run starts one in the active experiment.
     mlflow.set_experiment(experiment_id=exp_id)
@@ -85,7 +94,9 @@ def test_search_experiments_filter_order_and_paging(
     names = [f"{prefix}-{c}" for c in "dbeac"]
     ids = {}
     for i, n in enumerate(names):
-        ids[n] = mlclient.create_experiment(n, tags={"parity": "even" if i % 2 == 0 else "odd", "idx": str(i)})
+        ids[n] = mlclient.create_experiment(
+            n, tags={"parity": "even" if i % 2 == 0 else "odd", "idx": str(i)}
+        )
     ordered = sorted(names)
 
     def search(**kwargs: Any) -> list[str]:
@@ -100,22 +111,36 @@ def test_search_experiments_filter_order_and_paging(
     ) == sorted(n for i, n in enumerate(names) if i % 2 == 0)
     assert search(filter_string=f"name LIKE '{prefix}-%' AND tag.idx = '3'") == [names[3]]
     # Creation order: created in the order of ``names``.
-    by_time = search(filter_string=f"name LIKE '{prefix}-%'", order_by=["creation_time ASC", "name ASC"])
+    by_time = search(
+        filter_string=f"name LIKE '{prefix}-%'", order_by=["creation_time ASC", "name ASC"]
+    )
     assert set(by_time) == set(names)
     created = [mlclient.get_experiment(ids[n]).creation_time for n in by_time]
     assert created == sorted(created)
-    assert search(filter_string=f"name LIKE '{prefix}-%'", order_by=["experiment_id DESC"]) == names[::-1]
+    assert (
+        search(filter_string=f"name LIKE '{prefix}-%'", order_by=["experiment_id DESC"])
+        == names[::-1]
+    )
     pick = [ids[names[0]], ids[names[3]]]
-    assert search(filter_string=f"experiment_id IN ('{pick[0]}', '{pick[1]}')", order_by=["name ASC"]) == sorted(
-        [names[0], names[3]]
-    )
+    assert search(
+        filter_string=f"experiment_id IN ('{pick[0]}', '{pick[1]}')", order_by=["name ASC"]
+    ) == sorted([names[0], names[3]])
     assert search(filter_string=f"experiment_id = '{pick[1]}'") == [names[3]]
-    assert search(filter_string=f"name LIKE '{prefix}-%' AND creation_time > 0", order_by=["name"]) == ordered
-    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.idx IS NOT NULL", order_by=["name"]) == ordered
-    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.missing IS NULL", order_by=["name"]) == ordered
-    assert search(filter_string=f"name LIKE '{prefix}-%' AND tags.parity != 'even'", order_by=["name"]) == sorted(
-        n for i, n in enumerate(names) if i % 2 == 1
+    assert (
+        search(filter_string=f"name LIKE '{prefix}-%' AND creation_time > 0", order_by=["name"])
+        == ordered
     )
+    assert (
+        search(filter_string=f"name LIKE '{prefix}-%' AND tags.idx IS NOT NULL", order_by=["name"])
+        == ordered
+    )
+    assert (
+        search(filter_string=f"name LIKE '{prefix}-%' AND tags.missing IS NULL", order_by=["name"])
+        == ordered
+    )
+    assert search(
+        filter_string=f"name LIKE '{prefix}-%' AND tags.parity != 'even'", order_by=["name"]
+    ) == sorted(n for i, n in enumerate(names) if i % 2 == 1)
 
     # Paging.
     seen: list[str] = []
@@ -123,7 +148,10 @@ def test_search_experiments_filter_order_and_paging(
     sizes = []
     for _ in range(10):
         page = mlclient.search_experiments(
-            filter_string=f"name LIKE '{prefix}-%'", order_by=["name ASC"], max_results=2, page_token=token
+            filter_string=f"name LIKE '{prefix}-%'",
+            order_by=["name ASC"],
+            max_results=2,
+            page_token=token,
         )
         sizes.append(len(page))
         seen.extend(e.name for e in page)
@@ -134,11 +162,18 @@ def test_search_experiments_filter_order_and_paging(
     assert seen == ordered
 
     # The fluent API returns the same, and the Default experiment is visible without a filter.
-    assert [e.name for e in mlflow.search_experiments(filter_string=f"name LIKE '{prefix}-%'", order_by=["name"])] == ordered
+    assert [
+        e.name
+        for e in mlflow.search_experiments(
+            filter_string=f"name LIKE '{prefix}-%'", order_by=["name"]
+        )
+    ] == ordered
     assert "Default" in search()
 
 
-def test_rename_experiment(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:
+def test_rename_experiment(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
     old, new = unique_name("old"), unique_name("new")
     exp_id = mlclient.create_experiment(old)
     mlclient.rename_experiment(exp_id, new)
@@ -156,7 +191,9 @@ def test_rename_experiment(mlflow_tracking: str, mlclient: Any, unique_name: Cal
     assert mlclient.get_experiment(exp_id).name == new
 
 
-def test_delete_and_restore_experiment(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:
+def test_delete_and_restore_experiment(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("doomed")
     exp_id = mlclient.create_experiment(name)
     run = mlclient.create_run(exp_id)
@@ -220,12 +257,15 @@ def test_restore_experiment_restores_all_its_runs(
     mlclient.restore_experiment(exp_id)
     assert mlclient.get_run(kept).info.lifecycle_stage == "active"
     stages = {
-        r.info.run_name: r.info.lifecycle_stage for r in mlclient.search_runs([exp_id], run_view_type=ViewType.ALL)
+        r.info.run_name: r.info.lifecycle_stage
+        for r in mlclient.search_runs([exp_id], run_view_type=ViewType.ALL)
     }
     assert stages == {"kept": "active", "pre-deleted": "active"}
 
 
-def test_experiment_tags_set_and_delete(mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]) -> None:
+def test_experiment_tags_set_and_delete(
+    mlflow_tracking: str, mlclient: Any, unique_name: Callable[[str], str]
+) -> None:
     exp_id = mlclient.create_experiment(unique_name("tagged"), tags={"a": "1"})
     mlclient.set_experiment_tag(exp_id, "b", "2")
     mlclient.set_experiment_tag(exp_id, "a", "overwritten")
@@ -240,4 +280,6 @@ def test_experiment_tags_set_and_delete(mlflow_tracking: str, mlclient: Any, uni
     mlflow.set_experiment_tag("d", "4")
     tags = mlflow.get_experiment(exp_id).tags
     assert tags == {"b": "2", "c": "3", "d": "4", "note": "long " * 100}
-    assert [e.experiment_id for e in mlclient.search_experiments(filter_string="tags.d = '4'")] == [exp_id]
+    assert [e.experiment_id for e in mlclient.search_experiments(filter_string="tags.d = '4'")] == [
+        exp_id
+    ]

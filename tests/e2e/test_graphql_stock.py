@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import requests
 from graphql import build_schema, lexicographic_sort_schema, print_schema
+from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP, bundle_operations
 
 from metricgate.api.graphql.schema import load_sdl
-from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP, bundle_operations
+
 
 def test_schema_is_stocks() -> None:
     """Type for type, field for field, the schema stock MLflow serves (graphene's, printed)."""
@@ -73,24 +74,50 @@ def documents(ids: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
     for name, document in ops.items():
         out.append((name, document, _bundle_variables(name, ids)))
     out += [
-        ("run, every field", "query($id: String) { mlflowGetRun(input: {runId: $id}) { __typename "
-         f"apiError {{ code }} run {{ __typename {run_fields} }} }} }}", {"id": ids["run"]}),
-        ("running run", "query($id: String) { mlflowGetRun(input: {runId: $id}) "
-         f"{{ run {{ {run_fields} }} }} }}", {"id": ids["other"]}),
-        ("search runs as a mutation", "mutation($e: [String]) { mlflowSearchRuns(input: {experimentIds: $e, "
-         "orderBy: [\"metrics.loss DESC\"]}) { __typename nextPageToken runs { info { runName } } } }",
-         {"e": [ids["exp"]]}),
-        ("artifacts", "query($id: String, $p: String) { mlflowListArtifacts(input: {runId: $id, path: $p}) "
-         "{ __typename rootUri nextPageToken files { path isDir fileSize } apiError { code } } }",
-         {"id": ids["run"], "p": "dir"}),
-        ("model versions", "query { mlflowSearchModelVersions(input: {filter: \"name = 'gqm'\", maxResults: 1}) "
-         "{ __typename nextPageToken modelVersions { name version runId status currentStage aliases } } }", {}),
-        ("bulk interval, nan and int64", "query($id: String) { n: mlflowGetMetricHistoryBulkInterval(input: "
-         "{runIds: [$id], metricKey: \"big\"}) { metrics { key value step timestamp runId } } }", {"id": ids["run"]}),
+        (
+            "run, every field",
+            "query($id: String) { mlflowGetRun(input: {runId: $id}) { __typename "
+            f"apiError {{ code }} run {{ __typename {run_fields} }} }} }}",
+            {"id": ids["run"]},
+        ),
+        (
+            "running run",
+            "query($id: String) { mlflowGetRun(input: {runId: $id}) "
+            f"{{ run {{ {run_fields} }} }} }}",
+            {"id": ids["other"]},
+        ),
+        (
+            "search runs as a mutation",
+            "mutation($e: [String]) { mlflowSearchRuns(input: {experimentIds: $e, "
+            'orderBy: ["metrics.loss DESC"]}) { __typename nextPageToken runs { info { runName } } } }',
+            {"e": [ids["exp"]]},
+        ),
+        (
+            "artifacts",
+            "query($id: String, $p: String) { mlflowListArtifacts(input: {runId: $id, path: $p}) "
+            "{ __typename rootUri nextPageToken files { path isDir fileSize } apiError { code } } }",
+            {"id": ids["run"], "p": "dir"},
+        ),
+        (
+            "model versions",
+            "query { mlflowSearchModelVersions(input: {filter: \"name = 'gqm'\", maxResults: 1}) "
+            "{ __typename nextPageToken modelVersions { name version runId status currentStage aliases } } }",
+            {},
+        ),
+        (
+            "bulk interval, nan and int64",
+            "query($id: String) { n: mlflowGetMetricHistoryBulkInterval(input: "
+            '{runIds: [$id], metricKey: "big"}) { metrics { key value step timestamp runId } } }',
+            {"id": ids["run"]},
+        ),
         ("echo", '{ test(inputString: "hi") { __typename output } __typename }', {}),
         ("unknown field", "{ nope }", {}),
-        ("too deep", "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType "
-         "{ ofType { name } } } } } } } } } } }", {}),
+        (
+            "too deep",
+            "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType "
+            "{ ofType { name } } } } } } } } } } }",
+            {},
+        ),
     ]
     return out
 
@@ -101,7 +128,9 @@ def _bundle_variables(name: str, ids: dict[str, str]) -> dict[str, Any]:
         "GetRun": {"data": {"runId": ids["run"]}},
         "SearchRuns": {"data": {"experimentIds": [ids["exp"]]}},
         # No maxResults/startStep/endStep: stock's GraphQL path ignores them (see the docstring).
-        "GetMetricHistoryBulkInterval": {"data": {"runIds": [ids["run"], ids["other"]], "metricKey": "loss"}},
+        "GetMetricHistoryBulkInterval": {
+            "data": {"runIds": [ids["run"], ids["other"]], "metricKey": "loss"}
+        },
     }.get(name) or pytest.fail(f"bundle operation {name} has no variables here: add them")  # type: ignore[return-value]
 
 
@@ -125,7 +154,9 @@ def normalized(value: Any, ids: dict[str, str], key: str | None = None) -> Any:
                 return f"<{role}>"
             if role != "exp":
                 value = value.replace(id_, f"<{role}>")
-        value = re.sub(rf"^mlflow-artifacts:/{re.escape(ids['exp'])}(?=/|$)", "mlflow-artifacts:/<exp>", value)
+        value = re.sub(
+            rf"^mlflow-artifacts:/{re.escape(ids['exp'])}(?=/|$)", "mlflow-artifacts:/<exp>", value
+        )
     return value
 
 
@@ -134,13 +165,22 @@ def test_graphql_answers_match_stock_mlflow(stock_mlflow: str, mlflow_tracking: 
     our_ids = populate(mlflow_tracking)
     pairs = list(zip(documents(stock_ids), documents(our_ids), strict=True))
     for (name, document, stock_variables), (_, _, our_variables) in pairs:
-        stock = requests.post(f"{stock_mlflow}/graphql", json={"query": document, "variables": stock_variables})
-        ours = requests.post(f"{mlflow_tracking}/graphql", json={"query": document, "variables": our_variables})
+        stock = requests.post(
+            f"{stock_mlflow}/graphql", json={"query": document, "variables": stock_variables}
+        )
+        ours = requests.post(
+            f"{mlflow_tracking}/graphql", json={"query": document, "variables": our_variables}
+        )
         assert (stock.status_code, ours.status_code) == (200, 200), name
         want, got = normalized(stock.json(), stock_ids), normalized(ours.json(), our_ids)
         # Stock's limit messages add how to raise the limit with its environment variable.
-        want["errors"] = [re.sub(r" To increase the limit, .*", "", e) for e in want["errors"] or []] or None
+        want["errors"] = [
+            re.sub(r" To increase the limit, .*", "", e) for e in want["errors"] or []
+        ] or None
         assert got == want, name
         if name not in ("unknown field", "too deep"):  # the rest must have compared real data
-            assert want["errors"] is None and all(v is not None for v in want["data"].values()), (name, want)
+            assert want["errors"] is None and all(v is not None for v in want["data"].values()), (
+                name,
+                want,
+            )
     assert len(pairs) >= len(bundle_operations()) + 9

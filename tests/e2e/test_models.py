@@ -32,7 +32,11 @@ def _train(iris: tuple[np.ndarray, np.ndarray], C: float = 1.0) -> Any:
 
 
 def test_sklearn_log_model_and_load_back(
-    mlflow_tracking: str, experiment: Any, mlclient: Any, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path
+    mlflow_tracking: str,
+    experiment: Any,
+    mlclient: Any,
+    iris: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
 ) -> None:
     X, y = iris
     model = _train(iris, C=0.5)
@@ -55,7 +59,9 @@ def test_sklearn_log_model_and_load_back(
     assert logged.experiment_id == experiment.experiment_id
     assert logged.params == {"C": "0.5", "max_iter": "500"}
     assert logged.artifact_location.rstrip("/").endswith(f"models/{model_id}/artifacts")
-    assert logged.creation_timestamp > 0 and logged.last_updated_timestamp >= logged.creation_timestamp
+    assert (
+        logged.creation_timestamp > 0 and logged.last_updated_timestamp >= logged.creation_timestamp
+    )
 
     # The run records the model as an output.
     outputs = mlclient.get_run(run_id).outputs.model_outputs
@@ -65,15 +71,26 @@ def test_sklearn_log_model_and_load_back(
     files = {f.path for f in mlclient.list_logged_model_artifacts(model_id)}
     assert {"MLmodel", "requirements.txt", "python_env.yaml", "conda.yaml"} <= files
     location = logged.artifact_location.rstrip("/")
-    mlmodel_path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=str(tmp_path))
+    mlmodel_path = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/MLmodel", dst_path=str(tmp_path)
+    )
     mlmodel = yaml.safe_load(Path(mlmodel_path).read_text())
     assert mlmodel["model_id"] == model_id
     assert mlmodel["run_id"] == run_id
     assert "sklearn" in mlmodel["flavors"]
-    requirements = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/requirements.txt", dst_path=str(tmp_path))
-    assert Path(requirements).read_text().split() == ["mlflow==" + mlflow.__version__, *PIP_REQUIREMENTS]
+    requirements = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/requirements.txt", dst_path=str(tmp_path)
+    )
+    assert Path(requirements).read_text().split() == [
+        "mlflow==" + mlflow.__version__,
+        *PIP_REQUIREMENTS,
+    ]
     # The whole model directory downloads through models:/<id>.
-    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=str(tmp_path / "m")))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_id}", dst_path=str(tmp_path / "m")
+        )
+    )
     assert (model_dir / "MLmodel").read_text() == Path(mlmodel_path).read_text()
 
     expected = model.predict(X)
@@ -96,7 +113,9 @@ def test_logged_model_metrics_search_and_step0_copy(
         for C in (0.1, 10.0):
             model = _train(iris, C=C)
             # Logged model names may not contain / : . % " ' (mlflow.utils.validation).
-            info = mlflow.sklearn.log_model(model, name=_model_name(C), pip_requirements=PIP_REQUIREMENTS)
+            info = mlflow.sklearn.log_model(
+                model, name=_model_name(C), pip_requirements=PIP_REQUIREMENTS
+            )
             mlflow.log_metric("val_acc", float(model.score(X, y)), model_id=info.model_id, step=1)
             infos[C] = (info, float(model.score(X, y)))
 
@@ -118,7 +137,9 @@ def test_logged_model_metrics_search_and_step0_copy(
     )
     assert [m.name for m in found] == ["logreg-C0_1", "logreg-C10_0"]
     by_name = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id], filter_string="name = 'logreg-C10_0'", output_format="list"
+        experiment_ids=[experiment.experiment_id],
+        filter_string="name = 'logreg-C10_0'",
+        output_format="list",
     )
     assert [m.model_id for m in by_name] == [infos[10.0][0].model_id]
     # Logged models filter and sort on their metrics.
@@ -130,9 +151,14 @@ def test_logged_model_metrics_search_and_step0_copy(
     )
     by_acc = sorted(infos.values(), key=lambda ia: -ia[1])
     assert [m.model_id for m in best_first] == [i.model_id for i, _ in by_acc]
-    assert mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id], filter_string="metrics.val_acc > 2", output_format="list"
-    ) == []
+    assert (
+        mlflow.search_logged_models(
+            experiment_ids=[experiment.experiment_id],
+            filter_string="metrics.val_acc > 2",
+            output_format="list",
+        )
+        == []
+    )
 
     # log_model copies the run's step-0 metrics (logged without a model) onto each new model, as
     # mlflow.models.Model.log -> log_model_metrics_for_step does: it re-sends the same point with
@@ -140,9 +166,14 @@ def test_logged_model_metrics_search_and_step0_copy(
     for C, (info, acc) in infos.items():
         logged = mlclient.get_logged_model(info.model_id)
         got = {m.key: (m.value, m.step, m.run_id) for m in logged.metrics}
-        assert got == {"val_acc": (pytest.approx(acc), 1, run_id), "train_loss": (0.5, 0, run_id)}, C
+        assert got == {
+            "val_acc": (pytest.approx(acc), 1, run_id),
+            "train_loss": (0.5, 0, run_id),
+        }, C
     # The run's own history is not duplicated by that copy.
-    assert [(m.value, m.step) for m in mlclient.get_metric_history(run_id, "train_loss")] == [(0.5, 0)]
+    assert [(m.value, m.step) for m in mlclient.get_metric_history(run_id, "train_loss")] == [
+        (0.5, 0)
+    ]
 
 
 def test_sklearn_autolog_records_params_metrics_and_model(
@@ -167,13 +198,22 @@ def test_sklearn_autolog_records_params_metrics_and_model(
     assert params["max_iter"] == "300"
     metrics = fetched.data.metrics
     assert metrics["training_accuracy_score"] == pytest.approx(model.score(X, y))
-    for key in ("training_f1_score", "training_precision_score", "training_recall_score", "training_log_loss"):
+    for key in (
+        "training_f1_score",
+        "training_precision_score",
+        "training_recall_score",
+        "training_log_loss",
+    ):
         assert key in metrics, sorted(metrics)
     assert fetched.data.tags["estimator_name"] == "LogisticRegression"
-    assert fetched.data.tags["estimator_class"] == "sklearn.linear_model._logistic.LogisticRegression"
+    assert (
+        fetched.data.tags["estimator_class"] == "sklearn.linear_model._logistic.LogisticRegression"
+    )
     # Autolog also logs the training set as a dataset input.
     assert len(fetched.inputs.dataset_inputs) >= 1
-    assert {t.key: t.value for t in fetched.inputs.dataset_inputs[0].tags}.get("mlflow.data.context") == "train"
+    assert {t.key: t.value for t in fetched.inputs.dataset_inputs[0].tags}.get(
+        "mlflow.data.context"
+    ) == "train"
 
     outputs = fetched.outputs.model_outputs
     assert len(outputs) == 1
@@ -190,18 +230,24 @@ def test_sklearn_autolog_records_params_metrics_and_model(
     assert loaded.metadata.signature is not None
 
 
-def test_pyfunc_python_model_round_trip(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
+def test_pyfunc_python_model_round_trip(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
     import pandas as pd
 
     class AddN(mlflow.pyfunc.PythonModel):
         def __init__(self, n: int) -> None:
             self.n = n
 
-        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: Any = None
+        ) -> pd.DataFrame:
             return model_input + self.n
 
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="add-n", python_model=AddN(5), pip_requirements=["pandas"])
+        info = mlflow.pyfunc.log_model(
+            name="add-n", python_model=AddN(5), pip_requirements=["pandas"]
+        )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     frame = pd.DataFrame({"a": [1, 2, 3]})
     pd.testing.assert_frame_equal(loaded.predict(frame), frame + 5)
@@ -211,7 +257,10 @@ def test_pyfunc_python_model_round_trip(mlflow_tracking: str, experiment: Any, m
 def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
     exp_id = experiment.experiment_id
     pending = mlflow.initialize_logged_model(
-        name="agent-v1", tags={"owner": "alice", "tier": "gold"}, params={"temperature": "0.2"}, model_type="agent"
+        name="agent-v1",
+        tags={"owner": "alice", "tier": "gold"},
+        params={"temperature": "0.2"},
+        model_type="agent",
     )
     assert pending.model_id
     assert pending.experiment_id == exp_id
@@ -233,12 +282,22 @@ def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlcli
     assert got.tags == pending.tags and got.params == pending.params
 
     mlflow.set_logged_model_tags(pending.model_id, {"tier": "silver", "reviewed": "yes"})
-    assert _user_tags(mlclient.get_logged_model(pending.model_id).tags) == {"owner": "alice", "tier": "silver", "reviewed": "yes"}
+    assert _user_tags(mlclient.get_logged_model(pending.model_id).tags) == {
+        "owner": "alice",
+        "tier": "silver",
+        "reviewed": "yes",
+    }
     mlflow.delete_logged_model_tag(pending.model_id, "owner")
-    assert _user_tags(mlclient.get_logged_model(pending.model_id).tags) == {"tier": "silver", "reviewed": "yes"}
+    assert _user_tags(mlclient.get_logged_model(pending.model_id).tags) == {
+        "tier": "silver",
+        "reviewed": "yes",
+    }
 
     mlflow.log_model_params({"top_p": "0.9"}, model_id=pending.model_id)
-    assert mlclient.get_logged_model(pending.model_id).params == {"temperature": "0.2", "top_p": "0.9"}
+    assert mlclient.get_logged_model(pending.model_id).params == {
+        "temperature": "0.2",
+        "top_p": "0.9",
+    }
 
     ready = mlflow.finalize_logged_model(pending.model_id, LoggedModelStatus.READY)
     assert ready.status == LoggedModelStatus.READY
@@ -247,7 +306,11 @@ def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlcli
     # The client API, with a source run.
     run = mlclient.create_run(exp_id)
     other = mlclient.create_logged_model(
-        exp_id, name="agent-v2", source_run_id=run.info.run_id, tags={"tier": "gold"}, params={"temperature": "0.7"}
+        exp_id,
+        name="agent-v2",
+        source_run_id=run.info.run_id,
+        tags={"tier": "gold"},
+        params={"temperature": "0.7"},
     )
     assert other.source_run_id == run.info.run_id
     failed = mlclient.finalize_logged_model(other.model_id, LoggedModelStatus.FAILED)
@@ -259,11 +322,21 @@ def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlcli
     def names(**kwargs: Any) -> list[str]:
         return [m.name for m in mlclient.search_logged_models(experiment_ids=[exp_id], **kwargs)]
 
-    assert names(order_by=[{"field_name": "name", "ascending": True}]) == ["agent-v1", "agent-v2", "agent-v3"]
-    assert names(order_by=[{"field_name": "name", "ascending": False}]) == ["agent-v3", "agent-v2", "agent-v1"]
+    assert names(order_by=[{"field_name": "name", "ascending": True}]) == [
+        "agent-v1",
+        "agent-v2",
+        "agent-v3",
+    ]
+    assert names(order_by=[{"field_name": "name", "ascending": False}]) == [
+        "agent-v3",
+        "agent-v2",
+        "agent-v1",
+    ]
     assert names(filter_string="tags.tier = 'gold'") == ["agent-v2"]
     assert names(filter_string="params.temperature = '0.2'") == ["agent-v1"]
-    assert names(filter_string="name LIKE 'agent-v%'", order_by=[{"field_name": "name", "ascending": True}]) == [
+    assert names(
+        filter_string="name LIKE 'agent-v%'", order_by=[{"field_name": "name", "ascending": True}]
+    ) == [
         "agent-v1",
         "agent-v2",
         "agent-v3",
@@ -287,7 +360,9 @@ def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlcli
     assert not page2.token
 
     # pandas output.
-    df = mlflow.search_logged_models(experiment_ids=[exp_id], order_by=[{"field_name": "name", "ascending": True}])
+    df = mlflow.search_logged_models(
+        experiment_ids=[exp_id], order_by=[{"field_name": "name", "ascending": True}]
+    )
     assert list(df["name"]) == ["agent-v1", "agent-v2", "agent-v3"]
 
     mlclient.delete_logged_model(third.model_id)
@@ -301,7 +376,9 @@ def test_logged_model_lifecycle_api(mlflow_tracking: str, experiment: Any, mlcli
     assert excinfo.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
-def test_set_active_model_links_metrics(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
+def test_set_active_model_links_metrics(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
     active = mlflow.set_active_model(name="active-agent")
     try:
         assert mlflow.get_active_model_id() == active.model_id

@@ -34,7 +34,9 @@ def test_history_records_the_client_user_and_the_cli_shows_it(
     for i in range(2):
         client.create_model_version("fraud", f"s3://bucket/fraud/{i}")
     client.transition_model_version_stage("fraud", "1", "Production")
-    client.transition_model_version_stage("fraud", "2", "Production", archive_existing_versions=True)
+    client.transition_model_version_stage(
+        "fraud", "2", "Production", archive_existing_versions=True
+    )
     client.set_registered_model_alias("fraud", "champion", "2")
     # Our own callers can name themselves and say why.
     response = requests.patch(
@@ -52,8 +54,14 @@ def test_history_records_the_client_user_and_the_cli_shows_it(
     assert "registered_model.updated" in lines[0] and "by dave (unverified)" in lines[0]
     assert "description: v0 -> v1" in lines[0] and lines[0].endswith("# clarify the owner")
     assert "alias.set v2" in lines[1] and "by carol (unverified)" in lines[1]
-    assert "model_version.stage_changed v1" in lines[2] and "current_stage: Production -> Archived" in lines[2]
-    assert "model_version.stage_changed v2" in lines[3] and "current_stage: None -> Production" in lines[3]
+    assert (
+        "model_version.stage_changed v1" in lines[2]
+        and "current_stage: Production -> Archived" in lines[2]
+    )
+    assert (
+        "model_version.stage_changed v2" in lines[3]
+        and "current_stage: None -> Production" in lines[3]
+    )
     assert lines[-1].split()[1] == "registered_model.created"
 
     as_json = _cli("fraud", "--url", mlflow_tracking, "--json", "--version", "1")
@@ -64,7 +72,9 @@ def test_history_records_the_client_user_and_the_cli_shows_it(
         "model_version.stage_changed",
         "model_version.created",
     ]
-    assert {(e["actor"], e["actor_verified"], e["version"]) for e in events} == {("carol", False, "1")}
+    assert {(e["actor"], e["actor_verified"], e["version"]) for e in events} == {
+        ("carol", False, "1")
+    }
     assert events[0]["after"] == {"current_stage": "Archived", "archived_by_version": 2}
 
     limited = _cli("fraud", "--url", mlflow_tracking, "--limit", "2")

@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 import requests
-
 from tests.api.test_graphql import BIG_STEP, BIG_TIMESTAMP
 
 API = "/api/2.0/mlflow"
@@ -47,7 +46,9 @@ def populate(tracking_uri: str) -> dict[str, str]:
 
     client = MlflowClient(tracking_uri)
     exp = client.create_experiment("run-reads-stock")
-    run = client.create_run(exp, run_name="full", tags={"B": "upper", "a": "lower", "é": "accent"}, start_time=START)
+    run = client.create_run(
+        exp, run_name="full", tags={"B": "upper", "a": "lower", "é": "accent"}, start_time=START
+    )
     run_id = run.info.run_id
     early = client.create_logged_model(exp, name="early", source_run_id=run_id)
     late = client.create_logged_model(exp, name="late", source_run_id=run_id)
@@ -61,17 +62,37 @@ def populate(tracking_uri: str) -> dict[str, str]:
         Metric("big", 1.5, BIG_TIMESTAMP, BIG_STEP),
         Metric("tiny", 5e-324, START, 0),
     ]
-    params = [Param("lr", "0.1"), Param("B", "2"), Param("a", "1"), Param("empty", ""), Param("日本", "語")]
-    client.log_batch(run_id, metrics=metrics, params=params, tags=[RunTag("note", 'multi\nline "quoted"')])
+    params = [
+        Param("lr", "0.1"),
+        Param("B", "2"),
+        Param("a", "1"),
+        Param("empty", ""),
+        Param("日本", "語"),
+    ]
+    client.log_batch(
+        run_id, metrics=metrics, params=params, tags=[RunTag("note", 'multi\nline "quoted"')]
+    )
     client.log_metric(run_id, "acc", 0.75, timestamp=START + 5, step=4, model_id=early.model_id)
-    with_schema = Dataset("iris", "abc123", "local", "/data/iris.csv", schema='{"mlflow_colspec": []}', profile='{"num_rows": 150}')
+    with_schema = Dataset(
+        "iris",
+        "abc123",
+        "local",
+        "/data/iris.csv",
+        schema='{"mlflow_colspec": []}',
+        profile='{"num_rows": 150}',
+    )
     plain = Dataset("digits", "d2", "http", "https://example.invalid/digits")
     client.log_inputs(
         run_id,
-        datasets=[DatasetInput(with_schema, [InputTag("mlflow.data.context", "train")]), DatasetInput(plain, [])],
+        datasets=[
+            DatasetInput(with_schema, [InputTag("mlflow.data.context", "train")]),
+            DatasetInput(plain, []),
+        ],
         models=[LoggedModelInput(late.model_id)],
     )
-    client.log_outputs(run_id, [LoggedModelOutput(late.model_id, 7), LoggedModelOutput(early.model_id, 2)])
+    client.log_outputs(
+        run_id, [LoggedModelOutput(late.model_id, 7), LoggedModelOutput(early.model_id, 2)]
+    )
     client.set_terminated(run_id, end_time=START + 10_000)
 
     deleted = client.create_run(exp, run_name="gone", start_time=START + 1)
@@ -117,7 +138,9 @@ def in_key_order(run: dict[str, Any]) -> dict[str, Any]:
             data[field] = sorted(data[field], key=lambda item: item["key"])
     inputs = run.get("inputs", {})
     if "dataset_inputs" in inputs:
-        inputs["dataset_inputs"] = sorted(inputs["dataset_inputs"], key=lambda d: d["dataset"]["name"])
+        inputs["dataset_inputs"] = sorted(
+            inputs["dataset_inputs"], key=lambda d: d["dataset"]["name"]
+        )
     outputs = run.get("outputs", {})
     if "model_outputs" in outputs:
         outputs["model_outputs"] = sorted(outputs["model_outputs"], key=lambda o: o["step"])
@@ -133,7 +156,9 @@ def reads(base_url: str, ids: dict[str, str]) -> dict[str, Any]:
         out[f"get {role}"] = in_key_order(reply.json()["run"])
     for view in ("ACTIVE_ONLY", "DELETED_ONLY", "ALL"):
         reply = requests.post(
-            f"{base_url}{API}/runs/search", json={"experiment_ids": [ids["exp"]], "run_view_type": view}, timeout=30
+            f"{base_url}{API}/runs/search",
+            json={"experiment_ids": [ids["exp"]], "run_view_type": view},
+            timeout=30,
         )
         assert reply.status_code == 200, reply.text
         body = reply.json()
@@ -142,7 +167,11 @@ def reads(base_url: str, ids: dict[str, str]) -> dict[str, Any]:
     # Paging: one run a page, following the tokens (the tokens themselves are opaque).
     pages, token = [], None
     for _ in range(10):
-        request: dict[str, Any] = {"experiment_ids": [ids["exp"]], "max_results": 1, "run_view_type": "ALL"}
+        request: dict[str, Any] = {
+            "experiment_ids": [ids["exp"]],
+            "max_results": 1,
+            "run_view_type": "ALL",
+        }
         if token:
             request["page_token"] = token
         body = requests.post(f"{base_url}{API}/runs/search", json=request, timeout=30).json()
@@ -156,7 +185,10 @@ def reads(base_url: str, ids: dict[str, str]) -> dict[str, Any]:
 
 def test_run_reads_match_stock_mlflow(stock_mlflow: str, mlflow_tracking: str) -> None:
     stock_ids, our_ids = populate(stock_mlflow), populate(mlflow_tracking)
-    want, got = normalized(reads(stock_mlflow, stock_ids), stock_ids), normalized(reads(mlflow_tracking, our_ids), our_ids)
+    want, got = (
+        normalized(reads(stock_mlflow, stock_ids), stock_ids),
+        normalized(reads(mlflow_tracking, our_ids), our_ids),
+    )
     assert set(got) == set(want)
     for name in want:
         assert got[name] == want[name], name
@@ -164,6 +196,8 @@ def test_run_reads_match_stock_mlflow(stock_mlflow: str, mlflow_tracking: str) -
     full = want["get run"]
     assert len(full["data"]["metrics"]) == 8 and len(full["inputs"]["dataset_inputs"]) == 2
     assert [o["step"] for o in full["outputs"]["model_outputs"]] == [2, 7]
-    ours = requests.get(f"{mlflow_tracking}{API}/runs/get", params={"run_id": our_ids["run"]}, timeout=30).json()
+    ours = requests.get(
+        f"{mlflow_tracking}{API}/runs/get", params={"run_id": our_ids["run"]}, timeout=30
+    ).json()
     assert ours["run"]["inputs"]["model_inputs"] == [{"model_id": our_ids["late"]}]
     assert [len(page) for page in want["paged ids"]] == [1, 1, 1]

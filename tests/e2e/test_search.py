@@ -75,7 +75,9 @@ def sweep(mlflow_tracking: str, unique_name: Callable[[str], str]) -> Sweep:
 
     X, y = load_diabetes(return_X_y=True)
     X_train, X_val, y_train, y_val = X[:300], X[300:], y[:300], y[300:]
-    train_df = pd.DataFrame(X_train, columns=[f"f{i}" for i in range(X.shape[1])]).assign(target=y_train)
+    train_df = pd.DataFrame(X_train, columns=[f"f{i}" for i in range(X.shape[1])]).assign(
+        target=y_train
+    )
     dataset = mlflow.data.from_pandas(train_df, name="diabetes-train", targets="target")
 
     exp = mlflow.set_experiment(unique_name("sweep"))
@@ -89,14 +91,18 @@ def sweep(mlflow_tracking: str, unique_name: Callable[[str], str]) -> Sweep:
             mlflow.set_tag("team", team)
             mlflow.log_input(dataset, context="training")
             mlflow.log_metric("val_score", score)
-        result.runs.append(SweepRun(run.info.run_id, f"sweep-{i}", alpha, team, score, "FINISHED", True))
+        result.runs.append(
+            SweepRun(run.info.run_id, f"sweep-{i}", alpha, team, score, "FINISHED", True)
+        )
 
     with mlflow.start_run(run_name="diverged") as run:
         mlflow.log_params({"alpha": "10.0", "n_features": 10})
         mlflow.set_tag("team", "ml-ops")
         mlflow.log_metric("val_score", float("nan"))
         mlflow.end_run(status="FAILED")
-    result.runs.append(SweepRun(run.info.run_id, "diverged", "10.0", "ml-ops", math.nan, "FAILED", False))
+    result.runs.append(
+        SweepRun(run.info.run_id, "diverged", "10.0", "ml-ops", math.nan, "FAILED", False)
+    )
 
     with mlflow.start_run(run_name="baseline") as run:
         mlflow.log_metric("train_score", 0.0)
@@ -130,7 +136,9 @@ def _check_filters(sweep: Sweep, cases: Iterable[tuple[str, set[str]]]) -> None:
 
 
 def test_sweep_ranked_by_val_score_dataframe(sweep: Sweep) -> None:
-    df = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["metrics.val_score DESC"])
+    df = mlflow.search_runs(
+        experiment_ids=[sweep.experiment_id], order_by=["metrics.val_score DESC"]
+    )
     assert isinstance(df, pd.DataFrame)
     names = {r.run_id: r.name for r in sweep.runs}
     got = [names.get(i, i) for i in df["run_id"]]
@@ -168,22 +176,40 @@ def test_sweep_ranked_by_val_score_dataframe(sweep: Sweep) -> None:
 
 def _check_ascending_and_multi_key_order(sweep: Sweep) -> None:
     names = {r.run_id: r.name for r in sweep.runs}
-    asc = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["metrics.val_score ASC"])
-    assert [names[i] for i in asc["run_id"]] == [names[i] for i in sweep.ordered_by_score(descending=False)]
+    asc = mlflow.search_runs(
+        experiment_ids=[sweep.experiment_id], order_by=["metrics.val_score ASC"]
+    )
+    assert [names[i] for i in asc["run_id"]] == [
+        names[i] for i in sweep.ordered_by_score(descending=False)
+    ]
 
     # params sort as strings; runs without the param come last.
     multi = mlflow.search_runs(
-        experiment_ids=[sweep.experiment_id], order_by=["params.alpha ASC", "metrics.val_score DESC"]
+        experiment_ids=[sweep.experiment_id],
+        order_by=["params.alpha ASC", "metrics.val_score DESC"],
     )
     with_alpha = [r for r in sweep.runs if r.alpha is not None]
-    with_alpha.sort(key=lambda r: (r.alpha, -(r.val_score if r.val_score is not None and not math.isnan(r.val_score) else -math.inf)))
+    with_alpha.sort(
+        key=lambda r: (
+            r.alpha,
+            -(
+                r.val_score
+                if r.val_score is not None and not math.isnan(r.val_score)
+                else -math.inf
+            ),
+        )
+    )
     expected = [r.name for r in with_alpha] + ["baseline"]
     assert [names[i] for i in multi["run_id"]] == expected
 
-    by_name = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["attributes.run_name DESC"])
+    by_name = mlflow.search_runs(
+        experiment_ids=[sweep.experiment_id], order_by=["attributes.run_name DESC"]
+    )
     assert [names[i] for i in by_name["run_id"]] == sorted(names.values(), reverse=True)
 
-    by_start = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["attributes.start_time ASC"])
+    by_start = mlflow.search_runs(
+        experiment_ids=[sweep.experiment_id], order_by=["attributes.start_time ASC"]
+    )
     starts_asc = list(by_start["start_time"])
     assert starts_asc == sorted(starts_asc)
     by_team = mlflow.search_runs(experiment_ids=[sweep.experiment_id], order_by=["tags.team DESC"])
@@ -205,15 +231,30 @@ def test_filter_on_params_and_metrics(sweep: Sweep) -> None:
         sweep,
         [
             ("params.alpha = '0.1'", sweep.where(lambda r: r.alpha == "0.1")),
-            ("param.alpha != '0.1'", sweep.where(lambda r: r.alpha is not None and r.alpha != "0.1")),
-            ("params.alpha LIKE '0.%'", sweep.where(lambda r: r.alpha is not None and r.alpha.startswith("0."))),
+            (
+                "param.alpha != '0.1'",
+                sweep.where(lambda r: r.alpha is not None and r.alpha != "0.1"),
+            ),
+            (
+                "params.alpha LIKE '0.%'",
+                sweep.where(lambda r: r.alpha is not None and r.alpha.startswith("0.")),
+            ),
             ("parameters.n_features = '7'", {r.run_id for r in sweep.sweep_only[1::3]}),
             ("params.alpha IS NULL", {sweep.by_name("baseline").run_id}),
             ("params.alpha IS NOT NULL", sweep.ids - {sweep.by_name("baseline").run_id}),
             # A NaN score never compares greater (mlflow stores NaN as is_nan, value 0).
-            (f"metrics.val_score > {thr!r}", {r.run_id for r in sweep.sweep_only if r.val_score > thr}),  # type: ignore[operator]
-            (f"metric.val_score >= {best!r}", {r.run_id for r in sweep.sweep_only if r.val_score == best}),
-            (f"metrics.val_score = {best!r}", {r.run_id for r in sweep.sweep_only if r.val_score == best}),
+            (
+                f"metrics.val_score > {thr!r}",
+                {r.run_id for r in sweep.sweep_only if r.val_score > thr},
+            ),  # type: ignore[operator]
+            (
+                f"metric.val_score >= {best!r}",
+                {r.run_id for r in sweep.sweep_only if r.val_score == best},
+            ),
+            (
+                f"metrics.val_score = {best!r}",
+                {r.run_id for r in sweep.sweep_only if r.val_score == best},
+            ),
             ("metrics.val_score > 1e9", set()),
             ("metrics.train_score = 0", {sweep.by_name("baseline").run_id}),
             ("metrics.never_logged > 0", set()),
@@ -246,8 +287,14 @@ def test_filter_on_attributes_tags_and_datasets(sweep: Sweep) -> None:
         ("run.status = 'FAILED'", {sweep.by_name("diverged").run_id}),
         ("attr.run_name = 'baseline'", {sweep.by_name("baseline").run_id}),
         ("tags.team = 'Data'", sweep.where(lambda r: r.team == "Data")),
-        ("tags.team LIKE 'ML%'", sweep.where(lambda r: r.team is not None and r.team.startswith("ML"))),
-        ("tags.team ILIKE 'ML%'", sweep.where(lambda r: r.team is not None and r.team.lower().startswith("ml"))),
+        (
+            "tags.team LIKE 'ML%'",
+            sweep.where(lambda r: r.team is not None and r.team.startswith("ML")),
+        ),
+        (
+            "tags.team ILIKE 'ML%'",
+            sweep.where(lambda r: r.team is not None and r.team.lower().startswith("ml")),
+        ),
         ("tags.team ILIKE '%research'", sweep.where(lambda r: r.team == "ml-research")),
         ("tags.team IS NULL", {sweep.by_name("baseline").run_id}),
         ("tags.team != 'Data'", sweep.where(lambda r: r.team is not None and r.team != "Data")),
@@ -265,7 +312,11 @@ def test_filter_on_attributes_tags_and_datasets(sweep: Sweep) -> None:
 
 
 def test_client_search_runs_pages_with_max_results_and_token(sweep: Sweep, mlclient: Any) -> None:
-    expected = [r for r in sweep.ordered_by_score(descending=True) if r in {x.run_id for x in sweep.sweep_only}]
+    expected = [
+        r
+        for r in sweep.ordered_by_score(descending=True)
+        if r in {x.run_id for x in sweep.sweep_only}
+    ]
     collected: list[str] = []
     token = None
     sizes = []
@@ -309,7 +360,9 @@ def test_client_search_runs_pages_with_max_results_and_token(sweep: Sweep, mlcli
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["diabetes-train"]
 
 
-def test_search_runs_across_experiments_and_list_output(sweep: Sweep, unique_name: Callable[[str], str]) -> None:
+def test_search_runs_across_experiments_and_list_output(
+    sweep: Sweep, unique_name: Callable[[str], str]
+) -> None:
     other = mlflow.set_experiment(unique_name("other"))
     with mlflow.start_run(run_name="sweep-other") as run:
         mlflow.log_metric("val_score", 99.0)
@@ -331,7 +384,9 @@ def test_search_runs_across_experiments_and_list_output(sweep: Sweep, unique_nam
     # Deleted runs are only found when asked for.
     mlflow.delete_run(run.info.run_id)
     assert len(mlflow.search_runs(experiment_ids=[other.experiment_id])) == 0
-    deleted = mlflow.search_runs(experiment_ids=[other.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    deleted = mlflow.search_runs(
+        experiment_ids=[other.experiment_id], run_view_type=ViewType.DELETED_ONLY
+    )
     assert list(deleted["run_id"]) == [run.info.run_id]
 
 
@@ -342,6 +397,8 @@ def _check_dataframe_dtypes(sweep: Sweep) -> None:
     assert len(df) == 9
     assert df["metrics.val_score"].dtype == np.float64
     logged = {r.run_id: r.val_score for r in sweep.sweep_only}
-    assert {rid: pytest.approx(v) for rid, v in zip(df["run_id"], df["metrics.val_score"])} == logged
+    assert {
+        rid: pytest.approx(v) for rid, v in zip(df["run_id"], df["metrics.val_score"])
+    } == logged
     assert pd.api.types.is_datetime64_any_dtype(df["start_time"])
     assert (df["end_time"] >= df["start_time"]).all()

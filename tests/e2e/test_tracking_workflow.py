@@ -30,8 +30,12 @@ def _is_neg_inf(value: float) -> bool:
     return value == -math.inf or value == -_FLOAT_MAX
 
 
-def test_fluent_run_logs_params_metrics_tags_and_finishes(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
-    with mlflow.start_run(run_name="first-run", description="baseline **run**", tags={"origin": "ci"}) as run:
+def test_fluent_run_logs_params_metrics_tags_and_finishes(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
+    with mlflow.start_run(
+        run_name="first-run", description="baseline **run**", tags={"origin": "ci"}
+    ) as run:
         mlflow.log_param("lr", 0.01)
         # Keys may hold slashes, spaces, dots, dashes and colons.
         mlflow.log_metric("val/loss", 0.5)
@@ -98,7 +102,9 @@ def test_fluent_run_logs_params_metrics_tags_and_finishes(mlflow_tracking: str, 
     assert mlclient.get_experiment(info.experiment_id).name == experiment.name
 
 
-def test_default_experiment_and_run_statuses(mlflow_tracking: str, mlclient: Any, unique_name: Any) -> None:
+def test_default_experiment_and_run_statuses(
+    mlflow_tracking: str, mlclient: Any, unique_name: Any
+) -> None:
     # No experiment set yet: the client uses experiment "0" without asking the server first.
     with mlflow.start_run() as default_run:
         mlflow.log_param("where", "default")
@@ -153,7 +159,9 @@ def test_metric_history_steps_and_latest_value(
         mlflow.log_metrics({"lr": 0.1}, step=0)
         mlflow.log_metrics({"lr": 0.05}, step=10)
         # Asynchronous logging (a background thread batching through runs/log-batch).
-        ops = [mlflow.log_metric("async_metric", float(i), step=i, synchronous=False) for i in range(5)]
+        ops = [
+            mlflow.log_metric("async_metric", float(i), step=i, synchronous=False) for i in range(5)
+        ]
         for op in ops:
             op.wait()
     run_id = run.info.run_id
@@ -196,7 +204,11 @@ def test_metric_history_steps_and_latest_value(
     with mlflow.start_run(run_id=other):
         mlflow.log_metric("eval_acc", 0.8, dataset=eval_ds)
     (point,) = mlclient.get_metric_history(other, "eval_acc")
-    assert (point.value, point.dataset_name, point.dataset_digest) == (0.8, "eval-set", eval_ds.digest)
+    assert (point.value, point.dataset_name, point.dataset_digest) == (
+        0.8,
+        "eval-set",
+        eval_ds.digest,
+    )
 
     assert mlclient.get_metric_history(run_id, "never-logged") == []
     asynced = sorted((m.step, m.value) for m in mlclient.get_metric_history(run_id, "async_metric"))
@@ -278,12 +290,23 @@ def test_artifacts_upload_list_and_download(
         mlflow.log_artifact(str(odd), artifact_path="odd dir")
         mlflow.log_artifact(str(big), artifact_path="large")
         # log_table appends: it downloads the existing file and uploads the union.
-        mlflow.log_table(data={"epoch": [1, 2], "loss": [0.5, 0.25]}, artifact_file="tables/progress.json")
+        mlflow.log_table(
+            data={"epoch": [1, 2], "loss": [0.5, 0.25]}, artifact_file="tables/progress.json"
+        )
         mlflow.log_table(data={"epoch": [3], "loss": [0.125]}, artifact_file="tables/progress.json")
     run_id = run.info.run_id
 
     root = {f.path: f for f in mlclient.list_artifacts(run_id)}
-    assert set(root) == {"summary.json", "reports", "bundle", "texts", "config.json", "odd dir", "large", "tables"}
+    assert set(root) == {
+        "summary.json",
+        "reports",
+        "bundle",
+        "texts",
+        "config.json",
+        "odd dir",
+        "large",
+        "tables",
+    }
     assert root["bundle"].is_dir and root["reports"].is_dir and root["texts"].is_dir
     assert not root["summary.json"].is_dir
     assert root["summary.json"].file_size == single.stat().st_size
@@ -301,16 +324,24 @@ def test_artifacts_upload_list_and_download(
     assert [(f.path, f.file_size) for f in mlclient.list_artifacts(run_id, "odd dir")] == [
         ("odd dir/my report (final) ü.txt", odd.stat().st_size)
     ]
-    assert [(f.path, f.file_size) for f in mlclient.list_artifacts(run_id, "large")] == [("large/big.bin", len(big_bytes))]
+    assert [(f.path, f.file_size) for f in mlclient.list_artifacts(run_id, "large")] == [
+        ("large/big.bin", len(big_bytes))
+    ]
 
     # A whole directory comes back byte for byte.
-    out = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(tmp_path / "dl")))
+    out = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="bundle", dst_path=str(tmp_path / "dl")
+        )
+    )
     assert (out / "weights.bin").read_bytes() == binary
     assert (out / "nested" / "notes.md").read_bytes() == (src / "nested" / "notes.md").read_bytes()
     assert (out / "nested" / "deeper" / "empty.txt").read_bytes() == b""
 
     # Single files, through both spellings of the download API.
-    one = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports/summary.json", dst_path=str(tmp_path / "one"))
+    one = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="reports/summary.json", dst_path=str(tmp_path / "one")
+    )
     assert Path(one).read_bytes() == single.read_bytes()
     via_uri = mlflow.artifacts.download_artifacts(
         artifact_uri=f"runs:/{run_id}/texts/hello.txt", dst_path=str(tmp_path / "uri")
@@ -321,10 +352,14 @@ def test_artifacts_upload_list_and_download(
     table = mlflow.load_table("tables/progress.json", run_ids=[run_id])
     assert sorted(zip(table["epoch"], table["loss"])) == [(1, 0.5), (2, 0.25), (3, 0.125)]
     odd_back = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="odd dir/my report (final) ü.txt", dst_path=str(tmp_path / "odd")
+        run_id=run_id,
+        artifact_path="odd dir/my report (final) ü.txt",
+        dst_path=str(tmp_path / "odd"),
     )
     assert Path(odd_back).read_text() == "odd name"
-    big_back = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="large/big.bin", dst_path=str(tmp_path / "big"))
+    big_back = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="large/big.bin", dst_path=str(tmp_path / "big")
+    )
     assert Path(big_back).read_bytes() == big_bytes
 
     # The whole run, root included.
@@ -347,13 +382,17 @@ def test_artifacts_upload_list_and_download(
 
     # A path that was never uploaded is an error, and nothing is written locally.
     with pytest.raises(Exception) as excinfo:
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="absent.txt", dst_path=str(tmp_path / "none"))
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="absent.txt", dst_path=str(tmp_path / "none")
+        )
     assert not (tmp_path / "none" / "absent.txt").exists()
     assert "absent.txt" in str(excinfo.value) or "404" in str(excinfo.value)
 
 
 def test_log_input_dataset_round_trip(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
-    df = pd.DataFrame({"x1": [1.0, 2.0, 3.0, 4.0], "x2": [0.5, 0.25, 0.125, 0.0625], "target": [0, 1, 0, 1]})
+    df = pd.DataFrame(
+        {"x1": [1.0, 2.0, 3.0, 4.0], "x2": [0.5, 0.25, 0.125, 0.0625], "target": [0, 1, 0, 1]}
+    )
     train = mlflow.data.from_pandas(df, name="toy-train", targets="target")
     evals = mlflow.data.from_pandas(df.iloc[:2], name="toy-eval", targets="target")
     with mlflow.start_run() as run:
@@ -373,7 +412,10 @@ def test_log_input_dataset_round_trip(mlflow_tracking: str, experiment: Any, mlc
 
     got_eval = by_name["toy-eval"]
     assert got_eval.dataset.digest == evals.digest
-    assert {t.key: t.value for t in got_eval.tags} == {"mlflow.data.context": "evaluation", "split": "holdout"}
+    assert {t.key: t.value for t in got_eval.tags} == {
+        "mlflow.data.context": "evaluation",
+        "split": "holdout",
+    }
 
     # The dataset can be rebuilt from what the server returned.
     source = mlflow.data.get_source(got)
@@ -412,9 +454,14 @@ def test_nested_runs_record_parent(mlflow_tracking: str, experiment: Any, mlclie
     assert list(children["tags.mlflow.runName"]) == ["child-a", "child-b"]
 
 
-def test_update_run_name_status_tags_and_long_values(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
+def test_update_run_name_status_tags_and_long_values(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
     run = mlclient.create_run(
-        experiment.experiment_id, run_name="before", tags={"keep": "1", "drop": "2"}, start_time=1_600_000_000_123
+        experiment.experiment_id,
+        run_name="before",
+        tags={"keep": "1", "drop": "2"},
+        start_time=1_600_000_000_123,
     )
     run_id = run.info.run_id
     assert run.info.run_name == "before"
@@ -454,7 +501,9 @@ def test_update_run_name_status_tags_and_long_values(mlflow_tracking: str, exper
     assert data.tags["long_tag"] == "t" * 8000
 
 
-def test_delete_and_restore_run_with_view_types(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
+def test_delete_and_restore_run_with_view_types(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
     exp_id = experiment.experiment_id
     with mlflow.start_run(run_name="keeper") as keeper:
         mlflow.log_metric("m", 1.0)
@@ -488,7 +537,9 @@ def test_delete_and_restore_run_with_view_types(mlflow_tracking: str, experiment
     assert mlclient.get_run(goner.info.run_id).data.metrics == {"m": 3.0}
 
 
-def test_client_log_batch_splits_large_batches(mlflow_tracking: str, experiment: Any, mlclient: Any) -> None:
+def test_client_log_batch_splits_large_batches(
+    mlflow_tracking: str, experiment: Any, mlclient: Any
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     run = mlclient.create_run(experiment.experiment_id)
@@ -508,6 +559,6 @@ def test_client_log_batch_splits_large_batches(mlflow_tracking: str, experiment:
     assert len(user_tags) == 120 and user_tags["t119"] == "v119"
     assert fetched.data.metrics == {"series": 1499.0}
     history = mlclient.get_metric_history(run_id, "series")
-    assert sorted((m.step, m.value, m.timestamp) for m in history) == [(i, float(i), ts + i) for i in range(1500)]
-
-
+    assert sorted((m.step, m.value, m.timestamp) for m in history) == [
+        (i, float(i), ts + i) for i in range(1500)
+    ]

@@ -49,9 +49,7 @@ async def fault_template(fault_pg_admin: str) -> str:
 @pytest.fixture
 async def fault_db_url(fault_pg_admin: str, fault_template: str) -> AsyncIterator[str]:
     name = f"mg_fault_{uuid.uuid4().hex[:12]}"
-    url = await harness.create_migrated_database(
-        fault_pg_admin, name, template=fault_template
-    )
+    url = await harness.create_migrated_database(fault_pg_admin, name, template=fault_template)
     yield url
     admin = await asyncpg.connect(fault_pg_admin)
     try:
@@ -75,9 +73,7 @@ def fault_redis() -> Iterator[harness.RedisServer]:
 def cluster(
     fault_db_url: str, fault_redis: harness.RedisServer, tmp_path: Path
 ) -> Iterator[harness.Cluster]:
-    c = harness.Cluster(
-        fault_db_url, fault_redis.url, tmp_path, **harness.FAST_INGEST_ENV
-    )
+    c = harness.Cluster(fault_db_url, fault_redis.url, tmp_path, **harness.FAST_INGEST_ENV)
     try:
         yield c
     finally:

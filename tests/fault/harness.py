@@ -77,9 +77,7 @@ def with_database(url: str, database: str) -> str:
     return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
 
 
-async def create_migrated_database(
-    admin_url: str, name: str, template: str | None = None
-) -> str:
+async def create_migrated_database(admin_url: str, name: str, template: str | None = None) -> str:
     """CREATE DATABASE ``name`` (from ``template`` when given, else migrated from scratch); its URL."""
     from metricgate.stores.postgres.migrate import migrate_url
 
@@ -151,9 +149,7 @@ def start_redis_always(directory: Path, port: int | None = None) -> RedisServer:
         "--save", "", "--appendonly", "yes", "--appendfsync", "always",
     ]  # fmt: skip
     (directory / "port").write_text(f"{port}\n")
-    subprocess.run(
-        cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30
-    )
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     server = RedisServer(directory, port)
     if not devservices.wait_until(
         lambda: devservices.redis_answers(port) and server.pid() is not None, 30
@@ -272,9 +268,7 @@ class MgProcess:
         """SIGKILL, then reap."""
         if self.alive():
             assert self.proc is not None
-            self.proc.send_signal(
-                signal.SIGCONT
-            )  # in case it was frozen; harmless otherwise
+            self.proc.send_signal(signal.SIGCONT)  # in case it was frozen; harmless otherwise
             self.proc.kill()
             self.proc.wait()
 
@@ -326,9 +320,7 @@ class MgProcess:
 class Cluster:
     """metricgate processes sharing one database and one Redis; every process is killed at teardown."""
 
-    def __init__(
-        self, db_url: str, redis_url: str, tmp_path: Path, **env: str | float
-    ) -> None:
+    def __init__(self, db_url: str, redis_url: str, tmp_path: Path, **env: str | float) -> None:
         self.db_url = db_url
         self.redis_url = redis_url
         self.tmp_path = tmp_path
@@ -362,16 +354,12 @@ class Cluster:
         args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
         if not flusher:
             args.append("--no-flusher")
-        proc = MgProcess(
-            name, args, self.env(**env), self.tmp_path / f"{name}.log", port
-        )
+        proc = MgProcess(name, args, self.env(**env), self.tmp_path / f"{name}.log", port)
         self.processes.append(proc)
         return proc
 
     def flusher(self, name: str = "flusher", **env: Any) -> MgProcess:
-        proc = MgProcess(
-            name, ["flush"], self.env(**env), self.tmp_path / f"{name}.log", None
-        )
+        proc = MgProcess(name, ["flush"], self.env(**env), self.tmp_path / f"{name}.log", None)
         self.processes.append(proc)
         return proc
 
@@ -399,8 +387,7 @@ class Cluster:
 
     def logs(self, chars: int = 3000) -> str:
         return "\n".join(
-            f"----- {p.name} ({p.log_path}) -----\n{p.log(chars)}"
-            for p in self.processes
+            f"----- {p.name} ({p.log_path}) -----\n{p.log(chars)}" for p in self.processes
         )
 
     def problems(self) -> dict[str, list[str]]:
@@ -419,13 +406,9 @@ async def post_json(
         return resp.status, dict(resp.headers), await resp.read()
 
 
-async def create_runs(
-    base_url: str, count: int, experiment_name: str = "fault"
-) -> list[str]:
+async def create_runs(base_url: str, count: int, experiment_name: str = "fault") -> list[str]:
     """An experiment and ``count`` active runs in it; their run ids."""
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=20)
-    ) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         status, _, raw = await post_json(
             session, base_url + API + "/experiments/create", {"name": experiment_name}
         )
@@ -438,9 +421,7 @@ async def create_runs(
                 "start_time": 1_700_000_000_000,
                 "run_name": f"r{i}",
             }
-            status, _, raw = await post_json(
-                session, base_url + API + "/runs/create", body
-            )
+            status, _, raw = await post_json(session, base_url + API + "/runs/create", body)
             assert status == 200, (status, raw)
             run_ids.append(orjson.loads(raw)["run"]["info"]["run_id"])
         return run_ids
@@ -457,9 +438,7 @@ class Request:
     run_id: str
     points: list[tuple[str, int, int, float]]  # (key, step, timestamp_ms, value)
     single: bool  # runs/log-metric instead of runs/log-batch
-    attempts: list[str] = field(
-        default_factory=list
-    )  # "200", "503", "ClientConnectorError", ...
+    attempts: list[str] = field(default_factory=list)  # "200", "503", "ClientConnectorError", ...
     acked: bool = False
     acked_at: float | None = None
     acked_by: str | None = None
@@ -481,8 +460,7 @@ class Request:
                 }
             )
         metrics = [
-            {"key": k, "value": v, "timestamp": ts, "step": s}
-            for k, s, ts, v in self.points
+            {"key": k, "value": v, "timestamp": ts, "step": s} for k, s, ts, v in self.points
         ]
         return orjson.dumps({"run_id": self.run_id, "metrics": metrics})
 
@@ -517,9 +495,7 @@ class PointPlan:
         i = next(self._counter)
         run_id = self.run_ids[i % len(self.run_ids)]
         step = i // len(self.run_ids)
-        single = (
-            self.single_every > 0 and i % self.single_every == self.single_every - 1
-        )
+        single = self.single_every > 0 and i % self.single_every == self.single_every - 1
         n = 1 if single else self.batch_points
         points = [
             (
@@ -561,9 +537,7 @@ class LoadDriver:
         self.status_counts: Counter[str] = Counter()
         self.retry_after_missing = 0
         self.retry_after_values: Counter[str] = Counter()
-        self.bad_responses: list[
-            tuple[int, str, bytes]
-        ] = []  # non-200, non-retryable, or 500s
+        self.bad_responses: list[tuple[int, str, bytes]] = []  # non-200, non-retryable, or 500s
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -607,9 +581,7 @@ class LoadDriver:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         self.started_at = time.monotonic()
         self._next_send_at = self.started_at
-        self._tasks = [
-            asyncio.create_task(self._worker()) for _ in range(self.concurrency)
-        ]
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
 
     def stop_new(self) -> None:
         self._stop.set()
@@ -634,9 +606,7 @@ class LoadDriver:
             if self._session is not None:
                 await self._session.close()
 
-    async def run_until(
-        self, predicate: Callable[[], bool], timeout_s: float = 30.0
-    ) -> None:
+    async def run_until(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
         """Wait (while the load runs) until ``predicate()`` holds."""
         deadline = time.monotonic() + timeout_s
         while not predicate():
@@ -650,17 +620,12 @@ class LoadDriver:
         async with self._gen_lock:
             if self._stop.is_set():
                 return None
-            if (
-                self.max_requests is not None
-                and len(self.requests) >= self.max_requests
-            ):
+            if self.max_requests is not None and len(self.requests) >= self.max_requests:
                 return None
             if self.rate_per_s:
                 now = time.monotonic()
                 wait = self._next_send_at - now
-                self._next_send_at = (
-                    max(now, self._next_send_at) + 1.0 / self.rate_per_s
-                )
+                self._next_send_at = max(now, self._next_send_at) + 1.0 / self.rate_per_s
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if self._stop.is_set():
@@ -721,9 +686,7 @@ class LoadDriver:
                             self.retry_after_values[retry_after] += 1
                             with contextlib.suppress(ValueError):
                                 sleep_s = max(sleep_s, float(retry_after))
-            await asyncio.sleep(
-                min(sleep_s, MAX_RETRY_SLEEP_S) * (0.5 + random.random())
-            )
+            await asyncio.sleep(min(sleep_s, MAX_RETRY_SLEEP_S) * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_RETRY_SLEEP_S)
 
 
@@ -738,9 +701,7 @@ class StreamState:
 
     @property
     def pending(self) -> int:
-        return sum(
-            int(g.get("pending") or 0) for gs in self.groups.values() for g in gs
-        )
+        return sum(int(g.get("pending") or 0) for gs in self.groups.values() for g in gs)
 
     @property
     def undelivered(self) -> int | None:
@@ -795,14 +756,10 @@ async def stream_state(redis_url: str, *, with_consumers: bool = False) -> Strea
             groups[key] = [_decode(g) for g in await client.xinfo_groups(key)]
             if any(g.get("lag") is None for g in groups[key]):
                 # Redis cannot always compute lag (tombstones); compare ids instead.
-                last = _decode(
-                    (await client.xinfo_stream(key)).get("last-generated-id")
-                )
+                last = _decode((await client.xinfo_stream(key)).get("last-generated-id"))
                 for g in groups[key]:
                     if g.get("lag") is None:
-                        g["lag"] = (
-                            0 if _id(g.get("last-delivered-id")) >= _id(last) else None
-                        )
+                        g["lag"] = 0 if _id(g.get("last-delivered-id")) >= _id(last) else None
             if with_consumers:
                 for g in groups[key]:
                     consumers[f"{key}/{g['name']}"] = [
@@ -846,16 +803,14 @@ async def dead_letters(redis_url: str) -> dict[str, int]:
 class PendingSnapshot:
     entries: int  # pending (delivered, unacknowledged) entries in all groups
     points: int  # points they carry
-    committed_points: (
-        int  # of those, points already in PostgreSQL (committed, not yet XACKed)
-    )
+    committed_points: int  # of those, points already in PostgreSQL (committed, not yet XACKed)
     by_consumer: dict[str, int]
 
 
 async def pending_snapshot(redis_url: str, db_url: str) -> PendingSnapshot:
     """What the pending entries hold and how much of it is already committed: tells a kill that
     landed before COMMIT (0 committed) from one between COMMIT and XACK (all committed)."""
-    from metricgate.ingest import wire  # the server's own entry codec
+    from metricgate.domain.metrics import wire  # the server's own entry codec
 
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
     points: list[PointKey] = []
@@ -865,21 +820,16 @@ async def pending_snapshot(redis_url: str, db_url: str) -> PendingSnapshot:
         keys = [k async for k in client.scan_iter(_type="STREAM", count=1000)]
         for key in keys:
             for g in await client.xinfo_groups(key):
-                rows = await client.xpending_range(
-                    key, g["name"], min="-", max="+", count=100_000
-                )
+                rows = await client.xpending_range(key, g["name"], min="-", max="+", count=100_000)
                 for row in rows:
                     entries += 1
                     by_consumer[_decode(row["consumer"])] += 1
-                    found = await client.xrange(
-                        key, min=row["message_id"], max=row["message_id"]
-                    )
+                    found = await client.xrange(key, min=row["message_id"], max=row["message_id"])
                     if not found:
                         continue
                     batch = wire.decode(found[0][1])
                     points.extend(
-                        (batch.run_id, k, int(s))
-                        for k, s in zip(batch.keys, batch.steps)
+                        (batch.run_id, k, int(s)) for k, s in zip(batch.keys, batch.steps)
                     )
     finally:
         await client.aclose()
@@ -954,9 +904,7 @@ async def wait_drained(
                 ) from exc
             await asyncio.sleep(0.2)
             continue
-        history.append(
-            (round(now - started, 2), count, state.pending, state.undelivered)
-        )
+        history.append((round(now - started, 2), count, state.pending, state.undelivered))
         if count != last_count:
             last_count = count
             stable_since = now
@@ -1010,9 +958,7 @@ async def check_exact(
     stored exactly twice. Every other point must be stored exactly once."""
     conn = await asyncpg.connect(db_url, timeout=5)
     try:
-        rows = await conn.fetch(
-            "SELECT run_id, key, step, timestamp_ms, value FROM metrics"
-        )
+        rows = await conn.fetch("SELECT run_id, key, step, timestamp_ms, value FROM metrics")
         distinct = int(
             await conn.fetchval(
                 "SELECT count(*) FROM (SELECT DISTINCT run_id, key, step FROM metrics) t"
@@ -1029,18 +975,14 @@ async def check_exact(
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     wrong = [
-        (k, expected[k], stored[k])
-        for k in expected
-        if k in stored and stored[k] != expected[k]
+        (k, expected[k], stored[k]) for k in expected if k in stored and stored[k] != expected[k]
     ]
     twice = set(carried_twice)
     dups = sorted((k, n) for k, n in seen.items() if n != (2 if k in twice else 1))
     return ExactReport(len(expected), len(rows), distinct, missing, extra, wrong, dups, len(twice))
 
 
-async def check_latest_metrics(
-    db_url: str, expected: dict[PointKey, PointVal]
-) -> list[str]:
+async def check_latest_metrics(db_url: str, expected: dict[PointKey, PointVal]) -> list[str]:
     """latest_metrics must hold, per (run, key), the point with the highest (step, timestamp, value)."""
     want: dict[tuple[str, str], tuple[int, int, float]] = {}
     for (run_id, key, step), (ts, value) in expected.items():
@@ -1049,9 +991,7 @@ async def check_latest_metrics(
             want[(run_id, key)] = cand
     conn = await asyncpg.connect(db_url, timeout=5)
     try:
-        rows = await conn.fetch(
-            "SELECT run_id, key, step, timestamp_ms, value FROM latest_metrics"
-        )
+        rows = await conn.fetch("SELECT run_id, key, step, timestamp_ms, value FROM latest_metrics")
     finally:
         await conn.close()
     have = {
@@ -1077,16 +1017,12 @@ async def read_history(
     """metrics/get-history of one (run, key), all pages; (status of the first non-200 or 200, metrics)."""
     out: list[dict[str, Any]] = []
     token = None
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout_s)
-    ) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         while True:
             params = {"run_id": run_id, "metric_key": key, "max_results": "25000"}
             if token:
                 params["page_token"] = token
-            async with session.get(
-                base_url + API + "/metrics/get-history", params=params
-            ) as resp:
+            async with session.get(base_url + API + "/metrics/get-history", params=params) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     return resp.status, out
@@ -1134,7 +1070,9 @@ def wait_exit(proc: MgProcess, timeout_s: float) -> int | None:
         return None
 
 
-def workers_gateway(cluster: Cluster, name: str = "gateway", workers: int = 2, **env: Any) -> MgProcess:
+def workers_gateway(
+    cluster: Cluster, name: str = "gateway", workers: int = 2, **env: Any
+) -> MgProcess:
     """``metricgate serve --workers N`` (one port, N processes; the parent forwards signals)."""
     port = devservices.find_free_port()
     args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]

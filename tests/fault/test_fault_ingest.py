@@ -95,9 +95,7 @@ def _outside(cluster: Cluster) -> str:
     hit = cluster.stopped_from_outside()
     if not hit:
         return ""
-    return (
-        f"NOTE: {hit} got a SIGTERM/SIGINT from outside the test (not a server bug)\n"
-    )
+    return f"NOTE: {hit} got a SIGTERM/SIGINT from outside the test (not a server bug)\n"
 
 
 async def _started(proc: MgProcess) -> MgProcess:
@@ -106,16 +104,12 @@ async def _started(proc: MgProcess) -> MgProcess:
     return proc
 
 
-async def _wait_no_pending_for(
-    redis_url: str, consumers: set[str], timeout_s: float
-) -> float:
+async def _wait_no_pending_for(redis_url: str, consumers: set[str], timeout_s: float) -> float:
     """Wait until none of ``consumers`` (dead flushers) holds a pending entry; seconds it took."""
     started = time.monotonic()
     while True:
         held = {
-            c: n
-            for c, n in (await pending_by_consumer(redis_url)).items()
-            if c in consumers and n
+            c: n for c, n in (await pending_by_consumer(redis_url)).items() if c in consumers and n
         }
         if not held:
             return time.monotonic() - started
@@ -129,9 +123,7 @@ async def _wait_no_pending_for(
 # ---------------------------------------------------------------- (1) flusher SIGKILL
 
 
-async def _freeze_holding(
-    flusher: MgProcess, cluster: Cluster, want: str
-) -> PendingSnapshot:
+async def _freeze_holding(flusher: MgProcess, cluster: Cluster, want: str) -> PendingSnapshot:
     """SIGSTOP the flusher at a moment it holds pending entries and return what they are.
 
     ``want``: "uncommitted" (caught before COMMIT), "committed" (caught between COMMIT and
@@ -173,9 +165,7 @@ async def test_flusher_killed_mid_batch_its_entries_are_reclaimed_exactly_once(
     runs = await create_runs(gateway.url, 8)
 
     def new_flusher(n: int) -> MgProcess:
-        return cluster.flusher(
-            f"flusher-{n}", METRICGATE_FLUSH_CLAIM_IDLE_S=CLAIM_IDLE_S
-        )
+        return cluster.flusher(f"flusher-{n}", METRICGATE_FLUSH_CLAIM_IDLE_S=CLAIM_IDLE_S)
 
     flusher = await _started(new_flusher(1))
     driver = LoadDriver(
@@ -190,9 +180,7 @@ async def test_flusher_killed_mid_batch_its_entries_are_reclaimed_exactly_once(
         # Some fresh load for each flusher before it is killed.
         threshold = len(driver.acked) + 50
         await driver.run_until(lambda t=threshold: len(driver.acked) >= t, timeout_s=20)
-        snap = await _freeze_holding(
-            flusher, cluster, "any" if want == "end-of-burst" else want
-        )
+        snap = await _freeze_holding(flusher, cluster, "any" if want == "end-of-burst" else want)
         if want == "end-of-burst":
             # The load ends while the flusher is frozen (what is in flight is acknowledged);
             # after the kill the successor sees no new entries at all.
@@ -206,9 +194,7 @@ async def test_flusher_killed_mid_batch_its_entries_are_reclaimed_exactly_once(
             )
         kills.append((want, snap, took))
     await _verify(cluster, driver)
-    summary = [
-        (w, s.entries, s.points, s.committed_points, round(t, 1)) for w, s, t in kills
-    ]
+    summary = [(w, s.entries, s.points, s.committed_points, round(t, 1)) for w, s, t in kills]
     # Every kill must have orphaned entries; whether the "committed" one really landed between
     # COMMIT and XACK is up to timing (the summary's 4th column says), so it is not asserted.
     assert all(s.entries for _, s, _ in kills), (
@@ -240,9 +226,7 @@ async def test_gateway_killed_under_load_client_retries_store_everything_once(
     )
     await driver.start()
     for n in range(2):
-        await driver.run_until(
-            lambda n=n: len(driver.acked) >= 150 * (n + 1), timeout_s=20
-        )
+        await driver.run_until(lambda n=n: len(driver.acked) >= 150 * (n + 1), timeout_s=20)
         gateway.kill()
         await asyncio.sleep(0.3)
         await _started(gateway)
@@ -286,9 +270,7 @@ async def test_redis_restart_under_load_loses_no_acknowledged_point(
     assert gateway.alive(), f"gateway died with Redis:\n{gateway.log()}"
     assert during.get("503", 0) > 0, f"no 503 while Redis was down: {dict(during)}"
     not_http = {k: v for k, v in driver.status_counts.items() if not k.isdigit()}
-    assert not not_http, (
-        f"connection-level failures while only Redis was down: {not_http}"
-    )
+    assert not not_http, f"connection-level failures while only Redis was down: {not_http}"
     print(how, "outcomes during the outage:", dict(during), driver.summary())
 
 
@@ -310,9 +292,7 @@ async def test_redis_losing_its_data_does_not_stall_ingest(
     )
     await first.start()
     await first.finish()
-    await wait_drained(
-        cluster.db_url, cluster.redis_url, first.acked_points(), timeout_s=20
-    )
+    await wait_drained(cluster.db_url, cluster.redis_url, first.acked_points(), timeout_s=20)
     await asyncio.to_thread(fault_redis.kill)
     shutil.rmtree(fault_redis.directory / "appendonlydir", ignore_errors=True)
     for leftover in fault_redis.directory.glob("*.rdb"):
@@ -353,9 +333,7 @@ async def durable_pg(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A private durable PostgreSQL cluster that the test may stop and restart on the same port."""
     wanted = Path(tempfile.mkdtemp(prefix="metricgate-fault-pg-"))
     try:
-        instance = await asyncio.to_thread(
-            devservices.start_postgres, wanted, durable=True
-        )
+        instance = await asyncio.to_thread(devservices.start_postgres, wanted, durable=True)
         try:
             url = await create_migrated_database(instance.url(), "metricgate")
             yield instance, url
@@ -400,9 +378,7 @@ async def test_postgres_outage_backlog_then_drain(
         up_at = time.monotonic()
         # Acknowledged while PostgreSQL was fully down (not requests that were already in flight).
         acked_during = sum(
-            1
-            for r in driver.acked
-            if r.acked_at is not None and down_at + 0.5 < r.acked_at < up_at
+            1 for r in driver.acked if r.acked_at is not None and down_at + 0.5 < r.acked_at < up_at
         )
         state = await stream_state(cluster.redis_url)
         backlog_during = sum(n for k, n in state.streams.items() if "dead" not in k)
@@ -425,9 +401,7 @@ async def test_postgres_outage_backlog_then_drain(
         # The stream is the write-ahead buffer: metric writes keep being acknowledged while
         # PostgreSQL is away, until the backlog limit; only then 503. (Without the buffer this is
         # 0; the driver aims at ~60/s, but a loaded machine sends fewer, so the bar is low.)
-        assert acked_during >= 20, (
-            f"writes were not buffered in Redis during the outage: {summary}"
-        )
+        assert acked_during >= 20, f"writes were not buffered in Redis during the outage: {summary}"
         assert backlog_during <= 150 + 20, (
             f"backlog grew past its limit during the outage: {summary}"
         )
@@ -463,9 +437,7 @@ async def test_backlog_limit_refuses_with_503_and_nothing_is_lost(
             max_requests=120,
         )
         await driver.start()
-        await driver.run_until(
-            lambda: driver.status_counts.get("503", 0) >= 20, timeout_s=20
-        )
+        await driver.run_until(lambda: driver.status_counts.get("503", 0) >= 20, timeout_s=20)
         state = await stream_state(cluster.redis_url)
         backlog = sum(n for k, n in state.streams.items() if "dead" not in k)
         # The gateway polls the backlog every 0.1 s, so it may overshoot by one interval of intake
@@ -489,9 +461,7 @@ async def test_two_gateways_two_flushers_exact_and_read_your_writes(
 ) -> None:
     """Two gateways and two flushers on one Redis and one PostgreSQL. Requests alternate between
     the gateways; reads through either gateway see every point acknowledged before the read."""
-    gateways = [
-        await _started(cluster.gateway(f"gateway-{i}", flusher=False)) for i in (1, 2)
-    ]
+    gateways = [await _started(cluster.gateway(f"gateway-{i}", flusher=False)) for i in (1, 2)]
     flushers = [await _started(cluster.flusher(f"flusher-{i}")) for i in (1, 2)]
     urls = [g.url for g in gateways]
     runs = await create_runs(urls[0], 8)
@@ -517,9 +487,7 @@ async def test_two_gateways_two_flushers_exact_and_read_your_writes(
     state = await stream_state(cluster.redis_url, with_consumers=True)
     active = {c["name"] for rows in state.consumers.values() for c in rows}
     assert len(active) >= 2, f"only one flusher ever consumed: {active}"
-    assert all(f.alive() for f in flushers) and all(g.alive() for g in gateways), (
-        cluster.logs()
-    )
+    assert all(f.alive() for f in flushers) and all(g.alive() for g in gateways), cluster.logs()
     print(driver.summary())
 
 
@@ -539,9 +507,7 @@ async def test_same_request_twice_and_concurrently_is_stored_once(
     plan = PointPlan(runs, batch_points=50, single_every=0)
     expected: dict[tuple[str, str, int], tuple[int, float]] = {}
 
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=20)
-    ) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
 
         async def send(path: str, body: bytes) -> int:
             async with session.post(
@@ -574,33 +540,22 @@ async def test_same_request_twice_and_concurrently_is_stored_once(
         )
         assert await send(API + "/runs/log-metric", c_body) == 200
         assert (
-            await asyncio.gather(
-                *(send(API + "/runs/log-metric", c_body) for _ in range(10))
-            )
+            await asyncio.gather(*(send(API + "/runs/log-metric", c_body) for _ in range(10)))
             == [200] * 10
         )
         expected[(c_run, "single", 7)] = (1_700_000_000_001, 1.5)
         # (d) many requests, each sent 3 times concurrently (copies land in the same flush batch)
         d = [plan.next() for _ in range(30)]
-        statuses = await asyncio.gather(
-            *(send(r.path, r.body()) for r in d for _ in range(3))
-        )
+        statuses = await asyncio.gather(*(send(r.path, r.body()) for r in d for _ in range(3)))
         assert set(statuses) == {200}, statuses
         for r in d:
             expected.update(r.expected())
 
-        drained = await wait_drained(
-            cluster.db_url, cluster.redis_url, len(expected), timeout_s=20
-        )
-        assert drained.count == len(expected), (
-            f"{drained.count} rows, expected {len(expected)}"
-        )
+        drained = await wait_drained(cluster.db_url, cluster.redis_url, len(expected), timeout_s=20)
+        assert drained.count == len(expected), f"{drained.count} rows, expected {len(expected)}"
         # (e) replay after the first copy was flushed (COPY meets the unique index)
         assert await send(a.path, a.body()) == 200
-        assert (
-            await asyncio.gather(*(send(r.path, r.body()) for r in d[:10]))
-            == [200] * 10
-        )
+        assert await asyncio.gather(*(send(r.path, r.body()) for r in d[:10])) == [200] * 10
         # (f) a request half already stored, half new: the new half must not be lost with the old
         fresh = [(f"x{j}", j, 1_700_000_100_000 + j, j + 0.5) for j in range(25)]
         mixed_points = a.points[:25] + fresh
@@ -646,10 +601,13 @@ async def test_same_request_twice_and_concurrently_is_stored_once(
     async with aiohttp.ClientSession() as session:
         for run_id, key in {(run_id, key) for run_id, key, _ in carried_twice}:
             async with session.get(
-                gateway.url + API + "/metrics/get-history", params={"run_id": run_id, "metric_key": key}
+                gateway.url + API + "/metrics/get-history",
+                params={"run_id": run_id, "metric_key": key},
             ) as resp:
                 history = (await resp.json())["metrics"]
-            assert len(history) == len({(m["step"], m["timestamp"], m["value"]) for m in history}) >= 1, history
+            assert (
+                len(history) == len({(m["step"], m["timestamp"], m["value"]) for m in history}) >= 1
+            ), history
     assert not await dead_letters(cluster.redis_url), cluster.problems()
     problems = await check_latest_metrics(cluster.db_url, expected)
     assert not problems, problems[:10]

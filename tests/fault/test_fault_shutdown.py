@@ -81,7 +81,9 @@ class StoppablePostgres:
 
     def stop(self) -> None:
         devservices.stop_postgres(self.cluster_dir)
-        assert not devservices.postgres_answers(self.port), "PostgreSQL still answers after pg_ctl stop"
+        assert not devservices.postgres_answers(self.port), (
+            "PostgreSQL still answers after pg_ctl stop"
+        )
 
     def start(self) -> None:
         devservices.start_postgres(self.cluster_dir, durable=False, port=self.port)
@@ -90,7 +92,9 @@ class StoppablePostgres:
 @pytest.fixture(scope="module")
 async def stoppable_pg() -> AsyncIterator[StoppablePostgres]:
     # Non-durable (fsync off) is fine: pg_ctl's fast shutdown still writes every committed row.
-    wanted = Path(tempfile.mkdtemp(prefix="metricgate-shutdown-pg-", dir=devservices._fast_temp_root()))
+    wanted = Path(
+        tempfile.mkdtemp(prefix="metricgate-shutdown-pg-", dir=devservices._fast_temp_root())
+    )
     try:
         instance = await asyncio.to_thread(devservices.start_postgres, wanted, durable=False)
         template = "mg_shutdown_tpl"
@@ -106,7 +110,9 @@ async def pg(stoppable_pg: StoppablePostgres) -> tuple[StoppablePostgres, str]:
     if not stoppable_pg.running():  # a failed test may have left it stopped
         await asyncio.to_thread(stoppable_pg.start)
     name = f"mg_shutdown_{uuid.uuid4().hex[:12]}"
-    url = await create_migrated_database(stoppable_pg.admin_url(), name, template=stoppable_pg.template)
+    url = await create_migrated_database(
+        stoppable_pg.admin_url(), name, template=stoppable_pg.template
+    )
     return stoppable_pg, url
 
 
@@ -161,7 +167,9 @@ def outage_lines(log_text: str) -> Counter[tuple[str, str]]:
 def _assert_logged_once_per_state_change(proc: MgProcess, processes: int = 1) -> None:
     lines = outage_lines(proc.log(2_000_000))
     repeated = {key: n for key, n in lines.items() if n > processes}
-    assert not repeated, f"{proc.name} logged an outage more than once per state change: {repeated}\n{proc.log()}"
+    assert not repeated, (
+        f"{proc.name} logged an outage more than once per state change: {repeated}\n{proc.log()}"
+    )
     assert "cannot read ingest backlog" not in proc.log(2_000_000), proc.log()
 
 
@@ -180,7 +188,11 @@ CASES = [
 
 @pytest.mark.parametrize(("kind", "order"), CASES, ids=[f"{k}-{o}" for k, o in CASES])
 async def test_sigterm_exits_in_time_whatever_the_dependencies_do(
-    kind: str, order: str, pg: tuple[StoppablePostgres, str], fault_redis: RedisServer, tmp_path: Path
+    kind: str,
+    order: str,
+    pg: tuple[StoppablePostgres, str],
+    fault_redis: RedisServer,
+    tmp_path: Path,
 ) -> None:
     postgres, db_url = pg
     cluster = Cluster(db_url, fault_redis.url, tmp_path, **ENV)
@@ -198,7 +210,9 @@ async def test_sigterm_exits_in_time_whatever_the_dependencies_do(
         bound_s = DRAIN_S + MARGIN_S + (0 if kind == "flush" else SHUTDOWN_S)
         runs = await create_runs(entry.url, 6)
         targets = [entry.url]
-        driver = LoadDriver(PointPlan(runs, batch_points=10), lambda: targets, concurrency=4, rate_per_s=80)
+        driver = LoadDriver(
+            PointPlan(runs, batch_points=10), lambda: targets, concurrency=4, rate_per_s=80
+        )
         await driver.start()
         await driver.run_until(lambda: len(driver.acked) >= 40, timeout_s=20)
 
@@ -234,12 +248,18 @@ async def test_sigterm_exits_in_time_whatever_the_dependencies_do(
             await _stop_redis(fault_redis)
             if postgres.running():
                 await _stop_postgres(postgres)
-            assert target.alive(), f"{target.name} exited before the dependencies went away:\n{target.log()}"
+            assert target.alive(), (
+                f"{target.name} exited before the dependencies went away:\n{target.log()}"
+            )
 
         code = await asyncio.to_thread(wait_exit, target, bound_s + 10)
         took_s = time.monotonic() - sent_at
-        assert code is not None, f"{target.name} still running {bound_s + 10} s after SIGTERM:\n{target.log()}"
-        assert took_s <= bound_s, f"{target.name} took {took_s:.1f} s to exit (bound {bound_s} s):\n{target.log()}"
+        assert code is not None, (
+            f"{target.name} still running {bound_s + 10} s after SIGTERM:\n{target.log()}"
+        )
+        assert took_s <= bound_s, (
+            f"{target.name} took {took_s:.1f} s to exit (bound {bound_s} s):\n{target.log()}"
+        )
         assert code == 0, f"{target.name} exited {code}:\n{target.log()}"
         if kind == "workers":
             assert target.log(1_000_000).count("metricgate.server stopped") == 2, target.log()
@@ -263,7 +283,9 @@ async def test_sigterm_exits_in_time_whatever_the_dependencies_do(
         report = await check_exact(db_url, expected)
         assert_exact(report, driver, cluster, extra=f"pending when the stack came back: {left}")
         assert not driver.bad_responses, driver.bad_responses[:5]
-        print(f"{kind}/{order}: exited {code} after {took_s:.2f} s (bound {bound_s} s); pending left {left}")
+        print(
+            f"{kind}/{order}: exited {code} after {took_s:.2f} s (bound {bound_s} s); pending left {left}"
+        )
     finally:
         if held is not None:
             held.close()
@@ -301,7 +323,12 @@ async def test_a_second_signal_exits_at_once(
             entry = await _started(cluster.gateway("gateway", flusher=False))
             target = await _started(cluster.flusher("flusher"))
             runs = await create_runs(entry.url, 4)
-            driver = LoadDriver(PointPlan(runs, batch_points=10), lambda: [entry.url], concurrency=2, max_requests=40)
+            driver = LoadDriver(
+                PointPlan(runs, batch_points=10),
+                lambda: [entry.url],
+                concurrency=2,
+                max_requests=40,
+            )
             await driver.start()
             await driver.run_until(lambda: len(driver.acked) >= 20, timeout_s=20)
             await _stop_postgres(postgres)  # the batch in hand cannot commit: a 30 s drain
@@ -324,14 +351,20 @@ async def test_a_second_signal_exits_at_once(
         # (server.WORKER_REPEAT_WINDOW_S), and proof that the drain is really going on.
         await asyncio.sleep(1.0)
         assert target.alive(), f"{target.name} did not wait for its drain:\n{target.log()}"
-        assert "shutting down within" in target.log() or "stopping 2 worker(s)" in target.log(), target.log()
+        assert "shutting down within" in target.log() or "stopping 2 worker(s)" in target.log(), (
+            target.log()
+        )
         sent_at = time.monotonic()
         send_signal(target, second)
         code = await asyncio.to_thread(wait_exit, target, 10)
         took_s = time.monotonic() - sent_at
-        assert code is not None, f"{target.name} still running 10 s after the second signal:\n{target.log()}"
+        assert code is not None, (
+            f"{target.name} still running 10 s after the second signal:\n{target.log()}"
+        )
         # "At once": well before any timeout (30 s); the slack is a loaded machine's scheduling.
-        assert took_s < 3, f"{target.name} took {took_s:.1f} s after the second signal:\n{target.log()}"
+        assert took_s < 3, (
+            f"{target.name} took {took_s:.1f} s after the second signal:\n{target.log()}"
+        )
         assert code != 0, f"a forced exit must not look like a clean one:\n{target.log()}"
         for pid in workers:
             assert pid_gone(pid), f"worker {pid} outlived the parent:\n{target.log()}"
@@ -389,7 +422,10 @@ async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         def lines(text: str) -> Counter[tuple[str, str]]:
             # The flusher's subject carries its consumer name.
             return Counter(
-                {(flusher_redis.sub("flusher: Redis", k[0]), k[1]): n for k, n in outage_lines(text).items()}
+                {
+                    (flusher_redis.sub("flusher: Redis", k[0]), k[1]): n
+                    for k, n in outage_lines(text).items()
+                }
             )
 
         wanted = [*loops, "flusher: Redis"]

@@ -35,7 +35,10 @@ def store_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
     if kind == "local":
         return {}
     endpoint = request.getfixturevalue("s3_seaweed")
-    return {"METRICGATE_ARTIFACTS_URI": f"s3://{endpoint.bucket}/client-{uuid.uuid4().hex[:10]}", **endpoint.env()}
+    return {
+        "METRICGATE_ARTIFACTS_URI": f"s3://{endpoint.bucket}/client-{uuid.uuid4().hex[:10]}",
+        **endpoint.env(),
+    }
 
 
 def source_file(path: Path, size: int, seed: int) -> str:
@@ -64,7 +67,9 @@ def resume_record(cache: Path) -> dict | None:
     return json.loads(records[0].read_text()) if records else None
 
 
-async def wait_for_parts(url: str, cache: Path, proc: subprocess.Popen[bytes], at_least: int) -> str:
+async def wait_for_parts(
+    url: str, cache: Path, proc: subprocess.Popen[bytes], at_least: int
+) -> str:
     """The upload id once the server holds ``at_least`` parts of the client's session."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -79,7 +84,9 @@ async def wait_for_parts(url: str, cache: Path, proc: subprocess.Popen[bytes], a
 
 
 async def verify_download(url: str, run_id: str, artifact: str, tmp_path: Path, want: str) -> None:
-    got = await download_async(run_id, artifact, tmp_path / "check.bin", url=url, chunk_size=3 * MIB)
+    got = await download_async(
+        run_id, artifact, tmp_path / "check.bin", url=url, chunk_size=3 * MIB
+    )
     assert [(f.sha256, f.verified) for f in got.files] == [(want, True)]
 
 
@@ -95,7 +102,9 @@ async def test_client_killed_then_rerun_sends_only_missing_parts(
     want = source_file(tmp_path / "ckpt.bin", file_mib * MIB + 333, seed=7)
     cache, log = tmp_path / "cache", tmp_path / "client.log"
 
-    first = start_upload(gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, part_mib, "--parallel", "2")
+    first = start_upload(
+        gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, part_mib, "--parallel", "2"
+    )
     try:
         upload_id = await wait_for_parts(gateway.url, cache, first, at_least=3)
         # Freeze the gateway so the client is surely mid-upload (parts in flight), then kill it.
@@ -121,7 +130,9 @@ async def test_client_killed_then_rerun_sends_only_missing_parts(
     missing = before["files"][0]["missing_parts"]
     assert 0 < len(missing) < parts, missing
 
-    second = start_upload(gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, part_mib, "--parallel", "4")
+    second = start_upload(
+        gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, part_mib, "--parallel", "4"
+    )
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 0, log.read_text()[-3000:]
     summary = json.loads(out.decode().strip().splitlines()[-1])
@@ -165,14 +176,18 @@ async def test_gateway_killed_mid_upload_client_retries_through_restart(
     await verify_download(gateway.url, run_id, "c/x.bin", tmp_path, want)
 
 
-async def test_ctrl_c_exits_130_at_once_and_the_rerun_resumes(cluster: harness.Cluster, tmp_path: Path) -> None:
+async def test_ctrl_c_exits_130_at_once_and_the_rerun_resumes(
+    cluster: harness.Cluster, tmp_path: Path
+) -> None:
     gateway = cluster.gateway(**GATEWAY_ENV).start()
     gateway.wait_healthy()
     run_id = (await harness.create_runs(gateway.url, 1, "client-sigint"))[0]
     want = source_file(tmp_path / "ckpt.bin", 24 * MIB + 1, seed=9)
     cache, log = tmp_path / "cache", tmp_path / "client.log"
 
-    proc = start_upload(gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, 1, "--parallel", "2")
+    proc = start_upload(
+        gateway.url, run_id, tmp_path / "ckpt.bin", cache, log, 1, "--parallel", "2"
+    )
     try:
         upload_id = await wait_for_parts(gateway.url, cache, proc, at_least=3)
         gateway.freeze()  # requests hang: the interrupt must not wait for them (or for hashing)
@@ -208,5 +223,8 @@ async def test_s3_store_refuses_parts_below_s3_minimum_up_front(
     gateway.wait_healthy()
     run_id = (await harness.create_runs(gateway.url, 1, "s3-min-part"))[0]
     body = {"run_id": run_id, "path": "x.bin", "part_size": MIB, "files": [{"size": 2 * MIB}]}
-    async with aiohttp.ClientSession() as http, http.post(f"{gateway.url}{UPLOADS}", json=body) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{gateway.url}{UPLOADS}", json=body) as resp,
+    ):
         assert resp.status == 400, await resp.text()

@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 import harness
 import pytest
+
 import upload_client as uc
 
 pytestmark = pytest.mark.fault
@@ -34,7 +35,9 @@ async def new_run(gateway: harness.MgProcess) -> tuple[str, str]:
     """(run id, the store path of its artifact root)."""
     run_id = (await harness.create_runs(gateway.url, 1, "uploads"))[0]
     async with http_for(gateway) as http:
-        run = (await uc.call(http, "GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id})).ok()["run"]
+        run = (
+            await uc.call(http, "GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id})
+        ).ok()["run"]
     return run_id, run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
 
 
@@ -60,7 +63,10 @@ def store_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
     if kind == "local":
         return {}
     endpoint = request.getfixturevalue("s3_seaweed")
-    return {"METRICGATE_ARTIFACTS_URI": f"s3://{endpoint.bucket}/fault-{uuid.uuid4().hex[:10]}", **endpoint.env()}
+    return {
+        "METRICGATE_ARTIFACTS_URI": f"s3://{endpoint.bucket}/fault-{uuid.uuid4().hex[:10]}",
+        **endpoint.env(),
+    }
 
 
 @pytest.mark.parametrize("kind", ["local", "seaweed"])
@@ -110,7 +116,9 @@ async def test_kill_during_directory_commit_rolls_forward(
     files = {f"shard-{i:02d}.bin": uc.blob(6 * MIB + i, seed=i) for i in range(16)}
     async with http_for(gateway) as http:
         # 5 MiB parts: S3's minimum, so every file has a full part and a short last one.
-        session = await uc.upload_directory(http, run_id, "model", files, 5 * MIB, complete_it=False)
+        session = await uc.upload_directory(
+            http, run_id, "model", files, 5 * MIB, complete_it=False
+        )
         sid = session["upload_id"]
         completing = asyncio.create_task(uc.complete(http, sid))
         # Kill -9 once some files are committed and some are not: the worst moment.
@@ -147,7 +155,9 @@ async def test_kill_during_directory_commit_rolls_forward(
             assert answer["state"] == "committing"
             assert time.monotonic() < deadline, "the sweeper never rolled the commit forward"
             await asyncio.sleep(0.2)
-        assert await uc.listing(http, f"{root}/model") == {name: len(d) for name, d in files.items()}
+        assert await uc.listing(http, f"{root}/model") == {
+            name: len(d) for name, d in files.items()
+        }
         for name, data in files.items():
             got = await uc.download(http, f"{root}/model/{name}")
             assert got.status == 200 and uc.sha256(got.raw) == uc.sha256(data), name
@@ -172,7 +182,6 @@ async def test_session_survives_a_graceful_restart(cluster: harness.Cluster) -> 
         await uc.upload_parts(http, sid, 0, parts, numbers=[1, 3])
         assert (await uc.complete(http, sid)).ok()["state"] == "committed"
         assert uc.sha256((await uc.download(http, f"{root}/dir/w.bin")).raw) == uc.sha256(data)
-
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -208,4 +217,6 @@ async def test_gateway_memory_stays_bounded_during_a_large_upload(cluster: harne
                 got.update(chunk)
         assert got.hexdigest() == whole.hexdigest()
     growth = peak_rss_bytes(gateway.pid) - baseline
-    assert growth < 150 * MIB, f"gateway peak RSS grew by {growth / MIB:.0f} MiB for a {parts_count * 32} MiB upload"
+    assert growth < 150 * MIB, (
+        f"gateway peak RSS grew by {growth / MIB:.0f} MiB for a {parts_count * 32} MiB upload"
+    )

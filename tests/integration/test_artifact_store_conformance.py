@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from metricgate.config import ArtifactSettings, ConfigError
-from metricgate.errors import InvalidParameter, NotFound
+from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.local import LocalArtifactStore
@@ -78,9 +78,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await opened.aclose()
 
 
-async def staged_upload(store: ArtifactStore, path: str, parts: list[bytes]) -> tuple[str, list[StagedPart]]:
+async def staged_upload(
+    store: ArtifactStore, path: str, parts: list[bytes]
+) -> tuple[str, list[StagedPart]]:
     staging_id = await store.stage_begin(path)
-    staged = [await store.stage_part(path, staging_id, n, stream([data])) for n, data in enumerate(parts, 1)]
+    staged = [
+        await store.stage_part(path, staging_id, n, stream([data]))
+        for n, data in enumerate(parts, 1)
+    ]
     return staging_id, staged
 
 
@@ -138,7 +143,12 @@ async def test_missing_is_not_found(store: ArtifactStore) -> None:
 
 
 async def test_list_directories_and_files(store: ArtifactStore) -> None:
-    for path, data in [("a/b/c.txt", b"ccc"), ("a/d.txt", b"dddd"), ("a/e/f/g.txt", b"g"), ("top.txt", b"t")]:
+    for path, data in [
+        ("a/b/c.txt", b"ccc"),
+        ("a/d.txt", b"dddd"),
+        ("a/e/f/g.txt", b"g"),
+        ("top.txt", b"t"),
+    ]:
         await store.put(path, stream([data]))
     assert [(e.path, e.is_dir, e.file_size) for e in await store.list("a")] == [
         ("b", True, None),
@@ -158,7 +168,9 @@ async def test_delete_file_and_tree(store: ArtifactStore) -> None:
     with pytest.raises(NotFound):
         await store.size("keep.txt")
     await store.delete("t")
-    assert [e.path for e in await store.list("")] == ["tx.txt"]  # a sibling sharing the prefix survives
+    assert [e.path for e in await store.list("")] == [
+        "tx.txt"
+    ]  # a sibling sharing the prefix survives
     await store.delete("t")  # missing: not an error
     await store.delete("never/was")
 
@@ -192,7 +204,10 @@ async def test_staged_upload_is_invisible_until_commit(store: ArtifactStore) -> 
     parts = [blob(S3_PART, seed=2), blob(S3_PART, seed=3), blob(1234, seed=4)]
     staging_id = await store.stage_begin("ckpt/model.safetensors")
     # Out of order, as parallel clients send them.
-    staged = {n: await store.stage_part("ckpt/model.safetensors", staging_id, n, stream([parts[n - 1]])) for n in (3, 1, 2)}
+    staged = {
+        n: await store.stage_part("ckpt/model.safetensors", staging_id, n, stream([parts[n - 1]]))
+        for n in (3, 1, 2)
+    }
     assert staged[1].size == S3_PART and staged[3].size == 1234
     assert staged[2].sha256 == hashlib.sha256(parts[1]).hexdigest()
     assert staged[2].etag == hashlib.md5(parts[1]).hexdigest()
@@ -208,10 +223,15 @@ async def test_staged_upload_is_invisible_until_commit(store: ArtifactStore) -> 
     uploads = await store.stage_list()
     assert [(path, sid) for path, sid, _ in uploads] == [("ckpt/model.safetensors", staging_id)]
 
-    size = await store.stage_commit("ckpt/model.safetensors", staging_id, [staged[n] for n in (1, 2, 3)])
+    size = await store.stage_commit(
+        "ckpt/model.safetensors", staging_id, [staged[n] for n in (1, 2, 3)]
+    )
     whole = b"".join(parts)
     assert size == len(whole) == await store.size("ckpt/model.safetensors")
-    assert hashlib.sha256(await collect(store.read("ckpt/model.safetensors"))).digest() == hashlib.sha256(whole).digest()
+    assert (
+        hashlib.sha256(await collect(store.read("ckpt/model.safetensors"))).digest()
+        == hashlib.sha256(whole).digest()
+    )
     assert await store.stage_list() == []
     assert [(e.path, e.is_dir) for e in await store.list("")] == [("ckpt", True)]
 
@@ -226,7 +246,10 @@ async def test_reuploaded_part_replaces_the_old_one(store: ArtifactStore) -> Non
         await asyncio.sleep(1.1)
     replaced = await store.stage_part("p.bin", staging_id, 1, stream([second]))
     tail = await store.stage_part("p.bin", staging_id, 2, stream([b"tail"]))
-    assert [p.etag for p in await store.stage_parts("p.bin", staging_id)] == [replaced.etag, tail.etag]
+    assert [p.etag for p in await store.stage_parts("p.bin", staging_id)] == [
+        replaced.etag,
+        tail.etag,
+    ]
     await store.stage_commit("p.bin", staging_id, [replaced, tail])
     assert await collect(store.read("p.bin")) == second + b"tail"
 
@@ -240,7 +263,11 @@ async def test_checksum_mismatch_discards_the_part(store: ArtifactStore) -> None
     with pytest.raises(InvalidParameter):
         await store.stage_part("c.bin", staging_id, 1, stream([data]), expected_sha256="not-hex")
     good = await store.stage_part(
-        "c.bin", staging_id, 1, stream([data]), expected_sha256=hashlib.sha256(data).hexdigest().upper()
+        "c.bin",
+        staging_id,
+        1,
+        stream([data]),
+        expected_sha256=hashlib.sha256(data).hexdigest().upper(),
     )
     assert good.sha256 == hashlib.sha256(data).hexdigest()
     assert await store.stage_commit("c.bin", staging_id, [good]) == len(data)
@@ -258,7 +285,9 @@ async def test_bad_commits_make_nothing_visible(store: ArtifactStore) -> None:
     assert await store.stage_commit("x.bin", staging_id, [one, two]) == S3_PART + 3
 
 
-async def test_part_numbers_and_unknown_uploads(store: ArtifactStore, request: pytest.FixtureRequest) -> None:
+async def test_part_numbers_and_unknown_uploads(
+    store: ArtifactStore, request: pytest.FixtureRequest
+) -> None:
     staging_id = await store.stage_begin("n.bin")
     for bad in (0, 10_001, -1):
         with pytest.raises(InvalidParameter):
@@ -266,7 +295,12 @@ async def test_part_numbers_and_unknown_uploads(store: ArtifactStore, request: p
     if request.node.callspec.params["store"] == "moto":
         return  # moto answers 500 for unknown upload ids and lists any upload's parts under any key
     with pytest.raises((NotFound, InvalidParameter)):
-        await store.stage_part("n.bin", "no-such-upload" if isinstance(store, S3ArtifactStore) else "0" * 32, 1, stream([b"x"]))
+        await store.stage_part(
+            "n.bin",
+            "no-such-upload" if isinstance(store, S3ArtifactStore) else "0" * 32,
+            1,
+            stream([b"x"]),
+        )
     other = await store.stage_begin("other.bin")
     with pytest.raises((NotFound, InvalidParameter)):
         await store.stage_parts("n.bin", other)  # an id of another path
@@ -286,7 +320,9 @@ async def test_abort_discards_and_is_idempotent(store: ArtifactStore) -> None:
     assert await store.stage_list() == []
 
 
-async def test_stage_list_reports_start_times(store: ArtifactStore, request: pytest.FixtureRequest) -> None:
+async def test_stage_list_reports_start_times(
+    store: ArtifactStore, request: pytest.FixtureRequest
+) -> None:
     import time
 
     before = time.time()
@@ -301,7 +337,9 @@ async def test_stage_list_reports_start_times(store: ArtifactStore, request: pyt
 # ---------------------------------------------------------------- external objects (references)
 
 
-async def external_object(store: ArtifactStore, request: pytest.FixtureRequest, tmp_path: Path, data: bytes) -> str:
+async def external_object(
+    store: ArtifactStore, request: pytest.FixtureRequest, tmp_path: Path, data: bytes
+) -> str:
     if isinstance(store, LocalArtifactStore):
         target = tmp_path / "elsewhere" / "ckpt.bin"
         target.parent.mkdir()
@@ -313,7 +351,9 @@ async def external_object(store: ArtifactStore, request: pytest.FixtureRequest, 
     return f"s3://{endpoint.bucket}/{key}"
 
 
-async def test_external_head_and_read(store: ArtifactStore, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_external_head_and_read(
+    store: ArtifactStore, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     data = blob(70_000, seed=10)
     uri = await external_object(store, request, tmp_path, data)
     size, etag = await store.head_external(uri)
@@ -324,7 +364,9 @@ async def test_external_head_and_read(store: ArtifactStore, request: pytest.Fixt
     with pytest.raises(NotFound):
         await store.head_external(missing)
     with pytest.raises(InvalidParameter):
-        await store.head_external("gs://bucket/key" if isinstance(store, S3ArtifactStore) else "s3://bucket/key")
+        await store.head_external(
+            "gs://bucket/key" if isinstance(store, S3ArtifactStore) else "s3://bucket/key"
+        )
 
 
 # ---------------------------------------------------------------- store-specific
@@ -346,20 +388,30 @@ async def test_local_staging_is_hidden_and_survives_reopen(tmp_path: Path) -> No
         await reopened.stage_parts("a.bin", "../../etc")
 
 
-async def test_s3_store_opens_from_settings(s3_moto: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_s3_store_opens_from_settings(
+    s3_moto: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in s3_moto.env().items():
         monkeypatch.setenv(name, value)
-    settings = ArtifactSettings(uri=f"s3://{s3_moto.bucket}/from-settings", s3_endpoint_url=s3_moto.url)
+    settings = ArtifactSettings(
+        uri=f"s3://{s3_moto.bucket}/from-settings", s3_endpoint_url=s3_moto.url
+    )
     opened = await open_artifact_store(settings)
     try:
         assert isinstance(opened, S3ArtifactStore)
         await opened.put("hello.txt", stream([b"hi"]))
-        body = s3_moto.client().get_object(Bucket=s3_moto.bucket, Key="from-settings/hello.txt")["Body"].read()
+        body = (
+            s3_moto.client()
+            .get_object(Bucket=s3_moto.bucket, Key="from-settings/hello.txt")["Body"]
+            .read()
+        )
         assert body == b"hi"
     finally:
         await opened.aclose()
     with pytest.raises(ConfigError, match="not usable"):
-        await open_artifact_store(ArtifactSettings(uri="s3://no-such-bucket-here/x", s3_endpoint_url=s3_moto.url))
+        await open_artifact_store(
+            ArtifactSettings(uri="s3://no-such-bucket-here/x", s3_endpoint_url=s3_moto.url)
+        )
 
 
 async def test_seaweed_refuses_wrong_credentials_at_open(s3_seaweed: S3Endpoint) -> None:

@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 
 from metricgate import devservices
 from metricgate.config import FlushSettings, IngestSettings, PostgresSettings
-from metricgate.entities import Metric, MetricSeries
-from metricgate.errors import Unavailable
-from metricgate.ingest import wire
-from metricgate.ingest.batcher import build_batch, chunks_from_entries
+from metricgate.domain.errors import Unavailable
+from metricgate.domain.metrics import wire
+from metricgate.domain.metrics.chunks import build_batch, chunks_from_entries
+from metricgate.domain.tracking.entities import Metric, MetricSeries
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.sink import StreamMetricSink
 from metricgate.ingest.streams import (
@@ -51,12 +51,10 @@ Row = tuple[object, ...]
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-
-
-
-
 async def open_db(url: str) -> Database:
-    pool = await create_pool(PostgresSettings(url=url, pool_min_size=1, pool_max_size=8, command_timeout_s=10))
+    pool = await create_pool(
+        PostgresSettings(url=url, pool_min_size=1, pool_max_size=8, command_timeout_s=10)
+    )
     return Database(pool, acquire_timeout_s=5)
 
 
@@ -90,7 +88,16 @@ def f64(value: float) -> bytes:
 
 
 def point_row(run: str, m: Metric) -> Row:
-    return (run, m.key, m.step, m.timestamp_ms, f64(m.value), m.model_id, m.dataset_name, m.dataset_digest)
+    return (
+        run,
+        m.key,
+        m.step,
+        m.timestamp_ms,
+        f64(m.value),
+        m.model_id,
+        m.dataset_name,
+        m.dataset_digest,
+    )
 
 
 def expected_rows(sent: Iterable[tuple[str, list[Metric]]]) -> Counter[Row]:
@@ -118,11 +125,15 @@ async def stored_rows(db: Database) -> Counter[Row]:
 
 async def latest_rows(db: Database) -> dict[tuple[str, str], tuple[int, int, bytes, str | None]]:
     async with db.connection() as conn:
-        rows = await conn.fetch("SELECT run_id, key, step, timestamp_ms, value, model_id FROM latest_metrics")
+        rows = await conn.fetch(
+            "SELECT run_id, key, step, timestamp_ms, value, model_id FROM latest_metrics"
+        )
     return {(r[0], r[1]): (r[2], r[3], f64(r[4]), r[5]) for r in rows}
 
 
-def mlflow_latest(sent: Iterable[tuple[str, list[Metric]]]) -> dict[tuple[str, str], tuple[int, int, bytes, str | None]]:
+def mlflow_latest(
+    sent: Iterable[tuple[str, list[Metric]]],
+) -> dict[tuple[str, str], tuple[int, int, bytes, str | None]]:
     best: dict[tuple[str, str], Metric] = {}
 
     def rank(m: Metric) -> tuple[int, int, int, float]:
@@ -151,7 +162,9 @@ async def everything_flushed(streams: IngestStreams) -> bool:
     return True
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not await predicate():
         if time.monotonic() > deadline:
@@ -177,7 +190,9 @@ async def running(*flushers: Flusher) -> AsyncIterator[list[asyncio.Task[None]]]
                         await t
 
 
-async def drain(streams: IngestStreams, tasks: list[asyncio.Task[None]], timeout_s: float = 10.0) -> None:
+async def drain(
+    streams: IngestStreams, tasks: list[asyncio.Task[None]], timeout_s: float = 10.0
+) -> None:
     async def done() -> bool:
         for t in tasks:
             if t.done():  # a crashed flusher never drains: say why instead of timing out
@@ -244,7 +259,10 @@ async def test_flush_writes_exact_rows_latest_and_model_points(
     expected_model = Counter(
         point_row(run, m) for run, metrics in sent for m in metrics if m.model_id is not None
     )
-    assert Counter((r[0], r[1], r[2], r[3], f64(r[4]), r[5], r[6], r[7]) for r in model_rows) == expected_model
+    assert (
+        Counter((r[0], r[1], r[2], r[3], f64(r[4]), r[5], r[6], r[7]) for r in model_rows)
+        == expected_model
+    )
     # Bookkeeping: nothing pending, no watermark left, streams trimmed, nothing dead-lettered.
     assert await pending_count(redis) == 0
     for shard in range(SHARDS):
@@ -271,7 +289,7 @@ async def test_latest_never_regresses_across_batches(
             sent.append((run, wave))
             await drain(streams, tasks)
             assert await latest_rows(db) == mlflow_latest(sent), wave
-    (step, ts, value, _), = (await latest_rows(db)).values()
+    ((step, ts, value, _),) = (await latest_rows(db)).values()
     assert (step, ts) == (5, 101) and math.isnan(struct.unpack("<d", value)[0])
     assert await stored_rows(db) == expected_rows(sent)
 
@@ -337,7 +355,9 @@ async def test_same_entries_added_again_after_flush_store_nothing_new(
     history = PgMetricHistory(db)
     for key in {m.key for m in first + more}:
         points = series_points((await history.history(run, key, 1000, None)).items)
-        assert sorted(points) == sorted({(m.step, m.timestamp_ms, f64(m.value)) for m in first + more if m.key == key})
+        assert sorted(points) == sorted(
+            {(m.step, m.timestamp_ms, f64(m.value)) for m in first + more if m.key == key}
+        )
     assert await latest_rows(db) == mlflow_latest([(run, first), (run, more)])
     assert await pending_count(redis) == 0
 
@@ -355,7 +375,9 @@ async def test_orphan_of_a_dead_consumer_is_reclaimed_and_flushed_once(
     later = [(run, sample_points(run, 5, step0=50)) for run in runs]
     await asyncio.sleep(0.4)  # the dead consumer's entries are now idle past claim_idle_s
     flushed_before = flushed_counter()
-    flusher = Flusher(streams, writer, FlushSettings(max_delay_ms=20, claim_idle_s=0.3, trim_interval_s=0.05))
+    flusher = Flusher(
+        streams, writer, FlushSettings(max_delay_ms=20, claim_idle_s=0.3, trim_interval_s=0.05)
+    )
     async with running(flusher) as tasks:
         for run, metrics in later:
             await append(streams, run, metrics)
@@ -365,7 +387,9 @@ async def test_orphan_of_a_dead_consumer_is_reclaimed_and_flushed_once(
     assert flushed_counter() - flushed_before == 4 * 10 + 4 * 5  # each entry flushed exactly once
     assert await pending_count(redis) == 0
     for shard in range(SHARDS):
-        consumers = {c["name"]: c["pending"] for c in await redis.xinfo_consumers(stream_key(shard), GROUP)}
+        consumers = {
+            c["name"]: c["pending"] for c in await redis.xinfo_consumers(stream_key(shard), GROUP)
+        }
         assert consumers.get(b"dead-consumer", 0) == 0
     await streams.trim()
     assert await streams.backlog_entries() == 0
@@ -377,7 +401,9 @@ async def test_orphan_is_reclaimed_while_no_new_entries_arrive(
     """A flusher dies holding entries after the last write (traffic stopped, e.g. end of the
     training jobs). The live flusher must still reclaim them after ~claim_idle_s: their points
     are acknowledged, and until they are flushed every read of those runs waits and answers 503."""
-    flusher = Flusher(streams, writer, FlushSettings(max_delay_ms=20, claim_idle_s=0.3, trim_interval_s=0.05))
+    flusher = Flusher(
+        streams, writer, FlushSettings(max_delay_ms=20, claim_idle_s=0.3, trim_interval_s=0.05)
+    )
     async with running(flusher) as tasks:
         await asyncio.sleep(0.1)  # the live flusher is up and idle
         run = new_run()
@@ -512,7 +538,9 @@ async def test_stop_finishes_the_batch_in_hand(
     streams: IngestStreams, writer: PgMetricWriter, db: Database, redis: aioredis.Redis
 ) -> None:
     # A long max_delay: the flusher holds the entries it read while it waits for more.
-    settings = FlushSettings(batch_points=1_000_000, max_delay_ms=600, claim_idle_s=30, trim_interval_s=0.05)
+    settings = FlushSettings(
+        batch_points=1_000_000, max_delay_ms=600, claim_idle_s=30, trim_interval_s=0.05
+    )
     flusher = Flusher(streams, writer, settings)
     task = asyncio.create_task(flusher.run())
     try:
@@ -580,7 +608,9 @@ async def test_two_concurrent_flushers_store_every_point_exactly_once(
 ) -> None:
     runs = [new_run() for _ in range(20)]
     sent: list[tuple[str, list[Metric]]] = []
-    settings = FlushSettings(batch_points=200, max_delay_ms=5, claim_idle_s=30, trim_interval_s=0.02)
+    settings = FlushSettings(
+        batch_points=200, max_delay_ms=5, claim_idle_s=30, trim_interval_s=0.02
+    )
     a, b = Flusher(streams, writer, settings), Flusher(streams, writer, settings)
     flushed_before = flushed_counter()
     async with running(a, b) as tasks:
@@ -695,11 +725,15 @@ async def test_next_batch_is_read_while_one_is_written_and_writes_stay_in_order(
         second_id = await append(streams, run, second)
 
         async def second_read_by_flusher() -> bool:
-            rows = await redis.xpending_range(stream_key(shard_of(run, SHARDS)), GROUP, min=second_id, max=second_id, count=1)
+            rows = await redis.xpending_range(
+                stream_key(shard_of(run, SHARDS)), GROUP, min=second_id, max=second_id, count=1
+            )
             return bool(rows) and rows[0]["consumer"] == flusher.consumer.encode()
 
         # The pipeline: the second entry is read (and decoded) while the first is still being written...
-        await wait_for(second_read_by_flusher, 5, "the second entry to be read during the first write")
+        await wait_for(
+            second_read_by_flusher, 5, "the second entry to be read during the first write"
+        )
         assert await stored_rows(db) == Counter()
         # ... and neither is acknowledged before its own COMMIT.
         assert await pending_count(redis) == 2

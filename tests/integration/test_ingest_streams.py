@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from metricgate.config import IngestSettings
-from metricgate.entities import Metric
-from metricgate.ingest import wire
+from metricgate.domain.metrics import wire
+from metricgate.domain.tracking.entities import Metric
 from metricgate.ingest.sink import StreamMetricSink
 from metricgate.ingest.streams import (
     DEAD_LETTER_STREAM,
@@ -27,10 +27,6 @@ from metricgate.ingest.streams import (
 )
 
 SHARDS = 4
-
-
-
-
 
 
 def run_id() -> str:
@@ -60,7 +56,9 @@ async def stream_ids(redis: aioredis.Redis, stream: bytes) -> list[bytes]:
 # ---------------------------------------------------------------- gateway side
 
 
-async def test_append_sets_entry_watermark_and_last_write(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_append_sets_entry_watermark_and_last_write(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     run = run_id()
     shard = shard_of(run, SHARDS)
     fields = fields_for(run, 3)
@@ -82,7 +80,9 @@ async def test_append_sets_entry_watermark_and_last_write(streams: IngestStreams
     assert (await streams.last_writes_ms([run])) == {run: parse_id(second)[0]}
 
 
-async def test_append_watermark_never_visible_without_its_entry(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_append_watermark_never_visible_without_its_entry(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     """Concurrent appends and a poller: whenever a watermark is visible, its entry is already in
     the stream and the last-write time matches it (one atomic script, not three commands)."""
     runs = [run_on_shard(0) for _ in range(5)]
@@ -94,7 +94,9 @@ async def test_append_watermark_never_visible_without_its_entry(streams: IngestS
         nonlocal checks
         poller = aioredis.Redis(connection_pool=redis.connection_pool)
         while True:
-            final = stop.is_set()  # one more round after the appends, so the end state is checked too
+            final = (
+                stop.is_set()
+            )  # one more round after the appends, so the end state is checked too
             async with poller.pipeline(transaction=True) as pipe:
                 pipe.hgetall(lastid_key(0))
                 pipe.hgetall(lastwrite_key(0))
@@ -104,16 +106,22 @@ async def test_append_watermark_never_visible_without_its_entry(streams: IngestS
             for run, mark in marks.items():
                 checks += 1
                 if newest_id is None or parse_id(mark) > parse_id(newest_id):
-                    violations.append(f"watermark {mark!r} of {run!r} ahead of the stream ({newest_id!r})")
+                    violations.append(
+                        f"watermark {mark!r} of {run!r} ahead of the stream ({newest_id!r})"
+                    )
                 if writes.get(run) is None or int(writes[run]) != parse_id(mark)[0]:
-                    violations.append(f"last write {writes.get(run)!r} does not match watermark {mark!r}")
+                    violations.append(
+                        f"last write {writes.get(run)!r} does not match watermark {mark!r}"
+                    )
             if final:
                 return
             await asyncio.sleep(0)
 
     task = asyncio.create_task(poll())
     for wave in range(10):
-        await asyncio.gather(*(streams.append(runs[i % 5], fields_for(runs[i % 5])) for i in range(30)))
+        await asyncio.gather(
+            *(streams.append(runs[i % 5], fields_for(runs[i % 5])) for i in range(30))
+        )
         await asyncio.sleep(0.002)
     stop.set()
     await task
@@ -127,20 +135,28 @@ async def test_append_watermark_never_visible_without_its_entry(streams: IngestS
     assert await redis.hgetall(lastid_key(0)) == newest
 
 
-async def test_concurrent_appends_each_get_their_own_entry_id(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_concurrent_appends_each_get_their_own_entry_id(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     """Appends share pipelines (group commit): every caller must get back the id of its own entry."""
     runs = [run_id() for _ in range(400)]
-    ids = await asyncio.gather(*(streams.append(r, fields_for(r, 1, base_step=i)) for i, r in enumerate(runs)))
+    ids = await asyncio.gather(
+        *(streams.append(r, fields_for(r, 1, base_step=i)) for i, r in enumerate(runs))
+    )
     assert len({(shard_of(r, SHARDS), i) for r, i in zip(runs, ids)}) == 400  # ids are per stream
     for i, (r, entry_id) in enumerate(zip(runs, ids)):
-        ((got_id, fields),) = await redis.xrange(stream_key(shard_of(r, SHARDS)), min=entry_id, max=entry_id)
+        ((got_id, fields),) = await redis.xrange(
+            stream_key(shard_of(r, SHARDS)), min=entry_id, max=entry_id
+        )
         assert got_id == entry_id
         assert fields[b"r"] == r.encode()
         assert wire.decode(fields).steps[0] == i
         assert await redis.hget(lastid_key(shard_of(r, SHARDS)), r) == entry_id
 
 
-async def test_append_survives_redis_forgetting_its_scripts(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_append_survives_redis_forgetting_its_scripts(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     r = run_id()
     first = await streams.append(r, fields_for(r))
     await redis.script_flush()  # as after a restart or a failover
@@ -151,7 +167,9 @@ async def test_append_survives_redis_forgetting_its_scripts(streams: IngestStrea
     assert [i for i, _ in rows] == [first, second]
 
 
-async def test_a_failing_append_does_not_fail_its_neighbours(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_a_failing_append_does_not_fail_its_neighbours(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     """One request's Redis error (here: a shard's watermark hash clobbered by a string) fails that
     request only, not the other appends that shared its pipeline."""
     await redis.set(lastid_key(0), b"not a hash")
@@ -169,7 +187,10 @@ async def test_a_failing_append_does_not_fail_its_neighbours(streams: IngestStre
 
 def test_shard_of_is_stable_and_spread() -> None:
     # crc32, not hash(): the same run lands on the same shard in every process and version.
-    assert shard_of("0123456789abcdef0123456789abcdef", 4) == zlib.crc32(b"0123456789abcdef0123456789abcdef") % 4
+    assert (
+        shard_of("0123456789abcdef0123456789abcdef", 4)
+        == zlib.crc32(b"0123456789abcdef0123456789abcdef") % 4
+    )
     assert [shard_of(r, 16) for r in ("a" * 32, "b" * 32, "c" * 32)] == [
         zlib.crc32(b"a" * 32) % 16,
         zlib.crc32(b"b" * 32) % 16,
@@ -192,7 +213,9 @@ def test_key_names_share_a_hash_tag_per_shard() -> None:
     assert lastwrite_key(3) == b"mg:lastwrite:{3}"
 
 
-async def test_ensure_groups_is_idempotent_and_counts_earlier_entries(redis: aioredis.Redis) -> None:
+async def test_ensure_groups_is_idempotent_and_counts_earlier_entries(
+    redis: aioredis.Redis,
+) -> None:
     s = IngestStreams(redis, SHARDS)
     run = run_on_shard(2)
     # An entry appended before any group exists (mkstream by XADD) must still be delivered.
@@ -243,7 +266,9 @@ async def test_last_writes_and_forget_runs(streams: IngestStreams) -> None:
 # ---------------------------------------------------------------- flusher side
 
 
-async def test_read_returns_entries_once_and_ack_clears_pending(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_read_returns_entries_once_and_ack_clears_pending(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     runs = [run_on_shard(s) for s in range(SHARDS)]
     ids = {r: await streams.append(r, fields_for(r, 2)) for r in runs}
     entries = await streams.read("c1", count=100, block_ms=None)
@@ -325,14 +350,18 @@ async def test_is_flushed_without_group_is_false(redis: aioredis.Redis) -> None:
     assert not await s.is_flushed(0, entry_id)
 
 
-async def test_trim_keeps_undelivered_and_pending_and_removes_acked(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_trim_keeps_undelivered_and_pending_and_removes_acked(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     r = run_on_shard(2)
     stream = stream_key(2)
     ids = [await streams.append(r, fields_for(r, base_step=i)) for i in range(6)]
     # Nothing delivered yet: trimming removes nothing.
     await streams.trim()
     assert await stream_ids(redis, stream) == ids
-    delivered = await streams.read("c1", count=4, block_ms=None)  # ids[0..3] pending, ids[4..5] undelivered
+    delivered = await streams.read(
+        "c1", count=4, block_ms=None
+    )  # ids[0..3] pending, ids[4..5] undelivered
     assert [e.entry_id for e in delivered] == ids[:4]
     await streams.trim()
     assert await stream_ids(redis, stream) == ids
@@ -362,7 +391,9 @@ async def test_trim_keeps_undelivered_and_pending_and_removes_acked(streams: Ing
     assert [e.entry_id for e in await streams.read("c2", count=10, block_ms=None)] == [late]
 
 
-async def test_trim_pending_on_one_shard_does_not_hold_back_another(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_trim_pending_on_one_shard_does_not_hold_back_another(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     r0, r1 = run_on_shard(0), run_on_shard(1)
     await streams.append(r0, fields_for(r0))
     await streams.append(r1, fields_for(r1))
@@ -373,7 +404,9 @@ async def test_trim_pending_on_one_shard_does_not_hold_back_another(streams: Ing
     assert await redis.xlen(stream_key(1)) == 0
 
 
-async def test_claim_orphans_takes_idle_entries_of_another_consumer(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_claim_orphans_takes_idle_entries_of_another_consumer(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     runs = [run_on_shard(s) for s in (0, 1, 1, 3)]
     ids = sorted([await streams.append(r, fields_for(r)) for r in runs])
     taken = await streams.read("dead", count=100, block_ms=None)
@@ -395,7 +428,9 @@ async def test_claim_orphans_takes_idle_entries_of_another_consumer(streams: Ing
         assert await pending_ids(redis, stream_key(shard)) == []
 
 
-async def test_claim_orphans_skips_entries_trimmed_while_pending(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_claim_orphans_skips_entries_trimmed_while_pending(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     r = run_on_shard(0)
     keep = await streams.append(r, fields_for(r))
     gone = await streams.append(r, fields_for(r))
@@ -406,7 +441,9 @@ async def test_claim_orphans_skips_entries_trimmed_while_pending(streams: Ingest
     assert [e.entry_id for e in claimed] == [keep]
 
 
-async def test_forget_flushed_drops_only_unchanged_watermarks(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_forget_flushed_drops_only_unchanged_watermarks(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     a, b = run_on_shard(0), run_on_shard(0)
     c = run_on_shard(3)
     ida = await streams.append(a, fields_for(a))
@@ -427,7 +464,9 @@ async def test_forget_flushed_drops_only_unchanged_watermarks(streams: IngestStr
     await streams.forget_flushed([])
 
 
-async def test_dead_letter_keeps_fields_origin_and_reason(streams: IngestStreams, redis: aioredis.Redis) -> None:
+async def test_dead_letter_keeps_fields_origin_and_reason(
+    streams: IngestStreams, redis: aioredis.Redis
+) -> None:
     entry = Entry(stream_key(1), b"123-4", {b"junk": b"\xff\x00", b"v": b"9"})
     await streams.dead_letter(entry, "unknown wire version b'9'" + "x" * 2000)
     (stored,) = await redis.xrange(DEAD_LETTER_STREAM)
@@ -435,7 +474,9 @@ async def test_dead_letter_keeps_fields_origin_and_reason(streams: IngestStreams
     assert fields[b"junk"] == b"\xff\x00" and fields[b"v"] == b"9"
     assert fields[b"_stream"] == stream_key(1)
     assert fields[b"_id"] == b"123-4"
-    assert fields[b"_reason"].startswith(b"unknown wire version") and len(fields[b"_reason"]) == 1000
+    assert (
+        fields[b"_reason"].startswith(b"unknown wire version") and len(fields[b"_reason"]) == 1000
+    )
 
 
 class _CancellationAsRedisError(IngestStreams):
@@ -464,7 +505,9 @@ async def test_sink_close_ends_the_backlog_poller_even_when_redis_swallows_the_c
     closing = asyncio.create_task(sink.aclose())
     done, _ = await asyncio.wait([closing], timeout=2)  # waits without cancelling anything
     try:
-        assert closing in done and poller.done(), "sink.aclose() still waiting for the backlog poller"
+        assert closing in done and poller.done(), (
+            "sink.aclose() still waiting for the backlog poller"
+        )
     finally:
         poller.cancel()  # without the fix: a second cancel lands in the sleep and ends it
         await asyncio.gather(closing, return_exceptions=True)

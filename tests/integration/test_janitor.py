@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from metricgate.config import FlushSettings, PostgresSettings
-from metricgate.entities import Metric
-from metricgate.ingest import wire
-from metricgate.ingest.batcher import build_batch, chunks_from_rows, rows_from_metrics
+from metricgate.domain.metrics import wire
+from metricgate.domain.metrics.chunks import build_batch, chunks_from_rows, rows_from_metrics
+from metricgate.domain.tracking.entities import Metric
 from metricgate.ingest.janitor import ABANDONED_TAG, AbandonedRunJanitor
 from metricgate.ingest.streams import IngestStreams, lastwrite_key, shard_of
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -38,17 +38,15 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         await database.aclose()
 
 
-
-
-
-
 @pytest.fixture
 def runs(db: Database) -> PgRunStore:
     return PgRunStore(db)
 
 
 async def new_run(runs: PgRunStore, start_time: int) -> str:
-    run = await runs.create(experiment_id=0, user_id="tester", start_time=start_time, run_name=None, tags=[])
+    run = await runs.create(
+        experiment_id=0, user_id="tester", start_time=start_time, run_name=None, tags=[]
+    )
     return run.info.run_id
 
 
@@ -59,15 +57,23 @@ async def state(runs: PgRunStore, run_id: str) -> tuple[str, int | None, str | N
 
 
 async def write_metric(db: Database, run_id: str, timestamp_ms: int) -> None:
-    await PgMetricWriter(db).write(build_batch(chunks_from_rows(rows_from_metrics(run_id, [Metric("loss", 1.0, timestamp_ms, 0)]))))
+    await PgMetricWriter(db).write(
+        build_batch(
+            chunks_from_rows(rows_from_metrics(run_id, [Metric("loss", 1.0, timestamp_ms, 0)]))
+        )
+    )
 
 
 async def set_last_write(redis: aioredis.Redis, run_id: str, ms: int) -> None:
     await redis.hset(lastwrite_key(shard_of(run_id, SHARDS)), run_id, ms)
 
 
-def janitor(runs: PgRunStore, streams: IngestStreams | None, *, fail: bool, after_s: float = AFTER_S) -> AbandonedRunJanitor:
-    return AbandonedRunJanitor(runs, FlushSettings(abandoned_after_s=after_s, abandoned_fail=fail), streams)
+def janitor(
+    runs: PgRunStore, streams: IngestStreams | None, *, fail: bool, after_s: float = AFTER_S
+) -> AbandonedRunJanitor:
+    return AbandonedRunJanitor(
+        runs, FlushSettings(abandoned_after_s=after_s, abandoned_fail=fail), streams
+    )
 
 
 async def test_idle_running_runs_are_tagged_and_active_ones_left_alone(
@@ -82,7 +88,9 @@ async def test_idle_running_runs_are_tagged_and_active_ones_left_alone(
     await set_last_write(redis, idle_old_redis_write, now - 20_000)
     recent_start = await new_run(runs, now - 100)
     recent_redis_write = await new_run(runs, old)
-    await streams.append(recent_redis_write, wire.encode(recent_redis_write, [Metric("m", 1.0, old, 0)], now))
+    await streams.append(
+        recent_redis_write, wire.encode(recent_redis_write, [Metric("m", 1.0, old, 0)], now)
+    )
     recent_pg_metric = await new_run(runs, old)
     await write_metric(db, recent_pg_metric, now - 100)
     finished = await new_run(runs, old)
@@ -101,7 +109,9 @@ async def test_idle_running_runs_are_tagged_and_active_ones_left_alone(
     assert await state(runs, finished) == ("FINISHED", old + 1, None)
     assert await state(runs, killed) == ("KILLED", old + 2, None)
     deleted_run = await runs.get(deleted)
-    assert deleted_run.info.status == "RUNNING" and ABANDONED_TAG not in {t.key for t in deleted_run.tags}
+    assert deleted_run.info.status == "RUNNING" and ABANDONED_TAG not in {
+        t.key for t in deleted_run.tags
+    }
     # Marking is idempotent: a second sweep (another janitor, or the next interval) finds nothing.
     assert await janitor(runs, streams, fail=False).sweep() == []
 
@@ -127,7 +137,9 @@ async def test_abandoned_fail_sets_failed_and_end_time_to_last_activity(
     assert await state(runs, with_redis_write) == ("FAILED", now - 10_000, "true")
     assert await state(runs, alive) == ("RUNNING", None, None)
     # Failed runs' last-write times are dropped; the live run's stays.
-    assert await streams.last_writes_ms([only_start, with_metric, with_redis_write, alive]) == {alive: now}
+    assert await streams.last_writes_ms([only_start, with_metric, with_redis_write, alive]) == {
+        alive: now
+    }
     assert await janitor(runs, streams, fail=True).sweep() == []
 
 
@@ -142,7 +154,9 @@ async def test_without_redis_postgresql_activity_decides(runs: PgRunStore, db: D
     assert await state(runs, active) == ("RUNNING", None, None)
 
 
-async def test_a_run_that_logs_again_in_time_is_not_marked(runs: PgRunStore, streams: IngestStreams) -> None:
+async def test_a_run_that_logs_again_in_time_is_not_marked(
+    runs: PgRunStore, streams: IngestStreams
+) -> None:
     start = now_ms() - 1500
     run_id = await new_run(runs, start)
     j = janitor(runs, streams, fail=True, after_s=1.0)
@@ -156,7 +170,9 @@ async def test_a_run_that_logs_again_in_time_is_not_marked(runs: PgRunStore, str
     assert end_time is not None and end_time > start + 1000  # the last write, not the start
 
 
-async def test_janitor_loop_marks_and_stops_promptly(runs: PgRunStore, streams: IngestStreams) -> None:
+async def test_janitor_loop_marks_and_stops_promptly(
+    runs: PgRunStore, streams: IngestStreams
+) -> None:
     idle = await new_run(runs, now_ms() - 60_000)
     j = janitor(runs, streams, fail=False, after_s=0.5)
     task = asyncio.create_task(j.run())
@@ -197,9 +213,13 @@ async def test_many_live_old_runs_do_not_hide_an_abandoned_one(
             pipe.hset(lastwrite_key(shard_of(run_id, SHARDS)), run_id, now)
         await pipe.execute()
     await PgMetricWriter(db).write(
-        build_batch(chunks_from_rows(
-            row for run_id in live[1::2] for row in rows_from_metrics(run_id, [Metric("loss", 0.1, now, 9)])
-        ))
+        build_batch(
+            chunks_from_rows(
+                row
+                for run_id in live[1::2]
+                for row in rows_from_metrics(run_id, [Metric("loss", 0.1, now, 9)])
+            )
+        )
     )
     abandoned = await new_run(runs, now - 60_000)  # started after all of them; idle for a minute
     marked = await janitor(runs, streams, fail=True).sweep()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from metricgate.config import ArtifactSettings, ConfigError
-from metricgate.entities import ArtifactEntry
-from metricgate.errors import InvalidParameter, NotFound
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.tracking.entities import ArtifactEntry
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.artifacts.local import STAGING_DIR, LocalArtifactStore
 
@@ -220,7 +220,9 @@ async def test_staging_is_hidden_and_reserved(store: LocalArtifactStore, root: P
     assert (root / STAGING_DIR / "leftover.part").exists()
 
 
-async def test_sweep_removes_only_stale_staging_files(store: LocalArtifactStore, root: Path) -> None:
+async def test_sweep_removes_only_stale_staging_files(
+    store: LocalArtifactStore, root: Path
+) -> None:
     staging = root / STAGING_DIR
     staging.mkdir(parents=True)
     stale, fresh = staging / "stale.part", staging / "fresh.part"
@@ -249,7 +251,9 @@ async def test_open_creates_root_and_sweeps(tmp_path: Path) -> None:
     await reopened.aclose()
 
 
-async def test_empty_uri_means_mlartifacts_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_empty_uri_means_mlartifacts_in_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     opened = await open_artifact_store(ArtifactSettings(uri=""))
     assert isinstance(opened, LocalArtifactStore)
@@ -273,7 +277,13 @@ async def test_open_rejects_bad_uris(tmp_path: Path) -> None:
 
 async def test_traversal_is_rejected_everywhere(store: LocalArtifactStore, tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_bytes(b"secret")
-    for bad in ("../secret.txt", "/etc/passwd", "a/../../secret.txt", "a\\..\\b", "%2e%2e/secret.txt"):
+    for bad in (
+        "../secret.txt",
+        "/etc/passwd",
+        "a/../../secret.txt",
+        "a\\..\\b",
+        "%2e%2e/secret.txt",
+    ):
         with pytest.raises(InvalidParameter):
             await store.put(bad, stream([b"x"]))
         with pytest.raises(InvalidParameter):
@@ -287,7 +297,9 @@ async def test_traversal_is_rejected_everywhere(store: LocalArtifactStore, tmp_p
     assert (tmp_path / "secret.txt").read_bytes() == b"secret"
 
 
-async def test_symlinks_out_of_the_root_are_refused(store: LocalArtifactStore, root: Path, tmp_path: Path) -> None:
+async def test_symlinks_out_of_the_root_are_refused(
+    store: LocalArtifactStore, root: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_bytes(b"secret")
@@ -321,7 +333,9 @@ async def test_symlinks_inside_the_root_work(store: LocalArtifactStore, root: Pa
     assert await store.list("alias") == [ArtifactEntry("data.txt", False, 4)]
 
 
-async def test_put_over_directory_or_under_file_is_invalid(store: LocalArtifactStore, root: Path) -> None:
+async def test_put_over_directory_or_under_file_is_invalid(
+    store: LocalArtifactStore, root: Path
+) -> None:
     await store.put("d/f.txt", stream([b"x"]))
     with pytest.raises(InvalidParameter, match="directory"):
         await store.put("d", stream([b"x"]))
@@ -333,5 +347,7 @@ async def test_put_over_directory_or_under_file_is_invalid(store: LocalArtifactS
 
 async def test_concurrent_puts_to_one_path_each_commit_whole(store: LocalArtifactStore) -> None:
     payloads = [bytes([i]) * 300_000 for i in range(8)]
-    await asyncio.gather(*(store.put("same.bin", stream([p[:150_000], p[150_000:]])) for p in payloads))
+    await asyncio.gather(
+        *(store.put("same.bin", stream([p[:150_000], p[150_000:]])) for p in payloads)
+    )
     assert await collect(store.read("same.bin")) in payloads

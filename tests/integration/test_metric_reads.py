@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from metricgate.config import PostgresSettings
-from metricgate.ingest.batcher import build_batch, chunks_from_rows
+from metricgate.domain.metrics.chunks import build_batch, chunks_from_rows
 from metricgate.stores.postgres import metrics as pg_metrics
 from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.pool import Database, create_pool
@@ -22,7 +22,9 @@ RUN = "a" * 32
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Database]:
-    pool = await create_pool(PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4, command_timeout_s=30))
+    pool = await create_pool(
+        PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4, command_timeout_s=30)
+    )
     database = Database(pool, acquire_timeout_s=5)
     try:
         yield database
@@ -30,7 +32,9 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         await database.aclose()
 
 
-async def write_requests(db: Database, run_id: str, requests: list[list[tuple[int, int, float]]]) -> None:
+async def write_requests(
+    db: Database, run_id: str, requests: list[list[tuple[int, int, float]]]
+) -> None:
     """Each list of (step, timestamp, value) as one log request of key "loss" (one chunk)."""
     writer = PgMetricWriter(db)
     for points in requests:
@@ -42,7 +46,9 @@ def triples(series: list[Any]) -> list[list[tuple[Any, ...]]]:
     return [[s.run_id, *zip(s.steps, s.timestamps_ms, s.values)] for s in series]
 
 
-async def test_rank_path_answers_as_the_general_path(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rank_path_answers_as_the_general_path(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = random.Random(5)
     runs = {}
     for r in range(3):
@@ -59,7 +65,14 @@ async def test_rank_path_answers_as_the_general_path(db: Database, monkeypatch: 
         runs[run_id] = step
     history = PgMetricHistory(db)
     asked = [*runs, "f" * 32, next(iter(runs))]
-    cases = [(320, None, None), (1, None, None), (7, None, None), (2500, None, None), (5, 10, 200), (40, 150, 151)]
+    cases = [
+        (320, None, None),
+        (1, None, None),
+        (7, None, None),
+        (2500, None, None),
+        (5, 10, 200),
+        (40, 150, 151),
+    ]
     for max_results, start, end in cases:
         fast = await history.bulk_interval(asked, "loss", max_results, start, end)
         monkeypatch.setattr(pg_metrics, "_RANKS_FROM_COUNTS", False)
@@ -96,9 +109,13 @@ async def chunks_unnested(conn: asyncpg.Connection, sql: str, *args: Any) -> int
     return walk(json.loads(plan)[0]["Plan"])
 
 
-async def test_a_late_page_opens_as_few_chunks_as_the_first(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_late_page_opens_as_few_chunks_as_the_first(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 60 requests of 500 points: 30,000 points, paged 1,000 at a time by PostgreSQL.
-    await write_requests(db, RUN, [[(s, s, s / 7) for s in range(i * 500, (i + 1) * 500)] for i in range(60)])
+    await write_requests(
+        db, RUN, [[(s, s, s / 7) for s in range(i * 500, (i + 1) * 500)] for i in range(60)]
+    )
     monkeypatch.setattr(pg_metrics, "_HISTORY_WHOLE_POINTS", 0)
     history = PgMetricHistory(db)
     token, pages, seen = None, 0, []
@@ -112,10 +129,19 @@ async def test_a_late_page_opens_as_few_chunks_as_the_first(db: Database, monkey
     assert pages == 30 and seen == list(range(30_000))
     async with db.connection() as conn:
         opened = {}
-        for label, after in (("page 2", (999, 999, 999 / 7)), ("page 30", (28_999, 28_999, 28_999 / 7))):
-            bound, _ = await conn.fetchrow(pg_metrics._PAGE_BOUND_AFTER, RUN, "loss", 1001, after[0])
-            opened[label] = await chunks_unnested(conn, pg_metrics._HISTORY_PAGE_AFTER, RUN, "loss", *after, 1001, bound)
+        for label, after in (
+            ("page 2", (999, 999, 999 / 7)),
+            ("page 30", (28_999, 28_999, 28_999 / 7)),
+        ):
+            bound, _ = await conn.fetchrow(
+                pg_metrics._PAGE_BOUND_AFTER, RUN, "loss", 1001, after[0]
+            )
+            opened[label] = await chunks_unnested(
+                conn, pg_metrics._HISTORY_PAGE_AFTER, RUN, "loss", *after, 1001, bound
+            )
         bound, _ = await conn.fetchrow(pg_metrics._PAGE_BOUND_FROM_START, RUN, "loss", 1001)
-        opened["page 1"] = await chunks_unnested(conn, pg_metrics._HISTORY_PAGE_BY_OFFSET, RUN, "loss", 1001, 0, bound)
+        opened["page 1"] = await chunks_unnested(
+            conn, pg_metrics._HISTORY_PAGE_BY_OFFSET, RUN, "loss", 1001, 0, bound
+        )
     # A page of 1,000 points spans at most 4 chunks of 500 (it may start and end mid-chunk).
     assert max(opened.values()) <= 4, opened

@@ -18,9 +18,12 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from metricgate.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
+from metricgate.domain.search.filter import MAX_FILTER_CLAUSES, MAX_FILTER_KEYS
 from metricgate.stores.postgres import search_sql
-from metricgate.stores.postgres.registry.search import compile_model_version_search, compile_registered_model_search
+from metricgate.stores.postgres.registry.search import (
+    compile_model_version_search,
+    compile_registered_model_search,
+)
 
 PROMPT = "mlflow.prompt.is_prompt"
 KEYS = ("a", "b", "c", "d", PROMPT)
@@ -117,7 +120,9 @@ CASES: list[tuple[str, Compile, Callable[[random.Random], str]]] = [
 
 
 # 0: every grouped filter is one aggregate; the default: one EXISTS per key for most filters here.
-@pytest.mark.parametrize("exists_keys", [0, search_sql._MAX_EXISTS_KEYS], ids=["aggregate", "exists"])
+@pytest.mark.parametrize(
+    "exists_keys", [0, search_sql._MAX_EXISTS_KEYS], ids=["aggregate", "exists"]
+)
 @pytest.mark.parametrize(("entity", "compile_", "clause"), CASES, ids=[c[0] for c in CASES])
 async def test_grouped_sql_selects_what_per_clause_sql_selects(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, exists_keys: int,
@@ -170,7 +175,9 @@ async def test_tag_semantics_follow_stock_sqlalchemy_store(conn: asyncpg.Connect
         found = {}
         for entity, compile_ in (("models", _models), ("versions", _versions)):
             ids = [r[0] for r in await conn.fetch(*_args(compile_(filter_string, True)))]
-            rows = await conn.fetch("SELECT name FROM registered_models WHERE model_key = ANY($1) ORDER BY name", ids)
+            rows = await conn.fetch(
+                "SELECT name FROM registered_models WHERE model_key = ANY($1) ORDER BY name", ids
+            )
             found[entity] = [r["name"] for r in rows]
         assert found["models"] == found["versions"], filter_string  # same tags on both levels
         return found["models"]
@@ -214,12 +221,18 @@ def _subqueries(sql: str) -> int:
 def test_tag_clauses_share_subqueries() -> None:
     one_key = " AND ".join(["tags.k != 'v'"] * MAX_FILTER_CLAUSES)
     few_keys = " AND ".join(f"tags.k{n % 4} != 'v{n}'" for n in range(MAX_FILTER_CLAUSES))
-    spread = " AND ".join(f"tags.k{n % MAX_FILTER_KEYS} != 'v{n}'" for n in range(MAX_FILTER_CLAUSES))
-    with_absent = spread.replace("tags.k0 != 'v0'", "tags.k0 IS NULL").replace("tags.k1 != 'v1'", "tags.k1 IS NULL")
+    spread = " AND ".join(
+        f"tags.k{n % MAX_FILTER_KEYS} != 'v{n}'" for n in range(MAX_FILTER_CLAUSES)
+    )
+    with_absent = spread.replace("tags.k0 != 'v0'", "tags.k0 IS NULL").replace(
+        "tags.k1 != 'v1'", "tags.k1 IS NULL"
+    )
     for compile_ in (_models, _versions):
         # Each count includes the prompt rule's NOT EXISTS.
         assert _subqueries(compile_(one_key, True)[0]) == 2
         assert _subqueries(compile_(few_keys, True)[0]) == 5  # one EXISTS per key
         assert _subqueries(compile_(spread, True)[0]) == 2  # one aggregate for all keys
-        assert _subqueries(compile_(with_absent, True)[0]) == 3  # and one NOT EXISTS for IS NULL keys
+        assert (
+            _subqueries(compile_(with_absent, True)[0]) == 3
+        )  # and one NOT EXISTS for IS NULL keys
         assert _subqueries(compile_(spread, False)[0]) == MAX_FILTER_CLAUSES + 1

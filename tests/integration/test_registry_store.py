@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from metricgate.config import PostgresSettings
-from metricgate.entities import Tag
-from metricgate.errors import AlreadyExists, InvalidParameter, NotFound
-from metricgate.registry.entities import Audit
+from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
+from metricgate.domain.registry.entities import Audit
+from metricgate.domain.tracking.entities import Tag
 from metricgate.registry.service import RegistryService
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.registry import PgRegistryStore
@@ -38,21 +38,30 @@ async def test_concurrent_writers_get_consecutive_versions(registry: RegistrySer
     await registry.create_registered_model(ALICE, "m", [], None)
 
     async def register(i: int) -> int:
-        return (await registry.create_model_version(ALICE, "m", f"s3://b/{i}", None, [], None, None, None)).version
+        return (
+            await registry.create_model_version(
+                ALICE, "m", f"s3://b/{i}", None, [], None, None, None
+            )
+        ).version
 
     # Interleave failing registrations (unknown run): they must not burn numbers.
     async def failing() -> None:
         with pytest.raises(NotFound):
-            await registry.create_model_version(ALICE, "m", "runs:/" + "0" * 32 + "/model", None, [], None, None, None)
+            await registry.create_model_version(
+                ALICE, "m", "runs:/" + "0" * 32 + "/model", None, [], None, None, None
+            )
 
-    results = await asyncio.gather(*[register(i) for i in range(20)], *[failing() for _ in range(5)])
+    results = await asyncio.gather(
+        *[register(i) for i in range(20)], *[failing() for _ in range(5)]
+    )
     assert sorted(r for r in results if r is not None) == list(range(1, 21))
     assert (await _types(registry, "m")).count("model_version.created") == 20
 
 
 async def test_concurrent_creates_and_renames_to_one_name(registry: RegistryService) -> None:
     outcomes = await asyncio.gather(
-        *[registry.create_registered_model(ALICE, "same", [], None) for _ in range(5)], return_exceptions=True
+        *[registry.create_registered_model(ALICE, "same", [], None) for _ in range(5)],
+        return_exceptions=True,
     )
     assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
     assert all(isinstance(o, AlreadyExists) for o in outcomes if isinstance(o, BaseException))
@@ -67,7 +76,9 @@ async def test_concurrent_creates_and_renames_to_one_name(registry: RegistryServ
     assert (await _types(registry, "same")) == ["registered_model.created"]
 
 
-async def test_history_follows_renames_and_keeps_a_reused_names_past(registry: RegistryService) -> None:
+async def test_history_follows_renames_and_keeps_a_reused_names_past(
+    registry: RegistryService,
+) -> None:
     # An earlier model called "x" is deleted; a new "x" is renamed to "y" and back to "x".
     await registry.create_registered_model(ALICE, "x", [], "old model")
     await registry.delete_registered_model(ALICE, "x")
@@ -84,7 +95,10 @@ async def test_history_follows_renames_and_keeps_a_reused_names_past(registry: R
         "registered_model.created",
     ]
     # The deleted predecessor stays auditable under its name, after the current model's events.
-    assert await _types(registry, "x") == current_model + ["registered_model.deleted", "registered_model.created"]
+    assert await _types(registry, "x") == current_model + [
+        "registered_model.deleted",
+        "registered_model.created",
+    ]
     # "y" was the name between the two renames: its model's events, ending with the rename away.
     assert await _types(registry, "y") == current_model
     events, _ = await registry.history("x", None, 10, None)
@@ -106,8 +120,12 @@ async def test_history_follows_renames_and_keeps_a_reused_names_past(registry: R
 
 async def test_registry_search_tag_semantics(registry: RegistryService) -> None:
     await registry.create_registered_model(ALICE, "plain", [], None)
-    await registry.create_registered_model(ALICE, "prompt", [Tag("mlflow.prompt.is_prompt", "true")], None)
-    await registry.create_registered_model(ALICE, "other", [Tag("mlflow.prompt.is_prompt", "false")], None)
+    await registry.create_registered_model(
+        ALICE, "prompt", [Tag("mlflow.prompt.is_prompt", "true")], None
+    )
+    await registry.create_registered_model(
+        ALICE, "other", [Tag("mlflow.prompt.is_prompt", "false")], None
+    )
 
     async def names(filter_string: str) -> list[str]:
         page = await registry.search_registered_models(filter_string, [], 100, None)
@@ -130,7 +148,11 @@ async def test_stage_and_alias_rules(registry: RegistryService) -> None:
     moved = await registry.transition_stage(ALICE, "m", "1", "STAGING", False)
     assert moved.current_stage == "Staging"
     await registry.transition_stage(ALICE, "m", "2", "staging", True)
-    assert [v.current_stage for v in await registry.get_latest_versions("m", [])] == ["None", "Staging", "Archived"]
+    assert [v.current_stage for v in await registry.get_latest_versions("m", [])] == [
+        "None",
+        "Staging",
+        "Archived",
+    ]
     for bad_alias in ("latest", "V12", "with space", "x" * 256):
         with pytest.raises(InvalidParameter):
             await registry.set_alias(ALICE, "m", bad_alias, "1")

@@ -24,4 +24,8 @@ def test_seaweed_refuses_wrong_credentials(s3_seaweed: S3Endpoint) -> None:
     wrong = S3Endpoint(s3_seaweed.url, s3_seaweed.bucket, s3_seaweed.access_key, "not-the-secret")
     with pytest.raises(ClientError) as excinfo:
         wrong.client().put_object(Bucket=wrong.bucket, Key="fixture-check/denied", Body=b"x")
-    assert excinfo.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
+    assert excinfo.value.response["Error"]["Code"] in (
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+    )

@@ -61,7 +61,9 @@ async def test_put_and_read_of_a_large_stream_stay_bounded(store: S3ArtifactStor
     with traced_peak() as put_peak:
         assert await store.put("big.bin", generated(total, block)) == total
     # One part being filled + UPLOAD_CONCURRENCY parts in flight (+ their joined copies).
-    assert put_peak[0] < 40 * MIB, f"put peaked at {put_peak[0] / MIB:.1f} MiB for an {total // MIB} MiB body"
+    assert put_peak[0] < 40 * MIB, (
+        f"put peaked at {put_peak[0] / MIB:.1f} MiB for an {total // MIB} MiB body"
+    )
 
     digest = hashlib.sha256()
     received = 0
@@ -84,6 +86,8 @@ async def test_staged_part_is_spooled_not_buffered(store: S3ArtifactStore) -> No
     with traced_peak() as peak:
         part = await store.stage_part("staged.bin", staging_id, 1, generated(part_size, block))
     assert part.size == part_size
-    assert peak[0] < 16 * MIB, f"stage_part peaked at {peak[0] / MIB:.1f} MiB for a {part_size // MIB} MiB part"
+    assert peak[0] < 16 * MIB, (
+        f"stage_part peaked at {peak[0] / MIB:.1f} MiB for a {part_size // MIB} MiB part"
+    )
     assert await store.stage_commit("staged.bin", staging_id, [part]) == part_size
     assert await store.size("staged.bin") == part_size

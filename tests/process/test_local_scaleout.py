@@ -36,14 +36,22 @@ class Scaleout:
 
     def script(self, command: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(SCRIPT), command], env=self.env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
+            ["bash", str(SCRIPT), command],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=ROOT,
         )
 
     def pids(self) -> dict[str, int]:
         return {p.stem: int(p.read_text()) for p in sorted(self.run_dir.glob("*.pid"))}
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.run_dir.glob("*.log"))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in self.run_dir.glob("*.log")
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -84,7 +92,10 @@ def scaleout(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[Sca
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"{}")  # type: ignore[no-any-return]
@@ -98,7 +109,17 @@ def _get(url: str) -> dict[str, Any]:
 def _bench(url: str) -> dict[str, Any]:
     """`metricgate bench` against one gateway: 6 runs x 10 steps x 10 keys, read back after."""
     cmd = [sys.executable, "-m", "metricgate", "bench", "--url", url, "--quick", "--workload", "a"]
-    cmd += ["--runs", "6", "--steps", "10", "--concurrency", "6", "--no-progress", "--visible-timeout-s", "15"]
+    cmd += [
+        "--runs",
+        "6",
+        "--steps",
+        "10",
+        "--concurrency",
+        "6",
+        "--no-progress",
+        "--visible-timeout-s",
+        "15",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["results"][0]  # type: ignore[no-any-return]
@@ -116,7 +137,11 @@ def _consumer_pids(redis_url: str) -> set[int]:
     """Pids of the flusher processes the consumer group has seen (names are host-pid-random)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        names = {c["name"].decode() for s in range(SHARDS) for c in client.xinfo_consumers(stream_key(s), GROUP)}
+        names = {
+            c["name"].decode()
+            for s in range(SHARDS)
+            for c in client.xinfo_consumers(stream_key(s), GROUP)
+        }
     finally:
         client.close()
     return {int(m.group(1)) for n in names if (m := re.search(r"-(\d+)-[0-9a-f]{6}$", n))}
@@ -128,7 +153,9 @@ async def test_two_gateways_two_flushers_start_take_load_and_stop(
     started = scaleout.script("start")
     assert started.returncode == 0, started.stderr + scaleout.logs()
     pids = scaleout.pids()
-    assert sorted(pids) == sorted([f"gateway-{u.rsplit(':', 1)[1]}" for u in scaleout.urls] + ["flusher-1", "flusher-2"])
+    assert sorted(pids) == sorted(
+        [f"gateway-{u.rsplit(':', 1)[1]}" for u in scaleout.urls] + ["flusher-1", "flusher-2"]
+    )
     again = scaleout.script("start")  # idempotent: reuses what runs
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("already running") == 4 and scaleout.pids() == pids
@@ -138,15 +165,23 @@ async def test_two_gateways_two_flushers_start_take_load_and_stop(
     for name, pid in pids.items():
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         # The same commands as the containers run.
-        expected = "metricgate serve --no-flusher" if name.startswith("gateway") else "metricgate flush"
+        expected = (
+            "metricgate serve --no-flusher" if name.startswith("gateway") else "metricgate flush"
+        )
         assert expected in cmdline, cmdline
 
     # Read-your-writes across gateways: written through one, read at once through the other.
     first, second = scaleout.urls
-    experiment = _post(f"{first}/api/2.0/mlflow/experiments/create", {"name": "scaleout"})["experiment_id"]
-    run = _post(f"{first}/api/2.0/mlflow/runs/create", {"experiment_id": experiment, "start_time": 1})["run"]
+    experiment = _post(f"{first}/api/2.0/mlflow/experiments/create", {"name": "scaleout"})[
+        "experiment_id"
+    ]
+    run = _post(
+        f"{first}/api/2.0/mlflow/runs/create", {"experiment_id": experiment, "start_time": 1}
+    )["run"]
     run_id = run["info"]["run_id"]
-    metrics = [{"key": "loss", "value": 1.0 / (s + 1), "timestamp": 1000 + s, "step": s} for s in range(50)]
+    metrics = [
+        {"key": "loss", "value": 1.0 / (s + 1), "timestamp": 1000 + s, "step": s} for s in range(50)
+    ]
     _post(f"{first}/api/2.0/mlflow/runs/log-batch", {"run_id": run_id, "metrics": metrics})
     history = _get(f"{second}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss")
     assert len(history["metrics"]) == 50
@@ -178,7 +213,9 @@ def _haproxy_config(ports: list[int], listen_port: int) -> str:
     everything else (health check, balancing, retries, timeouts) is the shipped config."""
     text = (ROOT / "deploy" / "haproxy.cfg").read_text()
     text = re.sub(r"^resolvers docker\n(?:    .*\n)+", "", text, flags=re.M)
-    servers = "".join(f"    server gateway{i} 127.0.0.1:{port} check\n" for i, port in enumerate(ports, 1))
+    servers = "".join(
+        f"    server gateway{i} 127.0.0.1:{port} check\n" for i, port in enumerate(ports, 1)
+    )
     text, replaced = re.subn(r"^    server-template .*\n", servers, text, flags=re.M)
     assert replaced == 1
     return text.replace("bind :5000", f"bind 127.0.0.1:{listen_port}")
@@ -187,20 +224,32 @@ def _haproxy_config(ports: list[int], listen_port: int) -> str:
 def _route_count(base_url: str, route: str) -> float:
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    match = re.search(r'^metricgate_http_requests_total\{route="' + re.escape(route) + r'",status="200"\} (\S+)$', text, re.M)
+    match = re.search(
+        r'^metricgate_http_requests_total\{route="' + re.escape(route) + r'",status="200"\} (\S+)$',
+        text,
+        re.M,
+    )
     return float(match.group(1)) if match else 0.0
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)")
-def test_haproxy_config_spreads_requests_and_survives_a_gateway_stopping(scaleout: Scaleout, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"
+)
+def test_haproxy_config_spreads_requests_and_survives_a_gateway_stopping(
+    scaleout: Scaleout, tmp_path: Path
+) -> None:
     started = scaleout.script("start")
     assert started.returncode == 0, started.stderr + scaleout.logs()
     listen_port = devservices.find_free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(_haproxy_config([int(u.rsplit(":", 1)[1]) for u in scaleout.urls], listen_port))
+    config.write_text(
+        _haproxy_config([int(u.rsplit(":", 1)[1]) for u in scaleout.urls], listen_port)
+    )
     lb_url = f"http://127.0.0.1:{listen_port}"
     with open(tmp_path / "haproxy.log", "wb") as log:
-        proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        proxy = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -208,7 +257,9 @@ def test_haproxy_config_spreads_requests_and_survives_a_gateway_stopping(scaleou
                 urllib.request.urlopen(lb_url + "/version", timeout=2).close()
                 break
             except OSError:
-                assert proxy.poll() is None and time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
+                assert proxy.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "haproxy.log"
+                ).read_text()
                 time.sleep(0.1)
         for _ in range(40):
             with urllib.request.urlopen(lb_url + "/version", timeout=5) as response:
@@ -224,11 +275,12 @@ def test_haproxy_config_spreads_requests_and_survives_a_gateway_stopping(scaleou
         os.kill(pids[f"gateway-{first_port}"], signal.SIGTERM)
         while _alive(pids[f"gateway-{first_port}"]):
             time.sleep(0.05)
-        experiment = _post(f"{lb_url}/api/2.0/mlflow/experiments/create", {"name": "through-lb"})["experiment_id"]
+        experiment = _post(f"{lb_url}/api/2.0/mlflow/experiments/create", {"name": "through-lb"})[
+            "experiment_id"
+        ]
         for _ in range(20):
             got = _get(f"{lb_url}/api/2.0/mlflow/experiments/get?experiment_id={experiment}")
             assert got["experiment"]["name"] == "through-lb"
     finally:
         proxy.terminate()
         proxy.wait(10)
-

@@ -45,9 +45,15 @@ def env_for(redis_client_url: str, tmp_path: Path) -> EnvFor:
     return build
 
 
-def _metricgate(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+def _metricgate(
+    *args: str, env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "metricgate", *args], env=env, capture_output=True, text=True, timeout=timeout_s
+        [sys.executable, "-m", "metricgate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 
@@ -103,7 +109,9 @@ async def blank_db_url(pg_server_url: str) -> Iterator[str]:
         await admin.close()
 
 
-def test_migrate_applies_once_then_reports_up_to_date(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+def test_migrate_applies_once_then_reports_up_to_date(
+    blank_db_url: str, tmp_path: Path, env_for: EnvFor
+) -> None:
     env = env_for(blank_db_url)
     first = _metricgate("migrate", env=env)
     assert first.returncode == 0, first.stderr
@@ -113,7 +121,9 @@ def test_migrate_applies_once_then_reports_up_to_date(blank_db_url: str, tmp_pat
     assert "up to date" in second.stdout
 
 
-def test_serve_refuses_an_unmigrated_database(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+def test_serve_refuses_an_unmigrated_database(
+    blank_db_url: str, tmp_path: Path, env_for: EnvFor
+) -> None:
     server = Server(env_for(blank_db_url), tmp_path / "server.log")
     try:
         code = server.proc.wait(timeout=START_TIMEOUT_S)
@@ -123,7 +133,9 @@ def test_serve_refuses_an_unmigrated_database(blank_db_url: str, tmp_path: Path,
     assert "metricgate migrate" in server.log()
 
 
-def test_serve_with_migrate_flag_creates_schema_and_default_experiment(blank_db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+def test_serve_with_migrate_flag_creates_schema_and_default_experiment(
+    blank_db_url: str, tmp_path: Path, env_for: EnvFor
+) -> None:
     server = Server(env_for(blank_db_url), tmp_path / "server.log", "--migrate")
     try:
         server.wait_healthy()
@@ -150,7 +162,9 @@ def test_ready_reports_database_outage_and_recovery(tmp_path: Path, env_for: Env
             devservices.stop_postgres(pg.cluster_dir)
             assert _get(server.url + "/health")[0] == 200
             assert _get(server.url + "/ready")[0] == 503
-            request = urllib.request.Request(server.url + "/api/2.0/mlflow/experiments/get?experiment_id=0")
+            request = urllib.request.Request(
+                server.url + "/api/2.0/mlflow/experiments/get?experiment_id=0"
+            )
             with pytest.raises(urllib.error.HTTPError) as excinfo:
                 urllib.request.urlopen(request, timeout=10)
             assert excinfo.value.code == 503
@@ -159,14 +173,18 @@ def test_ready_reports_database_outage_and_recovery(tmp_path: Path, env_for: Env
             devservices.start_postgres(pg.cluster_dir, durable=False, port=pg.port)
             deadline = time.monotonic() + 15
             while _get(server.url + "/ready")[0] != 200:
-                assert time.monotonic() < deadline, "server did not recover after PostgreSQL came back"
+                assert time.monotonic() < deadline, (
+                    "server did not recover after PostgreSQL came back"
+                )
                 time.sleep(0.2)
             assert _get(server.url + "/api/2.0/mlflow/experiments/get?experiment_id=0")[0] == 200
         finally:
             server.stop()
 
 
-def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+def test_sigterm_finishes_in_flight_request_then_exits(
+    db_url: str, tmp_path: Path, env_for: EnvFor
+) -> None:
     """Graceful shutdown: a request already being received completes; then the process exits 0."""
     server = Server(env_for(db_url), tmp_path / "server.log")
     try:
@@ -199,13 +217,17 @@ def test_sigterm_finishes_in_flight_request_then_exits(db_url: str, tmp_path: Pa
         server.stop()
 
 
-def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path, env_for: EnvFor) -> None:
+def test_workers_share_the_port_and_drain_on_sigterm(
+    db_url: str, tmp_path: Path, env_for: EnvFor
+) -> None:
     """`serve --workers 2`: both processes answer on one port, writes through either are read
     back exactly (their embedded flushers share the consumer group), every scrape of /metrics
     shows the sum over both workers, SIGTERM stops both and removes their metrics directory."""
     temp = tmp_path / "tmp"
     temp.mkdir()
-    server = Server({**env_for(db_url), "TMPDIR": str(temp)}, tmp_path / "server.log", "--workers", "2")
+    server = Server(
+        {**env_for(db_url), "TMPDIR": str(temp)}, tmp_path / "server.log", "--workers", "2"
+    )
     try:
         server.wait_healthy()
         # The port answers once the first worker listens; the second may still be starting
@@ -219,7 +241,9 @@ def test_workers_share_the_port_and_drain_on_sigterm(db_url: str, tmp_path: Path
         for step in range(40):  # new connections: the kernel spreads them over both workers
             metrics = [{"key": "loss", "value": step / 10, "timestamp": 1000 + step, "step": step}]
             _post(server.url, "runs/log-batch", {"run_id": run_id, "metrics": metrics})
-        status, body = _get(f"{server.url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss")
+        status, body = _get(
+            f"{server.url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss"
+        )
         assert status == 200
         assert [m["step"] for m in json.loads(body)["metrics"]] == list(range(40))
         # Each scrape is a new connection, answered by either worker; each worker acknowledged

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from metricgate.errors import InvalidParameter
-from metricgate.stores.artifacts.paths import (
+from metricgate.domain.artifacts.paths import (
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
     artifact_basename,
     join_artifact_path,
     normalize_artifact_path,
 )
+from metricgate.domain.errors import InvalidParameter
 
 
 @pytest.mark.parametrize(

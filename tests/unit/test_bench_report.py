@@ -72,7 +72,13 @@ def test_ingest_table_and_json_line() -> None:
     text = ingest_table([_result(), capped])
     header, _, row, row2, *notes = text.splitlines()
     assert header.split()[:4] == ["workload", "conc", "requests", "points"]
-    assert "256 (eff 200)" in row and "25,000" in row and "10.0" in row and "1,234" in row and "20,000" in row
+    assert (
+        "256 (eff 200)" in row
+        and "25,000" in row
+        and "10.0" in row
+        and "1,234" in row
+        and "20,000" in row
+    )
     assert "a [mlflow]" in row2 and "500/20,000" in row2 and "CAPPED" in row2 and "400:10" in row2
     assert "INCOMPLETE (7 missing)" in row2
     assert any("CAPPED" in n for n in notes) and any("eff" in n for n in notes)
@@ -80,7 +86,9 @@ def test_ingest_table_and_json_line() -> None:
     assert "\n" not in line
     data = json.loads(line)
     assert data["bench"] == "ingest" and data["url"] == "u"
-    assert data["results"][0]["accepted_pts_s"] == 25000.0 and data["results"][0]["error_count"] == 0
+    assert (
+        data["results"][0]["accepted_pts_s"] == 25000.0 and data["results"][0]["error_count"] == 0
+    )
 
 
 def test_progress_tty_and_log_modes() -> None:
@@ -131,7 +139,9 @@ def test_statements_for_table() -> None:
     assert metrics[2].startswith("ALTER TABLE metrics")
     latest = statements_for_table(SQL, "latest_metrics")
     assert [s.split()[2] for s in latest] == ["latest_metrics", "latest_metrics_key_idx", "IF"]
-    assert latest[-1] == "DROP INDEX IF EXISTS latest_metrics_key_idx"  # a later migration's drop follows
+    assert (
+        latest[-1] == "DROP INDEX IF EXISTS latest_metrics_key_idx"
+    )  # a later migration's drop follows
 
 
 def test_metricgate_ddl_comes_from_the_migrations() -> None:
@@ -144,7 +154,9 @@ def test_metricgate_ddl_comes_from_the_migrations() -> None:
 
 def test_summary_ratios() -> None:
     ours = _result(label="metricgate", accepted_pts_s=30000.0, visible_pts_s=24000.0, p99_ms=50.0)
-    stock = _result(label="mlflow", accepted_pts_s=1000.0, visible_pts_s=800.0, p99_ms=500.0, capped=True)
+    stock = _result(
+        label="mlflow", accepted_pts_s=1000.0, visible_pts_s=800.0, p99_ms=500.0, capped=True
+    )
     fml = _result(label="fasttrackml", accepted_pts_s=3000.0, visible_complete=False, p99_ms=100.0)
     copies = [
         CopyResult("mlflow", False, 1, 10, 100, 1.0, 20000.0),
@@ -157,7 +169,10 @@ def test_summary_ratios() -> None:
     by_figure = {r["figure"]: r for r in rows}
     accepted = by_figure["accepted pts/s"]["ratios"]
     assert accepted["metricgate/mlflow"] == 30.0 and accepted["metricgate/fasttrackml"] == 10.0
-    assert accepted["metricgate/copy-mlflow"] == 1.25 and accepted["metricgate/copy-metricgate"] == 0.625
+    assert (
+        accepted["metricgate/copy-mlflow"] == 1.25
+        and accepted["metricgate/copy-metricgate"] == 0.625
+    )
     visible = by_figure["visible pts/s"]["ratios"]
     assert visible["metricgate/fasttrackml"] is None  # incomplete read-back: no rate
     assert by_figure["p99 ms"]["ratios"]["metricgate/mlflow"] == 10.0
@@ -168,7 +183,9 @@ def test_summary_ratios() -> None:
 def test_summary_ratios_for_every_metricgate_variant() -> None:
     # The comparison runs metricgate as one process and split (gateway + flusher process).
     one = _result(label="metricgate", accepted_pts_s=30000.0, visible_pts_s=24000.0, p99_ms=50.0)
-    split = _result(label="metricgate-split", accepted_pts_s=45000.0, visible_pts_s=36000.0, p99_ms=25.0)
+    split = _result(
+        label="metricgate-split", accepted_pts_s=45000.0, visible_pts_s=36000.0, p99_ms=25.0
+    )
     stock = _result(label="mlflow", accepted_pts_s=1000.0, visible_pts_s=800.0, p99_ms=500.0)
     labels = ["metricgate", "metricgate-split", "mlflow"]
     rows = summary_rows([one, split, stock], [], labels)

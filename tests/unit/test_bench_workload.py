@@ -6,7 +6,6 @@ import argparse
 
 import pytest
 
-from metricgate.bench.cli import add_bench_parser, plan
 from metricgate.bench.workload import (
     BASE_TIMESTAMP_MS,
     PRESETS,
@@ -18,6 +17,7 @@ from metricgate.bench.workload import (
     metric_value,
     parse_concurrency,
 )
+from metricgate.cli.bench import add_bench_parser, plan
 
 
 def test_presets_match_the_issue() -> None:
@@ -47,7 +47,9 @@ def test_invalid_workloads() -> None:
     with pytest.raises(WorkloadError, match="at most 1000"):
         Workload("w", runs=1, steps=100, keys=101, steps_per_request=10)
     # a short run caps the batch: 5 steps x 200 keys fits although B x K = 2000
-    assert Workload("w", runs=1, steps=5, keys=200, steps_per_request=10).metrics_per_request == 1000
+    assert (
+        Workload("w", runs=1, steps=5, keys=200, steps_per_request=10).metrics_per_request == 1000
+    )
 
 
 def test_batch_metrics_are_deterministic_and_distinct() -> None:
@@ -59,7 +61,9 @@ def test_batch_metrics_are_deterministic_and_distinct() -> None:
     assert [(m["key"], m["step"], m["timestamp"]) for m in first] == [
         (k, s, BASE_TIMESTAMP_MS + s) for s in (2, 3) for k in names
     ]
-    values = {metric_value(w.seed, r, k, s) for r in range(50) for k in range(20) for s in range(50)}
+    values = {
+        metric_value(w.seed, r, k, s) for r in range(50) for k in range(20) for s in range(50)
+    }
     assert len(values) == 50 * 20 * 50
     assert all(0.0 <= v < 1.0 for v in values)
     assert metric_value(1, 0, 0, 0) != metric_value(2, 0, 0, 0)
@@ -92,7 +96,7 @@ def test_cli_plan() -> None:
     assert [(w.name, c) for w, c in plan(_args())] == [("a", (64, 256))]
     pairs = plan(_args("--workload", "a,b", "--quick"))
     assert [(w.name, c) for w, c in pairs] == [("a-quick", (8, 32)), ("b-quick", (5,))]
-    (w, c), = plan(_args("--workload", "b", "--runs", "3", "--steps", "40", "-c", "2,4"))
+    ((w, c),) = plan(_args("--workload", "b", "--runs", "3", "--steps", "40", "-c", "2,4"))
     assert (w.runs, w.steps, w.keys, c) == (3, 40, 100, (2, 4))
     with pytest.raises(WorkloadError):
         plan(_args("--workload", "z"))

@@ -62,7 +62,10 @@ async def test_client_errors_are_not_retried_and_carry_the_mlflow_error() -> Non
                 await api.put_bytes("/p", b"abc", {}, what="part 3")
         assert len(seen) == 1
         assert caught.value.status == 400 and caught.value.error_code == "INVALID_PARAMETER_VALUE"
-        assert str(caught.value) == "part 3: HTTP 400 INVALID_PARAMETER_VALUE: part 3 has the wrong size"
+        assert (
+            str(caught.value)
+            == "part 3: HTTP 400 INVALID_PARAMETER_VALUE: part 3 has the wrong size"
+        )
     finally:
         await server.close()
 
@@ -70,7 +73,9 @@ async def test_client_errors_are_not_retried_and_carry_the_mlflow_error() -> Non
 async def test_gives_up_after_the_attempts() -> None:
     server, seen = await flaky_server([lambda: web.Response(status=502)] * 3)
     try:
-        async with Api(str(server.make_url("")), policy=RetryPolicy(attempts=3, initial_s=0.01)) as api:
+        async with Api(
+            str(server.make_url("")), policy=RetryPolicy(attempts=3, initial_s=0.01)
+        ) as api:
             with pytest.raises(ServerUnavailable, match="gave up after 3 attempts"):
                 await api.json("POST", "/x", body={})
         assert len(seen) == 3
@@ -101,7 +106,9 @@ def test_resume_record_round_trip_and_change_detection(tmp_path: Path) -> None:
     loaded = store.load()
     assert loaded is not None and loaded.upload_id == "a" * 32 and loaded.matches(files)
     assert not loaded.matches([SourceFile("", str(src), 1, 124)])  # touched since: a new session
-    other = ResumeStore(tmp_path / "state", base_url="http://h:1", run_id="r", dest="other", source=src)
+    other = ResumeStore(
+        tmp_path / "state", base_url="http://h:1", run_id="r", dest="other", source=src
+    )
     assert other.load() is None
     store.clear()
     assert store.load() is None

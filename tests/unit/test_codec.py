@@ -29,7 +29,8 @@ from metricgate.api.codec import (
     read_fields,
     read_json,
 )
-from metricgate.entities import (
+from metricgate.domain.errors import BadRequest, InvalidParameter
+from metricgate.domain.tracking.entities import (
     Dataset,
     DatasetInput,
     Experiment,
@@ -41,7 +42,6 @@ from metricgate.entities import (
     RunInfo,
     Tag,
 )
-from metricgate.errors import BadRequest, InvalidParameter
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -125,7 +125,9 @@ class TestInt64:
         assert Fields({"timestamp": value}).int("timestamp") == expected
         assert parse_int64("timestamp", value) == expected
 
-    @pytest.mark.parametrize("value", ["x", "1.5", "1e3", "", True, False, 1.5, [1], {"a": 1}, "NaN"])
+    @pytest.mark.parametrize(
+        "value", ["x", "1.5", "1e3", "", True, False, 1.5, [1], {"a": 1}, "NaN"]
+    )
     def test_rejects_non_integers(self, value: object) -> None:
         if value == "":
             # An empty query parameter (``?step=``) means "not set"; in a JSON body "" is a
@@ -159,9 +161,13 @@ class TestInt64:
         assert Fields({}).int("step") is None
         assert Fields({}).int("step", default=0) == 0
         assert Fields({"step": None}).int("step", default=4) == 4
-        with pytest.raises(InvalidParameter, match="Missing value for required parameter 'timestamp'"):
+        with pytest.raises(
+            InvalidParameter, match="Missing value for required parameter 'timestamp'"
+        ):
             Fields({}).int("timestamp", required=True)
-        with pytest.raises(InvalidParameter, match="Missing value for required parameter 'timestamp'"):
+        with pytest.raises(
+            InvalidParameter, match="Missing value for required parameter 'timestamp'"
+        ):
             query(("timestamp", "")).int("timestamp", required=True)
         with pytest.raises(InvalidParameter, match="timestamp"):
             Fields({"timestamp": ""}).int("timestamp", required=True)
@@ -179,7 +185,14 @@ class TestInt64:
 class TestBool:
     @pytest.mark.parametrize(
         ("value", "expected"),
-        [(True, True), (False, False), ("true", True), ("false", False), ("True", True), ("FALSE", False)],
+        [
+            (True, True),
+            (False, False),
+            ("true", True),
+            ("false", False),
+            ("True", True),
+            ("FALSE", False),
+        ],
     )
     def test_values(self, value: object, expected: bool) -> None:
         assert Fields({"flag": value}).bool("flag") is expected
@@ -254,7 +267,9 @@ class TestRunId:
 
     def test_missing(self) -> None:
         for data in ({}, {"run_id": ""}, {"run_id": None, "run_uuid": ""}):
-            with pytest.raises(InvalidParameter, match="Missing value for required parameter 'run_id'"):
+            with pytest.raises(
+                InvalidParameter, match="Missing value for required parameter 'run_id'"
+            ):
                 Fields(data).run_id()
 
     def test_run_id_must_be_string(self) -> None:
@@ -305,7 +320,13 @@ class TestDoubles:
 class TestDecodeRecords:
     def test_decode_metric(self) -> None:
         metric = decode_metric(
-            {"key": "loss", "value": 0.5, "timestamp": "1700000000000", "step": "3", "model_id": "m-1"}
+            {
+                "key": "loss",
+                "value": 0.5,
+                "timestamp": "1700000000000",
+                "step": "3",
+                "model_id": "m-1",
+            }
         )
         assert metric == Metric("loss", 0.5, 1_700_000_000_000, 3, model_id="m-1")
 
@@ -313,7 +334,11 @@ class TestDecodeRecords:
         metric = decode_metric({"key": "loss", "value": "NaN", "timestamp": 1})
         assert metric.step == 0
         assert math.isnan(metric.value)
-        assert metric.model_id is None and metric.dataset_name is None and metric.dataset_digest is None
+        assert (
+            metric.model_id is None
+            and metric.dataset_name is None
+            and metric.dataset_digest is None
+        )
 
     def test_decode_metric_from_fields(self) -> None:
         metric = decode_metric(Fields({"key": "acc", "value": 1, "timestamp": 2, "step": 3}))
@@ -323,11 +348,14 @@ class TestDecodeRecords:
     def test_decode_metric_missing(self, missing: str) -> None:
         data = {"key": "loss", "value": 1.0, "timestamp": 1}
         del data[missing]
-        with pytest.raises(InvalidParameter, match=f"Missing value for required parameter '{missing}'"):
+        with pytest.raises(
+            InvalidParameter, match=f"Missing value for required parameter '{missing}'"
+        ):
             decode_metric(data)
 
     @pytest.mark.parametrize(
-        ("field", "value"), [("value", "abc"), ("timestamp", "x"), ("step", "y"), ("key", 5), ("value", True)]
+        ("field", "value"),
+        [("value", "abc"), ("timestamp", "x"), ("step", "y"), ("key", 5), ("value", True)],
     )
     def test_decode_metric_bad_types(self, field: str, value: object) -> None:
         data: dict[str, object] = {"key": "loss", "value": 1.0, "timestamp": 1, "step": 0}
@@ -342,7 +370,13 @@ class TestDecodeRecords:
         ]
 
     @pytest.mark.parametrize(
-        "item", [{"value": "1"}, {"key": "", "value": "1"}, {"key": "a", "value": 1}, {"key": 3, "value": "1"}]
+        "item",
+        [
+            {"value": "1"},
+            {"key": "", "value": "1"},
+            {"key": "a", "value": 1},
+            {"key": 3, "value": "1"},
+        ],
     )
     def test_decode_params_invalid(self, item: dict[str, object]) -> None:
         with pytest.raises(InvalidParameter):
@@ -350,10 +384,15 @@ class TestDecodeRecords:
 
     def test_decode_params_missing_value_is_empty(self) -> None:
         # mlflow server/handlers.py _log_batch only requires params[i].key; proto2 reads "".
-        assert decode_params([{"key": "a"}, {"key": "b", "value": None}]) == [Param("a", ""), Param("b", "")]
+        assert decode_params([{"key": "a"}, {"key": "b", "value": None}]) == [
+            Param("a", ""),
+            Param("b", ""),
+        ]
 
     def test_decode_tags(self) -> None:
-        assert decode_tags([{"key": "a", "value": "x"}, {"key": "b"}, {"key": "c", "value": None}]) == [
+        assert decode_tags(
+            [{"key": "a", "value": "x"}, {"key": "b"}, {"key": "c", "value": None}]
+        ) == [
             Tag("a", "x"),
             Tag("b", ""),
             Tag("c", ""),
@@ -453,14 +492,26 @@ class TestEncoding:
 
     def test_encode_run_info_end_time(self) -> None:
         info = encode_run_info(
-            RunInfo("r", "0", "n", "u", "FINISHED", None, 10, "mlflow-artifacts:/0/r/artifacts", "deleted")
+            RunInfo(
+                "r",
+                "0",
+                "n",
+                "u",
+                "FINISHED",
+                None,
+                10,
+                "mlflow-artifacts:/0/r/artifacts",
+                "deleted",
+            )
         )
         assert info["end_time"] == 10
         assert "start_time" not in info
         assert info["lifecycle_stage"] == "deleted"
 
     def test_encode_metric_optional_fields(self) -> None:
-        m = Metric("k", math.inf, 1, 2, model_id="m", dataset_name="ds", dataset_digest="dg", run_id="r")
+        m = Metric(
+            "k", math.inf, 1, 2, model_id="m", dataset_name="ds", dataset_digest="dg", run_id="r"
+        )
         assert encode_metric(m) == {
             "key": "k",
             "value": "Infinity",
@@ -557,7 +608,12 @@ class TestReadJson:
         assert fields.raw["a"] == math.inf and fields.raw["b"] == -math.inf
 
     @pytest.mark.parametrize(
-        "body", [b'{"name": "a\\u0000b"}', b'{"tags": [{"key": "k", "value": "\\u0000"}]}', b'{"k\\u0000": "v"}']
+        "body",
+        [
+            b'{"name": "a\\u0000b"}',
+            b'{"tags": [{"key": "k", "value": "\\u0000"}]}',
+            b'{"k\\u0000": "v"}',
+        ],
     )
     async def test_nul_refused(self, body: bytes) -> None:
         # PostgreSQL text cannot hold NUL: refuse it as a bad parameter (400), not a 500 later.
@@ -571,13 +627,17 @@ class TestReadJson:
 
     async def test_nul_refused_in_query_string(self) -> None:
         loop = asyncio.get_running_loop()
-        request = make_mocked_request("GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=a%00b", loop=loop)
+        request = make_mocked_request(
+            "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=a%00b", loop=loop
+        )
         with pytest.raises(InvalidParameter):
             await read_fields(request)
 
     async def test_get_reads_the_query_string(self) -> None:
         loop = asyncio.get_running_loop()
-        request = make_mocked_request("GET", "/api/2.0/mlflow/runs/get?run_id=abc&x=1&x=2", loop=loop)
+        request = make_mocked_request(
+            "GET", "/api/2.0/mlflow/runs/get?run_id=abc&x=1&x=2", loop=loop
+        )
         fields = await read_fields(request)
         assert fields.str("run_id") == "abc"
         assert fields.str_list("x") == ["1", "2"]
@@ -589,7 +649,7 @@ class TestReadJson:
 
 def test_plain_metric_columns_equal_the_general_decode() -> None:
     from metricgate.api.codec import decode_plain_metric_columns
-    from metricgate.ingest import wire
+    from metricgate.domain.metrics import wire
 
     items = [
         {"key": "loss", "value": 0.25, "timestamp": 1_700_000_000_000, "step": 3},

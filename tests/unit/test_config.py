@@ -155,7 +155,10 @@ def test_artifacts_uri_must_be_a_file_or_s3_uri(uri: str) -> None:
 
 def test_s3_artifacts_uri_and_endpoint() -> None:
     settings = Settings.from_env(
-        {"METRICGATE_ARTIFACTS_URI": "s3://bucket/prefix", "METRICGATE_S3_ENDPOINT_URL": "http://127.0.0.1:8333"}
+        {
+            "METRICGATE_ARTIFACTS_URI": "s3://bucket/prefix",
+            "METRICGATE_S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+        }
     )
     assert settings.artifacts.uri == "s3://bucket/prefix"
     assert settings.artifacts.s3_endpoint_url == "http://127.0.0.1:8333"
@@ -228,19 +231,28 @@ def test_every_field_is_declared_or_a_section() -> None:
         for f in dataclasses.fields(cls):
             if cls is Settings and f.name in config._SECTIONS:
                 continue
-            assert "setting" in f.metadata or (cls.__name__, f.name) in not_settings, (cls.__name__, f.name)
+            assert "setting" in f.metadata or (cls.__name__, f.name) in not_settings, (
+                cls.__name__,
+                f.name,
+            )
     names = [declared.env for _, _, declared in config.declarations()]
     assert len(names) == len(set(names))
 
 
 @pytest.mark.parametrize(
-    "section, f, declared", list(config.declarations()), ids=[d.env for _, _, d in config.declarations()]
+    "section, f, declared",
+    list(config.declarations()),
+    ids=[d.env for _, _, d in config.declarations()],
 )
-def test_each_variable_is_read_and_checked(section: object, f: dataclasses.Field[object], declared: config.Declared) -> None:
+def test_each_variable_is_read_and_checked(
+    section: object, f: dataclasses.Field[object], declared: config.Declared
+) -> None:
     name = config.ENV_PREFIX + declared.env
     kind = type(f.default)
     if kind is bool:
-        assert getattr(_owner(Settings.from_env({name: "off" if f.default else "on"}), declared), f.name) is (not f.default)
+        assert getattr(
+            _owner(Settings.from_env({name: "off" if f.default else "on"}), declared), f.name
+        ) is (not f.default)
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: "maybe"})
     elif kind in (int, float):
@@ -249,7 +261,9 @@ def test_each_variable_is_read_and_checked(section: object, f: dataclasses.Field
         for bound in (declared.minimum, declared.above):
             if bound is not None:
                 with pytest.raises(ConfigError, match=name):
-                    Settings.from_env({name: str(bound - 1 if bound is declared.minimum else bound)})
+                    Settings.from_env(
+                        {name: str(bound - 1 if bound is declared.minimum else bound)}
+                    )
         if declared.maximum is not None:
             with pytest.raises(ConfigError, match=name):
                 Settings.from_env({name: str(declared.maximum + 1)})

@@ -57,20 +57,38 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
 
 
 def _service_env(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
-    return {name: _interpolate(str(value), env) for name, value in service.get("environment", {}).items()}
+    return {
+        name: _interpolate(str(value), env)
+        for name, value in service.get("environment", {}).items()
+    }
 
 
 def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
-    schema_text = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    schema_text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
     schema = json.loads(schema_text)
     validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(compose)
+    ]
     assert not errors, errors
 
 
 def test_services_images_and_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "seaweedfs", "migrate", "gateway", "flusher", "lb"}
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "seaweedfs",
+        "migrate",
+        "gateway",
+        "flusher",
+        "lb",
+    }
     assert services["postgres"]["image"] == "postgres:15"
     assert services["redis"]["image"] == "redis:7"
     assert services["seaweedfs"]["image"].startswith("chrislusf/seaweedfs")
@@ -110,21 +128,32 @@ def test_startup_order_and_health_checks(compose: dict[str, Any]) -> None:
     assert "/ready" in app_get_paths()
 
 
-def test_stop_grace_periods_cover_the_drain_timeouts(compose: dict[str, Any], env_example: dict[str, str]) -> None:
+def test_stop_grace_periods_cover_the_drain_timeouts(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
     services = compose["services"]
     gateway = settings_from(_service_env(services["gateway"], env_example))
     flusher = settings_from(_service_env(services["flusher"], env_example))
-    assert int(services["gateway"]["stop_grace_period"].rstrip("s")) > gateway.http.shutdown_timeout_s
+    assert (
+        int(services["gateway"]["stop_grace_period"].rstrip("s")) > gateway.http.shutdown_timeout_s
+    )
     assert int(services["flusher"]["stop_grace_period"].rstrip("s")) > flusher.flush.drain_timeout_s
 
 
-def test_metricgate_settings_exist_and_are_valid(compose: dict[str, Any], env_example: dict[str, str]) -> None:
+def test_metricgate_settings_exist_and_are_valid(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
     for name in ("migrate", "gateway", "flusher"):
         service = compose["services"][name]
         assert_known_env(set(service["environment"]), f"compose service {name}")
         settings = settings_from(_service_env(service, env_example))
-        assert settings.postgres.url.startswith("postgresql://") and "@postgres:5432/" in settings.postgres.url
-        assert settings.redis.url.startswith("redis://:") and settings.redis.url.endswith("@redis:6379/0")
+        assert (
+            settings.postgres.url.startswith("postgresql://")
+            and "@postgres:5432/" in settings.postgres.url
+        )
+        assert settings.redis.url.startswith("redis://:") and settings.redis.url.endswith(
+            "@redis:6379/0"
+        )
         # Every process must agree on the shard count (crc32(run_id) % shards).
         assert settings.ingest.shards == int(env_example["METRICGATE_INGEST_SHARDS"])
     gateway_env = _service_env(compose["services"]["gateway"], env_example)
@@ -140,16 +169,27 @@ def test_scaled_services_publish_no_fixed_ports(compose: dict[str, Any]) -> None
     assert "container_name" not in compose["services"]["flusher"]
 
 
-def test_no_credentials_in_compose_or_env_example(compose: dict[str, Any], env_example: dict[str, str]) -> None:
+def test_no_credentials_in_compose_or_env_example(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
     text = COMPOSE.read_text()
     # Every secret comes from deploy/.env and is required there (no default value).
-    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         uses = re.findall(r"\$\{" + name + r"(:?[-?][^}]*)?\}", text)
         assert uses and all(u.startswith(":?") for u in uses), name
-        assert re.fullmatch(r"<[a-z0-9-]+>", env_example[name]), f"{name} in .env.example must be a placeholder"
+        assert re.fullmatch(r"<[a-z0-9-]+>", env_example[name]), (
+            f"{name} in .env.example must be a placeholder"
+        )
     # Every variable compose.yaml interpolates is documented in .env.example or has a default.
     for name, op, _ in _VAR.findall(text):
-        assert name in env_example or op in (":-", "-"), f"${{{name}}} is neither in .env.example nor defaulted"
+        assert name in env_example or op in (":-", "-"), (
+            f"${{{name}}} is neither in .env.example nor defaulted"
+        )
 
 
 def test_gitignore_keeps_the_real_env_file_out() -> None:
@@ -160,7 +200,9 @@ def test_gitignore_keeps_the_real_env_file_out() -> None:
 def test_haproxy_balances_over_ready_gateways(compose: dict[str, Any]) -> None:
     config = (DEPLOY / "haproxy.cfg").read_text()
     port = compose["services"]["gateway"]["environment"]["METRICGATE_PORT"]
-    assert re.search(rf"^\s*server-template gateway \d+-\d+ gateway:{port} check resolvers docker", config, re.M)
+    assert re.search(
+        rf"^\s*server-template gateway \d+-\d+ gateway:{port} check resolvers docker", config, re.M
+    )
     assert "option httpchk GET /ready" in config
     assert re.search(r"^\s*bind :5000$", config, re.M)
     assert compose["services"]["lb"]["ports"] == ["${LB_PORT:-5000}:5000"]
@@ -168,9 +210,13 @@ def test_haproxy_balances_over_ready_gateways(compose: dict[str, Any]) -> None:
     assert mount.startswith("./haproxy.cfg:")
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)")
+@pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"
+)
 def test_haproxy_config_is_valid() -> None:
-    done = subprocess.run(["haproxy", "-c", "-f", str(DEPLOY / "haproxy.cfg")], capture_output=True, text=True)
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(DEPLOY / "haproxy.cfg")], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

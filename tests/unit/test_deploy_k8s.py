@@ -10,7 +10,14 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from deploy_support import DEPLOY, app_get_paths, assert_known_env, load_all, parse_command, settings_from
+from deploy_support import (
+    DEPLOY,
+    app_get_paths,
+    assert_known_env,
+    load_all,
+    parse_command,
+    settings_from,
+)
 
 K8S = DEPLOY / "k8s"
 # The oldest Kubernetes release still commonly run; every field used must exist there.
@@ -39,7 +46,9 @@ def _pod(manifests: dict[tuple[str, str], dict[str, Any]], kind: str, name: str)
     return manifests[(kind, name)]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
 
 
-def _container_env(container: dict[str, Any], configmap: dict[str, str], secret: dict[str, str]) -> dict[str, str]:
+def _container_env(
+    container: dict[str, Any], configmap: dict[str, str], secret: dict[str, str]
+) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(configmap if "configMapRef" in source else secret)
@@ -59,7 +68,9 @@ def secret(manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
     return manifests[("Secret", "metricgate")]["stringData"]  # type: ignore[no-any-return]
 
 
-def test_every_manifest_validates_against_the_kubernetes_schema(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_every_manifest_validates_against_the_kubernetes_schema(
+    manifests: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     for key, doc in manifests.items():
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -79,18 +90,36 @@ def test_kustomization_lists_every_manifest_but_the_optional_ones() -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_kustomize_builds_the_manifests() -> None:
-    done = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     kinds = re.findall(r"^kind: (\w+)$", done.stdout, re.M)
     assert sorted(kinds) == sorted(
-        ["Namespace", "ConfigMap", "Service", "Service", "Service", "PersistentVolumeClaim", "Deployment",
-         "Deployment", "StatefulSet", "StatefulSet", "HorizontalPodAutoscaler", "Job"]
+        [
+            "Namespace",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "Service",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Deployment",
+            "StatefulSet",
+            "StatefulSet",
+            "HorizontalPodAutoscaler",
+            "Job",
+        ]
     )
 
 
 def test_workloads_run_the_real_commands(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
-    gateway = parse_command(_pod(manifests, "Deployment", "metricgate-gateway")["containers"][0]["args"])
-    flusher = parse_command(_pod(manifests, "Deployment", "metricgate-flusher")["containers"][0]["args"])
+    gateway = parse_command(
+        _pod(manifests, "Deployment", "metricgate-gateway")["containers"][0]["args"]
+    )
+    flusher = parse_command(
+        _pod(manifests, "Deployment", "metricgate-flusher")["containers"][0]["args"]
+    )
     migrate = parse_command(_pod(manifests, "Job", "metricgate-migrate")["containers"][0]["args"])
     assert gateway.command == "serve" and gateway.embedded_flusher is False
     assert flusher.command == "flush"
@@ -98,11 +127,17 @@ def test_workloads_run_the_real_commands(manifests: dict[tuple[str, str], dict[s
 
 
 def test_settings_exist_in_config_and_are_valid(
-    manifests: dict[tuple[str, str], dict[str, Any]], configmap: dict[str, str], secret: dict[str, str]
+    manifests: dict[tuple[str, str], dict[str, Any]],
+    configmap: dict[str, str],
+    secret: dict[str, str],
 ) -> None:
     assert_known_env(set(configmap), "the ConfigMap")
     assert_known_env(set(secret), "the Secret template")
-    for kind, name in (("Deployment", "metricgate-gateway"), ("Deployment", "metricgate-flusher"), ("Job", "metricgate-migrate")):
+    for kind, name in (
+        ("Deployment", "metricgate-gateway"),
+        ("Deployment", "metricgate-flusher"),
+        ("Job", "metricgate-migrate"),
+    ):
         [container] = _pod(manifests, kind, name)["containers"]
         assert_known_env({e["name"] for e in container.get("env", [])}, name)
         env = _container_env(container, configmap, secret)
@@ -128,24 +163,37 @@ def test_secret_is_a_template_and_every_reference_resolves(
                 assert source.get("configMapRef", {}).get("name") == "metricgate", (name, source)
 
 
-def test_urls_point_at_the_services(manifests: dict[tuple[str, str], dict[str, Any]], secret: dict[str, str]) -> None:
-    ports = {name: doc["spec"]["ports"][0]["port"] for (kind, name), doc in manifests.items() if kind == "Service"}
+def test_urls_point_at_the_services(
+    manifests: dict[tuple[str, str], dict[str, Any]], secret: dict[str, str]
+) -> None:
+    ports = {
+        name: doc["spec"]["ports"][0]["port"]
+        for (kind, name), doc in manifests.items()
+        if kind == "Service"
+    }
     assert f"@postgres:{ports['postgres']}/" in secret["METRICGATE_DATABASE_URL"]
     assert secret["METRICGATE_REDIS_URL"].endswith(f"@redis:{ports['redis']}/0")
 
 
-def test_gateway_probes_ports_and_shutdown(manifests: dict[tuple[str, str], dict[str, Any]], configmap: dict[str, str]) -> None:
+def test_gateway_probes_ports_and_shutdown(
+    manifests: dict[tuple[str, str], dict[str, Any]], configmap: dict[str, str]
+) -> None:
     pod = _pod(manifests, "Deployment", "metricgate-gateway")
     [container] = pod["containers"]
     [port] = container["ports"]
     assert port["containerPort"] == int(configmap["METRICGATE_PORT"])
     routes = app_get_paths()
-    readiness, liveness = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    readiness, liveness = (
+        container["readinessProbe"]["httpGet"],
+        container["livenessProbe"]["httpGet"],
+    )
     assert readiness["path"] == "/ready" and liveness["path"] == "/health"
     assert {readiness["path"], liveness["path"]} <= routes
     assert readiness["port"] == liveness["port"] == port["name"]
     pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + float(configmap["METRICGATE_SHUTDOWN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + float(
+        configmap["METRICGATE_SHUTDOWN_TIMEOUT_S"]
+    )
     assert container["resources"]["requests"] and container["resources"]["limits"]
     template = manifests[("Deployment", "metricgate-gateway")]["spec"]["template"]
     assert template["metadata"]["annotations"]["prometheus.io/path"] in routes
@@ -154,26 +202,45 @@ def test_gateway_probes_ports_and_shutdown(manifests: dict[tuple[str, str], dict
     assert service["ports"][0]["targetPort"] == port["name"]
     assert service["selector"].items() <= template["metadata"]["labels"].items()
     hpa = manifests[("HorizontalPodAutoscaler", "metricgate-gateway")]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "metricgate-gateway"}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "metricgate-gateway",
+    }
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert configmap["METRICGATE_ARTIFACTS_URI"] == "file://" + mounts["artifacts"]
 
 
-def test_flusher_grace_period_covers_the_drain(manifests: dict[tuple[str, str], dict[str, Any]], configmap: dict[str, str]) -> None:
+def test_flusher_grace_period_covers_the_drain(
+    manifests: dict[tuple[str, str], dict[str, Any]], configmap: dict[str, str]
+) -> None:
     pod = _pod(manifests, "Deployment", "metricgate-flusher")
-    assert pod["terminationGracePeriodSeconds"] > float(configmap["METRICGATE_FLUSH_DRAIN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > float(
+        configmap["METRICGATE_FLUSH_DRAIN_TIMEOUT_S"]
+    )
     assert pod["containers"][0]["resources"]["limits"]["memory"]
 
 
-def test_metricgate_pods_run_as_non_root_without_service_links(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
-    for kind, name in (("Deployment", "metricgate-gateway"), ("Deployment", "metricgate-flusher"), ("Job", "metricgate-migrate")):
+def test_metricgate_pods_run_as_non_root_without_service_links(
+    manifests: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    for kind, name in (
+        ("Deployment", "metricgate-gateway"),
+        ("Deployment", "metricgate-flusher"),
+        ("Job", "metricgate-migrate"),
+    ):
         pod = _pod(manifests, kind, name)
         # Service links would inject variables such as METRICGATE_GATEWAY_PORT=tcp://...
         assert pod["enableServiceLinks"] is False, name
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+        assert (
+            pod["securityContext"]["runAsNonRoot"] is True
+            and pod["securityContext"]["runAsUser"] == 10001
+        )
 
 
-def test_redis_keeps_an_append_only_file_on_a_volume(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_redis_keeps_an_append_only_file_on_a_volume(
+    manifests: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     redis = manifests[("StatefulSet", "redis")]
     [container] = redis["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "redis:7"

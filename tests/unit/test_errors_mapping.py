@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from metricgate.api.middleware import error_middleware, error_response
-from metricgate.errors import (
+from metricgate.domain.errors import (
     HTTP_STATUS_BY_CODE,
     AlreadyExists,
     BadRequest,
@@ -84,7 +84,14 @@ def test_hierarchy() -> None:
     assert issubclass(EndpointNotFound, NotFound)
     assert issubclass(PayloadTooLarge, InvalidParameter)
     assert issubclass(StoreUnavailable, Unavailable)
-    for cls in (InvalidParameter, NotFound, AlreadyExists, Conflict, NotImplementedYet, Unavailable):
+    for cls in (
+        InvalidParameter,
+        NotFound,
+        AlreadyExists,
+        Conflict,
+        NotImplementedYet,
+        Unavailable,
+    ):
         assert issubclass(cls, MetricgateError)
 
 
@@ -124,10 +131,15 @@ def _body(resp: web.StreamResponse) -> dict[str, object]:
 def test_error_response() -> None:
     resp = error_response("RESOURCE_DOES_NOT_EXIST", "Run with id=x not found", 404)
     assert resp.status == 404
-    assert _body(resp) == {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run with id=x not found"}
+    assert _body(resp) == {
+        "error_code": "RESOURCE_DOES_NOT_EXIST",
+        "message": "Run with id=x not found",
+    }
 
 
-async def _render(exc: BaseException, method: str = "POST", path: str = "/api/2.0/mlflow/runs/create") -> web.StreamResponse:
+async def _render(
+    exc: BaseException, method: str = "POST", path: str = "/api/2.0/mlflow/runs/create"
+) -> web.StreamResponse:
     request = make_mocked_request(method, path, loop=asyncio.get_running_loop())
 
     async def handler(_: web.Request) -> web.StreamResponse:
@@ -171,13 +183,19 @@ async def test_middleware_unavailable_sets_retry_after() -> None:
     [
         (web.HTTPNotFound(), 404, "ENDPOINT_NOT_FOUND"),
         (web.HTTPMethodNotAllowed("PUT", ["POST"]), 405, "ENDPOINT_NOT_FOUND"),
-        (web.HTTPRequestEntityTooLarge(max_size=10, actual_size=20), 413, "INVALID_PARAMETER_VALUE"),
+        (
+            web.HTTPRequestEntityTooLarge(max_size=10, actual_size=20),
+            413,
+            "INVALID_PARAMETER_VALUE",
+        ),
         (web.HTTPBadRequest(), 400, "BAD_REQUEST"),
         (web.HTTPForbidden(), 403, "BAD_REQUEST"),
         (web.HTTPInternalServerError(), 500, "INTERNAL_ERROR"),
     ],
 )
-async def test_middleware_renders_http_exceptions(exc: web.HTTPException, status: int, code: str) -> None:
+async def test_middleware_renders_http_exceptions(
+    exc: web.HTTPException, status: int, code: str
+) -> None:
     resp = await _render(exc, "PUT", "/api/2.0/mlflow/nope")
     assert resp.status == status
     body = _body(resp)

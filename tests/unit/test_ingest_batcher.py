@@ -1,4 +1,4 @@
-"""Flush batches (ingest/batcher.py): chunks of an entry, chunk digests, MLflow's latest rule,
+"""Flush batches (domain/metrics/chunks.py): chunks of an entry, chunk digests, MLflow's latest rule,
 exact-repeat dropping, index order, model points.
 
 A chunk's digest identifies the request it came from (``wire.request_digest``), not its points:
@@ -17,9 +17,9 @@ import struct
 from array import array
 from collections import Counter
 
-from metricgate.entities import Metric
-from metricgate.ingest import batcher, wire
-from metricgate.ingest.batcher import (
+from metricgate.domain.metrics import chunks as batcher
+from metricgate.domain.metrics import wire
+from metricgate.domain.metrics.chunks import (
     ChunkRow,
     FlushBatch,
     PointRow,
@@ -31,7 +31,8 @@ from metricgate.ingest.batcher import (
     chunks_of_entry,
     rows_from_metrics,
 )
-from metricgate.ingest.wire import PointBatch
+from metricgate.domain.metrics.wire import PointBatch
+from metricgate.domain.tracking.entities import Metric
 
 RUN_A = "a" * 32
 RUN_B = "b" * 32
@@ -41,8 +42,16 @@ INF = math.inf
 ODD_VALUES = [NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 2.5, 1e-300, 1.7976931348623157e308]
 
 
-def row(key: str, step: int, ts: int, value: float, run: str = RUN_A, model_id: str | None = None,
-        dataset_name: str | None = None, dataset_digest: str | None = None) -> PointRow:
+def row(
+    key: str,
+    step: int,
+    ts: int,
+    value: float,
+    run: str = RUN_A,
+    model_id: str | None = None,
+    dataset_name: str | None = None,
+    dataset_digest: str | None = None,
+) -> PointRow:
     return (run, key, step, ts, value, model_id, dataset_name, dataset_digest)
 
 
@@ -53,8 +62,17 @@ def norm(r: PointRow) -> tuple[object, ...]:
 
 def norm_chunk(c: ChunkRow) -> tuple[object, ...]:
     run_id, key, steps, ts, values, model_id, dataset_name, dataset_digest, digest = c
-    return (run_id, key, tuple(steps), tuple(ts), tuple(struct.pack("<d", v) for v in values),
-            model_id, dataset_name, dataset_digest, digest)
+    return (
+        run_id,
+        key,
+        tuple(steps),
+        tuple(ts),
+        tuple(struct.pack("<d", v) for v in values),
+        model_id,
+        dataset_name,
+        dataset_digest,
+        digest,
+    )
 
 
 def chunk_multiset(chunks: list[ChunkRow]) -> Counter[tuple[object, ...]]:
@@ -96,7 +114,9 @@ def entry(run_id: str, metrics: list[Metric], acked_at_ms: int = 1) -> PointBatc
 def assert_entry_chunks_match_rows(b: PointBatch, metrics: list[Metric]) -> list[ChunkRow]:
     """The flusher's chunks of an entry equal the direct writer's chunks of the same request."""
     chunks = chunks_of_entry(b)
-    assert chunk_multiset(chunks) == chunk_multiset(chunks_from_rows(rows_from_metrics(b.run_id, metrics)))
+    assert chunk_multiset(chunks) == chunk_multiset(
+        chunks_from_rows(rows_from_metrics(b.run_id, metrics))
+    )
     return chunks
 
 
@@ -150,13 +170,23 @@ def test_negative_infinity_ranks_below_every_number() -> None:
 
 def test_latest_across_chunks_of_one_key() -> None:
     # The same key with other extras is another chunk; the latest compares across them.
-    rows = [row("k", 1, 0, 1.0), row("k", 3, 0, 2.0, model_id="m"), row("k", 2, 0, 3.0, dataset_name="d")]
+    rows = [
+        row("k", 1, 0, 1.0),
+        row("k", 3, 0, 2.0, model_id="m"),
+        row("k", 2, 0, 3.0, dataset_name="d"),
+    ]
     assert len(chunks_from_rows(rows)) == 3
     assert latest_of(rows)[(RUN_A, "k")] == rows[1]
 
 
 def test_input_order_does_not_matter_for_latest() -> None:
-    rows = [row("k", 1, 1, 1.0), row("k", 1, 1, NAN), row("k", 2, 0, -5.0), row("k", 2, 0, -6.0), row("j", 0, 0, 3.0)]
+    rows = [
+        row("k", 1, 1, 1.0),
+        row("k", 1, 1, NAN),
+        row("k", 2, 0, -5.0),
+        row("k", 2, 0, -6.0),
+        row("j", 0, 0, 3.0),
+    ]
     expected = {g: norm(r) for g, r in latest_by_group(rows).items()}
     rng = random.Random(7)
     for _ in range(50):
@@ -193,8 +223,13 @@ def test_latest_is_in_run_key_order_and_unique_per_group() -> None:
     # from deadlocking.
     rng = random.Random(7)
     rows = [
-        row(rng.choice("xyz"), rng.randint(0, 5), rng.randint(0, 5), rng.choice([NAN, INF, -INF, 0.5, -0.5]),
-            run=rng.choice([RUN_A, RUN_B]))
+        row(
+            rng.choice("xyz"),
+            rng.randint(0, 5),
+            rng.randint(0, 5),
+            rng.choice([NAN, INF, -INF, 0.5, -0.5]),
+            run=rng.choice([RUN_A, RUN_B]),
+        )
         for _ in range(300)
     ]
     batch = batch_of(rows)
@@ -212,7 +247,9 @@ def test_model_points_are_exactly_the_points_with_a_model_id() -> None:
     rows = [
         row("k", 0, 0, 1.0),
         row("k", 1, 0, 2.0, model_id="m-1"),
-        row("k", 2, 0, 3.0, dataset_name="train", dataset_digest="abc"),  # dataset alone: not a model point
+        row(
+            "k", 2, 0, 3.0, dataset_name="train", dataset_digest="abc"
+        ),  # dataset alone: not a model point
         row("j", 0, 0, 4.0, model_id="m-2", dataset_name="eval", dataset_digest="def"),
         row("j", 1, 0, 5.0, model_id="m-2", dataset_name="eval", dataset_digest="def"),
     ]
@@ -225,14 +262,26 @@ def test_model_points_are_exactly_the_points_with_a_model_id() -> None:
 
 
 def test_no_model_points_when_none_has_a_model_id() -> None:
-    batch = batch_of([row("k", 0, 0, 1.0), row("k", 1, 0, 2.0, dataset_name="d", dataset_digest="x")])
+    batch = batch_of(
+        [row("k", 0, 0, 1.0), row("k", 1, 0, 2.0, dataset_name="d", dataset_digest="x")]
+    )
     assert batch.model_points == []
 
 
 def test_empty_batch() -> None:
     batch = build_batch([])
-    assert (batch.chunks, batch.latest, batch.model_points, batch.points, len(batch)) == ([], [], [], 0, 0)
-    assert chunks_from_rows([]) == [] and chunks_from_entries([]) == [] and rows_from_metrics(RUN_A, []) == []
+    assert (batch.chunks, batch.latest, batch.model_points, batch.points, len(batch)) == (
+        [],
+        [],
+        [],
+        0,
+        0,
+    )
+    assert (
+        chunks_from_rows([]) == []
+        and chunks_from_entries([]) == []
+        and rows_from_metrics(RUN_A, []) == []
+    )
 
 
 # --- Chunks of an entry ---------------------------------------------------------------------
@@ -244,7 +293,9 @@ def _sample_metrics() -> list[Metric]:
         Metric("loss", NAN, 1001, 1),
         Metric("acc", -0.0, 1002, 2, model_id="m-" + "c" * 32),
         Metric("acc", INF, 2**63 - 1, -(2**63), dataset_name="eval", dataset_digest="d"),
-        Metric("ü", -INF, -(2**63), 2**63 - 1, model_id="m-x", dataset_name="t", dataset_digest="e"),
+        Metric(
+            "ü", -INF, -(2**63), 2**63 - 1, model_id="m-x", dataset_name="t", dataset_digest="e"
+        ),
     ]
 
 
@@ -268,7 +319,9 @@ def test_chunk_shape_is_metric_chunks_copy_columns() -> None:
         assert len(steps) == len(ts) == len(values) > 0
         assert type(digest) is bytes and len(digest) == 16
         assert digest in entry_digests
-        assert all(type(r[2]) is int and type(r[3]) is int and type(r[4]) is float for r in chunk_rows(c))
+        assert all(
+            type(r[2]) is int and type(r[3]) is int and type(r[4]) is float for r in chunk_rows(c)
+        )
 
 
 def test_regular_layout_gives_one_chunk_per_key() -> None:
@@ -296,8 +349,14 @@ def test_regular_layout_edge_periods() -> None:
 def test_irregular_layouts_that_look_almost_periodic() -> None:
     # Layouts the period check must reject: a later key repeated while the first key is not,
     # a truncated repetition, a repetition with a different tail.
-    for keys in (["a", "b", "b"], ["a", "b", "c", "c"], ["a", "b", "a"], ["a", "b", "a", "c"],
-                 ["a", "b", "b", "a"], ["a", "b", "a", "b", "b", "a"]):
+    for keys in (
+        ["a", "b", "b"],
+        ["a", "b", "c", "c"],
+        ["a", "b", "a"],
+        ["a", "b", "a", "c"],
+        ["a", "b", "b", "a"],
+        ["a", "b", "a", "b", "b", "a"],
+    ):
         metrics = [Metric(k, float(i), i, i) for i, k in enumerate(keys)]
         chunks = assert_entry_chunks_match_rows(entry(RUN_A, metrics), metrics)
         assert_points_once_in_logged_order(chunks, rows_from_metrics(RUN_A, metrics))
@@ -307,7 +366,9 @@ def test_irregular_layouts_match_rows_on_random_entries() -> None:
     rng = random.Random(5)
     for _ in range(300):
         metrics = [
-            Metric(rng.choice("abcd"), rng.choice(ODD_VALUES), rng.randint(0, 3), rng.randint(-2, 2))
+            Metric(
+                rng.choice("abcd"), rng.choice(ODD_VALUES), rng.randint(0, 3), rng.randint(-2, 2)
+            )
             for _ in range(rng.randint(1, 30))
         ]
         chunks = assert_entry_chunks_match_rows(entry(RUN_B, metrics), metrics)
@@ -315,14 +376,29 @@ def test_irregular_layouts_match_rows_on_random_entries() -> None:
 
 
 def test_same_key_with_different_extras_is_separate_chunks() -> None:
-    extras = [(None, None, None), ("m-1", None, None), (None, "eval", "d1"), ("m-1", "eval", "d1"), ("m-2", None, None)]
+    extras = [
+        (None, None, None),
+        ("m-1", None, None),
+        (None, "eval", "d1"),
+        ("m-1", "eval", "d1"),
+        ("m-2", None, None),
+    ]
     rng = random.Random(13)
     for _ in range(100):
         metrics = []
         for i in range(rng.randint(1, 25)):
             model_id, dataset_name, dataset_digest = rng.choice(extras)
-            metrics.append(Metric(rng.choice(["acc", "loss"]), rng.choice(ODD_VALUES), i, rng.randint(0, 3),
-                                  model_id=model_id, dataset_name=dataset_name, dataset_digest=dataset_digest))
+            metrics.append(
+                Metric(
+                    rng.choice(["acc", "loss"]),
+                    rng.choice(ODD_VALUES),
+                    i,
+                    rng.randint(0, 3),
+                    model_id=model_id,
+                    dataset_name=dataset_name,
+                    dataset_digest=dataset_digest,
+                )
+            )
         b = entry(RUN_A, metrics)
         chunks = assert_entry_chunks_match_rows(b, metrics)
         logged_groups = {(m.key, m.model_id, m.dataset_name, m.dataset_digest) for m in metrics}
@@ -350,7 +426,17 @@ def test_single_point_entry() -> None:
     chunks = assert_entry_chunks_match_rows(wire.decode(fields), metrics)
     assert len(chunks) == 1
     assert norm_chunk(chunks[0]) == norm_chunk(
-        (RUN_A, "loss", [-(2**63)], [2**63 - 1], [-0.0], None, None, None, wire.request_digest(fields))
+        (
+            RUN_A,
+            "loss",
+            [-(2**63)],
+            [2**63 - 1],
+            [-0.0],
+            None,
+            None,
+            None,
+            wire.request_digest(fields),
+        )
     )
 
 
@@ -384,7 +470,9 @@ def test_chunk_digest_ordinals_are_distinct_stable_and_entry_bound() -> None:
 def test_chunks_of_one_entry_share_the_entry_digest() -> None:
     # The unique index holds (run, key, digest): the key tells an entry's chunks apart already.
     for metrics in (
-        [Metric(k, float(s), s, s) for s in range(5) for k in ("loss", "acc", "lr")],  # _period path
+        [
+            Metric(k, float(s), s, s) for s in range(5) for k in ("loss", "acc", "lr")
+        ],  # _period path
         [Metric(k, float(i), i, i) for i, k in enumerate("abbacb")],  # grouping path
         [Metric(k, 1.0, 1, 1, model_id="m-1") for k in ("a", "b")],  # extras path
     ):
@@ -418,13 +506,21 @@ def test_key_split_by_extras_gets_distinct_digests_within_the_entry() -> None:
 
 def test_split_key_digests_are_stable_across_re_decoding() -> None:
     # A replayed entry (and a client's retry, acknowledged later) must give the same rows.
-    metrics = [Metric("acc", float(i), i, i, model_id=(None, "m-1", "m-2")[i % 3]) for i in range(9)]
+    metrics = [
+        Metric("acc", float(i), i, i, model_id=(None, "m-1", "m-2")[i % 3]) for i in range(9)
+    ]
     fields = wire.encode(RUN_A, metrics, 1)
     first = chunks_of_entry(wire.decode(fields))
-    replayed = chunks_of_entry(wire.decode({bytes(k): bytes(bytearray(v)) for k, v in fields.items()}))
+    replayed = chunks_of_entry(
+        wire.decode({bytes(k): bytes(bytearray(v)) for k, v in fields.items()})
+    )
     retried = chunks_of_entry(entry(RUN_A, metrics, acked_at_ms=99))
     assert len({c[8] for c in first}) == 3
-    assert [norm_chunk(c) for c in first] == [norm_chunk(c) for c in replayed] == [norm_chunk(c) for c in retried]
+    assert (
+        [norm_chunk(c) for c in first]
+        == [norm_chunk(c) for c in replayed]
+        == [norm_chunk(c) for c in retried]
+    )
     batch = build_batch(first + replayed + retried)
     assert chunk_multiset(batch.chunks) == chunk_multiset(first)
     assert batch.points == len(metrics)
@@ -483,8 +579,11 @@ def test_same_points_in_two_different_requests_are_kept_twice() -> None:
 
 def test_build_batch_keeps_same_points_under_another_run_or_key() -> None:
     points = [(0, 1, 0.5), (1, 2, NAN)]
-    rows = [row(key, s, t, v, run=run) for run, key in [(RUN_A, "k"), (RUN_B, "k"), (RUN_A, "j")]
-            for s, t, v in points]
+    rows = [
+        row(key, s, t, v, run=run)
+        for run, key in [(RUN_A, "k"), (RUN_B, "k"), (RUN_A, "j")]
+        for s, t, v in points
+    ]
     chunks = chunks_from_rows(rows)
     # One request per run: RUN_A's "k" and "j" share its digest, only the key tells them apart.
     digests = {(c[0], c[1]): c[8] for c in chunks}
@@ -504,9 +603,16 @@ def test_build_batch_keeps_other_points_of_the_same_key() -> None:
 def test_build_batch_index_order_sorts_by_run_key_digest() -> None:
     rng = random.Random(17)
     entries = [
-        entry(rng.choice([RUN_B, RUN_A]),
-              [Metric(rng.choice(["z", "y", "B", "a"]), rng.choice(ODD_VALUES), i, rng.randint(0, 3))
-               for i in range(rng.randint(1, 12))], i)
+        entry(
+            rng.choice([RUN_B, RUN_A]),
+            [
+                Metric(
+                    rng.choice(["z", "y", "B", "a"]), rng.choice(ODD_VALUES), i, rng.randint(0, 3)
+                )
+                for i in range(rng.randint(1, 12))
+            ],
+            i,
+        )
         for i in range(30)
     ]
     chunks = [c for b in entries for c in chunks_of_entry(b)]
@@ -527,8 +633,16 @@ def test_build_batch_index_order_sorts_by_run_key_digest() -> None:
 def test_points_count_the_points_of_the_kept_chunks() -> None:
     rng = random.Random(23)
     for _ in range(50):
-        rows = [row(rng.choice("xy"), rng.randint(0, 3), rng.randint(0, 3), rng.choice(ODD_VALUES),
-                    run=rng.choice([RUN_A, RUN_B])) for _ in range(rng.randint(1, 20))]
+        rows = [
+            row(
+                rng.choice("xy"),
+                rng.randint(0, 3),
+                rng.randint(0, 3),
+                rng.choice(ODD_VALUES),
+                run=rng.choice([RUN_A, RUN_B]),
+            )
+            for _ in range(rng.randint(1, 20))
+        ]
         chunks = chunks_from_rows(rows)
         batch = build_batch(chunks + chunks[: rng.randint(0, len(chunks))])
         assert batch.points == len(batch) == sum(len(c[2]) for c in batch.chunks) == len(rows)
@@ -543,14 +657,21 @@ def test_chunks_from_entries_holds_every_entrys_chunks_runs_grouped() -> None:
     for i in range(40):
         run = rng.choice([RUN_B, RUN_A])
         metrics = [
-            Metric(rng.choice("zyx"), float(j), i, rng.randint(0, 9),
-                   model_id=rng.choice([None, None, "m-1"]))
+            Metric(
+                rng.choice("zyx"),
+                float(j),
+                i,
+                rng.randint(0, 9),
+                model_id=rng.choice([None, None, "m-1"]),
+            )
             for j in range(rng.randint(1, 6))
         ]
         entries.append(entry(run, metrics, i))
     assert any(b.extras is None for b in entries) and any(b.extras is not None for b in entries)
     chunks = chunks_from_entries(entries)
-    assert chunk_multiset(chunks) == chunk_multiset([c for b in entries for c in chunks_of_entry(b)])
+    assert chunk_multiset(chunks) == chunk_multiset(
+        [c for b in entries for c in chunks_of_entry(b)]
+    )
     runs = [c[0] for c in chunks]
     # Each run's chunks form one block: they land next to each other in the index.
     blocks = [r for i, r in enumerate(runs) if i == 0 or runs[i - 1] != r]

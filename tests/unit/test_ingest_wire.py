@@ -1,4 +1,4 @@
-"""The stream entry encoding (ingest/wire.py): exact round trips and refusal of corrupt entries."""
+"""The stream entry encoding (domain/metrics/wire.py): exact round trips and refusal of corrupt entries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import struct
 import orjson
 import pytest
 
-from metricgate.entities import Metric
-from metricgate.ingest import wire
+from metricgate.domain.metrics import wire
+from metricgate.domain.tracking.entities import Metric
 
 RUN = "0123456789abcdef0123456789abcdef"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -34,7 +34,9 @@ def exact(metric: Metric) -> tuple[object, ...]:
     )
 
 
-def round_trip(metrics: list[Metric], run_id: str = RUN, acked_at_ms: int = 1_700_000_000_123) -> wire.PointBatch:
+def round_trip(
+    metrics: list[Metric], run_id: str = RUN, acked_at_ms: int = 1_700_000_000_123
+) -> wire.PointBatch:
     fields = wire.encode(run_id, metrics, acked_at_ms)
     # Redis hands back bytes for both names and values; make sure nothing else sneaked in.
     assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in fields.items())
@@ -89,11 +91,21 @@ def test_round_trip_special_values_extremes_and_unicode_keys() -> None:
 
 
 def test_int64_extremes_in_every_position() -> None:
-    metrics = [Metric("m", float(i), ts, step) for i, (ts, step) in enumerate(
-        [(INT64_MIN, INT64_MAX), (INT64_MAX, INT64_MIN), (INT64_MAX, INT64_MAX), (INT64_MIN, INT64_MIN)]
-    )]
+    metrics = [
+        Metric("m", float(i), ts, step)
+        for i, (ts, step) in enumerate(
+            [
+                (INT64_MIN, INT64_MAX),
+                (INT64_MAX, INT64_MIN),
+                (INT64_MAX, INT64_MAX),
+                (INT64_MIN, INT64_MIN),
+            ]
+        )
+    ]
     batch = round_trip(metrics)
-    assert [(m.timestamp_ms, m.step) for m in batch.metrics()] == [(m.timestamp_ms, m.step) for m in metrics]
+    assert [(m.timestamp_ms, m.step) for m in batch.metrics()] == [
+        (m.timestamp_ms, m.step) for m in metrics
+    ]
 
 
 def test_extras_on_some_points_only() -> None:
@@ -101,7 +113,9 @@ def test_extras_on_some_points_only() -> None:
         Metric("acc", 0.5, 10, 0),
         Metric("acc", 0.6, 11, 1, model_id="m-" + "a" * 32),
         Metric("acc", 0.7, 12, 2, dataset_name="train", dataset_digest="d1g35t"),
-        Metric("acc", 0.8, 13, 3, model_id="m-" + "b" * 32, dataset_name="ëval", dataset_digest="x"),
+        Metric(
+            "acc", 0.8, 13, 3, model_id="m-" + "b" * 32, dataset_name="ëval", dataset_digest="x"
+        ),
         Metric("loss", math.nan, 14, 4),
     ]
     fields = wire.encode(RUN, metrics, 1)
@@ -123,7 +137,9 @@ def test_no_extras_field_when_no_point_has_one() -> None:
     assert fields[b"x"] == struct.pack("<2d", 1.0, 2.0)
     assert fields[b"t"] == struct.pack("<2q", 1, 2)
     batch = wire.decode(fields)
-    assert [(m.model_id, m.dataset_name, m.dataset_digest) for m in batch.metrics()] == [(None, None, None)] * 2
+    assert [(m.model_id, m.dataset_name, m.dataset_digest) for m in batch.metrics()] == [
+        (None, None, None)
+    ] * 2
 
 
 def test_thousand_point_entry_round_trips_exactly() -> None:
@@ -133,7 +149,11 @@ def test_thousand_point_entry_round_trips_exactly() -> None:
         value = rng.choice([rng.uniform(-1e6, 1e6), math.nan, math.inf, -math.inf, -0.0, float(i)])
         extras = {}
         if i % 7 == 0:
-            extras = {"model_id": f"m-{i:032x}", "dataset_name": f"ds{i}", "dataset_digest": f"{i:08x}"}
+            extras = {
+                "model_id": f"m-{i:032x}",
+                "dataset_name": f"ds{i}",
+                "dataset_digest": f"{i:08x}",
+            }
         metrics.append(
             Metric(
                 key=f"key/{i % 37}/ä",
@@ -152,9 +172,17 @@ def test_thousand_point_entry_round_trips_exactly() -> None:
 
 def test_entry_from_redis_with_str_free_bytes_only() -> None:
     # Values arrive as bytes objects that are not the ones encode produced (copied by Redis).
-    fields = {bytes(k): bytes(bytearray(v)) for k, v in wire.encode(RUN, [Metric("k", 3.0, 4, 5)], 6).items()}
+    fields = {
+        bytes(k): bytes(bytearray(v))
+        for k, v in wire.encode(RUN, [Metric("k", 3.0, 4, 5)], 6).items()
+    }
     batch = wire.decode(fields)
-    assert (batch.keys, list(batch.values), list(batch.timestamps_ms), list(batch.steps)) == (["k"], [3.0], [4], [5])
+    assert (batch.keys, list(batch.values), list(batch.timestamps_ms), list(batch.steps)) == (
+        ["k"],
+        [3.0],
+        [4],
+        [5],
+    )
 
 
 def test_key_with_a_newline_is_refused_at_encode_or_round_trips() -> None:
@@ -176,7 +204,8 @@ def test_key_with_a_newline_is_refused_at_encode_or_round_trips() -> None:
 
 def _good_fields(n: int = 2, extras: bool = False) -> dict[bytes, bytes]:
     metrics = [
-        Metric(f"k{i}", float(i), 100 + i, i, model_id=("m-1" if extras and i == 0 else None)) for i in range(n)
+        Metric(f"k{i}", float(i), 100 + i, i, model_id=("m-1" if extras and i == 0 else None))
+        for i in range(n)
     ]
     return dict(wire.encode(RUN, metrics, 1))
 
@@ -293,7 +322,10 @@ def test_request_digest_ignores_ack_time_and_version() -> None:
     # A client's retry is acknowledged later; it must still collide with the first write.
     metrics = _base_metrics()
     assert _digest_of(metrics, acked_at_ms=1) == _digest_of(metrics, acked_at_ms=1_700_000_000_000)
-    assert wire.decode(wire.encode(RUN, metrics, 5)).digest == wire.decode(wire.encode(RUN, metrics, 6)).digest
+    assert (
+        wire.decode(wire.encode(RUN, metrics, 5)).digest
+        == wire.decode(wire.encode(RUN, metrics, 6)).digest
+    )
     fields = wire.encode(RUN, metrics, 1)
     assert wire.request_digest({**fields, b"v": b"2"}) == wire.request_digest(fields)
 
@@ -301,10 +333,15 @@ def test_request_digest_ignores_ack_time_and_version() -> None:
 def _replace(metrics: list[Metric], i: int, **changes: object) -> list[Metric]:
     m = metrics[i]
     current = {
-        "key": m.key, "value": m.value, "timestamp_ms": m.timestamp_ms, "step": m.step,
-        "model_id": m.model_id, "dataset_name": m.dataset_name, "dataset_digest": m.dataset_digest,
+        "key": m.key,
+        "value": m.value,
+        "timestamp_ms": m.timestamp_ms,
+        "step": m.step,
+        "model_id": m.model_id,
+        "dataset_name": m.dataset_name,
+        "dataset_digest": m.dataset_digest,
     }
-    return [*metrics[:i], Metric(**{**current, **changes}), *metrics[i + 1:]]  # type: ignore[arg-type]
+    return [*metrics[:i], Metric(**{**current, **changes}), *metrics[i + 1 :]]  # type: ignore[arg-type]
 
 
 def test_request_digest_differs_for_any_other_point_field() -> None:

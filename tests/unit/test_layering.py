@@ -2,12 +2,13 @@
 
 Rules, from the bottom layer up:
 
-    0 domain     values, rules, errors, settings, metrics registry (pure; imports nothing above)
-    1 stores     PostgreSQL and artifact stores
-    2 features   ingest, uploads, registry, webhooks delivery; and the client and bench libraries
-    3 api        HTTP handlers
-    4 assembly   service.py (opens the stores), the app factory, the server runner
-    5 commands   every command-line front end, the dev-stack installer
+    0 domain     pure values and rules (metricgate/domain/): no I/O, imports only the domain
+    1 support    settings, logging and metrics, process lifecycle (the package's top-level modules)
+    2 stores     PostgreSQL and artifact stores, behind the Protocols of stores/base.py
+    3 features   ingest, uploads, registry, webhooks delivery; and the client and bench libraries
+    4 api        HTTP handlers
+    5 assembly   service.py (opens the stores), the app factory, the server runner
+    6 commands   every command-line front end (metricgate/cli/)
 
 1. An import may only point to the same layer or a lower one (TYPE_CHECKING and function-local
    imports count: they are dependencies all the same).
@@ -33,37 +34,25 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "metricgate"
 
-LAYER_NAMES = ("domain", "stores", "features", "api", "assembly", "commands")
+LAYER_NAMES = ("domain", "support", "stores", "features", "api", "assembly", "commands")
 
 # Module -> layer, by the longest matching prefix (a package name covers its modules).
 LAYERS: dict[str, int] = {
-    "metricgate": 0,  # the package's __init__ and top-level modules not listed below
-    "metricgate.search": 0,
-    "metricgate.registry.entities": 0,
-    "metricgate.registry.rules": 0,
-    "metricgate.uploads.models": 0,
-    "metricgate.uploads.checks": 0,
-    "metricgate.webhooks.models": 0,
-    "metricgate.webhooks.events": 0,
-    "metricgate.webhooks.signing": 0,
-    "metricgate.webhooks.retry": 0,
-    "metricgate.ingest.wire": 0,
-    "metricgate.stores": 1,
-    "metricgate.ingest": 2,
-    "metricgate.uploads": 2,
-    "metricgate.registry": 2,
-    "metricgate.webhooks": 2,
-    "metricgate.live_status": 2,
-    "metricgate.client": 2,
-    "metricgate.bench": 2,
-    "metricgate.api": 3,
-    "metricgate.api.app": 4,
-    "metricgate.service": 4,
-    "metricgate.server": 4,
-    "metricgate.cli": 5,
-    "metricgate.bench.cli": 5,
-    "metricgate.devservices": 5,
-    "metricgate.__main__": 5,
+    "metricgate": 1,  # the package's __init__ and its top-level modules not listed below
+    "metricgate.domain": 0,
+    "metricgate.stores": 2,
+    "metricgate.ingest": 3,
+    "metricgate.uploads": 3,
+    "metricgate.registry": 3,
+    "metricgate.webhooks": 3,
+    "metricgate.client": 3,
+    "metricgate.bench": 3,
+    "metricgate.api": 4,
+    "metricgate.api.app": 5,
+    "metricgate.service": 5,
+    "metricgate.server": 5,
+    "metricgate.cli": 6,
+    "metricgate.__main__": 6,
 }
 
 CONCRETE_STORE = re.compile(r"^(Pg[A-Z]\w*|LocalArtifactStore|S3ArtifactStore)$")
@@ -79,11 +68,9 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("metricgate.api.metrics", "metricgate.service"),
     ("metricgate.api.runs", "metricgate.service"),
     ("metricgate.api.ui_support", "metricgate.service"),
-    ("metricgate.bench", "metricgate.bench.cli"),
-    # The chunk format of stored metrics lives in ingest/batcher.py.
-    ("metricgate.stores.postgres.metrics", "metricgate.ingest.batcher"),
-    ("metricgate.uploads.checks", "metricgate.stores.artifacts.base"),
-    ("metricgate.uploads.checks", "metricgate.stores.artifacts.paths"),
+    # Part-size rules read the upload settings and S3's part limit from the artifact store.
+    ("metricgate.domain.uploads.rules", "metricgate.config"),
+    ("metricgate.domain.uploads.rules", "metricgate.stores.artifacts.base"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
     # local_staging.py calls private members of LocalArtifactStore (imported under TYPE_CHECKING).
@@ -94,7 +81,7 @@ KNOWN_CONCRETE: set[tuple[str, str]] = {
     ("metricgate.ingest.flusher", "PgMetricWriter"),
     ("metricgate.ingest.janitor", "PgRunStore"),
     ("metricgate.ingest.sink", "PgMetricWriter"),
-    ("metricgate.live_status", "PgLiveCounts"),
+    ("metricgate.ingest.live_status", "PgLiveCounts"),
     ("metricgate.registry.service", "PgRegistryStore"),
     ("metricgate.uploads.commit", "PgUploadStore"),
     ("metricgate.uploads.references", "PgReferenceStore"),
@@ -255,24 +242,31 @@ def test_no_import_cycles() -> None:
     found = _cycles(edges)
     new, gone = found - KNOWN_CYCLES, KNOWN_CYCLES - found
     assert not new, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in new)
-    assert not gone, "fixed, remove from KNOWN_CYCLES: " + "; ".join(" <-> ".join(sorted(c)) for c in gone)
+    assert not gone, "fixed, remove from KNOWN_CYCLES: " + "; ".join(
+        " <-> ".join(sorted(c)) for c in gone
+    )
 
 
 def test_concrete_stores_are_named_only_where_they_are_assembled() -> None:
     found = concrete_store_names()
     new, gone = found - KNOWN_CONCRETE, KNOWN_CONCRETE - found
-    assert not new, "concrete store classes named outside stores/ and service.py:\n" + _describe(new)
+    assert not new, "concrete store classes named outside stores/ and service.py:\n" + _describe(
+        new
+    )
     assert not gone, "fixed, remove from KNOWN_CONCRETE:\n" + _describe(gone)
 
 
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from metricgate.stores.postgres.runs import PgRunStore", [("metricgate.stores.postgres.runs", "PgRunStore")]),
+        (
+            "from metricgate.stores.postgres.runs import PgRunStore",
+            [("metricgate.stores.postgres.runs", "PgRunStore")],
+        ),
         ("from metricgate.api import runs", [("metricgate.api.runs", "")]),
         ("import metricgate.service", [("metricgate.service", "")]),
         ("from . import codec", [("metricgate.api.codec", "")]),
-        ("from ..errors import NotFound", [("metricgate.errors", "NotFound")]),
+        ("from ..domain.errors import NotFound", [("metricgate.domain.errors", "NotFound")]),
         ("import os\nfrom aiohttp import web", []),
     ],
 )

@@ -21,21 +21,29 @@ def test_an_outage_logs_once_down_and_once_back(caplog: pytest.LogCaptureFixture
         outage.ok()
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in lines] == ["WARNING", "INFO", "WARNING", "INFO"], lines
-    assert lines[0][1].startswith("Redis (test) is unavailable: ConnectionError: Connection refused")
+    assert lines[0][1].startswith(
+        "Redis (test) is unavailable: ConnectionError: Connection refused"
+    )
     assert "29 more failure(s) meanwhile" in lines[1][1]
     assert lines[2][1].startswith("Redis (test) is unavailable: second outage")
     assert "0 more failure(s)" in lines[3][1]
 
 
-def test_a_repeated_library_warning_passes_once_without_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_repeated_library_warning_passes_once_without_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     logger = logging.getLogger("test.asyncpg.pool")
-    logger.addFilter(RepeatedWarningFilter("Failed to restore the pool connection floor", every_s=60))
+    logger.addFilter(
+        RepeatedWarningFilter("Failed to restore the pool connection floor", every_s=60)
+    )
     with caplog.at_level(logging.WARNING, logger="test.asyncpg.pool"):
         for _ in range(5):
             try:
                 raise ConnectionRefusedError(111, "Connect call failed")
             except OSError:
-                logger.warning("Failed to restore the pool connection floor; retrying", exc_info=True)
+                logger.warning(
+                    "Failed to restore the pool connection floor; retrying", exc_info=True
+                )
         logger.warning("something else")
     records = caplog.records
     assert [r.getMessage().split(";")[0] for r in records] == [

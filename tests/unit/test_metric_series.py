@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from metricgate.entities import MetricSeries
+from metricgate.domain.tracking.entities import MetricSeries
 from metricgate.stores.postgres.metric_series import (
     ChunkSpan,
     merge_chunks,
@@ -31,8 +31,18 @@ INF = math.inf
 PLAIN = (None, None, None)
 
 
-def chunk(steps, timestamps, vals, model_id=None, dataset_name=None, dataset_digest=None, run_id="r"):
-    return (run_id, list(steps), list(timestamps), list(vals), model_id, dataset_name, dataset_digest)
+def chunk(
+    steps, timestamps, vals, model_id=None, dataset_name=None, dataset_digest=None, run_id="r"
+):
+    return (
+        run_id,
+        list(steps),
+        list(timestamps),
+        list(vals),
+        model_id,
+        dataset_name,
+        dataset_digest,
+    )
 
 
 def _v(value: float) -> Any:
@@ -42,7 +52,10 @@ def _v(value: float) -> Any:
 
 def points(series: MetricSeries) -> list[tuple[Any, ...]]:
     extras = series.extras if series.extras is not None else [PLAIN] * len(series)
-    return [(s, t, _v(v), e) for s, t, v, e in zip(series.steps, series.timestamps_ms, series.values, extras)]
+    return [
+        (s, t, _v(v), e)
+        for s, t, v, e in zip(series.steps, series.timestamps_ms, series.values, extras)
+    ]
 
 
 def triples(series: MetricSeries) -> list[tuple[Any, ...]]:
@@ -54,7 +67,11 @@ def triples(series: MetricSeries) -> list[tuple[Any, ...]]:
 
 def test_merge_chunks_out_of_order_fast_path():
     # The store returns chunks in no particular order; consecutive chunks are the common case.
-    chunks = [chunk([4, 5], [40, 50], [0.4, 0.5]), chunk([0, 1], [0, 10], [0.0, 0.1]), chunk([2, 3], [20, 30], [0.2, 0.3])]
+    chunks = [
+        chunk([4, 5], [40, 50], [0.4, 0.5]),
+        chunk([0, 1], [0, 10], [0.0, 0.1]),
+        chunk([2, 3], [20, 30], [0.2, 0.3]),
+    ]
     series = merge_chunks("r", "loss", chunks)
     assert series.run_id == "r" and series.key == "loss"
     assert series.steps == [0, 1, 2, 3, 4, 5]
@@ -197,12 +214,14 @@ def test_merge_chunks_matches_reference_on_random_chunks():
         for _ in range(rng.randint(1, 4)):
             n = rng.randint(1, 6)
             extras = rng.choice(extras_pool)
-            chunks.append(chunk(
-                [rng.randint(-2, 5) for _ in range(n)],
-                [rng.randint(0, 2) for _ in range(n)],
-                [rng.choice(value_pool) for _ in range(n)],
-                *extras,
-            ))
+            chunks.append(
+                chunk(
+                    [rng.randint(-2, 5) for _ in range(n)],
+                    [rng.randint(0, 2) for _ in range(n)],
+                    [rng.choice(value_pool) for _ in range(n)],
+                    *extras,
+                )
+            )
         best: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for c in chunks:
             e = (c[4], c[5], c[6])
@@ -231,7 +250,9 @@ def test_series_of_points_groups_runs_in_given_order():
     out = series_of_points("acc", rows)
     assert [s.run_id for s in out] == ["r2", "r1"]
     assert all(s.key == "acc" for s in out)
-    assert out[0].steps == [0, 1] and out[0].timestamps_ms == [10, 11] and out[0].values == [1.0, 2.0]
+    assert (
+        out[0].steps == [0, 1] and out[0].timestamps_ms == [10, 11] and out[0].values == [1.0, 2.0]
+    )
     assert out[0].extras is None
     assert out[1].steps == [5, 6]
     assert out[1].extras == [("m", None, None), PLAIN]
@@ -261,7 +282,9 @@ def test_sample_ranks_first_of_each_ntile_bucket_then_the_last_point():
     assert sample_ranks(11, 5) == [0, 3, 5, 7, 10]
     # 200k points at 320: exactly 320, never 321 (the old step sampling added the last step).
     ranks = sample_ranks(200_000, 320)
-    assert len(ranks) == 320 and ranks[0] == 0 and ranks[-1] == 199_999 and ranks == sorted(set(ranks))
+    assert (
+        len(ranks) == 320 and ranks[0] == 0 and ranks[-1] == 199_999 and ranks == sorted(set(ranks))
+    )
 
 
 @pytest.mark.parametrize("max_results", [1, 0, -7])
@@ -285,7 +308,15 @@ def _spans(chunks, start, end):
         if steps[-1] < lo or steps[0] > hi:
             continue
         count = sum(lo <= s <= hi for s in steps)
-        out.append(ChunkSpan(steps[0], steps[-1], steps == sorted(set(steps)), count, sum(s < lo for s in steps) + 1))
+        out.append(
+            ChunkSpan(
+                steps[0],
+                steps[-1],
+                steps == sorted(set(steps)),
+                count,
+                sum(s < lo for s in steps) + 1,
+            )
+        )
     return out
 
 
@@ -300,18 +331,29 @@ def test_rank_positions_pick_the_points_sample_series_picks():
             for _ in range(n):
                 step += rng.randint(1, 3)
                 steps.append(step)
-            chunks.append(chunk(steps, [rng.randint(0, 9) for _ in steps], [rng.random() for _ in steps]))
+            chunks.append(
+                chunk(steps, [rng.randint(0, 9) for _ in steps], [rng.random() for _ in steps])
+            )
         rng.shuffle(chunks)
-        start, end = (None, None) if rng.random() < 0.5 else sorted(rng.sample(range(-60, step + 10), 2))
+        start, end = (
+            (None, None) if rng.random() < 0.5 else sorted(rng.sample(range(-60, step + 10), 2))
+        )
         max_results = rng.choice([1, 2, 5, 37, 320])
         spans = _spans(chunks, start, end)
         assert ranks_are_positions(spans)
         ordered = sorted(chunks, key=lambda c: c[1][0])
-        ordered = [c for c in ordered if c[1][-1] >= (start if start is not None else -(2**63))
-                   and c[1][0] <= (end if end is not None else 2**63 - 1)]
+        ordered = [
+            c
+            for c in ordered
+            if c[1][-1] >= (start if start is not None else -(2**63))
+            and c[1][0] <= (end if end is not None else 2**63 - 1)
+        ]
         ranks = sample_ranks(sum(s.count for s in spans), max_results)
-        picked = [(ordered[i][1][p - 1], ordered[i][2][p - 1], ordered[i][3][p - 1])
-                  for i, positions in rank_positions(spans, ranks) for p in positions]
+        picked = [
+            (ordered[i][1][p - 1], ordered[i][2][p - 1], ordered[i][3][p - 1])
+            for i, positions in rank_positions(spans, ranks)
+            for p in positions
+        ]
         expected = triples(sample_series(merge_chunks("r", "k", chunks), max_results, start, end))
         assert picked == expected
 

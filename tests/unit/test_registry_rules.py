@@ -9,14 +9,19 @@ from aiohttp.test_utils import make_mocked_request
 
 from metricgate.api.codec import Fields
 from metricgate.api.registry_codec import audit_from
-from metricgate.entities import Tag
-from metricgate.errors import InvalidParameter
-from metricgate.registry import rules
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.registry import rules
+from metricgate.domain.tracking.entities import Tag
 
 
 @pytest.mark.parametrize(
     ("given", "stored"),
-    [("none", "None"), ("STAGING", "Staging"), ("production", "Production"), ("Archived", "Archived")],
+    [
+        ("none", "None"),
+        ("STAGING", "Staging"),
+        ("production", "Production"),
+        ("Archived", "Archived"),
+    ],
 )
 def test_stages_are_case_insensitive_and_stored_canonically(given: str, stored: str) -> None:
     assert rules.canonical_stage(given) == stored
@@ -57,7 +62,12 @@ def test_model_names() -> None:
 
 def test_tags_limits() -> None:
     rules.validate_tag(Tag("k", "v" * rules.MAX_TAG_VALUE_LENGTH))
-    for bad in (Tag("", "v"), Tag("k" * 251, "v"), Tag("k", "v" * (rules.MAX_TAG_VALUE_LENGTH + 1)), Tag("../k", "v")):
+    for bad in (
+        Tag("", "v"),
+        Tag("k" * 251, "v"),
+        Tag("k", "v" * (rules.MAX_TAG_VALUE_LENGTH + 1)),
+        Tag("../k", "v"),
+    ):
         with pytest.raises(InvalidParameter):
             rules.validate_tag(bad)
 
@@ -71,7 +81,9 @@ def test_source_uris() -> None:
     assert rules.split_models_source("file:///x") is None
     for bad in ("runs:/", "models:/a/b/c", "models:/name/latest"):
         with pytest.raises(InvalidParameter):
-            rules.split_runs_source(bad) if bad.startswith("runs") else rules.split_models_source(bad)
+            rules.split_runs_source(bad) if bad.startswith("runs") else rules.split_models_source(
+                bad
+            )
 
 
 def _basic(value: str) -> str:
@@ -79,14 +91,20 @@ def _basic(value: str) -> str:
 
 
 def test_audit_context_from_headers_and_body() -> None:
-    def audit(headers: dict[str, str], body: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+    def audit(
+        headers: dict[str, str], body: dict[str, str] | None = None
+    ) -> tuple[str | None, str | None]:
         found = audit_from(make_mocked_request("POST", "/", headers=headers), Fields(body or {}))
         return found.actor, found.comment
 
     assert audit({}) == (None, None)
     assert audit({"Authorization": _basic("carol:pw")}) == ("carol", None)
     # Basic auth wins over the header; the body's comment over the comment header.
-    both = {"Authorization": _basic("carol:pw"), "X-Metricgate-User": "dave", "X-Metricgate-Comment": "h"}
+    both = {
+        "Authorization": _basic("carol:pw"),
+        "X-Metricgate-User": "dave",
+        "X-Metricgate-Comment": "h",
+    }
     assert audit(both, {"comment": "b"}) == ("carol", "b")
     assert audit({"X-Metricgate-User": "dave", "X-Metricgate-Comment": "h"}) == ("dave", "h")
     assert audit({"Authorization": "Bearer tok", "X-Metricgate-User": "dave"}) == ("dave", None)
@@ -130,7 +148,9 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("source", TRAVERSALS)
 @pytest.mark.parametrize(("run_id", "model_id"), [(None, None), (RUN, None), (None, "m-1")])
-def test_no_scheme_may_carry_a_relative_path(source: str, run_id: str | None, model_id: str | None) -> None:
+def test_no_scheme_may_carry_a_relative_path(
+    source: str, run_id: str | None, model_id: str | None
+) -> None:
     with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
         rules.source_owner(source, run_id, model_id)
 
@@ -150,7 +170,9 @@ def test_no_scheme_may_carry_a_relative_path(source: str, run_id: str | None, mo
         ("models://profile/m-1", None, "m-1"),
     ],
 )
-def test_sources_refused_without_a_lookup(source: str, run_id: str | None, model_id: str | None) -> None:
+def test_sources_refused_without_a_lookup(
+    source: str, run_id: str | None, model_id: str | None
+) -> None:
     with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
         rules.source_owner(source, run_id, model_id)
 
@@ -213,14 +235,34 @@ def test_sources_inside_their_owner(source: str, root: str) -> None:
     [
         (f"{PROXIED_ROOT}/model", None, "run_id request parameter must identify"),  # no such run
         (f"{LOCAL_ROOT}/model", None, "contained within the artifact directory of the run"),
-        (f"mlflow-artifacts:/1/{'f' * 32}/artifacts/model", PROXIED_ROOT, "must identify"),  # another run's
-        (f"mlflow-artifacts:/1/{RUN}/artifacts-other/model", PROXIED_ROOT, "must identify"),  # a sibling
+        (
+            f"mlflow-artifacts:/1/{'f' * 32}/artifacts/model",
+            PROXIED_ROOT,
+            "must identify",
+        ),  # another run's
+        (
+            f"mlflow-artifacts:/1/{RUN}/artifacts-other/model",
+            PROXIED_ROOT,
+            "must identify",
+        ),  # a sibling
         (f"mlflow-artifacts://other-host/1/{RUN}/artifacts/model", PROXIED_ROOT, "must identify"),
-        (f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{RUN}/artifacts/m", PROXIED_ROOT, "must identify"),
+        (
+            f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{RUN}/artifacts/m",
+            PROXIED_ROOT,
+            "must identify",
+        ),
         ("mlflow-artifacts:/1", PROXIED_ROOT, "must identify"),  # the root's parent
-        (f"{PROXIED_ROOT}/model", "mlflow-artifacts:", "must identify"),  # an empty root holds nothing
+        (
+            f"{PROXIED_ROOT}/model",
+            "mlflow-artifacts:",
+            "must identify",
+        ),  # an empty root holds nothing
         ("file:///etc", LOCAL_ROOT, "contained within the artifact directory"),
-        (f"{LOCAL_ROOT}/model", PROXIED_ROOT, "contained within"),  # the run's artifacts are not local
+        (
+            f"{LOCAL_ROOT}/model",
+            PROXIED_ROOT,
+            "contained within",
+        ),  # the run's artifacts are not local
         (f"{LOCAL_ROOT}/model", f"s3://b/1/{RUN}/artifacts", "contained within"),
     ],
 )
@@ -292,7 +334,10 @@ def test_sources_that_address_no_other_host(source: str) -> None:
         ("models:/name/latest", rules.ModelsSource(name="name")),
         ("models:/name/LATEST", rules.ModelsSource(name="name")),
         ("models:/name/Production", rules.ModelsSource(name="name", stage="Production")),
-        ("models:/name/nonsense", rules.ModelsSource(name="name", stage="nonsense")),  # refused later
+        (
+            "models:/name/nonsense",
+            rules.ModelsSource(name="name", stage="nonsense"),
+        ),  # refused later
         ("models:/name@champion", rules.ModelsSource(name="name", alias="champion")),
         ("models:/a@b@c", rules.ModelsSource(name="a@b", alias="c")),
         ("models:/name/3?x=1", rules.ModelsSource(name="name", version="3")),  # urlparse's path

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import math
 import random
+import struct
 
 import pytest
 
-from metricgate.errors import InvalidParameter
-from metricgate.search.filter import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.search.filter import (
     Clause,
     OrderKey,
     parse_experiment_filter,
@@ -22,7 +22,12 @@ from metricgate.search.filter import (
     parse_order_by,
     parse_run_filter,
 )
-from metricgate.search.paging import decode_history_token, decode_page_token, encode_history_token, encode_page_token
+from metricgate.domain.search.paging import (
+    decode_history_token,
+    decode_page_token,
+    encode_history_token,
+    encode_page_token,
+)
 
 # ---------------------------------------------------------------- runs: valid filters
 
@@ -43,7 +48,7 @@ RUN_FILTERS: list[tuple[str, list[Clause]]] = [
     ("tag.t = ''", [Clause("tag", "t", "=", "")]),
     ("tags.mlflow.runName = 'x'", [Clause("tag", "mlflow.runName", "=", "x")]),
     ("tags.`mlflow.user` = 'x'", [Clause("tag", "mlflow.user", "=", "x")]),
-    ('tags."my key" = \'x\'', [Clause("tag", "my key", "=", "x")]),
+    ("tags.\"my key\" = 'x'", [Clause("tag", "my key", "=", "x")]),
     ("tags.'my key' = 'x'", [Clause("tag", "my key", "=", "x")]),
     ("tags.`a-b` = 'x'", [Clause("tag", "a-b", "=", "x")]),
     ("`tags`.k = 'x'", [Clause("tag", "k", "=", "x")]),
@@ -57,7 +62,7 @@ RUN_FILTERS: list[tuple[str, list[Clause]]] = [
     ("attr.artifact_uri LIKE 's3:%'", [Clause("attribute", "artifact_uri", "LIKE", "s3:%")]),
     ("run.run_name ILIKE 'a%'", [Clause("attribute", "run_name", "ILIKE", "a%")]),
     ("status = 'RUNNING'", [Clause("attribute", "status", "=", "RUNNING")]),
-    ('"run name" = \'x\'', [Clause("attribute", "run_name", "=", "x")]),
+    ("\"run name\" = 'x'", [Clause("attribute", "run_name", "=", "x")]),
     ("`Run Name` = 'x'", [Clause("attribute", "run_name", "=", "x")]),
     ("lifecycle_stage = 'deleted'", [Clause("attribute", "lifecycle_stage", "=", "deleted")]),
     ("start_time >= 5", [Clause("attribute", "start_time", ">=", 5)]),
@@ -80,8 +85,14 @@ RUN_FILTERS: list[tuple[str, list[Clause]]] = [
             Clause("attribute", "status", "=", "FAILED"),
         ],
     ),
-    ("  metrics.a>1   AND\nmetrics.a<2  ", [Clause("metric", "a", ">", 1.0), Clause("metric", "a", "<", 2.0)]),
-    ("params.andy = 'x' AND params.b = 'y'", [Clause("param", "andy", "=", "x"), Clause("param", "b", "=", "y")]),
+    (
+        "  metrics.a>1   AND\nmetrics.a<2  ",
+        [Clause("metric", "a", ">", 1.0), Clause("metric", "a", "<", 2.0)],
+    ),
+    (
+        "params.andy = 'x' AND params.b = 'y'",
+        [Clause("param", "andy", "=", "x"), Clause("param", "b", "=", "y")],
+    ),
 ]
 
 
@@ -164,7 +175,9 @@ RUN_FILTER_ERRORS: list[tuple[str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), RUN_FILTER_ERRORS, ids=[t for t, _ in RUN_FILTER_ERRORS])
+@pytest.mark.parametrize(
+    ("text", "message"), RUN_FILTER_ERRORS, ids=[t for t, _ in RUN_FILTER_ERRORS]
+)
 def test_run_filter_errors(text: str, message: str) -> None:
     with pytest.raises(InvalidParameter) as info:
         parse_run_filter(text)
@@ -227,7 +240,9 @@ RUN_ORDER_BY_ERRORS: list[tuple[object, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), RUN_ORDER_BY_ERRORS, ids=[str(t) for t, _ in RUN_ORDER_BY_ERRORS])
+@pytest.mark.parametrize(
+    ("text", "message"), RUN_ORDER_BY_ERRORS, ids=[str(t) for t, _ in RUN_ORDER_BY_ERRORS]
+)
 def test_run_order_by_errors(text: object, message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
         parse_order_by([text])  # type: ignore[list-item]
@@ -291,12 +306,17 @@ def test_experiment_filter_errors(text: str, message: str) -> None:
 
 
 def test_experiment_order_by() -> None:
-    assert parse_experiment_order_by(["name", "attribute.creation_time DESC", "experiment_id ASC"]) == [
+    assert parse_experiment_order_by(
+        ["name", "attribute.creation_time DESC", "experiment_id ASC"]
+    ) == [
         OrderKey("attribute", "name", True),
         OrderKey("attribute", "creation_time", False),
         OrderKey("attribute", "experiment_id", True),
     ]
-    for bad, message in [("tags.a", "Invalid order_by entity type 'tag'"), ("run_id", "Invalid attribute key")]:
+    for bad, message in [
+        ("tags.a", "Invalid order_by entity type 'tag'"),
+        ("run_id", "Invalid attribute key"),
+    ]:
         with pytest.raises(InvalidParameter, match=message):
             parse_experiment_order_by([bad])
 
@@ -348,7 +368,12 @@ def test_logged_model_filter_errors(text: str, message: str) -> None:
 def test_logged_model_order_by_dicts() -> None:
     parsed = parse_logged_model_order_by(
         [
-            {"field_name": "metrics.acc", "ascending": False, "dataset_name": "d", "dataset_digest": "x"},
+            {
+                "field_name": "metrics.acc",
+                "ascending": False,
+                "dataset_name": "d",
+                "dataset_digest": "x",
+            },
             {"field_name": "creation_time"},
             {"field_name": "name", "ascending": None, "dataset_name": "ignored"},
             {"field_name": "metrics.`a b`", "ascending": True, "dataset_name": ""},
@@ -375,7 +400,9 @@ LOGGED_MODEL_ORDER_ERRORS: list[tuple[object, str]] = [
 
 
 @pytest.mark.parametrize(
-    ("item", "message"), LOGGED_MODEL_ORDER_ERRORS, ids=[str(i) for i, _ in LOGGED_MODEL_ORDER_ERRORS]
+    ("item", "message"),
+    LOGGED_MODEL_ORDER_ERRORS,
+    ids=[str(i) for i, _ in LOGGED_MODEL_ORDER_ERRORS],
 )
 def test_logged_model_order_by_errors(item: object, message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
@@ -401,7 +428,9 @@ def test_page_token_is_interchangeable_with_mlflow() -> None:
     search_utils = pytest.importorskip("mlflow.utils.search_utils")
     mlflow_token = search_utils.SearchUtils.create_page_token(250).decode()
     assert decode_page_token(mlflow_token) == 250
-    assert search_utils.SearchUtils.parse_start_offset_from_page_token(encode_page_token(250)) == 250
+    assert (
+        search_utils.SearchUtils.parse_start_offset_from_page_token(encode_page_token(250)) == 250
+    )
 
 
 def _b64(raw: bytes) -> str:
@@ -438,14 +467,24 @@ def test_page_token_accepts_a_numeric_string_offset_like_mlflow() -> None:
 
 
 @pytest.mark.parametrize(
-    "after", [(0, 0, 0.5), (-(2**63), 2**63 - 1, -0.0), (3, 9, math.nan), (1, 1, math.inf), (1, 1, -math.inf),
-              (7, 1, 5e-324), (7, 1, 1.7976931348623157e308)],
+    "after",
+    [
+        (0, 0, 0.5),
+        (-(2**63), 2**63 - 1, -0.0),
+        (3, 9, math.nan),
+        (1, 1, math.inf),
+        (1, 1, -math.inf),
+        (7, 1, 5e-324),
+        (7, 1, 1.7976931348623157e308),
+    ],
 )
 def test_history_token_round_trip_keeps_the_exact_last_point(after: tuple[int, int, float]) -> None:
     offset, decoded = decode_history_token(encode_history_token(25, after))
     assert offset == 25 and decoded is not None
     assert decoded[:2] == after[:2]
-    assert struct.pack("<d", decoded[2]) == struct.pack("<d", after[2]) or (math.isnan(decoded[2]) and math.isnan(after[2]))
+    assert struct.pack("<d", decoded[2]) == struct.pack("<d", after[2]) or (
+        math.isnan(decoded[2]) and math.isnan(after[2])
+    )
 
 
 def test_history_token_is_still_an_mlflow_offset_token() -> None:
@@ -458,7 +497,17 @@ def test_history_token_is_still_an_mlflow_offset_token() -> None:
 
 
 @pytest.mark.parametrize(
-    "after", [[1, 2], [1, 2, 3], ["1", 2, "0x1p-1"], [1, -1, "0x1p-1"], [2**63, 1, "0x1p-1"], [1, 2, "zz"], "x", 5],
+    "after",
+    [
+        [1, 2],
+        [1, 2, 3],
+        ["1", 2, "0x1p-1"],
+        [1, -1, "0x1p-1"],
+        [2**63, 1, "0x1p-1"],
+        [1, 2, "zz"],
+        "x",
+        5,
+    ],
 )
 def test_bad_history_tokens(after: object) -> None:
     token = _b64(json.dumps({"offset": 1, "after": after}).encode())
@@ -482,10 +531,15 @@ def _random_filter(rng: random.Random) -> str:
     """Atom soup, arbitrary code points, or a randomly edited valid filter (near the boundary)."""
     roll = rng.random()
     if roll < 0.3:
-        atoms = (rng.choice(_FUZZ_ATOMS) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(0, 14)))
+        atoms = (
+            rng.choice(_FUZZ_ATOMS) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(0, 14))
+        )
         return "".join(atoms)
     if roll < 0.5:
-        code_points = (rng.choice([rng.randint(0, 127), rng.randint(0, 0x10FFFF)]) for _ in range(rng.randint(0, 24)))
+        code_points = (
+            rng.choice([rng.randint(0, 127), rng.randint(0, 0x10FFFF)])
+            for _ in range(rng.randint(0, 24))
+        )
         return "".join(map(chr, code_points))
     return _mutate(rng, rng.choice(_VALID_FILTERS))
 
@@ -540,7 +594,9 @@ def test_fuzz_order_by_and_tokens_raise_only_invalid_parameter(seed: int) -> Non
         for attempt in (
             lambda: parse_order_by([text]),
             lambda: parse_experiment_order_by([text]),
-            lambda: parse_logged_model_order_by([{"field_name": text, "ascending": rng.random() < 0.5}]),
+            lambda: parse_logged_model_order_by(
+                [{"field_name": text, "ascending": rng.random() < 0.5}]
+            ),
             lambda: decode_page_token(text),
         ):
             try:
@@ -624,7 +680,9 @@ LENIENT_IN_MLFLOW = [
 ]
 
 
-@pytest.mark.parametrize("text", [t for t, _ in RUN_FILTER_ERRORS if t.strip() and t not in LENIENT_IN_MLFLOW])
+@pytest.mark.parametrize(
+    "text", [t for t, _ in RUN_FILTER_ERRORS if t.strip() and t not in LENIENT_IN_MLFLOW]
+)
 def test_mlflow_rejects_our_error_cases_too(text: str) -> None:
     with pytest.raises(Exception) as info:
         _mlflow_clauses(text)

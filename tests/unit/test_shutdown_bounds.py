@@ -65,7 +65,9 @@ async def test_stuck_workers_share_one_deadline_then_are_cancelled() -> None:
     assert took < 2.5, took
 
 
-async def test_a_worker_that_swallows_cancellation_is_abandoned(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_worker_that_swallows_cancellation_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(lifecycle, "CANCEL_GRACE_S", 0.3)
     workers = BackgroundWorkers()
     rogue = Worker(ignore_stop=True, ignore_cancel=True)
@@ -132,7 +134,11 @@ async def test_a_crashed_worker_is_restarted_with_a_growing_wait(
         await asyncio.sleep(0.01)
     await workers.stop(drain_timeout_s=5)
     assert worker.runs == 4
-    waits = [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if "restarting it" in r.getMessage()]
+    waits = [
+        r.getMessage().rsplit(" in ", 1)[1]
+        for r in caplog.records
+        if "restarting it" in r.getMessage()
+    ]
     assert waits == ["0.05 s", "0.1 s", "0.2 s"]
 
 

@@ -19,7 +19,11 @@ def bare_isdigit_calls(source: str) -> list[int]:
     lines = source.splitlines()
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "isdigit":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "isdigit"
+        ):
             subject = ast.unparse(node.func.value)
             if f"{subject}.isascii()" not in lines[node.lineno - 1].replace(" ", ""):
                 found.append(node.lineno)
@@ -36,5 +40,7 @@ def test_digit_checks_are_ascii_only() -> None:
 
 
 def test_the_rule_sees_a_bare_isdigit() -> None:
-    code = 'ok = v.isascii() and v.isdigit()\nbad = w.strip().isdigit()\n"""x.isdigit() in prose"""\n'
+    code = (
+        'ok = v.isascii() and v.isdigit()\nbad = w.strip().isdigit()\n"""x.isdigit() in prose"""\n'
+    )
     assert bare_isdigit_calls(code) == [2]

@@ -8,10 +8,10 @@ import hashlib
 import pytest
 
 from metricgate.config import UploadSettings
-from metricgate.errors import InvalidParameter
-from metricgate.stores.artifacts.paths import proxied_store_path
-from metricgate.uploads import checks
-from metricgate.uploads.models import UploadFile
+from metricgate.domain.artifacts.paths import proxied_store_path
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.uploads import rules as checks
+from metricgate.domain.uploads.entities import UploadFile
 from metricgate.uploads.references import check_reference_uri
 from metricgate.uploads.sessions import parse_files
 
@@ -59,16 +59,29 @@ def test_expected_part_sizes() -> None:
 def test_run_store_root_of_proxied_uris_only() -> None:
     run = "0123456789abcdef0123456789abcdef"
     assert proxied_store_path(f"mlflow-artifacts:/1/{run}/artifacts") == f"1/{run}/artifacts"
-    assert proxied_store_path(f"mlflow-artifacts://host:5000/1/{run}/artifacts") == f"1/{run}/artifacts"
-    assert proxied_store_path(f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{run}/artifacts") == f"1/{run}/artifacts"
+    assert (
+        proxied_store_path(f"mlflow-artifacts://host:5000/1/{run}/artifacts")
+        == f"1/{run}/artifacts"
+    )
+    assert (
+        proxied_store_path(f"http://h/api/2.0/mlflow-artifacts/artifacts/1/{run}/artifacts")
+        == f"1/{run}/artifacts"
+    )
     assert proxied_store_path("s3://bucket/elsewhere") is None
     assert proxied_store_path("mlflow-artifacts:/1/../../etc") is None
 
 
 def test_file_lists() -> None:
     settings = UploadSettings(max_files=3)
-    specs = parse_files([{"path": "a/b.bin", "size": 1}, {"path": "c", "size": 0, "sha256": DIGEST.hex()}], True, settings)
-    assert [(s.rel_path, s.size, s.sha256) for s in specs] == [("a/b.bin", 1, None), ("c", 0, DIGEST.hex())]
+    specs = parse_files(
+        [{"path": "a/b.bin", "size": 1}, {"path": "c", "size": 0, "sha256": DIGEST.hex()}],
+        True,
+        settings,
+    )
+    assert [(s.rel_path, s.size, s.sha256) for s in specs] == [
+        ("a/b.bin", 1, None),
+        ("c", 0, DIGEST.hex()),
+    ]
     assert parse_files([{"size": 4}], False, settings)[0].rel_path == ""
     bad_lists = [
         ([], True), ("x", True), ([{"size": 1}] * 4, True), ([{"size": 1}, {"size": 2}], False),

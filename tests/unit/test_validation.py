@@ -1,4 +1,4 @@
-"""Unit tests for validation.py: MLflow's server-side rules and their exact messages.
+"""Unit tests for domain/tracking/rules.py: MLflow's server-side rules and their exact messages.
 
 The expected texts are copied from mlflow 3.17.2, ``mlflow/utils/validation.py``
 (``_validate_batch_limit``, ``_validate_param_keys_unique``, ``bad_path_message``,
@@ -11,9 +11,9 @@ import posixpath
 
 import pytest
 
-from metricgate.entities import Metric, Param, Tag
-from metricgate.errors import InvalidParameter
-from metricgate.validation import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import Metric, Param, Tag
+from metricgate.domain.tracking.rules import (
     MAX_ENTITY_KEY_LENGTH,
     MAX_EXPERIMENTS_PER_PAGE,
     MAX_METRIC_HISTORY_PAGE,
@@ -41,7 +41,7 @@ BAD_CHARACTER = (
 
 def bad_path(path: str, name: str) -> str:
     return (
-        f'Invalid value "{name}" for parameter \'{path}\' supplied: Names may be treated as files in '
+        f"Invalid value \"{name}\" for parameter '{path}' supplied: Names may be treated as files in "
         "certain cases, and must not resolve to other names when treated as such. This name would "
         f"resolve to {posixpath.normpath(name)!r}"
     )
@@ -85,7 +85,9 @@ class TestKeys:
     def test_valid(self, key: str) -> None:
         validate_key(key)
 
-    @pytest.mark.parametrize("key", ["a!b", "a$b", "a\\b", "a\nb", "a\tb", "a'b", 'a"b', "a?b", "a*b", "a,b", "a%b"])
+    @pytest.mark.parametrize(
+        "key", ["a!b", "a$b", "a\\b", "a\nb", "a\tb", "a'b", 'a"b', "a?b", "a*b", "a,b", "a%b"]
+    )
     def test_bad_characters(self, key: str) -> None:
         with pytest.raises(InvalidParameter) as info:
             validate_key(key)
@@ -96,7 +98,10 @@ class TestKeys:
     def test_bad_character_message_exact(self) -> None:
         with pytest.raises(InvalidParameter) as info:
             validate_key("a!b", "params[0].key")
-        assert info.value.message == f"Invalid value \"a!b\" for parameter 'params[0].key' supplied: {BAD_CHARACTER}"
+        assert (
+            info.value.message
+            == f"Invalid value \"a!b\" for parameter 'params[0].key' supplied: {BAD_CHARACTER}"
+        )
 
     @pytest.mark.parametrize(
         "key", ["..", "../a", "a/..", "a/../b", "/a", "/", "a//b", ".", "./a", "a/", "a/./b", "//a"]
@@ -122,11 +127,15 @@ class TestKeys:
 
 
 class TestRunId:
-    @pytest.mark.parametrize("run_id", ["abc", "0123456789abcdef0123456789abcdef", "A-b_c", "x" * 256])
+    @pytest.mark.parametrize(
+        "run_id", ["abc", "0123456789abcdef0123456789abcdef", "A-b_c", "x" * 256]
+    )
     def test_valid(self, run_id: str) -> None:
         validate_run_id(run_id)
 
-    @pytest.mark.parametrize("run_id", ["", "-abc", "_abc", "a/b", "../x", "a b", "x" * 257, "a;drop"])
+    @pytest.mark.parametrize(
+        "run_id", ["", "-abc", "_abc", "a/b", "../x", "a b", "x" * 257, "a;drop"]
+    )
     def test_invalid(self, run_id: str) -> None:
         with pytest.raises(InvalidParameter) as info:
             validate_run_id(run_id)
@@ -237,7 +246,13 @@ class TestBatch:
 
     def test_duplicate_param_keys_listing_matches_mlflow(self) -> None:
         # MLflow lists every repeated occurrence in request order, not a sorted set.
-        batch = [Param("b", "1"), Param("b", "2"), Param("a", "1"), Param("a", "2"), Param("a", "3")]
+        batch = [
+            Param("b", "1"),
+            Param("b", "2"),
+            Param("a", "1"),
+            Param("a", "2"),
+            Param("a", "3"),
+        ]
         with pytest.raises(InvalidParameter) as info:
             validate_batch([], batch, [])
         assert info.value.message == (
@@ -271,7 +286,10 @@ class TestBatch:
 
 
 class TestExperiments:
-    @pytest.mark.parametrize(("text", "value"), [("0", 0), ("1", 1), ("123456789", 123456789), (str(2**63 - 1), 2**63 - 1)])
+    @pytest.mark.parametrize(
+        ("text", "value"),
+        [("0", 0), ("1", 1), ("123456789", 123456789), (str(2**63 - 1), 2**63 - 1)],
+    )
     def test_parse_experiment_id(self, text: str, value: int) -> None:
         assert parse_experiment_id(text) == value
 
@@ -284,7 +302,10 @@ class TestExperiments:
     def test_invalid_experiment_id_message(self) -> None:
         with pytest.raises(InvalidParameter) as info:
             parse_experiment_id("abc")
-        assert info.value.message == "Invalid experiment ID 'abc'. Experiment ID must be a valid integer."
+        assert (
+            info.value.message
+            == "Invalid experiment ID 'abc'. Experiment ID must be a valid integer."
+        )
 
     def test_experiment_name(self) -> None:
         validate_experiment_name("x")
@@ -297,9 +318,13 @@ class TestExperiments:
 
     def test_experiment_tag(self) -> None:
         validate_experiment_tag(Tag("k" * 250, "v" * 20000))
-        with pytest.raises(InvalidParameter, match="'key' exceeds the maximum length of 250 characters"):
+        with pytest.raises(
+            InvalidParameter, match="'key' exceeds the maximum length of 250 characters"
+        ):
             validate_experiment_tag(Tag("k" * 251, "v"))
-        with pytest.raises(InvalidParameter, match="'value' exceeds the maximum length of 20000 characters"):
+        with pytest.raises(
+            InvalidParameter, match="'value' exceeds the maximum length of 20000 characters"
+        ):
             validate_experiment_tag(Tag("k", "v" * 20001))
         with pytest.raises(InvalidParameter):
             validate_experiment_tag(Tag("", "v"))

@@ -37,7 +37,10 @@ def events_db(db_url: str) -> str:
 @pytest.fixture
 def hook_settings(events_db: str, redis_client_url: str, tmp_path: Path) -> Settings:
     base = Settings.from_env(
-        {}, database_url=events_db, redis_url=redis_client_url, artifacts_uri="file://" + str(tmp_path / "artifacts")
+        {},
+        database_url=events_db,
+        redis_url=redis_client_url,
+        artifacts_uri="file://" + str(tmp_path / "artifacts"),
     )
     return dataclasses.replace(base, webhooks=FAST_WEBHOOKS)
 
@@ -81,7 +84,9 @@ class Hooks:
     def __init__(self, client: TestClient[Any, Any]) -> None:
         self.client = client
 
-    async def call(self, method: str, path: str = "", body: Any = None, params: Any = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str = "", body: Any = None, params: Any = None
+    ) -> tuple[int, Any]:
         async with self.client.request(method, HOOKS + path, json=body, params=params) as resp:
             return resp.status, await resp.json()
 

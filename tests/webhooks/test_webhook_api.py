@@ -24,7 +24,9 @@ async def test_create_get_list_update_delete(hooks: Hooks) -> None:
     assert status == 200, created
     webhook = created["webhook"]
     assert created["secret"].startswith("whsec_")
-    assert webhook["url"] == "https://ci.example.com/hook" and webhook["events"] == ["model_version.*"]
+    assert webhook["url"] == "https://ci.example.com/hook" and webhook["events"] == [
+        "model_version.*"
+    ]
     assert webhook["active"] is True and webhook["model_name"] == "churn"
     assert webhook["description"] == "promotions to CI"
     assert isinstance(webhook["id"], str) and webhook["created_at"] > 0
@@ -36,11 +38,17 @@ async def test_create_get_list_update_delete(hooks: Hooks) -> None:
     assert "secret" not in str(listed)
 
     status, updated = await hooks.call(
-        "PATCH", f"/{webhook['id']}", {"url": "https://ci.example.com/v2", "events": ["alias.set"], "active": False}
+        "PATCH",
+        f"/{webhook['id']}",
+        {"url": "https://ci.example.com/v2", "events": ["alias.set"], "active": False},
     )
     assert status == 200, updated
     changed = updated["webhook"]
-    assert (changed["url"], changed["events"], changed["active"]) == ("https://ci.example.com/v2", ["alias.set"], False)
+    assert (changed["url"], changed["events"], changed["active"]) == (
+        "https://ci.example.com/v2",
+        ["alias.set"],
+        False,
+    )
     assert changed["model_name"] == "churn" and changed["updated_at"] >= webhook["updated_at"]
     # An empty string clears the model filter; absent fields stay.
     status, cleared = await hooks.call("PATCH", f"/{webhook['id']}", {"model_name": ""})
@@ -86,7 +94,9 @@ async def test_update_refuses_bad_input_and_leaves_the_webhook_unchanged(hooks: 
         status, reply = await hooks.call("PATCH", f"/{webhook_id}", change)
         _assert_error(status, reply, 400, "INVALID_PARAMETER_VALUE")
     status, body = await hooks.call("GET", f"/{webhook_id}")
-    assert body["webhook"]["url"] == "https://example.com/" and body["webhook"]["events"] == ["alias.set"]
+    assert body["webhook"]["url"] == "https://example.com/" and body["webhook"]["events"] == [
+        "alias.set"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,14 +106,21 @@ async def test_update_refuses_bad_input_and_leaves_the_webhook_unchanged(hooks: 
         ("GET", "/999999/deliveries"), ("POST", "/999999/test"), ("GET", "/abc"), ("GET", "/99999999999999999999999"),
     ],
 )  # fmt: skip
-async def test_unknown_webhook_is_resource_does_not_exist(hooks: Hooks, method: str, path: str) -> None:
+async def test_unknown_webhook_is_resource_does_not_exist(
+    hooks: Hooks, method: str, path: str
+) -> None:
     status, body = await hooks.call(method, path, {} if method != "GET" else None)
     _assert_error(status, body, 404, "RESOURCE_DOES_NOT_EXIST")
 
 
 async def test_deliveries_query_validation(hooks: Hooks) -> None:
     webhook_id, _ = await hooks.create("https://example.com/", ["*"])
-    for params in ({"max_results": "0"}, {"max_results": "5000"}, {"max_results": "x"}, {"state": "lost"}):
+    for params in (
+        {"max_results": "0"},
+        {"max_results": "5000"},
+        {"max_results": "x"},
+        {"state": "lost"},
+    ):
         status, body = await hooks.call("GET", f"/{webhook_id}/deliveries", params=params)
         _assert_error(status, body, 400, "INVALID_PARAMETER_VALUE")
     assert await hooks.deliveries(webhook_id, state="pending", max_results="10") == []
@@ -116,6 +133,8 @@ async def test_rotate_secret_returns_a_new_secret_once(hooks: Hooks) -> None:
 
 
 async def test_json_content_type_is_required(hook_client: TestClient[Any, Any]) -> None:
-    async with hook_client.post(HOOKS, data="url=https://example.com/", headers={"Content-Type": "text/plain"}) as resp:
+    async with hook_client.post(
+        HOOKS, data="url=https://example.com/", headers={"Content-Type": "text/plain"}
+    ) as resp:
         body = await resp.json()
     _assert_error(resp.status, body, 400, "INVALID_PARAMETER_VALUE")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timezone
+from datetime import UTC
 
 import asyncpg
 import orjson
 from tests.webhooks.conftest import Hooks
 from webhook_receiver import Receiver, insert_event, wait_for
 
-from metricgate.webhooks.signing import (
+from metricgate.domain.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
@@ -33,7 +33,9 @@ async def _settled(hooks: Hooks, webhook_id: str, count: int = 1) -> list[dict]:
     return found
 
 
-async def test_delivery_is_signed_and_carries_the_event(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+async def test_delivery_is_signed_and_carries_the_event(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
     receiver: Receiver = await receivers()
     webhook_id, secret = await hooks.create(receiver.url, ["model_version.*"])
     event = await insert_event(
@@ -55,7 +57,7 @@ async def test_delivery_is_signed_and_carries_the_event(hooks: Hooks, conn: asyn
     assert body == {
         "id": event["id"],
         "type": "model_version.stage_changed",
-        "occurred_at": event["occurred_at"].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "occurred_at": event["occurred_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "model_name": "churn",
         "version": 3,
         "actor": "alice",
@@ -96,7 +98,9 @@ async def test_500_then_200_is_retried_and_both_attempts_are_logged(
         verify_signature(secret, request.headers, request.body)
 
 
-async def test_permanent_4xx_fails_without_retry(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+async def test_permanent_4xx_fails_without_retry(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
     receiver: Receiver = await receivers(statuses=[410])
     webhook_id, _ = await hooks.create(receiver.url, ["alias.set"])
     await insert_event(conn, "alias.set", "m", 2, after={"alias": "champion"})
@@ -104,13 +108,19 @@ async def test_permanent_4xx_fails_without_retry(hooks: Hooks, conn: asyncpg.Con
     [delivery] = await _settled(hooks, webhook_id)
     assert delivery["state"] == "failed" and delivery["attempts"] == 1
     [attempt] = delivery["attempt_log"]
-    assert (attempt["outcome"], attempt["http_status"], attempt["next_retry_at"]) == ("failed", 410, None)
+    assert (attempt["outcome"], attempt["http_status"], attempt["next_retry_at"]) == (
+        "failed",
+        410,
+        None,
+    )
     assert delivery["last_error"].startswith("HTTP 410")
     await asyncio.sleep(0.5)  # several backoff periods: nothing more is sent
     assert len(receiver.requests) == 1
 
 
-async def test_retries_stop_after_max_attempts(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+async def test_retries_stop_after_max_attempts(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
     receiver: Receiver = await receivers(statuses=[503])
     webhook_id, _ = await hooks.create(receiver.url, ["*"])
     await insert_event(conn, "registered_model.deleted", "m")
@@ -148,7 +158,9 @@ async def test_receiver_down_then_up(hooks: Hooks, conn: asyncpg.Connection) -> 
 async def test_events_and_model_filter(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
     receiver: Receiver = await receivers()
     aliases, _ = await hooks.create(receiver.url + "?w=aliases", ["alias.set"])
-    versions_m1, _ = await hooks.create(receiver.url + "?w=m1", ["model_version.*"], model_name="m1")
+    versions_m1, _ = await hooks.create(
+        receiver.url + "?w=m1", ["model_version.*"], model_name="m1"
+    )
     everything, _ = await hooks.create(receiver.url + "?w=all", ["*"])
     inactive, _ = await hooks.create(receiver.url + "?w=off", ["*"], active=False)
     await insert_event(conn, "model_version.created", "m1", 1)
@@ -210,6 +222,7 @@ async def test_slow_receiver_does_not_hold_up_another_webhook(
     started = time.monotonic()
     await wait_for(lambda: len(fast.requests) == 6, 5)
     assert time.monotonic() - started < 3.0
+
     # The slow one times out (per-attempt timeout) and is scheduled for retry, never delivered.
     async def timed_out() -> bool:
         return any(
@@ -235,7 +248,9 @@ async def test_test_ping_is_delivered_and_logged(hooks: Hooks, receivers) -> Non
     assert orjson.loads(request.body)["delivery_id"] == delivery["id"]
 
 
-async def test_rotated_secret_signs_later_deliveries(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+async def test_rotated_secret_signs_later_deliveries(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
     receiver: Receiver = await receivers()
     webhook_id, old_secret = await hooks.create(receiver.url, ["model_version.*"])
     status, body = await hooks.call("POST", f"/{webhook_id}/rotate-secret", {})
@@ -255,7 +270,9 @@ async def test_rotated_secret_signs_later_deliveries(hooks: Hooks, conn: asyncpg
     assert request.headers[TIMESTAMP_HEADER].isdigit()
 
 
-async def test_receiver_error_text_with_nul_is_logged(hooks: Hooks, conn: asyncpg.Connection, receivers) -> None:
+async def test_receiver_error_text_with_nul_is_logged(
+    hooks: Hooks, conn: asyncpg.Connection, receivers
+) -> None:
     receiver: Receiver = await receivers(statuses=[400], reply_text="bad\x00request")
     webhook_id, _ = await hooks.create(receiver.url, ["alias.*"])
     await insert_event(conn, "alias.deleted", "m", 1)

@@ -20,7 +20,9 @@ from metricgate.webhooks.dispatcher import WebhookDispatcher
 
 
 @contextlib.asynccontextmanager
-async def _dispatchers(db_url: str, count: int, settings: WebhookSettings) -> AsyncIterator[PgWebhookStore]:
+async def _dispatchers(
+    db_url: str, count: int, settings: WebhookSettings
+) -> AsyncIterator[PgWebhookStore]:
     """``count`` dispatchers, each with its own pool (like separate processes); yields a store."""
     async with contextlib.AsyncExitStack() as stack:
         stores = []
@@ -51,7 +53,9 @@ class CountingReceiver(Receiver):
             self.in_flight -= 1
 
 
-async def test_three_dispatchers_send_every_delivery_exactly_once(db_url: str, conn: asyncpg.Connection) -> None:
+async def test_three_dispatchers_send_every_delivery_exactly_once(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
     receivers = [await CountingReceiver(delay_s=0.05).start() for _ in range(2)]
     settings = dataclasses.replace(FAST_WEBHOOKS, concurrency=4, per_webhook_concurrency=2)
     try:
@@ -68,14 +72,18 @@ async def test_three_dispatchers_send_every_delivery_exactly_once(db_url: str, c
             assert sorted(r.json["version"] for r in receiver.requests) == list(range(1, 31))
             # Per webhook: at most per_webhook_concurrency in flight per dispatcher.
             assert receiver.peak <= 3 * settings.per_webhook_concurrency
-        states = await conn.fetch("SELECT state, attempts, count(*) FROM webhook_deliveries GROUP BY 1, 2")
+        states = await conn.fetch(
+            "SELECT state, attempts, count(*) FROM webhook_deliveries GROUP BY 1, 2"
+        )
         assert [tuple(r) for r in states] == [("delivered", 1, 60)]
     finally:
         for receiver in receivers:
             await receiver.stop()
 
 
-async def test_one_webhook_never_takes_more_than_its_share(db_url: str, conn: asyncpg.Connection) -> None:
+async def test_one_webhook_never_takes_more_than_its_share(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
     receiver = await CountingReceiver(delay_s=0.3).start()
     settings = dataclasses.replace(FAST_WEBHOOKS, concurrency=8, per_webhook_concurrency=2)
     try:
@@ -89,7 +97,9 @@ async def test_one_webhook_never_takes_more_than_its_share(db_url: str, conn: as
         await receiver.stop()
 
 
-async def test_paused_webhook_keeps_its_deliveries_until_resumed(db_url: str, conn: asyncpg.Connection) -> None:
+async def test_paused_webhook_keeps_its_deliveries_until_resumed(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
     receiver = await Receiver().start()
     try:
         async with _dispatchers(db_url, 1, FAST_WEBHOOKS) as store:
@@ -107,7 +117,9 @@ async def test_paused_webhook_keeps_its_deliveries_until_resumed(db_url: str, co
         await receiver.stop()
 
 
-async def test_old_completed_deliveries_are_purged_at_start(db_url: str, conn: asyncpg.Connection) -> None:
+async def test_old_completed_deliveries_are_purged_at_start(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
     pool = await create_pool(PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=2))
     store = PgWebhookStore(Database(pool, 5.0))
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from metricgate.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
+from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -27,7 +27,7 @@ class ThreadedReceiver:
         received = self.requests
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 received.append((dict(self.headers.items()), body))
                 self.send_response(204)
@@ -43,7 +43,9 @@ class ThreadedReceiver:
     def wait(self, count: int, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while len(self.requests) < count:
-            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} deliveries arrived"
+            assert time.monotonic() < deadline, (
+                f"{len(self.requests)} of {count} deliveries arrived"
+            )
             time.sleep(0.05)
 
 
@@ -60,7 +62,11 @@ def receiver() -> Iterator[ThreadedReceiver]:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "metricgate", "webhooks", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "metricgate", "webhooks", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -91,8 +97,15 @@ def test_stage_transition_by_the_mlflow_client_sends_a_signed_webhook(
     verify_signature(secret, headers, body, tolerance_s=60)
     assert headers[EVENT_HEADER] == "model_version.stage_changed"
     event = json.loads(body)
-    assert (event["type"], event["model_name"], event["version"]) == ("model_version.stage_changed", "churn", 1)
-    assert event["before"]["current_stage"] == "None" and event["after"]["current_stage"] == "Production"
+    assert (event["type"], event["model_name"], event["version"]) == (
+        "model_version.stage_changed",
+        "churn",
+        1,
+    )
+    assert (
+        event["before"]["current_stage"] == "None"
+        and event["after"]["current_stage"] == "Production"
+    )
     assert event["actor_verified"] is False and event["webhook_id"] == webhook_id
 
     shown = _cli("deliveries", webhook_id, "--url", mlflow_tracking, "--json")
@@ -101,11 +114,23 @@ def test_stage_transition_by_the_mlflow_client_sends_a_signed_webhook(
     assert delivery["id"] == headers[DELIVERY_HEADER] == event["delivery_id"]
     assert delivery["state"] == "delivered" and delivery["attempt_log"][0]["http_status"] == 204
     text = _cli("deliveries", webhook_id, "--url", mlflow_tracking)
-    assert f"{delivery['id']}  model_version.stage_changed" in text.stdout and "#1 delivered 204" in text.stdout
+    assert (
+        f"{delivery['id']}  model_version.stage_changed" in text.stdout
+        and "#1 delivered 204" in text.stdout
+    )
 
 
-def test_cli_create_list_test_delete_and_errors(mlflow_tracking: str, receiver: ThreadedReceiver) -> None:
-    created = _cli("create", receiver.url, "--events", "alias.*,model_version.created", "--url", mlflow_tracking)
+def test_cli_create_list_test_delete_and_errors(
+    mlflow_tracking: str, receiver: ThreadedReceiver
+) -> None:
+    created = _cli(
+        "create",
+        receiver.url,
+        "--events",
+        "alias.*,model_version.created",
+        "--url",
+        mlflow_tracking,
+    )
     assert created.returncode == 0, created.stderr
     first_line, secret_line = created.stdout.splitlines()[:2]
     webhook_id = first_line.split()[1]
@@ -122,7 +147,9 @@ def test_cli_create_list_test_delete_and_errors(mlflow_tracking: str, receiver: 
     verify_signature(secret, headers, body)
     assert headers[EVENT_HEADER] == "webhook.ping"
 
-    bad = _cli("create", receiver.url, "--events", "model_version.promoted", "--url", mlflow_tracking)
+    bad = _cli(
+        "create", receiver.url, "--events", "model_version.promoted", "--url", mlflow_tracking
+    )
     assert bad.returncode == 1 and "INVALID_PARAMETER_VALUE" in bad.stderr
     assert _cli("delete", webhook_id, "--url", mlflow_tracking).returncode == 0
     missing = _cli("deliveries", webhook_id, "--url", mlflow_tracking)

@@ -19,7 +19,7 @@ import pytest
 from webhook_receiver import Receiver, wait_for
 
 from metricgate import devservices
-from metricgate.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
+from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
 
 START_TIMEOUT_S = 30.0
 
@@ -35,9 +35,20 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> Gateway:
-        cmd = [sys.executable, "-m", "metricgate", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "metricgate",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         async with aiohttp.ClientSession() as session:
             while True:
@@ -94,7 +105,9 @@ def gateway_env(db_url: str, redis_client_url: str, tmp_path: Path) -> dict[str,
 
 
 async def _deliveries(gateway: Gateway, webhook_id: str) -> list[dict[str, Any]]:
-    return (await gateway.call("GET", f"/api/2.0/metricgate/webhooks/{webhook_id}/deliveries"))["deliveries"]  # type: ignore[no-any-return]
+    return (await gateway.call("GET", f"/api/2.0/metricgate/webhooks/{webhook_id}/deliveries"))[
+        "deliveries"
+    ]  # type: ignore[no-any-return]
 
 
 async def _register_model(gateway: Gateway, name: str) -> None:
@@ -122,7 +135,9 @@ async def test_pending_delivery_survives_sigkill_and_arrives_after_restart(
     first = await Gateway(gateway_env, tmp_path / "gateway.log").start()
     try:
         created = await first.call(
-            "POST", "/api/2.0/metricgate/webhooks", {"url": receiver.url, "events": ["registered_model.*"]}
+            "POST",
+            "/api/2.0/metricgate/webhooks",
+            {"url": receiver.url, "events": ["registered_model.*"]},
         )
         webhook_id, secret = created["webhook"]["id"], created["secret"]
         await _register_model(first, "churn")
@@ -139,6 +154,7 @@ async def test_pending_delivery_survives_sigkill_and_arrives_after_restart(
     second = await Gateway(gateway_env, tmp_path / "gateway.log").start()
     await receiver.start()
     try:
+
         async def delivered() -> bool:
             return [d["state"] for d in await _deliveries(second, webhook_id)] == ["delivered"]
 
@@ -156,11 +172,21 @@ async def test_pending_delivery_survives_sigkill_and_arrives_after_restart(
     body = request.json
     assert body["delivery_id"] == delivery["id"] and body["webhook_id"] == webhook_id
     assert body["id"] == event["id"] == delivery["event_id"]
-    assert (body["type"], body["model_name"], body["actor_verified"]) == ("registered_model.created", "churn", False)
+    assert (body["type"], body["model_name"], body["actor_verified"]) == (
+        "registered_model.created",
+        "churn",
+        False,
+    )
     assert body["after"] == (None if event["after"] is None else orjson.loads(event["after"]))
-    assert {k: v for k, v in body.items() if k not in ("delivery_id", "webhook_id")} == delivery["event"]
+    assert {k: v for k, v in body.items() if k not in ("delivery_id", "webhook_id")} == delivery[
+        "event"
+    ]
     outcomes = [a["outcome"] for a in delivery["attempt_log"]]
-    assert outcomes[-1] == "delivered" and set(outcomes[:-1]) <= {"retry", "interrupted"} and len(outcomes) >= 2
+    assert (
+        outcomes[-1] == "delivered"
+        and set(outcomes[:-1]) <= {"retry", "interrupted"}
+        and len(outcomes) >= 2
+    )
 
 
 async def test_attempt_in_flight_at_sigkill_is_sent_again_after_the_lease(
@@ -172,7 +198,9 @@ async def test_attempt_in_flight_at_sigkill_is_sent_again_after_the_lease(
     receiver = await Receiver(delay_s=30.0).start()
     first = await Gateway(env, tmp_path / "gateway.log").start()
     try:
-        created = await first.call("POST", "/api/2.0/metricgate/webhooks", {"url": receiver.url, "events": ["*"]})
+        created = await first.call(
+            "POST", "/api/2.0/metricgate/webhooks", {"url": receiver.url, "events": ["*"]}
+        )
         webhook_id, secret = created["webhook"]["id"], created["secret"]
         await _register_model(first, "fraud")
         await wait_for(lambda: len(receiver.requests) == 1, 15)
@@ -182,6 +210,7 @@ async def test_attempt_in_flight_at_sigkill_is_sent_again_after_the_lease(
     receiver.delay_s = 0.0
     second = await Gateway(env, tmp_path / "gateway.log").start()
     try:
+
         async def delivered() -> bool:
             return [d["state"] for d in await _deliveries(second, webhook_id)] == ["delivered"]
 

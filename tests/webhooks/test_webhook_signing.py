@@ -8,11 +8,16 @@ import random
 
 import pytest
 
-from metricgate.errors import InvalidParameter
-from metricgate.webhooks.events import EVENT_TYPES, event_matches, validate_events, validate_url
-from metricgate.webhooks.models import delivery_body
-from metricgate.webhooks.retry import backoff_delay_s, judge, retry_after_s
-from metricgate.webhooks.signing import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.webhooks.entities import delivery_body
+from metricgate.domain.webhooks.events import (
+    EVENT_TYPES,
+    event_matches,
+    validate_events,
+    validate_url,
+)
+from metricgate.domain.webhooks.retry import backoff_delay_s, judge, retry_after_s
+from metricgate.domain.webhooks.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureError,
@@ -55,7 +60,11 @@ def test_replay_with_a_fresh_timestamp_but_old_signature_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "secret, body",
-    [("whsec_other", BODY), (SECRET, BODY + b" "), (SECRET, b'{"id":2,"type":"model_version.created"}')],
+    [
+        ("whsec_other", BODY),
+        (SECRET, BODY + b" "),
+        (SECRET, b'{"id":2,"type":"model_version.created"}'),
+    ],
 )
 def test_wrong_secret_or_altered_body_is_refused(secret: str, body: bytes) -> None:
     headers = signature_headers(SECRET, BODY)
@@ -88,7 +97,10 @@ def test_delivery_body_is_stable_and_sorted() -> None:
     payload = {"type": "alias.set", "id": 7, "after": {"b": 1, "a": 2}}
     body = delivery_body("d-1", "3", payload)
     assert body == delivery_body("d-1", "3", dict(reversed(list(payload.items()))))
-    assert body == b'{"after":{"a":2,"b":1},"delivery_id":"d-1","id":7,"type":"alias.set","webhook_id":"3"}'
+    assert (
+        body
+        == b'{"after":{"a":2,"b":1},"delivery_id":"d-1","id":7,"type":"alias.set","webhook_id":"3"}'
+    )
 
 
 # ---------------------------------------------------------------- retries
@@ -133,7 +145,10 @@ def test_retry_after_is_honoured_up_to_the_cap() -> None:
 
 
 def test_events_accept_types_and_family_patterns() -> None:
-    assert validate_events(["model_version.*", "alias.set", "alias.set"]) == ["model_version.*", "alias.set"]
+    assert validate_events(["model_version.*", "alias.set", "alias.set"]) == [
+        "model_version.*",
+        "alias.set",
+    ]
     assert validate_events(["*"]) == ["*"]
     assert validate_events(list(EVENT_TYPES)) == list(EVENT_TYPES)
     for bad in ([], ["model_version.promoted"], ["model_*"], ["webhook.ping"], ["*.*"]):
@@ -148,7 +163,9 @@ def test_event_matching_mirrors_the_trigger() -> None:
     assert not event_matches("alias.deleted", ["alias.set", "model_version.*"])
 
 
-@pytest.mark.parametrize("url", ["https://ci.example.com/hooks/registry", "http://127.0.0.1:8080/x?y=1"])
+@pytest.mark.parametrize(
+    "url", ["https://ci.example.com/hooks/registry", "http://127.0.0.1:8080/x?y=1"]
+)
 def test_valid_urls(url: str) -> None:
     assert validate_url(url) == url
 

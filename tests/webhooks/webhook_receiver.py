@@ -19,6 +19,7 @@ from aiohttp import web
 
 from metricgate import devservices
 
+
 async def insert_event(
     conn: asyncpg.Connection,
     event_type: str,
@@ -93,7 +94,9 @@ class Receiver:
             self._runner = None
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 10.0) -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 10.0
+) -> None:
     """Poll ``predicate`` (sync or async) until true; fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

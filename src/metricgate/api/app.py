@@ -6,9 +6,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from metricgate.api import artifacts, experiments, health, logged_models, metrics, registry, registry_history, runs
+from metricgate.api import (
+    artifacts,
+    experiments,
+    health,
+    ingest_status,
+    logged_models,
+    metrics,
+    registry,
+    registry_history,
+    runs,
+    ui_endpoints,
+    ui_static,
+)
 from metricgate.api import multipart as multipart_api
-from metricgate.api import ingest_status, ui_endpoints, ui_static
 from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
 from metricgate.api.graphql import ROUTES as GRAPHQL_ROUTES
@@ -41,7 +52,11 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
     tracking_routes = (
-        experiments.ROUTES + runs.ROUTES + metrics.ROUTES + logged_models.ROUTES + artifacts.TRACKING_ROUTES
+        experiments.ROUTES
+        + runs.ROUTES
+        + metrics.ROUTES
+        + logged_models.ROUTES
+        + artifacts.TRACKING_ROUTES
         + registry.ROUTES
     )
     _add_routes(app, MLFLOW_PREFIXES, tracking_routes)

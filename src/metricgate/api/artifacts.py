@@ -20,16 +20,16 @@ from metricgate.api.codec import Fields, empty_response, json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
-from metricgate.entities import ArtifactEntry
-from metricgate.errors import BadRequest, MetricgateError
-from metricgate.service import Service
-from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.artifacts.paths import (
+from metricgate.domain.artifacts.paths import (
     artifact_basename,
     join_artifact_path,
     normalize_artifact_path,
     proxied_store_path,
 )
+from metricgate.domain.errors import BadRequest, MetricgateError
+from metricgate.domain.tracking.entities import ArtifactEntry
+from metricgate.service import Service
+from metricgate.stores.artifacts.base import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def _content_disposition(name: str) -> str:
     # Attachment, never inline: artifacts are user content served from our origin (XSS).
-    ascii_name = name.encode("ascii", "ignore").decode("ascii").replace('"', "").replace("\\", "") or "download"
+    ascii_name = (
+        name.encode("ascii", "ignore").decode("ascii").replace('"', "").replace("\\", "")
+        or "download"
+    )
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
@@ -134,7 +137,9 @@ async def download_artifact(request: web.Request) -> web.StreamResponse:
     return await send_artifact(request, _path_param(request))
 
 
-async def send_artifact(request: web.Request, path: str, content_type: str | None = None) -> web.StreamResponse:
+async def send_artifact(
+    request: web.Request, path: str, content_type: str | None = None
+) -> web.StreamResponse:
     """Stream the committed artifact at store path ``path`` (Range-capable, as an attachment).
 
     Shared by the proxied download and the web UI's downloads (api/ui_artifacts.py), which
@@ -158,7 +163,8 @@ async def send_artifact(request: web.Request, path: str, content_type: str | Non
         # a clean JSON 404 instead of a truncated 200.
         first = await anext(chunks, None)
         response = web.StreamResponse(
-            status=206 if byte_range is not None else 200, headers=_download_headers(path, content_type)
+            status=206 if byte_range is not None else 200,
+            headers=_download_headers(path, content_type),
         )
         response.content_length = end - start
         if byte_range is not None:
@@ -192,7 +198,9 @@ async def _send_body(
     if sent != expected:
         # Headers are gone already; the only honest signal left is a broken connection, which
         # the client reports instead of keeping a short file.
-        log.warning("download of %s sent %d of %d bytes (file changed?)", request.path, sent, expected)
+        log.warning(
+            "download of %s sent %d of %d bytes (file changed?)", request.path, sent, expected
+        )
         _abort(request)
         return
     await response.write_eof()
@@ -267,7 +275,9 @@ async def presigned_download(request: web.Request) -> web.Response:
 
 async def list_run_artifacts(request: web.Request) -> web.Response:
     """``GET /api/2.0/mlflow/artifacts/list?run_id=&path=``: what the web UI's file tree calls."""
-    return json_response(await run_artifact_listing(request.app[SERVICE], Fields(request.query, query=True)))
+    return json_response(
+        await run_artifact_listing(request.app[SERVICE], Fields(request.query, query=True))
+    )
 
 
 async def run_artifact_listing(service: Service, fields: Fields) -> dict[str, Any]:

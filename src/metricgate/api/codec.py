@@ -12,23 +12,23 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from metricgate.entities import (
+from metricgate.domain.errors import BadRequest, InvalidParameter
+from metricgate.domain.tracking.entities import (
+    NO_EXTRAS,
     DatasetInput,
     Experiment,
     LoggedModel,
     Metric,
     MetricColumns,
     MetricPoint,
-    NO_EXTRAS,
     MetricSeries,
     Param,
     Run,
     RunInfo,
     Tag,
 )
-from metricgate.errors import BadRequest, InvalidParameter
+from metricgate.domain.tracking.rules import is_valid_key
 from metricgate.stores.postgres.runs import RunRows, dataset_input_tags
-from metricgate.validation import is_valid_key
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -51,7 +51,9 @@ def _show(value: Any) -> str:
 
 def _bad_type(name: str, value: Any, expected: str) -> InvalidParameter:
     shown = _show(value)
-    return InvalidParameter(f"Invalid value {shown} for parameter '{name}' supplied: expected {expected}.")
+    return InvalidParameter(
+        f"Invalid value {shown} for parameter '{name}' supplied: expected {expected}."
+    )
 
 
 class Fields:
@@ -101,7 +103,9 @@ class Fields:
             return default
         return parse_int64(name, value)
 
-    def bool(self, name: str, *, required: bool = False, default: bool | None = None) -> bool | None:
+    def bool(
+        self, name: str, *, required: bool = False, default: bool | None = None
+    ) -> bool | None:
         value = self._data.get(name)
         if value is None:
             if required:
@@ -199,7 +203,9 @@ def parse_double(name: str, value: Any) -> float:
             return float(value)  # accepts "NaN", "Infinity", "-Infinity" and numeric strings
         except ValueError:
             pass
-    raise InvalidParameter(f"Got invalid value {str(value)[:200]!r} for metric '{name}' (value must be a number).")
+    raise InvalidParameter(
+        f"Got invalid value {str(value)[:200]!r} for metric '{name}' (value must be a number)."
+    )
 
 
 def decode_json_body(raw: bytes) -> Fields:
@@ -272,11 +278,14 @@ async def read_fields(request: web.Request) -> Fields:
 
 def json_response(payload: dict[str, Any]) -> web.Response:
     return web.Response(
-        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), content_type="application/json"
+        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        content_type="application/json",
     )
 
 
-def page_response(field: str, items: list[dict[str, Any]], next_page_token: str | None) -> web.Response:
+def page_response(
+    field: str, items: list[dict[str, Any]], next_page_token: str | None
+) -> web.Response:
     """A search/list page: MLflow omits ``next_page_token`` on the last page."""
     body: dict[str, Any] = {field: items}
     if next_page_token:
@@ -440,8 +449,15 @@ def encode_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def encode_metric(metric: Metric) -> dict[str, Any]:
-    point = (metric.key, metric.value, metric.timestamp_ms, metric.step, metric.model_id, metric.dataset_name,
-             metric.dataset_digest)
+    point = (
+        metric.key,
+        metric.value,
+        metric.timestamp_ms,
+        metric.step,
+        metric.model_id,
+        metric.dataset_name,
+        metric.dataset_digest,
+    )
     return encode_metric_points([(*point, metric.run_id) if metric.run_id else point])[0]
 
 
@@ -453,7 +469,12 @@ def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
     out = []
     for point in points:
         key, value, timestamp_ms, step, model_id, dataset_name, dataset_digest = point[:7]
-        item = {"key": key, "value": value if isfinite(value) else encode_double(value), "timestamp": timestamp_ms, "step": step}
+        item = {
+            "key": key,
+            "value": value if isfinite(value) else encode_double(value),
+            "timestamp": timestamp_ms,
+            "step": step,
+        }
         if model_id or dataset_name or dataset_digest:
             if model_id:
                 item["model_id"] = model_id
@@ -467,7 +488,9 @@ def encode_metric_points(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
     return out
 
 
-def encode_metric_series(series: Iterable[MetricSeries], with_run_id: bool = True) -> list[dict[str, Any]]:
+def encode_metric_series(
+    series: Iterable[MetricSeries], with_run_id: bool = True
+) -> list[dict[str, Any]]:
     """Every point of each series (bulk reads add its ``run_id``, get-history does not, as
     MLflow). A series of plain, finite points (nearly all) is one comprehension over its
     columns; anything else goes point by point through ``encode_metric_points``, so both spell
@@ -479,21 +502,27 @@ def encode_metric_series(series: Iterable[MetricSeries], with_run_id: bool = Tru
         if s.extras is None and all(map(isfinite, s.values)):
             if with_run_id:
                 out.extend(
-                    [{"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
-                     for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+                    [
+                        {"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
+                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values)
+                    ]
                 )
             else:
                 out.extend(
-                    [{"key": key, "value": v, "timestamp": t, "step": step}
-                     for step, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+                    [
+                        {"key": key, "value": v, "timestamp": t, "step": step}
+                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values)
+                    ]
                 )
         else:
             extras = s.extras or [NO_EXTRAS] * len(s)
             tail = (run_id,) if with_run_id else ()
-            out.extend(encode_metric_points(
-                (key, v, t, step, e[0], e[1], e[2], *tail)
-                for step, t, v, e in zip(s.steps, s.timestamps_ms, s.values, extras)
-            ))
+            out.extend(
+                encode_metric_points(
+                    (key, v, t, step, e[0], e[1], e[2], *tail)
+                    for step, t, v, e in zip(s.steps, s.timestamps_ms, s.values, extras)
+                )
+            )
     return out
 
 
@@ -542,7 +571,9 @@ def encode_run(run: Run) -> dict[str, Any]:
             "dataset_inputs": [_encode_dataset_input(d) for d in run.dataset_inputs],
             "model_inputs": [{"model_id": m} for m in run.model_inputs],
         },
-        "outputs": {"model_outputs": [{"model_id": o.model_id, "step": o.step} for o in run.model_outputs]},
+        "outputs": {
+            "model_outputs": [{"model_id": o.model_id, "step": o.step} for o in run.model_outputs]
+        },
     }
 
 
@@ -552,7 +583,11 @@ def encode_run_rows(rows: RunRows) -> list[dict[str, Any]]:
     the same order, as ``encode_run``; tests hold the two equal."""
     isfinite = math.isfinite
     params, tags, metrics = rows.params, rows.tags, rows.metrics
-    datasets, model_inputs, model_outputs = rows.dataset_inputs, rows.model_inputs, rows.model_outputs
+    datasets, model_inputs, model_outputs = (
+        rows.dataset_inputs,
+        rows.model_inputs,
+        rows.model_outputs,
+    )
     no_rows: list[Any] = []
     out = []
     for run_id in rows.ids:
@@ -596,7 +631,12 @@ def encode_run_rows(rows: RunRows) -> list[dict[str, Any]]:
 
 
 def _encode_dataset_row(row: Any) -> dict[str, Any]:
-    dataset: dict[str, Any] = {"name": row[2], "digest": row[3], "source_type": row[4], "source": row[5]}
+    dataset: dict[str, Any] = {
+        "name": row[2],
+        "digest": row[3],
+        "source_type": row[4],
+        "source": row[5],
+    }
     if row[6] is not None:
         dataset["schema"] = row[6]
     if row[7] is not None:
@@ -622,5 +662,8 @@ def encode_logged_model(model: LoggedModel) -> dict[str, Any]:
             info[attr] = value
     return {
         "info": info,
-        "data": {"params": encode_tags(model.params), "metrics": [encode_metric(m) for m in model.metrics]},
+        "data": {
+            "params": encode_tags(model.params),
+            "metrics": [encode_metric(m) for m in model.metrics],
+        },
     }

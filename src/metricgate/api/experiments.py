@@ -16,9 +16,9 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.entities import Tag
-from metricgate.errors import InvalidParameter
-from metricgate.validation import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import Tag
+from metricgate.domain.tracking.rules import (
     MAX_EXPERIMENTS_PER_PAGE,
     parse_experiment_id,
     validate_experiment_name,
@@ -37,7 +37,9 @@ def parse_view_type(fields: Fields, name: str) -> str:
         return "ACTIVE_ONLY"
     value = _VIEW_TYPE_NUMBERS.get(str(raw), str(raw).upper())
     if value not in VIEW_TYPES:
-        raise InvalidParameter(f"Invalid value {raw!r} for parameter '{name}': expected one of {list(VIEW_TYPES)}")
+        raise InvalidParameter(
+            f"Invalid value {raw!r} for parameter '{name}': expected one of {list(VIEW_TYPES)}"
+        )
     return value
 
 
@@ -65,7 +67,9 @@ async def get_experiment(request: web.Request) -> web.Response:
 
 async def get_experiment_by_name(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    experiment = await request.app[SERVICE].experiments.get_by_name(fields.req_str("experiment_name"))
+    experiment = await request.app[SERVICE].experiments.get_by_name(
+        fields.req_str("experiment_name")
+    )
     return json_response({"experiment": encode_experiment(experiment)})
 
 
@@ -79,7 +83,9 @@ async def search_experiments(request: web.Request) -> web.Response:
         max_results=max_results,
         page_token=fields.str("page_token") or None,
     )
-    return page_response("experiments", [encode_experiment(e) for e in page.items], page.next_page_token)
+    return page_response(
+        "experiments", [encode_experiment(e) for e in page.items], page.next_page_token
+    )
 
 
 async def update_experiment(request: web.Request) -> web.Response:

@@ -7,9 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from metricgate import __version__
 from metricgate.api.codec import json_response
+from metricgate.api.ingest_status import refreshed_exposition
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.api.ingest_status import refreshed_exposition
 
 
 async def health(request: web.Request) -> web.Response:

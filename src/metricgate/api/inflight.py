@@ -34,6 +34,6 @@ class InFlightRequests:
         """True when every request finished within ``timeout_s``."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

@@ -43,7 +43,9 @@ def _total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) ->
     return sum(value for _, value in samples.get(name, []))
 
 
-def _by_label(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str) -> dict[str, float]:
+def _by_label(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str
+) -> dict[str, float]:
     return {labels[label]: value for labels, value in samples.get(name, []) if label in labels}
 
 
@@ -68,19 +70,26 @@ def status_from_exposition(exposition: bytes) -> dict[str, Any]:
         "points_flushed_total": int(_total(s, "metricgate_points_flushed_total")),
         "dead_lettered_total": int(_total(s, "metricgate_dead_lettered_entries_total")),
         "backpressure_rejections_total": {
-            k: int(v) for k, v in _by_label(s, "metricgate_backpressure_rejections_total", "reason").items()
+            k: int(v)
+            for k, v in _by_label(s, "metricgate_backpressure_rejections_total", "reason").items()
         },
         "backlog_entries": int(_total(s, "metricgate_ingest_backlog_entries")),
         "shards": shards,
         "flush_lag_s": _total(s, "metricgate_ingest_flush_lag_seconds"),
         "flush_batches_total": int(_total(s, "metricgate_flush_seconds_count")),
         "ack_to_visible_mean_s": (
-            _total(s, "metricgate_ack_to_visible_seconds_sum") / visible_count if visible_count else None
+            _total(s, "metricgate_ack_to_visible_seconds_sum") / visible_count
+            if visible_count
+            else None
         ),
         "dead_letter_entries": int(_total(s, "metricgate_ingest_dead_letter_entries")),
         "abandoned_runs": int(_total(s, "metricgate_abandoned_runs")),
-        "upload_sessions": {k: int(v) for k, v in _by_label(s, "metricgate_upload_sessions", "state").items()},
-        "webhook_deliveries": {k: int(v) for k, v in _by_label(s, "metricgate_webhook_deliveries", "state").items()},
+        "upload_sessions": {
+            k: int(v) for k, v in _by_label(s, "metricgate_upload_sessions", "state").items()
+        },
+        "webhook_deliveries": {
+            k: int(v) for k, v in _by_label(s, "metricgate_webhook_deliveries", "state").items()
+        },
     }
 
 

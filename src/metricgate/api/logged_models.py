@@ -16,8 +16,12 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter
-from metricgate.validation import parse_experiment_id, validate_logged_model_name, validate_max_results
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.rules import (
+    parse_experiment_id,
+    validate_logged_model_name,
+    validate_max_results,
+)
 
 _STATUS_NUMBERS = {
     "0": "LOGGED_MODEL_STATUS_UNSPECIFIED",
@@ -68,7 +72,9 @@ async def finalize_logged_model(request: web.Request) -> web.Response:
     if raw is None:
         raise InvalidParameter("Missing value for required parameter 'status'.")
     status = _STATUS_NUMBERS.get(str(raw), str(raw))
-    model = await request.app[SERVICE].logged_models.finalize(request.match_info["model_id"], status)
+    model = await request.app[SERVICE].logged_models.finalize(
+        request.match_info["model_id"], status
+    )
     return _model_response(model)
 
 
@@ -85,7 +91,9 @@ async def set_logged_model_tags(request: web.Request) -> web.Response:
 
 
 async def delete_logged_model_tag(request: web.Request) -> web.Response:
-    await request.app[SERVICE].logged_models.delete_tag(request.match_info["model_id"], request.match_info["key"])
+    await request.app[SERVICE].logged_models.delete_tag(
+        request.match_info["model_id"], request.match_info["key"]
+    )
     return empty_response()
 
 
@@ -100,7 +108,12 @@ def _order_by(fields: Fields) -> list[dict[str, object]]:
     order = []
     for item in fields.dict_list("order_by"):
         entry = Fields(item)
-        order.append({"field_name": entry.req_str("field_name"), "ascending": entry.bool("ascending", default=True)})
+        order.append(
+            {
+                "field_name": entry.req_str("field_name"),
+                "ascending": entry.bool("ascending", default=True),
+            }
+        )
     return order
 
 
@@ -117,7 +130,9 @@ async def search_logged_models(request: web.Request) -> web.Response:
         max_results=validate_max_results(fields.int("max_results"), MAX_SEARCH_RESULTS, 50),
         page_token=fields.str("page_token") or None,
     )
-    return page_response("models", [encode_logged_model(m) for m in page.items], page.next_page_token)
+    return page_response(
+        "models", [encode_logged_model(m) for m in page.items], page.next_page_token
+    )
 
 
 ROUTES = [

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.codec import Fields, encode_metric_series, json_response, page_response, read_fields
+from metricgate.api.codec import (
+    Fields,
+    encode_metric_series,
+    json_response,
+    page_response,
+    read_fields,
+)
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.entities import MetricSeries
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import MetricSeries
+from metricgate.domain.tracking.rules import (
+    MAX_METRIC_HISTORY_PAGE,
+    validate_max_results,
+    validate_run_id,
+)
 from metricgate.service import Service
-from metricgate.validation import MAX_METRIC_HISTORY_PAGE, validate_max_results, validate_run_id
 
 # mlflow/server/handlers.py: MAX_RUNS_GET_METRIC_HISTORY_BULK, MAX_RESULTS_PER_RUN
 MAX_BULK_RUNS = 100
@@ -22,7 +32,9 @@ async def get_history(request: web.Request) -> web.Response:
     run_id = fields.run_id()
     validate_run_id(run_id)
     key = fields.req_str("metric_key")
-    max_results = validate_max_results(fields.int("max_results"), MAX_METRIC_HISTORY_PAGE, MAX_METRIC_HISTORY_PAGE)
+    max_results = validate_max_results(
+        fields.int("max_results"), MAX_METRIC_HISTORY_PAGE, MAX_METRIC_HISTORY_PAGE
+    )
     service = request.app[SERVICE]
     await service.metrics.wait_visible(run_id)
     page = await service.history.history(run_id, key, max_results, fields.str("page_token") or None)
@@ -30,7 +42,9 @@ async def get_history(request: web.Request) -> web.Response:
         # Points exist only for existing runs, so only an empty page needs the run looked up
         # (MLflow answers 404 for an unknown run): one query less on every non-empty read.
         await service.runs.require_exists(run_id)
-    return page_response("metrics", encode_metric_series(page.items, with_run_id=False), page.next_page_token)
+    return page_response(
+        "metrics", encode_metric_series(page.items, with_run_id=False), page.next_page_token
+    )
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:
@@ -57,7 +71,9 @@ async def bulk_interval_series(service: Service, fields: Fields) -> list[MetricS
         raise InvalidParameter(f"max_results must be between 1 and {MAX_BULK_RESULTS_PER_RUN}.")
     start_step, end_step = fields.int("start_step"), fields.int("end_step")
     if (start_step is None) != (end_step is None):
-        raise InvalidParameter("If either start step or end step are specified, both must be specified.")
+        raise InvalidParameter(
+            "If either start step or end step are specified, both must be specified."
+        )
     if start_step is not None and end_step is not None and start_step > end_step:
         raise InvalidParameter(
             "end_step must be greater than start_step. "
@@ -69,5 +85,10 @@ async def bulk_interval_series(service: Service, fields: Fields) -> list[MetricS
 
 ROUTES = [
     Route("GET", "/metrics/get-history", get_history, abandon_on_disconnect=True),
-    Route("GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval, abandon_on_disconnect=True),
+    Route(
+        "GET",
+        "/metrics/get-history-bulk-interval",
+        get_history_bulk_interval,
+        abandon_on_disconnect=True,
+    ),
 ]

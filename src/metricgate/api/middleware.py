@@ -8,12 +8,11 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import ClientPayloadError, web
-
-from metricgate.api.routing import client_gone
-from metricgate.errors import MetricgateError, Unavailable
-from metricgate.health_log import ThrottledLog
 from prometheus_client import Counter
 
+from metricgate.api.routing import client_gone
+from metricgate.domain.errors import MetricgateError, Unavailable
+from metricgate.health_log import ThrottledLog
 from metricgate.observability import METRICS
 
 log = logging.getLogger(__name__)
@@ -126,13 +125,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # Throttled per route and message: during an outage every write gets a 503, and the
             # outage itself is logged once by the loop that watches the dependency.
             _UNAVAILABLE_LOG.warning(
-                (_route_name(request), exc.message), "%s %s unavailable: %s", request.method, request.path, exc.message
+                (_route_name(request), exc.message),
+                "%s %s unavailable: %s",
+                request.method,
+                request.path,
+                exc.message,
             )
         return error_response(exc.error_code, exc.message, exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_ERROR_CODES.get(exc.status, "BAD_REQUEST" if exc.status < 500 else "INTERNAL_ERROR")
+        code = _HTTP_ERROR_CODES.get(
+            exc.status, "BAD_REQUEST" if exc.status < 500 else "INTERNAL_ERROR"
+        )
         if exc.status == 404:
             message = f"No endpoint {request.method} {request.path}"
         elif exc.status == 405:

@@ -22,10 +22,10 @@ from metricgate.api.artifacts import counted_body, public_base
 from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter
+from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.domain.errors import InvalidParameter
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, ArtifactStore, StagedPart
 from metricgate.stores.artifacts.parts import check_part_number, strip_etag
-from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path
 
 _CREATE = "/mpu/create/"
 
@@ -58,7 +58,9 @@ async def create_multipart_upload(request: web.Request) -> web.Response:
     num_parts = fields.int("num_parts", default=1)
     assert num_parts is not None
     if not 1 <= num_parts <= MAX_PART_NUMBER:
-        raise InvalidParameter(f"Invalid num_parts {num_parts}: must be between 1 and {MAX_PART_NUMBER}")
+        raise InvalidParameter(
+            f"Invalid num_parts {num_parts}: must be between 1 and {MAX_PART_NUMBER}"
+        )
     upload_id = await _store(request).stage_begin(destination)
     credentials = [
         {"url": _part_url(request, destination, upload_id, n), "part_number": n, "headers": {}}
@@ -112,7 +114,9 @@ class _Completions:
     def already(self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]]) -> bool:
         return self._done.get(upload_id) == request
 
-    def finished(self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]] | None) -> None:
+    def finished(
+        self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]] | None
+    ) -> None:
         if request is not None:
             self._done[upload_id] = request
             while len(self._done) > self._remember:
@@ -142,7 +146,9 @@ async def complete_multipart_upload(request: web.Request) -> web.Response:
     return empty_response()
 
 
-async def _complete(request: web.Request, destination: str, upload_id: str, requested: list[tuple[int, str]]) -> None:
+async def _complete(
+    request: web.Request, destination: str, upload_id: str, requested: list[tuple[int, str]]
+) -> None:
     store = _store(request)
     stored = {part.part_number: part for part in await store.stage_parts(destination, upload_id)}
     parts: list[StagedPart] = []

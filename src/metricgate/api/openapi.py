@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/responses/Error"}
-_UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+_UPLOAD_ID = {
+    "name": "upload_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
 _SESSION_OK = {
     "description": "The upload session",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UploadSession"}}},
@@ -25,7 +30,10 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error_code", "message"],
         "properties": {
-            "error_code": {"type": "string", "examples": ["INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"]},
+            "error_code": {
+                "type": "string",
+                "examples": ["INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"],
+            },
             "message": {"type": "string"},
         },
     },
@@ -33,9 +41,15 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["size"],
         "properties": {
-            "path": {"type": "string", "description": "Relative to the session's path; omitted for a file upload"},
+            "path": {
+                "type": "string",
+                "description": "Relative to the session's path; omitted for a file upload",
+            },
             "size": {"type": "integer", "minimum": 0},
-            "sha256": {"type": "string", "description": "Whole-file SHA-256 (hex or base64), verified at completion"},
+            "sha256": {
+                "type": "string",
+                "description": "Whole-file SHA-256 (hex or base64), verified at completion",
+            },
         },
     },
     "CreateUpload": {
@@ -43,10 +57,24 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["run_id", "part_size", "files"],
         "properties": {
             "run_id": {"type": "string"},
-            "path": {"type": "string", "description": "Destination relative to the run's artifact root"},
-            "directory": {"type": "boolean", "default": False, "description": "Several files, committed together"},
-            "part_size": {"type": "integer", "description": "Bytes per part (server-configured bounds)"},
-            "files": {"type": "array", "items": {"$ref": "#/components/schemas/FileSpec"}, "minItems": 1},
+            "path": {
+                "type": "string",
+                "description": "Destination relative to the run's artifact root",
+            },
+            "directory": {
+                "type": "boolean",
+                "default": False,
+                "description": "Several files, committed together",
+            },
+            "part_size": {
+                "type": "integer",
+                "description": "Bytes per part (server-configured bounds)",
+            },
+            "files": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/FileSpec"},
+                "minItems": 1,
+            },
             "actor": {"type": "string"},
         },
     },
@@ -79,13 +107,19 @@ _SCHEMAS: dict[str, Any] = {
             "run_id": {"type": "string"},
             "path": {"type": "string"},
             "directory": {"type": "boolean"},
-            "state": {"type": "string", "enum": ["open", "committing", "committed", "aborted", "expired"]},
+            "state": {
+                "type": "string",
+                "enum": ["open", "committing", "committed", "aborted", "expired"],
+            },
             "part_size": {"type": "integer"},
             "total_size": {"type": "integer"},
             "expires_at": {"type": "integer", "description": "Milliseconds since the epoch"},
             "created_at": {"type": "integer"},
             "updated_at": {"type": "integer"},
-            "actor": {"type": "string", "description": "X-Metricgate-Actor header, the body's actor, or the client address"},
+            "actor": {
+                "type": "string",
+                "description": "X-Metricgate-Actor header, the body's actor, or the client address",
+            },
             "failure": {"type": "string"},
             "files": {"type": "array", "items": {"$ref": "#/components/schemas/UploadFile"}},
         },
@@ -109,9 +143,15 @@ _SCHEMAS: dict[str, Any] = {
             "run_id": {"type": "string"},
             "path": {"type": "string"},
             "uri": {"type": "string"},
-            "size": {"type": "integer", "description": "Must equal the object's size (checked by HEAD)"},
+            "size": {
+                "type": "integer",
+                "description": "Must equal the object's size (checked by HEAD)",
+            },
             "sha256": {"type": "string"},
-            "etag": {"type": "string", "description": "Checked against the object's ETag when both are known"},
+            "etag": {
+                "type": "string",
+                "description": "Checked against the object's ETag when both are known",
+            },
         },
     },
 }
@@ -120,7 +160,12 @@ _PATHS: dict[str, Any] = {
     "/api/2.0/metricgate/uploads": {
         "post": {
             "summary": "Create an upload session (one file, or a directory committed all-or-nothing)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateUpload"}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/CreateUpload"}}
+                },
+            },
             "responses": {"200": _SESSION_OK, **_errors(400, 404)},
         }
     },
@@ -130,21 +175,54 @@ _PATHS: dict[str, Any] = {
             "summary": "The session and the parts the server already has, per file (resume from missing_parts)",
             "responses": {"200": _SESSION_OK, **_errors(404)},
         },
-        "delete": {"summary": "Abort the session and discard its staged data", "responses": {"200": _SESSION_OK, **_errors(400, 404)}},
+        "delete": {
+            "summary": "Abort the session and discard its staged data",
+            "responses": {"200": _SESSION_OK, **_errors(400, 404)},
+        },
     },
     "/api/2.0/metricgate/uploads/{upload_id}/files/{file_index}/parts/{part_number}": {
         "parameters": [
             _UPLOAD_ID,
-            {"name": "file_index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
-            {"name": "part_number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-            {"name": "X-Checksum-SHA256", "in": "header", "schema": {"type": "string"}, "description": "SHA-256 of the part (hex or base64); a mismatch discards the part"},
-            {"name": "Content-MD5", "in": "header", "schema": {"type": "string"}, "description": "Base64 MD5 of the part; a mismatch discards the part"},
+            {
+                "name": "file_index",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            {
+                "name": "part_number",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+            },
+            {
+                "name": "X-Checksum-SHA256",
+                "in": "header",
+                "schema": {"type": "string"},
+                "description": "SHA-256 of the part (hex or base64); a mismatch discards the part",
+            },
+            {
+                "name": "Content-MD5",
+                "in": "header",
+                "schema": {"type": "string"},
+                "description": "Base64 MD5 of the part; a mismatch discards the part",
+            },
         ],
         "put": {
             "summary": "Upload one part (any order, in parallel; re-uploading a part replaces it)",
-            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            },
             "responses": {
-                "200": {"description": "The stored part", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Part"}}}},
+                "200": {
+                    "description": "The stored part",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Part"}}
+                    },
+                },
                 **_errors(400, 404),
             },
         },
@@ -159,13 +237,53 @@ _PATHS: dict[str, Any] = {
     "/api/2.0/metricgate/artifact-references": {
         "post": {
             "summary": "Register an existing object as a run artifact without copying it (verified by HEAD)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateReference"}}}},
-            "responses": {"200": {"description": "The reference", "content": {"application/json": {"schema": {"type": "object", "properties": {"reference": {"$ref": "#/components/schemas/Reference"}}}}}}, **_errors(400, 404)},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/CreateReference"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The reference",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "reference": {"$ref": "#/components/schemas/Reference"}
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(400, 404),
+            },
         },
         "get": {
             "summary": "A run's references",
-            "parameters": [{"name": "run_id", "in": "query", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "References", "content": {"application/json": {"schema": {"type": "object", "properties": {"references": {"type": "array", "items": {"$ref": "#/components/schemas/Reference"}}}}}}}, **_errors(404)},
+            "parameters": [
+                {"name": "run_id", "in": "query", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "References",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "references": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Reference"},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(404),
+            },
         },
         "delete": {
             "summary": "Remove a reference (the referenced object is left alone)",
@@ -177,7 +295,10 @@ _PATHS: dict[str, Any] = {
         },
     },
     "/api/2.0/metricgate/openapi.json": {
-        "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1 JSON"}}},
+        "get": {
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1 JSON"}},
+        },
     },
 }
 

@@ -11,14 +11,21 @@ from typing import Any
 
 from aiohttp import web
 
-from metricgate.api.codec import Fields, decode_tags, empty_response, json_response, page_response, read_fields
+from metricgate.api.codec import (
+    Fields,
+    decode_tags,
+    empty_response,
+    json_response,
+    page_response,
+    read_fields,
+)
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import audit_from, encode_model_version, encode_registered_model
 from metricgate.api.routing import Route
-from metricgate.entities import Page, Tag
-from metricgate.registry.entities import ModelVersion, RegisteredModel
+from metricgate.domain.registry.entities import ModelVersion, RegisteredModel
+from metricgate.domain.tracking.entities import Page, Tag
+from metricgate.domain.tracking.rules import validate_max_results
 from metricgate.registry.service import RegistryService
-from metricgate.validation import validate_max_results
 
 MAX_MODELS_PER_PAGE = 1000
 DEFAULT_MODELS_PER_PAGE = 100
@@ -55,7 +62,10 @@ async def _search(
     fields = await read_fields(request)
     max_results = validate_max_results(fields.int("max_results"), limit, default)
     page = await search(
-        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
+        fields.str("filter") or None,
+        fields.str_list("order_by"),
+        max_results,
+        fields.str("page_token") or None,
     )
     return page_response(field, [encode(item) for item in page.items], page.next_page_token)
 
@@ -66,7 +76,10 @@ async def _search(
 async def create_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     model = await _registry(request).create_registered_model(
-        audit_from(request, fields), fields.str("name"), decode_tags(fields.dict_list("tags")), fields.str("description")
+        audit_from(request, fields),
+        fields.str("name"),
+        decode_tags(fields.dict_list("tags")),
+        fields.str("description"),
     )
     return _model(model)
 
@@ -94,7 +107,9 @@ async def update_registered_model(request: web.Request) -> web.Response:
 
 async def delete_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).delete_registered_model(audit_from(request, fields), fields.str("name"))
+    await _registry(request).delete_registered_model(
+        audit_from(request, fields), fields.str("name")
+    )
     return empty_response()
 
 
@@ -107,7 +122,9 @@ async def search_registered_models(request: web.Request) -> web.Response:
 
 async def set_registered_model_tag(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).set_registered_model_tag(audit_from(request, fields), fields.str("name"), _tag(fields))
+    await _registry(request).set_registered_model_tag(
+        audit_from(request, fields), fields.str("name"), _tag(fields)
+    )
     return empty_response()
 
 
@@ -121,7 +138,9 @@ async def delete_registered_model_tag(request: web.Request) -> web.Response:
 
 async def get_latest_versions(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    found = await _registry(request).get_latest_versions(fields.str("name"), fields.str_list("stages"))
+    found = await _registry(request).get_latest_versions(
+        fields.str("name"), fields.str_list("stages")
+    )
     return json_response({"model_versions": [encode_model_version(mv) for mv in found]})
 
 
@@ -135,13 +154,17 @@ async def set_alias(request: web.Request) -> web.Response:
 
 async def delete_alias(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).delete_alias(audit_from(request, fields), fields.str("name"), fields.str("alias"))
+    await _registry(request).delete_alias(
+        audit_from(request, fields), fields.str("name"), fields.str("alias")
+    )
     return empty_response()
 
 
 async def get_version_by_alias(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    return _version(await _registry(request).get_version_by_alias(fields.str("name"), fields.str("alias")))
+    return _version(
+        await _registry(request).get_version_by_alias(fields.str("name"), fields.str("alias"))
+    )
 
 
 # ---------------------------------------------------------------- model versions
@@ -164,20 +187,27 @@ async def create_model_version(request: web.Request) -> web.Response:
 
 async def get_model_version(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    return _version(await _registry(request).get_model_version(fields.str("name"), fields.str("version")))
+    return _version(
+        await _registry(request).get_model_version(fields.str("name"), fields.str("version"))
+    )
 
 
 async def update_model_version(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     version = await _registry(request).update_model_version(
-        audit_from(request, fields), fields.str("name"), fields.str("version"), fields.str("description")
+        audit_from(request, fields),
+        fields.str("name"),
+        fields.str("version"),
+        fields.str("description"),
     )
     return _version(version)
 
 
 async def delete_model_version(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).delete_model_version(audit_from(request, fields), fields.str("name"), fields.str("version"))
+    await _registry(request).delete_model_version(
+        audit_from(request, fields), fields.str("name"), fields.str("version")
+    )
     return empty_response()
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from metricgate.api.codec import Fields, encode_tags
-from metricgate.errors import InvalidParameter
-from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 
 USER_HEADER = "X-Metricgate-User"
 COMMENT_HEADER = "X-Metricgate-Comment"
@@ -27,15 +27,23 @@ def audit_from(request: web.Request, fields: Fields) -> Audit:
     false``. Comment: a ``comment`` field of the JSON body (the mlflow client never sends one,
     our own callers may), else ``X-Metricgate-Comment``.
     """
-    actor = _basic_auth_user(request.headers.get("Authorization", "")) or request.headers.get(USER_HEADER) or None
+    actor = (
+        _basic_auth_user(request.headers.get("Authorization", ""))
+        or request.headers.get(USER_HEADER)
+        or None
+    )
     comment = fields.str("comment") or request.headers.get(COMMENT_HEADER)
     for value in (actor, comment):
         if value is not None and not _storable(value):
-            raise InvalidParameter("User names and comments must be valid UTF-8 text without NUL characters.")
+            raise InvalidParameter(
+                "User names and comments must be valid UTF-8 text without NUL characters."
+            )
     if actor is not None and len(actor) > MAX_ACTOR_CHARS:
         raise InvalidParameter(f"The user name may be at most {MAX_ACTOR_CHARS} characters long.")
     if comment is not None and len(comment) > MAX_COMMENT_CHARS:
-        raise InvalidParameter(f"'comment' exceeds the maximum length of {MAX_COMMENT_CHARS} characters")
+        raise InvalidParameter(
+            f"'comment' exceeds the maximum length of {MAX_COMMENT_CHARS} characters"
+        )
     return Audit(actor=actor, comment=comment or None)
 
 

@@ -8,7 +8,7 @@ from metricgate.api.codec import page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import encode_event
 from metricgate.api.routing import Route
-from metricgate.validation import validate_max_results
+from metricgate.domain.tracking.rules import validate_max_results
 
 MAX_EVENTS_PER_PAGE = 1000
 DEFAULT_EVENTS_PER_PAGE = 100
@@ -18,9 +18,14 @@ PREFIXES = ("/api/2.0/metricgate", "/ajax-api/2.0/metricgate")
 async def registry_history(request: web.Request) -> web.Response:
     """Events of one model (following renames), optionally of one version, newest first."""
     fields = await read_fields(request)
-    max_results = validate_max_results(fields.int("max_results"), MAX_EVENTS_PER_PAGE, DEFAULT_EVENTS_PER_PAGE)
+    max_results = validate_max_results(
+        fields.int("max_results"), MAX_EVENTS_PER_PAGE, DEFAULT_EVENTS_PER_PAGE
+    )
     events, token = await request.app[SERVICE].registry.history(
-        fields.str("name"), fields.str("version") or None, max_results, fields.str("page_token") or None
+        fields.str("name"),
+        fields.str("version") or None,
+        max_results,
+        fields.str("page_token") or None,
     )
     return page_response("events", [encode_event(e) for e in events], token)
 

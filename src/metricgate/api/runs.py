@@ -28,10 +28,9 @@ from metricgate.api.codec import (
 from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
-from metricgate.errors import InvalidParameter
-from metricgate.service import Service
-from metricgate.validation import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
+from metricgate.domain.tracking.rules import (
     MAX_BATCH_LOG_REQUEST_BYTES,
     MAX_METRICS_PER_BATCH,
     MAX_RUNS_PER_PAGE,
@@ -43,6 +42,7 @@ from metricgate.validation import (
     validate_run_id,
     validate_tag,
 )
+from metricgate.service import Service
 
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _STATUS_NUMBERS = {str(i + 1): s for i, s in enumerate(RUN_STATUSES)}
@@ -60,7 +60,9 @@ def _status(fields: Fields) -> str | None:
         return None
     status = _STATUS_NUMBERS.get(str(raw), str(raw))
     if status not in RUN_STATUSES:
-        raise InvalidParameter(f"Invalid value {raw!r} for parameter 'status': expected one of {list(RUN_STATUSES)}")
+        raise InvalidParameter(
+            f"Invalid value {raw!r} for parameter 'status': expected one of {list(RUN_STATUSES)}"
+        )
     return status
 
 
@@ -142,7 +144,11 @@ async def log_batch(request: web.Request) -> web.Response:
     fields = await read_json(request, max_bytes=MAX_BATCH_LOG_REQUEST_BYTES)
     run_id = _run_id(fields)
     raw_metrics = fields.dict_list("metrics")
-    if not fields.raw.get("params") and not fields.raw.get("tags") and len(raw_metrics) <= MAX_METRICS_PER_BATCH:
+    if (
+        not fields.raw.get("params")
+        and not fields.raw.get("tags")
+        and len(raw_metrics) <= MAX_METRICS_PER_BATCH
+    ):
         # The training-loop shape (plain metrics only): decoded and checked column by column.
         columns = decode_plain_metric_columns(raw_metrics)
         if columns is not None:
@@ -181,7 +187,9 @@ def _decode_dataset_input(item: dict[str, object]) -> DatasetInput:
         schema=ds.str("schema"),
         profile=ds.str("profile"),
     )
-    return DatasetInput(dataset=dataset, tags=tuple(decode_tags(fields.dict_list("tags"), "datasets.tags")))
+    return DatasetInput(
+        dataset=dataset, tags=tuple(decode_tags(fields.dict_list("tags"), "datasets.tags"))
+    )
 
 
 async def log_inputs(request: web.Request) -> web.Response:
@@ -214,7 +222,9 @@ async def log_model(request: web.Request) -> web.Response:
     try:
         model = orjson.loads(model_json)
     except orjson.JSONDecodeError:
-        raise InvalidParameter(f"Malformed model info. \n {model_json[:200]} \n is not a valid JSON.") from None
+        raise InvalidParameter(
+            f"Malformed model info. \n {model_json[:200]} \n is not a valid JSON."
+        ) from None
     missing = [f for f in _LOG_MODEL_FIELDS if not isinstance(model, dict) or f not in model]
     if missing:
         raise InvalidParameter(f"Model json is missing mandatory fields: {missing}")
@@ -244,7 +254,9 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-async def search_runs_page(service: Service, fields: Fields) -> tuple[list[dict[str, Any]], str | None]:
+async def search_runs_page(
+    service: Service, fields: Fields
+) -> tuple[list[dict[str, Any]], str | None]:
     """Checks a runs/search request and runs it: the page's runs as MLflow's JSON, and the next
     page's token (None on the last). REST and GraphQL's resolvers share it."""
     rows, token = await service.runs.search_rows(**await _search_arguments(service, fields))

@@ -7,7 +7,7 @@ one only resolves *where* the owner's artifacts live (a run's ``artifact_uri``, 
 resolved storage location, a logged model's ``artifact_location``) to a path in our artifact
 store; the bytes then go through the same reader as ``/mlflow-artifacts`` downloads
 (``artifacts.send_artifact``: the visibility-filtered store, streamed, Range-capable), so
-staged uploads stay invisible and paths are confined by stores/artifacts/paths.py.
+staged uploads stay invisible and paths are confined by domain/artifacts/paths.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from metricgate.api.artifacts import file_info, send_artifact
 from metricgate.api.codec import Fields, json_response
 from metricgate.api.keys import SERVICE, SETTINGS
 from metricgate.api.routing import Route
-from metricgate.errors import BadRequest, InvalidParameter, NotFound
-from metricgate.stores.artifacts.paths import join_artifact_path, normalize_artifact_path, proxied_store_path
-
+from metricgate.domain.artifacts.paths import (
+    join_artifact_path,
+    normalize_artifact_path,
+    proxied_store_path,
+)
+from metricgate.domain.errors import BadRequest, InvalidParameter, NotFound
 
 # MLflow's get_text_extensions() (mlflow/utils/mime_type_utils.py): files the UI renders as text,
 # sent as plain text whatever the platform's MIME table says (.js, .py, .ipynb, .yaml vary).
@@ -95,7 +98,9 @@ async def run_artifact(request: web.Request) -> web.StreamResponse:
     run_id = fields.str("run_id") or fields.str("run_uuid")
     if not run_id:
         raise NotFound("Run with id=None not found")  # stock's answer to a missing id
-    artifact_uri = await request.app[SERVICE].runs.artifact_uri(run_id)  # NotFound -> 404 like stock
+    artifact_uri = await request.app[SERVICE].runs.artifact_uri(
+        run_id
+    )  # NotFound -> 404 like stock
     return await _send(request, artifact_uri, relative)
 
 
@@ -108,7 +113,9 @@ async def model_version_artifact(request: web.Request) -> web.StreamResponse:
     """
     fields = Fields(request.query, query=True)
     relative = _required_path(fields, "path")
-    version = await request.app[SERVICE].registry.get_model_version(fields.str("name"), fields.str("version"))
+    version = await request.app[SERVICE].registry.get_model_version(
+        fields.str("name"), fields.str("version")
+    )
     return await _send(request, version.storage_location, relative)
 
 

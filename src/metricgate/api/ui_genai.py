@@ -19,7 +19,7 @@ from aiohttp import web
 
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 
 
 def _required(fields: Fields, name: str) -> None:
@@ -67,7 +67,9 @@ async def query_trace_metrics(request: web.Request) -> web.Response:
     if grouped or not _is_count_only(aggregations):
         return empty_response()
     values = {a["aggregation_type"]: 0.0 for a in aggregations}
-    return json_response({"data_points": [{"metric_name": fields.str("metric_name"), "values": values}]})
+    return json_response(
+        {"data_points": [{"metric_name": fields.str("metric_name"), "values": values}]}
+    )
 
 
 async def gateway_secrets_config(request: web.Request) -> web.Response:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-
 log = logging.getLogger(__name__)
 
 BUNDLE_IN_DISTRIBUTION = "mlflow/server/js/build"
@@ -119,10 +118,16 @@ def _accepts_gzip(request: web.Request) -> bool:
     return "gzip" in request.headers.get("Accept-Encoding", "").lower()
 
 
-async def _send_file(request: web.Request, bundle: UiBundle, path: Path, cache_control: str) -> web.StreamResponse:
+async def _send_file(
+    request: web.Request, bundle: UiBundle, path: Path, cache_control: str
+) -> web.StreamResponse:
     headers = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"}
     size = path.stat().st_size
-    if path.suffix.lower() in _COMPRESSIBLE and size >= _MIN_COMPRESS_BYTES and _accepts_gzip(request):
+    if (
+        path.suffix.lower() in _COMPRESSIBLE
+        and size >= _MIN_COMPRESS_BYTES
+        and _accepts_gzip(request)
+    ):
         compressed = await bundle.gzipped(path)
         headers |= {"Vary": "Accept-Encoding", "ETag": compressed.etag}
         if compressed.etag in request.headers.get("If-None-Match", ""):
@@ -146,7 +151,9 @@ def _bundle(request: web.Request) -> UiBundle | None:
 async def index(request: web.Request) -> web.StreamResponse:
     bundle = _bundle(request)
     if bundle is None:
-        return web.Response(text=ENABLE_HINT_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
+        return web.Response(
+            text=ENABLE_HINT_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
     return await _send_file(request, bundle, bundle.root / "index.html", "no-cache")
 
 
@@ -163,7 +170,9 @@ def install(app: web.Application) -> None:
     """Looks for the bundle once, at application build time, and adds the UI routes."""
     root = find_bundle()
     if root is None:
-        log.info("MLflow's web UI is not installed (pip install 'metricgate[ui]'); GET / explains how")
+        log.info(
+            "MLflow's web UI is not installed (pip install 'metricgate[ui]'); GET / explains how"
+        )
     else:
         app[BUNDLE] = UiBundle(root)
     # add_get also answers HEAD.

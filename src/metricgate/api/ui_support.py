@@ -14,9 +14,9 @@ from aiohttp import web
 from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import EndpointNotFound, InvalidParameter
+from metricgate.domain.errors import EndpointNotFound, InvalidParameter
+from metricgate.domain.tracking.rules import parse_experiment_id
 from metricgate.service import Service
-from metricgate.validation import parse_experiment_id
 
 # Stock's limit on one search-datasets request.
 MAX_DATASET_EXPERIMENTS = 20
@@ -38,7 +38,9 @@ async def gateway_proxy(request: web.Request) -> web.Response:
 
 async def ui_telemetry_config(request: web.Request) -> web.Response:
     """``GET ui-telemetry``: telemetry off (stock's FALLBACK_UI_CONFIG); the UI then sends nothing."""
-    return json_response({"disable_ui_events": [], "disable_ui_telemetry": True, "ui_rollout_percentage": 0})
+    return json_response(
+        {"disable_ui_events": [], "disable_ui_telemetry": True, "ui_rollout_percentage": 0}
+    )
 
 
 async def ui_telemetry_records(request: web.Request) -> web.Response:

@@ -16,10 +16,15 @@ from metricgate.api.codec import Fields, empty_response, json_response, read_fie
 from metricgate.api.keys import SERVICE
 from metricgate.api.openapi import OPENAPI
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter, NotFound
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.uploads import rules as checks
+from metricgate.domain.uploads.entities import (
+    ArtifactReference,
+    ReceivedPart,
+    UploadFile,
+    UploadSession,
+)
 from metricgate.stores.artifacts.base import StagedPart
-from metricgate.uploads import checks
-from metricgate.uploads.models import ArtifactReference, ReceivedPart, UploadFile, UploadSession
 from metricgate.uploads.references import ReferenceManager
 from metricgate.uploads.sessions import UploadManager
 
@@ -62,7 +67,12 @@ def _int_segment(request: web.Request, name: str) -> int:
 
 
 def _encode_part(part: ReceivedPart | StagedPart) -> dict[str, Any]:
-    return {"part_number": part.part_number, "size": part.size, "sha256": part.sha256, "etag": part.etag}
+    return {
+        "part_number": part.part_number,
+        "size": part.size,
+        "sha256": part.sha256,
+        "etag": part.etag,
+    }
 
 
 def _encode_file(file: UploadFile) -> dict[str, Any]:
@@ -138,7 +148,9 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def upload_part(request: web.Request) -> web.Response:
-    sha256 = request.headers.get("X-Checksum-SHA256") or request.headers.get("x-amz-checksum-sha256")
+    sha256 = request.headers.get("X-Checksum-SHA256") or request.headers.get(
+        "x-amz-checksum-sha256"
+    )
     part = await _uploads(request).put_part(
         _session_id(request),
         _int_segment(request, "file_index"),

@@ -13,9 +13,9 @@ from aiohttp import web
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import InvalidParameter, NotImplementedYet
-from metricgate.webhooks.events import validate_events, validate_url
-from metricgate.webhooks.models import Delivery, Webhook
+from metricgate.domain.errors import InvalidParameter, NotImplementedYet
+from metricgate.domain.webhooks.entities import Delivery, Webhook
+from metricgate.domain.webhooks.events import validate_events, validate_url
 
 if TYPE_CHECKING:  # the handlers only call its methods; no SQL here
     from metricgate.stores.postgres.webhooks import PgWebhookStore
@@ -27,7 +27,7 @@ MAX_DELIVERIES = 1000
 DELIVERY_STATES = ("pending", "delivered", "failed")
 
 
-def _store(request: web.Request) -> "PgWebhookStore":
+def _store(request: web.Request) -> PgWebhookStore:
     store = getattr(request.app[SERVICE], "webhooks", None)
     if store is None:
         raise NotImplementedYet("Webhooks are not available on this server.")
@@ -121,7 +121,10 @@ async def update_webhook(request: web.Request) -> web.Response:
     if fields.has("active"):
         changes["active"] = fields.bool("active")
     # An empty string clears the filter / description (null is "leave unchanged", as in MLflow).
-    for name, limit in (("model_name", MAX_MODEL_NAME_CHARS), ("description", MAX_DESCRIPTION_CHARS)):
+    for name, limit in (
+        ("model_name", MAX_MODEL_NAME_CHARS),
+        ("description", MAX_DESCRIPTION_CHARS),
+    ):
         if fields.has(name):
             changes[name] = _optional_text(fields, name, limit)
     hook = await _store(request).update(request.match_info["webhook_id"], changes)
@@ -146,8 +149,12 @@ async def list_deliveries(request: web.Request) -> web.Response:
         raise InvalidParameter(f"max_results must be between 1 and {MAX_DELIVERIES}, got {limit}.")
     state = fields.str("state") or None
     if state is not None and state not in DELIVERY_STATES:
-        raise InvalidParameter(f"Invalid state {state[:50]!r}; use one of {', '.join(DELIVERY_STATES)}.")
-    deliveries = await _store(request).list_deliveries(request.match_info["webhook_id"], limit, state)
+        raise InvalidParameter(
+            f"Invalid state {state[:50]!r}; use one of {', '.join(DELIVERY_STATES)}."
+        )
+    deliveries = await _store(request).list_deliveries(
+        request.match_info["webhook_id"], limit, state
+    )
     return json_response({"deliveries": [encode_delivery(d) for d in deliveries]})
 
 

@@ -13,7 +13,9 @@ OURS = "metricgate"  # and its variants: every label starting with it (e.g. metr
 OTHERS = ("mlflow", "fasttrackml")
 
 
-def _find(results: Sequence[IngestResult], label: str, workload: str, concurrency: int) -> IngestResult | None:
+def _find(
+    results: Sequence[IngestResult], label: str, workload: str, concurrency: int
+) -> IngestResult | None:
     for r in results:
         if r.label == label and r.workload == workload and r.concurrency == concurrency:
             return r
@@ -42,13 +44,23 @@ def summary_rows(
         key = (r.workload, r.concurrency, r.metrics_per_request)
         if key not in seen:
             seen.append(key)
-    copy_mlflow = {batch: best_rate(list(copies), "mlflow", False, batch) for batch in {c.batch_rows for c in copies}}
-    copy_mg = {batch: best_rate(list(copies), "metricgate", False, batch) for batch in {c.batch_rows for c in copies}}
+    copy_mlflow = {
+        batch: best_rate(list(copies), "mlflow", False, batch)
+        for batch in {c.batch_rows for c in copies}
+    }
+    copy_mg = {
+        batch: best_rate(list(copies), "metricgate", False, batch)
+        for batch in {c.batch_rows for c in copies}
+    }
     rows: list[dict[str, Any]] = []
     for workload, concurrency, per_request in seen:
         by_label = {label: _find(results, label, workload, concurrency) for label in labels}
         capped = sorted(label for label, r in by_label.items() if r is not None and r.capped)
-        for figure, get in (("accepted pts/s", _accepted), ("visible pts/s", _visible), ("p99 ms", _p99)):
+        for figure, get in (
+            ("accepted pts/s", _accepted),
+            ("visible pts/s", _visible),
+            ("p99 ms", _p99),
+        ):
             values = {label: get(r) for label, r in by_label.items()}
             row: dict[str, Any] = {
                 "workload": workload,

@@ -26,7 +26,7 @@ import asyncpg
 
 from metricgate.bench.report import fmt_int, fmt_s, format_table
 from metricgate.bench.workload import Workload, iter_copy_rows
-from metricgate.ingest.batcher import chunks_from_rows
+from metricgate.domain.metrics.chunks import chunks_from_rows
 from metricgate.stores.postgres.chunk_copy import copy_record
 from metricgate.stores.postgres.metrics import CHUNK_COLUMNS
 
@@ -105,11 +105,17 @@ def statements_for_table(sql: str, table: str) -> list[str]:
     for statement in _split_sql(sql):
         if any(re.search(p, statement, re.IGNORECASE | re.DOTALL) for p in patterns):
             picked.append(statement)
-            created = re.match(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", statement, re.IGNORECASE)
+            created = re.match(
+                r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)",
+                statement,
+                re.IGNORECASE,
+            )
             if created:
                 indexes.add(created.group(1).lower())
             continue
-        dropped = re.match(r"^DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?(\w+)\s*$", statement, re.IGNORECASE)
+        dropped = re.match(
+            r"^DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?(\w+)\s*$", statement, re.IGNORECASE
+        )
         if dropped and dropped.group(1).lower() in indexes:
             picked.append(statement)
     return picked
@@ -218,11 +224,20 @@ async def copy_once(
             ]
             columns, upsert = MLFLOW_COLUMNS, MLFLOW_LATEST_UPSERT
         else:
-            batches = [_chunk_records(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)]
+            batches = [
+                _chunk_records(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)
+            ]
             columns, upsert = METRICGATE_COLUMNS, METRICGATE_LATEST_UPSERT
         table = "metrics" if target == "mlflow" else "metric_chunks"
-        latest_args = [_latest_arrays(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)] if latest else []
-        conns = [await asyncpg.connect(dsn, server_settings={"search_path": schema}) for _ in range(connections)]
+        latest_args = (
+            [_latest_arrays(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)]
+            if latest
+            else []
+        )
+        conns = [
+            await asyncpg.connect(dsn, server_settings={"search_path": schema})
+            for _ in range(connections)
+        ]
         try:
             queue: asyncio.Queue[int] = asyncio.Queue()
             for i in range(len(batches)):
@@ -247,13 +262,17 @@ async def copy_once(
         count = "count(*)" if target == "mlflow" else "sum(cardinality(steps))"
         copied = await admin.fetchval(f'SELECT {count} FROM "{schema}".{table}')
         if copied != len(rows):
-            raise RuntimeError(f"copied {copied} points into {schema}.{table}, expected {len(rows)}")
+            raise RuntimeError(
+                f"copied {copied} points into {schema}.{table}, expected {len(rows)}"
+            )
     finally:
         try:
             await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await admin.close()
-    return CopyResult(target, latest, connections, batch_rows, len(rows), seconds, len(rows) / seconds)
+    return CopyResult(
+        target, latest, connections, batch_rows, len(rows), seconds, len(rows) / seconds
+    )
 
 
 async def run_copy_baselines(
@@ -273,7 +292,12 @@ async def run_copy_baselines(
             for batch in batch_rows:
                 for n in connections:
                     result = await copy_once(
-                        dsn, rows, target=target, latest=with_latest, connections=n, batch_rows=batch
+                        dsn,
+                        rows,
+                        target=target,
+                        latest=with_latest,
+                        connections=n,
+                        batch_rows=batch,
                     )
                     if progress:
                         print(
@@ -285,18 +309,29 @@ async def run_copy_baselines(
     return results
 
 
-def best_rate(results: list[CopyResult], target: str, latest: bool = False, batch_rows: int | None = None) -> float | None:
+def best_rate(
+    results: list[CopyResult], target: str, latest: bool = False, batch_rows: int | None = None
+) -> float | None:
     rates = [
         r.rows_s
         for r in results
-        if r.target == target and r.latest == latest and (batch_rows is None or r.batch_rows == batch_rows)
+        if r.target == target
+        and r.latest == latest
+        and (batch_rows is None or r.batch_rows == batch_rows)
     ]
     return max(rates) if rates else None
 
 
 def copy_table(results: list[CopyResult]) -> str:
     rows = [
-        [r.name, str(r.connections), fmt_int(r.batch_rows), fmt_int(r.rows), fmt_s(r.seconds), fmt_int(r.rows_s)]
+        [
+            r.name,
+            str(r.connections),
+            fmt_int(r.batch_rows),
+            fmt_int(r.rows),
+            fmt_s(r.seconds),
+            fmt_int(r.rows_s),
+        ]
         for r in results
     ]
     return format_table(("table", "conns", "rows/batch", "rows", "seconds", "rows/s"), rows)

@@ -76,7 +76,9 @@ def _error_text(status: int, body: bytes) -> str:
     return f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}"
 
 
-async def _post_json(session: aiohttp.ClientSession, url: str, payload: dict[str, object]) -> dict[str, object]:
+async def _post_json(
+    session: aiohttp.ClientSession, url: str, payload: dict[str, object]
+) -> dict[str, object]:
     async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS) as resp:
         body = await resp.read()
         if resp.status != 200:
@@ -94,14 +96,20 @@ async def _gather_bounded(limit: int, factories: list[Callable[[], object]]) -> 
     return list(await asyncio.gather(*(one(f) for f in factories)))
 
 
-async def setup_runs(session: aiohttp.ClientSession, base: str, workload: Workload, name: str, limit: int) -> list[str]:
+async def setup_runs(
+    session: aiohttp.ClientSession, base: str, workload: Workload, name: str, limit: int
+) -> list[str]:
     """Create one experiment named ``name`` and ``workload.runs`` runs in it; returns the run ids."""
     created = await _post_json(session, f"{base}{API}/experiments/create", {"name": name})
     experiment_id = str(created["experiment_id"])
     start = int(time.time() * 1000)
 
     async def create(i: int) -> str:
-        payload = {"experiment_id": experiment_id, "start_time": start, "run_name": f"bench-{i:04d}"}
+        payload = {
+            "experiment_id": experiment_id,
+            "start_time": start,
+            "run_name": f"bench-{i:04d}",
+        }
         reply = await _post_json(session, f"{base}{API}/runs/create", payload)
         return str(reply["run"]["info"]["run_id"])  # type: ignore[index]
 
@@ -218,7 +226,9 @@ async def send_phase(
     )
 
 
-async def history_count(session: aiohttp.ClientSession, base: str, run_id: str, key: str) -> int | str:
+async def history_count(
+    session: aiohttp.ClientSession, base: str, run_id: str, key: str
+) -> int | str:
     """Points in the metric history of (run, key), following page tokens; on a failed read, the
     status (``"503"``, ``"conn"``, ``"timeout"``) instead, and the caller polls again."""
     url = f"{base}{API}/metrics/get-history"
@@ -248,11 +258,16 @@ class BulkUnsupported(Exception):
     """The server does not serve get-history-bulk-interval (or refuses our use of it)."""
 
 
-async def bulk_counts(session: aiohttp.ClientSession, base: str, run_ids: list[str], key: str) -> dict[str, int] | str:
+async def bulk_counts(
+    session: aiohttp.ClientSession, base: str, run_ids: list[str], key: str
+) -> dict[str, int] | str:
     """Points of ``key`` per run for up to 100 runs in one read; on a failed read the status,
     and the caller polls again. ``BulkUnsupported`` when the endpoint is not there."""
     url = f"{base}{API}/metrics/get-history-bulk-interval"
-    params = [("run_ids", r) for r in run_ids] + [("metric_key", key), ("max_results", str(BULK_MAX_RESULTS))]
+    params = [("run_ids", r) for r in run_ids] + [
+        ("metric_key", key),
+        ("max_results", str(BULK_MAX_RESULTS)),
+    ]
     try:
         async with session.get(url, params=params) as resp:
             body = await resp.read()
@@ -304,7 +319,14 @@ async def _read_back(
     other key, read once and polled again only while short."""
     names = workload.key_names()
     semaphore = asyncio.Semaphore(options.check_concurrency)
-    state = {"confirmed_at": 0.0, "first_key_at": 0.0, "missing": 0, "extra": 0, "reads": 0, "complete": True}
+    state = {
+        "confirmed_at": 0.0,
+        "first_key_at": 0.0,
+        "missing": 0,
+        "extra": 0,
+        "reads": 0,
+        "complete": True,
+    }
     read_errors: collections.Counter[str] = collections.Counter()
     runs = [r for r in range(workload.runs) if acked_steps[r] > 0]
     groups = [runs[i : i + group_size] for i in range(0, len(runs), group_size)]
@@ -375,14 +397,21 @@ async def visible_phase(
             await bulk_counts(session, base, [run_ids[first]], workload.key_names()[-1])
         except BulkUnsupported as exc:
             if options.visible_read == "bulk":
-                raise BenchError(f"the server does not serve get-history-bulk-interval: {exc}") from exc
+                raise BenchError(
+                    f"the server does not serve get-history-bulk-interval: {exc}"
+                ) from exc
         else:
             try:
                 return await _read_back(
-                    *args, lambda ids, key: bulk_counts(session, base, ids, key), BULK_MAX_RUNS, "bulk"
+                    *args,
+                    lambda ids, key: bulk_counts(session, base, ids, key),
+                    BULK_MAX_RUNS,
+                    "bulk",
                 )
             except BulkUnsupported as exc:
-                raise BenchError(f"get-history-bulk-interval failed during the read-back: {exc}") from exc
+                raise BenchError(
+                    f"get-history-bulk-interval failed during the read-back: {exc}"
+                ) from exc
 
     async def one_run(ids: list[str], key: str) -> dict[str, int] | str:
         got = await history_count(session, base, ids[0], key)
@@ -401,7 +430,9 @@ def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
     )
 
 
-async def run_ingest(url: str, workload: Workload, concurrency: int, options: Options | None = None) -> IngestResult:
+async def run_ingest(
+    url: str, workload: Workload, concurrency: int, options: Options | None = None
+) -> IngestResult:
     """Run one workload at one concurrency against the server at ``url``; see the module docstring."""
     options = options or Options()
     base = url.rstrip("/")
@@ -466,7 +497,9 @@ async def run_ingest(url: str, workload: Workload, concurrency: int, options: Op
         result.visible_checked = True
         deadline = time.perf_counter() + options.visible_timeout_s
         async with _session(options.check_concurrency, options.request_timeout_s) as session:
-            seen = await visible_phase(session, base, workload, run_ids, sent.acked_steps, options, deadline)
+            seen = await visible_phase(
+                session, base, workload, run_ids, sent.acked_steps, options, deadline
+            )
         result.visible_complete = seen.complete
         result.missing_points = seen.missing
         result.extra_points = seen.extra

@@ -33,9 +33,15 @@ class IngestResult:
     p95_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
-    errors: dict[str, int] = field(default_factory=dict)  # status ("503", "conn", "timeout") -> count
-    error_samples: dict[str, str] = field(default_factory=dict)  # status -> first answer body/exception
-    client_cpu_pct: float | None = None  # the load generator's own CPU during sending (100 = one core)
+    errors: dict[str, int] = field(
+        default_factory=dict
+    )  # status ("503", "conn", "timeout") -> count
+    error_samples: dict[str, str] = field(
+        default_factory=dict
+    )  # status -> first answer body/exception
+    client_cpu_pct: float | None = (
+        None  # the load generator's own CPU during sending (100 = one core)
+    )
     capped: bool = False  # sending stopped at the time cap before every request was sent
     cap_s: float | None = None
     visible_checked: bool = False
@@ -49,7 +55,9 @@ class IngestResult:
     extra_points: int = 0  # points readable beyond those acknowledged (failed requests that wrote)
     visible_reads: int = 0  # read requests the read-back made
     visible_via: str = ""  # history (one run and key per read) or bulk (get-history-bulk-interval)
-    visible_read_errors: dict[str, int] = field(default_factory=dict)  # failed reads by status (re-polled)
+    visible_read_errors: dict[str, int] = field(
+        default_factory=dict
+    )  # failed reads by status (re-polled)
     wall_s: float = 0.0
     label: str = ""  # contender name in a comparison
     notes: list[str] = field(default_factory=list)
@@ -99,7 +107,9 @@ def fmt_errors(errors: Mapping[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(errors.items(), key=order) if v)
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+def format_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] | None = None
+) -> str:
     """A plain-text table: columns padded to their widest cell; numbers right-aligned by default
     (every column but the first unless ``right`` says otherwise)."""
     rows = [list(map(str, row)) for row in rows]
@@ -111,7 +121,9 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: S
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
+        out = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
         return "  ".join(out).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
@@ -174,11 +186,18 @@ def ingest_table(results: Sequence[IngestResult]) -> str:
             "cover only what was sent."
         )
     if any(r.effective_concurrency < r.concurrency for r in results):
-        notes.append("eff: one request in flight per run, so at most <runs> requests are in flight.")
+        notes.append(
+            "eff: one request in flight per run, so at most <runs> requests are in flight."
+        )
     vias = sorted({r.visible_via for r in results if r.visible_via})
     if vias:
-        how = {"bulk": "get-history-bulk-interval (one key of up to 100 runs per read)", "history": "get-history (one run and key per read)"}
-        notes.append("visible: read back through " + " and ".join(how.get(v, v) for v in vias) + ".")
+        how = {
+            "bulk": "get-history-bulk-interval (one key of up to 100 runs per read)",
+            "history": "get-history (one run and key per read)",
+        }
+        notes.append(
+            "visible: read back through " + " and ".join(how.get(v, v) for v in vias) + "."
+        )
     if any(r.extra_points for r in results):
         notes.append("Some failed requests were written anyway (extra_points in the JSON).")
     return table + "".join(f"\n  {n}" for n in notes)

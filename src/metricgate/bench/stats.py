@@ -20,7 +20,10 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     lower = math.floor(position)
     upper = min(lower + 1, n - 1)
     fraction = position - lower
-    return float(sorted_values[lower]) + (float(sorted_values[upper]) - float(sorted_values[lower])) * fraction
+    return (
+        float(sorted_values[lower])
+        + (float(sorted_values[upper]) - float(sorted_values[lower])) * fraction
+    )
 
 
 def latency_summary_ms(latencies_s: Sequence[float]) -> dict[str, float | None]:

@@ -104,25 +104,38 @@ QUICK_CONCURRENCY: dict[str, tuple[int, ...]] = {"a": (8, 32), "b": (5,)}
 def metric_value(seed: int, run: int, key: int, step: int) -> float:
     """A deterministic value in [0, 1) for one point: the same inputs give the same value on every
     machine, and neighbouring points differ (so MLflow's dedup never folds two of them)."""
-    x = (seed * 0x9E3779B1 + run * 0x85EBCA77 + key * 0xC2B2AE3D + step * 0x27D4EB2F) & 0xFFFFFFFFFFFF
+    x = (
+        seed * 0x9E3779B1 + run * 0x85EBCA77 + key * 0xC2B2AE3D + step * 0x27D4EB2F
+    ) & 0xFFFFFFFFFFFF
     x ^= x >> 23
     x = (x * 0x2127599BF4325C37) & 0xFFFFFFFFFFFF
     x ^= x >> 29
     return x / float(1 << 48)
 
 
-def batch_metrics(workload: Workload, run: int, request_index: int, key_names: list[str]) -> list[dict[str, object]]:
+def batch_metrics(
+    workload: Workload, run: int, request_index: int, key_names: list[str]
+) -> list[dict[str, object]]:
     """The ``metrics`` list of one log-batch request: for each step, every key."""
     seed = workload.seed
     out: list[dict[str, object]] = []
     for step in workload.request_steps(request_index):
         ts = BASE_TIMESTAMP_MS + step
         for k, name in enumerate(key_names):
-            out.append({"key": name, "value": metric_value(seed, run, k, step), "timestamp": ts, "step": step})
+            out.append(
+                {
+                    "key": name,
+                    "value": metric_value(seed, run, k, step),
+                    "timestamp": ts,
+                    "step": step,
+                }
+            )
     return out
 
 
-def iter_copy_rows(workload: Workload, run_ids: list[str]) -> Iterator[tuple[str, str, int, int, float]]:
+def iter_copy_rows(
+    workload: Workload, run_ids: list[str]
+) -> Iterator[tuple[str, str, int, int, float]]:
     """(run_id, key, step, timestamp_ms, value) for every point, request by request in send order
     (round-robin over runs), as the raw COPY baseline loads them."""
     names = workload.key_names()

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from functools import partial
 
 from metricgate import __version__
-from metricgate.bench import add_bench_parser, run_bench
 from metricgate.cli.artifacts import add_artifacts_parser, run_artifacts
-from metricgate.config import ConfigError, Settings
-from metricgate.errors import MetricgateError
+from metricgate.cli.bench import add_bench_parser, run_bench
 from metricgate.cli.registry import add_registry_parser, run_registry
 from metricgate.cli.webhooks import add_webhooks_parser, run_webhooks
+from metricgate.config import ConfigError, Settings
+from metricgate.domain.errors import MetricgateError
 
 log = logging.getLogger("metricgate")
 
@@ -35,12 +35,16 @@ Settings come from METRICGATE_* environment variables; flags override them:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="PostgreSQL URL (env METRICGATE_DATABASE_URL)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env METRICGATE_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR (env METRICGATE_LOG_LEVEL)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="metricgate", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="metricgate",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"metricgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env METRICGATE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env METRICGATE_PORT, default 5000)")
     serve.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
-    serve.add_argument("--artifacts-uri", help="artifact root, file:///... (env METRICGATE_ARTIFACTS_URI)")
+    serve.add_argument(
+        "--artifacts-uri", help="artifact root, file:///... (env METRICGATE_ARTIFACTS_URI)"
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -84,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(flush)
     flush.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
-    flush.add_argument("--workers", type=int, default=1, help="flusher workers in this process (default 1)")
+    flush.add_argument(
+        "--workers", type=int, default=1, help="flusher workers in this process (default 1)"
+    )
     return parser
 
 
@@ -111,7 +119,9 @@ def _run_serve(settings: Settings, workers: int) -> int:
         settings.artifacts.uri,
     )
     if workers > 1:
-        return serve_workers(settings, workers, partial(_configure_logging, settings.log_level, settings.log_format))
+        return serve_workers(
+            settings, workers, partial(_configure_logging, settings.log_level, settings.log_format)
+        )
     serve_forever(settings)
     return 0
 
@@ -124,9 +134,9 @@ def _run_flush(settings: Settings, workers: int) -> int:
 
 
 def _run_migrate(settings: Settings) -> int:
-    from metricgate.stores.postgres.migrate import migrate_url
-
     import asyncpg
+
+    from metricgate.stores.postgres.migrate import migrate_url
 
     try:
         applied = asyncio.run(migrate_url(settings.postgres.url))

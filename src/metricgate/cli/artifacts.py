@@ -32,32 +32,64 @@ def parse_size(text: str) -> int:
 
 
 def add_artifacts_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    artifacts = sub.add_parser("artifacts", help="upload or download large run artifacts (resumable, verified)")
-    commands = artifacts.add_subparsers(dest="artifacts_command", required=True, metavar="SUBCOMMAND")
+    artifacts = sub.add_parser(
+        "artifacts", help="upload or download large run artifacts (resumable, verified)"
+    )
+    commands = artifacts.add_subparsers(
+        dest="artifacts_command", required=True, metavar="SUBCOMMAND"
+    )
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--run", dest="run_id", required=True, help="run id")
-        parser.add_argument("--url", help=f"server URL (default: $MLFLOW_TRACKING_URI, else {DEFAULT_URL})")
-        parser.add_argument("--parallel", type=int, default=4, help="requests in flight (default 4)")
-        parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-        parser.add_argument("--json", action="store_true", help="print the result as one JSON line on stdout")
+        parser.add_argument(
+            "--url", help=f"server URL (default: $MLFLOW_TRACKING_URI, else {DEFAULT_URL})"
+        )
+        parser.add_argument(
+            "--parallel", type=int, default=4, help="requests in flight (default 4)"
+        )
+        parser.add_argument(
+            "--no-progress", dest="progress", action="store_false", help="no progress bar on stderr"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the result as one JSON line on stdout"
+        )
 
-    up = commands.add_parser("upload", help="upload a file or a directory (one all-or-nothing session)")
+    up = commands.add_parser(
+        "upload", help="upload a file or a directory (one all-or-nothing session)"
+    )
     up.add_argument("path", help="local file or directory")
     common(up)
     up.add_argument("--dest", help="artifact path in the run (default: the file or directory name)")
-    up.add_argument("--part-size", type=parse_size, help="part size, e.g. 64M (default 32 MiB; server limits apply)")
+    up.add_argument(
+        "--part-size",
+        type=parse_size,
+        help="part size, e.g. 64M (default 32 MiB; server limits apply)",
+    )
     up.add_argument("--server-verify", action="store_true",
                     help="hash every file first and have the server verify the assembled file at completion")  # fmt: skip
-    up.add_argument("--state-dir", type=Path, help="where resume records live (default ~/.cache/metricgate/uploads)")
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where resume records live (default ~/.cache/metricgate/uploads)",
+    )
 
-    down = commands.add_parser("download", help="download a run artifact (file or directory) with parallel ranges")
+    down = commands.add_parser(
+        "download", help="download a run artifact (file or directory) with parallel ranges"
+    )
     down.add_argument("artifact_path", help="artifact path in the run")
-    down.add_argument("dest", nargs="?", default=".", help="local directory, or file name for a file (default .)")
+    down.add_argument(
+        "dest", nargs="?", default=".", help="local directory, or file name for a file (default .)"
+    )
     common(down)
-    down.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="bytes per Range request")
-    down.add_argument("--sha256", help="expected SHA-256 (default: the one recorded at upload, if any)")
-    down.add_argument("--fsync", action="store_true", help="flush each file to disk before renaming it into place")
+    down.add_argument(
+        "--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="bytes per Range request"
+    )
+    down.add_argument(
+        "--sha256", help="expected SHA-256 (default: the one recorded at upload, if any)"
+    )
+    down.add_argument(
+        "--fsync", action="store_true", help="flush each file to disk before renaming it into place"
+    )
 
 
 def run_artifacts(args: argparse.Namespace) -> int:
@@ -93,7 +125,11 @@ def run_artifacts(args: argparse.Namespace) -> int:
             bar.close("done")
             unverified = [f.artifact_path for f in result_d.files if not f.verified]
             summary = f"downloaded {human_bytes(result_d.total_bytes)} ({len(result_d.files)} files) to {result_d.local_path}"
-            summary += f"; {len(unverified)} without a recorded SHA-256" if unverified else "; SHA-256 verified"
+            summary += (
+                f"; {len(unverified)} without a recorded SHA-256"
+                if unverified
+                else "; SHA-256 verified"
+            )
             payload = result_d.to_json()
     except ChecksumMismatch as exc:
         _end_bar(bar)

@@ -17,7 +17,9 @@ PAGE_SIZE = 500
 def add_registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     registry = sub.add_parser("registry", help="model registry tools (audit history)")
     commands = registry.add_subparsers(dest="registry_command", required=True, metavar="SUBCOMMAND")
-    history = commands.add_parser("history", help="who changed a registered model, when and how (newest first)")
+    history = commands.add_parser(
+        "history", help="who changed a registered model, when and how (newest first)"
+    )
     history.add_argument("name", help="registered model name (history follows renames)")
     history.add_argument("--version", help="only events of this model version")
     history.add_argument(
@@ -74,8 +76,16 @@ def _change(event: dict[str, Any]) -> str:
     if before and after:
         keys = sorted(set(before) | set(after))
         # A tag or alias keeps its name; show it, then what changed.
-        same = [f"{k}={before[k]}" for k in ("key", "alias") if k in before and before.get(k) == after.get(k)]
-        return " ".join(same + [""]) + ", ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in keys if before.get(k) != after.get(k))
+        same = [
+            f"{k}={before[k]}"
+            for k in ("key", "alias")
+            if k in before and before.get(k) == after.get(k)
+        ]
+        return " ".join(same + [""]) + ", ".join(
+            f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}"
+            for k in keys
+            if before.get(k) != after.get(k)
+        )
     if after:
         return "+ " + json.dumps(after, sort_keys=True)[:200]
     if before:

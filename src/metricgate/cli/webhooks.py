@@ -14,12 +14,16 @@ WEBHOOKS_PATH = "/api/2.0/metricgate/webhooks"
 
 
 def add_webhooks_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    webhooks = sub.add_parser("webhooks", help="registry webhooks: subscribe URLs to registry events")
+    webhooks = sub.add_parser(
+        "webhooks", help="registry webhooks: subscribe URLs to registry events"
+    )
     commands = webhooks.add_subparsers(dest="webhooks_command", required=True, metavar="SUBCOMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
-        parser.add_argument("--url", help=f"server URL (default: $MLFLOW_TRACKING_URI, else {DEFAULT_URL})")
+        parser.add_argument(
+            "--url", help=f"server URL (default: $MLFLOW_TRACKING_URI, else {DEFAULT_URL})"
+        )
         parser.add_argument("--json", action="store_true", help="print the server's JSON reply")
         return parser
 
@@ -33,7 +37,9 @@ def add_webhooks_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     create.add_argument("--model", dest="model_name", help="only events of this registered model")
     create.add_argument("--description", help="free text")
     command("list", "list webhooks")
-    deliveries = command("deliveries", "the delivery log of a webhook (newest first), one line per attempt")
+    deliveries = command(
+        "deliveries", "the delivery log of a webhook (newest first), one line per attempt"
+    )
     deliveries.add_argument("webhook_id")
     deliveries.add_argument("--state", choices=("pending", "delivered", "failed"))
     deliveries.add_argument("--limit", type=int, default=50)
@@ -61,7 +67,10 @@ def run_webhooks(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace, base: str) -> dict[str, Any]:
     command = args.webhooks_command
     if command == "create":
-        body: dict[str, Any] = {"url": args.target, "events": [e.strip() for e in args.events.split(",") if e.strip()]}
+        body: dict[str, Any] = {
+            "url": args.target,
+            "events": [e.strip() for e in args.events.split(",") if e.strip()],
+        }
         if args.model_name:
             body["model_name"] = args.model_name
         if args.description:
@@ -78,7 +87,6 @@ def _call(args: argparse.Namespace, base: str) -> dict[str, Any]:
     if command == "test":
         return request_json("POST", f"{base}/{webhook}/test", {})
     return request_json("DELETE", f"{base}/{webhook}")
-
 
 
 def _format(command: str, reply: dict[str, Any]) -> list[str]:
@@ -98,11 +106,15 @@ def _format(command: str, reply: dict[str, Any]) -> list[str]:
     if command == "deliveries":
         lines = []
         for d in reply["deliveries"]:
-            lines.append(f"{d['id']}  {d['event_type']}  event={d['event_id']}  {d['state']}  attempts={d['attempts']}")
+            lines.append(
+                f"{d['id']}  {d['event_type']}  event={d['event_id']}  {d['state']}  attempts={d['attempts']}"
+            )
             for a in d["attempt_log"]:
                 result = a["http_status"] if a["http_status"] is not None else (a["error"] or "")
                 retry = f"  next retry at {a['next_retry_at']} ms" if a["next_retry_at"] else ""
-                lines.append(f"    #{a['attempt']} {a['outcome']} {result} ({a['duration_ms']} ms){retry}")
+                lines.append(
+                    f"    #{a['attempt']} {a['outcome']} {result} ({a['duration_ms']} ms){retry}"
+                )
         return lines
     if command == "test":
         return [f"queued ping delivery {reply['delivery_id']}"]

@@ -75,13 +75,17 @@ class _Target:
         self.done: dict[int, int] = {}  # range start -> end, finished but not hashed yet
         self.lock = asyncio.Lock()
 
-    def sink_at(self, offset: int, on_bytes: Callable[[int], None]) -> Callable[[], Callable[[bytes], Awaitable[None]]]:
+    def sink_at(
+        self, offset: int, on_bytes: Callable[[int], None]
+    ) -> Callable[[], Callable[[bytes], Awaitable[None]]]:
         def new_sink() -> Callable[[bytes], Awaitable[None]]:
             position = offset
 
             async def write(chunk: bytes) -> None:
                 nonlocal position
-                os.pwrite(self.fd, chunk, position)  # page-cache write of <= 1 MiB: not worth a thread hop
+                os.pwrite(
+                    self.fd, chunk, position
+                )  # page-cache write of <= 1 MiB: not worth a thread hop
                 position += len(chunk)
                 on_bytes(len(chunk))
 
@@ -183,7 +187,11 @@ async def download_async(
                 want = expected.get(t.artifact_path)
                 if want is not None and want != actual:
                     raise ChecksumMismatch(t.artifact_path, want, actual)
-                result.files.append(DownloadedFile(t.artifact_path, str(t.local), t.size or 0, actual, want is not None))
+                result.files.append(
+                    DownloadedFile(
+                        t.artifact_path, str(t.local), t.size or 0, actual, want is not None
+                    )
+                )
             for t in targets:
                 if fsync:
                     os.fsync(t.fd)
@@ -199,7 +207,9 @@ async def download_async(
     return result
 
 
-def download(run_id: str, artifact_path: str, dest: str | Path = ".", **kwargs: Any) -> DownloadResult:
+def download(
+    run_id: str, artifact_path: str, dest: str | Path = ".", **kwargs: Any
+) -> DownloadResult:
     """Blocking ``download_async``."""
     return asyncio.run(download_async(run_id, artifact_path, dest, **kwargs))
 
@@ -218,7 +228,9 @@ async def _fetch_all(api: Api, root: str, targets: list[_Target], parallel: int,
 
     async def fetch(t: _Target, url_path: str, start: int, end: int | None) -> int | None:
         async with gate:
-            return await api.get_range(url_path, start, end, t.sink_at(start, on_bytes), what=t.artifact_path)
+            return await api.get_range(
+                url_path, start, end, t.sink_at(start, on_bytes), what=t.artifact_path
+            )
 
     async def one_file(t: _Target) -> None:
         nonlocal known_total

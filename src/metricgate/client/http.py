@@ -22,7 +22,11 @@ from metricgate.client.errors import ClientError, ServerUnavailable
 
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_RETRY_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+_RETRY_EXCEPTIONS = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,9 @@ class Api:
         self.policy = policy or RetryPolicy()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=read_timeout_s)
         self.session = aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=connections), raise_for_status=False
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=connections),
+            raise_for_status=False,
         )
         self.retries = 0  # how many attempts failed and were retried (reported by the CLI)
 
@@ -101,9 +107,14 @@ class Api:
                 attempt += 1
                 retry_after = exc.retry_after if isinstance(exc, _Retryable) else None
                 delay = self.policy.delay(attempt - 1, retry_after)
-                if attempt >= self.policy.attempts or time.monotonic() - started + delay > self.policy.deadline_s:
+                if (
+                    attempt >= self.policy.attempts
+                    or time.monotonic() - started + delay > self.policy.deadline_s
+                ):
                     detail = str(exc) or type(exc).__name__
-                    raise ServerUnavailable(f"{what}: gave up after {attempt} attempts: {detail}") from exc
+                    raise ServerUnavailable(
+                        f"{what}: gave up after {attempt} attempts: {detail}"
+                    ) from exc
                 self.retries += 1
                 await asyncio.sleep(delay)
 
@@ -114,7 +125,9 @@ class Api:
         headers = {"Content-Type": "application/json"} if data is not None else {}
 
         async def once() -> Any:
-            async with self.session.request(method, self.url(path), data=data, params=params, headers=headers) as resp:
+            async with self.session.request(
+                method, self.url(path), data=data, params=params, headers=headers
+            ) as resp:
                 raw = await resp.read()
                 self._check(resp, raw, label)
                 return json.loads(raw) if raw else {}
@@ -140,7 +153,10 @@ class Api:
             headers = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
             sink = new_sink()
             async with self.session.get(self.url(path), headers=headers) as resp:
-                if resp.status == 416 and resp.headers.get("Content-Range", "").strip() == "bytes */0":
+                if (
+                    resp.status == 416
+                    and resp.headers.get("Content-Range", "").strip() == "bytes */0"
+                ):
                     return 0  # an empty file has no byte to ask for
                 if resp.status not in (200, 206):
                     self._check(resp, await resp.read(), what)
@@ -148,7 +164,9 @@ class Api:
                 if resp.status == 200:
                     # A server that ignores Range sends the whole file; usable only from offset 0.
                     if start != 0:
-                        raise ClientError(f"{what}: the server does not support Range requests", status=200)
+                        raise ClientError(
+                            f"{what}: the server does not support Range requests", status=200
+                        )
                     total = resp.content_length
                 else:
                     total = _content_range_total(resp.headers.get("Content-Range"))
@@ -164,7 +182,9 @@ class Api:
                     if want is not None and received >= want:
                         break
                 if want is not None and received < want:
-                    raise aiohttp.ClientPayloadError(f"{what}: connection ended after {received} of {want} bytes")
+                    raise aiohttp.ClientPayloadError(
+                        f"{what}: connection ended after {received} of {want} bytes"
+                    )
                 return total
 
         return await self.retrying(what, once)
@@ -183,4 +203,3 @@ def _content_range_total(value: str | None) -> int | None:
         return None
     total = value.rsplit("/", 1)[1].strip()
     return int(total) if total.isascii() and total.isdigit() else None
-

@@ -39,14 +39,20 @@ class ResumeRecord:
 
 
 class ResumeStore:
-    def __init__(self, state_dir: Path | None, *, base_url: str, run_id: str, dest: str, source: Path) -> None:
+    def __init__(
+        self, state_dir: Path | None, *, base_url: str, run_id: str, dest: str, source: Path
+    ) -> None:
         key = "\n".join([base_url.rstrip("/"), run_id, dest, str(source.resolve())])
-        self.path = (state_dir or default_state_dir()) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+        self.path = (state_dir or default_state_dir()) / (
+            hashlib.sha256(key.encode()).hexdigest()[:32] + ".json"
+        )
 
     def load(self) -> ResumeRecord | None:
         try:
             raw = json.loads(self.path.read_text())
-            return ResumeRecord(raw["upload_id"], int(raw["part_size"]), [SourceFile(**f) for f in raw["files"]])
+            return ResumeRecord(
+                raw["upload_id"], int(raw["part_size"]), [SourceFile(**f) for f in raw["files"]]
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None  # no record, or one we cannot read: start a new session
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from metricgate.client.errors import ClientError
 from metricgate.client.http import Api
-from metricgate.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+from metricgate.domain.tracking.rules import MAX_ENTITY_KEY_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 SHA256_TAG_PREFIX = "metricgate.sha256:"
 MAX_TAG_KEY = MAX_ENTITY_KEY_LENGTH
@@ -26,30 +26,40 @@ def sha256_tag(artifact_path: str) -> str | None:
 
 
 async def get_run(api: Api, run_id: str) -> dict[str, Any]:
-    body = await api.json("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, what=f"run {run_id}")
+    body = await api.json(
+        "GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, what=f"run {run_id}"
+    )
     return body["run"]
 
 
 def store_root(run: dict[str, Any]) -> str:
     """The proxied store path of a run's artifacts (``mlflow-artifacts:/1/<run>/artifacts`` -> ``1/<run>/artifacts``)."""
     # Imported here: the server's path rules are needed once per download, not at CLI start-up.
-    from metricgate.stores.artifacts.paths import proxied_store_path
+    from metricgate.domain.artifacts.paths import proxied_store_path
 
     uri = run["info"].get("artifact_uri", "")
     root = proxied_store_path(uri)
     if root is None:
-        raise ClientError(f"Run {run['info'].get('run_id')} keeps its artifacts at {uri!r}, which the server does not proxy")
+        raise ClientError(
+            f"Run {run['info'].get('run_id')} keeps its artifacts at {uri!r}, which the server does not proxy"
+        )
     return root
 
 
 def recorded_sha256(run: dict[str, Any]) -> dict[str, str]:
     """{artifact path: sha256} from the run's tags."""
     tags = run.get("data", {}).get("tags", [])
-    return {t["key"][len(SHA256_TAG_PREFIX) :]: t["value"] for t in tags if t.get("key", "").startswith(SHA256_TAG_PREFIX)}
+    return {
+        t["key"][len(SHA256_TAG_PREFIX) :]: t["value"]
+        for t in tags
+        if t.get("key", "").startswith(SHA256_TAG_PREFIX)
+    }
 
 
 async def record_sha256(api: Api, run_id: str, checksums: dict[str, str]) -> None:
-    tags = [{"key": key, "value": sha} for path, sha in checksums.items() if (key := sha256_tag(path))]
+    tags = [
+        {"key": key, "value": sha} for path, sha in checksums.items() if (key := sha256_tag(path))
+    ]
     for i in range(0, len(tags), _TAGS_PER_BATCH):
         await api.json("POST", "/api/2.0/mlflow/runs/log-batch", body={"run_id": run_id, "tags": tags[i : i + _TAGS_PER_BATCH]},
                        what="recording SHA-256 tags")  # fmt: skip

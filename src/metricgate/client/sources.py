@@ -29,7 +29,9 @@ def collect(path: Path) -> tuple[list[SourceFile], bool]:
             if not full.is_file():
                 continue  # sockets, broken links: nothing to upload
             st = full.stat()
-            files.append(SourceFile(full.relative_to(root).as_posix(), str(full), st.st_size, st.st_mtime_ns))
+            files.append(
+                SourceFile(full.relative_to(root).as_posix(), str(full), st.st_size, st.st_mtime_ns)
+            )
     if not files:
         raise ClientError(f"{path}: the directory has no files to upload")
     return files, True

@@ -124,7 +124,9 @@ async def upload_async(
             raise
         if final["state"] != "committed":
             record_store.clear()
-            raise ClientError(f"upload {session['upload_id']} ended {final['state']}: {final.get('failure') or 'no reason given'}")
+            raise ClientError(
+                f"upload {session['upload_id']} ended {final['state']}: {final.get('failure') or 'no reason given'}"
+            )
         record_store.clear()
         if result.sha256:
             try:
@@ -182,7 +184,9 @@ async def _send_missing(api: Api, session: dict[str, Any], by_path: dict[str, So
     for file in session["files"]:
         src = by_path.get(file["path"] if session["directory"] else "")
         if src is None or src.size != file["size"]:
-            raise ClientError(f"upload {upload_id} does not match the local files (file {file['path']!r})")
+            raise ClientError(
+                f"upload {upload_id} does not match the local files (file {file['path']!r})"
+            )
         for number in file["missing_parts"]:
             offset = (number - 1) * part_size
             length = min(part_size, src.size - offset)

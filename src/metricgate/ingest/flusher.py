@@ -23,10 +23,10 @@ import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
 from metricgate.config import FlushSettings
-from metricgate.errors import InvalidParameter, StoreUnavailable
+from metricgate.domain.errors import InvalidParameter, StoreUnavailable
+from metricgate.domain.metrics import wire
+from metricgate.domain.metrics.chunks import FlushBatch, build_batch, chunks_from_entries
 from metricgate.health_log import OutageLog
-from metricgate.ingest import wire
-from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_entries
 from metricgate.ingest.streams import Entry, IngestStreams
 from metricgate.lifecycle import sleep_unless_set
 from metricgate.observability import METRICS
@@ -80,7 +80,9 @@ def consumer_name() -> str:
 
 
 class Flusher:
-    def __init__(self, streams: IngestStreams, writer: PgMetricWriter, settings: FlushSettings) -> None:
+    def __init__(
+        self, streams: IngestStreams, writer: PgMetricWriter, settings: FlushSettings
+    ) -> None:
         self._streams = streams
         self._writer = writer
         self._settings = settings
@@ -132,7 +134,9 @@ class Flusher:
             raise
         log.info("flusher %s stopped", self.consumer)
 
-    async def _hand_over(self, committing: asyncio.Task[None] | None, prepared: _Prepared | None) -> asyncio.Task[None] | None:
+    async def _hand_over(
+        self, committing: asyncio.Task[None] | None, prepared: _Prepared | None
+    ) -> asyncio.Task[None] | None:
         """Wait for the write in progress, then start writing ``prepared`` in the background."""
         if prepared is None:
             return committing
@@ -194,19 +198,24 @@ class Flusher:
             poison.extend(bad)
         for entry, reason in poison:
             log.error("dead-lettering entry %s of %s: %s", entry.entry_id, entry.stream, reason)
-            await self._with_retry(lambda e=entry, r=reason: self._streams.dead_letter(e, r), self._redis)
+            await self._with_retry(
+                lambda e=entry, r=reason: self._streams.dead_letter(e, r), self._redis
+            )
             METRICS.dead_lettered.inc()
         # XACK strictly after COMMIT: an ack lost here only causes a harmless replay.
         await self._with_retry(lambda: self._streams.ack(prepared.entries), self._redis)
         await self._with_retry(
-            lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded), self._redis
+            lambda: self._streams.forget_flushed((b.run_id, e.entry_id) for e, b in decoded),
+            self._redis,
         )
         self._observe(decoded, started)
 
     async def _write(self, batches: list[wire.PointBatch]) -> None:
         await self._writer.write(build_batch(chunks_from_entries(batches)))
 
-    async def _write_one_by_one(self, decoded: list[tuple[Entry, wire.PointBatch]]) -> tuple[list[tuple[Entry, wire.PointBatch]], list[tuple[Entry, str]]]:
+    async def _write_one_by_one(
+        self, decoded: list[tuple[Entry, wire.PointBatch]]
+    ) -> tuple[list[tuple[Entry, wire.PointBatch]], list[tuple[Entry, str]]]:
         good, bad = [], []
         for entry, batch in decoded:
             try:
@@ -244,13 +253,17 @@ class Flusher:
                     dependency.failed(exc)
                 if not finish and self._stopping.is_set():
                     raise _GaveUp from exc
-                if isinstance(exc, ResponseError) and ("NOGROUP" in str(exc) or "no such key" in str(exc)):
+                if isinstance(exc, ResponseError) and (
+                    "NOGROUP" in str(exc) or "no such key" in str(exc)
+                ):
                     # Redis came back without its data (no AOF, or a new instance): appends
                     # recreated the streams, but not our consumer group.
                     with contextlib.suppress(RedisError):
                         await self._streams.ensure_groups()
                 if finish:
-                    await asyncio.sleep(min(delay_s, _RETRY_MAX_STOPPING_S) if self._stopping.is_set() else delay_s)
+                    await asyncio.sleep(
+                        min(delay_s, _RETRY_MAX_STOPPING_S) if self._stopping.is_set() else delay_s
+                    )
                 else:
                     # A stop during the wait ends it, and the read side gives up.
                     if await sleep_unless_set(self._stopping, delay_s):

@@ -63,7 +63,9 @@ class GroupAppender:
         except BaseException as exc:  # the connection failed: every command of the batch failed
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+                    future.set_exception(
+                        exc if isinstance(exc, Exception) else ConnectionError(str(exc))
+                    )
             if not isinstance(exc, Exception):
                 raise
         else:

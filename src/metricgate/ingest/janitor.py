@@ -15,7 +15,7 @@ import time
 from redis.exceptions import RedisError
 
 from metricgate.config import FlushSettings
-from metricgate.errors import MetricgateError
+from metricgate.domain.errors import MetricgateError
 from metricgate.health_log import OutageLog
 from metricgate.ingest.streams import IngestStreams
 from metricgate.lifecycle import sleep_unless_set
@@ -27,7 +27,9 @@ ABANDONED_TAG = "metricgate.abandoned"
 
 
 class AbandonedRunJanitor:
-    def __init__(self, runs: PgRunStore, settings: FlushSettings, streams: IngestStreams | None = None) -> None:
+    def __init__(
+        self, runs: PgRunStore, settings: FlushSettings, streams: IngestStreams | None = None
+    ) -> None:
         self._runs = runs
         self._streams = streams
         self._settings = settings
@@ -63,7 +65,9 @@ class AbandonedRunJanitor:
         for run_id, last_activity_ms in candidates.items():
             last_ms = max(last_activity_ms, last_writes.get(run_id, 0))
             if last_ms <= cutoff_ms:
-                await self._runs.mark_abandoned(run_id, ABANDONED_TAG, last_ms, fail=self._settings.abandoned_fail)
+                await self._runs.mark_abandoned(
+                    run_id, ABANDONED_TAG, last_ms, fail=self._settings.abandoned_fail
+                )
                 marked.append(run_id)
         if marked:
             log.info("marked %d abandoned run(s): %s", len(marked), ", ".join(marked[:10]))

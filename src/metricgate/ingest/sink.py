@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from metricgate.config import IngestSettings
-from metricgate.entities import Metric, MetricColumns
-from metricgate.errors import Unavailable
+from metricgate.domain.errors import Unavailable
+from metricgate.domain.metrics import wire
+from metricgate.domain.tracking.entities import Metric, MetricColumns
 from metricgate.health_log import OutageLog
-from metricgate.ingest import wire
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.metrics import PgMetricWriter
@@ -63,7 +63,9 @@ class StreamMetricSink:
             # (a peer that stopped answering keeps the socket open until socket_timeout).
             done, _ = await asyncio.wait({self._poller}, timeout=CLOSE_TIMEOUT_S)
             if not done:
-                log.warning("backlog poller did not stop within %.0f s; abandoning it", CLOSE_TIMEOUT_S)
+                log.warning(
+                    "backlog poller did not stop within %.0f s; abandoning it", CLOSE_TIMEOUT_S
+                )
             else:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     self._poller.result()
@@ -84,11 +86,15 @@ class StreamMetricSink:
 
     async def append(self, run_id: str, metrics: Sequence[Metric]) -> None:
         self._admit()
-        await self._append_entry(run_id, wire.encode(run_id, metrics, int(time.time() * 1000)), len(metrics))
+        await self._append_entry(
+            run_id, wire.encode(run_id, metrics, int(time.time() * 1000)), len(metrics)
+        )
 
     async def append_columns(self, run_id: str, columns: MetricColumns) -> None:
         self._admit()
-        await self._append_entry(run_id, wire.encode_columns(run_id, columns, int(time.time() * 1000)), len(columns))
+        await self._append_entry(
+            run_id, wire.encode_columns(run_id, columns, int(time.time() * 1000)), len(columns)
+        )
 
     def _admit(self) -> None:
         """Backpressure before any work: a full backlog or too many appends in flight."""
@@ -106,7 +112,9 @@ class StreamMetricSink:
         except RedisError as exc:
             METRICS.rejections.labels("redis").inc()
             self._append_outage.failed(exc)
-            raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
+            raise Unavailable(
+                "metric buffer (Redis) is unavailable; retry later", retry_after_s=2
+            ) from exc
         finally:
             self._inflight -= 1
         self._append_outage.ok()
@@ -124,7 +132,9 @@ class StreamMetricSink:
                 if entry_id is not None:
                     await self._wait_flushed(shard, entry_id)
         except RedisError as exc:
-            raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
+            raise Unavailable(
+                "metric buffer (Redis) is unavailable; retry later", retry_after_s=2
+            ) from exc
 
     async def wait_all_visible(self) -> None:
         """For reads spanning many runs (search): wait for everything acknowledged so far."""
@@ -134,7 +144,9 @@ class StreamMetricSink:
                 if entry_id is not None:
                     await self._wait_flushed(shard, entry_id)
         except RedisError as exc:
-            raise Unavailable("metric buffer (Redis) is unavailable; retry later", retry_after_s=2) from exc
+            raise Unavailable(
+                "metric buffer (Redis) is unavailable; retry later", retry_after_s=2
+            ) from exc
 
     async def _wait_flushed(self, shard: int, entry_id: bytes) -> None:
         deadline = time.monotonic() + self._settings.read_wait_s

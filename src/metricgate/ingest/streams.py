@@ -87,7 +87,9 @@ class ShardStatus:
 
     shard: int
     entries: int  # XLEN: un-flushed entries plus flushed ones not yet trimmed
-    pending: int  # delivered to a flusher, not yet acknowledged (being written, or its flusher died)
+    pending: (
+        int  # delivered to a flusher, not yet acknowledged (being written, or its flusher died)
+    )
     undelivered: int | None  # not yet read by any flusher (None: Redis < 7 cannot tell)
     oldest_unflushed_ms: int | None  # acknowledgement time of the oldest entry not yet flushed
 
@@ -131,11 +133,15 @@ class IngestStreams:
             args.extend((name, value))
         keys = [self.streams[shard], lastid_key(shard), lastwrite_key(shard)]
         try:
-            entry_id = await self._appender.submit(lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args))
+            entry_id = await self._appender.submit(
+                lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args)
+            )
         except NoScriptError:
             # A restarted (or failed-over) Redis forgot the script: load it and try once more.
             await self.client.script_load(_APPEND_LUA)
-            entry_id = await self._appender.submit(lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args))
+            entry_id = await self._appender.submit(
+                lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args)
+            )
         return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
 
     async def backlog_entries(self) -> int:
@@ -164,14 +170,18 @@ class IngestStreams:
             summary = await self.client.xpending(stream, GROUP)
             oldest: bytes | str | None = summary["min"] if summary["pending"] else None
             # Entries past the last delivered id wait for a flusher; the first is the oldest.
-            first_new = await self.client.xrange(stream, min="(" + _id_text(group["last-delivered-id"]), count=1)
+            first_new = await self.client.xrange(
+                stream, min="(" + _id_text(group["last-delivered-id"]), count=1
+            )
             if oldest is None and first_new:
                 oldest = first_new[0][0]
             # Redis 7 counts undelivered entries ("lag"); 6.2 does not (None: unknown).
             lag = group.get("lag")
             undelivered = 0 if not first_new else (int(lag) if lag is not None else None)
             oldest_ms = parse_id(oldest)[0] if oldest is not None else None
-            statuses.append(ShardStatus(shard, length, int(summary["pending"]), undelivered, oldest_ms))
+            statuses.append(
+                ShardStatus(shard, length, int(summary["pending"]), undelivered, oldest_ms)
+            )
         return statuses
 
     async def dead_letter_entries(self) -> int:
@@ -227,7 +237,9 @@ class IngestStreams:
 
     # ------------------------------------------------------------------ flusher side
 
-    async def read(self, consumer: str, count: int, block_ms: int | None, own_pending: bool = False) -> list[Entry]:
+    async def read(
+        self, consumer: str, count: int, block_ms: int | None, own_pending: bool = False
+    ) -> list[Entry]:
         """New entries (``>``) or, for recovery, this consumer's own unacknowledged ones (``0``)."""
         start = b"0" if own_pending else b">"
         reply = await self.client.xreadgroup(
@@ -239,7 +251,9 @@ class IngestStreams:
         """Take over entries another (presumably dead) consumer has held for ``min_idle_ms``."""
         claimed: list[Entry] = []
         for stream in self.streams:
-            reply = await self.client.xautoclaim(stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
+            reply = await self.client.xautoclaim(
+                stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+            )
             # Redis 6.2 answers [next, entries]; 7.x adds a list of deleted ids.
             for entry_id, fields in reply[1]:
                 if fields is not None:  # None: trimmed while pending (already flushed)

@@ -11,17 +11,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from metricgate.entities import Page, Tag
-from metricgate.errors import InvalidParameter, NotFound
-from metricgate.registry import rules
-from metricgate.registry.entities import PROMPT_TAG, Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.registry import rules
+from metricgate.domain.registry.entities import (
+    PROMPT_TAG,
+    Audit,
+    ModelVersion,
+    RegisteredModel,
+    RegistryEvent,
+)
+from metricgate.domain.tracking.entities import Page, Tag
 from metricgate.stores.postgres.registry import PgRegistryStore
 
 T = TypeVar("T")
 
 
 class RegistryService:
-    def __init__(self, store: PgRegistryStore, allowed_source_schemes: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, store: PgRegistryStore, allowed_source_schemes: frozenset[str] = frozenset()
+    ) -> None:
         """``allowed_source_schemes``: host-addressed schemes (``https``, ``ftp``, ...) a
         model-version source may use anyway, as stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES."""
         self._store = store
@@ -51,14 +59,20 @@ class RegistryService:
             lambda: self._store.create_registered_model(audit, checked, tags, description),
         )  # fmt: skip
 
-    async def rename_registered_model(self, audit: Audit, name: str | None, new_name: str | None) -> RegisteredModel:
+    async def rename_registered_model(
+        self, audit: Audit, name: str | None, new_name: str | None
+    ) -> RegisteredModel:
         old = rules.validate_model_name(name)
         new = rules.validate_model_name(new_name, "new_name")
         return await self._apply(
-            "registered_model.rename", audit, lambda: self._store.rename_registered_model(audit, old, new)
+            "registered_model.rename",
+            audit,
+            lambda: self._store.rename_registered_model(audit, old, new),
         )
 
-    async def update_registered_model(self, audit: Audit, name: str | None, description: str | None) -> RegisteredModel:
+    async def update_registered_model(
+        self, audit: Audit, name: str | None, description: str | None
+    ) -> RegisteredModel:
         checked = rules.validate_model_name(name)
         rules.validate_description(description)
         return await self._apply(
@@ -68,16 +82,24 @@ class RegistryService:
 
     async def delete_registered_model(self, audit: Audit, name: str | None) -> None:
         checked = rules.validate_model_name(name)
-        await self._apply("registered_model.delete", audit, lambda: self._store.delete_registered_model(audit, checked))
+        await self._apply(
+            "registered_model.delete",
+            audit,
+            lambda: self._store.delete_registered_model(audit, checked),
+        )
 
     async def set_registered_model_tag(self, audit: Audit, name: str | None, tag: Tag) -> None:
         checked = rules.validate_model_name(name)
         rules.validate_tag(tag)
         await self._apply(
-            "registered_model.set_tag", audit, lambda: self._store.set_registered_model_tag(audit, checked, tag)
+            "registered_model.set_tag",
+            audit,
+            lambda: self._store.set_registered_model_tag(audit, checked, tag),
         )
 
-    async def delete_registered_model_tag(self, audit: Audit, name: str | None, key: str | None) -> None:
+    async def delete_registered_model_tag(
+        self, audit: Audit, name: str | None, key: str | None
+    ) -> None:
         checked = rules.validate_model_name(name)
         key = rules.required(key, "key")
         await self._apply(
@@ -85,7 +107,9 @@ class RegistryService:
             lambda: self._store.delete_registered_model_tag(audit, checked, key),
         )  # fmt: skip
 
-    async def set_alias(self, audit: Audit, name: str | None, alias: str | None, version: str | None) -> None:
+    async def set_alias(
+        self, audit: Audit, name: str | None, alias: str | None, version: str | None
+    ) -> None:
         checked = rules.validate_model_name(name)
         checked_alias = rules.validate_alias(alias)
         number = rules.parse_version(version)
@@ -96,7 +120,9 @@ class RegistryService:
     async def delete_alias(self, audit: Audit, name: str | None, alias: str | None) -> None:
         checked = rules.validate_model_name(name)
         alias = rules.required(alias, "alias")
-        await self._apply("alias.delete", audit, lambda: self._store.delete_alias(audit, checked, alias))
+        await self._apply(
+            "alias.delete", audit, lambda: self._store.delete_alias(audit, checked, alias)
+        )
 
     # ------------------------------------------------------------ model versions
 
@@ -116,7 +142,9 @@ class RegistryService:
         tags = [rules.validate_tag(t) for t in tags]
         rules.validate_description(description)
         rules.reject_host_addressed_source(checked_source, self._allowed_source_schemes)
-        checked_source, run_id, model_id = await self._resolve_lineage(checked_source, run_id, model_id)
+        checked_source, run_id, model_id = await self._resolve_lineage(
+            checked_source, run_id, model_id
+        )
         await self._check_source(checked_source, run_id, model_id)
         return await self._apply(
             "model_version.create", audit,
@@ -153,10 +181,14 @@ class RegistryService:
                 raise NotFound(f"No versions of model with name '{name}'{in_stage} found")
             version = max(latest, key=lambda v: v.version)
         rules.check_lineage(source, run_id, model_id, version.run_id, version.model_id)
-        return f"models:/{name}/{version.version}", run_id or version.run_id, model_id or version.model_id
+        return (
+            f"models:/{name}/{version.version}",
+            run_id or version.run_id,
+            model_id or version.model_id,
+        )
 
     async def _check_source(self, source: str, run_id: str | None, model_id: str | None) -> None:
-        """Stock MLflow's source rules (registry/rules.py), before anything is stored: a source
+        """Stock MLflow's source rules (domain/registry/rules.py), before anything is stored: a source
         that climbs out of its location, or a local / proxied one that is not inside the
         artifact location of the run or logged model the request names, is a client error."""
         owner = rules.source_owner(source, run_id, model_id)
@@ -175,7 +207,12 @@ class RegistryService:
         )  # fmt: skip
 
     async def transition_stage(
-        self, audit: Audit, name: str | None, version: str | None, stage: str | None, archive_existing: bool
+        self,
+        audit: Audit,
+        name: str | None,
+        version: str | None,
+        stage: str | None,
+        archive_existing: bool,
     ) -> ModelVersion:
         checked, number = rules.validate_model_name(name), rules.parse_version(version)
         target = rules.canonical_stage(stage)
@@ -189,13 +226,19 @@ class RegistryService:
             lambda: self._store.transition_stage(audit, checked, number, target, archive_existing),
         )  # fmt: skip
 
-    async def delete_model_version(self, audit: Audit, name: str | None, version: str | None) -> None:
+    async def delete_model_version(
+        self, audit: Audit, name: str | None, version: str | None
+    ) -> None:
         checked, number = rules.validate_model_name(name), rules.parse_version(version)
         await self._apply(
-            "model_version.delete", audit, lambda: self._store.delete_model_version(audit, checked, number)
+            "model_version.delete",
+            audit,
+            lambda: self._store.delete_model_version(audit, checked, number),
         )
 
-    async def set_model_version_tag(self, audit: Audit, name: str | None, version: str | None, tag: Tag) -> None:
+    async def set_model_version_tag(
+        self, audit: Audit, name: str | None, version: str | None, tag: Tag
+    ) -> None:
         checked, number = rules.validate_model_name(name), rules.parse_version(version)
         rules.validate_tag(tag)
         await self._apply(
@@ -219,16 +262,28 @@ class RegistryService:
         return await self._store.get_registered_model(rules.validate_model_name(name))
 
     async def search_registered_models(
-        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
     ) -> Page:
-        return await self._store.search_registered_models(filter_string, order_by, max_results, page_token)
+        return await self._store.search_registered_models(
+            filter_string, order_by, max_results, page_token
+        )
 
-    async def get_latest_versions(self, name: str | None, stages: Sequence[str]) -> list[ModelVersion]:
+    async def get_latest_versions(
+        self, name: str | None, stages: Sequence[str]
+    ) -> list[ModelVersion]:
         checked = rules.validate_model_name(name)
-        return await self._store.get_latest_versions(checked, [rules.canonical_stage(s) for s in stages])
+        return await self._store.get_latest_versions(
+            checked, [rules.canonical_stage(s) for s in stages]
+        )
 
     async def get_model_version(self, name: str | None, version: str | None) -> ModelVersion:
-        return await self._store.get_model_version(rules.validate_model_name(name), rules.parse_version(version))
+        return await self._store.get_model_version(
+            rules.validate_model_name(name), rules.parse_version(version)
+        )
 
     async def get_version_by_alias(self, name: str | None, alias: str | None) -> ModelVersion:
         checked = rules.validate_model_name(name)
@@ -236,9 +291,15 @@ class RegistryService:
         return await self._store.get_version_by_alias(checked, alias)
 
     async def search_model_versions(
-        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
     ) -> Page:
-        return await self._store.search_model_versions(filter_string, order_by, max_results, page_token)
+        return await self._store.search_model_versions(
+            filter_string, order_by, max_results, page_token
+        )
 
     async def history(
         self, name: str | None, version: str | None, max_results: int, page_token: str | None

@@ -17,10 +17,10 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 
-from metricgate.errors import InvalidParameter, MetricgateError, Unavailable
+from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
+from metricgate.domain.uploads.entities import ABORTED, COMMITTED, UploadFile, UploadSession
 from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
 from metricgate.stores.postgres.uploads import PgUploadStore
-from metricgate.uploads.models import ABORTED, COMMITTED, UploadFile, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class SessionCommitter:
                         await self._uploads.mark_file_committed(session.session_id, file.index)
             except VerificationFailed as exc:
                 await self._roll_back(session, reached, str(exc))
-                raise InvalidParameter(f"Upload session '{session.session_id}' failed verification: {exc}") from exc
+                raise InvalidParameter(
+                    f"Upload session '{session.session_id}' failed verification: {exc}"
+                ) from exc
             await self._uploads.finish(session.session_id, COMMITTED)
         log.info("upload session %s committed (%d file(s))", session.session_id, len(session.files))
         return await self._uploads.get(session.session_id)
@@ -77,9 +79,13 @@ class SessionCommitter:
             # upload is gone because it *was* committed. The object's size tells us so.
             size = await self._committed_size(file)
             if size is None:
-                raise VerificationFailed(f"file '{file.rel_path or file.dest_path}' could not be committed: {exc}") from exc
+                raise VerificationFailed(
+                    f"file '{file.rel_path or file.dest_path}' could not be committed: {exc}"
+                ) from exc
         if size != file.size:
-            raise VerificationFailed(f"file '{file.rel_path or file.dest_path}' has {size} bytes, expected {file.size}")
+            raise VerificationFailed(
+                f"file '{file.rel_path or file.dest_path}' has {size} bytes, expected {file.size}"
+            )
         if file.sha256 is not None:
             actual = await sha256_of(self._store, file.dest_path)
             if actual != file.sha256:

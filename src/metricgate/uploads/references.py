@@ -7,18 +7,18 @@ from __future__ import annotations
 from urllib.parse import unquote, urlparse
 
 from metricgate.config import UploadSettings
-from metricgate.errors import InvalidParameter
-from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.artifacts.parts import strip_etag
-from metricgate.stores.artifacts.paths import (
+from metricgate.domain.artifacts.paths import (
     join_artifact_path,
     normalize_artifact_path,
     proxied_store_path,
 )
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.uploads import rules as checks
+from metricgate.domain.uploads.entities import ArtifactReference
+from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.parts import strip_etag
 from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.runs import PgRunStore
-from metricgate.uploads import checks
-from metricgate.uploads.models import ArtifactReference
 
 _SCHEMES = ("s3", "file")
 
@@ -35,7 +35,9 @@ def check_reference_uri(uri: object, allowed_prefixes: tuple[str, ...]) -> str:
         raise InvalidParameter("'uri' must be an s3:// or file:// URI")
     parsed = urlparse(uri)
     if parsed.scheme not in _SCHEMES or parsed.query or parsed.fragment or parsed.params:
-        raise InvalidParameter(f"Invalid reference URI {uri[:200]!r}: expected s3://bucket/key or file:///path")
+        raise InvalidParameter(
+            f"Invalid reference URI {uri[:200]!r}: expected s3://bucket/key or file:///path"
+        )
     if parsed.scheme == "s3" and not parsed.netloc:
         raise InvalidParameter(f"Invalid reference URI {uri[:200]!r}: it names no bucket")
     # The same traversal rules as artifact paths: a URI that climbs ('..', encoded or not)
@@ -76,7 +78,9 @@ class ReferenceManager:
         await self._runs.require_active(run_id)
         run_root = proxied_store_path(run.info.artifact_uri)
         if run_root is None:
-            raise InvalidParameter(f"Run '{run_id}' keeps its artifacts at {run.info.artifact_uri!r}, not here")
+            raise InvalidParameter(
+                f"Run '{run_id}' keeps its artifacts at {run.info.artifact_uri!r}, not here"
+            )
         actual_size, actual_etag = await self._store.head_external(checked_uri)
         if actual_size != expected_size:
             raise InvalidParameter(
@@ -84,7 +88,9 @@ class ReferenceManager:
             )
         wanted_etag = strip_etag(etag) if isinstance(etag, str) and etag else None
         if wanted_etag and actual_etag and wanted_etag != actual_etag.strip('"'):
-            raise InvalidParameter(f"Referenced object {checked_uri!r} has ETag {actual_etag}, not {wanted_etag}")
+            raise InvalidParameter(
+                f"Referenced object {checked_uri!r} has ETag {actual_etag}, not {wanted_etag}"
+            )
         ref = ArtifactReference(
             run_id=run_id,
             rel_path=rel,

@@ -16,19 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from metricgate.config import UploadSettings
-from metricgate.errors import InvalidParameter, MetricgateError, NotFound
-from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
-from metricgate.stores.artifacts.paths import (
+from metricgate.domain.artifacts.paths import (
     join_artifact_path,
     normalize_artifact_path,
     proxied_store_path,
 )
-from metricgate.stores.artifacts.s3 import S3ArtifactStore
-from metricgate.stores.postgres.runs import PgRunStore
-from metricgate.stores.postgres.uploads import PgUploadStore
-from metricgate.uploads import checks
-from metricgate.uploads.commit import SessionCommitter
-from metricgate.uploads.models import (
+from metricgate.domain.errors import InvalidParameter, MetricgateError, NotFound
+from metricgate.domain.uploads import rules as checks
+from metricgate.domain.uploads.entities import (
     ABORTED,
     COMMITTED,
     COMMITTING,
@@ -38,6 +33,11 @@ from metricgate.uploads.models import (
     ReceivedPart,
     UploadSession,
 )
+from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
+from metricgate.stores.artifacts.s3 import S3ArtifactStore
+from metricgate.stores.postgres.runs import PgRunStore
+from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.uploads.commit import SessionCommitter
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,13 @@ def parse_files(raw: Any, is_directory: bool, settings: UploadSettings) -> list[
     if not isinstance(raw, list) or not raw:
         raise InvalidParameter("'files' must be a non-empty list of {path, size, sha256}")
     if len(raw) > settings.max_files:
-        raise InvalidParameter(f"An upload session takes at most {settings.max_files} files, got {len(raw)}")
+        raise InvalidParameter(
+            f"An upload session takes at most {settings.max_files} files, got {len(raw)}"
+        )
     if not is_directory and len(raw) != 1:
-        raise InvalidParameter("A file upload takes exactly one entry in 'files'; set 'directory': true for several")
+        raise InvalidParameter(
+            "A file upload takes exactly one entry in 'files'; set 'directory': true for several"
+        )
     specs: list[FileSpec] = []
     seen: set[str] = set()
     for item in raw:
@@ -79,7 +83,9 @@ def parse_files(raw: Any, is_directory: bool, settings: UploadSettings) -> list[
             raise InvalidParameter(f"File '{rel}' appears twice in 'files'")
         seen.add(rel)
         size = checks.check_file_size(item.get("size"), f"file '{rel}'")
-        specs.append(FileSpec(rel, size, checks.sha256_hex(item.get("sha256"), f"sha256 of file '{rel}'")))
+        specs.append(
+            FileSpec(rel, size, checks.sha256_hex(item.get("sha256"), f"sha256 of file '{rel}'"))
+        )
     _refuse_file_under_file(specs)
     return specs
 
@@ -91,12 +97,18 @@ def _refuse_file_under_file(specs: list[FileSpec]) -> None:
         while "/" in parent:
             parent = parent.rsplit("/", 1)[0]
             if parent in names:
-                raise InvalidParameter(f"'{parent}' cannot be both a file and the directory of '{spec.rel_path}'")
+                raise InvalidParameter(
+                    f"'{parent}' cannot be both a file and the directory of '{spec.rel_path}'"
+                )
 
 
 class UploadManager:
     def __init__(
-        self, store: ArtifactStore, uploads: PgUploadStore, runs: PgRunStore, settings: UploadSettings
+        self,
+        store: ArtifactStore,
+        uploads: PgUploadStore,
+        runs: PgRunStore,
+        settings: UploadSettings,
     ) -> None:
         self._store = store
         self._uploads = uploads
@@ -105,11 +117,19 @@ class UploadManager:
         self.committer = SessionCommitter(store, uploads, settings.commit_lease_s)
 
     async def create(
-        self, run_id: str, path: str | None, directory: bool, part_size: Any, files: Any, actor: str | None
+        self,
+        run_id: str,
+        path: str | None,
+        directory: bool,
+        part_size: Any,
+        files: Any,
+        actor: str | None,
     ) -> UploadSession:
         part_size = checks.check_part_size(part_size, self._settings)
         specs = parse_files(files, directory, self._settings)
-        counts = [checks.part_count(s.size, part_size, f"file '{s.rel_path or path}'") for s in specs]
+        counts = [
+            checks.part_count(s.size, part_size, f"file '{s.rel_path or path}'") for s in specs
+        ]
         run = await self._runs.get(run_id)
         await self._runs.require_active(run_id)
         run_root = proxied_store_path(run.info.artifact_uri)
@@ -129,13 +149,17 @@ class UploadManager:
             await self._abort_staged(new_files)
             raise
 
-    async def _stage_begin(self, specs: list[FileSpec], counts: list[int], dest: str) -> list[NewFile]:
+    async def _stage_begin(
+        self, specs: list[FileSpec], counts: list[int], dest: str
+    ) -> list[NewFile]:
         new_files: list[NewFile] = []
         try:
             for spec, count in zip(specs, counts, strict=True):
                 file_dest = join_artifact_path(dest, spec.rel_path)
                 staging_id = await self._store.stage_begin(file_dest)
-                new_files.append(NewFile(spec.rel_path, file_dest, spec.size, spec.sha256, staging_id, count))
+                new_files.append(
+                    NewFile(spec.rel_path, file_dest, spec.size, spec.sha256, staging_id, count)
+                )
         except BaseException:
             await self._abort_staged(new_files)
             raise
@@ -173,7 +197,9 @@ class UploadManager:
         if content_length is not None and content_length != expected:
             raise InvalidParameter(_size_message(part_number, expected, content_length))
         checked = _checked_body(body, part_number, expected, md5)
-        staged = await self._store.stage_part(file.dest_path, file.staging_id, part_number, checked, sha256)
+        staged = await self._store.stage_part(
+            file.dest_path, file.staging_id, part_number, checked, sha256
+        )
         if staged.size != expected:  # the checked body makes this unreachable; never record it
             raise InvalidParameter(_size_message(part_number, expected, staged.size))
         part = ReceivedPart(part_number, staged.size, staged.sha256, staged.etag)
@@ -193,7 +219,9 @@ class UploadManager:
     async def abort(self, session_id: str) -> UploadSession:
         session, aborted = await self._uploads.abort(session_id)
         if not aborted and session.state in (COMMITTING, COMMITTED):
-            raise InvalidParameter(f"Upload session '{session_id}' is {session.state}; it can no longer be aborted")
+            raise InvalidParameter(
+                f"Upload session '{session_id}' is {session.state}; it can no longer be aborted"
+            )
         for file in session.files:
             with contextlib.suppress(MetricgateError, OSError):
                 await self._store.stage_abort(file.dest_path, file.staging_id)
@@ -222,7 +250,9 @@ async def _checked_body(
     if received != expected:
         raise InvalidParameter(_size_message(part_number, expected, received))
     if digest is not None and digest.hexdigest() != md5:
-        raise InvalidParameter(f"Checksum mismatch for part {part_number}: Content-MD5 does not match the data")
+        raise InvalidParameter(
+            f"Checksum mismatch for part {part_number}: Content-MD5 does not match the data"
+        )
 
 
 def _check_complete(session: UploadSession, expired: bool) -> None:
@@ -240,8 +270,12 @@ def _check_complete(session: UploadSession, expired: bool) -> None:
         missing += [f"file {file.index} part {n}" for n in gaps]
         received = sum(p.size for p in file.parts)
         if not gaps and received != file.size:
-            raise InvalidParameter(f"File {file.index} received {received} bytes, expected {file.size}")
+            raise InvalidParameter(
+                f"File {file.index} received {received} bytes, expected {file.size}"
+            )
     if missing:
         shown = ", ".join(missing[:_MISSING_SHOWN])
         more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
-        raise InvalidParameter(f"Upload session '{session.session_id}' is missing parts: {shown}{more}")
+        raise InvalidParameter(
+            f"Upload session '{session.session_id}' is missing parts: {shown}{more}"
+        )

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from metricgate.config import UploadSettings
-from metricgate.errors import InvalidParameter, MetricgateError
+from metricgate.domain.errors import InvalidParameter, MetricgateError
 from metricgate.health_log import OutageLog
 from metricgate.lifecycle import sleep_unless_set
 from metricgate.stores.artifacts.base import ArtifactStore
@@ -35,7 +35,11 @@ class SweepReport:
 
 class UploadSweeper:
     def __init__(
-        self, store: ArtifactStore, uploads: PgUploadStore, committer: SessionCommitter, settings: UploadSettings
+        self,
+        store: ArtifactStore,
+        uploads: PgUploadStore,
+        committer: SessionCommitter,
+        settings: UploadSettings,
     ) -> None:
         self._store = store
         self._uploads = uploads
@@ -85,7 +89,9 @@ class UploadSweeper:
                 await self._committer.commit(session)
                 count += 1
             except InvalidParameter as exc:
-                log.warning("rolled-forward commit of %s was rolled back: %s", session_id, exc.message)
+                log.warning(
+                    "rolled-forward commit of %s was rolled back: %s", session_id, exc.message
+                )
             except (MetricgateError, OSError) as exc:
                 # Stays committing (hidden); the next sweep claims it again after the lease.
                 log.warning("rolling forward the commit of %s failed: %s", session_id, exc)
@@ -93,7 +99,9 @@ class UploadSweeper:
 
     async def _abort_orphans(self) -> int:
         cutoff = time.time() - self._settings.ttl_s
-        staged = [(p, sid) for p, sid, started in await self._store.stage_list() if started < cutoff]
+        staged = [
+            (p, sid) for p, sid, started in await self._store.stage_list() if started < cutoff
+        ]
         if not staged:
             return 0
         live = await self._uploads.live_staging_ids()

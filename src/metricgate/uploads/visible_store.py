@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from metricgate.entities import ArtifactEntry
-from metricgate.errors import NotFound
+from metricgate.domain.artifacts.paths import normalize_artifact_path
+from metricgate.domain.errors import NotFound
+from metricgate.domain.tracking.entities import ArtifactEntry
+from metricgate.domain.uploads.entities import ArtifactReference
 from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.artifacts.paths import normalize_artifact_path
 from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.uploads import PgUploadStore
-from metricgate.uploads.models import ArtifactReference
 
 
 def _covers(dest: str, path: str) -> bool:
@@ -33,7 +33,9 @@ def _covers(dest: str, path: str) -> bool:
 
 
 class VisibleArtifactStore:
-    def __init__(self, inner: ArtifactStore, uploads: PgUploadStore, references: PgReferenceStore) -> None:
+    def __init__(
+        self, inner: ArtifactStore, uploads: PgUploadStore, references: PgReferenceStore
+    ) -> None:
         self.inner = inner
         self._uploads = uploads
         self._references = references

@@ -18,11 +18,11 @@ import aiohttp
 
 from metricgate import __version__
 from metricgate.config import WebhookSettings
-from metricgate.errors import Unavailable
+from metricgate.domain.errors import Unavailable
+from metricgate.domain.webhooks.entities import ClaimedDelivery, delivery_body
+from metricgate.domain.webhooks.retry import judge, retry_after_s
+from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, signature_headers
 from metricgate.health_log import OutageLog
-from metricgate.webhooks.models import ClaimedDelivery, delivery_body
-from metricgate.webhooks.retry import judge, retry_after_s
-from metricgate.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ PURGE_INTERVAL_S = 3600.0
 class DeliveryStore(Protocol):
     """What the dispatcher needs of the outbox (PgWebhookStore)."""
 
-    async def claim(self, limit: int, skip_webhook_ids: list[str], lease_s: float) -> list[ClaimedDelivery]: ...
+    async def claim(
+        self, limit: int, skip_webhook_ids: list[str], lease_s: float
+    ) -> list[ClaimedDelivery]: ...
 
     async def record_attempt(
         self,
@@ -116,7 +118,11 @@ class WebhookDispatcher:
             self._next_purge = time.monotonic() + 60.0
             return
         if total:
-            log.info("purged %d webhook deliveries older than %g days", total, self._settings.retention_days)
+            log.info(
+                "purged %d webhook deliveries older than %g days",
+                total,
+                self._settings.retention_days,
+            )
 
     def _saturated(self) -> list[str]:
         cap = self._settings.per_webhook_concurrency
@@ -148,7 +154,11 @@ class WebhookDispatcher:
             if self._per_webhook[delivery.webhook_id] <= 0:
                 del self._per_webhook[delivery.webhook_id]
             if not finished.cancelled() and finished.exception() is not None:
-                log.error("webhook delivery %s failed unexpectedly", delivery.id, exc_info=finished.exception())
+                log.error(
+                    "webhook delivery %s failed unexpectedly",
+                    delivery.id,
+                    exc_info=finished.exception(),
+                )
             self._wake.set()  # a slot is free
 
         task.add_done_callback(done)
@@ -157,13 +167,19 @@ class WebhookDispatcher:
         s = self._settings
         if delivery.attempt > s.max_attempts:
             # Earlier attempts were all cut short (their dispatchers died): give up like any other.
-            await self._record(delivery, "failed", None, "no attempts left (earlier attempts were interrupted)", 0)
+            await self._record(
+                delivery, "failed", None, "no attempts left (earlier attempts were interrupted)", 0
+            )
             return
         status, error, retry_after, duration_ms = await self._post(delivery)
-        verdict = judge(status, delivery.attempt, s.max_attempts, s.backoff_base_s, s.backoff_max_s, retry_after)
+        verdict = judge(
+            status, delivery.attempt, s.max_attempts, s.backoff_base_s, s.backoff_max_s, retry_after
+        )
         if verdict.outcome == "failed" and error is None:
             error = f"HTTP {status}"
-        if await self._record(delivery, verdict.outcome, status, error, duration_ms, verdict.delay_s):
+        if await self._record(
+            delivery, verdict.outcome, status, error, duration_ms, verdict.delay_s
+        ):
             if verdict.outcome != "delivered":
                 log.info(
                     "webhook delivery %s to %s attempt %d: %s (%s)",
@@ -188,13 +204,21 @@ class WebhookDispatcher:
             )
         except Unavailable:
             # The lease expires and the delivery is attempted again: at least once still holds.
-            log.warning("could not record webhook delivery %s attempt %d", delivery.id, delivery.attempt)
+            log.warning(
+                "could not record webhook delivery %s attempt %d", delivery.id, delivery.attempt
+            )
             return False
         if not kept:
-            log.info("webhook delivery %s attempt %d finished after its lease ran out", delivery.id, delivery.attempt)
+            log.info(
+                "webhook delivery %s attempt %d finished after its lease ran out",
+                delivery.id,
+                delivery.attempt,
+            )
         return kept
 
-    async def _post(self, delivery: ClaimedDelivery) -> tuple[int | None, str | None, float | None, int]:
+    async def _post(
+        self, delivery: ClaimedDelivery
+    ) -> tuple[int | None, str | None, float | None, int]:
         """One signed POST: (HTTP status or None, error text, Retry-After seconds, duration ms)."""
         assert self._session is not None
         body = delivery_body(delivery.id, delivery.webhook_id, delivery.payload)
@@ -221,9 +245,13 @@ class WebhookDispatcher:
                 status = response.status
                 if not 200 <= status < 300:
                     retry_after = retry_after_s(response.headers.get("Retry-After"))
-                    snippet = (await response.content.read(_ERROR_BODY_BYTES)).decode("utf-8", "replace").strip()
+                    snippet = (
+                        (await response.content.read(_ERROR_BODY_BYTES))
+                        .decode("utf-8", "replace")
+                        .strip()
+                    )
                     error = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"timed out after {self._settings.timeout_s:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]

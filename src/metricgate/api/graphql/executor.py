@@ -49,11 +49,13 @@ def execution_context_class(schema: Schema) -> type[ExecutionContext]:
                 if projection is not None:
                     try:
                         return _project(result, projection)
-                    except Exception:  # noqa: BLE001 - the general path reports it properly
+                    except Exception:
                         pass
             return super().complete_list_value(return_type, field_nodes, info, path, result)
 
-        def _projection(self, item_type: GraphQLObjectType, field_nodes: list[FieldNode]) -> Projection | None:
+        def _projection(
+            self, item_type: GraphQLObjectType, field_nodes: list[FieldNode]
+        ) -> Projection | None:
             projection: Projection = []
             for response_key, nodes in self.collect_subfields(item_type, field_nodes).items():
                 name = nodes[0].name.value

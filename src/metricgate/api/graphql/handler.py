@@ -27,7 +27,7 @@ from metricgate.api.graphql.resolvers import RESOLVERS, Context
 from metricgate.api.graphql.schema import Schema, load_sdl
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
-from metricgate.errors import BadRequest, MetricgateError
+from metricgate.domain.errors import BadRequest, MetricgateError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def _read_json_request(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise BadRequest("Malformed JSON in request body") from None
     if isinstance(body, list):
-        raise BadRequest("Batched GraphQL requests are not supported: send one operation per request.")
+        raise BadRequest(
+            "Batched GraphQL requests are not supported: send one operation per request."
+        )
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object with a 'query'.")
     return body
@@ -71,7 +73,11 @@ async def _graphql_request(request: web.Request) -> tuple[str, dict[str, Any] | 
     else:
         check_json_content_type(request)
         body = _read_json_request(await request.read())
-    query, variables, operation_name = body.get("query"), body.get("variables"), body.get("operationName")
+    query, variables, operation_name = (
+        body.get("query"),
+        body.get("variables"),
+        body.get("operationName"),
+    )
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("Missing value for required parameter 'query'.")
     if variables is not None and not isinstance(variables, dict):
@@ -112,8 +118,9 @@ def _error_message(error: GraphQLError) -> str:
     return "Internal server error"
 
 
-async def run_graphql(context: Context, query: str, variables: dict[str, Any] | None,
-                      operation_name: str | None) -> dict[str, Any]:
+async def run_graphql(
+    context: Context, query: str, variables: dict[str, Any] | None, operation_name: str | None
+) -> dict[str, Any]:
     """``{"data", "errors"}`` of one GraphQL request, as stock renders it."""
     document, messages = (_prepare_cached if len(query) <= _CACHEABLE_CHARS else _prepare)(query)
     if document is None:

@@ -58,7 +58,9 @@ def check_document(document: DocumentNode) -> None:
             for field in fields:
                 selections += 1
                 if selections > MAX_SELECTIONS:
-                    raise QueryTooComplex(f"Query exceeds maximum total selections of {MAX_SELECTIONS}")
+                    raise QueryTooComplex(
+                        f"Query exceeds maximum total selections of {MAX_SELECTIONS}"
+                    )
                 if depth == 1:
                     root_fields += 1
                 if field.selection_set is not None:

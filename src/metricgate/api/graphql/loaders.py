@@ -20,7 +20,9 @@ class BatchLoader(Generic[K, V]):
     once per loader, i.e. per request.
     """
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], missing: Callable[[], V]) -> None:
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], missing: Callable[[], V]
+    ) -> None:
         self._fetch = fetch
         self._missing = missing  # the value of a key ``fetch`` did not return
         self._futures: dict[K, asyncio.Future[V]] = {}

@@ -19,16 +19,16 @@ from graphql import GraphQLObjectType, GraphQLResolveInfo, get_named_type
 
 from metricgate.api.artifacts import run_artifact_listing
 from metricgate.api.codec import Fields, encode_experiment, encode_metric_series
+from metricgate.api.graphql.loaders import BatchLoader
+from metricgate.api.graphql.schema import snake_case
 from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import run_json, search_runs_page
 from metricgate.api.ui_support import dataset_summaries
-from metricgate.api.graphql.loaders import BatchLoader
-from metricgate.api.graphql.schema import snake_case
-from metricgate.errors import InvalidParameter, MetricgateError, Unavailable
+from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
+from metricgate.domain.tracking.rules import parse_experiment_id, validate_max_results
 from metricgate.service import Service
-from metricgate.validation import parse_experiment_id, validate_max_results
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class Context:
         self.model_versions.close()
 
     async def _fetch_experiments(self, experiment_ids: list[str]) -> dict[str, Json | None]:
-        found = await self.service.experiments.get_many([parse_experiment_id(i) for i in experiment_ids])
+        found = await self.service.experiments.get_many(
+            [parse_experiment_id(i) for i in experiment_ids]
+        )
         return {e.experiment_id: encode_experiment(e) for e in found}
 
     async def _fetch_model_versions(self, run_ids: list[str]) -> dict[str, list[Json]]:
@@ -105,9 +107,14 @@ async def _list_artifacts(ctx: Context, fields: Fields) -> Json:
 
 
 async def _search_model_versions(ctx: Context, fields: Fields) -> Json:
-    max_results = validate_max_results(fields.int("max_results"), MAX_VERSIONS_PER_PAGE, DEFAULT_VERSIONS_PER_PAGE)
+    max_results = validate_max_results(
+        fields.int("max_results"), MAX_VERSIONS_PER_PAGE, DEFAULT_VERSIONS_PER_PAGE
+    )
     page = await ctx.service.registry.search_model_versions(
-        fields.str("filter") or None, fields.str_list("order_by"), max_results, fields.str("page_token") or None
+        fields.str("filter") or None,
+        fields.str_list("order_by"),
+        max_results,
+        fields.str("page_token") or None,
     )
     return {
         "model_versions": [encode_model_version(mv) for mv in page.items],
@@ -122,7 +129,9 @@ async def _search_datasets(ctx: Context, fields: Fields) -> Json:
 def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
     """A root field calling an MLflow operation; its errors go into the response's ``apiError``."""
 
-    async def resolve(_root: Any, info: GraphQLResolveInfo, input: dict[str, Any] | None = None) -> Json:
+    async def resolve(
+        _root: Any, info: GraphQLResolveInfo, input: dict[str, Any] | None = None
+    ) -> Json:
         fields = Fields({snake_case(k): v for k, v in (input or {}).items()})
         try:
             if _has_nul(fields.raw):
@@ -136,8 +145,13 @@ def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
             assert isinstance(response_type, GraphQLObjectType)
             payload: Json = {snake_case(name): None for name in response_type.fields}
             # ApiError is no protobuf message in stock either: what we do not know is null.
-            payload["api_error"] = {"code": exc.error_code, "message": exc.message, "help_url": None,
-                                    "trace_id": None, "error_details": None}
+            payload["api_error"] = {
+                "code": exc.error_code,
+                "message": exc.message,
+                "help_url": None,
+                "trace_id": None,
+                "error_details": None,
+            }
             return payload
 
     return resolve
@@ -153,7 +167,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _echo(_root: Any, _info: GraphQLResolveInfo, inputString: str | None = None) -> Json:  # noqa: N803
+def _echo(_root: Any, _info: GraphQLResolveInfo, inputString: str | None = None) -> Json:
     return {"output": inputString}
 
 

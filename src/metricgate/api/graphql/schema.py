@@ -44,7 +44,13 @@ _NON_FINITE = {"NaN": None, "Infinity": _DOUBLE_MAX, "-Infinity": -_DOUBLE_MAX}
 # Object types whose ``value`` is a metric value (REST spells NaN and the infinities as strings).
 _METRIC_TYPES = ("MlflowMetricExtension", "MlflowMetricWithRunId", "MlflowModelMetric")
 
-_DEFAULTS: dict[str, Any] = {"String": "", "LongString": 0, "Float": 0.0, "Int": 0, "Boolean": False}
+_DEFAULTS: dict[str, Any] = {
+    "String": "",
+    "LongString": 0,
+    "Float": 0.0,
+    "Int": 0,
+    "Boolean": False,
+}
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -90,7 +96,11 @@ def _parse_long(value: Any) -> int:
         parsed = _long_from_text(value)
         if parsed is not None:
             return parsed
-    shown = repr(value[:_MAX_ECHO]) + "..." if isinstance(value, str) and len(value) > _MAX_ECHO else repr(value)
+    shown = (
+        repr(value[:_MAX_ECHO]) + "..."
+        if isinstance(value, str) and len(value) > _MAX_ECHO
+        else repr(value)
+    )
     raise GraphQLError(f"LongString cannot represent {shown}")
 
 
@@ -165,15 +175,19 @@ class Schema:
                     field.resolve = custom
                     unused.discard((type_.name, name))
                 else:
-                    get = _metric_value if name == "value" and type_.name in _METRIC_TYPES else (
-                        _getter(snake_case(name), _default_for(field.type))
+                    get = (
+                        _metric_value
+                        if name == "value" and type_.name in _METRIC_TYPES
+                        else (_getter(snake_case(name), _default_for(field.type)))
                     )
                     self.getters[(type_.name, name)] = get
                     field.resolve = _resolver(get)
         if unused:
             raise ValueError(f"resolvers for fields the schema lacks: {sorted(unused)}")
 
-    def leaf(self, type_: GraphQLObjectType, field_name: str) -> tuple[Getter, Callable[[Any], Any]] | None:
+    def leaf(
+        self, type_: GraphQLObjectType, field_name: str
+    ) -> tuple[Getter, Callable[[Any], Any]] | None:
         """(getter, serializer) of a plain field of scalar or enum type; None for anything else
         (lists, objects, custom resolvers, fields with arguments)."""
         get = self.getters.get((type_.name, field_name))

@@ -19,7 +19,9 @@ def _local_root(uri: str) -> Path:
     """``file:///abs/path`` (or ``file://localhost/abs/path``) -> the absolute path."""
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
-        raise ConfigError(f"{_SETTING} must name a local path (file:///abs/path), got host {parsed.netloc!r}")
+        raise ConfigError(
+            f"{_SETTING} must name a local path (file:///abs/path), got host {parsed.netloc!r}"
+        )
     path = unquote(parsed.path)
     if not path.startswith("/"):
         raise ConfigError(f"{_SETTING} must be an absolute path such as file:///var/lib/metricgate")
@@ -40,14 +42,20 @@ async def open_artifact_store(settings: ArtifactSettings) -> ArtifactStore:
 
 
 async def _open_s3(settings: ArtifactSettings) -> ArtifactStore:
-    from metricgate.errors import MetricgateError
+    from metricgate.domain.errors import MetricgateError
     from metricgate.stores.artifacts.s3 import S3ArtifactStore
 
     if not urlparse(settings.uri).netloc:
-        raise ConfigError(f"{_SETTING} must name a bucket: s3://bucket[/prefix], got {settings.uri!r}")
+        raise ConfigError(
+            f"{_SETTING} must name a bucket: s3://bucket[/prefix], got {settings.uri!r}"
+        )
     try:
-        return await S3ArtifactStore.open(settings.uri, endpoint_url=settings.s3_endpoint_url or None)
+        return await S3ArtifactStore.open(
+            settings.uri, endpoint_url=settings.s3_endpoint_url or None
+        )
     except MetricgateError as exc:
         # Unreachable endpoint, missing bucket, refused credentials: a start-up configuration error.
         where = settings.s3_endpoint_url or "AWS"
-        raise ConfigError(f"{_SETTING}={settings.uri}: the bucket is not usable at {where}: {exc.message}") from exc
+        raise ConfigError(
+            f"{_SETTING}={settings.uri}: the bucket is not usable at {where}: {exc.message}"
+        ) from exc

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from metricgate.entities import ArtifactEntry
+from metricgate.domain.tracking.entities import ArtifactEntry
 
 # S3's limits; the local store enforces the same part numbers so both behave alike.
 MIN_PART_NUMBER = 1
@@ -94,6 +94,8 @@ class ArtifactStore(Protocol):
         (s3://bucket/key for S3, file:///... for local); NotFound if it does not exist."""
         ...
 
-    def read_external(self, uri: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read_external(
+        self, uri: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream bytes [start, end) of such a referenced object (for artifact references)."""
         ...

@@ -21,8 +21,9 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
-from metricgate.entities import ArtifactEntry
-from metricgate.errors import InvalidParameter, NotFound
+from metricgate.domain.artifacts.paths import normalize_artifact_path
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.tracking.entities import ArtifactEntry
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.files import Descriptor as _Descriptor
 from metricgate.stores.artifacts.files import StagedFile as _StagedFile
@@ -30,7 +31,6 @@ from metricgate.stores.artifacts.files import fsync_dir as _fsync_dir
 from metricgate.stores.artifacts.files import write_all as _write_all
 from metricgate.stores.artifacts.local_staging import UPLOADS_DIR, LocalStagedUploads
 from metricgate.stores.artifacts.parts import spool
-from metricgate.stores.artifacts.paths import normalize_artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ class LocalArtifactStore:
         """The symlink-free location of ``rel``; refuses links that lead out of the root."""
         real = os.path.realpath(self._lexical(rel))
         if not self._is_confined(real):
-            raise InvalidParameter(f"Invalid artifact path {rel!r}: it resolves outside the artifact root")
+            raise InvalidParameter(
+                f"Invalid artifact path {rel!r}: it resolves outside the artifact root"
+            )
         return real
 
     def _real_parent(self, rel: str) -> tuple[str, str]:
@@ -130,7 +132,9 @@ class LocalArtifactStore:
         # rename across filesystems is not atomic (it fails with EXDEV).
         os.makedirs(self._staging, exist_ok=True)
         path = os.path.join(self._staging, f"{uuid.uuid4().hex}.part")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666
+        )
         return _StagedFile(fd, path)
 
     async def _fill(self, staged: _StagedFile, chunks: AsyncIterable[bytes]) -> int:
@@ -179,7 +183,9 @@ class LocalArtifactStore:
             _fsync_dir(os.path.dirname(directory))
         # A link swapped in while we were creating dirs must not take the file elsewhere.
         if not self._is_confined(os.path.realpath(real_dir)):
-            raise InvalidParameter(f"Invalid artifact path {rel!r}: it resolves outside the artifact root")
+            raise InvalidParameter(
+                f"Invalid artifact path {rel!r}: it resolves outside the artifact root"
+            )
 
     # ------------------------------------------------------------------ reads
 
@@ -358,7 +364,9 @@ class LocalArtifactStore:
     async def head_external(self, uri: str) -> tuple[int, str | None]:
         return await self._staged.head_external(uri)
 
-    def read_external(self, uri: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read_external(
+        self, uri: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         self._staged.external_path(uri)  # a bad URI raises at the call, like read()
         if start < 0 or (end is not None and end < start):
             raise InvalidParameter(f"Invalid byte range [{start}, {end}) for {uri[:200]!r}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from metricgate.errors import InvalidParameter, NotFound
+from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.files import Descriptor, fsync_dir
 from metricgate.stores.artifacts.parts import (
@@ -79,7 +79,9 @@ def _copy_into(dst_fd: int, src_path: str, size: int) -> None:
             except OSError:
                 n = os.sendfile(dst_fd, src_fd, None, min(_COPY_CHUNK_BYTES, size - copied))
             if n == 0:
-                raise OSError(f"staged part {src_path} is shorter than recorded ({copied} of {size} bytes)")
+                raise OSError(
+                    f"staged part {src_path} is shorter than recorded ({copied} of {size} bytes)"
+                )
             copied += n
 
 
@@ -133,7 +135,9 @@ class LocalStagedUploads:
         directory = await asyncio.to_thread(self._open_upload, rel, staging_id)
         data_name = f"part-{part_number:05d}-{uuid.uuid4().hex}.data"
         data_path = os.path.join(directory, data_name)
-        fd = Descriptor(await asyncio.to_thread(os.open, data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        fd = Descriptor(
+            await asyncio.to_thread(os.open, data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        )
         try:
             digest = await spool_hashed(chunks, fd)
             await asyncio.to_thread(fd.call, os.fsync)
@@ -186,7 +190,9 @@ class LocalStagedUploads:
                 except (FileNotFoundError, KeyError):
                     continue
                 number = int(match.group(1))
-                part = StagedPart(number, int(record["size"]), str(record["etag"]), str(record["sha256"]))
+                part = StagedPart(
+                    number, int(record["size"]), str(record["etag"]), str(record["sha256"])
+                )
                 found[number] = (part, data_path)
         return dict(sorted(found.items()))
 
@@ -205,7 +211,9 @@ class LocalStagedUploads:
         await asyncio.to_thread(shutil.rmtree, self._dir(staging_id), True)
         return size
 
-    def _check_commit(self, rel: str, staging_id: str, parts: list[StagedPart]) -> list[tuple[str, int]]:
+    def _check_commit(
+        self, rel: str, staging_id: str, parts: list[StagedPart]
+    ) -> list[tuple[str, int]]:
         directory = self._open_upload(rel, staging_id)
         if not parts:
             raise InvalidParameter(f"Cannot complete the upload of '{rel}': no parts were given")
@@ -214,13 +222,17 @@ class LocalStagedUploads:
         previous = 0
         for part in parts:
             if part.part_number <= previous:
-                raise InvalidParameter(f"Parts of '{rel}' must be listed in ascending part-number order")
+                raise InvalidParameter(
+                    f"Parts of '{rel}' must be listed in ascending part-number order"
+                )
             previous = part.part_number
             have = stored.get(part.part_number)
             if have is None:
                 raise InvalidParameter(f"Part {part.part_number} of '{rel}' was never uploaded")
             if not _same_part(part, have[0]):
-                raise InvalidParameter(f"Part {part.part_number} of '{rel}' does not match the stored part")
+                raise InvalidParameter(
+                    f"Part {part.part_number} of '{rel}' does not match the stored part"
+                )
             sources.append((have[1], have[0].size))
         return sources
 
@@ -261,7 +273,9 @@ class LocalStagedUploads:
                 with contextlib.suppress(FileNotFoundError):
                     found.append(("", entry.name, entry.stat(follow_symlinks=False).st_mtime))
                 continue
-            found.append((str(meta.get("path", "")), entry.name, float(meta.get("started_at", 0.0))))
+            found.append(
+                (str(meta.get("path", "")), entry.name, float(meta.get("started_at", 0.0)))
+            )
         return sorted(found, key=lambda item: item[2])
 
     # ------------------------------------------------------------------ external objects
@@ -270,10 +284,14 @@ class LocalStagedUploads:
     def external_path(uri: str) -> str:
         parsed = urlparse(uri)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-            raise InvalidParameter(f"Invalid reference URI {uri[:200]!r}: this store reaches file:///abs/path URIs only")
+            raise InvalidParameter(
+                f"Invalid reference URI {uri[:200]!r}: this store reaches file:///abs/path URIs only"
+            )
         path = unquote(parsed.path)
         if not path.startswith("/") or "\x00" in path:
-            raise InvalidParameter(f"Invalid reference URI {uri[:200]!r}: an absolute path is required")
+            raise InvalidParameter(
+                f"Invalid reference URI {uri[:200]!r}: an absolute path is required"
+            )
         return path
 
     async def head_external(self, uri: str) -> tuple[int, str | None]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, MIN_PART_NUMBER
 from metricgate.stores.artifacts.files import Descriptor, write_all
 
@@ -43,7 +43,9 @@ def normalize_sha256(value: str | None) -> str | None:
 
 
 def checksum_mismatch(what: str, expected: str, actual: str) -> InvalidParameter:
-    return InvalidParameter(f"Checksum mismatch for {what}: expected SHA-256 {expected}, received data has {actual}")
+    return InvalidParameter(
+        f"Checksum mismatch for {what}: expected SHA-256 {expected}, received data has {actual}"
+    )
 
 
 def strip_etag(etag: str | None) -> str:

@@ -19,8 +19,9 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from metricgate.entities import ArtifactEntry
-from metricgate.errors import InvalidParameter
+from metricgate.domain.artifacts.paths import normalize_artifact_path
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import ArtifactEntry
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.files import Descriptor
 from metricgate.stores.artifacts.parts import (
@@ -30,7 +31,6 @@ from metricgate.stores.artifacts.parts import (
     spool_hashed,
     strip_etag,
 )
-from metricgate.stores.artifacts.paths import normalize_artifact_path
 from metricgate.stores.artifacts.s3_client import (
     SpoolReader,
     client_config,
@@ -113,7 +113,9 @@ class _MultipartPut:
 class S3ArtifactStore:
     """``ArtifactStore`` on ``s3://bucket/prefix``; see the module docstring for the guarantees."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, part_bytes: int = DEFAULT_PART_BYTES) -> None:
+    def __init__(
+        self, client: Any, bucket: str, prefix: str, *, part_bytes: int = DEFAULT_PART_BYTES
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self._prefix = prefix.strip("/")
@@ -141,7 +143,9 @@ class S3ArtifactStore:
         )
         stack = contextlib.AsyncExitStack()
         client = await stack.enter_async_context(
-            session.client("s3", endpoint_url=endpoint_url or None, config=client_config(endpoint_url))
+            session.client(
+                "s3", endpoint_url=endpoint_url or None, config=client_config(endpoint_url)
+            )
         )
         store = cls(client, bucket, prefix, part_bytes=part_bytes)
         store._exit_stack = stack
@@ -179,7 +183,9 @@ class S3ArtifactStore:
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
-            await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            await self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
         except Exception as exc:  # the GC sweeper retries what is left
             if error_code(exc) != "NoSuchUpload":
                 log.warning("could not abort multipart upload of %s: %s", key, exc)
@@ -242,7 +248,9 @@ class S3ArtifactStore:
             raise InvalidParameter(f"Invalid byte range [{start}, {end}) for artifact {rel!r}")
         return self._stream(self.bucket, self._key(rel), start, end, f"artifact '{rel}'")
 
-    async def _stream(self, bucket: str, key: str, start: int, end: int | None, what: str) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, bucket: str, key: str, start: int, end: int | None, what: str
+    ) -> AsyncIterator[bytes]:
         if end is not None and end == start:
             await self._head(bucket, key, what)  # still NotFound for a missing object
             return
@@ -280,7 +288,9 @@ class S3ArtifactStore:
                         entries[name] = ArtifactEntry(name, True, None)
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(prefix) :]
-                    if name and not name.endswith("/"):  # "dir/" keys are folder markers of S3 consoles
+                    if name and not name.endswith(
+                        "/"
+                    ):  # "dir/" keys are folder markers of S3 consoles
                         entries.setdefault(name, ArtifactEntry(name, False, int(obj["Size"])))
         return sorted(entries.values(), key=lambda e: e.path)
 
@@ -301,7 +311,9 @@ class S3ArtifactStore:
                         directories.add(parent + "/")
                         parent = parent.rsplit("/", 1)[0]
                 if objects:  # a page holds at most 1,000 keys, DeleteObjects' limit
-                    await self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+                    await self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
             # Servers with real directories (SeaweedFS) keep listing emptied ones until their
             # "dir/" entries are deleted, deepest first; elsewhere these deletes are no-ops.
             for directory in sorted(directories, key=lambda d: d.count("/"), reverse=True):
@@ -362,10 +374,14 @@ class S3ArtifactStore:
             paginator = self.client.get_paginator("list_parts")
             async for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=staging_id):
                 for part in page.get("Parts", []):
-                    staged = StagedPart(int(part["PartNumber"]), int(part["Size"]), strip_etag(part["ETag"]), "")
+                    staged = StagedPart(
+                        int(part["PartNumber"]), int(part["Size"]), strip_etag(part["ETag"]), ""
+                    )
                     listed.append((staged.part_number, part.get("LastModified"), staged))
         versions: dict[int, list[StagedPart]] = {}
-        for number, _, staged in sorted(listed, key=lambda item: (item[0], item[1] is not None, item[1] or 0)):
+        for number, _, staged in sorted(
+            listed, key=lambda item: (item[0], item[1] is not None, item[1] or 0)
+        ):
             versions.setdefault(number, []).append(staged)
         return versions
 
@@ -377,13 +393,17 @@ class S3ArtifactStore:
         previous = 0
         for part in parts:
             if part.part_number <= previous:
-                raise InvalidParameter(f"Parts of '{rel}' must be listed in ascending part-number order")
+                raise InvalidParameter(
+                    f"Parts of '{rel}' must be listed in ascending part-number order"
+                )
             previous = part.part_number
             versions = stored.get(part.part_number)
             if not versions:
                 raise InvalidParameter(f"Part {part.part_number} of '{rel}' was never uploaded")
             if not any(v.size == part.size and v.etag == strip_etag(part.etag) for v in versions):
-                raise InvalidParameter(f"Part {part.part_number} of '{rel}' does not match the stored part")
+                raise InvalidParameter(
+                    f"Part {part.part_number} of '{rel}' does not match the stored part"
+                )
         listed = [{"PartNumber": p.part_number, "ETag": f'"{strip_etag(p.etag)}"'} for p in parts]
         with s3_errors(f"completion of '{rel}'"):
             await self.client.complete_multipart_upload(
@@ -402,7 +422,13 @@ class S3ArtifactStore:
             paginator = self.client.get_paginator("list_multipart_uploads")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
-                    found.append((self._rel_of(upload["Key"]), upload["UploadId"], upload["Initiated"].timestamp()))
+                    found.append(
+                        (
+                            self._rel_of(upload["Key"]),
+                            upload["UploadId"],
+                            upload["Initiated"].timestamp(),
+                        )
+                    )
         return sorted(found, key=lambda item: item[2])
 
     # ------------------------------------------------------------------ external objects
@@ -411,7 +437,9 @@ class S3ArtifactStore:
         bucket, key = split_s3_uri(uri, "reference URI")
         return await self._head(bucket, key, f"object {uri[:200]!r}")
 
-    def read_external(self, uri: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read_external(
+        self, uri: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         bucket, key = split_s3_uri(uri, "reference URI")
         if start < 0 or (end is not None and end < start):
             raise InvalidParameter(f"Invalid byte range [{start}, {end}) for {uri[:200]!r}")
@@ -423,4 +451,3 @@ class S3ArtifactStore:
         if self._exit_stack is not None:
             stack, self._exit_stack = self._exit_stack, None
             await stack.aclose()
-

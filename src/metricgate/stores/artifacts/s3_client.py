@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from metricgate.errors import InvalidParameter, MetricgateError, NotFound, Unavailable
+from metricgate.domain.errors import InvalidParameter, MetricgateError, NotFound, Unavailable
 from metricgate.stores.artifacts.files import Descriptor
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,15 @@ def error_code(exc: BaseException) -> str:
 
 def translate(exc: BaseException, what: str) -> MetricgateError:
     """An S3/botocore failure as the metricgate error the API renders."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
-    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return MetricgateError(
@@ -93,9 +100,13 @@ def translate(exc: BaseException, what: str) -> MetricgateError:
         if code in _REFUSED:
             # Our credentials, not the caller's: a server-side configuration problem.
             log.error("S3 refused %s: %s %s", what, code, message)
-            return MetricgateError(f"The artifact store refused access ({code}); check the server's S3 credentials")
+            return MetricgateError(
+                f"The artifact store refused access ({code}); check the server's S3 credentials"
+            )
         if code in ("SlowDown", "ServiceUnavailable", "503", "500", "InternalError"):
-            return Unavailable(f"The artifact store is unavailable ({code}); retry later", retry_after_s=2)
+            return Unavailable(
+                f"The artifact store is unavailable ({code}); retry later", retry_after_s=2
+            )
         log.error("S3 error on %s: %s %s", what, code, message)
         return MetricgateError(f"The artifact store failed on {what} ({code})")
     if isinstance(exc, (BotoConnectionError, HTTPClientError, OSError)):

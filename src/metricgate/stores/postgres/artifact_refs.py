@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from metricgate.errors import NotFound
+from metricgate.domain.errors import NotFound
+from metricgate.domain.uploads.entities import ArtifactReference
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.runs import require_active_run
-from metricgate.uploads.models import ArtifactReference
 
 _COLUMNS = """run_id, rel_path, dest_path, uri, size_bytes, sha256, etag,
     (extract(epoch FROM registered_at) * 1000)::bigint AS registered_ms"""
@@ -48,14 +48,17 @@ class PgReferenceStore:
     async def list_for_run(self, run_id: str) -> list[ArtifactReference]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM artifact_references WHERE run_id = $1 ORDER BY rel_path", run_id
+                f"SELECT {_COLUMNS} FROM artifact_references WHERE run_id = $1 ORDER BY rel_path",
+                run_id,
             )
         return [_reference(r) for r in rows]
 
     async def delete(self, run_id: str, rel_path: str) -> None:
         async with self._db.connection() as conn:
             done = await conn.fetchval(
-                "DELETE FROM artifact_references WHERE run_id = $1 AND rel_path = $2 RETURNING 1", run_id, rel_path
+                "DELETE FROM artifact_references WHERE run_id = $1 AND rel_path = $2 RETURNING 1",
+                run_id,
+                rel_path,
             )
         if not done:
             raise NotFound(f"Run '{run_id}' has no artifact reference at '{rel_path}'")

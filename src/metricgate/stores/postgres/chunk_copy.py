@@ -27,7 +27,9 @@ _FLOAT8_OID = 701
 _FIELDS = struct.pack(">h", 13)  # metric_chunks' thirteen COPY columns (metrics.py CHUNK_COLUMNS)
 # first_step and last_step (int8), n_points (int4) and steps_ascending (bool), each with its length
 _CHUNK_SHAPE = struct.Struct(">iqiqiii?")
-_EMPTY_ARRAY = {oid: struct.pack(">iiii", 12, 0, 0, oid) for oid in (_INT8_OID, _FLOAT8_OID)}  # ndim 0
+_EMPTY_ARRAY = {
+    oid: struct.pack(">iiii", 12, 0, 0, oid) for oid in (_INT8_OID, _FLOAT8_OID)
+}  # ndim 0
 
 
 @lru_cache(maxsize=4096)
@@ -65,7 +67,18 @@ def encode_chunks(chunks: Sequence[Sequence[Any]]) -> bytes:
     parts = [_SIGNATURE]
     append = parts.append
     for record in map(copy_record, chunks):
-        run_id, key, steps, timestamps, values, model_id, dataset_name, dataset_digest, digest, *shape = record
+        (
+            run_id,
+            key,
+            steps,
+            timestamps,
+            values,
+            model_id,
+            dataset_name,
+            dataset_digest,
+            digest,
+            *shape,
+        ) = record
         append(_FIELDS)
         append(_text(run_id))
         append(_text(key))

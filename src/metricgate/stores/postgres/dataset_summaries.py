@@ -51,4 +51,7 @@ class PgDatasetSummaries:
                 CONTEXT_TAG,
                 MAX_SUMMARIES,
             )
-        return [DatasetSummary(str(r["experiment_id"]), r["name"], r["digest"], r["context"]) for r in rows]
+        return [
+            DatasetSummary(str(r["experiment_id"]), r["name"], r["digest"], r["context"])
+            for r in rows
+        ]

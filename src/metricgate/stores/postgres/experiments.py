@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from metricgate.entities import Experiment, Page, Tag
-from metricgate.errors import AlreadyExists, InvalidParameter, NotFound
-from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
+from metricgate.domain.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.tracking.entities import Experiment, Page, Tag
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_experiment_search
 
@@ -113,15 +113,24 @@ class PgExperimentStore:
     async def get_many(self, experiment_ids: Sequence[int]) -> list[Experiment]:
         """Experiments in the order of ``experiment_ids``; missing ids are skipped."""
         async with self._db.connection() as conn:
-            rows = await conn.fetch(_SELECT + " WHERE e.experiment_id = ANY($1::bigint[])", list(experiment_ids))
+            rows = await conn.fetch(
+                _SELECT + " WHERE e.experiment_id = ANY($1::bigint[])", list(experiment_ids)
+            )
         by_id = {row["experiment_id"]: _row_to_experiment(row) for row in rows}
         return [by_id[i] for i in experiment_ids if i in by_id]
 
     async def search(
-        self, view_type: str, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+        self,
+        view_type: str,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
     ) -> Page:
         offset = decode_page_token(page_token)
-        sql, args = compile_experiment_search(view_type, filter_string, order_by, max_results, offset)
+        sql, args = compile_experiment_search(
+            view_type, filter_string, order_by, max_results, offset
+        )
         async with self._db.read_connection() as conn:
             ids = [row["experiment_id"] for row in await conn.fetch(sql, *args)]
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None
@@ -129,7 +138,8 @@ class PgExperimentStore:
 
     async def _require_active(self, conn: asyncpg.Connection, experiment_id: int) -> None:
         stage = await conn.fetchval(
-            "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE", experiment_id
+            "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE",
+            experiment_id,
         )
         if stage is None:
             raise _not_found(experiment_id)
@@ -141,7 +151,8 @@ class PgExperimentStore:
     async def rename(self, experiment_id: int, new_name: str) -> None:
         async with self._db.transaction() as conn:
             stage = await conn.fetchval(
-                "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE", experiment_id
+                "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE",
+                experiment_id,
             )
             if stage is None:
                 raise _not_found(experiment_id)

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from metricgate.entities import LoggedModel, Metric, Page, Param, Tag
-from metricgate.errors import InvalidParameter, NotFound
-from metricgate.names import random_run_name
-from metricgate.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.names import random_run_name
+from metricgate.domain.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.tracking.entities import LoggedModel, Metric, Page, Param, Tag
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_logged_model_search
@@ -20,7 +20,12 @@ from metricgate.stores.postgres.search_sql import compile_logged_model_search
 # The tag through which the runs table's "Models" column links a logged model to its versions.
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
-STATUSES = ("LOGGED_MODEL_STATUS_UNSPECIFIED", "LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
+STATUSES = (
+    "LOGGED_MODEL_STATUS_UNSPECIFIED",
+    "LOGGED_MODEL_PENDING",
+    "LOGGED_MODEL_READY",
+    "LOGGED_MODEL_UPLOAD_FAILED",
+)
 
 
 def _not_found(model_id: str) -> NotFound:
@@ -101,7 +106,9 @@ class PgLoggedModelStore:
         async with self._db.transaction() as conn:
             await self._require(conn, model_id)
             deleted = await conn.fetchval(
-                "DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2 RETURNING 1", model_id, key
+                "DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2 RETURNING 1",
+                model_id,
+                key,
             )
         if deleted is None:
             raise NotFound(f"No tag with key '{key}' found for logged model '{model_id}'.")
@@ -126,7 +133,9 @@ class PgLoggedModelStore:
         page_token: str | None,
     ) -> Page:
         offset = decode_page_token(page_token)
-        sql, args = compile_logged_model_search(experiment_ids, filter_string, order_by, max_results, offset)
+        sql, args = compile_logged_model_search(
+            experiment_ids, filter_string, order_by, max_results, offset
+        )
         async with self._db.read_connection() as conn:
             ids = [row["model_id"] for row in await conn.fetch(sql, *args)]
             models = await _load(conn, ids[:max_results])
@@ -136,13 +145,16 @@ class PgLoggedModelStore:
     @staticmethod
     async def _require(conn: asyncpg.Connection, model_id: str) -> None:
         found = await conn.fetchval(
-            "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE", model_id
+            "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE",
+            model_id,
         )
         if found is None:
             raise _not_found(model_id)
 
 
-async def record_model_version(conn: asyncpg.Connection, model_id: str, name: str, version: int) -> None:
+async def record_model_version(
+    conn: asyncpg.Connection, model_id: str, name: str, version: int
+) -> None:
     """Append ``{"name", "version"}`` to the model's ``mlflow.modelVersions`` tag, inside the
     caller's (version-creating) transaction.
 
@@ -156,13 +168,16 @@ async def record_model_version(conn: asyncpg.Connection, model_id: str, name: st
     instead of leaving it behind.
     """
     found = await conn.fetchval(
-        "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE", model_id
+        "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE",
+        model_id,
     )
     if found is None:
         raise _not_found(model_id)
     entry = {"name": name, "version": version}
     current = await conn.fetchval(
-        "SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = $2", model_id, MODEL_VERSIONS_TAG
+        "SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = $2",
+        model_id,
+        MODEL_VERSIONS_TAG,
     )
     entries: list[object] = []
     if current:
@@ -173,10 +188,17 @@ async def record_model_version(conn: asyncpg.Connection, model_id: str, name: st
         entries = parsed if isinstance(parsed, list) else []
     if entry in entries:
         return
-    await _upsert(conn, "logged_model_tags", model_id, [Tag(MODEL_VERSIONS_TAG, json.dumps([*entries, entry]))])
+    await _upsert(
+        conn,
+        "logged_model_tags",
+        model_id,
+        [Tag(MODEL_VERSIONS_TAG, json.dumps([*entries, entry]))],
+    )
 
 
-async def _upsert(conn: asyncpg.Connection, table: str, model_id: str, items: Sequence[Tag | Param]) -> None:
+async def _upsert(
+    conn: asyncpg.Connection, table: str, model_id: str, items: Sequence[Tag | Param]
+) -> None:
     if not items:
         return
     latest = {i.key: i.value for i in items}
@@ -191,7 +213,9 @@ async def _upsert(conn: asyncpg.Connection, table: str, model_id: str, items: Se
     )
 
 
-async def _load(conn: asyncpg.Connection, model_ids: Sequence[str], allow_deleted: bool = False) -> list[LoggedModel]:
+async def _load(
+    conn: asyncpg.Connection, model_ids: Sequence[str], allow_deleted: bool = False
+) -> list[LoggedModel]:
     if not model_ids:
         return []
     ids = list(model_ids)
@@ -202,12 +226,14 @@ async def _load(conn: asyncpg.Connection, model_ids: Sequence[str], allow_delete
     )
     params: dict[str, list[Param]] = defaultdict(list)
     for r in await conn.fetch(
-        "SELECT model_id, key, value FROM logged_model_params WHERE model_id = ANY($1::text[]) ORDER BY key", ids
+        "SELECT model_id, key, value FROM logged_model_params WHERE model_id = ANY($1::text[]) ORDER BY key",
+        ids,
     ):
         params[r["model_id"]].append(Param(r["key"], r["value"]))
     tags: dict[str, list[Tag]] = defaultdict(list)
     for r in await conn.fetch(
-        "SELECT model_id, key, value FROM logged_model_tags WHERE model_id = ANY($1::text[]) ORDER BY key", ids
+        "SELECT model_id, key, value FROM logged_model_tags WHERE model_id = ANY($1::text[]) ORDER BY key",
+        ids,
     ):
         tags[r["model_id"]].append(Tag(r["key"], r["value"]))
     metrics: dict[str, list[Metric]] = defaultdict(list)
@@ -221,8 +247,14 @@ async def _load(conn: asyncpg.Connection, model_ids: Sequence[str], allow_delete
     ):
         metrics[r["model_id"]].append(
             Metric(
-                r["key"], r["value"], r["timestamp_ms"], r["step"], model_id=r["model_id"],
-                dataset_name=r["dataset_name"], dataset_digest=r["dataset_digest"], run_id=r["run_id"],
+                r["key"],
+                r["value"],
+                r["timestamp_ms"],
+                r["step"],
+                model_id=r["model_id"],
+                dataset_name=r["dataset_name"],
+                dataset_digest=r["dataset_digest"],
+                run_id=r["run_id"],
             )
         )
     by_id = {

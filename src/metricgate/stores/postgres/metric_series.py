@@ -14,7 +14,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from metricgate.entities import NO_EXTRAS, MetricSeries, value_rank
+from metricgate.domain.tracking.entities import NO_EXTRAS, MetricSeries, value_rank
 
 
 def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> MetricSeries:
@@ -46,7 +46,9 @@ def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> Metr
         ),
         key=_plain_first,
     )
-    kept = [p for i, p in enumerate(points) if i == 0 or _POINT_ORDER(points[i - 1]) != _POINT_ORDER(p)]
+    kept = [
+        p for i, p in enumerate(points) if i == 0 or _POINT_ORDER(points[i - 1]) != _POINT_ORDER(p)
+    ]
     return MetricSeries(
         run_id,
         key,
@@ -77,14 +79,16 @@ def series_of_points(key: str, rows: Sequence[Sequence[Any]]) -> list[MetricSeri
     for run_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
         points = list(group)
         extras = [(p[4], p[5], p[6]) for p in points]
-        out.append(MetricSeries(
-            run_id,
-            key,
-            [p[1] for p in points],
-            [p[2] for p in points],
-            [p[3] for p in points],
-            extras if any(e != NO_EXTRAS for e in extras) else None,
-        ))
+        out.append(
+            MetricSeries(
+                run_id,
+                key,
+                [p[1] for p in points],
+                [p[2] for p in points],
+                [p[3] for p in points],
+                extras if any(e != NO_EXTRAS for e in extras) else None,
+            )
+        )
     return out
 
 
@@ -108,7 +112,9 @@ def sample_ranks(total: int, max_results: int) -> list[int]:
     return ranks
 
 
-def sample_series(series: MetricSeries, max_results: int, start_step: int | None, end_step: int | None) -> MetricSeries:
+def sample_series(
+    series: MetricSeries, max_results: int, start_step: int | None, end_step: int | None
+) -> MetricSeries:
     """MLflow's plot sample of one merged series: its points within [start_step, end_step]
     (every point when no range is given), then ``sample_ranks`` of those."""
     lo, hi = 0, len(series)
@@ -146,7 +152,9 @@ def ranks_are_positions(spans: Sequence[ChunkSpan]) -> bool:
     chunk's steps strictly ascend and, in first-step order, each chunk ends before the next
     begins. Then no two stored points are identical (nothing to fold), the history is the
     chunks' points concatenated, and a chunk's in-range points are consecutive in its arrays."""
-    return all(s.ascending for s in spans) and all(a.last_step < b.first_step for a, b in zip(spans, spans[1:]))
+    return all(s.ascending for s in spans) and all(
+        a.last_step < b.first_step for a, b in zip(spans, spans[1:])
+    )
 
 
 def rank_positions(spans: Sequence[ChunkSpan], ranks: Sequence[int]) -> list[tuple[int, list[int]]]:

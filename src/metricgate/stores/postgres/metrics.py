@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
-from metricgate.entities import Metric, MetricSeries, Page
-from metricgate.ingest.batcher import FlushBatch, build_batch, chunks_from_metrics
-from metricgate.search.paging import decode_history_token, encode_history_token
+from metricgate.domain.metrics.chunks import FlushBatch, build_batch, chunks_from_metrics
+from metricgate.domain.search.paging import decode_history_token, encode_history_token
+from metricgate.domain.tracking.entities import Metric, MetricSeries, Page
 from metricgate.stores.postgres.chunk_copy import copy_record, encode_chunks
 from metricgate.stores.postgres.metric_series import (
     ChunkSpan,
@@ -32,8 +32,19 @@ from metricgate.stores.postgres.metric_series import (
 from metricgate.stores.postgres.pool import Database
 
 CHUNK_COLUMNS = (
-    "run_id", "key", "steps", "timestamps_ms", "vals", "model_id", "dataset_name", "dataset_digest", "digest",
-    "first_step", "last_step", "n_points", "steps_ascending",
+    "run_id",
+    "key",
+    "steps",
+    "timestamps_ms",
+    "vals",
+    "model_id",
+    "dataset_name",
+    "dataset_digest",
+    "digest",
+    "first_step",
+    "last_step",
+    "n_points",
+    "steps_ascending",
 )
 
 _INSERT_CHUNK_DEDUPLICATED = """
@@ -44,7 +55,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING
 """
 
-# Rows arrive pre-reduced to one per (run, key) (ingest/batcher.py), so ON CONFLICT never
+# Rows arrive pre-reduced to one per (run, key) (domain/metrics/chunks.py), so ON CONFLICT never
 # meets the same row twice; the WHERE keeps an older batch from overwriting a newer latest value.
 _UPSERT_LATEST = """
 INSERT INTO latest_metrics (run_id, key, step, timestamp_ms, value, model_id)
@@ -94,7 +105,9 @@ class PgMetricWriter:
             try:
                 async with conn.transaction():  # savepoint: a failed COPY leaves nothing behind
                     await conn.copy_to_table(
-                        "metric_chunks", source=_once(encode_chunks(batch.chunks)), columns=CHUNK_COLUMNS,
+                        "metric_chunks",
+                        source=_once(encode_chunks(batch.chunks)),
+                        columns=CHUNK_COLUMNS,
                         format="binary",
                     )
             except asyncpg.UniqueViolationError:
@@ -116,7 +129,9 @@ class PgMetricHistory:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def history(self, run_id: str, key: str, max_results: int, page_token: str | None) -> Page:
+    async def history(
+        self, run_id: str, key: str, max_results: int, page_token: str | None
+    ) -> Page:
         """A page of the (run, key)'s points in (step, timestamp, value) order, identical points
         once: ``items`` is one ``MetricSeries`` (none when the page is empty)."""
         offset, after = decode_history_token(page_token)
@@ -141,18 +156,29 @@ class PgMetricHistory:
         token = None
         if more and page is not None:
             last = len(page) - 1
-            token = encode_history_token(offset + len(page), (page.steps[last], page.timestamps_ms[last], page.values[last]))
+            token = encode_history_token(
+                offset + len(page), (page.steps[last], page.timestamps_ms[last], page.values[last])
+            )
         return Page([page] if page else [], token)
 
     async def bulk_interval(
-        self, run_ids: Sequence[str], key: str, max_results: int, start_step: int | None, end_step: int | None
+        self,
+        run_ids: Sequence[str],
+        key: str,
+        max_results: int,
+        start_step: int | None,
+        end_step: int | None,
     ) -> list[MetricSeries]:
         """MLflow 3.17.2's downsampled history for plots: per run, ``min(points, max_results)``
         points evenly spread by rank over its points in the step range, the first and the last
         among them (metric_series.sample_ranks). One series per run that has points there, in
         the order asked (each run once)."""
         wanted = list(dict.fromkeys(run_ids))
-        lo, hi = (start_step, end_step) if start_step is not None and end_step is not None else (_INT64_MIN, _INT64_MAX)
+        lo, hi = (
+            (start_step, end_step)
+            if start_step is not None and end_step is not None
+            else (_INT64_MIN, _INT64_MAX)
+        )
         out: dict[str, MetricSeries] = {}
         async with self._db.read_connection() as conn:
             # 1. The runs' chunks without their arrays (from the index; the arrays only of a
@@ -170,11 +196,17 @@ class PgMetricHistory:
                 # (the general path) is cheaper than locating each point in its chunk.
                 if _RANKS_FROM_COUNTS and total > max_results and ranks_are_positions(run_spans):
                     ranks = sample_ranks(total, max_results)
-                    picks += [(run_id, run_spans[i].first_step, pos) for i, pos in rank_positions(run_spans, ranks)]
+                    picks += [
+                        (run_id, run_spans[i].first_step, pos)
+                        for i, pos in rank_positions(run_spans, ranks)
+                    ]
                 else:
                     general.append(run_id)
             if picks:
-                out.update((s.run_id, s) for s in series_of_points(key, await _pick_points(conn, key, picks)))
+                out.update(
+                    (s.run_id, s)
+                    for s in series_of_points(key, await _pick_points(conn, key, picks))
+                )
             # 2. Anything else (points out of order inside a chunk, chunks overlapping, a point
             #    stored twice) is merged with identical points folded: whole in Python when small,
             #    else sampled by PostgreSQL as MLflow's store does (NTILE over the points).
@@ -184,18 +216,28 @@ class PgMetricHistory:
                 for chunk in await conn.fetch(_ALL_CHUNKS, small, key):
                     by_run.setdefault(chunk[0], []).append(chunk)
                 for run_id, chunks in by_run.items():
-                    series = sample_series(merge_chunks(run_id, key, chunks), max_results, start_step, end_step)
+                    series = sample_series(
+                        merge_chunks(run_id, key, chunks), max_results, start_step, end_step
+                    )
                     if len(series):
                         out[run_id] = series
             large = [r for r in general if r not in small]
             if large:
                 rows = await conn.fetch(_NTILE_SAMPLE, large, key, max(1, max_results), lo, hi)
-                out.update((s.run_id, s) for s in series_of_points(key, _mlflow_last_point_rule(rows, max_results)))
+                out.update(
+                    (s.run_id, s)
+                    for s in series_of_points(key, _mlflow_last_point_rule(rows, max_results))
+                )
         return [out[r] for r in wanted if r in out]
 
 
 async def _history_page(
-    conn: asyncpg.Connection, run_id: str, key: str, limit: int, offset: int, after: tuple[int, int, float] | None
+    conn: asyncpg.Connection,
+    run_id: str,
+    key: str,
+    limit: int,
+    offset: int,
+    after: tuple[int, int, float] | None,
 ) -> list[asyncpg.Record]:
     """``limit`` points of a long history: after the point ``after`` when the token says it,
     else from ``offset``. First the highest step the page can reach, from the chunks' point counts
@@ -230,7 +272,9 @@ async def _page_rows(
     return await conn.fetch(_HISTORY_PAGE_AFTER, run_id, key, *after, limit, upto)
 
 
-async def _pick_points(conn: asyncpg.Connection, key: str, picks: Sequence[tuple[str, int, list[int]]]) -> list[asyncpg.Record]:
+async def _pick_points(
+    conn: asyncpg.Connection, key: str, picks: Sequence[tuple[str, int, list[int]]]
+) -> list[asyncpg.Record]:
     """The points at the given array positions of the given chunks (run, first step), as point
     rows in the order given."""
     flat: list[int] = []
@@ -249,7 +293,9 @@ async def _pick_points(conn: asyncpg.Connection, key: str, picks: Sequence[tuple
     )
 
 
-def _mlflow_last_point_rule(rows: Sequence[asyncpg.Record], max_results: int) -> list[asyncpg.Record]:
+def _mlflow_last_point_rule(
+    rows: Sequence[asyncpg.Record], max_results: int
+) -> list[asyncpg.Record]:
     """_NTILE_SAMPLE's rows (each bucket's first point, and each run's last point, flagged) as
     MLflow keeps them: the last point is added, or replaces the last bucket's first when the run
     already has ``max_results`` points."""
@@ -368,16 +414,18 @@ _HISTORY_WHOLE_POINTS = 50_000
 # from the run's history by "model_id is None": had a read answered with an earlier model's copy,
 # the next model would get none (MLflow's table keeps the first-logged, plain copy).
 # (Code-point order, as the Python merge sorts, so both read paths pick the same copy.)
-_PLAIN_FIRST = (
-    'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
-)
+_PLAIN_FIRST = 'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
 _NTILE_SAMPLE = _NTILE_SAMPLE.format(plain_first=_PLAIN_FIRST)
 # Points up to step $5 (the page's bound) from offset $4.
-_HISTORY_PAGE_BY_OFFSET = _HISTORY_POINT.format(
-    where="AND c.first_step <= $5 AND p.step <= $5", plain_first=_PLAIN_FIRST
-) + "LIMIT $3 OFFSET $4"
+_HISTORY_PAGE_BY_OFFSET = (
+    _HISTORY_POINT.format(where="AND c.first_step <= $5 AND p.step <= $5", plain_first=_PLAIN_FIRST)
+    + "LIMIT $3 OFFSET $4"
+)
 # PostgreSQL orders NaN above every number and equal to itself, as the Python merge ranks it.
-_HISTORY_PAGE_AFTER = _HISTORY_POINT.format(
-    where="AND c.last_step >= $3 AND c.first_step <= $7 AND p.step <= $7 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)",
-    plain_first=_PLAIN_FIRST,
-) + "LIMIT $6"
+_HISTORY_PAGE_AFTER = (
+    _HISTORY_POINT.format(
+        where="AND c.last_step >= $3 AND c.first_step <= $7 AND p.step <= $7 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)",
+        plain_first=_PLAIN_FIRST,
+    )
+    + "LIMIT $6"
+)

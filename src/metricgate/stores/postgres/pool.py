@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 
 from metricgate.config import PostgresSettings
-from metricgate.errors import InvalidParameter, QueryTimeout, StoreUnavailable, Unavailable
+from metricgate.domain.errors import InvalidParameter, QueryTimeout, StoreUnavailable, Unavailable
 
 # Connection-level failures that mean "database unreachable", not "bad request".
 _UNAVAILABLE_ERRORS = (
@@ -24,7 +24,6 @@ _UNAVAILABLE_ERRORS = (
     # A pooled connection cut by a server shutdown can surface as this (asyncpg issue #1069).
     asyncpg.exceptions.InternalClientError,
 )
-
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -57,7 +56,9 @@ async def create_pool(
         pool = await asyncpg.create_pool(
             settings.url,
             # The read pool opens connections when reads come (a flush process never has any).
-            min_size=0 if statement_timeout_s is not None else min(settings.pool_min_size, max_size),
+            min_size=0
+            if statement_timeout_s is not None
+            else min(settings.pool_min_size, max_size),
             max_size=max_size,
             command_timeout=command_timeout,
             reset=_keep_session,
@@ -78,7 +79,9 @@ def _translate_errors() -> Iterator[None]:
         raise StoreUnavailable("database is unavailable, retry later", retry_after_s=2) from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         # Transient by nature: the client retries a 503 after Retry-After.
-        raise StoreUnavailable("write conflict with a concurrent request, retry", retry_after_s=1) from exc
+        raise StoreUnavailable(
+            "write conflict with a concurrent request, retry", retry_after_s=1
+        ) from exc
     except asyncpg.ProgramLimitExceededError as exc:
         raise InvalidParameter("A value is too large to be stored.") from exc
     except asyncpg.DataError as exc:
@@ -157,7 +160,9 @@ class Database:
             raise
         except asyncpg.QueryCanceledError as exc:
             if "statement timeout" not in str(exc):
-                raise StoreUnavailable("the query was cancelled by the database, retry later") from exc
+                raise StoreUnavailable(
+                    "the query was cancelled by the database, retry later"
+                ) from exc
             raise QueryTimeout(
                 f"The query ran longer than the server's limit of {self._read_timeout_s:g} s for "
                 "searches and history reads and was cancelled; narrow the filter or ask for fewer "

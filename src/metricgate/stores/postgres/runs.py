@@ -11,7 +11,10 @@ from operator import itemgetter
 import asyncpg
 import orjson
 
-from metricgate.entities import (
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.names import random_run_name
+from metricgate.domain.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.tracking.entities import (
     Dataset,
     DatasetInput,
     Metric,
@@ -21,9 +24,6 @@ from metricgate.entities import (
     RunInfo,
     Tag,
 )
-from metricgate.errors import InvalidParameter, NotFound
-from metricgate.names import random_run_name
-from metricgate.search.paging import decode_page_token, encode_page_token
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.search_sql import compile_run_search
@@ -38,7 +38,9 @@ def run_not_found(run_id: str) -> NotFound:
 
 
 def _inactive(run_id: str, stage: str) -> InvalidParameter:
-    return InvalidParameter(f"The run {run_id} must be in the 'active' state. Current state is {stage}.")
+    return InvalidParameter(
+        f"The run {run_id} must be in the 'active' state. Current state is {stage}."
+    )
 
 
 async def require_active_run(conn: asyncpg.Connection, run_id: str, *, lock: bool = False) -> None:
@@ -186,7 +188,9 @@ class PgRunStore:
         if deleted is None:
             raise NotFound(f"No tag with name: {key} in run with id {run_id}")
 
-    async def log_params_and_tags(self, run_id: str, params: Sequence[Param], tags: Sequence[Tag]) -> None:
+    async def log_params_and_tags(
+        self, run_id: str, params: Sequence[Param], tags: Sequence[Tag]
+    ) -> None:
         """One transaction: either every param and tag is stored or none is (write-once params)."""
         async with self._db.transaction() as conn:
             await require_active_run(conn, run_id, lock=True)
@@ -196,7 +200,9 @@ class PgRunStore:
                 await _upsert_tags(conn, run_id, tags)
                 names = [t.value for t in tags if t.key == RUN_NAME_TAG]
                 if names:
-                    await conn.execute("UPDATE runs SET run_name = $2 WHERE run_id = $1", run_id, names[-1])
+                    await conn.execute(
+                        "UPDATE runs SET run_name = $2 WHERE run_id = $1", run_id, names[-1]
+                    )
 
     async def append_model_history(self, run_id: str, model_json: str) -> None:
         """Legacy ``runs/log-model`` (MLflow 2 clients): append to the run's model history tag.
@@ -241,23 +247,33 @@ class PgRunStore:
             )
         return {row["run_id"]: row["last_ms"] for row in rows if row["last_ms"] <= cutoff_ms}
 
-    async def mark_abandoned(self, run_id: str, tag_key: str, last_activity_ms: int, *, fail: bool) -> None:
+    async def mark_abandoned(
+        self, run_id: str, tag_key: str, last_activity_ms: int, *, fail: bool
+    ) -> None:
         async with self._db.transaction() as conn:
-            status = await conn.fetchval("SELECT status FROM runs WHERE run_id = $1 FOR UPDATE", run_id)
+            status = await conn.fetchval(
+                "SELECT status FROM runs WHERE run_id = $1 FOR UPDATE", run_id
+            )
             if status != "RUNNING":
                 return  # ended meanwhile
             await _upsert_tags(conn, run_id, [Tag(tag_key, "true")])
             if fail:
                 await conn.execute(
-                    "UPDATE runs SET status = 'FAILED', end_time = $2 WHERE run_id = $1", run_id, last_activity_ms
+                    "UPDATE runs SET status = 'FAILED', end_time = $2 WHERE run_id = $1",
+                    run_id,
+                    last_activity_ms,
                 )
 
     # ------------------------------------------------------------------ inputs and outputs
 
-    async def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput], model_ids: Sequence[str]) -> None:
+    async def log_inputs(
+        self, run_id: str, datasets: Sequence[DatasetInput], model_ids: Sequence[str]
+    ) -> None:
         async with self._db.transaction() as conn:
             await require_active_run(conn, run_id, lock=True)
-            experiment_id = await conn.fetchval("SELECT experiment_id FROM runs WHERE run_id = $1", run_id)
+            experiment_id = await conn.fetchval(
+                "SELECT experiment_id FROM runs WHERE run_id = $1", run_id
+            )
             # As in MLflow, a dataset already linked to the run keeps its first input tags.
             for item in datasets:
                 dataset_id = await _upsert_dataset(conn, experiment_id, item.dataset)
@@ -299,7 +315,9 @@ class PgRunStore:
         Two statements on one connection: the page's ids (one row more than the page, to know
         whether another follows), then every part of those runs."""
         offset = decode_page_token(page_token)
-        sql, args = compile_run_search(experiment_ids, filter_string, order_by, view_type, max_results, offset)
+        sql, args = compile_run_search(
+            experiment_ids, filter_string, order_by, view_type, max_results, offset
+        )
         async with self._db.read_connection() as conn:
             run_ids = [row[0] for row in await conn.fetch(sql, *args)]
             rows = await fetch_run_rows(conn, run_ids[:max_results])
@@ -435,7 +453,14 @@ _ONE_RUN_ROWS_SQL = _run_rows_sql("= $1::text")
 # model id, and output step (then model id). Python compares strings by code point, which is
 # byte order in UTF-8: the order of SQLite's default collation (MLflow's default store) and of
 # PostgreSQL's "C", whatever the database's locale.
-_ORDER_WITHIN_RUN = (itemgetter(2), itemgetter(2), itemgetter(2), itemgetter(2, 3), itemgetter(2), itemgetter(9, 2))
+_ORDER_WITHIN_RUN = (
+    itemgetter(2),
+    itemgetter(2),
+    itemgetter(2),
+    itemgetter(2, 3),
+    itemgetter(2),
+    itemgetter(9, 2),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,12 +528,17 @@ def runs_from_rows(rows: RunRows) -> list[Run]:
                     artifact_uri=row[5],
                     lifecycle_stage=row[6],
                 ),
-                metrics=tuple(Metric(r[2], r[12], r[9], r[10], model_id=r[3]) for r in rows.metrics.get(rid, ())),
+                metrics=tuple(
+                    Metric(r[2], r[12], r[9], r[10], model_id=r[3])
+                    for r in rows.metrics.get(rid, ())
+                ),
                 params=tuple(Param(r[2], r[3]) for r in rows.params.get(rid, ())),
                 tags=tuple(Tag(r[2], r[3]) for r in rows.tags.get(rid, ())),
                 dataset_inputs=tuple(_dataset_input(r) for r in rows.dataset_inputs.get(rid, ())),
                 model_inputs=tuple(r[2] for r in rows.model_inputs.get(rid, ())),
-                model_outputs=tuple(ModelOutput(r[2], r[9]) for r in rows.model_outputs.get(rid, ())),
+                model_outputs=tuple(
+                    ModelOutput(r[2], r[9]) for r in rows.model_outputs.get(rid, ())
+                ),
             )
         )
     return runs
@@ -529,6 +559,13 @@ def dataset_input_tags(raw: str | bytes | list[dict[str, str]] | None) -> list[d
 
 def _dataset_input(row: asyncpg.Record) -> DatasetInput:
     return DatasetInput(
-        dataset=Dataset(name=row[2], digest=row[3], source_type=row[4], source=row[5], schema=row[6], profile=row[7]),
+        dataset=Dataset(
+            name=row[2],
+            digest=row[3],
+            source_type=row[4],
+            source=row[5],
+            schema=row[6],
+            profile=row[7],
+        ),
         tags=tuple(Tag(t["key"], t["value"]) for t in dataset_input_tags(row[8])),
     )

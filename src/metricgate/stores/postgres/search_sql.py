@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from metricgate.errors import InvalidParameter
-from metricgate.search.filter import (
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.search.filter import (
     ATTRIBUTE,
     DATASET,
     METRIC,
@@ -247,7 +247,9 @@ def _conditions(
     return conditions
 
 
-def _any_row_condition(query: SqlQuery, table: str, owner: _Owner, clauses: Sequence[Clause]) -> str:
+def _any_row_condition(
+    query: SqlQuery, table: str, owner: _Owner, clauses: Sequence[Clause]
+) -> str:
     """The owners that, for each clause, have some row for its key that passes its test (each
     clause may be met by a different row, as in MLflow's search of logged-model metrics), as one
     correlated aggregate: bool_or is NULL when the owner has no row at all, which WHERE drops
@@ -311,9 +313,7 @@ def column_or_tag_conditions(
 
 def _present_keys(tables: Mapping[tuple[str, _Owner], Sequence[Clause]]) -> int:
     """How many distinct keys of ``tables`` need a row (have a clause other than IS NULL)."""
-    return sum(
-        len({c.key for c in clauses if c.op != "IS NULL"}) for clauses in tables.values()
-    )
+    return sum(len({c.key for c in clauses if c.op != "IS NULL"}) for clauses in tables.values())
 
 
 def _keyed_conditions(
@@ -361,7 +361,11 @@ def _link(owner: _Owner) -> str:
 
 
 def _all_keys_condition(
-    query: SqlQuery, table: str, owner: _Owner, present: Mapping[str, Sequence[Clause]], correlated: bool
+    query: SqlQuery,
+    table: str,
+    owner: _Owner,
+    present: Mapping[str, Sequence[Clause]],
+    correlated: bool,
 ) -> str:
     """The owners with a row for every key of ``present`` that passes all the tests on its key.
 
@@ -554,7 +558,9 @@ def _order_runs(query: SqlQuery, keys: list[OrderKey]) -> None:
                 f" AND x.key = {bound_key} LIMIT 1) AS {alias} ON TRUE"
             )
         else:
-            query.joins.append(f"LEFT JOIN {table} AS {alias} ON {alias}.run_id = r.run_id AND {alias}.key = {bound_key}")
+            query.joins.append(
+                f"LEFT JOIN {table} AS {alias} ON {alias}.run_id = r.run_id AND {alias}.key = {bound_key}"
+            )
         if key.kind == METRIC:
             query.order.extend(_metric_sort_terms(f"{alias}.value", key.ascending))
         else:
@@ -633,7 +639,9 @@ def _restrict_lifecycle(query: SqlQuery, column: str, view_type: str) -> None:
         query.where.append(f"{column} = {query.bind(stage, 'text')}")
 
 
-def _restrict_experiments(query: SqlQuery, column: str, experiment_ids: Sequence[int | str]) -> None:
+def _restrict_experiments(
+    query: SqlQuery, column: str, experiment_ids: Sequence[int | str]
+) -> None:
     ids = [_experiment_id(raw) for raw in experiment_ids]
     # One experiment (the usual search) as "=": an index on (experiment_id, <order>) can then
     # deliver rows in order, which it cannot for ANY over several experiments.

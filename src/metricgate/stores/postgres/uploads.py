@@ -11,10 +11,8 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from metricgate.errors import NotFound
-from metricgate.stores.postgres.pool import Database
-from metricgate.stores.postgres.runs import require_active_run
-from metricgate.uploads.models import (
+from metricgate.domain.errors import NotFound
+from metricgate.domain.uploads.entities import (
     COMMITTING,
     LIVE_STATES,
     OPEN,
@@ -24,6 +22,8 @@ from metricgate.uploads.models import (
     UploadFile,
     UploadSession,
 )
+from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.runs import require_active_run
 
 _SESSION_COLUMNS = """session_id, run_id, rel_path, dest_path, is_directory, state, part_size_bytes,
     (extract(epoch FROM expires_at) * 1000)::bigint AS expires_ms,
@@ -122,7 +122,16 @@ class PgUploadStore:
                                              sha256, staging_id, part_count)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
                 [
-                    (session_id, i, f.rel_path, f.dest_path, f.size, f.sha256, f.staging_id, f.part_count)
+                    (
+                        session_id,
+                        i,
+                        f.rel_path,
+                        f.dest_path,
+                        f.size,
+                        f.sha256,
+                        f.staging_id,
+                        f.part_count,
+                    )
                     for i, f in enumerate(files)
                 ],
             )
@@ -142,12 +151,20 @@ class PgUploadStore:
                 file_index,
             )
             if row is None:
-                if await conn.fetchval("SELECT 1 FROM upload_sessions WHERE session_id = $1", session_id):
-                    raise NotFound(f"Upload session '{session_id}' has no file with index {file_index}")
+                if await conn.fetchval(
+                    "SELECT 1 FROM upload_sessions WHERE session_id = $1", session_id
+                ):
+                    raise NotFound(
+                        f"Upload session '{session_id}' has no file with index {file_index}"
+                    )
                 raise session_not_found(session_id)
-        return PartTarget(session_id, row["state"], row["expired"], row["part_size_bytes"], _file(row))
+        return PartTarget(
+            session_id, row["state"], row["expired"], row["part_size_bytes"], _file(row)
+        )
 
-    async def record_part(self, session_id: str, file_index: int, part: ReceivedPart, ttl_s: float) -> bool:
+    async def record_part(
+        self, session_id: str, file_index: int, part: ReceivedPart, ttl_s: float
+    ) -> bool:
         """Remember a stored part and extend the session's life; False if it is no longer open."""
         async with self._db.transaction() as conn:
             bumped = await conn.fetchval(
@@ -293,4 +310,3 @@ class PgUploadStore:
                 COMMITTING,
             )
         return [r["dest_path"] for r in rows]
-

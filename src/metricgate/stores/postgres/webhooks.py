@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from metricgate.errors import NotFound
+from metricgate.domain.errors import NotFound
+from metricgate.domain.webhooks.entities import ClaimedDelivery, Delivery, DeliveryAttempt, Webhook
+from metricgate.domain.webhooks.events import PING_EVENT
+from metricgate.domain.webhooks.signing import generate_secret
 from metricgate.stores.postgres.pool import Database
-from metricgate.webhooks.events import PING_EVENT
-from metricgate.webhooks.models import ClaimedDelivery, Delivery, DeliveryAttempt, Webhook
-from metricgate.webhooks.signing import generate_secret
 
 _WEBHOOK_COLUMNS = "id, url, events, model_name, active, description, created_at, updated_at"
 
@@ -100,7 +100,12 @@ class PgWebhookStore:
     # ------------------------------------------------------------ subscriptions
 
     async def create(
-        self, url: str, events: Sequence[str], model_name: str | None, description: str | None, active: bool
+        self,
+        url: str,
+        events: Sequence[str],
+        model_name: str | None,
+        description: str | None,
+        active: bool,
     ) -> tuple[Webhook, str]:
         """A new webhook and its secret (the only time the secret is returned, with rotation)."""
         secret = generate_secret()
@@ -130,7 +135,9 @@ class PgWebhookStore:
 
     async def get(self, webhook_id: str) -> Webhook:
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1", _parse_id(webhook_id))
+            row = await conn.fetchrow(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1", _parse_id(webhook_id)
+            )
         if row is None:
             raise _not_found(webhook_id)
         return _webhook(row)
@@ -142,7 +149,11 @@ class PgWebhookStore:
         columns = [c for c in allowed if c in changes]
         assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
         values = [list(changes[c]) if c == "events" else changes[c] for c in columns]
-        sets = f"{assignments}, updated_at = clock_timestamp()" if columns else "updated_at = updated_at"
+        sets = (
+            f"{assignments}, updated_at = clock_timestamp()"
+            if columns
+            else "updated_at = updated_at"
+        )
         async with self._db.connection() as conn:
             # Column names come from the fixed tuple above, never from the request.
             row = await conn.fetchrow(
@@ -157,7 +168,9 @@ class PgWebhookStore:
     async def delete(self, webhook_id: str) -> None:
         """Delete the webhook with its pending deliveries and log (ON DELETE CASCADE)."""
         async with self._db.connection() as conn:
-            found = await conn.fetchval("DELETE FROM webhooks WHERE id = $1 RETURNING 1", _parse_id(webhook_id))
+            found = await conn.fetchval(
+                "DELETE FROM webhooks WHERE id = $1 RETURNING 1", _parse_id(webhook_id)
+            )
         if found is None:
             raise _not_found(webhook_id)
 
@@ -185,7 +198,9 @@ class PgWebhookStore:
 
     # ------------------------------------------------------------ delivery log
 
-    async def list_deliveries(self, webhook_id: str, limit: int, state: str | None = None) -> list[Delivery]:
+    async def list_deliveries(
+        self, webhook_id: str, limit: int, state: str | None = None
+    ) -> list[Delivery]:
         """Newest first, each with its attempts in order."""
         key = _parse_id(webhook_id)
         async with self._db.connection() as conn:
@@ -200,7 +215,8 @@ class PgWebhookStore:
             )
             ids = [r["id"] for r in rows]
             attempt_rows = await conn.fetch(
-                "SELECT * FROM webhook_delivery_attempts WHERE delivery_id = ANY($1::uuid[]) ORDER BY attempt", ids
+                "SELECT * FROM webhook_delivery_attempts WHERE delivery_id = ANY($1::uuid[]) ORDER BY attempt",
+                ids,
             )
         attempts: dict[uuid.UUID, list[DeliveryAttempt]] = defaultdict(list)
         for a in attempt_rows:
@@ -236,7 +252,9 @@ class PgWebhookStore:
 
     # ------------------------------------------------------------ dispatcher
 
-    async def claim(self, limit: int, skip_webhook_ids: Sequence[str], lease_s: float) -> list[ClaimedDelivery]:
+    async def claim(
+        self, limit: int, skip_webhook_ids: Sequence[str], lease_s: float
+    ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (at most one per webhook) for one attempt each."""
         async with self._db.transaction() as conn:
             rows = await conn.fetch(_CLAIM_SQL, limit, [int(w) for w in skip_webhook_ids], lease_s)

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from metricgate.errors import InvalidParameter, NotFound
-from metricgate.registry.entities import Audit, RegistryEvent
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.registry.entities import Audit, RegistryEvent
 
 CREATED = "registered_model.created"
 RENAMED = "registered_model.renamed"
@@ -79,7 +79,11 @@ async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int,
 
 
 async def history(
-    conn: asyncpg.Connection, name: str, version: int | None, max_results: int, page_token: str | None
+    conn: asyncpg.Connection,
+    name: str,
+    version: int | None,
+    max_results: int,
+    page_token: str | None,
 ) -> tuple[list[RegistryEvent], str | None]:
     before_id = _decode_token(page_token)
     segments = await _segments(conn, name)
@@ -126,7 +130,7 @@ def _event(r: asyncpg.Record) -> RegistryEvent:
     )
 
 
-# Keyset tokens, not the offset tokens of search/paging.py: history is read newest first while
+# Keyset tokens, not the offset tokens of domain/search/paging.py: history is read newest first while
 # new events keep arriving, and an offset would then repeat events on the next page.
 def _encode_token(before_id: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"before_id": before_id})).decode("ascii")

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from metricgate.entities import Tag
-from metricgate.errors import InvalidParameter, NotFound
-from metricgate.registry.entities import ModelVersion, RegisteredModel
-from metricgate.registry.rules import STAGES
+from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.registry.entities import ModelVersion, RegisteredModel
+from metricgate.domain.registry.rules import STAGES
+from metricgate.domain.tracking.entities import Tag
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}  # MLflow's order: None, Staging, ...
 
@@ -37,10 +37,14 @@ async def lock_model(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
     return row
 
 
-async def lock_version(conn: asyncpg.Connection, name: str, version: int) -> tuple[asyncpg.Record, asyncpg.Record]:
+async def lock_version(
+    conn: asyncpg.Connection, name: str, version: int
+) -> tuple[asyncpg.Record, asyncpg.Record]:
     model = await lock_model(conn, name)
     row = await conn.fetchrow(
-        "SELECT * FROM model_versions WHERE model_key = $1 AND version = $2 FOR UPDATE", model["model_key"], version
+        "SELECT * FROM model_versions WHERE model_key = $1 AND version = $2 FOR UPDATE",
+        model["model_key"],
+        version,
     )
     if row is None:
         raise version_not_found(name, version)
@@ -88,7 +92,9 @@ async def load_versions(
 
 
 def _version(
-    r: asyncpg.Record, tags: dict[tuple[int, int], list[Tag]], aliases: dict[tuple[int, int], list[str]]
+    r: asyncpg.Record,
+    tags: dict[tuple[int, int], list[Tag]],
+    aliases: dict[tuple[int, int], list[str]],
 ) -> ModelVersion:
     key = (r["model_key"], r["version"])
     return ModelVersion(
@@ -136,7 +142,9 @@ async def load_models(conn: asyncpg.Connection, model_keys: Sequence[int]) -> li
     if not model_keys:
         return []
     keys = list(model_keys)
-    rows = await conn.fetch("SELECT * FROM registered_models WHERE model_key = ANY($1::bigint[])", keys)
+    rows = await conn.fetch(
+        "SELECT * FROM registered_models WHERE model_key = ANY($1::bigint[])", keys
+    )
     tags: dict[int, list[Tag]] = defaultdict(list)
     for r in await conn.fetch(
         "SELECT model_key, key, value FROM registered_model_tags WHERE model_key = ANY($1::bigint[]) ORDER BY key",

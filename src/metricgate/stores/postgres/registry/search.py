@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from metricgate.search.filter import (
+from metricgate.domain.registry.entities import PROMPT_TAG
+from metricgate.domain.search.filter import (
     ATTRIBUTE,
     TAG,
     Clause,
@@ -21,7 +22,6 @@ from metricgate.search.filter import (
     parse_registered_model_filter,
     parse_registered_model_order_by,
 )
-from metricgate.registry.entities import PROMPT_TAG
 from metricgate.stores.postgres.search_sql import (
     SqlQuery,
     column_or_tag_conditions,
@@ -58,7 +58,9 @@ def compile_registered_model_search(
     clauses = parse_registered_model_filter(filter_string)
     keys = parse_registered_model_order_by(order_by) or [OrderKey(ATTRIBUTE, "name")]
     query = SqlQuery("rm.model_key", "registered_models AS rm")
-    clauses = _apply_prompt_rule(query, clauses, "registered_model_tags", "p.model_key = rm.model_key")
+    clauses = _apply_prompt_rule(
+        query, clauses, "registered_model_tags", "p.model_key = rm.model_key"
+    )
     query.where.extend(
         column_or_tag_conditions(
             query, clauses, _MODEL_COLUMNS, "registered_model_tags", [("model_key", "rm.model_key")],
@@ -85,7 +87,10 @@ def compile_model_version_search(
         OrderKey(ATTRIBUTE, "name"),
         OrderKey(ATTRIBUTE, "version_number", ascending=False),
     ]
-    query = SqlQuery("mv.model_key, mv.version", "model_versions AS mv JOIN registered_models AS rm USING (model_key)")
+    query = SqlQuery(
+        "mv.model_key, mv.version",
+        "model_versions AS mv JOIN registered_models AS rm USING (model_key)",
+    )
     # Stock joins its prompt subquery on the model name only: a version is hidden when any
     # version of its model is tagged as a prompt (in practice all of a prompt's versions are).
     clauses = _apply_prompt_rule(query, clauses, "model_version_tags", "p.model_key = mv.model_key")
@@ -95,7 +100,9 @@ def compile_model_version_search(
             query, clauses, _VERSION_COLUMNS, "model_version_tags", owner, group_by_key=group_by_key
         )
     )
-    query.order.extend(sort_term(_VERSION_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys)
+    query.order.extend(
+        sort_term(_VERSION_COLUMNS[k.key], k.ascending, k.key == "name") for k in keys
+    )
     query.order.extend(["mv.model_key", "mv.version"])
     return query.render(*page_window(max_results, offset))
 
@@ -104,7 +111,9 @@ def compile_model_version_search(
 _STOCK_TAG_OPS = frozenset({"=", "!=", "LIKE", "ILIKE"})
 
 
-def _apply_prompt_rule(query: SqlQuery, clauses: list[Clause], tag_table: str, link: str) -> list[Clause]:
+def _apply_prompt_rule(
+    query: SqlQuery, clauses: list[Clause], tag_table: str, link: str
+) -> list[Clause]:
     """Stock MLflow's SqlAlchemyStore rule for prompts (``_is_querying_prompt`` and
     ``_update_query_to_exclude_prompts``): prompts are registry entries tagged
     ``mlflow.prompt.is_prompt = 'true'`` and a search returns them only when its first clause on

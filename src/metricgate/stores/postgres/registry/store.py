@@ -7,19 +7,18 @@ versions.py, row loading in load.py, searches in search.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
-from metricgate.entities import Page, Tag
-from metricgate.errors import AlreadyExists, NotFound
-from metricgate.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
-from metricgate.search.paging import decode_page_token, encode_page_token
-from metricgate.stores.postgres.registry import events
-from metricgate.stores.postgres.registry import versions
+from metricgate.domain.errors import AlreadyExists, NotFound
+from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
+from metricgate.domain.search.paging import decode_page_token, encode_page_token
+from metricgate.domain.tracking.entities import Page, Tag
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.registry import events, versions
 from metricgate.stores.postgres.registry.load import (
     alias_not_found,
     latest_version_keys,
@@ -30,7 +29,10 @@ from metricgate.stores.postgres.registry.load import (
     model_key_of,
     version_not_found,
 )
-from metricgate.stores.postgres.registry.search import compile_model_version_search, compile_registered_model_search
+from metricgate.stores.postgres.registry.search import (
+    compile_model_version_search,
+    compile_registered_model_search,
+)
 
 
 def _exists(name: str) -> AlreadyExists:
@@ -74,7 +76,9 @@ class PgRegistryStore:
             await events.record(conn, "registered_model.created", name, None, audit, None, after)
             return (await load_models(conn, [key]))[0]
 
-    async def rename_registered_model(self, audit: Audit, name: str, new_name: str) -> RegisteredModel:
+    async def rename_registered_model(
+        self, audit: Audit, name: str, new_name: str
+    ) -> RegisteredModel:
         async with self._write(new_name) as conn:
             row = await lock_model(conn, name)
             if new_name != name:
@@ -85,11 +89,19 @@ class PgRegistryStore:
                     row["model_key"], new_name, now_ms(),
                 )  # fmt: skip
                 await events.record(
-                    conn, "registered_model.renamed", new_name, None, audit, {"name": name}, {"name": new_name}
+                    conn,
+                    "registered_model.renamed",
+                    new_name,
+                    None,
+                    audit,
+                    {"name": name},
+                    {"name": new_name},
                 )
             return (await load_models(conn, [row["model_key"]]))[0]
 
-    async def update_registered_model(self, audit: Audit, name: str, description: str | None) -> RegisteredModel:
+    async def update_registered_model(
+        self, audit: Audit, name: str, description: str | None
+    ) -> RegisteredModel:
         async with self._db.transaction() as conn:
             row = await lock_model(conn, name)
             await conn.execute(
@@ -118,14 +130,22 @@ class PgRegistryStore:
             # Versions, tags and aliases go with the model (ON DELETE CASCADE); one event
             # records all of it, so that a subscriber sees one deletion, not dozens.
             await conn.execute("DELETE FROM registered_models WHERE model_key = $1", key)
-            before = {"name": name, "description": row["description"], "tags": tags, "versions": numbers, "aliases": aliases}
+            before = {
+                "name": name,
+                "description": row["description"],
+                "tags": tags,
+                "versions": numbers,
+                "aliases": aliases,
+            }
             await events.record(conn, "registered_model.deleted", name, None, audit, before, None)
 
     async def set_registered_model_tag(self, audit: Audit, name: str, tag: Tag) -> None:
         async with self._db.transaction() as conn:
             key = (await lock_model(conn, name))["model_key"]
             old = await conn.fetchval(
-                "SELECT value FROM registered_model_tags WHERE model_key = $1 AND key = $2", key, tag.key
+                "SELECT value FROM registered_model_tags WHERE model_key = $1 AND key = $2",
+                key,
+                tag.key,
             )
             await conn.execute(
                 """INSERT INTO registered_model_tags (model_key, key, value) VALUES ($1, $2, $3)
@@ -134,19 +154,35 @@ class PgRegistryStore:
             )  # fmt: skip
             before = None if old is None else {"key": tag.key, "value": old}
             await events.record(
-                conn, "registered_model.tag_set", name, None, audit, before, {"key": tag.key, "value": tag.value}
+                conn,
+                "registered_model.tag_set",
+                name,
+                None,
+                audit,
+                before,
+                {"key": tag.key, "value": tag.value},
             )
 
     async def delete_registered_model_tag(self, audit: Audit, name: str, tag_key: str) -> None:
         async with self._db.transaction() as conn:
             key = (await lock_model(conn, name))["model_key"]
             old = await conn.fetchval(
-                "DELETE FROM registered_model_tags WHERE model_key = $1 AND key = $2 RETURNING value", key, tag_key
+                "DELETE FROM registered_model_tags WHERE model_key = $1 AND key = $2 RETURNING value",
+                key,
+                tag_key,
             )
             if old is None:
-                raise NotFound(f"Registered model tag with key '{tag_key}' not found for model '{name}'.")
+                raise NotFound(
+                    f"Registered model tag with key '{tag_key}' not found for model '{name}'."
+                )
             await events.record(
-                conn, "registered_model.tag_deleted", name, None, audit, {"key": tag_key, "value": old}, None
+                conn,
+                "registered_model.tag_deleted",
+                name,
+                None,
+                audit,
+                {"key": tag_key, "value": old},
+                None,
             )
 
     async def get_registered_model(self, name: str) -> RegisteredModel:
@@ -154,14 +190,20 @@ class PgRegistryStore:
             return (await load_models(conn, [await model_key_of(conn, name)]))[0]
 
     async def search_registered_models(
-        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_registered_model_search(filter_string, order_by, max_results, offset)
         async with self._db.read_connection() as conn:
             keys = [r["model_key"] for r in await conn.fetch(sql, *args)]
             models = await load_models(conn, keys[:max_results])
-        return Page(models, encode_page_token(offset + max_results) if len(keys) > max_results else None)
+        return Page(
+            models, encode_page_token(offset + max_results) if len(keys) > max_results else None
+        )
 
     # ------------------------------------------------------------ versions and aliases
 
@@ -177,9 +219,13 @@ class PgRegistryStore:
         model_id: str | None,
     ) -> ModelVersion:
         async with self._db.transaction() as conn:
-            return await versions.create(conn, audit, name, source, run_id, tags, run_link, description, model_id)
+            return await versions.create(
+                conn, audit, name, source, run_id, tags, run_link, description, model_id
+            )
 
-    async def update_model_version(self, audit: Audit, name: str, version: int, description: str | None) -> ModelVersion:
+    async def update_model_version(
+        self, audit: Audit, name: str, version: int, description: str | None
+    ) -> ModelVersion:
         async with self._db.transaction() as conn:
             return await versions.update_description(conn, audit, name, version, description)
 
@@ -197,7 +243,9 @@ class PgRegistryStore:
         async with self._db.transaction() as conn:
             await versions.set_tag(conn, audit, name, version, tag)
 
-    async def delete_model_version_tag(self, audit: Audit, name: str, version: int, key: str) -> None:
+    async def delete_model_version_tag(
+        self, audit: Audit, name: str, version: int, key: str
+    ) -> None:
         async with self._db.transaction() as conn:
             await versions.delete_tag(conn, audit, name, version, key)
 
@@ -233,7 +281,9 @@ class PgRegistryStore:
         async with self._db.connection() as conn:
             key = await model_key_of(conn, name)
             version = await conn.fetchval(
-                "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2", key, alias
+                "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2",
+                key,
+                alias,
             )
             if version is None:
                 raise alias_not_found(name, alias)
@@ -245,14 +295,20 @@ class PgRegistryStore:
             return await load_versions(conn, await latest_version_keys(conn, [key], stages))
 
     async def search_model_versions(
-        self, filter_string: str | None, order_by: list[str], max_results: int, page_token: str | None
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
     ) -> Page:
         offset = decode_page_token(page_token)
         sql, args = compile_model_version_search(filter_string, order_by, max_results, offset)
         async with self._db.read_connection() as conn:
             keys = [(r["model_key"], r["version"]) for r in await conn.fetch(sql, *args)]
             found = await load_versions(conn, keys[:max_results])
-        return Page(found, encode_page_token(offset + max_results) if len(keys) > max_results else None)
+        return Page(
+            found, encode_page_token(offset + max_results) if len(keys) > max_results else None
+        )
 
     async def history(
         self, name: str, version: int | None, max_results: int, page_token: str | None

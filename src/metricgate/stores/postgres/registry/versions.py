@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from metricgate.entities import Tag
-from metricgate.errors import NotFound
-from metricgate.registry import rules
-from metricgate.registry.entities import PROMPT_TAG, Audit, ModelVersion
-from metricgate.stores.postgres.registry import events
+from metricgate.domain.errors import NotFound
+from metricgate.domain.registry import rules
+from metricgate.domain.registry.entities import PROMPT_TAG, Audit, ModelVersion
+from metricgate.domain.tracking.entities import Tag
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.logged_models import record_model_version
+from metricgate.stores.postgres.registry import events
 from metricgate.stores.postgres.registry.load import (
     load_version,
     lock_model,
@@ -32,7 +32,9 @@ async def resolve_source(
     run_source = rules.split_runs_source(source)
     if run_source is not None:
         run_id, path = run_source
-        artifact_uri = await conn.fetchval("SELECT artifact_uri FROM runs WHERE run_id = $1", run_id)
+        artifact_uri = await conn.fetchval(
+            "SELECT artifact_uri FROM runs WHERE run_id = $1", run_id
+        )
         if artifact_uri is None:
             raise run_not_found(run_id)
         return (f"{artifact_uri.rstrip('/')}/{path}" if path else artifact_uri), model_id, run_id
@@ -126,7 +128,12 @@ async def update_description(
 
 
 async def transition(
-    conn: asyncpg.Connection, audit: Audit, name: str, version: int, stage: str, archive_existing: bool
+    conn: asyncpg.Connection,
+    audit: Audit,
+    name: str,
+    version: int,
+    stage: str,
+    archive_existing: bool,
 ) -> ModelVersion:
     model, row = await lock_version(conn, name, version)
     key, now = model["model_key"], now_ms()
@@ -149,7 +156,9 @@ async def transition(
                 conn, "model_version.stage_changed", name, other, audit,
                 {"current_stage": stage}, {"current_stage": "Archived", "archived_by_version": version},
             )  # fmt: skip
-    await conn.execute("UPDATE registered_models SET last_updated_timestamp = $2 WHERE model_key = $1", key, now)
+    await conn.execute(
+        "UPDATE registered_models SET last_updated_timestamp = $2 WHERE model_key = $1", key, now
+    )
     return await load_version(conn, key, version)
 
 
@@ -157,12 +166,22 @@ async def delete(conn: asyncpg.Connection, audit: Audit, name: str, version: int
     model, row = await lock_version(conn, name, version)
     key = model["model_key"]
     dropped = await conn.fetch(
-        "DELETE FROM registered_model_aliases WHERE model_key = $1 AND version = $2 RETURNING alias", key, version
+        "DELETE FROM registered_model_aliases WHERE model_key = $1 AND version = $2 RETURNING alias",
+        key,
+        version,
     )
     for alias in sorted(r["alias"] for r in dropped):
-        await events.record(conn, "alias.deleted", name, version, audit, {"alias": alias, "version": version}, None)
-    await conn.execute("DELETE FROM model_versions WHERE model_key = $1 AND version = $2", key, version)
-    await conn.execute("UPDATE registered_models SET last_updated_timestamp = $2 WHERE model_key = $1", key, now_ms())
+        await events.record(
+            conn, "alias.deleted", name, version, audit, {"alias": alias, "version": version}, None
+        )
+    await conn.execute(
+        "DELETE FROM model_versions WHERE model_key = $1 AND version = $2", key, version
+    )
+    await conn.execute(
+        "UPDATE registered_models SET last_updated_timestamp = $2 WHERE model_key = $1",
+        key,
+        now_ms(),
+    )
     before = {
         "source": row["source"], "run_id": row["run_id"], "model_id": row["model_id"],
         "current_stage": row["current_stage"], "description": row["description"],
@@ -171,7 +190,9 @@ async def delete(conn: asyncpg.Connection, audit: Audit, name: str, version: int
     await events.record(conn, "model_version.deleted", name, version, audit, before, None)
 
 
-async def set_tag(conn: asyncpg.Connection, audit: Audit, name: str, version: int, tag: Tag) -> None:
+async def set_tag(
+    conn: asyncpg.Connection, audit: Audit, name: str, version: int, tag: Tag
+) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
         """SELECT value FROM model_version_tags WHERE model_key = $1 AND version = $2 AND key = $3""",
@@ -184,25 +205,41 @@ async def set_tag(conn: asyncpg.Connection, audit: Audit, name: str, version: in
     )  # fmt: skip
     before = None if old is None else {"key": tag.key, "value": old}
     await events.record(
-        conn, "model_version.tag_set", name, version, audit, before, {"key": tag.key, "value": tag.value}
+        conn,
+        "model_version.tag_set",
+        name,
+        version,
+        audit,
+        before,
+        {"key": tag.key, "value": tag.value},
     )
 
 
-async def delete_tag(conn: asyncpg.Connection, audit: Audit, name: str, version: int, key: str) -> None:
+async def delete_tag(
+    conn: asyncpg.Connection, audit: Audit, name: str, version: int, key: str
+) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
         "DELETE FROM model_version_tags WHERE model_key = $1 AND version = $2 AND key = $3 RETURNING value",
         model["model_key"], version, key,
     )  # fmt: skip
     if old is None:
-        raise NotFound(f"Model version tag with key '{key}' not found for model '{name}' version {version}.")
-    await events.record(conn, "model_version.tag_deleted", name, version, audit, {"key": key, "value": old}, None)
+        raise NotFound(
+            f"Model version tag with key '{key}' not found for model '{name}' version {version}."
+        )
+    await events.record(
+        conn, "model_version.tag_deleted", name, version, audit, {"key": key, "value": old}, None
+    )
 
 
-async def set_alias(conn: asyncpg.Connection, audit: Audit, name: str, alias: str, version: int) -> None:
+async def set_alias(
+    conn: asyncpg.Connection, audit: Audit, name: str, alias: str, version: int
+) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
-        "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2", model["model_key"], alias
+        "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2",
+        model["model_key"],
+        alias,
     )
     await conn.execute(
         """INSERT INTO registered_model_aliases (model_key, alias, version) VALUES ($1, $2, $3)
@@ -210,7 +247,9 @@ async def set_alias(conn: asyncpg.Connection, audit: Audit, name: str, alias: st
         model["model_key"], alias, version,
     )  # fmt: skip
     before = None if old is None else {"alias": alias, "version": old}
-    await events.record(conn, "alias.set", name, version, audit, before, {"alias": alias, "version": version})
+    await events.record(
+        conn, "alias.set", name, version, audit, before, {"alias": alias, "version": version}
+    )
 
 
 async def delete_alias(conn: asyncpg.Connection, audit: Audit, name: str, alias: str) -> None:
@@ -222,4 +261,6 @@ async def delete_alias(conn: asyncpg.Connection, audit: Audit, name: str, alias:
     if old is None:
         # MLflow deletes a missing alias silently; nothing changed, so nothing is recorded.
         return
-    await events.record(conn, "alias.deleted", name, old, audit, {"alias": alias, "version": old}, None)
+    await events.record(
+        conn, "alias.deleted", name, old, audit, {"alias": alias, "version": old}, None
+    )

@@ -8,9 +8,9 @@ import re
 import urllib.parse
 from typing import Literal, NamedTuple
 
-from metricgate.entities import Tag
-from metricgate.errors import InvalidParameter
-from metricgate.validation import validate_key
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import Tag
+from metricgate.domain.tracking.rules import validate_key
 
 STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_BY_LOWER = {s.lower(): s for s in STAGES}
@@ -63,10 +63,16 @@ def validate_model_name(name: str | None, field: str = "name") -> str:
 def parse_version(raw: str | int | None) -> int:
     """Versions travel as strings ("3"); anything but a positive integer is a client error."""
     text = str(raw).strip() if raw is not None else ""
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_VERSION:
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text) > 10
+        or not 1 <= int(text) <= MAX_VERSION
+    ):
         if raw is None or text == "":
             raise InvalidParameter("Missing value for required parameter 'version'.")
-        raise InvalidParameter(f"Parameter 'version' must be a positive integer, got '{str(raw)[:100]}'.")
+        raise InvalidParameter(
+            f"Parameter 'version' must be a positive integer, got '{str(raw)[:100]}'."
+        )
     return int(text)
 
 
@@ -90,9 +96,13 @@ def validate_tag(tag: Tag) -> Tag:
     required(tag.key, "key")
     validate_key(tag.key)  # MLflow applies the run tag-name rules to registry tags too
     if len(tag.key) > MAX_TAG_KEY_LENGTH:
-        raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_TAG_KEY_LENGTH} characters")
+        raise InvalidParameter(
+            f"'key' exceeds the maximum length of {MAX_TAG_KEY_LENGTH} characters"
+        )
     if len(tag.value) > MAX_TAG_VALUE_LENGTH:
-        raise InvalidParameter(f"'value' exceeds the maximum length of {MAX_TAG_VALUE_LENGTH} characters")
+        raise InvalidParameter(
+            f"'value' exceeds the maximum length of {MAX_TAG_VALUE_LENGTH} characters"
+        )
     return tag
 
 
@@ -107,7 +117,9 @@ def validate_description(description: str | None) -> str | None:
 def validate_source(source: str | None) -> str:
     source = required(source, "source")
     if len(source) > MAX_SOURCE_LENGTH:
-        raise InvalidParameter(f"'source' exceeds the maximum length of {MAX_SOURCE_LENGTH} characters")
+        raise InvalidParameter(
+            f"'source' exceeds the maximum length of {MAX_SOURCE_LENGTH} characters"
+        )
     return source
 
 
@@ -117,7 +129,9 @@ def split_runs_source(source: str) -> tuple[str, str] | None:
         return None
     run_id, _, path = source[len("runs:/") :].lstrip("/").partition("/")
     if not run_id:
-        raise InvalidParameter(f"Invalid model version source: '{source[:300]}'. Expected runs:/<run_id>/<path>.")
+        raise InvalidParameter(
+            f"Invalid model version source: '{source[:300]}'. Expected runs:/<run_id>/<path>."
+        )
     return run_id, path.strip("/")
 
 
@@ -288,7 +302,12 @@ def source_owner(source: str, run_id: str | None, model_id: str | None) -> Sourc
         if parts.netloc:  # models://<profile>/...: another registry
             raise _not_contained(source, "model_id")
         named_model = split_models_source(source)
-        if named_model is not None and named_model[1] is None and model_id and named_model[0] != model_id:
+        if (
+            named_model is not None
+            and named_model[1] is None
+            and model_id
+            and named_model[0] != model_id
+        ):
             raise _not_contained(source, "model_id")
     return None
 
@@ -307,7 +326,9 @@ HOST_ADDRESSED_SCHEMES = frozenset(
 )
 
 
-def reject_host_addressed_source(source: str, allowed_schemes: frozenset[str] = frozenset()) -> None:
+def reject_host_addressed_source(
+    source: str, allowed_schemes: frozenset[str] = frozenset()
+) -> None:
     """Refuse a source that addresses a host (``http://host/...``, ``ftp:///x``,
     ``mlflow-artifacts://host/...``; not ``mlflow-artifacts:/...``, which is this server) unless its
     scheme is in ``allowed_schemes`` (lower case). Stock's message, with metricgate's setting in
@@ -428,6 +449,8 @@ def check_source_within(source: str, owner: SourceOwner, owner_root: str | None)
         )
     else:
         inside = source_scheme == root_scheme and source_authority == root_authority
-    inside = inside and bool(root_segments) and source_segments[: len(root_segments)] == root_segments
+    inside = (
+        inside and bool(root_segments) and source_segments[: len(root_segments)] == root_segments
+    )
     if not inside:
         raise (_local_not_contained if local else _not_contained)(source, owner.field)

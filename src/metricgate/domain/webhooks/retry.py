@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 # 408 and 425 mean "try again" as much as 429 does; every 5xx is the receiver's trouble.
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -17,7 +17,9 @@ class Verdict:
     delay_s: float = 0.0
 
 
-def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+def backoff_delay_s(
+    attempt: int, base_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
     """Exponential with "equal jitter": half the step is fixed, half random, so retries of many
     deliveries that failed together (a receiver outage) spread out instead of arriving in waves."""
     step = min(max_s, base_s * 2 ** max(0, attempt - 1))
@@ -36,8 +38,8 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def judge(

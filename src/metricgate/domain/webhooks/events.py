@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 
 # The registry writes these into registry_events (0002_registry.sql).
 EVENT_TYPES = (
@@ -40,7 +40,9 @@ def validate_events(events: list[str]) -> list[str]:
             f"or patterns: {', '.join(PATTERNS)}."
         )
     if len(events) > MAX_EVENTS:
-        raise InvalidParameter(f"A webhook can list at most {MAX_EVENTS} events, got {len(events)}.")
+        raise InvalidParameter(
+            f"A webhook can list at most {MAX_EVENTS} events, got {len(events)}."
+        )
     for event in events:
         if event not in EVENT_TYPES and event not in PATTERNS:
             raise InvalidParameter(
@@ -64,9 +66,13 @@ def validate_url(url: str) -> str:
     except ValueError:
         raise InvalidParameter(f"Invalid webhook URL {url[:200]!r}.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter(f"Invalid webhook URL {url[:200]!r}: it must be an absolute http:// or https:// URL.")
+        raise InvalidParameter(
+            f"Invalid webhook URL {url[:200]!r}: it must be an absolute http:// or https:// URL."
+        )
     if parts.username is not None or parts.password is not None:
-        raise InvalidParameter("Webhook URLs may not contain credentials; receivers verify the signature instead.")
+        raise InvalidParameter(
+            "Webhook URLs may not contain credentials; receivers verify the signature instead."
+        )
     if port == 0 or any(c.isspace() for c in url):
         raise InvalidParameter(f"Invalid webhook URL {url[:200]!r}.")
     return url

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 
 # A real token is ~20 characters; refusing long ones bounds the decoding work for hostile input.
 MAX_TOKEN_CHARS = 1024
@@ -52,8 +52,12 @@ def decode_history_token(token: str | None) -> tuple[int, tuple[int, int, float]
         return offset, None
     try:
         step, timestamp_ms, value = after
-        if not (type(step) is int and type(timestamp_ms) is int and -(2**63) <= step < 2**63
-                and 0 <= timestamp_ms < 2**63):
+        if not (
+            type(step) is int
+            and type(timestamp_ms) is int
+            and -(2**63) <= step < 2**63
+            and 0 <= timestamp_ms < 2**63
+        ):
             raise ValueError(after)
         return offset, (step, timestamp_ms, float.fromhex(value))
     except (TypeError, ValueError, OverflowError):
@@ -78,8 +82,9 @@ def _parse(token: str) -> dict[str, object]:
 
 def _offset_from(raw: object) -> int:
     # MLflow applies int() to the field, so a numeric string is accepted as well.
-    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 19:
-        raw = int(raw)
+    digits = raw.strip() if isinstance(raw, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 19:
+        raw = int(digits)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= _MAX_OFFSET:
         raise InvalidParameter(f"Invalid page token, offset={raw!r} is not a non-negative integer")
     return raw

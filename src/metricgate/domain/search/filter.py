@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 
 METRIC = "metric"
 PARAM = "param"
@@ -108,8 +108,11 @@ _RUN_GRAMMAR = _Grammar(
     ),
     order_kinds=frozenset({METRIC, PARAM, TAG, ATTRIBUTE}),
     aliases={
-        "created": "start_time", "Created": "start_time",
-        "run name": "run_name", "Run name": "run_name", "Run Name": "run_name",
+        "created": "start_time",
+        "Created": "start_time",
+        "run name": "run_name",
+        "Run name": "run_name",
+        "Run Name": "run_name",
     },  # fmt: skip
     dataset_keys=frozenset({"name", "digest", "context"}),
 )
@@ -117,8 +120,13 @@ _RUN_GRAMMAR = _Grammar(
 _EXPERIMENT_GRAMMAR = _Grammar(
     # MLflow accepts only "attribute", "tag" and "tags"; the other attribute spellings are a
     # harmless superset kept for symmetry with runs.
-    prefixes={"attribute": ATTRIBUTE, "attributes": ATTRIBUTE, "attr": ATTRIBUTE,
-              "tag": TAG, "tags": TAG},  # fmt: skip
+    prefixes={
+        "attribute": ATTRIBUTE,
+        "attributes": ATTRIBUTE,
+        "attr": ATTRIBUTE,
+        "tag": TAG,
+        "tags": TAG,
+    },  # fmt: skip
     kind_ops={TAG: _STRING_OPS + _NULL_OPS},
     string_attributes={"name": _STRING_OPS, "experiment_id": ("=", "!=") + _LIST_OPS},
     numeric_attributes=frozenset({"creation_time", "last_update_time"}),
@@ -138,8 +146,15 @@ _LOGGED_MODEL_GRAMMAR = _Grammar(
     ),
     numeric_attributes=frozenset({"creation_timestamp", "last_updated_timestamp"}),
     order_attributes=frozenset(
-        {"name", "model_id", "model_type", "status", "source_run_id",
-         "creation_timestamp", "last_updated_timestamp"}
+        {
+            "name",
+            "model_id",
+            "model_type",
+            "status",
+            "source_run_id",
+            "creation_timestamp",
+            "last_updated_timestamp",
+        }
     ),  # fmt: skip
     order_kinds=frozenset({METRIC, ATTRIBUTE}),
     aliases={"creation_time": "creation_timestamp", "last_updated_time": "last_updated_timestamp"},
@@ -148,7 +163,13 @@ _LOGGED_MODEL_GRAMMAR = _Grammar(
 
 # Registry searches (MLflow's model registry SearchUtils): names and tags for models; names, run
 # ids, sources, version numbers and tags for versions. Timestamps can only be sorted on.
-_REGISTRY_PREFIXES = {"tag": TAG, "tags": TAG, "attribute": ATTRIBUTE, "attributes": ATTRIBUTE, "attr": ATTRIBUTE}
+_REGISTRY_PREFIXES = {
+    "tag": TAG,
+    "tags": TAG,
+    "attribute": ATTRIBUTE,
+    "attributes": ATTRIBUTE,
+    "attr": ATTRIBUTE,
+}
 _REGISTERED_MODEL_GRAMMAR = _Grammar(
     prefixes=_REGISTRY_PREFIXES,
     kind_ops={TAG: _STRING_OPS + _NULL_OPS},
@@ -161,9 +182,15 @@ _REGISTERED_MODEL_GRAMMAR = _Grammar(
 _MODEL_VERSION_GRAMMAR = _Grammar(
     prefixes=_REGISTRY_PREFIXES,
     kind_ops={TAG: _STRING_OPS + _NULL_OPS},
-    string_attributes={"name": _STRING_OPS, "run_id": ("=", "!=") + _LIST_OPS, "source_path": _STRING_OPS},
+    string_attributes={
+        "name": _STRING_OPS,
+        "run_id": ("=", "!=") + _LIST_OPS,
+        "source_path": _STRING_OPS,
+    },
     numeric_attributes=frozenset({"version_number"}),
-    order_attributes=frozenset({"name", "version_number", "creation_timestamp", "last_updated_timestamp"}),
+    order_attributes=frozenset(
+        {"name", "version_number", "creation_timestamp", "last_updated_timestamp"}
+    ),
     order_kinds=frozenset({ATTRIBUTE}),
     aliases={"version": "version_number", "timestamp": "creation_timestamp"},
     integer_only=True,

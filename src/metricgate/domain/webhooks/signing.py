@@ -78,7 +78,9 @@ def verify_signature(
         raise SignatureError(f"malformed {TIMESTAMP_HEADER} header") from None
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_s:
-        raise SignatureError(f"timestamp is outside the tolerance of {tolerance_s:g} s (replayed or clock skew)")
+        raise SignatureError(
+            f"timestamp is outside the tolerance of {tolerance_s:g} s (replayed or clock skew)"
+        )
     expected = compute_signature(secret, timestamp, body)
     # Several signatures may be sent (comma-separated), e.g. while a secret is being rotated.
     offered = [s.strip() for s in _header(headers, SIGNATURE_HEADER).split(",")]

@@ -10,12 +10,9 @@ import re
 from typing import Any
 
 from metricgate.config import UploadSettings
-from metricgate.errors import InvalidParameter
+from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.domain.errors import InvalidParameter
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER
-from metricgate.stores.artifacts.paths import (
-    join_artifact_path,
-    normalize_artifact_path,
-)
 
 MAX_PARTS_PER_FILE = MAX_PART_NUMBER  # S3's limit; the local store keeps the same so sessions port
 # S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
@@ -39,7 +36,9 @@ def sha256_hex(value: Any, what: str) -> str | None:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise InvalidParameter(f"Invalid {what} {text[:80]!r}: expected 64 hex digits or base64 of 32 bytes")
+        raise InvalidParameter(
+            f"Invalid {what} {text[:80]!r}: expected 64 hex digits or base64 of 32 bytes"
+        )
     return raw.hex()
 
 
@@ -52,7 +51,9 @@ def md5_hex(value: str | None) -> str | None:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 16:
-        raise InvalidParameter(f"Invalid Content-MD5 {value[:80]!r}: expected base64 of a 16-byte MD5 digest")
+        raise InvalidParameter(
+            f"Invalid Content-MD5 {value[:80]!r}: expected base64 of a 16-byte MD5 digest"
+        )
     return raw.hex()
 
 
@@ -70,14 +71,18 @@ def part_size_bounds(settings: UploadSettings, s3: bool) -> UploadSettings:
 
 def check_part_size(part_size: Any, settings: UploadSettings) -> int:
     if isinstance(part_size, bool) or not isinstance(part_size, int):
-        raise InvalidParameter(f"Invalid part_size {part_size!r}: expected an integer number of bytes")
+        raise InvalidParameter(
+            f"Invalid part_size {part_size!r}: expected an integer number of bytes"
+        )
     if part_size < settings.min_part_bytes:
         raise InvalidParameter(
             f"part_size {part_size} is too small: parts must be at least {settings.min_part_bytes} bytes "
             "(only a file's last part may be smaller)"
         )
     if part_size > settings.max_part_bytes:
-        raise InvalidParameter(f"part_size {part_size} is too large: at most {settings.max_part_bytes} bytes")
+        raise InvalidParameter(
+            f"part_size {part_size} is too large: at most {settings.max_part_bytes} bytes"
+        )
     return part_size
 
 

@@ -13,16 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
-from metricgate.entities import NO_EXTRAS, Metric, value_rank
-from metricgate.ingest import wire
-from metricgate.ingest.wire import PointBatch
+from metricgate.domain.metrics import wire
+from metricgate.domain.metrics.wire import PointBatch
+from metricgate.domain.tracking.entities import NO_EXTRAS, Metric, value_rank
 
 # (run_id, key, step, timestamp_ms, value, model_id, dataset_name, dataset_digest)
 PointRow = tuple[str, str, int, int, float, str | None, str | None, str | None]
 # (run_id, key, steps, timestamps_ms, values, model_id, dataset_name, dataset_digest, digest):
 # metric_chunks' columns in COPY order.
-ChunkRow = tuple[str, str, list[int], list[int], list[float], str | None, str | None, str | None, bytes]
-
+ChunkRow = tuple[
+    str, str, list[int], list[int], list[float], str | None, str | None, str | None, bytes
+]
 
 
 @dataclass
@@ -79,7 +80,8 @@ def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
         p = _period(keys)
         if p:
             return [
-                (run_id, keys[k], steps[k::p], ts[k::p], values[k::p], None, None, None, digest) for k in range(p)
+                (run_id, keys[k], steps[k::p], ts[k::p], values[k::p], None, None, None, digest)
+                for k in range(p)
             ]
         groups: dict[tuple[str, tuple[str | None, str | None, str | None]], list[int]] = {}
         for i, key in enumerate(keys):
@@ -93,10 +95,19 @@ def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
     for (key, extras), idx in groups.items():
         ordinal = ordinals.get(key, 0)
         ordinals[key] = ordinal + 1
-        out.append((
-            run_id, key, [steps[i] for i in idx], [ts[i] for i in idx], [values[i] for i in idx],
-            extras[0], extras[1], extras[2], chunk_digest(digest, ordinal),
-        ))
+        out.append(
+            (
+                run_id,
+                key,
+                [steps[i] for i in idx],
+                [ts[i] for i in idx],
+                [values[i] for i in idx],
+                extras[0],
+                extras[1],
+                extras[2],
+                chunk_digest(digest, ordinal),
+            )
+        )
     return out
 
 
@@ -119,14 +130,26 @@ def chunks_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[ChunkRow
 
 def rows_from_metrics(run_id: str, metrics: Sequence[Metric]) -> list[PointRow]:
     return [
-        (run_id, m.key, m.step, m.timestamp_ms, m.value, m.model_id, m.dataset_name, m.dataset_digest)
+        (
+            run_id,
+            m.key,
+            m.step,
+            m.timestamp_ms,
+            m.value,
+            m.model_id,
+            m.dataset_name,
+            m.dataset_digest,
+        )
         for m in metrics
     ]
 
 
 def chunk_rows(chunk: ChunkRow) -> list[PointRow]:
     run_id, key, steps, ts, values, model_id, dataset_name, dataset_digest, _ = chunk
-    return [(run_id, key, s, t, v, model_id, dataset_name, dataset_digest) for s, t, v in zip(steps, ts, values)]
+    return [
+        (run_id, key, s, t, v, model_id, dataset_name, dataset_digest)
+        for s, t, v in zip(steps, ts, values)
+    ]
 
 
 def _chunk_latest(chunk: ChunkRow) -> PointRow:
@@ -137,7 +160,10 @@ def _chunk_latest(chunk: ChunkRow) -> PointRow:
     if steps.count(top) == 1:
         i = steps.index(top)
     else:
-        i = max((j for j in range(len(steps)) if steps[j] == top), key=lambda j: (ts[j], value_rank(values[j])))
+        i = max(
+            (j for j in range(len(steps)) if steps[j] == top),
+            key=lambda j: (ts[j], value_rank(values[j])),
+        )
     return (run_id, key, steps[i], ts[i], values[i], model_id, dataset_name, dataset_digest)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlparse
 
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 
 # S3 caps keys at 1024 bytes; using the same cap keeps paths portable between stores.
 MAX_PATH_BYTES = 1024
@@ -99,11 +99,15 @@ def normalize_artifact_path(path: str | None, *, allow_root: bool = False) -> st
     if path is None:
         path = ""
     if not isinstance(path, str):
-        raise InvalidParameter(f"Invalid artifact path: expected a string, got {type(path).__name__}")
+        raise InvalidParameter(
+            f"Invalid artifact path: expected a string, got {type(path).__name__}"
+        )
     if path == "":
         if allow_root:
             return ""
-        raise InvalidParameter("Invalid artifact path '': a path relative to the artifact root is required")
+        raise InvalidParameter(
+            "Invalid artifact path '': a path relative to the artifact root is required"
+        )
     # The trailing slash is stripped before the shape check so that '/' alone stays absolute.
     candidate = path[:-1] if path.endswith("/") and len(path) > 1 else path
     segments = _check_shape(path, candidate)

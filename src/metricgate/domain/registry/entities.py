@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from metricgate.entities import Tag
+from metricgate.domain.tracking.entities import Tag
 
 # Stock's IS_PROMPT_TAG_KEY: a registered model or version tagged with it ("true") is a prompt,
 # which searches hide unless asked for and which cannot be the source of a model version.

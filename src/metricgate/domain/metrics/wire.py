@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from metricgate.entities import NO_EXTRAS, Metric, MetricColumns
+from metricgate.domain.tracking.entities import NO_EXTRAS, Metric, MetricColumns
 
 WIRE_VERSION = b"1"
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -79,7 +79,9 @@ def encode(run_id: str, metrics: Sequence[Metric], acked_at_ms: int) -> dict[byt
     )
     fields = encode_columns(run_id, columns, acked_at_ms)
     if any(m.model_id or m.dataset_name or m.dataset_digest for m in metrics):
-        fields[b"m"] = orjson.dumps([[m.model_id, m.dataset_name, m.dataset_digest] for m in metrics])
+        fields[b"m"] = orjson.dumps(
+            [[m.model_id, m.dataset_name, m.dataset_digest] for m in metrics]
+        )
     return fields
 
 
@@ -119,7 +121,11 @@ def _decode_extras(raw: bytes) -> list[tuple[str | None, str | None, str | None]
         raise WireError("extras must be a list")
     extras = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 3 and all(v is None or isinstance(v, str) for v in item)):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and all(v is None or isinstance(v, str) for v in item)
+        ):
             raise WireError("each extra must be [model_id, dataset_name, dataset_digest]")
         extras.append((item[0], item[1], item[2]))
     return extras
@@ -149,6 +155,8 @@ def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise WireError(f"undecodable stream entry: {exc}") from exc
     n = len(keys)
-    if not (len(values) == len(timestamps) == len(steps) == n) or (extras is not None and len(extras) != n):
+    if not (len(values) == len(timestamps) == len(steps) == n) or (
+        extras is not None and len(extras) != n
+    ):
         raise WireError("stream entry columns differ in length")
     return batch

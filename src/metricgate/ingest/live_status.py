@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from metricgate.errors import MetricgateError
+from metricgate.domain.errors import MetricgateError
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.live_counts import PgLiveCounts
@@ -49,7 +49,7 @@ class LiveStatus:
         try:
             shards = await asyncio.wait_for(self.streams.shard_status(), 2.0)
             dead = await asyncio.wait_for(self.streams.dead_letter_entries(), 2.0)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._failed("redis", exc)
             return
         self._recovered("redis")
@@ -67,7 +67,7 @@ class LiveStatus:
     async def _refresh_counts(self) -> None:
         try:
             counts = await asyncio.wait_for(self.counts.counts(), 2.0)
-        except (MetricgateError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MetricgateError, OSError) as exc:
             self._failed("postgres", exc)
             return
         self._recovered("postgres")
@@ -79,7 +79,11 @@ class LiveStatus:
 
     def _failed(self, part: str, exc: BaseException) -> None:
         if part not in self.errors:
-            log.warning("live status: %s is unreachable (%s); its figures are stale", part, exc or type(exc).__name__)
+            log.warning(
+                "live status: %s is unreachable (%s); its figures are stale",
+                part,
+                exc or type(exc).__name__,
+            )
         self.errors[part] = f"{part} unreachable: {exc or type(exc).__name__}"
 
     def _recovered(self, part: str) -> None:

@@ -65,7 +65,10 @@ class MetricColumns:
         return len(self.keys)
 
     def metrics(self) -> list[Metric]:
-        return [Metric(k, v, t, s) for k, v, t, s in zip(self.keys, self.values, self.timestamps_ms, self.steps)]
+        return [
+            Metric(k, v, t, s)
+            for k, v, t, s in zip(self.keys, self.values, self.timestamps_ms, self.steps)
+        ]
 
 
 @dataclass(frozen=True, slots=True)

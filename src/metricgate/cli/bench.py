@@ -39,22 +39,38 @@ Nothing is retried: errors are counted by HTTP status, "conn" (connection failed
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:5000")
     parser.add_argument("--workload", action="append", help="a, b or a,b (default: a)")
-    parser.add_argument("--quick", action="store_true", help="scaled-down workloads for a smoke run")
     parser.add_argument(
-        "--concurrency", "-c", action="append", help="requests in flight, e.g. 64,256 (default: per workload)"
+        "--quick", action="store_true", help="scaled-down workloads for a smoke run"
+    )
+    parser.add_argument(
+        "--concurrency",
+        "-c",
+        action="append",
+        help="requests in flight, e.g. 64,256 (default: per workload)",
     )
     parser.add_argument("--runs", type=int, help="R: runs (overrides the workload)")
     parser.add_argument("--steps", type=int, help="S: steps per run")
     parser.add_argument("--keys", type=int, help="K: metric keys per step")
     parser.add_argument("--steps-per-request", type=int, help="B: steps per log-batch request")
     parser.add_argument("--seed", type=int, help="seed of the metric values")
-    parser.add_argument("--max-send-s", type=float, help="stop sending after this many seconds (reported as CAPPED)")
-    parser.add_argument("--request-timeout-s", type=float, default=60.0, help="per-request timeout (default 60)")
-    parser.add_argument("--no-visible", action="store_true", help="skip the read-back (visible points/s)")
     parser.add_argument(
-        "--visible-timeout-s", type=float, default=300.0, help="give up the read-back this long after sending"
+        "--max-send-s", type=float, help="stop sending after this many seconds (reported as CAPPED)"
     )
-    parser.add_argument("--check-concurrency", type=int, default=16, help="read-back requests in flight (16)")
+    parser.add_argument(
+        "--request-timeout-s", type=float, default=60.0, help="per-request timeout (default 60)"
+    )
+    parser.add_argument(
+        "--no-visible", action="store_true", help="skip the read-back (visible points/s)"
+    )
+    parser.add_argument(
+        "--visible-timeout-s",
+        type=float,
+        default=300.0,
+        help="give up the read-back this long after sending",
+    )
+    parser.add_argument(
+        "--check-concurrency", type=int, default=16, help="read-back requests in flight (16)"
+    )
     parser.add_argument(
         "--visible-read",
         choices=("auto", "bulk", "history"),
@@ -69,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Register ``bench`` on the ``metricgate`` command's subparsers."""
     parser = subparsers.add_parser(
-        "bench", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        "bench",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return parser
@@ -92,9 +111,10 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[int, ...]]]:
         }
         if changes:
             workload = workload.scaled(**changes)
-        concurrency = parse_concurrency(args.concurrency) or (QUICK_CONCURRENCY if args.quick else PRESET_CONCURRENCY)[
-            name
-        ]
+        concurrency = (
+            parse_concurrency(args.concurrency)
+            or (QUICK_CONCURRENCY if args.quick else PRESET_CONCURRENCY)[name]
+        )
         out.append((workload, concurrency))
     return out
 
@@ -112,12 +132,17 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
-async def run_plan(url: str, pairs: list[tuple[Workload, tuple[int, ...]]], options: Options) -> list[IngestResult]:
+async def run_plan(
+    url: str, pairs: list[tuple[Workload, tuple[int, ...]]], options: Options
+) -> list[IngestResult]:
     results = []
     for workload, concurrencies in pairs:
         for concurrency in concurrencies:
             if options.progress:
-                print(f"bench: {workload.name}: {workload.describe()}, concurrency {concurrency}", file=sys.stderr)
+                print(
+                    f"bench: {workload.name}: {workload.describe()}, concurrency {concurrency}",
+                    file=sys.stderr,
+                )
             results.append(await run_ingest(url, workload, concurrency, options))
     return results
 
@@ -149,7 +174,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="bench_ingest", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="bench_ingest",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return run_bench(parser.parse_args(argv))

@@ -10,8 +10,8 @@ import posixpath
 import re
 from collections.abc import Sequence
 
-from metricgate.entities import Metric, Param, Tag
-from metricgate.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import Metric, Param, Tag
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -91,7 +91,9 @@ def _check_key(name: str, path: str) -> None:
             )
         )
     if len(name) > MAX_ENTITY_KEY_LENGTH:
-        raise InvalidParameter(f"'{path}' exceeds the maximum length of {MAX_ENTITY_KEY_LENGTH} characters")
+        raise InvalidParameter(
+            f"'{path}' exceeds the maximum length of {MAX_ENTITY_KEY_LENGTH} characters"
+        )
 
 
 def truncate(value: str, limit: int) -> str:
@@ -113,7 +115,9 @@ def parse_experiment_id(value: str, path: str = "experiment_id") -> int:
             f"Invalid experiment ID '{value}'. Experiment ID must be a valid integer."
         ) from None
     if not 0 <= parsed <= _INT64_MAX:
-        raise InvalidParameter(f"Invalid experiment ID '{value}'. Experiment ID must be a valid integer.")
+        raise InvalidParameter(
+            f"Invalid experiment ID '{value}'. Experiment ID must be a valid integer."
+        )
     return parsed
 
 
@@ -128,7 +132,9 @@ def validate_metric(metric: Metric, path: str = "") -> None:
     for name, limit in _METRIC_EXTRA_LIMITS:
         value = getattr(metric, name)
         if value is not None and len(value) > limit:
-            raise InvalidParameter(f"'{prefix}{name}' exceeds the maximum length of {limit} characters")
+            raise InvalidParameter(
+                f"'{prefix}{name}' exceeds the maximum length of {limit} characters"
+            )
     if metric.timestamp_ms < 0:
         raise InvalidParameter(
             _invalid_value(
@@ -172,7 +178,9 @@ def validate_experiment_tag(tag: Tag) -> None:
     # MLflow applies the run tag-name rules (characters, no path tricks) to experiment tags too.
     validate_key(tag.key)
     if len(tag.key) > MAX_EXPERIMENT_TAG_KEY_LENGTH:
-        raise InvalidParameter(f"'key' exceeds the maximum length of {MAX_EXPERIMENT_TAG_KEY_LENGTH} characters")
+        raise InvalidParameter(
+            f"'key' exceeds the maximum length of {MAX_EXPERIMENT_TAG_KEY_LENGTH} characters"
+        )
     if len(tag.value) > MAX_EXPERIMENT_TAG_VALUE_LENGTH:
         raise InvalidParameter(
             f"'value' exceeds the maximum length of {MAX_EXPERIMENT_TAG_VALUE_LENGTH} characters"
@@ -208,7 +216,9 @@ def validate_batch(
     _batch_limit("metrics", MAX_METRICS_PER_BATCH, len(metrics))
     _batch_limit("params", MAX_PARAMS_TAGS_PER_BATCH, len(params))
     _batch_limit("tags", MAX_PARAMS_TAGS_PER_BATCH, len(tags))
-    _batch_limit("metrics, params, and tags", MAX_ENTITIES_PER_BATCH, len(metrics) + len(params) + len(tags))
+    _batch_limit(
+        "metrics, params, and tags", MAX_ENTITIES_PER_BATCH, len(metrics) + len(params) + len(tags)
+    )
     for index, metric in enumerate(metrics):
         validate_metric(metric, f"metrics[{index}]")
     checked_params = [validate_param(p, f"params[{i}]") for i, p in enumerate(params)]
@@ -228,7 +238,9 @@ def validate_batch(
     return checked_params, checked_tags
 
 
-def validate_max_results(value: int | None, limit: int, default: int, name: str = "max_results") -> int:
+def validate_max_results(
+    value: int | None, limit: int, default: int, name: str = "max_results"
+) -> int:
     if value is None:
         return default
     if value <= 0 or value > limit:
