@@ -88,7 +88,7 @@ def chunks_of_entry(b: PointBatch) -> list[ChunkRow]:
             groups.setdefault((key, NO_EXTRAS), []).append(i)
     else:
         groups = {}
-        for i, (key, extras) in enumerate(zip(keys, b.extras)):
+        for i, (key, extras) in enumerate(zip(keys, b.extras, strict=True)):
             groups.setdefault((key, extras), []).append(i)
     out: list[ChunkRow] = []
     ordinals: dict[str, int] = {}
@@ -148,7 +148,7 @@ def chunk_rows(chunk: ChunkRow) -> list[PointRow]:
     run_id, key, steps, ts, values, model_id, dataset_name, dataset_digest, _ = chunk
     return [
         (run_id, key, s, t, v, model_id, dataset_name, dataset_digest)
-        for s, t, v in zip(steps, ts, values)
+        for s, t, v in zip(steps, ts, values, strict=True)
     ]
 
 

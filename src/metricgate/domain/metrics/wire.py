@@ -12,6 +12,7 @@ import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import orjson
 
@@ -31,9 +32,9 @@ class PointBatch:
 
     run_id: str
     keys: list[str]
-    values: array  # type: ignore[type-arg]  # 'd'
-    timestamps_ms: array  # type: ignore[type-arg]  # 'q'
-    steps: array  # type: ignore[type-arg]  # 'q'
+    values: array[float]  # 'd'
+    timestamps_ms: array[int]  # 'q'
+    steps: array[int]  # 'q'
     # Per point (model_id, dataset_name, dataset_digest), or None when no point has any.
     extras: list[tuple[str | None, str | None, str | None]] | None
     acked_at_ms: int
@@ -48,18 +49,24 @@ class PointBatch:
         extras = self.extras or [NO_EXTRAS] * len(self.keys)
         return [
             Metric(k, v, t, s, model_id=e[0], dataset_name=e[1], dataset_digest=e[2])
-            for k, v, t, s, e in zip(self.keys, self.values, self.timestamps_ms, self.steps, extras)
+            for k, v, t, s, e in zip(
+                self.keys, self.values, self.timestamps_ms, self.steps, extras, strict=True
+            )
         ]
 
 
-def _to_bytes(values: array) -> bytes:  # type: ignore[type-arg]
+def _to_bytes(values: array[int] | array[float]) -> bytes:
     if _BIG_ENDIAN:
-        values = array(values.typecode, values)
+        values = values[:]
         values.byteswap()
     return values.tobytes()
 
 
-def _from_bytes(typecode: str, raw: bytes) -> array:  # type: ignore[type-arg]
+@overload
+def _from_bytes(typecode: Literal["d"], raw: bytes) -> array[float]: ...
+@overload
+def _from_bytes(typecode: Literal["q"], raw: bytes) -> array[int]: ...
+def _from_bytes(typecode: Literal["d", "q"], raw: bytes) -> array[int] | array[float]:
     values = array(typecode)
     values.frombytes(raw)
     if _BIG_ENDIAN:
@@ -148,7 +155,7 @@ def decode(fields: Mapping[bytes, bytes]) -> PointBatch:
             values=values,
             timestamps_ms=timestamps,
             steps=steps,
-            extras=extras,  # type: ignore[arg-type]
+            extras=extras,
             acked_at_ms=int(fields[b"a"]),
             digest=request_digest(fields),
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 from metricgate.domain.errors import InvalidParameter
 
@@ -27,7 +26,7 @@ TAG = "tag"
 ATTRIBUTE = "attribute"
 DATASET = "dataset"
 
-ClauseValue = Union[str, int, float, tuple[str, ...], tuple[int, ...], None]
+ClauseValue = str | int | float | tuple[str, ...] | tuple[int, ...] | None
 
 _NUMERIC_OPS = ("=", "!=", "<", "<=", ">", ">=")
 _STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
@@ -113,7 +112,7 @@ _RUN_GRAMMAR = _Grammar(
         "run name": "run_name",
         "Run name": "run_name",
         "Run Name": "run_name",
-    },  # fmt: skip
+    },
     dataset_keys=frozenset({"name", "digest", "context"}),
 )
 
@@ -126,9 +125,9 @@ _EXPERIMENT_GRAMMAR = _Grammar(
         "attr": ATTRIBUTE,
         "tag": TAG,
         "tags": TAG,
-    },  # fmt: skip
+    },
     kind_ops={TAG: _STRING_OPS + _NULL_OPS},
-    string_attributes={"name": _STRING_OPS, "experiment_id": ("=", "!=") + _LIST_OPS},
+    string_attributes={"name": _STRING_OPS, "experiment_id": ("=", "!=", *_LIST_OPS)},
     numeric_attributes=frozenset({"creation_time", "last_update_time"}),
     order_attributes=frozenset({"name", "experiment_id", "creation_time", "last_update_time"}),
     order_kinds=frozenset({ATTRIBUTE}),
@@ -155,7 +154,7 @@ _LOGGED_MODEL_GRAMMAR = _Grammar(
             "creation_timestamp",
             "last_updated_timestamp",
         }
-    ),  # fmt: skip
+    ),
     order_kinds=frozenset({METRIC, ATTRIBUTE}),
     aliases={"creation_time": "creation_timestamp", "last_updated_time": "last_updated_timestamp"},
 )
@@ -184,7 +183,7 @@ _MODEL_VERSION_GRAMMAR = _Grammar(
     kind_ops={TAG: _STRING_OPS + _NULL_OPS},
     string_attributes={
         "name": _STRING_OPS,
-        "run_id": ("=", "!=") + _LIST_OPS,
+        "run_id": ("=", "!=", *_LIST_OPS),
         "source_path": _STRING_OPS,
     },
     numeric_attributes=frozenset({"version_number"}),

@@ -51,6 +51,8 @@ def decode_history_token(token: str | None) -> tuple[int, tuple[int, int, float]
     if after is None:
         return offset, None
     try:
+        if not isinstance(after, list):
+            raise TypeError(after)
         step, timestamp_ms, value = after
         if not (
             type(step) is int

@@ -57,9 +57,9 @@ class MetricColumns:
     log-batch decodes into on its hot path and the stream entry is encoded from."""
 
     keys: list[str]
-    values: array  # type: ignore[type-arg]  # 'd'
-    timestamps_ms: array  # type: ignore[type-arg]  # 'q'
-    steps: array  # type: ignore[type-arg]  # 'q'
+    values: array[float]  # 'd'
+    timestamps_ms: array[int]  # 'q'
+    steps: array[int]  # 'q'
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -67,7 +67,9 @@ class MetricColumns:
     def metrics(self) -> list[Metric]:
         return [
             Metric(k, v, t, s)
-            for k, v, t, s in zip(self.keys, self.values, self.timestamps_ms, self.steps)
+            for k, v, t, s in zip(
+                self.keys, self.values, self.timestamps_ms, self.steps, strict=True
+            )
         ]
 
 
@@ -175,7 +177,7 @@ class LoggedModel:
 class Page:
     """One page of a search: items plus the opaque token of the next page (None on the last)."""
 
-    items: list = field(default_factory=list)  # type: ignore[type-arg]
+    items: list[Any] = field(default_factory=list)
     next_page_token: str | None = None
 
 

@@ -46,7 +46,8 @@ def validate_events(events: list[str]) -> list[str]:
     for event in events:
         if event not in EVENT_TYPES and event not in PATTERNS:
             raise InvalidParameter(
-                f"Invalid event {event[:100]!r}. Known events: {', '.join(EVENT_TYPES)}; patterns: {', '.join(PATTERNS)}."
+                f"Invalid event {event[:100]!r}. Known events: {', '.join(EVENT_TYPES)}; "
+                f"patterns: {', '.join(PATTERNS)}."
             )
     return list(dict.fromkeys(events))
 

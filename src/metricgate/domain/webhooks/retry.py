@@ -22,7 +22,8 @@ def backoff_delay_s(
 ) -> float:
     """Exponential with "equal jitter": half the step is fixed, half random, so retries of many
     deliveries that failed together (a receiver outage) spread out instead of arriving in waves."""
-    step = min(max_s, base_s * 2 ** max(0, attempt - 1))
+    growth: int = 2 ** max(0, attempt - 1)  # int ** int is typed Any (a negative power is float)
+    step = min(max_s, base_s * growth)
     return step / 2 + (rng or random).uniform(0, step / 2)
 
 
