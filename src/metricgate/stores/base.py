@@ -7,12 +7,20 @@ The artifact stores' Protocols live in stores/artifacts/base.py.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from metricgate.domain.metrics.chunks import FlushBatch
+from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.tracking.entities import (
     DatasetInput,
+    Experiment,
+    LoggedModel,
+    Metric,
+    MetricSeries,
     ModelOutput,
+    Page,
     Param,
     Run,
     RunInfo,
@@ -25,7 +33,48 @@ from metricgate.domain.uploads.entities import (
     ReceivedPart,
     UploadSession,
 )
+from metricgate.domain.webhooks.entities import ClaimedDelivery, Delivery, Webhook
+from metricgate.stores.postgres.dataset_summaries import DatasetSummary
+from metricgate.stores.postgres.live_counts import LiveCounts
 from metricgate.stores.postgres.runs import RunRows
+
+# ---------------------------------------------------------------------- experiments
+
+
+class ExperimentStore(Protocol):
+    async def create(
+        self, name: str, artifact_location: str | None, tags: Sequence[Tag]
+    ) -> str: ...
+
+    async def get(self, experiment_id: int) -> Experiment: ...
+
+    async def get_by_name(self, name: str) -> Experiment: ...
+
+    async def get_many(self, experiment_ids: Sequence[int]) -> list[Experiment]: ...
+
+    async def search(
+        self,
+        view_type: str,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page: ...
+
+    async def rename(self, experiment_id: int, new_name: str) -> None: ...
+
+    async def delete(self, experiment_id: int) -> None: ...
+
+    async def restore(self, experiment_id: int) -> None: ...
+
+    async def set_tag(self, experiment_id: int, tag: Tag) -> None: ...
+
+    async def delete_tag(self, experiment_id: int, key: str) -> None: ...
+
+
+class DatasetSummaries(Protocol):
+    async def search(self, experiment_ids: Sequence[int]) -> list[DatasetSummary]: ...
+
 
 # ---------------------------------------------------------------------- runs
 
@@ -174,3 +223,224 @@ class ReferenceStore(Protocol):
     async def at_or_under(self, path: str) -> list[ArtifactReference]: ...
 
     async def delete_at_or_under(self, path: str) -> None: ...
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+class MetricBatchWriter(Protocol):
+    """Where the flusher commits a batch read from the streams (ingest/flusher.py)."""
+
+    async def write(self, batch: FlushBatch) -> None: ...
+
+
+class MetricAppender(Protocol):
+    """Where the direct sink writes each request's metrics (ingest/sink.py)."""
+
+    async def append(self, run_id: str, metrics: Sequence[Metric]) -> None: ...
+
+
+class MetricWriter(MetricBatchWriter, MetricAppender, Protocol):
+    """Both ways into the metric tables."""
+
+
+class MetricHistory(Protocol):
+    async def history(
+        self, run_id: str, key: str, max_results: int, page_token: str | None
+    ) -> Page: ...
+
+    async def bulk_interval(
+        self,
+        run_ids: Sequence[str],
+        key: str,
+        max_results: int,
+        start_step: int | None,
+        end_step: int | None,
+    ) -> list[MetricSeries]: ...
+
+
+# ---------------------------------------------------------------------- logged models
+
+
+class LoggedModelStore(Protocol):
+    async def create(
+        self,
+        experiment_id: int,
+        name: str | None,
+        model_type: str | None,
+        source_run_id: str | None,
+        params: Sequence[Param],
+        tags: Sequence[Tag],
+    ) -> LoggedModel: ...
+
+    async def get(self, model_id: str, allow_deleted: bool = ...) -> LoggedModel: ...
+
+    async def finalize(self, model_id: str, status: str) -> LoggedModel: ...
+
+    async def set_tags(self, model_id: str, tags: Sequence[Tag]) -> None: ...
+
+    async def log_params(self, model_id: str, params: Sequence[Param]) -> None: ...
+
+    async def delete_tag(self, model_id: str, key: str) -> None: ...
+
+    async def delete(self, model_id: str) -> None: ...
+
+    async def search(
+        self,
+        experiment_ids: list[int],
+        filter_string: str | None,
+        order_by: list[dict[str, object]],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page: ...
+
+
+# ---------------------------------------------------------------------- model registry
+
+
+class RegistryStore(Protocol):
+    """The registry's rows and audit history, written as one (registry/service.py)."""
+
+    async def create_registered_model(
+        self, audit: Audit, name: str, tags: Sequence[Tag], description: str | None
+    ) -> RegisteredModel: ...
+
+    async def rename_registered_model(
+        self, audit: Audit, name: str, new_name: str
+    ) -> RegisteredModel: ...
+
+    async def update_registered_model(
+        self, audit: Audit, name: str, description: str | None
+    ) -> RegisteredModel: ...
+
+    async def delete_registered_model(self, audit: Audit, name: str) -> None: ...
+
+    async def set_registered_model_tag(self, audit: Audit, name: str, tag: Tag) -> None: ...
+
+    async def delete_registered_model_tag(self, audit: Audit, name: str, tag_key: str) -> None: ...
+
+    async def get_registered_model(self, name: str) -> RegisteredModel: ...
+
+    async def search_registered_models(
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page: ...
+
+    async def create_model_version(
+        self,
+        audit: Audit,
+        name: str,
+        source: str,
+        run_id: str | None,
+        tags: Sequence[Tag],
+        run_link: str | None,
+        description: str | None,
+        model_id: str | None,
+    ) -> ModelVersion: ...
+
+    async def update_model_version(
+        self, audit: Audit, name: str, version: int, description: str | None
+    ) -> ModelVersion: ...
+
+    async def transition_stage(
+        self, audit: Audit, name: str, version: int, stage: str, archive_existing: bool
+    ) -> ModelVersion: ...
+
+    async def delete_model_version(self, audit: Audit, name: str, version: int) -> None: ...
+
+    async def set_model_version_tag(
+        self, audit: Audit, name: str, version: int, tag: Tag
+    ) -> None: ...
+
+    async def delete_model_version_tag(
+        self, audit: Audit, name: str, version: int, key: str
+    ) -> None: ...
+
+    async def set_alias(self, audit: Audit, name: str, alias: str, version: int) -> None: ...
+
+    async def delete_alias(self, audit: Audit, name: str, alias: str) -> None: ...
+
+    async def owner_artifact_location(self, field: str, ident: str) -> str | None: ...
+
+    async def get_model_version(self, name: str, version: int) -> ModelVersion: ...
+
+    async def get_version_by_alias(self, name: str, alias: str) -> ModelVersion: ...
+
+    async def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]: ...
+
+    async def search_model_versions(
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page: ...
+
+    async def history(
+        self, name: str, version: int | None, max_results: int, page_token: str | None
+    ) -> tuple[list[RegistryEvent], str | None]: ...
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+class WebhookStore(Protocol):
+    """Webhooks and their delivery log, as the operators' API manages them (api/webhooks.py)."""
+
+    async def create(
+        self,
+        url: str,
+        events: Sequence[str],
+        model_name: str | None,
+        description: str | None,
+        active: bool,
+    ) -> tuple[Webhook, str]: ...
+
+    async def list(self, model_name: str | None = ..., limit: int = ...) -> list[Webhook]: ...
+
+    async def get(self, webhook_id: str) -> Webhook: ...
+
+    async def update(self, webhook_id: str, changes: dict[str, Any]) -> Webhook: ...
+
+    async def delete(self, webhook_id: str) -> None: ...
+
+    async def rotate_secret(self, webhook_id: str) -> tuple[Webhook, str]: ...
+
+    async def enqueue_ping(self, webhook_id: str) -> str: ...
+
+    async def list_deliveries(
+        self, webhook_id: str, limit: int, state: str | None = ...
+    ) -> builtins.list[Delivery]: ...  # ``list`` here is the method above
+
+
+class DeliveryStore(Protocol):
+    """The delivery outbox, as the dispatcher drains it (webhooks/dispatcher.py)."""
+
+    async def claim(
+        self, limit: int, skip_webhook_ids: list[str], lease_s: float
+    ) -> list[ClaimedDelivery]: ...
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        outcome: str,
+        http_status: int | None,
+        error: str | None,
+        duration_ms: int,
+        retry_delay_s: float = ...,
+    ) -> bool: ...
+
+    async def purge_completed(self, older_than_s: float, batch: int = ...) -> int: ...
+
+
+# ---------------------------------------------------------------------- operators' live view
+
+
+class LiveCountSource(Protocol):
+    """The PostgreSQL side of the live view (ingest/live_status.py)."""
+
+    async def counts(self) -> LiveCounts: ...
