@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "tests"), str(REPO)]
 
 import compare  # noqa: E402  (process, venv and service helpers shared with the ingest comparison)
 import s3_services  # noqa: E402
-from metricgate import devservices  # noqa: E402
 from metricgate.cli.artifacts import parse_size  # noqa: E402
 from metricgate.client import download_async, upload_async  # noqa: E402
+from scripts import devservices  # noqa: E402
 
 MIB = 1024 * 1024
 CONTENDERS = ("direct", "metricgate", "mlflow->metricgate", "mlflow->mlflow")

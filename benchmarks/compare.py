@@ -4,7 +4,7 @@ raw COPY limit of that PostgreSQL, on the same workloads, one server at a time.
 
 What it does:
 1. Starts a private, durable PostgreSQL (fsync on) and Redis on free ports on 127.0.0.1, in a temp
-   dir (``metricgate.devservices``), with one database per contender.
+   dir (``scripts/devservices.py``), with one database per contender.
 2. Installs stock mlflow (``mlflow==VERSION psycopg2-binary``) and ``fasttrackml`` into their own
    venvs under the cache dir (once; later runs reuse them).
 3. For each contender: starts its server on a free 127.0.0.1 port, runs every workload with the
@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+# src/ for metricgate, the repository root for scripts/devservices.py (the dev-stack tool).
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from metricgate import devservices
 from metricgate.bench.compare_report import summary_rows, summary_table
 from metricgate.bench.copy_baseline import copy_table, run_copy_baselines
 from metricgate.bench.loadgen import BenchError, Options, run_ingest
@@ -61,6 +61,7 @@ from metricgate.bench.workload import (
     parse_concurrency,
 )
 from metricgate.cli.bench import run_event_loop
+from scripts import devservices
 
 # metricgate: plain `metricgate serve` (one process, the flusher embedded in it).
 # metricgate-split: `serve --no-flusher` plus one `metricgate flush` process, the scale-out layout

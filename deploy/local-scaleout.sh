@@ -75,7 +75,7 @@ resolve_services() {
     [[ -n "${METRICGATE_REDIS_URL:-}" ]] && flags+=(--no-redis)
     if ((${#flags[@]} < 2)); then
         say "starting (or reusing) the dev stack's private services in $STATE"
-        exports="$("$PY" -m metricgate.devservices up --state-dir "$STATE" "${flags[@]}")" ||
+        exports="$("$PY" "$ROOT/scripts/devservices.py" up --state-dir "$STATE" "${flags[@]}")" ||
             die "could not start PostgreSQL/Redis (see above)"
         eval "$exports"
     fi

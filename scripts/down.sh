@@ -43,12 +43,12 @@ else
 fi
 rm -f "$PIDFILE"
 
-# 2. PostgreSQL and Redis (stdlib-only module: works without the virtualenv too).
+# 2. PostgreSQL and Redis (scripts/devservices.py is stdlib-only: works without the virtualenv too).
 PY="$ROOT/.venv/bin/python"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
 args=(down --state-dir "$STATE")
 ((PURGE)) && args+=(--purge)
-PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices "${args[@]}"
+"$PY" scripts/devservices.py "${args[@]}"
 
 if ((PURGE)); then
     rm -rf "$STATE"

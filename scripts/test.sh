@@ -23,11 +23,11 @@ find_python() {
 }
 
 PY="$(find_python)" || { echo "test: error: Python >= 3.11 not found (tried python3.11, python3, python)" >&2; exit 1; }
-PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices venv --venv "$ROOT/.venv" --project "$ROOT" --extras test
+"$PY" scripts/devservices.py venv --venv "$ROOT/.venv" --project "$ROOT" --extras test
 
 flags=()
 [[ -n "${METRICGATE_TEST_DATABASE_URL:-}" ]] && flags+=(--no-postgres)
 [[ -n "${METRICGATE_TEST_REDIS_URL:-}" ]] && flags+=(--no-redis)
-.venv/bin/python -m metricgate.devservices install "${flags[@]}"
+.venv/bin/python scripts/devservices.py install "${flags[@]}"
 
 exec .venv/bin/pytest "$@"

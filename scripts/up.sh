@@ -47,9 +47,9 @@ show_log_tail() {
 
 PY="$(find_python)" || die "Python >= 3.11 not found (tried python3.11, python3, python); on Debian 12: apt-get install python3 python3-venv"
 
-# 1. virtualenv and package with MLflow's web UI (devservices is stdlib-only, so the system Python
-#    can run it).
-PYTHONPATH="$ROOT/src" "$PY" -m metricgate.devservices venv --venv "$ROOT/.venv" --project "$ROOT" --extras ui
+# 1. virtualenv and package with MLflow's web UI (scripts/devservices.py is stdlib-only, so the
+#    system Python can run it).
+"$PY" scripts/devservices.py venv --venv "$ROOT/.venv" --project "$ROOT" --extras ui
 VPY="$ROOT/.venv/bin/python"
 LIB_PY="$VPY"  # scripts/lib.sh probes run here
 
@@ -57,7 +57,7 @@ LIB_PY="$VPY"  # scripts/lib.sh probes run here
 flags=()
 [[ -n "${METRICGATE_DATABASE_URL:-}" ]] && flags+=(--no-postgres) && say "using METRICGATE_DATABASE_URL"
 [[ -n "${METRICGATE_REDIS_URL:-}" ]] && flags+=(--no-redis) && say "using METRICGATE_REDIS_URL"
-exports="$("$VPY" -m metricgate.devservices up --state-dir "$STATE" "${flags[@]}")" || die "could not start PostgreSQL/Redis (see above)"
+exports="$("$VPY" scripts/devservices.py up --state-dir "$STATE" "${flags[@]}")" || die "could not start PostgreSQL/Redis (see above)"
 eval "$exports"
 export METRICGATE_ARTIFACTS_URI="${METRICGATE_ARTIFACTS_URI:-file://$STATE/artifacts}"
 export METRICGATE_DATABASE_URL METRICGATE_REDIS_URL

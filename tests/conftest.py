@@ -28,9 +28,9 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 import s3_services  # tests/ is on sys.path (rootdir conftest import mode)
-from metricgate import devservices
 from metricgate.config import Settings
 from s3_services import S3Endpoint
+from scripts import devservices
 
 LIVE_SERVER_START_TIMEOUT_S = 20.0
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metricgate import devservices
+from scripts import devservices
 
 SEAWEED_START_TIMEOUT_S = 60.0
 # SIGTERM usually takes 2-12 s, but the volume server sometimes hangs for its full 30 s

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from metricgate import devservices
+from scripts import devservices
 
 # Stock MLflow takes ~9 s to start here (it imports most of the ML stack).
 START_TIMEOUT_S = 60

@@ -17,13 +17,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from metricgate import devservices
 from metricgate.api.app import create_app
 from metricgate.config import FlushSettings, Settings
 from metricgate.domain.errors import StoreUnavailable
 from metricgate.ingest.flusher import Flusher
 from metricgate.service import open_database, open_service, open_streams
 from metricgate.stores.postgres.metrics import PgMetricWriter
+from scripts import devservices
 
 API = "/api/2.0/mlflow"
 

@@ -35,10 +35,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import Api, now_ms
 
 import upload_client as uc
-from metricgate import devservices
 from metricgate.api.app import create_app
 from metricgate.config import Settings
 from metricgate.server import serve
+from scripts import devservices
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

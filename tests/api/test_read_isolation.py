@@ -26,9 +26,9 @@ import asyncpg
 import pytest
 from tests.api.conftest import Api, now_ms
 
-from metricgate import devservices
 from metricgate.config import Settings
 from metricgate.server import serve
+from scripts import devservices
 
 WAIT_S = 15.0
 

@@ -35,7 +35,7 @@ def artifacts_dir() -> Path:
 
 
 def _unavailable(reason: str) -> NoReturn:
-    message = f"{reason}; run `python -m metricgate.devservices install` (as root it apt-get installs chromium)"
+    message = f"{reason}; run `python3 scripts/devservices.py install` (as root it apt-get installs chromium)"
     if os.geteuid() == 0:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -35,7 +35,7 @@ from tests.browser.uidata import Populated
 from tests.browser.uipages import UiSession
 from tests.stock_mlflow import running_process, stock_mlflow_server
 
-from metricgate import devservices
+from scripts import devservices
 
 _ID = re.compile(r"(m-)?[0-9a-f]{32}")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metricgate import devservices
+from scripts import devservices
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_missing_chromium_skips_without_root_and_fails_as_root(
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 1000)
     with pytest.raises(
         pytest.skip.Exception,
-        match="/usr/bin/chromium not found; run `python -m metricgate.devservices install`",
+        match="/usr/bin/chromium not found; run `python3 scripts/devservices.py install`",
     ):
         browser_conftest._unavailable("/usr/bin/chromium not found")
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 0)

@@ -21,7 +21,7 @@ import asyncpg
 import harness  # tests/fault is on sys.path (rootdir conftest import mode)
 import pytest
 
-from metricgate import devservices
+from scripts import devservices
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -44,7 +44,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from metricgate import devservices
+from scripts import devservices
 
 API = "/api/2.0/mlflow"
 START_TIMEOUT_S = 20.0

@@ -41,7 +41,7 @@ from harness import (
     wait_drained,
 )
 
-from metricgate import devservices
+from scripts import devservices
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(90)]
 

@@ -47,7 +47,7 @@ from harness import (
     workers_gateway,
 )
 
-from metricgate import devservices
+from scripts import devservices
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 

@@ -21,7 +21,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from metricgate import devservices
 from metricgate.config import FlushSettings, IngestSettings, PostgresSettings
 from metricgate.domain.errors import Unavailable
 from metricgate.domain.metrics import wire
@@ -41,6 +40,7 @@ from metricgate.ingest.streams import (
 from metricgate.observability import METRICS
 from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.pool import Database, create_pool
+from scripts import devservices
 
 SHARDS = 4
 FAST = FlushSettings(max_delay_ms=20, claim_idle_s=30.0, trim_interval_s=0.05, drain_timeout_s=5.0)

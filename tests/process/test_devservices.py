@@ -1,4 +1,4 @@
-"""metricgate.devservices against the real server binaries: private PostgreSQL/Redis, the dev-stack
+"""scripts/devservices.py against the real server binaries: private PostgreSQL/Redis, the dev-stack
 CLI, durability settings, restart with the same ports and data; plus the shared test fixtures."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from metricgate import devservices
 from metricgate.stores.postgres.migrate import load_migrations
+from scripts import devservices
 
 # ---------------------------------------------------------------- ports and probes
 
@@ -264,7 +264,7 @@ async def test_durable_redis_keeps_a_stream_across_a_restart(tmp_path: Path) -> 
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "metricgate.devservices", *args]
+    cmd = [sys.executable, devservices.__file__, *args]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 
 
@@ -339,7 +339,7 @@ async def test_async_tests_run_on_uvloop() -> None:
 
 
 def test_install_stamp_keeps_every_extra_installed_for_the_same_pyproject() -> None:
-    from metricgate.devservices import installed_extras
+    from scripts.devservices import installed_extras
 
     stamp = json.dumps({"pyproject": "abc", "extras": ["test", "ui"]})
     assert installed_extras(stamp, "abc") == {"test", "ui"}

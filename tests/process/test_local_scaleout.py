@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 import redis
 
-from metricgate import devservices
 from metricgate.ingest.streams import GROUP, stream_key
+from scripts import devservices
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "local-scaleout.sh"

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from metricgate import devservices
+from scripts import devservices
 
 START_TIMEOUT_S = 20.0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from metricgate import devservices
 from s3_services import S3Endpoint
+from scripts import devservices
 
 START_TIMEOUT_S = 40.0
 

