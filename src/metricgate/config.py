@@ -4,7 +4,9 @@ Each setting is declared once, as a dataclass field made by ``setting()``: its v
 bounds and the sentence README's configuration table shows. The reader (``Settings.from_env``),
 the range checks and that table (``python -m metricgate.config``, kept equal to README.md by a
 test) are all derived from the declarations; only rules that tie two settings together are
-written out, in ``Settings.validate``.
+written out, in ``Settings.validate``. The few variables of other programs that metricgate follows
+(``MLFLOW_TRACKING_URI``, ``XDG_CACHE_HOME``, ``PROMETHEUS_MULTIPROC_DIR``) have their readers at
+the end of this module.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _csv(value: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class HttpSettings:
     host: str = setting("127.0.0.1", "HOST", "Listen address.")
-    port: int = setting(5000, "PORT", "Listen port (1–65535).", minimum=1, maximum=65535)
+    port: int = setting(5000, "PORT", "Listen port (1–65535).", minimum=1, maximum=65535)  # noqa: RUF001  # README prints the en dash
     # MLflow's log-batch limit is 1 MB of JSON; artifacts have their own streaming path.
     max_body_bytes: int = setting(
         4 * 1024 * 1024,
@@ -327,7 +329,7 @@ class WebhookSettings:
     )  # fmt: skip
     backoff_base_s: float = setting(
         1.0, "WEBHOOK_BACKOFF_BASE_S",
-        "Retry delay after attempt n: `base × 2^(n-1)`, capped, half of it random (jitter); a "
+        "Retry delay after attempt n: `base × 2^(n-1)`, capped, half of it random (jitter); a "  # noqa: RUF001  # README prints the times sign
         "`Retry-After` on 429/503 is honoured up to the cap.",
         above=0,
     )  # fmt: skip
@@ -524,6 +526,42 @@ def markdown_rows() -> list[str]:
         f"| `{ENV_PREFIX}{declared.env}` | {_shown_default(f, declared)} | {declared.help} |"
         for _, f, declared in declarations()
     ]
+
+
+# ------------------------------------------------------------------ other programs' variables
+# Conventions metricgate follows, not METRICGATE_* settings (no README row). Their readers live
+# here too, so this stays the one module that touches the environment (tests/unit/test_env_reads.py).
+
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def mlflow_tracking_uri(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$MLFLOW_TRACKING_URI``, the mlflow client's server address; None when unset or empty."""
+    env = os.environ if environ is None else environ
+    return env.get("MLFLOW_TRACKING_URI") or None
+
+
+def cache_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache`` (the XDG base directory convention)."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"))
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """``$PROMETHEUS_MULTIPROC_DIR``: set, prometheus-client runs in multiprocess mode."""
+    return os.environ.get(PROMETHEUS_MULTIPROC_DIR) or None
+
+
+def export_prometheus_multiproc_dir(path: str | None) -> None:
+    """Set ``$PROMETHEUS_MULTIPROC_DIR`` for the processes started after this (None removes it).
+
+    A write, not a read: prometheus-client reads the variable itself when a worker first imports
+    it, so the only way to hand a spawned worker the directory is its inherited environment.
+    """
+    if path is None:
+        os.environ.pop(PROMETHEUS_MULTIPROC_DIR, None)
+    else:
+        os.environ[PROMETHEUS_MULTIPROC_DIR] = path
 
 
 if __name__ == "__main__":  # python -m metricgate.config: the rows for README.md

@@ -28,9 +28,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-# prometheus-client reads it when it is first imported: it must be in the environment of a
-# worker before that worker starts.
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from metricgate.config import export_prometheus_multiproc_dir, prometheus_multiproc_dir
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -171,7 +169,7 @@ METRICS = _create()
 def render_metrics() -> bytes:
     """The exposition of ``GET /metrics``: this process's registry, or in multiprocess mode the
     aggregate of every worker's files."""
-    if os.environ.get(MULTIPROC_DIR_ENV):
+    if prometheus_multiproc_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
@@ -183,17 +181,17 @@ def multiprocess_metrics_dir() -> Iterator[str]:
     """A fresh directory for the workers' metric files, exported in the environment for the
     processes started inside the block and removed afterwards. A directory the operator set
     already is used as it is (and kept)."""
-    given = os.environ.get(MULTIPROC_DIR_ENV)
+    given = prometheus_multiproc_dir()
     if given:
         os.makedirs(given, exist_ok=True)
         yield given
         return
     path = tempfile.mkdtemp(prefix="metricgate-prometheus-")
-    os.environ[MULTIPROC_DIR_ENV] = path
+    export_prometheus_multiproc_dir(path)
     try:
         yield path
     finally:
-        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        export_prometheus_multiproc_dir(None)
         shutil.rmtree(path, ignore_errors=True)
 
 

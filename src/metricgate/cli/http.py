@@ -9,11 +9,11 @@ Failures come back as ``ClientError`` worded from MLflow's error body (``error_c
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from metricgate.client.errors import ClientError
 from metricgate.client.http import Api, RetryPolicy
+from metricgate.config import mlflow_tracking_uri
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 TIMEOUT_S = 30.0
@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_URL", "ClientError", "request_json", "server_url"]
 def server_url(flag: str | None) -> str:
     """``--url``, else ``$MLFLOW_TRACKING_URI`` (the variable the mlflow client uses, so a shell
     set up for mlflow needs no flag), else the dev stack's address."""
-    return (flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URL).rstrip("/")
+    return (flag or mlflow_tracking_uri() or DEFAULT_URL).rstrip("/")
 
 
 def request_json(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

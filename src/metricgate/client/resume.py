@@ -14,10 +14,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metricgate.config import cache_home
+
 
 def default_state_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "metricgate" / "uploads"
+    return cache_home() / "metricgate" / "uploads"
 
 
 @dataclass(frozen=True)
