@@ -43,6 +43,7 @@ class PgReferenceStore:
                     RETURNING {_COLUMNS}""",
                 ref.run_id, ref.rel_path, ref.dest_path, ref.uri, ref.size, ref.sha256, ref.etag,
             )  # fmt: skip
+        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING: one row
         return _reference(row)
 
     async def list_for_run(self, run_id: str) -> list[ArtifactReference]:

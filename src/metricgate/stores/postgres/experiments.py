@@ -10,7 +10,7 @@ import asyncpg
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Experiment, Page, Tag
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_experiment_search
 
 DEFAULT_EXPERIMENT_ID = 0
@@ -44,7 +44,7 @@ def _not_found(experiment_id: int | str) -> NotFound:
     return NotFound(f"No Experiment with id={experiment_id} exists")
 
 
-async def active_experiment_location(conn: asyncpg.Connection, experiment_id: int) -> str:
+async def active_experiment_location(conn: PgConnection, experiment_id: int) -> str:
     """Artifact location of an active experiment, locked against concurrent deletion until commit;
     raises for a missing or deleted one. Runs and logged models are created under it."""
     row = await conn.fetchrow(
@@ -136,7 +136,7 @@ class PgExperimentStore:
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None
         return Page(await self.get_many(ids[:max_results]), token)
 
-    async def _require_active(self, conn: asyncpg.Connection, experiment_id: int) -> None:
+    async def _require_active(self, conn: PgConnection, experiment_id: int) -> None:
         stage = await conn.fetchval(
             "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1 FOR UPDATE",
             experiment_id,

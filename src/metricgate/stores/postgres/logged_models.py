@@ -7,14 +7,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-import asyncpg
-
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.names import random_run_name
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import LoggedModel, Metric, Page, Param, Tag
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_logged_model_search
 
 # The tag through which the runs table's "Models" column links a logged model to its versions.
@@ -143,7 +141,7 @@ class PgLoggedModelStore:
         return Page(models, token)
 
     @staticmethod
-    async def _require(conn: asyncpg.Connection, model_id: str) -> None:
+    async def _require(conn: PgConnection, model_id: str) -> None:
         found = await conn.fetchval(
             "SELECT 1 FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active' FOR UPDATE",
             model_id,
@@ -152,9 +150,7 @@ class PgLoggedModelStore:
             raise _not_found(model_id)
 
 
-async def record_model_version(
-    conn: asyncpg.Connection, model_id: str, name: str, version: int
-) -> None:
+async def record_model_version(conn: PgConnection, model_id: str, name: str, version: int) -> None:
     """Append ``{"name", "version"}`` to the model's ``mlflow.modelVersions`` tag, inside the
     caller's (version-creating) transaction.
 
@@ -197,7 +193,7 @@ async def record_model_version(
 
 
 async def _upsert(
-    conn: asyncpg.Connection, table: str, model_id: str, items: Sequence[Tag | Param]
+    conn: PgConnection, table: str, model_id: str, items: Sequence[Tag | Param]
 ) -> None:
     if not items:
         return
@@ -214,7 +210,7 @@ async def _upsert(
 
 
 async def _load(
-    conn: asyncpg.Connection, model_ids: Sequence[str], allow_deleted: bool = False
+    conn: PgConnection, model_ids: Sequence[str], allow_deleted: bool = False
 ) -> list[LoggedModel]:
     if not model_ids:
         return []

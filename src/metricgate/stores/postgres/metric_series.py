@@ -12,12 +12,19 @@ import bisect
 import itertools
 import operator
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from metricgate.domain.tracking.entities import NO_EXTRAS, MetricSeries, value_rank
 
 
-def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> MetricSeries:
+class Row(Protocol):
+    """A row read by position: an asyncpg Record as the reads fetch it, or a tuple."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def merge_chunks(run_id: str, key: str, chunks: Sequence[Row]) -> MetricSeries:
     """One run's chunks of one key (rows of run_id, steps, timestamps_ms, vals, model_id,
     dataset_name, dataset_digest) as one series in (step, timestamp, value) order, identical
     points once (what the SQL reads get with DISTINCT ON).
@@ -42,7 +49,7 @@ def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> Metr
         (
             (s, t, value_rank(v), v, (c[4], c[5], c[6]))
             for c in ordered
-            for s, t, v in zip(c[1], c[2], c[3])
+            for s, t, v in zip(c[1], c[2], c[3], strict=True)
         ),
         key=_plain_first,
     )
@@ -59,8 +66,9 @@ def merge_chunks(run_id: str, key: str, chunks: Sequence[Sequence[Any]]) -> Metr
     )
 
 
-def _first_step(chunk: Sequence[Any]) -> int:
-    return chunk[1][0]
+def _first_step(chunk: Row) -> int:
+    first: int = chunk[1][0]
+    return first
 
 
 _POINT_ORDER = operator.itemgetter(0, 1, 2)
@@ -72,7 +80,7 @@ def _plain_first(point: tuple[Any, ...]) -> tuple[Any, ...]:
     return (point[0], point[1], point[2], point[4] != NO_EXTRAS, tuple(e or "" for e in point[4]))
 
 
-def series_of_points(key: str, rows: Sequence[Sequence[Any]]) -> list[MetricSeries]:
+def series_of_points(key: str, rows: Sequence[Row]) -> list[MetricSeries]:
     """The two-query path's rows (run_id, step, timestamp_ms, value, extras...; runs in the
     order asked, points in order) as one series per run."""
     out: list[MetricSeries] = []
@@ -135,7 +143,8 @@ def sample_series(
     )
 
 
-class ChunkSpan(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ChunkSpan:
     """A stored chunk as the sampling plan sees it (no arrays): its step range and, of its
     points, how many lie in the requested step range and the 1-based array position of the
     first of them."""
@@ -153,7 +162,7 @@ def ranks_are_positions(spans: Sequence[ChunkSpan]) -> bool:
     begins. Then no two stored points are identical (nothing to fold), the history is the
     chunks' points concatenated, and a chunk's in-range points are consecutive in its arrays."""
     return all(s.ascending for s in spans) and all(
-        a.last_step < b.first_step for a, b in zip(spans, spans[1:])
+        a.last_step < b.first_step for a, b in itertools.pairwise(spans)
     )
 
 

@@ -29,7 +29,7 @@ from metricgate.stores.postgres.metric_series import (
     sample_series,
     series_of_points,
 )
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 
 CHUNK_COLUMNS = (
     "run_id",
@@ -77,7 +77,11 @@ ON CONFLICT DO NOTHING
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
-    return [list(column) for column in zip(*rows)][:width] if rows else [[] for _ in range(width)]
+    return (
+        [list(column) for column in zip(*rows, strict=True)][:width]
+        if rows
+        else [[] for _ in range(width)]
+    )
 
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:
@@ -141,6 +145,7 @@ class PgMetricHistory:
             # where the previous page ended (keyset), by OFFSET only for a token that does not
             # say where (MLflow's format); either way over only the chunks that can hold the page.
             series = None
+            page: MetricSeries | None
             if after is None:
                 chunks = await conn.fetch(_WHOLE_CHUNKS, [run_id], key, _HISTORY_WHOLE_POINTS)
                 if chunks:
@@ -232,7 +237,7 @@ class PgMetricHistory:
 
 
 async def _history_page(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     run_id: str,
     key: str,
     limit: int,
@@ -244,9 +249,11 @@ async def _history_page(
     (the chunks after the previous page, in step order, until they hold ``offset + limit``
     points), so the page unnests only the chunks up to it, however long the history."""
     if after is None:
-        bound, complete = await conn.fetchrow(_PAGE_BOUND_FROM_START, run_id, key, offset + limit)
+        row = await conn.fetchrow(_PAGE_BOUND_FROM_START, run_id, key, offset + limit)
     else:  # the offset a keyset token also carries is MLflow's, not where this page starts
-        bound, complete = await conn.fetchrow(_PAGE_BOUND_AFTER, run_id, key, limit, after[0])
+        row = await conn.fetchrow(_PAGE_BOUND_AFTER, run_id, key, limit, after[0])
+    assert row is not None  # aggregates without GROUP BY: always one row
+    bound, complete = row
     # When those chunks are all there is, a chunk begun before them may still reach past their
     # last step: no bound then (the chunks read are the page's anyway).
     upto = _INT64_MAX if complete or bound is None else bound
@@ -259,7 +266,7 @@ async def _history_page(
 
 
 async def _page_rows(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     run_id: str,
     key: str,
     limit: int,
@@ -273,7 +280,7 @@ async def _page_rows(
 
 
 async def _pick_points(
-    conn: asyncpg.Connection, key: str, picks: Sequence[tuple[str, int, list[int]]]
+    conn: PgConnection, key: str, picks: Sequence[tuple[str, int, list[int]]]
 ) -> list[asyncpg.Record]:
     """The points at the given array positions of the given chunks (run, first step), as point
     rows in the order given."""
@@ -414,7 +421,10 @@ _HISTORY_WHOLE_POINTS = 50_000
 # from the run's history by "model_id is None": had a read answered with an earlier model's copy,
 # the next model would get none (MLflow's table keeps the first-logged, plain copy).
 # (Code-point order, as the Python merge sorts, so both read paths pick the same copy.)
-_PLAIN_FIRST = 'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, dataset_digest COLLATE "C" NULLS FIRST'
+_PLAIN_FIRST = (
+    'model_id COLLATE "C" NULLS FIRST, dataset_name COLLATE "C" NULLS FIRST, '
+    'dataset_digest COLLATE "C" NULLS FIRST'
+)
 _NTILE_SAMPLE = _NTILE_SAMPLE.format(plain_first=_PLAIN_FIRST)
 # Points up to step $5 (the page's bound) from offset $4.
 _HISTORY_PAGE_BY_OFFSET = (
@@ -424,7 +434,8 @@ _HISTORY_PAGE_BY_OFFSET = (
 # PostgreSQL orders NaN above every number and equal to itself, as the Python merge ranks it.
 _HISTORY_PAGE_AFTER = (
     _HISTORY_POINT.format(
-        where="AND c.last_step >= $3 AND c.first_step <= $7 AND p.step <= $7 AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)",
+        where="AND c.last_step >= $3 AND c.first_step <= $7 AND p.step <= $7"
+        " AND (p.step, p.timestamp_ms, p.value) > ($3, $4, $5)",
         plain_first=_PLAIN_FIRST,
     )
     + "LIMIT $6"

@@ -9,6 +9,8 @@ from importlib import resources
 
 import asyncpg
 
+from metricgate.stores.postgres.pool import PgConnection
+
 log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same for every metricgate process.
@@ -35,7 +37,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
+async def apply_migrations(conn: PgConnection) -> list[Migration]:
     """Apply every migration not yet recorded; each in its own transaction. Safe to run concurrently."""
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
     try:
@@ -64,7 +66,7 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
 
 
-async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+async def pending_migrations(conn: PgConnection) -> list[Migration]:
     """Migrations the database lacks; ``serve`` refuses to start on an outdated schema."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     done: set[int] = set()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from metricgate.config import PostgresSettings
 from metricgate.domain.errors import InvalidParameter, QueryTimeout, StoreUnavailable, Unavailable
@@ -24,6 +26,10 @@ _UNAVAILABLE_ERRORS = (
     # A pooled connection cut by a server shutdown can surface as this (asyncpg issue #1069).
     asyncpg.exceptions.InternalClientError,
 )
+
+# What store code runs its statements on: a pooled connection is a proxy that asyncpg's stubs type
+# apart from a Connection (migrations also get a bare Connection); both answer the same calls.
+PgConnection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -125,18 +131,18 @@ class Database:
         return cls(pool, settings.acquire_timeout_s, reads, settings.read_statement_timeout_s)
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[PgConnection]:
         with _translate_errors():
             async with self.pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[PgConnection]:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
     @contextlib.asynccontextmanager
-    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def read_connection(self) -> AsyncIterator[PgConnection]:
         """A connection for a client-shaped read. Cancelling the task that holds it (the client
         went away) makes asyncpg cancel the running statement in PostgreSQL."""
         if self.reads is None:

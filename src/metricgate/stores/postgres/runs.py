@@ -25,7 +25,7 @@ from metricgate.domain.tracking.entities import (
     Tag,
 )
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_run_search
 
 RUN_NAME_TAG = "mlflow.runName"
@@ -43,7 +43,7 @@ def _inactive(run_id: str, stage: str) -> InvalidParameter:
     )
 
 
-async def require_active_run(conn: asyncpg.Connection, run_id: str, *, lock: bool = False) -> None:
+async def require_active_run(conn: PgConnection, run_id: str, *, lock: bool = False) -> None:
     """Raise unless the run exists and is active; ``lock`` serialises writers of the same run."""
     sql = "SELECT lifecycle_stage FROM runs WHERE run_id = $1" + (" FOR SHARE" if lock else "")
     stage = await conn.fetchval(sql, run_id)
@@ -328,7 +328,7 @@ class PgRunStore:
 # ---------------------------------------------------------------------- helpers
 
 
-async def _insert_params(conn: asyncpg.Connection, run_id: str, params: Sequence[Param]) -> None:
+async def _insert_params(conn: PgConnection, run_id: str, params: Sequence[Param]) -> None:
     keys = [p.key for p in params]
     values = [p.value for p in params]
     await conn.execute(
@@ -360,7 +360,7 @@ async def _insert_params(conn: asyncpg.Connection, run_id: str, params: Sequence
     )
 
 
-async def _upsert_tags(conn: asyncpg.Connection, run_id: str, tags: Sequence[Tag]) -> None:
+async def _upsert_tags(conn: PgConnection, run_id: str, tags: Sequence[Tag]) -> None:
     # Later duplicates in one request win, as when the client sends them one by one.
     latest = {t.key: t.value for t in tags}
     await conn.execute(
@@ -373,7 +373,7 @@ async def _upsert_tags(conn: asyncpg.Connection, run_id: str, tags: Sequence[Tag
     )
 
 
-async def _upsert_dataset(conn: asyncpg.Connection, experiment_id: int, ds: Dataset) -> str:
+async def _upsert_dataset(conn: PgConnection, experiment_id: int, ds: Dataset) -> str:
     dataset_id = await conn.fetchval(
         """INSERT INTO datasets (dataset_id, experiment_id, name, digest, source_type, source, schema, profile)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -395,14 +395,19 @@ async def _upsert_dataset(conn: asyncpg.Connection, experiment_id: int, ds: Data
 # outputs) in one statement, so a run read or a page of search results costs one round trip
 # instead of one per table. The branches share one column layout (unused columns are NULL):
 #
-#   kind  meaning           t1          t2            t3           t4            t5               t6      t7    n1             n2          n3        f
-#   0     run               run_name    user_id       status       artifact_uri  lifecycle_stage  -       -     experiment_id  start_time  end_time  -
-#   1     param             key         value
-#   2     tag               key         value
-#   3     latest metric     key         model_id                                                                timestamp_ms   step                  value
-#   4     dataset input     name        digest        source_type  source        schema           profile tags
-#   5     model input       model_id
-#   6     model output      model_id                                                                            step
+#   kind  meaning        t1        t2       t3           t4            t5               t6       t7
+#   0     run            run_name  user_id  status       artifact_uri  lifecycle_stage  -        -
+#   1     param          key       value
+#   2     tag            key       value
+#   3     latest metric  key       model_id
+#   4     dataset input  name      digest   source_type  source        schema           profile  tags
+#   5     model input    model_id
+#   6     model output   model_id
+#
+#   kind  n1             n2          n3        f
+#   0     experiment_id  start_time  end_time  -
+#   3     timestamp_ms   step                  value
+#   6                    step
 #
 # No ORDER BY: sorting the ~22,000 wide rows of a 1,000-run page cost PostgreSQL more (10-15 ms
 # measured) than grouping them per run and sorting each run's few rows in Python (~3 ms).
@@ -485,7 +490,7 @@ class RunRows:
     model_outputs: dict[str, list[asyncpg.Record]]
 
 
-async def fetch_run_rows(conn: asyncpg.Connection, run_ids: Sequence[str]) -> RunRows:
+async def fetch_run_rows(conn: PgConnection, run_ids: Sequence[str]) -> RunRows:
     """The runs of ``run_ids`` (missing ones skipped), with everything they hold, in one statement."""
     ids = list(run_ids)
     rows: list[asyncpg.Record] = []
@@ -502,7 +507,7 @@ async def fetch_run_rows(conn: asyncpg.Connection, run_ids: Sequence[str]) -> Ru
             group[run_id] = [row]
         else:
             same_run.append(row)
-    for order, group in zip(_ORDER_WITHIN_RUN, by_kind[1:]):
+    for order, group in zip(_ORDER_WITHIN_RUN, by_kind[1:], strict=True):
         for same_run in group.values():
             if len(same_run) > 1:
                 same_run.sort(key=order)
@@ -544,7 +549,7 @@ def runs_from_rows(rows: RunRows) -> list[Run]:
     return runs
 
 
-async def _load_runs(conn: asyncpg.Connection, run_ids: Sequence[str]) -> list[Run]:
+async def _load_runs(conn: PgConnection, run_ids: Sequence[str]) -> list[Run]:
     """Full runs in the order of ``run_ids``."""
     return runs_from_rows(await fetch_run_rows(conn, run_ids))
 

@@ -22,7 +22,7 @@ from metricgate.domain.uploads.entities import (
     UploadFile,
     UploadSession,
 )
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.runs import require_active_run
 
 _SESSION_COLUMNS = """session_id, run_id, rel_path, dest_path, is_directory, state, part_size_bytes,
@@ -68,7 +68,7 @@ def _session(row: asyncpg.Record, files: Sequence[UploadFile]) -> UploadSession:
     )
 
 
-async def _load(conn: asyncpg.Connection, session_id: str, *, lock: bool = False) -> UploadSession:
+async def _load(conn: PgConnection, session_id: str, *, lock: bool = False) -> UploadSession:
     sql = f"SELECT {_SESSION_COLUMNS} FROM upload_sessions WHERE session_id = $1"
     row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), session_id)
     if row is None:

@@ -6,6 +6,7 @@ that records a registry event; this store only claims them, records attempts and
 
 from __future__ import annotations
 
+import builtins  # the store's own `list` method shadows the type in its class body
 import datetime as dt
 import uuid
 from collections import defaultdict
@@ -120,6 +121,7 @@ class PgWebhookStore:
                 active,
                 secret,
             )
+        assert row is not None  # INSERT ... RETURNING: one row
         return _webhook(row), secret
 
     async def list(self, model_name: str | None = None, limit: int = 1000) -> list[Webhook]:
@@ -200,7 +202,7 @@ class PgWebhookStore:
 
     async def list_deliveries(
         self, webhook_id: str, limit: int, state: str | None = None
-    ) -> list[Delivery]:
+    ) -> builtins.list[Delivery]:
         """Newest first, each with its attempts in order."""
         key = _parse_id(webhook_id)
         async with self._db.connection() as conn:
@@ -254,7 +256,7 @@ class PgWebhookStore:
 
     async def claim(
         self, limit: int, skip_webhook_ids: Sequence[str], lease_s: float
-    ) -> list[ClaimedDelivery]:
+    ) -> builtins.list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (at most one per webhook) for one attempt each."""
         async with self._db.transaction() as conn:
             rows = await conn.fetch(_CLAIM_SQL, limit, [int(w) for w in skip_webhook_ids], lease_s)

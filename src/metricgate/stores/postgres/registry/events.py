@@ -19,6 +19,7 @@ import orjson
 
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.registry.entities import Audit, RegistryEvent
+from metricgate.stores.postgres.pool import PgConnection
 
 CREATED = "registered_model.created"
 RENAMED = "registered_model.renamed"
@@ -28,7 +29,7 @@ _MAX_TOKEN_CHARS = 200
 
 
 async def record(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     event_type: str,
     model_name: str,
     version: int | None,
@@ -54,7 +55,7 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int, int | None]]:
+async def _segments(conn: PgConnection, name: str) -> list[tuple[str, int, int | None]]:
     """(name, first id, end id) of each name the model carried, newest first. The first
     segment starts at 0: every event ever recorded under the name itself."""
     segments: list[tuple[str, int, int | None]] = [(name, 0, None)]
@@ -79,7 +80,7 @@ async def _segments(conn: asyncpg.Connection, name: str) -> list[tuple[str, int,
 
 
 async def history(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     name: str,
     version: int | None,
     max_results: int,

@@ -11,6 +11,7 @@ from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.registry.entities import ModelVersion, RegisteredModel
 from metricgate.domain.registry.rules import STAGES
 from metricgate.domain.tracking.entities import Tag
+from metricgate.stores.postgres.pool import PgConnection
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}  # MLflow's order: None, Staging, ...
 
@@ -28,7 +29,7 @@ def alias_not_found(name: str, alias: str) -> InvalidParameter:
     return InvalidParameter(f"Registered model alias {alias} not found.")
 
 
-async def lock_model(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+async def lock_model(conn: PgConnection, name: str) -> asyncpg.Record:
     """The model row, locked until COMMIT. Every write locks the model row first, so writes to
     one model serialize in one order (no deadlocks) and version numbering cannot race."""
     row = await conn.fetchrow("SELECT * FROM registered_models WHERE name = $1 FOR UPDATE", name)
@@ -38,7 +39,7 @@ async def lock_model(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
 
 
 async def lock_version(
-    conn: asyncpg.Connection, name: str, version: int
+    conn: PgConnection, name: str, version: int
 ) -> tuple[asyncpg.Record, asyncpg.Record]:
     model = await lock_model(conn, name)
     row = await conn.fetchrow(
@@ -51,16 +52,14 @@ async def lock_version(
     return model, row
 
 
-async def model_key_of(conn: asyncpg.Connection, name: str) -> int:
+async def model_key_of(conn: PgConnection, name: str) -> int:
     key = await conn.fetchval("SELECT model_key FROM registered_models WHERE name = $1", name)
     if key is None:
         raise model_not_found(name)
     return int(key)
 
 
-async def load_versions(
-    conn: asyncpg.Connection, keys: Sequence[tuple[int, int]]
-) -> list[ModelVersion]:
+async def load_versions(conn: PgConnection, keys: Sequence[tuple[int, int]]) -> list[ModelVersion]:
     """Versions for (model_key, version) pairs, with tags and aliases, in the order given."""
     if not keys:
         return []
@@ -117,12 +116,12 @@ def _version(
     )
 
 
-async def load_version(conn: asyncpg.Connection, model_key: int, version: int) -> ModelVersion:
+async def load_version(conn: PgConnection, model_key: int, version: int) -> ModelVersion:
     return (await load_versions(conn, [(model_key, version)]))[0]
 
 
 async def latest_version_keys(
-    conn: asyncpg.Connection, model_keys: Sequence[int], stages: Sequence[str] | None = None
+    conn: PgConnection, model_keys: Sequence[int], stages: Sequence[str] | None = None
 ) -> list[tuple[int, int]]:
     """(model_key, version) of the highest version per (model, stage), stages in MLflow's order."""
     rows = await conn.fetch(
@@ -137,7 +136,7 @@ async def latest_version_keys(
     return [(r["model_key"], r["version"]) for r in rows]
 
 
-async def load_models(conn: asyncpg.Connection, model_keys: Sequence[int]) -> list[RegisteredModel]:
+async def load_models(conn: PgConnection, model_keys: Sequence[int]) -> list[RegisteredModel]:
     """Registered models with tags, aliases and latest_versions, in the order given."""
     if not model_keys:
         return []
@@ -153,7 +152,8 @@ async def load_models(conn: asyncpg.Connection, model_keys: Sequence[int]) -> li
         tags[r["model_key"]].append(Tag(r["key"], r["value"]))
     aliases: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for r in await conn.fetch(
-        "SELECT model_key, alias, version FROM registered_model_aliases WHERE model_key = ANY($1::bigint[]) ORDER BY alias",
+        "SELECT model_key, alias, version FROM registered_model_aliases"
+        " WHERE model_key = ANY($1::bigint[]) ORDER BY alias",
         keys,
     ):
         aliases[r["model_key"]].append((r["alias"], r["version"]))

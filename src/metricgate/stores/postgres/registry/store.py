@@ -17,7 +17,7 @@ from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredM
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Page, Tag
 from metricgate.stores.postgres.experiments import now_ms
-from metricgate.stores.postgres.pool import Database
+from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.registry import events, versions
 from metricgate.stores.postgres.registry.load import (
     alias_not_found,
@@ -44,7 +44,7 @@ class PgRegistryStore:
         self._db = db
 
     @contextlib.asynccontextmanager
-    async def _write(self, name: str) -> AsyncIterator[asyncpg.Connection]:
+    async def _write(self, name: str) -> AsyncIterator[PgConnection]:
         """A transaction in which a unique-name violation means "that model already exists"
         (two concurrent creates or renames to one name: the loser gets MLflow's error)."""
         try:
@@ -61,7 +61,8 @@ class PgRegistryStore:
         now = now_ms()
         async with self._write(name) as conn:
             key = await conn.fetchval(
-                """INSERT INTO registered_models (name, description, user_id, creation_timestamp, last_updated_timestamp)
+                """INSERT INTO registered_models
+                       (name, description, user_id, creation_timestamp, last_updated_timestamp)
                    VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING RETURNING model_key""",
                 name, description, audit.actor, now,
             )  # fmt: skip

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from metricgate.domain.errors import NotFound
 from metricgate.domain.registry import rules
 from metricgate.domain.registry.entities import PROMPT_TAG, Audit, ModelVersion
 from metricgate.domain.tracking.entities import Tag
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.logged_models import record_model_version
+from metricgate.stores.postgres.pool import PgConnection
 from metricgate.stores.postgres.registry import events
 from metricgate.stores.postgres.registry.load import (
     load_version,
@@ -24,7 +23,7 @@ from metricgate.stores.postgres.runs import run_not_found
 
 
 async def resolve_source(
-    conn: asyncpg.Connection, source: str, model_id: str | None
+    conn: PgConnection, source: str, model_id: str | None
 ) -> tuple[str, str | None, str | None]:
     """(storage location, logged model id, source run id) of a version source. ``runs:/`` and
     ``models:/`` are resolved now, so that get-download-uri returns a location the client can
@@ -63,7 +62,7 @@ async def resolve_source(
 
 
 async def create(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     audit: Audit,
     name: str,
     source: str,
@@ -113,7 +112,7 @@ async def create(
 
 
 async def update_description(
-    conn: asyncpg.Connection, audit: Audit, name: str, version: int, description: str | None
+    conn: PgConnection, audit: Audit, name: str, version: int, description: str | None
 ) -> ModelVersion:
     model, row = await lock_version(conn, name, version)
     await conn.execute(
@@ -128,7 +127,7 @@ async def update_description(
 
 
 async def transition(
-    conn: asyncpg.Connection,
+    conn: PgConnection,
     audit: Audit,
     name: str,
     version: int,
@@ -138,7 +137,8 @@ async def transition(
     model, row = await lock_version(conn, name, version)
     key, now = model["model_key"], now_ms()
     await conn.execute(
-        "UPDATE model_versions SET current_stage = $3, last_updated_timestamp = $4 WHERE model_key = $1 AND version = $2",
+        "UPDATE model_versions SET current_stage = $3, last_updated_timestamp = $4"
+        " WHERE model_key = $1 AND version = $2",
         key, version, stage, now,
     )  # fmt: skip
     await events.record(
@@ -162,7 +162,7 @@ async def transition(
     return await load_version(conn, key, version)
 
 
-async def delete(conn: asyncpg.Connection, audit: Audit, name: str, version: int) -> None:
+async def delete(conn: PgConnection, audit: Audit, name: str, version: int) -> None:
     model, row = await lock_version(conn, name, version)
     key = model["model_key"]
     dropped = await conn.fetch(
@@ -190,9 +190,7 @@ async def delete(conn: asyncpg.Connection, audit: Audit, name: str, version: int
     await events.record(conn, "model_version.deleted", name, version, audit, before, None)
 
 
-async def set_tag(
-    conn: asyncpg.Connection, audit: Audit, name: str, version: int, tag: Tag
-) -> None:
+async def set_tag(conn: PgConnection, audit: Audit, name: str, version: int, tag: Tag) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
         """SELECT value FROM model_version_tags WHERE model_key = $1 AND version = $2 AND key = $3""",
@@ -215,9 +213,7 @@ async def set_tag(
     )
 
 
-async def delete_tag(
-    conn: asyncpg.Connection, audit: Audit, name: str, version: int, key: str
-) -> None:
+async def delete_tag(conn: PgConnection, audit: Audit, name: str, version: int, key: str) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
         "DELETE FROM model_version_tags WHERE model_key = $1 AND version = $2 AND key = $3 RETURNING value",
@@ -232,9 +228,7 @@ async def delete_tag(
     )
 
 
-async def set_alias(
-    conn: asyncpg.Connection, audit: Audit, name: str, alias: str, version: int
-) -> None:
+async def set_alias(conn: PgConnection, audit: Audit, name: str, alias: str, version: int) -> None:
     model, _ = await lock_version(conn, name, version)
     old = await conn.fetchval(
         "SELECT version FROM registered_model_aliases WHERE model_key = $1 AND alias = $2",
@@ -252,7 +246,7 @@ async def set_alias(
     )
 
 
-async def delete_alias(conn: asyncpg.Connection, audit: Audit, name: str, alias: str) -> None:
+async def delete_alias(conn: PgConnection, audit: Audit, name: str, alias: str) -> None:
     model = await lock_model(conn, name)
     old = await conn.fetchval(
         "DELETE FROM registered_model_aliases WHERE model_key = $1 AND alias = $2 RETURNING version",
