@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from metricgate.config import Settings
 from metricgate.domain.errors import StoreUnavailable
-from metricgate.domain.tracking.entities import Metric, MetricColumns
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
 from metricgate.ingest.live_status import LiveStatus
-from metricgate.ingest.sink import DirectMetricSink, StreamMetricSink
+from metricgate.ingest.sink import DirectMetricSink, MetricSink, StreamMetricSink
 from metricgate.ingest.streams import IngestStreams
 from metricgate.lifecycle import BackgroundWorkers, close_bounded
 from metricgate.registry.service import RegistryService
@@ -51,20 +49,6 @@ log = logging.getLogger(__name__)
 
 # Closing the pools with PostgreSQL gone or frozen: past this, connections are terminated.
 DB_CLOSE_TIMEOUT_S = 2.0
-
-
-class MetricSink(Protocol):
-    """The seam every metric write goes through (stream or direct)."""
-
-    async def append(self, run_id: str, metrics: list[Metric]) -> None: ...
-
-    async def append_columns(self, run_id: str, columns: MetricColumns) -> None: ...
-
-    async def wait_visible(self, run_id: str) -> None: ...
-
-    async def wait_runs_visible(self, run_ids: Sequence[str]) -> None: ...
-
-    async def wait_all_visible(self) -> None: ...
 
 
 @dataclass
@@ -152,9 +136,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         except Exception as exc:
             raise StoreUnavailable(f"metric buffer (Redis) is unreachable: {exc}") from exc
         stack.push_async_callback(lambda: close_bounded("the metric sink", sink.aclose()))
-        artifacts = await open_artifact_store(settings.artifacts)
+        artifact_store = await open_artifact_store(settings.artifacts)
         stack.push_async_callback(
-            lambda store=artifacts: close_bounded("the artifact store", store.aclose())
+            lambda: close_bounded("the artifact store", artifact_store.aclose())
         )
         # One drain deadline for all of them (lifecycle.BackgroundWorkers): what the webhook
         # dispatcher has in flight is recorded if it ends in time, else its lease brings it back.
@@ -170,15 +154,14 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             workers.start("webhooks", WebhookDispatcher(webhooks, settings.webhooks))
         # Readers see committed artifacts and references only (uploads/visible_store.py).
         upload_store, reference_store = PgUploadStore(db), PgReferenceStore(db)
-        uploads = UploadManager(artifacts, upload_store, runs, settings.uploads)
+        uploads = UploadManager(artifact_store, upload_store, runs, settings.uploads)
         workers.start(
             "upload-sweeper",
-            UploadSweeper(artifacts, upload_store, uploads.committer, settings.uploads),
+            UploadSweeper(artifact_store, upload_store, uploads.committer, settings.uploads),
         )
         references = ReferenceManager(
-            artifacts, reference_store, runs, settings.uploads, settings.artifacts.uri
+            artifact_store, reference_store, runs, settings.uploads, settings.artifacts.uri
         )
-        artifacts = VisibleArtifactStore(artifacts, upload_store, reference_store)  # type: ignore[assignment]
         yield Service(
             settings=settings,
             db=db,
@@ -187,7 +170,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             metrics=sink,
             history=PgMetricHistory(db),
             logged_models=PgLoggedModelStore(db),
-            artifacts=artifacts,
+            artifacts=VisibleArtifactStore(artifact_store, upload_store, reference_store),
             registry=RegistryService(
                 PgRegistryStore(db), frozenset(settings.artifacts.allowed_host_source_schemes)
             ),

@@ -20,6 +20,7 @@ from metricgate.api.codec import Fields, empty_response, json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
 from metricgate.api.routing import Route
+from metricgate.api.services import AppServices
 from metricgate.domain.artifacts.paths import (
     artifact_basename,
     join_artifact_path,
@@ -28,7 +29,6 @@ from metricgate.domain.artifacts.paths import (
 )
 from metricgate.domain.errors import BadRequest, MetricgateError
 from metricgate.domain.tracking.entities import ArtifactEntry
-from metricgate.service import Service
 from metricgate.stores.artifacts.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ async def send_artifact(
         )
     start, end = byte_range if byte_range is not None else (0, size)
     # aclosing: the store's reader holds an open file until it is closed or exhausted.
-    async with contextlib.aclosing(store.read(path, start, end)) as chunks:  # type: ignore[type-var]
+    async with contextlib.aclosing(store.read(path, start, end)) as chunks:
         # Pull the first chunk before sending headers so a file deleted in between still gets
         # a clean JSON 404 instead of a truncated 200.
         first = await anext(chunks, None)
@@ -280,7 +280,7 @@ async def list_run_artifacts(request: web.Request) -> web.Response:
     )
 
 
-async def run_artifact_listing(service: Service, fields: Fields) -> dict[str, Any]:
+async def run_artifact_listing(service: AppServices, fields: Fields) -> dict[str, Any]:
     """A run's artifacts/list answer (REST and GraphQL share it)."""
     relative = normalize_artifact_path(fields.str("path") or "", allow_root=True)
     root_uri = await service.runs.artifact_uri(fields.run_id())  # NotFound -> 404 like mlflow

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from metricgate.api.inflight import InFlightRequests
+from metricgate.api.services import AppServices
 from metricgate.config import Settings
-from metricgate.service import Service
 
 SETTINGS = web.AppKey("settings", Settings)
-SERVICE = web.AppKey("service", Service)
+# Subscripted, not passed as the key's type: a Protocol is not a concrete class.
+SERVICE = web.AppKey[AppServices]("service")
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)

@@ -13,6 +13,7 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.services import AppServices
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import MetricSeries
 from metricgate.domain.tracking.rules import (
@@ -20,7 +21,6 @@ from metricgate.domain.tracking.rules import (
     validate_max_results,
     validate_run_id,
 )
-from metricgate.service import Service
 
 # mlflow/server/handlers.py: MAX_RUNS_GET_METRIC_HISTORY_BULK, MAX_RESULTS_PER_RUN
 MAX_BULK_RUNS = 100
@@ -52,7 +52,7 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
     return json_response({"metrics": encode_metric_series(series)})
 
 
-async def bulk_interval_series(service: Service, fields: Fields) -> list[MetricSeries]:
+async def bulk_interval_series(service: AppServices, fields: Fields) -> list[MetricSeries]:
     """Checks a get-history-bulk-interval request and reads it (REST and GraphQL share it)."""
     run_ids = fields.str_list("run_ids")
     if not run_ids:

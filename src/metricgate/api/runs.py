@@ -28,6 +28,7 @@ from metricgate.api.codec import (
 from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.services import AppServices
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
 from metricgate.domain.tracking.rules import (
@@ -42,7 +43,6 @@ from metricgate.domain.tracking.rules import (
     validate_run_id,
     validate_tag,
 )
-from metricgate.service import Service
 
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _STATUS_NUMBERS = {str(i + 1): s for i, s in enumerate(RUN_STATUSES)}
@@ -255,7 +255,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 async def search_runs_page(
-    service: Service, fields: Fields
+    service: AppServices, fields: Fields
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Checks a runs/search request and runs it: the page's runs as MLflow's JSON, and the next
     page's token (None on the last). REST and GraphQL's resolvers share it."""
@@ -264,7 +264,7 @@ async def search_runs_page(
         return encode_run_rows(rows), token
 
 
-async def run_json(service: Service, run_id: str) -> dict[str, Any]:
+async def run_json(service: AppServices, run_id: str) -> dict[str, Any]:
     """A run as MLflow's JSON, once the metrics acknowledged before this read are in its latest
     values (read-your-writes). REST runs/get and GraphQL's ``mlflowGetRun`` share it."""
     validate_run_id(run_id)
@@ -281,7 +281,7 @@ class _SearchArguments(TypedDict):
     page_token: str | None
 
 
-async def _search_arguments(service: Service, fields: Fields) -> _SearchArguments:
+async def _search_arguments(service: AppServices, fields: Fields) -> _SearchArguments:
     """A runs/search request's checked arguments, once every acknowledged write is readable."""
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     max_results = validate_max_results(fields.int("max_results"), MAX_RUNS_PER_PAGE, 1000)

@@ -14,9 +14,9 @@ from aiohttp import web
 from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.services import AppServices
 from metricgate.domain.errors import EndpointNotFound, InvalidParameter
 from metricgate.domain.tracking.rules import parse_experiment_id
-from metricgate.service import Service
 
 # Stock's limit on one search-datasets request.
 MAX_DATASET_EXPERIMENTS = 20
@@ -66,7 +66,7 @@ def _summary(item: Any) -> dict[str, Any]:
     return out
 
 
-async def dataset_summaries(service: Service, fields: Fields) -> list[dict[str, Any]]:
+async def dataset_summaries(service: AppServices, fields: Fields) -> list[dict[str, Any]]:
     """The checks and the read of ``experiments/search-datasets``, shared with GraphQL's
     ``mlflowSearchDatasets``."""
     raw_ids = fields.str_list("experiment_ids")

@@ -6,7 +6,7 @@ rotate-secret only; reads never show it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -16,9 +16,7 @@ from metricgate.api.routing import Route
 from metricgate.domain.errors import InvalidParameter, NotImplementedYet
 from metricgate.domain.webhooks.entities import Delivery, Webhook
 from metricgate.domain.webhooks.events import validate_events, validate_url
-
-if TYPE_CHECKING:  # the handlers only call its methods; no SQL here
-    from metricgate.stores.postgres.webhooks import PgWebhookStore
+from metricgate.stores.base import WebhookStore
 
 PREFIX = "/api/2.0/metricgate"
 MAX_DESCRIPTION_CHARS = 1000
@@ -27,11 +25,11 @@ MAX_DELIVERIES = 1000
 DELIVERY_STATES = ("pending", "delivered", "failed")
 
 
-def _store(request: web.Request) -> PgWebhookStore:
-    store = getattr(request.app[SERVICE], "webhooks", None)
+def _store(request: web.Request) -> WebhookStore:
+    store = request.app[SERVICE].webhooks
     if store is None:
         raise NotImplementedYet("Webhooks are not available on this server.")
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def encode_webhook(hook: Webhook) -> dict[str, Any]:

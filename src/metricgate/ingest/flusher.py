@@ -30,7 +30,7 @@ from metricgate.health_log import OutageLog
 from metricgate.ingest.streams import Entry, IngestStreams
 from metricgate.lifecycle import sleep_unless_set
 from metricgate.observability import METRICS
-from metricgate.stores.postgres.metrics import PgMetricWriter
+from metricgate.stores.base import MetricBatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def consumer_name() -> str:
 
 class Flusher:
     def __init__(
-        self, streams: IngestStreams, writer: PgMetricWriter, settings: FlushSettings
+        self, streams: IngestStreams, writer: MetricBatchWriter, settings: FlushSettings
     ) -> None:
         self._streams = streams
         self._writer = writer

@@ -19,7 +19,7 @@ from metricgate.domain.errors import MetricgateError
 from metricgate.health_log import OutageLog
 from metricgate.ingest.streams import IngestStreams
 from metricgate.lifecycle import sleep_unless_set
-from metricgate.stores.postgres.runs import PgRunStore
+from metricgate.stores.base import IdleRuns
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ ABANDONED_TAG = "metricgate.abandoned"
 
 class AbandonedRunJanitor:
     def __init__(
-        self, runs: PgRunStore, settings: FlushSettings, streams: IngestStreams | None = None
+        self, runs: IdleRuns, settings: FlushSettings, streams: IngestStreams | None = None
     ) -> None:
         self._runs = runs
         self._streams = streams

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from metricgate.domain.errors import MetricgateError
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
-from metricgate.stores.postgres.live_counts import PgLiveCounts
+from metricgate.stores.base import LiveCountSource
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LiveStatus:
     streams: IngestStreams | None  # None in direct ingest mode: no stream to watch
-    counts: PgLiveCounts
+    counts: LiveCountSource
     max_age_s: float = 2.0
     errors: dict[str, str] = field(default_factory=dict)
     _refreshed_at: float = float("-inf")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
@@ -22,12 +23,26 @@ from metricgate.domain.tracking.entities import Metric, MetricColumns
 from metricgate.health_log import OutageLog
 from metricgate.ingest.streams import IngestStreams
 from metricgate.observability import METRICS
-from metricgate.stores.postgres.metrics import PgMetricWriter
+from metricgate.stores.base import MetricAppender
 
 log = logging.getLogger(__name__)
 
 BACKLOG_POLL_S = 0.1
 CLOSE_TIMEOUT_S = 2.0
+
+
+class MetricSink(Protocol):
+    """The seam every metric write goes through: StreamMetricSink or DirectMetricSink."""
+
+    async def append(self, run_id: str, metrics: list[Metric]) -> None: ...
+
+    async def append_columns(self, run_id: str, columns: MetricColumns) -> None: ...
+
+    async def wait_visible(self, run_id: str) -> None: ...
+
+    async def wait_runs_visible(self, run_ids: Sequence[str]) -> None: ...
+
+    async def wait_all_visible(self) -> None: ...
 
 
 class BacklogFull(Unavailable):
@@ -165,7 +180,7 @@ class StreamMetricSink:
 class DirectMetricSink:
     """``INGEST_MODE=direct``: write through to PostgreSQL in the request; always visible."""
 
-    def __init__(self, writer: PgMetricWriter) -> None:
+    def __init__(self, writer: MetricAppender) -> None:
         self._writer = writer
 
     async def start(self) -> None:

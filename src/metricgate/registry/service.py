@@ -21,14 +21,14 @@ from metricgate.domain.registry.entities import (
     RegistryEvent,
 )
 from metricgate.domain.tracking.entities import Page, Tag
-from metricgate.stores.postgres.registry import PgRegistryStore
+from metricgate.stores.base import RegistryStore
 
 T = TypeVar("T")
 
 
 class RegistryService:
     def __init__(
-        self, store: PgRegistryStore, allowed_source_schemes: frozenset[str] = frozenset()
+        self, store: RegistryStore, allowed_source_schemes: frozenset[str] = frozenset()
     ) -> None:
         """``allowed_source_schemes``: host-addressed schemes (``https``, ``ftp``, ...) a
         model-version source may use anyway, as stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES."""

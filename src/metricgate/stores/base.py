@@ -38,6 +38,15 @@ from metricgate.stores.postgres.dataset_summaries import DatasetSummary
 from metricgate.stores.postgres.live_counts import LiveCounts
 from metricgate.stores.postgres.runs import RunRows
 
+# ---------------------------------------------------------------------- the database
+
+
+class DatabaseHealth(Protocol):
+    """Whether PostgreSQL answers, for the readiness probe."""
+
+    async def ping(self) -> bool: ...
+
+
 # ---------------------------------------------------------------------- experiments
 
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.domain.uploads.entities import ABORTED, COMMITTED, UploadFile, UploadSession
 from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
-from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.stores.base import UploadCommits
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class VerificationFailed(Exception):
 async def sha256_of(store: ArtifactStore, path: str) -> str:
     """Whole-file SHA-256 streamed from the store: memory stays one chunk whatever the size."""
     digest = hashlib.sha256()
-    async with contextlib.aclosing(store.read(path)) as chunks:  # type: ignore[type-var]
+    async with contextlib.aclosing(store.read(path)) as chunks:
         async for chunk in chunks:
             # hashlib releases the GIL on large buffers; a thread keeps the event loop free.
             await asyncio.to_thread(digest.update, chunk)
@@ -40,7 +40,7 @@ async def sha256_of(store: ArtifactStore, path: str) -> str:
 
 
 class SessionCommitter:
-    def __init__(self, store: ArtifactStore, uploads: PgUploadStore, lease_s: float) -> None:
+    def __init__(self, store: ArtifactStore, uploads: UploadCommits, lease_s: float) -> None:
         self._store = store
         self._uploads = uploads
         self._lease_s = lease_s
@@ -70,6 +70,7 @@ class SessionCommitter:
 
     async def _commit_file(self, file: UploadFile) -> None:
         parts = [StagedPart(p.part_number, p.size, p.etag, p.sha256) for p in file.parts]
+        size: int | None
         try:
             size = await self._store.stage_commit(file.dest_path, file.staging_id, parts)
         except Unavailable:

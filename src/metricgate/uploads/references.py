@@ -17,8 +17,7 @@ from metricgate.domain.uploads import rules as checks
 from metricgate.domain.uploads.entities import ArtifactReference
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.artifacts.parts import strip_etag
-from metricgate.stores.postgres.artifact_refs import PgReferenceStore
-from metricgate.stores.postgres.runs import PgRunStore
+from metricgate.stores.base import ReferenceStore, RunLookup
 
 _SCHEMES = ("s3", "file")
 
@@ -55,8 +54,8 @@ class ReferenceManager:
     def __init__(
         self,
         store: ArtifactStore,
-        references: PgReferenceStore,
-        runs: PgRunStore,
+        references: ReferenceStore,
+        runs: RunLookup,
         settings: UploadSettings,
         artifact_root_uri: str,
     ) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Protocol
 
 import aiohttp
 
@@ -23,6 +22,7 @@ from metricgate.domain.webhooks.entities import ClaimedDelivery, delivery_body
 from metricgate.domain.webhooks.retry import judge, retry_after_s
 from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, signature_headers
 from metricgate.health_log import OutageLog
+from metricgate.stores.base import DeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +30,6 @@ log = logging.getLogger(__name__)
 _ERROR_BODY_BYTES = 200
 # How often old delivered/failed deliveries are purged (each dispatcher; purging twice is harmless).
 PURGE_INTERVAL_S = 3600.0
-
-
-class DeliveryStore(Protocol):
-    """What the dispatcher needs of the outbox (PgWebhookStore)."""
-
-    async def claim(
-        self, limit: int, skip_webhook_ids: list[str], lease_s: float
-    ) -> list[ClaimedDelivery]: ...
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        attempt: int,
-        outcome: str,
-        http_status: int | None,
-        error: str | None,
-        duration_ms: int,
-        retry_delay_s: float = 0.0,
-    ) -> bool: ...
-
-    async def purge_completed(self, older_than_s: float, batch: int = 1000) -> int: ...
 
 
 def lease_s(settings: WebhookSettings) -> float:

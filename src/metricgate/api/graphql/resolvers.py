@@ -25,10 +25,10 @@ from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import run_json, search_runs_page
+from metricgate.api.services import AppServices
 from metricgate.api.ui_support import dataset_summaries
 from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.domain.tracking.rules import parse_experiment_id, validate_max_results
-from metricgate.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _RUNS_PER_VERSION_SEARCH = 500
 class Context:
     """Per request: the service and the loaders that batch nested lookups."""
 
-    service: Service
+    service: AppServices
     experiments: BatchLoader[str, Json | None] = field(init=False)
     model_versions: BatchLoader[str, list[Json]] = field(init=False)
 
