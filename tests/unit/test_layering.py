@@ -60,22 +60,9 @@ CONCRETE_ALLOWED = ("metricgate.stores", "metricgate.service")
 
 # ---------------------------------------------------------------- today's breaches (only shrink)
 
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # Part-size rules read the upload settings and S3's part limit from the artifact store.
-    ("metricgate.domain.uploads.rules", "metricgate.config"),
-    ("metricgate.domain.uploads.rules", "metricgate.stores.artifacts.base"),
-}
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # local_staging.py calls private members of LocalArtifactStore (imported under TYPE_CHECKING).
-    frozenset({"metricgate.stores.artifacts.local", "metricgate.stores.artifacts.local_staging"}),
-}
-KNOWN_CONCRETE: set[tuple[str, str]] = {
-    ("metricgate.uploads.sessions", "PgRunStore"),
-    ("metricgate.uploads.sessions", "PgUploadStore"),
-    ("metricgate.uploads.sessions", "S3ArtifactStore"),
-    ("metricgate.uploads.visible_store", "PgReferenceStore"),
-    ("metricgate.uploads.visible_store", "PgUploadStore"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_CYCLES: set[frozenset[str]] = set()
+KNOWN_CONCRETE: set[tuple[str, str]] = set()
 
 
 # ---------------------------------------------------------------- the import graph

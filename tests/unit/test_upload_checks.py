@@ -11,7 +11,12 @@ from metricgate.config import UploadSettings
 from metricgate.domain.artifacts.paths import proxied_store_path
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.uploads import rules as checks
-from metricgate.domain.uploads.entities import UploadFile
+from metricgate.domain.uploads.entities import (
+    LOCAL_PART_LIMITS,
+    S3_PART_LIMITS,
+    PartSizes,
+    UploadFile,
+)
 from metricgate.uploads.references import check_reference_uri
 from metricgate.uploads.sessions import parse_files
 
@@ -35,11 +40,11 @@ def test_content_md5_is_base64_of_16_bytes() -> None:
 
 
 def test_part_size_bounds_and_part_counts() -> None:
-    settings = UploadSettings(min_part_bytes=10, max_part_bytes=100)
-    assert checks.check_part_size(10, settings) == 10
+    allowed = PartSizes(min_part_bytes=10, max_part_bytes=100)
+    assert checks.check_part_size(10, allowed) == 10
     for bad in (9, 101, True, "50", 5.0):
         with pytest.raises(InvalidParameter):
-            checks.check_part_size(bad, settings)
+            checks.check_part_size(bad, allowed)
     assert checks.part_count(0, 10, "f") == 1
     assert checks.part_count(10, 10, "f") == 1
     assert checks.part_count(11, 10, "f") == 2
@@ -111,9 +116,9 @@ def test_reference_uris_stay_inside_the_allowed_prefixes() -> None:
 
 
 def test_s3_part_size_bounds() -> None:
-    configured = UploadSettings(min_part_bytes=1024, max_part_bytes=10 * 2**30)
-    assert checks.part_size_bounds(configured, s3=False) == configured
-    on_s3 = checks.part_size_bounds(configured, s3=True)
+    configured = (1024, 10 * 2**30)
+    assert checks.part_size_bounds(*configured, LOCAL_PART_LIMITS) == PartSizes(*configured)
+    on_s3 = checks.part_size_bounds(*configured, S3_PART_LIMITS)
     assert (on_s3.min_part_bytes, on_s3.max_part_bytes) == (5 * 2**20, 5 * 2**30)
-    roomy = UploadSettings(min_part_bytes=64 * 2**20, max_part_bytes=256 * 2**20)
-    assert checks.part_size_bounds(roomy, s3=True) == roomy
+    roomy = (64 * 2**20, 256 * 2**20)
+    assert checks.part_size_bounds(*roomy, S3_PART_LIMITS) == PartSizes(*roomy)

@@ -34,9 +34,7 @@ from metricgate.domain.uploads.entities import (
     UploadSession,
 )
 from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
-from metricgate.stores.artifacts.s3 import S3ArtifactStore
-from metricgate.stores.postgres.runs import PgRunStore
-from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.stores.base import RunLookup, UploadStore
 from metricgate.uploads.commit import SessionCommitter
 
 log = logging.getLogger(__name__)
@@ -106,14 +104,18 @@ class UploadManager:
     def __init__(
         self,
         store: ArtifactStore,
-        uploads: PgUploadStore,
-        runs: PgRunStore,
+        uploads: UploadStore,
+        runs: RunLookup,
         settings: UploadSettings,
     ) -> None:
         self._store = store
         self._uploads = uploads
         self._runs = runs
-        self._settings = checks.part_size_bounds(settings, isinstance(store, S3ArtifactStore))
+        self._settings = settings
+        self._limits = store.part_limits
+        self._part_sizes = checks.part_size_bounds(
+            settings.min_part_bytes, settings.max_part_bytes, self._limits
+        )
         self.committer = SessionCommitter(store, uploads, settings.commit_lease_s)
 
     async def create(
@@ -125,10 +127,13 @@ class UploadManager:
         files: Any,
         actor: str | None,
     ) -> UploadSession:
-        part_size = checks.check_part_size(part_size, self._settings)
+        part_size = checks.check_part_size(part_size, self._part_sizes)
         specs = parse_files(files, directory, self._settings)
         counts = [
-            checks.part_count(s.size, part_size, f"file '{s.rel_path or path}'") for s in specs
+            checks.part_count(
+                s.size, part_size, f"file '{s.rel_path or path}'", self._limits.max_parts
+            )
+            for s in specs
         ]
         run = await self._runs.get(run_id)
         await self._runs.require_active(run_id)

@@ -9,22 +9,22 @@ wrapper, so the rules live in one place:
 - a reference (``artifact_references``) appears as a file of its size, and its bytes are
   streamed from the referenced object with ``read_external``.
 
-Writes and the staging interface pass straight through; a delete also drops the references
-at or under the deleted path.
+Writes, the staging area and external objects pass straight through (each method spelled out,
+so the wrapper is an ``ArtifactStore`` by its own signatures); a delete also drops the
+references at or under the deleted path.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+import builtins
+from collections.abc import AsyncGenerator, AsyncIterable
 
 from metricgate.domain.artifacts.paths import normalize_artifact_path
 from metricgate.domain.errors import NotFound
 from metricgate.domain.tracking.entities import ArtifactEntry
-from metricgate.domain.uploads.entities import ArtifactReference
-from metricgate.stores.artifacts.base import ArtifactStore
-from metricgate.stores.postgres.artifact_refs import PgReferenceStore
-from metricgate.stores.postgres.uploads import PgUploadStore
+from metricgate.domain.uploads.entities import ArtifactReference, PartLimits
+from metricgate.stores.artifacts.base import ArtifactStore, StagedPart
+from metricgate.stores.base import HiddenUploads, ReferenceStore
 
 
 def _covers(dest: str, path: str) -> bool:
@@ -33,17 +33,14 @@ def _covers(dest: str, path: str) -> bool:
 
 
 class VisibleArtifactStore:
+    """An ``ArtifactStore`` over the physical store ``inner``."""
+
     def __init__(
-        self, inner: ArtifactStore, uploads: PgUploadStore, references: PgReferenceStore
+        self, inner: ArtifactStore, uploads: HiddenUploads, references: ReferenceStore
     ) -> None:
         self.inner = inner
         self._uploads = uploads
         self._references = references
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything the physical store offers beyond the reading surface (staging, mpu helpers
-        # added later) passes through unchanged; only reads need the visibility rules.
-        return getattr(self.inner, name)
 
     async def _reference_at(self, rel: str) -> ArtifactReference | None:
         hidden = await self._uploads.hidden_destinations(rel)
@@ -60,11 +57,13 @@ class VisibleArtifactStore:
             return ref.size
         return await self.inner.size(path)
 
-    def read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, path: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         rel = normalize_artifact_path(path)
         return self._read(rel, start, end)
 
-    async def _read(self, rel: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def _read(self, rel: str, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
         ref = await self._reference_at(rel)
         if ref is not None:
             stop = ref.size if end is None else min(end, ref.size)
@@ -75,9 +74,9 @@ class VisibleArtifactStore:
             async for chunk in source:
                 yield chunk
         finally:
-            await source.aclose()  # type: ignore[attr-defined]
+            await source.aclose()
 
-    async def list(self, path: str) -> list[ArtifactEntry]:
+    async def list(self, path: str) -> builtins.list[ArtifactEntry]:
         rel = normalize_artifact_path(path, allow_root=True)
         hidden = await self._uploads.hidden_destinations(rel)
         if any(_covers(dest, rel) for dest in hidden if dest):
@@ -111,3 +110,46 @@ class VisibleArtifactStore:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    # ------------------------------------------------------------------ staging (pass-through)
+
+    @property
+    def part_limits(self) -> PartLimits:
+        return self.inner.part_limits
+
+    async def stage_begin(self, path: str) -> str:
+        return await self.inner.stage_begin(path)
+
+    async def stage_part(
+        self,
+        path: str,
+        staging_id: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        expected_sha256: str | None = None,
+    ) -> StagedPart:
+        return await self.inner.stage_part(path, staging_id, part_number, chunks, expected_sha256)
+
+    async def stage_parts(self, path: str, staging_id: str) -> builtins.list[StagedPart]:
+        return await self.inner.stage_parts(path, staging_id)
+
+    async def stage_commit(
+        self, path: str, staging_id: str, parts: builtins.list[StagedPart]
+    ) -> int:
+        return await self.inner.stage_commit(path, staging_id, parts)
+
+    async def stage_abort(self, path: str, staging_id: str) -> None:
+        await self.inner.stage_abort(path, staging_id)
+
+    async def stage_list(self) -> builtins.list[tuple[str, str, float]]:
+        return await self.inner.stage_list()
+
+    # ------------------------------------------------------------------ external objects (pass-through)
+
+    async def head_external(self, uri: str) -> tuple[int, str | None]:
+        return await self.inner.head_external(uri)
+
+    def read_external(
+        self, uri: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        return self.inner.read_external(uri, start, end)

@@ -12,6 +12,37 @@ EXPIRED = "expired"
 # Sessions in these states still own staged data; everything else has released it.
 LIVE_STATES = (OPEN, COMMITTING)
 
+# S3's part numbers; the local store keeps the same so that sessions behave alike on both.
+MIN_PART_NUMBER = 1
+MAX_PART_NUMBER = 10_000
+# S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
+# except the last, and any part above 5 GiB.
+S3_MIN_PART_BYTES = 5 * 1024 * 1024
+S3_MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PartLimits:
+    """What a store's staging area can commit. The byte bounds hold for every part of a file
+    but its last; ``max_part_bytes`` None means no ceiling of the store's own."""
+
+    min_part_bytes: int = 0
+    max_part_bytes: int | None = None
+    max_parts: int = MAX_PART_NUMBER
+
+
+S3_PART_LIMITS = PartLimits(S3_MIN_PART_BYTES, S3_MAX_PART_BYTES, MAX_PART_NUMBER)
+# A filesystem takes parts of any size: only the settings bound them.
+LOCAL_PART_LIMITS = PartLimits(0, None, MAX_PART_NUMBER)
+
+
+@dataclass(frozen=True, slots=True)
+class PartSizes:
+    """The part sizes an upload session may choose: the settings within the store's limits."""
+
+    min_part_bytes: int
+    max_part_bytes: int
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedPart:

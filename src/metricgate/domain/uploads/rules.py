@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import math
 import re
 from typing import Any
 
-from metricgate.config import UploadSettings
 from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
 from metricgate.domain.errors import InvalidParameter
-from metricgate.stores.artifacts.base import MAX_PART_NUMBER
+from metricgate.domain.uploads.entities import MAX_PART_NUMBER, PartLimits, PartSizes
 
-MAX_PARTS_PER_FILE = MAX_PART_NUMBER  # S3's limit; the local store keeps the same so sessions port
-# S3 refuses (at CompleteMultipartUpload, i.e. after every byte was sent) parts below 5 MiB
-# except the last, and any part above 5 GiB.
-S3_MIN_PART_BYTES = 5 * 1024 * 1024
-S3_MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+MAX_PARTS_PER_FILE = MAX_PART_NUMBER
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -57,41 +51,39 @@ def md5_hex(value: str | None) -> str | None:
     return raw.hex()
 
 
-def part_size_bounds(settings: UploadSettings, s3: bool) -> UploadSettings:
-    """The settings with part sizes the store can commit: on S3 a configured minimum below
-    5 MiB would accept sessions that can only fail at completion, after the whole upload."""
-    if not s3:
-        return settings
-    return dataclasses.replace(
-        settings,
-        min_part_bytes=max(settings.min_part_bytes, S3_MIN_PART_BYTES),
-        max_part_bytes=min(max(settings.max_part_bytes, S3_MIN_PART_BYTES), S3_MAX_PART_BYTES),
-    )
+def part_size_bounds(min_part_bytes: int, max_part_bytes: int, limits: PartLimits) -> PartSizes:
+    """The configured part sizes, within what the store can commit: on S3 a configured minimum
+    below 5 MiB would accept sessions that can only fail at completion, after the whole upload."""
+    lowest = max(min_part_bytes, limits.min_part_bytes)
+    highest = max(max_part_bytes, limits.min_part_bytes)
+    if limits.max_part_bytes is not None:
+        highest = min(highest, limits.max_part_bytes)
+    return PartSizes(lowest, highest)
 
 
-def check_part_size(part_size: Any, settings: UploadSettings) -> int:
+def check_part_size(part_size: Any, allowed: PartSizes) -> int:
     if isinstance(part_size, bool) or not isinstance(part_size, int):
         raise InvalidParameter(
             f"Invalid part_size {part_size!r}: expected an integer number of bytes"
         )
-    if part_size < settings.min_part_bytes:
+    if part_size < allowed.min_part_bytes:
         raise InvalidParameter(
-            f"part_size {part_size} is too small: parts must be at least {settings.min_part_bytes} bytes "
+            f"part_size {part_size} is too small: parts must be at least {allowed.min_part_bytes} bytes "
             "(only a file's last part may be smaller)"
         )
-    if part_size > settings.max_part_bytes:
+    if part_size > allowed.max_part_bytes:
         raise InvalidParameter(
-            f"part_size {part_size} is too large: at most {settings.max_part_bytes} bytes"
+            f"part_size {part_size} is too large: at most {allowed.max_part_bytes} bytes"
         )
     return part_size
 
 
-def part_count(size: int, part_size: int, what: str) -> int:
+def part_count(size: int, part_size: int, what: str, max_parts: int = MAX_PARTS_PER_FILE) -> int:
     """Parts a file of ``size`` bytes takes; an empty file is one empty part."""
     count = max(1, math.ceil(size / part_size))
-    if count > MAX_PARTS_PER_FILE:
+    if count > max_parts:
         raise InvalidParameter(
-            f"{what} needs {count} parts of {part_size} bytes; at most {MAX_PARTS_PER_FILE} parts "
+            f"{what} needs {count} parts of {part_size} bytes; at most {max_parts} parts "
             "are allowed, use a larger part_size"
         )
     return count

@@ -1,22 +1,39 @@
-"""The narrow artifact-store interface: paths are relative to the artifact root, '/'-separated.
+"""The artifact-store interface, in narrow parts: paths are relative to the artifact root,
+'/'-separated.
 
-Besides whole-file ``put``, a store offers *staged* uploads: parts stored invisibly (a hidden
-staging area on disk, an uncompleted multipart upload on S3) and made visible in one atomic
-step by ``stage_commit``. MLflow's multipart protocol and metricgate's resumable upload API are
-both built on that, so neither ever exposes a partial artifact.
+- ``ArtifactReader``: committed files (size, ranged read, listing);
+- ``ArtifactWriter``: whole-file ``put`` and ``delete``;
+- ``StagingArea``: *staged* uploads, parts stored invisibly (a hidden staging area on disk, an
+  uncompleted multipart upload on S3) and made visible in one atomic step by ``stage_commit``.
+  MLflow's multipart protocol and metricgate's resumable upload API are both built on that, so
+  neither ever exposes a partial artifact;
+- ``ExternalSource``: objects outside the root that artifact references point at.
+
+``ArtifactStore`` is all of them; each caller types its collaborator with the narrowest part it
+uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import builtins
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from metricgate.domain.tracking.entities import ArtifactEntry
+from metricgate.domain.uploads.entities import MAX_PART_NUMBER, MIN_PART_NUMBER, PartLimits
 
-# S3's limits; the local store enforces the same part numbers so both behave alike.
-MIN_PART_NUMBER = 1
-MAX_PART_NUMBER = 10_000
+__all__ = [
+    "MAX_PART_NUMBER",
+    "MIN_PART_NUMBER",
+    "ArtifactReader",
+    "ArtifactStore",
+    "ArtifactWriter",
+    "ExternalSource",
+    "PartLimits",
+    "StagedPart",
+    "StagingArea",
+]
 
 
 @dataclass(frozen=True)
@@ -27,30 +44,37 @@ class StagedPart:
     sha256: str  # hex SHA-256 of the part's bytes, computed while streaming ('' when unknown)
 
 
-class ArtifactStore(Protocol):
-    async def put(self, path: str, chunks: AsyncIterable[bytes]) -> int:
-        """Store a file from a stream of chunks, atomically (all or nothing); return its size."""
-        ...
-
+class ArtifactReader(Protocol):
     async def size(self, path: str) -> int:
         """Size of a committed file; NotFound when there is none."""
         ...
 
-    def read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, path: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Stream bytes [start, end) of a committed file; NotFound when there is none."""
         ...
 
-    async def list(self, path: str) -> list[ArtifactEntry]:
+    async def list(self, path: str) -> builtins.list[ArtifactEntry]:
         """Entries directly under a directory; [] for a file or a missing path."""
+        ...
+
+
+class ArtifactWriter(Protocol):
+    async def put(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        """Store a file from a stream of chunks, atomically (all or nothing); return its size."""
         ...
 
     async def delete(self, path: str) -> None:
         """Delete a file or a directory tree; missing paths are not an error."""
         ...
 
-    async def aclose(self) -> None: ...
 
-    # ------------------------------------------------------------------ staged uploads
+class StagingArea(Protocol):
+    @property
+    def part_limits(self) -> PartLimits:
+        """The part sizes and count this store can commit (S3's, or the filesystem's)."""
+        ...
 
     async def stage_begin(self, path: str) -> str:
         """Start a staged (invisible) upload of ``path``; returns an opaque staging id
@@ -89,6 +113,8 @@ class ArtifactStore(Protocol):
         including ones a crashed gateway left behind."""
         ...
 
+
+class ExternalSource(Protocol):
     async def head_external(self, uri: str) -> tuple[int, str | None]:
         """(size, etag) of an existing object given by an absolute URI this store can reach
         (s3://bucket/key for S3, file:///... for local); NotFound if it does not exist."""
@@ -96,6 +122,12 @@ class ArtifactStore(Protocol):
 
     def read_external(
         self, uri: str, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stream bytes [start, end) of such a referenced object (for artifact references)."""
         ...
+
+
+class ArtifactStore(ArtifactReader, ArtifactWriter, StagingArea, ExternalSource, Protocol):
+    """The whole store, as the service opens it."""
+
+    async def aclose(self) -> None: ...

@@ -1,12 +1,14 @@
-"""File descriptors and temp files shared by the local store's writers (local.py, local_staging.py)."""
+"""File descriptors, temp files and streaming reads shared by the local store's modules
+(local.py, local_root.py, local_staging.py) and the S3 store's part spool."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -82,3 +84,26 @@ class StagedFile:
             # A worker still writing keeps an unlinked inode, freed when it closes the fd.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+async def stream_fd(
+    raw_fd: int, start: int, end: int | None, chunk_bytes: int
+) -> AsyncGenerator[bytes, None]:
+    """Bytes [start, end) of an open file, ``chunk_bytes`` at a time; the descriptor is
+    released when done."""
+    fd = Descriptor(raw_fd)
+    # The open descriptor pins this inode: a concurrent put replaces the name, not the
+    # bytes we are streaming, so a reader always gets one consistent version.
+    try:
+        file_size = (await asyncio.to_thread(fd.call, os.fstat)).st_size
+        stop = file_size if end is None else min(end, file_size)
+        position = start
+        while position < stop:
+            want = min(chunk_bytes, stop - position)
+            chunk = await asyncio.to_thread(fd.call, os.pread, want, position)
+            if not chunk:
+                break
+            position += len(chunk)
+            yield chunk
+    finally:
+        fd.release()

@@ -11,12 +11,13 @@ one atomic rename, so a re-uploaded part replaces the old one without a window i
 record describes bytes it does not match, and a crash leaves the old part or the new one.
 Nothing here is under the listed tree: ``list`` hides the staging directory and every path
 is refused if it names it. Commit concatenates the parts into a temp file (``copy_file_range``,
-so the kernel moves the bytes) and reuses the store's fsync + rename commit.
+so the kernel moves the bytes) and reuses the root's fsync + rename commit (local_root.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
@@ -24,23 +25,21 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.stores.artifacts.base import StagedPart
-from metricgate.stores.artifacts.files import Descriptor, fsync_dir
+from metricgate.stores.artifacts.files import Descriptor, StagedFile, fsync_dir, stream_fd
+from metricgate.stores.artifacts.local_root import LocalRoot
 from metricgate.stores.artifacts.parts import (
     check_part_number,
     checksum_mismatch,
     normalize_sha256,
     spool_hashed,
 )
-
-if TYPE_CHECKING:
-    from metricgate.stores.artifacts.local import LocalArtifactStore
 
 UPLOADS_DIR = "uploads"
 _META = "upload.json"
@@ -86,11 +85,12 @@ def _copy_into(dst_fd: int, src_path: str, size: int) -> None:
 
 
 class LocalStagedUploads:
-    """The ``stage_*`` half of ``LocalArtifactStore``; it delegates here."""
+    """The ``stage_*`` and external-object half of ``LocalArtifactStore``; it delegates here."""
 
-    def __init__(self, store: LocalArtifactStore, staging_dir: str) -> None:
-        self._store = store
-        self._uploads = os.path.join(staging_dir, UPLOADS_DIR)
+    def __init__(self, root: LocalRoot, read_chunk_bytes: int) -> None:
+        self._root = root
+        self._read_chunk = read_chunk_bytes
+        self._uploads = os.path.join(root.staging, UPLOADS_DIR)
 
     # ------------------------------------------------------------------ helpers
 
@@ -109,8 +109,8 @@ class LocalStagedUploads:
     # ------------------------------------------------------------------ begin / parts
 
     async def begin(self, path: str) -> str:
-        rel = self._store._relative(path)
-        await asyncio.to_thread(self._store._check_writable, rel)
+        rel = self._root.relative(path)
+        await asyncio.to_thread(self._root.check_writable, rel)
         staging_id = uuid.uuid4().hex
         await asyncio.to_thread(self._begin_sync, rel, staging_id)
         return staging_id
@@ -129,7 +129,7 @@ class LocalStagedUploads:
         chunks: AsyncIterable[bytes],
         expected_sha256: str | None = None,
     ) -> StagedPart:
-        rel = self._store._relative(path)
+        rel = self._root.relative(path)
         check_part_number(part_number)
         expected = normalize_sha256(expected_sha256)
         directory = await asyncio.to_thread(self._open_upload, rel, staging_id)
@@ -166,7 +166,7 @@ class LocalStagedUploads:
                 os.unlink(os.path.join(directory, os.path.basename(previous["file"])))
 
     async def parts(self, path: str, staging_id: str) -> list[StagedPart]:
-        rel = self._store._relative(path)
+        rel = self._root.relative(path)
         return await asyncio.to_thread(self._parts_sync, rel, staging_id)
 
     def _parts_sync(self, rel: str, staging_id: str) -> list[StagedPart]:
@@ -199,12 +199,12 @@ class LocalStagedUploads:
     # ------------------------------------------------------------------ commit / abort
 
     async def commit(self, path: str, staging_id: str, parts: list[StagedPart]) -> int:
-        rel = self._store._relative(path)
+        rel = self._root.relative(path)
         sources = await asyncio.to_thread(self._check_commit, rel, staging_id, parts)
-        staged = await asyncio.to_thread(self._store._create_staged)
+        staged = await asyncio.to_thread(self._root.create_staged)
         try:
             size = await asyncio.to_thread(self._concatenate, staged, sources)
-            await asyncio.to_thread(self._store._commit, staged, rel)
+            await asyncio.to_thread(self._root.commit, staged, rel)
         except BaseException:
             staged.discard()
             raise
@@ -237,7 +237,7 @@ class LocalStagedUploads:
         return sources
 
     @staticmethod
-    def _concatenate(staged: Any, sources: list[tuple[str, int]]) -> int:
+    def _concatenate(staged: StagedFile, sources: list[tuple[str, int]]) -> int:
         total = 0
         for data_path, size in sources:
             staged.fd.call(_copy_into, data_path, size)
@@ -245,7 +245,7 @@ class LocalStagedUploads:
         return total
 
     async def abort(self, path: str, staging_id: str) -> None:
-        rel = self._store._relative(path, allow_root=True)
+        rel = self._root.relative(path, allow_root=True)
         await asyncio.to_thread(self._abort_sync, rel, staging_id)
 
     def _abort_sync(self, rel: str, staging_id: str) -> None:
@@ -256,10 +256,10 @@ class LocalStagedUploads:
             raise NotFound(f"No staged upload {staging_id!r} for artifact '{rel}'")
         shutil.rmtree(directory, ignore_errors=True)
 
-    async def list(self) -> list[tuple[str, str, float]]:
+    async def list(self) -> builtins.list[tuple[str, str, float]]:
         return await asyncio.to_thread(self._list_sync)
 
-    def _list_sync(self) -> list[tuple[str, str, float]]:
+    def _list_sync(self) -> builtins.list[tuple[str, str, float]]:
         found: list[tuple[str, str, float]] = []
         try:
             entries = list(os.scandir(self._uploads))
@@ -305,13 +305,15 @@ class LocalStagedUploads:
         # No content hash for free on a filesystem: mtime + size changes whenever the file does.
         return st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}"
 
-    async def read_external(self, uri: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def read_external(
+        self, uri: str, start: int, end: int | None
+    ) -> AsyncGenerator[bytes, None]:
         path = self.external_path(uri)
         try:
             fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(f"No such object: {uri[:200]!r}") from None
-        async for chunk in self._store._stream_fd(fd, start, end):
+        async for chunk in stream_fd(fd, start, end, self._read_chunk):
             yield chunk
 
 

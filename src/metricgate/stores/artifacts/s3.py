@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from metricgate.domain.artifacts.paths import normalize_artifact_path
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import ArtifactEntry
+from metricgate.domain.uploads.entities import S3_PART_LIMITS, PartLimits
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.files import Descriptor
 from metricgate.stores.artifacts.parts import (
@@ -112,6 +114,8 @@ class _MultipartPut:
 
 class S3ArtifactStore:
     """``ArtifactStore`` on ``s3://bucket/prefix``; see the module docstring for the guarantees."""
+
+    part_limits: PartLimits = S3_PART_LIMITS
 
     def __init__(
         self, client: Any, bucket: str, prefix: str, *, part_bytes: int = DEFAULT_PART_BYTES
@@ -242,7 +246,9 @@ class S3ArtifactStore:
             response = await self.client.head_object(Bucket=bucket, Key=key)
         return int(response["ContentLength"]), strip_etag(response.get("ETag")) or None
 
-    def read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, path: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         rel = normalize_artifact_path(path)
         if start < 0 or (end is not None and end < start):
             raise InvalidParameter(f"Invalid byte range [{start}, {end}) for artifact {rel!r}")
@@ -250,7 +256,7 @@ class S3ArtifactStore:
 
     async def _stream(
         self, bucket: str, key: str, start: int, end: int | None, what: str
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         if end is not None and end == start:
             await self._head(bucket, key, what)  # still NotFound for a missing object
             return
@@ -362,12 +368,14 @@ class S3ArtifactStore:
             spool.release()
         return StagedPart(part_number, digest.size, strip_etag(response.get("ETag")), sha256)
 
-    async def stage_parts(self, path: str, staging_id: str) -> list[StagedPart]:
+    async def stage_parts(self, path: str, staging_id: str) -> builtins.list[StagedPart]:
         # SeaweedFS lists every version of a re-uploaded part; the newest (LastModified, one-second
         # resolution, then listing order) is the one a resume should trust.
         return [versions[-1] for versions in (await self._part_versions(path, staging_id)).values()]
 
-    async def _part_versions(self, path: str, staging_id: str) -> dict[int, list[StagedPart]]:
+    async def _part_versions(
+        self, path: str, staging_id: str
+    ) -> dict[int, builtins.list[StagedPart]]:
         rel, key = self._staged_key(path)
         listed: list[tuple[int, Any, StagedPart]] = []
         with s3_errors(f"staged upload of '{rel}'"):
@@ -385,7 +393,9 @@ class S3ArtifactStore:
             versions.setdefault(number, []).append(staged)
         return versions
 
-    async def stage_commit(self, path: str, staging_id: str, parts: list[StagedPart]) -> int:
+    async def stage_commit(
+        self, path: str, staging_id: str, parts: builtins.list[StagedPart]
+    ) -> int:
         rel, key = self._staged_key(path)
         if not parts:
             raise InvalidParameter(f"Cannot complete the upload of '{rel}': no parts were given")
@@ -415,7 +425,7 @@ class S3ArtifactStore:
         rel = normalize_artifact_path(path, allow_root=True)
         await self._abort(self._key(rel), staging_id)
 
-    async def stage_list(self) -> list[tuple[str, str, float]]:
+    async def stage_list(self) -> builtins.list[tuple[str, str, float]]:
         found: list[tuple[str, str, float]] = []
         prefix = self._dir_prefix("")
         with s3_errors("listing of staged uploads"):
@@ -439,7 +449,7 @@ class S3ArtifactStore:
 
     def read_external(
         self, uri: str, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         bucket, key = split_s3_uri(uri, "reference URI")
         if start < 0 or (end is not None and end < start):
             raise InvalidParameter(f"Invalid byte range [{start}, {end}) for {uri[:200]!r}")
