@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import builtins  # Fields' methods str, int, bool and list shadow the types in its body
 import json
 import math
 from array import array
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -73,10 +74,16 @@ class Fields:
     def raw(self) -> dict[str, Any] | MultiMapping[str]:
         return self._data
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> builtins.bool:
         return self._data.get(name) is not None
 
-    def str(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+    def str(
+        self,
+        name: builtins.str,
+        *,
+        required: builtins.bool = False,
+        default: builtins.str | None = None,
+    ) -> builtins.str | None:
         value = self._data.get(name)
         if value is None:
             if required:
@@ -88,12 +95,18 @@ class Fields:
             raise _missing(name)
         return value
 
-    def req_str(self, name: str) -> str:
+    def req_str(self, name: builtins.str) -> builtins.str:
         value = self.str(name, required=True)
         assert value is not None
         return value
 
-    def int(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
+    def int(
+        self,
+        name: builtins.str,
+        *,
+        required: builtins.bool = False,
+        default: builtins.int | None = None,
+    ) -> builtins.int | None:
         value = self._data.get(name)
         # An empty query parameter (``?max_results=``) is an absent one; in a JSON body "" is a
         # string where a number belongs, which stock MLflow refuses too (its protobuf parser).
@@ -104,8 +117,12 @@ class Fields:
         return parse_int64(name, value)
 
     def bool(
-        self, name: str, *, required: bool = False, default: bool | None = None
-    ) -> bool | None:
+        self,
+        name: builtins.str,
+        *,
+        required: builtins.bool = False,
+        default: builtins.bool | None = None,
+    ) -> builtins.bool | None:
         value = self._data.get(name)
         if value is None:
             if required:
@@ -117,10 +134,11 @@ class Fields:
             return value.lower() == "true"
         raise _bad_type(name, value, "a boolean")
 
-    def list(self, name: str) -> list[Any]:
+    def list(self, name: builtins.str) -> builtins.list[Any]:
         """A repeated field; a query string repeats the key (``stages=A&stages=B``)."""
         if self._query:
-            return list(self._data.getall(name, []))  # type: ignore[union-attr]
+            # query=True comes only with request.query, a MultiMapping.
+            return list(cast("MultiMapping[builtins.str]", self._data).getall(name, []))
         value = self._data.get(name)
         if value is None:
             return []
@@ -128,21 +146,21 @@ class Fields:
             raise _bad_type(name, value, "a list")
         return value
 
-    def str_list(self, name: str) -> list[str]:
+    def str_list(self, name: builtins.str) -> builtins.list[builtins.str]:
         values = self.list(name)
         for item in values:
             if not isinstance(item, str):
                 raise _bad_type(name, item, "a list of strings")
         return values
 
-    def dict_list(self, name: str) -> list[dict[str, Any]]:
+    def dict_list(self, name: builtins.str) -> builtins.list[dict[builtins.str, Any]]:
         values = self.list(name)
         for item in values:
             if not isinstance(item, dict):
                 raise _bad_type(name, item, "a list of objects")
         return values
 
-    def run_id(self) -> str:
+    def run_id(self) -> builtins.str:
         """``run_id``, or the legacy ``run_uuid`` the client still sends."""
         value = self.str("run_id") or self.str("run_uuid")
         if not value:
@@ -369,7 +387,7 @@ def _decode_plain_metric(item: dict[str, Any]) -> Metric | None:
     if (
         type(key) is str
         and key
-        and type(value) in (float, int)
+        and (type(value) is float or type(value) is int)
         and type(timestamp) is int
         and type(step) is int
         and _INT64_MIN <= timestamp <= _INT64_MAX
@@ -399,7 +417,7 @@ def decode_plain_metric_columns(items: list[dict[str, Any]]) -> MetricColumns | 
         step = item.get("step", 0)
         if not (
             type(key) is str
-            and type(value) in (float, int)
+            and (type(value) is float or type(value) is int)
             and type(timestamp) is int
             and type(step) is int
             and 0 <= timestamp <= _INT64_MAX
@@ -504,14 +522,14 @@ def encode_metric_series(
                 out.extend(
                     [
                         {"key": key, "value": v, "timestamp": t, "step": step, "run_id": run_id}
-                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values)
+                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values, strict=True)
                     ]
                 )
             else:
                 out.extend(
                     [
                         {"key": key, "value": v, "timestamp": t, "step": step}
-                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values)
+                        for step, t, v in zip(s.steps, s.timestamps_ms, s.values, strict=True)
                     ]
                 )
         else:
@@ -520,7 +538,9 @@ def encode_metric_series(
             out.extend(
                 encode_metric_points(
                     (key, v, t, step, e[0], e[1], e[2], *tail)
-                    for step, t, v, e in zip(s.steps, s.timestamps_ms, s.values, extras)
+                    for step, t, v, e in zip(
+                        s.steps, s.timestamps_ms, s.values, extras, strict=True
+                    )
                 )
             )
     return out
@@ -625,7 +645,8 @@ def encode_run_rows(rows: RunRows) -> list[dict[str, Any]]:
                 "dataset_inputs": [_encode_dataset_row(d) for d in datasets.get(run_id, no_rows)],
                 "model_inputs": [{"model_id": m[2]} for m in model_inputs.get(run_id, no_rows)],
             },
-            "outputs": {"model_outputs": [{"model_id": o[2], "step": o[9]} for o in model_outputs.get(run_id, no_rows)]},
+            "outputs": {"model_outputs": [{"model_id": o[2], "step": o[9]}
+                                          for o in model_outputs.get(run_id, no_rows)]},
         })  # fmt: skip
     return out
 

@@ -61,7 +61,7 @@ def execution_context_class(schema: Schema) -> type[ExecutionContext]:
                 name = nodes[0].name.value
                 if name == "__typename":
                     type_name = item_type.name
-                    projection.append((response_key, lambda _item, n=type_name: n))
+                    projection.append((response_key, _constant(type_name)))
                     continue
                 if any(node.arguments or node.selection_set for node in nodes):
                     return None
@@ -90,3 +90,10 @@ def _project(items: Iterable[Any], projection: Projection) -> list[dict[str, Any
             raise TypeError("not a flat item")
         out.append({key: value(item) for key, value in projection})
     return out
+
+
+def _constant(value: str) -> Callable[[Any], Any]:
+    def get(_item: Any) -> Any:
+        return value
+
+    return get

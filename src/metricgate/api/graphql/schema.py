@@ -20,6 +20,7 @@ from graphql import (
     GraphQLEnumType,
     GraphQLError,
     GraphQLList,
+    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
@@ -30,7 +31,6 @@ from graphql import (
     ValueNode,
     build_schema,
     get_named_type,
-    get_nullable_type,
 )
 from graphql.pyutils import Undefined
 
@@ -104,7 +104,7 @@ def _parse_long(value: Any) -> int:
     raise GraphQLError(f"LongString cannot represent {shown}")
 
 
-def _parse_long_literal(node: ValueNode, _variables: Any = None) -> Any:
+def _parse_long_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
     if isinstance(node, (IntValueNode, StringValueNode)):
         parsed = _long_from_text(node.value)
         if parsed is not None:
@@ -130,7 +130,7 @@ def _getter(key: str, default: Any) -> Getter:
 
 
 def _metric_value(source: dict[str, Any]) -> float | None:
-    value = source.get("value", 0.0)
+    value: float | str | None = source.get("value", 0.0)
     if isinstance(value, str):  # "NaN", "Infinity", "-Infinity" (codec.encode_double)
         return _NON_FINITE.get(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -139,7 +139,8 @@ def _metric_value(source: dict[str, Any]) -> float | None:
 
 
 def _default_for(field_type: GraphQLOutputType) -> Any:
-    nullable = get_nullable_type(field_type)
+    # get_nullable_type's overloads do not take the GraphQLWrappingType in GraphQLOutputType.
+    nullable = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
     if isinstance(nullable, GraphQLList):
         return []
     return _DEFAULTS.get(get_named_type(field_type).name)
@@ -161,9 +162,11 @@ class Schema:
         self.graphql: GraphQLSchema = build_schema(sdl)
         long_string = self.graphql.type_map["LongString"]
         assert isinstance(long_string, GraphQLScalarType)
-        long_string.serialize = _serialize_long  # type: ignore[method-assign]
-        long_string.parse_value = _parse_long  # type: ignore[method-assign]
-        long_string.parse_literal = _parse_long_literal  # type: ignore[method-assign]
+        # build_schema gives a custom scalar no functions; graphql-core's own constructor sets
+        # them the same way, as instance attributes over the methods.
+        long_string.serialize = _serialize_long  # type: ignore[method-assign]  # as graphql-core sets them
+        long_string.parse_value = _parse_long  # type: ignore[method-assign]  # as graphql-core sets them
+        long_string.parse_literal = _parse_long_literal  # type: ignore[method-assign]  # as graphql-core sets them
         self.getters: dict[tuple[str, str], Getter] = {}
         unused = set(resolvers)
         for type_ in self.graphql.type_map.values():
