@@ -105,7 +105,7 @@ async def log_logged_model_params(request: web.Request) -> web.Response:
 
 
 def _order_by(fields: Fields) -> list[dict[str, object]]:
-    order = []
+    order: list[dict[str, object]] = []
     for item in fields.dict_list("order_by"):
         entry = Fields(item)
         order.append(

@@ -69,7 +69,8 @@ class GroupAppender:
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (_, future), reply in zip(batch, replies):
+            # One reply per command: each command adds exactly one to the pipeline.
+            for (_, future), reply in zip(batch, replies, strict=False):
                 if future.done():  # the request was cancelled (client went away)
                     continue
                 if isinstance(reply, Exception):
