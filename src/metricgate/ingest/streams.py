@@ -13,13 +13,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
 from metricgate.ingest.group_append import GroupAppender
 
 GROUP = b"flushers"
+_GROUP_NAME = GROUP.decode()  # XREADGROUP's group as redis-py types it
 DEAD_LETTER_STREAM = b"mg:ingest:dead"
 
 # XADD and the run's last-id watermark in one atomic step: a reader can never see the entry
@@ -132,16 +136,16 @@ class IngestStreams:
         for name, value in fields.items():
             args.extend((name, value))
         keys = [self.streams[shard], lastid_key(shard), lastwrite_key(shard)]
+
+        def append_to(pipe: Pipeline) -> None:
+            pipe.evalsha(self._append.sha, 3, *keys, *args)
+
         try:
-            entry_id = await self._appender.submit(
-                lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args)
-            )
+            entry_id = await self._appender.submit(append_to)
         except NoScriptError:
             # A restarted (or failed-over) Redis forgot the script: load it and try once more.
             await self.client.script_load(_APPEND_LUA)
-            entry_id = await self._appender.submit(
-                lambda pipe: pipe.evalsha(self._append.sha, 3, *keys, *args)
-            )
+            entry_id = await self._appender.submit(append_to)
         return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
 
     async def backlog_entries(self) -> int:
@@ -164,7 +168,9 @@ class IngestStreams:
             group = next((g for g in groups if g["name"] == GROUP), None)
             if group is None:
                 first = await self.client.xrange(stream, count=1)
-                oldest_ms = parse_id(first[0][0])[0] if first else None
+                # An XRANGE id is never None; redis-py types it as XAUTOCLAIM's, which can be.
+                first_id = first[0][0] if first else None
+                oldest_ms = parse_id(first_id)[0] if first_id is not None else None
                 statuses.append(ShardStatus(shard, length, 0, length, oldest_ms))
                 continue
             summary = await self.client.xpending(stream, GROUP)
@@ -195,10 +201,10 @@ class IngestStreams:
         """``pending_id_of_run`` of many runs in one round trip."""
         shards = [shard_of(run_id, self.shards) for run_id in run_ids]
         async with self.client.pipeline(transaction=False) as pipe:
-            for run_id, shard in zip(run_ids, shards):
+            for run_id, shard in zip(run_ids, shards, strict=True):
                 pipe.hget(lastid_key(shard), run_id)
             ids = await pipe.execute()
-        return list(zip(shards, ids))
+        return list(zip(shards, ids, strict=True))
 
     async def is_flushed(self, shard: int, entry_id: bytes) -> bool:
         """True once ``entry_id`` of the shard was delivered and acknowledged (so committed)."""
@@ -227,7 +233,7 @@ class IngestStreams:
             for run_id in run_ids:
                 pipe.hget(lastwrite_key(shard_of(run_id, self.shards)), run_id)
             values = await pipe.execute()
-        return {run_id: int(v) for run_id, v in zip(run_ids, values) if v is not None}
+        return {run_id: int(v) for run_id, v in zip(run_ids, values, strict=True) if v is not None}
 
     async def forget_runs(self, run_ids: list[str]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -243,9 +249,10 @@ class IngestStreams:
         """New entries (``>``) or, for recovery, this consumer's own unacknowledged ones (``0``)."""
         start = b"0" if own_pending else b">"
         reply = await self.client.xreadgroup(
-            GROUP, consumer, {s: start for s in self.streams}, count=count, block=block_ms
+            _GROUP_NAME, consumer, {s: start for s in self.streams}, count=count, block=block_ms
         )
-        return _entries(reply)
+        # The RESP2 reply is a list; redis-py's type also allows RESP3's dict, never used here.
+        return _entries(cast("list[Any] | None", reply))
 
     async def claim_orphans(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries another (presumably dead) consumer has held for ``min_idle_ms``."""
@@ -294,14 +301,15 @@ class IngestStreams:
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
         """Park an entry no flush can ever apply, with the reason, instead of looping on it."""
-        fields = dict(entry.fields)
+        # Through items(): a dict's key type is invariant, and xadd types its keys wider.
+        fields: dict[FieldT, EncodableT] = dict(entry.fields.items())
         fields[b"_stream"] = entry.stream
         fields[b"_id"] = entry.entry_id
         fields[b"_reason"] = reason.encode()[:1000]
         await self.client.xadd(DEAD_LETTER_STREAM, fields)
 
 
-def _entries(reply: list | None) -> list[Entry]:  # type: ignore[type-arg]
+def _entries(reply: list[Any] | None) -> list[Entry]:
     """RESP2 XREADGROUP reply: [[stream, [[id, fields], ...]], ...]."""
     entries: list[Entry] = []
     for stream, messages in reply or []:
