@@ -468,7 +468,7 @@ def _read(f: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
         return declared.env_default() if declared.env_default else f.default
     assert raw is not None
     name = ENV_PREFIX + declared.env
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     if kind is bool:
         lowered = raw.lower()
         if lowered in ("1", "true", "yes", "on"):

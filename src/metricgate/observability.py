@@ -171,7 +171,7 @@ def render_metrics() -> bytes:
     aggregate of every worker's files."""
     if prometheus_multiproc_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
         return generate_latest(registry)
     return generate_latest(METRICS.registry)
 

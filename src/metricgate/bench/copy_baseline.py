@@ -217,6 +217,7 @@ async def copy_once(
     admin = await asyncpg.connect(dsn)
     try:
         await _prepare_schema(admin, schema, target, latest)
+        columns: tuple[str, ...]
         if target == "mlflow":
             batches = [
                 [(k, v, ts, r, s, False) for r, k, s, ts, v in rows[i : i + batch_rows]]

@@ -18,8 +18,9 @@ Phases, per workload and concurrency:
    following page tokens). Per run, one key is polled first (a cheap "has it landed yet"), then
    every other key is read once and polled again only while still short. A failed read (e.g. a
    503 while the server is catching up) counts as "not yet" and is polled again; the check runs
-   with its own, bounded concurrency and gives up after a timeout (reported as INCOMPLETE). Visible points/s = accepted points / (time from the first request
-   sent to the last history read that completed the picture), so the read-back time counts in it.
+   with its own, bounded concurrency and gives up after a timeout (reported as INCOMPLETE).
+   Visible points/s = accepted points / (time from the first request sent to the last history
+   read that completed the picture), so the read-back time counts in it.
    Where the server has MLflow's ``metrics/get-history-bulk-interval`` (stock MLflow does) and
    every run has at most 2500 steps (below that, the endpoint returns every step, so the count
    stays exact), the same check reads one key of up to 100 runs per request instead of one
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 import uuid
 from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -78,20 +81,24 @@ def _error_text(status: int, body: bytes) -> str:
 
 async def _post_json(
     session: aiohttp.ClientSession, url: str, payload: dict[str, object]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS) as resp:
         body = await resp.read()
         if resp.status != 200:
             raise BenchError(f"POST {url} -> {_error_text(resp.status, body)}")
-        return orjson.loads(body) if body else {}
+        reply: dict[str, Any] = orjson.loads(body) if body else {}
+        return reply
 
 
-async def _gather_bounded(limit: int, factories: list[Callable[[], object]]) -> list[object]:
+_T = TypeVar("_T")
+
+
+async def _gather_bounded(limit: int, factories: list[Callable[[], Awaitable[_T]]]) -> list[_T]:
     semaphore = asyncio.Semaphore(limit)
 
-    async def one(factory: Callable[[], object]) -> object:
+    async def one(factory: Callable[[], Awaitable[_T]]) -> _T:
         async with semaphore:
-            return await factory()  # type: ignore[misc]
+            return await factory()
 
     return list(await asyncio.gather(*(one(f) for f in factories)))
 
@@ -111,10 +118,11 @@ async def setup_runs(
             "run_name": f"bench-{i:04d}",
         }
         reply = await _post_json(session, f"{base}{API}/runs/create", payload)
-        return str(reply["run"]["info"]["run_id"])  # type: ignore[index]
+        return str(reply["run"]["info"]["run_id"])
 
-    ids = await _gather_bounded(limit, [lambda i=i: create(i) for i in range(workload.runs)])
-    return [str(x) for x in ids]
+    return await _gather_bounded(
+        limit, [functools.partial(create, i) for i in range(workload.runs)]
+    )
 
 
 def encode_bodies(workload: Workload, run_ids: list[str]) -> list[list[bytes]]:
@@ -133,7 +141,7 @@ def encode_bodies(workload: Workload, run_ids: list[str]) -> list[list[bytes]]:
 class SendOutcome:
     started: float
     ended: float
-    latencies: array  # seconds, every request answered with an HTTP status
+    latencies: array[float]  # seconds, every request answered with an HTTP status
     errors: dict[str, int]
     error_samples: dict[str, str]  # status -> the first answer (or exception) of that kind
     requests_sent: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # MLflow's log-batch limits (mlflow/utils/validation.py): at most 1000 metrics, 1,000,000 bytes.
 MAX_METRICS_PER_REQUEST = 1000
@@ -76,8 +77,8 @@ class Workload:
         start = index * self.steps_per_request
         return range(start, min(start + self.steps_per_request, self.steps))
 
-    def scaled(self, **changes: int | str) -> Workload:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def scaled(self, **changes: Any) -> Workload:
+        return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
         return (

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="embedded_flusher",
         action="store_false",
         default=None,
-        help="do not run a flusher inside the server; run `metricgate flush` separately (env METRICGATE_EMBEDDED_FLUSHER)",
+        help="do not run a flusher inside the server; run `metricgate flush` separately "
+        "(env METRICGATE_EMBEDDED_FLUSHER)",
     )
     serve.add_argument(
         "--migrate",

@@ -28,10 +28,10 @@ def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: e.g. 67108864, 64M or 64MiB")
-    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    return int(match.group(1)) << (10 * " kmgt".index(match.group(2).lower() or " "))
 
 
-def add_artifacts_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_artifacts_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     artifacts = sub.add_parser(
         "artifacts", help="upload or download large run artifacts (resumable, verified)"
     )
@@ -65,8 +65,11 @@ def add_artifacts_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
         type=parse_size,
         help="part size, e.g. 64M (default 32 MiB; server limits apply)",
     )
-    up.add_argument("--server-verify", action="store_true",
-                    help="hash every file first and have the server verify the assembled file at completion")  # fmt: skip
+    up.add_argument(
+        "--server-verify",
+        action="store_true",
+        help="hash every file first and have the server verify the assembled file at completion",
+    )
     up.add_argument(
         "--state-dir",
         type=Path,
@@ -124,7 +127,10 @@ def run_artifacts(args: argparse.Namespace) -> int:
             ))  # fmt: skip
             bar.close("done")
             unverified = [f.artifact_path for f in result_d.files if not f.verified]
-            summary = f"downloaded {human_bytes(result_d.total_bytes)} ({len(result_d.files)} files) to {result_d.local_path}"
+            summary = (
+                f"downloaded {human_bytes(result_d.total_bytes)} ({len(result_d.files)} files) "
+                f"to {result_d.local_path}"
+            )
             summary += (
                 f"; {len(unverified)} without a recorded SHA-256"
                 if unverified

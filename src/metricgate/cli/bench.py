@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from metricgate.bench.loadgen import BenchError, Options, run_ingest
 from metricgate.bench.report import IngestResult, ingest_table, json_line
@@ -34,6 +35,8 @@ Workloads (--workload, comma-separated or repeated):
 Nothing is retried: errors are counted by HTTP status, "conn" (connection failed or dropped) and
 "timeout". With fewer runs than the concurrency, only <runs> requests are in flight ("eff").
 """
+
+_T = TypeVar("_T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
-def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_bench_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Register ``bench`` on the ``metricgate`` command's subparsers."""
     parser = subparsers.add_parser(
         "bench",
@@ -147,7 +152,7 @@ async def run_plan(
     return results
 
 
-def run_event_loop(coro):  # type: ignore[no-untyped-def]
+def run_event_loop(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run on uvloop when it is installed (as the server does), else asyncio."""
     try:
         import uvloop

@@ -14,7 +14,7 @@ HISTORY_PATH = "/api/2.0/metricgate/registry/history"
 PAGE_SIZE = 500
 
 
-def add_registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_registry_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     registry = sub.add_parser("registry", help="model registry tools (audit history)")
     commands = registry.add_subparsers(dest="registry_command", required=True, metavar="SUBCOMMAND")
     history = commands.add_parser(
@@ -81,7 +81,7 @@ def _change(event: dict[str, Any]) -> str:
             for k in ("key", "alias")
             if k in before and before.get(k) == after.get(k)
         ]
-        return " ".join(same + [""]) + ", ".join(
+        return " ".join([*same, ""]) + ", ".join(
             f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}"
             for k in keys
             if before.get(k) != after.get(k)

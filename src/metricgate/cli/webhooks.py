@@ -13,7 +13,7 @@ from metricgate.cli.http import DEFAULT_URL, ClientError, request_json, server_u
 WEBHOOKS_PATH = "/api/2.0/metricgate/webhooks"
 
 
-def add_webhooks_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_webhooks_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     webhooks = sub.add_parser(
         "webhooks", help="registry webhooks: subscribe URLs to registry events"
     )

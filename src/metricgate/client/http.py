@@ -40,7 +40,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_s * 3)
-        base = min(self.max_s, self.initial_s * (2**attempt))
+        base = min(self.max_s, self.initial_s * (2.0**attempt))
         return base * (0.5 + random.random() / 2)  # jitter: parallel workers do not retry in step
 
 
@@ -143,8 +143,14 @@ class Api:
 
         return await self.retrying(what, once)
 
-    async def get_range(self, path: str, start: int, end: int | None,
-                        new_sink: Callable[[], Callable[[bytes], Awaitable[None]]], what: str) -> int | None:  # fmt: skip
+    async def get_range(
+        self,
+        path: str,
+        start: int,
+        end: int | None,
+        new_sink: Callable[[], Callable[[bytes], Awaitable[None]]],
+        what: str,
+    ) -> int | None:
         """GET bytes ``[start, end)`` (``end`` None: to the end of the file) into a sink, chunk by
         chunk; returns the file's total size as the server reported it. Every attempt gets a fresh
         sink from ``new_sink`` (a retry restarts the range from ``start``)."""

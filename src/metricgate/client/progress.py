@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from metricgate.bench.progress import Progress, render_bar
 
@@ -31,8 +32,8 @@ class ByteProgress(Progress):
     is not fooled by parts the server already had.
     """
 
-    def __init__(self, label: str, total: int = 0, **kwargs: object) -> None:
-        super().__init__(label, total, unit="B", **kwargs)  # type: ignore[arg-type]
+    def __init__(self, label: str, total: int = 0, **kwargs: Any) -> None:
+        super().__init__(label, total, unit="B", **kwargs)
         self._first_done: int | None = None
 
     def __call__(self, done: int, total: int) -> None:

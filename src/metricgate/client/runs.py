@@ -29,11 +29,13 @@ async def get_run(api: Api, run_id: str) -> dict[str, Any]:
     body = await api.json(
         "GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, what=f"run {run_id}"
     )
-    return body["run"]
+    run: dict[str, Any] = body["run"]
+    return run
 
 
 def store_root(run: dict[str, Any]) -> str:
-    """The proxied store path of a run's artifacts (``mlflow-artifacts:/1/<run>/artifacts`` -> ``1/<run>/artifacts``)."""
+    """The proxied store path of a run's artifacts: ``mlflow-artifacts:/1/<run>/artifacts`` ->
+    ``1/<run>/artifacts``."""
     # Imported here: the server's path rules are needed once per download, not at CLI start-up.
     from metricgate.domain.artifacts.paths import proxied_store_path
 
@@ -61,8 +63,10 @@ async def record_sha256(api: Api, run_id: str, checksums: dict[str, str]) -> Non
         {"key": key, "value": sha} for path, sha in checksums.items() if (key := sha256_tag(path))
     ]
     for i in range(0, len(tags), _TAGS_PER_BATCH):
-        await api.json("POST", "/api/2.0/mlflow/runs/log-batch", body={"run_id": run_id, "tags": tags[i : i + _TAGS_PER_BATCH]},
-                       what="recording SHA-256 tags")  # fmt: skip
+        body = {"run_id": run_id, "tags": tags[i : i + _TAGS_PER_BATCH]}
+        await api.json(
+            "POST", "/api/2.0/mlflow/runs/log-batch", body=body, what="recording SHA-256 tags"
+        )
 
 
 def artifact_url_path(root: str, artifact_path: str) -> str:

@@ -144,8 +144,16 @@ def upload(path: str | Path, run_id: str, dest: str | None = None, **kwargs: Any
     return asyncio.run(upload_async(path, run_id, dest, **kwargs))
 
 
-async def _resume_or_create(api: Api, record_store: ResumeStore, run_id: str, dest: str, files: list[SourceFile],
-                            is_dir: bool, part_size: int | None, verify_on_server: bool) -> tuple[dict[str, Any], bool]:  # fmt: skip
+async def _resume_or_create(
+    api: Api,
+    record_store: ResumeStore,
+    run_id: str,
+    dest: str,
+    files: list[SourceFile],
+    is_dir: bool,
+    part_size: int | None,
+    verify_on_server: bool,
+) -> tuple[dict[str, Any], bool]:
     record = record_store.load()
     if record is not None and record.matches(files):
         try:
@@ -219,7 +227,9 @@ async def _send_missing(api: Api, session: dict[str, Any], by_path: dict[str, So
 
 async def _complete(api: Api, upload_id: str) -> dict[str, Any]:
     """Complete, then wait while another gateway (or a retried request) is still committing."""
-    state = await api.json("POST", f"{UPLOADS}/{upload_id}/complete", what="completing upload")
+    state: dict[str, Any] = await api.json(
+        "POST", f"{UPLOADS}/{upload_id}/complete", what="completing upload"
+    )
     deadline = time.monotonic() + _COMMIT_WAIT_S
     while state["state"] == "committing" and time.monotonic() < deadline:
         await asyncio.sleep(_COMMIT_POLL_S)
