@@ -92,9 +92,10 @@ def start_mlflow_s3(tmp: Path, pg: devservices.PostgresInstance, endpoint: s3_se
     env = {k: v for k, v in compare._base_env().items() if not k.startswith("AWS_")}
     env.update(MLFLOW_S3_ENDPOINT_URL=endpoint.url, AWS_ACCESS_KEY_ID=endpoint.access_key,
                AWS_SECRET_ACCESS_KEY=endpoint.secret_key, AWS_DEFAULT_REGION=endpoint.region)  # fmt: skip
-    cmd = [str(venv / "bin" / "mlflow"), "server",
-           "--backend-store-uri", pg.url("bench_mlflow").replace("postgresql://", "postgresql+psycopg2://", 1),
-           "--artifacts-destination", f"s3://{endpoint.bucket}/mlflow", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    backend = pg.url("bench_mlflow").replace("postgresql://", "postgresql+psycopg2://", 1)
+    cmd = [str(venv / "bin" / "mlflow"), "server", "--backend-store-uri", backend,
+           "--artifacts-destination", f"s3://{endpoint.bucket}/mlflow",
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     return compare.Server(
         "mlflow",
         compare.spawn(cmd, env, tmp / "mlflow.log"),
@@ -309,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {
         "size_bytes": size, "part_size": args.part_size, "parallel": args.parallel, "repeat": repeat,
         "git": compare.git_describe(REPO),
-        "results": {r.name: {"upload_mib_s": round(r.rate(size, "up"), 1), "download_mib_s": round(r.rate(size, "down"), 1),
+        "results": {r.name: {"upload_mib_s": round(r.rate(size, "up"), 1),
+                             "download_mib_s": round(r.rate(size, "down"), 1),
                              "upload_s": r.up_s, "download_s": r.down_s} for r in results},
     }  # fmt: skip
     if "direct" in by:

@@ -15,9 +15,9 @@ contenders' cached venvs, starting and stopping their servers):
    match), the keys in a random order per search (another SQL text each time, so no cached plan
    helps; ``--same-filter`` keeps one order). Stock MLflow gets ``--mlflow-filter`` 10x1 (the
    same answer): it joins one subquery per comparison and its PostgreSQL backend needs ~1 GB to
-   plan 25 of them, 20 GB for 100, so 32 at once would exhaust the machine. Safety nets for a shared machine: a statement_timeout on each
-   contender's database (``--pg-guard-s``) and an address-space limit per PostgreSQL backend
-   (``--pg-backend-gib``).
+   plan 25 of them, 20 GB for 100, so 32 at once would exhaust the machine. Safety nets for a
+   shared machine: a statement_timeout on each contender's database (``--pg-guard-s``) and an
+   address-space limit per PostgreSQL backend (``--pg-backend-gib``).
 3. Phase A (baseline), ``--phase-s`` seconds: a writer logs to 4 runs of their own experiment, one
    ``runs/log-batch`` in flight per run (4 in all, closed loop, nothing retried), 100 points a
    request (10 keys x 10 steps), recording every request's latency and status. Every
@@ -497,7 +497,10 @@ async def run_phase(
 
 
 def _phase_line(s: dict[str, Any]) -> str:
-    line = f"log-batch ok {s['batches_ok']} p50 {s['batch_p50_ms']} ms p99 {s['batch_p99_ms']} ms failed {s['batch_failures']}"
+    line = (
+        f"log-batch ok {s['batches_ok']} p50 {s['batch_p50_ms']} ms p99 {s['batch_p99_ms']} ms "
+        f"failed {s['batch_failures']}"
+    )
     if s["flush_lag_samples"]:
         line += f"; flush lag p50 {s['flush_lag_p50_ms']} ms"
     if s["search_statuses"]:
@@ -610,7 +613,8 @@ async def bench_contender(
             say(f"{name}: the expensive search alone FAILED {alone_error}")
         else:
             say(
-                f"{name}: the expensive search alone: median {statistics.median(alone) * 1000:.0f} ms, {len(names)} runs"
+                f"{name}: the expensive search alone: "
+                f"median {statistics.median(alone) * 1000:.0f} ms, {len(names)} runs"
             )
     flush_dsn = dsn if name.startswith("metricgate") else None
     steps = dict.fromkeys(writer_runs, 0)
@@ -731,7 +735,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
-        " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        " | ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     ]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -485,7 +485,8 @@ def table(timings: list[Timing], contenders: list[str]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
         " | ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
         )
         for r in rows
     ]

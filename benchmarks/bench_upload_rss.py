@@ -148,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = sorted(sampler.samples)
     print(f"{size / MIB:,.0f} MiB generated upload to the {args.store} store, part {args.part_size // MIB} MiB "
           f"x {args.parallel} parallel, {seconds:.0f} s ({size / MIB / seconds:.0f} MiB/s)")  # fmt: skip
-    print(f"gateway RSS: before {baseline / 1024:.0f} MiB, median {samples[len(samples) // 2] / 1024:.0f} MiB, "
-          f"max sampled {samples[-1] / 1024:.0f} MiB, peak (VmHWM) {hwm / 1024:.0f} MiB  (target < 300 MB)")  # fmt: skip
+    median_kib = samples[len(samples) // 2]
+    print(f"gateway RSS: before {baseline / 1024:.0f} MiB, median {median_kib / 1024:.0f} MiB, "
+          f"max sampled {samples[-1] / 1024:.0f} MiB, peak (VmHWM) {hwm / 1024:.0f} MiB  "
+          "(target < 300 MB)")  # fmt: skip
     print(json.dumps({
         "size_bytes": size, "store": args.store, "part_size": args.part_size, "parallel": args.parallel,
         "seconds": round(seconds, 1), "rss_before_kib": baseline, "rss_median_kib": samples[len(samples) // 2],

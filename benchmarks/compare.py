@@ -48,11 +48,11 @@ REPO = Path(__file__).resolve().parent.parent
 # src/ for metricgate, the repository root for scripts/devservices.py (the dev-stack tool).
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from metricgate.bench.compare_report import summary_rows, summary_table
-from metricgate.bench.copy_baseline import copy_table, run_copy_baselines
-from metricgate.bench.loadgen import BenchError, Options, run_ingest
-from metricgate.bench.report import IngestResult, ingest_table
-from metricgate.bench.workload import (
+from metricgate.bench.compare_report import summary_rows, summary_table  # noqa: E402
+from metricgate.bench.copy_baseline import copy_table, run_copy_baselines  # noqa: E402
+from metricgate.bench.loadgen import BenchError, Options, run_ingest  # noqa: E402
+from metricgate.bench.report import IngestResult, ingest_table  # noqa: E402
+from metricgate.bench.workload import (  # noqa: E402
     PRESET_CONCURRENCY,
     PRESETS,
     QUICK,
@@ -60,8 +60,8 @@ from metricgate.bench.workload import (
     Workload,
     parse_concurrency,
 )
-from metricgate.cli.bench import run_event_loop
-from scripts import devservices
+from metricgate.cli.bench import run_event_loop  # noqa: E402
+from scripts import devservices  # noqa: E402
 
 # metricgate: plain `metricgate serve` (one process, the flusher embedded in it).
 # metricgate-split: `serve --no-flusher` plus one `metricgate flush` process, the scale-out layout
