@@ -15,7 +15,7 @@ from metricgate.domain.artifacts.paths import (
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.uploads import rules as checks
 from metricgate.domain.uploads.entities import ArtifactReference
-from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.base import ExternalSource
 from metricgate.stores.artifacts.parts import strip_etag
 from metricgate.stores.base import ReferenceStore, RunLookup
 
@@ -53,7 +53,7 @@ def check_reference_uri(uri: object, allowed_prefixes: tuple[str, ...]) -> str:
 class ReferenceManager:
     def __init__(
         self,
-        store: ArtifactStore,
+        store: ExternalSource,
         references: ReferenceStore,
         runs: RunLookup,
         settings: UploadSettings,

@@ -19,7 +19,7 @@ from metricgate.config import UploadSettings
 from metricgate.domain.errors import InvalidParameter, MetricgateError
 from metricgate.health_log import OutageLog
 from metricgate.lifecycle import sleep_unless_set
-from metricgate.stores.artifacts.base import ArtifactStore
+from metricgate.stores.artifacts.base import StagingArea
 from metricgate.stores.base import UploadStore
 from metricgate.uploads.commit import SessionCommitter
 
@@ -36,7 +36,7 @@ class SweepReport:
 class UploadSweeper:
     def __init__(
         self,
-        store: ArtifactStore,
+        store: StagingArea,
         uploads: UploadStore,
         committer: SessionCommitter,
         settings: UploadSettings,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
 from metricgate.domain.errors import InvalidParameter
-from metricgate.stores.artifacts.base import MAX_PART_NUMBER, MIN_PART_NUMBER
+from metricgate.domain.uploads.entities import MAX_PART_NUMBER, MIN_PART_NUMBER
 from metricgate.stores.artifacts.files import Descriptor, write_all
 
 # Incoming chunks are gathered up to this size before one thread hop writes and hashes them.
