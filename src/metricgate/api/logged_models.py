@@ -17,6 +17,7 @@ from metricgate.api.codec import (
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.tracking.entities import LoggedModel
 from metricgate.domain.tracking.rules import (
     parse_experiment_id,
     validate_logged_model_name,
@@ -33,8 +34,8 @@ MAX_PARAMS_PER_REQUEST = 100
 MAX_SEARCH_RESULTS = 1000
 
 
-def _model_response(model: object) -> web.Response:
-    return json_response({"model": encode_logged_model(model)})  # type: ignore[arg-type]
+def _model_response(model: LoggedModel) -> web.Response:
+    return json_response({"model": encode_logged_model(model)})
 
 
 async def create_logged_model(request: web.Request) -> web.Response:

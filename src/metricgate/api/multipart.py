@@ -69,11 +69,17 @@ async def create_multipart_upload(request: web.Request) -> web.Response:
     return json_response({"upload_id": upload_id, "credentials": credentials})
 
 
+def _required_int(fields: Fields, name: str) -> int:
+    value = fields.int(name, required=True)
+    assert value is not None  # required=True raises when it is absent
+    return value
+
+
 async def upload_part(request: web.Request) -> web.Response:
     """``PUT mpu/part/<path>?upload_id=&part_number=``: the body streams into the staging area."""
     fields = Fields(request.query, query=True)
     upload_id = fields.req_str("upload_id")
-    part_number = check_part_number(fields.int("part_number", required=True))  # type: ignore[arg-type]
+    part_number = check_part_number(_required_int(fields, "part_number"))
     path = request.match_info.get("path", "")
     staged = await _store(request).stage_part(path, upload_id, part_number, counted_body(request))
     response = empty_response()
@@ -88,7 +94,7 @@ def _requested_parts(fields: Fields) -> list[tuple[int, str]]:
         if not isinstance(item, dict):
             raise InvalidParameter("Invalid parts: expected a list of {part_number, etag} objects")
         part = Fields(item)
-        number = check_part_number(part.int("part_number", required=True))  # type: ignore[arg-type]
+        number = check_part_number(_required_int(part, "part_number"))
         requested.append((number, strip_etag(part.str("etag", default=""))))
     if not requested:
         raise InvalidParameter("Missing value for required parameter 'parts'.")

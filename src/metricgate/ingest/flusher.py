@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 from redis.exceptions import RedisError, ResponseError
@@ -31,6 +33,8 @@ from metricgate.ingest.streams import Entry, IngestStreams
 from metricgate.lifecycle import sleep_unless_set
 from metricgate.observability import METRICS
 from metricgate.stores.base import MetricBatchWriter
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +203,7 @@ class Flusher:
         for entry, reason in poison:
             log.error("dead-lettering entry %s of %s: %s", entry.entry_id, entry.stream, reason)
             await self._with_retry(
-                lambda e=entry, r=reason: self._streams.dead_letter(e, r), self._redis
+                functools.partial(self._streams.dead_letter, entry, reason), self._redis
             )
             METRICS.dead_lettered.inc()
         # XACK strictly after COMMIT: an ack lost here only causes a harmless replay.
@@ -219,7 +223,7 @@ class Flusher:
         good, bad = [], []
         for entry, batch in decoded:
             try:
-                await self._with_retry(lambda b=batch: self._write([b]), self._postgres)
+                await self._with_retry(functools.partial(self._write, [batch]), self._postgres)
                 good.append((entry, batch))
             except _PERMANENT as exc:
                 bad.append((entry, f"{type(exc).__name__}: {exc}"))
@@ -234,7 +238,9 @@ class Flusher:
         for _, batch in decoded:
             METRICS.ack_to_visible_seconds.observe(max(0.0, (now_ms - batch.acked_at_ms) / 1000))
 
-    async def _with_retry(self, operation, dependency: OutageLog, *, finish: bool = True):  # type: ignore[no-untyped-def]
+    async def _with_retry(
+        self, operation: Callable[[], Awaitable[T]], dependency: OutageLog, *, finish: bool = True
+    ) -> T:
         """Retry transient failures with capped backoff, for as long as it takes: giving up
         would mean dropping acknowledged points. On shutdown the drain timeout cancels it.
 

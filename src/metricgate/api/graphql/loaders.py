@@ -50,23 +50,24 @@ class BatchLoader(Generic[K, V]):
             found = await self._fetch(keys)
         except Exception as exc:
             for key in keys:
-                self._settle(key, exc=exc)
+                self._fail(key, exc)
             return
         except asyncio.CancelledError:
             for key in keys:
                 self._futures[key].cancel()
             raise
         for key in keys:
-            self._settle(key, value=found[key] if key in found else self._missing())
+            self._settle(key, found[key] if key in found else self._missing())
 
-    def _settle(self, key: K, value: V | None = None, exc: Exception | None = None) -> None:
+    def _settle(self, key: K, value: V) -> None:
         future = self._futures[key]
-        if future.done():
-            return
-        if exc is not None:
+        if not future.done():
+            future.set_result(value)
+
+    def _fail(self, key: K, exc: Exception) -> None:
+        future = self._futures[key]
+        if not future.done():
             future.set_exception(exc)
-        else:
-            future.set_result(value)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Cancel fetches still running (the request is over, e.g. its client went away)."""

@@ -175,11 +175,13 @@ def _echo(_root: Any, _info: GraphQLResolveInfo, inputString: str | None = None)
 
 
 def _run_experiment(run: Json, info: GraphQLResolveInfo) -> Awaitable[Json | None]:
-    return info.context.experiments.load(run["info"]["experiment_id"])  # type: ignore[no-any-return]
+    context: Context = info.context
+    return context.experiments.load(run["info"]["experiment_id"])
 
 
 def _run_model_versions(run: Json, info: GraphQLResolveInfo) -> Awaitable[list[Json]]:
-    return info.context.model_versions.load(run["info"]["run_id"])  # type: ignore[no-any-return]
+    context: Context = info.context
+    return context.model_versions.load(run["info"]["run_id"])
 
 
 RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
