@@ -1,6 +1,7 @@
 """Command line: every ``metricgate`` command. This package holds all the front ends (``serve``,
-``flush``, ``migrate`` here; the HTTP admin commands and the artifact transfer commands beside it);
-the commands' HTTP goes through ``cli.http`` and the client library's one error type."""
+``flush``, ``migrate`` here; ``bench``, the HTTP admin commands and the artifact transfer commands
+in the modules beside it); the commands' HTTP goes through ``cli.http`` and the client library's
+one error type."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ metricgate: an MLflow-compatible tracking server.
 
 Point an unmodified mlflow client at it with MLFLOW_TRACKING_URI=http://HOST:PORT.
 Settings come from METRICGATE_* environment variables; flags override them:
-  METRICGATE_DATABASE_URL   postgresql://user@host:port/db   (metadata and metrics)
-  METRICGATE_REDIS_URL      redis://host:port/db             (ingest streams)
-  METRICGATE_ARTIFACTS_URI  file:///abs/path                 (artifact root)
-  METRICGATE_HOST / METRICGATE_PORT                          (listen address, default 127.0.0.1:5000)
+  METRICGATE_DATABASE_URL   postgresql://user@host:port/db            (metadata and metrics)
+  METRICGATE_REDIS_URL      redis://host:port/db                      (ingest streams)
+  METRICGATE_ARTIFACTS_URI  file:///abs/path or s3://bucket/prefix    (artifact root)
+  METRICGATE_HOST / METRICGATE_PORT                                   (listen address, default 127.0.0.1:5000)
 """
 
 
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (env METRICGATE_PORT, default 5000)")
     serve.add_argument("--redis-url", help="Redis URL (env METRICGATE_REDIS_URL)")
     serve.add_argument(
-        "--artifacts-uri", help="artifact root, file:///... (env METRICGATE_ARTIFACTS_URI)"
+        "--artifacts-uri",
+        help="artifact root, file:///... or s3://... (env METRICGATE_ARTIFACTS_URI)",
     )
     serve.add_argument(
         "--workers",

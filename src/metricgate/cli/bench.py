@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -153,11 +152,9 @@ async def run_plan(
 
 
 def run_event_loop(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run on uvloop when it is installed (as the server does), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
+    """Run on uvloop, the event loop the server runs on (a dependency of the package)."""
+    import uvloop  # here, not at the top: only ``bench`` needs it among the CLI's light commands
+
     return uvloop.run(coro)
 
 
