@@ -182,8 +182,20 @@ class HiddenUploads(Protocol):
     async def hidden_destinations(self, path: str) -> list[str]: ...
 
 
-class UploadStore(UploadCommits, HiddenUploads, Protocol):
-    """Upload sessions, their files and parts: the client-facing steps and the sweeper's."""
+class UploadSweeps(Protocol):
+    """Sessions past their time: expired, or a commit whose gateway stopped (uploads/sweeper.py)."""
+
+    async def get(self, session_id: str) -> UploadSession: ...
+
+    async def expire_due(self, limit: int = ...) -> list[UploadSession]: ...
+
+    async def claim_stale_commits(self, lease_s: float, limit: int = ...) -> list[str]: ...
+
+    async def live_staging_ids(self) -> set[str]: ...
+
+
+class UploadStore(UploadCommits, UploadSweeps, HiddenUploads, Protocol):
+    """Upload sessions, their files and parts: the client-facing steps and all of the above."""
 
     async def create(
         self,
@@ -210,12 +222,6 @@ class UploadStore(UploadCommits, HiddenUploads, Protocol):
     ) -> tuple[UploadSession, bool]: ...
 
     async def abort(self, session_id: str) -> tuple[UploadSession, bool]: ...
-
-    async def expire_due(self, limit: int = ...) -> list[UploadSession]: ...
-
-    async def claim_stale_commits(self, lease_s: float, limit: int = ...) -> list[str]: ...
-
-    async def live_staging_ids(self) -> set[str]: ...
 
 
 class ReferenceStore(Protocol):

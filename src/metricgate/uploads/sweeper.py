@@ -20,7 +20,7 @@ from metricgate.domain.errors import InvalidParameter, MetricgateError
 from metricgate.health_log import OutageLog
 from metricgate.lifecycle import sleep_unless_set
 from metricgate.stores.artifacts.base import StagingArea
-from metricgate.stores.base import UploadStore
+from metricgate.stores.base import UploadSweeps
 from metricgate.uploads.commit import SessionCommitter
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class UploadSweeper:
     def __init__(
         self,
         store: StagingArea,
-        uploads: UploadStore,
+        uploads: UploadSweeps,
         committer: SessionCommitter,
         settings: UploadSettings,
     ) -> None:
