@@ -13,7 +13,10 @@ Rules, from the bottom layer up:
 1. An import may only point to the same layer or a lower one (TYPE_CHECKING and function-local
    imports count: they are dependencies all the same).
 2. No cycle between modules.
-3. A concrete store class (``Pg*``, ``LocalArtifactStore``, ``S3ArtifactStore``) is named only in
+3. Features and handlers reach the stores through their seams only: from ``stores/`` they import
+   ``stores/base.py`` and ``stores/artifacts/base.py`` (the Protocols and the values that cross
+   them), never a module of an implementation.
+4. A concrete store class (``Pg*``, ``LocalArtifactStore``, ``S3ArtifactStore``) is named only in
    ``stores/`` and ``service.py``: everything else depends on what a store does, not which it is.
 
 There is no list of tolerated breaches: a new module must find its layer, and an import that
@@ -56,6 +59,11 @@ LAYERS: dict[str, int] = {
 
 CONCRETE_STORE = re.compile(r"^(Pg[A-Z]\w*|LocalArtifactStore|S3ArtifactStore)$")
 CONCRETE_ALLOWED = ("metricgate.stores", "metricgate.service")
+
+SEAMS = ("metricgate.stores.base", "metricgate.stores.artifacts.base")
+# The raw COPY baseline measures the PostgreSQL store's own row format and COPY path: it is a
+# benchmark of that implementation, not a user of the store.
+SEAM_EXEMPT = {"metricgate.bench.copy_baseline"}
 
 
 # ---------------------------------------------------------------- the import graph
@@ -205,6 +213,20 @@ def test_no_import_cycles() -> None:
     edges, _ = _graph()
     found = _cycles(edges)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+def test_features_and_handlers_use_only_the_store_seams() -> None:
+    edges, _ = _graph()
+    found = {
+        (a, b)
+        for a, targets in edges.items()
+        for b in targets
+        if layer_of(a) in (LAYER_NAMES.index("features"), LAYER_NAMES.index("api"))
+        and a not in SEAM_EXEMPT
+        and b.startswith("metricgate.stores.")
+        and b not in SEAMS
+    }
+    assert not found, "imports of a store implementation above the stores:\n" + _describe(found)
 
 
 def test_concrete_stores_are_named_only_where_they_are_assembled() -> None:

@@ -29,7 +29,7 @@ from metricgate.domain.tracking.entities import (
     Tag,
 )
 from metricgate.domain.tracking.rules import is_valid_key
-from metricgate.stores.postgres.runs import RunRows, dataset_input_tags
+from metricgate.stores.base import RunRows, dataset_input_tags
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1

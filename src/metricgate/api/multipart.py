@@ -24,8 +24,8 @@ from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
 from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.uploads.rules import check_part_number, strip_etag
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, ArtifactStore, StagedPart
-from metricgate.stores.artifacts.parts import check_part_number, strip_etag
 
 _CREATE = "/mpu/create/"
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import asyncpg
+import orjson
 
 from metricgate.domain.metrics.chunks import FlushBatch
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
@@ -34,9 +38,56 @@ from metricgate.domain.uploads.entities import (
     UploadSession,
 )
 from metricgate.domain.webhooks.entities import ClaimedDelivery, Delivery, Webhook
-from metricgate.stores.postgres.dataset_summaries import DatasetSummary
-from metricgate.stores.postgres.live_counts import LiveCounts
-from metricgate.stores.postgres.runs import RunRows
+
+# ---------------------------------------------------------------------- values that cross the seam
+
+
+@dataclass(frozen=True, slots=True)
+class RunRows:
+    """Full runs as fetched by one ``_run_rows_sql`` statement, for readers that build MLflow's
+    JSON straight from the rows (search and export would otherwise build ~20 entities per run;
+    that was most of a 1,000-run page's time).
+
+    ``ids`` lists the runs found, in the order asked for; ``info`` holds each one's kind-0 row.
+    Each other field maps a run id to its rows of one kind, ordered as ``_ORDER_WITHIN_RUN`` in
+    stores/postgres/runs.py says; a run without rows of a kind is absent from that map. Every row is laid out as the
+    table above ``_run_rows_sql`` (same module) says: ``row[2]`` is t1 ... ``row[8]`` t7, ``row[9]`` n1 ...
+    ``row[11]`` n3, ``row[12]`` f."""
+
+    ids: list[str]
+    info: dict[str, asyncpg.Record]
+    params: dict[str, list[asyncpg.Record]]
+    tags: dict[str, list[asyncpg.Record]]
+    metrics: dict[str, list[asyncpg.Record]]
+    dataset_inputs: dict[str, list[asyncpg.Record]]
+    model_inputs: dict[str, list[asyncpg.Record]]
+    model_outputs: dict[str, list[asyncpg.Record]]
+
+
+def dataset_input_tags(raw: str | bytes | list[dict[str, str]] | None) -> list[dict[str, str]]:
+    """A dataset input's stored tags (jsonb, as text): ``[{"key", "value"}, ...]``."""
+    if raw is None:
+        return []
+    tags = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    return tags if isinstance(tags, list) else []
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    experiment_id: str
+    name: str
+    digest: str
+    context: str | None
+
+
+@dataclass(frozen=True)
+class LiveCounts:
+    abandoned_runs: int
+    uploads_open: int
+    uploads_committing: int
+    deliveries_pending: int
+    deliveries_failed: int
+
 
 # ---------------------------------------------------------------------- the database
 

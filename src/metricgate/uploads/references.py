@@ -15,8 +15,8 @@ from metricgate.domain.artifacts.paths import (
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.uploads import rules as checks
 from metricgate.domain.uploads.entities import ArtifactReference
+from metricgate.domain.uploads.rules import strip_etag
 from metricgate.stores.artifacts.base import ExternalSource
-from metricgate.stores.artifacts.parts import strip_etag
 from metricgate.stores.base import ReferenceStore, RunLookup
 
 _SCHEMES = ("s3", "file")

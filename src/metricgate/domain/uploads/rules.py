@@ -10,7 +10,12 @@ from typing import Any
 
 from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
 from metricgate.domain.errors import InvalidParameter
-from metricgate.domain.uploads.entities import MAX_PART_NUMBER, PartLimits, PartSizes
+from metricgate.domain.uploads.entities import (
+    MAX_PART_NUMBER,
+    MIN_PART_NUMBER,
+    PartLimits,
+    PartSizes,
+)
 
 MAX_PARTS_PER_FILE = MAX_PART_NUMBER
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -99,3 +104,34 @@ def destination(run_root: str, rel_path: str | None, *, allow_root: bool) -> tup
     """(normalised path relative to the run's root, store path)."""
     rel = normalize_artifact_path(rel_path or "", allow_root=allow_root)
     return rel, join_artifact_path(run_root, rel)
+
+
+def check_part_number(part_number: int) -> int:
+    if isinstance(part_number, bool) or not isinstance(part_number, int):
+        raise InvalidParameter(f"Invalid part number {part_number!r}: expected an integer")
+    if not MIN_PART_NUMBER <= part_number <= MAX_PART_NUMBER:
+        raise InvalidParameter(
+            f"Invalid part number {part_number}: must be between {MIN_PART_NUMBER} and {MAX_PART_NUMBER}"
+        )
+    return part_number
+
+
+def normalize_sha256(value: str | None) -> str | None:
+    """Lower-case hex SHA-256, or None; anything else is a client mistake."""
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if not _SHA256_HEX.match(lowered):
+        raise InvalidParameter(f"Invalid SHA-256 {value[:80]!r}: expected 64 hexadecimal digits")
+    return lowered
+
+
+def checksum_mismatch(what: str, expected: str, actual: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"Checksum mismatch for {what}: expected SHA-256 {expected}, received data has {actual}"
+    )
+
+
+def strip_etag(etag: str | None) -> str:
+    """S3 returns ETags in double quotes; the contract keeps the bare value."""
+    return (etag or "").strip().strip('"')

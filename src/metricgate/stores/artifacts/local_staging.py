@@ -31,15 +31,11 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.uploads.rules import check_part_number, checksum_mismatch, normalize_sha256
 from metricgate.stores.artifacts.base import StagedPart
 from metricgate.stores.artifacts.files import Descriptor, StagedFile, fsync_dir, stream_fd
 from metricgate.stores.artifacts.local_root import LocalRoot
-from metricgate.stores.artifacts.parts import (
-    check_part_number,
-    checksum_mismatch,
-    normalize_sha256,
-    spool_hashed,
-)
+from metricgate.stores.artifacts.parts import spool_hashed
 
 UPLOADS_DIR = "uploads"
 _META = "upload.json"

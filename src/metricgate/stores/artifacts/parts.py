@@ -9,48 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
-from metricgate.domain.errors import InvalidParameter
-from metricgate.domain.uploads.entities import MAX_PART_NUMBER, MIN_PART_NUMBER
 from metricgate.stores.artifacts.files import Descriptor, write_all
 
 # Incoming chunks are gathered up to this size before one thread hop writes and hashes them.
 SPOOL_BATCH_BYTES = 1024 * 1024
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-def check_part_number(part_number: int) -> int:
-    if isinstance(part_number, bool) or not isinstance(part_number, int):
-        raise InvalidParameter(f"Invalid part number {part_number!r}: expected an integer")
-    if not MIN_PART_NUMBER <= part_number <= MAX_PART_NUMBER:
-        raise InvalidParameter(
-            f"Invalid part number {part_number}: must be between {MIN_PART_NUMBER} and {MAX_PART_NUMBER}"
-        )
-    return part_number
-
-
-def normalize_sha256(value: str | None) -> str | None:
-    """Lower-case hex SHA-256, or None; anything else is a client mistake."""
-    if value is None:
-        return None
-    lowered = value.strip().lower()
-    if not _SHA256_HEX.match(lowered):
-        raise InvalidParameter(f"Invalid SHA-256 {value[:80]!r}: expected 64 hexadecimal digits")
-    return lowered
-
-
-def checksum_mismatch(what: str, expected: str, actual: str) -> InvalidParameter:
-    return InvalidParameter(
-        f"Checksum mismatch for {what}: expected SHA-256 {expected}, received data has {actual}"
-    )
-
-
-def strip_etag(etag: str | None) -> str:
-    """S3 returns ETags in double quotes; the contract keeps the bare value."""
-    return (etag or "").strip().strip('"')
 
 
 @dataclass

@@ -24,15 +24,15 @@ from metricgate.domain.artifacts.paths import normalize_artifact_path
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import ArtifactEntry
 from metricgate.domain.uploads.entities import S3_PART_LIMITS, PartLimits
-from metricgate.stores.artifacts.base import StagedPart
-from metricgate.stores.artifacts.files import Descriptor
-from metricgate.stores.artifacts.parts import (
+from metricgate.domain.uploads.rules import (
     check_part_number,
     checksum_mismatch,
     normalize_sha256,
-    spool_hashed,
     strip_etag,
 )
+from metricgate.stores.artifacts.base import StagedPart
+from metricgate.stores.artifacts.files import Descriptor
+from metricgate.stores.artifacts.parts import spool_hashed
 from metricgate.stores.artifacts.s3_client import (
     SpoolReader,
     client_config,

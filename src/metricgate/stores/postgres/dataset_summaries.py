@@ -4,22 +4,14 @@ dataset filter (``experiments/search-datasets``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from metricgate.stores.base import DatasetSummary
 from metricgate.stores.postgres.pool import Database
 
 # Stock's MAX_DATASET_SUMMARIES_RESULTS: the UI shows a picker, not a listing.
 MAX_SUMMARIES = 1000
 # The input tag that says what a dataset was used for ("training", "eval", ...).
 CONTEXT_TAG = "mlflow.data.context"
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    experiment_id: str
-    name: str
-    digest: str
-    context: str | None
 
 
 class PgDatasetSummaries:

@@ -6,8 +6,7 @@ refresh every few seconds costs little however large the tables grow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from metricgate.stores.base import LiveCounts
 from metricgate.stores.postgres.pool import Database
 
 _COUNTS_SQL = """
@@ -19,15 +18,6 @@ SELECT
   (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') AS deliveries_pending,
   (SELECT count(*) FROM webhook_deliveries WHERE state = 'failed') AS deliveries_failed
 """
-
-
-@dataclass(frozen=True)
-class LiveCounts:
-    abandoned_runs: int
-    uploads_open: int
-    uploads_committing: int
-    deliveries_pending: int
-    deliveries_failed: int
 
 
 class PgLiveCounts:

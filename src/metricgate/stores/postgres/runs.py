@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 
 import asyncpg
@@ -24,6 +23,7 @@ from metricgate.domain.tracking.entities import (
     RunInfo,
     Tag,
 )
+from metricgate.stores.base import RunRows, dataset_input_tags
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_run_search
@@ -468,28 +468,6 @@ _ORDER_WITHIN_RUN = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RunRows:
-    """Full runs as fetched by one ``_run_rows_sql`` statement, for readers that build MLflow's
-    JSON straight from the rows (search and export would otherwise build ~20 entities per run;
-    that was most of a 1,000-run page's time).
-
-    ``ids`` lists the runs found, in the order asked for; ``info`` holds each one's kind-0 row.
-    Each other field maps a run id to its rows of one kind, ordered as ``_ORDER_WITHIN_RUN``
-    says; a run without rows of a kind is absent from that map. Every row is laid out as the
-    table above ``_run_rows_sql`` says: ``row[2]`` is t1 ... ``row[8]`` t7, ``row[9]`` n1 ...
-    ``row[11]`` n3, ``row[12]`` f."""
-
-    ids: list[str]
-    info: dict[str, asyncpg.Record]
-    params: dict[str, list[asyncpg.Record]]
-    tags: dict[str, list[asyncpg.Record]]
-    metrics: dict[str, list[asyncpg.Record]]
-    dataset_inputs: dict[str, list[asyncpg.Record]]
-    model_inputs: dict[str, list[asyncpg.Record]]
-    model_outputs: dict[str, list[asyncpg.Record]]
-
-
 async def fetch_run_rows(conn: PgConnection, run_ids: Sequence[str]) -> RunRows:
     """The runs of ``run_ids`` (missing ones skipped), with everything they hold, in one statement."""
     ids = list(run_ids)
@@ -552,14 +530,6 @@ def runs_from_rows(rows: RunRows) -> list[Run]:
 async def _load_runs(conn: PgConnection, run_ids: Sequence[str]) -> list[Run]:
     """Full runs in the order of ``run_ids``."""
     return runs_from_rows(await fetch_run_rows(conn, run_ids))
-
-
-def dataset_input_tags(raw: str | bytes | list[dict[str, str]] | None) -> list[dict[str, str]]:
-    """A dataset input's stored tags (jsonb, as text): ``[{"key", "value"}, ...]``."""
-    if raw is None:
-        return []
-    tags = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    return tags if isinstance(tags, list) else []
 
 
 def _dataset_input(row: asyncpg.Record) -> DatasetInput:
