@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "metricgate"
@@ -44,3 +45,36 @@ def test_the_rule_sees_a_bare_isdigit() -> None:
         'ok = v.isascii() and v.isdigit()\nbad = w.strip().isdigit()\n"""x.isdigit() in prose"""\n'
     )
     assert bare_isdigit_calls(code) == [2]
+
+
+# `# type: ignore[code]  # why`: the code keeps the ignore from hiding a second, different error
+# on the same line, and the reason lets a reader judge whether it still holds.
+_TYPE_IGNORE = re.compile(r"#\s*type:\s*ignore(?P<rest>.*)$")
+_EXPLAINED = re.compile(r"^\[[a-z0-9-]+(,\s*[a-z0-9-]+)*\]\s+#\s*\S")
+
+
+def unexplained_type_ignores(source: str) -> list[int]:
+    return [
+        number
+        for number, line in enumerate(source.splitlines(), 1)
+        if (found := _TYPE_IGNORE.search(line)) and not _EXPLAINED.match(found["rest"])
+    ]
+
+
+def test_every_type_ignore_names_its_code_and_reason() -> None:
+    offenders = [
+        f"{path.relative_to(SRC)}:{line}"
+        for path in sorted(SRC.rglob("*.py"))
+        for line in unexplained_type_ignores(path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, "write `# type: ignore[code]  # why`: " + ", ".join(offenders)
+
+
+def test_the_rule_sees_an_unexplained_ignore() -> None:
+    code = (
+        "a = f()  # type: ignore[no-untyped-call]  # untyped upstream\n"
+        "b = g()  # type: ignore\n"
+        "c = h()  # type: ignore[attr-defined]\n"
+        "d = i()  # type: ignore  # reason without a code\n"
+    )
+    assert unexplained_type_ignores(code) == [2, 3, 4]
