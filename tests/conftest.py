@@ -2,7 +2,12 @@
 
 PostgreSQL and Redis are started once per session on free ports in temp dirs (see
 ``metricgate.devservices``) unless ``METRICGATE_TEST_DATABASE_URL`` / ``METRICGATE_TEST_REDIS_URL``
-name existing servers. Each test gets its own database, cloned from a migrated template.
+name existing servers. Each test gets its own database, cloned from a migrated template; a live
+server (a ``metricgate serve`` subprocess) and its database are shared by the tests of a module.
+
+Tiers: every test carries the marker of its directory (``unit``, ``integration``, ``api``, ``e2e``,
+``webhooks``, ``process``, ``fault``, ``browser``), so ``-m "not fault and not browser"`` selects
+by tier. ``unit`` tests do no I/O: they may not request a database, Redis, S3 or server fixture.
 """
 
 from __future__ import annotations
@@ -33,6 +38,57 @@ from s3_services import S3Endpoint
 from scripts import devservices
 
 LIVE_SERVER_START_TIMEOUT_S = 20.0
+
+TIERS = {
+    "unit": "pure functions and small objects: no I/O, runs in seconds",
+    "integration": "stores and workers against real PostgreSQL / Redis / S3",
+    "api": "the HTTP API in-process (aiohttp test client) over real PostgreSQL and Redis",
+    "e2e": "the real mlflow client against a live `metricgate serve` subprocess",
+    "webhooks": "webhook dispatch to loopback receivers",
+    "process": "whole processes: serve, scale-out, bench, devservices",
+    "fault": "fault injection with real processes (kill -9, outages)",
+    "browser": "the UI in headless Chromium",
+}
+OTHER_MARKERS = {
+    "fresh_server": "the test needs a live server with an empty database of its own",
+}
+# Fixtures that reach a database, Redis, S3 or a server: never in the unit tier.
+IO_FIXTURES = frozenset(
+    {
+        "pg_server_url",
+        "db_url",
+        "module_db_url",
+        "redis_url",
+        "client",
+        "live_server",
+        "live_server_s3",
+        "s3_moto",
+        "s3_seaweed",
+    }
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in {**TIERS, **OTHER_MARKERS}.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            tier = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier not in TIERS:
+            continue
+        item.add_marker(tier)
+        if tier == "unit":
+            reached = IO_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            if reached:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: unit tests do no I/O, but it uses {reached}"
+                )
 
 
 def _loop_factories_hook_exists() -> bool:
@@ -148,6 +204,16 @@ async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[st
         yield url
 
 
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to this test's ``db_url``."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 # ---------------------------------------------------------------- Redis
 
 
@@ -261,12 +327,71 @@ def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
         _stop_process(proc)
 
 
+@dataclass(frozen=True)
+class LiveServer:
+    url: str  # http://127.0.0.1:PORT
+    artifacts: Path  # the root of its local artifact store
+
+
+@pytest.fixture(scope="module")
+async def module_db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """Like ``db_url``, but one database for the whole test module (the module live server's)."""
+    async with fresh_database(pg_server_url, migrated_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def module_redis_url(redis_url: str) -> str:
+    """``redis_url`` emptied once, before the module's first test (its live server's Redis)."""
+    await flush_redis(redis_url)
+    return redis_url
+
+
+@pytest.fixture(scope="module")
+def module_live_server(
+    module_db_url: str, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One ``metricgate serve`` subprocess (and database) shared by every test of a module."""
+    home = tmp_path_factory.mktemp("live-server")
+    env = _server_env(module_db_url, module_redis_url, home / "artifacts")
+    with _serve(env, home / "live-server.log") as base_url:
+        yield LiveServer(base_url, home / "artifacts")
+
+
 @pytest.fixture
-def live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[str]:
-    """Base URL ``http://127.0.0.1:PORT`` of a real ``python -m metricgate serve`` subprocess."""
+def fresh_live_server(db_url: str, redis_client_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A ``metricgate serve`` subprocess with an empty database for this test only."""
     env = _server_env(db_url, redis_client_url, tmp_path / "artifacts")
     with _serve(env, tmp_path / "live-server.log") as base_url:
-        yield base_url
+        yield LiveServer(base_url, tmp_path / "artifacts")
+
+
+@pytest.fixture
+def live_server_handle(request: pytest.FixtureRequest) -> LiveServer:
+    """The module's shared live server, or a fresh one for a test marked ``fresh_server``.
+
+    Starting a server and cloning its database costs about a second; most tests only need their
+    own names (``unique_name``), not an empty database.
+    """
+    fresh = request.node.get_closest_marker("fresh_server") is not None
+    server = request.getfixturevalue("fresh_live_server" if fresh else "module_live_server")
+    assert isinstance(server, LiveServer)
+    return server
+
+
+@pytest.fixture
+def live_server(live_server_handle: LiveServer) -> str:
+    """Base URL ``http://127.0.0.1:PORT`` of a real ``python -m metricgate serve`` subprocess.
+
+    Shared by the tests of a module (its database too) unless the test is marked ``fresh_server``.
+    """
+    return live_server_handle.url
+
+
+@pytest.fixture
+def live_server_artifacts(live_server_handle: LiveServer) -> Path:
+    """The local artifact root of ``live_server`` (tests that corrupt or plant stored files)."""
+    return live_server_handle.artifacts
 
 
 @contextlib.contextmanager

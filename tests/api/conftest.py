@@ -1,5 +1,8 @@
 """API-test helpers: a thin MLflow-REST wrapper (``api``) over the shared ``client`` fixture.
 
+``Api``'s shortcuts (create_experiment, create_run, create_registered_model, ...) are the async
+twins of ``tests/factories.py``'s ``Rest`` for a live server.
+
 ``db_url``, ``settings`` and ``client`` come from tests/conftest.py.
 """
 
@@ -144,6 +147,20 @@ class Api:
         if experiment_id is None:
             experiment_id = await self.create_experiment()
         return (await self.create_run(experiment_id))["info"]["run_id"]
+
+    async def create_registered_model(self, name: str, **extra: Any) -> dict[str, Any]:
+        body = {"name": name, **extra}
+        model: dict[str, Any] = (await self.post("/registered-models/create", body)).ok()[
+            "registered_model"
+        ]
+        return model
+
+    async def create_model_version(self, name: str, source: str, **extra: Any) -> dict[str, Any]:
+        body = {"name": name, "source": source, **extra}
+        version: dict[str, Any] = (await self.post("/model-versions/create", body)).ok()[
+            "model_version"
+        ]
+        return version
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
         return (await self.get("/runs/get", {"run_id": run_id})).ok()["run"]

@@ -3,18 +3,18 @@ the GET fallback of get-latest-versions, and client mistakes that must never be 
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.api.conftest import AJAX, Api
 
 
 async def test_sources_resolve_to_readable_locations(api: Api) -> None:
     run = await api.create_run(await api.create_experiment())
     run_id, artifact_uri = run["info"]["run_id"], run["info"]["artifact_uri"]
-    (await api.post("/registered-models/create", {"name": "m"})).ok()
+    await api.create_registered_model("m")
 
-    async def register(source: str, **extra: str) -> dict[str, str]:
-        return (
-            await api.post("/model-versions/create", {"name": "m", "source": source, **extra})
-        ).ok()["model_version"]
+    async def register(source: str, **extra: str) -> dict[str, Any]:
+        return await api.create_model_version("m", source, **extra)
 
     async def download_uri(version: str) -> str:
         reply = await api.get("/model-versions/get-download-uri", {"name": "m", "version": version})
@@ -35,9 +35,9 @@ async def test_sources_resolve_to_readable_locations(api: Api) -> None:
 
 
 async def test_get_latest_versions_post_get_and_stage_validation(api: Api) -> None:
-    (await api.post("/registered-models/create", {"name": "m"})).ok()
+    await api.create_registered_model("m")
     for _ in range(3):
-        (await api.post("/model-versions/create", {"name": "m", "source": "s3://b/x"})).ok()
+        await api.create_model_version("m", "s3://b/x")
     body = {"name": "m", "version": "2", "stage": "STAGING", "archive_existing_versions": False}
     assert (await api.post("/model-versions/transition-stage", body)).ok()["model_version"][
         "current_stage"
@@ -68,8 +68,8 @@ async def test_get_latest_versions_post_get_and_stage_validation(api: Api) -> No
 
 
 async def test_client_mistakes_are_4xx(api: Api) -> None:
-    (await api.post("/registered-models/create", {"name": "m"})).ok()
-    (await api.post("/model-versions/create", {"name": "m", "source": "s3://b/x"})).ok()
+    await api.create_registered_model("m")
+    await api.create_model_version("m", "s3://b/x")
     bad = [
         ("POST", "/registered-models/create", {}),
         ("POST", "/registered-models/create", {"name": 5}),

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from tests.browser.uidata import Populated, populate
 from tests.browser.uipages import CHROMIUM, UiSession, launch, new_context, ui_session
-from tests.conftest import _mlflow_pointed_at, _serve, _server_env, flush_redis, fresh_database
+from tests.conftest import LiveServer, _mlflow_pointed_at
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
@@ -72,27 +72,9 @@ def browser(chromium: Path, ui_server: str) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-async def ui_db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, migrated_template) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def ui_redis_url(redis_url: str) -> str:
-    await flush_redis(redis_url)
-    return redis_url
-
-
-@pytest.fixture(scope="module")
-def ui_server(
-    ui_db_url: str, ui_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Base URL of a ``metricgate serve`` process with its own database, for this module."""
-    tmp = tmp_path_factory.mktemp("ui-server")
-    with _serve(
-        _server_env(ui_db_url, ui_redis_url, tmp / "artifacts"), tmp / "server.log"
-    ) as base_url:
-        yield base_url
+def ui_server(module_live_server: LiveServer) -> str:
+    """Base URL of the module's ``metricgate serve`` process (its own database; tests/conftest.py)."""
+    return module_live_server.url
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-import requests
+from tests.factories import Rest
 from tests.stock_mlflow import stock_mlflow_server
 
 
@@ -52,24 +51,9 @@ def experiment(mlflow_tracking: str, unique_name: Callable[[str], str]) -> Any:
     return mlflow.set_experiment(unique_name("exp"))
 
 
-@dataclass(frozen=True)
-class Rest:
-    """Raw HTTP against the live server, for what the client would never send (limits, junk)."""
-
-    base_url: str
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/api/2.0/mlflow/{path.lstrip('/')}"
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
-        return requests.post(self.url(path), json=body, timeout=30, **kwargs)
-
-    def get(self, path: str, params: Any = None) -> requests.Response:
-        return requests.get(self.url(path), params=params, timeout=30)
-
-
 @pytest.fixture
 def rest(mlflow_tracking: str) -> Rest:
+    """Raw HTTP against the live server, for what the client would never send (limits, junk)."""
     return Rest(mlflow_tracking)
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.factories import Rest
 
 from metricgate.client import ChecksumMismatch, ClientError, download, upload
 from metricgate.client.runs import SHA256_TAG_PREFIX
@@ -38,12 +39,7 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 def new_run(url: str) -> str:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=url)
-    return str(
-        client.create_run(client.create_experiment(f"client-{os.urandom(4).hex()}")).info.run_id
-    )
+    return Rest(url).new_run_id()
 
 
 def cli(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -123,7 +119,9 @@ def test_directory_round_trip_through_the_cli(server: str, tmp_path: Path) -> No
         assert (tmp_path / "restore" / "model" / name).read_bytes() == data, name
 
 
-def test_corrupted_object_fails_the_download_check(live_server: str, tmp_path: Path) -> None:
+def test_corrupted_object_fails_the_download_check(
+    live_server: str, live_server_artifacts: Path, tmp_path: Path
+) -> None:
     run_id = new_run(live_server)
     data = blob(PART + 999, seed=4)
     (tmp_path / "w.bin").write_bytes(data)
@@ -135,8 +133,8 @@ def test_corrupted_object_fails_the_download_check(live_server: str, tmp_path: P
         part_size=PART,
         state_dir=tmp_path / "s",
     )
-    # live_server keeps its local store at tmp_path/artifacts; flip one byte of the stored object.
-    stored = [p for p in (tmp_path / "artifacts").rglob("w.bin") if run_id in str(p)]
+    # Flip one byte of the stored object.
+    stored = [p for p in live_server_artifacts.rglob("w.bin") if run_id in str(p)]
     assert len(stored) == 1, stored
     with open(stored[0], "r+b") as f:
         f.seek(PART + 10)
@@ -209,13 +207,13 @@ def test_directory_into_the_run_root_and_back(live_server: str, tmp_path: Path) 
 
 
 def test_reference_download_is_checked_against_its_registered_sha256(
-    live_server: str, tmp_path: Path
+    live_server: str, live_server_artifacts: Path, tmp_path: Path
 ) -> None:
     import requests
 
     run_id = new_run(live_server)
     # References may point into the artifact root when no prefixes are configured.
-    source = tmp_path / "artifacts" / "shared" / "step-9.pt"
+    source = live_server_artifacts / "shared" / "step-9.pt"
     source.parent.mkdir(parents=True)
     data = blob(3 * MIB + 5, 6)
     source.write_bytes(data)

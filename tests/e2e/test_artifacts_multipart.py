@@ -67,7 +67,11 @@ def upload_and_download(tmp_path: Path, source: Path, artifact_path: str) -> tup
 
 @pytest.mark.parametrize("explicit", [True, False], ids=["env-enabled", "server-info"])
 def test_mlflow_multipart_upload_to_local_store(
-    mlflow_tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, explicit: bool
+    mlflow_tracking: str,
+    live_server_artifacts: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    explicit: bool,
 ) -> None:
     enable_multipart(monkeypatch, chunk=MIB, explicit=explicit)
     source = write_random(tmp_path / "src" / "checkpoint.bin", 3 * MIB + 4321, seed=1)
@@ -76,7 +80,7 @@ def test_mlflow_multipart_upload_to_local_store(
     assert part_puts(mlflow_tracking) - before == 4
     assert sha256_of(downloaded) == sha256_of(source)
     # Staged parts are gone once committed.
-    staging = tmp_path / "artifacts" / ".metricgate-staging" / "uploads"
+    staging = live_server_artifacts / ".metricgate-staging" / "uploads"
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
@@ -140,7 +144,8 @@ def test_mlflow_proxied_artifacts_on_seaweedfs(mlflow_tracking_s3: Any, tmp_path
     for relative in ("a.bin", "nested/b.bin", "empty.txt"):
         assert sha256_of(out / relative) == sha256_of(src / relative)
 
-    url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/bundle/nested/b.bin"
+    run_path = f"{run.info.experiment_id}/{run.info.run_id}/artifacts"
+    url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{run_path}/bundle/nested/b.bin"
     ranged = requests.get(url, headers={"Range": "bytes=6000000-6000099"}, timeout=30)
     assert ranged.status_code == 206
     assert ranged.content == (src / "nested" / "b.bin").read_bytes()[6_000_000:6_000_100]

@@ -113,6 +113,7 @@ def test_register_promote_alias_and_load(
     assert mlflow.register_model(info.model_uri, name).version == "4"
 
 
+@pytest.mark.fresh_server  # lists every registered model
 def test_registered_model_crud_search_and_paging(mlflow_tracking: str, mlclient: Any) -> None:
     created = mlclient.create_registered_model(
         "alpha", tags={"team": "vision"}, description="first"

@@ -65,13 +65,13 @@ def test_mlflow_sees_a_directory_upload_only_when_committed(
 
 
 def test_mlflow_lists_and_downloads_a_reference(
-    mlflow_tracking: str, mlclient: Any, tmp_path: Path
+    mlflow_tracking: str, mlclient: Any, live_server_artifacts: Path, tmp_path: Path
 ) -> None:
     import mlflow
 
     # With no METRICGATE_UPLOAD_REFERENCE_URI_PREFIXES, references may point into the artifact
-    # root only; live_server keeps it at tmp_path/artifacts.
-    source = tmp_path / "artifacts" / "shared-checkpoints" / "step-7.pt"
+    # root only.
+    source = live_server_artifacts / "shared-checkpoints" / "step-7.pt"
     source.parent.mkdir(parents=True)
     data = uc.blob(200_000, 2)
     source.write_bytes(data)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import math
 import struct
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from metricgate.stores.postgres.chunk_copy import encode_chunks
 from metricgate.stores.postgres.metrics import CHUNK_COLUMNS as COLUMNS
@@ -62,15 +60,6 @@ CHUNKS = [
         b"\x04" * 16,
     ),
 ]
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(db_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def _comparable(row: asyncpg.Record) -> tuple[object, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -30,15 +30,6 @@ KEYS = ("a", "b", "c", "d", PROMPT)
 VALUES = ("x", "y", "xy", "Y", "")
 PROMPT_VALUES = ("true", "false", "TRUE")
 TRIALS = 120
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(db_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def _tags(rng: random.Random) -> list[tuple[str, str]]:

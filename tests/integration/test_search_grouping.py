@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -32,15 +32,6 @@ KEYS = ("a", "b", "c", "d", "e")
 NUMBERS = (-1.0, 0.0, 0.5, 1.0, 2.0, math.inf, -math.inf, math.nan)
 STRINGS = ("x", "y", "xy", "Y", "")
 TRIALS = 200
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(db_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def _maybe_values(rng: random.Random, pool: tuple[object, ...]) -> dict[str, object]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +23,6 @@ from metricgate.stores.postgres.search_sql import (
 )
 
 NAN, INF = math.nan, math.inf
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(db_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def add_experiment(

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from webhook_receiver import Receiver
@@ -52,15 +51,6 @@ async def hook_client(hook_settings: Settings) -> AsyncIterator[TestClient[Any, 
 
     async with TestClient(TestServer(create_app(hook_settings))) as test_client:
         yield test_client
-
-
-@pytest.fixture
-async def conn(events_db: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(events_db)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ import pytest
 
 from metricgate.domain.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, verify_signature
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.fresh_server,  # `webhooks list` shows every webhook of the server
+]
 
 
 class ThreadedReceiver:
