@@ -995,13 +995,13 @@ async def test_bulk_interval_validation(api: Api) -> None:
     run_id = await api.new_run_id()
     path = "/metrics/get-history-bulk-interval"
     base = [("run_ids", run_id), ("metric_key", "m")]
-    message = (await api.get(path, base + [("max_results", "0")])).error(BAD, INVALID)
+    message = (await api.get(path, [*base, ("max_results", "0")])).error(BAD, INVALID)
     assert message == "max_results must be between 1 and 2500."
-    (await api.get(path, base + [("max_results", "2501")])).error(BAD, INVALID, "max_results")
-    message = (await api.get(path, base + [("start_step", "5")])).error(BAD, INVALID)
+    (await api.get(path, [*base, ("max_results", "2501")])).error(BAD, INVALID, "max_results")
+    message = (await api.get(path, [*base, ("start_step", "5")])).error(BAD, INVALID)
     assert "both must be specified" in message
-    (await api.get(path, base + [("end_step", "5")])).error(BAD, INVALID)
-    message = (await api.get(path, base + [("start_step", "10"), ("end_step", "5")])).error(
+    (await api.get(path, [*base, ("end_step", "5")])).error(BAD, INVALID)
+    message = (await api.get(path, [*base, ("start_step", "10"), ("end_step", "5")])).error(
         BAD, INVALID
     )
     assert (
@@ -1253,7 +1253,7 @@ async def test_concurrent_overlapping_batches(api: Api) -> None:
         for _ in range(5):
             replies = await asyncio.gather(*[api.log_batch(run_id, metrics=b) for b in pending])
             retry = []
-            for batch, reply in zip(pending, replies):
+            for batch, reply in zip(pending, replies, strict=True):
                 if reply.status == 503:
                     assert "Retry-After" in reply.headers, reply
                     retry.append(batch)

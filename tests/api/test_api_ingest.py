@@ -540,7 +540,8 @@ async def test_direct_mode_works_end_to_end_without_redis(settings: Settings) ->
             "experiment_id"
         ]
         run_id = await mlflow.new_run(experiment_id)
-        batch = points(2, range(5)) + [
+        batch = [
+            *points(2, range(5)),
             {"key": "special", "value": "NaN", "timestamp": 5, "step": 0},
             {"key": "special", "value": "-Infinity", "timestamp": 5, "step": 1},
         ]

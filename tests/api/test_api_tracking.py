@@ -497,7 +497,7 @@ async def test_bare_nan_tokens_like_flask(api: Api) -> None:
     # (json.loads) accepts. The MLflow Python client itself sends the strings.
     run_id = await api.new_run_id()
     data = (
-        '{"run_id": "%s", "key": "bare", "value": NaN, "timestamp": 1, "step": 0}' % run_id
+        f'{{"run_id": "{run_id}", "key": "bare", "value": NaN, "timestamp": 1, "step": 0}}'
     ).encode()
     reply = await api.request(
         "POST", "/runs/log-metric", data=data, headers={"Content-Type": "application/json"}
@@ -658,7 +658,7 @@ async def test_history_whole_and_sql_paths_agree(api: Api, monkeypatch: pytest.M
     (await api.log_batch(run_id, metrics=second)).ok()
     (
         await api.log_batch(
-            run_id, metrics=first[:6] + [{"key": "m", "value": "NaN", "timestamp": 9, "step": 3}]
+            run_id, metrics=[*first[:6], {"key": "m", "value": "NaN", "timestamp": 9, "step": 3}]
         )
     ).ok()
     point = {

@@ -583,7 +583,7 @@ async def test_truncated_upload_is_never_committed(
 ) -> None:
     """A client that announces more bytes than it sends, then hangs up, leaves nothing behind."""
     await put(api, "t/model.bin", b"previous")
-    reader, writer = await asyncio.open_connection(api.host, api.port)
+    _reader, writer = await asyncio.open_connection(api.host, api.port)
     head = (
         f"PUT {PREFIX}/artifacts/t/model.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
     ).encode()

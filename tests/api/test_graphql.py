@@ -278,9 +278,9 @@ async def test_get_experiment(client: TestClient[Any, Any], world: World) -> Non
     typed = (
         await gql(
             client,
-            'query { mlflowGetExperiment(input: {experimentId: "%s"}) '
-            "{ __typename apiError { code } experiment { __typename tags { __typename } } } }"
-            % world.experiment_id,
+            'query { mlflowGetExperiment(input: {experimentId: "'
+            + world.experiment_id
+            + '"}) { __typename apiError { code } experiment { __typename tags { __typename } } } }',
         )
     ).data["mlflowGetExperiment"]
     assert typed == {
@@ -763,14 +763,16 @@ async def test_depth_limit(client: TestClient[Any, Any]) -> None:
 
 
 async def test_selection_alias_and_root_field_limits(client: TestClient[Any, Any]) -> None:
-    aliases = '{ mlflowGetRun(input: {runId: "x"}) { run { info { %s } } } }' % " ".join(
-        f"a{i}: runId" for i in range(11)
+    aliases = (
+        '{ mlflowGetRun(input: {runId: "x"}) { run { info { '
+        + " ".join(f"a{i}: runId" for i in range(11))
+        + " } } } }"
     )
     assert (await gql(client, aliases)).body == {
         "data": None,
         "errors": ["GraphQL queries should have at most 10 aliases, got 11 aliases."],
     }
-    roots = "{ %s }" % " ".join(f'a{i}: test(inputString: "x") {{ output }}' for i in range(11))
+    roots = "{ " + " ".join(f'a{i}: test(inputString: "x") {{ output }}' for i in range(11)) + " }"
     assert (await gql(client, roots)).body == {
         "data": None,
         "errors": ["GraphQL queries should have at most 10 root fields, got 11 root fields."],
@@ -789,7 +791,7 @@ async def test_selection_alias_and_root_field_limits(client: TestClient[Any, Any
         "data": None,
         "errors": ["Query exceeds maximum total selections of 1000"],
     }
-    tokens = '{ test(inputString: "x") { %s } }' % " ".join(["o"] * 12_000)
+    tokens = '{ test(inputString: "x") { ' + " ".join(["o"] * 12_000) + " } }"
     assert (await gql(client, tokens)).body == {
         "data": None,
         "errors": ["Syntax Error: Document contains more than 10000 tokens. Parsing aborted."],

@@ -73,7 +73,7 @@ def test_long_strings_that_fit_are_parsed(text: str, value: int) -> None:
 )
 def test_longer_or_malformed_text_is_refused_before_int(int_calls: list[str], text: str) -> None:
     scalar = _long_string()
-    with pytest.raises(GraphQLError, match="^LongString cannot represent "):
+    with pytest.raises(GraphQLError, match=r"^LongString cannot represent "):
         scalar.parse_value(text)
     for node in (StringValueNode(value=text), IntValueNode(value=text)):
         try:
@@ -90,7 +90,7 @@ def test_variables_beyond_64_bits_and_non_integers_are_refused() -> None:
     scalar = _long_string()
     assert scalar.parse_value(2**64 - 1) == 2**64 - 1  # orjson's largest integer
     for bad in (2**64, -(2**64), 10**4000, True, 1.0, None, [1]):
-        with pytest.raises(GraphQLError, match="^LongString cannot represent "):
+        with pytest.raises(GraphQLError, match=r"^LongString cannot represent "):
             scalar.parse_value(bad)
 
 

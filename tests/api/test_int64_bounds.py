@@ -267,10 +267,14 @@ def test_every_int64_field_is_covered() -> None:
 @pytest.mark.parametrize("literal", ["-9223372036854775809", "9223372036854775808", "18446744073709551616", "1e19",
                                      '"9223372036854775808"', '"-9223372036854775809"', '"1e19"'])  # fmt: skip
 async def test_graphql_long_string_refuses_out_of_range(api: Api, literal: str) -> None:
-    query = "query q($n: LongString) { mlflowSearchModelVersions(input: {maxResults: $n}) { apiError { code message } } }"
+    query = (
+        "query q($n: LongString) {"
+        " mlflowSearchModelVersions(input: {maxResults: $n}) { apiError { code message } } }"
+    )
     body = b'{"query": ' + orjson.dumps(query) + b', "variables": {"n": ' + literal.encode() + b"}}"
-    reply = await api.request("POST", "/graphql", data=body, headers={"Content-Type": JSON_CONTENT_TYPE},
-                              absolute=True)  # fmt: skip
+    reply = await api.request(
+        "POST", "/graphql", data=body, headers={"Content-Type": JSON_CONTENT_TYPE}, absolute=True
+    )
     assert reply.status in (200, 400), reply
     payload = reply.json
     api_error = ((payload.get("data") or {}).get("mlflowSearchModelVersions") or {}).get("apiError")
@@ -364,8 +368,11 @@ class TestParseInt64:
 # ---------------------------------------------------------------- §6: runs/create experiment_id
 
 
-@pytest.mark.parametrize("body", [{}, {"experiment_id": ""}, {"experiment_id": None}, {"start_time": 1, "user_id": "u"}],
-                         ids=["no-fields", "empty", "null", "missing"])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"experiment_id": ""}, {"experiment_id": None}, {"start_time": 1, "user_id": "u"}],
+    ids=["no-fields", "empty", "null", "missing"],
+)
 async def test_create_run_requires_experiment_id(api: Api, body: dict[str, Any]) -> None:
     before = (
         (await api.post("/runs/search", {"experiment_ids": ["0"], "max_results": 1000}))

@@ -112,26 +112,56 @@ async def served(
 # (id, raw request); each must be a plain-text 400 from the parser.
 PARSER_400: list[tuple[str, bytes]] = [
     ("request-line-too-long", _request(f"GET /health?q={'a' * (MAX_LINE_SIZE + 10)} HTTP/1.1")),
-    ("url-too-long-on-api", _request(f"GET /api/2.0/mlflow/runs/get?run_id={'a' * (MAX_LINE_SIZE + 10)} HTTP/1.1")),
+    (
+        "url-too-long-on-api",
+        _request(f"GET /api/2.0/mlflow/runs/get?run_id={'a' * (MAX_LINE_SIZE + 10)} HTTP/1.1"),
+    ),
     ("header-value-too-long", _request(headers=[f"X-Big: {'a' * (MAX_FIELD_SIZE + 10)}"])),
     ("header-name-too-long", _request(headers=[f"X-{'a' * (MAX_FIELD_SIZE + 10)}: 1"])),
     ("too-many-headers", _request(headers=[f"X-H{i}: 1" for i in range(MAX_HEADERS + 10)])),
-    ("content-length-not-a-number", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Content-Length: abc"])),
-    ("content-length-negative", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Content-Length: -1"])),
-    ("content-length-twice-differing", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1",
-                                                ["Content-Length: 2", "Content-Length: 3"], b"{}")),
-    ("content-length-and-chunked", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1",
-                                            ["Content-Length: 2", "Transfer-Encoding: chunked"], b"{}")),
-    ("chunk-size-not-hex", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1",
-                                    ["Transfer-Encoding: chunked", "Content-Type: application/json"], b"zz\r\n{}\r\n0\r\n\r\n")),
-    ("transfer-encoding-unknown", _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Transfer-Encoding: gzip"], b"{}")),
+    (
+        "content-length-not-a-number",
+        _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Content-Length: abc"]),
+    ),
+    (
+        "content-length-negative",
+        _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Content-Length: -1"]),
+    ),
+    (
+        "content-length-twice-differing",
+        _request(
+            "POST /api/2.0/mlflow/runs/create HTTP/1.1",
+            ["Content-Length: 2", "Content-Length: 3"],
+            b"{}",
+        ),
+    ),
+    (
+        "content-length-and-chunked",
+        _request(
+            "POST /api/2.0/mlflow/runs/create HTTP/1.1",
+            ["Content-Length: 2", "Transfer-Encoding: chunked"],
+            b"{}",
+        ),
+    ),
+    (
+        "chunk-size-not-hex",
+        _request(
+            "POST /api/2.0/mlflow/runs/create HTTP/1.1",
+            ["Transfer-Encoding: chunked", "Content-Type: application/json"],
+            b"zz\r\n{}\r\n0\r\n\r\n",
+        ),
+    ),
+    (
+        "transfer-encoding-unknown",
+        _request("POST /api/2.0/mlflow/runs/create HTTP/1.1", ["Transfer-Encoding: gzip"], b"{}"),
+    ),
     ("method-with-bad-characters", _request("G(T /health HTTP/1.1")),
     ("space-in-target", _request("GET /hea lth HTTP/1.1")),
     ("not-http", _request("GET /health FOO/1.1")),
     ("header-without-colon", _request(headers=["NoColonHere"])),
     ("nul-in-header", _request(headers=["X-A: a\x00b"])),
     ("obsolete-line-folding", _request(headers=["X-A: a", " folded"])),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("raw", [r for _, r in PARSER_400], ids=[i for i, _ in PARSER_400])

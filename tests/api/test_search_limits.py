@@ -2,7 +2,7 @@
 MAX_FILTER_KEYS distinct metric/param/tag/dataset keys, refused with 400 INVALID_PARAMETER_VALUE
 before any SQL runs; what the limits allow answers quickly (one subquery per key).
 
-The issue's request — ``metrics.a > 1`` ×300 on runs/search — used to hold a database
+The issue's request — ``metrics.a > 1`` x300 on runs/search — used to hold a database
 connection for 60 s and then answer 503. The guard runs every search endpoint that parses a
 filter (runs, experiments, logged models, registered models, model versions) at, and one past,
 each limit.

@@ -535,33 +535,62 @@ EXP = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "1"}
     ("method", "path", "body", "expected"),
     [
         ("POST", "/ajax-api/3.0/mlflow/traces/search", {"locations": EXP, "max_results": 25}, {}),
-        ("POST", "/ajax-api/3.0/mlflow/traces/search", {"locations": [], "max_results": 1}, {}),  # the judges page
+        (
+            "POST",
+            "/ajax-api/3.0/mlflow/traces/search",
+            {"locations": [], "max_results": 1},
+            {},
+        ),  # the judges page
         ("GET", "/ajax-api/2.0/mlflow/traces?experiment_ids=1", None, {}),
         ("POST", "/ajax-api/3.0/mlflow/datasets/search", {"experiment_ids": ["1"]}, {}),
         ("GET", "/ajax-api/3.0/mlflow/scorers/list?experiment_id=1", None, {}),
         ("GET", "/ajax-api/3.0/mlflow/gateway/endpoints/list", None, {}),
         ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/list", None, {}),
         ("GET", "/ajax-api/3.0/mlflow/gateway/budgets/list?max_results=10", None, {}),
-        ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/config", None, {"secrets_available": False, "using_default_passphrase": False}),
+        (
+            "GET",
+            "/ajax-api/3.0/mlflow/gateway/secrets/config",
+            None,
+            {"secrets_available": False, "using_default_passphrase": False},
+        ),
         ("POST", "/ajax-api/3.0/jobs/search", {}, {"jobs": []}),
         (
-            "POST", "/ajax-api/3.0/mlflow/traces/metrics",
-            {"experiment_ids": ["1"], "view_type": "TRACES", "metric_name": "trace_count", "aggregations": [{"aggregation_type": "COUNT"}]},
+            "POST",
+            "/ajax-api/3.0/mlflow/traces/metrics",
+            {
+                "experiment_ids": ["1"],
+                "view_type": "TRACES",
+                "metric_name": "trace_count",
+                "aggregations": [{"aggregation_type": "COUNT"}],
+            },
             {"data_points": [{"metric_name": "trace_count", "values": {"COUNT": 0.0}}]},
         ),
         (
-            "POST", "/ajax-api/3.0/mlflow/traces/metrics",
-            {"experiment_ids": ["1"], "view_type": "TRACES", "metric_name": "trace_count",
-             "aggregations": [{"aggregation_type": "COUNT"}], "time_interval_seconds": 86400, "dimensions": ["trace_status"]},
+            "POST",
+            "/ajax-api/3.0/mlflow/traces/metrics",
+            {
+                "experiment_ids": ["1"],
+                "view_type": "TRACES",
+                "metric_name": "trace_count",
+                "aggregations": [{"aggregation_type": "COUNT"}],
+                "time_interval_seconds": 86400,
+                "dimensions": ["trace_status"],
+            },
             {},
         ),
         (
-            "POST", "/ajax-api/3.0/mlflow/traces/metrics",
-            {"experiment_ids": ["1"], "view_type": "TRACES", "metric_name": "latency", "aggregations": [{"aggregation_type": "AVG"}]},
+            "POST",
+            "/ajax-api/3.0/mlflow/traces/metrics",
+            {
+                "experiment_ids": ["1"],
+                "view_type": "TRACES",
+                "metric_name": "latency",
+                "aggregations": [{"aggregation_type": "AVG"}],
+            },
             {},
         ),
     ],
-)  # fmt: skip
+)
 async def test_genai_calls_answer_an_empty_store(
     api: Api, method: str, path: str, body: Any, expected: Any
 ) -> None:

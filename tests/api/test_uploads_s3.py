@@ -181,7 +181,8 @@ async def test_commit_rolled_forward_after_s3_completed_but_before_it_was_record
     # object is in place, PostgreSQL does not know. Roll-forward must recognise it by its size.
     await uc.sql(
         db_url,
-        "UPDATE upload_sessions SET state = 'committing', commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1",
+        "UPDATE upload_sessions SET state = 'committing',"
+        " commit_heartbeat_at = now() - interval '1 hour' WHERE session_id = $1",
         sid,
     )
     await uc.commit_in_store(client, db_url, sid, 0)

@@ -81,7 +81,7 @@ def _metric_page(ui: UiSession, data: Populated) -> Any:
 def _compare_versions(ui: UiSession, data: Populated) -> Any:
     runs = {
         version: data.trial_run_ids[name]
-        for version, (name, _) in zip(data.versions, uidata.TRIALS[-2:])
+        for version, (name, _) in zip(data.versions, uidata.TRIALS[-2:], strict=False)
     }
     ui.goto(
         f"#/compare-model-versions?name={json.dumps(quote(data.model_name))}&runs={json.dumps(runs)}"
@@ -237,7 +237,8 @@ def report(mg: dict[str, Outcome], stock: dict[str, Outcome]) -> str:
     lines = [
         "# UI survey: metricgate vs stock MLflow 3.17.2",
         "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m tests.browser.survey`. Same data on both (tests/browser/uidata.py), "
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m tests.browser.survey`. "
+        "Same data on both (tests/browser/uidata.py), "
         "same page actions (tests/browser/uipages.py). Ids are shown as `<id>`.",
         "",
         "## Requests that fail on metricgate but not on stock",

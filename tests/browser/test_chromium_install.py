@@ -6,6 +6,7 @@ real install is what ``scripts/test.sh`` does before the browser tests run.
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def test_missing_chromium_skips_without_root_and_fails_as_root(
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 1000)
     with pytest.raises(
         pytest.skip.Exception,
-        match="/usr/bin/chromium not found; run `python3 scripts/devservices.py install`",
+        match=re.escape(
+            "/usr/bin/chromium not found; run `python3 scripts/devservices.py install`"
+        ),
     ):
         browser_conftest._unavailable("/usr/bin/chromium not found")
     monkeypatch.setattr(browser_conftest.os, "geteuid", lambda: 0)

@@ -147,7 +147,8 @@ class Problem:
 
     def __str__(self) -> str:
         op = self.exchange.operation()
-        return f"{self.exchange.method} {self.exchange.path[:160]}{f' ({op})' if op else ''} -> {self.what}: {self.detail[:300]}"
+        where = f"{self.exchange.method} {self.exchange.path[:160]}{f' ({op})' if op else ''}"
+        return f"{where} -> {self.what}: {self.detail[:300]}"
 
 
 class NetworkLog:
@@ -245,7 +246,8 @@ class UiSession:
     shots: list[Path] = field(default_factory=list)
 
     def goto(self, route: str) -> None:
-        """Open a hash route (``#/experiments/1/runs``); the bundle is loaded once, later routes only change the hash."""
+        """Open a hash route (``#/experiments/1/runs``); the bundle is loaded once, later routes
+        only change the hash."""
         self.page.goto(f"{self.base_url}/{route}")
 
     def settle(self, quiet_ms: int = 500, max_ms: int = 10_000) -> None:
@@ -420,7 +422,8 @@ def search_runs(
     )
 
 
-_CARDS_JS = """() => Array.from(document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')).map(card => {
+_CARDS_JS = """() => Array.from(
+    document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')).map(card => {
     const plot = card.querySelector('.js-plotly-plot');
     const drawn = card.querySelectorAll('path.js-line, .bars path, .points path').length;
     const points = plot && plot.data ? Math.max(0, ...plot.data.map(t => (t.x || []).length)) : 0;

@@ -157,7 +157,7 @@ def test_sweep_ranked_by_val_score_dataframe(sweep: Sweep) -> None:
     assert row["experiment_id"] == sweep.experiment_id
 
     # Column values line up with the logged scores, row by row.
-    for run_id, value in zip(df["run_id"], df["metrics.val_score"]):
+    for run_id, value in zip(df["run_id"], df["metrics.val_score"], strict=True):
         logged = next(r.val_score for r in sweep.runs if r.run_id == run_id)
         if logged is None or math.isnan(logged):
             assert value is None or (isinstance(value, float) and math.isnan(value))
@@ -374,7 +374,7 @@ def test_search_runs_across_experiments_and_list_output(
         output_format="list",
     )
     assert isinstance(runs, list)
-    assert [r.info.run_id for r in runs][0] == run.info.run_id
+    assert next(r.info.run_id for r in runs) == run.info.run_id
     assert len(runs) == 10
     assert {r.info.experiment_id for r in runs} == {sweep.experiment_id, other.experiment_id}
 
@@ -398,7 +398,7 @@ def _check_dataframe_dtypes(sweep: Sweep) -> None:
     assert df["metrics.val_score"].dtype == np.float64
     logged = {r.run_id: r.val_score for r in sweep.sweep_only}
     assert {
-        rid: pytest.approx(v) for rid, v in zip(df["run_id"], df["metrics.val_score"])
+        rid: pytest.approx(v) for rid, v in zip(df["run_id"], df["metrics.val_score"], strict=True)
     } == logged
     assert pd.api.types.is_datetime64_any_dtype(df["start_time"])
     assert (df["end_time"] >= df["start_time"]).all()

@@ -350,7 +350,11 @@ def test_artifacts_upload_list_and_download(
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json") == {"a": 1, "b": [1, 2]}
     assert mlflow.artifacts.load_text(f"runs:/{run_id}/summary.json") == '{"accuracy": 0.97}'
     table = mlflow.load_table("tables/progress.json", run_ids=[run_id])
-    assert sorted(zip(table["epoch"], table["loss"])) == [(1, 0.5), (2, 0.25), (3, 0.125)]
+    assert sorted(zip(table["epoch"], table["loss"], strict=True)) == [
+        (1, 0.5),
+        (2, 0.25),
+        (3, 0.125),
+    ]
     odd_back = mlflow.artifacts.download_artifacts(
         run_id=run_id,
         artifact_path="odd dir/my report (final) ü.txt",

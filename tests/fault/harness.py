@@ -829,7 +829,8 @@ async def pending_snapshot(redis_url: str, db_url: str) -> PendingSnapshot:
                         continue
                     batch = wire.decode(found[0][1])
                     points.extend(
-                        (batch.run_id, k, int(s)) for k, s in zip(batch.keys, batch.steps)
+                        (batch.run_id, k, int(s))
+                        for k, s in zip(batch.keys, batch.steps, strict=True)
                     )
     finally:
         await client.aclose()

@@ -112,7 +112,11 @@ async def append(streams: IngestStreams, run: str, metrics: list[Metric]) -> byt
 
 def series_points(series: Iterable[MetricSeries]) -> list[tuple[int, int, bytes]]:
     """(step, timestamp, value bits) of every point read, in the order read."""
-    return [(st, t, f64(v)) for s in series for st, t, v in zip(s.steps, s.timestamps_ms, s.values)]
+    return [
+        (st, t, f64(v))
+        for s in series
+        for st, t, v in zip(s.steps, s.timestamps_ms, s.values, strict=True)
+    ]
 
 
 async def stored_rows(db: Database) -> Counter[Row]:
@@ -225,7 +229,7 @@ async def test_flush_writes_exact_rows_latest_and_model_points(
 ) -> None:
     runs = [new_run() for _ in range(5)]
     sent: list[tuple[str, list[Metric]]] = []
-    for i, run in enumerate(runs):
+    for _i, run in enumerate(runs):
         sent.append((run, sample_points(run, 30, model_every=4)))
     special = [
         Metric("nan", math.nan, 5, 0),

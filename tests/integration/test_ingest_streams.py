@@ -118,7 +118,7 @@ async def test_append_watermark_never_visible_without_its_entry(
             await asyncio.sleep(0)
 
     task = asyncio.create_task(poll())
-    for wave in range(10):
+    for _wave in range(10):
         await asyncio.gather(
             *(streams.append(runs[i % 5], fields_for(runs[i % 5])) for i in range(30))
         )
@@ -143,8 +143,10 @@ async def test_concurrent_appends_each_get_their_own_entry_id(
     ids = await asyncio.gather(
         *(streams.append(r, fields_for(r, 1, base_step=i)) for i, r in enumerate(runs))
     )
-    assert len({(shard_of(r, SHARDS), i) for r, i in zip(runs, ids)}) == 400  # ids are per stream
-    for i, (r, entry_id) in enumerate(zip(runs, ids)):
+    assert (
+        len({(shard_of(r, SHARDS), i) for r, i in zip(runs, ids, strict=True)}) == 400
+    )  # ids are per stream
+    for i, (r, entry_id) in enumerate(zip(runs, ids, strict=True)):
         ((got_id, fields),) = await redis.xrange(
             stream_key(shard_of(r, SHARDS)), min=entry_id, max=entry_id
         )
@@ -176,13 +178,19 @@ async def test_a_failing_append_does_not_fail_its_neighbours(
     good_runs = [run_on_shard(1) for _ in range(20)]
     bad_runs = [run_on_shard(0) for _ in range(20)]
     results = await asyncio.gather(
-        *(streams.append(r, fields_for(r)) for pair in zip(good_runs, bad_runs) for r in pair),
+        *(
+            streams.append(r, fields_for(r))
+            for pair in zip(good_runs, bad_runs, strict=True)
+            for r in pair
+        ),
         return_exceptions=True,
     )
     good, bad = results[0::2], results[1::2]
     assert all(isinstance(entry_id, bytes) for entry_id in good), good
     assert all(isinstance(exc, Exception) for exc in bad), bad
-    assert await redis.hgetall(lastid_key(1)) == {r.encode(): i for r, i in zip(good_runs, good)}
+    assert await redis.hgetall(lastid_key(1)) == {
+        r.encode(): i for r, i in zip(good_runs, good, strict=True)
+    }
 
 
 def test_shard_of_is_stable_and_spread() -> None:

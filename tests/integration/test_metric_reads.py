@@ -43,7 +43,7 @@ async def write_requests(
 
 
 def triples(series: list[Any]) -> list[list[tuple[Any, ...]]]:
-    return [[s.run_id, *zip(s.steps, s.timestamps_ms, s.values)] for s in series]
+    return [[s.run_id, *zip(s.steps, s.timestamps_ms, s.values, strict=True)] for s in series]
 
 
 async def test_rank_path_answers_as_the_general_path(

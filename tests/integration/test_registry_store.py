@@ -95,7 +95,8 @@ async def test_history_follows_renames_and_keeps_a_reused_names_past(
         "registered_model.created",
     ]
     # The deleted predecessor stays auditable under its name, after the current model's events.
-    assert await _types(registry, "x") == current_model + [
+    assert await _types(registry, "x") == [
+        *current_model,
         "registered_model.deleted",
         "registered_model.created",
     ]

@@ -248,7 +248,7 @@ def test_workers_share_the_port_and_drain_on_sigterm(
         assert [m["step"] for m in json.loads(body)["metrics"]] == list(range(40))
         # Each scrape is a new connection, answered by either worker; each worker acknowledged
         # only some of the 40 points, so only an aggregate shows all of them every time.
-        assert [p.name for p in temp.iterdir()][0].startswith("metricgate-prometheus-")
+        assert next(p.name for p in temp.iterdir()).startswith("metricgate-prometheus-")
         # The flushed counter moves just after the XACK that made the points readable.
         deadline = time.monotonic() + 10
         while _sample(_get(f"{server.url}/metrics")[1], "metricgate_points_flushed_total") < 40:

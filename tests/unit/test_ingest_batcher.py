@@ -235,7 +235,7 @@ def test_latest_is_in_run_key_order_and_unique_per_group() -> None:
     batch = batch_of(rows)
     groups = [(r[0], r[1]) for r in batch.latest]
     assert groups == sorted(groups) and len(groups) == len(set(groups))
-    assert {g: norm(r) for g, r in zip(groups, batch.latest)} == {
+    assert {g: norm(r) for g, r in zip(groups, batch.latest, strict=True)} == {
         g: norm(r) for g, r in latest_by_group(rows).items()
     }
 
@@ -567,7 +567,7 @@ def test_same_points_in_two_different_requests_are_kept_twice() -> None:
     # the points alone; only the request's identity is, so both are stored.
     loss = [Metric("loss", float(s), 1000 + s, s) for s in range(4)]
     first = chunks_of_entry(entry(RUN_A, loss))
-    second = chunks_of_entry(entry(RUN_A, loss + [Metric("acc", 0.5, 1000, 0)]))
+    second = chunks_of_entry(entry(RUN_A, [*loss, Metric("acc", 0.5, 1000, 0)]))
     loss_first = [c for c in first if c[1] == "loss"]
     loss_second = [c for c in second if c[1] == "loss"]
     assert [norm_chunk(c)[:8] for c in loss_first] == [norm_chunk(c)[:8] for c in loss_second]

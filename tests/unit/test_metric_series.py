@@ -54,12 +54,17 @@ def points(series: MetricSeries) -> list[tuple[Any, ...]]:
     extras = series.extras if series.extras is not None else [PLAIN] * len(series)
     return [
         (s, t, _v(v), e)
-        for s, t, v, e in zip(series.steps, series.timestamps_ms, series.values, extras)
+        for s, t, v, e in zip(
+            series.steps, series.timestamps_ms, series.values, extras, strict=True
+        )
     ]
 
 
 def triples(series: MetricSeries) -> list[tuple[Any, ...]]:
-    return [(s, t, _v(v)) for s, t, v in zip(series.steps, series.timestamps_ms, series.values)]
+    return [
+        (s, t, _v(v))
+        for s, t, v in zip(series.steps, series.timestamps_ms, series.values, strict=True)
+    ]
 
 
 # --- merge_chunks ---------------------------------------------------------------------------
@@ -226,7 +231,7 @@ def test_merge_chunks_matches_reference_on_random_chunks():
         for c in chunks:
             e = (c[4], c[5], c[6])
             rank = (e != PLAIN, tuple("" if x is None else x for x in e))
-            for s, t, v in zip(c[1], c[2], c[3]):
+            for s, t, v in zip(c[1], c[2], c[3], strict=True):
                 k = (s, t, (v != v, 0.0 if v != v else v))
                 if k not in best or rank < best[k][0]:
                     best[k] = (rank, e)

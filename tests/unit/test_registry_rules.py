@@ -151,7 +151,7 @@ TRAVERSALS = [
 def test_no_scheme_may_carry_a_relative_path(
     source: str, run_id: str | None, model_id: str | None
 ) -> None:
-    with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
+    with pytest.raises(InvalidParameter, match=r"^Invalid model version source: "):
         rules.source_owner(source, run_id, model_id)
 
 
@@ -173,7 +173,7 @@ def test_no_scheme_may_carry_a_relative_path(
 def test_sources_refused_without_a_lookup(
     source: str, run_id: str | None, model_id: str | None
 ) -> None:
-    with pytest.raises(InvalidParameter, match="^Invalid model version source: "):
+    with pytest.raises(InvalidParameter, match=r"^Invalid model version source: "):
         rules.source_owner(source, run_id, model_id)
 
 

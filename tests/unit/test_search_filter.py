@@ -592,12 +592,12 @@ def test_fuzz_order_by_and_tokens_raise_only_invalid_parameter(seed: int) -> Non
     for _ in range(5000):
         text = _random_filter(rng)
         for attempt in (
-            lambda: parse_order_by([text]),
-            lambda: parse_experiment_order_by([text]),
-            lambda: parse_logged_model_order_by(
+            lambda text=text: parse_order_by([text]),
+            lambda text=text: parse_experiment_order_by([text]),
+            lambda text=text: parse_logged_model_order_by(
                 [{"field_name": text, "ascending": rng.random() < 0.5}]
             ),
-            lambda: decode_page_token(text),
+            lambda text=text: decode_page_token(text),
         ):
             try:
                 attempt()

@@ -167,7 +167,7 @@ class TestValues:
         assert MAX_TAG_VALUE_LENGTH == 8000
 
     def test_param_and_tag_keys_validated(self) -> None:
-        with pytest.raises(InvalidParameter, match="'params.key'|'key'"):
+        with pytest.raises(InvalidParameter, match=r"'params.key'|'key'"):
             validate_param(Param("../p", "1"))
         with pytest.raises(InvalidParameter):
             validate_tag(Tag("/t", "1"))

@@ -128,7 +128,7 @@ async def test_old_completed_deliveries_are_purged_at_start(
     finally:
         await pool.close()
     ages = [("delivered", 40), ("failed", 31), ("delivered", 1), ("pending", 90)]
-    for delivery_id, (state, days) in zip(ids, ages):
+    for delivery_id, (state, days) in zip(ids, ages, strict=True):
         await conn.execute(
             """UPDATE webhook_deliveries SET state = $2, created_at = now() - make_interval(days => $3),
                    completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() - make_interval(days => $3) END
