@@ -4,8 +4,6 @@ serves: kinds, names, ports, probes, secrets and settings (no cluster here)."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from typing import Any
 
 import kubernetes_validate
@@ -86,31 +84,6 @@ def test_kustomization_lists_every_manifest_but_the_optional_ones() -> None:
     assert listed == present - OPTIONAL
     # The template with placeholders is never applied by `kubectl apply -k`.
     assert "secret.example.yaml" not in listed
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_kustomize_builds_the_manifests() -> None:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    kinds = re.findall(r"^kind: (\w+)$", done.stdout, re.M)
-    assert sorted(kinds) == sorted(
-        [
-            "Namespace",
-            "ConfigMap",
-            "Service",
-            "Service",
-            "Service",
-            "PersistentVolumeClaim",
-            "Deployment",
-            "Deployment",
-            "StatefulSet",
-            "StatefulSet",
-            "HorizontalPodAutoscaler",
-            "Job",
-        ]
-    )
 
 
 def test_workloads_run_the_real_commands(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
