@@ -10,11 +10,13 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import orjson
 
+from metricgate.domain.auth.entities import ApiToken, Assignment, Role, RolePermission, User
+from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.metrics.chunks import FlushBatch
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.tracking.entities import (
@@ -510,3 +512,224 @@ class LiveCountSource(Protocol):
     """The PostgreSQL side of the live view (ingest/live_status.py)."""
 
     async def counts(self) -> LiveCounts: ...
+
+
+# ---------------------------------------------------------------------- access control
+
+
+class UserCredentials(NamedTuple):
+    """What a password check needs; ``password_hash`` is None for a user who has none yet."""
+
+    user: User
+    password_hash: str | None
+    cred_version: int
+
+
+class TokenCredentials(NamedTuple):
+    """A live (not revoked, not expired) token and its owner."""
+
+    user: User
+    token: ApiToken
+    cred_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionRow:
+    """One grant a user holds through one of its roles (MLflow's users/permissions/list row)."""
+
+    role_id: int
+    role_name: str
+    workspace: str
+    resource_type: ResourceType
+    resource_pattern: str
+    permission: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class GrantHolder:
+    """One grant matching a resource (its own pattern or ``*``), the role holding it and the
+    users holding that role (a hidden per-user role: its owner; any other role: its assignees)."""
+
+    grant_id: int
+    role_id: int
+    role_name: str
+    resource_pattern: str
+    permission: Permission
+    usernames: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at_ms: int
+    actor_id: int | None
+    actor: str | None
+    auth_method: str | None  # "basic", "token" or "system"
+    client_addr: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class AuthStore(Protocol):
+    """Users, roles, grants, API tokens and the audit log (docs/design-auth.md B2, B3, B7).
+
+    Unknown users, roles, grants or tokens raise NotFound; duplicates raise AlreadyExists. Every
+    change to a user, its tokens, or any grant, role or assignment bumps the affected users'
+    ``cred_version`` and ``auth_state.epoch`` in the same transaction, so each process's
+    credential and grant cache learns it is stale (additions too: a cached grant list would
+    otherwise hide a new grant)."""
+
+    # users
+    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User: ...
+
+    async def get_user(self, username: str) -> User: ...
+
+    async def get_user_by_id(self, user_id: int) -> User: ...
+
+    async def list_users(self) -> builtins.list[User]: ...
+
+    async def roles_by_user(self) -> dict[int, builtins.list[Role]]:
+        """Every user's roles, hidden per-user roles included (users/list answers them)."""
+        ...
+
+    async def user_credentials(self, username: str) -> UserCredentials | None: ...
+
+    async def set_password(self, username: str, password_hash: str) -> None: ...
+
+    async def set_admin(self, username: str, is_admin: bool) -> None: ...
+
+    async def delete_user(self, username: str) -> None: ...
+
+    async def any_admin(self) -> bool: ...
+
+    async def create_admin_if_none(self, username: str, password_hash: str) -> bool:
+        """Create ``username`` as an admin unless an admin exists; True when it created one.
+        Serialised by an advisory lock so concurrent gateways create one. AlreadyExists when no
+        admin exists but the name belongs to a non-admin."""
+        ...
+
+    # tokens
+    async def create_token(
+        self, user_id: int, name: str, digest: bytes, hint: str, expires_at_ms: int | None
+    ) -> ApiToken:
+        """AlreadyExists when the user has a live token of that name."""
+        ...
+
+    async def token_credentials(self, digest: bytes) -> TokenCredentials | None:
+        """None for an unknown, revoked or expired token."""
+        ...
+
+    async def dead_token_reason(self, digest: bytes) -> str | None:
+        """Why a token failed, for the audit log: "revoked", "expired", or None (unknown)."""
+        ...
+
+    async def list_tokens(self, user_id: int) -> builtins.list[ApiToken]: ...
+
+    async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
+        """Revoke a live token; ``user_id`` None: whoever owns it (an admin's call)."""
+        ...
+
+    async def touch_token(self, token_id: int) -> None:
+        """Record use; writes at most once a minute per token."""
+        ...
+
+    # grants on the hidden per-user role
+    async def user_grants(self, user_id: int) -> builtins.list[Grant]:
+        """All the user's grants from all its roles."""
+        ...
+
+    async def grant_user(
+        self,
+        username: str,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        replace: bool,
+    ) -> Permission | None:
+        """Grant on the user's hidden role; the level replaced (None if new). An existing grant
+        raises AlreadyExists unless ``replace``."""
+        ...
+
+    async def revoke_user(
+        self, username: str, resource_type: ResourceType, pattern: str
+    ) -> Permission:
+        """Remove the grant from the user's hidden role; the level it had."""
+        ...
+
+    async def user_permission_rows(self, username: str) -> builtins.list[PermissionRow]: ...
+
+    async def grant_creator_manage(
+        self, user_id: int, resource_type: ResourceType, pattern: str
+    ) -> None:
+        """The creator of an experiment or model gets MANAGE on it (upsert)."""
+        ...
+
+    async def who_holds(
+        self, resource_type: ResourceType, pattern: str
+    ) -> builtins.list[GrantHolder]: ...
+
+    # roles
+    async def create_role(self, name: str, workspace: str, description: str | None) -> Role: ...
+
+    async def get_role(self, role_id: int) -> Role: ...
+
+    async def list_roles(self, workspace: str | None = ...) -> builtins.list[Role]: ...
+
+    async def update_role(
+        self, role_id: int, name: str | None, description: str | None
+    ) -> Role: ...
+
+    async def delete_role(self, role_id: int) -> None: ...
+
+    async def add_role_permission(
+        self, role_id: int, resource_type: ResourceType, pattern: str, permission: Permission
+    ) -> RolePermission: ...
+
+    async def remove_role_permission(self, role_permission_id: int) -> None: ...
+
+    async def list_role_permissions(self, role_id: int) -> builtins.list[RolePermission]: ...
+
+    async def update_role_permission(
+        self, role_permission_id: int, permission: Permission
+    ) -> RolePermission: ...
+
+    async def assign_role(self, username: str, role_id: int) -> Assignment: ...
+
+    async def unassign_role(self, username: str, role_id: int) -> None: ...
+
+    async def list_user_roles(self, username: str) -> builtins.list[Role]: ...
+
+    async def list_role_users(self, role_id: int) -> builtins.list[Assignment]: ...
+
+    # invalidation
+    async def auth_epoch(self) -> int: ...
+
+    async def user_cred_version(self, user_id: int) -> int: ...
+
+    # audit
+    async def append_audit(
+        self,
+        actor_id: int | None,
+        actor: str | None,
+        auth_method: str | None,
+        client_addr: str | None,
+        action: str,
+        target_type: str | None,
+        target_id: str | None,
+        details: dict[str, Any],
+        request_id: str | None = ...,
+    ) -> int: ...
+
+    async def list_audit(
+        self,
+        max_results: int,
+        page_token: str | None,
+        *,
+        actor: str | None = ...,
+        action: str | None = ...,
+        since_ms: int | None = ...,
+    ) -> tuple[builtins.list[AuditEntry], str | None]: ...
