@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metricgate.domain.auth.rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, check_username
+from metricgate.domain.errors import InvalidParameter
+
 ENV_PREFIX = "METRICGATE_"
 
 
@@ -349,6 +352,77 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Access control (docs/design-auth.md B1). The admin password is a secret: repr masks it."""
+
+    mode: str = setting(
+        "off", "AUTH",
+        "`on`: every endpoint but the public paths and static UI files needs a user's password or API "
+        "token ([`docs/design-auth.md`](docs/design-auth.md)). `off`: anyone who reaches the server may do anything.",
+        choices=("off", "on"), normalize=str.lower,
+    )  # fmt: skip
+    admin_username: str = setting(
+        "admin", "AUTH_ADMIN_USERNAME",
+        "With auth on, `serve` creates this admin at start when the database has no admin.",
+    )  # fmt: skip
+    admin_password: str = setting(
+        "", "AUTH_ADMIN_PASSWORD",
+        "The first admin's password (at least 12 characters), used only when no admin exists; with auth "
+        "on, no admin and no password, `serve` refuses to start. Never logged.",
+        shown="unset",
+    )  # fmt: skip
+    # MLflow's default_permission: what a user holds on a resource nobody granted them anything on.
+    default_permission: str = setting(
+        "READ", "AUTH_DEFAULT_PERMISSION",
+        "What a user holds where no grant applies: `READ` (as stock MLflow), `USE`, `EDIT`, `MANAGE`, or "
+        "`NO_PERMISSIONS` (deny unless granted).",
+        choices=("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"), normalize=str.upper,
+    )  # fmt: skip
+    cache_entries: int = setting(
+        10_000, "AUTH_CACHE_ENTRIES",
+        "Verified passwords and tokens each process remembers (keyed by a per-process HMAC, never the "
+        "secret), so a request skips the password hash; a change of password, grant or token reaches "
+        "every process within about a second. `0` verifies every request.",
+        minimum=0,
+    )  # fmt: skip
+    public_paths: tuple[str, ...] = setting(
+        ("/health", "/ready", "/metrics"), "AUTH_PUBLIC_PATHS",
+        "Comma-separated paths that answer without authentication when auth is on.",
+        shown="`/health,/ready,/metrics`",
+    )  # fmt: skip
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "on"
+
+    def __repr__(self) -> str:
+        password = "***" if self.admin_password else ""
+        return (
+            f"AuthSettings(mode={self.mode!r}, admin_username={self.admin_username!r}, "
+            f"admin_password={password!r}, default_permission={self.default_permission!r}, "
+            f"cache_entries={self.cache_entries}, public_paths={self.public_paths!r})"
+        )
+
+    def validate(self) -> None:
+        """The rules the declarations cannot say; never quotes the password."""
+        name = ENV_PREFIX + "AUTH_ADMIN_PASSWORD"
+        if self.enabled and self.admin_password:
+            if len(self.admin_password) < MIN_PASSWORD_LENGTH:
+                raise ConfigError(f"{name} must be at least {MIN_PASSWORD_LENGTH} characters long")
+            if len(self.admin_password) > MAX_PASSWORD_LENGTH:
+                raise ConfigError(f"{name} must be at most {MAX_PASSWORD_LENGTH} characters long")
+        try:
+            check_username(self.admin_username)
+        except InvalidParameter as exc:
+            raise ConfigError(f"{ENV_PREFIX}AUTH_ADMIN_USERNAME: {exc}") from None
+        for path in self.public_paths:
+            if not path.startswith("/"):
+                raise ConfigError(
+                    f"{ENV_PREFIX}AUTH_PUBLIC_PATHS must list paths starting with '/', got {path!r}"
+                )
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -358,6 +432,7 @@ class Settings:
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     log_level: str = setting(
         "INFO", "LOG_LEVEL", "`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"), normalize=str.upper,
@@ -422,6 +497,7 @@ class Settings:
             raise ConfigError(
                 f"{ENV_PREFIX}WEBHOOK_BACKOFF_BASE_S must be <= WEBHOOK_BACKOFF_MAX_S"
             )
+        self.auth.validate()
 
 
 # ------------------------------------------------------------------ derived from the declarations
@@ -441,6 +517,7 @@ _SECTIONS: dict[str, type] = {
     "artifacts": ArtifactSettings,
     "uploads": UploadSettings,
     "webhooks": WebhookSettings,
+    "auth": AuthSettings,
 }
 
 
