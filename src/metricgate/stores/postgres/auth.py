@@ -1,0 +1,853 @@
+"""Users, roles, grants, API tokens and the audit log in PostgreSQL (migration 0009_auth.sql).
+
+Every write that changes what someone may do also bumps the affected users' ``cred_version`` and
+``auth_state.epoch`` in its own transaction: the processes' credential and grant caches compare
+against those (docs/design-auth.md B3). The single ``auth_state`` row serialises auth writes,
+which are rare; reads never touch it except ``auth_epoch``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import ipaddress
+from typing import Any
+
+import asyncpg
+import orjson
+
+from metricgate.domain.auth.entities import (
+    ApiToken,
+    Assignment,
+    Role,
+    RolePermission,
+    User,
+    user_role_name,
+)
+from metricgate.domain.auth.permissions import (
+    Grant,
+    Permission,
+    ResourceType,
+    check_grant,
+)
+from metricgate.domain.auth.rules import check_role_name, check_workspace
+from metricgate.domain.errors import AlreadyExists, InvalidParameter, MetricgateError, NotFound
+from metricgate.stores.base import (
+    AuditEntry,
+    GrantHolder,
+    PermissionRow,
+    TokenCredentials,
+    UserCredentials,
+)
+from metricgate.stores.postgres.pool import Database, PgConnection
+
+# Any constant works; it only has to be the same for every metricgate process.
+_BOOTSTRAP_LOCK_KEY = 0x6D67_6164  # "mgad"
+MAX_AUDIT_RESULTS = 1000
+_MAX_PAGE_TOKEN_CHARS = 200
+
+_USER_COLUMNS = "u.user_id, u.username, u.is_admin"
+_TOKEN_COLUMNS = (
+    "t.token_id, t.user_id, t.name, t.hint, t.created_at, t.expires_at, t.last_used_at, "
+    "t.revoked_at"
+)
+_GRANT_COLUMNS = "g.grant_id, g.role_id, g.resource_type, g.resource_pattern, g.permission"
+_ROLE_COLUMNS = "r.role_id, r.name, r.workspace, r.description"
+_AUDIT_COLUMNS = (
+    "id, at, actor_id, actor, auth_method, host(client_addr) AS client_addr, action, "
+    "target_type, target_id, details, request_id"
+)
+_LIVE_TOKEN = "t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > clock_timestamp())"
+
+
+def _ms(value: dt.datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=row["user_id"], username=row["username"], is_admin=row["is_admin"])
+
+
+def _token(row: asyncpg.Record) -> ApiToken:
+    return ApiToken(
+        id=row["token_id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        hint=row["hint"],
+        created_at_ms=_ms(row["created_at"]) or 0,
+        expires_at_ms=_ms(row["expires_at"]),
+        last_used_at_ms=_ms(row["last_used_at"]),
+        revoked_at_ms=_ms(row["revoked_at"]),
+    )
+
+
+def _role_permission(row: asyncpg.Record) -> RolePermission:
+    return RolePermission(
+        id=row["grant_id"],
+        role_id=row["role_id"],
+        resource_type=ResourceType(row["resource_type"]),
+        resource_pattern=row["resource_pattern"],
+        permission=Permission[row["permission"]],
+    )
+
+
+def _user_not_found(username: str) -> NotFound:
+    return NotFound(f"User with username={username[:300]} not found")
+
+
+def _role_not_found(role_id: int) -> NotFound:
+    return NotFound(f"Role with id={role_id} not found")
+
+
+def _audit_page_token(before_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"before": before_id})).decode("ascii")
+
+
+def _parse_audit_page_token(token: str | None) -> int | None:
+    if not token:
+        return None
+    try:
+        if len(token) > _MAX_PAGE_TOKEN_CHARS:
+            raise ValueError(token)
+        before = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before"]
+        if type(before) is not int or not 0 < before < 2**63:
+            raise ValueError(before)
+    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise InvalidParameter("Invalid page_token") from exc
+    return before
+
+
+def _client_addr(value: str | None) -> str | None:
+    """The peer's address as inet accepts it; anything else (a unix socket's '') is dropped
+    rather than failing the write the audit entry belongs to."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+async def _bump(conn: PgConnection, user_ids: list[int]) -> None:
+    """Tell every process's cache that these users' access changed."""
+    if user_ids:
+        await conn.execute(
+            "UPDATE auth_users SET cred_version = cred_version + 1 WHERE user_id = ANY($1::bigint[])",
+            user_ids,
+        )
+    await conn.execute("UPDATE auth_state SET epoch = epoch + 1 WHERE id = 1")
+
+
+async def _bump_role(conn: PgConnection, role_id: int) -> None:
+    """Before a change to a role's grants or the role itself (its assignments may go with it)."""
+    holders = await conn.fetch("SELECT user_id FROM auth_role_users WHERE role_id = $1", role_id)
+    await _bump(conn, [r["user_id"] for r in holders])
+
+
+async def _user_id(conn: PgConnection, username: str) -> int:
+    user_id = await conn.fetchval("SELECT user_id FROM auth_users WHERE username = $1", username)
+    if user_id is None:
+        raise _user_not_found(username)
+    assert isinstance(user_id, int)
+    return user_id
+
+
+async def _hidden_role(conn: PgConnection, user_id: int) -> int:
+    """The user's hidden role, created (and assigned to it) on first use."""
+    find = "SELECT role_id FROM auth_roles WHERE owner_user = $1"
+    role_id = await conn.fetchval(find, user_id)
+    if role_id is None:
+        await conn.execute(
+            """INSERT INTO auth_roles (name, owner_user) VALUES ($2, $1)
+               ON CONFLICT DO NOTHING""",
+            user_id,
+            user_role_name(user_id),
+        )
+        # A concurrent writer's row, if that one won, is visible to this new statement.
+        role_id = await conn.fetchval(find, user_id)
+        if role_id is None:
+            # Only a role created behind the API's back can hold the reserved name.
+            raise MetricgateError(f"Role {user_role_name(user_id)!r} exists without its owner")
+    await conn.execute(
+        """INSERT INTO auth_role_users (user_id, role_id) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING""",
+        user_id,
+        role_id,
+    )
+    assert isinstance(role_id, int)
+    return role_id
+
+
+async def _roles(conn: PgConnection, where: str, *args: Any) -> list[Role]:
+    """Roles selected by ``where`` (on ``r``, with ``args``), each with its grants."""
+    rows = await conn.fetch(f"SELECT {_ROLE_COLUMNS} FROM auth_roles r {where}", *args)
+    ids = [r["role_id"] for r in rows]
+    grants: dict[int, list[RolePermission]] = {i: [] for i in ids}
+    if ids:
+        for g in await conn.fetch(
+            f"""SELECT {_GRANT_COLUMNS} FROM auth_grants g
+                WHERE g.role_id = ANY($1::bigint[]) ORDER BY g.grant_id""",
+            ids,
+        ):
+            grants[g["role_id"]].append(_role_permission(g))
+    return [
+        Role(
+            id=r["role_id"],
+            name=r["name"],
+            workspace=r["workspace"],
+            description=r["description"],
+            permissions=tuple(grants[r["role_id"]]),
+        )
+        for r in rows
+    ]
+
+
+async def _role_row(conn: PgConnection, role_id: int, *, lock: bool = False) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT role_id, name, owner_user FROM auth_roles WHERE role_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        role_id,
+    )
+    if row is None:
+        raise _role_not_found(role_id)
+    return row
+
+
+class PgAuthStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # ------------------------------------------------------------ users
+
+    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
+        try:
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(
+                    """INSERT INTO auth_users AS u (username, password_hash, is_admin)
+                       VALUES ($1, $2, $3) RETURNING u.user_id, u.username, u.is_admin""",
+                    username,
+                    password_hash,
+                    is_admin,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            # Stock quotes the database's error here; its text names the table and constraint.
+            raise AlreadyExists(f"User '{username[:300]}' already exists.") from exc
+        except asyncpg.CheckViolationError as exc:
+            raise InvalidParameter("Username must be 1 to 256 characters") from exc
+        assert row is not None  # INSERT ... RETURNING: one row
+        return _user(row)
+
+    async def get_user(self, username: str) -> User:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLUMNS} FROM auth_users u WHERE u.username = $1", username
+            )
+        if row is None:
+            raise _user_not_found(username)
+        return _user(row)
+
+    async def get_user_by_id(self, user_id: int) -> User:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLUMNS} FROM auth_users u WHERE u.user_id = $1", user_id
+            )
+        if row is None:
+            raise NotFound(f"User with id={user_id} not found")
+        return _user(row)
+
+    async def list_users(self) -> list[User]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(f"SELECT {_USER_COLUMNS} FROM auth_users u ORDER BY u.user_id")
+        return [_user(r) for r in rows]
+
+    async def roles_by_user(self) -> dict[int, list[Role]]:
+        async with self._db.connection() as conn:
+            pairs = await conn.fetch(
+                "SELECT user_id, role_id FROM auth_role_users ORDER BY user_id, role_id"
+            )
+            roles = {r.id: r for r in await _roles(conn, "ORDER BY r.role_id")}
+        found: dict[int, list[Role]] = {}
+        for pair in pairs:
+            found.setdefault(pair["user_id"], []).append(roles[pair["role_id"]])
+        return found
+
+    async def user_credentials(self, username: str) -> UserCredentials | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {_USER_COLUMNS}, u.password_hash, u.cred_version
+                    FROM auth_users u WHERE u.username = $1""",
+                username,
+            )
+        if row is None:
+            return None
+        return UserCredentials(_user(row), row["password_hash"], row["cred_version"])
+
+    async def _update_user(self, username: str, assignment: str, value: object) -> None:
+        async with self._db.transaction() as conn:
+            user_id = await conn.fetchval(
+                f"UPDATE auth_users SET {assignment} WHERE username = $1 RETURNING user_id",
+                username,
+                value,
+            )
+            if user_id is None:
+                raise _user_not_found(username)
+            await _bump(conn, [user_id])
+
+    async def set_password(self, username: str, password_hash: str) -> None:
+        await self._update_user(username, "password_hash = $2", password_hash)
+
+    async def set_admin(self, username: str, is_admin: bool) -> None:
+        await self._update_user(username, "is_admin = $2", is_admin)
+
+    async def delete_user(self, username: str) -> None:
+        # Tokens, assignments and the hidden role with its grants go by ON DELETE CASCADE.
+        async with self._db.transaction() as conn:
+            user_id = await conn.fetchval(
+                "DELETE FROM auth_users WHERE username = $1 RETURNING user_id", username
+            )
+            if user_id is None:
+                raise _user_not_found(username)
+            await _bump(conn, [])
+
+    async def any_admin(self) -> bool:
+        async with self._db.connection() as conn:
+            found = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM auth_users WHERE is_admin)")
+        return bool(found)
+
+    async def create_admin_if_none(self, username: str, password_hash: str) -> bool:
+        async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _BOOTSTRAP_LOCK_KEY)
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM auth_users WHERE is_admin)"):
+                return False
+            created = await conn.fetchval(
+                """INSERT INTO auth_users (username, password_hash, is_admin) VALUES ($1, $2, true)
+                   ON CONFLICT (username) DO NOTHING RETURNING user_id""",
+                username,
+                password_hash,
+            )
+        if created is None:
+            raise AlreadyExists(
+                f"No admin exists, and user '{username[:300]}' exists but is not an admin; "
+                "choose another admin username or make that user an admin"
+            )
+        return True
+
+    # ------------------------------------------------------------ tokens
+
+    async def create_token(
+        self, user_id: int, name: str, digest: bytes, hint: str, expires_at_ms: int | None
+    ) -> ApiToken:
+        try:
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO auth_tokens AS t (user_id, name, token_hash, hint, expires_at)
+                        VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0))
+                        RETURNING {_TOKEN_COLUMNS}""",
+                    user_id,
+                    name,
+                    digest,
+                    hint,
+                    expires_at_ms,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "auth_tokens_live_name":
+                raise AlreadyExists(f"A token named '{name[:300]}' already exists") from exc
+            raise AlreadyExists("This token is already registered") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"User with id={user_id} not found") from exc
+        except asyncpg.CheckViolationError as exc:
+            raise InvalidParameter("A token needs a name and a 32-byte digest") from exc
+        assert row is not None  # INSERT ... RETURNING: one row
+        return _token(row)
+
+    async def token_credentials(self, digest: bytes) -> TokenCredentials | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {_TOKEN_COLUMNS}, u.username, u.is_admin, u.cred_version
+                    FROM auth_tokens t JOIN auth_users u ON u.user_id = t.user_id
+                    WHERE t.token_hash = $1 AND {_LIVE_TOKEN}""",
+                digest,
+            )
+        if row is None:
+            return None
+        return TokenCredentials(_user(row), _token(row), row["cred_version"])
+
+    async def dead_token_reason(self, digest: bytes) -> str | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                """SELECT revoked_at IS NOT NULL AS revoked,
+                          expires_at <= clock_timestamp() AS expired
+                   FROM auth_tokens WHERE token_hash = $1""",
+                digest,
+            )
+        if row is None:
+            return None
+        if row["revoked"]:
+            return "revoked"
+        return "expired" if row["expired"] else None
+
+    async def list_tokens(self, user_id: int) -> list[ApiToken]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_TOKEN_COLUMNS} FROM auth_tokens t WHERE t.user_id = $1 ORDER BY t.token_id",
+                user_id,
+            )
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"""UPDATE auth_tokens t SET revoked_at = clock_timestamp()
+                    WHERE t.token_id = $1 AND ($2::bigint IS NULL OR t.user_id = $2)
+                      AND t.revoked_at IS NULL
+                    RETURNING {_TOKEN_COLUMNS}""",
+                token_id,
+                user_id,
+            )
+            if row is None:
+                raise NotFound(f"Token with id={token_id} not found")
+            await _bump(conn, [row["user_id"]])
+        return _token(row)
+
+    async def touch_token(self, token_id: int) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                """UPDATE auth_tokens SET last_used_at = clock_timestamp()
+                   WHERE token_id = $1
+                     AND (last_used_at IS NULL
+                          OR last_used_at < clock_timestamp() - interval '1 minute')""",
+                token_id,
+            )
+
+    # ------------------------------------------------------------ per-user grants
+
+    async def user_grants(self, user_id: int) -> list[Grant]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT g.resource_type, g.resource_pattern, g.permission
+                   FROM auth_role_users ru JOIN auth_grants g ON g.role_id = ru.role_id
+                   WHERE ru.user_id = $1 ORDER BY g.grant_id""",
+                user_id,
+            )
+        return [
+            Grant(
+                ResourceType(r["resource_type"]), r["resource_pattern"], Permission[r["permission"]]
+            )
+            for r in rows
+        ]
+
+    async def grant_user(
+        self,
+        username: str,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        replace: bool,
+    ) -> Permission | None:
+        check_grant(resource_type, pattern, permission)
+        async with self._db.transaction() as conn:
+            user_id = await _user_id(conn, username)
+            role_id = await _hidden_role(conn, user_id)
+            old = await conn.fetchval(
+                """SELECT permission FROM auth_grants
+                   WHERE role_id = $1 AND resource_type = $2 AND resource_pattern = $3
+                   FOR UPDATE""",
+                role_id,
+                resource_type.value,
+                pattern,
+            )
+            if old is not None and not replace:
+                raise AlreadyExists(
+                    f"User '{username[:300]}' already has a permission on "
+                    f"{resource_type.value} '{pattern[:300]}'"
+                )
+            insert = """INSERT INTO auth_grants
+                            (role_id, resource_type, resource_pattern, permission)
+                        VALUES ($1, $2, $3, $4)"""
+            if replace:
+                insert += """ ON CONFLICT (role_id, resource_type, resource_pattern)
+                              DO UPDATE SET permission = EXCLUDED.permission"""
+            try:
+                await conn.execute(insert, role_id, resource_type.value, pattern, permission.name)
+            except asyncpg.UniqueViolationError as exc:
+                # A concurrent grant of the same key committed after the check above.
+                raise AlreadyExists(
+                    f"User '{username[:300]}' already has a permission on "
+                    f"{resource_type.value} '{pattern[:300]}'"
+                ) from exc
+            await _bump(conn, [user_id])
+        return None if old is None else Permission[old]
+
+    async def revoke_user(
+        self, username: str, resource_type: ResourceType, pattern: str
+    ) -> Permission:
+        async with self._db.transaction() as conn:
+            user_id = await _user_id(conn, username)
+            old = await conn.fetchval(
+                """DELETE FROM auth_grants g USING auth_roles r
+                   WHERE g.role_id = r.role_id AND r.owner_user = $1
+                     AND g.resource_type = $2 AND g.resource_pattern = $3
+                   RETURNING g.permission""",
+                user_id,
+                resource_type.value,
+                pattern,
+            )
+            if old is None:
+                raise NotFound(
+                    f"User '{username[:300]}' has no permission on "
+                    f"{resource_type.value} '{pattern[:300]}'"
+                )
+            await _bump(conn, [user_id])
+        return Permission[old]
+
+    async def user_permission_rows(self, username: str) -> list[PermissionRow]:
+        async with self._db.connection() as conn:
+            user_id = await _user_id(conn, username)
+            rows = await conn.fetch(
+                """SELECT r.role_id, r.name, r.workspace, g.resource_type, g.resource_pattern,
+                          g.permission
+                   FROM auth_role_users ru
+                   JOIN auth_roles r ON r.role_id = ru.role_id
+                   JOIN auth_grants g ON g.role_id = ru.role_id
+                   WHERE ru.user_id = $1 ORDER BY r.role_id, g.grant_id""",
+                user_id,
+            )
+        return [
+            PermissionRow(
+                role_id=r["role_id"],
+                role_name=r["name"],
+                workspace=r["workspace"],
+                resource_type=ResourceType(r["resource_type"]),
+                resource_pattern=r["resource_pattern"],
+                permission=Permission[r["permission"]],
+            )
+            for r in rows
+        ]
+
+    async def grant_creator_manage(
+        self, user_id: int, resource_type: ResourceType, pattern: str
+    ) -> None:
+        async with self._db.transaction() as conn:
+            role_id = await _hidden_role(conn, user_id)
+            await conn.execute(
+                """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
+                   VALUES ($1, $2, $3, 'MANAGE')
+                   ON CONFLICT (role_id, resource_type, resource_pattern)
+                   DO UPDATE SET permission = 'MANAGE'""",
+                role_id,
+                resource_type.value,
+                pattern,
+            )
+            await _bump(conn, [user_id])
+
+    async def who_holds(self, resource_type: ResourceType, pattern: str) -> list[GrantHolder]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT g.grant_id, g.role_id, r.name, g.resource_pattern, g.permission,
+                          coalesce(array_agg(u.username ORDER BY u.username)
+                                   FILTER (WHERE u.username IS NOT NULL), '{}') AS usernames
+                   FROM auth_grants g
+                   JOIN auth_roles r ON r.role_id = g.role_id
+                   LEFT JOIN auth_role_users ru ON ru.role_id = g.role_id
+                   LEFT JOIN auth_users u ON u.user_id = ru.user_id
+                   WHERE g.resource_type = $1 AND g.resource_pattern IN ($2, '*')
+                   GROUP BY g.grant_id, r.name
+                   ORDER BY g.grant_id""",
+                resource_type.value,
+                pattern,
+            )
+        return [
+            GrantHolder(
+                grant_id=r["grant_id"],
+                role_id=r["role_id"],
+                role_name=r["name"],
+                resource_pattern=r["resource_pattern"],
+                permission=Permission[r["permission"]],
+                usernames=tuple(r["usernames"]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------ roles
+
+    async def create_role(self, name: str, workspace: str, description: str | None) -> Role:
+        check_role_name(name)
+        workspace = check_workspace(workspace)
+        try:
+            async with self._db.connection() as conn:
+                role_id = await conn.fetchval(
+                    """INSERT INTO auth_roles (name, workspace, description) VALUES ($1, $2, $3)
+                       RETURNING role_id""",
+                    name,
+                    workspace,
+                    description,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists(
+                f"Role (name={name[:300]}, workspace={workspace}) already exists."
+            ) from exc
+        return Role(id=role_id, name=name, workspace=workspace, description=description)
+
+    async def get_role(self, role_id: int) -> Role:
+        async with self._db.connection() as conn:
+            found = await _roles(conn, "WHERE r.role_id = $1", role_id)
+        if not found:
+            raise _role_not_found(role_id)
+        return found[0]
+
+    async def list_roles(self, workspace: str | None = None) -> list[Role]:
+        async with self._db.connection() as conn:
+            return await _roles(
+                conn,
+                "WHERE $1::text IS NULL OR r.workspace = $1 ORDER BY r.role_id",
+                workspace,
+            )
+
+    async def update_role(self, role_id: int, name: str | None, description: str | None) -> Role:
+        if name is not None:
+            check_role_name(name)
+        try:
+            async with self._db.transaction() as conn:
+                row = await _role_row(conn, role_id, lock=True)
+                if row["owner_user"] is not None and name is not None:
+                    raise InvalidParameter("A user's own role cannot be renamed")
+                await conn.execute(
+                    """UPDATE auth_roles SET name = coalesce($2, name),
+                                             description = coalesce($3, description)
+                       WHERE role_id = $1""",
+                    role_id,
+                    name,
+                    description,
+                )
+                return (await _roles(conn, "WHERE r.role_id = $1", role_id))[0]
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists(f"Role with name={(name or '')[:300]} already exists") from exc
+
+    async def delete_role(self, role_id: int) -> None:
+        async with self._db.transaction() as conn:
+            await _role_row(conn, role_id, lock=True)
+            await _bump_role(conn, role_id)
+            await conn.execute("DELETE FROM auth_roles WHERE role_id = $1", role_id)
+
+    async def add_role_permission(
+        self, role_id: int, resource_type: ResourceType, pattern: str, permission: Permission
+    ) -> RolePermission:
+        check_grant(resource_type, pattern, permission)
+        try:
+            async with self._db.transaction() as conn:
+                await _role_row(conn, role_id, lock=True)
+                row = await conn.fetchrow(
+                    f"""INSERT INTO auth_grants AS g
+                            (role_id, resource_type, resource_pattern, permission)
+                        VALUES ($1, $2, $3, $4) RETURNING {_GRANT_COLUMNS}""",
+                    role_id,
+                    resource_type.value,
+                    pattern,
+                    permission.name,
+                )
+                await _bump_role(conn, role_id)
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists(
+                f"Role permission (role_id={role_id}, resource_type={resource_type.value}, "
+                f"resource_pattern={pattern[:300]}) already exists"
+            ) from exc
+        assert row is not None  # INSERT ... RETURNING: one row
+        return _role_permission(row)
+
+    async def remove_role_permission(self, role_permission_id: int) -> None:
+        async with self._db.transaction() as conn:
+            role_id = await conn.fetchval(
+                "DELETE FROM auth_grants WHERE grant_id = $1 RETURNING role_id",
+                role_permission_id,
+            )
+            if role_id is None:
+                raise NotFound(f"Role permission with id={role_permission_id} not found")
+            await _bump_role(conn, role_id)
+
+    async def list_role_permissions(self, role_id: int) -> list[RolePermission]:
+        return list((await self.get_role(role_id)).permissions)
+
+    async def update_role_permission(
+        self, role_permission_id: int, permission: Permission
+    ) -> RolePermission:
+        async with self._db.transaction() as conn:
+            current = await conn.fetchrow(
+                f"SELECT {_GRANT_COLUMNS} FROM auth_grants g WHERE g.grant_id = $1 FOR UPDATE",
+                role_permission_id,
+            )
+            if current is None:
+                raise NotFound(f"Role permission with id={role_permission_id} not found")
+            check_grant(
+                ResourceType(current["resource_type"]), current["resource_pattern"], permission
+            )
+            row = await conn.fetchrow(
+                f"""UPDATE auth_grants g SET permission = $2 WHERE g.grant_id = $1
+                    RETURNING {_GRANT_COLUMNS}""",
+                role_permission_id,
+                permission.name,
+            )
+            await _bump_role(conn, current["role_id"])
+        assert row is not None  # the row is locked above
+        return _role_permission(row)
+
+    async def assign_role(self, username: str, role_id: int) -> Assignment:
+        try:
+            async with self._db.transaction() as conn:
+                user_id = await _user_id(conn, username)
+                role = await _role_row(conn, role_id)
+                if role["owner_user"] is not None:
+                    # Sharing a hidden role would hand its owner's per-user grants to another.
+                    raise InvalidParameter(f"Role {role['name']!r} is a user's own role")
+                assignment_id = await conn.fetchval(
+                    """INSERT INTO auth_role_users (user_id, role_id) VALUES ($1, $2)
+                       RETURNING assignment_id""",
+                    user_id,
+                    role_id,
+                )
+                await _bump(conn, [user_id])
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists(
+                f"User '{username[:300]}' already has the role with id={role_id}"
+            ) from exc
+        return Assignment(id=assignment_id, user_id=user_id, role_id=role_id)
+
+    async def unassign_role(self, username: str, role_id: int) -> None:
+        async with self._db.transaction() as conn:
+            user_id = await _user_id(conn, username)
+            role = await _role_row(conn, role_id)
+            if role["owner_user"] is not None:
+                raise InvalidParameter(
+                    f"Role {role['name']!r} is a user's own role; revoke its permissions instead"
+                )
+            removed = await conn.fetchval(
+                """DELETE FROM auth_role_users WHERE user_id = $1 AND role_id = $2
+                   RETURNING assignment_id""",
+                user_id,
+                role_id,
+            )
+            if removed is None:
+                raise NotFound(f"User '{username[:300]}' does not have the role with id={role_id}")
+            await _bump(conn, [user_id])
+
+    async def list_user_roles(self, username: str) -> list[Role]:
+        async with self._db.connection() as conn:
+            user_id = await _user_id(conn, username)
+            return await _roles(
+                conn,
+                """JOIN auth_role_users ru ON ru.role_id = r.role_id
+                   WHERE ru.user_id = $1 ORDER BY r.role_id""",
+                user_id,
+            )
+
+    async def list_role_users(self, role_id: int) -> list[Assignment]:
+        async with self._db.connection() as conn:
+            await _role_row(conn, role_id)
+            rows = await conn.fetch(
+                """SELECT assignment_id, user_id, role_id FROM auth_role_users
+                   WHERE role_id = $1 ORDER BY assignment_id""",
+                role_id,
+            )
+        return [Assignment(r["assignment_id"], r["user_id"], r["role_id"]) for r in rows]
+
+    # ------------------------------------------------------------ invalidation
+
+    async def auth_epoch(self) -> int:
+        async with self._db.connection() as conn:
+            epoch = await conn.fetchval("SELECT epoch FROM auth_state WHERE id = 1")
+        assert isinstance(epoch, int)  # migration 0009 inserts the row
+        return epoch
+
+    async def user_cred_version(self, user_id: int) -> int:
+        async with self._db.connection() as conn:
+            version = await conn.fetchval(
+                "SELECT cred_version FROM auth_users WHERE user_id = $1", user_id
+            )
+        if version is None:
+            raise NotFound(f"User with id={user_id} not found")
+        assert isinstance(version, int)
+        return version
+
+    # ------------------------------------------------------------ audit
+
+    async def append_audit(
+        self,
+        actor_id: int | None,
+        actor: str | None,
+        auth_method: str | None,
+        client_addr: str | None,
+        action: str,
+        target_type: str | None,
+        target_id: str | None,
+        details: dict[str, Any],
+        request_id: str | None = None,
+    ) -> int:
+        async with self._db.connection() as conn:
+            entry_id = await conn.fetchval(
+                """INSERT INTO audit_log (actor_id, actor, auth_method, client_addr, action,
+                                          target_type, target_id, details, request_id)
+                   VALUES ($1, $2, $3, $4::inet, $5, $6, $7, $8::jsonb, $9) RETURNING id""",
+                actor_id,
+                actor,
+                auth_method,
+                _client_addr(client_addr),
+                action,
+                target_type,
+                target_id,
+                orjson.dumps(details).decode("utf-8"),
+                request_id,
+            )
+        assert isinstance(entry_id, int)
+        return entry_id
+
+    async def list_audit(
+        self,
+        max_results: int,
+        page_token: str | None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since_ms: int | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        """Newest first; the page token holds the last id returned (keyset, stable under
+        appends)."""
+        if not 1 <= max_results <= MAX_AUDIT_RESULTS:
+            raise InvalidParameter(f"max_results must be between 1 and {MAX_AUDIT_RESULTS}")
+        conditions: list[str] = []
+        args: list[object] = []
+        # Only the filters given go into the SQL, so each shape plans on its own index.
+        for value, condition in (
+            (_parse_audit_page_token(page_token), "id < ${}"),
+            (actor, "actor = ${}"),
+            (action, "action = ${}"),
+            (since_ms, "at >= to_timestamp(${}::bigint / 1000.0)"),
+        ):
+            if value is not None:
+                args.append(value)
+                conditions.append(condition.format(len(args)))
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        args.append(max_results + 1)
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_log {where} ORDER BY id DESC LIMIT ${len(args)}",
+                *args,
+            )
+        entries = [
+            AuditEntry(
+                id=r["id"],
+                at_ms=_ms(r["at"]) or 0,
+                actor_id=r["actor_id"],
+                actor=r["actor"],
+                auth_method=r["auth_method"],
+                client_addr=r["client_addr"],
+                action=r["action"],
+                target_type=r["target_type"],
+                target_id=r["target_id"],
+                details=orjson.loads(r["details"]),
+                request_id=r["request_id"],
+            )
+            for r in rows[:max_results]
+        ]
+        next_token = _audit_page_token(entries[-1].id) if len(rows) > max_results else None
+        return entries, next_token
