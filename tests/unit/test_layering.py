@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "metricgate.uploads": 3,
     "metricgate.registry": 3,
     "metricgate.webhooks": 3,
+    "metricgate.auth": 3,
     "metricgate.client": 3,
     "metricgate.bench": 3,
     "metricgate.api": 4,
