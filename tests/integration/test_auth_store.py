@@ -374,3 +374,29 @@ async def test_audit_log_refuses_update_and_delete(
         await conn.execute("SET LOCAL metricgate.audit_prune = 'on'")
         await conn.execute("DELETE FROM audit_log")
     assert await conn.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_concurrent_access_changes_neither_deadlock_nor_lose_bumps(
+    store: PgAuthStore,
+) -> None:
+    users = [await store.create_user(f"u{i}", HASH, False) for i in range(4)]
+    roles = [await store.create_role(f"r{i}", "default", None) for i in range(3)]
+    for user in users:
+        for role in roles:
+            await store.assign_role(user.username, role.id)
+    epoch = await store.auth_epoch()
+    changes = [
+        store.add_role_permission(role.id, EXP, str(n), Permission.READ)
+        for n in range(6)
+        for role in roles
+    ] + [
+        store.grant_user(user.username, MODEL, str(n), Permission.EDIT, replace=True)
+        for n in range(3)
+        for user in reversed(users)
+    ]
+    await asyncio.gather(*changes)
+    assert await store.auth_epoch() == epoch + len(changes)
+    # A refused change leaves the epoch alone.
+    with pytest.raises(NotFound):
+        await store.revoke_user("u0", EXP, "nothing")
+    assert await store.auth_epoch() == epoch + len(changes)

@@ -1,17 +1,19 @@
 """Users, roles, grants, API tokens and the audit log in PostgreSQL (migration 0009_auth.sql).
 
-Every write that changes what someone may do also bumps the affected users' ``cred_version`` and
-``auth_state.epoch`` in its own transaction: the processes' credential and grant caches compare
-against those (docs/design-auth.md B3). The single ``auth_state`` row serialises auth writes,
-which are rare; reads never touch it except ``auth_epoch``.
+Every write that changes what someone may do also bumps ``auth_state.epoch`` and the affected
+users' ``cred_version`` in its own transaction: the processes' credential and grant caches
+compare against those (docs/design-auth.md B3). The single ``auth_state`` row serialises such
+writes, which are rare; reads never touch it except ``auth_epoch``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import ipaddress
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -130,13 +132,12 @@ def _client_addr(value: str | None) -> str | None:
 
 
 async def _bump(conn: PgConnection, user_ids: list[int]) -> None:
-    """Tell every process's cache that these users' access changed."""
+    """Mark these users' cached credentials stale (inside ``_changing_access``)."""
     if user_ids:
         await conn.execute(
             "UPDATE auth_users SET cred_version = cred_version + 1 WHERE user_id = ANY($1::bigint[])",
             user_ids,
         )
-    await conn.execute("UPDATE auth_state SET epoch = epoch + 1 WHERE id = 1")
 
 
 async def _bump_role(conn: PgConnection, role_id: int) -> None:
@@ -218,6 +219,15 @@ class PgAuthStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @contextlib.asynccontextmanager
+    async def _changing_access(self) -> AsyncIterator[PgConnection]:
+        """A transaction that may change someone's access. Its first statement bumps the epoch:
+        that row lock, taken before any other, also serialises these transactions, so two of
+        them can never deadlock on the user rows they bump (a rollback undoes the bump)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE auth_state SET epoch = epoch + 1 WHERE id = 1")
+            yield conn
+
     # ------------------------------------------------------------ users
 
     async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
@@ -284,7 +294,7 @@ class PgAuthStore:
         return UserCredentials(_user(row), row["password_hash"], row["cred_version"])
 
     async def _update_user(self, username: str, assignment: str, value: object) -> None:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             user_id = await conn.fetchval(
                 f"UPDATE auth_users SET {assignment} WHERE username = $1 RETURNING user_id",
                 username,
@@ -302,13 +312,12 @@ class PgAuthStore:
 
     async def delete_user(self, username: str) -> None:
         # Tokens, assignments and the hidden role with its grants go by ON DELETE CASCADE.
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             user_id = await conn.fetchval(
                 "DELETE FROM auth_users WHERE username = $1 RETURNING user_id", username
             )
             if user_id is None:
                 raise _user_not_found(username)
-            await _bump(conn, [])
 
     async def any_admin(self) -> bool:
         async with self._db.connection() as conn:
@@ -396,7 +405,7 @@ class PgAuthStore:
         return [_token(r) for r in rows]
 
     async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             row = await conn.fetchrow(
                 f"""UPDATE auth_tokens t SET revoked_at = clock_timestamp()
                     WHERE t.token_id = $1 AND ($2::bigint IS NULL OR t.user_id = $2)
@@ -447,7 +456,7 @@ class PgAuthStore:
         replace: bool,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             user_id = await _user_id(conn, username)
             role_id = await _hidden_role(conn, user_id)
             old = await conn.fetchval(
@@ -483,7 +492,7 @@ class PgAuthStore:
     async def revoke_user(
         self, username: str, resource_type: ResourceType, pattern: str
     ) -> Permission:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             user_id = await _user_id(conn, username)
             old = await conn.fetchval(
                 """DELETE FROM auth_grants g USING auth_roles r
@@ -529,7 +538,7 @@ class PgAuthStore:
     async def grant_creator_manage(
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             role_id = await _hidden_role(conn, user_id)
             await conn.execute(
                 """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
@@ -626,7 +635,7 @@ class PgAuthStore:
             raise AlreadyExists(f"Role with name={(name or '')[:300]} already exists") from exc
 
     async def delete_role(self, role_id: int) -> None:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             await _role_row(conn, role_id, lock=True)
             await _bump_role(conn, role_id)
             await conn.execute("DELETE FROM auth_roles WHERE role_id = $1", role_id)
@@ -636,7 +645,7 @@ class PgAuthStore:
     ) -> RolePermission:
         check_grant(resource_type, pattern, permission)
         try:
-            async with self._db.transaction() as conn:
+            async with self._changing_access() as conn:
                 await _role_row(conn, role_id, lock=True)
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_grants AS g
@@ -657,7 +666,7 @@ class PgAuthStore:
         return _role_permission(row)
 
     async def remove_role_permission(self, role_permission_id: int) -> None:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             role_id = await conn.fetchval(
                 "DELETE FROM auth_grants WHERE grant_id = $1 RETURNING role_id",
                 role_permission_id,
@@ -672,7 +681,7 @@ class PgAuthStore:
     async def update_role_permission(
         self, role_permission_id: int, permission: Permission
     ) -> RolePermission:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             current = await conn.fetchrow(
                 f"SELECT {_GRANT_COLUMNS} FROM auth_grants g WHERE g.grant_id = $1 FOR UPDATE",
                 role_permission_id,
@@ -694,7 +703,7 @@ class PgAuthStore:
 
     async def assign_role(self, username: str, role_id: int) -> Assignment:
         try:
-            async with self._db.transaction() as conn:
+            async with self._changing_access() as conn:
                 user_id = await _user_id(conn, username)
                 role = await _role_row(conn, role_id)
                 if role["owner_user"] is not None:
@@ -714,7 +723,7 @@ class PgAuthStore:
         return Assignment(id=assignment_id, user_id=user_id, role_id=role_id)
 
     async def unassign_role(self, username: str, role_id: int) -> None:
-        async with self._db.transaction() as conn:
+        async with self._changing_access() as conn:
             user_id = await _user_id(conn, username)
             role = await _role_row(conn, role_id)
             if role["owner_user"] is not None:
