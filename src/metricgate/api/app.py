@@ -26,8 +26,9 @@ from metricgate.api.graphql import ROUTES as GRAPHQL_ROUTES
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
 from metricgate.api.middleware import error_middleware, metrics_middleware
-from metricgate.api.routing import Route
+from metricgate.api.routing import ACCESS_RULES, Route, RuleKey, rule_key
 from metricgate.config import Settings
+from metricgate.domain.auth.access import AccessRule, Authenticated, Public
 from metricgate.service import Service, open_service
 
 # The Python client uses /api/2.0/mlflow; the web UI calls the same handlers under /ajax-api.
@@ -35,10 +36,45 @@ MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 ARTIFACT_PREFIXES = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
 
 
+# Routes added without a Route (ui_static.install's add_get, which adds HEAD as well): their
+# rules, keyed as app[ACCESS_RULES] is. As stock: the static bundle is public, ``/`` (the UI's
+# index.html) needs a login.
+UNROUTED_RULES: dict[RuleKey, AccessRule] = {
+    ("GET", "/"): Authenticated(),
+    ("HEAD", "/"): Authenticated(),
+    ("GET", "/static-files/{path}"): Public(),
+    ("HEAD", "/static-files/{path}"): Public(),
+}
+
+
+def _record(rules: dict[RuleKey, AccessRule], route: web.AbstractRoute, rule: AccessRule) -> None:
+    key = rule_key(route)
+    if key in rules:
+        raise RuntimeError(f"{key[0]} {key[1]}: registered twice, so its access rule is ambiguous")
+    rules[key] = rule
+
+
 def _add_routes(app: web.Application, prefixes: tuple[str, ...], routes: list[Route]) -> None:
     for prefix in prefixes:
         for route in routes:
-            app.router.add_route(route.method, prefix + route.path, route.registered_handler())
+            added = app.router.add_route(
+                route.method, prefix + route.path, route.registered_handler()
+            )
+            _record(app[ACCESS_RULES], added, route.access)
+
+
+def _add_unrouted_rules(app: web.Application) -> None:
+    """Rules for the routes added without a Route; a route with no rule at all fails the build,
+    so no endpoint can be served without a declared access rule."""
+    rules = app[ACCESS_RULES]
+    for route in app.router.routes():
+        key = rule_key(route)
+        if key in rules:
+            continue
+        rule = UNROUTED_RULES.get(key)
+        if rule is None:
+            raise RuntimeError(f"{key[0]} {key[1]} has no access rule (api/app.py UNROUTED_RULES)")
+        rules[key] = rule
 
 
 def create_app(settings: Settings, service: Service | None = None) -> web.Application:
@@ -51,6 +87,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     )
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
+    app[ACCESS_RULES] = {}
     tracking_routes = (
         experiments.ROUTES
         + runs.ROUTES
@@ -71,6 +108,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, (ingest_status.PREFIX,), ingest_status.ROUTES)
     _add_routes(app, ("",), ingest_status.PAGE_ROUTES)
     ui_static.install(app)
+    _add_unrouted_rules(app)
 
     if service is not None:
         app[SERVICE] = service

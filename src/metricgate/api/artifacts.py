@@ -27,6 +27,8 @@ from metricgate.domain.artifacts.paths import (
     normalize_artifact_path,
     proxied_store_path,
 )
+from metricgate.domain.auth.access import On, Target, Where
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import BadRequest, MetricgateError
 from metricgate.domain.tracking.entities import ArtifactEntry
 from metricgate.stores.artifacts.base import ArtifactStore
@@ -295,14 +297,31 @@ async def run_artifact_listing(service: AppServices, fields: Fields) -> dict[str
 
 _PATH = "{path:.*}"
 
+
+def on_artifact_path(level: Permission) -> On:
+    """``level`` on the experiment the path ``<experiment_id>/<run_id>/artifacts/...`` names, as
+    stock's artifact proxy: READ to list and download, EDIT to upload, MANAGE to delete."""
+    return On(Target.ARTIFACT_PATH, "path", level, where=Where.PATH)
+
+
 ROUTES: list[Route] = [
-    Route("GET", "/artifacts", list_artifacts),
-    Route("GET", f"/artifacts/{_PATH}", download_artifact),
-    Route("PUT", f"/artifacts/{_PATH}", upload_artifact),
-    Route("DELETE", f"/artifacts/{_PATH}", delete_artifact),
-    Route("GET", f"/presigned/{_PATH}", presigned_download),
+    Route(
+        "GET",
+        "/artifacts",
+        list_artifacts,
+        On(Target.ARTIFACT_PATH, "path", Permission.READ, where=Where.QUERY),
+    ),
+    Route("GET", f"/artifacts/{_PATH}", download_artifact, on_artifact_path(Permission.READ)),
+    Route("PUT", f"/artifacts/{_PATH}", upload_artifact, on_artifact_path(Permission.EDIT)),
+    Route("DELETE", f"/artifacts/{_PATH}", delete_artifact, on_artifact_path(Permission.MANAGE)),
+    Route("GET", f"/presigned/{_PATH}", presigned_download, on_artifact_path(Permission.READ)),
 ]
 
 TRACKING_ROUTES: list[Route] = [
-    Route("GET", "/artifacts/list", list_run_artifacts),
+    Route(
+        "GET",
+        "/artifacts/list",
+        list_run_artifacts,
+        On(Target.RUN_ID, "run_id", Permission.READ, where=Where.QUERY, fallback="run_uuid"),
+    ),
 ]

@@ -16,6 +16,8 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated, Filtered, On, Target
+from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import Tag
 from metricgate.domain.tracking.rules import (
@@ -126,15 +128,35 @@ async def delete_experiment_tag(request: web.Request) -> web.Response:
     return empty_response()
 
 
+def _on_experiment(level: Permission) -> On:
+    return On(Target.EXPERIMENT_ID, "experiment_id", level)
+
+
+_SEARCH = Filtered(ResourceType.EXPERIMENT)
 ROUTES = [
-    Route("POST", "/experiments/create", create_experiment),
-    Route("GET", "/experiments/get", get_experiment),
-    Route("GET", "/experiments/get-by-name", get_experiment_by_name),
-    Route("POST", "/experiments/search", search_experiments, abandon_on_disconnect=True),
-    Route("GET", "/experiments/search", search_experiments, abandon_on_disconnect=True),
-    Route("POST", "/experiments/update", update_experiment),
-    Route("POST", "/experiments/delete", delete_experiment),
-    Route("POST", "/experiments/restore", restore_experiment),
-    Route("POST", "/experiments/set-experiment-tag", set_experiment_tag),
-    Route("POST", "/experiments/delete-experiment-tag", delete_experiment_tag),
+    Route("POST", "/experiments/create", create_experiment, Authenticated()),
+    Route("GET", "/experiments/get", get_experiment, _on_experiment(Permission.READ)),
+    Route(
+        "GET",
+        "/experiments/get-by-name",
+        get_experiment_by_name,
+        On(Target.EXPERIMENT_NAME, "experiment_name", Permission.READ),
+    ),
+    Route("POST", "/experiments/search", search_experiments, _SEARCH, abandon_on_disconnect=True),
+    Route("GET", "/experiments/search", search_experiments, _SEARCH, abandon_on_disconnect=True),
+    Route("POST", "/experiments/update", update_experiment, _on_experiment(Permission.EDIT)),
+    Route("POST", "/experiments/delete", delete_experiment, _on_experiment(Permission.MANAGE)),
+    Route("POST", "/experiments/restore", restore_experiment, _on_experiment(Permission.MANAGE)),
+    Route(
+        "POST",
+        "/experiments/set-experiment-tag",
+        set_experiment_tag,
+        _on_experiment(Permission.EDIT),
+    ),
+    Route(
+        "POST",
+        "/experiments/delete-experiment-tag",
+        delete_experiment_tag,
+        _on_experiment(Permission.EDIT),
+    ),
 ]

@@ -10,6 +10,7 @@ from metricgate.api.codec import json_response
 from metricgate.api.ingest_status import refreshed_exposition
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated, Public
 
 
 async def health(request: web.Request) -> web.Response:
@@ -54,10 +55,12 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# Probes and the scrape stay open (stock leaves /health and server-info open too); /version
+# needs a login, as stock's _allow_authenticated.
 ROUTES = [
-    Route("GET", "/metrics", prometheus_metrics),
-    Route("GET", "/health", health),
-    Route("GET", "/ready", ready),
-    Route("GET", "/version", version),
+    Route("GET", "/metrics", prometheus_metrics, Public()),
+    Route("GET", "/health", health, Public()),
+    Route("GET", "/ready", ready, Public()),
+    Route("GET", "/version", version, Authenticated()),
 ]
-SERVER_INFO_ROUTES = [Route("GET", "/server-info", server_info)]
+SERVER_INFO_ROUTES = [Route("GET", "/server-info", server_info, Public())]

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from metricgate.api.codec import json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated
 from metricgate.observability import render_metrics
 
 PREFIX = "/api/2.0/metricgate/ingest"
@@ -115,5 +116,5 @@ async def ingest_page(request: web.Request) -> web.Response:
     )
 
 
-ROUTES = [Route("GET", "/status", ingest_status)]
-PAGE_ROUTES = [Route("GET", PAGE_PATH, ingest_page)]
+ROUTES = [Route("GET", "/status", ingest_status, Authenticated())]
+PAGE_ROUTES = [Route("GET", PAGE_PATH, ingest_page, Authenticated())]

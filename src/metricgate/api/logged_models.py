@@ -16,6 +16,8 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import AllOf, Filtered, On, Target, Where
+from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import LoggedModel
 from metricgate.domain.tracking.rules import (
@@ -136,13 +138,32 @@ async def search_logged_models(request: web.Request) -> web.Response:
     )
 
 
+def _on_logged_model(level: Permission) -> On:
+    """``level`` on the logged model the path's ``{model_id}`` names (its experiment's)."""
+    return On(Target.LOGGED_MODEL_ID, "model_id", level, where=Where.PATH)
+
+
+_CREATE = AllOf(
+    (
+        On(Target.EXPERIMENT_ID, "experiment_id", Permission.EDIT),
+        On(Target.RUN_ID, "source_run_id", Permission.READ, optional=True),
+    )
+)
+_EDIT, _MANAGE = _on_logged_model(Permission.EDIT), _on_logged_model(Permission.MANAGE)
+_ID = "/logged-models/{model_id}"
 ROUTES = [
-    Route("POST", "/logged-models", create_logged_model),
-    Route("POST", "/logged-models/search", search_logged_models, abandon_on_disconnect=True),
-    Route("GET", "/logged-models/{model_id}", get_logged_model),
-    Route("PATCH", "/logged-models/{model_id}", finalize_logged_model),
-    Route("DELETE", "/logged-models/{model_id}", delete_logged_model),
-    Route("PATCH", "/logged-models/{model_id}/tags", set_logged_model_tags),
-    Route("DELETE", "/logged-models/{model_id}/tags/{key}", delete_logged_model_tag),
-    Route("POST", "/logged-models/{model_id}/params", log_logged_model_params),
+    Route("POST", "/logged-models", create_logged_model, _CREATE),
+    Route(
+        "POST",
+        "/logged-models/search",
+        search_logged_models,
+        Filtered(ResourceType.EXPERIMENT),
+        abandon_on_disconnect=True,
+    ),
+    Route("GET", _ID, get_logged_model, _on_logged_model(Permission.READ)),
+    Route("PATCH", _ID, finalize_logged_model, _EDIT),
+    Route("DELETE", _ID, delete_logged_model, _MANAGE),
+    Route("PATCH", f"{_ID}/tags", set_logged_model_tags, _EDIT),
+    Route("DELETE", f"{_ID}/tags/{{key}}", delete_logged_model_tag, _MANAGE),
+    Route("POST", f"{_ID}/params", log_logged_model_params, _EDIT),
 ]

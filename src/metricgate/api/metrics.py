@@ -14,6 +14,8 @@ from metricgate.api.codec import (
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.api.services import AppServices
+from metricgate.domain.auth.access import On, Target, Where
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import MetricSeries
 from metricgate.domain.tracking.rules import (
@@ -84,11 +86,18 @@ async def bulk_interval_series(service: AppServices, fields: Fields) -> list[Met
 
 
 ROUTES = [
-    Route("GET", "/metrics/get-history", get_history, abandon_on_disconnect=True),
+    Route(
+        "GET",
+        "/metrics/get-history",
+        get_history,
+        On(Target.RUN_ID, "run_id", Permission.READ, fallback="run_uuid"),
+        abandon_on_disconnect=True,
+    ),
     Route(
         "GET",
         "/metrics/get-history-bulk-interval",
         get_history_bulk_interval,
+        On(Target.RUN_ID, "run_ids", Permission.READ, where=Where.QUERY, each=True),
         abandon_on_disconnect=True,
     ),
 ]

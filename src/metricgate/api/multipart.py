@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from metricgate.api.artifacts import counted_body, public_base
+from metricgate.api.artifacts import counted_body, on_artifact_path, public_base
 from metricgate.api.codec import Fields, empty_response, json_response, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.uploads.rules import check_part_number, strip_etag
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, ArtifactStore, StagedPart
@@ -174,10 +175,12 @@ async def abort_multipart_upload(request: web.Request) -> web.Response:
 
 
 _PATH = "{path:.*}"
+# Stock's artifact proxy asks EDIT of every mpu/* call (POST and PUT alike).
+_EDIT = on_artifact_path(Permission.EDIT)
 
 ROUTES: list[Route] = [
-    Route("POST", f"/mpu/create/{_PATH}", create_multipart_upload),
-    Route("POST", f"/mpu/complete/{_PATH}", complete_multipart_upload),
-    Route("POST", f"/mpu/abort/{_PATH}", abort_multipart_upload),
-    Route("PUT", f"/mpu/part/{_PATH}", upload_part),
+    Route("POST", f"/mpu/create/{_PATH}", create_multipart_upload, _EDIT),
+    Route("POST", f"/mpu/complete/{_PATH}", complete_multipart_upload, _EDIT),
+    Route("POST", f"/mpu/abort/{_PATH}", abort_multipart_upload, _EDIT),
+    Route("PUT", f"/mpu/part/{_PATH}", upload_part, _EDIT),
 ]

@@ -22,6 +22,8 @@ from metricgate.api.codec import (
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import audit_from, encode_model_version, encode_registered_model
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import AllOf, Authenticated, Filtered, On, Target
+from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.registry.entities import ModelVersion, RegisteredModel
 from metricgate.domain.tracking.entities import Page, Tag
 from metricgate.domain.tracking.rules import validate_max_results
@@ -254,28 +256,44 @@ async def delete_model_version_tag(request: web.Request) -> web.Response:
 
 _RM = "/registered-models"
 _MV = "/model-versions"
+# A version takes its registered model's permission (stock's version tier falls back to it).
+_READ, _EDIT, _MANAGE = (
+    On(Target.MODEL_NAME, "name", level)
+    for level in (Permission.READ, Permission.EDIT, Permission.MANAGE)
+)
+_SEARCH = Filtered(ResourceType.REGISTERED_MODEL)
+# EDIT on the model, and READ on what the version is made from (stock's
+# validate_can_create_model_version): its run, its logged model, a models:/ source.
+_CREATE_VERSION = AllOf(
+    (
+        _EDIT,
+        On(Target.RUN_ID, "run_id", Permission.READ, optional=True),
+        On(Target.LOGGED_MODEL_ID, "model_id", Permission.READ, optional=True),
+        On(Target.MODEL_SOURCE, "source", Permission.READ, optional=True),
+    )
+)
 ROUTES = [
-    Route("POST", f"{_RM}/create", create_registered_model),
-    Route("GET", f"{_RM}/get", get_registered_model),
-    Route("POST", f"{_RM}/rename", rename_registered_model),
-    Route("PATCH", f"{_RM}/update", update_registered_model),
-    Route("DELETE", f"{_RM}/delete", delete_registered_model),
-    Route("GET", f"{_RM}/search", search_registered_models, abandon_on_disconnect=True),
-    Route("POST", f"{_RM}/set-tag", set_registered_model_tag),
-    Route("DELETE", f"{_RM}/delete-tag", delete_registered_model_tag),
+    Route("POST", f"{_RM}/create", create_registered_model, Authenticated()),
+    Route("GET", f"{_RM}/get", get_registered_model, _READ),
+    Route("POST", f"{_RM}/rename", rename_registered_model, _EDIT),
+    Route("PATCH", f"{_RM}/update", update_registered_model, _EDIT),
+    Route("DELETE", f"{_RM}/delete", delete_registered_model, _MANAGE),
+    Route("GET", f"{_RM}/search", search_registered_models, _SEARCH, abandon_on_disconnect=True),
+    Route("POST", f"{_RM}/set-tag", set_registered_model_tag, _EDIT),
+    Route("DELETE", f"{_RM}/delete-tag", delete_registered_model_tag, _EDIT),
     # The client falls back to GET when POST answers ENDPOINT_NOT_FOUND; serve both.
-    Route("POST", f"{_RM}/get-latest-versions", get_latest_versions),
-    Route("GET", f"{_RM}/get-latest-versions", get_latest_versions),
-    Route("POST", f"{_RM}/alias", set_alias),
-    Route("DELETE", f"{_RM}/alias", delete_alias),
-    Route("GET", f"{_RM}/alias", get_version_by_alias),
-    Route("POST", f"{_MV}/create", create_model_version),
-    Route("GET", f"{_MV}/get", get_model_version),
-    Route("PATCH", f"{_MV}/update", update_model_version),
-    Route("DELETE", f"{_MV}/delete", delete_model_version),
-    Route("GET", f"{_MV}/search", search_model_versions, abandon_on_disconnect=True),
-    Route("POST", f"{_MV}/transition-stage", transition_stage),
-    Route("GET", f"{_MV}/get-download-uri", get_download_uri),
-    Route("POST", f"{_MV}/set-tag", set_model_version_tag),
-    Route("DELETE", f"{_MV}/delete-tag", delete_model_version_tag),
+    Route("POST", f"{_RM}/get-latest-versions", get_latest_versions, _READ),
+    Route("GET", f"{_RM}/get-latest-versions", get_latest_versions, _READ),
+    Route("POST", f"{_RM}/alias", set_alias, _EDIT),
+    Route("DELETE", f"{_RM}/alias", delete_alias, _MANAGE),
+    Route("GET", f"{_RM}/alias", get_version_by_alias, _READ),
+    Route("POST", f"{_MV}/create", create_model_version, _CREATE_VERSION),
+    Route("GET", f"{_MV}/get", get_model_version, _READ),
+    Route("PATCH", f"{_MV}/update", update_model_version, _EDIT),
+    Route("DELETE", f"{_MV}/delete", delete_model_version, _MANAGE),
+    Route("GET", f"{_MV}/search", search_model_versions, _SEARCH, abandon_on_disconnect=True),
+    Route("POST", f"{_MV}/transition-stage", transition_stage, _EDIT),
+    Route("GET", f"{_MV}/get-download-uri", get_download_uri, _READ),
+    Route("POST", f"{_MV}/set-tag", set_model_version_tag, _EDIT),
+    Route("DELETE", f"{_MV}/delete-tag", delete_model_version_tag, _MANAGE),
 ]

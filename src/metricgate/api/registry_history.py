@@ -8,6 +8,8 @@ from metricgate.api.codec import page_response, read_fields
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import encode_event
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import On, Target
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.tracking.rules import validate_max_results
 
 MAX_EVENTS_PER_PAGE = 1000
@@ -30,4 +32,12 @@ async def registry_history(request: web.Request) -> web.Response:
     return page_response("events", [encode_event(e) for e in events], token)
 
 
-ROUTES = [Route("GET", "/registry/history", registry_history, abandon_on_disconnect=True)]
+ROUTES = [
+    Route(
+        "GET",
+        "/registry/history",
+        registry_history,
+        On(Target.MODEL_NAME, "name", Permission.READ),
+        abandon_on_disconnect=True,
+    )
+]

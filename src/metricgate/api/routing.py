@@ -1,4 +1,10 @@
-"""A route table entry; each API module exports ``ROUTES: list[Route]``."""
+"""A route table entry; each API module exports ``ROUTES: list[Route]``.
+
+Every entry declares its access rule (docs/design-auth.md B4): ``access`` has no default, so a
+route without one does not construct. api/app.py collects the rules of everything it registers
+into ``app[ACCESS_RULES]``, keyed by ``rule_key``, which the access check reads for the route a
+request matched.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+
+from metricgate.domain.auth.access import AccessRule
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -23,6 +31,7 @@ class Route:
     method: str
     path: str
     handler: Handler
+    access: AccessRule
     # A read whose cost the client's input decides (a search, a metric history): abandoned, with
     # its PostgreSQL statement cancelled, when the client goes away. Writes never are: a write
     # runs to its end (commit or rollback) whatever the client does.
@@ -32,6 +41,18 @@ class Route:
         if not self.abandon_on_disconnect:
             return self.handler
         return _abandoned_on_disconnect(self.handler)
+
+
+# (method, canonical path): ``/runs/get``, ``/logged-models/{model_id}``, one per added route.
+RuleKey = tuple[str, str]
+ACCESS_RULES = web.AppKey[dict[RuleKey, AccessRule]]("access_rules")
+
+
+def rule_key(route: web.AbstractRoute) -> RuleKey:
+    """The key of an added aiohttp route in ``app[ACCESS_RULES]``."""
+    resource = route.resource
+    assert resource is not None, "every route this app adds belongs to a resource"
+    return route.method, resource.canonical
 
 
 class ClientLeft(ConnectionResetError):

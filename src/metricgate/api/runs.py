@@ -29,6 +29,8 @@ from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.api.services import AppServices
+from metricgate.domain.auth.access import AllOf, Filtered, On, Target
+from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
 from metricgate.domain.tracking.rules import (
@@ -299,20 +301,42 @@ async def _search_arguments(service: AppServices, fields: Fields) -> _SearchArgu
     return arguments
 
 
+def _on_run(level: Permission) -> On:
+    """``level`` on the run that ``run_id`` (or the legacy ``run_uuid``) names."""
+    return On(Target.RUN_ID, "run_id", level, fallback="run_uuid")
+
+
+def _logging_to(models: str | None) -> AllOf:
+    """EDIT on the run, and on the experiment of every logged model the request's metrics or
+    inputs name (stock's ``_validate_can_update_run_and_models``): ``model_id`` itself, or each
+    object's ``model_id`` in the list ``models``."""
+    if models is None:
+        model = On(Target.LOGGED_MODEL_ID, "model_id", Permission.EDIT, optional=True)
+    else:
+        model = On(Target.LOGGED_MODEL_ID, models, Permission.EDIT, item="model_id", optional=True)
+    return AllOf((_on_run(Permission.EDIT), model))
+
+
+_EDIT, _SEARCH = _on_run(Permission.EDIT), Filtered(ResourceType.EXPERIMENT)
 ROUTES = [
-    Route("POST", "/runs/create", create_run),
-    Route("GET", "/runs/get", get_run),
-    Route("POST", "/runs/update", update_run),
-    Route("POST", "/runs/delete", delete_run),
-    Route("POST", "/runs/restore", restore_run),
-    Route("POST", "/runs/set-tag", set_tag),
-    Route("POST", "/runs/delete-tag", delete_tag),
-    Route("POST", "/runs/log-parameter", log_parameter),
-    Route("POST", "/runs/log-metric", log_metric),
-    Route("POST", "/runs/log-batch", log_batch),
-    Route("POST", "/runs/log-inputs", log_inputs),
-    Route("POST", "/runs/outputs", log_outputs),
-    Route("POST", "/runs/log-model", log_model),
-    Route("POST", "/runs/search", search_runs, abandon_on_disconnect=True),
-    Route("GET", "/runs/search", search_runs, abandon_on_disconnect=True),
+    Route(
+        "POST",
+        "/runs/create",
+        create_run,
+        On(Target.EXPERIMENT_ID, "experiment_id", Permission.EDIT),
+    ),
+    Route("GET", "/runs/get", get_run, _on_run(Permission.READ)),
+    Route("POST", "/runs/update", update_run, _EDIT),
+    Route("POST", "/runs/delete", delete_run, _on_run(Permission.MANAGE)),
+    Route("POST", "/runs/restore", restore_run, _on_run(Permission.MANAGE)),
+    Route("POST", "/runs/set-tag", set_tag, _EDIT),
+    Route("POST", "/runs/delete-tag", delete_tag, _EDIT),
+    Route("POST", "/runs/log-parameter", log_parameter, _EDIT),
+    Route("POST", "/runs/log-metric", log_metric, _logging_to(None)),
+    Route("POST", "/runs/log-batch", log_batch, _logging_to("metrics")),
+    Route("POST", "/runs/log-inputs", log_inputs, _logging_to("models")),
+    Route("POST", "/runs/outputs", log_outputs, _logging_to("models")),
+    Route("POST", "/runs/log-model", log_model, _EDIT),
+    Route("POST", "/runs/search", search_runs, _SEARCH, abandon_on_disconnect=True),
+    Route("GET", "/runs/search", search_runs, _SEARCH, abandon_on_disconnect=True),
 ]

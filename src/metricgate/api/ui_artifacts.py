@@ -27,6 +27,8 @@ from metricgate.domain.artifacts.paths import (
     normalize_artifact_path,
     proxied_store_path,
 )
+from metricgate.domain.auth.access import On, Target, Where
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import BadRequest, InvalidParameter, NotFound
 
 # MLflow's get_text_extensions() (mlflow/utils/mime_type_utils.py): files the UI renders as text,
@@ -144,17 +146,29 @@ async def logged_model_directory(request: web.Request) -> web.Response:
 
 
 # Registered at the server root, as stock does (the UI builds these URLs without a prefix).
+_RUN_READ = On(Target.RUN_ID, "run_id", Permission.READ, where=Where.QUERY, fallback="run_uuid")
+_MODEL_READ = On(Target.LOGGED_MODEL_ID, "model_id", Permission.READ, where=Where.PATH)
 ROOT_ROUTES: list[Route] = [
-    Route("GET", "/get-artifact", run_artifact),
-    Route("GET", "/model-versions/get-artifact", model_version_artifact),
+    Route("GET", "/get-artifact", run_artifact, _RUN_READ),
+    Route(
+        "GET",
+        "/model-versions/get-artifact",
+        model_version_artifact,
+        On(Target.MODEL_NAME, "name", Permission.READ, where=Where.QUERY),
+    ),
     # Stock does not route this spelling, but the bundle's evaluation view fetches
     # "ajax-api/2.0/mlflow/get-artifact"; answering it costs nothing and spares that view a 404.
-    Route("GET", "/ajax-api/2.0/mlflow/get-artifact", run_artifact),
+    Route("GET", "/ajax-api/2.0/mlflow/get-artifact", run_artifact, _RUN_READ),
 ]
 
 # Under /api/2.0/mlflow and /ajax-api/2.0/mlflow. Stock routes ``files`` under /ajax-api only;
 # serving it under both prefixes keeps one route table and exposes nothing new.
 MLFLOW_ROUTES: list[Route] = [
-    Route("GET", "/logged-models/{model_id}/artifacts/files", logged_model_artifact),
-    Route("GET", "/logged-models/{model_id}/artifacts/directories", logged_model_directory),
+    Route("GET", "/logged-models/{model_id}/artifacts/files", logged_model_artifact, _MODEL_READ),
+    Route(
+        "GET",
+        "/logged-models/{model_id}/artifacts/directories",
+        logged_model_directory,
+        _MODEL_READ,
+    ),
 ]

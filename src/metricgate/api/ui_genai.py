@@ -19,6 +19,7 @@ from aiohttp import web
 
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated
 from metricgate.domain.errors import InvalidParameter
 
 
@@ -100,18 +101,21 @@ _EMPTY_GETS = (
     "/prompt-optimization/jobs/search",
 )
 
+# Any user: every answer is empty, so there is nothing to read a permission for.
+_USER = Authenticated()
+
 # Under /ajax-api/3.0/mlflow.
 MLFLOW_V3_ROUTES: list[Route] = [
-    Route("POST", "/traces/search", search_traces),
-    Route("POST", "/traces/metrics", query_trace_metrics),
-    Route("POST", "/datasets/search", empty),
-    Route("POST", "/prompt-optimization/jobs/search", empty),
-    Route("GET", "/gateway/secrets/config", gateway_secrets_config),
-    *(Route("GET", path, empty) for path in _EMPTY_GETS),
+    Route("POST", "/traces/search", search_traces, _USER),
+    Route("POST", "/traces/metrics", query_trace_metrics, _USER),
+    Route("POST", "/datasets/search", empty, _USER),
+    Route("POST", "/prompt-optimization/jobs/search", empty, _USER),
+    Route("GET", "/gateway/secrets/config", gateway_secrets_config, _USER),
+    *(Route("GET", path, empty, _USER) for path in _EMPTY_GETS),
 ]
 
 # Under /ajax-api/2.0/mlflow.
-MLFLOW_V2_ROUTES: list[Route] = [Route("GET", "/traces", search_traces_v2)]
+MLFLOW_V2_ROUTES: list[Route] = [Route("GET", "/traces", search_traces_v2, _USER)]
 
 # Under /ajax-api/3.0 (the jobs API has no /mlflow segment).
-JOBS_ROUTES: list[Route] = [Route("POST", "/jobs/search", search_jobs)]
+JOBS_ROUTES: list[Route] = [Route("POST", "/jobs/search", search_jobs, _USER)]

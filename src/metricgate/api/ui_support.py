@@ -15,6 +15,8 @@ from metricgate.api.codec import Fields, empty_response, json_response, read_jso
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
 from metricgate.api.services import AppServices
+from metricgate.domain.auth.access import Authenticated, On, Target
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import EndpointNotFound, InvalidParameter
 from metricgate.domain.tracking.rules import parse_experiment_id
 
@@ -92,16 +94,22 @@ async def search_datasets(request: web.Request) -> web.Response:
 # Under /api/2.0/mlflow and /ajax-api/2.0/mlflow (stock: /ajax-api only; one table is simpler
 # and these answer nothing a client could misread).
 MLFLOW_ROUTES: list[Route] = [
-    Route("GET", "/users/current", current_user),
-    Route("GET", "/gateway-proxy", gateway_proxy),
-    Route("POST", "/gateway-proxy", gateway_proxy),
-    Route("POST", "/experiments/search-datasets", search_datasets, abandon_on_disconnect=True),
+    Route("GET", "/users/current", current_user, Authenticated()),
+    Route("GET", "/gateway-proxy", gateway_proxy, Authenticated()),
+    Route("POST", "/gateway-proxy", gateway_proxy, Authenticated()),
+    Route(
+        "POST",
+        "/experiments/search-datasets",
+        search_datasets,
+        On(Target.EXPERIMENT_ID, "experiment_ids", Permission.READ, each=True),
+        abandon_on_disconnect=True,
+    ),
 ]
 
 # Under /ajax-api/3.0/mlflow.
 MLFLOW_V3_ROUTES: list[Route] = [
-    Route("GET", "/ui-telemetry", ui_telemetry_config),
-    Route("POST", "/ui-telemetry", ui_telemetry_records),
-    Route("GET", "/assistant/config", assistant_config),
-    Route("GET", "/assistant/providers", assistant_providers),
+    Route("GET", "/ui-telemetry", ui_telemetry_config, Authenticated()),
+    Route("POST", "/ui-telemetry", ui_telemetry_records, Authenticated()),
+    Route("GET", "/assistant/config", assistant_config, Authenticated()),
+    Route("GET", "/assistant/providers", assistant_providers, Authenticated()),
 ]

@@ -16,6 +16,8 @@ from metricgate.api.codec import Fields, empty_response, json_response, read_fie
 from metricgate.api.keys import SERVICE
 from metricgate.api.openapi import OPENAPI
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated, On, Target, Where
+from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.uploads import rules as checks
 from metricgate.domain.uploads.entities import (
@@ -208,14 +210,27 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 _UPLOAD = "/uploads/{upload_id}"
 
+
+def _on_run(level: Permission) -> On:
+    return On(Target.RUN_ID, "run_id", level, fallback="run_uuid")
+
+
+def _on_session(level: Permission) -> On:
+    """``level`` on the run of the upload session the path names."""
+    return On(Target.UPLOAD_ID, "upload_id", level, where=Where.PATH)
+
+
+# Writing a run's artifacts, by session or by reference, needs EDIT on the run (as stock's
+# artifact upload); reading a session or the references, READ.
+_SESSION_EDIT = _on_session(Permission.EDIT)
 ROUTES: list[Route] = [
-    Route("POST", "/uploads", create_upload),
-    Route("GET", _UPLOAD, get_upload),
-    Route("PUT", _UPLOAD + "/files/{file_index}/parts/{part_number}", upload_part),
-    Route("POST", _UPLOAD + "/complete", complete_upload),
-    Route("DELETE", _UPLOAD, abort_upload),
-    Route("POST", "/artifact-references", create_reference),
-    Route("GET", "/artifact-references", list_references),
-    Route("DELETE", "/artifact-references", delete_reference),
-    Route("GET", "/openapi.json", openapi_document),
+    Route("POST", "/uploads", create_upload, _on_run(Permission.EDIT)),
+    Route("GET", _UPLOAD, get_upload, _on_session(Permission.READ)),
+    Route("PUT", _UPLOAD + "/files/{file_index}/parts/{part_number}", upload_part, _SESSION_EDIT),
+    Route("POST", _UPLOAD + "/complete", complete_upload, _SESSION_EDIT),
+    Route("DELETE", _UPLOAD, abort_upload, _SESSION_EDIT),
+    Route("POST", "/artifact-references", create_reference, _on_run(Permission.EDIT)),
+    Route("GET", "/artifact-references", list_references, _on_run(Permission.READ)),
+    Route("DELETE", "/artifact-references", delete_reference, _on_run(Permission.EDIT)),
+    Route("GET", "/openapi.json", openapi_document, Authenticated()),
 ]

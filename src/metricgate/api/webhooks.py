@@ -13,6 +13,7 @@ from aiohttp import web
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Admin
 from metricgate.domain.errors import InvalidParameter, NotImplementedYet
 from metricgate.domain.webhooks.entities import Delivery, Webhook
 from metricgate.domain.webhooks.events import validate_events, validate_url
@@ -162,13 +163,15 @@ async def test_webhook(request: web.Request) -> web.Response:
     return json_response({"delivery_id": delivery_id})
 
 
+# Webhooks see every registry event and hold signing secrets: admins only, as in stock.
+_ADMIN = Admin()
 ROUTES = [
-    Route("POST", "/webhooks", create_webhook),
-    Route("GET", "/webhooks", list_webhooks),
-    Route("GET", "/webhooks/{webhook_id}", get_webhook),
-    Route("PATCH", "/webhooks/{webhook_id}", update_webhook),
-    Route("DELETE", "/webhooks/{webhook_id}", delete_webhook),
-    Route("POST", "/webhooks/{webhook_id}/rotate-secret", rotate_secret),
-    Route("GET", "/webhooks/{webhook_id}/deliveries", list_deliveries),
-    Route("POST", "/webhooks/{webhook_id}/test", test_webhook),
+    Route("POST", "/webhooks", create_webhook, _ADMIN),
+    Route("GET", "/webhooks", list_webhooks, _ADMIN),
+    Route("GET", "/webhooks/{webhook_id}", get_webhook, _ADMIN),
+    Route("PATCH", "/webhooks/{webhook_id}", update_webhook, _ADMIN),
+    Route("DELETE", "/webhooks/{webhook_id}", delete_webhook, _ADMIN),
+    Route("POST", "/webhooks/{webhook_id}/rotate-secret", rotate_secret, _ADMIN),
+    Route("GET", "/webhooks/{webhook_id}/deliveries", list_deliveries, _ADMIN),
+    Route("POST", "/webhooks/{webhook_id}/test", test_webhook, _ADMIN),
 ]

@@ -27,6 +27,7 @@ from metricgate.api.graphql.resolvers import RESOLVERS, Context
 from metricgate.api.graphql.schema import Schema, load_sdl
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.domain.auth.access import Authenticated
 from metricgate.domain.errors import BadRequest, MetricgateError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ async def graphql(request: web.Request) -> web.Response:
 
 
 # Stock serves it at /graphql only (not under /ajax-api); the UI resolves "graphql" against "/".
+# Any user; resolvers decide per field (a denied one is null), as stock's GraphQL middleware.
 ROUTES = [
-    Route("POST", "/graphql", graphql, abandon_on_disconnect=True),
-    Route("GET", "/graphql", graphql, abandon_on_disconnect=True),
+    Route("POST", "/graphql", graphql, Authenticated(), abandon_on_disconnect=True),
+    Route("GET", "/graphql", graphql, Authenticated(), abandon_on_disconnect=True),
 ]

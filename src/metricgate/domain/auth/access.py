@@ -18,14 +18,21 @@ class Target(enum.Enum):
     """What a request parameter identifies, and so how its governing resource is found."""
 
     EXPERIMENT_ID = "experiment_id"  # the experiment itself
+    EXPERIMENT_NAME = "experiment_name"  # an experiment by name (get-by-name)
     RUN_ID = "run_id"  # a run: its experiment governs
     LOGGED_MODEL_ID = "logged_model_id"  # a logged model: its experiment governs
     MODEL_NAME = "model_name"  # a registered model, by name
     ARTIFACT_PATH = "artifact_path"  # <experiment_id>/<run_id>/artifacts/... under the proxy root
     UPLOAD_ID = "upload_id"  # a resumable upload session: its run's experiment governs
+    # A model version's source URI: ``models:/<name>/<version>`` is that registered model,
+    # ``models:/<model_id>`` that logged model's experiment, ``runs:/<run_id>/...`` and a proxied
+    # artifact location the run's experiment; a URI this server does not hold needs nothing.
+    MODEL_SOURCE = "model_source"
 
     @property
     def resource_type(self) -> ResourceType:
+        """The type whose grants decide. MODEL_SOURCE's depends on the URI (a ``models:/<name>/``
+        source is a registered model): the evaluator asks the URI, not this."""
         if self is Target.MODEL_NAME:
             return ResourceType.REGISTERED_MODEL
         return ResourceType.EXPERIMENT
@@ -72,7 +79,11 @@ class RoleAdmin:
 @dataclass(frozen=True, slots=True)
 class On:
     """``level`` on the resource that ``param`` identifies. ``each``: the parameter is a list
-    and every element needs the level (bulk metric reads, dataset searches)."""
+    and every element needs the level (bulk metric reads, dataset searches). ``item``: the
+    parameter is a list of objects and each object's ``item`` field names a resource (log-batch's
+    ``metrics[].model_id``); implies ``each``. ``optional``: an absent (or empty) parameter
+    needs nothing; for a second resource a request may name (a version's run, a metric's logged
+    model), never for the one the route acts on."""
 
     target: Target
     param: str
@@ -80,6 +91,17 @@ class On:
     where: Where = Where.PARAMS
     each: bool = False
     fallback: str | None = None  # a second name for the same parameter (run_uuid for run_id)
+    item: str | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """Every rule holds: a route acting on one resource that also names others (a run's metrics
+    aimed at logged models, a model version made from a run). The first is the resource the
+    route acts on."""
+
+    rules: tuple[On, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +117,9 @@ class Manages:
     resource needs an admin. Granting and revoking permissions."""
 
 
-AccessRule = Public | Authenticated | Admin | SelfOrAdmin | RoleAdmin | On | Filtered | Manages
+AccessRule = (
+    Public | Authenticated | Admin | SelfOrAdmin | RoleAdmin | On | AllOf | Filtered | Manages
+)
 
 
 def needs_login(rule: AccessRule) -> bool:
