@@ -1,0 +1,234 @@
+"""The authenticator over PgAuthStore and real PostgreSQL: Basic with a password or a token,
+Bearer tokens (live, revoked, expired), the cache answering without the store, invalidation
+through auth_state.epoch within about a second, grants, and the first admin under concurrent
+starts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import argon2
+import pytest
+
+from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.bootstrap import ensure_admin
+from metricgate.auth.passwords import Passwords
+from metricgate.auth.tokens import new_token
+from metricgate.config import AuthSettings, PostgresSettings
+from metricgate.domain.auth.entities import User
+from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.rules import token_digest, token_hint
+from metricgate.stores.base import AuthStore
+from metricgate.stores.postgres.auth import PgAuthStore
+from metricgate.stores.postgres.pool import Database, create_pool
+
+PASSWORD = "s3cret-password-1"
+EXP = ResourceType.EXPERIMENT
+# Cheaper than the defaults so the module stays quick; the code path is the same.
+FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class Counting:
+    """Every AuthStore call passes through, counted by method name."""
+
+    def __init__(self, inner: PgAuthStore) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.inner, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+    def total(self, *names: str) -> int:
+        return sum(self.calls.get(n, 0) for n in names)
+
+
+async def _open(db_url: str) -> Database:
+    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=5)
+    return Database(await create_pool(settings), settings.acquire_timeout_s)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = await _open(db_url)
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+@pytest.fixture
+async def passwords() -> AsyncIterator[Passwords]:
+    pool = Passwords(FAST)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+async def store(db: Database) -> Counting:
+    return Counting(PgAuthStore(db))
+
+
+@pytest.fixture
+async def alice(store: Counting, passwords: Passwords) -> User:
+    user: User = await store.inner.create_user("alice", await passwords.hash(PASSWORD), False)
+    return user
+
+
+def _authenticator(store: Counting, passwords: Passwords, **settings: Any) -> Authenticator:
+    return Authenticator(
+        cast(AuthStore, store), AuthSettings(mode="on", **settings), passwords=passwords
+    )
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+async def _make_token(store: Counting, user: User, expires_at_ms: int | None = None) -> str:
+    token = new_token()
+    await store.inner.create_token(
+        user.id, f"t{token[-6:]}", token_digest(token), token_hint(token), expires_at_ms
+    )
+    return token
+
+
+async def _until_refused(auth: Authenticator, header: str, limit_s: float) -> float:
+    """Seconds until ``header`` stops authenticating; fails past ``limit_s``."""
+    start = time.monotonic()
+    while await auth.authenticate(header) is not None:
+        assert time.monotonic() - start < limit_s, "still accepted"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def test_basic_password(store: Counting, passwords: Passwords, alice: User) -> None:
+    auth = _authenticator(store, passwords)
+    credential = await auth.authenticate(basic("alice", PASSWORD))
+    assert credential is not None
+    assert (credential.user_id, credential.username, credential.is_admin) == (
+        alice.id,
+        "alice",
+        False,
+    )
+    assert credential.method == "basic"
+    assert await auth.authenticate(basic("alice", "wrong-password-1")) is None
+    assert await auth.authenticate(basic("nobody", PASSWORD)) is None
+    assert await auth.authenticate(None) is None
+
+
+async def test_cache_hit_does_not_query_the_store(
+    store: Counting, passwords: Passwords, alice: User
+) -> None:
+    auth = _authenticator(store, passwords)
+    token = await _make_token(store, alice)
+    assert await auth.authenticate(basic("alice", PASSWORD)) is not None
+    assert await auth.authenticate(f"Bearer {token}") is not None
+    await asyncio.sleep(0.05)  # the token's last-use write, at most once a minute
+    before = dict(store.calls)
+    for _ in range(50):
+        assert await auth.authenticate(basic("alice", PASSWORD)) is not None
+        assert await auth.authenticate(f"Bearer {token}") is not None
+    await asyncio.sleep(0.05)
+    lookups = ("user_credentials", "token_credentials", "user_grants", "touch_token")
+    assert {n: store.calls.get(n, 0) for n in lookups} == {n: before.get(n, 0) for n in lookups}
+    # Only the epoch look, at most once a second, while the loop ran.
+    assert store.calls.get("auth_epoch", 0) - before.get("auth_epoch", 0) <= 2
+
+
+async def test_tokens_live_revoked_expired(
+    store: Counting, passwords: Passwords, alice: User
+) -> None:
+    auth = _authenticator(store, passwords)
+    live = await _make_token(store, alice)
+    credential = await auth.authenticate(f"Bearer {live}")
+    assert credential is not None and credential.username == "alice"
+    assert credential.method == "token"
+
+    past = int(time.time() * 1000) - 1000
+    expired = await _make_token(store, alice, expires_at_ms=past)
+    assert await auth.authenticate(f"Bearer {expired}") is None
+    assert await auth.authenticate(f"Bearer {new_token()}") is None
+
+    soon = await _make_token(store, alice, expires_at_ms=int(time.time() * 1000) + 700)
+    assert await auth.authenticate(f"Bearer {soon}") is not None
+    await asyncio.sleep(0.8)
+    assert await auth.authenticate(f"Bearer {soon}") is None  # the cached entry expires too
+
+    tokens = await store.inner.list_tokens(alice.id)
+    live_id = next(t.id for t in tokens if t.hint == token_hint(live))
+    await store.inner.revoke_token(alice.id, live_id)
+    assert await _until_refused(auth, f"Bearer {live}", 2.5) <= 1.5
+    fresh = _authenticator(store, passwords)
+    assert await fresh.authenticate(f"Bearer {live}") is None
+
+
+async def test_basic_with_a_token_as_password(
+    store: Counting, passwords: Passwords, alice: User
+) -> None:
+    await store.inner.create_user("bob", await passwords.hash(PASSWORD), False)
+    auth = _authenticator(store, passwords)
+    token = await _make_token(store, alice)
+    credential = await auth.authenticate(basic("alice", token))
+    assert credential is not None
+    assert (credential.username, credential.method) == ("alice", "token")
+    assert await auth.authenticate(basic("bob", token)) is None
+
+
+async def test_password_change_lands_within_a_second(
+    store: Counting, passwords: Passwords, alice: User
+) -> None:
+    auth = _authenticator(store, passwords)
+    old, new = basic("alice", PASSWORD), basic("alice", "another-password-2")
+    assert await auth.authenticate(old) is not None
+    await store.inner.set_password("alice", await passwords.hash("another-password-2"))
+    assert await _until_refused(auth, old, 2.5) <= 1.5
+    assert await auth.authenticate(new) is not None
+
+
+async def test_grants_and_their_change(store: Counting, passwords: Passwords, alice: User) -> None:
+    auth = _authenticator(store, passwords, default_permission="NO_PERMISSIONS")
+    credential = await auth.authenticate(basic("alice", PASSWORD))
+    assert credential is not None
+    assert await auth.decide_for(credential, EXP, "1") is Permission.NO_PERMISSIONS
+    await store.inner.grant_user("alice", EXP, "1", Permission.EDIT, replace=False)
+    deadline = time.monotonic() + 2.5
+    while True:
+        # A grant moves the epoch and alice's cred_version: a fresh credential sees it.
+        credential = await auth.authenticate(basic("alice", PASSWORD))
+        assert credential is not None
+        if await auth.decide_for(credential, EXP, "1") is Permission.EDIT:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert [g.pattern for g in await auth.grants_for(credential)] == ["1"]
+
+
+async def test_first_admin_created_once_under_concurrent_starts(
+    db_url: str, passwords: Passwords
+) -> None:
+    settings = AuthSettings(mode="on", admin_username="root", admin_password=PASSWORD)
+    gateways = [await _open(db_url) for _ in range(3)]
+    try:
+        stores = [PgAuthStore(g) for g in gateways]
+        created = await asyncio.gather(*(ensure_admin(s, settings, passwords) for s in stores))
+        assert sorted(created) == [False, False, True]
+        assert await ensure_admin(stores[0], settings, passwords) is False
+        users = await stores[0].list_users()
+        assert [(u.username, u.is_admin) for u in users] == [("root", True)]
+        auth = Authenticator(stores[0], settings, passwords=passwords)
+        admin = await auth.authenticate(basic("root", PASSWORD))
+        assert admin is not None and admin.is_admin
+        assert await auth.decide_for(admin, EXP, "42") is Permission.MANAGE
+    finally:
+        for g in gateways:
+            await g.aclose()
