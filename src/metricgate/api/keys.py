@@ -7,8 +7,18 @@ from aiohttp import web
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.services import AppServices
 from metricgate.config import Settings
+from metricgate.domain.auth.entities import Credential
 
 SETTINGS = web.AppKey("settings", Settings)
 # Subscripted, not passed as the key's type: a Protocol is not a concrete class.
 SERVICE = web.AppKey[AppServices]("service")
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
+
+# The authenticated caller of a request, set by the access middleware when auth is on (absent
+# when it is off). Handlers read it through ``caller``.
+CALLER_KEY = "metricgate.caller"
+
+
+def caller(request: web.Request) -> Credential | None:
+    found = request.get(CALLER_KEY)
+    return found if isinstance(found, Credential) else None
