@@ -1,23 +1,28 @@
 """Opens every resource in order and closes them in reverse.
 
-pool -> (schema check) -> Redis -> metric sink -> stores -> artifact store -> background workers.
-On close the background workers (flusher, janitor, webhook dispatcher, upload sweeper) stop
-together: the flusher stops reading and finishes (commit, ack) the batch in hand, all within
-``METRICGATE_FLUSH_DRAIN_TIMEOUT_S``; then the artifact store, the sink, Redis and the pool close,
-each step bounded (docs/design-shutdown.md).
+pool -> (schema check) -> [auth: store, password pool, authenticator, first admin] -> Redis ->
+metric sink -> stores -> artifact store -> background workers. On close the background workers
+(flusher, janitor, webhook dispatcher, upload sweeper) stop together: the flusher stops reading
+and finishes (commit, ack) the batch in hand, all within ``METRICGATE_FLUSH_DRAIN_TIMEOUT_S``;
+then the artifact store, the sink, Redis, the auth parts and the pool close, each step bounded
+(docs/design-shutdown.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from metricgate.config import Settings
+from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.bootstrap import ensure_admin
+from metricgate.auth.passwords import Passwords
+from metricgate.config import ENV_PREFIX, Settings
 from metricgate.domain.errors import StoreUnavailable
 from metricgate.ingest.flusher import Flusher
 from metricgate.ingest.janitor import AbandonedRunJanitor
@@ -28,6 +33,7 @@ from metricgate.lifecycle import BackgroundWorkers, close_bounded
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
 from metricgate.stores.postgres.artifact_refs import PgReferenceStore
+from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.dataset_summaries import PgDatasetSummaries
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.live_counts import PgLiveCounts
@@ -67,6 +73,10 @@ class Service:
     uploads: UploadManager | None = None
     references: ReferenceManager | None = None
     live_status: LiveStatus | None = None
+    # Access control (docs/design-auth.md): all three None when METRICGATE_AUTH is off.
+    auth: PgAuthStore | None = None
+    passwords: Passwords | None = None
+    authenticator: Authenticator | None = None
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +118,49 @@ async def open_streams(settings: Settings) -> AsyncIterator[IngestStreams]:
         await close_bounded("the Redis connections", pool.aclose())
 
 
+@dataclass(frozen=True)
+class AuthParts:
+    store: PgAuthStore
+    passwords: Passwords
+    authenticator: Authenticator
+
+
+@contextlib.asynccontextmanager
+async def open_auth(settings: Settings, db: Database) -> AsyncIterator[AuthParts]:
+    """The auth store, the password pool and the authenticator; the first admin is made here,
+    before the server answers anything (AdminRequired, a ConfigError, when it cannot be)."""
+    store = PgAuthStore(db)
+    passwords = Passwords()
+    authenticator = Authenticator(store, settings.auth, passwords=passwords)
+    try:
+        await ensure_admin(store, settings.auth, passwords)
+        yield AuthParts(store, passwords, authenticator)
+    finally:
+        authenticator.close()
+        passwords.close()  # does not wait: a verification in progress ends on its own
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname (or "" = every interface): assume others can reach it
+
+
+def warn_if_open(settings: Settings) -> None:
+    """Auth off is the local quick start; say so loudly when others can reach the server."""
+    if settings.auth.enabled or is_loopback(settings.http.host):
+        return
+    log.warning(
+        "access control is OFF and the server listens on %s: anyone who can reach it may read, "
+        "change and delete everything; set %sAUTH=on (docs/design-auth.md)",
+        settings.http.host or "every interface",
+        ENV_PREFIX,
+    )
+
+
 @contextlib.asynccontextmanager
 async def background_workers(drain_timeout_s: float) -> AsyncIterator[BackgroundWorkers]:
     """Workers started on the yielded group stop together, under one deadline, on exit."""
@@ -122,6 +175,11 @@ async def background_workers(drain_timeout_s: float) -> AsyncIterator[Background
 async def open_service(settings: Settings) -> AsyncIterator[Service]:
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_database(settings))
+        auth: AuthParts | None = None
+        if settings.auth.enabled:
+            auth = await stack.enter_async_context(open_auth(settings, db))
+        else:
+            warn_if_open(settings)
         writer = PgMetricWriter(db)
         runs = PgRunStore(db)
         sink: StreamMetricSink | DirectMetricSink
@@ -179,6 +237,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             uploads=uploads,
             references=references,
             live_status=LiveStatus(streams, PgLiveCounts(db)),
+            auth=auth.store if auth else None,
+            passwords=auth.passwords if auth else None,
+            authenticator=auth.authenticator if auth else None,
         )
 
 

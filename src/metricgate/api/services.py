@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.passwords import Passwords
 from metricgate.ingest.live_status import LiveStatus
 from metricgate.ingest.sink import MetricSink
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts.base import ArtifactStore
 from metricgate.stores.base import (
+    AuthStore,
     DatabaseHealth,
     DatasetSummaries,
     ExperimentStore,
@@ -67,3 +70,13 @@ class AppServices(Protocol):
 
     @property
     def live_status(self) -> LiveStatus | None: ...
+
+    # Access control: all three None when METRICGATE_AUTH is off.
+    @property
+    def auth(self) -> AuthStore | None: ...
+
+    @property
+    def passwords(self) -> Passwords | None: ...
+
+    @property
+    def authenticator(self) -> Authenticator | None: ...
