@@ -2536,7 +2536,7 @@ INPUTLESS: list[tuple[str, str, str]] = [
     ("GET", f"{METRICGATE}/ingest/status", "ingest_status.ingest_status"),
     ("GET", "/metricgate/ingest", "ingest_status.ingest_page"),
     ("GET", f"{METRICGATE}/openapi.json", "uploads.openapi_document"),
-    ("GET", f"{Q}/users/current", "ui_support.current_user"),  # always 404: no accounts
+    ("GET", f"{Q}/users/current", "auth_users.get_current_user"),  # auth off: 404, no accounts
     ("GET", f"{Q}/gateway-proxy", "ui_support.gateway_proxy"),
     ("POST", f"{Q}/gateway-proxy", "ui_support.gateway_proxy"),
     ("GET", f"{AJAX3}/ui-telemetry", "ui_support.ui_telemetry_config"),
@@ -2549,8 +2549,39 @@ INPUTLESS: list[tuple[str, str, str]] = [
     ("POST", "/ajax-api/3.0/jobs/search", "ui_genai.search_jobs"),
 ]
 
+# The auth API answers 404 with auth off (this module's world); its bad-input family runs with
+# auth on in tests/api/test_auth_api.py.
+_AUTH_API = "needs METRICGATE_AUTH=on; malformed input: tests/api/test_auth_api.py"
+
 # Routes outside this family, and why.
 NOT_FUZZED = {
+    ("POST", "auth_users.create_user"): _AUTH_API,
+    ("GET", "auth_users.get_user"): _AUTH_API,
+    ("GET", "auth_users.list_users"): _AUTH_API,
+    ("PATCH", "auth_users.update_user_password"): _AUTH_API,
+    ("PATCH", "auth_users.update_user_admin"): _AUTH_API,
+    ("DELETE", "auth_users.delete_user"): _AUTH_API,
+    ("GET", "auth_users.list_current_user_permissions"): _AUTH_API,
+    ("GET", "auth_users.list_user_permissions"): _AUTH_API,
+    ("POST", "auth_users.grant_user_permission"): _AUTH_API,
+    ("POST", "auth_users.revoke_user_permission"): _AUTH_API,
+    ("GET", "auth_users.get_user_permission"): _AUTH_API,
+    ("GET", "auth_users.list_user_roles"): _AUTH_API,
+    ("POST", "auth_roles.create_role"): _AUTH_API,
+    ("GET", "auth_roles.get_role"): _AUTH_API,
+    ("GET", "auth_roles.list_roles"): _AUTH_API,
+    ("PATCH", "auth_roles.update_role"): _AUTH_API,
+    ("DELETE", "auth_roles.delete_role"): _AUTH_API,
+    ("POST", "auth_roles.add_role_permission"): _AUTH_API,
+    ("DELETE", "auth_roles.remove_role_permission"): _AUTH_API,
+    ("GET", "auth_roles.list_role_permissions"): _AUTH_API,
+    ("PATCH", "auth_roles.update_role_permission"): _AUTH_API,
+    ("POST", "auth_roles.assign_role"): _AUTH_API,
+    ("DELETE", "auth_roles.unassign_role"): _AUTH_API,
+    ("GET", "auth_roles.list_role_users"): _AUTH_API,
+    ("POST", "tokens.create_token"): _AUTH_API,
+    ("GET", "tokens.list_tokens"): _AUTH_API,
+    ("POST", "tokens.revoke_token"): _AUTH_API,
     ("GET", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
     ("HEAD", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
     (

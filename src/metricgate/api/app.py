@@ -8,6 +8,7 @@ from aiohttp import web
 
 from metricgate.api import (
     artifacts,
+    auth_api,
     experiments,
     health,
     ingest_status,
@@ -101,6 +102,8 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, registry_history.PREFIXES, registry_history.ROUTES)
     _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)
+    for prefixes, routes in auth_api.ROUTE_GROUPS:  # users, roles, permissions, tokens
+        _add_routes(app, prefixes, routes)
     _add_routes(app, (upload_api.PREFIX,), upload_api.ROUTES)
     _add_routes(app, ("",), health.ROUTES)
     _add_routes(app, ("",), ui_endpoints.ROUTES)

@@ -17,19 +17,11 @@ from metricgate.api.routing import Route
 from metricgate.api.services import AppServices
 from metricgate.domain.auth.access import Authenticated, On, Target
 from metricgate.domain.auth.permissions import Permission
-from metricgate.domain.errors import EndpointNotFound, InvalidParameter
+from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.rules import parse_experiment_id
 
 # Stock's limit on one search-datasets request.
 MAX_DATASET_EXPERIMENTS = 20
-
-
-async def current_user(request: web.Request) -> web.Response:
-    """``GET users/current``. There is no access control yet, so there is no current user: stock
-    without its auth app has no such route and answers 404, which the UI reads as "no accounts"
-    (it hides the account menu, no error shown). This is the seam where an authenticated
-    identity will be answered once access control exists."""
-    raise EndpointNotFound("No user accounts: this server runs without authentication")
 
 
 async def gateway_proxy(request: web.Request) -> web.Response:
@@ -94,7 +86,6 @@ async def search_datasets(request: web.Request) -> web.Response:
 # Under /api/2.0/mlflow and /ajax-api/2.0/mlflow (stock: /ajax-api only; one table is simpler
 # and these answer nothing a client could misread).
 MLFLOW_ROUTES: list[Route] = [
-    Route("GET", "/users/current", current_user, Authenticated()),
     Route("GET", "/gateway-proxy", gateway_proxy, Authenticated()),
     Route("POST", "/gateway-proxy", gateway_proxy, Authenticated()),
     Route(
