@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from metricgate.api import (
+    access,
     artifacts,
     auth_api,
     experiments,
@@ -112,6 +113,9 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, ("",), ingest_status.PAGE_ROUTES)
     ui_static.install(app)
     _add_unrouted_rules(app)
+    if settings.auth.enabled:
+        # Innermost: its 401/403 pass through the error and metrics middlewares.
+        access.install(app, settings.auth)
 
     if service is not None:
         app[SERVICE] = service

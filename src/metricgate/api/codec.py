@@ -275,14 +275,23 @@ def check_json_content_type(request: web.Request) -> None:
         raise InvalidParameter("Bad Request. Content-Type must be one of ['application/json'].")
 
 
+# The decoded body, kept on the request: the access check reads it before the handler does.
+PARSED_BODY_KEY = "metricgate.parsed_body"
+
+
 async def read_json(request: web.Request, max_bytes: int | None = None) -> Fields:
     check_json_content_type(request)
-    raw = await request.read()
+    raw = await request.read()  # aiohttp keeps the bytes: a second read costs nothing
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidParameter(
             f"Batched logging API requests must be at most {max_bytes} bytes, got payload of size {len(raw)}."
         )
-    return decode_json_body(raw)
+    parsed = request.get(PARSED_BODY_KEY)
+    if isinstance(parsed, Fields):
+        return parsed
+    fields = decode_json_body(raw)
+    request[PARSED_BODY_KEY] = fields
+    return fields
 
 
 async def read_fields(request: web.Request) -> Fields:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from metricgate.api.access import grant_creator
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -58,6 +59,7 @@ async def create_experiment(request: web.Request) -> web.Response:
         validate_experiment_tag(tag)
     location = fields.str("artifact_location") or None
     experiment_id = await request.app[SERVICE].experiments.create(name, location, tags)
+    await grant_creator(request, ResourceType.EXPERIMENT, experiment_id)
     return json_response({"experiment_id": experiment_id})
 
 

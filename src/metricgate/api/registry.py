@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.access import grant_creator
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -83,6 +84,7 @@ async def create_registered_model(request: web.Request) -> web.Response:
         decode_tags(fields.dict_list("tags")),
         fields.str("description"),
     )
+    await grant_creator(request, ResourceType.REGISTERED_MODEL, model.name)
     return _model(model)
 
 

@@ -1,0 +1,434 @@
+"""The access check (docs/design-auth.md B4): one middleware, installed only with auth on, that
+authenticates every request and evaluates the access rule of the route it matched.
+
+It sits inside ``error_middleware``, so its 401 and 403 carry MLflow's ``{"error_code",
+"message"}`` body and are counted like any answer, and a failure while reading a parameter or
+looking a resource up is the same 400 or 503 the handler would give.
+
+Parameters are read as the handler reads them (``codec.read_fields``): a GET's query string,
+a POST/PATCH/PUT's JSON body, parsed once and kept on the request for the handler. A DELETE's
+handler reads its JSON body, stock reads the query when the body is not JSON: both are checked,
+so a request cannot be authorised on one and act on the other.
+
+A resource is found through the store only when the rule names a run, a logged model, an
+experiment by name or an upload session; the run and logged-model answers are remembered (a
+run's experiment never changes), so a warm ``log-batch`` touches neither PostgreSQL nor Redis.
+A resource that does not exist answers 403 unless the caller would hold the level on it anyway
+(through ``*`` or the default), in which case the handler's 404 goes out: nobody learns what
+exists from the difference.
+
+Search endpoints (``Filtered``) only authenticate here; narrowing their rows in SQL is a later
+step (design B5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from metricgate.api.codec import parse_int64, read_json
+from metricgate.api.keys import CALLER_KEY, SERVICE, caller
+from metricgate.api.middleware import Handler, error_response
+from metricgate.api.routing import ACCESS_RULES, rule_key
+from metricgate.api.services import AppServices
+from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.lru import Lru
+from metricgate.config import AuthSettings
+from metricgate.domain.auth.access import (
+    AccessRule,
+    Admin,
+    AllOf,
+    Authenticated,
+    Filtered,
+    Manages,
+    On,
+    Public,
+    RoleAdmin,
+    SelfOrAdmin,
+    Target,
+    Where,
+)
+from metricgate.domain.auth.entities import Credential
+from metricgate.domain.auth.permissions import (
+    WILDCARD,
+    Permission,
+    ResourceType,
+    decide,
+    is_workspace_admin,
+    parse_resource_type,
+)
+from metricgate.domain.errors import InvalidParameter, NotFound
+
+UNAUTHENTICATED_MESSAGE = (
+    "You are not authenticated. Please see "
+    "https://www.mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow "
+    "on how to authenticate."
+)
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="mlflow"'}
+DENIED_MESSAGE = "Permission denied"
+
+# Routes whose rule is Public but whose openness METRICGATE_AUTH_PUBLIC_PATHS decides.
+SWITCHABLE_PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Runs and logged models remembered with their experiment, per process.
+RESOLVED_ENTRIES = 100_000
+# An id no grant can name (NUL is refused in every stored text): the level a caller holds on a
+# resource that does not exist, i.e. through ``*`` or the default.
+NO_SUCH_ID = "\x00"
+
+
+class AccessState:
+    """Per application: the public paths and the immutable run/model -> experiment answers."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.public_paths = frozenset(settings.public_paths)
+        self.run_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
+        self.model_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
+
+
+ACCESS_STATE = web.AppKey("access_state", AccessState)
+
+
+def install(app: web.Application, settings: AuthSettings) -> None:
+    """Add the check as the innermost middleware (inside the error middleware)."""
+    app[ACCESS_STATE] = AccessState(settings)
+    app.middlewares.append(access_middleware)
+
+
+class _Denied(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Missing:
+    """The named resource does not exist."""
+
+    resource_type: ResourceType
+
+
+@dataclass(frozen=True, slots=True)
+class _Unparsed:
+    """A parameter that names nothing this server can attribute (an artifact path outside
+    ``<experiment_id>/...``): only admins pass, as stock answers 403."""
+
+
+Resolved = tuple[ResourceType, str] | _Missing | _Unparsed
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[ACCESS_STATE]
+    match = request.match_info
+    unmatched = match.http_exception is not None
+    rule: AccessRule | None = None
+    if not unmatched:
+        # A matched route the app registered without a rule cannot exist (create_app refuses);
+        # one added later (a test) is admin-only rather than open.
+        rule = request.app[ACCESS_RULES].get(rule_key(match.route), Admin())
+        if _is_public(rule, request.path, state):
+            return await handler(request)
+    elif request.path in state.public_paths:
+        return await handler(request)
+    service = request.app[SERVICE]
+    authenticator = service.authenticator
+    if authenticator is None:
+        raise RuntimeError("auth is on but the service has no authenticator")
+    credential = await authenticator.authenticate(request.headers.get("Authorization"))
+    if credential is None:
+        return error_response("UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE, 401, CHALLENGE)
+    request[CALLER_KEY] = credential
+    # Unmatched: the 404/405 only once the caller is known, so routes cannot be probed.
+    if rule is not None and not credential.is_admin:
+        check = _Check(request, service, authenticator, credential, state)
+        try:
+            await check.rule(rule)
+        except _Denied:
+            return error_response("PERMISSION_DENIED", DENIED_MESSAGE, 403)
+    return await handler(request)
+
+
+def _is_public(rule: AccessRule, path: str, state: AccessState) -> bool:
+    if path in state.public_paths:
+        return True
+    return isinstance(rule, Public) and path not in SWITCHABLE_PUBLIC_PATHS
+
+
+class _Check:
+    """One request's evaluation for a non-admin caller."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        service: AppServices,
+        authenticator: Authenticator,
+        credential: Credential,
+        state: AccessState,
+    ) -> None:
+        self.request = request
+        self.service = service
+        self.authenticator = authenticator
+        self.credential = credential
+        self.state = state
+
+    async def rule(self, rule: AccessRule) -> None:
+        if isinstance(rule, (Authenticated, Filtered, Public)):
+            return
+        if isinstance(rule, Admin):
+            raise _Denied
+        if isinstance(rule, On):
+            await self.on(rule)
+        elif isinstance(rule, AllOf):
+            for part in rule.rules:
+                await self.on(part)
+        elif isinstance(rule, SelfOrAdmin):
+            # Absent: the handler means the caller (tokens/list) or answers its own 400.
+            for value in await self.values(rule.param, rule.where):
+                if value != self.credential.username:
+                    raise _Denied
+        elif isinstance(rule, RoleAdmin):
+            if not is_workspace_admin(await self.authenticator.grants_for(self.credential)):
+                raise _Denied
+        elif isinstance(rule, Manages):
+            await self.manages()
+        else:  # a rule kind this module does not know: closed, not open
+            raise _Denied
+
+    # ------------------------------------------------------------------ levels
+
+    async def require(
+        self, resource_type: ResourceType, resource_id: str, level: Permission
+    ) -> None:
+        held = await self.authenticator.decide_for(self.credential, resource_type, resource_id)
+        if held.allows(level):
+            return
+        # A grant given moments ago (the caller's own experiment, created by the previous
+        # request) may not be in this process's cache yet: a denial reads the grants afresh.
+        auth = self.service.auth
+        if auth is not None:
+            grants = await auth.user_grants(self.credential.user_id)
+            default = self.authenticator.default_permission
+            if decide(grants, resource_type, resource_id, default).allows(level):
+                return
+        raise _Denied
+
+    async def require_resolved(self, resolved: Resolved, level: Permission) -> None:
+        if isinstance(resolved, _Unparsed):
+            raise _Denied
+        if isinstance(resolved, _Missing):
+            # Held anyway (through * or the default): the handler's 404 says no more than
+            # the caller could learn. Otherwise 403, whether it exists or not.
+            await self.require(resolved.resource_type, NO_SUCH_ID, level)
+            return
+        await self.require(resolved[0], resolved[1], level)
+
+    async def on(self, rule: On) -> None:
+        ids = await self.ids(rule)
+        if not ids:
+            if rule.optional or rule.each or rule.item is not None:
+                return
+            if rule.target is Target.ARTIFACT_PATH:
+                raise _Denied  # the artifact root itself: every experiment's directory
+            raise _missing(rule.param)
+        for value in ids:
+            resolved = await self.resolve(rule.target, rule.param, value)
+            if resolved is not None:
+                await self.require_resolved(resolved, rule.level)
+
+    async def manages(self) -> None:
+        types = await self.values("resource_type", Where.PARAMS)
+        ids = await self.values("resource_id", Where.PARAMS)
+        if not types:
+            raise _missing("resource_type")
+        if not ids:
+            raise _missing("resource_id")
+        for kind in types:
+            resource_type = parse_resource_type(kind, workspace_allowed=True)
+            for resource_id in ids:
+                if not isinstance(resource_id, str):
+                    raise _bad("resource_id", "a string")
+                if resource_type is ResourceType.WORKSPACE or resource_id == WILDCARD:
+                    grants = await self.authenticator.grants_for(self.credential)
+                    if not is_workspace_admin(grants):
+                        raise _Denied
+                    continue
+                if resource_type is ResourceType.EXPERIMENT:
+                    resource_id = str(parse_int64("resource_id", resource_id))
+                await self.require(resource_type, resource_id, Permission.MANAGE)
+
+    # ------------------------------------------------------------------ parameters
+
+    async def sources(self, where: Where) -> list[Mapping[str, Any]]:
+        request = self.request
+        if where is Where.PATH:
+            return [request.match_info]
+        if where is Where.QUERY:
+            return [request.query]
+        if where is Where.BODY:
+            return [await self.body()]
+        if request.method in ("GET", "HEAD"):
+            return [request.query]
+        if request.method == "DELETE":
+            return [await self.body(), request.query]
+        return [await self.body()]
+
+    async def body(self) -> Mapping[str, Any]:
+        raw = (await read_json(self.request)).raw
+        return raw if isinstance(raw, dict) else {}
+
+    async def values(
+        self, param: str, where: Where, fallback: str | None = None, many: bool = False
+    ) -> list[Any]:
+        """Every value the parameter has in the places it is read from; a list parameter's
+        elements (``many``), a query's repeated values included."""
+        found: list[Any] = []
+        for source in await self.sources(where):
+            for name in (param, fallback):
+                if name is None:
+                    continue
+                if many and isinstance(source, MultiMapping):
+                    value: Any = source.getall(name, [])
+                else:
+                    value = source.get(name)
+                if value is None or value == "" or value == []:
+                    continue
+                if many:
+                    if not isinstance(value, list):
+                        raise _bad(name, "a list")
+                    found.extend(value)
+                else:
+                    found.append(value)
+                break
+        return found
+
+    async def ids(self, rule: On) -> list[str]:
+        many = rule.each or rule.item is not None
+        values = await self.values(rule.param, rule.where, rule.fallback, many)
+        ids: list[str] = []
+        for value in values:
+            if rule.item is not None:
+                if not isinstance(value, dict):
+                    raise _bad(rule.param, "a list of objects")
+                value = value.get(rule.item)
+                if value is None or value == "":
+                    continue
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise _bad(rule.item or rule.param, "a string")
+            ids.append(str(value))
+        return list(dict.fromkeys(ids))  # each distinct resource once
+
+    # ------------------------------------------------------------------ resources
+
+    async def resolve(self, target: Target, param: str, value: str) -> Resolved | None:
+        """What governs the resource; None when nothing does (a source held elsewhere)."""
+        experiment = ResourceType.EXPERIMENT
+        if target is Target.EXPERIMENT_ID:
+            return experiment, str(parse_int64(param, value))
+        if target is Target.MODEL_NAME:
+            return ResourceType.REGISTERED_MODEL, value
+        if target is Target.RUN_ID:
+            return await self.run_experiment(value)
+        if target is Target.LOGGED_MODEL_ID:
+            return await self.model_experiment(value)
+        if target is Target.EXPERIMENT_NAME:
+            try:
+                found = await self.service.experiments.get_by_name(value)
+            except NotFound:
+                return _Missing(experiment)
+            return experiment, str(found.experiment_id)
+        if target is Target.ARTIFACT_PATH:
+            return artifact_path_experiment(value)
+        if target is Target.UPLOAD_ID:
+            uploads = self.service.uploads
+            if uploads is None:
+                return _Missing(experiment)
+            try:
+                session = await uploads.get(value)
+            except NotFound:
+                return _Missing(experiment)
+            return await self.run_experiment(session.run_id)
+        if target is Target.MODEL_SOURCE:
+            return await self.source(value)
+        assert_never(target)
+
+    async def run_experiment(self, run_id: str) -> Resolved:
+        cache = self.state.run_experiments
+        experiment_id = cache.get(run_id)
+        if experiment_id is None:
+            try:
+                run = await self.service.runs.get(run_id)
+            except NotFound:
+                return _Missing(ResourceType.EXPERIMENT)
+            experiment_id = str(run.info.experiment_id)
+            cache.put(run_id, experiment_id)
+        return ResourceType.EXPERIMENT, experiment_id
+
+    async def model_experiment(self, model_id: str) -> Resolved:
+        cache = self.state.model_experiments
+        experiment_id = cache.get(model_id)
+        if experiment_id is None:
+            try:
+                model = await self.service.logged_models.get(model_id, allow_deleted=True)
+            except NotFound:
+                return _Missing(ResourceType.EXPERIMENT)
+            experiment_id = str(model.experiment_id)
+            cache.put(model_id, experiment_id)
+        return ResourceType.EXPERIMENT, experiment_id
+
+    async def source(self, uri: str) -> Resolved | None:
+        """A model version's source (the MODEL_SOURCE docstring): what governs it, or None for
+        a URI this server does not hold (nothing needed)."""
+        scheme, sep, rest = uri.partition(":")
+        if not sep:
+            return None
+        rest = rest.lstrip("/")
+        if scheme == "models":
+            head = rest.split("/", 1)[0]
+            if "/" not in rest and head.startswith("m-"):
+                return await self.model_experiment(head)
+            name = head.split("@", 1)[0]
+            return (ResourceType.REGISTERED_MODEL, name) if name else _Unparsed()
+        if scheme == "runs":
+            run_id = rest.split("/", 1)[0]
+            return await self.run_experiment(run_id) if run_id else _Unparsed()
+        if scheme == "mlflow-artifacts":
+            return artifact_path_experiment(rest)
+        return None
+
+
+def artifact_path_experiment(path: str) -> Resolved:
+    """The experiment of ``<experiment_id>/<run_id>/artifacts/...`` (or ``<experiment_id>/
+    models/...``). Empty and ``.`` segments are skipped; a path with a ``..`` segment, or not
+    starting with an experiment id, is unparsed (admins only), so no spelling of a path can
+    be checked against one experiment and reach another's files."""
+    parts = [part for part in path.replace("\\", "/").split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        return _Unparsed()
+    head = parts[0]
+    if not head.isascii() or not head.isdigit():
+        return _Unparsed()
+    return ResourceType.EXPERIMENT, str(int(head))
+
+
+async def grant_creator(request: web.Request, resource_type: ResourceType, pattern: str) -> None:
+    """The creator of an experiment or registered model gets MANAGE on it (stock's after-request
+    hook; design B2 moves it into the create's own transaction later). Admins hold everything
+    already; with auth off there is nobody to grant to."""
+    credential = caller(request)
+    auth = request.app[SERVICE].auth
+    if credential is None or credential.is_admin or auth is None:
+        return
+    await auth.grant_creator_manage(credential.user_id, resource_type, pattern)
+
+
+def _missing(name: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"Missing value for required parameter '{name}'. "
+        "See the API docs for more information about request parameters."
+    )
+
+
+def _bad(name: str, expected: str) -> InvalidParameter:
+    return InvalidParameter(f"Invalid value for parameter '{name}' supplied: expected {expected}.")
