@@ -23,7 +23,7 @@ from metricgate.api.auth_common import Forbidden, audit, auth_store, current, pa
 from metricgate.api.codec import json_response
 from metricgate.api.routing import Route
 from metricgate.auth.tokens import new_token
-from metricgate.domain.auth.access import Authenticated
+from metricgate.domain.auth.access import Authenticated, SelfOrAdmin
 from metricgate.domain.auth.entities import ApiToken
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.domain.errors import InvalidParameter
@@ -116,10 +116,11 @@ async def revoke_token(request: web.Request) -> web.Response:
     return json_response({"token": encode_token(token)})
 
 
-# Any authenticated user manages their own tokens; the handlers keep other users' tokens to
-# admins (a ``SelfOrAdmin`` rule cannot express "the caller, when no username is given").
+# Any authenticated user manages their own tokens. tokens/list without ``username`` means the
+# caller (SelfOrAdmin passes an absent parameter); the handler checks again, and revoke keeps
+# other users' tokens to admins by asking the store for the caller's own.
 ROUTES = [
     Route("POST", "/tokens/create", create_token, Authenticated()),
-    Route("GET", "/tokens/list", list_tokens, Authenticated()),
+    Route("GET", "/tokens/list", list_tokens, SelfOrAdmin()),
     Route("POST", "/tokens/revoke", revoke_token, Authenticated()),
 ]
