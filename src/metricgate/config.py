@@ -618,6 +618,17 @@ def mlflow_tracking_uri(environ: Mapping[str, str] | None = None) -> str | None:
     return env.get("MLFLOW_TRACKING_URI") or None
 
 
+def mlflow_tracking_credentials(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str | None, str | None, str | None]:
+    """The mlflow client's credentials: ``$MLFLOW_TRACKING_USERNAME``, ``$MLFLOW_TRACKING_PASSWORD``
+    (HTTP Basic) and ``$MLFLOW_TRACKING_TOKEN`` (Bearer); each None when unset or empty."""
+    env = os.environ if environ is None else environ
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    username, password, token = (env.get(name) or None for name in names)
+    return username, password, token
+
+
 def cache_home(environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CACHE_HOME``, else ``~/.cache`` (the XDG base directory convention)."""
     env = os.environ if environ is None else environ

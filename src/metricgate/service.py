@@ -32,6 +32,7 @@ from metricgate.ingest.streams import IngestStreams
 from metricgate.lifecycle import BackgroundWorkers, close_bounded
 from metricgate.registry.service import RegistryService
 from metricgate.stores.artifacts import ArtifactStore, open_artifact_store
+from metricgate.stores.base import AuthStore
 from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.dataset_summaries import PgDatasetSummaries
@@ -138,6 +139,14 @@ async def open_auth(settings: Settings, db: Database) -> AsyncIterator[AuthParts
     finally:
         authenticator.close()
         passwords.close()  # does not wait: a verification in progress ends on its own
+
+
+@contextlib.asynccontextmanager
+async def open_auth_store(settings: Settings) -> AsyncIterator[AuthStore]:
+    """The auth store alone, for a command that writes it with no server running
+    (``metricgate users create-admin``)."""
+    async with open_database(settings) as db:
+        yield PgAuthStore(db)
 
 
 def is_loopback(host: str) -> bool:

@@ -14,6 +14,8 @@ from functools import partial
 
 from metricgate import __version__
 from metricgate.cli.artifacts import add_artifacts_parser, run_artifacts
+from metricgate.cli.auth import COMMANDS as AUTH_COMMANDS
+from metricgate.cli.auth import add_auth_parsers, run_auth
 from metricgate.cli.bench import add_bench_parser, run_bench
 from metricgate.cli.registry import add_registry_parser, run_registry
 from metricgate.cli.webhooks import add_webhooks_parser, run_webhooks
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parser(sub)  # talks to a running server over HTTP; needs no settings either
     add_webhooks_parser(sub)  # the same: HTTP to a running server
     add_artifacts_parser(sub)  # resumable artifact upload/download over HTTP
+    add_auth_parsers(sub)  # users, roles, permissions, tokens over HTTP (`users create-admin`: DSN)
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -164,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_webhooks(args)
     if args.command == "artifacts":
         return run_artifacts(args)
+    if args.command in AUTH_COMMANDS:
+        return run_auth(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,

@@ -74,7 +74,8 @@ class Api:
     """One aiohttp session against ``base_url``; every call is retried by ``policy``."""
 
     def __init__(self, base_url: str, *, policy: RetryPolicy | None = None, connections: int = 16,
-                 read_timeout_s: float = 300.0) -> None:  # fmt: skip
+                 read_timeout_s: float = 300.0,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=read_timeout_s)
@@ -82,6 +83,7 @@ class Api:
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=connections),
             raise_for_status=False,
+            headers=headers,  # sent with every request (``Authorization``)
         )
         self.retries = 0  # how many attempts failed and were retried (reported by the CLI)
 
