@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metricgate.domain.auth.client_address import parse_networks
 from metricgate.domain.auth.rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, check_username
 from metricgate.domain.errors import InvalidParameter
 
@@ -390,6 +391,36 @@ class AuthSettings:
         "Comma-separated paths that answer without authentication when auth is on.",
         shown="`/health,/ready,/metrics`",
     )  # fmt: skip
+    # Failed logins (design B7): counted in Redis, shared by every process; in each process's
+    # memory while Redis is away. Checked before the password hash, so guessing costs no KDF.
+    login_limit_per_address: int = setting(
+        30, "AUTH_LOGIN_LIMIT_PER_ADDRESS",
+        "Failed logins one client address may make within `AUTH_LOGIN_ADDRESS_WINDOW_S`; the next "
+        "attempts answer 429 `REQUEST_LIMIT_EXCEEDED` with `Retry-After` until the window ends. `0`: no limit.",
+        minimum=0,
+    )  # fmt: skip
+    login_address_window_s: int = setting(
+        60, "AUTH_LOGIN_ADDRESS_WINDOW_S",
+        "Length of the per-address window, from its first failure.", minimum=1,
+    )  # fmt: skip
+    login_limit_per_user: int = setting(
+        10, "AUTH_LOGIN_LIMIT_PER_USER",
+        "Failed logins one username may suffer within `AUTH_LOGIN_USER_WINDOW_S`, from any address "
+        "(unknown names count too, so a refusal tells nothing); a successful login clears the count. "
+        "`0`: no limit.",
+        minimum=0,
+    )  # fmt: skip
+    login_user_window_s: int = setting(
+        900, "AUTH_LOGIN_USER_WINDOW_S",
+        "Length of the per-user window, from its first failure.", minimum=1,
+    )  # fmt: skip
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "TRUSTED_PROXIES",
+        "Comma-separated networks (`10.0.0.0/8`, `192.168.1.7`) of the reverse proxies in front of the "
+        "server: for a request from one of them the client address (login limits, audit log) is the "
+        "nearest `X-Forwarded-For` entry that is not one of them. Unset: always the peer address.",
+        shown="unset",
+    )  # fmt: skip
 
     @property
     def enabled(self) -> bool:
@@ -400,7 +431,10 @@ class AuthSettings:
         return (
             f"AuthSettings(mode={self.mode!r}, admin_username={self.admin_username!r}, "
             f"admin_password={password!r}, default_permission={self.default_permission!r}, "
-            f"cache_entries={self.cache_entries}, public_paths={self.public_paths!r})"
+            f"cache_entries={self.cache_entries}, public_paths={self.public_paths!r}, "
+            f"login_limits=({self.login_limit_per_address}/{self.login_address_window_s}s per address, "
+            f"{self.login_limit_per_user}/{self.login_user_window_s}s per user), "
+            f"trusted_proxies={self.trusted_proxies!r})"
         )
 
     def validate(self) -> None:
@@ -420,6 +454,10 @@ class AuthSettings:
                 raise ConfigError(
                     f"{ENV_PREFIX}AUTH_PUBLIC_PATHS must list paths starting with '/', got {path!r}"
                 )
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}TRUSTED_PROXIES: {exc}") from None
 
 
 @dataclass(frozen=True)
