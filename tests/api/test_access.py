@@ -219,3 +219,66 @@ async def test_artifact_paths_are_checked_on_their_experiment(
     denied(await dave.request("GET", base, params={"path": f"999/../{path}"}, absolute=True))
     reply = await admin.request("GET", f"{base}/{path}", absolute=True)
     assert reply.status == 200 and reply.raw == b"hello", reply
+
+
+async def test_granting_needs_manage_and_another_users_record_needs_an_admin(
+    client: TestClient[Any, Any], admin: As, store: AuthStore
+) -> None:
+    experiment_id = await admin.create_experiment()
+    owner = await user(client, store, "owner")
+    other = await user(client, store, "other")
+    await store.grant_user("owner", EXP, experiment_id, Permission.MANAGE, replace=False)
+    grant = {
+        "username": "other",
+        "resource_type": "experiment",
+        "resource_id": experiment_id,
+        "permission": "EDIT",
+    }
+    v3 = "/api/3.0/mlflow/users/permissions/grant"
+    denied(await other.request("POST", v3, body=grant, absolute=True))
+    reply = await owner.request("POST", v3, body=grant, absolute=True)
+    assert reply.status == 200, reply
+    # A '*' grant is for admins (and workspace admins) only, whatever one holds on ids.
+    denied(await owner.request("POST", v3, body={**grant, "resource_id": "*"}, absolute=True))
+    (await other.get("/users/get", {"username": "other"})).ok()
+    denied(await other.get("/users/get", {"username": "owner"}))
+    (await admin.get("/users/get", {"username": "owner"})).ok()
+
+
+async def test_a_model_version_needs_read_on_the_run_it_is_made_from(
+    client: TestClient[Any, Any], admin: As, store: AuthStore
+) -> None:
+    experiment_id = await admin.create_experiment()
+    run_id = await admin.new_run_id(experiment_id)
+    erin = await user(client, store, "erin")
+    await store.grant_user("erin", EXP, experiment_id, Permission.DENY, replace=False)
+    model = (await erin.create_registered_model("erins-model"))["name"]
+    body = {"name": model, "source": f"runs:/{run_id}/model"}
+    denied(await erin.post("/model-versions/create", body))
+    denied(await erin.post("/model-versions/create", {**body, "source": "x", "run_id": run_id}))
+    (await erin.post("/model-versions/create", {"name": model, "source": "s3://b/k"})).ok()
+
+
+async def test_the_public_paths_are_configurable(
+    db_url: str, redis_client_url: str, tmp_path: Path
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from metricgate.api.app import create_app
+
+    settings = Settings.from_env(
+        {
+            "METRICGATE_AUTH": "on",
+            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "METRICGATE_AUTH_PUBLIC_PATHS": "/health",
+        },
+        database_url=db_url,
+        redis_url=redis_client_url,
+        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        api = Api(client)
+        assert (await api.request("GET", "/health", absolute=True)).status == 200
+        (await api.request("GET", "/metrics", absolute=True)).error(401, "UNAUTHENTICATED")
+        admin = As(client, basic("admin", ADMIN_PASSWORD))
+        assert (await admin.request("GET", "/metrics", absolute=True)).status == 200
