@@ -11,11 +11,13 @@ successful login clears its username's count.
 
 Each process also counts its own failures in memory (``FailureWindows``, bounded), and that
 count is what it goes by while Redis is away: the outage is logged once, Redis is tried again
-at most once a second, and logins stay limited, per process instead of per deployment.
+by one request a second (the others go by the memory count meanwhile), and logins stay
+limited, per process instead of per deployment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,10 @@ log = logging.getLogger(__name__)
 
 ADDRESS_KEY_PREFIX = "mg:authfail:addr:"
 USER_KEY_PREFIX = "mg:authfail:user:"
-REDIS_RETRY_S = 1.0  # while Redis is away, each process tries it again at most this often
+REDIS_RETRY_S = 1.0  # while Redis is away, one request per process tries it this often
+# A login waits at most this long for Redis before the in-process count answers (the shared
+# client retries refused connections with backoff for seconds; a login should not).
+REDIS_TIMEOUT_S = 1.0
 SUSPECTS = 10_000  # usernames this process saw failures for (a success must clear them)
 
 # Per key (ARGV: its window in seconds): the count after this failure.
@@ -78,6 +83,7 @@ class LoginLimiter:
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = DEFAULT_MAX_KEYS,
         redis_retry_s: float = REDIS_RETRY_S,
+        redis_timeout_s: float = REDIS_TIMEOUT_S,
     ) -> None:
         self._redis = redis
         self._address_limit = Limit(
@@ -90,6 +96,7 @@ class LoginLimiter:
         self._suspects: Lru[str, bool] = Lru(SUSPECTS)
         self._clock = clock
         self._redis_retry_s = redis_retry_s
+        self._redis_timeout_s = redis_timeout_s
         self._redis_skip_until = -float("inf")
         self._outage = OutageLog(log, "Redis (failed-login counts; each process counts its own)")
         if redis is not None:
@@ -104,8 +111,9 @@ class LoginLimiter:
             return None
         if self._redis_usable():
             try:
-                reply = await self._check_script(keys=keys)
-            except RedisError as exc:
+                async with asyncio.timeout(self._redis_timeout_s):
+                    reply = await self._check_script(keys=keys)
+            except (RedisError, TimeoutError) as exc:
                 self._redis_failed(exc)
             else:
                 self._outage.ok()
@@ -124,8 +132,10 @@ class LoginLimiter:
         if not keys or not self._redis_usable():
             return
         try:
-            await self._failed_script(keys=keys, args=[int(limit.window_s) for limit in limits])
-        except RedisError as exc:
+            async with asyncio.timeout(self._redis_timeout_s):
+                windows = [int(limit.window_s) for limit in limits]
+                await self._failed_script(keys=keys, args=windows)
+        except (RedisError, TimeoutError) as exc:
             self._redis_failed(exc)
         else:
             self._outage.ok()
@@ -142,8 +152,9 @@ class LoginLimiter:
         if not self._redis_usable():
             return  # still a suspect: the next success after Redis is back clears it there
         try:
-            await self._redis.delete(user_key(username))
-        except RedisError as exc:
+            async with asyncio.timeout(self._redis_timeout_s):
+                await self._redis.delete(user_key(username))
+        except (RedisError, TimeoutError) as exc:
             self._redis_failed(exc)
         else:
             self._outage.ok()
@@ -162,10 +173,19 @@ class LoginLimiter:
         return keys, limits
 
     def _redis_usable(self) -> bool:
-        return self._redis is not None and self._clock() >= self._redis_skip_until
+        if self._redis is None:
+            return False
+        if not self._outage.down:
+            return True
+        now = self._clock()
+        if now < self._redis_skip_until:
+            return False
+        # This request probes; the ones arriving while it waits go by the memory count.
+        self._redis_skip_until = now + self._redis_retry_s
+        return True
 
-    def _redis_failed(self, exc: RedisError) -> None:
-        self._outage.failed(exc)
+    def _redis_failed(self, exc: BaseException) -> None:
+        self._outage.failed(exc if str(exc) else f"no answer within {self._redis_timeout_s:g} s")
         self._redis_skip_until = self._clock() + self._redis_retry_s
 
     def _wait_from(
