@@ -23,7 +23,7 @@ step (design B5).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -55,6 +55,7 @@ from metricgate.domain.auth.access import (
 from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import (
     WILDCARD,
+    Grant,
     Permission,
     ResourceType,
     decide,
@@ -172,6 +173,8 @@ class _Check:
         self.authenticator = authenticator
         self.credential = credential
         self.state = state
+        # The caller's grants as the store has them now, read once per request on a denial.
+        self.fresh_grants: list[Grant] | None = None
 
     async def rule(self, rule: AccessRule) -> None:
         if isinstance(rule, (Authenticated, Filtered, Public)):
@@ -208,9 +211,10 @@ class _Check:
         # request) may not be in this process's cache yet: a denial reads the grants afresh.
         auth = self.service.auth
         if auth is not None:
-            grants = await auth.user_grants(self.credential.user_id)
+            if self.fresh_grants is None:
+                self.fresh_grants = await auth.user_grants(self.credential.user_id)
             default = self.authenticator.default_permission
-            if decide(grants, resource_type, resource_id, default).allows(level):
+            if decide(self.fresh_grants, resource_type, resource_id, default).allows(level):
                 return
         raise _Denied
 
@@ -396,6 +400,56 @@ class _Check:
         if scheme == "mlflow-artifacts":
             return artifact_path_experiment(rest)
         return None
+
+
+class ResourceAccess:
+    """The caller's level on one resource at a time, for a handler that decides per item rather
+    than by its route's rule (GraphQL's fields: a denied one is null, as in stock). The same
+    evaluation as the middleware's: a run's experiment through the same LRU, a missing
+    resource held only through ``*`` or the default, a denial re-read from the store."""
+
+    def __init__(self, check: _Check) -> None:
+        self._check = check
+        self._known: dict[tuple[ResourceType, str, Permission], bool] = {}
+
+    async def allows(
+        self, resource_type: ResourceType, resource_id: str, level: Permission
+    ) -> bool:
+        key = (resource_type, resource_id, level)
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = await self._passes(
+                self._check.require(resource_type, resource_id, level)
+            )
+        return known
+
+    async def allows_run(self, run_id: str, level: Permission) -> bool:
+        """``level`` on the run's experiment (a missing run: as REST's 403-or-404 rule)."""
+        resolved = await self._check.run_experiment(run_id)
+        if isinstance(resolved, tuple):
+            return await self.allows(resolved[0], resolved[1], level)
+        return await self._passes(self._check.require_resolved(resolved, level))
+
+    @staticmethod
+    async def _passes(check: Awaitable[None]) -> bool:
+        try:
+            await check
+        except _Denied:
+            return False
+        return True
+
+
+def resource_access(request: web.Request) -> ResourceAccess | None:
+    """The request caller's ResourceAccess; None when nothing is checked (auth off, an admin)."""
+    credential = caller(request)
+    if credential is None or credential.is_admin:
+        return None
+    service = request.app[SERVICE]
+    authenticator = service.authenticator
+    if authenticator is None:
+        raise RuntimeError("auth is on but the service has no authenticator")
+    state = request.app[ACCESS_STATE]
+    return ResourceAccess(_Check(request, service, authenticator, credential, state))
 
 
 def artifact_path_experiment(path: str) -> Resolved:

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 from graphql import DocumentNode, GraphQLError, execute, parse, validate
 
+from metricgate.api.access import resource_access
 from metricgate.api.codec import check_json_content_type
 from metricgate.api.graphql.executor import execution_context_class
 from metricgate.api.graphql.limits import QueryTooComplex, check_document
@@ -142,7 +143,7 @@ async def run_graphql(
 
 async def graphql(request: web.Request) -> web.Response:
     query, variables, operation_name = await _graphql_request(request)
-    context = Context(request.app[SERVICE])
+    context = Context(request.app[SERVICE], resource_access(request))
     try:
         body = await run_graphql(context, query, variables, operation_name)
     finally:

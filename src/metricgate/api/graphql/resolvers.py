@@ -5,6 +5,13 @@ names the REST decoders read) and its value is the REST response's JSON, which t
 plain getters read field by field. MLflow errors do not fail the field: the UI reads them from
 the response's ``apiError`` (``{code, message}``, e.g. RESOURCE_DOES_NOT_EXIST shows its "not
 found" page), so a missing run is ``{"run": null, "apiError": {...}}`` with no GraphQL error.
+
+With auth on, a field the caller may not read is null, as stock's GraphQLAuthorizationMiddleware
+resolves it: READ on the experiment (a run's, for runs, their metrics and artifacts) or on the
+registered model, decided as the REST routes' rules are (api/access.py). Searches narrow the
+requested experiments to the readable ones (none left: null) or drop the versions of models the
+caller cannot read, after the query as stock does; filtering in the SQL is a later step
+(docs/design-auth.md B5), and until then such a page can come back short.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from graphql import GraphQLObjectType, GraphQLResolveInfo, get_named_type
 
+from metricgate.api.access import ResourceAccess
 from metricgate.api.artifacts import run_artifact_listing
 from metricgate.api.codec import Fields, encode_experiment, encode_metric_series
 from metricgate.api.graphql.loaders import BatchLoader
@@ -27,13 +35,17 @@ from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import run_json, search_runs_page
 from metricgate.api.services import AppServices
 from metricgate.api.ui_support import dataset_summaries
+from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.domain.tracking.rules import parse_experiment_id, validate_max_results
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
-Operation = Callable[["Context", Fields], Awaitable[Json]]
+Operation = Callable[["Context", Fields], Awaitable[Json | None]]
+
+_EXPERIMENT = ResourceType.EXPERIMENT
+_MODEL = ResourceType.REGISTERED_MODEL
 
 # Run ids per model-version search when a page of runs asks for its versions (an IN list).
 _RUNS_PER_VERSION_SEARCH = 500
@@ -41,9 +53,11 @@ _RUNS_PER_VERSION_SEARCH = 500
 
 @dataclass
 class Context:
-    """Per request: the service and the loaders that batch nested lookups."""
+    """Per request: the service, the caller's access (None: nothing is checked, auth off or
+    an admin) and the loaders that batch nested lookups."""
 
     service: AppServices
+    access: ResourceAccess | None = None
     experiments: BatchLoader[str, Json | None] = field(init=False)
     model_versions: BatchLoader[str, list[Json]] = field(init=False)
 
@@ -54,6 +68,33 @@ class Context:
     def close(self) -> None:
         self.experiments.close()
         self.model_versions.close()
+
+    async def can_read(self, resource_type: ResourceType, resource_id: str) -> bool:
+        access = self.access
+        return access is None or await access.allows(resource_type, resource_id, Permission.READ)
+
+    async def can_read_run(self, run_id: str) -> bool:
+        access = self.access
+        return access is None or await access.allows_run(run_id, Permission.READ)
+
+    async def readable_versions(self, versions: list[Json]) -> list[Json]:
+        """The model versions (as JSON) whose registered model the caller may read."""
+        if self.access is None:
+            return versions
+        return [v for v in versions if await self.can_read(_MODEL, v["name"])]
+
+    async def readable_experiments(self, fields: Fields) -> Fields | None:
+        """The request with its ``experiment_ids`` narrowed to the readable ones (stock's
+        GraphQL search does so); None when some were asked for and none is readable."""
+        asked = fields.str_list("experiment_ids")
+        if self.access is None or not asked:
+            return fields
+        kept = [e for e in asked if await self.can_read(_EXPERIMENT, str(parse_experiment_id(e)))]
+        if not kept:
+            return None
+        raw = fields.raw
+        assert isinstance(raw, dict)  # resolve() builds it from the field's input object
+        return Fields({**raw, "experiment_ids": kept})
 
     async def _fetch_experiments(self, experiment_ids: list[str]) -> dict[str, Json | None]:
         found = await self.service.experiments.get_many(
@@ -84,25 +125,39 @@ class Context:
 # ---------------------------------------------------------------- root fields
 
 
-async def _get_experiment(ctx: Context, fields: Fields) -> Json:
+async def _get_experiment(ctx: Context, fields: Fields) -> Json | None:
     experiment_id = parse_experiment_id(fields.req_str("experiment_id"))
+    if not await ctx.can_read(_EXPERIMENT, str(experiment_id)):
+        return None
     return {"experiment": encode_experiment(await ctx.service.experiments.get(experiment_id))}
 
 
-async def _get_run(ctx: Context, fields: Fields) -> Json:
-    return {"run": await run_json(ctx.service, fields.run_id())}
+async def _get_run(ctx: Context, fields: Fields) -> Json | None:
+    run_id = fields.run_id()
+    if not await ctx.can_read_run(run_id):
+        return None
+    return {"run": await run_json(ctx.service, run_id)}
 
 
-async def _search_runs(ctx: Context, fields: Fields) -> Json:
-    runs, token = await search_runs_page(ctx.service, fields)
+async def _search_runs(ctx: Context, fields: Fields) -> Json | None:
+    readable = await ctx.readable_experiments(fields)
+    if readable is None:
+        return None
+    runs, token = await search_runs_page(ctx.service, readable)
     return {"runs": runs, "next_page_token": token or ""}
 
 
-async def _bulk_interval(ctx: Context, fields: Fields) -> Json:
+async def _bulk_interval(ctx: Context, fields: Fields) -> Json | None:
+    # Every run or nothing, as stock (and REST's 403): the chart shows no partial answer.
+    for run_id in fields.str_list("run_ids"):
+        if not await ctx.can_read_run(run_id):
+            return None
     return {"metrics": encode_metric_series(await bulk_interval_series(ctx.service, fields))}
 
 
-async def _list_artifacts(ctx: Context, fields: Fields) -> Json:
+async def _list_artifacts(ctx: Context, fields: Fields) -> Json | None:
+    if not await ctx.can_read_run(fields.run_id()):
+        return None
     return await run_artifact_listing(ctx.service, fields)
 
 
@@ -116,22 +171,24 @@ async def _search_model_versions(ctx: Context, fields: Fields) -> Json:
         max_results,
         fields.str("page_token") or None,
     )
-    return {
-        "model_versions": [encode_model_version(mv) for mv in page.items],
-        "next_page_token": page.next_page_token or "",
-    }
+    versions = await ctx.readable_versions([encode_model_version(mv) for mv in page.items])
+    return {"model_versions": versions, "next_page_token": page.next_page_token or ""}
 
 
-async def _search_datasets(ctx: Context, fields: Fields) -> Json:
-    return {"dataset_summaries": await dataset_summaries(ctx.service, fields)}
+async def _search_datasets(ctx: Context, fields: Fields) -> Json | None:
+    readable = await ctx.readable_experiments(fields)
+    if readable is None:
+        return None
+    return {"dataset_summaries": await dataset_summaries(ctx.service, readable)}
 
 
-def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json]]:
-    """A root field calling an MLflow operation; its errors go into the response's ``apiError``."""
+def _mlflow_field(operation: Operation) -> Callable[..., Awaitable[Json | None]]:
+    """A root field calling an MLflow operation; its errors go into the response's ``apiError``,
+    a denial (the operation's None) makes the field null."""
 
     async def resolve(
         _root: Any, info: GraphQLResolveInfo, input: dict[str, Any] | None = None
-    ) -> Json:
+    ) -> Json | None:
         fields = Fields({snake_case(k): v for k, v in (input or {}).items()})
         try:
             if _has_nul(fields.raw):
@@ -181,7 +238,17 @@ def _run_experiment(run: Json, info: GraphQLResolveInfo) -> Awaitable[Json | Non
 
 def _run_model_versions(run: Json, info: GraphQLResolveInfo) -> Awaitable[list[Json]]:
     context: Context = info.context
-    return context.model_versions.load(run["info"]["run_id"])
+    # Asked for now, not when awaited: a page of runs' versions is one batch.
+    loaded = context.model_versions.load(run["info"]["run_id"])
+    if context.access is None:
+        return loaded
+    # A run readable through its experiment can name versions of a model the caller may not
+    # read: stock filters this nested field as it does the search.
+    return _readable_versions(context, loaded)
+
+
+async def _readable_versions(context: Context, loaded: Awaitable[list[Json]]) -> list[Json]:
+    return await context.readable_versions(await loaded)
 
 
 RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
