@@ -40,7 +40,7 @@ def _token(n: int) -> str:
 
 async def test_satisfies_the_protocol(store: PgAuthStore) -> None:
     seam: AuthStore = store  # mypy checks the structural match
-    assert await seam.auth_epoch() >= 1
+    assert min(await seam.auth_epochs()) >= 1
 
 
 async def test_users_crud(store: PgAuthStore) -> None:
@@ -61,13 +61,14 @@ async def test_users_crud(store: PgAuthStore) -> None:
     assert (user, password_hash) == (alice, HASH)
     assert await store.user_credentials("nobody") is None
 
-    epoch = await store.auth_epoch()
+    epochs = await store.auth_epochs()
     await store.set_password("alice", HASH + "2")
     creds2 = await store.user_credentials("alice")
     assert creds2 is not None and creds2.password_hash == HASH + "2"
     assert creds2.cred_version == version + 1
     assert await store.user_cred_version(alice.id) == version + 1
-    assert await store.auth_epoch() == epoch + 1
+    # A credential change moves the credentials epoch only.
+    assert await store.auth_epochs() == (epochs.credentials + 1, epochs.grants)
 
     assert not await store.any_admin()
     await store.set_admin("alice", True)
@@ -107,11 +108,12 @@ async def test_per_user_grants_on_the_hidden_role(store: PgAuthStore) -> None:
     alice = await store.create_user("alice", HASH, False)
     assert await store.user_grants(alice.id) == []
     version = await store.user_cred_version(alice.id)
-    epoch = await store.auth_epoch()
+    epochs = await store.auth_epochs()
 
     assert await store.grant_user("alice", EXP, "1", Permission.READ, replace=False) is None
-    assert await store.user_cred_version(alice.id) == version + 1
-    assert await store.auth_epoch() == epoch + 1
+    # A grant change moves the grants epoch only: no cached credential goes stale.
+    assert await store.user_cred_version(alice.id) == version
+    assert await store.auth_epochs() == (epochs.credentials, epochs.grants + 1)
     with pytest.raises(AlreadyExists):
         await store.grant_user("alice", EXP, "1", Permission.EDIT, replace=False)
     assert (
@@ -140,9 +142,9 @@ async def test_per_user_grants_on_the_hidden_role(store: PgAuthStore) -> None:
     ]
     assert {r.workspace for r in rows} == {"default"}
 
-    version = await store.user_cred_version(alice.id)
+    grants = (await store.auth_epochs()).grants
     assert await store.revoke_user("alice", EXP, "*") is Permission.DENY
-    assert await store.user_cred_version(alice.id) == version + 1
+    assert (await store.auth_epochs()).grants == grants + 1
     with pytest.raises(NotFound):
         await store.revoke_user("alice", EXP, "*")
     assert Grant(EXP, "*", Permission.DENY) not in await store.user_grants(alice.id)
@@ -202,10 +204,10 @@ async def test_roles_permissions_and_assignments(store: PgAuthStore) -> None:
         await store.add_role_permission(role.id, EXP, "1", Permission.NO_PERMISSIONS)
     assert await store.list_role_permissions(role.id) == [star, deny, ws]
 
-    version = await store.user_cred_version(alice.id)
+    grants = (await store.auth_epochs()).grants
     assignment = await store.assign_role("alice", role.id)
     assert (assignment.user_id, assignment.role_id) == (alice.id, role.id)
-    assert await store.user_cred_version(alice.id) == version + 1
+    assert (await store.auth_epochs()).grants == grants + 1
     with pytest.raises(AlreadyExists):
         await store.assign_role("alice", role.id)
     with pytest.raises(NotFound):
@@ -216,13 +218,13 @@ async def test_roles_permissions_and_assignments(store: PgAuthStore) -> None:
     assert [a.user_id for a in await store.list_role_users(role.id)] == [alice.id, bob.id]
     assert Grant(MODEL, "secret", Permission.DENY) in await store.user_grants(alice.id)
 
-    # A change to the role's grants reaches every holder's cred_version.
+    # A change to the role's grants moves the grants epoch, not its holders' cred_version.
     versions = [await store.user_cred_version(u) for u in (alice.id, bob.id)]
+    epochs = await store.auth_epochs()
     updated = await store.update_role_permission(star.id, Permission.EDIT)
     assert updated.permission is Permission.EDIT
-    assert [await store.user_cred_version(u) for u in (alice.id, bob.id)] == [
-        v + 1 for v in versions
-    ]
+    assert [await store.user_cred_version(u) for u in (alice.id, bob.id)] == versions
+    assert await store.auth_epochs() == (epochs.credentials, epochs.grants + 1)
     with pytest.raises(InvalidParameter):
         await store.update_role_permission(ws.id, Permission.READ)  # workspace: USE or MANAGE
     with pytest.raises(NotFound):
@@ -250,9 +252,9 @@ async def test_roles_permissions_and_assignments(store: PgAuthStore) -> None:
         await store.unassign_role("bob", role.id)
     assert [a.user_id for a in await store.list_role_users(role.id)] == [alice.id]
 
-    version = await store.user_cred_version(alice.id)
+    grants = (await store.auth_epochs()).grants
     await store.delete_role(role.id)
-    assert await store.user_cred_version(alice.id) == version + 1
+    assert (await store.auth_epochs()).grants == grants + 1
     with pytest.raises(NotFound):
         await store.delete_role(role.id)
     with pytest.raises(NotFound):
@@ -301,11 +303,11 @@ async def test_tokens(store: PgAuthStore) -> None:
     with pytest.raises(NotFound):
         await store.revoke_token(bob.id, token.id)  # not bob's
     version = await store.user_cred_version(alice.id)
-    epoch = await store.auth_epoch()
+    epochs = await store.auth_epochs()
     revoked = await store.revoke_token(alice.id, token.id)
     assert revoked.revoked_at_ms is not None
     assert await store.user_cred_version(alice.id) == version + 1
-    assert await store.auth_epoch() == epoch + 1
+    assert await store.auth_epochs() == (epochs.credentials + 1, epochs.grants)
     assert await store.token_credentials(digest) is None
     assert await store.dead_token_reason(digest) == "revoked"
     with pytest.raises(NotFound):
@@ -384,7 +386,7 @@ async def test_concurrent_access_changes_neither_deadlock_nor_lose_bumps(
     for user in users:
         for role in roles:
             await store.assign_role(user.username, role.id)
-    epoch = await store.auth_epoch()
+    epochs = await store.auth_epochs()
     changes = [
         store.add_role_permission(role.id, EXP, str(n), Permission.READ)
         for n in range(6)
@@ -394,9 +396,17 @@ async def test_concurrent_access_changes_neither_deadlock_nor_lose_bumps(
         for n in range(3)
         for user in reversed(users)
     ]
-    await asyncio.gather(*changes)
-    assert await store.auth_epoch() == epoch + len(changes)
+    # Creators' grants (no epoch) and password changes (the other epoch) run alongside.
+    others = [
+        store.grant_creator_manage(user.id, MODEL, f"new{n}") for n in range(3) for user in users
+    ] + [store.set_password(user.username, HASH) for user in users]
+    await asyncio.gather(*changes, *others)
+    assert await store.auth_epochs() == (
+        epochs.credentials + len(users),
+        epochs.grants + len(changes),
+    )
+    epochs = epochs._replace(credentials=epochs.credentials + len(users))
     # A refused change leaves the epoch alone.
     with pytest.raises(NotFound):
         await store.revoke_user("u0", EXP, "nothing")
-    assert await store.auth_epoch() == epoch + len(changes)
+    assert await store.auth_epochs() == (epochs.credentials, epochs.grants + len(changes))

@@ -1,6 +1,6 @@
 """The authenticator without a database: token format, header parsing, password verification off
 the loop and its bound, the verified-credential cache (keys, hits, failures, expiry, epoch
-invalidation) and the first admin. The store is an in-memory fake of ``AuthStore``'s methods the
+invalidation: credentials vs grants) and the first admin. The store is an in-memory fake of ``AuthStore``'s methods the
 authenticator calls; tests/integration/test_authenticator.py runs the same against PostgreSQL."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from metricgate.domain.auth.entities import ApiToken, User
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.auth.rules import looks_like_token, token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, Unavailable
-from metricgate.stores.base import AuthStore, TokenCredentials, UserCredentials
+from metricgate.stores.base import AuthEpochs, AuthStore, TokenCredentials, UserCredentials
 
 # Cheap parameters: the unit tier verifies dozens of passwords.
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -47,7 +47,7 @@ class FakeAuthStore:
     users: dict[str, tuple[User, str | None, int]] = field(default_factory=dict)
     tokens: dict[bytes, tuple[int, ApiToken]] = field(default_factory=dict)
     grants: dict[int, list[Grant]] = field(default_factory=dict)
-    epoch: int = 1
+    epochs: AuthEpochs = field(default_factory=lambda: AuthEpochs(credentials=1, grants=1))
     calls: dict[str, int] = field(default_factory=dict)
     now_ms: int = 1_000_000
     during_lookup: object = None  # a callable run inside user_credentials
@@ -68,7 +68,8 @@ class FakeAuthStore:
         return record
 
     def bump(self, username: str | None = None) -> None:
-        self.epoch += 1
+        """A credential change (password, admin flag, token revoke)."""
+        self.epochs = self.epochs._replace(credentials=self.epochs.credentials + 1)
         if username is not None:
             user, password_hash, version = self.users[username]
             self.users[username] = (user, password_hash, version + 1)
@@ -97,9 +98,13 @@ class FakeAuthStore:
         self._count("user_grants")
         return list(self.grants.get(user_id, []))
 
-    async def auth_epoch(self) -> int:
-        self._count("auth_epoch")
-        return self.epoch
+    def bump_grants(self) -> None:
+        """A grant, role or assignment change."""
+        self.epochs = self.epochs._replace(grants=self.epochs.grants + 1)
+
+    async def auth_epochs(self) -> AuthEpochs:
+        self._count("auth_epochs")
+        return self.epochs
 
     async def touch_token(self, token_id: int) -> None:
         self._count("touch_token")
@@ -274,7 +279,7 @@ async def test_basic_password_and_cache_hit(passwords: Passwords, password_hash:
     assert store.calls["user_credentials"] == 1
     assert await auth.authenticate(basic("alice", PASSWORD)) == credential
     assert store.calls["user_credentials"] == 1  # the hit asked nobody
-    assert store.calls["auth_epoch"] == 1  # within the poll interval: one look
+    assert store.calls["auth_epochs"] == 1  # within the poll interval: one look
 
 
 async def test_wrong_password_is_never_cached(passwords: Passwords, password_hash: str) -> None:
@@ -357,7 +362,7 @@ async def test_epoch_move_drops_the_cache_within_the_poll_interval(
     clock.t += 0.6
     assert await auth.authenticate(basic("alice", PASSWORD)) is None  # looked, dropped
     assert await auth.authenticate(basic("alice", "another-password")) is not None
-    assert store.calls["auth_epoch"] == 2
+    assert store.calls["auth_epochs"] == 2
 
 
 async def test_a_miss_racing_a_drop_is_not_stored(passwords: Passwords, password_hash: str) -> None:
@@ -379,10 +384,10 @@ async def test_epoch_outage_keeps_the_cache(passwords: Passwords, password_hash:
     auth = make(store, passwords, clock)
     await auth.authenticate(basic("alice", PASSWORD))
 
-    async def down() -> int:
+    async def down() -> AuthEpochs:
         raise Unavailable("database down")
 
-    store.auth_epoch = down  # type: ignore[method-assign]  # the database goes away
+    store.auth_epochs = down  # type: ignore[method-assign]  # the database goes away
     clock.t += 5
     assert await auth.authenticate(basic("alice", PASSWORD)) is not None
     assert store.calls["user_credentials"] == 1
@@ -480,6 +485,79 @@ async def test_grants_reload_for_a_newer_cred_version(
     newer = type(credential)(alice.id, "alice", False, credential.cred_version + 1, "basic")
     await auth.grants_for(newer)
     assert store.calls["user_grants"] == 2
+
+
+async def test_a_grant_change_drops_grants_but_no_verified_password(
+    password_hash: str,
+) -> None:
+    store = FakeAuthStore()
+    alice = store.add_user("alice", password_hash)
+    counted = Passwords(FAST)
+    verified: list[str | None] = []
+    real = counted.verify
+
+    async def spy(password_hash: str | None, password: str) -> bool:
+        verified.append(password_hash)
+        return await real(password_hash, password)
+
+    counted.verify = spy  # type: ignore[method-assign]  # a spy on the instance
+    clock = Clock()
+    auth = make(store, counted, clock, default_permission="NO_PERMISSIONS")
+    credential = await auth.authenticate(basic("alice", PASSWORD))
+    assert credential is not None and len(verified) == 1
+    assert await auth.decide_for(credential, EXP, "1") is Permission.NO_PERMISSIONS
+
+    store.grants[alice.id] = [Grant(EXP, "1", Permission.EDIT)]
+    store.bump_grants()
+    clock.t += 1.1
+    again = await auth.authenticate(basic("alice", PASSWORD))
+    assert again == credential  # still cached: the password was not verified again
+    assert len(verified) == 1 and store.calls["user_credentials"] == 1
+    assert await auth.decide_for(credential, EXP, "1") is Permission.EDIT  # grants re-read
+    assert store.calls["user_grants"] == 2
+
+    # A credential change still drops the verified password.
+    store.bump("alice")
+    clock.t += 1.1
+    assert await auth.authenticate(basic("alice", PASSWORD)) is not None
+    assert len(verified) == 2
+    counted.close()
+
+
+async def test_reload_grants_keeps_what_it_read(passwords: Passwords, password_hash: str) -> None:
+    store = FakeAuthStore()
+    alice = store.add_user("alice", password_hash)
+    auth = make(store, passwords, default_permission="NO_PERMISSIONS")
+    credential = await auth.authenticate(basic("alice", PASSWORD))
+    assert credential is not None
+    # The creator's MANAGE moves no epoch: the cache does not know it yet.
+    store.grants[alice.id] = [Grant(EXP, "7", Permission.MANAGE)]
+    assert await auth.decide_for(credential, EXP, "7") is Permission.NO_PERMISSIONS
+    assert await auth.reload_grants(credential) == store.grants[alice.id]
+    calls = store.calls["user_grants"]
+    assert await auth.decide_for(credential, EXP, "7") is Permission.MANAGE
+    assert store.calls["user_grants"] == calls  # kept: the next request asks nobody
+
+
+async def test_a_grant_read_racing_a_grant_drop_is_not_stored(
+    passwords: Passwords, password_hash: str
+) -> None:
+    store = FakeAuthStore()
+    store.add_user("alice", password_hash)
+    auth = make(store, passwords)
+    credential = await auth.authenticate(basic("alice", PASSWORD))
+    assert credential is not None
+    real = store.user_grants
+
+    async def racing(user_id: int) -> list[Grant]:
+        found = await real(user_id)
+        auth.forget_grants()  # the grants epoch moved while the store answered
+        return found
+
+    store.user_grants = racing  # type: ignore[method-assign]  # a drop during the read
+    await auth.reload_grants(credential)
+    assert len(auth._grants) == 0
+    assert len(auth._credentials) == 1  # a grant drop keeps the verified credential
 
 
 # ---------------------------------------------------------------- the first admin

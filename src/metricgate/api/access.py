@@ -208,11 +208,12 @@ class _Check:
         if held.allows(level):
             return
         # A grant given moments ago (the caller's own experiment, created by the previous
-        # request) may not be in this process's cache yet: a denial reads the grants afresh.
+        # request) may not be in this process's cache yet (the creator's MANAGE moves no
+        # epoch): a denial reads the grants afresh, and keeps them for the next request.
         auth = self.service.auth
         if auth is not None:
             if self.fresh_grants is None:
-                self.fresh_grants = await auth.user_grants(self.credential.user_id)
+                self.fresh_grants = await self.authenticator.reload_grants(self.credential)
             default = self.authenticator.default_permission
             if decide(self.fresh_grants, resource_type, resource_id, default).allows(level):
                 return

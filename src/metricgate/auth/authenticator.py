@@ -9,12 +9,15 @@ remembered: keyed by ``HMAC-SHA256(per-process random key, username NUL password
 holds no secret and no usable digest of one) or by the token's digest. Failures are never
 remembered (the login limiter deals with them).
 
-Invalidation: every change that can take access away bumps ``auth_state.epoch`` in its own
-transaction. A request finding the last look older than a second reads the epoch (one query per
-second per process, the requests meanwhile waiting for it) and everything is dropped when it
-moved, so a password change, revocation or grant change reaches every process within about a
-second. An entry read from the store before a drop is never stored after it: each miss notes
-the cache's generation and stores its result only if no drop happened meanwhile.
+Invalidation: ``auth_state`` holds two epochs (stores.base.AuthEpochs), each bumped in the
+changing transaction. A request finding the last look older than a second reads them (one query
+per second per process, the requests meanwhile waiting for it). A moved credentials epoch
+(password, admin flag, user delete, token revoke) drops everything; a moved grants epoch (grants,
+roles, assignments) drops only the grant lists, so nobody's password is verified again for it.
+Either reaches every process within about a second. The creator's MANAGE grant moves neither:
+the access check calls ``reload_grants`` on a denial, which finds it and keeps it. An entry
+read from the store before a drop is never stored after it: each miss notes its cache's
+generation and stores its result only if no drop happened meanwhile.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from metricgate.domain.auth.rules import (
 )
 from metricgate.domain.errors import Unavailable
 from metricgate.health_log import OutageLog
-from metricgate.stores.base import AuthStore, TokenCredentials
+from metricgate.stores.base import AuthEpochs, AuthStore, TokenCredentials
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +129,12 @@ class Authenticator:
         self._epoch_poll_s = epoch_poll_s
         self._clock = clock
         self._now_ms = wall_clock_ms
-        self._epoch: int | None = None
+        self._epochs: AuthEpochs | None = None
         self._checked_at = -float("inf")
         self._epoch_lock = asyncio.Lock()
-        self._generation = 0
+        # Bumped by each drop of the credential (grant) cache: a miss racing one is not stored.
+        self._cred_generation = 0
+        self._grant_generation = 0
         self._epoch_outage = OutageLog(log, "PostgreSQL (auth epoch)")
         self._background: set[asyncio.Task[None]] = set()
 
@@ -159,9 +164,15 @@ class Authenticator:
         cached = self._grants.get(credential.user_id)
         if cached is not None and cached[0] == credential.cred_version:
             return list(cached[1])
-        generation = self._generation
+        return await self.reload_grants(credential)
+
+    async def reload_grants(self, credential: Credential) -> list[Grant]:
+        """The user's grants read afresh and kept: for a denial that a grant no epoch announced
+        (the creator's MANAGE, given in this or another process) may lift. Later requests then
+        find it in the cache instead of asking the store each time."""
+        generation = self._grant_generation
         grants = tuple(await self._store.user_grants(credential.user_id))
-        if generation == self._generation:
+        if generation == self._grant_generation:
             self._grants.put(credential.user_id, (credential.cred_version, grants))
         return list(grants)
 
@@ -177,8 +188,13 @@ class Authenticator:
     def forget_all(self) -> None:
         """Drop every cached credential and grant (a pub/sub notice, or a test)."""
         self._credentials.clear()
+        self._cred_generation += 1
+        self.forget_grants()
+
+    def forget_grants(self) -> None:
+        """Drop every cached grant list; verified credentials stay."""
         self._grants.clear()
-        self._generation += 1
+        self._grant_generation += 1
 
     def close(self) -> None:
         for task in self._background:
@@ -200,11 +216,11 @@ class Authenticator:
         if entry is not None and self._live(entry):
             self._touch(entry)
             return entry.credential
-        generation = self._generation
+        generation = self._cred_generation
         entry = await verify()
         if entry is None:
             return None
-        if generation == self._generation:
+        if generation == self._cred_generation:
             self._credentials.put(key, entry)
         self._touch(entry)
         return entry.credential
@@ -213,14 +229,14 @@ class Authenticator:
         return entry.expires_at_ms is None or entry.expires_at_ms > self._now_ms()
 
     async def _refresh(self) -> None:
-        """Drop everything when the store's epoch moved; looks at most once per poll interval."""
+        """Drop what the store's epochs say is stale; looks at most once per poll interval."""
         if self._clock() - self._checked_at < self._epoch_poll_s:
             return
         async with self._epoch_lock:
             if self._clock() - self._checked_at < self._epoch_poll_s:
                 return  # another request looked while this one waited
             try:
-                epoch = await self._store.auth_epoch()
+                epochs = await self._store.auth_epochs()
             except Unavailable as exc:
                 # The cache stays: while the database is away no change can commit through it,
                 # and cached callers (metric writes go to Redis) keep working. Misses still fail.
@@ -229,9 +245,11 @@ class Authenticator:
                 return
             self._epoch_outage.ok()
             self._checked_at = self._clock()
-            if epoch != self._epoch:
+            last, self._epochs = self._epochs, epochs
+            if last is None or epochs.credentials != last.credentials:
                 self.forget_all()
-                self._epoch = epoch
+            elif epochs.grants != last.grants:
+                self.forget_grants()
 
     # ------------------------------------------------------------------ misses
 
@@ -256,21 +274,15 @@ class Authenticator:
             return None
         user = stored.user
         credential = Credential(user.id, user.username, user.is_admin, stored.cred_version, "basic")
-        await self._load_grants(credential)
+        await self.reload_grants(credential)  # most requests need them next
         return _Entry(credential, None, None)
 
     async def _token_entry(self, found: TokenCredentials) -> _Entry:
         # Bearer or as the Basic password: either way the audit log's method is "token".
         user = found.user
         credential = Credential(user.id, user.username, user.is_admin, found.cred_version, "token")
-        await self._load_grants(credential)
+        await self.reload_grants(credential)  # most requests need them next
         return _Entry(credential, found.token.id, found.token.expires_at_ms)
-
-    async def _load_grants(self, credential: Credential) -> None:
-        generation = self._generation
-        grants = tuple(await self._store.user_grants(credential.user_id))
-        if generation == self._generation:
-            self._grants.put(credential.user_id, (credential.cred_version, grants))
 
     # ------------------------------------------------------------------ last use of tokens
 

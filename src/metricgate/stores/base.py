@@ -533,6 +533,14 @@ class TokenCredentials(NamedTuple):
     cred_version: int
 
 
+class AuthEpochs(NamedTuple):
+    """``auth_state``'s two counters: a move of ``credentials`` makes every cached credential
+    (and grant list) stale, a move of ``grants`` only the cached grant lists."""
+
+    credentials: int
+    grants: int
+
+
 @dataclass(frozen=True, slots=True)
 class PermissionRow:
     """One grant a user holds through one of its roles (MLflow's users/permissions/list row)."""
@@ -576,11 +584,14 @@ class AuditEntry:
 class AuthStore(Protocol):
     """Users, roles, grants, API tokens and the audit log (docs/design-auth.md B2, B3, B7).
 
-    Unknown users, roles, grants or tokens raise NotFound; duplicates raise AlreadyExists. Every
-    change to a user, its tokens, or any grant, role or assignment bumps the affected users'
-    ``cred_version`` and ``auth_state.epoch`` in the same transaction, so each process's
-    credential and grant cache learns it is stale (additions too: a cached grant list would
-    otherwise hide a new grant)."""
+    Unknown users, roles, grants or tokens raise NotFound; duplicates raise AlreadyExists. A change
+    to what a credential proves (password, admin flag, user delete, token revoke) bumps the
+    user's ``cred_version`` and the credentials epoch; a change to grants, roles or assignments
+    bumps the grants epoch (additions too: RoleAdmin and workspace checks do not re-read), each
+    in the change's own transaction, so each process's caches learn they are stale. The one
+    exception is ``grant_creator_manage``, written on every create: it bumps nothing, and a
+    process whose cached grants lack it finds it when the access check re-reads on a denial
+    (``Authenticator.reload_grants``)."""
 
     # users
     async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User: ...
@@ -665,7 +676,8 @@ class AuthStore(Protocol):
     async def grant_creator_manage(
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
-        """The creator of an experiment or model gets MANAGE on it (upsert)."""
+        """The creator of an experiment or model gets MANAGE on it (upsert). Moves no epoch:
+        MANAGE only adds access (see the class docstring)."""
         ...
 
     async def who_holds(
@@ -706,7 +718,9 @@ class AuthStore(Protocol):
     async def list_role_users(self, role_id: int) -> builtins.list[Assignment]: ...
 
     # invalidation
-    async def auth_epoch(self) -> int: ...
+    async def auth_epochs(self) -> AuthEpochs:
+        """Polled by every process once a second (docs/design-auth.md B3)."""
+        ...
 
     async def user_cred_version(self, user_id: int) -> int: ...
 

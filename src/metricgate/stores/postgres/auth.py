@@ -1,9 +1,12 @@
 """Users, roles, grants, API tokens and the audit log in PostgreSQL (migration 0009_auth.sql).
 
-Every write that changes what someone may do also bumps ``auth_state.epoch`` and the affected
-users' ``cred_version`` in its own transaction: the processes' credential and grant caches
-compare against those (docs/design-auth.md B3). The single ``auth_state`` row serialises such
-writes, which are rare; reads never touch it except ``auth_epoch``.
+Every write that changes what someone may do bumps one of ``auth_state``'s epochs in its own
+transaction: ``cred_epoch`` (and the user's ``cred_version``) for what a credential proves
+(password, admin flag, user delete, token revoke), ``grant_epoch`` for grants, roles and
+assignments. The processes' credential and grant caches compare against those
+(docs/design-auth.md B3). The single ``auth_state`` row serialises such writes, which are rare;
+reads never touch it except ``auth_epochs``. The creator's MANAGE grant, written on every create,
+bumps nothing: it only adds access, which the access check finds by re-reading on a denial.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -37,6 +40,7 @@ from metricgate.domain.auth.rules import check_role_name, check_workspace
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, MetricgateError, NotFound
 from metricgate.stores.base import (
     AuditEntry,
+    AuthEpochs,
     GrantHolder,
     PermissionRow,
     TokenCredentials,
@@ -131,19 +135,11 @@ def _client_addr(value: str | None) -> str | None:
         return None
 
 
-async def _bump(conn: PgConnection, user_ids: list[int]) -> None:
-    """Mark these users' cached credentials stale (inside ``_changing_access``)."""
-    if user_ids:
-        await conn.execute(
-            "UPDATE auth_users SET cred_version = cred_version + 1 WHERE user_id = ANY($1::bigint[])",
-            user_ids,
-        )
-
-
-async def _bump_role(conn: PgConnection, role_id: int) -> None:
-    """Before a change to a role's grants or the role itself (its assignments may go with it)."""
-    holders = await conn.fetch("SELECT user_id FROM auth_role_users WHERE role_id = $1", role_id)
-    await _bump(conn, [r["user_id"] for r in holders])
+async def _bump(conn: PgConnection, user_id: int) -> None:
+    """Mark this user's cached credentials stale (inside ``_changing("cred_epoch")``)."""
+    await conn.execute(
+        "UPDATE auth_users SET cred_version = cred_version + 1 WHERE user_id = $1", user_id
+    )
 
 
 async def _user_id(conn: PgConnection, username: str) -> int:
@@ -220,12 +216,14 @@ class PgAuthStore:
         self._db = db
 
     @contextlib.asynccontextmanager
-    async def _changing_access(self) -> AsyncIterator[PgConnection]:
+    async def _changing(
+        self, epoch: Literal["cred_epoch", "grant_epoch"]
+    ) -> AsyncIterator[PgConnection]:
         """A transaction that may change someone's access. Its first statement bumps the epoch:
         that row lock, taken before any other, also serialises these transactions, so two of
-        them can never deadlock on the user rows they bump (a rollback undoes the bump)."""
+        them can never deadlock on the rows they change (a rollback undoes the bump)."""
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE auth_state SET epoch = epoch + 1 WHERE id = 1")
+            await conn.execute(f"UPDATE auth_state SET {epoch} = {epoch} + 1 WHERE id = 1")
             yield conn
 
     # ------------------------------------------------------------ users
@@ -294,7 +292,7 @@ class PgAuthStore:
         return UserCredentials(_user(row), row["password_hash"], row["cred_version"])
 
     async def _update_user(self, username: str, assignment: str, value: object) -> None:
-        async with self._changing_access() as conn:
+        async with self._changing("cred_epoch") as conn:
             user_id = await conn.fetchval(
                 f"UPDATE auth_users SET {assignment} WHERE username = $1 RETURNING user_id",
                 username,
@@ -302,7 +300,7 @@ class PgAuthStore:
             )
             if user_id is None:
                 raise _user_not_found(username)
-            await _bump(conn, [user_id])
+            await _bump(conn, user_id)
 
     async def set_password(self, username: str, password_hash: str) -> None:
         await self._update_user(username, "password_hash = $2", password_hash)
@@ -311,8 +309,9 @@ class PgAuthStore:
         await self._update_user(username, "is_admin = $2", is_admin)
 
     async def delete_user(self, username: str) -> None:
-        # Tokens, assignments and the hidden role with its grants go by ON DELETE CASCADE.
-        async with self._changing_access() as conn:
+        # Tokens, assignments and the hidden role with its grants go by ON DELETE CASCADE; the
+        # user's grant cache entries go with its credentials (cred_epoch drops both).
+        async with self._changing("cred_epoch") as conn:
             user_id = await conn.fetchval(
                 "DELETE FROM auth_users WHERE username = $1 RETURNING user_id", username
             )
@@ -405,7 +404,7 @@ class PgAuthStore:
         return [_token(r) for r in rows]
 
     async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
-        async with self._changing_access() as conn:
+        async with self._changing("cred_epoch") as conn:
             row = await conn.fetchrow(
                 f"""UPDATE auth_tokens t SET revoked_at = clock_timestamp()
                     WHERE t.token_id = $1 AND ($2::bigint IS NULL OR t.user_id = $2)
@@ -416,7 +415,7 @@ class PgAuthStore:
             )
             if row is None:
                 raise NotFound(f"Token with id={token_id} not found")
-            await _bump(conn, [row["user_id"]])
+            await _bump(conn, row["user_id"])
         return _token(row)
 
     async def touch_token(self, token_id: int) -> None:
@@ -456,7 +455,7 @@ class PgAuthStore:
         replace: bool,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             user_id = await _user_id(conn, username)
             role_id = await _hidden_role(conn, user_id)
             old = await conn.fetchval(
@@ -486,13 +485,12 @@ class PgAuthStore:
                     f"User '{username[:300]}' already has a permission on "
                     f"{resource_type.value} '{pattern[:300]}'"
                 ) from exc
-            await _bump(conn, [user_id])
         return None if old is None else Permission[old]
 
     async def revoke_user(
         self, username: str, resource_type: ResourceType, pattern: str
     ) -> Permission:
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             user_id = await _user_id(conn, username)
             old = await conn.fetchval(
                 """DELETE FROM auth_grants g USING auth_roles r
@@ -508,7 +506,6 @@ class PgAuthStore:
                     f"User '{username[:300]}' has no permission on "
                     f"{resource_type.value} '{pattern[:300]}'"
                 )
-            await _bump(conn, [user_id])
         return Permission[old]
 
     async def user_permission_rows(self, username: str) -> list[PermissionRow]:
@@ -538,7 +535,11 @@ class PgAuthStore:
     async def grant_creator_manage(
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
-        async with self._changing_access() as conn:
+        async with self._db.transaction() as conn:
+            # Shared: creates run concurrently, while an access change (which takes this row
+            # first, exclusively) waits, so the lock order stays the same and cannot deadlock.
+            # No epoch moves: MANAGE is the top level, so nobody's cached grants allow too much.
+            await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR SHARE")
             role_id = await _hidden_role(conn, user_id)
             await conn.execute(
                 """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
@@ -549,7 +550,6 @@ class PgAuthStore:
                 resource_type.value,
                 pattern,
             )
-            await _bump(conn, [user_id])
 
     async def who_holds(self, resource_type: ResourceType, pattern: str) -> list[GrantHolder]:
         async with self._db.connection() as conn:
@@ -635,9 +635,8 @@ class PgAuthStore:
             raise AlreadyExists(f"Role with name={(name or '')[:300]} already exists") from exc
 
     async def delete_role(self, role_id: int) -> None:
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             await _role_row(conn, role_id, lock=True)
-            await _bump_role(conn, role_id)
             await conn.execute("DELETE FROM auth_roles WHERE role_id = $1", role_id)
 
     async def add_role_permission(
@@ -645,7 +644,7 @@ class PgAuthStore:
     ) -> RolePermission:
         check_grant(resource_type, pattern, permission)
         try:
-            async with self._changing_access() as conn:
+            async with self._changing("grant_epoch") as conn:
                 await _role_row(conn, role_id, lock=True)
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_grants AS g
@@ -656,7 +655,6 @@ class PgAuthStore:
                     pattern,
                     permission.name,
                 )
-                await _bump_role(conn, role_id)
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(
                 f"Role permission (role_id={role_id}, resource_type={resource_type.value}, "
@@ -666,14 +664,13 @@ class PgAuthStore:
         return _role_permission(row)
 
     async def remove_role_permission(self, role_permission_id: int) -> None:
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             role_id = await conn.fetchval(
                 "DELETE FROM auth_grants WHERE grant_id = $1 RETURNING role_id",
                 role_permission_id,
             )
             if role_id is None:
                 raise NotFound(f"Role permission with id={role_permission_id} not found")
-            await _bump_role(conn, role_id)
 
     async def list_role_permissions(self, role_id: int) -> list[RolePermission]:
         return list((await self.get_role(role_id)).permissions)
@@ -681,7 +678,7 @@ class PgAuthStore:
     async def update_role_permission(
         self, role_permission_id: int, permission: Permission
     ) -> RolePermission:
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             current = await conn.fetchrow(
                 f"SELECT {_GRANT_COLUMNS} FROM auth_grants g WHERE g.grant_id = $1 FOR UPDATE",
                 role_permission_id,
@@ -697,13 +694,12 @@ class PgAuthStore:
                 role_permission_id,
                 permission.name,
             )
-            await _bump_role(conn, current["role_id"])
         assert row is not None  # the row is locked above
         return _role_permission(row)
 
     async def assign_role(self, username: str, role_id: int) -> Assignment:
         try:
-            async with self._changing_access() as conn:
+            async with self._changing("grant_epoch") as conn:
                 user_id = await _user_id(conn, username)
                 role = await _role_row(conn, role_id)
                 if role["owner_user"] is not None:
@@ -715,7 +711,6 @@ class PgAuthStore:
                     user_id,
                     role_id,
                 )
-                await _bump(conn, [user_id])
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(
                 f"User '{username[:300]}' already has the role with id={role_id}"
@@ -723,7 +718,7 @@ class PgAuthStore:
         return Assignment(id=assignment_id, user_id=user_id, role_id=role_id)
 
     async def unassign_role(self, username: str, role_id: int) -> None:
-        async with self._changing_access() as conn:
+        async with self._changing("grant_epoch") as conn:
             user_id = await _user_id(conn, username)
             role = await _role_row(conn, role_id)
             if role["owner_user"] is not None:
@@ -738,7 +733,6 @@ class PgAuthStore:
             )
             if removed is None:
                 raise NotFound(f"User '{username[:300]}' does not have the role with id={role_id}")
-            await _bump(conn, [user_id])
 
     async def list_user_roles(self, username: str) -> list[Role]:
         async with self._db.connection() as conn:
@@ -762,11 +756,11 @@ class PgAuthStore:
 
     # ------------------------------------------------------------ invalidation
 
-    async def auth_epoch(self) -> int:
+    async def auth_epochs(self) -> AuthEpochs:
         async with self._db.connection() as conn:
-            epoch = await conn.fetchval("SELECT epoch FROM auth_state WHERE id = 1")
-        assert isinstance(epoch, int)  # migration 0009 inserts the row
-        return epoch
+            row = await conn.fetchrow("SELECT cred_epoch, grant_epoch FROM auth_state WHERE id = 1")
+        assert row is not None  # migration 0009 inserts the row
+        return AuthEpochs(credentials=row["cred_epoch"], grants=row["grant_epoch"])
 
     async def user_cred_version(self, user_id: int) -> int:
         async with self._db.connection() as conn:

@@ -11,8 +11,8 @@ CREATE TABLE auth_users (
     -- An argon2id PHC string (or an imported werkzeug hash); NULL: no password login.
     password_hash text,
     is_admin      boolean NOT NULL DEFAULT false,
-    -- Bumped by every change that can alter the user's access (password, admin flag, token
-    -- revoke, grants, roles, assignments): a cached credential carrying an older value is stale.
+    -- Bumped by every change to what the user's credentials prove (password, admin flag, token
+    -- revoke): a cached credential carrying an older value is stale. Grants have their own epoch.
     cred_version  bigint NOT NULL DEFAULT 1,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
@@ -69,13 +69,17 @@ CREATE TABLE auth_tokens (
 CREATE UNIQUE INDEX auth_tokens_live_name ON auth_tokens (user_id, name) WHERE revoked_at IS NULL;
 CREATE INDEX auth_tokens_user_idx ON auth_tokens (user_id, token_id);
 
--- One row. Every auth change bumps epoch in its own transaction; each process polls it (once a
--- second) and drops its credential and grant cache when it moved (docs/design-auth.md B3).
+-- One row, polled by each process once a second (docs/design-auth.md B3). A credential change
+-- (password, admin flag, user delete, token revoke) bumps cred_epoch: the process drops its
+-- credential and grant caches. A grant, role or assignment change bumps grant_epoch: only the
+-- grant cache goes, so nobody's password is verified again. The grant a creator receives on an
+-- experiment or model bumps neither (it only adds access; see PgAuthStore.grant_creator_manage).
 CREATE TABLE auth_state (
-    id    int PRIMARY KEY CHECK (id = 1),
-    epoch bigint NOT NULL
+    id          int PRIMARY KEY CHECK (id = 1),
+    cred_epoch  bigint NOT NULL,
+    grant_epoch bigint NOT NULL
 );
-INSERT INTO auth_state (id, epoch) VALUES (1, 1);
+INSERT INTO auth_state (id, cred_epoch, grant_epoch) VALUES (1, 1, 1);
 
 CREATE TABLE audit_log (
     id          bigserial PRIMARY KEY,
