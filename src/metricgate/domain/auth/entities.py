@@ -53,8 +53,8 @@ class Assignment:
 @dataclass(frozen=True, slots=True)
 class Credential:
     """What a verified password or token says about its holder, cached per process.
-    ``cred_version`` moves whenever the user's access is reduced (password, admin flag, tokens,
-    grants), which is how a cached entry learns it is stale."""
+    ``cred_version`` moves whenever what the credential proves changes (password, admin flag,
+    token revoke), which is how a cached entry learns it is stale (grants: the grants epoch)."""
 
     user_id: int
     username: str
