@@ -24,11 +24,12 @@ from aiohttp import web
 
 from metricgate.api.app import create_app
 from metricgate.api.keys import IN_FLIGHT
+from metricgate.auth.bootstrap import ensure_admin
 from metricgate.config import Settings
 from metricgate.health_log import quiet_library_logs
 from metricgate.observability import multiprocess_metrics_dir
 from metricgate.runtime import tune_gc
-from metricgate.service import run_flushers
+from metricgate.service import open_auth_store, run_flushers
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,17 @@ def serve_workers(settings: Settings, workers: int, configure_logging: Callable[
     """N independent server processes on one port; the kernel spreads connections over them.
     Each holds its own pool and Redis client, and its own embedded flusher (consumer group);
     their Prometheus metrics are aggregated through a shared directory (observability.py)."""
+    if settings.auth.enabled:
+        # Once here, before any worker starts: without an admin (and no way to make one) the
+        # command ends with one line and exit 2, not N workers' tracebacks and exit 1.
+        uvloop.run(_ensure_admin(settings))
     with multiprocess_metrics_dir():
         return _run_workers(settings, workers, configure_logging)
+
+
+async def _ensure_admin(settings: Settings) -> None:
+    async with open_auth_store(settings) as store:
+        await ensure_admin(store, settings.auth)
 
 
 def _run_workers(settings: Settings, workers: int, configure_logging: Callable[[], None]) -> int:

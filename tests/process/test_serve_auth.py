@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from scripts import devservices
 
 START_TIMEOUT_S = 20.0
@@ -33,14 +35,15 @@ def _serve_cmd(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "metricgate", "serve", "--host", host, "--port", str(port)]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_auth_on_without_an_admin_refuses_to_start(
-    db_url: str, redis_client_url: str, tmp_path: Path
+    db_url: str, redis_client_url: str, tmp_path: Path, workers: int
 ) -> None:
+    # With --workers the parent checks once before any worker starts.
     env = _env(db_url, redis_client_url, tmp_path, METRICGATE_AUTH="on")
     port = devservices.find_free_port()
-    done = subprocess.run(
-        _serve_cmd("127.0.0.1", port), env=env, capture_output=True, text=True, timeout=60
-    )
+    command = [*_serve_cmd("127.0.0.1", port), "--workers", str(workers)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
     errors = [line for line in done.stderr.splitlines() if line.startswith("metricgate:")]
     assert len(errors) == 1, done.stderr
