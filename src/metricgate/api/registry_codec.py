@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from metricgate.api.codec import Fields, encode_tags
+from metricgate.api.keys import caller
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 
@@ -19,19 +20,25 @@ MAX_COMMENT_CHARS = 5000
 
 
 def audit_from(request: web.Request, fields: Fields) -> Audit:
-    """Who is asking (as the client claims it) and why.
+    """Who is asking and why.
 
-    Actor: the user of an HTTP Basic ``Authorization`` header (the mlflow client sends one when
-    MLFLOW_TRACKING_USERNAME is set), else ``X-Metricgate-User``, else unknown. The password is
-    never looked at: nothing is authenticated yet, which is why events say ``actor_verified:
-    false``. Comment: a ``comment`` field of the JSON body (the mlflow client never sends one,
-    our own callers may), else ``X-Metricgate-Comment``.
+    Actor: with access control on, the authenticated caller (the access middleware verified the
+    credential), so events say ``actor_verified: true`` and no header can claim another name.
+    With it off, what the client claims: the user of an HTTP Basic ``Authorization`` header (the
+    mlflow client sends one when MLFLOW_TRACKING_USERNAME is set), else ``X-Metricgate-User``,
+    else unknown; the password is never looked at, and events say ``actor_verified: false``.
+    Comment: a ``comment`` field of the JSON body (the mlflow client never sends one, our own
+    callers may), else ``X-Metricgate-Comment``.
     """
-    actor = (
-        _basic_auth_user(request.headers.get("Authorization", ""))
-        or request.headers.get(USER_HEADER)
-        or None
-    )
+    credential = caller(request)
+    if credential is not None:
+        actor: str | None = credential.username
+    else:
+        actor = (
+            _basic_auth_user(request.headers.get("Authorization", ""))
+            or request.headers.get(USER_HEADER)
+            or None
+        )
     comment = fields.str("comment") or request.headers.get(COMMENT_HEADER)
     for value in (actor, comment):
         if value is not None and not _storable(value):
@@ -44,7 +51,7 @@ def audit_from(request: web.Request, fields: Fields) -> Audit:
         raise InvalidParameter(
             f"'comment' exceeds the maximum length of {MAX_COMMENT_CHARS} characters"
         )
-    return Audit(actor=actor, comment=comment or None)
+    return Audit(actor=actor, comment=comment or None, actor_verified=credential is not None)
 
 
 def _storable(text: str) -> bool:

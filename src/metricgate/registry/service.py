@@ -40,8 +40,8 @@ class RegistryService:
 
         Approval policies go here: inspect ``action``/``audit`` (and load the current state if
         needed) and raise (PERMISSION_DENIED, or ``Conflict`` for "awaiting approval") before
-        anything is written. Until authentication exists ``audit.actor`` is unverified, so
-        nothing is decided on it yet.
+        anything is written. With access control off ``audit.actor`` is only what the client
+        claims (``audit.actor_verified`` is false): decide nothing on it then.
         """
         del action  # no policy yet; see the docstring
         return await change()

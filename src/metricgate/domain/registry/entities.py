@@ -15,11 +15,13 @@ PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 @dataclass(frozen=True, slots=True)
 class Audit:
-    """Who asked for a change and why. ``actor`` is what the client claims: unverified until
-    authentication exists, so it is never trusted for decisions, only recorded."""
+    """Who asked for a change and why. ``actor`` is the authenticated caller when access control
+    is on (``actor_verified``); with it off, what the client claims, never trusted for decisions,
+    only recorded."""
 
     actor: str | None = None
     comment: str | None = None
+    actor_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,11 +40,12 @@ async def record(
     """Insert one event; the caller's transaction makes it atomic with the change."""
     await conn.execute(
         """INSERT INTO registry_events (event_type, model_name, version, actor, actor_verified, before, after, comment)
-           VALUES ($1, $2, $3, $4, false, $5::jsonb, $6::jsonb, $7)""",
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)""",
         event_type,
         model_name,
         version,
         audit.actor,
+        audit.actor_verified,
         _json(before),
         _json(after),
         audit.comment,
