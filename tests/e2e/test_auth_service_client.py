@@ -6,11 +6,8 @@ self-service password change, and a metricgate API token in MLFLOW_TRACKING_TOKE
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,21 +54,11 @@ def login(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def auth_service_client_class() -> Any:
-    """``mlflow.server.auth.client.AuthServiceClient``, unmodified. Importing it runs the
-    package's ``__init__``, which is MLflow's server-side auth app and needs Flask-WTF (the
-    ``mlflow[auth]`` extra, a server dependency this project does not install). Without it the
-    package is registered as a bare namespace over the same directory, so the client and the
-    ``entities`` and ``routes`` modules it imports load from the wheel as they are."""
-    try:
-        from mlflow.server.auth.client import AuthServiceClient
-    except ImportError:
-        sys.modules.pop("mlflow.server.auth", None)
-        spec = importlib.util.find_spec("mlflow.server")
-        assert spec is not None and spec.submodule_search_locations
-        package = types.ModuleType("mlflow.server.auth")
-        package.__path__ = [str(Path(spec.submodule_search_locations[0]) / "auth")]
-        sys.modules["mlflow.server.auth"] = package
-        from mlflow.server.auth.client import AuthServiceClient
+    """``mlflow.server.auth.client.AuthServiceClient``, unmodified, imported as its users do.
+    Importing it runs the package's ``__init__`` (MLflow's server-side auth app), which needs
+    Flask-WTF: the test extra installs it."""
+    from mlflow.server.auth.client import AuthServiceClient
+
     return AuthServiceClient
 
 
