@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.registry import rules
 from metricgate.domain.registry.entities import (
@@ -267,9 +268,11 @@ class RegistryService:
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
         return await self._store.search_registered_models(
-            filter_string, order_by, max_results, page_token
+            filter_string, order_by, max_results, page_token, visibility=visibility
         )
 
     async def get_latest_versions(
@@ -296,9 +299,11 @@ class RegistryService:
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
         return await self._store.search_model_versions(
-            filter_string, order_by, max_results, page_token
+            filter_string, order_by, max_results, page_token, visibility=visibility
         )
 
     async def history(

@@ -17,6 +17,7 @@ import orjson
 
 from metricgate.domain.auth.entities import ApiToken, Assignment, Role, RolePermission, User
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
+from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.metrics.chunks import FlushBatch
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.tracking.entities import (
@@ -121,6 +122,8 @@ class ExperimentStore(Protocol):
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page: ...
 
     async def rename(self, experiment_id: int, new_name: str) -> None: ...
@@ -211,6 +214,8 @@ class RunStore(RunLookup, Protocol):
         max_results: int,
         order_by: list[str],
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> tuple[RunRows, str | None]: ...
 
 
@@ -360,6 +365,8 @@ class LoggedModelStore(Protocol):
         order_by: list[dict[str, object]],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page: ...
 
 
@@ -395,6 +402,8 @@ class RegistryStore(Protocol):
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page: ...
 
     async def create_model_version(
@@ -445,6 +454,8 @@ class RegistryStore(Protocol):
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page: ...
 
     async def history(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Experiment, Page, Tag
@@ -126,11 +127,16 @@ class PgExperimentStore:
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
+        """One page of matching experiments the caller may read (``visibility``)."""
         offset = decode_page_token(page_token)
         sql, args = compile_experiment_search(
-            view_type, filter_string, order_by, max_results, offset
+            view_type, filter_string, order_by, max_results, offset, visibility=visibility
         )
+        if visibility.mode is Mode.NONE:  # checked the request, nothing to read
+            return Page([], None)
         async with self._db.read_connection() as conn:
             ids = [row["experiment_id"] for row in await conn.fetch(sql, *args)]
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None

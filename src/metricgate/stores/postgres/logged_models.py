@@ -7,13 +7,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.names import random_run_name
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import LoggedModel, Metric, Page, Param, Tag
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
-from metricgate.stores.postgres.search_sql import compile_logged_model_search
+from metricgate.stores.postgres.search_sql import (
+    compile_logged_model_search,
+    visible_experiment_ids,
+)
 
 # The tag through which the runs table's "Models" column links a logged model to its versions.
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
@@ -129,11 +133,18 @@ class PgLoggedModelStore:
         order_by: list[dict[str, object]],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
+        """One page of matching models of the requested experiments ``visibility`` shows."""
         offset = decode_page_token(page_token)
         sql, args = compile_logged_model_search(
-            experiment_ids, filter_string, order_by, max_results, offset
+            experiment_ids, filter_string, order_by, max_results, offset, visibility=visibility
         )
+        if visibility.mode is not Mode.ALL and not visible_experiment_ids(
+            experiment_ids, visibility
+        ):
+            return Page([], None)
         async with self._db.read_connection() as conn:
             ids = [row["model_id"] for row in await conn.fetch(sql, *args)]
             models = await _load(conn, ids[:max_results])

@@ -10,6 +10,7 @@ from operator import itemgetter
 import asyncpg
 import orjson
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.names import random_run_name
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
@@ -26,7 +27,7 @@ from metricgate.domain.tracking.entities import (
 from metricgate.stores.base import RunRows, dataset_input_tags
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
-from metricgate.stores.postgres.search_sql import compile_run_search
+from metricgate.stores.postgres.search_sql import compile_run_search, visible_experiment_ids
 
 RUN_NAME_TAG = "mlflow.runName"
 MODEL_HISTORY_TAG = "mlflow.log-model.history"
@@ -309,15 +310,23 @@ class PgRunStore:
         max_results: int,
         order_by: list[str],
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> tuple[RunRows, str | None]:
         """One page of matching runs as rows, and the next page's token (None on the last).
+        Only runs of the requested experiments ``visibility`` shows (the others are dropped).
 
         Two statements on one connection: the page's ids (one row more than the page, to know
         whether another follows), then every part of those runs."""
         offset = decode_page_token(page_token)
         sql, args = compile_run_search(
-            experiment_ids, filter_string, order_by, view_type, max_results, offset
-        )
+            experiment_ids, filter_string, order_by, view_type, max_results, offset,
+            visibility=visibility,
+        )  # fmt: skip
+        if visibility.mode is not Mode.ALL and not visible_experiment_ids(
+            experiment_ids, visibility
+        ):
+            return RunRows([], {}, {}, {}, {}, {}, {}, {}), None
         async with self._db.read_connection() as conn:
             run_ids = [row[0] for row in await conn.fetch(sql, *args)]
             rows = await fetch_run_rows(conn, run_ids[:max_results])

@@ -6,12 +6,19 @@ Every client-supplied value, keys included, is bound as an asyncpg ``$n`` parame
 explicit cast; only fixed table and column names from the maps below reach the SQL text.
 Each query selects one id column and fetches ``max_results + 1`` rows: the extra row tells the
 caller that a next page exists.
+
+With auth on, a search takes the caller's Visibility (domain/auth/visibility.py) and adds one
+predicate on the governing id (docs/design-auth.md B5): ``NOT (id = ANY($denied))`` or
+``id = ANY($allowed)``, or cuts the requested experiment ids to the readable ones. In the WHERE,
+OFFSET counts readable rows only: pages stay full and the offset tokens stay valid. An
+unrestricted caller (admin, auth off) gets the SQL unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.search.filter import (
     ATTRIBUTE,
@@ -134,14 +141,16 @@ def compile_run_search(
     offset: int,
     *,
     group_by_key: bool = True,
+    visibility: Visibility = UNRESTRICTED,
 ) -> tuple[str, list[object]]:
     """SQL selecting ``run_id`` of matching runs, in MLflow's order, one page plus one row.
     ``group_by_key=False`` builds one subquery per clause (the former SQL, kept to prove the
-    grouped form equivalent in tests)."""
+    grouped form equivalent in tests). Experiments ``visibility`` hides are dropped from
+    ``experiment_ids``, silently, as stock."""
     clauses = parse_run_filter(filter_string)
     order_keys = parse_order_by(order_by)
     query = SqlQuery("r.run_id", "runs AS r")
-    _restrict_experiments(query, "r.experiment_id", experiment_ids)
+    _restrict_experiments(query, "r.experiment_id", experiment_ids, visibility)
     _restrict_lifecycle(query, "r.lifecycle_stage", view_type)
     query.where.extend(_conditions(query, clauses, _run_target, _run_condition, group_by_key))
     _order_runs(query, order_keys)
@@ -156,8 +165,10 @@ def compile_experiment_search(
     offset: int,
     *,
     group_by_key: bool = True,
+    visibility: Visibility = UNRESTRICTED,
 ) -> tuple[str, list[object]]:
-    """SQL selecting ``experiment_id`` of matching experiments, one page plus one row."""
+    """SQL selecting ``experiment_id`` of matching experiments ``visibility`` shows, one page
+    plus one row."""
     clauses = parse_experiment_filter(filter_string)
     # MLflow's default order, and its tie-breaker when the caller's order lacks experiment_id.
     order_keys = parse_experiment_order_by(order_by) or [
@@ -166,6 +177,7 @@ def compile_experiment_search(
     ]
     query = SqlQuery("e.experiment_id", "experiments AS e")
     _restrict_lifecycle(query, "e.lifecycle_stage", view_type)
+    restrict_visible(query, "e.experiment_id", visibility, visibility.experiment_ids(), "bigint")
     query.where.extend(
         _conditions(query, clauses, _experiment_target, _experiment_condition, group_by_key)
     )
@@ -183,12 +195,14 @@ def compile_logged_model_search(
     offset: int,
     *,
     group_by_key: bool = True,
+    visibility: Visibility = UNRESTRICTED,
 ) -> tuple[str, list[object]]:
-    """SQL selecting ``model_id`` of matching active logged models, one page plus one row."""
+    """SQL selecting ``model_id`` of matching active logged models, one page plus one row;
+    experiments ``visibility`` hides are dropped from ``experiment_ids``."""
     clauses = parse_logged_model_filter(filter_string)
     order_keys = parse_logged_model_order_by(order_by)
     query = SqlQuery("lm.model_id", "logged_models AS lm")
-    _restrict_experiments(query, "lm.experiment_id", experiment_ids)
+    _restrict_experiments(query, "lm.experiment_id", experiment_ids, visibility)
     query.where.append(f"lm.lifecycle_stage = {query.bind('active', 'text')}")
     query.where.extend(
         _conditions(query, clauses, _logged_model_target, _logged_model_condition, group_by_key)
@@ -640,15 +654,43 @@ def _restrict_lifecycle(query: SqlQuery, column: str, view_type: str) -> None:
 
 
 def _restrict_experiments(
-    query: SqlQuery, column: str, experiment_ids: Sequence[int | str]
+    query: SqlQuery, column: str, experiment_ids: Sequence[int | str], visibility: Visibility
 ) -> None:
-    ids = [_experiment_id(raw) for raw in experiment_ids]
+    ids = visible_experiment_ids(experiment_ids, visibility)
     # One experiment (the usual search) as "=": an index on (experiment_id, <order>) can then
     # deliver rows in order, which it cannot for ANY over several experiments.
     if len(ids) == 1:
         query.where.append(f"{column} = {query.bind(ids[0], 'bigint')}")
     else:
         query.where.append(f"{column} = ANY({query.bind(ids, 'bigint[]')})")
+
+
+def visible_experiment_ids(
+    experiment_ids: Sequence[int | str], visibility: Visibility
+) -> list[int]:
+    """The requested experiment ids, checked, without those ``visibility`` hides. The cut is the
+    predicate on the runs' (logged models') experiment, applied before the query: an ``=`` on
+    the one readable experiment still drives its (experiment_id, order) index."""
+    ids = [_experiment_id(raw) for raw in experiment_ids]
+    if visibility.mode is Mode.ALL:
+        return ids
+    return [i for i in ids if visibility.allows(str(i))]
+
+
+def restrict_visible(
+    query: SqlQuery, column: str, visibility: Visibility, ids: Sequence[object], cast: str
+) -> None:
+    """The one predicate ``visibility`` adds on ``column``; ``ids`` are its ids spelled for
+    ``cast`` (``visibility.experiment_ids()`` or ``.names()``)."""
+    mode = visibility.mode
+    if mode is Mode.ALL or (mode is Mode.ALL_EXCEPT and not ids):
+        return
+    if mode is Mode.NONE or not ids:
+        query.where.append("FALSE")
+    elif mode is Mode.ALL_EXCEPT:
+        query.where.append(f"NOT ({column} = ANY({query.bind(list(ids), cast + '[]')}))")
+    else:
+        query.where.append(f"{column} = ANY({query.bind(list(ids), cast + '[]')})")
 
 
 def _experiment_id(raw: int | str) -> int:

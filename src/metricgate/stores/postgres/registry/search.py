@@ -5,12 +5,15 @@ tag conditions (column_or_tag_conditions): clauses on one tag key share one EXIS
 share one aggregate, so the SQL grows linearly with the filter (one subquery per clause took
 ~40 s to plan and run for 100 ``tags.k = 'v'`` clauses over 200 models).
 Only the column maps and the prompt rules of stock MLflow's SqlAlchemyStore are registry-specific.
+With auth on, both searches take the caller's Visibility of registered models and match it on the
+model's name (a version is readable with its model).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.registry.entities import PROMPT_TAG
 from metricgate.domain.search.filter import (
     ATTRIBUTE,
@@ -26,6 +29,7 @@ from metricgate.stores.postgres.search_sql import (
     SqlQuery,
     column_or_tag_conditions,
     page_window,
+    restrict_visible,
     sort_term,
 )
 
@@ -51,6 +55,7 @@ def compile_registered_model_search(
     offset: int,
     *,
     group_by_key: bool = True,
+    visibility: Visibility = UNRESTRICTED,
 ) -> tuple[str, list[object]]:
     """SQL selecting ``model_key`` of matching models (default order: name), one page plus one row.
     ``group_by_key=False`` builds one subquery per tag clause (the former SQL, kept to prove the
@@ -58,6 +63,7 @@ def compile_registered_model_search(
     clauses = parse_registered_model_filter(filter_string)
     keys = parse_registered_model_order_by(order_by) or [OrderKey(ATTRIBUTE, "name")]
     query = SqlQuery("rm.model_key", "registered_models AS rm")
+    restrict_visible(query, "rm.name", visibility, visibility.names(), "text")
     clauses = _apply_prompt_rule(
         query, clauses, "registered_model_tags", "p.model_key = rm.model_key"
     )
@@ -79,6 +85,7 @@ def compile_model_version_search(
     offset: int,
     *,
     group_by_key: bool = True,
+    visibility: Visibility = UNRESTRICTED,
 ) -> tuple[str, list[object]]:
     """SQL selecting ``(model_key, version)`` of matching versions (default order: name, then
     newest version first, as MLflow), one page plus one row."""
@@ -91,6 +98,7 @@ def compile_model_version_search(
         "mv.model_key, mv.version",
         "model_versions AS mv JOIN registered_models AS rm USING (model_key)",
     )
+    restrict_visible(query, "rm.name", visibility, visibility.names(), "text")
     # Stock joins its prompt subquery on the model name only: a version is hidden when any
     # version of its model is tagged as a prompt (in practice all of a prompt's versions are).
     clauses = _apply_prompt_rule(query, clauses, "model_version_tags", "p.model_key = mv.model_key")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, NotFound
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
@@ -196,9 +197,15 @@ class PgRegistryStore:
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
         offset = decode_page_token(page_token)
-        sql, args = compile_registered_model_search(filter_string, order_by, max_results, offset)
+        sql, args = compile_registered_model_search(
+            filter_string, order_by, max_results, offset, visibility=visibility
+        )
+        if visibility.mode is Mode.NONE:
+            return Page([], None)
         async with self._db.read_connection() as conn:
             keys = [r["model_key"] for r in await conn.fetch(sql, *args)]
             models = await load_models(conn, keys[:max_results])
@@ -301,9 +308,15 @@ class PgRegistryStore:
         order_by: list[str],
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> Page:
         offset = decode_page_token(page_token)
-        sql, args = compile_model_version_search(filter_string, order_by, max_results, offset)
+        sql, args = compile_model_version_search(
+            filter_string, order_by, max_results, offset, visibility=visibility
+        )
+        if visibility.mode is Mode.NONE:
+            return Page([], None)
         async with self._db.read_connection() as conn:
             keys = [(r["model_key"], r["version"]) for r in await conn.fetch(sql, *args)]
             found = await load_versions(conn, keys[:max_results])
