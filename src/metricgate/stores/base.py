@@ -578,6 +578,19 @@ class GrantHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditContext:
+    """Who makes a change: passed into an AuthStore write, which records its audit entry
+    (docs/design-auth.md B7) in the change's own transaction, so a change and its entry commit
+    together or not at all. ``method`` is "basic", "token" or "system"."""
+
+    actor_id: int | None
+    actor: str | None
+    method: str | None
+    client_addr: str | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     id: int
     at_ms: int
@@ -602,10 +615,16 @@ class AuthStore(Protocol):
     in the change's own transaction, so each process's caches learn they are stale. The one
     exception is ``grant_creator_manage``, written on every create: it bumps nothing, and a
     process whose cached grants lack it finds it when the access check re-reads on a denial
-    (``Authenticator.reload_grants``)."""
+    (``Authenticator.reload_grants``).
+
+    Every write that changes users, tokens, roles or grants takes ``audit``: given, the write
+    appends its audit entry (action, target, details such as the level replaced) in its own
+    transaction; None (tests, the bootstrap admin) writes none."""
 
     # users
-    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User: ...
+    async def create_user(
+        self, username: str, password_hash: str, is_admin: bool, *, audit: AuditContext | None = ...
+    ) -> User: ...
 
     async def get_user(self, username: str) -> User: ...
 
@@ -619,11 +638,15 @@ class AuthStore(Protocol):
 
     async def user_credentials(self, username: str) -> UserCredentials | None: ...
 
-    async def set_password(self, username: str, password_hash: str) -> None: ...
+    async def set_password(
+        self, username: str, password_hash: str, *, audit: AuditContext | None = ...
+    ) -> None: ...
 
-    async def set_admin(self, username: str, is_admin: bool) -> None: ...
+    async def set_admin(
+        self, username: str, is_admin: bool, *, audit: AuditContext | None = ...
+    ) -> None: ...
 
-    async def delete_user(self, username: str) -> None: ...
+    async def delete_user(self, username: str, *, audit: AuditContext | None = ...) -> None: ...
 
     async def any_admin(self) -> bool: ...
 
@@ -635,7 +658,14 @@ class AuthStore(Protocol):
 
     # tokens
     async def create_token(
-        self, user_id: int, name: str, digest: bytes, hint: str, expires_at_ms: int | None
+        self,
+        user_id: int,
+        name: str,
+        digest: bytes,
+        hint: str,
+        expires_at_ms: int | None,
+        *,
+        audit: AuditContext | None = ...,
     ) -> ApiToken:
         """AlreadyExists when the user has a live token of that name."""
         ...
@@ -650,7 +680,9 @@ class AuthStore(Protocol):
 
     async def list_tokens(self, user_id: int) -> builtins.list[ApiToken]: ...
 
-    async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
+    async def revoke_token(
+        self, user_id: int | None, token_id: int, *, audit: AuditContext | None = ...
+    ) -> ApiToken:
         """Revoke a live token; ``user_id`` None: whoever owns it (an admin's call)."""
         ...
 
@@ -671,13 +703,20 @@ class AuthStore(Protocol):
         permission: Permission,
         *,
         replace: bool,
+        audit: AuditContext | None = ...,
     ) -> Permission | None:
         """Grant on the user's hidden role; the level replaced (None if new). An existing grant
-        raises AlreadyExists unless ``replace``."""
+        raises AlreadyExists unless ``replace`` (then it is updated in place: audited as
+        ``grant.set``, else ``grant.created``)."""
         ...
 
     async def revoke_user(
-        self, username: str, resource_type: ResourceType, pattern: str
+        self,
+        username: str,
+        resource_type: ResourceType,
+        pattern: str,
+        *,
+        audit: AuditContext | None = ...,
     ) -> Permission:
         """Remove the grant from the user's hidden role; the level it had."""
         ...
@@ -696,33 +735,70 @@ class AuthStore(Protocol):
     ) -> builtins.list[GrantHolder]: ...
 
     # roles
-    async def create_role(self, name: str, workspace: str, description: str | None) -> Role: ...
+    async def create_role(
+        self,
+        name: str,
+        workspace: str,
+        description: str | None,
+        *,
+        audit: AuditContext | None = ...,
+    ) -> Role: ...
 
     async def get_role(self, role_id: int) -> Role: ...
 
     async def list_roles(self, workspace: str | None = ...) -> builtins.list[Role]: ...
 
     async def update_role(
-        self, role_id: int, name: str | None, description: str | None
+        self,
+        role_id: int,
+        name: str | None,
+        description: str | None,
+        *,
+        audit: AuditContext | None = ...,
     ) -> Role: ...
 
-    async def delete_role(self, role_id: int) -> None: ...
+    async def delete_role(self, role_id: int, *, audit: AuditContext | None = ...) -> None: ...
 
     async def add_role_permission(
-        self, role_id: int, resource_type: ResourceType, pattern: str, permission: Permission
+        self,
+        role_id: int,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        audit: AuditContext | None = ...,
     ) -> RolePermission: ...
 
-    async def remove_role_permission(self, role_permission_id: int) -> None: ...
+    async def set_role_permission(
+        self,
+        role_id: int,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        audit: AuditContext | None = ...,
+    ) -> tuple[RolePermission, Permission | None]:
+        """Add the grant, or update the role's grant on that resource in place; with the level
+        replaced (None if new). Audited as ``grant.set``."""
+        ...
+
+    async def remove_role_permission(
+        self, role_permission_id: int, *, audit: AuditContext | None = ...
+    ) -> None: ...
 
     async def list_role_permissions(self, role_id: int) -> builtins.list[RolePermission]: ...
 
     async def update_role_permission(
-        self, role_permission_id: int, permission: Permission
+        self, role_permission_id: int, permission: Permission, *, audit: AuditContext | None = ...
     ) -> RolePermission: ...
 
-    async def assign_role(self, username: str, role_id: int) -> Assignment: ...
+    async def assign_role(
+        self, username: str, role_id: int, *, audit: AuditContext | None = ...
+    ) -> Assignment: ...
 
-    async def unassign_role(self, username: str, role_id: int) -> None: ...
+    async def unassign_role(
+        self, username: str, role_id: int, *, audit: AuditContext | None = ...
+    ) -> None: ...
 
     async def list_user_roles(self, username: str) -> builtins.list[Role]: ...
 
@@ -757,4 +833,7 @@ class AuthStore(Protocol):
         actor: str | None = ...,
         action: str | None = ...,
         since_ms: int | None = ...,
-    ) -> tuple[builtins.list[AuditEntry], str | None]: ...
+        until_ms: int | None = ...,
+    ) -> tuple[builtins.list[AuditEntry], str | None]:
+        """Newest first, keyset-paged by id; ``since_ms`` inclusive, ``until_ms`` exclusive."""
+        ...

@@ -39,6 +39,7 @@ from metricgate.domain.auth.permissions import (
 from metricgate.domain.auth.rules import check_role_name, check_workspace
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, MetricgateError, NotFound
 from metricgate.stores.base import (
+    AuditContext,
     AuditEntry,
     AuthEpochs,
     GrantHolder,
@@ -135,6 +136,59 @@ def _client_addr(value: str | None) -> str | None:
         return None
 
 
+async def _insert_audit(
+    conn: PgConnection,
+    who: AuditContext,
+    action: str,
+    target_type: str | None,
+    target_id: str | int | None,
+    details: dict[str, Any],
+) -> int:
+    entry_id = await conn.fetchval(
+        """INSERT INTO audit_log (actor_id, actor, auth_method, client_addr, action,
+                                  target_type, target_id, details, request_id)
+           VALUES ($1, $2, $3, $4::inet, $5, $6, $7, $8::jsonb, $9) RETURNING id""",
+        who.actor_id,
+        who.actor,
+        who.method,
+        _client_addr(who.client_addr),
+        action,
+        target_type,
+        None if target_id is None else str(target_id),
+        orjson.dumps(details).decode("utf-8"),
+        who.request_id,
+    )
+    assert isinstance(entry_id, int)
+    return entry_id
+
+
+async def _audited(
+    conn: PgConnection,
+    who: AuditContext | None,
+    action: str,
+    target_type: str,
+    target_id: str | int | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The change's audit entry, in the change's transaction (``conn``): a change that fails
+    after this leaves no entry, and an entry that cannot be written undoes the change."""
+    if who is not None:
+        await _insert_audit(conn, who, action, target_type, target_id, details or {})
+
+
+def _grant_details(row: asyncpg.Record, old: str | None = None) -> dict[str, Any]:
+    details = {
+        "role_permission_id": row["grant_id"],
+        "role_id": row["role_id"],
+        "resource_type": row["resource_type"],
+        "resource_pattern": row["resource_pattern"],
+        "permission": row["permission"],
+    }
+    if old is not None:
+        details["old"] = old
+    return details
+
+
 async def _bump(conn: PgConnection, user_id: int) -> None:
     """Mark this user's cached credentials stale (inside ``_changing("cred_epoch")``)."""
     await conn.execute(
@@ -228,9 +282,16 @@ class PgAuthStore:
 
     # ------------------------------------------------------------ users
 
-    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
+    async def create_user(
+        self,
+        username: str,
+        password_hash: str,
+        is_admin: bool,
+        *,
+        audit: AuditContext | None = None,
+    ) -> User:
         try:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 row = await conn.fetchrow(
                     """INSERT INTO auth_users AS u (username, password_hash, is_admin)
                        VALUES ($1, $2, $3) RETURNING u.user_id, u.username, u.is_admin""",
@@ -238,12 +299,14 @@ class PgAuthStore:
                     password_hash,
                     is_admin,
                 )
+                assert row is not None  # INSERT ... RETURNING: one row
+                details = {"user_id": row["user_id"], "is_admin": is_admin}
+                await _audited(conn, audit, "user.created", "user", username, details)
         except asyncpg.UniqueViolationError as exc:
             # Stock quotes the database's error here; its text names the table and constraint.
             raise AlreadyExists(f"User '{username[:300]}' already exists.") from exc
         except asyncpg.CheckViolationError as exc:
             raise InvalidParameter("Username must be 1 to 256 characters") from exc
-        assert row is not None  # INSERT ... RETURNING: one row
         return _user(row)
 
     async def get_user(self, username: str) -> User:
@@ -291,7 +354,15 @@ class PgAuthStore:
             return None
         return UserCredentials(_user(row), row["password_hash"], row["cred_version"])
 
-    async def _update_user(self, username: str, assignment: str, value: object) -> None:
+    async def _update_user(
+        self,
+        username: str,
+        assignment: str,
+        value: object,
+        audit: AuditContext | None,
+        action: str,
+        details: dict[str, Any],
+    ) -> None:
         async with self._changing("cred_epoch") as conn:
             user_id = await conn.fetchval(
                 f"UPDATE auth_users SET {assignment} WHERE username = $1 RETURNING user_id",
@@ -301,14 +372,23 @@ class PgAuthStore:
             if user_id is None:
                 raise _user_not_found(username)
             await _bump(conn, user_id)
+            await _audited(conn, audit, action, "user", username, details)
 
-    async def set_password(self, username: str, password_hash: str) -> None:
-        await self._update_user(username, "password_hash = $2", password_hash)
+    async def set_password(
+        self, username: str, password_hash: str, *, audit: AuditContext | None = None
+    ) -> None:
+        await self._update_user(
+            username, "password_hash = $2", password_hash, audit, "user.password_changed", {}
+        )
 
-    async def set_admin(self, username: str, is_admin: bool) -> None:
-        await self._update_user(username, "is_admin = $2", is_admin)
+    async def set_admin(
+        self, username: str, is_admin: bool, *, audit: AuditContext | None = None
+    ) -> None:
+        await self._update_user(
+            username, "is_admin = $2", is_admin, audit, "user.admin_changed", {"is_admin": is_admin}
+        )
 
-    async def delete_user(self, username: str) -> None:
+    async def delete_user(self, username: str, *, audit: AuditContext | None = None) -> None:
         # Tokens, assignments and the hidden role with its grants go by ON DELETE CASCADE; the
         # user's grant cache entries go with its credentials (cred_epoch drops both).
         async with self._changing("cred_epoch") as conn:
@@ -317,6 +397,7 @@ class PgAuthStore:
             )
             if user_id is None:
                 raise _user_not_found(username)
+            await _audited(conn, audit, "user.deleted", "user", username, {"user_id": user_id})
 
     async def any_admin(self) -> bool:
         async with self._db.connection() as conn:
@@ -344,10 +425,17 @@ class PgAuthStore:
     # ------------------------------------------------------------ tokens
 
     async def create_token(
-        self, user_id: int, name: str, digest: bytes, hint: str, expires_at_ms: int | None
+        self,
+        user_id: int,
+        name: str,
+        digest: bytes,
+        hint: str,
+        expires_at_ms: int | None,
+        *,
+        audit: AuditContext | None = None,
     ) -> ApiToken:
         try:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_tokens AS t (user_id, name, token_hash, hint, expires_at)
                         VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0))
@@ -358,6 +446,15 @@ class PgAuthStore:
                     hint,
                     expires_at_ms,
                 )
+                assert row is not None  # INSERT ... RETURNING: one row
+                token = _token(row)
+                details = {
+                    "name": token.name,
+                    "hint": token.hint,
+                    "owner_id": token.user_id,
+                    "expires_at": token.expires_at_ms,
+                }
+                await _audited(conn, audit, "token.created", "token", token.id, details)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "auth_tokens_live_name":
                 raise AlreadyExists(f"A token named '{name[:300]}' already exists") from exc
@@ -366,8 +463,7 @@ class PgAuthStore:
             raise NotFound(f"User with id={user_id} not found") from exc
         except asyncpg.CheckViolationError as exc:
             raise InvalidParameter("A token needs a name and a 32-byte digest") from exc
-        assert row is not None  # INSERT ... RETURNING: one row
-        return _token(row)
+        return token
 
     async def token_credentials(self, digest: bytes) -> TokenCredentials | None:
         async with self._db.connection() as conn:
@@ -403,7 +499,9 @@ class PgAuthStore:
             )
         return [_token(r) for r in rows]
 
-    async def revoke_token(self, user_id: int | None, token_id: int) -> ApiToken:
+    async def revoke_token(
+        self, user_id: int | None, token_id: int, *, audit: AuditContext | None = None
+    ) -> ApiToken:
         async with self._changing("cred_epoch") as conn:
             row = await conn.fetchrow(
                 f"""UPDATE auth_tokens t SET revoked_at = clock_timestamp()
@@ -416,7 +514,10 @@ class PgAuthStore:
             if row is None:
                 raise NotFound(f"Token with id={token_id} not found")
             await _bump(conn, row["user_id"])
-        return _token(row)
+            token = _token(row)
+            details = {"name": token.name, "hint": token.hint, "owner_id": token.user_id}
+            await _audited(conn, audit, "token.revoked", "token", token.id, details)
+        return token
 
     async def touch_token(self, token_id: int) -> None:
         async with self._db.connection() as conn:
@@ -453,6 +554,7 @@ class PgAuthStore:
         permission: Permission,
         *,
         replace: bool,
+        audit: AuditContext | None = None,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
         async with self._changing("grant_epoch") as conn:
@@ -485,10 +587,23 @@ class PgAuthStore:
                     f"User '{username[:300]}' already has a permission on "
                     f"{resource_type.value} '{pattern[:300]}'"
                 ) from exc
+            details = {
+                "resource_type": resource_type.value,
+                "resource_id": pattern,
+                "permission": permission.name,
+                "old": old,
+            }
+            action = "grant.set" if replace else "grant.created"
+            await _audited(conn, audit, action, "user", username, details)
         return None if old is None else Permission[old]
 
     async def revoke_user(
-        self, username: str, resource_type: ResourceType, pattern: str
+        self,
+        username: str,
+        resource_type: ResourceType,
+        pattern: str,
+        *,
+        audit: AuditContext | None = None,
     ) -> Permission:
         async with self._changing("grant_epoch") as conn:
             user_id = await _user_id(conn, username)
@@ -506,6 +621,8 @@ class PgAuthStore:
                     f"User '{username[:300]}' has no permission on "
                     f"{resource_type.value} '{pattern[:300]}'"
                 )
+            details = {"resource_type": resource_type.value, "resource_id": pattern, "old": old}
+            await _audited(conn, audit, "grant.revoked", "user", username, details)
         return Permission[old]
 
     async def user_permission_rows(self, username: str) -> list[PermissionRow]:
@@ -581,11 +698,18 @@ class PgAuthStore:
 
     # ------------------------------------------------------------ roles
 
-    async def create_role(self, name: str, workspace: str, description: str | None) -> Role:
+    async def create_role(
+        self,
+        name: str,
+        workspace: str,
+        description: str | None,
+        *,
+        audit: AuditContext | None = None,
+    ) -> Role:
         check_role_name(name)
         workspace = check_workspace(workspace)
         try:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 role_id = await conn.fetchval(
                     """INSERT INTO auth_roles (name, workspace, description) VALUES ($1, $2, $3)
                        RETURNING role_id""",
@@ -593,6 +717,8 @@ class PgAuthStore:
                     workspace,
                     description,
                 )
+                details = {"name": name, "workspace": workspace}
+                await _audited(conn, audit, "role.created", "role", role_id, details)
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(
                 f"Role (name={name[:300]}, workspace={workspace}) already exists."
@@ -614,7 +740,14 @@ class PgAuthStore:
                 workspace,
             )
 
-    async def update_role(self, role_id: int, name: str | None, description: str | None) -> Role:
+    async def update_role(
+        self,
+        role_id: int,
+        name: str | None,
+        description: str | None,
+        *,
+        audit: AuditContext | None = None,
+    ) -> Role:
         if name is not None:
             check_role_name(name)
         try:
@@ -630,17 +763,30 @@ class PgAuthStore:
                     name,
                     description,
                 )
+                changed = {
+                    k: v for k, v in (("name", name), ("description", description)) if v is not None
+                }
+                if name is not None:
+                    changed["old_name"] = row["name"]
+                await _audited(conn, audit, "role.updated", "role", role_id, changed)
                 return (await _roles(conn, "WHERE r.role_id = $1", role_id))[0]
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(f"Role with name={(name or '')[:300]} already exists") from exc
 
-    async def delete_role(self, role_id: int) -> None:
+    async def delete_role(self, role_id: int, *, audit: AuditContext | None = None) -> None:
         async with self._changing("grant_epoch") as conn:
-            await _role_row(conn, role_id, lock=True)
+            row = await _role_row(conn, role_id, lock=True)
             await conn.execute("DELETE FROM auth_roles WHERE role_id = $1", role_id)
+            await _audited(conn, audit, "role.deleted", "role", role_id, {"name": row["name"]})
 
     async def add_role_permission(
-        self, role_id: int, resource_type: ResourceType, pattern: str, permission: Permission
+        self,
+        role_id: int,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        audit: AuditContext | None = None,
     ) -> RolePermission:
         check_grant(resource_type, pattern, permission)
         try:
@@ -655,28 +801,86 @@ class PgAuthStore:
                     pattern,
                     permission.name,
                 )
+                assert row is not None  # INSERT ... RETURNING: one row
+                await _audited(
+                    conn, audit, "role.permission_added", "role", role_id, _grant_details(row)
+                )
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(
                 f"Role permission (role_id={role_id}, resource_type={resource_type.value}, "
                 f"resource_pattern={pattern[:300]}) already exists"
             ) from exc
-        assert row is not None  # INSERT ... RETURNING: one row
         return _role_permission(row)
 
-    async def remove_role_permission(self, role_permission_id: int) -> None:
+    async def set_role_permission(
+        self,
+        role_id: int,
+        resource_type: ResourceType,
+        pattern: str,
+        permission: Permission,
+        *,
+        audit: AuditContext | None = None,
+    ) -> tuple[RolePermission, Permission | None]:
+        check_grant(resource_type, pattern, permission)
         async with self._changing("grant_epoch") as conn:
-            role_id = await conn.fetchval(
-                "DELETE FROM auth_grants WHERE grant_id = $1 RETURNING role_id",
+            await _role_row(conn, role_id, lock=True)
+            # The role's row lock (after the epoch row's) serialises writers of its grants, so
+            # the level read here is the one the upsert replaces.
+            old = await conn.fetchval(
+                """SELECT permission FROM auth_grants
+                   WHERE role_id = $1 AND resource_type = $2 AND resource_pattern = $3""",
+                role_id,
+                resource_type.value,
+                pattern,
+            )
+            row = await conn.fetchrow(
+                f"""INSERT INTO auth_grants AS g
+                        (role_id, resource_type, resource_pattern, permission)
+                    VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (role_id, resource_type, resource_pattern)
+                    DO UPDATE SET permission = EXCLUDED.permission
+                    RETURNING {_GRANT_COLUMNS}""",
+                role_id,
+                resource_type.value,
+                pattern,
+                permission.name,
+            )
+            assert row is not None  # INSERT ... RETURNING: one row
+            details = {
+                "resource_type": resource_type.value,
+                "resource_id": pattern,
+                "permission": permission.name,
+                "old": old,
+                "role_permission_id": row["grant_id"],
+            }
+            await _audited(conn, audit, "grant.set", "role", role_id, details)
+        return _role_permission(row), None if old is None else Permission[old]
+
+    async def remove_role_permission(
+        self, role_permission_id: int, *, audit: AuditContext | None = None
+    ) -> None:
+        async with self._changing("grant_epoch") as conn:
+            row = await conn.fetchrow(
+                f"""DELETE FROM auth_grants g WHERE g.grant_id = $1
+                    RETURNING {_GRANT_COLUMNS}""",
                 role_permission_id,
             )
-            if role_id is None:
+            if row is None:
                 raise NotFound(f"Role permission with id={role_permission_id} not found")
+            await _audited(
+                conn,
+                audit,
+                "role.permission_removed",
+                "role_permission",
+                role_permission_id,
+                _grant_details(row),
+            )
 
     async def list_role_permissions(self, role_id: int) -> list[RolePermission]:
         return list((await self.get_role(role_id)).permissions)
 
     async def update_role_permission(
-        self, role_permission_id: int, permission: Permission
+        self, role_permission_id: int, permission: Permission, *, audit: AuditContext | None = None
     ) -> RolePermission:
         async with self._changing("grant_epoch") as conn:
             current = await conn.fetchrow(
@@ -694,10 +898,14 @@ class PgAuthStore:
                 role_permission_id,
                 permission.name,
             )
-        assert row is not None  # the row is locked above
+            assert row is not None  # the row is locked above
+            details = _grant_details(row, old=current["permission"])
+            await _audited(conn, audit, "role.permission_updated", "role", row["role_id"], details)
         return _role_permission(row)
 
-    async def assign_role(self, username: str, role_id: int) -> Assignment:
+    async def assign_role(
+        self, username: str, role_id: int, *, audit: AuditContext | None = None
+    ) -> Assignment:
         try:
             async with self._changing("grant_epoch") as conn:
                 user_id = await _user_id(conn, username)
@@ -711,13 +919,16 @@ class PgAuthStore:
                     user_id,
                     role_id,
                 )
+                await _audited(conn, audit, "role.assigned", "user", username, {"role_id": role_id})
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(
                 f"User '{username[:300]}' already has the role with id={role_id}"
             ) from exc
         return Assignment(id=assignment_id, user_id=user_id, role_id=role_id)
 
-    async def unassign_role(self, username: str, role_id: int) -> None:
+    async def unassign_role(
+        self, username: str, role_id: int, *, audit: AuditContext | None = None
+    ) -> None:
         async with self._changing("grant_epoch") as conn:
             user_id = await _user_id(conn, username)
             role = await _role_row(conn, role_id)
@@ -733,6 +944,7 @@ class PgAuthStore:
             )
             if removed is None:
                 raise NotFound(f"User '{username[:300]}' does not have the role with id={role_id}")
+            await _audited(conn, audit, "role.unassigned", "user", username, {"role_id": role_id})
 
     async def list_user_roles(self, username: str) -> list[Role]:
         async with self._db.connection() as conn:
@@ -786,23 +998,9 @@ class PgAuthStore:
         details: dict[str, Any],
         request_id: str | None = None,
     ) -> int:
+        who = AuditContext(actor_id, actor, auth_method, client_addr, request_id)
         async with self._db.connection() as conn:
-            entry_id = await conn.fetchval(
-                """INSERT INTO audit_log (actor_id, actor, auth_method, client_addr, action,
-                                          target_type, target_id, details, request_id)
-                   VALUES ($1, $2, $3, $4::inet, $5, $6, $7, $8::jsonb, $9) RETURNING id""",
-                actor_id,
-                actor,
-                auth_method,
-                _client_addr(client_addr),
-                action,
-                target_type,
-                target_id,
-                orjson.dumps(details).decode("utf-8"),
-                request_id,
-            )
-        assert isinstance(entry_id, int)
-        return entry_id
+            return await _insert_audit(conn, who, action, target_type, target_id, details)
 
     async def list_audit(
         self,
@@ -812,6 +1010,7 @@ class PgAuthStore:
         actor: str | None = None,
         action: str | None = None,
         since_ms: int | None = None,
+        until_ms: int | None = None,
     ) -> tuple[list[AuditEntry], str | None]:
         """Newest first; the page token holds the last id returned (keyset, stable under
         appends)."""
@@ -825,6 +1024,7 @@ class PgAuthStore:
             (actor, "actor = ${}"),
             (action, "action = ${}"),
             (since_ms, "at >= to_timestamp(${}::bigint / 1000.0)"),
+            (until_ms, "at < to_timestamp(${}::bigint / 1000.0)"),
         ):
             if value is not None:
                 args.append(value)
