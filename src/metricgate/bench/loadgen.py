@@ -27,6 +27,11 @@ Phases, per workload and concurrency:
    (run, key) per request: 100x fewer requests to read back, so the figure measures ingest more
    than per-request overhead. A server without it (404/405/501, ENDPOINT_NOT_FOUND) gets the
    get-history check; ``--visible-read history`` forces it. The result says which was used.
+
+Credentials (``Options.authorization``, an ``Authorization`` header value, Basic or Bearer) go with
+every request of every phase, so a server with access control on is measured doing its checks.
+``Options.experiment_id`` puts the runs in an existing experiment instead of a new one: a user who
+holds EDIT on an experiment someone else created (and may not create one of their own) logs there.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ BULK_MAX_RUNS = 100  # mlflow/server/handlers.py: MAX_RUNS_GET_METRIC_HISTORY_BU
 BULK_MAX_RESULTS = 2500  # ... MAX_RESULTS_PER_RUN: up to this many steps, every step comes back
 MAX_POLL_PAUSE_S = 0.25
 JSON_HEADERS = {"Content-Type": "application/json"}
+REFUSED = ("401", "403")  # a read refused for its credentials: polling again cannot help
 
 
 class BenchError(RuntimeError):
@@ -73,6 +79,8 @@ class Options:
     progress: bool = True
     label: str = ""
     experiment_prefix: str = "metricgate-bench"
+    authorization: str | None = None  # the Authorization header of every request, if any
+    experiment_id: str | None = None  # create the runs here rather than in a new experiment
 
 
 def _error_text(status: int, body: bytes) -> str:
@@ -104,11 +112,18 @@ async def _gather_bounded(limit: int, factories: list[Callable[[], Awaitable[_T]
 
 
 async def setup_runs(
-    session: aiohttp.ClientSession, base: str, workload: Workload, name: str, limit: int
+    session: aiohttp.ClientSession,
+    base: str,
+    workload: Workload,
+    name: str,
+    limit: int,
+    experiment_id: str | None = None,
 ) -> list[str]:
-    """Create one experiment named ``name`` and ``workload.runs`` runs in it; returns the run ids."""
-    created = await _post_json(session, f"{base}{API}/experiments/create", {"name": name})
-    experiment_id = str(created["experiment_id"])
+    """Create ``workload.runs`` runs in experiment ``experiment_id``, else in a new experiment named
+    ``name``; returns the run ids."""
+    if experiment_id is None:
+        created = await _post_json(session, f"{base}{API}/experiments/create", {"name": name})
+        experiment_id = str(created["experiment_id"])
     start = int(time.time() * 1000)
 
     async def create(i: int) -> str:
@@ -402,7 +417,10 @@ async def visible_phase(
             # One probe first, so that a server without the endpoint is found before dozens of
             # concurrent pollers are started against it.
             first = next(r for r, steps in enumerate(acked_steps) if steps > 0)
-            await bulk_counts(session, base, [run_ids[first]], workload.key_names()[-1])
+            probe = await bulk_counts(session, base, [run_ids[first]], workload.key_names()[-1])
+            if probe in REFUSED:
+                # Polling would not change the answer: say so now, not at the timeout.
+                raise BenchError(f"the read-back was refused: HTTP {probe} (credentials?)")
         except BulkUnsupported as exc:
             if options.visible_read == "bulk":
                 raise BenchError(
@@ -425,16 +443,26 @@ async def visible_phase(
         got = await history_count(session, base, ids[0], key)
         return got if isinstance(got, str) else {ids[0]: got}
 
+    first = next(r for r, steps in enumerate(acked_steps) if steps > 0)
+    read = await history_count(session, base, run_ids[first], workload.key_names()[-1])
+    if read in REFUSED:
+        raise BenchError(f"the read-back was refused: HTTP {read} (credentials?)")
+
     return await _read_back(*args, one_run, 1, "history")
 
 
-def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
+def _session(
+    limit: int, timeout_s: float, authorization: str | None = None
+) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=None)
+    headers = {"User-Agent": "metricgate-bench"}
+    if authorization:
+        headers["Authorization"] = authorization
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         skip_auto_headers=("User-Agent",),
-        headers={"User-Agent": "metricgate-bench"},
+        headers=headers,
     )
 
 
@@ -462,8 +490,12 @@ async def run_ingest(
     )
     name = f"{options.experiment_prefix}-{workload.name}-c{concurrency}-{uuid.uuid4().hex[:10]}"
     try:
-        async with _session(options.setup_concurrency, options.request_timeout_s) as session:
-            run_ids = await setup_runs(session, base, workload, name, options.setup_concurrency)
+        async with _session(
+            options.setup_concurrency, options.request_timeout_s, options.authorization
+        ) as session:
+            run_ids = await setup_runs(
+                session, base, workload, name, options.setup_concurrency, options.experiment_id
+            )
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise BenchError(f"setup against {base} failed: {type(exc).__name__}: {exc}") from exc
     bodies = encode_bodies(workload, run_ids)
@@ -474,7 +506,7 @@ async def run_ingest(
         tag = f"{options.label + ' ' if options.label else ''}{workload.name} c={concurrency}"
         progress = Progress(tag, workload.total_points)
     cpu_before = time.process_time()
-    async with _session(concurrency, options.request_timeout_s) as session:
+    async with _session(concurrency, options.request_timeout_s, options.authorization) as session:
         sent = await send_phase(session, base, workload, bodies, concurrency, options, progress)
     client_cpu_s = time.process_time() - cpu_before
     del bodies
@@ -504,7 +536,9 @@ async def run_ingest(
     if options.visible and result.points_accepted > 0:
         result.visible_checked = True
         deadline = time.perf_counter() + options.visible_timeout_s
-        async with _session(options.check_concurrency, options.request_timeout_s) as session:
+        async with _session(
+            options.check_concurrency, options.request_timeout_s, options.authorization
+        ) as session:
             seen = await visible_phase(
                 session, base, workload, run_ids, sent.acked_steps, options, deadline
             )

@@ -18,6 +18,9 @@ from metricgate.bench.workload import (
     WorkloadError,
     parse_concurrency,
 )
+from metricgate.cli.auth import InputError, read_stdin_line
+from metricgate.cli.auth import login_header as auth_login_header
+from metricgate.cli.http import authorization
 
 HELP = "ingest benchmark against any MLflow-compatible server (REST API only)"
 DESCRIPTION = """\
@@ -33,6 +36,11 @@ Workloads (--workload, comma-separated or repeated):
 
 Nothing is retried: errors are counted by HTTP status, "conn" (connection failed or dropped) and
 "timeout". With fewer runs than the concurrency, only <runs> requests are in flight ("eff").
+
+Against a server with access control on, every request (setup, sending and the read-back) carries
+the mlflow client's credentials: $MLFLOW_TRACKING_USERNAME/$MLFLOW_TRACKING_PASSWORD (Basic), else
+$MLFLOW_TRACKING_TOKEN (Bearer); or --username with --password-stdin, or --token-stdin. A user who
+may not create experiments logs into one they hold EDIT on with --experiment-id.
 """
 
 _T = TypeVar("_T")
@@ -81,6 +89,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the server serves it and the count stays exact (auto, default)",
     )
     parser.add_argument("--label", default="", help="a name for the server in the output")
+    parser.add_argument(
+        "--username",
+        help="log in as this user, password from --password-stdin or a prompt (default: "
+        "$MLFLOW_TRACKING_USERNAME with $MLFLOW_TRACKING_PASSWORD, else $MLFLOW_TRACKING_TOKEN)",
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the login password from standard input's first line",
+    )
+    parser.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read an API token (sent as Bearer) from standard input's first line",
+    )
+    parser.add_argument(
+        "--experiment-id", help="create the runs in this experiment rather than a new one"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
@@ -123,7 +149,21 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[int, ...]]]:
     return out
 
 
-def options_from(args: argparse.Namespace) -> Options:
+def login_header(args: argparse.Namespace) -> str | None:
+    """The ``Authorization`` value every request carries: ``--token-stdin``'s Bearer, else what
+    the auth commands would send (``--username``/``--password-stdin``, else the mlflow client's
+    variables), else None."""
+    if not args.token_stdin:
+        return auth_login_header(args)
+    if args.username or args.password_stdin:
+        raise InputError("--token-stdin goes without --username and --password-stdin")
+    token = read_stdin_line("the API token")
+    if not token:
+        raise InputError("the API token on standard input is empty")
+    return authorization(None, None, token)
+
+
+def options_from(args: argparse.Namespace, auth_header: str | None = None) -> Options:
     return Options(
         max_send_s=args.max_send_s,
         request_timeout_s=args.request_timeout_s,
@@ -133,6 +173,8 @@ def options_from(args: argparse.Namespace) -> Options:
         visible_read=args.visible_read,
         progress=not args.no_progress,
         label=args.label,
+        authorization=auth_header,
+        experiment_id=args.experiment_id,
     )
 
 
@@ -161,16 +203,18 @@ def run_event_loop(coro: Coroutine[Any, Any, _T]) -> _T:
 def run_bench(args: argparse.Namespace) -> int:
     try:
         pairs = plan(args)
-    except WorkloadError as exc:
+        auth_header = login_header(args)
+    except (WorkloadError, InputError) as exc:
         print(f"metricgate bench: {exc}", file=sys.stderr)
         return 2
     try:
-        results = run_event_loop(run_plan(args.url, pairs, options_from(args)))
+        results = run_event_loop(run_plan(args.url, pairs, options_from(args, auth_header)))
     except BenchError as exc:
         print(f"metricgate bench: {exc}", file=sys.stderr)
         return 1
     print(ingest_table(results))
-    print(json_line("ingest", results, url=args.url))
+    scheme = auth_header.split(" ", 1)[0].lower() if auth_header else None
+    print(json_line("ingest", results, url=args.url, auth=scheme))
     return 0
 
 
