@@ -43,6 +43,7 @@ from metricgate.stores.postgres.metrics import PgMetricHistory, PgMetricWriter
 from metricgate.stores.postgres.migrate import apply_migrations, pending_migrations
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
+from metricgate.stores.postgres.registry.approvals import PgApprovalStore
 from metricgate.stores.postgres.runs import PgRunStore
 from metricgate.stores.postgres.uploads import PgUploadStore
 from metricgate.stores.postgres.webhooks import PgWebhookStore
@@ -239,7 +240,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             logged_models=PgLoggedModelStore(db),
             artifacts=VisibleArtifactStore(artifact_store, upload_store, reference_store),
             registry=RegistryService(
-                PgRegistryStore(db), frozenset(settings.artifacts.allowed_host_source_schemes)
+                PgRegistryStore(db),
+                frozenset(settings.artifacts.allowed_host_source_schemes),
+                approvals=PgApprovalStore(db) if auth else None,
             ),
             datasets=PgDatasetSummaries(db),
             webhooks=webhooks,

@@ -2552,6 +2552,7 @@ INPUTLESS: list[tuple[str, str, str]] = [
 # The auth API answers 404 with auth off (this module's world); its bad-input family runs with
 # auth on in tests/api/test_auth_api.py.
 _AUTH_API = "needs METRICGATE_AUTH=on; malformed input: tests/api/test_auth_api.py"
+_APPROVALS_API = "needs METRICGATE_AUTH=on; malformed input: tests/api/test_approvals_api.py"
 
 # Routes outside this family, and why.
 NOT_FUZZED = {
@@ -2582,6 +2583,14 @@ NOT_FUZZED = {
     ("POST", "tokens.create_token"): _AUTH_API,
     ("GET", "tokens.list_tokens"): _AUTH_API,
     ("POST", "tokens.revoke_token"): _AUTH_API,
+    ("GET", "approvals.list_requests"): _APPROVALS_API,
+    ("GET", "approvals.get_request"): _APPROVALS_API,
+    ("POST", "approvals.approve"): _APPROVALS_API,
+    ("POST", "approvals.reject"): _APPROVALS_API,
+    ("POST", "approvals.cancel"): _APPROVALS_API,
+    ("POST", "approvals.create_policy"): _APPROVALS_API,
+    ("GET", "approvals.list_policies"): _APPROVALS_API,
+    ("DELETE", "approvals.delete_policy"): _APPROVALS_API,
     ("GET", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
     ("HEAD", "ui_static.index"): "the web UI's HTML (no input); tests/api/test_ui_static.py",
     (

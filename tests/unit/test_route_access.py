@@ -228,6 +228,26 @@ OWN_LEVELS: list[tuple[list[RuleKey], Shape]] = [
         on(RUN, EDIT),
     ),
     ([("GET", "/api/2.0/metricgate/artifact-references")], on(RUN, READ)),
+    # Approvals (api/approvals.py): the handler checks the request's model, the policy's level
+    # and the requester after loading the request; policies are admins'.
+    ([("GET", "/api/2.0/metricgate/approvals")], filtered(ResourceType.REGISTERED_MODEL)),
+    (
+        [
+            ("GET", "/api/2.0/metricgate/approvals/{request_id}"),
+            ("POST", "/api/2.0/metricgate/approvals/{request_id}/approve"),
+            ("POST", "/api/2.0/metricgate/approvals/{request_id}/reject"),
+            ("POST", "/api/2.0/metricgate/approvals/{request_id}/cancel"),
+        ],
+        ANY_USER,
+    ),
+    (
+        [
+            ("POST", "/api/2.0/metricgate/approval-policies"),
+            ("GET", "/api/2.0/metricgate/approval-policies"),
+            ("DELETE", "/api/2.0/metricgate/approval-policies/{policy_id}"),
+        ],
+        ADMIN,
+    ),
 ]
 
 

@@ -21,6 +21,7 @@ from metricgate.api import (
     ui_endpoints,
     ui_static,
 )
+from metricgate.api import approvals as approval_api
 from metricgate.api import multipart as multipart_api
 from metricgate.api import uploads as upload_api
 from metricgate.api import webhooks as webhook_api
@@ -103,6 +104,7 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     _add_routes(app, registry_history.PREFIXES, registry_history.ROUTES)
     _add_routes(app, ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"), health.SERVER_INFO_ROUTES)
     _add_routes(app, (webhook_api.PREFIX,), webhook_api.ROUTES)
+    _add_routes(app, (approval_api.PREFIX,), approval_api.ROUTES)
     for prefixes, routes in auth_api.ROUTE_GROUPS:  # users, roles, permissions, tokens
         _add_routes(app, prefixes, routes)
     _add_routes(app, (upload_api.PREFIX,), upload_api.ROUTES)

@@ -68,9 +68,13 @@ def _log_disconnect(request: web.Request, exc: BaseException) -> None:
 
 
 def error_response(
-    error_code: str, message: str, status: int, headers: dict[str, str] | None = None
+    error_code: str,
+    message: str,
+    status: int,
+    headers: dict[str, str] | None = None,
+    extra_fields: dict[str, object] | None = None,
 ) -> web.Response:
-    body = orjson.dumps({"error_code": error_code, "message": message})
+    body = orjson.dumps({"error_code": error_code, "message": message, **(extra_fields or {})})
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
@@ -131,7 +135,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request.path,
                 exc.message,
             )
-        return error_response(exc.error_code, exc.message, exc.status, headers)
+        return error_response(exc.error_code, exc.message, exc.status, headers, exc.extra_fields)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -49,6 +49,8 @@ class MetricgateError(Exception):
 
     error_code = "INTERNAL_ERROR"
     http_status: int | None = None  # None: derived from error_code
+    # More fields of the error body, beside error_code and message (an approval request's id).
+    extra_fields: dict[str, object] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

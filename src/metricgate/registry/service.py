@@ -1,9 +1,11 @@
 """The registry service: validation plus THE choke point every registry write goes through.
 
 Handlers never call the store's write methods directly. Each mutation goes through
-``RegistryService._apply``, which is where an approval policy ("promotions to Production need a
-second approver", with verified identities once authentication exists) is meant to be inserted:
-one check, before the store runs the change and its audit events in one transaction.
+``RegistryService._apply``. Approval policies (docs/design-auth.md B6: "promotions to Production
+need two approvers") gate the two changes they can govern, stage transitions and alias sets: with
+access control on (a verified actor) those run through the approval store, which looks the policy
+up in the change's own transaction and either makes the change exactly as without approvals or
+records a pending request, answered here as ``ApprovalPending`` (409 RESOURCE_CONFLICT).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TypeVar
 from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.registry import rules
+from metricgate.domain.registry.approvals import ApprovalPending, ApprovalRequest
 from metricgate.domain.registry.entities import (
     PROMPT_TAG,
     Audit,
@@ -22,27 +25,41 @@ from metricgate.domain.registry.entities import (
     RegistryEvent,
 )
 from metricgate.domain.tracking.entities import Page, Tag
-from metricgate.stores.base import RegistryStore
+from metricgate.stores.base import ApprovalStore, RegistryStore
 
 T = TypeVar("T")
 
 
 class RegistryService:
     def __init__(
-        self, store: RegistryStore, allowed_source_schemes: frozenset[str] = frozenset()
+        self,
+        store: RegistryStore,
+        allowed_source_schemes: frozenset[str] = frozenset(),
+        approvals: ApprovalStore | None = None,
     ) -> None:
         """``allowed_source_schemes``: host-addressed schemes (``https``, ``ftp``, ...) a
-        model-version source may use anyway, as stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES."""
+        model-version source may use anyway, as stock's MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES.
+        ``approvals``: the approval store, given when access control is on (None: no policies)."""
         self._store = store
         self._allowed_source_schemes = frozenset(s.lower() for s in allowed_source_schemes)
+        self._approvals = approvals
+
+    @property
+    def approvals(self) -> ApprovalStore | None:
+        """Policies, requests and votes (api/approvals.py); None when access control is off."""
+        return self._approvals
+
+    def _gate(self, audit: Audit) -> ApprovalStore | None:
+        """The approval store when policies can apply: only a verified actor can request."""
+        return self._approvals if audit.actor_verified else None
 
     async def _apply(self, action: str, audit: Audit, change: Callable[[], Awaitable[T]]) -> T:
         """Run one registry mutation. ``action`` names it (e.g. ``model_version.transition``).
 
-        Approval policies go here: inspect ``action``/``audit`` (and load the current state if
-        needed) and raise (PERMISSION_DENIED, or ``Conflict`` for "awaiting approval") before
-        anything is written. With access control off ``audit.actor`` is only what the client
-        claims (``audit.actor_verified`` is false): decide nothing on it then.
+        Approval policies are checked inside ``change`` for the actions they govern
+        (``model_version.transition``, ``alias.set``: see ``_gate``), because the policy must be
+        read in the transaction that makes the change. With access control off ``audit.actor``
+        is only what the client claims (``audit.actor_verified`` is false): decide nothing on it.
         """
         del action  # no policy yet; see the docstring
         return await change()
@@ -114,9 +131,21 @@ class RegistryService:
         checked = rules.validate_model_name(name)
         checked_alias = rules.validate_alias(alias)
         number = rules.parse_version(version)
-        await self._apply(
-            "alias.set", audit, lambda: self._store.set_alias(audit, checked, checked_alias, number)
+        gate = self._gate(audit)
+        if gate is None:
+            await self._apply(
+                "alias.set",
+                audit,
+                lambda: self._store.set_alias(audit, checked, checked_alias, number),
+            )
+            return
+        pending = await self._apply(
+            "alias.set",
+            audit,
+            lambda: gate.set_alias_or_request(audit, checked, checked_alias, number),
         )
+        if pending is not None:
+            raise ApprovalPending(pending, pending.policy_id or 0)
 
     async def delete_alias(self, audit: Audit, name: str | None, alias: str | None) -> None:
         checked = rules.validate_model_name(name)
@@ -222,10 +251,19 @@ class RegistryService:
                 f"Model version transition cannot archive existing model versions because "
                 f"'{target}' is not an Active stage. Valid stages are {', '.join(rules.ARCHIVING_STAGES)}."
             )
-        return await self._apply(
+        gate = self._gate(audit)
+        if gate is None:
+            return await self._apply(
+                "model_version.transition", audit,
+                lambda: self._store.transition_stage(audit, checked, number, target, archive_existing),
+            )  # fmt: skip
+        outcome = await self._apply(
             "model_version.transition", audit,
-            lambda: self._store.transition_stage(audit, checked, number, target, archive_existing),
+            lambda: gate.transition_or_request(audit, checked, number, target, archive_existing),
         )  # fmt: skip
+        if isinstance(outcome, ApprovalRequest):
+            raise ApprovalPending(outcome, outcome.policy_id or 0)
+        return outcome
 
     async def delete_model_version(
         self, audit: Audit, name: str | None, version: str | None

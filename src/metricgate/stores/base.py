@@ -19,6 +19,9 @@ from metricgate.domain.auth.entities import ApiToken, Assignment, Role, RolePerm
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.metrics.chunks import FlushBatch
+from metricgate.domain.registry.approvals import ApprovalPolicy, ApprovalRequest
+from metricgate.domain.registry.approvals import Decision as ApprovalDecision
+from metricgate.domain.registry.approvals import Kind as ApprovalKind
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.tracking.entities import (
     DatasetInput,
@@ -461,6 +464,47 @@ class RegistryStore(Protocol):
     async def history(
         self, name: str, version: int | None, max_results: int, page_token: str | None
     ) -> tuple[list[RegistryEvent], str | None]: ...
+
+
+class ApprovalStore(Protocol):
+    """Registry approval policies, requests and votes (docs/design-auth.md B6). The gated
+    changes lock the model row and look the policy up in the change's own transaction; a vote
+    that reaches the quorum applies the change in its own. Unknown ids raise NotFound, a closed
+    request Conflict, a vote the caller may not cast ApprovalForbidden."""
+
+    async def create_policy(
+        self,
+        model_pattern: str,
+        kind: ApprovalKind,
+        target: str,
+        approvals: int,
+        approver_permission: Permission,
+        created_by: str,
+    ) -> ApprovalPolicy: ...
+
+    async def list_policies(self) -> builtins.list[ApprovalPolicy]: ...
+
+    async def delete_policy(self, policy_id: int, deleted_by: str) -> ApprovalPolicy: ...
+
+    async def transition_or_request(
+        self, audit: Audit, name: str, version: int, stage: str, archive_existing: bool
+    ) -> ModelVersion | ApprovalRequest: ...
+
+    async def set_alias_or_request(
+        self, audit: Audit, name: str, alias: str, version: int
+    ) -> ApprovalRequest | None: ...
+
+    async def get_request(self, request_id: int) -> ApprovalRequest: ...
+
+    async def list_requests(
+        self, state: str | None, model_name: str | None, max_results: int, page_token: str | None
+    ) -> tuple[builtins.list[ApprovalRequest], str | None]: ...
+
+    async def vote(
+        self, request_id: int, audit: Audit, decision: ApprovalDecision, level: Permission
+    ) -> ApprovalRequest: ...
+
+    async def cancel(self, request_id: int, audit: Audit, is_admin: bool) -> ApprovalRequest: ...
 
 
 # ---------------------------------------------------------------------- webhooks

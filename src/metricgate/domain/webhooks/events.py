@@ -22,6 +22,13 @@ EVENT_TYPES = (
     "model_version.tag_deleted",
     "alias.set",
     "alias.deleted",
+    # Approval requests (domain/registry/approvals.py, docs/design-auth.md B6).
+    "model_version.approval_requested",
+    "model_version.approval_voted",
+    "model_version.approval_rejected",
+    "model_version.approval_applied",
+    "model_version.approval_cancelled",
+    "model_version.approval_superseded",
 )
 PING_EVENT = "webhook.ping"
 FAMILIES = tuple(sorted({t.split(".", 1)[0] for t in EVENT_TYPES}))
