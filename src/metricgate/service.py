@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.bootstrap import ensure_admin
+from metricgate.auth.limiter import LoginLimiter
 from metricgate.auth.passwords import Passwords
 from metricgate.config import ENV_PREFIX, Settings
 from metricgate.domain.errors import StoreUnavailable
@@ -75,10 +76,11 @@ class Service:
     uploads: UploadManager | None = None
     references: ReferenceManager | None = None
     live_status: LiveStatus | None = None
-    # Access control (docs/design-auth.md): all three None when METRICGATE_AUTH is off.
+    # Access control (docs/design-auth.md): all four None when METRICGATE_AUTH is off.
     auth: PgAuthStore | None = None
     passwords: Passwords | None = None
     authenticator: Authenticator | None = None
+    login_limiter: LoginLimiter | None = None
 
 
 @contextlib.asynccontextmanager
@@ -204,6 +206,11 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         except Exception as exc:
             raise StoreUnavailable(f"metric buffer (Redis) is unreachable: {exc}") from exc
         stack.push_async_callback(lambda: close_bounded("the metric sink", sink.aclose()))
+        # Failed-login counts in the Redis the metrics go to; direct ingest opens none, and
+        # then each process counts its own.
+        limiter = None
+        if auth is not None:
+            limiter = LoginLimiter(streams.client if streams else None, settings.auth)
         artifact_store = await open_artifact_store(settings.artifacts)
         stack.push_async_callback(
             lambda: close_bounded("the artifact store", artifact_store.aclose())
@@ -252,6 +259,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             auth=auth.store if auth else None,
             passwords=auth.passwords if auth else None,
             authenticator=auth.authenticator if auth else None,
+            login_limiter=limiter,
         )
 
 

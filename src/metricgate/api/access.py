@@ -17,6 +17,9 @@ A resource that does not exist answers 403 unless the caller would hold the leve
 (through ``*`` or the default), in which case the handler's 404 goes out: nobody learns what
 exists from the difference.
 
+Authentication is api/login.py's: a caller over a failed-login limit gets 429
+``REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``, before any password is hashed.
+
 Search endpoints (``Filtered``) only authenticate here; narrowing their rows in SQL is a later
 step (design B5).
 """
@@ -32,6 +35,7 @@ from multidict import MultiMapping
 
 from metricgate.api.codec import parse_int64, read_json
 from metricgate.api.keys import CALLER_KEY, SERVICE, caller
+from metricgate.api.login import Limited, log_in, request_address
 from metricgate.api.middleware import Handler, error_response
 from metricgate.api.routing import ACCESS_RULES, rule_key
 from metricgate.api.services import AppServices
@@ -52,6 +56,7 @@ from metricgate.domain.auth.access import (
     Target,
     Where,
 )
+from metricgate.domain.auth.client_address import parse_networks
 from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import (
     WILDCARD,
@@ -71,6 +76,7 @@ UNAUTHENTICATED_MESSAGE = (
 )
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="mlflow"'}
 DENIED_MESSAGE = "Permission denied"
+LIMITED_MESSAGE = "Too many failed logins from this address or for this user; try again later."
 
 # Routes whose rule is Public but whose openness METRICGATE_AUTH_PUBLIC_PATHS decides.
 SWITCHABLE_PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -82,10 +88,12 @@ NO_SUCH_ID = "\x00"
 
 
 class AccessState:
-    """Per application: the public paths and the immutable run/model -> experiment answers."""
+    """Per application: the public paths, the trusted proxies and the immutable run/model ->
+    experiment answers."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self.public_paths = frozenset(settings.public_paths)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.run_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
         self.model_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
 
@@ -137,9 +145,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     authenticator = service.authenticator
     if authenticator is None:
         raise RuntimeError("auth is on but the service has no authenticator")
-    credential = await authenticator.authenticate(request.headers.get("Authorization"))
+    credential = await log_in(request, service, authenticator, state.trusted_proxies)
     if credential is None:
         return error_response("UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE, 401, CHALLENGE)
+    if isinstance(credential, Limited):
+        retry_after = {"Retry-After": str(credential.retry_after_s)}
+        return error_response("REQUEST_LIMIT_EXCEEDED", LIMITED_MESSAGE, 429, retry_after)
     request[CALLER_KEY] = credential
     # Unmatched: the 404/405 only once the caller is known, so routes cannot be probed.
     if rule is not None and not credential.is_admin:
@@ -149,6 +160,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         except _Denied:
             return error_response("PERMISSION_DENIED", DENIED_MESSAGE, 403)
     return await handler(request)
+
+
+def client_addr(request: web.Request) -> str | None:
+    """The request's client address behind the trusted proxies (for audit entries); the peer
+    where the access check is not installed."""
+    state = request.app.get(ACCESS_STATE)
+    return request.remote if state is None else request_address(request, state.trusted_proxies)
 
 
 def _is_public(rule: AccessRule, path: str, state: AccessState) -> bool:

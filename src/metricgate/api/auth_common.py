@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.access import client_addr
 from metricgate.api.codec import Fields, decode_json_body, read_json
 from metricgate.api.keys import SERVICE, caller
 from metricgate.auth.passwords import Passwords
@@ -160,15 +161,25 @@ async def audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Record a change made through the auth API: who (the caller, or nobody when there is
-    none), from where (the peer address), what. Never a password or token."""
+    none), from where (the client address behind METRICGATE_TRUSTED_PROXIES), what. Never a
+    password or token."""
     who = caller(request)
     await auth_store(request).append_audit(
         actor_id=None if who is None else who.user_id,
         actor=None if who is None else who.username,
         auth_method=None if who is None else who.method,
-        client_addr=request.remote,
+        client_addr=client_addr(request),
         action=action,
         target_type=target_type,
         target_id=None if target_id is None else str(target_id),
         details=details or {},
     )
+
+
+async def forget_cached(request: web.Request, *, credentials: bool) -> None:
+    """After a committed change: this process's cached credentials (``credentials``: password,
+    admin flag, user delete, token revoke) or only its grant lists stop counting at once, not
+    at the next epoch poll (other processes still take up to about a second)."""
+    authenticator = request.app[SERVICE].authenticator
+    if authenticator is not None:
+        await authenticator.changed(credentials=credentials)

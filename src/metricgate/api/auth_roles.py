@@ -20,6 +20,7 @@ from metricgate.api.auth_common import (
     encode_assignment,
     encode_role,
     encode_role_permission,
+    forget_cached,
     params,
     req_int,
     required_text,
@@ -88,6 +89,7 @@ async def delete_role(request: web.Request) -> web.Response:
     fields = await params(request)
     role_id = req_int(fields, "role_id")
     await auth_store(request).delete_role(role_id)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.deleted", "role", role_id)
     return empty_response()
 
@@ -101,6 +103,7 @@ async def add_role_permission(request: web.Request) -> web.Response:
     pattern = required_text(fields, "resource_pattern")
     permission = parse_permission(required_text(fields, "permission"))
     rp = await auth_store(request).add_role_permission(role_id, resource_type, pattern, permission)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.permission_added", "role", role_id, encode_role_permission(rp))
     return json_response({"role_permission": encode_role_permission(rp)})
 
@@ -109,6 +112,7 @@ async def remove_role_permission(request: web.Request) -> web.Response:
     fields = await params(request)
     rp_id = req_int(fields, "role_permission_id")
     await auth_store(request).remove_role_permission(rp_id)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.permission_removed", "role_permission", rp_id)
     return empty_response()
 
@@ -124,6 +128,7 @@ async def update_role_permission(request: web.Request) -> web.Response:
     rp_id = req_int(fields, "role_permission_id")
     permission = parse_permission(required_text(fields, "permission"))
     rp = await auth_store(request).update_role_permission(rp_id, permission)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.permission_updated", "role", rp.role_id, encode_role_permission(rp))
     return json_response({"role_permission": encode_role_permission(rp)})
 
@@ -133,6 +138,7 @@ async def assign_role(request: web.Request) -> web.Response:
     username = required_text(fields, "username")
     role_id = req_int(fields, "role_id")
     assignment = await auth_store(request).assign_role(username, role_id)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.assigned", "user", username, {"role_id": role_id})
     return json_response({"assignment": encode_assignment(assignment)})
 
@@ -142,6 +148,7 @@ async def unassign_role(request: web.Request) -> web.Response:
     username = required_text(fields, "username")
     role_id = req_int(fields, "role_id")
     await auth_store(request).unassign_role(username, role_id)
+    await forget_cached(request, credentials=False)
     await audit(request, "role.unassigned", "user", username, {"role_id": role_id})
     return empty_response()
 

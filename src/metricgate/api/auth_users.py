@@ -23,6 +23,7 @@ from metricgate.api.auth_common import (
     encode_permission_row,
     encode_role,
     encode_user,
+    forget_cached,
     params,
     passwords,
     required_text,
@@ -111,6 +112,7 @@ async def update_user_password(request: web.Request) -> web.Response:
     else:
         await store.get_user(username)  # 404 before the KDF's cost
     await store.set_password(username, await kdf.hash(password))
+    await forget_cached(request, credentials=True)
     await audit(request, "user.password_changed", "user", username)
     return empty_response()
 
@@ -126,6 +128,7 @@ async def update_user_admin(request: web.Request) -> web.Response:
             "Admins cannot remove their own admin status. Ask another admin to do it instead."
         )
     await auth_store(request).set_admin(username, is_admin)
+    await forget_cached(request, credentials=True)
     await audit(request, "user.admin_changed", "user", username, {"is_admin": is_admin})
     return empty_response()
 
@@ -138,6 +141,7 @@ async def delete_user(request: web.Request) -> web.Response:
             "Users cannot delete their own account. Ask another admin to delete this user instead."
         )
     await auth_store(request).delete_user(username)
+    await forget_cached(request, credentials=True)
     await audit(request, "user.deleted", "user", username)
     return empty_response()
 
@@ -172,6 +176,7 @@ async def grant_user_permission(request: web.Request) -> web.Response:
     await auth_store(request).grant_user(
         username, resource_type, resource_id, permission, replace=False
     )
+    await forget_cached(request, credentials=False)
     await audit(
         request,
         "grant.created",
@@ -192,6 +197,7 @@ async def revoke_user_permission(request: web.Request) -> web.Response:
     resource_type = parse_resource_type(required_text(fields, "resource_type"))
     resource_id = required_text(fields, "resource_id")
     old = await auth_store(request).revoke_user(username, resource_type, resource_id)
+    await forget_cached(request, credentials=False)
     await audit(
         request,
         "grant.revoked",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.limiter import LoginLimiter
 from metricgate.auth.passwords import Passwords
 from metricgate.ingest.live_status import LiveStatus
 from metricgate.ingest.sink import MetricSink
@@ -71,7 +72,7 @@ class AppServices(Protocol):
     @property
     def live_status(self) -> LiveStatus | None: ...
 
-    # Access control: all three None when METRICGATE_AUTH is off.
+    # Access control: all four None when METRICGATE_AUTH is off.
     @property
     def auth(self) -> AuthStore | None: ...
 
@@ -80,3 +81,6 @@ class AppServices(Protocol):
 
     @property
     def authenticator(self) -> Authenticator | None: ...
+
+    @property
+    def login_limiter(self) -> LoginLimiter | None: ...

@@ -19,7 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
-from metricgate.api.auth_common import Forbidden, audit, auth_store, current, params, req_int
+from metricgate.api.auth_common import (
+    Forbidden,
+    audit,
+    auth_store,
+    current,
+    forget_cached,
+    params,
+    req_int,
+)
 from metricgate.api.codec import json_response
 from metricgate.api.routing import Route
 from metricgate.auth.tokens import new_token
@@ -106,6 +114,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     token_id = req_int(fields, "token_id")
     me = current(request)
     token = await auth_store(request).revoke_token(None if me.is_admin else me.user_id, token_id)
+    await forget_cached(request, credentials=True)
     await audit(
         request,
         "token.revoked",

@@ -7,14 +7,17 @@ mlflow client's ``MLFLOW_TRACKING_TOKEN``). A token is found by its digest, so i
 indexed lookup; a password costs an argon2id verification, which is why verified credentials are
 remembered: keyed by ``HMAC-SHA256(per-process random key, username NUL password)`` (the cache
 holds no secret and no usable digest of one) or by the token's digest. Failures are never
-remembered (the login limiter deals with them).
+remembered (the login limiter deals with them). ``login`` also says why one failed (the audit
+log's ``login.failed`` reason) and runs a hook, the login limiter's check, only when the
+credential is not cached: before any password is verified, and never for a cached caller.
 
 Invalidation: ``auth_state`` holds two epochs (stores.base.AuthEpochs), each bumped in the
 changing transaction. A request finding the last look older than a second reads them (one query
 per second per process, the requests meanwhile waiting for it). A moved credentials epoch
 (password, admin flag, user delete, token revoke) drops everything; a moved grants epoch (grants,
 roles, assignments) drops only the grant lists, so nobody's password is verified again for it.
-Either reaches every process within about a second. The creator's MANAGE grant moves neither:
+Either reaches every process within about a second; the process that made the change calls
+``changed`` after its commit, so there it holds at once. The creator's MANAGE grant moves neither:
 the access check calls ``reload_grants`` on a denial, which finds it and keeps it. An entry
 read from the store before a drop is never stored after it: each miss notes its cache's
 generation and stores its result only if no drop happened meanwhile.
@@ -96,6 +99,29 @@ def parse_authorization(header: str | None) -> BasicLogin | BearerToken | None:
     return BasicLogin(username, password)
 
 
+# Why a credential failed (the audit log's reason); the caller sees the same 401 for each.
+UNKNOWN_USER = "unknown user"
+WRONG_PASSWORD = "wrong password"
+UNKNOWN_TOKEN = "unknown token"
+REVOKED_TOKEN = "revoked token"
+EXPIRED_TOKEN = "expired token"
+MALFORMED = "malformed credentials"
+_DEAD_TOKEN_REASONS = {"revoked": REVOKED_TOKEN, "expired": EXPIRED_TOKEN}
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A presented credential that proves nothing, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    reason: str
+    token_digest: bytes | None = None  # a token was tried: the store can say why it is dead
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     credential: Credential
@@ -146,17 +172,50 @@ class Authenticator:
         return await self.authenticate_parsed(parse_authorization(authorization_header))
 
     async def authenticate_parsed(
-        self, presented: BasicLogin | BearerToken | None
+        self,
+        presented: BasicLogin | BearerToken | None,
+        *,
+        before_verify: Callable[[], Awaitable[None]] | None = None,
     ) -> Credential | None:
         if presented is None:
             return None
+        found = await self._authenticate(presented, before_verify)
+        return found if isinstance(found, Credential) else None
+
+    async def login(
+        self,
+        presented: BasicLogin | BearerToken,
+        *,
+        before_verify: Callable[[], Awaitable[None]] | None = None,
+    ) -> Credential | Refused:
+        """``authenticate_parsed`` saying why a credential failed. ``before_verify`` runs only
+        when the credential is not cached, before the store or the password hash is asked; an
+        exception it raises ends the login there. A failed token costs one more indexed read
+        (revoked, expired or unknown)."""
+        found = await self._authenticate(presented, before_verify)
+        if isinstance(found, Credential):
+            return found
+        if found.token_digest is None:
+            return Refused(found.reason)
+        dead = await self._store.dead_token_reason(found.token_digest)
+        return Refused(_DEAD_TOKEN_REASONS.get(dead or "", found.reason))
+
+    async def _authenticate(
+        self,
+        presented: BasicLogin | BearerToken,
+        before_verify: Callable[[], Awaitable[None]] | None,
+    ) -> Credential | _Failed:
         if isinstance(presented, BearerToken):
             if not looks_like_token(presented.token):
-                return None
+                if before_verify is not None:
+                    await before_verify()
+                return _Failed(UNKNOWN_TOKEN)
             digest = token_digest(presented.token)
-            return await self._cached_or(b"t" + digest, lambda: self._verify_token(digest))
+            return await self._cached_or(
+                b"t" + digest, lambda: self._verify_token(digest), before_verify
+            )
         key = b"b" + self._mac(presented.username, presented.password)
-        return await self._cached_or(key, lambda: self._verify_basic(presented))
+        return await self._cached_or(key, lambda: self._verify_basic(presented), before_verify)
 
     async def grants_for(self, credential: Credential) -> list[Grant]:
         """The user's grants from all its roles, cached with the credential."""
@@ -185,6 +244,18 @@ class Authenticator:
         grants = await self.grants_for(credential)
         return decide(grants, resource_type, resource_id, self.default_permission)
 
+    async def changed(self, *, credentials: bool) -> None:
+        """This process committed a change to credentials (password, admin flag, user delete,
+        token revoke) or, with ``credentials`` False, to grants: it holds here at once instead
+        of at the next epoch poll. The epochs are then read afresh, so that poll does not drop
+        the cache a second time; should that read fail, the drop has happened all the same."""
+        if credentials:
+            self.forget_all()
+        else:
+            self.forget_grants()
+        self._checked_at = -float("inf")
+        await self._refresh()
+
     def forget_all(self) -> None:
         """Drop every cached credential and grant (a pub/sub notice, or a test)."""
         self._credentials.clear()
@@ -209,17 +280,22 @@ class Authenticator:
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     async def _cached_or(
-        self, key: bytes, verify: Callable[[], Awaitable[_Entry | None]]
-    ) -> Credential | None:
+        self,
+        key: bytes,
+        verify: Callable[[], Awaitable[_Entry | _Failed]],
+        before_verify: Callable[[], Awaitable[None]] | None,
+    ) -> Credential | _Failed:
         await self._refresh()
-        entry = self._credentials.get(key)
-        if entry is not None and self._live(entry):
-            self._touch(entry)
-            return entry.credential
+        cached = self._credentials.get(key)
+        if cached is not None and self._live(cached):
+            self._touch(cached)
+            return cached.credential
+        if before_verify is not None:
+            await before_verify()
         generation = self._cred_generation
         entry = await verify()
-        if entry is None:
-            return None
+        if isinstance(entry, _Failed):
+            return entry
         if generation == self._cred_generation:
             self._credentials.put(key, entry)
         self._touch(entry)
@@ -253,13 +329,15 @@ class Authenticator:
 
     # ------------------------------------------------------------------ misses
 
-    async def _verify_token(self, digest: bytes) -> _Entry | None:
+    async def _verify_token(self, digest: bytes) -> _Entry | _Failed:
         found = await self._store.token_credentials(digest)
-        return None if found is None else await self._token_entry(found)
+        return _Failed(UNKNOWN_TOKEN, digest) if found is None else await self._token_entry(found)
 
-    async def _verify_basic(self, login: BasicLogin) -> _Entry | None:
+    async def _verify_basic(self, login: BasicLogin) -> _Entry | _Failed:
+        tried: bytes | None = None
         if looks_like_token(login.password):
-            found = await self._store.token_credentials(token_digest(login.password))
+            tried = token_digest(login.password)
+            found = await self._store.token_credentials(tried)
             # Another user's token fails like a wrong password. A password that merely looks
             # like a token is still tried as a password below.
             if found is not None and hmac.compare_digest(
@@ -269,9 +347,10 @@ class Authenticator:
         stored = await self._store.user_credentials(login.username)
         if stored is None or stored.password_hash is None:
             await self.passwords.verify(None, login.password)  # the same cost as a real one
-            return None
+            return _Failed(UNKNOWN_USER if stored is None else WRONG_PASSWORD)
         if not await self.passwords.verify(stored.password_hash, login.password):
-            return None
+            # A dead token of this user's as the password: ``login`` asks the store which.
+            return _Failed(WRONG_PASSWORD, tried)
         user = stored.user
         credential = Credential(user.id, user.username, user.is_admin, stored.cred_version, "basic")
         await self.reload_grants(credential)  # most requests need them next

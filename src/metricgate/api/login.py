@@ -1,0 +1,124 @@
+"""The access middleware's login step (docs/design-auth.md B7): the ``Authorization`` header to
+a verified caller, under the failed-login limits, with every failure in the audit log.
+
+A cached credential costs nothing more: the limiter is asked only when the authenticator has
+to verify (its ``before_verify`` hook), before any password is hashed, so a caller over the
+limit is refused without the KDF and a cached one makes no Redis round trip. A failure is
+counted (per client address, and per username when the header names one) and leaves one
+``login.failed`` audit row: the username as given, the client address, the reason, never the
+secret. A verified login clears its username's count. A request without the header is not a
+failed login (a browser's first request, before the challenge) and counts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from metricgate.api.services import AppServices
+from metricgate.auth.authenticator import (
+    MALFORMED,
+    Authenticator,
+    BasicLogin,
+    Refused,
+    parse_authorization,
+)
+from metricgate.domain.auth.client_address import Network, client_address
+from metricgate.domain.auth.entities import Credential
+from metricgate.health_log import ThrottledLog
+
+log = logging.getLogger(__name__)
+_AUDIT_LOG = ThrottledLog(log, 60.0)
+
+RATE_LIMITED = "rate limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """Over a failed-login limit: try again in ``retry_after_s`` (whole seconds, at least 1)."""
+
+    retry_after_s: int
+
+
+class _OverLimit(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.retry_after_s = max(1, math.ceil(wait_s))
+
+
+def request_address(request: web.Request, trusted_proxies: tuple[Network, ...]) -> str:
+    """The client address a request's failed logins (and audit entries) go under."""
+    return client_address(
+        request.remote, request.headers.getall("X-Forwarded-For", []), trusted_proxies
+    )
+
+
+async def log_in(
+    request: web.Request,
+    service: AppServices,
+    authenticator: Authenticator,
+    trusted_proxies: tuple[Network, ...],
+) -> Credential | Limited | None:
+    """The caller's verified credential; ``Limited`` when over a limit; None for a missing or
+    failed credential (the same 401 for every reason)."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    presented = parse_authorization(header)
+    limiter = service.login_limiter
+    address = request_address(request, trusted_proxies)
+    username = presented.username if isinstance(presented, BasicLogin) else None
+    method = None if presented is None else "basic" if username is not None else "token"
+    verified = False
+
+    async def before_verify() -> None:
+        nonlocal verified
+        verified = True
+        if limiter is not None:
+            wait = await limiter.check(address, username)
+            if wait is not None:
+                raise _OverLimit(wait)
+
+    try:
+        if presented is None:
+            await before_verify()
+            found: Credential | Refused = Refused(MALFORMED)
+        else:
+            found = await authenticator.login(presented, before_verify=before_verify)
+    except _OverLimit as over:
+        await _audit(service, username, method, address, RATE_LIMITED)
+        return Limited(over.retry_after_s)
+    if isinstance(found, Credential):
+        if verified and username is not None and limiter is not None:
+            await limiter.succeeded(username)
+        return found
+    if limiter is not None:
+        await limiter.failed(address, username)
+    await _audit(service, username, method, address, found.reason)
+    return None
+
+
+async def _audit(
+    service: AppServices, username: str | None, method: str | None, address: str, reason: str
+) -> None:
+    """One ``login.failed`` row. The 401 or 429 goes out whether or not it could be written: a
+    database outage must not turn refusals into 503s, and is logged (throttled) instead."""
+    store = service.auth
+    if store is None:
+        return
+    try:
+        await store.append_audit(
+            actor_id=None,  # nobody was verified: ``actor`` is the name as given
+            actor=username,
+            auth_method=method,
+            client_addr=address,
+            action="login.failed",
+            target_type=None,
+            target_id=None,
+            details={"reason": reason},
+        )
+    except Exception as exc:  # the refusal stands without its audit row
+        _AUDIT_LOG.warning("login-audit", "could not record a failed login: %s", exc)

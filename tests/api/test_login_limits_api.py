@@ -1,0 +1,273 @@
+"""Failed-login limits, ``login.failed`` audit rows and same-process invalidation, in process
+with auth on over real PostgreSQL and Redis (docs/design-auth.md B3, B7): wrong passwords past
+the limit answer 429 ``REQUEST_LIMIT_EXCEEDED`` with ``Retry-After`` (the right password too,
+until the window ends); a cached caller never asks the limiter; behind a trusted proxy the
+client is the ``X-Forwarded-For`` hop; a revoked token, a changed password, a deleted user or
+a revoked grant stop counting on this process at once, without waiting for the epoch poll."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import argon2
+import pytest
+from aiohttp.test_utils import TestClient
+from tests.api.conftest import Api, Reply
+
+from metricgate.api.keys import SERVICE
+from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.limiter import LoginLimiter
+from metricgate.config import Settings
+from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.stores.base import AuditEntry, AuthStore
+
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "user-password-12"
+V2 = "/api/2.0/mlflow"
+V3 = "/api/3.0/mlflow"
+OWN = "/api/2.0/metricgate"
+SEARCH = "/api/2.0/mlflow/experiments/search"
+FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture
+def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "METRICGATE_AUTH": "on",
+            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "METRICGATE_AUTH_LOGIN_LIMIT_PER_USER": "3",
+            "METRICGATE_AUTH_LOGIN_USER_WINDOW_S": "1",
+            "METRICGATE_AUTH_LOGIN_LIMIT_PER_ADDRESS": "5",
+            "METRICGATE_AUTH_LOGIN_ADDRESS_WINDOW_S": "60",
+            "METRICGATE_TRUSTED_PROXIES": "127.0.0.1,::1",
+        },
+        database_url=db_url,
+        redis_url=redis_client_url,
+        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    )
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+@pytest.fixture
+def store(client: TestClient[Any, Any]) -> AuthStore:
+    auth = client.app[SERVICE].auth
+    assert auth is not None
+    return auth
+
+
+@pytest.fixture
+def authenticator(client: TestClient[Any, Any]) -> Authenticator:
+    found = client.app[SERVICE].authenticator
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def limiter(client: TestClient[Any, Any]) -> LoginLimiter:
+    found = client.app[SERVICE].login_limiter
+    assert found is not None
+    return found
+
+
+async def search(api: Api, headers: dict[str, str], source: str = "10.1.1.1") -> Reply:
+    # Every request comes from 127.0.0.1, a trusted proxy here: the hop names the client.
+    return await api.request(
+        "GET",
+        SEARCH,
+        params={"max_results": "1"},
+        headers={**headers, "X-Forwarded-For": source},
+    )
+
+
+async def failed_logins(store: AuthStore) -> list[AuditEntry]:
+    entries, _ = await store.list_audit(100, None, action="login.failed")
+    return sorted(entries, key=lambda e: e.id)
+
+
+def limited(reply: Reply) -> int:
+    reply.error(429, "REQUEST_LIMIT_EXCEEDED")
+    return int(reply.headers["Retry-After"])
+
+
+async def test_wrong_passwords_past_the_limit_answer_429_until_the_window_ends(
+    client: TestClient[Any, Any], store: AuthStore
+) -> None:
+    api = Api(client, prefix="")
+    await store.create_user("alice", FAST.hash(PASSWORD), False)
+    for _ in range(3):
+        (await search(api, basic("alice", "wrong-password-1"))).error(401, "UNAUTHENTICATED")
+    assert limited(await search(api, basic("alice", "wrong-password-1"))) == 1
+    # The right password too: the check comes before any password is verified.
+    assert limited(await search(api, basic("alice", PASSWORD))) >= 1
+    # The per-user count: the same name from another address is refused as well.
+    limited(await search(api, basic("alice", PASSWORD), source="10.2.2.2"))
+    await asyncio.sleep(1.1)
+    (await search(api, basic("alice", PASSWORD))).ok()
+    # A success cleared the count: three more failures before the next refusal.
+    for _ in range(3):
+        (await search(api, basic("alice", "wrong-password-1"), source="10.3.3.3")).error(401)
+    limited(await search(api, basic("alice", "wrong-password-1"), source="10.3.3.3"))
+
+    rows = await failed_logins(store)
+    assert [r.details["reason"] for r in rows] == (
+        ["wrong password"] * 3 + ["rate limited"] * 3 + ["wrong password"] * 3 + ["rate limited"]
+    )
+    assert {r.actor for r in rows} == {"alice"}
+    assert {r.actor_id for r in rows} == {None}
+    assert {r.auth_method for r in rows} == {"basic"}
+    assert [r.client_addr for r in rows[:6]] == ["10.1.1.1"] * 5 + ["10.2.2.2"]
+    assert not any(PASSWORD in repr(r) or "wrong-password" in repr(r) for r in rows)
+
+
+async def test_the_address_limit_goes_by_the_forwarded_client_behind_a_trusted_proxy(
+    client: TestClient[Any, Any], store: AuthStore
+) -> None:
+    api = Api(client, prefix="")
+    await store.create_user("bob", FAST.hash(PASSWORD), False)
+    for i in range(5):  # unknown names: each its own user key, one address
+        (await search(api, basic(f"nobody{i}", PASSWORD), source="10.9.9.9")).error(401)
+    limited(await search(api, basic("bob", PASSWORD), source="10.9.9.9"))
+    # Another client behind the same proxy is not held back; a spoofed left-most hop is not
+    # what counts either (the proxy appended the real one).
+    (await search(api, basic("bob", PASSWORD), source="10.8.8.8")).ok()
+    # (bob's password is cached now: a cached caller is never limited, so a wrong one shows it)
+    spoofed = await search(api, basic("bob", "wrong-password-1"), source="10.8.8.8, 10.9.9.9")
+    limited(spoofed)
+    rows = await failed_logins(store)
+    assert [r.details["reason"] for r in rows] == ["unknown user"] * 5 + ["rate limited"] * 2
+    assert {r.client_addr for r in rows} == {"10.9.9.9"}
+
+
+async def test_a_cached_caller_makes_no_limiter_call(
+    client: TestClient[Any, Any],
+    store: AuthStore,
+    limiter: LoginLimiter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = Api(client, prefix="")
+    await store.create_user("carol", FAST.hash(PASSWORD), False)
+    checks: list[tuple[str, str | None]] = []
+    real_check = limiter.check
+
+    async def counting_check(address: str, username: str | None) -> float | None:
+        checks.append((address, username))
+        return await real_check(address, username)
+
+    monkeypatch.setattr(limiter, "check", counting_check)
+    for _ in range(5):
+        (await search(api, basic("carol", PASSWORD))).ok()
+    assert checks == [("10.1.1.1", "carol")]  # the first request verified, the rest were cached
+    (await search(api, basic("carol", "wrong-password-1"))).error(401)
+    (await search(api, {"Authorization": "Bearer mgt_not-a-real-token"})).error(401)
+    (await search(api, {})).error(401)  # no header: no login attempt, nothing asked
+    assert checks[1:] == [("10.1.1.1", "carol"), ("10.1.1.1", None)]
+    reasons = [r.details["reason"] for r in await failed_logins(store)]
+    assert reasons == ["wrong password", "unknown token"]
+
+
+async def test_dead_tokens_are_audited_with_their_reason(
+    client: TestClient[Any, Any], store: AuthStore
+) -> None:
+    api = Api(client, prefix="")
+    await store.create_user("dave", FAST.hash(PASSWORD), False)
+    created = await api.request(
+        "POST", f"{OWN}/tokens/create", body={"name": "ci"}, headers=basic("dave", PASSWORD)
+    )
+    token = created.ok()["secret"]
+    token_id = created.json["token"]["id"]
+    (await search(api, {"Authorization": f"Bearer {token}"})).ok()
+    revoked = await api.request(
+        "POST", f"{OWN}/tokens/revoke", body={"token_id": token_id}, headers=basic("dave", PASSWORD)
+    )
+    revoked.ok()
+    (await search(api, {"Authorization": f"Bearer {token}"})).error(401)
+    (await search(api, basic("dave", token))).error(401)
+    rows = await failed_logins(store)
+    assert [(r.actor, r.auth_method, r.details["reason"]) for r in rows] == [
+        (None, "token", "revoked token"),
+        ("dave", "basic", "revoked token"),
+    ]
+    assert not any(token in repr(r) for r in rows)
+
+
+# ------------------------------------------------------------------ same-process invalidation
+
+
+@pytest.fixture
+def no_epoch_poll(authenticator: Authenticator, monkeypatch: pytest.MonkeyPatch) -> Authenticator:
+    """Only the handlers' own forget can take access away within these tests."""
+    monkeypatch.setattr(authenticator, "_epoch_poll_s", 3600.0)
+    return authenticator
+
+
+async def test_a_change_holds_at_once_on_the_process_that_made_it(
+    client: TestClient[Any, Any], store: AuthStore, no_epoch_poll: Authenticator
+) -> None:
+    api = Api(client, prefix="")
+    admin = basic("admin", ADMIN_PASSWORD)
+    for name in ("erin", "frank", "gina"):
+        await store.create_user(name, FAST.hash(PASSWORD), False)
+    (await search(api, admin)).ok()  # the first request reads the epochs
+    token = (
+        await api.request(
+            "POST", f"{OWN}/tokens/create", body={"name": "t"}, headers=basic("erin", PASSWORD)
+        )
+    ).ok()
+    (await search(api, {"Authorization": f"Bearer {token['secret']}"})).ok()
+    (await search(api, basic("frank", PASSWORD))).ok()
+    (await search(api, basic("gina", PASSWORD))).ok()
+
+    (
+        await api.request(
+            "POST", f"{OWN}/tokens/revoke", body={"token_id": token["token"]["id"]}, headers=admin
+        )
+    ).ok()
+    (await search(api, {"Authorization": f"Bearer {token['secret']}"})).error(401)
+
+    new_password = "another-password-1"
+    (
+        await api.request(
+            "PATCH",
+            f"{V2}/users/update-password",
+            body={"username": "frank", "password": new_password},
+            headers=admin,
+        )
+    ).ok()
+    (await search(api, basic("frank", PASSWORD))).error(401)
+    (await search(api, basic("frank", new_password))).ok()
+
+    (
+        await api.request("DELETE", f"{V2}/users/delete", body={"username": "gina"}, headers=admin)
+    ).ok()
+    (await search(api, basic("gina", PASSWORD))).error(401)
+
+
+async def test_a_revoked_grant_holds_at_once_on_the_process_that_made_it(
+    client: TestClient[Any, Any], store: AuthStore, no_epoch_poll: Authenticator
+) -> None:
+    api = Api(client, prefix="")
+    admin = basic("admin", ADMIN_PASSWORD)
+    experiment = await api.request(
+        "POST", f"{V2}/experiments/create", body={"name": "inv"}, headers=admin
+    )
+    experiment_id = experiment.ok()["experiment_id"]
+    await store.create_user("hank", FAST.hash(PASSWORD), False)
+    await store.grant_user(
+        "hank", ResourceType.EXPERIMENT, experiment_id, Permission.EDIT, replace=False
+    )
+    hank = basic("hank", PASSWORD)
+    rename = {"experiment_id": experiment_id, "new_name": "inv-2"}
+    (await api.request("POST", f"{V2}/experiments/update", body=rename, headers=hank)).ok()
+
+    revoke = {"username": "hank", "resource_type": "experiment", "resource_id": experiment_id}
+    (await api.request("POST", f"{V3}/users/permissions/revoke", body=revoke, headers=admin)).ok()
+    rename = {"experiment_id": experiment_id, "new_name": "inv-3"}
+    (await api.request("POST", f"{V2}/experiments/update", body=rename, headers=hank)).error(403)
