@@ -290,8 +290,9 @@ class PgAuthStore:
         *,
         audit: AuditContext | None = None,
     ) -> User:
-        try:
-            async with self._db.transaction() as conn:
+        async with self._db.transaction() as conn:
+            # Only the user's INSERT: an audit entry that cannot be written is no bad username.
+            try:
                 row = await conn.fetchrow(
                     """INSERT INTO auth_users AS u (username, password_hash, is_admin)
                        VALUES ($1, $2, $3) RETURNING u.user_id, u.username, u.is_admin""",
@@ -299,14 +300,14 @@ class PgAuthStore:
                     password_hash,
                     is_admin,
                 )
-                assert row is not None  # INSERT ... RETURNING: one row
-                details = {"user_id": row["user_id"], "is_admin": is_admin}
-                await _audited(conn, audit, "user.created", "user", username, details)
-        except asyncpg.UniqueViolationError as exc:
-            # Stock quotes the database's error here; its text names the table and constraint.
-            raise AlreadyExists(f"User '{username[:300]}' already exists.") from exc
-        except asyncpg.CheckViolationError as exc:
-            raise InvalidParameter("Username must be 1 to 256 characters") from exc
+            except asyncpg.UniqueViolationError as exc:
+                # Stock quotes the database's error here; its text names the table and constraint.
+                raise AlreadyExists(f"User '{username[:300]}' already exists.") from exc
+            except asyncpg.CheckViolationError as exc:
+                raise InvalidParameter("Username must be 1 to 256 characters") from exc
+            assert row is not None  # INSERT ... RETURNING: one row
+            details = {"user_id": row["user_id"], "is_admin": is_admin}
+            await _audited(conn, audit, "user.created", "user", username, details)
         return _user(row)
 
     async def get_user(self, username: str) -> User:
@@ -434,8 +435,9 @@ class PgAuthStore:
         *,
         audit: AuditContext | None = None,
     ) -> ApiToken:
-        try:
-            async with self._db.transaction() as conn:
+        async with self._db.transaction() as conn:
+            # Only the token's INSERT: an audit entry that cannot be written is no bad token.
+            try:
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_tokens AS t (user_id, name, token_hash, hint, expires_at)
                         VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0))
@@ -446,23 +448,23 @@ class PgAuthStore:
                     hint,
                     expires_at_ms,
                 )
-                assert row is not None  # INSERT ... RETURNING: one row
-                token = _token(row)
-                details = {
-                    "name": token.name,
-                    "hint": token.hint,
-                    "owner_id": token.user_id,
-                    "expires_at": token.expires_at_ms,
-                }
-                await _audited(conn, audit, "token.created", "token", token.id, details)
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "auth_tokens_live_name":
-                raise AlreadyExists(f"A token named '{name[:300]}' already exists") from exc
-            raise AlreadyExists("This token is already registered") from exc
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise NotFound(f"User with id={user_id} not found") from exc
-        except asyncpg.CheckViolationError as exc:
-            raise InvalidParameter("A token needs a name and a 32-byte digest") from exc
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "auth_tokens_live_name":
+                    raise AlreadyExists(f"A token named '{name[:300]}' already exists") from exc
+                raise AlreadyExists("This token is already registered") from exc
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound(f"User with id={user_id} not found") from exc
+            except asyncpg.CheckViolationError as exc:
+                raise InvalidParameter("A token needs a name and a 32-byte digest") from exc
+            assert row is not None  # INSERT ... RETURNING: one row
+            token = _token(row)
+            details = {
+                "name": token.name,
+                "hint": token.hint,
+                "owner_id": token.user_id,
+                "expires_at": token.expires_at_ms,
+            }
+            await _audited(conn, audit, "token.created", "token", token.id, details)
         return token
 
     async def token_credentials(self, digest: bytes) -> TokenCredentials | None:

@@ -1,0 +1,165 @@
+"""PgAuthStore's audited writes against real PostgreSQL (docs/design-auth.md B7): given an
+``AuditContext``, each change to users, tokens, roles and grants appends its audit entry in its
+own transaction, so the change and the entry commit together or not at all."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from metricgate.config import PostgresSettings
+from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.rules import token_digest, token_hint
+from metricgate.domain.errors import AlreadyExists, NotFound
+from metricgate.stores.base import AuditContext, AuditEntry
+from metricgate.stores.postgres.auth import PgAuthStore
+from metricgate.stores.postgres.pool import Database, create_pool
+
+EXP = ResourceType.EXPERIMENT
+HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
+ADMIN = AuditContext(1, "root", "basic", "10.1.2.3")
+# The audit_log's CHECK refuses this method: the entry cannot be written.
+BROKEN = AuditContext(1, "root", "carrier-pigeon", None)
+TOKEN = "mgt_" + "7" * 43
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[PgAuthStore]:
+    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4)
+    db = Database(await create_pool(settings), settings.acquire_timeout_s)
+    try:
+        yield PgAuthStore(db)
+    finally:
+        await db.aclose()
+
+
+async def entries(store: PgAuthStore) -> list[AuditEntry]:
+    found, _ = await store.list_audit(1000, None)
+    return list(reversed(found))  # oldest first
+
+
+def summary(entry: AuditEntry) -> tuple[str, str | None, str | None]:
+    return entry.action, entry.target_type, entry.target_id
+
+
+async def test_every_write_leaves_its_entry(store: PgAuthStore) -> None:
+    alice = await store.create_user("alice", HASH, False, audit=ADMIN)
+    await store.set_password("alice", HASH, audit=ADMIN)
+    await store.set_admin("alice", True, audit=ADMIN)
+    token = await store.create_token(
+        alice.id, "ci", token_digest(TOKEN), token_hint(TOKEN), None, audit=ADMIN
+    )
+    await store.revoke_token(None, token.id, audit=ADMIN)
+    await store.grant_user("alice", EXP, "7", Permission.READ, replace=False, audit=ADMIN)
+    await store.grant_user("alice", EXP, "7", Permission.EDIT, replace=True, audit=ADMIN)
+    await store.revoke_user("alice", EXP, "7", audit=ADMIN)
+    role = await store.create_role("readers", "default", None, audit=ADMIN)
+    await store.update_role(role.id, "viewers", "d", audit=ADMIN)
+    rp = await store.add_role_permission(role.id, EXP, "1", Permission.READ, audit=ADMIN)
+    await store.update_role_permission(rp.id, Permission.EDIT, audit=ADMIN)
+    set_rp, old = await store.set_role_permission(role.id, EXP, "1", Permission.MANAGE, audit=ADMIN)
+    assert (set_rp.id, old) == (rp.id, Permission.EDIT)  # in place
+    await store.remove_role_permission(rp.id, audit=ADMIN)
+    await store.assign_role("alice", role.id, audit=ADMIN)
+    await store.unassign_role("alice", role.id, audit=ADMIN)
+    await store.delete_role(role.id, audit=ADMIN)
+    await store.delete_user("alice", audit=ADMIN)
+
+    found = await entries(store)
+    rid, tid = str(role.id), str(token.id)
+    assert [summary(e) for e in found] == [
+        ("user.created", "user", "alice"),
+        ("user.password_changed", "user", "alice"),
+        ("user.admin_changed", "user", "alice"),
+        ("token.created", "token", tid),
+        ("token.revoked", "token", tid),
+        ("grant.created", "user", "alice"),
+        ("grant.set", "user", "alice"),
+        ("grant.revoked", "user", "alice"),
+        ("role.created", "role", rid),
+        ("role.updated", "role", rid),
+        ("role.permission_added", "role", rid),
+        ("role.permission_updated", "role", rid),
+        ("grant.set", "role", rid),
+        ("role.permission_removed", "role_permission", str(rp.id)),
+        ("role.assigned", "user", "alice"),
+        ("role.unassigned", "user", "alice"),
+        ("role.deleted", "role", rid),
+        ("user.deleted", "user", "alice"),
+    ]
+    assert all(
+        (e.actor_id, e.actor, e.auth_method, e.client_addr) == (1, "root", "basic", "10.1.2.3")
+        for e in found
+    )
+    by = {(e.action, e.target_type): e.details for e in found}
+    assert by[("grant.set", "user")] == {
+        "resource_type": "experiment",
+        "resource_id": "7",
+        "permission": "EDIT",
+        "old": "READ",
+    }
+    assert by[("grant.revoked", "user")]["old"] == "EDIT"
+    assert by[("role.permission_updated", "role")]["old"] == "READ"
+    assert by[("grant.set", "role")]["old"] == "EDIT"
+    assert by[("role.permission_removed", "role_permission")]["permission"] == "MANAGE"
+    assert by[("role.updated", "role")] == {
+        "name": "viewers",
+        "description": "d",
+        "old_name": "readers",
+    }
+    assert by[("token.created", "token")]["hint"] == token.hint
+    assert TOKEN not in str(found) and HASH not in str(found)
+
+
+async def test_a_change_that_fails_writes_no_entry(store: PgAuthStore) -> None:
+    await store.create_user("bob", HASH, False, audit=ADMIN)
+    with pytest.raises(AlreadyExists):
+        await store.create_user("bob", HASH, False, audit=ADMIN)
+    with pytest.raises(NotFound):
+        await store.revoke_user("bob", EXP, "9", audit=ADMIN)
+    with pytest.raises(NotFound):
+        await store.delete_role(987654, audit=ADMIN)
+    with pytest.raises(AlreadyExists):
+        await store.grant_user("bob", EXP, "1", Permission.READ, replace=False, audit=ADMIN)
+        await store.grant_user("bob", EXP, "1", Permission.READ, replace=False, audit=ADMIN)
+    assert [e.action for e in await entries(store)] == ["user.created", "grant.created"]
+
+
+async def test_an_entry_that_cannot_be_written_undoes_the_change(store: PgAuthStore) -> None:
+    before = await store.auth_epochs()
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.create_user("carol", HASH, False, audit=BROKEN)
+    with pytest.raises(NotFound):
+        await store.get_user("carol")
+
+    dave = await store.create_user("dave", HASH, False)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.set_admin("dave", True, audit=BROKEN)
+    assert not (await store.get_user("dave")).is_admin
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.grant_user("dave", EXP, "3", Permission.MANAGE, replace=True, audit=BROKEN)
+    assert await store.user_grants(dave.id) == []
+    role = await store.create_role("r", "default", None)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.set_role_permission(role.id, EXP, "3", Permission.READ, audit=BROKEN)
+    assert (await store.get_role(role.id)).permissions == ()
+    # The rolled-back epoch bumps moved nothing either: no cache was told to drop anything.
+    assert await store.auth_epochs() == before
+    assert await entries(store) == []
+
+
+async def test_without_a_context_nothing_is_written(store: PgAuthStore) -> None:
+    await store.create_user("erin", HASH, False)
+    await store.grant_user("erin", EXP, "1", Permission.READ, replace=False)
+    assert await entries(store) == []
+
+
+async def test_listing_filters_by_time(store: PgAuthStore) -> None:
+    await store.create_user("frank", HASH, False, audit=ADMIN)
+    now = int(time.time() * 1000)
+    assert len((await store.list_audit(10, None, until_ms=now + 60_000))[0]) == 1
+    assert (await store.list_audit(10, None, until_ms=now - 60_000))[0] == []
+    assert (await store.list_audit(10, None, since_ms=now - 60_000, until_ms=now + 60_000))[0]
