@@ -17,6 +17,7 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_visibility
 from metricgate.domain.auth.access import Authenticated, Filtered, On, Target
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter
@@ -86,6 +87,7 @@ async def search_experiments(request: web.Request) -> web.Response:
         order_by=fields.str_list("order_by"),
         max_results=max_results,
         page_token=fields.str("page_token") or None,
+        visibility=await search_visibility(request, ResourceType.EXPERIMENT),
     )
     return page_response(
         "experiments", [encode_experiment(e) for e in page.items], page.next_page_token

@@ -16,6 +16,7 @@ from metricgate.api.codec import (
 )
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_visibility
 from metricgate.domain.auth.access import AllOf, Filtered, On, Target, Where
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import InvalidParameter
@@ -125,6 +126,7 @@ async def search_logged_models(request: web.Request) -> web.Response:
     experiment_ids = [parse_experiment_id(e) for e in fields.str_list("experiment_ids")]
     if not experiment_ids:
         raise InvalidParameter("Missing value for required parameter 'experiment_ids'.")
+    seen = await search_visibility(request, ResourceType.EXPERIMENT)
     await request.app[SERVICE].metrics.wait_all_visible()
     page = await request.app[SERVICE].logged_models.search(
         experiment_ids=experiment_ids,
@@ -132,6 +134,7 @@ async def search_logged_models(request: web.Request) -> web.Response:
         order_by=_order_by(fields),
         max_results=validate_max_results(fields.int("max_results"), MAX_SEARCH_RESULTS, 50),
         page_token=fields.str("page_token") or None,
+        visibility=seen,
     )
     return page_response(
         "models", [encode_logged_model(m) for m in page.items], page.next_page_token

@@ -7,7 +7,7 @@ write goes through the service's single choke point (see metricgate.registry.ser
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -23,8 +23,10 @@ from metricgate.api.codec import (
 from metricgate.api.keys import SERVICE
 from metricgate.api.registry_codec import audit_from, encode_model_version, encode_registered_model
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_visibility
 from metricgate.domain.auth.access import AllOf, Authenticated, Filtered, On, Target
 from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.visibility import Visibility
 from metricgate.domain.registry.entities import ModelVersion, RegisteredModel
 from metricgate.domain.tracking.entities import Page, Tag
 from metricgate.domain.tracking.rules import validate_max_results
@@ -53,15 +55,28 @@ def _tag(fields: Fields) -> Tag:
     return Tag(fields.req_str("key"), fields.str("value") or "")
 
 
+class _Search(Protocol):
+    def __call__(
+        self,
+        filter_string: str | None,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None,
+        *,
+        visibility: Visibility,
+    ) -> Awaitable[Page]: ...
+
+
 async def _search(
     request: web.Request,
-    search: Callable[[str | None, list[str], int, str | None], Awaitable[Page]],
+    search: _Search,
     field: str,
     encode: Callable[[Any], dict[str, Any]],
     limit: int,
     default: int,
 ) -> web.Response:
-    """The shared body of registered-models/search and model-versions/search."""
+    """The shared body of registered-models/search and model-versions/search: only models
+    (versions of models) the caller may read."""
     fields = await read_fields(request)
     max_results = validate_max_results(fields.int("max_results"), limit, default)
     page = await search(
@@ -69,6 +84,7 @@ async def _search(
         fields.str_list("order_by"),
         max_results,
         fields.str("page_token") or None,
+        visibility=await search_visibility(request, ResourceType.REGISTERED_MODEL),
     )
     return page_response(field, [encode(item) for item in page.items], page.next_page_token)
 

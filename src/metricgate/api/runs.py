@@ -28,9 +28,11 @@ from metricgate.api.codec import (
 from metricgate.api.experiments import parse_view_type
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_visibility
 from metricgate.api.services import AppServices
 from metricgate.domain.auth.access import AllOf, Filtered, On, Target
 from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.errors import InvalidParameter
 from metricgate.domain.tracking.entities import Dataset, DatasetInput, ModelOutput, Param, Tag
 from metricgate.domain.tracking.rules import (
@@ -235,7 +237,9 @@ async def log_model(request: web.Request) -> web.Response:
 
 
 async def search_runs(request: web.Request) -> web.Response:
-    runs, token = await search_runs_page(request.app[SERVICE], await read_fields(request))
+    fields = await read_fields(request)
+    seen = await search_visibility(request, ResourceType.EXPERIMENT)
+    runs, token = await search_runs_page(request.app[SERVICE], fields, seen)
     return page_response("runs", runs, token)
 
 
@@ -257,11 +261,14 @@ def _collector_paused() -> Iterator[None]:
 
 
 async def search_runs_page(
-    service: AppServices, fields: Fields
+    service: AppServices, fields: Fields, visibility: Visibility = UNRESTRICTED
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Checks a runs/search request and runs it: the page's runs as MLflow's JSON, and the next
-    page's token (None on the last). REST and GraphQL's resolvers share it."""
-    rows, token = await service.runs.search_rows(**await _search_arguments(service, fields))
+    page's token (None on the last). REST and GraphQL's resolvers share it. Runs of experiments
+    ``visibility`` hides are not searched (their ids are dropped, silently, as stock)."""
+    rows, token = await service.runs.search_rows(
+        **await _search_arguments(service, fields), visibility=visibility
+    )
     with _collector_paused():
         return encode_run_rows(rows), token
 

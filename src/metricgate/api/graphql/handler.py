@@ -28,6 +28,7 @@ from metricgate.api.graphql.resolvers import RESOLVERS, Context
 from metricgate.api.graphql.schema import Schema, load_sdl
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_access
 from metricgate.domain.auth.access import Authenticated
 from metricgate.domain.errors import BadRequest, MetricgateError
 
@@ -143,7 +144,7 @@ async def run_graphql(
 
 async def graphql(request: web.Request) -> web.Response:
     query, variables, operation_name = await _graphql_request(request)
-    context = Context(request.app[SERVICE], resource_access(request))
+    context = Context(request.app[SERVICE], resource_access(request), search_access(request))
     try:
         body = await run_graphql(context, query, variables, operation_name)
     finally:

@@ -8,10 +8,11 @@ found" page), so a missing run is ``{"run": null, "apiError": {...}}`` with no G
 
 With auth on, a field the caller may not read is null, as stock's GraphQLAuthorizationMiddleware
 resolves it: READ on the experiment (a run's, for runs, their metrics and artifacts) or on the
-registered model, decided as the REST routes' rules are (api/access.py). Searches narrow the
-requested experiments to the readable ones (none left: null) or drop the versions of models the
-caller cannot read, after the query as stock does; filtering in the SQL is a later step
-(docs/design-auth.md B5), and until then such a page can come back short.
+registered model, decided as the REST routes' rules are (api/access.py). mlflowSearchRuns and
+mlflowSearchDatasets narrow the requested experiments to the readable ones (none left: null, as
+stock). The model-version searches (the root field and a run's ``modelVersions``) filter in the
+SQL as the REST searches do (api/search_access.py, docs/design-auth.md B5): full pages, where
+stock drops unreadable versions after the query.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import run_json, search_runs_page
+from metricgate.api.search_access import SearchAccess
 from metricgate.api.services import AppServices
 from metricgate.api.ui_support import dataset_summaries
 from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
 from metricgate.domain.tracking.rules import parse_experiment_id, validate_max_results
 
@@ -53,11 +56,12 @@ _RUNS_PER_VERSION_SEARCH = 500
 
 @dataclass
 class Context:
-    """Per request: the service, the caller's access (None: nothing is checked, auth off or
-    an admin) and the loaders that batch nested lookups."""
+    """Per request: the service, the caller's access and search visibility (None: nothing is
+    checked, auth off or an admin) and the loaders that batch nested lookups."""
 
     service: AppServices
     access: ResourceAccess | None = None
+    searches: SearchAccess | None = None
     experiments: BatchLoader[str, Json | None] = field(init=False)
     model_versions: BatchLoader[str, list[Json]] = field(init=False)
 
@@ -77,11 +81,10 @@ class Context:
         access = self.access
         return access is None or await access.allows_run(run_id, Permission.READ)
 
-    async def readable_versions(self, versions: list[Json]) -> list[Json]:
-        """The model versions (as JSON) whose registered model the caller may read."""
-        if self.access is None:
-            return versions
-        return [v for v in versions if await self.can_read(_MODEL, v["name"])]
+    async def visibility(self, resource_type: ResourceType) -> Visibility:
+        """What a search of ``resource_type`` may return to the caller (in its SQL)."""
+        searches = self.searches
+        return UNRESTRICTED if searches is None else await searches.visibility(resource_type)
 
     async def readable_experiments(self, fields: Fields) -> Fields | None:
         """The request with its ``experiment_ids`` narrowed to the readable ones (stock's
@@ -106,13 +109,16 @@ class Context:
         """Versions whose run_id is one of ``run_ids``, in the registry search's default order
         (name, newest version first): what stock's per-run ``run_id='<id>'`` search returns."""
         by_run: dict[str, list[Json]] = defaultdict(list)
+        # A run readable through its experiment can name versions of a model the caller may
+        # not read: stock filters this nested field as it does the search.
+        seen = await self.visibility(_MODEL)
         for start in range(0, len(run_ids), _RUNS_PER_VERSION_SEARCH):
             # Run ids come from stored runs and match [\w-]+, so they need no quoting.
             listed = ", ".join(f"'{r}'" for r in run_ids[start : start + _RUNS_PER_VERSION_SEARCH])
             token: str | None = None
             while True:
                 page = await self.service.registry.search_model_versions(
-                    f"run_id IN ({listed})", [], MAX_VERSIONS_PER_PAGE, token
+                    f"run_id IN ({listed})", [], MAX_VERSIONS_PER_PAGE, token, visibility=seen
                 )
                 for mv in page.items:
                     by_run[mv.run_id].append(encode_model_version(mv))
@@ -143,7 +149,7 @@ async def _search_runs(ctx: Context, fields: Fields) -> Json | None:
     readable = await ctx.readable_experiments(fields)
     if readable is None:
         return None
-    runs, token = await search_runs_page(ctx.service, readable)
+    runs, token = await search_runs_page(ctx.service, readable, await ctx.visibility(_EXPERIMENT))
     return {"runs": runs, "next_page_token": token or ""}
 
 
@@ -170,8 +176,9 @@ async def _search_model_versions(ctx: Context, fields: Fields) -> Json:
         fields.str_list("order_by"),
         max_results,
         fields.str("page_token") or None,
+        visibility=await ctx.visibility(_MODEL),
     )
-    versions = await ctx.readable_versions([encode_model_version(mv) for mv in page.items])
+    versions = [encode_model_version(mv) for mv in page.items]
     return {"model_versions": versions, "next_page_token": page.next_page_token or ""}
 
 
@@ -239,16 +246,7 @@ def _run_experiment(run: Json, info: GraphQLResolveInfo) -> Awaitable[Json | Non
 def _run_model_versions(run: Json, info: GraphQLResolveInfo) -> Awaitable[list[Json]]:
     context: Context = info.context
     # Asked for now, not when awaited: a page of runs' versions is one batch.
-    loaded = context.model_versions.load(run["info"]["run_id"])
-    if context.access is None:
-        return loaded
-    # A run readable through its experiment can name versions of a model the caller may not
-    # read: stock filters this nested field as it does the search.
-    return _readable_versions(context, loaded)
-
-
-async def _readable_versions(context: Context, loaded: Awaitable[list[Json]]) -> list[Json]:
-    return await context.readable_versions(await loaded)
+    return context.model_versions.load(run["info"]["run_id"])
 
 
 RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {

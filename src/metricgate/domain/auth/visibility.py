@@ -62,7 +62,8 @@ class Visibility:
         ``str(experiment_id)``, so such a grant never applies and is left out."""
         found = []
         for pattern in self.ids:
-            if pattern.isascii() and pattern.lstrip("-").isdigit():
+            digits = pattern.removeprefix("-")
+            if digits.isascii() and digits.isdigit():
                 value = int(pattern)
                 if str(value) == pattern and -_INT64_MAX <= value <= _INT64_MAX:
                     found.append(value)
