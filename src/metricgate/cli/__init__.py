@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from functools import partial
 
 from metricgate import __version__
+from metricgate.cli.approvals import COMMANDS as APPROVAL_COMMANDS
+from metricgate.cli.approvals import add_approvals_parsers, run_approvals
 from metricgate.cli.artifacts import add_artifacts_parser, run_artifacts
 from metricgate.cli.auth import COMMANDS as AUTH_COMMANDS
 from metricgate.cli.auth import add_auth_parsers, run_auth
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhooks_parser(sub)  # the same: HTTP to a running server
     add_artifacts_parser(sub)  # resumable artifact upload/download over HTTP
     add_auth_parsers(sub)  # users, roles, permissions, tokens over HTTP (`users create-admin`: DSN)
+    add_approvals_parsers(sub)  # registry approvals and policies over HTTP
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -169,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_artifacts(args)
     if args.command in AUTH_COMMANDS:
         return run_auth(args)
+    if args.command in APPROVAL_COMMANDS:
+        return run_approvals(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,
