@@ -15,6 +15,9 @@ from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import ResourceType
 from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility, visibility
 
+# Modes in which only per-id grants make rows visible.
+_ONLY_GRANTED = frozenset({Mode.ONLY, Mode.NONE})
+
 
 class SearchAccess:
     """One caller's visibility per resource type, folded once per request."""
@@ -33,10 +36,12 @@ class SearchAccess:
         default = authenticator.default_permission
         grants = await authenticator.grants_for(credential)
         seen = visibility(grants, resource_type, default, is_admin=credential.is_admin)
-        if seen.mode is Mode.NONE and not self._reloaded:
+        if seen.mode in _ONLY_GRANTED and not self._reloaded:
             # A grant no epoch announced (the creator's MANAGE on what the caller just made, in
-            # this or another process) may not be cached yet: as a denial does, read the grants
-            # afresh once (reload_grants keeps them for the next request).
+            # this or another process) may not be cached yet, and where neither ``*`` nor the
+            # default reads, only such a grant shows the new row: as a denial does, read the
+            # grants afresh (once per request; reload_grants keeps them). Where the default
+            # reads (ALL_EXCEPT) the new row shows anyway and the cache is enough.
             self._reloaded = True
             grants = await authenticator.reload_grants(credential)
             seen = visibility(grants, resource_type, default, is_admin=credential.is_admin)
