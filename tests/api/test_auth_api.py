@@ -627,6 +627,32 @@ def _templates(world: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"{OWN}/tokens/create", {"name": "fz", "expires_in_days": 3}),
         ("GET", f"{OWN}/tokens/list", {"username": ADMIN}),
         ("POST", f"{OWN}/tokens/revoke", {"token_id": 987654}),
+        (
+            "POST",
+            f"{OWN}/permissions/set",
+            {
+                "username": u,
+                "resource_type": "experiment",
+                "resource_id": "5",
+                "permission": "EDIT",
+            },
+        ),
+        (
+            "POST",
+            f"{OWN}/permissions/set",
+            {
+                "role_id": rid,
+                "resource_type": "experiment",
+                "resource_id": "5",
+                "permission": "USE",
+            },
+        ),
+        ("GET", f"{OWN}/permissions/who", {"resource_type": "experiment", "resource_id": "5"}),
+        (
+            "GET",
+            f"{OWN}/audit",
+            {"max_results": 5, "actor": ADMIN, "action": "user.created", "since": 0, "until": 1},
+        ),
     ]
 
 

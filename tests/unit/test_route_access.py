@@ -248,6 +248,17 @@ OWN_LEVELS: list[tuple[list[RuleKey], Shape]] = [
         ],
         ADMIN,
     ),
+    # The audit log is admins'; setting and listing a resource's grants need MANAGE on it
+    # (api/audit.py, api/permissions_admin.py).
+    ([("GET", f"{p}/2.0/metricgate/audit") for p in ("/api", "/ajax-api")], ADMIN),
+    (
+        [
+            (method, f"{p}/2.0/metricgate/permissions/{name}")
+            for p in ("/api", "/ajax-api")
+            for method, name in (("POST", "set"), ("GET", "who"))
+        ],
+        (("Manages", None, None),),
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
 """What the auth API's handlers share (api/auth_users.py, api/auth_roles.py, api/tokens.py):
 the store behind them, the caller, MLflow's parameter reading, the JSON of the auth entities and
-the audit entry every write leaves.
+the cache invalidation after a write. A write's audit entry is the store's, in the write's own
+transaction (api/audit.py's ``audit_context`` says who).
 
 With ``METRICGATE_AUTH=off`` the routes still exist (the route table does not depend on
 settings) but every one answers 404 ``ENDPOINT_NOT_FOUND`` saying so: there are no users to
@@ -14,7 +15,6 @@ from typing import Any
 
 from aiohttp import web
 
-from metricgate.api.access import client_addr
 from metricgate.api.codec import Fields, decode_json_body, read_json
 from metricgate.api.keys import SERVICE, caller
 from metricgate.auth.passwords import Passwords
@@ -150,30 +150,7 @@ def encode_permission_row(row: PermissionRow) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ the audit log
-
-
-async def audit(
-    request: web.Request,
-    action: str,
-    target_type: str,
-    target_id: str | int | None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Record a change made through the auth API: who (the caller, or nobody when there is
-    none), from where (the client address behind METRICGATE_TRUSTED_PROXIES), what. Never a
-    password or token."""
-    who = caller(request)
-    await auth_store(request).append_audit(
-        actor_id=None if who is None else who.user_id,
-        actor=None if who is None else who.username,
-        auth_method=None if who is None else who.method,
-        client_addr=client_addr(request),
-        action=action,
-        target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        details=details or {},
-    )
+# ------------------------------------------------------------------ after a change
 
 
 async def forget_cached(request: web.Request, *, credentials: bool) -> None:

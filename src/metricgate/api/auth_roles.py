@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
-    audit,
     auth_store,
     encode_assignment,
     encode_role,
@@ -42,8 +42,9 @@ async def create_role(request: web.Request) -> web.Response:
         raise InvalidParameter("Workspace cannot be empty.")
     workspace = check_workspace(workspace_given)
     description = fields.str("description")
-    role = await auth_store(request).create_role(name, workspace, description)
-    await audit(request, "role.created", "role", role.id, {"name": role.name})
+    role = await auth_store(request).create_role(
+        name, workspace, description, audit=audit_context(request)
+    )
     return json_response({"role": encode_role(role)})
 
 
@@ -79,18 +80,17 @@ async def update_role(request: web.Request) -> web.Response:
         )
     if name is not None:
         check_role_name(name)
-    role = await auth_store(request).update_role(role_id, name, description)
-    changed = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
-    await audit(request, "role.updated", "role", role_id, changed)
+    role = await auth_store(request).update_role(
+        role_id, name, description, audit=audit_context(request)
+    )
     return json_response({"role": encode_role(role)})
 
 
 async def delete_role(request: web.Request) -> web.Response:
     fields = await params(request)
     role_id = req_int(fields, "role_id")
-    await auth_store(request).delete_role(role_id)
+    await auth_store(request).delete_role(role_id, audit=audit_context(request))
     await forget_cached(request, credentials=False)
-    await audit(request, "role.deleted", "role", role_id)
     return empty_response()
 
 
@@ -102,18 +102,18 @@ async def add_role_permission(request: web.Request) -> web.Response:
     )
     pattern = required_text(fields, "resource_pattern")
     permission = parse_permission(required_text(fields, "permission"))
-    rp = await auth_store(request).add_role_permission(role_id, resource_type, pattern, permission)
+    rp = await auth_store(request).add_role_permission(
+        role_id, resource_type, pattern, permission, audit=audit_context(request)
+    )
     await forget_cached(request, credentials=False)
-    await audit(request, "role.permission_added", "role", role_id, encode_role_permission(rp))
     return json_response({"role_permission": encode_role_permission(rp)})
 
 
 async def remove_role_permission(request: web.Request) -> web.Response:
     fields = await params(request)
     rp_id = req_int(fields, "role_permission_id")
-    await auth_store(request).remove_role_permission(rp_id)
+    await auth_store(request).remove_role_permission(rp_id, audit=audit_context(request))
     await forget_cached(request, credentials=False)
-    await audit(request, "role.permission_removed", "role_permission", rp_id)
     return empty_response()
 
 
@@ -127,9 +127,10 @@ async def update_role_permission(request: web.Request) -> web.Response:
     fields = await params(request)
     rp_id = req_int(fields, "role_permission_id")
     permission = parse_permission(required_text(fields, "permission"))
-    rp = await auth_store(request).update_role_permission(rp_id, permission)
+    rp = await auth_store(request).update_role_permission(
+        rp_id, permission, audit=audit_context(request)
+    )
     await forget_cached(request, credentials=False)
-    await audit(request, "role.permission_updated", "role", rp.role_id, encode_role_permission(rp))
     return json_response({"role_permission": encode_role_permission(rp)})
 
 
@@ -137,9 +138,10 @@ async def assign_role(request: web.Request) -> web.Response:
     fields = await params(request)
     username = required_text(fields, "username")
     role_id = req_int(fields, "role_id")
-    assignment = await auth_store(request).assign_role(username, role_id)
+    assignment = await auth_store(request).assign_role(
+        username, role_id, audit=audit_context(request)
+    )
     await forget_cached(request, credentials=False)
-    await audit(request, "role.assigned", "user", username, {"role_id": role_id})
     return json_response({"assignment": encode_assignment(assignment)})
 
 
@@ -147,9 +149,8 @@ async def unassign_role(request: web.Request) -> web.Response:
     fields = await params(request)
     username = required_text(fields, "username")
     role_id = req_int(fields, "role_id")
-    await auth_store(request).unassign_role(username, role_id)
+    await auth_store(request).unassign_role(username, role_id, audit=audit_context(request))
     await forget_cached(request, credentials=False)
-    await audit(request, "role.unassigned", "user", username, {"role_id": role_id})
     return empty_response()
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
-    audit,
     auth_store,
     current,
     encode_permission_row,
@@ -55,8 +55,8 @@ async def create_user(request: web.Request) -> web.Response:
     username = check_username(required_text(fields, "username"))
     password = check_password(required_text(fields, "password"))
     store = auth_store(request)
-    user = await store.create_user(username, await passwords(request).hash(password), False)
-    await audit(request, "user.created", "user", user.username, {"user_id": user.id})
+    password_hash = await passwords(request).hash(password)
+    user = await store.create_user(username, password_hash, False, audit=audit_context(request))
     return json_response({"user": encode_user(user)})
 
 
@@ -111,9 +111,8 @@ async def update_user_password(request: web.Request) -> web.Response:
             raise InvalidParameter("New password must differ from the current password.")
     else:
         await store.get_user(username)  # 404 before the KDF's cost
-    await store.set_password(username, await kdf.hash(password))
+    await store.set_password(username, await kdf.hash(password), audit=audit_context(request))
     await forget_cached(request, credentials=True)
-    await audit(request, "user.password_changed", "user", username)
     return empty_response()
 
 
@@ -127,9 +126,8 @@ async def update_user_admin(request: web.Request) -> web.Response:
         raise BadRequest(
             "Admins cannot remove their own admin status. Ask another admin to do it instead."
         )
-    await auth_store(request).set_admin(username, is_admin)
+    await auth_store(request).set_admin(username, is_admin, audit=audit_context(request))
     await forget_cached(request, credentials=True)
-    await audit(request, "user.admin_changed", "user", username, {"is_admin": is_admin})
     return empty_response()
 
 
@@ -140,9 +138,8 @@ async def delete_user(request: web.Request) -> web.Response:
         raise BadRequest(
             "Users cannot delete their own account. Ask another admin to delete this user instead."
         )
-    await auth_store(request).delete_user(username)
+    await auth_store(request).delete_user(username, audit=audit_context(request))
     await forget_cached(request, credentials=True)
-    await audit(request, "user.deleted", "user", username)
     return empty_response()
 
 
@@ -174,20 +171,14 @@ async def grant_user_permission(request: web.Request) -> web.Response:
     resource_id = required_text(fields, "resource_id")
     permission = parse_permission(required_text(fields, "permission"))
     await auth_store(request).grant_user(
-        username, resource_type, resource_id, permission, replace=False
+        username,
+        resource_type,
+        resource_id,
+        permission,
+        replace=False,
+        audit=audit_context(request),
     )
     await forget_cached(request, credentials=False)
-    await audit(
-        request,
-        "grant.created",
-        "user",
-        username,
-        {
-            "resource_type": resource_type.value,
-            "resource_id": resource_id,
-            "permission": permission.name,
-        },
-    )
     return empty_response()
 
 
@@ -196,15 +187,10 @@ async def revoke_user_permission(request: web.Request) -> web.Response:
     username = required_text(fields, "username")
     resource_type = parse_resource_type(required_text(fields, "resource_type"))
     resource_id = required_text(fields, "resource_id")
-    old = await auth_store(request).revoke_user(username, resource_type, resource_id)
-    await forget_cached(request, credentials=False)
-    await audit(
-        request,
-        "grant.revoked",
-        "user",
-        username,
-        {"resource_type": resource_type.value, "resource_id": resource_id, "old": old.name},
+    await auth_store(request).revoke_user(
+        username, resource_type, resource_id, audit=audit_context(request)
     )
+    await forget_cached(request, credentials=False)
     return empty_response()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from metricgate.api.access import grant_creator
+from metricgate.api.audit import record_deletion
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -107,8 +108,10 @@ async def update_experiment(request: web.Request) -> web.Response:
 async def delete_experiment(request: web.Request) -> web.Response:
     fields = await read_json(request)
     service = request.app[SERVICE]
-    await service.experiments.delete(_experiment_id(fields))
+    experiment_id = _experiment_id(fields)
+    await service.experiments.delete(experiment_id)
     service.runs.forget_active_runs()  # its runs were deleted with it
+    await record_deletion(request, "experiment.deleted", "experiment", str(experiment_id))
     return empty_response()
 
 

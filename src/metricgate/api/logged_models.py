@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from metricgate.api.audit import record_deletion
 from metricgate.api.codec import (
     Fields,
     decode_params,
@@ -83,7 +84,9 @@ async def finalize_logged_model(request: web.Request) -> web.Response:
 
 
 async def delete_logged_model(request: web.Request) -> web.Response:
-    await request.app[SERVICE].logged_models.delete(request.match_info["model_id"])
+    model_id = request.match_info["model_id"]
+    await request.app[SERVICE].logged_models.delete(model_id)
+    await record_deletion(request, "logged_model.deleted", "logged_model", model_id)
     return empty_response()
 
 

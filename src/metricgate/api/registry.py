@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from metricgate.api.access import grant_creator
+from metricgate.api.audit import record_deletion
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -127,9 +128,9 @@ async def update_registered_model(request: web.Request) -> web.Response:
 
 async def delete_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).delete_registered_model(
-        audit_from(request, fields), fields.str("name")
-    )
+    name = fields.str("name")
+    await _registry(request).delete_registered_model(audit_from(request, fields), name)
+    await record_deletion(request, "model.deleted", "registered_model", name)
     return empty_response()
 
 
@@ -225,9 +226,12 @@ async def update_model_version(request: web.Request) -> web.Response:
 
 async def delete_model_version(request: web.Request) -> web.Response:
     fields = await read_fields(request)
-    await _registry(request).delete_model_version(
-        audit_from(request, fields), fields.str("name"), fields.str("version")
-    )
+    name, version = fields.str("name"), fields.str("version")
+    await _registry(request).delete_model_version(audit_from(request, fields), name, version)
+    await record_deletion(
+        request, "version.deleted", "model_version", f"{name}/{version}",
+        {"name": name, "version": version},
+    )  # fmt: skip
     return empty_response()
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 import orjson
 from aiohttp import web
 
+from metricgate.api.audit import record_deletion
 from metricgate.api.codec import (
     Fields,
     decode_metric,
@@ -102,7 +103,9 @@ async def update_run(request: web.Request) -> web.Response:
 
 async def delete_run(request: web.Request) -> web.Response:
     fields = await read_json(request)
-    await request.app[SERVICE].runs.delete(_run_id(fields))
+    run_id = _run_id(fields)
+    await request.app[SERVICE].runs.delete(run_id)
+    await record_deletion(request, "run.deleted", "run", run_id)
     return empty_response()
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
     Forbidden,
-    audit,
     auth_store,
     current,
     forget_cached,
@@ -82,14 +82,12 @@ async def create_token(request: web.Request) -> web.Response:
     secret = new_token()
     expires_at_ms = None if days is None else int(time.time() * 1000) + days * DAY_MS
     token = await auth_store(request).create_token(
-        me.user_id, name, token_digest(secret), token_hint(secret), expires_at_ms
-    )
-    await audit(
-        request,
-        "token.created",
-        "token",
-        token.id,
-        {"name": token.name, "hint": token.hint, "expires_at": token.expires_at_ms},
+        me.user_id,
+        name,
+        token_digest(secret),
+        token_hint(secret),
+        expires_at_ms,
+        audit=audit_context(request),
     )
     return json_response({"token": encode_token(token), "secret": secret})
 
@@ -113,15 +111,10 @@ async def revoke_token(request: web.Request) -> web.Response:
     fields = await params(request)
     token_id = req_int(fields, "token_id")
     me = current(request)
-    token = await auth_store(request).revoke_token(None if me.is_admin else me.user_id, token_id)
-    await forget_cached(request, credentials=True)
-    await audit(
-        request,
-        "token.revoked",
-        "token",
-        token.id,
-        {"name": token.name, "hint": token.hint, "owner_id": token.user_id},
+    token = await auth_store(request).revoke_token(
+        None if me.is_admin else me.user_id, token_id, audit=audit_context(request)
     )
+    await forget_cached(request, credentials=True)
     return json_response({"token": encode_token(token)})
 
 
