@@ -16,6 +16,7 @@ from metricgate import __version__
 from metricgate.cli.approvals import COMMANDS as APPROVAL_COMMANDS
 from metricgate.cli.approvals import add_approvals_parsers, run_approvals
 from metricgate.cli.artifacts import add_artifacts_parser, run_artifacts
+from metricgate.cli.audit import add_audit_parser, run_audit
 from metricgate.cli.auth import COMMANDS as AUTH_COMMANDS
 from metricgate.cli.auth import add_auth_parsers, run_auth
 from metricgate.cli.bench import add_bench_parser, run_bench
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_artifacts_parser(sub)  # resumable artifact upload/download over HTTP
     add_auth_parsers(sub)  # users, roles, permissions, tokens over HTTP (`users create-admin`: DSN)
     add_approvals_parsers(sub)  # registry approvals and policies over HTTP
+    add_audit_parser(sub)  # the audit log over HTTP
 
     flush = sub.add_parser(
         "flush", help="run flusher workers only: drain the Redis ingest streams into PostgreSQL"
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_auth(args)
     if args.command in APPROVAL_COMMANDS:
         return run_approvals(args)
+    if args.command == "audit":
+        return run_audit(args)
     overrides = {
         "database_url": args.database_url,
         "log_level": args.log_level,

@@ -38,7 +38,8 @@ from metricgate.config import ConfigError, Settings, mlflow_tracking_credentials
 
 MLFLOW_V2 = "/api/2.0/mlflow"
 MLFLOW_V3 = "/api/3.0/mlflow"
-TOKENS = "/api/2.0/metricgate/tokens"
+METRICGATE = "/api/2.0/metricgate"
+TOKENS = f"{METRICGATE}/tokens"
 HIDDEN_ROLE_PREFIX = "__user_"  # a per-user grant's hidden role (MLflow's __user_<id>__)
 RESOURCE_TYPES = ("experiment", "registered_model")
 LEVELS = ("READ", "USE", "EDIT", "MANAGE", "DENY")
@@ -173,6 +174,18 @@ def _add_permissions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     command("list", "a user's grants, their own and their roles'").add_argument(
         "user", metavar="USER"
     )
+    put = command(
+        "set",
+        "grant a user or a role a level on a resource, or change the level it holds, in place "
+        "(MANAGE on the resource)",
+    )
+    holder = put.add_mutually_exclusive_group(required=True)
+    holder.add_argument("--user", help="the user to grant to")
+    holder.add_argument("--role", help=f"the role to grant to ({ROLE_HELP})")
+    _resource(put, workspace=True)
+    _level(put)
+    who = command("who", "every user and role holding a grant on a resource (MANAGE on it)")
+    _resource(who, workspace=True)
 
 
 def _add_tokens(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -191,9 +204,17 @@ def _add_tokens(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def run_auth(args: argparse.Namespace) -> int:
     if args.command == "users" and args.auth_command == "create-admin":
         return run_create_admin(args)
+    return run_rest(args, _DISPATCH[args.command])
+
+
+Command = Callable[["Session", argparse.Namespace], tuple[dict[str, Any], list[str]]]
+
+
+def run_rest(args: argparse.Namespace, command: Command) -> int:
+    """One REST command of a ``_Group``: log in, call, print the table (or ``--json``)."""
     try:
         session = Session(server_url(args.url), login_header(args))
-        reply, lines = _DISPATCH[args.command](session, args)
+        reply, lines = command(session, args)
     except InputError as exc:
         print(f"metricgate: {exc}", file=sys.stderr)
         return 2
@@ -456,6 +477,12 @@ def grant_table(permissions: Sequence[dict[str, Any]]) -> list[str]:
 
 def _permissions(s: Session, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     command = args.auth_command
+    if command == "set":
+        return _set_permission(s, args)
+    if command == "who":
+        query = {"resource_type": args.resource_type, "resource_id": args.resource_id}
+        reply = s.call("GET", f"{METRICGATE}/permissions/who", query=query)
+        return reply, who_table(reply)
     if command == "list":
         reply = s.call("GET", f"{MLFLOW_V3}/users/permissions/list", query={"username": args.user})
         lines = [f"{args.user} is an admin: every check passes"] if reply.get("is_admin") else []
@@ -472,6 +499,43 @@ def _permissions(s: Session, args: argparse.Namespace) -> tuple[dict[str, Any], 
         return reply, [f"granted {args.permission} on {what} to {args.user}"]
     reply = s.call("POST", f"{MLFLOW_V3}/users/permissions/revoke", body)
     return reply, [f"revoked {args.user}'s grant on {what}"]
+
+
+def _set_permission(s: Session, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    body: dict[str, Any] = {
+        "resource_type": args.resource_type,
+        "resource_id": args.resource_id,
+        "permission": args.permission,
+    }
+    if args.user is not None:
+        body["username"] = args.user
+        holder = args.user
+    else:
+        body["role_id"] = role_id(s, args.role)
+        holder = f"role {args.role}"
+    reply = s.call("POST", f"{METRICGATE}/permissions/set", body)
+    what = f"{args.resource_type} {args.resource_id}"
+    previous = reply.get("previous_permission")
+    change = f"(was {previous})" if previous else "(new)"
+    return reply, [f"set {holder}'s permission on {what} to {args.permission} {change}"]
+
+
+def who_table(reply: dict[str, Any]) -> list[str]:
+    rows = [
+        [u["username"], u["permission"], "direct", u["resource_pattern"]]
+        for u in reply.get("users", [])
+    ]
+    for r in reply.get("roles", []):
+        members = r.get("usernames") or ["-"]
+        rows.extend(
+            [name, r["permission"], f"role {r['role_name']}", r["resource_pattern"]]
+            for name in members
+        )
+    return [
+        *table(["USER", "PERMISSION", "VIA", "RESOURCE"], rows),
+        f"everyone else: {reply.get('default_permission', '?')} (the server's default); "
+        "admins and workspace admins: every permission, without a grant",
+    ]
 
 
 def permission_table(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -559,7 +623,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(headers), *(line(r) for r in rows)]
 
 
-_DISPATCH: dict[str, Callable[[Session, argparse.Namespace], tuple[dict[str, Any], list[str]]]] = {
+_DISPATCH: dict[str, Command] = {
     "users": _users,
     "roles": _roles,
     "permissions": _permissions,
