@@ -20,8 +20,8 @@ exists from the difference.
 Authentication is api/login.py's: a caller over a failed-login limit gets 429
 ``REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``, before any password is hashed.
 
-Search endpoints (``Filtered``) only authenticate here; narrowing their rows in SQL is a later
-step (design B5).
+Search endpoints (``Filtered``) only authenticate here; their handlers narrow the rows in the
+SQL (api/search_access.py, design B5).
 """
 
 from __future__ import annotations
