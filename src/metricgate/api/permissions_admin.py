@@ -18,13 +18,24 @@ from typing import Any
 from aiohttp import web
 
 from metricgate.api.audit import audit_context
-from metricgate.api.auth_common import auth_store, forget_cached, params, req_int, required_text
+from metricgate.api.auth_common import (
+    Forbidden,
+    auth_store,
+    forget_cached,
+    params,
+    req_int,
+    required_text,
+)
 from metricgate.api.codec import json_response
-from metricgate.api.keys import SETTINGS
+from metricgate.api.keys import SERVICE, SETTINGS, caller
 from metricgate.api.routing import Route
 from metricgate.domain.auth.access import Manages
 from metricgate.domain.auth.entities import USER_ROLE_PREFIX
-from metricgate.domain.auth.permissions import parse_permission, parse_resource_type
+from metricgate.domain.auth.permissions import (
+    is_workspace_admin,
+    parse_permission,
+    parse_resource_type,
+)
 from metricgate.domain.errors import InvalidParameter
 from metricgate.stores.base import GrantHolder
 
@@ -34,6 +45,15 @@ WHO_NOTE = (
     "every resource without a grant, and are listed here only through grants they hold; "
     "everyone else without a grant has default_permission."
 )
+
+
+async def _require_role_admin(request: web.Request) -> None:
+    credential = caller(request)
+    if credential is None or credential.is_admin:
+        return
+    authenticator = request.app[SERVICE].authenticator
+    if authenticator is None or not is_workspace_admin(await authenticator.grants_for(credential)):
+        raise Forbidden("Changing a role's grants needs an admin or a workspace admin")
 
 
 async def set_permission(request: web.Request) -> web.Response:
@@ -55,6 +75,9 @@ async def set_permission(request: web.Request) -> web.Response:
         )
         holder = {"username": username}
     else:
+        # A role is shared: changing what it grants is for role admins, as MLflow's
+        # roles/permissions routes are, not for everyone who manages the resource.
+        await _require_role_admin(request)
         role_id = req_int(fields, "role_id")
         resource_type = parse_resource_type(
             required_text(fields, "resource_type"), workspace_allowed=True
