@@ -196,11 +196,15 @@ async def test_the_creator_of_an_experiment_or_model_manages_it(
     (await carol.log_metric(run_id, "m", 1.0)).ok()
     (await carol.post("/runs/delete", {"run_id": run_id})).ok()
     model = await carol.create_registered_model("carols-model")
-    (await carol.delete("/registered-models/delete", {"name": model["name"]})).ok()
     rows = await store.user_permission_rows("carol")
     held = {(row.resource_type, row.resource_pattern, row.permission) for row in rows}
     assert (EXP, experiment_id, Permission.MANAGE) in held
     assert (MODEL, "carols-model", Permission.MANAGE) in held
+    (await carol.delete("/registered-models/delete", {"name": model["name"]})).ok()
+    # The model's grants go with it (design-auth B2), the creator's MANAGE included.
+    rows = await store.user_permission_rows("carol")
+    held = {(row.resource_type, row.resource_pattern, row.permission) for row in rows}
+    assert (MODEL, "carols-model", Permission.MANAGE) not in held
 
 
 async def test_artifact_paths_are_checked_on_their_experiment(

@@ -485,15 +485,15 @@ def artifact_path_experiment(path: str) -> Resolved:
     return ResourceType.EXPERIMENT, str(int(head))
 
 
-async def grant_creator(request: web.Request, resource_type: ResourceType, pattern: str) -> None:
-    """The creator of an experiment or registered model gets MANAGE on it (stock's after-request
-    hook; design B2 moves it into the create's own transaction later). Admins hold everything
-    already; with auth off there is nobody to grant to."""
+def creator_of(request: web.Request) -> int | None:
+    """The user id that gets MANAGE on the experiment or registered model this request creates,
+    written by the store in the create's own transaction (design B2; stock grants it in an
+    after-request hook). None for an admin, who holds everything already, and with auth off,
+    where there is nobody to grant to."""
     credential = caller(request)
-    auth = request.app[SERVICE].auth
-    if credential is None or credential.is_admin or auth is None:
-        return
-    await auth.grant_creator_manage(credential.user_id, resource_type, pattern)
+    if credential is None or credential.is_admin or request.app[SERVICE].auth is None:
+        return None
+    return credential.user_id
 
 
 def _missing(name: str) -> InvalidParameter:

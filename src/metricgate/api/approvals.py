@@ -24,6 +24,7 @@ from metricgate.api.auth_common import Forbidden, Unauthenticated, params
 from metricgate.api.codec import Fields, json_response, read_json
 from metricgate.api.keys import SERVICE, caller
 from metricgate.api.routing import Route
+from metricgate.api.search_access import search_visibility
 from metricgate.domain.auth.access import Admin, Authenticated, Filtered
 from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import Permission, ResourceType
@@ -131,7 +132,7 @@ async def _body(request: web.Request) -> Fields:
 
 async def list_requests(request: web.Request) -> web.Response:
     store = _store(request)
-    me = _me(request)
+    _me(request)  # what the caller may read is the store's predicate (search_visibility)
     fields = await params(request)
     state = fields.str("state") or None
     if state is not None and state not in rules.STATES:
@@ -141,16 +142,13 @@ async def list_requests(request: web.Request) -> web.Response:
     if not 1 <= max_results <= MAX_PER_PAGE:
         raise InvalidParameter(f"max_results must be between 1 and {MAX_PER_PAGE}.")
     found, token = await store.list_requests(
-        state, fields.str("model") or None, max_results, fields.str("page_token") or None
+        state,
+        fields.str("model") or None,
+        max_results,
+        fields.str("page_token") or None,
+        visibility=await search_visibility(request, ResourceType.REGISTERED_MODEL),
     )
-    readable: dict[str, bool] = {}
-    shown = []
-    for item in found:
-        if item.model_name not in readable:
-            readable[item.model_name] = (await _level(request, me, item.model_name)).can_read
-        if readable[item.model_name]:
-            shown.append(encode_request(item))
-    body: dict[str, Any] = {"approval_requests": shown}
+    body: dict[str, Any] = {"approval_requests": [encode_request(item) for item in found]}
     if token:
         body["next_page_token"] = token
     return json_response(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.access import grant_creator
+from metricgate.api.access import creator_of
 from metricgate.api.audit import record_deletion
 from metricgate.api.codec import (
     Fields,
@@ -60,8 +60,9 @@ async def create_experiment(request: web.Request) -> web.Response:
     for tag in tags:
         validate_experiment_tag(tag)
     location = fields.str("artifact_location") or None
-    experiment_id = await request.app[SERVICE].experiments.create(name, location, tags)
-    await grant_creator(request, ResourceType.EXPERIMENT, experiment_id)
+    experiment_id = await request.app[SERVICE].experiments.create(
+        name, location, tags, creator_of(request)
+    )
     return json_response({"experiment_id": experiment_id})
 
 

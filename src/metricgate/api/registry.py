@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from metricgate.api.access import grant_creator
+from metricgate.api.access import creator_of
 from metricgate.api.audit import record_deletion
+from metricgate.api.auth_common import forget_cached
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -100,8 +101,8 @@ async def create_registered_model(request: web.Request) -> web.Response:
         fields.str("name"),
         decode_tags(fields.dict_list("tags")),
         fields.str("description"),
+        creator_of(request),
     )
-    await grant_creator(request, ResourceType.REGISTERED_MODEL, model.name)
     return _model(model)
 
 
@@ -115,6 +116,8 @@ async def rename_registered_model(request: web.Request) -> web.Response:
     model = await _registry(request).rename_registered_model(
         audit_from(request, fields), fields.str("name"), fields.str("new_name")
     )
+    # The model's grants moved with it (grant_epoch): they hold on the new name here at once.
+    await forget_cached(request, credentials=False)
     return _model(model)
 
 
@@ -130,6 +133,7 @@ async def delete_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     name = fields.str("name")
     await _registry(request).delete_registered_model(audit_from(request, fields), name)
+    await forget_cached(request, credentials=False)  # its grants went with it
     await record_deletion(request, "model.deleted", "registered_model", name)
     return empty_response()
 

@@ -67,14 +67,20 @@ class RegistryService:
     # ------------------------------------------------------------ registered models
 
     async def create_registered_model(
-        self, audit: Audit, name: str | None, tags: Sequence[Tag], description: str | None
+        self,
+        audit: Audit,
+        name: str | None,
+        tags: Sequence[Tag],
+        description: str | None,
+        creator: int | None = None,
     ) -> RegisteredModel:
+        """``creator``: the user id that gets MANAGE on the model in the create's transaction."""
         checked = rules.validate_model_name(name)
         tags = [rules.validate_tag(t) for t in tags]
         rules.validate_description(description)
         return await self._apply(
             "registered_model.create", audit,
-            lambda: self._store.create_registered_model(audit, checked, tags, description),
+            lambda: self._store.create_registered_model(audit, checked, tags, description, creator),
         )  # fmt: skip
 
     async def rename_registered_model(

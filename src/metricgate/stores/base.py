@@ -109,8 +109,15 @@ class DatabaseHealth(Protocol):
 
 class ExperimentStore(Protocol):
     async def create(
-        self, name: str, artifact_location: str | None, tags: Sequence[Tag]
-    ) -> str: ...
+        self,
+        name: str,
+        artifact_location: str | None,
+        tags: Sequence[Tag],
+        creator: int | None = None,
+    ) -> str:
+        """``creator``: the user id given MANAGE on the new experiment in the create's own
+        transaction (design-auth B2); None with auth off or for an admin."""
+        ...
 
     async def get(self, experiment_id: int) -> Experiment: ...
 
@@ -380,8 +387,16 @@ class RegistryStore(Protocol):
     """The registry's rows and audit history, written as one (registry/service.py)."""
 
     async def create_registered_model(
-        self, audit: Audit, name: str, tags: Sequence[Tag], description: str | None
-    ) -> RegisteredModel: ...
+        self,
+        audit: Audit,
+        name: str,
+        tags: Sequence[Tag],
+        description: str | None,
+        creator: int | None = None,
+    ) -> RegisteredModel:
+        """``creator``: the user id given MANAGE on the new model in the create's own
+        transaction (design-auth B2); None with auth off or for an admin."""
+        ...
 
     async def rename_registered_model(
         self, audit: Audit, name: str, new_name: str
@@ -497,8 +512,17 @@ class ApprovalStore(Protocol):
     async def get_request(self, request_id: int) -> ApprovalRequest: ...
 
     async def list_requests(
-        self, state: str | None, model_name: str | None, max_results: int, page_token: str | None
-    ) -> tuple[builtins.list[ApprovalRequest], str | None]: ...
+        self,
+        state: str | None,
+        model_name: str | None,
+        max_results: int,
+        page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
+    ) -> tuple[builtins.list[ApprovalRequest], str | None]:
+        """Newest first; only requests on models ``visibility`` shows, filtered in the SQL so
+        every page is full."""
+        ...
 
     async def vote(
         self, request_id: int, audit: Audit, decision: ApprovalDecision, level: Permission

@@ -265,6 +265,74 @@ async def _role_row(conn: PgConnection, role_id: int, *, lock: bool = False) -> 
     return row
 
 
+async def share_grants(conn: PgConnection) -> None:
+    """Take ``auth_state`` shared, as the first lock of a create that grants its creator MANAGE:
+    creates run concurrently, while an access change (which takes this row first, exclusively)
+    waits, so the lock order stays the same and cannot deadlock."""
+    await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR SHARE")
+
+
+async def write_creator_grant(
+    conn: PgConnection, user_id: int, resource_type: ResourceType, pattern: str
+) -> None:
+    """The creator's MANAGE on what it made, in the create's transaction (after
+    ``share_grants``). No epoch moves: MANAGE is the top level, so nobody's cached grants
+    allow too much; a denial re-reads the grants and finds it."""
+    role_id = await _hidden_role(conn, user_id)
+    await conn.execute(
+        """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
+           VALUES ($1, $2, $3, 'MANAGE')
+           ON CONFLICT (role_id, resource_type, resource_pattern)
+           DO UPDATE SET permission = 'MANAGE'""",
+        role_id,
+        resource_type.value,
+        pattern,
+    )
+
+
+async def lock_grants(conn: PgConnection) -> None:
+    """Take ``auth_state`` for a registry write that may move grants (``follow_model_rename``,
+    ``drop_model_grants``). It must be the transaction's first lock, as in every access change
+    and creator grant, so that the model rows locked after it cannot deadlock with them."""
+    await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
+
+
+async def follow_model_rename(conn: PgConnection, old: str, new: str) -> None:
+    """Registered-model grants follow a rename, in the rename's transaction (after
+    ``lock_grants``): a DENY on ``old`` still holds on ``new``. Grants already on ``new`` (set
+    for a name no model had) give way: the model keeps exactly its own. ``*`` grants stay."""
+    kind = ResourceType.REGISTERED_MODEL.value
+    dropped = await conn.execute(
+        "DELETE FROM auth_grants WHERE resource_type = $1 AND resource_pattern = $2", kind, new
+    )
+    moved = await conn.execute(
+        """UPDATE auth_grants SET resource_pattern = $3
+           WHERE resource_type = $1 AND resource_pattern = $2""",
+        kind,
+        old,
+        new,
+    )
+    if _count(dropped) or _count(moved):
+        await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
+
+
+async def drop_model_grants(conn: PgConnection, name: str) -> None:
+    """A deleted registered model's grants go with it, in the delete's transaction (after
+    ``lock_grants``): a new model given the name later starts with none of them."""
+    dropped = await conn.execute(
+        "DELETE FROM auth_grants WHERE resource_type = $1 AND resource_pattern = $2",
+        ResourceType.REGISTERED_MODEL.value,
+        name,
+    )
+    if _count(dropped):
+        await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
+
+
+def _count(status: str) -> int:
+    """The row count of an asyncpg command status (``UPDATE 3``, ``DELETE 0``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 class PgAuthStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -655,20 +723,8 @@ class PgAuthStore:
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
         async with self._db.transaction() as conn:
-            # Shared: creates run concurrently, while an access change (which takes this row
-            # first, exclusively) waits, so the lock order stays the same and cannot deadlock.
-            # No epoch moves: MANAGE is the top level, so nobody's cached grants allow too much.
-            await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR SHARE")
-            role_id = await _hidden_role(conn, user_id)
-            await conn.execute(
-                """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
-                   VALUES ($1, $2, $3, 'MANAGE')
-                   ON CONFLICT (role_id, resource_type, resource_pattern)
-                   DO UPDATE SET permission = 'MANAGE'""",
-                role_id,
-                resource_type.value,
-                pattern,
-            )
+            await share_grants(conn)
+            await write_creator_grant(conn, user_id, resource_type, pattern)
 
     async def who_holds(self, resource_type: ResourceType, pattern: str) -> list[GrantHolder]:
         async with self._db.connection() as conn:

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from metricgate.domain.auth.permissions import ResourceType
 from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Experiment, Page, Tag
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_experiment_search
 
@@ -72,9 +74,17 @@ class PgExperimentStore:
             return f"mlflow-artifacts:/{experiment_id}"
         return f"{self._artifact_root}/{experiment_id}"
 
-    async def create(self, name: str, artifact_location: str | None, tags: Sequence[Tag]) -> str:
+    async def create(
+        self,
+        name: str,
+        artifact_location: str | None,
+        tags: Sequence[Tag],
+        creator: int | None = None,
+    ) -> str:
         now = now_ms()
         async with self._db.transaction() as conn:
+            if creator is not None:
+                await auth.share_grants(conn)
             experiment_id = await conn.fetchval("SELECT nextval('experiments_id_seq')")
             location = artifact_location or self._default_location(experiment_id)
             try:
@@ -94,6 +104,10 @@ class PgExperimentStore:
                     "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) "
                     "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
                     [(experiment_id, t.key, t.value) for t in tags],
+                )
+            if creator is not None:
+                await auth.write_creator_grant(
+                    conn, creator, ResourceType.EXPERIMENT, str(experiment_id)
                 )
         return str(experiment_id)
 

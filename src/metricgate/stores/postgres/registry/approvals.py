@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from metricgate.domain.auth.permissions import WILDCARD, Permission
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
 from metricgate.domain.registry import approvals as rules
 from metricgate.domain.registry.approvals import (
@@ -262,18 +263,29 @@ class PgApprovalStore:
         model_name: str | None,
         max_results: int,
         page_token: str | None,
+        *,
+        visibility: Visibility = UNRESTRICTED,
     ) -> tuple[list[ApprovalRequest], str | None]:
-        """Newest first; keyset pages (requests keep arriving)."""
+        """Newest first; keyset pages (requests keep arriving). ``visibility`` (the caller's
+        registered-model reads) is a predicate on the model name, so pages stay full."""
         before = _decode_token(page_token)
+        if visibility.mode is Mode.NONE:
+            return [], None
+        args: list[object] = [state, model_name, before, max_results + 1]
+        shown = ""
+        if visibility.mode is Mode.ONLY:
+            shown, args = "AND rm.name = ANY($5::text[])", [*args, visibility.names()]
+        elif visibility.mode is Mode.ALL_EXCEPT and visibility.ids:
+            shown, args = "AND NOT (rm.name = ANY($5::text[]))", [*args, visibility.names()]
         async with self._db.connection() as conn:
             rows = await conn.fetch(
                 f"""{_REQUEST_SQL}
                     WHERE ($1::text IS NULL OR r.state = $1)
                       AND ($2::text IS NULL OR rm.name = $2)
-                      AND ($3::bigint IS NULL OR r.request_id < $3)
+                      AND ($3::bigint IS NULL OR r.request_id < $3) {shown}
                     ORDER BY r.request_id DESC LIMIT $4""",
-                state, model_name, before, max_results + 1,
-            )  # fmt: skip
+                *args,
+            )
             ids = [r["request_id"] for r in rows[:max_results]]
             votes = await conn.fetch(
                 """SELECT * FROM approval_votes WHERE request_id = ANY($1::bigint[])
@@ -463,6 +475,25 @@ async def _apply(conn: PgConnection, request: ApprovalRequest, voter: Audit) -> 
         event_id,
     )
     await _step(conn, rules.APPLIED, request, voter, state="applied", applied_event_id=event_id)
+
+
+async def supersede_deleted_version(
+    conn: PgConnection, audit: Audit, name: str, version: int
+) -> None:
+    """Close the deleted version's pending requests as superseded, in the delete's transaction
+    (after the model row is locked), each with its event and audit row: nothing is left
+    waiting for approvals that could never apply."""
+    pending = await conn.fetch(
+        """SELECT r.request_id FROM approval_requests AS r JOIN registered_models AS rm
+           USING (model_key) WHERE rm.name = $1 AND r.version = $2 AND r.state = 'pending'
+           ORDER BY r.request_id FOR UPDATE OF r""",
+        name,
+        version,
+    )
+    for row in pending:
+        request = await _load(conn, row["request_id"])
+        await _close(conn, request.id, "superseded")
+        await _step(conn, rules.SUPERSEDED, request, audit, state="superseded")
 
 
 def _encode_token(before_id: int) -> str:

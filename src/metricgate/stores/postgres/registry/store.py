@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
+from metricgate.domain.auth.permissions import ResourceType
 from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, NotFound
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Page, Tag
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
-from metricgate.stores.postgres.registry import events, versions
+from metricgate.stores.postgres.registry import approvals, events, versions
 from metricgate.stores.postgres.registry.load import (
     alias_not_found,
     latest_version_keys,
@@ -41,8 +43,12 @@ def _exists(name: str) -> AlreadyExists:
 
 
 class PgRegistryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, grants_follow: bool = False) -> None:
+        """``grants_follow`` (access control on): a rename moves the model's grants to the new
+        name and a delete removes them, in the registry write's own transaction (design-auth
+        B2; stock does it in after-request hooks, where a crash leaves them behind)."""
         self._db = db
+        self._grants_follow = grants_follow
 
     @contextlib.asynccontextmanager
     async def _write(self, name: str) -> AsyncIterator[PgConnection]:
@@ -57,10 +63,20 @@ class PgRegistryStore:
     # ------------------------------------------------------------ registered models
 
     async def create_registered_model(
-        self, audit: Audit, name: str, tags: Sequence[Tag], description: str | None
+        self,
+        audit: Audit,
+        name: str,
+        tags: Sequence[Tag],
+        description: str | None,
+        creator: int | None = None,
     ) -> RegisteredModel:
+        """``creator``: the user id that gets MANAGE on the new model, in this transaction (a
+        crash cannot leave a model without its creator's grant); None: nobody (auth off, an
+        admin)."""
         now = now_ms()
         async with self._write(name) as conn:
+            if creator is not None:
+                await auth.share_grants(conn)
             key = await conn.fetchval(
                 """INSERT INTO registered_models
                        (name, description, user_id, creation_timestamp, last_updated_timestamp)
@@ -76,12 +92,16 @@ class PgRegistryStore:
             )
             after = {"name": name, "description": description, "tags": tag_map}
             await events.record(conn, "registered_model.created", name, None, audit, None, after)
+            if creator is not None:
+                await auth.write_creator_grant(conn, creator, ResourceType.REGISTERED_MODEL, name)
             return (await load_models(conn, [key]))[0]
 
     async def rename_registered_model(
         self, audit: Audit, name: str, new_name: str
     ) -> RegisteredModel:
         async with self._write(new_name) as conn:
+            if self._grants_follow:
+                await auth.lock_grants(conn)
             row = await lock_model(conn, name)
             if new_name != name:
                 if await conn.fetchval("SELECT 1 FROM registered_models WHERE name = $1", new_name):
@@ -99,6 +119,8 @@ class PgRegistryStore:
                     {"name": name},
                     {"name": new_name},
                 )
+                if self._grants_follow:
+                    await auth.follow_model_rename(conn, name, new_name)
             return (await load_models(conn, [row["model_key"]]))[0]
 
     async def update_registered_model(
@@ -118,6 +140,8 @@ class PgRegistryStore:
 
     async def delete_registered_model(self, audit: Audit, name: str) -> None:
         async with self._db.transaction() as conn:
+            if self._grants_follow:
+                await auth.lock_grants(conn)
             row = await lock_model(conn, name)
             key = row["model_key"]
             numbers = [r["version"] for r in await conn.fetch(
@@ -140,6 +164,8 @@ class PgRegistryStore:
                 "aliases": aliases,
             }
             await events.record(conn, "registered_model.deleted", name, None, audit, before, None)
+            if self._grants_follow:
+                await auth.drop_model_grants(conn, name)
 
     async def set_registered_model_tag(self, audit: Audit, name: str, tag: Tag) -> None:
         async with self._db.transaction() as conn:
@@ -246,6 +272,7 @@ class PgRegistryStore:
     async def delete_model_version(self, audit: Audit, name: str, version: int) -> None:
         async with self._db.transaction() as conn:
             await versions.delete(conn, audit, name, version)
+            await approvals.supersede_deleted_version(conn, audit, name, version)
 
     async def set_model_version_tag(self, audit: Audit, name: str, version: int, tag: Tag) -> None:
         async with self._db.transaction() as conn:
