@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from metricgate.api.auth_common import Forbidden, Unauthenticated, params
+from metricgate.api.auth_common import params
 from metricgate.api.codec import Fields, json_response, read_json
 from metricgate.api.keys import SERVICE, caller
 from metricgate.api.routing import Route
@@ -28,7 +28,7 @@ from metricgate.api.search_access import search_visibility
 from metricgate.domain.auth.access import Admin, Authenticated, Filtered
 from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import Permission, ResourceType
-from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter, PermissionDenied, Unauthenticated
 from metricgate.domain.registry import approvals as rules
 from metricgate.domain.registry.approvals import ApprovalPolicy, ApprovalRequest, Decision
 from metricgate.domain.registry.entities import Audit
@@ -118,7 +118,7 @@ def _path_id(request: web.Request, name: str) -> int:
 
 async def _readable(request: web.Request, me: Credential, found: ApprovalRequest) -> None:
     if not (await _level(request, me, found.model_name)).can_read:
-        raise Forbidden()
+        raise PermissionDenied()
 
 
 async def _body(request: web.Request) -> Fields:

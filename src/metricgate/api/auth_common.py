@@ -19,7 +19,7 @@ from metricgate.api.codec import Fields, decode_json_body, read_json
 from metricgate.api.keys import SERVICE, caller
 from metricgate.auth.passwords import Passwords
 from metricgate.domain.auth.entities import Assignment, Credential, Role, RolePermission, User
-from metricgate.domain.errors import EndpointNotFound, InvalidParameter, MetricgateError
+from metricgate.domain.errors import EndpointNotFound, InvalidParameter, Unauthenticated
 from metricgate.stores.base import AuthStore, PermissionRow
 
 
@@ -32,22 +32,6 @@ class AuthDisabled(EndpointNotFound):
             "No user accounts: access control is off on this server (METRICGATE_AUTH=off), "
             "so there are no users, roles, permissions or API tokens to manage."
         )
-
-
-class Unauthenticated(MetricgateError):
-    """No verified caller on a route that needs one. The access middleware answers a request
-    without credentials before any handler runs; this is the handler's own guard."""
-
-    error_code = "UNAUTHENTICATED"
-
-
-class Forbidden(MetricgateError):
-    """A check the route's access rule cannot express (another user's tokens)."""
-
-    error_code = "PERMISSION_DENIED"
-
-    def __init__(self, message: str = "Permission denied") -> None:
-        super().__init__(message)
 
 
 def auth_store(request: web.Request) -> AuthStore:

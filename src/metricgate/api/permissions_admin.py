@@ -19,7 +19,6 @@ from aiohttp import web
 
 from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
-    Forbidden,
     auth_store,
     forget_cached,
     params,
@@ -36,7 +35,7 @@ from metricgate.domain.auth.permissions import (
     parse_permission,
     parse_resource_type,
 )
-from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter, PermissionDenied
 from metricgate.stores.base import GrantHolder
 
 PREFIXES = ("/api/2.0/metricgate", "/ajax-api/2.0/metricgate")
@@ -53,7 +52,7 @@ async def _require_role_admin(request: web.Request) -> None:
         return
     authenticator = request.app[SERVICE].authenticator
     if authenticator is None or not is_workspace_admin(await authenticator.grants_for(credential)):
-        raise Forbidden("Changing a role's grants needs an admin or a workspace admin")
+        raise PermissionDenied("Changing a role's grants needs an admin or a workspace admin")
 
 
 async def set_permission(request: web.Request) -> web.Response:

@@ -21,7 +21,6 @@ from aiohttp import web
 
 from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
-    Forbidden,
     auth_store,
     current,
     forget_cached,
@@ -34,7 +33,7 @@ from metricgate.auth.tokens import new_token
 from metricgate.domain.auth.access import Authenticated, SelfOrAdmin
 from metricgate.domain.auth.entities import ApiToken
 from metricgate.domain.auth.rules import token_digest, token_hint
-from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.errors import InvalidParameter, PermissionDenied
 
 PREFIXES = ("/api/2.0/metricgate", "/ajax-api/2.0/metricgate")
 MAX_NAME_CHARS = 256
@@ -102,7 +101,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     elif me.is_admin:
         user_id = (await store.get_user(username)).id
     else:
-        raise Forbidden()
+        raise PermissionDenied()
     found = await store.list_tokens(user_id)
     return json_response({"tokens": [encode_token(t) for t in found]})
 

@@ -92,6 +92,23 @@ class Conflict(MetricgateError):
     error_code = "RESOURCE_CONFLICT"
 
 
+class PermissionDenied(MetricgateError):
+    """A check a route's declared access rule cannot express: another user's tokens, a shared
+    role's grants, a vote on one's own approval request (HTTP 403, MLflow's PERMISSION_DENIED)."""
+
+    error_code = "PERMISSION_DENIED"
+
+    def __init__(self, message: str = "Permission denied") -> None:
+        super().__init__(message)
+
+
+class Unauthenticated(MetricgateError):
+    """No verified caller where one is needed; the access middleware answers requests without
+    credentials before any handler runs, so this is a handler's or store's own guard."""
+
+    error_code = "UNAUTHENTICATED"
+
+
 class PayloadTooLarge(InvalidParameter):
     http_status = 413
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from metricgate.domain.auth.permissions import WILDCARD, Permission
-from metricgate.domain.errors import Conflict, InvalidParameter, MetricgateError
+from metricgate.domain.errors import Conflict, InvalidParameter, PermissionDenied
 from metricgate.domain.registry import rules
 
 Kind = Literal["stage", "alias"]
@@ -83,10 +83,8 @@ class ApprovalRequest:
         return count_approvals(self.votes, self.requester)
 
 
-class ApprovalForbidden(MetricgateError):
+class ApprovalForbidden(PermissionDenied):
     """A vote or a cancel the caller may not cast: their own request, or no level on the model."""
-
-    error_code = "PERMISSION_DENIED"
 
 
 class ApprovalPending(Conflict):
