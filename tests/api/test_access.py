@@ -4,13 +4,20 @@ missing resources, DELETE's two parameter sources, and the body still there for 
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
-import argon2
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    As,
+    auth_settings,
+    basic,
+    store_user,
+    user,
+)
 from tests.api.conftest import Api, Reply, now_ms
 
 from metricgate.api.keys import SERVICE
@@ -18,40 +25,15 @@ from metricgate.config import Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.stores.base import AuthStore
 
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "user-password-12"
 EXP = ResourceType.EXPERIMENT
 MODEL = ResourceType.REGISTERED_MODEL
 # Users are made straight in the store with cheap KDF parameters (the hash carries them, so
 # verification is cheap too); the admin is made by the server at start with the real ones.
-FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
-
-
-class As(Api):
-    """MLflow REST calls with one user's credentials on every request."""
-
-    def __init__(self, client: TestClient[Any, Any], headers: dict[str, str]) -> None:
-        super().__init__(client)
-        self.auth_headers = headers
-
-    async def request(self, method: str, path: str, **kw: Any) -> Reply:
-        kw["headers"] = {**self.auth_headers, **(kw.get("headers") or {})}
-        return await super().request(method, path, **kw)
+    return auth_settings(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 @pytest.fixture
@@ -66,11 +48,6 @@ def admin(client: TestClient[Any, Any]) -> As:
     return As(client, basic("admin", ADMIN_PASSWORD))
 
 
-async def user(client: TestClient[Any, Any], store: AuthStore, name: str) -> As:
-    await store.create_user(name, FAST.hash(PASSWORD), False)
-    return As(client, basic(name, PASSWORD))
-
-
 def denied(reply: Reply) -> None:
     reply.error(403, "PERMISSION_DENIED")
     assert reply.json["message"] == "Permission denied"
@@ -83,7 +60,7 @@ def metric(key: str, value: float) -> dict[str, Any]:
 async def test_no_or_wrong_credentials_get_401_with_the_basic_challenge(
     api: Api, store: AuthStore
 ) -> None:
-    await store.create_user("alice", FAST.hash(PASSWORD), False)
+    await store_user(store, "alice")
     for headers in (
         {},
         basic("alice", "wrong-password-1"),
@@ -270,15 +247,8 @@ async def test_the_public_paths_are_configurable(
 
     from metricgate.api.app import create_app
 
-    settings = Settings.from_env(
-        {
-            "METRICGATE_AUTH": "on",
-            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "METRICGATE_AUTH_PUBLIC_PATHS": "/health",
-        },
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    settings = auth_settings(
+        db_url, redis_client_url, tmp_path / "artifacts", METRICGATE_AUTH_PUBLIC_PATHS="/health"
     )
     async with TestClient(TestServer(create_app(settings))) as client:
         api = Api(client)

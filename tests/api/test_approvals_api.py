@@ -6,13 +6,12 @@ approvals, the history, the admin-only policy routes, bad input, and auth off re
 from __future__ import annotations
 
 import asyncio
-import base64
 from pathlib import Path
 from typing import Any
 
-import argon2
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.api.auth_support import ADMIN_PASSWORD, auth_settings, basic, store_user
 from tests.api.conftest import Api
 
 from metricgate.api.app import create_app
@@ -21,9 +20,6 @@ from metricgate.config import Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.stores.base import AuthStore
 
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "user-password-12"
-FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 OWN = "/api/2.0/metricgate"
 POLICIES = f"{OWN}/approval-policies"
 APPROVALS = f"{OWN}/approvals"
@@ -32,17 +28,7 @@ REVIEWERS = ["bob", "carol", "dave", "erin", "frank"]
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
-
-
-def basic(username: str, password: str = PASSWORD) -> dict[str, str]:
-    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
+    return auth_settings(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 ADMIN = basic("admin", ADMIN_PASSWORD)
@@ -53,15 +39,11 @@ async def users(client: TestClient[Any, Any]) -> AuthStore:
     """alice (who registers the model), reviewers with EDIT on it, and mallory with READ."""
     store: AuthStore | None = client.app[SERVICE].auth
     assert store is not None
-    for name in ["alice", "mallory", *REVIEWERS]:
-        await store.create_user(name, FAST.hash(PASSWORD), False)
+    model = ResourceType.REGISTERED_MODEL
+    await store_user(store, "alice")
+    await store_user(store, "mallory", ((model, "m", Permission.READ),))
     for name in REVIEWERS:
-        await store.grant_user(
-            name, ResourceType.REGISTERED_MODEL, "m", Permission.EDIT, replace=False
-        )
-    await store.grant_user(
-        "mallory", ResourceType.REGISTERED_MODEL, "m", Permission.READ, replace=False
-    )
+        await store_user(store, name, ((model, "m", Permission.EDIT),))
     return store
 
 

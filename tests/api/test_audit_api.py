@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.api.test_access import ADMIN_PASSWORD, FAST, PASSWORD, As, basic
+from tests.api.auth_support import ADMIN_PASSWORD, PASSWORD, As, auth_settings, basic, user
 
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
@@ -24,12 +24,7 @@ V2 = "/api/2.0/mlflow"
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
+    return auth_settings(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 @pytest.fixture
@@ -42,11 +37,6 @@ def store(client: TestClient[Any, Any]) -> AuthStore:
 @pytest.fixture
 def admin(client: TestClient[Any, Any]) -> As:
     return As(client, basic("admin", ADMIN_PASSWORD))
-
-
-async def user(client: TestClient[Any, Any], store: AuthStore, name: str) -> As:
-    await store.create_user(name, FAST.hash(PASSWORD), False)
-    return As(client, basic(name, PASSWORD))
 
 
 async def audit_page(caller: As, **query: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ answers 404 saying so.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.api.auth_support import ADMIN, ADMIN_PASSWORD, PASSWORD, basic, bearer
+from tests.api.auth_support import auth_settings as auth_on
 from tests.api.conftest import Api, Reply
 
 from metricgate.api.app import create_app
@@ -29,20 +30,7 @@ AJAX2 = "/ajax-api/2.0/mlflow"
 AJAX3 = "/ajax-api/3.0/mlflow"
 OWN = "/api/2.0/metricgate"
 
-ADMIN = "admin"
-ADMIN_PASSWORD = "admin-password-0123"
-PASSWORD = "user-password-0123"
-
 _names = itertools.count()
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    raw = f"{username}:{password}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class As:
@@ -73,12 +61,7 @@ class As:
 
 @pytest.fixture
 def auth_settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
+    return auth_on(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import ADMIN_PASSWORD, PASSWORD, As, auth_settings, basic, store_user
 from tests.api.conftest import Api
-from tests.api.test_access import ADMIN_PASSWORD, FAST, PASSWORD, As, basic
 
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
@@ -70,15 +70,11 @@ def default_permission() -> str:
 def settings(
     db_url: str, redis_client_url: str, tmp_path: Path, default_permission: str
 ) -> Settings:
-    return Settings.from_env(
-        {
-            "METRICGATE_AUTH": "on",
-            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "METRICGATE_AUTH_DEFAULT_PERMISSION": default_permission,
-        },
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    return auth_settings(
+        db_url,
+        redis_client_url,
+        tmp_path / "artifacts",
+        METRICGATE_AUTH_DEFAULT_PERMISSION=default_permission,
     )
 
 
@@ -110,7 +106,7 @@ class Caller:
 
 
 async def caller(client: TestClient[Any, Any], store: AuthStore, name: str) -> Caller:
-    await store.create_user(name, FAST.hash(PASSWORD), False)
+    await store_user(store, name)
     return Caller(client, basic(name, PASSWORD))
 
 

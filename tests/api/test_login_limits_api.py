@@ -8,13 +8,12 @@ a revoked grant stop counting on this process at once, without waiting for the e
 from __future__ import annotations
 
 import asyncio
-import base64
 from pathlib import Path
 from typing import Any
 
-import argon2
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import ADMIN_PASSWORD, PASSWORD, auth_settings, basic, store_user
 from tests.api.conftest import Api, Reply
 
 from metricgate.api.keys import SERVICE
@@ -24,36 +23,24 @@ from metricgate.config import Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.stores.base import AuditEntry, AuthStore
 
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "user-password-12"
 V2 = "/api/2.0/mlflow"
 V3 = "/api/3.0/mlflow"
 OWN = "/api/2.0/metricgate"
 SEARCH = "/api/2.0/mlflow/experiments/search"
-FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {
-            "METRICGATE_AUTH": "on",
-            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "METRICGATE_AUTH_LOGIN_LIMIT_PER_USER": "3",
-            "METRICGATE_AUTH_LOGIN_USER_WINDOW_S": "1",
-            "METRICGATE_AUTH_LOGIN_LIMIT_PER_ADDRESS": "5",
-            "METRICGATE_AUTH_LOGIN_ADDRESS_WINDOW_S": "60",
-            "METRICGATE_TRUSTED_PROXIES": "127.0.0.1,::1",
-        },
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    return auth_settings(
+        db_url,
+        redis_client_url,
+        tmp_path / "artifacts",
+        METRICGATE_AUTH_LOGIN_LIMIT_PER_USER="3",
+        METRICGATE_AUTH_LOGIN_USER_WINDOW_S="1",
+        METRICGATE_AUTH_LOGIN_LIMIT_PER_ADDRESS="5",
+        METRICGATE_AUTH_LOGIN_ADDRESS_WINDOW_S="60",
+        METRICGATE_TRUSTED_PROXIES="127.0.0.1,::1",
     )
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
 
 
 @pytest.fixture
@@ -101,7 +88,7 @@ async def test_wrong_passwords_past_the_limit_answer_429_until_the_window_ends(
     client: TestClient[Any, Any], store: AuthStore
 ) -> None:
     api = Api(client, prefix="")
-    await store.create_user("alice", FAST.hash(PASSWORD), False)
+    await store_user(store, "alice")
     for _ in range(3):
         (await search(api, basic("alice", "wrong-password-1"))).error(401, "UNAUTHENTICATED")
     assert limited(await search(api, basic("alice", "wrong-password-1"))) == 1
@@ -131,7 +118,7 @@ async def test_the_address_limit_goes_by_the_forwarded_client_behind_a_trusted_p
     client: TestClient[Any, Any], store: AuthStore
 ) -> None:
     api = Api(client, prefix="")
-    await store.create_user("bob", FAST.hash(PASSWORD), False)
+    await store_user(store, "bob")
     for i in range(5):  # unknown names: each its own user key, one address
         (await search(api, basic(f"nobody{i}", PASSWORD), source="10.9.9.9")).error(401)
     limited(await search(api, basic("bob", PASSWORD), source="10.9.9.9"))
@@ -153,7 +140,7 @@ async def test_a_cached_caller_makes_no_limiter_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = Api(client, prefix="")
-    await store.create_user("carol", FAST.hash(PASSWORD), False)
+    await store_user(store, "carol")
     checks: list[tuple[str, str | None]] = []
     real_check = limiter.check
 
@@ -177,7 +164,7 @@ async def test_dead_tokens_are_audited_with_their_reason(
     client: TestClient[Any, Any], store: AuthStore
 ) -> None:
     api = Api(client, prefix="")
-    await store.create_user("dave", FAST.hash(PASSWORD), False)
+    await store_user(store, "dave")
     created = await api.request(
         "POST", f"{OWN}/tokens/create", body={"name": "ci"}, headers=basic("dave", PASSWORD)
     )
@@ -214,7 +201,7 @@ async def test_a_change_holds_at_once_on_the_process_that_made_it(
     api = Api(client, prefix="")
     admin = basic("admin", ADMIN_PASSWORD)
     for name in ("erin", "frank", "gina"):
-        await store.create_user(name, FAST.hash(PASSWORD), False)
+        await store_user(store, name)
     (await search(api, admin)).ok()  # the first request reads the epochs
     token = (
         await api.request(
@@ -259,7 +246,7 @@ async def test_a_revoked_grant_holds_at_once_on_the_process_that_made_it(
         "POST", f"{V2}/experiments/create", body={"name": "inv"}, headers=admin
     )
     experiment_id = experiment.ok()["experiment_id"]
-    await store.create_user("hank", FAST.hash(PASSWORD), False)
+    await store_user(store, "hank")
     await store.grant_user(
         "hank", ResourceType.EXPERIMENT, experiment_id, Permission.EDIT, replace=False
     )

@@ -4,13 +4,12 @@ verified: neither the Basic user name alone nor ``X-Metricgate-User`` can claim 
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
-import argon2
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import ADMIN_PASSWORD, PASSWORD, auth_settings, basic, store_user
 from tests.api.conftest import Api
 
 from metricgate.api.keys import SERVICE
@@ -20,25 +19,12 @@ from metricgate.config import Settings
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.stores.base import AuthStore
 
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "user-password-12"
 HISTORY = "/api/2.0/metricgate/registry/history"
-FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
+    return auth_settings(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 async def _events(api: Api, name: str) -> list[dict[str, Any]]:
@@ -53,7 +39,7 @@ async def test_the_actor_is_the_authenticated_caller(
 ) -> None:
     store: AuthStore | None = client.app[SERVICE].auth
     assert store is not None
-    alice = await store.create_user("alice", FAST.hash(PASSWORD), False)
+    alice = await store_user(store, "alice")
     token = new_token()
     await store.create_token(alice.id, "ci", token_digest(token), token_hint(token), None)
     claims = {USER_HEADER: "mallory"}  # a header anyone can send

@@ -6,13 +6,12 @@ its pending approval requests as superseded."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
-import argon2
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import ADMIN_PASSWORD, auth_settings, basic, store_user
 from tests.api.conftest import Api
 
 from metricgate.api.keys import SERVICE
@@ -20,9 +19,6 @@ from metricgate.config import Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.stores.base import AuthStore
 
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "user-password-12"
-FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 MODEL = ResourceType.REGISTERED_MODEL
 APPROVALS = "/api/2.0/metricgate/approvals"
 POLICIES = "/api/2.0/metricgate/approval-policies"
@@ -30,17 +26,7 @@ POLICIES = "/api/2.0/metricgate/approval-policies"
 
 @pytest.fixture
 def settings(db_url: str, redis_client_url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
-    )
-
-
-def basic(username: str, password: str = PASSWORD) -> dict[str, str]:
-    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
+    return auth_settings(db_url, redis_client_url, tmp_path / "artifacts")
 
 
 ADMIN = basic("admin", ADMIN_PASSWORD)
@@ -52,7 +38,7 @@ async def store(client: TestClient[Any, Any]) -> AuthStore:
     auth: AuthStore | None = client.app[SERVICE].auth
     assert auth is not None
     for name in ("alice", "bob"):
-        await auth.create_user(name, FAST.hash(PASSWORD), False)
+        await store_user(auth, name)
     return auth
 
 

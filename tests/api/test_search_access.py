@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from tests.api.auth_support import ADMIN_PASSWORD, As, auth_settings, basic, user
 from tests.api.conftest import AJAX, Reply
-from tests.api.test_access import ADMIN_PASSWORD, FAST, PASSWORD, As, basic
 
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
@@ -35,15 +35,11 @@ def default_permission() -> str:
 def settings(
     db_url: str, redis_client_url: str, tmp_path: Path, default_permission: str
 ) -> Settings:
-    return Settings.from_env(
-        {
-            "METRICGATE_AUTH": "on",
-            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "METRICGATE_AUTH_DEFAULT_PERMISSION": default_permission,
-        },
-        database_url=db_url,
-        redis_url=redis_client_url,
-        artifacts_uri="file://" + str(tmp_path / "artifacts"),
+    return auth_settings(
+        db_url,
+        redis_client_url,
+        tmp_path / "artifacts",
+        METRICGATE_AUTH_DEFAULT_PERMISSION=default_permission,
     )
 
 
@@ -57,11 +53,6 @@ def store(client: TestClient[Any, Any]) -> AuthStore:
 @pytest.fixture
 def admin(client: TestClient[Any, Any]) -> As:
     return As(client, basic("admin", ADMIN_PASSWORD))
-
-
-async def user(client: TestClient[Any, Any], store: AuthStore, name: str) -> As:
-    await store.create_user(name, FAST.hash(PASSWORD), False)
-    return As(client, basic(name, PASSWORD))
 
 
 @dataclass
