@@ -715,3 +715,24 @@ async def test_with_auth_off_every_auth_route_says_so(client: TestClient[Any, An
         f"{AJAX3}/users/current/permissions",
     ):
         (await anyone.get(path)).error(404, "ENDPOINT_NOT_FOUND", "METRICGATE_AUTH=off")
+
+
+async def test_int64_fields_of_auth_routes_refuse_out_of_range(admin: As) -> None:
+    """The int64 guard (tests/api/test_int64_bounds.py) for fields that exist only with auth on:
+    the out-of-range value is refused by the int parser itself, naming the field."""
+    too_big, too_small = str(2**63), str(-(2**63) - 1)
+    cases = [
+        ("GET", f"{OWN}/audit", "max_results"),
+        ("GET", f"{OWN}/audit", "since"),
+        ("GET", f"{OWN}/audit", "until"),
+        ("GET", f"{OWN}/approvals", "max_results"),
+    ]
+    for _method, path, field in cases:
+        for text in (too_big, too_small):
+            reply = await admin.get(path, {field: text})
+            message = reply.error(400, "INVALID_PARAMETER_VALUE")
+            assert f"'{field}'" in message and "integer" in message, (path, field, message)
+    for literal in (too_big, too_small):  # as strings: the client cannot send the JSON number
+        reply = await admin.post(f"{OWN}/tokens/create", {"name": "x", "expires_in_days": literal})
+        message = reply.error(400, "INVALID_PARAMETER_VALUE")
+        assert "'expires_in_days'" in message and "integer" in message, message

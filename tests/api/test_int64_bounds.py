@@ -207,7 +207,16 @@ QUERY_SITES = [
 ]  # fmt: skip
 
 # Parsed somewhere other than a REST body or query string: covered by their own tests below.
-OTHER_SITES = {("graphql/resolvers", "max_results")}
+OTHER_SITES = {
+    ("graphql/resolvers", "max_results"),
+    # Routes that answer only with auth on (this module's app has it off): refused out of range
+    # in tests/api/test_auth_api.py::test_int64_fields_of_auth_routes_refuse_out_of_range.
+    ("approvals", "max_results"),
+    ("audit", "max_results"),
+    ("audit", "since"),
+    ("audit", "until"),
+    ("tokens", "expires_in_days"),
+}
 
 
 @pytest.fixture
