@@ -269,6 +269,25 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
         yield test_client
 
 
+@pytest.fixture(scope="module")
+async def module_client(
+    module_db_url: str, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """``client``, but one app (and database) for the whole module: for modules whose cases
+    each make and check only their own experiments and runs. A module opts in with
+    ``client = pytest.fixture(...)`` over it (see tests/api/test_int64_bounds.py)."""
+    from metricgate.api.app import create_app
+
+    settings = Settings.from_env(
+        {},
+        database_url=module_db_url,
+        redis_url=module_redis_url,
+        artifacts_uri="file://" + str(tmp_path_factory.mktemp("module-app") / "artifacts"),
+    )
+    async with TestClient(TestServer(create_app(settings))) as test_client:
+        yield test_client
+
+
 def _http_status(url: str, timeout_s: float = 2.0) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:

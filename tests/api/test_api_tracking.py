@@ -12,6 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient
+
+
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app and database for the module (tests/conftest.py ``module_client``)."""
+    return module_client
+
 
 # ``api`` / ``ajax`` fixtures come from tests/api/conftest.py.
 Api = Any

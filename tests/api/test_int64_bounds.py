@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from tests.api.conftest import JSON_CONTENT_TYPE, Api, Reply
 
-from metricgate.api.app import create_app
 from metricgate.api.codec import Fields, parse_int64
-from metricgate.config import Settings
 from metricgate.domain.errors import InvalidParameter
 
 INT64_MIN = -(2**63)
@@ -222,20 +220,11 @@ OTHER_SITES = {
 }
 
 
-@pytest.fixture(scope="module")
-async def client(
-    module_db_url: str, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TestClient[Any, Any]]:
-    """One app for the module: every case makes its own experiment and run, and checks only
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app for the module: every case makes its own experiment and run and checks only
     those, so the ~340 cases need not each open pools and a fresh database."""
-    settings = Settings.from_env(
-        {},
-        database_url=module_db_url,
-        redis_url=module_redis_url,
-        artifacts_uri="file://" + str(tmp_path_factory.mktemp("int64") / "artifacts"),
-    )
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
+    return module_client
 
 
 @pytest.fixture
