@@ -26,6 +26,13 @@ from metricgate.domain.errors import NotFound
 from metricgate.domain.tracking.entities import Run, RunInfo
 from metricgate.stores.artifacts.local import STAGING_DIR, LocalArtifactStore
 
+
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app and database for the module (tests/conftest.py ``module_client``)."""
+    return module_client
+
+
 PREFIX = "/api/2.0/mlflow-artifacts"
 AJAX_PREFIX = "/ajax-api/2.0/mlflow-artifacts"
 TRACKING = "/api/2.0/mlflow"

@@ -40,6 +40,13 @@ from metricgate.config import Settings
 from metricgate.server import serve
 from scripts import devservices
 
+
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app and database for the module (tests/conftest.py ``module_client``)."""
+    return module_client
+
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 REQUESTS = "metricgate_http_requests_total"

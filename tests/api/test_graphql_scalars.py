@@ -19,6 +19,13 @@ from graphql import GraphQLError, GraphQLScalarType, IntValueNode, StringValueNo
 from metricgate.api.graphql import schema as schema_module
 from metricgate.api.graphql.handler import SCHEMA
 
+
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app and database for the module (tests/conftest.py ``module_client``)."""
+    return module_client
+
+
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 HUGE = "1" * 1_000_000
 # A query document is at most 100,000 characters (graphql/limits): the longest literal that fits.

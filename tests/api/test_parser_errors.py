@@ -29,6 +29,13 @@ from metricgate.api.app import create_app
 from metricgate.config import Settings
 from metricgate.health_log import quiet_library_logs
 
+
+@pytest.fixture
+def client(module_client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """One app and database for the module (tests/conftest.py ``module_client``)."""
+    return module_client
+
+
 # aiohttp's defaults (web_protocol.RequestHandler): what docs/errors.md states.
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
