@@ -381,10 +381,9 @@ class _Check:
         experiment_id = cache.get(run_id)
         if experiment_id is None:
             try:
-                run = await self.service.runs.get(run_id)
+                experiment_id = await self.service.runs.experiment_of(run_id)
             except NotFound:
                 return _Missing(ResourceType.EXPERIMENT)
-            experiment_id = str(run.info.experiment_id)
             cache.put(run_id, experiment_id)
         return ResourceType.EXPERIMENT, experiment_id
 

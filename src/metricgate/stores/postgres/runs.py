@@ -120,6 +120,15 @@ class PgRunStore:
             raise run_not_found(run_id)
         return str(uri)
 
+    async def experiment_of(self, run_id: str) -> str:
+        """The run's experiment id; NotFound if there is no such run. The access check needs
+        only this, not the run's params, tags and metrics."""
+        async with self._db.connection() as conn:
+            found = await conn.fetchval("SELECT experiment_id FROM runs WHERE run_id = $1", run_id)
+        if found is None:
+            raise run_not_found(run_id)
+        return str(found)
+
     async def require_exists(self, run_id: str) -> None:
         async with self._db.connection() as conn:
             if await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id) is None:
