@@ -392,10 +392,9 @@ class _Check:
         experiment_id = cache.get(model_id)
         if experiment_id is None:
             try:
-                model = await self.service.logged_models.get(model_id, allow_deleted=True)
+                experiment_id = await self.service.logged_models.experiment_of(model_id)
             except NotFound:
                 return _Missing(ResourceType.EXPERIMENT)
-            experiment_id = str(model.experiment_id)
             cache.put(model_id, experiment_id)
         return ResourceType.EXPERIMENT, experiment_id
 

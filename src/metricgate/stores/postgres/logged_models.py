@@ -79,6 +79,18 @@ class PgLoggedModelStore:
             raise _not_found(model_id)
         return models[0]
 
+    async def experiment_of(self, model_id: str) -> str:
+        """The model's experiment id (one primary-key lookup); NotFound if there is no such
+        model. A deleted model still has one: the access check needs only this, not the
+        model's params, tags and metrics."""
+        async with self._db.connection() as conn:
+            found = await conn.fetchval(
+                "SELECT experiment_id FROM logged_models WHERE model_id = $1", model_id
+            )
+        if found is None:
+            raise _not_found(model_id)
+        return str(found)
+
     async def finalize(self, model_id: str, status: str) -> LoggedModel:
         if status not in STATUSES:
             raise InvalidParameter(f"Invalid logged model status '{status}'.")
