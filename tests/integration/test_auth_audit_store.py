@@ -4,17 +4,21 @@ own transaction, so the change and the entry commit together or not at all."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from metricgate.config import PostgresSettings
+from metricgate.auth.bootstrap import ensure_admin
+from metricgate.cli.auth import _create_admin
+from metricgate.config import AuthSettings, PostgresSettings, Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, NotFound
 from metricgate.stores.base import AuditContext, AuditEntry
+from metricgate.stores.postgres import auth as pg_auth
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.pool import Database, create_pool
 
@@ -163,3 +167,61 @@ async def test_listing_filters_by_time(store: PgAuthStore) -> None:
     assert len((await store.list_audit(10, None, until_ms=now + 60_000))[0]) == 1
     assert (await store.list_audit(10, None, until_ms=now - 60_000))[0] == []
     assert (await store.list_audit(10, None, since_ms=now - 60_000, until_ms=now + 60_000))[0]
+
+
+# ---------------------------------------------------------------- admins made by the system
+
+
+def _fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every audit write fails, as a crash between a change and its entry would."""
+
+    async def refuse(*_: object) -> int:
+        raise asyncpg.CheckViolationError("audit entry refused")
+
+    monkeypatch.setattr(pg_auth, "_insert_audit", refuse)
+
+
+async def test_the_bootstrap_admin_commits_with_its_entry(
+    store: PgAuthStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = AuthSettings(mode="on", admin_username="boot", admin_password="a-long-password-1")
+    with monkeypatch.context() as patch:
+        _fail_audit(patch)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await ensure_admin(store, settings)
+    assert not await store.any_admin()  # no admin without its entry
+
+    assert await ensure_admin(store, settings) is True
+    [entry] = await entries(store)
+    assert summary(entry) == ("user.created", "user", "boot")
+    assert (entry.actor_id, entry.actor, entry.auth_method) == (None, None, "system")
+    assert entry.details["via"] == "bootstrap" and entry.details["is_admin"] is True
+    assert entry.details["pid"] == os.getpid() and entry.details["host"]
+
+
+async def test_create_admin_commits_with_its_entry(
+    store: PgAuthStore, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.from_env({}, database_url=db_url)
+    with monkeypatch.context() as patch:
+        _fail_audit(patch)
+        assert await _create_admin(settings, "root", "a-long-password-1", reset=False) == 1
+    with pytest.raises(NotFound):
+        await store.get_user("root")  # before, the admin was there and its entry was not
+
+    assert await _create_admin(settings, "root", "a-long-password-1", reset=False) == 0
+    await store.set_admin("root", False)
+    with monkeypatch.context() as patch:
+        _fail_audit(patch)
+        assert await _create_admin(settings, "root", "a-long-password-2", reset=True) == 1
+    assert not (await store.get_user("root")).is_admin  # the reset is undone with its entry
+    assert await _create_admin(settings, "root", "a-long-password-2", reset=True) == 0
+    assert (await store.get_user("root")).is_admin
+
+    found = await entries(store)
+    assert [summary(e) for e in found] == [
+        ("user.created", "user", "root"),
+        ("user.admin_reset", "user", "root"),
+    ]
+    assert all(e.auth_method == "system" and e.actor is None for e in found)
+    assert {e.details["via"] for e in found} == {"metricgate users create-admin"}

@@ -28,7 +28,13 @@ from metricgate.domain.auth.entities import ApiToken, User
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.auth.rules import looks_like_token, token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, Unavailable
-from metricgate.stores.base import AuthEpochs, AuthStore, TokenCredentials, UserCredentials
+from metricgate.stores.base import (
+    AuditContext,
+    AuthEpochs,
+    AuthStore,
+    TokenCredentials,
+    UserCredentials,
+)
 
 # Cheap parameters: the unit tier verifies dozens of passwords.
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -51,6 +57,9 @@ class FakeAuthStore:
     calls: dict[str, int] = field(default_factory=dict)
     now_ms: int = 1_000_000
     during_lookup: object = None  # a callable run inside user_credentials
+    admin_audit: list[tuple[AuditContext | None, dict[str, object] | None]] = field(
+        default_factory=list
+    )
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -112,12 +121,20 @@ class FakeAuthStore:
     async def any_admin(self) -> bool:
         return any(u.is_admin for u, _, _ in self.users.values())
 
-    async def create_admin_if_none(self, username: str, password_hash: str) -> bool:
+    async def create_admin_if_none(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        audit: AuditContext | None = None,
+        details: dict[str, object] | None = None,
+    ) -> bool:
         if await self.any_admin():
             return False
         if username in self.users:
             raise AlreadyExists(f"User {username!r} exists")
         self.add_user(username, password_hash, admin=True)
+        self.admin_audit.append((audit, details))
         return True
 
 
@@ -578,6 +595,11 @@ async def test_ensure_admin(passwords: Passwords) -> None:
     )
     assert await ensure_admin(cast(AuthStore, store), on, passwords) is False
     assert await ensure_admin(cast(AuthStore, store), missing, passwords) is False
+    # The bootstrap admin is audited, by the system, with the process that made it.
+    [(audit, details)] = store.admin_audit
+    assert audit == AuditContext(None, None, "system", None)
+    assert details is not None and details["via"] == "bootstrap"
+    assert isinstance(details["pid"], int) and details["host"]
 
 
 async def test_ensure_admin_refuses_a_name_held_by_a_non_admin(passwords: Passwords) -> None:

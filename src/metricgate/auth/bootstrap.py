@@ -5,14 +5,26 @@ it answers anything. There is no built-in password: without an admin and without
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 from metricgate.auth.passwords import Passwords
 from metricgate.config import ENV_PREFIX, AuthSettings, ConfigError
 from metricgate.domain.auth.rules import check_password, check_username
 from metricgate.domain.errors import AlreadyExists, InvalidParameter
-from metricgate.stores.base import AuthStore
+from metricgate.stores.base import AuditContext, AuthStore
 
 log = logging.getLogger(__name__)
+
+
+# The server itself, not a person: no user, no client address. Which process did it goes in the
+# entry's details (``process_details``), since ``client_addr`` holds only an IP address.
+SYSTEM = AuditContext(None, None, "system", None)
+
+
+def process_details(via: str) -> dict[str, object]:
+    """Where a system-made change came from: the path taken, the host and process."""
+    return {"via": via, "host": socket.gethostname(), "pid": os.getpid()}
 
 
 class AdminRequired(ConfigError):
@@ -46,7 +58,9 @@ async def ensure_admin(
         if own:
             hasher.close()
     try:
-        created = await store.create_admin_if_none(username, password_hash)
+        created = await store.create_admin_if_none(
+            username, password_hash, audit=SYSTEM, details=process_details("bootstrap")
+        )
     except AlreadyExists:
         raise AdminRequired(
             f"The database has no admin and {ENV_PREFIX}AUTH_ADMIN_USERNAME {username!r} names an "

@@ -656,6 +656,7 @@ def run_create_admin(args: argparse.Namespace) -> int:
 async def _create_admin(settings: Settings, username: str, password: str, *, reset: bool) -> int:
     import asyncpg
 
+    from metricgate.auth.bootstrap import SYSTEM, process_details
     from metricgate.auth.passwords import Passwords
     from metricgate.domain.errors import AlreadyExists, MetricgateError
     from metricgate.service import open_auth_store
@@ -665,10 +666,14 @@ async def _create_admin(settings: Settings, username: str, password: str, *, res
         password_hash = await hasher.hash(password)
     finally:
         hasher.close()
+    details = process_details("metricgate users create-admin")
     try:
         async with open_auth_store(settings) as store:
+            # Each change commits with its audit entry: no admin without its record.
             try:
-                user = await store.create_user(username, password_hash, True)
+                user = await store.create_user(
+                    username, password_hash, True, audit=SYSTEM, details=details
+                )
                 action = "user.created"
             except AlreadyExists:
                 if not reset:
@@ -678,24 +683,10 @@ async def _create_admin(settings: Settings, username: str, password: str, *, res
                         file=sys.stderr,
                     )
                     return 1
-                await store.set_password(username, password_hash)
-                await store.set_admin(username, True)
-                user = await store.get_user(username)
+                user = await store.reset_admin(
+                    username, password_hash, audit=SYSTEM, details=details
+                )
                 action = "user.admin_reset"
-            await store.append_audit(
-                actor_id=None,
-                actor=None,
-                auth_method="system",
-                client_addr=None,
-                action=action,
-                target_type="user",
-                target_id=username,
-                details={
-                    "user_id": user.id,
-                    "is_admin": True,
-                    "via": "metricgate users create-admin",
-                },
-            )
     except (OSError, MetricgateError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"metricgate: cannot write to {settings.postgres}: {exc}", file=sys.stderr)
         return 1

@@ -693,12 +693,20 @@ class AuthStore(Protocol):
 
     Every write that changes users, tokens, roles or grants takes ``audit``: given, the write
     appends its audit entry (action, target, details such as the level replaced) in its own
-    transaction; None (tests, the bootstrap admin) writes none."""
+    transaction; None (tests) writes none."""
 
     # users
     async def create_user(
-        self, username: str, password_hash: str, is_admin: bool, *, audit: AuditContext | None = ...
-    ) -> User: ...
+        self,
+        username: str,
+        password_hash: str,
+        is_admin: bool,
+        *,
+        audit: AuditContext | None = ...,
+        details: dict[str, Any] | None = ...,
+    ) -> User:
+        """With ``audit``, its ``user.created`` entry (``details`` added) commits with the user."""
+        ...
 
     async def get_user(self, username: str) -> User: ...
 
@@ -724,10 +732,30 @@ class AuthStore(Protocol):
 
     async def any_admin(self) -> bool: ...
 
-    async def create_admin_if_none(self, username: str, password_hash: str) -> bool:
+    async def create_admin_if_none(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        audit: AuditContext | None = ...,
+        details: dict[str, Any] | None = ...,
+    ) -> bool:
         """Create ``username`` as an admin unless an admin exists; True when it created one.
         Serialised by an advisory lock so concurrent gateways create one. AlreadyExists when no
-        admin exists but the name belongs to a non-admin."""
+        admin exists but the name belongs to a non-admin. With ``audit``, the ``user.created``
+        entry (``details`` added to it) commits with the user."""
+        ...
+
+    async def reset_admin(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        audit: AuditContext | None = ...,
+        details: dict[str, Any] | None = ...,
+    ) -> User:
+        """Set ``username``'s password and make them an admin, with its ``user.admin_reset``
+        entry, in one transaction (``metricgate users create-admin --reset``)."""
         ...
 
     # tokens

@@ -357,6 +357,7 @@ class PgAuthStore:
         is_admin: bool,
         *,
         audit: AuditContext | None = None,
+        details: dict[str, Any] | None = None,
     ) -> User:
         async with self._db.transaction() as conn:
             # Only the user's INSERT: an audit entry that cannot be written is no bad username.
@@ -374,8 +375,8 @@ class PgAuthStore:
             except asyncpg.CheckViolationError as exc:
                 raise InvalidParameter("Username must be 1 to 256 characters") from exc
             assert row is not None  # INSERT ... RETURNING: one row
-            details = {"user_id": row["user_id"], "is_admin": is_admin}
-            await _audited(conn, audit, "user.created", "user", username, details)
+            entry = {"user_id": row["user_id"], "is_admin": is_admin, **(details or {})}
+            await _audited(conn, audit, "user.created", "user", username, entry)
         return _user(row)
 
     async def get_user(self, username: str) -> User:
@@ -468,12 +469,41 @@ class PgAuthStore:
                 raise _user_not_found(username)
             await _audited(conn, audit, "user.deleted", "user", username, {"user_id": user_id})
 
+    async def reset_admin(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        audit: AuditContext | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> User:
+        async with self._changing("cred_epoch") as conn:
+            row = await conn.fetchrow(
+                """UPDATE auth_users AS u SET password_hash = $2, is_admin = true
+                   WHERE username = $1 RETURNING u.user_id, u.username, u.is_admin""",
+                username,
+                password_hash,
+            )
+            if row is None:
+                raise _user_not_found(username)
+            await _bump(conn, row["user_id"])
+            entry = {"user_id": row["user_id"], "is_admin": True, **(details or {})}
+            await _audited(conn, audit, "user.admin_reset", "user", username, entry)
+        return _user(row)
+
     async def any_admin(self) -> bool:
         async with self._db.connection() as conn:
             found = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM auth_users WHERE is_admin)")
         return bool(found)
 
-    async def create_admin_if_none(self, username: str, password_hash: str) -> bool:
+    async def create_admin_if_none(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        audit: AuditContext | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> bool:
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _BOOTSTRAP_LOCK_KEY)
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM auth_users WHERE is_admin)"):
@@ -484,6 +514,9 @@ class PgAuthStore:
                 username,
                 password_hash,
             )
+            if created is not None:
+                entry = {"user_id": created, "is_admin": True, **(details or {})}
+                await _audited(conn, audit, "user.created", "user", username, entry)
         if created is None:
             raise AlreadyExists(
                 f"No admin exists, and user '{username[:300]}' exists but is not an admin; "
