@@ -40,7 +40,6 @@ from metricgate.api.middleware import Handler, error_response
 from metricgate.api.routing import ACCESS_RULES, rule_key
 from metricgate.api.services import AppServices
 from metricgate.auth.authenticator import Authenticator
-from metricgate.auth.lru import Lru
 from metricgate.config import AuthSettings
 from metricgate.domain.auth.access import (
     AccessRule,
@@ -68,6 +67,7 @@ from metricgate.domain.auth.permissions import (
     parse_resource_type,
 )
 from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.lru import Lru
 
 UNAUTHENTICATED_MESSAGE = (
     "You are not authenticated. Please see "

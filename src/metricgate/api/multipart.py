@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import OrderedDict
 from urllib.parse import quote
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from metricgate.api.routing import Route
 from metricgate.domain.artifacts.paths import join_artifact_path, normalize_artifact_path
 from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import InvalidParameter
+from metricgate.domain.lru import Lru
 from metricgate.domain.uploads.rules import check_part_number, strip_etag
 from metricgate.stores.artifacts.base import MAX_PART_NUMBER, ArtifactStore, StagedPart
 
@@ -112,22 +112,19 @@ class _Completions:
 
     def __init__(self, remember: int = 1024) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
-        self._done: OrderedDict[str, tuple[str, tuple[tuple[int, str], ...]]] = OrderedDict()
-        self._remember = remember
+        self._done: Lru[str, tuple[str, tuple[tuple[int, str], ...]]] = Lru(remember)
 
     def lock(self, upload_id: str) -> asyncio.Lock:
         return self._locks.setdefault(upload_id, asyncio.Lock())
 
     def already(self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]]) -> bool:
-        return self._done.get(upload_id) == request
+        return self._done.peek(upload_id) == request
 
     def finished(
         self, upload_id: str, request: tuple[str, tuple[tuple[int, str], ...]] | None
     ) -> None:
         if request is not None:
-            self._done[upload_id] = request
-            while len(self._done) > self._remember:
-                self._done.popitem(last=False)
+            self._done.put(upload_id, request)
         # Waiters hold the lock object itself; later arrivals find the answer in _done first.
         self._locks.pop(upload_id, None)
 

@@ -36,7 +36,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from metricgate.auth.lru import Lru
 from metricgate.auth.passwords import Passwords
 from metricgate.config import AuthSettings
 from metricgate.domain.auth.entities import Credential
@@ -48,6 +47,7 @@ from metricgate.domain.auth.rules import (
     token_digest,
 )
 from metricgate.domain.errors import Unavailable
+from metricgate.domain.lru import Lru
 from metricgate.health_log import OutageLog
 from metricgate.stores.base import AuthEpochs, AuthStore, TokenCredentials
 

@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from metricgate.auth.lru import Lru
 from metricgate.config import AuthSettings
 from metricgate.domain.auth.failure_windows import DEFAULT_MAX_KEYS, FailureWindows, Limit
+from metricgate.domain.lru import Lru
 from metricgate.health_log import OutageLog
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ of new keys fills the table, the live one closest to its end).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from metricgate.domain.lru import Lru
 
 DEFAULT_MAX_KEYS = 100_000
 
@@ -34,7 +35,9 @@ class FailureWindows:
             raise ValueError("max_keys must be positive")
         self.limit = limit
         self.max_keys = max_keys
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (end, count)
+        # key -> (end, count). Written only by put (a new window goes last) and replace (a
+        # count, in place), read by peek: the order stays the one windows opened, and so close, in.
+        self._windows: Lru[str, tuple[float, int]] = Lru(max_keys)
 
     def wait_s(self, key: str, now: float) -> float | None:
         """Seconds until ``key`` may try again; None when it may now."""
@@ -56,32 +59,27 @@ class FailureWindows:
         window = self._live(key, now)
         if window is not None:
             end, count = window[0], window[1] + 1
-            self._windows[key] = (end, count)  # an existing key keeps its place in the order
+            self._windows.replace(key, (end, count))
             return count
         self._expire(now)
-        while len(self._windows) >= self.max_keys:
-            self._windows.popitem(last=False)
-        self._windows[key] = (now + self.limit.window_s, 1)
+        self._windows.put(key, (now + self.limit.window_s, 1))  # a full table drops its oldest
         return 1
 
     def clear(self, key: str) -> None:
-        self._windows.pop(key, None)
+        self._windows.pop(key)
 
     def __len__(self) -> int:
         return len(self._windows)
 
     def _live(self, key: str, now: float) -> tuple[float, int] | None:
-        window = self._windows.get(key)
+        window = self._windows.peek(key)
         if window is None:
             return None
         if window[0] <= now:
-            del self._windows[key]
+            self._windows.pop(key)
             return None
         return window
 
     def _expire(self, now: float) -> None:
-        while self._windows:
-            end, _ = next(iter(self._windows.values()))
-            if end > now:
-                return
-            self._windows.popitem(last=False)
+        while (oldest := self._windows.oldest()) is not None and oldest[1][0] <= now:
+            self._windows.pop(oldest[0])
