@@ -276,7 +276,7 @@ def check_json_content_type(request: web.Request) -> None:
 
 
 # The decoded body, kept on the request: the access check reads it before the handler does.
-PARSED_BODY_KEY = "metricgate.parsed_body"
+PARSED_BODY_KEY = web.RequestKey("parsed_body", Fields)
 
 
 async def read_json(request: web.Request, max_bytes: int | None = None) -> Fields:
@@ -286,9 +286,8 @@ async def read_json(request: web.Request, max_bytes: int | None = None) -> Field
         raise InvalidParameter(
             f"Batched logging API requests must be at most {max_bytes} bytes, got payload of size {len(raw)}."
         )
-    parsed = request.get(PARSED_BODY_KEY)
-    if isinstance(parsed, Fields):
-        return parsed
+    if PARSED_BODY_KEY in request:
+        return request[PARSED_BODY_KEY]
     fields = decode_json_body(raw)
     request[PARSED_BODY_KEY] = fields
     return fields

@@ -1,4 +1,5 @@
-"""Typed application keys: the only way handlers reach shared resources."""
+"""Typed application and request keys: the only way handlers reach shared resources, and what
+the middlewares leave on a request for its handler."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 
 # The authenticated caller of a request, set by the access middleware when auth is on (absent
 # when it is off). Handlers read it through ``caller``.
-CALLER_KEY = "metricgate.caller"
+CALLER_KEY = web.RequestKey("caller", Credential)
 
 
 def caller(request: web.Request) -> Credential | None:
-    found = request.get(CALLER_KEY)
-    return found if isinstance(found, Credential) else None
+    # Subscripted, not ``get``: aiohttp types only the subscript by the key's type.
+    return request[CALLER_KEY] if CALLER_KEY in request else None
