@@ -1,10 +1,17 @@
-"""Prometheus metrics (``GET /metrics``) and structured (JSON) logging.
+"""Prometheus metrics (``GET /metrics``), structured (JSON) logging and the request id.
 
 ``serve --workers N`` runs N processes behind one port, and a scrape reaches whichever one the
 kernel picks. So that every scrape shows the whole server, the workers run prometheus-client's
 multiprocess mode: each writes its values to files in a shared directory
 (``PROMETHEUS_MULTIPROC_DIR``, set by the parent before it spawns them) and any of them renders
 the sum over all. One process alone keeps the plain in-memory registry.
+
+Every request gets an id (api/middleware.py's ``request_id_middleware``): the ``X-Request-Id``
+its trusted proxy sent, else a new one. It is answered in the response's ``X-Request-Id``, added
+to each JSON log line and stored in each audit entry written while the request runs, so one
+id ties a client's report, the logs and the audit log together. It lives in a context variable:
+aiohttp runs each request in its own task, which copies the context, so the id stays with its
+request (and the tasks it starts) and never leaks into another.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import orjson
@@ -195,6 +205,31 @@ def multiprocess_metrics_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+REQUEST_ID_HEADER = "X-Request-Id"
+# What a proxy's id may look like (nginx's $request_id, a UUID, a trace id): it goes into logs
+# and the audit log as it is, so nothing that could forge a line or hide in one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_current_request_id: ContextVar[str | None] = ContextVar("metricgate_request_id", default=None)
+
+
+def valid_request_id(text: str | None) -> bool:
+    return text is not None and _REQUEST_ID.fullmatch(text) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def set_request_id(request_id: str | None) -> None:
+    """The id of the request the current task serves (set once, at its start)."""
+    _current_request_id.set(request_id)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served; None outside one (start-up, background loops)."""
+    return _current_request_id.get()
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: easy to ship and query, no multi-line tracebacks to reassemble."""
 
@@ -206,6 +241,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id()
+        if request_id is not None:
+            payload["request_id"] = request_id
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(payload).decode()

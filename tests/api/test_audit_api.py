@@ -65,7 +65,15 @@ async def test_the_audit_log_pages_newest_first_and_filters(
 
     everything = await audit_page(admin)
     actions = [e["action"] for e in everything["entries"]]
-    assert actions == ["token.created", "user.created", "user.created", "user.created"]
+    # The oldest: the bootstrap admin, made by the server itself at start.
+    assert actions == ["token.created"] + ["user.created"] * 4
+    bootstrap = everything["entries"][-1]
+    assert (bootstrap["target_id"], bootstrap["actor"], bootstrap["auth_method"]) == (
+        "admin",
+        None,
+        "system",
+    )
+    assert bootstrap["details"]["via"] == "bootstrap" and bootstrap["request_id"] is None
     assert "next_page_token" not in everything
     first = everything["entries"][0]
     assert (first["actor"], first["auth_method"], first["client_addr"]) == (
@@ -94,7 +102,8 @@ async def test_the_audit_log_pages_newest_first_and_filters(
     assert [e["target_id"] for e in by_admin["entries"]] == ["cid", "ben", "ann"]
     assert len((await audit_page(admin, action="token.created"))["entries"]) == 1
     assert len((await audit_page(admin, since=start))["entries"]) == 4
-    assert (await audit_page(admin, until=start))["entries"] == []
+    before_start = (await audit_page(admin, until=start))["entries"]
+    assert [e["id"] for e in before_start] == [bootstrap["id"]]
     assert (await audit_page(admin, since=start + 3_600_000))["entries"] == []
 
     # Admins only; bad input is a 400, never a 500.
@@ -117,13 +126,21 @@ async def test_an_auth_write_and_its_entry_commit_together(
     client: TestClient[Any, Any], store: AuthStore, admin: As
 ) -> None:
     body = {"username": "dana", "password": PASSWORD}
-    (await admin.post(f"{V2}/users/create", body, absolute=True)).ok()
+    # Not from a trusted proxy: the client's own id is ignored, the server's is answered.
+    picked = {"X-Request-Id": "client-picked"}
+    reply = await admin.post(f"{V2}/users/create", body, absolute=True, headers=picked)
+    reply.ok()
+    request_id = reply.headers["X-Request-Id"]
+    assert len(request_id) == 32 and request_id != "client-picked"
     created = await latest(store, "user.created")
     assert (created.actor, created.target_id) == ("admin", "dana")
-    # A refused write leaves no entry.
-    (await admin.post(f"{V2}/users/create", body, absolute=True)).error(400)
+    assert created.request_id == request_id  # the entry is filed under its request
+    # A refused write leaves no entry; its error answer names its own request all the same.
+    refused = await admin.post(f"{V2}/users/create", body, absolute=True)
+    refused.error(400)
+    assert refused.headers["X-Request-Id"] not in ("", request_id)
     (await admin.delete(f"{V2}/users/delete", {"username": "nobody"}, absolute=True)).error(404)
-    entries, _ = await store.list_audit(100, None)
+    entries, _ = await store.list_audit(100, None, actor="admin")
     assert [e.action for e in entries] == ["user.created"]
 
 

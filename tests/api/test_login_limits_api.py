@@ -64,13 +64,17 @@ def limiter(client: TestClient[Any, Any]) -> LoginLimiter:
     return found
 
 
-async def search(api: Api, headers: dict[str, str], source: str = "10.1.1.1") -> Reply:
-    # Every request comes from 127.0.0.1, a trusted proxy here: the hop names the client.
+async def search(
+    api: Api, headers: dict[str, str], source: str = "10.1.1.1", request_id: str | None = None
+) -> Reply:
+    # Every request comes from 127.0.0.1, a trusted proxy here: the hop names the client, and
+    # its X-Request-Id is the request's.
+    more = {"X-Request-Id": request_id} if request_id else {}
     return await api.request(
         "GET",
         SEARCH,
         params={"max_results": "1"},
-        headers={**headers, "X-Forwarded-For": source},
+        headers={**headers, "X-Forwarded-For": source, **more},
     )
 
 
@@ -152,12 +156,19 @@ async def test_a_cached_caller_makes_no_limiter_call(
     for _ in range(5):
         (await search(api, basic("carol", PASSWORD))).ok()
     assert checks == [("10.1.1.1", "carol")]  # the first request verified, the rest were cached
-    (await search(api, basic("carol", "wrong-password-1"))).error(401)
-    (await search(api, {"Authorization": "Bearer mgt_not-a-real-token"})).error(401)
+    wrong = await search(api, basic("carol", "wrong-password-1"), request_id="edge-42")
+    wrong.error(401)
+    assert wrong.headers["X-Request-Id"] == "edge-42"  # the proxy's id, kept end to end
+    bearer = {"Authorization": "Bearer mgt_not-a-real-token"}
+    malformed = await search(api, bearer, request_id="no spaces\tor tabs")
+    malformed.error(401)
     (await search(api, {})).error(401)  # no header: no login attempt, nothing asked
     assert checks[1:] == [("10.1.1.1", "carol"), ("10.1.1.1", None)]
-    reasons = [r.details["reason"] for r in await failed_logins(store)]
-    assert reasons == ["wrong password", "unknown token"]
+    rows = await failed_logins(store)
+    assert [r.details["reason"] for r in rows] == ["wrong password", "unknown token"]
+    # Not one that is no id: the server's own instead.
+    assert [r.request_id for r in rows] == ["edge-42", malformed.headers["X-Request-Id"]]
+    assert len(rows[1].request_id or "") == 32
 
 
 async def test_dead_tokens_are_audited_with_their_reason(

@@ -28,10 +28,16 @@ from metricgate.api import webhooks as webhook_api
 from metricgate.api.graphql import ROUTES as GRAPHQL_ROUTES
 from metricgate.api.inflight import InFlightRequests
 from metricgate.api.keys import IN_FLIGHT, SERVICE, SETTINGS
-from metricgate.api.middleware import error_middleware, metrics_middleware
+from metricgate.api.middleware import (
+    answer_request_id,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
 from metricgate.api.routing import ACCESS_RULES, Route, RuleKey, rule_key
 from metricgate.config import Settings
 from metricgate.domain.auth.access import AccessRule, Authenticated, Public
+from metricgate.domain.auth.client_address import parse_networks
 from metricgate.service import Service, open_service
 
 # The Python client uses /api/2.0/mlflow; the web UI calls the same handlers under /ajax-api.
@@ -84,10 +90,17 @@ def create_app(settings: Settings, service: Service | None = None) -> web.Applic
     """The application; it opens its own ``Service`` at startup unless one is given (tests)."""
     in_flight = InFlightRequests()
     app = web.Application(
-        # in_flight first: it must see every request, error responses included.
-        middlewares=[in_flight.middleware, metrics_middleware, error_middleware],
+        # The request id first: everything after it logs under it. in_flight next: it must
+        # see every request, error responses included.
+        middlewares=[
+            request_id_middleware(parse_networks(settings.auth.trusted_proxies)),
+            in_flight.middleware,
+            metrics_middleware,
+            error_middleware,
+        ],
         client_max_size=settings.http.max_body_bytes,
     )
+    app.on_response_prepare.append(answer_request_id)
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
     app[ACCESS_RULES] = {}

@@ -25,6 +25,7 @@ from metricgate.api.keys import SERVICE, caller
 from metricgate.api.routing import Route
 from metricgate.domain.auth.access import Admin
 from metricgate.domain.errors import InvalidParameter
+from metricgate.observability import current_request_id
 from metricgate.stores.base import AuditContext, AuditEntry
 
 PREFIXES = ("/api/2.0/metricgate", "/ajax-api/2.0/metricgate")
@@ -38,9 +39,10 @@ def audit_context(request: web.Request) -> AuditContext:
     """Who makes this request's change: the authenticated caller (nobody when there is none),
     from the client address behind METRICGATE_TRUSTED_PROXIES."""
     who = caller(request)
+    address, request_id = client_addr(request), current_request_id()
     if who is None:
-        return AuditContext(None, None, None, client_addr(request))
-    return AuditContext(who.user_id, who.username, who.method, client_addr(request))
+        return AuditContext(None, None, None, address, request_id)
+    return AuditContext(who.user_id, who.username, who.method, address, request_id)
 
 
 async def record_deletion(

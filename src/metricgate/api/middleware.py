@@ -1,4 +1,5 @@
-"""Turns every failure into MLflow's ``{"error_code", "message"}`` body with MLflow's status."""
+"""Turns every failure into MLflow's ``{"error_code", "message"}`` body with MLflow's status,
+counts requests, and gives each request its id (observability.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import ClientPayloadError, web
+from aiohttp.typedefs import Middleware
 from prometheus_client import Counter
 
 from metricgate.api.routing import client_gone
+from metricgate.domain.auth.client_address import Network, from_trusted_proxy
 from metricgate.domain.errors import MetricgateError, Unavailable
 from metricgate.health_log import ThrottledLog
-from metricgate.observability import METRICS
+from metricgate.observability import (
+    METRICS,
+    REQUEST_ID_HEADER,
+    current_request_id,
+    new_request_id,
+    set_request_id,
+    valid_request_id,
+)
 
 log = logging.getLogger(__name__)
 _UNAVAILABLE_LOG = ThrottledLog(log)
@@ -82,6 +92,29 @@ def _route_name(request: web.Request) -> str:
     """The route template (a bounded set), not the path: ids stay out of labels and log keys."""
     route = request.match_info.route.resource
     return route.canonical if route is not None else "unmatched"
+
+
+def request_id_middleware(trusted_proxies: tuple[Network, ...]) -> Middleware:
+    """Outermost: the request's id, for its logs, audit entries and answer. A trusted proxy's
+    well-formed ``X-Request-Id`` is kept (one id from the edge to the database); anyone else's
+    is ignored, so a client cannot pick the id its audit entries are filed under."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(REQUEST_ID_HEADER)
+        trusted = given is not None and from_trusted_proxy(request.remote, trusted_proxies)
+        set_request_id(given if trusted and valid_request_id(given) else new_request_id())
+        return await handler(request)
+
+    return middleware
+
+
+async def answer_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer names its request, errors and streams included
+    (it runs in the request's task, where the id was set)."""
+    request_id = current_request_id()
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 @web.middleware

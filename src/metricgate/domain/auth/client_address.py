@@ -56,6 +56,12 @@ def _trusted(address: Address, proxies: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
 
 
+def from_trusted_proxy(peer: str | None, trusted_proxies: Sequence[Network]) -> bool:
+    """Whether the connection's peer is one of the trusted proxies (whose headers count)."""
+    address = parse_address(peer)
+    return address is not None and _trusted(address, trusted_proxies)
+
+
 def client_address(
     peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[Network]
 ) -> str:

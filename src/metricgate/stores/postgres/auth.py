@@ -38,6 +38,7 @@ from metricgate.domain.auth.permissions import (
 )
 from metricgate.domain.auth.rules import check_role_name, check_workspace
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, MetricgateError, NotFound
+from metricgate.observability import current_request_id
 from metricgate.stores.base import (
     AuditContext,
     AuditEntry,
@@ -156,7 +157,8 @@ async def _insert_audit(
         target_type,
         None if target_id is None else str(target_id),
         orjson.dumps(details).decode("utf-8"),
-        who.request_id,
+        # An entry written while a request runs is filed under it, whoever builds the context.
+        who.request_id or current_request_id(),
     )
     assert isinstance(entry_id, int)
     return entry_id

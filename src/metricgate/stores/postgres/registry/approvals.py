@@ -31,6 +31,7 @@ from metricgate.domain.registry.approvals import (
     Vote,
 )
 from metricgate.domain.registry.entities import Audit, ModelVersion
+from metricgate.observability import current_request_id
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.registry import events, versions
 from metricgate.stores.postgres.registry.load import lock_model, lock_version
@@ -104,13 +105,14 @@ async def _audit_log(
 ) -> None:
     await conn.execute(
         """INSERT INTO audit_log (actor_id, actor, auth_method, action, target_type, target_id,
-                                  details)
+                                  details, request_id)
            VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1, NULL, $2,
-                   'approval_request', $3, $4::jsonb)""",
+                   'approval_request', $3, $4::jsonb, $5)""",
         audit.actor,
         action,
         str(request_id),
         orjson.dumps(details).decode(),
+        current_request_id(),  # the HTTP request's id (not the approval request's)
     )
 
 
@@ -172,10 +174,12 @@ class PgApprovalStore:
                 )
             policy = _policy(row)
             await conn.execute(
-                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details)
+                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details,
+                                          request_id)
                    VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1,
-                           'approval_policy.created', 'approval_policy', $2, $3::jsonb)""",
+                           'approval_policy.created', 'approval_policy', $2, $3::jsonb, $4)""",
                 created_by, str(policy.id), orjson.dumps(_policy_details(policy)).decode(),
+                current_request_id(),
             )  # fmt: skip
             return policy
 
@@ -212,10 +216,12 @@ class PgApprovalStore:
             await conn.execute("DELETE FROM approval_policies WHERE policy_id = $1", policy_id)
             policy = _policy(row)
             await conn.execute(
-                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details)
+                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details,
+                                          request_id)
                    VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1,
-                           'approval_policy.deleted', 'approval_policy', $2, $3::jsonb)""",
+                           'approval_policy.deleted', 'approval_policy', $2, $3::jsonb, $4)""",
                 deleted_by, str(policy_id), orjson.dumps(_policy_details(policy)).decode(),
+                current_request_id(),
             )  # fmt: skip
             return policy
 
