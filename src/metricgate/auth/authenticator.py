@@ -352,6 +352,8 @@ class Authenticator:
             # A dead token of this user's as the password: ``login`` asks the store which.
             return _Failed(WRONG_PASSWORD, tried)
         user = stored.user
+        # An imported or older-parameter hash becomes today's argon2id (never fails the login).
+        await self.passwords.upgrade(self._store, user.id, stored.password_hash, login.password)
         credential = Credential(user.id, user.username, user.is_admin, stored.cred_version, "basic")
         await self.reload_grants(credential)  # most requests need them next
         return _Entry(credential, None, None)

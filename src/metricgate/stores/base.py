@@ -730,6 +730,12 @@ class AuthStore(Protocol):
 
     async def delete_user(self, username: str, *, audit: AuditContext | None = ...) -> None: ...
 
+    async def rehash_password(self, user_id: int, old_hash: str, new_hash: str) -> bool:
+        """Replace the user's hash by a new one of the same password, only if the stored hash is
+        still ``old_hash`` (compare-and-set: a password changed meanwhile wins); True when it
+        did. Moves no epoch and no ``cred_version``: what the credential proves is unchanged."""
+        ...
+
     async def any_admin(self) -> bool: ...
 
     async def create_admin_if_none(

@@ -493,6 +493,17 @@ class PgAuthStore:
             await _audited(conn, audit, "user.admin_reset", "user", username, entry)
         return _user(row)
 
+    async def rehash_password(self, user_id: int, old_hash: str, new_hash: str) -> bool:
+        async with self._db.connection() as conn:
+            status = await conn.execute(
+                """UPDATE auth_users SET password_hash = $3
+                   WHERE user_id = $1 AND password_hash = $2""",
+                user_id,
+                old_hash,
+                new_hash,
+            )
+        return _count(status) == 1
+
     async def any_admin(self) -> bool:
         async with self._db.connection() as conn:
             found = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM auth_users WHERE is_admin)")
