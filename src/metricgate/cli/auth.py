@@ -34,6 +34,7 @@ from metricgate.cli.http import (
     request_json,
     server_url,
 )
+from metricgate.cli.mlflow_import import add_import_parser, run_import_mlflow
 from metricgate.config import ConfigError, Settings, mlflow_tracking_credentials
 
 MLFLOW_V2 = "/api/2.0/mlflow"
@@ -133,6 +134,7 @@ def _add_users(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="if the user exists, set their password and make them an admin (a lost admin password)",
     )
+    add_import_parser(command.subparsers)
 
 
 def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,6 +206,8 @@ def _add_tokens(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def run_auth(args: argparse.Namespace) -> int:
     if args.command == "users" and args.auth_command == "create-admin":
         return run_create_admin(args)
+    if args.command == "users" and args.auth_command == "import-mlflow":
+        return run_import_mlflow(args)
     return run_rest(args, _DISPATCH[args.command])
 
 

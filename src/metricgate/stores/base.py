@@ -679,6 +679,49 @@ class AuditEntry:
     request_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ImportedRole:
+    """A named role read from another server's auth database (``users import-mlflow``)."""
+
+    name: str
+    description: str | None
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedUser:
+    """A user read from another server's auth database: the hash as that server made it (a
+    werkzeug hash from MLflow), the grants of its per-user role, and the names of the
+    ``ImportedRole``s assigned to it."""
+
+    username: str
+    password_hash: str | None
+    is_admin: bool
+    grants: tuple[Grant, ...]
+    roles: tuple[str, ...]
+
+    def __repr__(self) -> str:  # never print the hash
+        return f"ImportedUser(username={self.username!r}, is_admin={self.is_admin})"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthImport:
+    users: tuple[ImportedUser, ...]
+    roles: tuple[ImportedRole, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    """What ``AuthStore.import_users`` wrote, and what it left alone (``skip_existing``)."""
+
+    users: tuple[str, ...]
+    roles: tuple[str, ...]
+    grants: int
+    assignments: int
+    skipped_users: tuple[str, ...]
+    skipped_roles: tuple[str, ...]
+
+
 class AuthStore(Protocol):
     """Users, roles, grants, API tokens and the audit log (docs/design-auth.md B2, B3, B7).
 
@@ -734,6 +777,22 @@ class AuthStore(Protocol):
         """Replace the user's hash by a new one of the same password, only if the stored hash is
         still ``old_hash`` (compare-and-set: a password changed meanwhile wins); True when it
         did. Moves no epoch and no ``cred_version``: what the credential proves is unchanged."""
+        ...
+
+    async def import_users(
+        self,
+        data: AuthImport,
+        *,
+        skip_existing: bool,
+        audit: AuditContext,
+        details: dict[str, Any] | None = ...,
+    ) -> ImportOutcome:
+        """Create the users, roles, grants and assignments of ``data`` in one transaction, with
+        an audit entry per user and role and one ``users.imported`` summary (each carrying
+        ``details``: where the import came from). A username or role name that exists raises
+        AlreadyExists naming them all, and nothing is written, unless ``skip_existing``: then
+        those users and roles are left untouched, and the grants and assignments that came with
+        them are not imported."""
         ...
 
     async def any_admin(self) -> bool: ...

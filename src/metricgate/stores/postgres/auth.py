@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 
 from metricgate.domain.auth.entities import (
+    DEFAULT_WORKSPACE,
     ApiToken,
     Assignment,
     Role,
@@ -43,7 +44,9 @@ from metricgate.stores.base import (
     AuditContext,
     AuditEntry,
     AuthEpochs,
+    AuthImport,
     GrantHolder,
+    ImportOutcome,
     PermissionRow,
     TokenCredentials,
     UserCredentials,
@@ -330,6 +333,18 @@ async def drop_model_grants(conn: PgConnection, name: str) -> None:
         await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
 
 
+async def _insert_grants(conn: PgConnection, role_id: int, grants: tuple[Grant, ...]) -> int:
+    """A new role's grants (an import: the role has none yet)."""
+    for grant in grants:
+        check_grant(grant.resource_type, grant.pattern, grant.permission)
+    await conn.executemany(
+        """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
+           VALUES ($1, $2, $3, $4)""",
+        [(role_id, g.resource_type.value, g.pattern, g.permission.name) for g in grants],
+    )
+    return len(grants)
+
+
 def _count(status: str) -> int:
     """The row count of an asyncpg command status (``UPDATE 3``, ``DELETE 0``)."""
     return int(status.rsplit(" ", 1)[-1])
@@ -503,6 +518,115 @@ class PgAuthStore:
                 new_hash,
             )
         return _count(status) == 1
+
+    async def import_users(
+        self,
+        data: AuthImport,
+        *,
+        skip_existing: bool,
+        audit: AuditContext,
+        details: dict[str, Any] | None = None,
+    ) -> ImportOutcome:
+        extra = details or {}
+        usernames = [u.username for u in data.users]
+        role_names = [r.name for r in data.roles]
+        # New users hold nothing cached anywhere, so no credential goes stale; the grants epoch
+        # moves as for any role or grant change, and its row lock comes first (see _changing).
+        async with self._changing("grant_epoch") as conn:
+            taken_users = {
+                r["username"]
+                for r in await conn.fetch(
+                    "SELECT username FROM auth_users WHERE username = ANY($1::text[])", usernames
+                )
+            }
+            taken_roles = {
+                r["name"]
+                for r in await conn.fetch(
+                    """SELECT name FROM auth_roles
+                       WHERE workspace = $1 AND name = ANY($2::text[])""",
+                    DEFAULT_WORKSPACE,
+                    role_names,
+                )
+            }
+            if (taken_users or taken_roles) and not skip_existing:
+                parts = []
+                if taken_users:
+                    parts.append("users " + ", ".join(sorted(taken_users)))
+                if taken_roles:
+                    parts.append("roles " + ", ".join(sorted(taken_roles)))
+                raise AlreadyExists(
+                    f"Nothing imported: {' and '.join(parts)} already exist here "
+                    "(skip them with --skip-existing)"
+                )
+            role_ids: dict[str, int] = {}
+            grants = assignments = 0
+            for role in data.roles:
+                if role.name in taken_roles:
+                    continue
+                role_id = await conn.fetchval(
+                    """INSERT INTO auth_roles (name, workspace, description)
+                       VALUES ($1, $2, $3) RETURNING role_id""",
+                    role.name,
+                    DEFAULT_WORKSPACE,
+                    role.description,
+                )
+                assert isinstance(role_id, int)
+                role_ids[role.name] = role_id
+                grants += await _insert_grants(conn, role_id, role.grants)
+                entry = {"name": role.name, "grants": len(role.grants), **extra}
+                await _insert_audit(conn, audit, "role.created", "role", role_id, entry)
+            created: list[str] = []
+            for user in data.users:
+                if user.username in taken_users:
+                    continue
+                user_id = await conn.fetchval(
+                    """INSERT INTO auth_users (username, password_hash, is_admin)
+                       VALUES ($1, $2, $3) RETURNING user_id""",
+                    user.username,
+                    user.password_hash,
+                    user.is_admin,
+                )
+                assert isinstance(user_id, int)
+                created.append(user.username)
+                if user.grants:
+                    grants += await _insert_grants(
+                        conn, await _hidden_role(conn, user_id), user.grants
+                    )
+                assigned = [role_ids[name] for name in user.roles if name in role_ids]
+                for role_id in assigned:
+                    await conn.execute(
+                        "INSERT INTO auth_role_users (user_id, role_id) VALUES ($1, $2)",
+                        user_id,
+                        role_id,
+                    )
+                assignments += len(assigned)
+                entry = {
+                    "user_id": user_id,
+                    "is_admin": user.is_admin,
+                    "grants": len(user.grants),
+                    "roles": [name for name in user.roles if name in role_ids],
+                    **extra,
+                }
+                await _insert_audit(conn, audit, "user.created", "user", user.username, entry)
+            outcome = ImportOutcome(
+                users=tuple(created),
+                roles=tuple(role_ids),
+                grants=grants,
+                assignments=assignments,
+                skipped_users=tuple(sorted(taken_users)),
+                skipped_roles=tuple(sorted(taken_roles)),
+            )
+            summary = {
+                "users": len(outcome.users),
+                "roles": len(outcome.roles),
+                "grants": grants,
+                "assignments": assignments,
+                "skipped_users": list(outcome.skipped_users),
+                "skipped_roles": list(outcome.skipped_roles),
+                **extra,
+            }
+            await _insert_audit(conn, audit, "users.imported", None, None, summary)
+        return outcome
 
     async def any_admin(self) -> bool:
         async with self._db.connection() as conn:
