@@ -17,10 +17,15 @@ from metricgate.config import AuthSettings, PostgresSettings, Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, NotFound
+from metricgate.domain.registry.entities import Audit
 from metricgate.stores.base import AuditContext, AuditEntry
 from metricgate.stores.postgres import auth as pg_auth
 from metricgate.stores.postgres.auth import PgAuthStore
+from metricgate.stores.postgres.experiments import PgExperimentStore
+from metricgate.stores.postgres.logged_models import PgLoggedModelStore
 from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.registry.store import PgRegistryStore
+from metricgate.stores.postgres.runs import PgRunStore
 
 EXP = ResourceType.EXPERIMENT
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
@@ -225,3 +230,51 @@ async def test_create_admin_commits_with_its_entry(
     ]
     assert all(e.auth_method == "system" and e.actor is None for e in found)
     assert {e.details["via"] for e in found} == {"metricgate users create-admin"}
+
+
+# ---------------------------------------------------------------- deletions
+
+
+async def test_a_deletion_and_its_entry_commit_together(store: PgAuthStore, db_url: str) -> None:
+    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=2)
+    db = Database(await create_pool(settings), settings.acquire_timeout_s)
+    try:
+        experiments = PgExperimentStore(db, "mlflow-artifacts:")
+        runs, models, registry = PgRunStore(db), PgLoggedModelStore(db), PgRegistryStore(db)
+        experiment_id = int(await experiments.create("doomed", None, []))
+        run_id = (await runs.create(experiment_id, "u", None, None, [])).info.run_id
+        model_id = (await models.create(experiment_id, None, None, None, [], [])).model_id
+        who = Audit(actor="root", actor_verified=True)
+        await registry.create_registered_model(who, "m", [], None)
+        await registry.create_model_version(who, "m", "s3://b/m", None, [], None, None, None)
+
+        # An entry that cannot be written undoes its delete (before, the delete stood).
+        deletes = [
+            lambda log: registry.delete_model_version(who, "m", 1, audit_log=log),
+            lambda log: registry.delete_registered_model(who, "m", audit_log=log),
+            lambda log: models.delete(model_id, audit=log),
+            lambda log: runs.delete(run_id, audit=log),
+            lambda log: experiments.delete(experiment_id, audit=log),
+        ]
+        for delete in deletes:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await delete(BROKEN)
+        assert (await registry.get_model_version("m", 1)).version == 1
+        assert (await models.get(model_id)).model_id == model_id  # NotFound once deleted
+        assert (await runs.get(run_id)).info.lifecycle_stage == "active"
+        assert (await experiments.get(experiment_id)).lifecycle_stage == "active"
+
+        for delete in deletes:
+            await delete(ADMIN)
+        found = await entries(store)
+        assert [summary(e) for e in found] == [
+            ("version.deleted", "model_version", "m/1"),
+            ("model.deleted", "registered_model", "m"),
+            ("logged_model.deleted", "logged_model", model_id),
+            ("run.deleted", "run", run_id),
+            ("experiment.deleted", "experiment", str(experiment_id)),
+        ]
+        assert all((e.actor, e.client_addr) == ("root", "10.1.2.3") for e in found)
+        assert found[0].details == {"name": "m", "version": 1}
+    finally:
+        await db.aclose()

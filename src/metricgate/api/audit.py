@@ -6,10 +6,10 @@
   milliseconds; ``since`` inclusive, ``until`` exclusive).
 - ``audit_context``: the caller as an ``AuditContext``, which the auth handlers pass into the
   store's write so that the change and its entry commit in one transaction.
-- ``record_deletion``: an entry for a deleted run, experiment, registered model, model version
-  or logged model, appended after the delete succeeded (the tracking and registry stores take
-  no ``AuditContext``: that would reach into every one of their transactions). With auth off
-  nothing is written: there is nobody to name.
+- ``deletion_audit``: who deletes a run, experiment, registered model, model version or logged
+  model, for the store's delete, which writes the entry in the delete's own transaction (a
+  crash cannot keep the delete and lose its entry). With auth off, None: there is nobody to
+  name, and nothing is written.
 """
 
 from __future__ import annotations
@@ -45,28 +45,11 @@ def audit_context(request: web.Request) -> AuditContext:
     return AuditContext(who.user_id, who.username, who.method, address, request_id)
 
 
-async def record_deletion(
-    request: web.Request,
-    action: str,
-    target_type: str,
-    target_id: str | None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """After a successful delete, with auth on: who deleted ``target_id``."""
-    store = request.app[SERVICE].auth
-    who = caller(request)
-    if store is None or who is None:
-        return
-    await store.append_audit(
-        actor_id=who.user_id,
-        actor=who.username,
-        auth_method=who.method,
-        client_addr=client_addr(request),
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        details=details or {},
-    )
+def deletion_audit(request: web.Request) -> AuditContext | None:
+    """Who deletes, with auth on (the store writes the entry with the delete); None with it off."""
+    if request.app[SERVICE].auth is None or caller(request) is None:
+        return None
+    return audit_context(request)
 
 
 def encode_entry(entry: AuditEntry) -> dict[str, Any]:

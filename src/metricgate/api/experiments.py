@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from metricgate.api.access import creator_of
-from metricgate.api.audit import record_deletion
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import (
     Fields,
     decode_tags,
@@ -110,9 +110,8 @@ async def delete_experiment(request: web.Request) -> web.Response:
     fields = await read_json(request)
     service = request.app[SERVICE]
     experiment_id = _experiment_id(fields)
-    await service.experiments.delete(experiment_id)
+    await service.experiments.delete(experiment_id, audit=deletion_audit(request))
     service.runs.forget_active_runs()  # its runs were deleted with it
-    await record_deletion(request, "experiment.deleted", "experiment", str(experiment_id))
     return empty_response()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.audit import record_deletion
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import (
     Fields,
     decode_params,
@@ -85,8 +85,7 @@ async def finalize_logged_model(request: web.Request) -> web.Response:
 
 async def delete_logged_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
-    await request.app[SERVICE].logged_models.delete(model_id)
-    await record_deletion(request, "logged_model.deleted", "logged_model", model_id)
+    await request.app[SERVICE].logged_models.delete(model_id, audit=deletion_audit(request))
     return empty_response()
 
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from metricgate.api.access import creator_of
-from metricgate.api.audit import record_deletion
+from metricgate.api.audit import deletion_audit
 from metricgate.api.auth_common import forget_cached
 from metricgate.api.codec import (
     Fields,
@@ -132,9 +132,10 @@ async def update_registered_model(request: web.Request) -> web.Response:
 async def delete_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     name = fields.str("name")
-    await _registry(request).delete_registered_model(audit_from(request, fields), name)
+    await _registry(request).delete_registered_model(
+        audit_from(request, fields), name, audit_log=deletion_audit(request)
+    )
     await forget_cached(request, credentials=False)  # its grants went with it
-    await record_deletion(request, "model.deleted", "registered_model", name)
     return empty_response()
 
 
@@ -231,11 +232,9 @@ async def update_model_version(request: web.Request) -> web.Response:
 async def delete_model_version(request: web.Request) -> web.Response:
     fields = await read_fields(request)
     name, version = fields.str("name"), fields.str("version")
-    await _registry(request).delete_model_version(audit_from(request, fields), name, version)
-    await record_deletion(
-        request, "version.deleted", "model_version", f"{name}/{version}",
-        {"name": name, "version": version},
-    )  # fmt: skip
+    await _registry(request).delete_model_version(
+        audit_from(request, fields), name, version, audit_log=deletion_audit(request)
+    )
     return empty_response()
 
 

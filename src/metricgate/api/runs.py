@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 import orjson
 from aiohttp import web
 
-from metricgate.api.audit import record_deletion
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import (
     Fields,
     decode_metric,
@@ -104,8 +104,7 @@ async def update_run(request: web.Request) -> web.Response:
 async def delete_run(request: web.Request) -> web.Response:
     fields = await read_json(request)
     run_id = _run_id(fields)
-    await request.app[SERVICE].runs.delete(run_id)
-    await record_deletion(request, "run.deleted", "run", run_id)
+    await request.app[SERVICE].runs.delete(run_id, audit=deletion_audit(request))
     return empty_response()
 
 

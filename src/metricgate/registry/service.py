@@ -25,7 +25,7 @@ from metricgate.domain.registry.entities import (
     RegistryEvent,
 )
 from metricgate.domain.tracking.entities import Page, Tag
-from metricgate.stores.base import ApprovalStore, RegistryStore
+from metricgate.stores.base import ApprovalStore, AuditContext, RegistryStore
 
 T = TypeVar("T")
 
@@ -104,12 +104,14 @@ class RegistryService:
             lambda: self._store.update_registered_model(audit, checked, description),
         )  # fmt: skip
 
-    async def delete_registered_model(self, audit: Audit, name: str | None) -> None:
+    async def delete_registered_model(
+        self, audit: Audit, name: str | None, *, audit_log: AuditContext | None = None
+    ) -> None:
         checked = rules.validate_model_name(name)
         await self._apply(
             "registered_model.delete",
             audit,
-            lambda: self._store.delete_registered_model(audit, checked),
+            lambda: self._store.delete_registered_model(audit, checked, audit_log=audit_log),
         )
 
     async def set_registered_model_tag(self, audit: Audit, name: str | None, tag: Tag) -> None:
@@ -272,13 +274,18 @@ class RegistryService:
         return outcome
 
     async def delete_model_version(
-        self, audit: Audit, name: str | None, version: str | None
+        self,
+        audit: Audit,
+        name: str | None,
+        version: str | None,
+        *,
+        audit_log: AuditContext | None = None,
     ) -> None:
         checked, number = rules.validate_model_name(name), rules.parse_version(version)
         await self._apply(
             "model_version.delete",
             audit,
-            lambda: self._store.delete_model_version(audit, checked, number),
+            lambda: self._store.delete_model_version(audit, checked, number, audit_log=audit_log),
         )
 
     async def set_model_version_tag(

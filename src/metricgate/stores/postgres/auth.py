@@ -181,6 +181,19 @@ async def _audited(
         await _insert_audit(conn, who, action, target_type, target_id, details or {})
 
 
+async def audit_deletion(
+    conn: PgConnection,
+    who: AuditContext | None,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """A tracking or registry store's delete, audited in the delete's transaction (``conn``),
+    as the auth writes are: a crash between the two cannot keep one without the other."""
+    await _audited(conn, who, action, target_type, target_id, details)
+
+
 def _grant_details(row: asyncpg.Record, old: str | None = None) -> dict[str, Any]:
     details = {
         "role_permission_id": row["grant_id"],

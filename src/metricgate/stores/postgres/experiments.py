@@ -12,6 +12,7 @@ from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Experiment, Page, Tag
+from metricgate.stores.base import AuditContext
 from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_experiment_search
@@ -188,7 +189,7 @@ class PgExperimentStore:
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"Experiment(name={new_name}) already exists.") from None
 
-    async def delete(self, experiment_id: int) -> None:
+    async def delete(self, experiment_id: int, *, audit: AuditContext | None = None) -> None:
         if experiment_id == DEFAULT_EXPERIMENT_ID:
             raise InvalidParameter(
                 "Cannot delete the default experiment '0'. This is an internally reserved experiment."
@@ -207,6 +208,9 @@ class PgExperimentStore:
                    WHERE experiment_id = $1 AND lifecycle_stage = 'active'""",
                 experiment_id,
                 now,
+            )
+            await auth.audit_deletion(
+                conn, audit, "experiment.deleted", "experiment", str(experiment_id)
             )
 
     async def restore(self, experiment_id: int) -> None:

@@ -12,6 +12,8 @@ from metricgate.domain.errors import InvalidParameter, NotFound
 from metricgate.domain.names import random_run_name
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import LoggedModel, Metric, Page, Param, Tag
+from metricgate.stores.base import AuditContext
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import (
@@ -127,16 +129,17 @@ class PgLoggedModelStore:
         if deleted is None:
             raise NotFound(f"No tag with key '{key}' found for logged model '{model_id}'.")
 
-    async def delete(self, model_id: str) -> None:
-        async with self._db.connection() as conn:
+    async def delete(self, model_id: str, *, audit: AuditContext | None = None) -> None:
+        async with self._db.transaction() as conn:
             found = await conn.fetchval(
                 """UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_timestamp_ms = $2
                    WHERE model_id = $1 AND lifecycle_stage = 'active' RETURNING 1""",
                 model_id,
                 now_ms(),
             )
-        if found is None:
-            raise _not_found(model_id)
+            if found is None:
+                raise _not_found(model_id)
+            await auth.audit_deletion(conn, audit, "logged_model.deleted", "logged_model", model_id)
 
     async def search(
         self,

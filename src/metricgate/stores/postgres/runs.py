@@ -24,7 +24,8 @@ from metricgate.domain.tracking.entities import (
     RunInfo,
     Tag,
 )
-from metricgate.stores.base import RunRows, dataset_input_tags
+from metricgate.stores.base import AuditContext, RunRows, dataset_input_tags
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.experiments import active_experiment_location, now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.search_sql import compile_run_search, visible_experiment_ids
@@ -166,23 +167,26 @@ class PgRunStore:
                 await _upsert_tags(conn, run_id, [Tag(RUN_NAME_TAG, run_name)])
             return (await _load_runs(conn, [run_id]))[0].info
 
-    async def delete(self, run_id: str) -> None:
-        await self._set_stage(run_id, "deleted", now_ms())
+    async def delete(self, run_id: str, *, audit: AuditContext | None = None) -> None:
+        await self._set_stage(run_id, "deleted", now_ms(), audit)
 
     async def restore(self, run_id: str) -> None:
         await self._set_stage(run_id, "active", None)
 
-    async def _set_stage(self, run_id: str, stage: str, deleted_time: int | None) -> None:
+    async def _set_stage(
+        self, run_id: str, stage: str, deleted_time: int | None, audit: AuditContext | None = None
+    ) -> None:
         self._active_until.pop(run_id, None)
-        async with self._db.connection() as conn:
+        async with self._db.transaction() as conn:
             found = await conn.fetchval(
                 "UPDATE runs SET lifecycle_stage = $2, deleted_time = $3 WHERE run_id = $1 RETURNING 1",
                 run_id,
                 stage,
                 deleted_time,
             )
-        if found is None:
-            raise run_not_found(run_id)
+            if found is None:
+                raise run_not_found(run_id)
+            await auth.audit_deletion(conn, audit, "run.deleted", "run", run_id)
 
     # ------------------------------------------------------------------ params and tags
 

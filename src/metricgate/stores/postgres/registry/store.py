@@ -18,6 +18,7 @@ from metricgate.domain.errors import AlreadyExists, NotFound
 from metricgate.domain.registry.entities import Audit, ModelVersion, RegisteredModel, RegistryEvent
 from metricgate.domain.search.paging import decode_page_token, encode_page_token
 from metricgate.domain.tracking.entities import Page, Tag
+from metricgate.stores.base import AuditContext
 from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.experiments import now_ms
 from metricgate.stores.postgres.pool import Database, PgConnection
@@ -138,7 +139,9 @@ class PgRegistryStore:
             )  # fmt: skip
             return (await load_models(conn, [row["model_key"]]))[0]
 
-    async def delete_registered_model(self, audit: Audit, name: str) -> None:
+    async def delete_registered_model(
+        self, audit: Audit, name: str, *, audit_log: AuditContext | None = None
+    ) -> None:
         async with self._db.transaction() as conn:
             if self._grants_follow:
                 await auth.lock_grants(conn)
@@ -164,6 +167,7 @@ class PgRegistryStore:
                 "aliases": aliases,
             }
             await events.record(conn, "registered_model.deleted", name, None, audit, before, None)
+            await auth.audit_deletion(conn, audit_log, "model.deleted", "registered_model", name)
             if self._grants_follow:
                 await auth.drop_model_grants(conn, name)
 
@@ -269,9 +273,15 @@ class PgRegistryStore:
         async with self._db.transaction() as conn:
             return await versions.transition(conn, audit, name, version, stage, archive_existing)
 
-    async def delete_model_version(self, audit: Audit, name: str, version: int) -> None:
+    async def delete_model_version(
+        self, audit: Audit, name: str, version: int, *, audit_log: AuditContext | None = None
+    ) -> None:
         async with self._db.transaction() as conn:
             await versions.delete(conn, audit, name, version)
+            await auth.audit_deletion(
+                conn, audit_log, "version.deleted", "model_version", f"{name}/{version}",
+                {"name": name, "version": version},
+            )  # fmt: skip
             await approvals.supersede_deleted_version(conn, audit, name, version)
 
     async def set_model_version_tag(self, audit: Audit, name: str, version: int, tag: Tag) -> None:
