@@ -1,8 +1,9 @@
 """With access control on, registered-model grants follow the model (design-auth B2): a DENY on
-``m`` still holds once ``m`` is renamed ``m2``, at once in the process that renamed it; a delete
-removes the model's grants, so a new model under the name inherits none. Also the approvals list
-filtered in the SQL (full pages for a caller denied some models) and a version delete closing
-its pending approval requests as superseded."""
+``m`` still holds once ``m`` is renamed ``m2``, at once in the process that renamed it; a rename
+onto a name with grants set in advance is refused (409); a delete removes the model's grants,
+so a new model under the name inherits none. Also the approvals list filtered in the SQL (full
+pages for a caller denied some models) and a version delete closing its pending approval
+requests as superseded."""
 
 from __future__ import annotations
 
@@ -58,6 +59,24 @@ async def test_a_deny_follows_the_renamed_model(api: Api, store: AuthStore) -> N
     # A new model under the old name inherits nothing: bob reads it (the default, READ).
     (await api.post("/registered-models/create", {"name": "m"}, headers=ADMIN)).ok()
     (await _get(api, "m", BOB)).ok()
+    # A DENY set on a name no model has must not vanish when a model is renamed to it: 409
+    # naming the problem, grants as they were; once the admin revokes it, the rename is allowed.
+    await store.grant_user("bob", MODEL, "m3", Permission.DENY, replace=False)
+    onto = {"name": "m", "new_name": "m3"}
+    message = (await api.post("/registered-models/rename", onto, headers=ADMIN)).error(
+        409, "RESOURCE_CONFLICT", "access grants are already set on the name 'm3'"
+    )
+    assert "revoke" in message
+    held = {(r.resource_pattern, r.permission) for r in await store.user_permission_rows("bob")}
+    assert held == {("m2", Permission.DENY), ("m3", Permission.DENY)}
+    (await _get(api, "m", BOB)).ok()
+    revoke = {"username": "bob", "resource_type": "registered_model", "resource_id": "m3"}
+    revoked = await api.post(
+        "/api/3.0/mlflow/users/permissions/revoke", revoke, absolute=True, headers=ADMIN
+    )
+    revoked.ok()
+    (await api.post("/registered-models/rename", onto, headers=ADMIN)).ok()
+    (await _get(api, "m3", BOB)).ok()
 
 
 async def test_a_creator_keeps_managing_its_renamed_model(api: Api, store: AuthStore) -> None:

@@ -1,19 +1,24 @@
 """Registered-model grants follow the model in the registry write's own transaction (design-auth
-B2): a rename moves them to the new name, a delete removes them, a create with a creator writes
-its MANAGE; grant_epoch moves only when grants moved; a failed write leaves the grants alone."""
+B2): a rename moves them to the new name (refused onto a name with grants of its own), a delete
+removes them, a create with a creator writes its MANAGE; grant_epoch moves only when grants
+moved; a failed write leaves the grants alone. Writes of one name serialise on its advisory lock
+(a grant cannot slip past a rename), and never wait for writes of other names."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from metricgate.config import PostgresSettings
 from metricgate.domain.auth.permissions import Permission, ResourceType
-from metricgate.domain.errors import AlreadyExists, NotFound
+from metricgate.domain.errors import AlreadyExists, Conflict, NotFound
 from metricgate.domain.registry.entities import Audit
 from metricgate.registry.service import RegistryService
+from metricgate.stores.postgres import auth as pg_auth
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.pool import Database, create_pool
@@ -55,8 +60,6 @@ async def test_a_rename_moves_the_grants_and_announces_it(parts: Parts) -> None:
     await registry.create_registered_model(ADMIN, "m", [], None)
     await auth.grant_user("bob", MODEL, "m", Permission.DENY, replace=False)
     await auth.grant_user("carol", MODEL, "*", Permission.EDIT, replace=False)
-    # A grant left on a name no model had gives way to the renamed model's own.
-    await auth.grant_user("carol", MODEL, "m2", Permission.MANAGE, replace=False)
     before = await auth.auth_epochs()
     await registry.rename_registered_model(ADMIN, "m", "m2")
     assert await _held(auth, "bob") == {("m2", Permission.DENY)}
@@ -65,6 +68,45 @@ async def test_a_rename_moves_the_grants_and_announces_it(parts: Parts) -> None:
     # A new model under the old name inherits nothing.
     await registry.create_registered_model(ADMIN, "m", [], None)
     assert await _held(auth, "bob") == {("m2", Permission.DENY)}
+
+
+async def test_a_rename_onto_a_name_with_grants_of_its_own_is_refused(parts: Parts) -> None:
+    """Grants set on a name before any model has it (a DENY included) are neither dropped nor
+    handed to the renamed model: the rename is refused until they are revoked."""
+    auth, registry = parts.auth, parts.registry
+    await auth.create_user("bob", "x", False)
+    await auth.create_user("carol", "x", False)
+    await registry.create_registered_model(ADMIN, "a", [], None)
+    await auth.grant_user("bob", MODEL, "a", Permission.EDIT, replace=False)
+    await auth.grant_user("bob", MODEL, "b", Permission.DENY, replace=False)
+    await auth.grant_user("carol", MODEL, "b", Permission.MANAGE, replace=False)
+    before = await auth.auth_epochs()
+    with pytest.raises(Conflict, match="access grants are already set on the name 'b'"):
+        await registry.rename_registered_model(ADMIN, "a", "b")
+    assert await _held(auth, "bob") == {("a", Permission.EDIT), ("b", Permission.DENY)}
+    assert await _held(auth, "carol") == {("b", Permission.MANAGE)}
+    assert await auth.auth_epochs() == before
+    assert (await registry.get_registered_model("a")).name == "a"
+    # Revoked, the name is free, and the model takes only its own grants there.
+    await auth.revoke_user("bob", MODEL, "b")
+    await auth.revoke_user("carol", MODEL, "b")
+    await registry.rename_registered_model(ADMIN, "a", "b")
+    assert await _held(auth, "bob") == {("b", Permission.EDIT)}
+    assert await _held(auth, "carol") == set()
+
+
+async def test_a_delete_takes_the_grants_set_before_the_model(parts: Parts) -> None:
+    """A grant set on a name before the model was created applied to that model, so it goes
+    with its delete: a later model of the name starts clean (its creator's MANAGE aside)."""
+    auth, registry = parts.auth, parts.registry
+    await auth.create_user("bob", "x", False)
+    carol = await auth.create_user("carol", "x", False)
+    await auth.grant_user("bob", MODEL, "p", Permission.DENY, replace=False)
+    await registry.create_registered_model(ADMIN, "p", [], None)
+    await registry.delete_registered_model(ADMIN, "p")
+    await registry.create_registered_model(ADMIN, "p", [], None, carol.id)
+    assert await _held(auth, "bob") == set()
+    assert await _held(auth, "carol") == {("p", Permission.MANAGE)}
 
 
 async def test_a_rename_without_grants_moves_no_epoch(parts: Parts) -> None:
@@ -132,3 +174,87 @@ async def test_the_creator_grant_is_written_by_the_create(parts: Parts) -> None:
         and r.permission is Permission.MANAGE
         for r in rows
     )
+
+
+# ------------------------------------------------------------ per-name locks
+
+
+async def _wait_for_lock_wait(db: Database, advisory: bool) -> bool:
+    """Whether a session of this database comes to wait for a lock (an advisory one, or any)
+    within about five seconds."""
+    query = """SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                                AND (NOT $1 OR wait_event = 'advisory'))"""
+    for _ in range(100):
+        async with db.connection() as conn:
+            if await conn.fetchval(query, advisory):
+                return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_grant_written_during_a_rename_follows_the_model(parts: Parts) -> None:
+    """The race the name lock closes: a DENY on ``a`` whose transaction is under way when ``a``
+    is renamed. The rename waits for it and moves it; without the lock it would move only the
+    grants already committed and leave the DENY on ``a``, a name no model has."""
+    auth, registry = parts.auth, parts.registry
+    await auth.create_user("bob", "x", False)
+    await registry.create_registered_model(ADMIN, "a", [], None)
+    async with parts.db.transaction() as blocker:
+        # Holds the grant write after it took its name lock: it waits for the epoch row.
+        await blocker.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
+        grant = asyncio.create_task(
+            auth.grant_user("bob", MODEL, "a", Permission.DENY, replace=False)
+        )
+        assert await _wait_for_lock_wait(parts.db, advisory=False)
+        rename = asyncio.create_task(registry.rename_registered_model(ADMIN, "a", "b"))
+        assert await _wait_for_lock_wait(parts.db, advisory=True)
+        assert not rename.done()
+    await asyncio.wait_for(asyncio.gather(grant, rename), 10)
+    assert await _held(auth, "bob") == {("b", Permission.DENY)}
+
+
+async def test_writes_of_other_models_do_not_wait_for_an_open_create(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create with a creator keeps its transaction open (after its grant is written); a
+    rename and a delete that move grants, a grant write and another create, all on other names,
+    finish meanwhile. With the old ``auth_state`` lock (create shared, the rest exclusive) each
+    of them queued behind the create."""
+    auth, registry = parts.auth, parts.registry
+    bob = await auth.create_user("bob", "x", False)
+    for name in ("a", "d"):
+        await registry.create_registered_model(ADMIN, name, [], None)
+        await auth.grant_user("bob", MODEL, name, Permission.EDIT, replace=False)
+    written, release = asyncio.Event(), asyncio.Event()
+    write_creator_grant = pg_auth.write_creator_grant
+
+    async def held_open(*args: Any) -> None:
+        await write_creator_grant(*args)
+        if args[3] == "slow":
+            written.set()
+            await release.wait()
+
+    monkeypatch.setattr(pg_auth, "write_creator_grant", held_open)
+    slow = asyncio.create_task(registry.create_registered_model(ADMIN, "slow", [], None, bob.id))
+    try:
+        await asyncio.wait_for(written.wait(), 10)
+        before = await auth.auth_epochs()
+        others = asyncio.gather(
+            registry.rename_registered_model(ADMIN, "a", "b"),
+            registry.delete_registered_model(ADMIN, "d"),
+            auth.grant_user("bob", MODEL, "x", Permission.READ, replace=False),
+            registry.create_registered_model(ADMIN, "fast", [], None, bob.id),
+        )
+        await asyncio.wait_for(others, 10)
+        assert not slow.done()
+        assert (await auth.auth_epochs()).grants == before.grants + 3
+    finally:
+        release.set()
+        await slow
+    assert await _held(auth, "bob") == {
+        ("b", Permission.EDIT),
+        ("x", Permission.READ),
+        ("fast", Permission.MANAGE),
+        ("slow", Permission.MANAGE),
+    }

@@ -7,6 +7,13 @@ assignments. The processes' credential and grant caches compare against those
 (docs/design-auth.md B3). The single ``auth_state`` row serialises such writes, which are rare;
 reads never touch it except ``auth_epochs``. The creator's MANAGE grant, written on every create,
 bumps nothing: it only adds access, which the access check finds by re-reading on a denial.
+
+Registered-model grants are keyed by the model's name and follow a rename or delete. Every
+write that adds, moves or removes the grants of one model name (a per-name grant write, a model
+create with a creator, rename, delete) first takes that name's transaction-scoped advisory lock
+(``lock_model_names``), so a grant written on a name cannot slip past a rename or delete of it;
+writes on other names never wait for it. Lock order, everywhere: name locks (sorted), then the
+model row, then the ``auth_state`` row, then grant rows.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -38,7 +46,13 @@ from metricgate.domain.auth.permissions import (
     check_grant,
 )
 from metricgate.domain.auth.rules import check_role_name, check_workspace
-from metricgate.domain.errors import AlreadyExists, InvalidParameter, MetricgateError, NotFound
+from metricgate.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidParameter,
+    MetricgateError,
+    NotFound,
+)
 from metricgate.observability import current_request_id
 from metricgate.stores.base import (
     AuditContext,
@@ -283,19 +297,37 @@ async def _role_row(conn: PgConnection, role_id: int, *, lock: bool = False) -> 
     return row
 
 
-async def share_grants(conn: PgConnection) -> None:
-    """Take ``auth_state`` shared, as the first lock of a create that grants its creator MANAGE:
-    creates run concurrently, while an access change (which takes this row first, exclusively)
-    waits, so the lock order stays the same and cannot deadlock."""
-    await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR SHARE")
+def _name_lock_key(resource_type: ResourceType, name: str) -> int:
+    """A stable 64-bit advisory-lock key for one resource name, the same in every process (a
+    keyed digest, not Python's salted ``hash``). Two names sharing a key only wait for each
+    other; the ``person`` tag keeps these keys apart from any other advisory key in practice."""
+    raw = f"{resource_type.value}\0{name}".encode()
+    digest = hashlib.blake2b(raw, digest_size=8, person=b"mg-name-lock").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_model_names(conn: PgConnection, *names: str) -> None:
+    """Lock registered-model names until the transaction ends: the first lock of every write
+    that adds, moves or removes one name's grants (create with a creator, rename, delete, a
+    per-name grant write). Keys are taken in sorted order, so a rename (two names) cannot
+    deadlock with another write of either name; nothing that holds a model row or the
+    ``auth_state`` row ever waits for a name lock."""
+    for key in sorted({_name_lock_key(ResourceType.REGISTERED_MODEL, n) for n in names}):
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+
+
+async def _lock_grant_name(conn: PgConnection, resource_type: ResourceType, pattern: str) -> None:
+    """A grant write's name lock: only per-name registered-model grants follow a model."""
+    if resource_type is ResourceType.REGISTERED_MODEL and pattern != "*":
+        await lock_model_names(conn, pattern)
 
 
 async def write_creator_grant(
     conn: PgConnection, user_id: int, resource_type: ResourceType, pattern: str
 ) -> None:
-    """The creator's MANAGE on what it made, in the create's transaction (after
-    ``share_grants``). No epoch moves: MANAGE is the top level, so nobody's cached grants
-    allow too much; a denial re-reads the grants and finds it."""
+    """The creator's MANAGE on what it made, in the create's transaction (a registered model's
+    create holds the name lock). No epoch moves: MANAGE is the top level, so nobody's cached
+    grants allow too much; a denial re-reads the grants and finds it."""
     role_id = await _hidden_role(conn, user_id)
     await conn.execute(
         """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
@@ -308,42 +340,68 @@ async def write_creator_grant(
     )
 
 
-async def lock_grants(conn: PgConnection) -> None:
-    """Take ``auth_state`` for a registry write that may move grants (``follow_model_rename``,
-    ``drop_model_grants``). It must be the transaction's first lock, as in every access change
-    and creator grant, so that the model rows locked after it cannot deadlock with them."""
-    await conn.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
+async def _has_model_grants(conn: PgConnection, name: str) -> bool:
+    found = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM auth_grants
+                          WHERE resource_type = $1 AND resource_pattern = $2)""",
+        ResourceType.REGISTERED_MODEL.value,
+        name,
+    )
+    return bool(found)
+
+
+async def _bump_grant_epoch(conn: PgConnection) -> None:
+    """Before the first grant row is touched: every access change takes ``auth_state`` before
+    grant rows, so taking it after them could deadlock with one (a role delete, say)."""
+    await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
+
+
+async def refuse_rename_onto_grants(conn: PgConnection, old: str, new: str) -> None:
+    """Refuse renaming model ``old`` to ``new`` while grants are set on the name ``new`` (an
+    admin may grant on a name before any model has it; after ``lock_model_names(old, new)``, so
+    none appears until the rename ends). Merging is not safe: keeping ``new``'s positive grants
+    would let a caller with EDIT on ``old`` open its model to other users (a MANAGE right),
+    and dropping them would silently discard an admin's DENY. Whoever manages the name revokes
+    them first."""
+    if await _has_model_grants(conn, new):
+        raise Conflict(
+            f"Cannot rename registered model '{old[:300]}' to '{new[:300]}': access grants are "
+            f"already set on the name '{new[:300]}' (given before any model had it). A rename "
+            "keeps the model's own grants only; revoke those on the new name first "
+            "(GET /api/2.0/metricgate/permissions/who lists them), or choose another name."
+        )
 
 
 async def follow_model_rename(conn: PgConnection, old: str, new: str) -> None:
     """Registered-model grants follow a rename, in the rename's transaction (after
-    ``lock_grants``): a DENY on ``old`` still holds on ``new``. Grants already on ``new`` (set
-    for a name no model had) give way: the model keeps exactly its own. ``*`` grants stay."""
-    kind = ResourceType.REGISTERED_MODEL.value
-    dropped = await conn.execute(
-        "DELETE FROM auth_grants WHERE resource_type = $1 AND resource_pattern = $2", kind, new
-    )
-    moved = await conn.execute(
+    ``lock_model_names(old, new)`` and ``refuse_rename_onto_grants``): a DENY on ``old`` still
+    holds on ``new``, and ``old`` keeps nothing for a later model of that name. ``*`` grants
+    stay. The name lock keeps grants on ``old`` from appearing meanwhile, so the check and the
+    move see the same rows (at most fewer, if a role is deleted meanwhile)."""
+    if not await _has_model_grants(conn, old):
+        return
+    await _bump_grant_epoch(conn)
+    await conn.execute(
         """UPDATE auth_grants SET resource_pattern = $3
            WHERE resource_type = $1 AND resource_pattern = $2""",
-        kind,
+        ResourceType.REGISTERED_MODEL.value,
         old,
         new,
     )
-    if _count(dropped) or _count(moved):
-        await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
 
 
 async def drop_model_grants(conn: PgConnection, name: str) -> None:
     """A deleted registered model's grants go with it, in the delete's transaction (after
-    ``lock_grants``): a new model given the name later starts with none of them."""
-    dropped = await conn.execute(
+    ``lock_model_names(name)``): a new model given the name later starts with none of them,
+    including grants set on the name before the deleted model had it (they applied to it)."""
+    if not await _has_model_grants(conn, name):
+        return
+    await _bump_grant_epoch(conn)
+    await conn.execute(
         "DELETE FROM auth_grants WHERE resource_type = $1 AND resource_pattern = $2",
         ResourceType.REGISTERED_MODEL.value,
         name,
     )
-    if _count(dropped):
-        await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
 
 
 async def _insert_grants(conn: PgConnection, role_id: int, grants: tuple[Grant, ...]) -> int:
@@ -369,12 +427,18 @@ class PgAuthStore:
 
     @contextlib.asynccontextmanager
     async def _changing(
-        self, epoch: Literal["cred_epoch", "grant_epoch"]
+        self,
+        epoch: Literal["cred_epoch", "grant_epoch"],
+        name: tuple[ResourceType, str] | None = None,
     ) -> AsyncIterator[PgConnection]:
-        """A transaction that may change someone's access. Its first statement bumps the epoch:
+        """A transaction that may change someone's access. Its first row lock bumps the epoch:
         that row lock, taken before any other, also serialises these transactions, so two of
-        them can never deadlock on the rows they change (a rollback undoes the bump)."""
+        them can never deadlock on the rows they change (a rollback undoes the bump). ``name``:
+        the grant's (type, pattern), whose name lock comes before even that (see
+        ``lock_model_names``), so the write cannot interleave with a rename or delete of it."""
         async with self._db.transaction() as conn:
+            if name is not None:
+                await _lock_grant_name(conn, *name)
             await conn.execute(f"UPDATE auth_state SET {epoch} = {epoch} + 1 WHERE id = 1")
             yield conn
 
@@ -810,7 +874,7 @@ class PgAuthStore:
         audit: AuditContext | None = None,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
-        async with self._changing("grant_epoch") as conn:
+        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
             user_id = await _user_id(conn, username)
             role_id = await _hidden_role(conn, user_id)
             old = await conn.fetchval(
@@ -858,7 +922,7 @@ class PgAuthStore:
         *,
         audit: AuditContext | None = None,
     ) -> Permission:
-        async with self._changing("grant_epoch") as conn:
+        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
             user_id = await _user_id(conn, username)
             old = await conn.fetchval(
                 """DELETE FROM auth_grants g USING auth_roles r
@@ -906,7 +970,7 @@ class PgAuthStore:
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
         async with self._db.transaction() as conn:
-            await share_grants(conn)
+            await _lock_grant_name(conn, resource_type, pattern)
             await write_creator_grant(conn, user_id, resource_type, pattern)
 
     async def who_holds(self, resource_type: ResourceType, pattern: str) -> list[GrantHolder]:
@@ -1031,7 +1095,7 @@ class PgAuthStore:
     ) -> RolePermission:
         check_grant(resource_type, pattern, permission)
         try:
-            async with self._changing("grant_epoch") as conn:
+            async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
                 await _role_row(conn, role_id, lock=True)
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_grants AS g
@@ -1063,7 +1127,7 @@ class PgAuthStore:
         audit: AuditContext | None = None,
     ) -> tuple[RolePermission, Permission | None]:
         check_grant(resource_type, pattern, permission)
-        async with self._changing("grant_epoch") as conn:
+        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
             await _role_row(conn, role_id, lock=True)
             # The role's row lock (after the epoch row's) serialises writers of its grants, so
             # the level read here is the one the upsert replaces.

@@ -84,8 +84,6 @@ class PgExperimentStore:
     ) -> str:
         now = now_ms()
         async with self._db.transaction() as conn:
-            if creator is not None:
-                await auth.share_grants(conn)
             experiment_id = await conn.fetchval("SELECT nextval('experiments_id_seq')")
             location = artifact_location or self._default_location(experiment_id)
             try:
@@ -107,6 +105,8 @@ class PgExperimentStore:
                     [(experiment_id, t.key, t.value) for t in tags],
                 )
             if creator is not None:
+                # No lock first: unlike a model name, an experiment id is new and its grants
+                # never move, so nothing can race this write for them.
                 await auth.write_creator_grant(
                     conn, creator, ResourceType.EXPERIMENT, str(experiment_id)
                 )

@@ -47,7 +47,10 @@ class PgRegistryStore:
     def __init__(self, db: Database, *, grants_follow: bool = False) -> None:
         """``grants_follow`` (access control on): a rename moves the model's grants to the new
         name and a delete removes them, in the registry write's own transaction (design-auth
-        B2; stock does it in after-request hooks, where a crash leaves them behind)."""
+        B2; stock does it in after-request hooks, where a crash leaves them behind). Such a
+        write first locks the names it touches (``auth.lock_model_names``), as do grant writes
+        on a model name and creates that write a creator's grant: writes of other models never
+        wait for it."""
         self._db = db
         self._grants_follow = grants_follow
 
@@ -77,7 +80,7 @@ class PgRegistryStore:
         now = now_ms()
         async with self._write(name) as conn:
             if creator is not None:
-                await auth.share_grants(conn)
+                await auth.lock_model_names(conn, name)
             key = await conn.fetchval(
                 """INSERT INTO registered_models
                        (name, description, user_id, creation_timestamp, last_updated_timestamp)
@@ -102,11 +105,13 @@ class PgRegistryStore:
     ) -> RegisteredModel:
         async with self._write(new_name) as conn:
             if self._grants_follow:
-                await auth.lock_grants(conn)
+                await auth.lock_model_names(conn, name, new_name)
             row = await lock_model(conn, name)
             if new_name != name:
                 if await conn.fetchval("SELECT 1 FROM registered_models WHERE name = $1", new_name):
                     raise _exists(new_name)
+                if self._grants_follow:
+                    await auth.refuse_rename_onto_grants(conn, name, new_name)
                 await conn.execute(
                     "UPDATE registered_models SET name = $2, last_updated_timestamp = $3 WHERE model_key = $1",
                     row["model_key"], new_name, now_ms(),
@@ -144,7 +149,7 @@ class PgRegistryStore:
     ) -> None:
         async with self._db.transaction() as conn:
             if self._grants_follow:
-                await auth.lock_grants(conn)
+                await auth.lock_model_names(conn, name)
             row = await lock_model(conn, name)
             key = row["model_key"]
             numbers = [r["version"] for r in await conn.fetch(
