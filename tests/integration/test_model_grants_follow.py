@@ -164,6 +164,15 @@ async def test_the_creator_grant_is_written_by_the_create(parts: Parts) -> None:
     with pytest.raises(AlreadyExists):
         await parts.registry.create_registered_model(ADMIN, "mine", [], None, carol.id)
     assert await _held(auth, "carol") == set()
+    # A DENY set on the name in advance outlives its holder's create of the model.
+    await auth.grant_user("carol", MODEL, "barred", Permission.DENY, replace=False)
+    await auth.grant_user("carol", MODEL, "invited", Permission.READ, replace=False)
+    for name in ("barred", "invited"):
+        await parts.registry.create_registered_model(ADMIN, name, [], None, carol.id)
+    assert await _held(auth, "carol") == {
+        ("barred", Permission.DENY),
+        ("invited", Permission.MANAGE),
+    }
     experiment_id = await PgExperimentStore(parts.db, "file:///tmp/mg").create(
         "exp", None, [], bob.id
     )

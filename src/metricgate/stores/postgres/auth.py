@@ -327,13 +327,14 @@ async def write_creator_grant(
 ) -> None:
     """The creator's MANAGE on what it made, in the create's transaction (a registered model's
     create holds the name lock). No epoch moves: MANAGE is the top level, so nobody's cached
-    grants allow too much; a denial re-reads the grants and finds it."""
+    grants allow too much; a denial re-reads the grants and finds it. A DENY the creator
+    already holds on the name (set in advance) stays: creating the model must not lift it."""
     role_id = await _hidden_role(conn, user_id)
     await conn.execute(
-        """INSERT INTO auth_grants (role_id, resource_type, resource_pattern, permission)
+        """INSERT INTO auth_grants AS g (role_id, resource_type, resource_pattern, permission)
            VALUES ($1, $2, $3, 'MANAGE')
            ON CONFLICT (role_id, resource_type, resource_pattern)
-           DO UPDATE SET permission = 'MANAGE'""",
+           DO UPDATE SET permission = 'MANAGE' WHERE g.permission <> 'DENY'""",
         role_id,
         resource_type.value,
         pattern,
