@@ -383,7 +383,8 @@ class AuthSettings:
         10_000, "AUTH_CACHE_ENTRIES",
         "Verified passwords and tokens each process remembers (keyed by a per-process HMAC, never the "
         "secret), so a request skips the password hash; a change of password, grant or token reaches "
-        "every process within about a second. `0` verifies every request.",
+        "the other processes within milliseconds (a notice on Redis pub/sub) and within about a "
+        "second if that is lost. `0` verifies every request.",
         minimum=0,
     )  # fmt: skip
     public_paths: tuple[str, ...] = setting(

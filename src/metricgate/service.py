@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.bootstrap import ensure_admin
 from metricgate.auth.limiter import LoginLimiter
+from metricgate.auth.notices import AuthNotices
 from metricgate.auth.passwords import Passwords
 from metricgate.config import ENV_PREFIX, Settings
 from metricgate.domain.errors import StoreUnavailable
@@ -224,6 +225,11 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             workers.start("flusher", Flusher(streams, writer, settings.flush))
         if settings.flush.abandoned_after_s > 0:
             workers.start("janitor", AbandonedRunJanitor(runs, settings.flush, streams))
+        if auth is not None and streams is not None:
+            # Access changes reach the other processes over the metrics' Redis; direct ingest
+            # opens none, and then the epoch poll alone carries them (about a second).
+            notices = AuthNotices(auth.authenticator, streams.client, settings.redis.url)
+            workers.start("auth-notices", notices)
         webhooks = PgWebhookStore(db)
         if settings.webhooks.enabled:
             workers.start("webhooks", WebhookDispatcher(webhooks, settings.webhooks))

@@ -1,21 +1,26 @@
 """The authenticator over PgAuthStore and real PostgreSQL: Basic with a password or a token,
 Bearer tokens (live, revoked, expired), the cache answering without the store, invalidation
 through auth_state's two epochs within about a second (a grant change verifies no password
-again), grants, and the first admin under concurrent starts."""
+again), grants, the notices on Redis pub/sub that carry changes between processes (and what
+happens without Redis), and the first admin under concurrent starts."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import argon2
 import pytest
+import redis.asyncio as aioredis
 
 from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.bootstrap import ensure_admin
+from metricgate.auth.notices import AuthNotices
 from metricgate.auth.passwords import Passwords
 from metricgate.auth.tokens import new_token
 from metricgate.config import AuthSettings, PostgresSettings
@@ -258,10 +263,10 @@ async def test_a_creators_grant_moves_no_epoch(
     epochs = await store.inner.auth_epochs()
     await store.inner.grant_creator_manage(alice.id, EXP, "5")
     assert await store.inner.auth_epochs() == epochs
-    # Nothing told this process: its cached grants lack it until a denial re-reads them
-    # (api/access.py), and then keep it.
+    # Nothing told this process: its cached grants lack it until a request's denial re-reads
+    # them (CallerAccess), and then keep it.
     assert await auth.decide_for(credential, EXP, "5") is Permission.NO_PERMISSIONS
-    assert [g.pattern for g in await auth.reload_grants(credential)] == ["5"]
+    assert await auth.access_for(credential).allows(EXP, "5", Permission.MANAGE)
     reads = store.calls["user_grants"]
     assert await auth.decide_for(credential, EXP, "5") is Permission.MANAGE
     assert store.calls["user_grants"] == reads
@@ -287,3 +292,113 @@ async def test_first_admin_created_once_under_concurrent_starts(
     finally:
         for g in gateways:
             await g.aclose()
+
+
+# ---------------------------------------------------------------- notices between processes
+
+
+def _process(store: Counting, passwords: Passwords) -> Authenticator:
+    """One process's authenticator whose epoch poll would take an hour: only a notice can
+    tell it of a change in time."""
+    settings = AuthSettings(mode="on", default_permission="NO_PERMISSIONS")
+    return Authenticator(cast(AuthStore, store), settings, passwords=passwords, epoch_poll_s=3600)
+
+
+@contextlib.asynccontextmanager
+async def _notices(auth: Authenticator, url: str, **options: Any) -> AsyncIterator[AuthNotices]:
+    publisher = aioredis.Redis.from_url(url)
+    notices = AuthNotices(auth, publisher, url, **options)
+    task = asyncio.create_task(notices.run())
+    try:
+        yield notices
+    finally:
+        notices.stop()
+        await asyncio.wait_for(task, 5)
+        await publisher.aclose()
+
+
+async def _within(limit_s: float, check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + limit_s
+    while not await check():
+        assert time.monotonic() < deadline, "not within the limit"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_notice_reaches_the_other_process_before_its_poll(
+    store: Counting, passwords: Passwords, alice: User, redis_client_url: str
+) -> None:
+    one, two = _process(store, passwords), _process(store, passwords)
+    old, new = basic("alice", PASSWORD), basic("alice", "another-password-2")
+    async with _notices(one, redis_client_url), _notices(two, redis_client_url) as heard:
+        await asyncio.wait_for(heard.subscribed.wait(), 5)
+        assert await one.authenticate(old) is not None
+        credential = await two.authenticate(old)
+        assert credential is not None
+        assert await two.decide_for(credential, EXP, "5") is Permission.NO_PERMISSIONS
+
+        async def holds(resource_id: str, level: Permission) -> bool:
+            return await two.decide_for(credential, EXP, resource_id) is level
+
+        # The creator's MANAGE, given through process one: process two's cached list (asked
+        # without any re-read) drops it on the notice.
+        await store.inner.grant_creator_manage(alice.id, EXP, "5")
+        one.user_grants_changed(alice.id)
+        await _within(2.0, lambda: holds("5", Permission.MANAGE))
+        await store.inner.grant_user("alice", EXP, "6", Permission.READ, replace=False)
+        await one.changed(credentials=False)
+        await _within(2.0, lambda: holds("6", Permission.READ))
+        await store.inner.set_password("alice", await passwords.hash("another-password-2"))
+        await one.changed(credentials=True)
+        await _within(2.0, lambda: _refused(two, old))
+        assert await two.authenticate(new) is not None
+
+
+async def _refused(auth: Authenticator, header: str) -> bool:
+    return await auth.authenticate(header) is None
+
+
+async def test_the_subscription_comes_back_after_its_connection_drops(
+    store: Counting, passwords: Passwords, alice: User, redis_client_url: str
+) -> None:
+    one, two = _process(store, passwords), _process(store, passwords)
+    options = {"retry_min_s": 0.05}
+    async with _notices(one, redis_client_url), _notices(two, redis_client_url, **options) as n:
+        await asyncio.wait_for(n.subscribed.wait(), 5)
+        credential = await two.authenticate(basic("alice", PASSWORD))
+        assert credential is not None
+        killer = aioredis.Redis.from_url(redis_client_url)
+        try:
+            assert await killer.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        finally:
+            await killer.aclose()
+        await store.inner.grant_creator_manage(alice.id, EXP, "5")
+
+        async def told() -> bool:
+            # Notices sent while the subscription is down are lost (at most once): send again.
+            one.user_grants_changed(alice.id)
+            await asyncio.sleep(0.05)
+            return await two.decide_for(credential, EXP, "5") is Permission.MANAGE
+
+        await _within(3.0, told)
+
+
+async def test_without_redis_authentication_and_changes_go_on(
+    store: Counting, passwords: Passwords, alice: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = _authenticator(store, passwords, default_permission="NO_PERMISSIONS")
+    away = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
+    caplog.set_level(logging.WARNING, logger="metricgate.auth.notices")
+    async with _notices(auth, away, retry_min_s=0.02, retry_max_s=0.05, publish_timeout_s=0.2):
+        header = basic("alice", PASSWORD)
+        credential = await auth.authenticate(header)
+        assert credential is not None
+        await store.inner.grant_creator_manage(alice.id, EXP, "5")
+        start = time.monotonic()
+        auth.user_grants_changed(alice.id)
+        await auth.changed(credentials=False)
+        assert time.monotonic() - start < 0.5  # nobody waits for the notice
+        assert await auth.decide_for(credential, EXP, "5") is Permission.MANAGE
+        await asyncio.sleep(0.4)  # the subscription fails and retries meanwhile
+        assert await auth.authenticate(header) == credential
+    outages = [r for r in caplog.records if "access-change notices" in r.getMessage()]
+    assert len(outages) == 1  # logged once, however many attempts failed

@@ -4,12 +4,13 @@ remembered per process, and a missing model as such."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 from aiohttp import web
 
 from metricgate.api.access import AccessState, _Check, _Missing
-from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.authenticator import CallerAccess
 from metricgate.config import AuthSettings
 from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import ResourceType
@@ -36,14 +37,10 @@ class Service:
 
 
 def _check(service: Service, state: AccessState) -> _Check:
-    credential = Credential(1, "alice", False, 1, "basic")
-    return _Check(
-        cast(web.Request, None),
-        cast(Any, service),
-        cast(Authenticator, None),
-        credential,
-        state,
+    access = cast(
+        CallerAccess, SimpleNamespace(credential=Credential(1, "alice", False, 1, "basic"))
     )
+    return _Check(cast(web.Request, None), cast(Any, service), access, state)
 
 
 async def test_a_logged_models_experiment_is_one_lookup_remembered() -> None:

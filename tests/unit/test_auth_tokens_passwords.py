@@ -541,16 +541,20 @@ async def test_a_grant_change_drops_grants_but_no_verified_password(
     counted.close()
 
 
-async def test_reload_grants_keeps_what_it_read(passwords: Passwords, password_hash: str) -> None:
+async def test_a_denial_rereads_grants_and_keeps_them(
+    passwords: Passwords, password_hash: str
+) -> None:
     store = FakeAuthStore()
     alice = store.add_user("alice", password_hash)
-    auth = make(store, passwords, default_permission="NO_PERMISSIONS")
+    clock = Clock()
+    auth = make(store, passwords, clock, default_permission="NO_PERMISSIONS")
     credential = await auth.authenticate(basic("alice", PASSWORD))
     assert credential is not None
     # The creator's MANAGE moves no epoch: the cache does not know it yet.
     store.grants[alice.id] = [Grant(EXP, "7", Permission.MANAGE)]
     assert await auth.decide_for(credential, EXP, "7") is Permission.NO_PERMISSIONS
-    assert await auth.reload_grants(credential) == store.grants[alice.id]
+    clock.t += 0.5  # a later request: what the cache holds was read before it began
+    assert await auth.access_for(credential).allows(EXP, "7", Permission.MANAGE)
     calls = store.calls["user_grants"]
     assert await auth.decide_for(credential, EXP, "7") is Permission.MANAGE
     assert store.calls["user_grants"] == calls  # kept: the next request asks nobody
@@ -572,7 +576,7 @@ async def test_a_grant_read_racing_a_grant_drop_is_not_stored(
         return found
 
     store.user_grants = racing  # type: ignore[method-assign]  # a drop during the read
-    await auth.reload_grants(credential)
+    await auth._reload_grants(credential)
     assert len(auth._grants) == 0
     assert len(auth._credentials) == 1  # a grant drop keeps the verified credential
 

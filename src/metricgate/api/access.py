@@ -39,7 +39,7 @@ from metricgate.api.login import Limited, log_in, request_address
 from metricgate.api.middleware import Handler, error_response
 from metricgate.api.routing import ACCESS_RULES, rule_key
 from metricgate.api.services import AppServices
-from metricgate.auth.authenticator import Authenticator
+from metricgate.auth.authenticator import CallerAccess
 from metricgate.config import AuthSettings
 from metricgate.domain.auth.access import (
     AccessRule,
@@ -56,13 +56,10 @@ from metricgate.domain.auth.access import (
     Where,
 )
 from metricgate.domain.auth.client_address import parse_networks
-from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import (
     WILDCARD,
-    Grant,
     Permission,
     ResourceType,
-    decide,
     is_workspace_admin,
     parse_resource_type,
 )
@@ -154,7 +151,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[CALLER_KEY] = credential
     # Unmatched: the 404/405 only once the caller is known, so routes cannot be probed.
     if rule is not None and not credential.is_admin:
-        check = _Check(request, service, authenticator, credential, state)
+        check = _Check(request, service, authenticator.access_for(credential), state)
         try:
             await check.rule(rule)
         except _Denied:
@@ -179,20 +176,13 @@ class _Check:
     """One request's evaluation for a non-admin caller."""
 
     def __init__(
-        self,
-        request: web.Request,
-        service: AppServices,
-        authenticator: Authenticator,
-        credential: Credential,
-        state: AccessState,
+        self, request: web.Request, service: AppServices, access: CallerAccess, state: AccessState
     ) -> None:
         self.request = request
         self.service = service
-        self.authenticator = authenticator
-        self.credential = credential
+        self.access = access
+        self.credential = access.credential
         self.state = state
-        # The caller's grants as the store has them now, read once per request on a denial.
-        self.fresh_grants: list[Grant] | None = None
 
     async def rule(self, rule: AccessRule) -> None:
         if isinstance(rule, (Authenticated, Filtered, Public)):
@@ -210,7 +200,7 @@ class _Check:
                 if value != self.credential.username:
                     raise _Denied
         elif isinstance(rule, RoleAdmin):
-            if not is_workspace_admin(await self.authenticator.grants_for(self.credential)):
+            if not is_workspace_admin(await self.access.grants()):
                 raise _Denied
         elif isinstance(rule, Manages):
             await self.manages()
@@ -222,20 +212,8 @@ class _Check:
     async def require(
         self, resource_type: ResourceType, resource_id: str, level: Permission
     ) -> None:
-        held = await self.authenticator.decide_for(self.credential, resource_type, resource_id)
-        if held.allows(level):
-            return
-        # A grant given moments ago (the caller's own experiment, created by the previous
-        # request) may not be in this process's cache yet (the creator's MANAGE moves no
-        # epoch): a denial reads the grants afresh, and keeps them for the next request.
-        auth = self.service.auth
-        if auth is not None:
-            if self.fresh_grants is None:
-                self.fresh_grants = await self.authenticator.reload_grants(self.credential)
-            default = self.authenticator.default_permission
-            if decide(self.fresh_grants, resource_type, resource_id, default).allows(level):
-                return
-        raise _Denied
+        if not await self.access.allows(resource_type, resource_id, level):
+            raise _Denied
 
     async def require_resolved(self, resolved: Resolved, level: Permission) -> None:
         if isinstance(resolved, _Unparsed):
@@ -273,8 +251,7 @@ class _Check:
                 if not isinstance(resource_id, str):
                     raise _bad("resource_id", "a string")
                 if resource_type is ResourceType.WORKSPACE or resource_id == WILDCARD:
-                    grants = await self.authenticator.grants_for(self.credential)
-                    if not is_workspace_admin(grants):
+                    if not is_workspace_admin(await self.access.grants()):
                         raise _Denied
                     continue
                 if resource_type is ResourceType.EXPERIMENT:
@@ -423,7 +400,8 @@ class ResourceAccess:
     """The caller's level on one resource at a time, for a handler that decides per item rather
     than by its route's rule (GraphQL's fields: a denied one is null, as in stock). The same
     evaluation as the middleware's: a run's experiment through the same LRU, a missing
-    resource held only through ``*`` or the default, a denial re-read from the store."""
+    resource held only through ``*`` or the default, a denial re-read from the store (once per
+    request: CallerAccess)."""
 
     def __init__(self, check: _Check) -> None:
         self._check = check
@@ -456,17 +434,29 @@ class ResourceAccess:
         return True
 
 
-def resource_access(request: web.Request) -> ResourceAccess | None:
-    """The request caller's ResourceAccess; None when nothing is checked (auth off, an admin)."""
+def resource_access(
+    request: web.Request, access: CallerAccess | None = None
+) -> ResourceAccess | None:
+    """The request caller's ResourceAccess; None when nothing is checked (auth off, an admin).
+    ``access``: the request's CallerAccess where it has one already (its re-read is shared)."""
+    if access is None:
+        access = caller_access(request)
+    if access is None:
+        return None
+    service = request.app[SERVICE]
+    return ResourceAccess(_Check(request, service, access, request.app[ACCESS_STATE]))
+
+
+def caller_access(request: web.Request) -> CallerAccess | None:
+    """The request caller's view of their grants; None when nothing is checked (auth off, an
+    admin)."""
     credential = caller(request)
     if credential is None or credential.is_admin:
         return None
-    service = request.app[SERVICE]
-    authenticator = service.authenticator
+    authenticator = request.app[SERVICE].authenticator
     if authenticator is None:
         raise RuntimeError("auth is on but the service has no authenticator")
-    state = request.app[ACCESS_STATE]
-    return ResourceAccess(_Check(request, service, authenticator, credential, state))
+    return authenticator.access_for(credential)
 
 
 def artifact_path_experiment(path: str) -> Resolved:
@@ -492,6 +482,15 @@ def creator_of(request: web.Request) -> int | None:
     if credential is None or credential.is_admin or request.app[SERVICE].auth is None:
         return None
     return credential.user_id
+
+
+def creator_granted(request: web.Request, creator: int | None) -> None:
+    """The create that gave ``creator`` (``creator_of``) MANAGE has committed: that grant moves
+    no epoch, so the user's cached grants are dropped here now and in the other processes by
+    a notice (Authenticator.user_grants_changed), and their next search shows what they made."""
+    authenticator = request.app[SERVICE].authenticator
+    if creator is not None and authenticator is not None:
+        authenticator.user_grants_changed(creator)
 
 
 def _missing(name: str) -> InvalidParameter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from metricgate.api.access import creator_of
+from metricgate.api.access import creator_granted, creator_of
 from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import (
     Fields,
@@ -60,9 +60,9 @@ async def create_experiment(request: web.Request) -> web.Response:
     for tag in tags:
         validate_experiment_tag(tag)
     location = fields.str("artifact_location") or None
-    experiment_id = await request.app[SERVICE].experiments.create(
-        name, location, tags, creator_of(request)
-    )
+    creator = creator_of(request)
+    experiment_id = await request.app[SERVICE].experiments.create(name, location, tags, creator)
+    creator_granted(request, creator)
     return json_response({"experiment_id": experiment_id})
 
 

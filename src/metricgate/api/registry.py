@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from metricgate.api.access import creator_of
+from metricgate.api.access import creator_granted, creator_of
 from metricgate.api.audit import deletion_audit
 from metricgate.api.auth_common import forget_cached
 from metricgate.api.codec import (
@@ -96,13 +96,15 @@ async def _search(
 
 async def create_registered_model(request: web.Request) -> web.Response:
     fields = await read_fields(request)
+    creator = creator_of(request)
     model = await _registry(request).create_registered_model(
         audit_from(request, fields),
         fields.str("name"),
         decode_tags(fields.dict_list("tags")),
         fields.str("description"),
-        creator_of(request),
+        creator,
     )
+    creator_granted(request, creator)
     return _model(model)
 
 

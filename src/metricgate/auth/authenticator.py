@@ -12,15 +12,24 @@ log's ``login.failed`` reason) and runs a hook, the login limiter's check, only 
 credential is not cached: before any password is verified, and never for a cached caller.
 
 Invalidation: ``auth_state`` holds two epochs (stores.base.AuthEpochs), each bumped in the
-changing transaction. A request finding the last look older than a second reads them (one query
-per second per process, the requests meanwhile waiting for it). A moved credentials epoch
-(password, admin flag, user delete, token revoke) drops everything; a moved grants epoch (grants,
-roles, assignments) drops only the grant lists, so nobody's password is verified again for it.
-Either reaches every process within about a second; the process that made the change calls
-``changed`` after its commit, so there it holds at once. The creator's MANAGE grant moves neither:
-the access check calls ``reload_grants`` on a denial, which finds it and keeps it. An entry
-read from the store before a drop is never stored after it: each miss notes its cache's
-generation and stores its result only if no drop happened meanwhile.
+changing transaction. A moved credentials epoch (password, admin flag, user delete, token revoke)
+drops everything; a moved grants epoch (grants, roles, assignments) drops only the grant lists,
+so nobody's password is verified again for it. The process that commits a change calls
+``changed`` after its commit: the drop holds there at once, and ``announce_with``'s announcer
+(auth/notices.py) publishes the change on Redis (``mg:auth:changed``), so the other processes
+drop the same entries (``notice``) within milliseconds. Pub/sub delivers at most once and
+Redis may be away, so each process still reads the epochs when its last look is older than a
+second (one query per second per process, the requests meanwhile waiting for it): a lost
+notice costs at most that second.
+
+The creator's MANAGE on what they just made, written on every create, moves no epoch (else
+every create would drop every process's grant lists): it only adds the top level, so no cached
+list allows too much. The committing process calls ``user_grants_changed``, which drops that
+user's list here and announces it; for another process whose notice is late or lost, the
+access questions go through ``CallerAccess``, which reads the grants afresh where the missing
+grant would make an answer wrong (a denial; a search only per-id grants open), at most once per
+request. An entry read from the store before a drop is never stored after it: each miss notes
+its cache's generation and stores its result only if no drop happened meanwhile.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from metricgate.auth.passwords import Passwords
 from metricgate.config import AuthSettings
@@ -46,6 +56,7 @@ from metricgate.domain.auth.rules import (
     looks_like_token,
     token_digest,
 )
+from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility, visibility
 from metricgate.domain.errors import Unavailable
 from metricgate.domain.lru import Lru
 from metricgate.health_log import OutageLog
@@ -54,6 +65,8 @@ from metricgate.stores.base import AuthEpochs, AuthStore, TokenCredentials
 log = logging.getLogger(__name__)
 
 EPOCH_POLL_S = 1.0
+# A search that only per-id grants open re-reads grants cached longer than this (CallerAccess).
+GRANT_RECHECK_S = 1.0
 TOUCH_INTERVAL_S = 60.0  # last_used_at is written at most this often per token and process
 
 
@@ -129,6 +142,25 @@ class _Entry:
     expires_at_ms: int | None  # the token's expiry: a cached token must not outlive it
 
 
+@dataclass(frozen=True, slots=True)
+class _Grants:
+    cred_version: int  # of the credential they were read for: a newer one reads them again
+    read_at: float  # the clock when the read began: it saw every grant committed before
+    grants: tuple[Grant, ...]
+
+
+class AuthChange(Enum):
+    """What a committed change made stale: the ``kind`` of a notice on ``mg:auth:changed``."""
+
+    CREDENTIALS = "credentials"  # every cached credential and grant list
+    GRANTS = "grants"  # every cached grant list
+    USER_GRANTS = "user_grants"  # one user's grant list (the creator's MANAGE)
+
+
+# Called with each change this process commits, to tell the other processes (auth/notices.py).
+Announcer = Callable[[AuthChange, int | None], None]
+
+
 class Authenticator:
     """One per process (the cache's HMAC key is random per instance). Owns its ``Passwords``
     pool unless one is passed in."""
@@ -140,6 +172,7 @@ class Authenticator:
         *,
         passwords: Passwords | None = None,
         epoch_poll_s: float = EPOCH_POLL_S,
+        grant_recheck_s: float = GRANT_RECHECK_S,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -149,10 +182,10 @@ class Authenticator:
         self.passwords = passwords or Passwords()
         self._key = secrets.token_bytes(32)
         self._credentials: Lru[bytes, _Entry] = Lru(settings.cache_entries)
-        # user id -> (the cred_version the grants were read at, the grants)
-        self._grants: Lru[int, tuple[int, tuple[Grant, ...]]] = Lru(settings.cache_entries)
+        self._grants: Lru[int, _Grants] = Lru(settings.cache_entries)
         self._touched: Lru[int, float] = Lru(max(settings.cache_entries, 1024))
         self._epoch_poll_s = epoch_poll_s
+        self._grant_recheck_s = grant_recheck_s
         self._clock = clock
         self._now_ms = wall_clock_ms
         self._epochs: AuthEpochs | None = None
@@ -163,6 +196,7 @@ class Authenticator:
         self._grant_generation = 0
         self._epoch_outage = OutageLog(log, "PostgreSQL (auth epoch)")
         self._background: set[asyncio.Task[None]] = set()
+        self._announce: Announcer | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -218,46 +252,63 @@ class Authenticator:
         return await self._cached_or(key, lambda: self._verify_basic(presented), before_verify)
 
     async def grants_for(self, credential: Credential) -> list[Grant]:
-        """The user's grants from all its roles, cached with the credential."""
-        await self._refresh()
-        cached = self._grants.get(credential.user_id)
-        if cached is not None and cached[0] == credential.cred_version:
-            return list(cached[1])
-        return await self.reload_grants(credential)
-
-    async def reload_grants(self, credential: Credential) -> list[Grant]:
-        """The user's grants read afresh and kept: for a denial that a grant no epoch announced
-        (the creator's MANAGE, given in this or another process) may lift. Later requests then
-        find it in the cache instead of asking the store each time."""
-        generation = self._grant_generation
-        grants = tuple(await self._store.user_grants(credential.user_id))
-        if generation == self._grant_generation:
-            self._grants.put(credential.user_id, (credential.cred_version, grants))
-        return list(grants)
+        """The user's grants from all its roles, as cached (with the credential)."""
+        return list((await self._cached_grants(credential)).grants)
 
     async def decide_for(
         self, credential: Credential, resource_type: ResourceType, resource_id: str
     ) -> Permission:
-        """The caller's level on one resource (domain.auth.permissions.decide)."""
+        """The caller's level on one resource (domain.auth.permissions.decide), as cached."""
         if credential.is_admin:
             return Permission.MANAGE
         grants = await self.grants_for(credential)
         return decide(grants, resource_type, resource_id, self.default_permission)
 
+    def access_for(self, credential: Credential) -> CallerAccess:
+        """One request's view of the caller's grants: levels and search visibility that a
+        creator's MANAGE not yet cached here cannot make wrong (see CallerAccess)."""
+        return CallerAccess(self, credential)
+
     async def changed(self, *, credentials: bool) -> None:
         """This process committed a change to credentials (password, admin flag, user delete,
-        token revoke) or, with ``credentials`` False, to grants: it holds here at once instead
-        of at the next epoch poll. The epochs are then read afresh, so that poll does not drop
-        the cache a second time; should that read fail, the drop has happened all the same."""
-        if credentials:
+        token revoke) or, with ``credentials`` False, to grants: it holds here at once, and
+        the other processes are told (pub/sub) instead of waiting for their epoch poll. The
+        epochs are then read afresh, so that poll does not drop the cache a second time;
+        should that read fail, the drop has happened all the same."""
+        change = AuthChange.CREDENTIALS if credentials else AuthChange.GRANTS
+        self.notice(change)
+        self._tell(change, None)
+        await self._refresh()
+
+    def user_grants_changed(self, user_id: int) -> None:
+        """This process committed a grant to one user that moves no epoch (the creator's MANAGE
+        on what they just made): that user's cached grants go at once here, and the other
+        processes are told."""
+        self.notice(AuthChange.USER_GRANTS, user_id)
+        self._tell(AuthChange.USER_GRANTS, user_id)
+
+    def notice(self, change: AuthChange, user_id: int | None = None) -> None:
+        """Drop what ``change`` made stale (this process's own change, or another's notice).
+        After a credentials or grants change the next request reads the epochs at once: its
+        poll finds them moved while the cache is still empty, rather than up to a second later
+        when it would drop what was refilled meanwhile (and verify every password again)."""
+        if change is AuthChange.USER_GRANTS:
+            if user_id is not None:
+                self._grants.pop(user_id)
+                self._grant_generation += 1  # a read racing the drop is not kept
+            return
+        if change is AuthChange.CREDENTIALS:
             self.forget_all()
         else:
             self.forget_grants()
         self._checked_at = -float("inf")
-        await self._refresh()
+
+    def announce_with(self, announcer: Announcer | None) -> None:
+        """Tell ``announcer`` of every change this process commits (auth/notices.py)."""
+        self._announce = announcer
 
     def forget_all(self) -> None:
-        """Drop every cached credential and grant (a pub/sub notice, or a test)."""
+        """Drop every cached credential and grant."""
         self._credentials.clear()
         self._cred_generation += 1
         self.forget_grants()
@@ -266,6 +317,14 @@ class Authenticator:
         """Drop every cached grant list; verified credentials stay."""
         self._grants.clear()
         self._grant_generation += 1
+
+    def _tell(self, change: AuthChange, user_id: int | None) -> None:
+        if self._announce is None:
+            return
+        try:
+            self._announce(change, user_id)
+        except Exception:  # the change is committed and holds here; the poll tells the others
+            log.exception("could not announce an access change (%s)", change.value)
 
     def close(self) -> None:
         for task in self._background:
@@ -300,6 +359,23 @@ class Authenticator:
             self._credentials.put(key, entry)
         self._touch(entry)
         return entry.credential
+
+    async def _cached_grants(self, credential: Credential) -> _Grants:
+        await self._refresh()
+        cached = self._grants.get(credential.user_id)
+        if cached is not None and cached.cred_version == credential.cred_version:
+            return cached
+        return await self._reload_grants(credential)
+
+    async def _reload_grants(self, credential: Credential) -> _Grants:
+        """The user's grants read from the store, and kept unless a drop happened meanwhile."""
+        generation = self._grant_generation
+        read_at = self._clock()
+        grants = tuple(await self._store.user_grants(credential.user_id))
+        found = _Grants(credential.cred_version, read_at, grants)
+        if generation == self._grant_generation:
+            self._grants.put(credential.user_id, found)
+        return found
 
     def _live(self, entry: _Entry) -> bool:
         return entry.expires_at_ms is None or entry.expires_at_ms > self._now_ms()
@@ -355,14 +431,14 @@ class Authenticator:
         # An imported or older-parameter hash becomes today's argon2id (never fails the login).
         await self.passwords.upgrade(self._store, user.id, stored.password_hash, login.password)
         credential = Credential(user.id, user.username, user.is_admin, stored.cred_version, "basic")
-        await self.reload_grants(credential)  # most requests need them next
+        await self._reload_grants(credential)  # most requests need them next
         return _Entry(credential, None, None)
 
     async def _token_entry(self, found: TokenCredentials) -> _Entry:
         # Bearer or as the Basic password: either way the audit log's method is "token".
         user = found.user
         credential = Credential(user.id, user.username, user.is_admin, found.cred_version, "token")
-        await self.reload_grants(credential)  # most requests need them next
+        await self._reload_grants(credential)  # most requests need them next
         return _Entry(credential, found.token.id, found.token.expires_at_ms)
 
     # ------------------------------------------------------------------ last use of tokens
@@ -384,3 +460,71 @@ class Authenticator:
             await self._store.touch_token(token_id)
         except Exception as exc:  # a bookkeeping write: the request it rides on has succeeded
             log.debug("could not record the use of token %d: %s", token_id, exc)
+
+
+# Search modes in which only per-id grants make rows visible.
+_ONLY_GRANTED = frozenset({Mode.ONLY, Mode.NONE})
+
+
+class CallerAccess:
+    """One request's questions about one caller's grants, answered from the authenticator's
+    cache. What that cache can lack is the creator's MANAGE written by another process (it
+    moves no epoch, and its pub/sub notice may be late or lost); the answers it could make
+    wrong read the grants afresh, at most once per request:
+
+    - a level not held (``allows``), unless the cached grants were read after this request
+      began: they then already hold every grant committed before it, the creator's included,
+      so the creator's first request after a create, on any process, is never wrongly denied;
+    - a search that only per-id grants open (ONLY or NONE; ``visibility``), when the cached
+      grants are older than ``grant_recheck_s``: what the caller just made shows in their
+      searches at once in the process that made it (``user_grants_changed``), on the others
+      as soon as the notice arrives and within about a second if it is lost. Where ``*`` or
+      the default reads (ALL_EXCEPT) the new row shows anyway and the cache is enough.
+
+    Admins hold everything; nothing is read for them."""
+
+    def __init__(self, authenticator: Authenticator, credential: Credential) -> None:
+        self._auth = authenticator
+        self.credential = credential
+        self._began = authenticator._clock()
+        self._reread = False
+        self._seen: dict[ResourceType, Visibility] = {}
+
+    async def grants(self) -> list[Grant]:
+        """The caller's grants, as cached (workspace-admin checks: such grants move the epoch)."""
+        return await self._auth.grants_for(self.credential)
+
+    async def allows(
+        self, resource_type: ResourceType, resource_id: str, level: Permission
+    ) -> bool:
+        if self.credential.is_admin:
+            return True
+        default = self._auth.default_permission
+        cached = await self._auth._cached_grants(self.credential)
+        if decide(cached.grants, resource_type, resource_id, default).allows(level):
+            return True
+        if self._reread or cached.read_at >= self._began:
+            return False
+        fresh = await self._reread_grants()
+        return decide(fresh, resource_type, resource_id, default).allows(level)
+
+    async def visibility(self, resource_type: ResourceType) -> Visibility:
+        """What a search of ``resource_type`` may return (domain.auth.visibility), folded once
+        per request and type."""
+        if self.credential.is_admin:
+            return UNRESTRICTED
+        known = self._seen.get(resource_type)
+        if known is not None:
+            return known
+        default = self._auth.default_permission
+        cached = await self._auth._cached_grants(self.credential)
+        seen = visibility(cached.grants, resource_type, default)
+        age = self._auth._clock() - cached.read_at
+        if seen.mode in _ONLY_GRANTED and not self._reread and age > self._auth._grant_recheck_s:
+            seen = visibility(await self._reread_grants(), resource_type, default)
+        self._seen[resource_type] = seen
+        return seen
+
+    async def _reread_grants(self) -> tuple[Grant, ...]:
+        self._reread = True
+        return (await self._auth._reload_grants(self.credential)).grants

@@ -746,9 +746,10 @@ class AuthStore(Protocol):
     user's ``cred_version`` and the credentials epoch; a change to grants, roles or assignments
     bumps the grants epoch (additions too: RoleAdmin and workspace checks do not re-read), each
     in the change's own transaction, so each process's caches learn they are stale. The one
-    exception is ``grant_creator_manage``, written on every create: it bumps nothing, and a
-    process whose cached grants lack it finds it when the access check re-reads on a denial
-    (``Authenticator.reload_grants``).
+    exception is ``grant_creator_manage``, written on every create: it bumps nothing; the
+    authenticator drops that user's cached grants and tells the other processes, and re-reads
+    them where a missing grant would deny wrongly (``Authenticator.user_grants_changed``,
+    ``CallerAccess``).
 
     Every write that changes users, tokens, roles or grants takes ``audit``: given, the write
     appends its audit entry (action, target, details such as the level replaced) in its own

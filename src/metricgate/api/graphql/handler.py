@@ -144,7 +144,9 @@ async def run_graphql(
 
 async def graphql(request: web.Request) -> web.Response:
     query, variables, operation_name = await _graphql_request(request)
-    context = Context(request.app[SERVICE], resource_access(request), search_access(request))
+    # One view of the caller's grants for the fields and the searches: one re-read at most.
+    access = search_access(request)
+    context = Context(request.app[SERVICE], resource_access(request, access), access)
     try:
         body = await run_graphql(context, query, variables, operation_name)
     finally:

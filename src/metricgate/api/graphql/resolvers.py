@@ -34,9 +34,9 @@ from metricgate.api.metrics import bulk_interval_series
 from metricgate.api.registry import DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE
 from metricgate.api.registry_codec import encode_model_version
 from metricgate.api.runs import run_json, search_runs_page
-from metricgate.api.search_access import SearchAccess
 from metricgate.api.services import AppServices
 from metricgate.api.ui_support import dataset_summaries
+from metricgate.auth.authenticator import CallerAccess
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.auth.visibility import UNRESTRICTED, Visibility
 from metricgate.domain.errors import InvalidParameter, MetricgateError, Unavailable
@@ -61,7 +61,7 @@ class Context:
 
     service: AppServices
     access: ResourceAccess | None = None
-    searches: SearchAccess | None = None
+    searches: CallerAccess | None = None
     experiments: BatchLoader[str, Json | None] = field(init=False)
     model_versions: BatchLoader[str, list[Json]] = field(init=False)
 
