@@ -478,7 +478,9 @@ class Settings:
     )  # fmt: skip
     log_format: str = setting(
         "text", "LOG_FORMAT",
-        "`json` writes one JSON object per log line (`ts`, `level`, `logger`, `msg`, `exc`).",
+        "`json` writes one JSON object per log line (`ts`, `level`, `logger`, `msg`, `exc`, and "
+        "`request_id` for a line written while a request runs: the id its answer's `X-Request-Id` "
+        "names).",
         choices=("text", "json"), normalize=str.lower,
     )  # fmt: skip
 

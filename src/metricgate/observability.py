@@ -63,6 +63,7 @@ class _Metrics:
     abandoned_runs: Gauge
     upload_sessions: Gauge
     webhook_deliveries: Gauge
+    login_refusals: Counter
 
 
 def _state_gauge(
@@ -169,6 +170,12 @@ def _create() -> _Metrics:
             "Webhook deliveries waiting or given up, by state (pending, failed)",
             registry,
             ("state",),
+        ),
+        # The audit log records a lockout once, not each refusal during it: this counts them.
+        login_refusals=Counter(
+            "metricgate_login_refusals",
+            "Login attempts refused by the failed-login limits (429)",
+            registry=registry,
         ),
     )
 

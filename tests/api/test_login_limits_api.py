@@ -21,6 +21,7 @@ from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.limiter import LoginLimiter
 from metricgate.config import Settings
 from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.observability import METRICS
 from metricgate.stores.base import AuditEntry, AuthStore
 
 V2 = "/api/2.0/mlflow"
@@ -78,9 +79,13 @@ async def search(
     )
 
 
-async def failed_logins(store: AuthStore) -> list[AuditEntry]:
-    entries, _ = await store.list_audit(100, None, action="login.failed")
+async def failed_logins(store: AuthStore, action: str = "login.failed") -> list[AuditEntry]:
+    entries, _ = await store.list_audit(100, None, action=action)
     return sorted(entries, key=lambda e: e.id)
+
+
+def refusals() -> float:
+    return METRICS.registry.get_sample_value("metricgate_login_refusals_total") or 0.0
 
 
 def limited(reply: Reply) -> int:
@@ -93,6 +98,7 @@ async def test_wrong_passwords_past_the_limit_answer_429_until_the_window_ends(
 ) -> None:
     api = Api(client, prefix="")
     await store_user(store, "alice")
+    refused_before = refusals()
     for _ in range(3):
         (await search(api, basic("alice", "wrong-password-1"))).error(401, "UNAUTHENTICATED")
     assert limited(await search(api, basic("alice", "wrong-password-1"))) == 1
@@ -108,13 +114,19 @@ async def test_wrong_passwords_past_the_limit_answer_429_until_the_window_ends(
     limited(await search(api, basic("alice", "wrong-password-1"), source="10.3.3.3"))
 
     rows = await failed_logins(store)
-    assert [r.details["reason"] for r in rows] == (
-        ["wrong password"] * 3 + ["rate limited"] * 3 + ["wrong password"] * 3 + ["rate limited"]
-    )
+    assert [r.details["reason"] for r in rows] == ["wrong password"] * 6
+    # One row per lockout, written by the failure that filled the window; none per refusal.
+    locked = await failed_logins(store, "login.locked")
+    assert [(r.client_addr, r.details) for r in locked] == [
+        ("10.1.1.1", {"scope": "user", "failures": 3, "retry_after_s": 1}),
+        ("10.3.3.3", {"scope": "user", "failures": 3, "retry_after_s": 1}),
+    ]
+    assert refusals() - refused_before == 4
+    rows += locked
     assert {r.actor for r in rows} == {"alice"}
     assert {r.actor_id for r in rows} == {None}
     assert {r.auth_method for r in rows} == {"basic"}
-    assert [r.client_addr for r in rows[:6]] == ["10.1.1.1"] * 5 + ["10.2.2.2"]
+    assert [r.client_addr for r in rows[:6]] == ["10.1.1.1"] * 3 + ["10.3.3.3"] * 3
     assert not any(PASSWORD in repr(r) or "wrong-password" in repr(r) for r in rows)
 
 
@@ -126,6 +138,10 @@ async def test_the_address_limit_goes_by_the_forwarded_client_behind_a_trusted_p
     for i in range(5):  # unknown names: each its own user key, one address
         (await search(api, basic(f"nobody{i}", PASSWORD), source="10.9.9.9")).error(401)
     limited(await search(api, basic("bob", PASSWORD), source="10.9.9.9"))
+    refused_before = refusals()
+    for i in range(20):  # a flood while locked out: refused and counted, not audited each
+        limited(await search(api, basic(f"flood{i}", PASSWORD), source="10.9.9.9"))
+    assert refusals() - refused_before == 20
     # Another client behind the same proxy is not held back; a spoofed left-most hop is not
     # what counts either (the proxy appended the real one).
     (await search(api, basic("bob", PASSWORD), source="10.8.8.8")).ok()
@@ -133,8 +149,12 @@ async def test_the_address_limit_goes_by_the_forwarded_client_behind_a_trusted_p
     spoofed = await search(api, basic("bob", "wrong-password-1"), source="10.8.8.8, 10.9.9.9")
     limited(spoofed)
     rows = await failed_logins(store)
-    assert [r.details["reason"] for r in rows] == ["unknown user"] * 5 + ["rate limited"] * 2
+    assert [r.details["reason"] for r in rows] == ["unknown user"] * 5
     assert {r.client_addr for r in rows} == {"10.9.9.9"}
+    [locked] = await failed_logins(store, "login.locked")
+    assert (locked.actor, locked.client_addr) == ("nobody4", "10.9.9.9")
+    assert locked.details["scope"] == "address" and locked.details["failures"] == 5
+    assert 58 <= locked.details["retry_after_s"] <= 60
 
 
 async def test_a_cached_caller_makes_no_limiter_call(

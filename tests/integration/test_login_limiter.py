@@ -222,3 +222,27 @@ async def test_redis_stops_and_comes_back(
     finally:
         await client.aclose()
         await forwarder.stop()
+
+
+async def test_the_failure_that_fills_a_window_reports_the_lockout_once(
+    redis: aioredis.Redis,
+) -> None:
+    one, two = (LoginLimiter(redis, settings(address=100, user=3)) for _ in range(2))
+    reported = []
+    for i in range(6):  # two processes, one count: only the third failure locks alice
+        limiter = one if i % 2 else two
+        reported.append(await limiter.failed(f"198.51.100.{i}", "alice"))
+    assert [len(r) for r in reported] == [0, 0, 1, 0, 0, 0]
+    [lockout] = reported[2]
+    assert (lockout.scope, lockout.failures) == ("user", 3) and 899 < lockout.retry_after_s <= 900
+
+
+async def test_without_redis_each_process_reports_its_own_lockout(
+    unreachable_redis: aioredis.Redis,
+) -> None:
+    limiter = LoginLimiter(unreachable_redis, settings(address=2, user=100))
+    assert await limiter.failed("198.51.100.9", "carl") == []
+    [lockout] = await limiter.failed("198.51.100.9", "dina")
+    assert (lockout.scope, lockout.failures) == ("address", 2)
+    assert 55 < lockout.retry_after_s <= 60  # (after a Redis timeout or two)
+    assert await limiter.failed("198.51.100.9", "erik") == []  # past the limit: no new lockout

@@ -6,8 +6,12 @@ to verify (its ``before_verify`` hook), before any password is hashed, so a call
 limit is refused without the KDF and a cached one makes no Redis round trip. A failure is
 counted (per client address, and per username when the header names one) and leaves one
 ``login.failed`` audit row: the username as given, the client address, the reason, never the
-secret. A verified login clears its username's count. A request without the header is not a
-failed login (a browser's first request, before the challenge) and counts nothing.
+secret. The failure that fills a window also leaves one ``login.locked`` row (which key, after
+how many failures, for how long); the refusals during the lockout leave none, only a count in
+``metricgate_login_refusals``, so a flood cannot grow the audit table at request rate: per key
+and window, at most the limit's failures and one lockout. A verified login clears its
+username's count. A request without the header is not a failed login (a browser's first
+request, before the challenge) and counts nothing.
 """
 
 from __future__ import annotations
@@ -29,11 +33,10 @@ from metricgate.auth.authenticator import (
 from metricgate.domain.auth.client_address import Network, client_address
 from metricgate.domain.auth.entities import Credential
 from metricgate.health_log import ThrottledLog
+from metricgate.observability import METRICS
 
 log = logging.getLogger(__name__)
 _AUDIT_LOG = ThrottledLog(log, 60.0)
-
-RATE_LIMITED = "rate limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +92,36 @@ async def log_in(
         else:
             found = await authenticator.login(presented, before_verify=before_verify)
     except _OverLimit as over:
-        await _audit(service, username, method, address, RATE_LIMITED)
+        # Its lockout was audited when it began (``login.locked``): no row per refusal.
+        METRICS.login_refusals.inc()
         return Limited(over.retry_after_s)
     if isinstance(found, Credential):
         if verified and username is not None and limiter is not None:
             await limiter.succeeded(username)
         return found
-    if limiter is not None:
-        await limiter.failed(address, username)
-    await _audit(service, username, method, address, found.reason)
+    lockouts = [] if limiter is None else await limiter.failed(address, username)
+    await _audit(service, username, method, address, "login.failed", {"reason": found.reason})
+    for lockout in lockouts:
+        details = {
+            "scope": lockout.scope,
+            "failures": lockout.failures,
+            "retry_after_s": math.ceil(lockout.retry_after_s),
+        }
+        await _audit(service, username, method, address, "login.locked", details)
     return None
 
 
 async def _audit(
-    service: AppServices, username: str | None, method: str | None, address: str, reason: str
+    service: AppServices,
+    username: str | None,
+    method: str | None,
+    address: str,
+    action: str,
+    details: dict[str, object],
 ) -> None:
-    """One ``login.failed`` row. The 401 or 429 goes out whether or not it could be written: a
-    database outage must not turn refusals into 503s, and is logged (throttled) instead."""
+    """One ``login.failed`` or ``login.locked`` row. The 401 goes out whether or not it could
+    be written: a database outage must not turn refusals into 503s, and is logged (throttled)
+    instead."""
     store = service.auth
     if store is None:
         return
@@ -115,10 +131,10 @@ async def _audit(
             actor=username,
             auth_method=method,
             client_addr=address,
-            action="login.failed",
+            action=action,
             target_type=None,
             target_id=None,
-            details={"reason": reason},
+            details=details,
         )
     except Exception as exc:  # the refusal stands without its audit row
         _AUDIT_LOG.warning("login-audit", "could not record a failed login: %s", exc)

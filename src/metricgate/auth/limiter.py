@@ -13,6 +13,11 @@ Each process also counts its own failures in memory (``FailureWindows``, bounded
 count is what it goes by while Redis is away: the outage is logged once, Redis is tried again
 by one request a second (the others go by the memory count meanwhile), and logins stay
 limited, per process instead of per deployment.
+
+``failed`` says which keys that failure locked (``Lockout``): the one whose count reached the
+limit, which with Redis is exactly one failure per key and window in the whole deployment
+(INCR is atomic), and without it one per process. The login step audits that moment once
+(``login.locked``) instead of every refused attempt after it (docs/design-auth.md B7).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -40,16 +46,18 @@ REDIS_RETRY_S = 1.0  # while Redis is away, one request per process tries it thi
 REDIS_TIMEOUT_S = 1.0
 SUSPECTS = 10_000  # usernames this process saw failures for (a success must clear them)
 
-# Per key (ARGV: its window in seconds): the count after this failure.
+# Per key (ARGV: its window in seconds): the count after this failure and the window's
+# remaining milliseconds.
 _FAILED_LUA = """
-local counts = {}
+local out = {}
 for i = 1, #KEYS do
-  counts[i] = redis.call('INCR', KEYS[i])
+  out[2 * i - 1] = redis.call('INCR', KEYS[i])
   if redis.call('TTL', KEYS[i]) < 0 then
     redis.call('EXPIRE', KEYS[i], ARGV[i])
   end
+  out[2 * i] = redis.call('PTTL', KEYS[i])
 end
-return counts
+return out
 """
 
 # Per key: its count and its remaining milliseconds (PTTL: -2 when absent), read at one instant.
@@ -61,6 +69,16 @@ for i = 1, #KEYS do
 end
 return out
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """A failure filled a window: ``scope`` ("address" or "user") is refused from now on for
+    ``retry_after_s``, after ``failures`` failures."""
+
+    scope: str
+    failures: int
+    retry_after_s: float
 
 
 def address_key(address: str) -> bytes:
@@ -120,25 +138,42 @@ class LoginLimiter:
                 return self._wait_from(reply, keys, limits, username)
         return self._local_wait(address, username)
 
-    async def failed(self, address: str, username: str | None) -> None:
-        """Count one failed login (wrong password, unknown user or token, malformed header)."""
+    async def failed(self, address: str, username: str | None) -> list[Lockout]:
+        """Count one failed login (wrong password, unknown user or token, malformed header);
+        the lockouts this very failure started (none while under the limits, and none for a
+        failure past them: only the one that reached a limit)."""
         now = self._clock()
+        scopes: list[tuple[str, FailureWindows, str]] = []
         if self._address_limit.enabled:
-            self._addresses.fail(address, now)
+            scopes.append(("address", self._addresses, address))
         if username is not None and self._user_limit.enabled:
-            self._users.fail(username, now)
+            scopes.append(("user", self._users, username))
             self._suspects.put(username, True)
+        # Per key, in _keys' order: (scope, count, seconds left in its window). Counted in
+        # memory always (what goes while Redis is away), in Redis when it answers.
+        counted = [
+            (scope, windows.fail(key, now), windows.wait_s(key, now) or 0.0)
+            for scope, windows, key in scopes
+        ]
         keys, limits = self._keys(address, username)
-        if not keys or not self._redis_usable():
-            return
-        try:
-            async with asyncio.timeout(self._redis_timeout_s):
-                windows = [int(limit.window_s) for limit in limits]
-                await self._failed_script(keys=keys, args=windows)
-        except (RedisError, TimeoutError) as exc:
-            self._redis_failed(exc)
-        else:
-            self._outage.ok()
+        if keys and self._redis_usable():
+            try:
+                async with asyncio.timeout(self._redis_timeout_s):
+                    windows_s = [int(limit.window_s) for limit in limits]
+                    reply = await self._failed_script(keys=keys, args=windows_s)
+            except (RedisError, TimeoutError) as exc:
+                self._redis_failed(exc)
+            else:
+                self._outage.ok()
+                counted = [
+                    (scope, int(reply[2 * i]), max(0, int(reply[2 * i + 1])) / 1000)
+                    for i, (scope, _, _) in enumerate(counted)
+                ]
+        return [
+            Lockout(scope, count, remaining)
+            for (scope, count, remaining), limit in zip(counted, limits, strict=True)
+            if count == limit.failures
+        ]
 
     async def succeeded(self, username: str) -> None:
         """A login with ``username`` succeeded: its count starts again. Costs a Redis call only
