@@ -283,6 +283,31 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[int, ...]]]:
     return out
 
 
+def group_cpu_s(pgid: int) -> float | None:
+    """CPU seconds (user + system) used so far by the live processes of one process group: the
+    server and any workers it forked (compare.spawn puts each server in its own group). None where
+    /proc cannot tell (not Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("ascii", "replace")
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+        # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # field 5, pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
+    return total / ticks
+
+
 def check_alive(*servers: Server) -> None:
     for server in servers:
         if server.proc.poll() is not None:
@@ -423,10 +448,17 @@ def main(argv: list[str] | None = None) -> int:
                                     f"round {round_index + 1}/{args.rounds}: {name}: "
                                     f"{workload.name} c={concurrency}"
                                 )
+                                cpu_before = group_cpu_s(server.proc.pid)
                                 result = run_event_loop(
                                     run_ingest(server.url, workload, concurrency, options)
                                 )
-                                measured.append(Measured(name, round_index + 1, result))
+                                cpu_after = group_cpu_s(server.proc.pid)
+                                cpu = (
+                                    None
+                                    if cpu_before is None or cpu_after is None
+                                    else cpu_after - cpu_before
+                                )
+                                measured.append(Measured(name, round_index + 1, result, cpu))
                                 check_alive(off, on)
             except BenchError as exc:
                 failure = str(exc)
@@ -488,7 +520,13 @@ def main(argv: list[str] | None = None) -> int:
         "problems": problems,
         "summary": [r.to_json() for r in rows],
         "results": [
-            {"variant": m.variant, "round": m.round, **m.result.to_json()} for m in measured
+            {
+                "variant": m.variant,
+                "round": m.round,
+                "server_cpu_s": m.server_cpu_s,
+                **m.result.to_json(),
+            }
+            for m in measured
         ],
     }
     compare.print_json_line(payload, args.json_out)

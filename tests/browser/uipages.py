@@ -290,15 +290,24 @@ class UiSession:
 
 
 def new_context(
-    browser: Browser, *, fake_clock: bool = False, preferences: bool = True
+    browser: Browser,
+    *,
+    fake_clock: bool = False,
+    preferences: bool = True,
+    credentials: tuple[str, str] | None = None,
 ) -> BrowserContext:
     """A browser context (no cookies, no storage but the UI preferences, unless ``preferences`` is off).
 
     Tabs of one context share its HTTP cache, so the multi-MB bundle is fetched once per context.
     ``fake_clock`` installs Playwright's clock before the UI loads, so a test can fast-forward to
-    the UI's 30 s auto-refresh instead of waiting for it.
+    the UI's 30 s auto-refresh instead of waiting for it. ``credentials`` (username, password)
+    answer the server's Basic challenge the way a person answers the browser's login prompt:
+    Chromium sends them only after a 401 with ``WWW-Authenticate: Basic``.
     """
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    extra: dict[str, Any] = {}
+    if credentials is not None:
+        extra["http_credentials"] = {"username": credentials[0], "password": credentials[1]}
+    context = browser.new_context(viewport=VIEWPORT, **extra)  # type: ignore[arg-type]
     context.add_init_script(_FRESH_STORAGE_SCRIPT)
     if preferences:
         context.add_init_script(_PREFERENCES_SCRIPT)

@@ -53,3 +53,23 @@ def test_no_baseline_measured_leaves_the_ratios_empty() -> None:
     rows = summarize([Measured("on", 1, _result("a", 8, 80, 20))], ["off", "on"], "off")
     assert len(rows) == 1 and rows[0].accepted_ratio is None
     assert rows[0].to_json()["accepted_pts_s"] == 80
+
+
+def test_server_cpu_per_point_is_a_median_with_a_ratio_to_the_baseline() -> None:
+    def result(points: int) -> IngestResult:
+        r = _result("b", 50, 1000, 5)
+        r.points_accepted = points
+        return r
+
+    measured = [
+        Measured("off", 1, result(1_000_000), server_cpu_s=10.0),
+        Measured("off", 2, result(1_000_000), server_cpu_s=12.0),
+        Measured("off", 3, result(1_000_000), server_cpu_s=None),  # /proc unreadable: left out
+        Measured("on", 1, result(1_000_000), server_cpu_s=13.2),
+        Measured("on", 2, result(500_000), server_cpu_s=6.6),
+        Measured("on", 3, result(0), server_cpu_s=1.0),  # nothing accepted: no per-point figure
+    ]
+    off, on = summarize(measured, ["off", "on"], "off")
+    assert off.cpu_us_per_pt == 11.0 and on.cpu_us_per_pt == 13.2
+    assert on.cpu_ratio == 13.2 / 11.0 and off.cpu_ratio == 1.0
+    assert "13.2" in side_by_side_table([off, on]) and "1.20x" in side_by_side_table([off, on])

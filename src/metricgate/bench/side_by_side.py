@@ -31,6 +31,17 @@ class Measured:
     variant: str
     round: int
     result: IngestResult
+    # CPU seconds the measured server's processes used during the whole measurement (setup, sends,
+    # read-back), when the harness could read it: unlike throughput, it hardly moves when other
+    # work shares the machine, so it shows what auth costs per point even on a noisy host.
+    server_cpu_s: float | None = None
+
+    @property
+    def cpu_us_per_point(self) -> float | None:
+        points = self.result.points_accepted
+        if self.server_cpu_s is None or not points:
+            return None
+        return self.server_cpu_s * 1e6 / points
 
     @property
     def figure(self) -> str:
@@ -53,10 +64,12 @@ class Row:
     p99_ms: float | None
     errors: dict[str, int]
     incomplete: int  # rounds whose read-back did not find every accepted point
+    cpu_us_per_pt: float | None = None  # the server's CPU time per accepted point (median)
     accepted_ratio: float | None = None  # to the baseline's median of the same figure
     visible_ratio: float | None = None
     p50_ratio: float | None = None
     p99_ratio: float | None = None
+    cpu_ratio: float | None = None  # above 1: the variant costs the server more per point
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -69,7 +82,8 @@ def summarize(measured: Sequence[Measured], variants: Sequence[str], baseline: s
     for figure in figures:
         by_variant: dict[str, Row] = {}
         for variant in variants:
-            runs = [m.result for m in measured if m.figure == figure and m.variant == variant]
+            mine = [m for m in measured if m.figure == figure and m.variant == variant]
+            runs = [m.result for m in mine]
             if not runs:
                 continue
             errors: dict[str, int] = {}
@@ -86,6 +100,7 @@ def summarize(measured: Sequence[Measured], variants: Sequence[str], baseline: s
                 p99_ms=_median([r.p99_ms for r in runs]),
                 errors=errors,
                 incomplete=sum(1 for r in runs if r.visible_checked and not r.visible_complete),
+                cpu_us_per_pt=_median([m.cpu_us_per_point for m in mine]),
             )
         base = by_variant.get(baseline)
         for row in by_variant.values():
@@ -94,6 +109,7 @@ def summarize(measured: Sequence[Measured], variants: Sequence[str], baseline: s
                 row.visible_ratio = ratio(row.visible_pts_s, base.visible_pts_s)
                 row.p50_ratio = ratio(row.p50_ms, base.p50_ms)
                 row.p99_ratio = ratio(row.p99_ms, base.p99_ms)
+                row.cpu_ratio = ratio(row.cpu_us_per_pt, base.cpu_us_per_pt)
             rows.append(row)
     return rows
 
@@ -117,6 +133,8 @@ HEADERS = (
     "x base",
     "p99 ms",
     "x base",
+    "CPU us/pt",
+    "x base",
     "errors",
     "incomplete",
 )
@@ -138,6 +156,8 @@ def side_by_side_table(rows: Sequence[Row]) -> str:
                 fmt_ratio(r.p50_ratio),
                 fmt_ms(r.p99_ms),
                 fmt_ratio(r.p99_ratio),
+                "-" if r.cpu_us_per_pt is None else f"{r.cpu_us_per_pt:.1f}",
+                fmt_ratio(r.cpu_ratio),
                 fmt_errors(r.errors),
                 str(r.incomplete),
             ]
