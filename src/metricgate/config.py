@@ -415,6 +415,22 @@ class AuthSettings:
         900, "AUTH_LOGIN_USER_WINDOW_S",
         "Length of the per-user window, from its first failure.", minimum=1,
     )  # fmt: skip
+    # argon2id's cost (docs/design-auth.md B3). The defaults are argon2-cffi's, RFC 9106's
+    # second recommendation; a stored hash made with other values is re-made at its next login.
+    password_time_cost: int = setting(
+        3, "AUTH_PASSWORD_TIME_COST",
+        "argon2id passes over memory for each password hash and check (RFC 9106 recommends `3` with 64 MiB). "
+        "Hashes made with other costs are re-hashed at their user's next login.",
+        minimum=1,
+    )  # fmt: skip
+    password_memory_kib: int = setting(
+        65536, "AUTH_PASSWORD_MEMORY_KIB",
+        "argon2id memory per hash and check, in KiB (`65536`: 64 MiB); at least 8 x `AUTH_PASSWORD_PARALLELISM`.",
+        minimum=8,
+    )  # fmt: skip
+    password_parallelism: int = setting(
+        4, "AUTH_PASSWORD_PARALLELISM", "argon2id lanes per hash.", minimum=1, maximum=255,
+    )  # fmt: skip
     trusted_proxies: tuple[str, ...] = setting(
         (), "TRUSTED_PROXIES",
         "Comma-separated networks (`10.0.0.0/8`, `192.168.1.7`) of the reverse proxies in front of the "
@@ -435,7 +451,8 @@ class AuthSettings:
             f"cache_entries={self.cache_entries}, public_paths={self.public_paths!r}, "
             f"login_limits=({self.login_limit_per_address}/{self.login_address_window_s}s per address, "
             f"{self.login_limit_per_user}/{self.login_user_window_s}s per user), "
-            f"trusted_proxies={self.trusted_proxies!r})"
+            f"trusted_proxies={self.trusted_proxies!r}, password_cost=(t={self.password_time_cost}, "
+            f"m={self.password_memory_kib} KiB, p={self.password_parallelism}))"
         )
 
     def validate(self) -> None:
@@ -455,6 +472,11 @@ class AuthSettings:
                 raise ConfigError(
                     f"{ENV_PREFIX}AUTH_PUBLIC_PATHS must list paths starting with '/', got {path!r}"
                 )
+        if self.password_memory_kib < 8 * self.password_parallelism:
+            raise ConfigError(
+                f"{ENV_PREFIX}AUTH_PASSWORD_MEMORY_KIB must be at least 8 x "
+                f"{ENV_PREFIX}AUTH_PASSWORD_PARALLELISM ({8 * self.password_parallelism})"
+            )
         try:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:

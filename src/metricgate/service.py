@@ -135,7 +135,7 @@ async def open_auth(settings: Settings, db: Database) -> AsyncIterator[AuthParts
     """The auth store, the password pool and the authenticator; the first admin is made here,
     before the server answers anything (AdminRequired, a ConfigError, when it cannot be)."""
     store = PgAuthStore(db)
-    passwords = Passwords()
+    passwords = Passwords.from_settings(settings.auth)
     authenticator = Authenticator(store, settings.auth, passwords=passwords)
     try:
         await ensure_admin(store, settings.auth, passwords)

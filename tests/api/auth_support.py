@@ -22,6 +22,15 @@ PASSWORD = "user-password-0123"
 # Users made straight in the store get cheap KDF parameters (the hash carries them, so checking
 # them is cheap too); the admin is made by the server at start with the real ones.
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+# The same cost for the server's own hashes (the admin's, passwords set through the API): with
+# the production cost a store-made FAST hash would be re-hashed at its first login, and every
+# later uncached check of it (a wrong password, a login after a credentials change) would cost
+# tens of milliseconds of CPU.
+FAST_COST_ENV = {
+    "METRICGATE_AUTH_PASSWORD_TIME_COST": str(FAST.time_cost),
+    "METRICGATE_AUTH_PASSWORD_MEMORY_KIB": str(FAST.memory_cost),
+    "METRICGATE_AUTH_PASSWORD_PARALLELISM": str(FAST.parallelism),
+}
 
 
 def basic(username: str, password: str = PASSWORD) -> dict[str, str]:
@@ -36,7 +45,12 @@ def bearer(token: str) -> dict[str, str]:
 def auth_settings(db_url: str, redis_url: str, artifacts: Path, **env: str) -> Settings:
     """Auth on, the admin's password set; ``env`` adds METRICGATE_* variables."""
     return Settings.from_env(
-        {"METRICGATE_AUTH": "on", "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD, **env},
+        {
+            "METRICGATE_AUTH": "on",
+            "METRICGATE_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **FAST_COST_ENV,
+            **env,
+        },
         database_url=db_url,
         redis_url=redis_url,
         artifacts_uri="file://" + str(artifacts),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.api.auth_support import FAST_COST_ENV
 from tests.conftest import _serve, _server_env
 
 ROOT, ROOT_PASSWORD = "root", "root-password-0123"
@@ -90,7 +91,8 @@ def server(
     assert short.returncode == 2 and "12 characters" in short.stderr
     home = tmp_path_factory.mktemp("auth-cli-server")
     env = _server_env(module_db_url, module_redis_url, home / "artifacts")
-    env.update(METRICGATE_AUTH="on")  # no admin password: create-admin's admin must be there
+    # No admin password: create-admin's admin must be there.
+    env.update(METRICGATE_AUTH="on", **FAST_COST_ENV)
     with _serve(env, home / "server.log") as base_url:
         yield base_url
 

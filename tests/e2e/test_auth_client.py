@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from tests.api.auth_support import FAST_COST_ENV
 from tests.conftest import LiveServer, _mlflow_pointed_at, _serve, _server_env
 
 ADMIN = ("admin", "admin-password-1")
@@ -23,7 +24,7 @@ def auth_server(
 ) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("auth-server")
     env = _server_env(module_db_url, module_redis_url, home / "artifacts")
-    env.update(METRICGATE_AUTH="on", METRICGATE_AUTH_ADMIN_PASSWORD=ADMIN[1])
+    env.update(METRICGATE_AUTH="on", METRICGATE_AUTH_ADMIN_PASSWORD=ADMIN[1], **FAST_COST_ENV)
     with _serve(env, home / "server.log") as url:
         for username, password in (WRITER, VIEWER):
             reply = requests.post(

@@ -73,3 +73,39 @@ def test_reprs_hide_the_admin_password() -> None:
     for text in (repr(settings), str(settings), repr(settings.auth)):
         assert SECRET not in text
     assert "admin_password='***'" in repr(settings.auth)
+
+
+def test_password_cost_defaults_to_argon2_cffi_and_reaches_the_hashes() -> None:
+    import argon2
+
+    from metricgate.auth.passwords import Passwords
+
+    default = argon2.PasswordHasher()
+    auth = Settings.from_env({}).auth
+    assert (auth.password_time_cost, auth.password_memory_kib, auth.password_parallelism) == (
+        default.time_cost,
+        default.memory_cost,
+        default.parallelism,
+    )
+    cheap = Settings.from_env(
+        {
+            "METRICGATE_AUTH_PASSWORD_TIME_COST": "1",
+            "METRICGATE_AUTH_PASSWORD_MEMORY_KIB": "1024",
+            "METRICGATE_AUTH_PASSWORD_PARALLELISM": "2",
+        }
+    ).auth
+    passwords = Passwords.from_settings(cheap)
+    try:
+        made = passwords._hasher.hash("x" * 12)
+        assert made.startswith("$argon2id$v=19$m=1024,t=1,p=2$")
+        # A hash of the default cost is re-made under the configured one, and the reverse.
+        assert passwords.needs_rehash(default.hash("x" * 12))
+        assert Passwords(default).needs_rehash(made)
+    finally:
+        passwords.close()
+
+
+def test_password_memory_must_cover_the_lanes() -> None:
+    env = {"METRICGATE_AUTH_PASSWORD_MEMORY_KIB": "16", "METRICGATE_AUTH_PASSWORD_PARALLELISM": "4"}
+    with pytest.raises(ConfigError, match="AUTH_PASSWORD_MEMORY_KIB must be at least 8 x"):
+        Settings.from_env(env)

@@ -179,7 +179,7 @@ class Authenticator:
         self._store = store
         self.default_permission = Permission[settings.default_permission]
         self._owns_passwords = passwords is None
-        self.passwords = passwords or Passwords()
+        self.passwords = passwords or Passwords.from_settings(settings)
         self._key = secrets.token_bytes(32)
         self._credentials: Lru[bytes, _Entry] = Lru(settings.cache_entries)
         self._grants: Lru[int, _Grants] = Lru(settings.cache_entries)

@@ -51,7 +51,7 @@ async def ensure_admin(
     except InvalidParameter as exc:  # never quotes the password
         raise ConfigError(f"{ENV_PREFIX}AUTH_ADMIN_USERNAME/PASSWORD: {exc}") from None
     own = passwords is None
-    hasher = passwords or Passwords()
+    hasher = passwords or Passwords.from_settings(settings)
     try:
         password_hash = await hasher.hash(settings.admin_password)
     finally:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from metricgate.config import AuthSettings
 from metricgate.domain.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -86,8 +87,19 @@ def verify_werkzeug(password_hash: str, password: str) -> bool:
 
 
 class Passwords:
-    """Hash and verify passwords off the event loop, bounded. ``hasher`` is for tests (cheaper
-    parameters); production uses argon2-cffi's defaults, which follow RFC 9106's advice."""
+    """Hash and verify passwords off the event loop, bounded. ``hasher`` sets the cost
+    (``from_settings``: the configured one); without it, argon2-cffi's defaults (RFC 9106)."""
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> Passwords:
+        """The pool with the configured argon2id cost (METRICGATE_AUTH_PASSWORD_*)."""
+        return cls(
+            argon2.PasswordHasher(
+                time_cost=settings.password_time_cost,
+                memory_cost=settings.password_memory_kib,
+                parallelism=settings.password_parallelism,
+            )
+        )
 
     def __init__(
         self,

@@ -665,7 +665,7 @@ async def _create_admin(settings: Settings, username: str, password: str, *, res
     from metricgate.domain.errors import AlreadyExists, MetricgateError
     from metricgate.service import open_auth_store
 
-    hasher = Passwords()
+    hasher = Passwords.from_settings(settings.auth)
     try:
         password_hash = await hasher.hash(password)
     finally:
