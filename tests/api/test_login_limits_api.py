@@ -289,3 +289,35 @@ async def test_a_revoked_grant_holds_at_once_on_the_process_that_made_it(
     (await api.request("POST", f"{V3}/users/permissions/revoke", body=revoke, headers=admin)).ok()
     rename = {"experiment_id": experiment_id, "new_name": "inv-3"}
     (await api.request("POST", f"{V2}/experiments/update", body=rename, headers=hank)).error(403)
+
+
+async def test_the_web_uis_logout_is_a_401_that_counts_nothing(
+    client: TestClient[Any, Any], store: AuthStore
+) -> None:
+    # MLflow's UI logs out with a throwaway ``mlflow-logged-out-<random>`` as username and
+    # password (main.js): an office behind one address must not lock itself out by logging out.
+    api = Api(client, prefix="")
+    await store_user(store, "carol")
+    refused_before = refusals()
+    for i in range(8):  # past the per-address limit of 5
+        name = f"mlflow-logged-out-{i:04x}"
+        reply = await api.request(
+            "GET", "/ajax-api/2.0/mlflow/users/current", headers=basic(name, name)
+        )
+        reply.error(401, "UNAUTHENTICATED")
+        assert reply.headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+    assert await failed_logins(store) == [] and await failed_logins(store, "login.locked") == []
+    assert refusals() == refused_before
+    # The address was not locked: a real user behind it still logs in.
+    (await search(api, basic("carol", PASSWORD), source="127.0.0.1")).ok()
+    # A name of that shape with another password is an ordinary failed login.
+    name = "mlflow-logged-out-x"
+    (await search(api, basic(name, "other-password-1"))).error(401)
+    assert [r.actor for r in await failed_logins(store)] == [name]
+    # And nobody can take such a name.
+    created = await api.post(
+        f"{V2}/users/create",
+        {"username": "mlflow-logged-out-me", "password": PASSWORD},
+        headers=basic("admin", ADMIN_PASSWORD),
+    )
+    created.error(400, "INVALID_PARAMETER_VALUE")

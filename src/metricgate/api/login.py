@@ -11,7 +11,8 @@ how many failures, for how long); the refusals during the lockout leave none, on
 ``metricgate_login_refusals``, so a flood cannot grow the audit table at request rate: per key
 and window, at most the limit's failures and one lockout. A verified login clears its
 username's count. A request without the header is not a failed login (a browser's first
-request, before the challenge) and counts nothing.
+request, before the challenge) and counts nothing; nor does the web UI's logout, which sends a
+reserved throwaway name (``rules.UI_LOGOUT_PREFIX``) to get its 401.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from metricgate.auth.authenticator import (
 )
 from metricgate.domain.auth.client_address import Network, client_address
 from metricgate.domain.auth.entities import Credential
+from metricgate.domain.auth.rules import is_ui_logout
 from metricgate.health_log import ThrottledLog
 from metricgate.observability import METRICS
 
@@ -71,6 +73,8 @@ async def log_in(
     if not header:
         return None
     presented = parse_authorization(header)
+    if isinstance(presented, BasicLogin) and is_ui_logout(presented.username, presented.password):
+        return None  # the web UI's logout (rules.UI_LOGOUT_PREFIX): a 401, nothing counted
     limiter = service.login_limiter
     address = request_address(request, trusted_proxies)
     username = presented.username if isinstance(presented, BasicLogin) else None

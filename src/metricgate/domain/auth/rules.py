@@ -21,6 +21,18 @@ _TOKEN_DOMAIN = b"metricgate-token-v1\0"
 TOKEN_HINT_LENGTH = len(TOKEN_PREFIX) + 6
 
 
+# MLflow's web UI logs out by sending ``<this prefix><random>`` as both username and password to
+# ``users/current`` so that the browser's cached Basic credentials are replaced by ones that get a
+# 401. Such a request is a logout, not a guess: it is refused without a lookup or a KDF, and it
+# neither counts toward the failed-login limits nor writes an audit row (otherwise an office
+# behind one NAT address would lock itself out by logging out). No user may take such a name.
+UI_LOGOUT_PREFIX = "mlflow-logged-out-"
+
+
+def is_ui_logout(username: str, password: str) -> bool:
+    return username.startswith(UI_LOGOUT_PREFIX) and username == password
+
+
 def check_username(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidParameter("Username cannot be empty.")
@@ -30,6 +42,8 @@ def check_username(value: object) -> str:
         # A colon cannot travel in HTTP Basic's "user:password"; control characters in a name
         # only ever serve to confuse logs.
         raise InvalidParameter("Username must not contain ':' or control characters")
+    if value.startswith(UI_LOGOUT_PREFIX):
+        raise InvalidParameter(f"Usernames starting with {UI_LOGOUT_PREFIX!r} are reserved")
     return value
 
 
