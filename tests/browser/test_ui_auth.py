@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+from tests.api.auth_support import FAST_COST_ENV
 from tests.browser import uipages as pages
 from tests.browser.conftest import artifacts_dir
 from tests.browser.uipages import UiSession
@@ -91,6 +92,7 @@ def ui_server(
         METRICGATE_AUTH_ADMIN_USERNAME=ADMIN,
         METRICGATE_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
         METRICGATE_AUTH_DEFAULT_PERMISSION="NO_PERMISSIONS",
+        **FAST_COST_ENV,
     )
     with _serve(env, home / "live-server.log") as base_url:
         yield base_url
