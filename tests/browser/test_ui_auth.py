@@ -16,6 +16,7 @@ Screenshots land in ``.test-artifacts/ui/<test>/`` (or $METRICGATE_TEST_ARTIFACT
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+from playwright.sync_api import Error as PlaywrightError
 from tests.api.auth_support import FAST_COST_ENV
 from tests.browser import uipages as pages
 from tests.browser.conftest import artifacts_dir
@@ -371,13 +373,18 @@ def test_change_own_password(tab: Callable[[str], Tab], world: World) -> None:
         assert not t.problems(("GET", "/ajax-api/2.0/mlflow/users/current", 401))
     finally:
         # Back to the password the reader's browser context answers the challenge with, and a
-        # reload: the logout left the throwaway credentials in the browser's cache.
+        # fresh load: the logout left the throwaway credentials in the browser's cache. The
+        # logout ends by navigating to the root; a reload racing that navigation fails with
+        # "not attached to an active page", so wait for it first (it never comes if the test
+        # failed before the logout: then the short wait just ends).
         world.ok(
             "PATCH",
             "/api/2.0/mlflow/users/update-password",
             json={"username": READER, "password": PASSWORD},
         )
-        t.page.reload()
+        with contextlib.suppress(PlaywrightError):
+            t.page.wait_for_url(f"{world.url}/", timeout=5_000)
+        t.page.goto(f"{world.url}/")
 
 
 # ---------------------------------------------------------------- the admin pages
