@@ -31,9 +31,23 @@ flags=()
 [[ -n "${METRICGATE_TEST_REDIS_URL:-}" ]] && flags+=(--no-redis)
 .venv/bin/python scripts/devservices.py install "${flags[@]}"
 
-# Without arguments (CI, .ci/run) the static checks run first and any finding fails the run; with
-# pytest arguments (a tier, a file, -k ...) only the tests run: scripts/lint.sh runs the checks alone.
-if [[ $# -eq 0 ]]; then
-    bash scripts/lint.sh
+# With pytest arguments (a tier, a file, -k ...) only those tests run, in one process:
+# scripts/lint.sh runs the checks alone.
+if [[ $# -gt 0 ]]; then
+    exec .venv/bin/pytest "$@"
 fi
-exec .venv/bin/pytest "$@"
+
+# Without arguments (CI, .ci/run): the static checks first, any finding fails the run; then the
+# suite in two phases. Most of its time is spent waiting on servers, PostgreSQL and subprocesses
+# (one pytest process keeps about one core busy), so the tiers whose tests run in process or on a
+# server of their own per module run on METRICGATE_TEST_WORKERS workers (pytest-xdist, whole
+# modules per worker). The tiers that kill processes, time shutdowns and outages, or drive a
+# browser run afterwards in one process: under CPU contention it is their timing assertions that
+# fail, not the code. tests/unit/test_test_layout.py checks that every tier is in one list.
+PARALLEL_TIERS=(tests/unit tests/integration tests/api tests/webhooks)
+SERIAL_TIERS=(tests/e2e tests/browser tests/process tests/fault)
+bash scripts/lint.sh
+status=0
+.venv/bin/pytest -n "${METRICGATE_TEST_WORKERS:-2}" --dist loadfile "${PARALLEL_TIERS[@]}" || status=$?
+.venv/bin/pytest "${SERIAL_TIERS[@]}" || status=$?
+exit "$status"
