@@ -253,7 +253,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             logged_models=PgLoggedModelStore(db),
             artifacts=VisibleArtifactStore(artifact_store, upload_store, reference_store),
             registry=RegistryService(
-                PgRegistryStore(db, grants_follow=auth is not None),
+                PgRegistryStore(db, auth_on=auth is not None),
                 frozenset(settings.artifacts.allowed_host_source_schemes),
                 approvals=PgApprovalStore(db) if auth else None,
             ),

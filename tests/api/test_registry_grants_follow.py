@@ -165,3 +165,48 @@ async def test_deleting_a_version_supersedes_its_pending_requests(
     )  # fmt: skip
     types = [e["event_type"] for e in history.ok()["events"]]
     assert types[:2] == ["model_version.approval_superseded", "model_version.deleted"]
+
+
+GRANT = "/api/3.0/mlflow/users/permissions/grant"
+REVOKE = "/api/3.0/mlflow/users/permissions/revoke"
+SET = "/api/2.0/metricgate/permissions/set"
+
+
+async def test_only_an_admin_grants_on_a_model_name_no_model_has(
+    api: Api, store: AuthStore
+) -> None:
+    """Bob holds MANAGE on the name ``gone`` with no model under it: the state a grant write
+    sees when its model was deleted after the access check passed it (the check runs outside
+    the name lock). A non-admin's grant there would be a grant set in advance, by someone who
+    manages nothing there, that a later model of the name inherits: refused, 403, or 404 where
+    the caller holds MANAGE on every name through ``*``; an admin may still set it."""
+    (await api.post("/registered-models/create", {"name": "kept"}, headers=ADMIN)).ok()
+    for name in ("gone", "kept"):
+        await store.grant_user("bob", MODEL, name, Permission.MANAGE, replace=False)
+    await store_user(store, "carol")
+    role = await store.create_role("model-managers", "default", None)
+    await store.add_role_permission(role.id, MODEL, "*", Permission.MANAGE)
+    await store.assign_role("carol", role.id)
+
+    def body(name: str, **extra: str) -> dict[str, str]:
+        return {"username": "alice", "resource_type": "registered_model", "resource_id": name,
+                **extra}  # fmt: skip
+
+    async def post(path: str, payload: dict[str, str], who: dict[str, str]) -> Any:
+        return await api.post(path, payload, absolute=True, headers=who)
+
+    read = {"permission": "READ"}
+    (await post(GRANT, body("gone", **read), BOB)).error(403, "PERMISSION_DENIED")
+    (await post(SET, body("gone", **read), BOB)).error(403, "PERMISSION_DENIED")
+    (await post(GRANT, body("gone", **read), basic("carol"))).error(
+        404, "RESOURCE_DOES_NOT_EXIST", "Registered Model with name=gone not found"
+    )
+    assert await store.user_permission_rows("alice") == []
+    # An admin pre-sets grants on a name; the manager of a model that exists grants as before.
+    (await post(GRANT, body("gone", **read), ADMIN)).ok()
+    (await post(GRANT, body("kept", **read), BOB)).ok()
+    held = {(r.resource_pattern, r.permission) for r in await store.user_permission_rows("alice")}
+    assert held == {("gone", Permission.READ), ("kept", Permission.READ)}
+    # Nor may bob take the admin's grant on the name away.
+    (await post(REVOKE, body("gone"), BOB)).error(403, "PERMISSION_DENIED")
+    (await post(REVOKE, body("kept"), BOB)).ok()

@@ -7,6 +7,7 @@ moved; a failed write leaves the grants alone. Writes of one name serialise on i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ async def parts(db_url: str) -> AsyncIterator[Parts]:
     settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=10)
     db = Database(await create_pool(settings), settings.acquire_timeout_s)
     try:
-        yield Parts(db, RegistryService(PgRegistryStore(db, grants_follow=True)), PgAuthStore(db))
+        yield Parts(db, RegistryService(PgRegistryStore(db, auth_on=True)), PgAuthStore(db))
     finally:
         await db.aclose()
 
@@ -144,14 +145,57 @@ async def test_a_delete_removes_the_grants(parts: Parts) -> None:
     assert await _held(auth, "bob") == {("keep", Permission.DENY)}
 
 
-async def test_grants_stay_where_they_are_when_auth_is_off(parts: Parts) -> None:
+async def test_grants_follow_the_model_when_auth_is_off_too(parts: Parts) -> None:
+    """With auth off nobody reads the grants, but they stay in the tables for the day it is
+    switched on: a delete must still take a name's grants and a rename move them, or a model
+    made later under the name inherits them (a DENY, or someone else's MANAGE). A rename onto
+    a name with grants of its own is refused as with auth on."""
     auth = parts.auth
     registry = RegistryService(PgRegistryStore(parts.db))
     await auth.create_user("bob", "x", False)
     await registry.create_registered_model(ADMIN, "m", [], None)
+    await registry.create_registered_model(ADMIN, "d", [], None)
     await auth.grant_user("bob", MODEL, "m", Permission.DENY, replace=False)
+    await auth.grant_user("bob", MODEL, "d", Permission.MANAGE, replace=False)
+    await auth.grant_user("bob", MODEL, "preset", Permission.DENY, replace=False)
     await registry.rename_registered_model(ADMIN, "m", "m2")
-    assert await _held(auth, "bob") == {("m", Permission.DENY)}
+    await registry.delete_registered_model(ADMIN, "d")
+    await registry.create_registered_model(ADMIN, "d", [], None)
+    assert await _held(auth, "bob") == {("m2", Permission.DENY), ("preset", Permission.DENY)}
+    with pytest.raises(Conflict, match="access control is off"):
+        await registry.rename_registered_model(ADMIN, "m2", "preset")
+    assert await _held(auth, "bob") == {("m2", Permission.DENY), ("preset", Permission.DENY)}
+
+
+async def test_auth_off_writes_of_names_without_grants_cost_one_probe(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auth off and no grants on the names, a rename or delete adds one index probe of
+    auth_grants to its transaction, and takes no name lock."""
+    registry = RegistryService(PgRegistryStore(parts.db))
+    for name in ("a", "x"):
+        await registry.create_registered_model(ADMIN, name, [], None)
+    statements: list[str] = []
+    transaction = parts.db.transaction
+
+    def log(query: Any) -> None:
+        statements.append(query.query)
+
+    @contextlib.asynccontextmanager
+    async def logged() -> AsyncIterator[Any]:
+        async with transaction() as conn:
+            conn.add_query_logger(log)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(log)
+
+    monkeypatch.setattr(parts.db, "transaction", logged)
+    await registry.rename_registered_model(ADMIN, "a", "b")
+    await registry.delete_registered_model(ADMIN, "x")
+    touching = [s for s in statements if "auth_grants" in s or "auth_state" in s]
+    assert len(touching) == 2, touching
+    assert not [s for s in statements if "advisory" in s]
 
 
 async def test_the_creator_grant_is_written_by_the_create(parts: Parts) -> None:
@@ -221,6 +265,33 @@ async def test_a_grant_written_during_a_rename_follows_the_model(parts: Parts) -
         assert not rename.done()
     await asyncio.wait_for(asyncio.gather(grant, rename), 10)
     assert await _held(auth, "bob") == {("b", Permission.DENY)}
+
+
+async def test_a_grant_that_needs_its_model_fails_after_a_delete_it_waited_for(
+    parts: Parts,
+) -> None:
+    """A non-admin's grant write (``if_no_model``) whose model is deleted while it runs: it
+    waits for the delete on the name lock, then finds no model and writes nothing. Checked
+    before the lock, it would land as a grant set in advance on a name no model has."""
+    auth, registry = parts.auth, parts.registry
+    await auth.create_user("bob", "x", False)
+    await registry.create_registered_model(ADMIN, "r", [], None)
+    await auth.grant_user("bob", MODEL, "r", Permission.READ, replace=False)
+    async with parts.db.transaction() as blocker:
+        # The delete holds the name lock and waits for the epoch row to drop the grants.
+        await blocker.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
+        delete = asyncio.create_task(registry.delete_registered_model(ADMIN, "r"))
+        assert await _wait_for_lock_wait(parts.db, advisory=False)
+        grant = asyncio.create_task(
+            auth.grant_user(
+                "bob", MODEL, "r", Permission.EDIT, replace=True, if_no_model=NotFound("gone")
+            )
+        )
+        assert await _wait_for_lock_wait(parts.db, advisory=True)
+    await asyncio.wait_for(delete, 10)
+    with pytest.raises(NotFound, match="gone"):
+        await asyncio.wait_for(grant, 10)
+    assert await _held(auth, "bob") == set()
 
 
 async def test_writes_of_other_models_do_not_wait_for_an_open_create(

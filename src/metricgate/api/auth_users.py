@@ -30,6 +30,7 @@ from metricgate.api.auth_common import (
 )
 from metricgate.api.codec import empty_response, json_response
 from metricgate.api.keys import SETTINGS
+from metricgate.api.permissions_admin import if_no_model
 from metricgate.api.routing import Route
 from metricgate.domain.auth.access import (
     Admin,
@@ -177,6 +178,7 @@ async def grant_user_permission(request: web.Request) -> web.Response:
         permission,
         replace=False,
         audit=audit_context(request),
+        if_no_model=await if_no_model(request, resource_type, resource_id),
     )
     await forget_cached(request, credentials=False)
     return empty_response()
@@ -188,7 +190,11 @@ async def revoke_user_permission(request: web.Request) -> web.Response:
     resource_type = parse_resource_type(required_text(fields, "resource_type"))
     resource_id = required_text(fields, "resource_id")
     await auth_store(request).revoke_user(
-        username, resource_type, resource_id, audit=audit_context(request)
+        username,
+        resource_type,
+        resource_id,
+        audit=audit_context(request),
+        if_no_model=await if_no_model(request, resource_type, resource_id),
     )
     await forget_cached(request, credentials=False)
     return empty_response()

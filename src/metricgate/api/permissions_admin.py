@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.access import NO_SUCH_ID
 from metricgate.api.audit import audit_context
 from metricgate.api.auth_common import (
     auth_store,
@@ -31,11 +32,18 @@ from metricgate.api.routing import Route
 from metricgate.domain.auth.access import Manages
 from metricgate.domain.auth.entities import USER_ROLE_PREFIX
 from metricgate.domain.auth.permissions import (
+    WILDCARD,
+    ResourceType,
     is_workspace_admin,
     parse_permission,
     parse_resource_type,
 )
-from metricgate.domain.errors import InvalidParameter, PermissionDenied
+from metricgate.domain.errors import (
+    InvalidParameter,
+    MetricgateError,
+    NotFound,
+    PermissionDenied,
+)
 from metricgate.stores.base import GrantHolder
 
 PREFIXES = ("/api/2.0/metricgate", "/ajax-api/2.0/metricgate")
@@ -55,6 +63,32 @@ async def _require_role_admin(request: web.Request) -> None:
         raise PermissionDenied("Changing a role's grants needs an admin or a workspace admin")
 
 
+async def if_no_model(
+    request: web.Request, resource_type: ResourceType, resource_id: str
+) -> MetricgateError | None:
+    """What a user-grant write (grant, revoke, set) on a registered-model name raises when no
+    model has the name, for a caller who is not an admin or a workspace admin (design-auth B2).
+    The access check found MANAGE before the handler ran, outside the name's lock; if the
+    model was deleted meanwhile the grant would land on a name with no model, made by someone
+    who manages nothing there, and a model created later under the name would inherit it.
+    Only admins set grants on a name in advance. The answer is the access check's for a
+    missing resource (B4): 404 where the caller would hold MANAGE on it anyway (``*``), else
+    403. Experiments need nothing: their ids are never reused, so a grant on a deleted
+    experiment reaches no other."""
+    if resource_type is not ResourceType.REGISTERED_MODEL or resource_id == WILDCARD:
+        return None
+    credential = caller(request)
+    authenticator = request.app[SERVICE].authenticator
+    if credential is None or credential.is_admin or authenticator is None:
+        return None
+    if is_workspace_admin(await authenticator.grants_for(credential)):
+        return None  # they may add any grant to any role (roles/permissions/add) anyway
+    held = await authenticator.decide_for(credential, resource_type, NO_SUCH_ID)
+    if held.can_manage:
+        return NotFound(f"Registered Model with name={resource_id} not found")
+    return PermissionDenied()
+
+
 async def set_permission(request: web.Request) -> web.Response:
     fields = await params(request)
     by_user, by_role = fields.has("username"), fields.has("role_id")
@@ -70,7 +104,13 @@ async def set_permission(request: web.Request) -> web.Response:
         # A user's grants are on experiments and models; workspace grants go on roles.
         resource_type = parse_resource_type(required_text(fields, "resource_type"))
         old = await store.grant_user(
-            username, resource_type, resource_id, permission, replace=True, audit=audit
+            username,
+            resource_type,
+            resource_id,
+            permission,
+            replace=True,
+            audit=audit,
+            if_no_model=await if_no_model(request, resource_type, resource_id),
         )
         holder = {"username": username}
     else:

@@ -888,10 +888,13 @@ class AuthStore(Protocol):
         *,
         replace: bool,
         audit: AuditContext | None = ...,
+        if_no_model: Exception | None = ...,
     ) -> Permission | None:
         """Grant on the user's hidden role; the level replaced (None if new). An existing grant
         raises AlreadyExists unless ``replace`` (then it is updated in place: audited as
-        ``grant.set``, else ``grant.created``)."""
+        ``grant.set``, else ``grant.created``). ``if_no_model``: raised instead when the grant
+        is on a registered-model name that no model has, checked under the name's lock (a
+        caller who is not an admin may not set grants on a name in advance)."""
         ...
 
     async def revoke_user(
@@ -901,8 +904,10 @@ class AuthStore(Protocol):
         pattern: str,
         *,
         audit: AuditContext | None = ...,
+        if_no_model: Exception | None = ...,
     ) -> Permission:
-        """Remove the grant from the user's hidden role; the level it had."""
+        """Remove the grant from the user's hidden role; the level it had. ``if_no_model``:
+        as for ``grant_user``."""
         ...
 
     async def user_permission_rows(self, username: str) -> builtins.list[PermissionRow]: ...

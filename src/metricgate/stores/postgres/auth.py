@@ -342,13 +342,34 @@ async def write_creator_grant(
 
 
 async def _has_model_grants(conn: PgConnection, name: str) -> bool:
+    return await any_model_grants(conn, name)
+
+
+async def any_model_grants(conn: PgConnection, *names: str) -> bool:
+    """Whether grants are set on any of these registered-model names: one probe of
+    ``auth_grants_resource_idx``. With auth off a rename or delete asks it before anything
+    else and takes the names' locks only when it finds some (no grant writes come through
+    the API then); with no grants it is all that the grant bookkeeping costs."""
     found = await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM auth_grants
-                          WHERE resource_type = $1 AND resource_pattern = $2)""",
+                          WHERE resource_type = $1 AND resource_pattern = ANY($2::text[]))""",
         ResourceType.REGISTERED_MODEL.value,
-        name,
+        list(names),
     )
     return bool(found)
+
+
+async def _require_model(
+    conn: PgConnection, resource_type: ResourceType, pattern: str, missing: Exception | None
+) -> None:
+    """A grant write on a registered-model name that no model has raises ``missing`` (when
+    given: the API gives it for callers who are not admins). Checked after the write's name
+    lock, which every rename and delete of the name takes too, so the model cannot go between
+    this check and the commit."""
+    if missing is None or resource_type is not ResourceType.REGISTERED_MODEL or pattern == "*":
+        return
+    if not await conn.fetchval("SELECT 1 FROM registered_models WHERE name = $1", pattern):
+        raise missing
 
 
 async def _bump_grant_epoch(conn: PgConnection) -> None:
@@ -357,19 +378,28 @@ async def _bump_grant_epoch(conn: PgConnection) -> None:
     await conn.execute("UPDATE auth_state SET grant_epoch = grant_epoch + 1 WHERE id = 1")
 
 
-async def refuse_rename_onto_grants(conn: PgConnection, old: str, new: str) -> None:
+async def refuse_rename_onto_grants(
+    conn: PgConnection, old: str, new: str, *, auth_on: bool = True
+) -> None:
     """Refuse renaming model ``old`` to ``new`` while grants are set on the name ``new`` (an
     admin may grant on a name before any model has it; after ``lock_model_names(old, new)``, so
     none appears until the rename ends). Merging is not safe: keeping ``new``'s positive grants
     would let a caller with EDIT on ``old`` open its model to other users (a MANAGE right),
     and dropping them would silently discard an admin's DENY. Whoever manages the name revokes
-    them first."""
+    them first. ``auth_on`` false: the grants wait for access control to be switched on, and
+    only then can they be listed and revoked; the message says so."""
     if await _has_model_grants(conn, new):
+        how = (
+            "(GET /api/2.0/metricgate/permissions/who lists them)"
+            if auth_on
+            else "(access control is off on this server: they apply once it is on, and can "
+            "be listed and revoked then)"
+        )
         raise Conflict(
             f"Cannot rename registered model '{old[:300]}' to '{new[:300]}': access grants are "
             f"already set on the name '{new[:300]}' (given before any model had it). A rename "
-            "keeps the model's own grants only; revoke those on the new name first "
-            "(GET /api/2.0/metricgate/permissions/who lists them), or choose another name."
+            f"keeps the model's own grants only; revoke those on the new name first {how}, "
+            "or choose another name."
         )
 
 
@@ -873,9 +903,11 @@ class PgAuthStore:
         *,
         replace: bool,
         audit: AuditContext | None = None,
+        if_no_model: Exception | None = None,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
         async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+            await _require_model(conn, resource_type, pattern, if_no_model)
             user_id = await _user_id(conn, username)
             role_id = await _hidden_role(conn, user_id)
             old = await conn.fetchval(
@@ -922,8 +954,10 @@ class PgAuthStore:
         pattern: str,
         *,
         audit: AuditContext | None = None,
+        if_no_model: Exception | None = None,
     ) -> Permission:
         async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+            await _require_model(conn, resource_type, pattern, if_no_model)
             user_id = await _user_id(conn, username)
             old = await conn.fetchval(
                 """DELETE FROM auth_grants g USING auth_roles r

@@ -44,15 +44,26 @@ def _exists(name: str) -> AlreadyExists:
 
 
 class PgRegistryStore:
-    def __init__(self, db: Database, *, grants_follow: bool = False) -> None:
-        """``grants_follow`` (access control on): a rename moves the model's grants to the new
-        name and a delete removes them, in the registry write's own transaction (design-auth
-        B2; stock does it in after-request hooks, where a crash leaves them behind). Such a
-        write first locks the names it touches (``auth.lock_model_names``), as do grant writes
-        on a model name and creates that write a creator's grant: writes of other models never
-        wait for it."""
+    def __init__(self, db: Database, *, auth_on: bool = False) -> None:
+        """A rename moves the model's grants to the new name and a delete removes them, in the
+        registry write's own transaction (design-auth B2; stock does it in after-request hooks,
+        where a crash leaves them behind), whatever the auth mode: the grants stay in their
+        tables while auth is off, and a model made under a deleted model's name must not
+        inherit them once it is on. Such a write first locks the names it touches
+        (``auth.lock_model_names``), as do grant writes on a model name and creates that write
+        a creator's grant: writes of other models never wait for it. ``auth_on`` false: grant
+        writes do not come through the API, so the names are locked only when one probe finds
+        grants on them, and a write of names without grants costs that probe alone."""
         self._db = db
-        self._grants_follow = grants_follow
+        self._auth_on = auth_on
+
+    async def _lock_names_with_grants(self, conn: PgConnection, *names: str) -> bool:
+        """Take the names' locks (before the model row: the lock order) where grants may
+        follow; whether they may (with auth off: whether the names hold any)."""
+        if not self._auth_on and not await auth.any_model_grants(conn, *names):
+            return False
+        await auth.lock_model_names(conn, *names)
+        return True
 
     @contextlib.asynccontextmanager
     async def _write(self, name: str) -> AsyncIterator[PgConnection]:
@@ -104,14 +115,15 @@ class PgRegistryStore:
         self, audit: Audit, name: str, new_name: str
     ) -> RegisteredModel:
         async with self._write(new_name) as conn:
-            if self._grants_follow:
-                await auth.lock_model_names(conn, name, new_name)
+            follow = await self._lock_names_with_grants(conn, name, new_name)
             row = await lock_model(conn, name)
             if new_name != name:
                 if await conn.fetchval("SELECT 1 FROM registered_models WHERE name = $1", new_name):
                     raise _exists(new_name)
-                if self._grants_follow:
-                    await auth.refuse_rename_onto_grants(conn, name, new_name)
+                if follow:
+                    await auth.refuse_rename_onto_grants(
+                        conn, name, new_name, auth_on=self._auth_on
+                    )
                 await conn.execute(
                     "UPDATE registered_models SET name = $2, last_updated_timestamp = $3 WHERE model_key = $1",
                     row["model_key"], new_name, now_ms(),
@@ -125,7 +137,7 @@ class PgRegistryStore:
                     {"name": name},
                     {"name": new_name},
                 )
-                if self._grants_follow:
+                if follow:
                     await auth.follow_model_rename(conn, name, new_name)
             return (await load_models(conn, [row["model_key"]]))[0]
 
@@ -148,8 +160,7 @@ class PgRegistryStore:
         self, audit: Audit, name: str, *, audit_log: AuditContext | None = None
     ) -> None:
         async with self._db.transaction() as conn:
-            if self._grants_follow:
-                await auth.lock_model_names(conn, name)
+            follow = await self._lock_names_with_grants(conn, name)
             row = await lock_model(conn, name)
             key = row["model_key"]
             numbers = [r["version"] for r in await conn.fetch(
@@ -173,7 +184,7 @@ class PgRegistryStore:
             }
             await events.record(conn, "registered_model.deleted", name, None, audit, before, None)
             await auth.audit_deletion(conn, audit_log, "model.deleted", "registered_model", name)
-            if self._grants_follow:
+            if follow:
                 await auth.drop_model_grants(conn, name)
 
     async def set_registered_model_tag(self, audit: Audit, name: str, tag: Tag) -> None:
