@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
 import logging
 import secrets
@@ -336,7 +335,7 @@ class Authenticator:
 
     def _mac(self, username: str, password: str) -> bytes:
         message = username.encode("utf-8") + b"\0" + password.encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.digest(self._key, message, "sha256")  # one-shot: no HMAC object per request
 
     async def _cached_or(
         self,
