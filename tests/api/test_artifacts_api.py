@@ -74,6 +74,7 @@ class FakeRuns:
 class FakeService:
     artifacts: LocalArtifactStore
     runs: FakeRuns
+    auth: None = None  # access control off: deletes are not audited
 
 
 @pytest.fixture

@@ -12,10 +12,20 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.api.auth_support import ADMIN_PASSWORD, PASSWORD, As, auth_settings, basic, user
+from tests.api.auth_support import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    As,
+    auth_settings,
+    basic,
+    bearer,
+    user,
+)
 
 from metricgate.api.keys import SERVICE
 from metricgate.config import Settings
+from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.errors import Unavailable
 from metricgate.stores.base import AuditEntry, AuthStore
 
 OWN = "/api/2.0/metricgate"
@@ -263,3 +273,120 @@ async def test_deletions_record_who_deleted(client: TestClient[Any, Any], store:
     # A delete that fails records nothing.
     (await owner.post("/runs/delete", {"run_id": "f" * 32})).error((403, 404))
     assert len((await store.list_audit(100, None, actor="deleter"))[0]) == 4
+
+
+async def test_artifact_deletes_are_audited_before_the_bytes_go(
+    client: TestClient[Any, Any], store: AuthStore, tmp_path: Path
+) -> None:
+    owner = await user(client, store, "pruner")
+    experiment_id = await owner.create_experiment()
+    run_id = await owner.new_run_id(experiment_id)
+    base = "/api/2.0/mlflow-artifacts/artifacts"
+    path = f"{experiment_id}/{run_id}/artifacts/a.txt"
+    (await owner.request("PUT", f"{base}/{path}", data=b"hello", absolute=True)).ok()
+    deleted = await owner.request("DELETE", f"{base}/{path}", absolute=True)
+    deleted.ok()
+    intent = await latest(store, "artifact.deleted")
+    assert (intent.actor, intent.auth_method, intent.client_addr) == (
+        "pruner",
+        "basic",
+        "127.0.0.1",
+    )
+    assert (intent.target_type, intent.target_id, intent.request_id) == (
+        "artifact", path, deleted.headers["X-Request-Id"],
+    )  # fmt: skip
+    assert intent.details == {
+        "path": path, "experiment_id": experiment_id, "run_id": run_id, "intent": True,
+    }  # fmt: skip
+
+    # A delete that fails after its intent was written says so in a second entry.
+    artifacts = client.app[SERVICE].artifacts
+    (await owner.request("PUT", f"{base}/{path}", data=b"again", absolute=True)).ok()
+
+    async def broken(_path: str) -> None:
+        raise Unavailable("The artifact store cannot be reached; retry later")
+
+    real, artifacts.delete = artifacts.delete, broken  # type: ignore[method-assign]
+    try:
+        (await owner.request("DELETE", f"{base}/{path}", absolute=True)).error(503)
+    finally:
+        artifacts.delete = real  # type: ignore[method-assign]
+    failed = await latest(store, "artifact.delete_failed")
+    assert (failed.actor, failed.target_id, failed.details["error"]) == (
+        "pruner",
+        path,
+        "Unavailable",
+    )
+    assert (await latest(store, "artifact.deleted")).id == failed.id - 1  # its intent
+
+    # A reference lives in the database: its delete and entry commit together.
+    external = tmp_path / "artifacts" / "external" / "obj.bin"  # under the root: referable
+    external.parent.mkdir(parents=True, exist_ok=True)
+    external.write_bytes(b"0123456789")
+    refs = f"{OWN}/artifact-references"
+    ref = {"run_id": run_id, "path": "refs/obj.bin", "uri": external.as_uri(), "size": 10}
+    (await owner.post(refs, ref, absolute=True)).ok()
+    query = {"run_id": run_id, "path": "refs/obj.bin"}
+    (await owner.request("DELETE", refs, params=query, absolute=True)).ok()
+    dropped = await latest(store, "artifact_reference.deleted")
+    assert (dropped.actor, dropped.auth_method, dropped.target_type) == (
+        "pruner",
+        "basic",
+        "artifact",
+    )
+    assert dropped.target_id == f"{experiment_id}/{run_id}/artifacts/refs/obj.bin"
+    assert dropped.details == {"run_id": run_id, "path": "refs/obj.bin", "uri": ref["uri"]}
+
+
+async def test_a_webhook_delete_is_audited(
+    client: TestClient[Any, Any], store: AuthStore, admin: As
+) -> None:
+    hooks = f"{OWN}/webhooks"
+    body = {"url": "http://127.0.0.1:9/hook?token=s3cret", "events": ["model_version.created"],
+            "model_name": "m", "active": False}  # fmt: skip
+    hook_id = (await admin.post(hooks, body, absolute=True)).ok()["webhook"]["id"]
+    (await admin.request("DELETE", f"{hooks}/{hook_id}", absolute=True)).ok()
+    entry = await latest(store, "webhook.deleted")
+    assert (entry.actor, entry.auth_method, entry.client_addr) == ("admin", "basic", "127.0.0.1")
+    assert (entry.target_type, entry.target_id) == ("webhook", hook_id)
+    assert entry.details == {
+        "url_host": "127.0.0.1", "events": ["model_version.created"], "model_name": "m",
+    }  # fmt: skip
+    (await admin.request("DELETE", f"{hooks}/{hook_id}", absolute=True)).error(404)
+    assert len((await store.list_audit(10, None, action="webhook.deleted"))[0]) == 1
+
+
+async def test_approval_and_policy_entries_say_how_and_from_where(
+    client: TestClient[Any, Any], store: AuthStore, admin: As
+) -> None:
+    alice = await user(client, store, "alice")
+    await user(client, store, "bob")
+    await store.grant_user(
+        "bob", ResourceType.REGISTERED_MODEL, "m", Permission.EDIT, replace=False
+    )
+    bob_token = (await As(client, basic("bob")).post(f"{OWN}/tokens/create", {"name": "ci"},
+                                                      absolute=True)).ok()["secret"]  # fmt: skip
+    bob = As(client, bearer(bob_token))
+    policy = {"model_pattern": "m", "kind": "stage", "target": "Production", "approvals": 1}
+    policy_id = (await admin.post(f"{OWN}/approval-policies", policy, absolute=True)).ok()[
+        "approval_policy"
+    ]["id"]
+    await alice.create_registered_model("m")
+    await alice.create_model_version("m", "s3://bucket/m")
+    gated = {"name": "m", "version": "1", "stage": "Production"}
+    refused = await alice.post("/model-versions/transition-stage", gated)
+    refused.error(409)
+    request_id = refused.json["approval_request_id"]
+    (await bob.post(f"{OWN}/approvals/{request_id}/approve", {}, absolute=True)).ok()
+    (await admin.delete(f"{OWN}/approval-policies/{policy_id}", absolute=True)).ok()
+
+    entries, _ = await store.list_audit(100, None)
+    steps = [e for e in reversed(entries) if "approval" in e.action]
+    assert [(e.action, e.actor, e.auth_method, e.client_addr) for e in steps] == [
+        ("approval_policy.created", "admin", "basic", "127.0.0.1"),
+        ("approval_requested", "alice", "basic", "127.0.0.1"),
+        ("approval_voted", "bob", "token", "127.0.0.1"),
+        ("approval_applied", "bob", "token", "127.0.0.1"),
+        ("approval_policy.deleted", "admin", "basic", "127.0.0.1"),
+    ]
+    assert all(e.actor_id is not None and e.request_id for e in steps)

@@ -18,14 +18,17 @@ from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, NotFound
 from metricgate.domain.registry.entities import Audit
+from metricgate.domain.uploads.entities import ArtifactReference
 from metricgate.stores.base import AuditContext, AuditEntry
 from metricgate.stores.postgres import auth as pg_auth
+from metricgate.stores.postgres.artifact_refs import PgReferenceStore
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
 from metricgate.stores.postgres.pool import Database, create_pool
 from metricgate.stores.postgres.registry.store import PgRegistryStore
 from metricgate.stores.postgres.runs import PgRunStore
+from metricgate.stores.postgres.webhooks import PgWebhookStore
 
 EXP = ResourceType.EXPERIMENT
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
@@ -276,5 +279,45 @@ async def test_a_deletion_and_its_entry_commit_together(store: PgAuthStore, db_u
         ]
         assert all((e.actor, e.client_addr) == ("root", "10.1.2.3") for e in found)
         assert found[0].details == {"name": "m", "version": 1}
+    finally:
+        await db.aclose()
+
+
+async def test_webhook_and_reference_deletes_commit_with_their_entry(
+    store: PgAuthStore, db_url: str
+) -> None:
+    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=2)
+    db = Database(await create_pool(settings), settings.acquire_timeout_s)
+    try:
+        hooks, refs = PgWebhookStore(db), PgReferenceStore(db)
+        hook, _ = await hooks.create("https://hooks.example/x?t=1", ["*"], None, None, False)
+        experiments = PgExperimentStore(db, "mlflow-artifacts:")
+        experiment_id = int(await experiments.create("refs", None, []))
+        run_id = (await PgRunStore(db).create(experiment_id, "u", None, None, [])).info.run_id
+        dest = f"{experiment_id}/{run_id}/artifacts/r.bin"
+        await refs.put(ArtifactReference(run_id, "r.bin", dest, "s3://b/r.bin", 1, None, None))
+
+        # An entry that cannot be written undoes its delete (before, the delete stood).
+        with pytest.raises(asyncpg.CheckViolationError):
+            await hooks.delete(hook.id, audit=BROKEN)
+        assert (await hooks.get(hook.id)).id == hook.id
+        with pytest.raises(asyncpg.CheckViolationError):
+            await refs.delete(run_id, "r.bin", audit=BROKEN)
+        assert [r.rel_path for r in await refs.list_for_run(run_id)] == ["r.bin"]
+
+        await hooks.delete(hook.id, audit=ADMIN)
+        await refs.delete(run_id, "r.bin", audit=ADMIN)
+        found = await entries(store)
+        assert [summary(e) for e in found] == [
+            ("webhook.deleted", "webhook", hook.id),
+            ("artifact_reference.deleted", "artifact", dest),
+        ]
+        assert found[0].details == {
+            "url_host": "hooks.example",
+            "events": ["*"],
+            "model_name": None,
+        }
+        with pytest.raises(NotFound):
+            await hooks.get(hook.id)
     finally:
         await db.aclose()

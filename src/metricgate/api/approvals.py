@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.access import client_addr
 from metricgate.api.auth_common import params
 from metricgate.api.codec import Fields, json_response, read_json
 from metricgate.api.keys import SERVICE, caller
@@ -121,6 +122,17 @@ async def _readable(request: web.Request, me: Credential, found: ApprovalRequest
         raise PermissionDenied()
 
 
+def _audit(request: web.Request, me: Credential, comment: str | None = None) -> Audit:
+    """The caller as the audit entries of this step name them: who, how, from where."""
+    return Audit(
+        actor=me.username,
+        comment=comment,
+        actor_verified=True,
+        auth_method=me.method,
+        client_addr=client_addr(request),
+    )
+
+
 async def _body(request: web.Request) -> Fields:
     if not (await request.read()).strip():
         return Fields({})
@@ -171,7 +183,7 @@ async def _vote(request: web.Request, decision: Decision) -> web.Response:
     found = await store.get_request(request_id)
     await _readable(request, me, found)
     level = await _level(request, me, found.model_name)
-    audit = Audit(actor=me.username, comment=comment, actor_verified=True)
+    audit = _audit(request, me, comment)
     after = await store.vote(request_id, audit, decision, level)
     return json_response({"approval_request": encode_request(after)})
 
@@ -190,7 +202,7 @@ async def cancel(request: web.Request) -> web.Response:
     request_id = _path_id(request, "request_id")
     fields = await _body(request)
     comment = rules.check_comment(fields.str("comment"))
-    audit = Audit(actor=me.username, comment=comment, actor_verified=True)
+    audit = _audit(request, me, comment)
     after = await store.cancel(request_id, audit, me.is_admin)
     return json_response({"approval_request": encode_request(after)})
 
@@ -210,6 +222,7 @@ async def create_policy(request: web.Request) -> web.Response:
         rules.check_approvals(fields.raw.get("approvals")),
         rules.check_approver_permission(fields.str("approver_permission") or "EDIT"),
         me.username,
+        audit=_audit(request, me),
     )
     return json_response({"approval_policy": encode_policy(policy)})
 
@@ -224,7 +237,9 @@ async def list_policies(request: web.Request) -> web.Response:
 async def delete_policy(request: web.Request) -> web.Response:
     store = _store(request)
     me = _me(request)
-    policy = await store.delete_policy(_path_id(request, "policy_id"), me.username)
+    policy = await store.delete_policy(
+        _path_id(request, "policy_id"), me.username, audit=_audit(request, me)
+    )
     return json_response({"approval_policy": encode_policy(policy)})
 
 

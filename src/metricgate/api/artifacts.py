@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import Fields, empty_response, json_response
 from metricgate.api.keys import SERVICE
 from metricgate.api.middleware import error_response
@@ -239,8 +240,44 @@ async def list_artifacts(request: web.Request) -> web.Response:
 
 
 async def delete_artifact(request: web.Request) -> web.Response:
-    await _store(request).delete(_path_param(request))
+    """With auth on, audited as an intent written before the bytes go (design-auth B7): the
+    files live in S3 or on disk, outside any transaction the entry could share, and an entry
+    before the delete means no crash can leave a delete without one. A delete that then fails
+    adds an ``artifact.delete_failed`` entry; only a crash in between leaves an intent alone."""
+    path = normalize_artifact_path(_path_param(request))
+    who = deletion_audit(request)
+    if who is None:
+        await _store(request).delete(path)
+        return empty_response()
+    auth = request.app[SERVICE].auth
+    assert auth is not None  # deletion_audit answers only with auth on
+    details = _artifact_details(path)
+    await auth.append_audit(
+        who.actor_id, who.actor, who.method, who.client_addr, "artifact.deleted", "artifact",
+        path, {**details, "intent": True}, who.request_id,
+    )  # fmt: skip
+    try:
+        await _store(request).delete(path)
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # the delete's own error is the one to answer
+            await auth.append_audit(
+                who.actor_id, who.actor, who.method, who.client_addr, "artifact.delete_failed",
+                "artifact", path, {**details, "error": type(exc).__name__}, who.request_id,
+            )  # fmt: skip
+        raise
     return empty_response()
+
+
+def _artifact_details(path: str) -> dict[str, Any]:
+    """The path's experiment and run where it names them (``<experiment_id>/<run_id>/
+    artifacts/...``), so the entry can be found by either."""
+    parts = path.split("/")
+    details: dict[str, Any] = {"path": path}
+    if parts[0].isascii() and parts[0].isdigit():
+        details["experiment_id"] = parts[0]
+        if len(parts) > 2 and parts[2] == "artifacts":
+            details["run_id"] = parts[1]
+    return details
 
 
 # ---------------------------------------------------------------- multipart download

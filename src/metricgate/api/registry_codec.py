@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.access import client_addr
 from metricgate.api.codec import Fields, encode_tags
 from metricgate.api.keys import caller
 from metricgate.domain.errors import InvalidParameter
@@ -51,7 +52,15 @@ def audit_from(request: web.Request, fields: Fields) -> Audit:
         raise InvalidParameter(
             f"'comment' exceeds the maximum length of {MAX_COMMENT_CHARS} characters"
         )
-    return Audit(actor=actor, comment=comment or None, actor_verified=credential is not None)
+    if credential is None:
+        return Audit(actor=actor, comment=comment or None)
+    return Audit(
+        actor=actor,
+        comment=comment or None,
+        actor_verified=True,
+        auth_method=credential.method,
+        client_addr=client_addr(request),
+    )
 
 
 def _storable(text: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.openapi import OPENAPI
@@ -200,7 +201,9 @@ async def list_references(request: web.Request) -> web.Response:
 async def delete_reference(request: web.Request) -> web.Response:
     """``run_id`` and ``path`` in the query string or in a JSON body."""
     fields = await read_json(request) if request.body_exists else Fields(request.query, query=True)
-    await _references(request).delete(fields.run_id(), fields.str("path", required=True))
+    await _references(request).delete(
+        fields.run_id(), fields.str("path", required=True), audit=deletion_audit(request)
+    )
     return empty_response()
 
 

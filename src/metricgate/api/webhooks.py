@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metricgate.api.audit import deletion_audit
 from metricgate.api.codec import Fields, empty_response, json_response, read_fields, read_json
 from metricgate.api.keys import SERVICE
 from metricgate.api.routing import Route
@@ -131,7 +132,7 @@ async def update_webhook(request: web.Request) -> web.Response:
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await _store(request).delete(request.match_info["webhook_id"])
+    await _store(request).delete(request.match_info["webhook_id"], audit=deletion_audit(request))
     return empty_response()
 
 

@@ -17,7 +17,7 @@ from metricgate.domain.uploads import rules as checks
 from metricgate.domain.uploads.entities import ArtifactReference
 from metricgate.domain.uploads.rules import strip_etag
 from metricgate.stores.artifacts.base import ExternalSource
-from metricgate.stores.base import ReferenceStore, RunLookup
+from metricgate.stores.base import AuditContext, ReferenceStore, RunLookup
 
 _SCHEMES = ("s3", "file")
 
@@ -105,5 +105,7 @@ class ReferenceManager:
         await self._runs.require_exists(run_id)
         return await self._references.list_for_run(run_id)
 
-    async def delete(self, run_id: str, path: str | None) -> None:
-        await self._references.delete(run_id, normalize_artifact_path(path or ""))
+    async def delete(
+        self, run_id: str, path: str | None, *, audit: AuditContext | None = None
+    ) -> None:
+        await self._references.delete(run_id, normalize_artifact_path(path or ""), audit=audit)

@@ -22,6 +22,10 @@ class Audit:
     actor: str | None = None
     comment: str | None = None
     actor_verified: bool = False
+    # For the audit log's entries (approvals), not the registry events: how the verified actor
+    # authenticated ("basic" or "token") and from which address.
+    auth_method: str | None = None
+    client_addr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ import asyncpg
 
 from metricgate.domain.errors import NotFound
 from metricgate.domain.uploads.entities import ArtifactReference
+from metricgate.stores.base import AuditContext
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.runs import require_active_run
 
@@ -54,15 +56,24 @@ class PgReferenceStore:
             )
         return [_reference(r) for r in rows]
 
-    async def delete(self, run_id: str, rel_path: str) -> None:
-        async with self._db.connection() as conn:
-            done = await conn.fetchval(
-                "DELETE FROM artifact_references WHERE run_id = $1 AND rel_path = $2 RETURNING 1",
+    async def delete(
+        self, run_id: str, rel_path: str, *, audit: AuditContext | None = None
+    ) -> None:
+        """With ``audit`` (access control on), the ``artifact_reference.deleted`` entry in the
+        delete's transaction: an entry that cannot be written undoes the delete."""
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                """DELETE FROM artifact_references WHERE run_id = $1 AND rel_path = $2
+                   RETURNING dest_path, uri""",
                 run_id,
                 rel_path,
             )
-        if not done:
-            raise NotFound(f"Run '{run_id}' has no artifact reference at '{rel_path}'")
+            if row is None:
+                raise NotFound(f"Run '{run_id}' has no artifact reference at '{rel_path}'")
+            details = {"run_id": run_id, "path": rel_path, "uri": row["uri"]}
+            await auth.audit_deletion(
+                conn, audit, "artifact_reference.deleted", "artifact", row["dest_path"], details
+            )
 
     async def at(self, path: str) -> ArtifactReference | None:
         """The reference shown at store path ``path``, if any."""

@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -20,6 +21,8 @@ from metricgate.domain.errors import NotFound
 from metricgate.domain.webhooks.entities import ClaimedDelivery, Delivery, DeliveryAttempt, Webhook
 from metricgate.domain.webhooks.events import PING_EVENT
 from metricgate.domain.webhooks.signing import generate_secret
+from metricgate.stores.base import AuditContext
+from metricgate.stores.postgres import auth
 from metricgate.stores.postgres.pool import Database
 
 _WEBHOOK_COLUMNS = "id, url, events, model_name, active, description, created_at, updated_at"
@@ -167,14 +170,26 @@ class PgWebhookStore:
             raise _not_found(webhook_id)
         return _webhook(row)
 
-    async def delete(self, webhook_id: str) -> None:
-        """Delete the webhook with its pending deliveries and log (ON DELETE CASCADE)."""
-        async with self._db.connection() as conn:
-            found = await conn.fetchval(
-                "DELETE FROM webhooks WHERE id = $1 RETURNING 1", _parse_id(webhook_id)
+    async def delete(self, webhook_id: str, *, audit: AuditContext | None = None) -> None:
+        """Delete the webhook with its pending deliveries and log (ON DELETE CASCADE). With
+        ``audit`` (access control on), its ``webhook.deleted`` entry is written in the delete's
+        transaction: an entry that cannot be written undoes the delete."""
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM webhooks WHERE id = $1 RETURNING id, url, events, model_name",
+                _parse_id(webhook_id),
             )
-        if found is None:
-            raise _not_found(webhook_id)
+            if row is None:
+                raise _not_found(webhook_id)
+            # The host only: a receiver may take a token in the URL's path or query.
+            details = {
+                "url_host": urlsplit(row["url"]).hostname,
+                "events": list(row["events"]),
+                "model_name": row["model_name"],
+            }
+            await auth.audit_deletion(
+                conn, audit, "webhook.deleted", "webhook", str(row["id"]), details
+            )
 
     async def rotate_secret(self, webhook_id: str) -> tuple[Webhook, str]:
         """A new secret; deliveries attempted from now on (retries included) are signed with it."""

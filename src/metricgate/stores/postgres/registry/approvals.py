@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import asyncpg
@@ -100,20 +102,41 @@ async def _user_id(conn: PgConnection, username: str | None) -> int:
     return int(found)
 
 
+def _inet(value: str | None) -> str | None:
+    """The address as inet accepts it; anything else (a unix socket's '') is dropped rather
+    than failing the step the entry belongs to."""
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
+
+
 async def _audit_log(
-    conn: PgConnection, audit: Audit, action: str, request_id: int, details: dict[str, Any]
+    conn: PgConnection,
+    audit: Audit,
+    action: str,
+    target_type: str,
+    target_id: int,
+    details: dict[str, Any],
 ) -> None:
+    """The step's audit entry in its transaction: who (``audit``: the verified caller, how they
+    authenticated and from where; a system step such as a supersede by a delete has the
+    deleter's), and the HTTP request's id (not the approval request's)."""
     await conn.execute(
-        """INSERT INTO audit_log (actor_id, actor, auth_method, action, target_type, target_id,
-                                  details, request_id)
-           VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1, NULL, $2,
-                   'approval_request', $3, $4::jsonb, $5)""",
-        audit.actor,
-        action,
-        str(request_id),
-        orjson.dumps(details).decode(),
-        current_request_id(),  # the HTTP request's id (not the approval request's)
-    )
+        """INSERT INTO audit_log (actor_id, actor, auth_method, client_addr, action, target_type,
+                                  target_id, details, request_id)
+           VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1, $2, $3::inet, $4,
+                   $5, $6, $7::jsonb, $8)""",
+        audit.actor, audit.auth_method, _inet(audit.client_addr), action, target_type,
+        str(target_id), orjson.dumps(details).decode(), current_request_id(),
+    )  # fmt: skip
+
+
+def _by(username: str, audit: Audit | None) -> Audit:
+    """An admin's policy change: their name, with how and from where when the caller said."""
+    if audit is None:
+        return Audit(actor=username, actor_verified=True)
+    return replace(audit, actor=username)
 
 
 def _summary(request: ApprovalRequest, **more: Any) -> dict[str, Any]:
@@ -140,7 +163,8 @@ async def _step(
     """One step of a request: its registry event (and so its webhook deliveries) and audit row."""
     after = _summary(request, **more)
     await events.record(conn, event_type, request.model_name, request.version, audit, None, after)
-    await _audit_log(conn, audit, event_type.replace("model_version.", ""), request.id, after)
+    action = event_type.replace("model_version.", "")
+    await _audit_log(conn, audit, action, "approval_request", request.id, after)
 
 
 class PgApprovalStore:
@@ -157,7 +181,10 @@ class PgApprovalStore:
         approvals: int,
         approver_permission: Permission,
         created_by: str,
+        *,
+        audit: Audit | None = None,
     ) -> ApprovalPolicy:
+        """``audit``: how ``created_by`` authenticated and from where, for the audit entry."""
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
                 """INSERT INTO approval_policies
@@ -173,13 +200,9 @@ class PgApprovalStore:
                     f"'{model_pattern}' already exists."
                 )
             policy = _policy(row)
-            await conn.execute(
-                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details,
-                                          request_id)
-                   VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1,
-                           'approval_policy.created', 'approval_policy', $2, $3::jsonb, $4)""",
-                created_by, str(policy.id), orjson.dumps(_policy_details(policy)).decode(),
-                current_request_id(),
+            await _audit_log(
+                conn, _by(created_by, audit), "approval_policy.created", "approval_policy",
+                policy.id, _policy_details(policy),
             )  # fmt: skip
             return policy
 
@@ -191,9 +214,12 @@ class PgApprovalStore:
             )
         return [_policy(r) for r in rows]
 
-    async def delete_policy(self, policy_id: int, deleted_by: str) -> ApprovalPolicy:
+    async def delete_policy(
+        self, policy_id: int, deleted_by: str, *, audit: Audit | None = None
+    ) -> ApprovalPolicy:
         """NotFound for an unknown policy; Conflict while one of its requests is pending (cancel
-        them first: deleting the policy must not leave requests nobody can complete)."""
+        them first: deleting the policy must not leave requests nobody can complete).
+        ``audit``: as for ``create_policy``."""
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
                 """SELECT p.*, u.username AS created_by_name FROM approval_policies AS p
@@ -215,13 +241,9 @@ class PgApprovalStore:
                 )
             await conn.execute("DELETE FROM approval_policies WHERE policy_id = $1", policy_id)
             policy = _policy(row)
-            await conn.execute(
-                """INSERT INTO audit_log (actor_id, actor, action, target_type, target_id, details,
-                                          request_id)
-                   VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1,
-                           'approval_policy.deleted', 'approval_policy', $2, $3::jsonb, $4)""",
-                deleted_by, str(policy_id), orjson.dumps(_policy_details(policy)).decode(),
-                current_request_id(),
+            await _audit_log(
+                conn, _by(deleted_by, audit), "approval_policy.deleted", "approval_policy",
+                policy_id, _policy_details(policy),
             )  # fmt: skip
             return policy
 
