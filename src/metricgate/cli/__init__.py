@@ -21,6 +21,7 @@ from metricgate.cli.auth import COMMANDS as AUTH_COMMANDS
 from metricgate.cli.auth import add_auth_parsers, run_auth
 from metricgate.cli.bench import add_bench_parser, run_bench
 from metricgate.cli.registry import add_registry_parser, run_registry
+from metricgate.cli.settings import settings_or_report
 from metricgate.cli.webhooks import add_webhooks_parser, run_webhooks
 from metricgate.config import ConfigError, Settings
 from metricgate.domain.errors import MetricgateError
@@ -193,10 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elif args.command == "flush":
         overrides.update(redis_url=args.redis_url)
-    try:
-        settings = Settings.from_env(**overrides)
-    except ConfigError as exc:
-        print(f"metricgate: configuration error: {exc}", file=sys.stderr)
+    settings = settings_or_report(**overrides)
+    if settings is None:
         return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:

@@ -35,7 +35,8 @@ from metricgate.cli.http import (
     server_url,
 )
 from metricgate.cli.mlflow_import import add_import_parser, run_import_mlflow
-from metricgate.config import ConfigError, Settings, mlflow_tracking_credentials
+from metricgate.cli.settings import settings_or_report
+from metricgate.config import Settings, mlflow_tracking_credentials
 
 MLFLOW_V2 = "/api/2.0/mlflow"
 MLFLOW_V3 = "/api/3.0/mlflow"
@@ -643,10 +644,8 @@ def run_create_admin(args: argparse.Namespace) -> int:
     from metricgate.domain.auth.rules import check_password, check_username
     from metricgate.domain.errors import InvalidParameter
 
-    try:
-        settings = Settings.from_env(database_url=args.database_url)
-    except ConfigError as exc:
-        print(f"metricgate: configuration error: {exc}", file=sys.stderr)
+    settings = settings_or_report(database_url=args.database_url)
+    if settings is None:
         return 2
     try:
         username = check_username(args.name)

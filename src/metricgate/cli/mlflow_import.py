@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metricgate.config import ConfigError, Settings
+from metricgate.cli.settings import settings_or_report
+from metricgate.config import Settings
 
 if TYPE_CHECKING:
     from metricgate.auth.mlflow_import import MlflowAuthData
@@ -40,10 +41,8 @@ def add_import_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 def run_import_mlflow(args: argparse.Namespace) -> int:
     from metricgate.auth.mlflow_import import ImportRefused, read_mlflow_auth
 
-    try:
-        settings = Settings.from_env(database_url=args.database_url)
-    except ConfigError as exc:
-        print(f"metricgate: configuration error: {exc}", file=sys.stderr)
+    settings = settings_or_report(database_url=args.database_url)
+    if settings is None:
         return 2
     try:
         found = read_mlflow_auth(args.path)
