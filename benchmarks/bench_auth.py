@@ -4,10 +4,11 @@ side by side in one run with the load generator of ``metricgate bench`` (workloa
 
 What it does:
 1. Starts one private, durable PostgreSQL and Redis on free 127.0.0.1 ports in a temp dir
-   (compare.py's ``services``), then two ``metricgate serve`` processes on the same machine, each
-   on its own database and Redis database: one with ``METRICGATE_AUTH=off``, one with
-   ``METRICGATE_AUTH=on`` and a generated first-admin password.
-2. On the auth-on server, as the admin (not timed): creates a non-admin user, an experiment the
+   (compare.py's ``services``), then one ``metricgate serve`` process per variant on the same
+   machine, each on its own database and Redis database (so each holds the same data when it is
+   measured): ``METRICGATE_AUTH=off`` for ``off``, ``METRICGATE_AUTH=on`` with a generated
+   first-admin password for the others.
+2. On each auth-on server, as the admin (not timed): creates a non-admin user, an experiment the
    admin owns, grants the user EDIT on it (the user's requests go through the grant check, not the
    admin bypass), and an API token for the user and one for the admin.
 3. Variants (``--variants``): ``off`` (no credentials), ``admin-basic``, ``admin-token``,
@@ -398,33 +399,43 @@ def main(argv: list[str] | None = None) -> int:
     failure = ""
     started = time.time()
     try:
-        with compare.services(args.keep) as (tmp, pg, redis):
+        # A server per variant, each with its pools (DB_POOL_MAX 16 + DB_READ_POOL_MAX 8 and
+        # its flusher's): PostgreSQL's default 100 connections ran out with five.
+        with compare.services(args.keep, ["max_connections=400"]) as (tmp, pg, redis):
             info["postgres"] = asyncio.run(compare.pg_version(pg.url()))
             say(str(info["postgres"]))
             serve_args = shlex.split(args.metricgate_args)
             redis_base = redis.url.rsplit("/", 1)[0]
+            # One server, database and Redis database per variant: each then holds the same data
+            # when it is measured. With one auth-on server for every auth variant, that server
+            # held three times the data of the auth-off one by the last round, and its flushing
+            # and read-back costs grew with it (CPU per point rose with each variant measured on
+            # it in a round, whatever its auth) -- a bias against auth on, not a cost of it.
+            servers: dict[str, Server] = {}
+            accesses: dict[str, Access] = {}
             admin_password = secrets.token_urlsafe(18)
-            off = start_server("off", tmp, pg, redis_base + "/0", src, {}, serve_args)
-            on = start_server(
-                "on",
-                tmp,
-                pg,
-                redis_base + "/1",
-                src,
-                {
-                    "METRICGATE_AUTH": "on",
-                    "METRICGATE_AUTH_ADMIN_USERNAME": ADMIN_NAME,
-                    "METRICGATE_AUTH_ADMIN_PASSWORD": admin_password,
-                },
-                serve_args,
-            )
-            wait_ready(off, None)
-            wait_ready(on, basic(ADMIN_NAME, admin_password))
-            access = set_up_access(on.url, admin_password)
-            say(
-                f"auth off at {off.url}, auth on at {on.url}; {USER_NAME} holds EDIT on "
-                f"experiment {access.user_experiment}"
-            )
+            for index, name in enumerate(variants):
+                extra = {}
+                if VARIANTS[name].auth:
+                    extra = {
+                        "METRICGATE_AUTH": "on",
+                        "METRICGATE_AUTH_ADMIN_USERNAME": ADMIN_NAME,
+                        "METRICGATE_AUTH_ADMIN_PASSWORD": admin_password,
+                    }
+                db_name = name.replace("-", "_")
+                servers[name] = start_server(
+                    db_name, tmp, pg, f"{redis_base}/{index}", src, extra, serve_args
+                )
+            for name, server in servers.items():
+                if not VARIANTS[name].auth:
+                    wait_ready(server, None)
+                    continue
+                wait_ready(server, basic(ADMIN_NAME, admin_password))
+                accesses[name] = set_up_access(server.url, admin_password)
+                say(
+                    f"{name} at {server.url} (auth on): {USER_NAME} holds EDIT on experiment "
+                    f"{accesses[name].user_experiment}"
+                )
             try:
                 for round_index in range(args.rounds):
                     order = variants if round_index % 2 == 0 else variants[::-1]
@@ -432,15 +443,18 @@ def main(argv: list[str] | None = None) -> int:
                         for concurrency in concurrencies:
                             for name in order:
                                 variant = VARIANTS[name]
-                                server = on if variant.auth else off
+                                server = servers[name]
+                                access = accesses.get(name)
                                 options = Options(
                                     max_send_s=args.cap_s,
                                     visible_timeout_s=args.visible_timeout_s,
                                     progress=not args.no_progress,
                                     label=name,
-                                    authorization=access.header(variant) if variant.auth else None,
+                                    authorization=None
+                                    if access is None
+                                    else access.header(variant),
                                     experiment_id=access.user_experiment
-                                    if variant.who == "user"
+                                    if access is not None and variant.who == "user"
                                     else None,
                                 )
                                 asyncio.run(compare.checkpoint(pg.url()))
@@ -459,12 +473,12 @@ def main(argv: list[str] | None = None) -> int:
                                     else cpu_after - cpu_before
                                 )
                                 measured.append(Measured(name, round_index + 1, result, cpu))
-                                check_alive(off, on)
+                                check_alive(*servers.values())
             except BenchError as exc:
                 failure = str(exc)
                 say(f"FAILED: {exc}")
             finally:
-                for server in (off, on):
+                for server in servers.values():
                     compare._stop(server.proc)
                     with contextlib.suppress(ValueError):
                         compare._STARTED.remove(server.proc)

@@ -40,7 +40,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,7 +395,7 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[int, ...]]]:
 
 @contextlib.contextmanager
 def services(
-    keep: bool,
+    keep: bool, pg_settings: Sequence[str] = ()
 ) -> Iterator[tuple[Path, devservices.PostgresInstance, devservices.RedisInstance]]:
     devservices.ensure_postgres(install=False)
     devservices.ensure_redis(install=False)
@@ -404,7 +404,7 @@ def services(
     pg_dir, redis_dir = tmp / "postgres", tmp / "redis"
     try:
         say(f"starting a durable PostgreSQL and Redis under {tmp}")
-        pg = devservices.start_postgres(pg_dir, durable=True)
+        pg = devservices.start_postgres(pg_dir, durable=True, settings=pg_settings)
         redis = devservices.start_redis(redis_dir, durable=True)
         yield tmp, pg, redis
     finally:

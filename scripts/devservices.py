@@ -505,11 +505,17 @@ def _initdb(bin_dir: Path, cluster: Path, *, durable: bool) -> None:
 
 
 def start_postgres(
-    cluster_dir: Path, *, durable: bool = True, port: int | None = None
+    cluster_dir: Path,
+    *,
+    durable: bool = True,
+    port: int | None = None,
+    settings: Sequence[str] = (),
 ) -> PostgresInstance:
     """Start the cluster in ``cluster_dir`` (initdb on first use); reuse it when already running.
 
     ``durable=False`` (tests only) turns off fsync, synchronous_commit and full_page_writes.
+    ``settings`` are ``name=value`` server settings for this start (``-c``), e.g. a benchmark's
+    ``max_connections``; a cluster already running keeps its own.
     """
     real = prepare_cluster_dir(cluster_dir)
     running = running_postgres(real)
@@ -521,7 +527,8 @@ def start_postgres(
     port = port or _reusable_port(real / "port")
     log = real / "postgres.log"
     cmd: list[str | Path] = [bin_dir / "pg_ctl", "-D", real / "data", "-l", log, "-w", "-t", "60"]
-    cmd += ["-o", f"-p {port}", "start"]
+    options = " ".join([f"-p {port}", *(f"-c {setting}" for setting in settings)])
+    cmd += ["-o", options, "start"]
     _run(_as_pg_user(cmd), what=f"starting PostgreSQL on port {port}", log=log)
     (real / "port").write_text(f"{port}\n")
     if not wait_until(lambda: postgres_answers(port), 10):

@@ -1,4 +1,5 @@
-"""Fixtures shared by the ingest integration tests: a Redis client and the ingest streams on it."""
+"""Fixtures shared by the integration tests: a Redis client and the ingest streams on it, and a
+metricgate ``Database`` (asyncpg pool) on the test's own database."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from metricgate.config import PostgresSettings
 from metricgate.ingest.streams import IngestStreams
+from metricgate.stores.postgres.pool import Database, create_pool
 
 SHARDS = 4
 
@@ -30,3 +33,19 @@ async def streams(redis: aioredis.Redis) -> AsyncIterator[IngestStreams]:
         yield s
     finally:
         await s.aclose()
+
+
+async def open_database(db_url: str, max_size: int = 25) -> Database:
+    """A pool on ``db_url``; connections open on demand, so a large ``max_size`` costs nothing
+    until a test runs that many statements at once (the concurrency tests)."""
+    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=max_size)
+    return Database(await create_pool(settings), settings.acquire_timeout_s)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = await open_database(db_url)
+    try:
+        yield database
+    finally:
+        await database.aclose()

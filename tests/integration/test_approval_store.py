@@ -5,17 +5,15 @@ and every step in the registry history with its webhook deliveries."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.auth.permissions import Permission
 from metricgate.domain.errors import AlreadyExists, Conflict
 from metricgate.domain.registry.approvals import ApprovalForbidden, ApprovalRequest
 from metricgate.domain.registry.entities import Audit, ModelVersion
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
 from metricgate.stores.postgres.registry.approvals import PgApprovalStore
 
@@ -24,16 +22,6 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
 
 def who(name: str, comment: str | None = None) -> Audit:
     return Audit(actor=name, comment=comment, actor_verified=True)
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=20)
-    database = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 @pytest.fixture

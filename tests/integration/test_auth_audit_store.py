@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -39,13 +38,8 @@ TOKEN = "mgt_" + "7" * 43
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[PgAuthStore]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4)
-    db = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield PgAuthStore(db)
-    finally:
-        await db.aclose()
+def store(db: Database) -> PgAuthStore:
+    return PgAuthStore(db)
 
 
 async def entries(store: PgAuthStore) -> list[AuditEntry]:

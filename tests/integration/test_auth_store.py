@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.auth.entities import user_role_name
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.stores.base import AuthStore
 from metricgate.stores.postgres.auth import PgAuthStore
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 
 EXP = ResourceType.EXPERIMENT
 MODEL = ResourceType.REGISTERED_MODEL
@@ -25,13 +23,8 @@ HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"  # the store never parses 
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[PgAuthStore]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=10)
-    db = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield PgAuthStore(db)
-    finally:
-        await db.aclose()
+def store(db: Database) -> PgAuthStore:
+    return PgAuthStore(db)
 
 
 def _token(n: int) -> str:

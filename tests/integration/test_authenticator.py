@@ -17,19 +17,20 @@ from typing import Any, cast
 import argon2
 import pytest
 import redis.asyncio as aioredis
+from tests.integration.conftest import open_database
 
 from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.bootstrap import ensure_admin
 from metricgate.auth.notices import AuthNotices
 from metricgate.auth.passwords import Passwords
 from metricgate.auth.tokens import new_token
-from metricgate.config import AuthSettings, PostgresSettings
+from metricgate.config import AuthSettings
 from metricgate.domain.auth.entities import User
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.auth.rules import token_digest, token_hint
 from metricgate.stores.base import AuthStore
 from metricgate.stores.postgres.auth import PgAuthStore
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 
 PASSWORD = "s3cret-password-1"
 EXP = ResourceType.EXPERIMENT
@@ -55,20 +56,6 @@ class Counting:
 
     def total(self, *names: str) -> int:
         return sum(self.calls.get(n, 0) for n in names)
-
-
-async def _open(db_url: str) -> Database:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=5)
-    return Database(await create_pool(settings), settings.acquire_timeout_s)
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = await _open(db_url)
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 @pytest.fixture
@@ -277,7 +264,7 @@ async def test_first_admin_created_once_under_concurrent_starts(
     db_url: str, passwords: Passwords
 ) -> None:
     settings = AuthSettings(mode="on", admin_username="root", admin_password=PASSWORD)
-    gateways = [await _open(db_url) for _ in range(3)]
+    gateways = [await open_database(db_url, max_size=5) for _ in range(3)]
     try:
         stores = [PgAuthStore(g) for g in gateways]
         created = await asyncio.gather(*(ensure_admin(s, settings, passwords) for s in stores))

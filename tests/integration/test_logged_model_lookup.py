@@ -3,25 +3,12 @@ one primary-key read, deleted models included, NotFound for an unknown id."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.errors import NotFound
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
-from metricgate.stores.postgres.pool import Database, create_pool
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=2)
-    database = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield database
-    finally:
-        await database.aclose()
+from metricgate.stores.postgres.pool import Database
 
 
 async def test_experiment_of_a_logged_model(db: Database) -> None:

@@ -23,12 +23,12 @@ from metricgate.auth.authenticator import Authenticator
 from metricgate.auth.mlflow_import import ImportRefused, read_mlflow_auth
 from metricgate.auth.passwords import Passwords
 from metricgate.cli import main
-from metricgate.config import AuthSettings, PostgresSettings
+from metricgate.config import AuthSettings
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.errors import AlreadyExists
 from metricgate.stores.base import AuditContext, AuthStore
 from metricgate.stores.postgres.auth import PgAuthStore
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 SYSTEM = AuditContext(None, None, "system", None)
@@ -70,16 +70,6 @@ def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (generate_password_hash(PASSWORDS["dave"], method="pbkdf2:sha256:1000"),),
         )
     return path
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4)
-    database = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 @pytest.fixture

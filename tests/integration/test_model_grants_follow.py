@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.auth.permissions import Permission, ResourceType
 from metricgate.domain.errors import AlreadyExists, Conflict, NotFound
 from metricgate.domain.registry.entities import Audit
@@ -22,7 +21,7 @@ from metricgate.registry.service import RegistryService
 from metricgate.stores.postgres import auth as pg_auth
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.experiments import PgExperimentStore
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
 
 ADMIN = Audit(actor="admin", comment=None, actor_verified=True)
@@ -37,13 +36,8 @@ class Parts:
 
 
 @pytest.fixture
-async def parts(db_url: str) -> AsyncIterator[Parts]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=10)
-    db = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield Parts(db, RegistryService(PgRegistryStore(db, auth_on=True)), PgAuthStore(db))
-    finally:
-        await db.aclose()
+def parts(db: Database) -> Parts:
+    return Parts(db, RegistryService(PgRegistryStore(db, auth_on=True)), PgAuthStore(db))
 
 
 async def _held(auth: PgAuthStore, username: str) -> set[tuple[str, Permission]]:

@@ -4,29 +4,22 @@ atomic audit events, history across renames and name reuse, registry search sema
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from metricgate.domain.registry.entities import Audit
 from metricgate.domain.tracking.entities import Tag
 from metricgate.registry.service import RegistryService
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry import PgRegistryStore
 
 ALICE = Audit(actor="alice", comment="because")
 
 
 @pytest.fixture
-async def registry(db_url: str) -> AsyncIterator[RegistryService]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=25)
-    db = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield RegistryService(PgRegistryStore(db))
-    finally:
-        await db.aclose()
+def registry(db: Database) -> RegistryService:
+    return RegistryService(PgRegistryStore(db))
 
 
 async def _types(registry: RegistryService, name: str, version: str | None = None) -> list[str]:

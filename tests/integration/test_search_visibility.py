@@ -5,13 +5,12 @@ read the rows of unreadable experiments."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
-from metricgate.config import PostgresSettings
 from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.auth.visibility import (
     NOTHING,
@@ -25,7 +24,7 @@ from metricgate.domain.tracking.entities import Page
 from metricgate.registry.service import RegistryService
 from metricgate.stores.postgres.experiments import PgExperimentStore
 from metricgate.stores.postgres.logged_models import PgLoggedModelStore
-from metricgate.stores.postgres.pool import Database, create_pool
+from metricgate.stores.postgres.pool import Database
 from metricgate.stores.postgres.registry.search import (
     compile_model_version_search,
     compile_registered_model_search,
@@ -59,16 +58,6 @@ EXCEPT_READER = visibility(
 def test_the_readers_fold_as_expected() -> None:
     assert ONLY_READER.mode is Mode.ONLY
     assert EXCEPT_READER.mode is Mode.ALL_EXCEPT
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    settings = PostgresSettings(url=db_url, pool_min_size=1, pool_max_size=4)
-    database = Database(await create_pool(settings), settings.acquire_timeout_s)
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 async def _seed_tracking(conn: asyncpg.Connection) -> None:
