@@ -143,9 +143,9 @@ def _parse_audit_page_token(token: str | None) -> int | None:
     return before
 
 
-def _client_addr(value: str | None) -> str | None:
+def inet_or_none(value: str | None) -> str | None:
     """The peer's address as inet accepts it; anything else (a unix socket's '') is dropped
-    rather than failing the write the audit entry belongs to."""
+    rather than failing the write the audit entry belongs to (auth's and the approvals')."""
     if not value:
         return None
     try:
@@ -169,7 +169,7 @@ async def _insert_audit(
         who.actor_id,
         who.actor,
         who.method,
-        _client_addr(who.client_addr),
+        inet_or_none(who.client_addr),
         action,
         target_type,
         None if target_id is None else str(target_id),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -34,6 +33,7 @@ from metricgate.domain.registry.approvals import (
 )
 from metricgate.domain.registry.entities import Audit, ModelVersion
 from metricgate.observability import current_request_id
+from metricgate.stores.postgres.auth import inet_or_none
 from metricgate.stores.postgres.pool import Database, PgConnection
 from metricgate.stores.postgres.registry import events, versions
 from metricgate.stores.postgres.registry.load import lock_model, lock_version
@@ -102,15 +102,6 @@ async def _user_id(conn: PgConnection, username: str | None) -> int:
     return int(found)
 
 
-def _inet(value: str | None) -> str | None:
-    """The address as inet accepts it; anything else (a unix socket's '') is dropped rather
-    than failing the step the entry belongs to."""
-    try:
-        return str(ipaddress.ip_address(value)) if value else None
-    except ValueError:
-        return None
-
-
 async def _audit_log(
     conn: PgConnection,
     audit: Audit,
@@ -127,7 +118,7 @@ async def _audit_log(
                                   target_id, details, request_id)
            VALUES ((SELECT user_id FROM auth_users WHERE username = $1), $1, $2, $3::inet, $4,
                    $5, $6, $7::jsonb, $8)""",
-        audit.actor, audit.auth_method, _inet(audit.client_addr), action, target_type,
+        audit.actor, audit.auth_method, inet_or_none(audit.client_addr), action, target_type,
         str(target_id), orjson.dumps(details).decode(), current_request_id(),
     )  # fmt: skip
 
