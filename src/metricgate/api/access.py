@@ -93,6 +93,8 @@ class AccessState:
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.run_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
         self.model_experiments: Lru[str, str] = Lru(RESOLVED_ENTRIES)
+        # Each matched route's rule, found once (the routes are fixed once the app runs).
+        self.route_rules: dict[web.AbstractRoute, AccessRule] = {}
 
 
 ACCESS_STATE = web.AppKey("access_state", AccessState)
@@ -131,9 +133,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     unmatched = match.http_exception is not None
     rule: AccessRule | None = None
     if not unmatched:
-        # A matched route the app registered without a rule cannot exist (create_app refuses);
-        # one added later (a test) is admin-only rather than open.
-        rule = request.app[ACCESS_RULES].get(rule_key(match.route), Admin())
+        route = match.route
+        rule = state.route_rules.get(route)
+        if rule is None:
+            # A matched route the app registered without a rule cannot exist (create_app
+            # refuses); one added later (a test) is admin-only rather than open.
+            rule = request.app[ACCESS_RULES].get(rule_key(route), Admin())
+            state.route_rules[route] = rule
         if _is_public(rule, request.path, state):
             return await handler(request)
     elif request.path in state.public_paths:
@@ -183,6 +189,7 @@ class _Check:
         self.access = access
         self.credential = access.credential
         self.state = state
+        self._body: Mapping[str, Any] | None = None
 
     async def rule(self, rule: AccessRule) -> None:
         if isinstance(rule, (Authenticated, Filtered, Public)):
@@ -196,7 +203,7 @@ class _Check:
                 await self.on(part)
         elif isinstance(rule, SelfOrAdmin):
             # Absent: the handler means the caller (tokens/list) or answers its own 400.
-            for value in await self.values(rule.param, rule.where):
+            for value in self.values(await self.sources(rule.where), rule.param):
                 if value != self.credential.username:
                     raise _Denied
         elif isinstance(rule, RoleAdmin):
@@ -212,7 +219,10 @@ class _Check:
     async def require(
         self, resource_type: ResourceType, resource_id: str, level: Permission
     ) -> None:
-        if not await self.access.allows(resource_type, resource_id, level):
+        allowed = self.access.cached_allows(resource_type, resource_id, level)
+        if allowed is None:
+            allowed = await self.access.allows(resource_type, resource_id, level)
+        if not allowed:
             raise _Denied
 
     async def require_resolved(self, resolved: Resolved, level: Permission) -> None:
@@ -226,7 +236,7 @@ class _Check:
         await self.require(resolved[0], resolved[1], level)
 
     async def on(self, rule: On) -> None:
-        ids = await self.ids(rule)
+        ids = self.ids(rule, await self.sources(rule.where))
         if not ids:
             if rule.optional or rule.each or rule.item is not None:
                 return
@@ -234,13 +244,23 @@ class _Check:
                 raise _Denied  # the artifact root itself: every experiment's directory
             raise _missing(rule.param)
         for value in ids:
-            resolved = await self.resolve(rule.target, rule.param, value)
+            resolved = self.known(rule.target, value)
+            if resolved is None:
+                resolved = await self.resolve(rule.target, rule.param, value)
+            if isinstance(resolved, tuple):
+                # Most checks end here: a cached level, no coroutine.
+                allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
+                if allowed:
+                    continue
+                if allowed is False:
+                    raise _Denied
             if resolved is not None:
                 await self.require_resolved(resolved, rule.level)
 
     async def manages(self) -> None:
-        types = await self.values("resource_type", Where.PARAMS)
-        ids = await self.values("resource_id", Where.PARAMS)
+        sources = await self.sources(Where.PARAMS)
+        types = self.values(sources, "resource_type")
+        ids = self.values(sources, "resource_id")
         if not types:
             raise _missing("resource_type")
         if not ids:
@@ -261,6 +281,7 @@ class _Check:
     # ------------------------------------------------------------------ parameters
 
     async def sources(self, where: Where) -> list[Mapping[str, Any]]:
+        """The places a parameter is read from (``Where``), the body parsed once."""
         request = self.request
         if where is Where.PATH:
             return [request.match_info]
@@ -275,16 +296,23 @@ class _Check:
         return [await self.body()]
 
     async def body(self) -> Mapping[str, Any]:
-        raw = (await read_json(self.request)).raw
-        return raw if isinstance(raw, dict) else {}
+        body = self._body
+        if body is None:
+            raw = (await read_json(self.request)).raw
+            body = self._body = raw if isinstance(raw, dict) else {}
+        return body
 
-    async def values(
-        self, param: str, where: Where, fallback: str | None = None, many: bool = False
+    @staticmethod
+    def values(
+        sources: list[Mapping[str, Any]],
+        param: str,
+        fallback: str | None = None,
+        many: bool = False,
     ) -> list[Any]:
-        """Every value the parameter has in the places it is read from; a list parameter's
-        elements (``many``), a query's repeated values included."""
+        """Every value the parameter has in ``sources`` (the places it is read from); a list
+        parameter's elements (``many``), a query's repeated values included."""
         found: list[Any] = []
-        for source in await self.sources(where):
+        for source in sources:
             for name in (param, fallback):
                 if name is None:
                     continue
@@ -303,21 +331,36 @@ class _Check:
                 break
         return found
 
-    async def ids(self, rule: On) -> list[str]:
-        many = rule.each or rule.item is not None
-        values = await self.values(rule.param, rule.where, rule.fallback, many)
-        ids: list[str] = []
+    @staticmethod
+    def ids(rule: On, sources: list[Mapping[str, Any]]) -> list[str]:
+        item = rule.item
+        many = rule.each or item is not None
+        values = _Check.values(sources, rule.param, rule.fallback, many)
+        ids: dict[str, None] = {}  # each distinct resource once, in order
         for value in values:
-            if rule.item is not None:
-                if not isinstance(value, dict):
+            if item is not None:
+                if type(value) is not dict:
                     raise _bad(rule.param, "a list of objects")
-                value = value.get(rule.item)
+                value = value.get(item)
                 if value is None or value == "":
                     continue
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise _bad(rule.item or rule.param, "a string")
-            ids.append(str(value))
-        return list(dict.fromkeys(ids))  # each distinct resource once
+            if type(value) is str:
+                ids[value] = None
+            elif type(value) is int:  # not bool: type(), not isinstance()
+                ids[str(value)] = None
+            else:
+                raise _bad(item or rule.param, "a string")
+        return list(ids)
+
+    def known(self, target: Target, value: str) -> Resolved | None:
+        """``resolve``'s answer when it needs no store and no await (a run or logged model
+        already remembered, an experiment id, a model name); None otherwise."""
+        if target is Target.RUN_ID:
+            experiment_id = self.state.run_experiments.get(value)
+            return None if experiment_id is None else (ResourceType.EXPERIMENT, experiment_id)
+        if target is Target.MODEL_NAME:
+            return ResourceType.REGISTERED_MODEL, value
+        return None
 
     # ------------------------------------------------------------------ resources
 

@@ -280,6 +280,9 @@ PARSED_BODY_KEY = web.RequestKey("parsed_body", Fields)
 
 
 async def read_json(request: web.Request, max_bytes: int | None = None) -> Fields:
+    parsed = request.get(PARSED_BODY_KEY)
+    if parsed is not None and max_bytes is None:
+        return parsed  # checked and parsed already (by the access check): the same answer
     check_json_content_type(request)
     raw = await request.read()  # aiohttp keeps the bytes: a second read costs nothing
     if max_bytes is not None and len(raw) > max_bytes:

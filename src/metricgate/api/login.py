@@ -75,6 +75,10 @@ async def log_in(
     presented = parse_authorization(header)
     if isinstance(presented, BasicLogin) and is_ui_logout(presented.username, presented.password):
         return None  # the web UI's logout (rules.UI_LOGOUT_PREFIX): a 401, nothing counted
+    if presented is not None:
+        cached = authenticator.cached(presented)
+        if cached is not None:
+            return cached  # the hot path: nothing verified, so nothing to count or audit
     limiter = service.login_limiter
     username = presented.username if isinstance(presented, BasicLogin) else None
     method = None if presented is None else "basic" if username is not None else "token"

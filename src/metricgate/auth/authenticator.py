@@ -42,7 +42,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from metricgate.auth.passwords import Passwords
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 EPOCH_POLL_S = 1.0
 # A search that only per-id grants open re-reads grants cached longer than this (CallerAccess).
 GRANT_RECHECK_S = 1.0
+# Remembered levels per cached grant list (_Grants.level).
+LEVELS_PER_USER = 1024
 TOUCH_INTERVAL_S = 60.0  # last_used_at is written at most this often per token and process
 
 
@@ -146,6 +148,21 @@ class _Grants:
     cred_version: int  # of the credential they were read for: a newer one reads them again
     read_at: float  # the clock when the read began: it saw every grant committed before
     grants: tuple[Grant, ...]
+    # decide()'s answers on these grants, per resource: a user logging metrics asks about the
+    # same experiment on every request. Dropped with the grants (a new _Grants on each read).
+    levels: dict[tuple[ResourceType, str], Permission] = field(default_factory=dict)
+
+    def level(
+        self, resource_type: ResourceType, resource_id: str, default: Permission
+    ) -> Permission:
+        key = (resource_type, resource_id)
+        found = self.levels.get(key)
+        if found is None:
+            found = decide(self.grants, resource_type, resource_id, default)
+            if len(self.levels) >= LEVELS_PER_USER:
+                self.levels.clear()  # bounded: ids a client names cannot grow it
+            self.levels[key] = found
+        return found
 
 
 class AuthChange(Enum):
@@ -233,6 +250,24 @@ class Authenticator:
         dead = await self._store.dead_token_reason(found.token_digest)
         return Refused(_DEAD_TOKEN_REASONS.get(dead or "", found.reason))
 
+    def cached(self, presented: BasicLogin | BearerToken) -> Credential | None:
+        """The caller's credential when the cache answers it now: verified before, still live,
+        and no look at the epochs due. None sends the caller to ``login``. Synchronous, so the
+        common request (a cached caller) costs no coroutine and no await here."""
+        if self._clock() - self._checked_at >= self._epoch_poll_s:
+            return None
+        if isinstance(presented, BearerToken):
+            if not looks_like_token(presented.token):
+                return None
+            key = b"t" + token_digest(presented.token)
+        else:
+            key = b"b" + self._mac(presented.username, presented.password)
+        entry = self._credentials.get(key)
+        if entry is None or not self._live(entry):
+            return None
+        self._touch(entry)
+        return entry.credential
+
     async def _authenticate(
         self,
         presented: BasicLogin | BearerToken,
@@ -260,8 +295,8 @@ class Authenticator:
         """The caller's level on one resource (domain.auth.permissions.decide), as cached."""
         if credential.is_admin:
             return Permission.MANAGE
-        grants = await self.grants_for(credential)
-        return decide(grants, resource_type, resource_id, self.default_permission)
+        cached = await self._cached_grants(credential)
+        return cached.level(resource_type, resource_id, self.default_permission)
 
     def access_for(self, credential: Credential) -> CallerAccess:
         """One request's view of the caller's grants: levels and search visibility that a
@@ -500,12 +535,32 @@ class CallerAccess:
             return True
         default = self._auth.default_permission
         cached = await self._auth._cached_grants(self.credential)
-        if decide(cached.grants, resource_type, resource_id, default).allows(level):
+        if cached.level(resource_type, resource_id, default).allows(level):
             return True
         if self._reread or cached.read_at >= self._began:
             return False
         fresh = await self._reread_grants()
-        return decide(fresh, resource_type, resource_id, default).allows(level)
+        return fresh.level(resource_type, resource_id, default).allows(level)
+
+    def cached_allows(
+        self, resource_type: ResourceType, resource_id: str, level: Permission
+    ) -> bool | None:
+        """``allows`` when the cache answers it now (the grants are cached for this credential
+        and no look at the epochs is due); None sends the caller to ``allows``. Synchronous:
+        the common check costs no coroutine."""
+        if self.credential.is_admin:
+            return True
+        auth = self._auth
+        if auth._clock() - auth._checked_at >= auth._epoch_poll_s:
+            return None
+        cached = auth._grants.get(self.credential.user_id)
+        if cached is None or cached.cred_version != self.credential.cred_version:
+            return None
+        if cached.level(resource_type, resource_id, auth.default_permission).allows(level):
+            return True
+        if self._reread or cached.read_at >= self._began:
+            return False
+        return None  # a denial from grants older than this request: allows() reads them again
 
     async def visibility(self, resource_type: ResourceType) -> Visibility:
         """What a search of ``resource_type`` may return (domain.auth.visibility), folded once
@@ -520,10 +575,10 @@ class CallerAccess:
         seen = visibility(cached.grants, resource_type, default)
         age = self._auth._clock() - cached.read_at
         if seen.mode in _ONLY_GRANTED and not self._reread and age > self._auth._grant_recheck_s:
-            seen = visibility(await self._reread_grants(), resource_type, default)
+            seen = visibility((await self._reread_grants()).grants, resource_type, default)
         self._seen[resource_type] = seen
         return seen
 
-    async def _reread_grants(self) -> tuple[Grant, ...]:
+    async def _reread_grants(self) -> _Grants:
         self._reread = True
-        return (await self._auth._reload_grants(self.credential)).grants
+        return await self._auth._reload_grants(self.credential)
