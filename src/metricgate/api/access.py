@@ -28,14 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from metricgate.api.codec import parse_int64, read_json
 from metricgate.api.keys import CALLER_KEY, SERVICE, caller
-from metricgate.api.login import Limited, log_in, request_address
+from metricgate.api.login import Limited, cached_caller, log_in, request_address
 from metricgate.api.middleware import Handler, error_response
 from metricgate.api.routing import ACCESS_RULES, rule_key
 from metricgate.api.services import AppServices
@@ -56,6 +56,7 @@ from metricgate.domain.auth.access import (
     Where,
 )
 from metricgate.domain.auth.client_address import parse_networks
+from metricgate.domain.auth.entities import Credential
 from metricgate.domain.auth.permissions import (
     WILDCARD,
     Permission,
@@ -128,7 +129,10 @@ Resolved = tuple[ResourceType, str] | _Missing | _Unparsed
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    state = request.app[ACCESS_STATE]
+    # The hot path (a cached caller logging metrics) is written to await nothing it does not
+    # need: every request with auth on passes here, and each coroutine costs (design B4).
+    app = request.app
+    state = app[ACCESS_STATE]
     match = request.match_info
     unmatched = match.http_exception is not None
     rule: AccessRule | None = None
@@ -138,17 +142,19 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if rule is None:
             # A matched route the app registered without a rule cannot exist (create_app
             # refuses); one added later (a test) is admin-only rather than open.
-            rule = request.app[ACCESS_RULES].get(rule_key(route), Admin())
+            rule = app[ACCESS_RULES].get(rule_key(route), Admin())
             state.route_rules[route] = rule
         if _is_public(rule, request.path, state):
             return await handler(request)
     elif request.path in state.public_paths:
         return await handler(request)
-    service = request.app[SERVICE]
+    service = app[SERVICE]
     authenticator = service.authenticator
     if authenticator is None:
         raise RuntimeError("auth is on but the service has no authenticator")
-    credential = await log_in(request, service, authenticator, state.trusted_proxies)
+    credential: Credential | Limited | None = cached_caller(request, authenticator)
+    if credential is None:
+        credential = await log_in(request, service, authenticator, state.trusted_proxies)
     if credential is None:
         return error_response("UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE, 401, CHALLENGE)
     if isinstance(credential, Limited):
@@ -192,16 +198,21 @@ class _Check:
         self._body: Mapping[str, Any] | None = None
 
     async def rule(self, rule: AccessRule) -> None:
+        kind = type(rule)
+        if kind is On or kind is AllOf:
+            parts = (rule,) if isinstance(rule, On) else cast(AllOf, rule).rules
+            for part in parts:
+                sources = self.sources_now(part.where)
+                if sources is None:
+                    sources = await self.sources(part.where)
+                if not self.on_now(part, sources):
+                    await self.on(part, sources)
+            return
         if isinstance(rule, (Authenticated, Filtered, Public)):
             return
         if isinstance(rule, Admin):
             raise _Denied
-        if isinstance(rule, On):
-            await self.on(rule)
-        elif isinstance(rule, AllOf):
-            for part in rule.rules:
-                await self.on(part)
-        elif isinstance(rule, SelfOrAdmin):
+        if isinstance(rule, SelfOrAdmin):
             # Absent: the handler means the caller (tokens/list) or answers its own 400.
             for value in self.values(await self.sources(rule.where), rule.param):
                 if value != self.credential.username:
@@ -235,27 +246,44 @@ class _Check:
             return
         await self.require(resolved[0], resolved[1], level)
 
-    async def on(self, rule: On) -> None:
-        ids = self.ids(rule, await self.sources(rule.where))
+    def on_now(self, rule: On, sources: list[Mapping[str, Any]]) -> bool:
+        """``on`` where the caches answer it without an await: True when it passed (raises
+        _Denied or a 400 as ``on`` would), False when ``on`` must run."""
+        ids = self.ids(rule, sources)
         if not ids:
-            if rule.optional or rule.each or rule.item is not None:
-                return
-            if rule.target is Target.ARTIFACT_PATH:
-                raise _Denied  # the artifact root itself: every experiment's directory
-            raise _missing(rule.param)
+            self.nothing_named(rule)
+            return True
         for value in ids:
             resolved = self.known(rule.target, value)
             if resolved is None:
+                return False
+            allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
+            if allowed is None:
+                return False
+            if not allowed:
+                raise _Denied
+        return True
+
+    async def on(self, rule: On, sources: list[Mapping[str, Any]]) -> None:
+        ids = self.ids(rule, sources)
+        if not ids:
+            self.nothing_named(rule)
+            return
+        for value in ids:
+            resolved: Resolved | None = self.known(rule.target, value)
+            if resolved is None:
                 resolved = await self.resolve(rule.target, rule.param, value)
-            if isinstance(resolved, tuple):
-                # Most checks end here: a cached level, no coroutine.
-                allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
-                if allowed:
-                    continue
-                if allowed is False:
-                    raise _Denied
             if resolved is not None:
                 await self.require_resolved(resolved, rule.level)
+
+    @staticmethod
+    def nothing_named(rule: On) -> None:
+        """The parameter is absent or empty: fine where it may be, else a 400 (or 403)."""
+        if rule.optional or rule.each or rule.item is not None:
+            return
+        if rule.target is Target.ARTIFACT_PATH:
+            raise _Denied  # the artifact root itself: every experiment's directory
+        raise _missing(rule.param)
 
     async def manages(self) -> None:
         sources = await self.sources(Where.PARAMS)
@@ -282,18 +310,31 @@ class _Check:
 
     async def sources(self, where: Where) -> list[Mapping[str, Any]]:
         """The places a parameter is read from (``Where``), the body parsed once."""
+        found = self.sources_now(where)
+        if found is None:
+            await self.body()
+            found = self.sources_now(where)
+            assert found is not None, "the body is parsed"
+        return found
+
+    def sources_now(self, where: Where) -> list[Mapping[str, Any]] | None:
+        """``sources`` when no body needs reading first; None when one does."""
         request = self.request
         if where is Where.PATH:
             return [request.match_info]
         if where is Where.QUERY:
             return [request.query]
-        if where is Where.BODY:
-            return [await self.body()]
-        if request.method in ("GET", "HEAD"):
+        method = request.method
+        if where is Where.PARAMS and method in ("GET", "HEAD"):
             return [request.query]
-        if request.method == "DELETE":
-            return [await self.body(), request.query]
-        return [await self.body()]
+        body = self._body
+        if body is None:
+            return None
+        if where is Where.BODY:
+            return [body]
+        if method == "DELETE":
+            return [body, request.query]
+        return [body]
 
     async def body(self) -> Mapping[str, Any]:
         body = self._body
@@ -352,7 +393,7 @@ class _Check:
                 raise _bad(item or rule.param, "a string")
         return list(ids)
 
-    def known(self, target: Target, value: str) -> Resolved | None:
+    def known(self, target: Target, value: str) -> tuple[ResourceType, str] | None:
         """``resolve``'s answer when it needs no store and no await (a run or logged model
         already remembered, an experiment id, a model name); None otherwise."""
         if target is Target.RUN_ID:

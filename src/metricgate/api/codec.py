@@ -280,9 +280,8 @@ PARSED_BODY_KEY = web.RequestKey("parsed_body", Fields)
 
 
 async def read_json(request: web.Request, max_bytes: int | None = None) -> Fields:
-    parsed = request.get(PARSED_BODY_KEY)
-    if parsed is not None and max_bytes is None:
-        return parsed  # checked and parsed already (by the access check): the same answer
+    if max_bytes is None and PARSED_BODY_KEY in request:
+        return request[PARSED_BODY_KEY]  # checked and parsed already (the access check's)
     check_json_content_type(request)
     raw = await request.read()  # aiohttp keeps the bytes: a second read costs nothing
     if max_bytes is not None and len(raw) > max_bytes:

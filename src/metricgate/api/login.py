@@ -61,6 +61,21 @@ def request_address(request: web.Request, trusted_proxies: tuple[Network, ...]) 
     )
 
 
+def cached_caller(request: web.Request, authenticator: Authenticator) -> Credential | None:
+    """The hot path: the caller's credential when the authenticator's cache answers it now
+    (nothing is verified, so nothing is counted or audited); None sends the request to
+    ``log_in``."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    presented = parse_authorization(header)
+    if presented is None or (
+        isinstance(presented, BasicLogin) and is_ui_logout(presented.username, presented.password)
+    ):
+        return None
+    return authenticator.cached(presented)
+
+
 async def log_in(
     request: web.Request,
     service: AppServices,
@@ -75,10 +90,6 @@ async def log_in(
     presented = parse_authorization(header)
     if isinstance(presented, BasicLogin) and is_ui_logout(presented.username, presented.password):
         return None  # the web UI's logout (rules.UI_LOGOUT_PREFIX): a 401, nothing counted
-    if presented is not None:
-        cached = authenticator.cached(presented)
-        if cached is not None:
-            return cached  # the hot path: nothing verified, so nothing to count or audit
     limiter = service.login_limiter
     username = presented.username if isinstance(presented, BasicLogin) else None
     method = None if presented is None else "basic" if username is not None else "token"
