@@ -98,6 +98,22 @@ async def test_reader_reads_but_cannot_log_and_an_editor_can(
     denied(await editor.post("/runs/delete", {"run_id": run_id}))
 
 
+async def test_a_body_the_check_has_parsed_still_meets_the_handlers_size_limit(
+    client: TestClient[Any, Any], admin: As, store: AuthStore
+) -> None:
+    """Regression: the check parses log-batch's body first; the handler's 1 MB limit (MLflow's)
+    must still apply to it rather than being skipped as "parsed already"."""
+    experiment_id = await admin.create_experiment()
+    run_id = await admin.new_run_id(experiment_id)
+    editor = await user(client, store, "editor")
+    await store.grant_user("editor", EXP, experiment_id, Permission.EDIT, replace=False)
+    too_big = [{**metric("k" * 200, 1.0), "step": step} for step in range(5_000)]
+    reply = await editor.log_batch(run_id, metrics=too_big)
+    reply.error(400, "INVALID_PARAMETER_VALUE")
+    assert "must be at most 1000000 bytes" in reply.json["message"]
+    assert await editor.history(run_id, "k" * 200) == []
+
+
 async def test_deny_beats_a_wildcard_grant_and_admins_bypass_everything(
     client: TestClient[Any, Any], admin: As, store: AuthStore
 ) -> None:
