@@ -249,6 +249,37 @@ class _Check:
     def on_now(self, rule: On, sources: list[Mapping[str, Any]]) -> bool:
         """``on`` where the caches answer it without an await: True when it passed (raises
         _Denied or a 400 as ``on`` would), False when ``on`` must run."""
+        if len(sources) == 1:
+            # The common shapes, in one frame: a run (or model) named once, and a list whose
+            # objects name nothing (log-batch's metrics without a model_id). Anything else
+            # takes the general path below, which gives the same answers.
+            source = sources[0]
+            value = source.get(rule.param)
+            item = rule.item
+            if item is not None:
+                if type(value) is list and all(
+                    type(entry) is dict and entry.get(item) in (None, "") for entry in value
+                ):
+                    return True  # a list parameter (optional by construction) naming nothing
+            elif not rule.each and type(value) is str and value:
+                target = rule.target
+                resolved: tuple[ResourceType, str] | None
+                if target is Target.RUN_ID:
+                    experiment_id = self.state.run_experiments.get(value)
+                    if experiment_id is None:
+                        return False
+                    resolved = (ResourceType.EXPERIMENT, experiment_id)
+                elif target is Target.MODEL_NAME:
+                    resolved = (ResourceType.REGISTERED_MODEL, value)
+                else:
+                    resolved = None
+                if resolved is not None:
+                    allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
+                    if allowed is None:
+                        return False
+                    if not allowed:
+                        raise _Denied
+                    return True
         ids = self.ids(rule, sources)
         if not ids:
             self.nothing_named(rule)

@@ -30,9 +30,14 @@ class Permission(enum.Enum):
     EDIT = (3, True, True, True, False, False)
     MANAGE = (4, True, True, True, True, True)
 
+    def __init__(self, priority: int, *flags: bool) -> None:
+        # A plain attribute: every access check compares these, and an enum member's ``value``
+        # (like its hash) is a Python-level call in 3.11.
+        self.rank = priority
+
     @property
     def priority(self) -> int:
-        return self.value[0]
+        return self.rank
 
     @property
     def can_read(self) -> bool:
@@ -55,17 +60,9 @@ class Permission(enum.Enum):
         return self.value[5]
 
     def allows(self, needed: Permission) -> bool:
-        """Whether holding ``self`` satisfies a route that needs ``needed`` (READ..MANAGE)."""
-        # A table: every access check asks this, and an enum member's ``value`` is a Python
-        # level descriptor call in 3.11.
-        return _ALLOWS[self, needed]
-
-
-_ALLOWS = {
-    (held, needed): held.value[0] >= needed.value[0] > 0 and held is not Permission.DENY
-    for held in Permission
-    for needed in Permission
-}
+        """Whether holding ``self`` satisfies a route that needs ``needed`` (READ..MANAGE).
+        DENY ranks below every level a route needs."""
+        return self.rank >= needed.rank > 0
 
 
 # Levels a grant may carry (MLflow's RESOURCE_GRANTABLE_PERMISSIONS); NO_PERMISSIONS is only a
@@ -83,6 +80,9 @@ class ResourceType(enum.Enum):
     EXPERIMENT = "experiment"
     REGISTERED_MODEL = "registered_model"
     WORKSPACE = "workspace"
+
+    def __init__(self, name: str) -> None:
+        self.key = name  # the value as a plain attribute: cheap in hot dictionary keys
 
 
 @dataclass(frozen=True, slots=True)
