@@ -98,6 +98,31 @@ async def test_reader_reads_but_cannot_log_and_an_editor_can(
     denied(await editor.post("/runs/delete", {"run_id": run_id}))
 
 
+async def test_metrics_aimed_at_a_logged_model_need_edit_on_its_experiment(
+    client: TestClient[Any, Any], admin: As, store: AuthStore
+) -> None:
+    """log-batch's second rule (stock's _validate_can_update_run_and_models): each metric's
+    ``model_id`` needs EDIT on that model's experiment, however many metrics name none."""
+    mine = await admin.create_experiment()
+    theirs = await admin.create_experiment()
+    run_id = await admin.new_run_id(mine)
+    editor = await user(client, store, "editor")  # READ elsewhere (the default here)
+    await store.grant_user("editor", EXP, mine, Permission.EDIT, replace=False)
+
+    async def logged_model(experiment_id: str) -> str:
+        reply = await admin.post("/logged-models", {"experiment_id": experiment_id})
+        return str(reply.ok()["model"]["info"]["model_id"])
+
+    own_model, their_model = await logged_model(mine), await logged_model(theirs)
+    plain = [metric(f"k{i}", 1.0) for i in range(20)]
+    (await editor.log_batch(run_id, metrics=plain)).ok()
+    (await editor.log_batch(run_id, metrics=[*plain, {**plain[0], "model_id": own_model}])).ok()
+    denied(await editor.log_batch(run_id, metrics=[*plain, {**plain[1], "model_id": their_model}]))
+    # Not a list of objects: a 400, as stock's parser gives, before anything is logged.
+    reply = await editor.post("/runs/log-batch", {"run_id": run_id, "metrics": [*plain, 7]})
+    assert reply.status == 400, reply.json
+
+
 async def test_a_body_the_check_has_parsed_still_meets_the_handlers_size_limit(
     client: TestClient[Any, Any], admin: As, store: AuthStore
 ) -> None:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from tests.fake_clock import FakeClock
 
 from metricgate.auth.limiter import LoginLimiter, address_key, user_key
 from metricgate.config import AuthSettings
@@ -100,14 +101,6 @@ async def test_success_without_failures_costs_no_redis_write(redis: aioredis.Red
     assert await redis.exists(user_key("erin")) == 1
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def refused(port: int) -> None:
     """Nothing answers on ``port`` (asked once, without the client's retries)."""
     probe = aioredis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
@@ -132,11 +125,11 @@ async def unreachable_redis() -> AsyncIterator[aioredis.Redis]:
 async def test_redis_away_limits_in_process_and_logs_once(
     unreachable_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = LoginLimiter(unreachable_redis, settings(), clock=clock, redis_timeout_s=0.2)
     with caplog.at_level(logging.INFO, logger="metricgate.auth.limiter"):
         for i in range(3):
-            clock.now += 2  # past the retry interval: each call probes Redis again
+            clock.t += 2  # past the retry interval: each call probes Redis again
             started = time.monotonic()
             assert await limiter.check(f"192.0.2.{i}", "grace") is None
             assert time.monotonic() - started < 1  # bounded, whatever the client's retries
@@ -203,7 +196,7 @@ async def test_redis_stops_and_comes_back(
     forwarder = Forwarder(redis_client_url)
     await forwarder.start()
     client = aioredis.Redis(host="127.0.0.1", port=forwarder.port, db=forwarder.db)
-    clock = Clock()
+    clock = FakeClock()
     # Not tighter: on a loaded machine (the suite runs test modules in parallel) a healthy Redis
     # round trip through the forwarder has taken over 0.2 s and counted as an outage.
     limiter = LoginLimiter(client, settings(), clock=clock, redis_timeout_s=1.0)
@@ -217,7 +210,7 @@ async def test_redis_stops_and_comes_back(
             assert await limiter.check("192.0.2.9", "ivan") == 900
             await redis.delete(user_key("ivan"))  # (an admin's reset, say) while away
             await forwarder.start()
-            clock.now += 2
+            clock.t += 2
             assert await limiter.check("192.0.2.9", "ivan") is None  # Redis decides again
         levels = [r.levelno for r in caplog.records if r.name == "metricgate.auth.limiter"]
         assert levels == [logging.WARNING, logging.INFO]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
+from tests.fake_clock import FakeClock
 
 from metricgate.auth import authenticator as authenticator_module
 from metricgate.auth.authenticator import (
@@ -62,14 +63,6 @@ class Store:
         return AuthEpochs(credentials=1, grants=1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def passwords() -> Passwords:
     return Passwords()  # tokens only: never used to hash here
@@ -78,14 +71,14 @@ def passwords() -> Passwords:
 @dataclass
 class Setup:
     store: Store
-    clock: Clock
+    clock: FakeClock
     wall_ms: list[int]
     auth: Authenticator
 
 
 @pytest.fixture
 def setup(passwords: Passwords) -> Setup:
-    store, clock, wall_ms = Store(), Clock(), [1_000_000]
+    store, clock, wall_ms = Store(), FakeClock(), [1_000_000]
     auth = Authenticator(
         cast(AuthStore, store),
         AuthSettings(mode="on", default_permission="NO_PERMISSIONS"),

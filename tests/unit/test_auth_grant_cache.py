@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
+from tests.fake_clock import FakeClock
 
 from metricgate.auth.authenticator import AuthChange, Authenticator
 from metricgate.auth.notices import decode_notice, encode_notice
@@ -41,21 +42,13 @@ class Store:
         return AuthEpochs(credentials=1, grants=1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def passwords() -> Passwords:
     return Passwords()  # never used to hash here
 
 
 def make(
-    store: Store, clock: Clock, passwords: Passwords, default: str = "NO_PERMISSIONS"
+    store: Store, clock: FakeClock, passwords: Passwords, default: str = "NO_PERMISSIONS"
 ) -> Authenticator:
     return Authenticator(
         cast(AuthStore, store),
@@ -67,7 +60,7 @@ def make(
 
 
 async def test_a_denial_rereads_once_per_request(passwords: Passwords) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
     assert await auth.grants_for(ALICE) == []  # cached, as a previous request left it
     store.grants[1] = [Grant(EXP, "7", Permission.MANAGE)]  # the creator's, elsewhere
@@ -85,7 +78,7 @@ async def test_a_denial_rereads_once_per_request(passwords: Passwords) -> None:
 
 
 async def test_no_reread_for_grants_read_during_the_request(passwords: Passwords) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
     request = auth.access_for(ALICE)
     clock.t += 0.01
@@ -96,7 +89,7 @@ async def test_no_reread_for_grants_read_during_the_request(passwords: Passwords
 async def test_a_restricted_search_rereads_only_grants_older_than_the_recheck(
     passwords: Passwords,
 ) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
     assert (await auth.access_for(ALICE).visibility(EXP)).mode is Mode.NONE
     assert store.reads == [1]
@@ -119,7 +112,7 @@ async def test_a_restricted_search_rereads_only_grants_older_than_the_recheck(
 
 
 async def test_admins_read_nothing(passwords: Passwords) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     request = make(store, clock, passwords).access_for(ROOT)
     assert await request.allows(EXP, "1", Permission.MANAGE)
     assert await request.visibility(EXP) is UNRESTRICTED
@@ -127,7 +120,7 @@ async def test_admins_read_nothing(passwords: Passwords) -> None:
 
 
 async def test_a_creators_grant_drops_that_user_and_is_announced(passwords: Passwords) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
     told: list[tuple[AuthChange, int | None]] = []
     auth.announce_with(lambda change, user_id: told.append((change, user_id)))
@@ -147,7 +140,7 @@ async def test_a_creators_grant_drops_that_user_and_is_announced(passwords: Pass
 async def test_changes_are_announced_and_notices_drop_what_they_name(
     passwords: Passwords,
 ) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
     told: list[tuple[AuthChange, int | None]] = []
     auth.announce_with(lambda change, user_id: told.append((change, user_id)))
@@ -167,7 +160,7 @@ async def test_changes_are_announced_and_notices_drop_what_they_name(
 
 
 async def test_a_failing_announcer_does_not_fail_the_change(passwords: Passwords) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), FakeClock()
     auth = make(store, clock, passwords)
 
     def broken(change: AuthChange, user_id: int | None) -> None:

@@ -13,6 +13,7 @@ from typing import cast
 
 import argon2
 import pytest
+from tests.fake_clock import FakeClock
 
 from metricgate.auth.authenticator import (
     Authenticator,
@@ -138,14 +139,6 @@ class FakeAuthStore:
         return True
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def passwords() -> Passwords:
     return Passwords(FAST)
@@ -159,14 +152,14 @@ def password_hash() -> str:
 def make(
     store: FakeAuthStore,
     passwords: Passwords,
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     **settings: object,
 ) -> Authenticator:
     return Authenticator(
         cast(AuthStore, store),  # the fake has the methods the authenticator calls
         AuthSettings(mode="on", **settings),  # type: ignore[arg-type]  # str/int keywords
         passwords=passwords,
-        clock=clock or Clock(),
+        clock=clock or FakeClock(),
         wall_clock_ms=lambda: store.now_ms,
     )
 
@@ -369,7 +362,7 @@ async def test_epoch_move_drops_the_cache_within_the_poll_interval(
 ) -> None:
     store = FakeAuthStore()
     store.add_user("alice", password_hash)
-    clock = Clock()
+    clock = FakeClock()
     auth = make(store, passwords, clock)
     assert await auth.authenticate(basic("alice", PASSWORD)) is not None
     store.users["alice"] = (store.users["alice"][0], FAST.hash("another-password"), 2)
@@ -397,7 +390,7 @@ async def test_a_miss_racing_a_drop_is_not_stored(passwords: Passwords, password
 async def test_epoch_outage_keeps_the_cache(passwords: Passwords, password_hash: str) -> None:
     store = FakeAuthStore()
     store.add_user("alice", password_hash)
-    clock = Clock()
+    clock = FakeClock()
     auth = make(store, passwords, clock)
     await auth.authenticate(basic("alice", PASSWORD))
 
@@ -518,7 +511,7 @@ async def test_a_grant_change_drops_grants_but_no_verified_password(
         return await real(password_hash, password)
 
     counted.verify = spy  # type: ignore[method-assign]  # a spy on the instance
-    clock = Clock()
+    clock = FakeClock()
     auth = make(store, counted, clock, default_permission="NO_PERMISSIONS")
     credential = await auth.authenticate(basic("alice", PASSWORD))
     assert credential is not None and len(verified) == 1
@@ -546,7 +539,7 @@ async def test_a_denial_rereads_grants_and_keeps_them(
 ) -> None:
     store = FakeAuthStore()
     alice = store.add_user("alice", password_hash)
-    clock = Clock()
+    clock = FakeClock()
     auth = make(store, passwords, clock, default_permission="NO_PERMISSIONS")
     credential = await auth.authenticate(basic("alice", PASSWORD))
     assert credential is not None

@@ -4,18 +4,11 @@ limiter without Redis (auth/limiter.py with no client), on a fake clock."""
 from __future__ import annotations
 
 import pytest
+from tests.fake_clock import FakeClock
 
 from metricgate.auth.limiter import LoginLimiter
 from metricgate.config import AuthSettings, ConfigError, Settings
 from metricgate.domain.auth.failure_windows import FailureWindows, Limit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_window_opens_at_the_first_failure_and_refuses_at_the_limit() -> None:
@@ -67,7 +60,7 @@ def test_memory_is_bounded_oldest_window_dropped_first() -> None:
         FailureWindows(Limit(1, 1), max_keys=0)
 
 
-def _limiter(clock: Clock, **limits: int) -> LoginLimiter:
+def _limiter(clock: FakeClock, **limits: int) -> LoginLimiter:
     settings = AuthSettings(
         login_limit_per_address=limits.get("address", 5),
         login_address_window_s=60,
@@ -78,32 +71,32 @@ def _limiter(clock: Clock, **limits: int) -> LoginLimiter:
 
 
 async def test_limiter_without_redis_per_user_from_any_address() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = _limiter(clock)
     for address in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
         assert await limiter.check(address, "alice") is None
         await limiter.failed(address, "alice")
-    clock.now += 100
+    clock.t += 100
     assert await limiter.check("4.4.4.4", "alice") == 800  # 900 s from the first failure
     assert await limiter.check("4.4.4.4", "bob") is None
     assert await limiter.check("4.4.4.4", None) is None
-    clock.now += 800
+    clock.t += 800
     assert await limiter.check("4.4.4.4", "alice") is None
 
 
 async def test_limiter_without_redis_per_address_whatever_the_name() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = _limiter(clock)
     for i in range(5):
         await limiter.failed("1.1.1.1", f"user{i}")  # unknown names count like known ones
-    clock.now += 15
+    clock.t += 15
     assert await limiter.check("1.1.1.1", "someone-else") == 45
     assert await limiter.check("1.1.1.1", None) == 45  # a Bearer token from there too
     assert await limiter.check("2.2.2.2", "someone-else") is None
 
 
 async def test_limiter_both_over_waits_for_the_later() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = _limiter(clock, address=3, user=3)
     for _ in range(3):
         await limiter.failed("1.1.1.1", "alice")
@@ -111,7 +104,7 @@ async def test_limiter_both_over_waits_for_the_later() -> None:
 
 
 async def test_limiter_success_clears_the_user_not_the_address() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = _limiter(clock, address=4, user=3)
     for _ in range(3):
         await limiter.failed("1.1.1.1", "alice")
@@ -123,7 +116,7 @@ async def test_limiter_success_clears_the_user_not_the_address() -> None:
 
 
 async def test_limiter_with_limits_off() -> None:
-    limiter = _limiter(Clock(), address=0, user=0)
+    limiter = _limiter(FakeClock(), address=0, user=0)
     for _ in range(100):
         await limiter.failed("1.1.1.1", "alice")
     assert await limiter.check("1.1.1.1", "alice") is None

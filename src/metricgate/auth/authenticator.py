@@ -5,8 +5,8 @@ Accepted: ``Basic base64(username:password)``, where the password may also be on
 user's API tokens (so tools that only speak Basic can use a token), and ``Bearer <token>`` (the
 mlflow client's ``MLFLOW_TRACKING_TOKEN``). A token is found by its digest, so it costs one
 indexed lookup; a password costs an argon2id verification, which is why verified credentials are
-remembered: keyed by ``HMAC-SHA256(per-process random key, username NUL password)`` (the cache
-holds no secret and no usable digest of one) or by the token's digest. Failures are never
+remembered, keyed by a keyed BLAKE2b (per-process random key) of ``username NUL password`` or
+of the token: the cache holds no secret and no usable digest of one. Failures are never
 remembered (the login limiter deals with them). ``login`` also says why one failed (the audit
 log's ``login.failed`` reason) and runs a hook, the login limiter's check, only when the
 credential is not cached: before any password is verified, and never for a cached caller.
@@ -20,7 +20,8 @@ so nobody's password is verified again for it. The process that commits a change
 drop the same entries (``notice``) within milliseconds. Pub/sub delivers at most once and
 Redis may be away, so each process still reads the epochs when its last look is older than a
 second (one query per second per process, the requests meanwhile waiting for it): a lost
-notice costs at most that second.
+notice costs at most that second. Between those looks a cached caller is answered without an
+await (``cached``, ``CallerAccess.cached_allows``: the hot path of every request).
 
 The creator's MANAGE on what they just made, written on every create, moves no epoch (else
 every create would drop every process's grant lists): it only adds the top level, so no cached
@@ -179,7 +180,7 @@ Announcer = Callable[[AuthChange, int | None], None]
 
 
 class Authenticator:
-    """One per process (the cache's HMAC key is random per instance). Owns its ``Passwords``
+    """One per process (the cache's MAC key is random per instance). Owns its ``Passwords``
     pool unless one is passed in."""
 
     def __init__(
