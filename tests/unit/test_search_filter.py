@@ -24,8 +24,10 @@ from metricgate.domain.search.filter import (
 )
 from metricgate.domain.search.paging import (
     decode_history_token,
+    decode_keyset_token,
     decode_page_token,
     encode_history_token,
+    encode_keyset_token,
     encode_page_token,
 )
 
@@ -460,6 +462,33 @@ BAD_TOKENS: list[tuple[object, str]] = [
 def test_bad_page_tokens(token: object, message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
         decode_page_token(token)  # type: ignore[arg-type]
+
+
+def test_keyset_tokens_round_trip_and_refuse_anything_else() -> None:
+    assert decode_keyset_token(None) is None and decode_keyset_token("") is None
+    for before_id in (1, 12345, 2**63 - 1):
+        assert decode_keyset_token(encode_keyset_token(before_id)) == before_id
+
+    def b64url(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode()
+
+    for bad in (
+        "not base64!",
+        "é",
+        b64url(b"\xff\xfe"),
+        b64url(b"[1]"),
+        b64url(b"{}"),
+        b64url(b'{"before_id": 0}'),
+        b64url(b'{"before_id": -3}'),
+        b64url(b'{"before_id": 1.5}'),
+        b64url(b'{"before_id": true}'),
+        b64url(b'{"before_id": "7"}'),
+        b64url(b'{"before_id": 9223372036854775808}'),
+        b64url(b"[" * 140),
+        "A" * 10_000,
+    ):
+        with pytest.raises(InvalidParameter, match="Invalid page token"):
+            decode_keyset_token(bad)
 
 
 def test_page_token_accepts_a_numeric_string_offset_like_mlflow() -> None:

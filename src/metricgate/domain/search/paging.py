@@ -90,3 +90,29 @@ def _offset_from(raw: object) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= _MAX_OFFSET:
         raise InvalidParameter(f"Invalid page token, offset={raw!r} is not a non-negative integer")
     return raw
+
+
+# Keyset tokens, for lists read newest first while new rows keep arriving (registry history,
+# approval requests, the audit log): an offset would repeat rows on the next page, "the rows
+# with an id below this one" does not. Base64url of ``{"before_id": N}``; opaque to clients.
+_MAX_KEYSET_TOKEN_CHARS = 200
+
+
+def encode_keyset_token(before_id: int) -> str:
+    """The token of the page that starts below row id ``before_id``."""
+    return base64.urlsafe_b64encode(json.dumps({"before_id": before_id}).encode()).decode("ascii")
+
+
+def decode_keyset_token(token: str | None) -> int | None:
+    """The row id the page starts below; None (no token) for the first page."""
+    if not token:
+        return None
+    try:
+        if len(token) > _MAX_KEYSET_TOKEN_CHARS:
+            raise ValueError(token)
+        value = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before_id"]
+        if type(value) is not int or not 0 < value < 2**63:
+            raise ValueError(value)
+    except (ValueError, TypeError, KeyError, RecursionError):  # binascii.Error is a ValueError
+        raise InvalidParameter("Invalid page token.") from None
+    return value

@@ -18,8 +18,6 @@ model row, then the ``auth_state`` row, then grant rows.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
@@ -53,6 +51,7 @@ from metricgate.domain.errors import (
     MetricgateError,
     NotFound,
 )
+from metricgate.domain.search.paging import decode_keyset_token, encode_keyset_token
 from metricgate.observability import current_request_id
 from metricgate.stores.base import (
     AuditContext,
@@ -70,7 +69,6 @@ from metricgate.stores.postgres.pool import Database, PgConnection
 # Any constant works; it only has to be the same for every metricgate process.
 _BOOTSTRAP_LOCK_KEY = 0x6D67_6164  # "mgad"
 MAX_AUDIT_RESULTS = 1000
-_MAX_PAGE_TOKEN_CHARS = 200
 
 _USER_COLUMNS = "u.user_id, u.username, u.is_admin"
 _TOKEN_COLUMNS = (
@@ -123,24 +121,6 @@ def _user_not_found(username: str) -> NotFound:
 
 def _role_not_found(role_id: int) -> NotFound:
     return NotFound(f"Role with id={role_id} not found")
-
-
-def _audit_page_token(before_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"before": before_id})).decode("ascii")
-
-
-def _parse_audit_page_token(token: str | None) -> int | None:
-    if not token:
-        return None
-    try:
-        if len(token) > _MAX_PAGE_TOKEN_CHARS:
-            raise ValueError(token)
-        before = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before"]
-        if type(before) is not int or not 0 < before < 2**63:
-            raise ValueError(before)
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise InvalidParameter("Invalid page_token") from exc
-    return before
 
 
 def inet_or_none(value: str | None) -> str | None:
@@ -1360,7 +1340,7 @@ class PgAuthStore:
         args: list[object] = []
         # Only the filters given go into the SQL, so each shape plans on its own index.
         for value, condition in (
-            (_parse_audit_page_token(page_token), "id < ${}"),
+            (decode_keyset_token(page_token), "id < ${}"),
             (actor, "actor = ${}"),
             (action, "action = ${}"),
             (since_ms, "at >= to_timestamp(${}::bigint / 1000.0)"),
@@ -1392,5 +1372,5 @@ class PgAuthStore:
             )
             for r in rows[:max_results]
         ]
-        next_token = _audit_page_token(entries[-1].id) if len(rows) > max_results else None
+        next_token = encode_keyset_token(entries[-1].id) if len(rows) > max_results else None
         return entries, next_token

@@ -10,8 +10,6 @@ trigger fans it out in the same transaction) and an audit_log row.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -21,7 +19,7 @@ import orjson
 
 from metricgate.domain.auth.permissions import WILDCARD, Permission
 from metricgate.domain.auth.visibility import UNRESTRICTED, Mode, Visibility
-from metricgate.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
+from metricgate.domain.errors import AlreadyExists, Conflict, NotFound
 from metricgate.domain.registry import approvals as rules
 from metricgate.domain.registry.approvals import (
     ApprovalForbidden,
@@ -32,6 +30,7 @@ from metricgate.domain.registry.approvals import (
     Vote,
 )
 from metricgate.domain.registry.entities import Audit, ModelVersion
+from metricgate.domain.search.paging import decode_keyset_token, encode_keyset_token
 from metricgate.observability import current_request_id
 from metricgate.stores.postgres.auth import inet_or_none
 from metricgate.stores.postgres.pool import Database, PgConnection
@@ -40,7 +39,6 @@ from metricgate.stores.postgres.registry.load import lock_model, lock_version
 
 _REQUEST_SQL = """SELECT r.*, rm.name AS model_name FROM approval_requests AS r
                   JOIN registered_models AS rm USING (model_key)"""
-_MAX_TOKEN_CHARS = 100
 
 
 def _not_found(request_id: int) -> NotFound:
@@ -287,7 +285,7 @@ class PgApprovalStore:
     ) -> tuple[list[ApprovalRequest], str | None]:
         """Newest first; keyset pages (requests keep arriving). ``visibility`` (the caller's
         registered-model reads) is a predicate on the model name, so pages stay full."""
-        before = _decode_token(page_token)
+        before = decode_keyset_token(page_token)
         if visibility.mode is Mode.NONE:
             return [], None
         args: list[object] = [state, model_name, before, max_results + 1]
@@ -315,7 +313,7 @@ class PgApprovalStore:
         for v in votes:
             by_request.setdefault(v["request_id"], []).append(v)
         found = [_request(r, by_request.get(r["request_id"], [])) for r in rows[:max_results]]
-        token = _encode_token(found[-1].id) if len(rows) > max_results else None
+        token = encode_keyset_token(found[-1].id) if len(rows) > max_results else None
         return found, token
 
     async def vote(
@@ -513,21 +511,3 @@ async def supersede_deleted_version(
         request = await _load(conn, row["request_id"])
         await _close(conn, request.id, "superseded")
         await _step(conn, rules.SUPERSEDED, request, audit, state="superseded")
-
-
-def _encode_token(before_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"before_id": before_id})).decode("ascii")
-
-
-def _decode_token(token: str | None) -> int | None:
-    if not token:
-        return None
-    try:
-        if len(token) > _MAX_TOKEN_CHARS:
-            raise ValueError
-        value = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before_id"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-            raise ValueError
-        return int(value)
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidParameter("Invalid page token.") from None

@@ -9,23 +9,21 @@ rename away.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
 import asyncpg
 import orjson
 
-from metricgate.domain.errors import InvalidParameter, NotFound
+from metricgate.domain.errors import NotFound
 from metricgate.domain.registry.entities import Audit, RegistryEvent
+from metricgate.domain.search.paging import decode_keyset_token, encode_keyset_token
 from metricgate.stores.postgres.pool import PgConnection
 
 CREATED = "registered_model.created"
 RENAMED = "registered_model.renamed"
 # A name can be renamed back and forth; following more renames than this is not useful.
 _MAX_RENAMES_FOLLOWED = 100
-_MAX_TOKEN_CHARS = 200
 
 
 async def record(
@@ -87,7 +85,7 @@ async def history(
     max_results: int,
     page_token: str | None,
 ) -> tuple[list[RegistryEvent], str | None]:
-    before_id = _decode_token(page_token)
+    before_id = decode_keyset_token(page_token)
     segments = await _segments(conn, name)
     rows = await conn.fetch(
         """SELECT e.* FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS s(name, lo, hi)
@@ -113,7 +111,7 @@ async def history(
     if not rows and before_id is None and version is None:
         raise NotFound(f"No registry history for a model named '{name}'.")
     events = [_event(r) for r in rows[:max_results]]
-    token = _encode_token(events[-1].id) if len(rows) > max_results else None
+    token = encode_keyset_token(events[-1].id) if len(rows) > max_results else None
     return events, token
 
 
@@ -130,23 +128,3 @@ def _event(r: asyncpg.Record) -> RegistryEvent:
         after=None if r["after"] is None else json.loads(r["after"]),
         comment=r["comment"],
     )
-
-
-# Keyset tokens, not the offset tokens of domain/search/paging.py: history is read newest first while
-# new events keep arriving, and an offset would then repeat events on the next page.
-def _encode_token(before_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"before_id": before_id})).decode("ascii")
-
-
-def _decode_token(token: str | None) -> int | None:
-    if not token:
-        return None
-    try:
-        if len(token) > _MAX_TOKEN_CHARS:
-            raise ValueError
-        value = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))["before_id"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-            raise ValueError
-        return int(value)
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidParameter("Invalid page token.") from None
