@@ -274,25 +274,25 @@ class _Check:
                 else:
                     resolved = None
                 if resolved is not None:
-                    allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
-                    if allowed is None:
-                        return False
-                    if not allowed:
-                        raise _Denied
-                    return True
+                    return self.passes_now(resolved, rule.level)
         ids = self.ids(rule, sources)
         if not ids:
             self.nothing_named(rule)
             return True
         for value in ids:
             resolved = self.known(rule.target, value)
-            if resolved is None:
+            if resolved is None or not self.passes_now(resolved, rule.level):
                 return False
-            allowed = self.access.cached_allows(resolved[0], resolved[1], rule.level)
-            if allowed is None:
-                return False
-            if not allowed:
-                raise _Denied
+        return True
+
+    def passes_now(self, resolved: tuple[ResourceType, str], level: Permission) -> bool:
+        """True when the cached grants allow ``level``; False when only the awaiting path can
+        tell (``require``); raises _Denied when they deny it for good."""
+        allowed = self.access.cached_allows(resolved[0], resolved[1], level)
+        if allowed is None:
+            return False
+        if not allowed:
+            raise _Denied
         return True
 
     async def on(self, rule: On, sources: list[Mapping[str, Any]]) -> None:
