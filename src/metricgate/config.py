@@ -381,7 +381,7 @@ class AuthSettings:
     )  # fmt: skip
     cache_entries: int = setting(
         10_000, "AUTH_CACHE_ENTRIES",
-        "Verified passwords and tokens each process remembers (keyed by a per-process HMAC, never the "
+        "Verified passwords and tokens each process remembers (keyed by a per-process keyed hash, never the "
         "secret), so a request skips the password hash; a change of password, grant or token reaches "
         "the other processes within milliseconds (a notice on Redis pub/sub) and within about a "
         "second if that is lost. `0` verifies every request.",
