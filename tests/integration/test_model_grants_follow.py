@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from metricgate.domain.auth.permissions import Permission, ResourceType
+from metricgate.domain.auth.permissions import Grant, Permission, ResourceType
 from metricgate.domain.errors import AlreadyExists, Conflict, NotFound
 from metricgate.domain.registry.entities import Audit
 from metricgate.registry.service import RegistryService
+from metricgate.stores.base import AuditContext, AuthImport, ImportedUser
 from metricgate.stores.postgres import auth as pg_auth
 from metricgate.stores.postgres.auth import PgAuthStore
 from metricgate.stores.postgres.experiments import PgExperimentStore
@@ -26,6 +27,7 @@ from metricgate.stores.postgres.registry import PgRegistryStore
 
 ADMIN = Audit(actor="admin", comment=None, actor_verified=True)
 MODEL = ResourceType.REGISTERED_MODEL
+IMPORTER = AuditContext(None, "import-mlflow", "system", None)
 
 
 @dataclass
@@ -258,6 +260,29 @@ async def test_a_grant_written_during_a_rename_follows_the_model(parts: Parts) -
         assert await _wait_for_lock_wait(parts.db, advisory=True)
         assert not rename.done()
     await asyncio.wait_for(asyncio.gather(grant, rename), 10)
+    assert await _held(auth, "bob") == {("b", Permission.DENY)}
+
+
+async def test_an_imported_grant_written_during_a_rename_follows_the_model(parts: Parts) -> None:
+    """``users import-mlflow`` writes per-name model grants under the same name locks: an import
+    under way when its model is renamed makes the rename wait, and the imported DENY follows."""
+    auth, registry = parts.auth, parts.registry
+    await registry.create_registered_model(ADMIN, "a", [], None)
+    data = AuthImport(
+        users=(ImportedUser("bob", None, False, (Grant(MODEL, "a", Permission.DENY),), ()),),
+        roles=(),
+    )
+    async with parts.db.transaction() as blocker:
+        # Holds the import after it took its name locks: it waits for the epoch row.
+        await blocker.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
+        imported = asyncio.create_task(
+            auth.import_users(data, skip_existing=False, audit=IMPORTER)
+        )
+        assert await _wait_for_lock_wait(parts.db, advisory=False)
+        rename = asyncio.create_task(registry.rename_registered_model(ADMIN, "a", "b"))
+        assert await _wait_for_lock_wait(parts.db, advisory=True)
+        assert not rename.done()
+    await asyncio.wait_for(asyncio.gather(imported, rename), 10)
     assert await _held(auth, "bob") == {("b", Permission.DENY)}
 
 

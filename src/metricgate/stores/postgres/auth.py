@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 import asyncpg
@@ -441,15 +441,25 @@ class PgAuthStore:
         self,
         epoch: Literal["cred_epoch", "grant_epoch"],
         name: tuple[ResourceType, str] | None = None,
+        grants: Iterable[Grant] = (),
     ) -> AsyncIterator[PgConnection]:
         """A transaction that may change someone's access. Its first row lock bumps the epoch:
         that row lock, taken before any other, also serialises these transactions, so two of
         them can never deadlock on the rows they change (a rollback undoes the bump). ``name``:
         the grant's (type, pattern), whose name lock comes before even that (see
-        ``lock_model_names``), so the write cannot interleave with a rename or delete of it."""
+        ``lock_model_names``), so the write cannot interleave with a rename or delete of it;
+        ``grants``: several grants to write, the name locks of all their model names taken
+        together (in key order)."""
         async with self._db.transaction() as conn:
             if name is not None:
                 await _lock_grant_name(conn, *name)
+            model_names = [
+                g.pattern
+                for g in grants
+                if g.resource_type is ResourceType.REGISTERED_MODEL and g.pattern != "*"
+            ]
+            if model_names:
+                await lock_model_names(conn, *model_names)
             await conn.execute(f"UPDATE auth_state SET {epoch} = {epoch} + 1 WHERE id = 1")
             yield conn
 
@@ -619,8 +629,13 @@ class PgAuthStore:
         usernames = [u.username for u in data.users]
         role_names = [r.name for r in data.roles]
         # New users hold nothing cached anywhere, so no credential goes stale; the grants epoch
-        # moves as for any role or grant change, and its row lock comes first (see _changing).
-        async with self._changing("grant_epoch") as conn:
+        # moves as for any role or grant change, and its row lock comes first (see _changing),
+        # after the name locks of the models the imported grants name: a per-name grant
+        # written here cannot slip past a rename or delete of its model.
+        imported = [g for u in data.users for g in u.grants] + [
+            g for r in data.roles for g in r.grants
+        ]
+        async with self._changing("grant_epoch", grants=imported) as conn:
             taken_users = {
                 r["username"]
                 for r in await conn.fetch(
