@@ -275,9 +275,7 @@ async def test_an_imported_grant_written_during_a_rename_follows_the_model(parts
     async with parts.db.transaction() as blocker:
         # Holds the import after it took its name locks: it waits for the epoch row.
         await blocker.execute("SELECT 1 FROM auth_state WHERE id = 1 FOR UPDATE")
-        imported = asyncio.create_task(
-            auth.import_users(data, skip_existing=False, audit=IMPORTER)
-        )
+        imported = asyncio.create_task(auth.import_users(data, skip_existing=False, audit=IMPORTER))
         assert await _wait_for_lock_wait(parts.db, advisory=False)
         rename = asyncio.create_task(registry.rename_registered_model(ADMIN, "a", "b"))
         assert await _wait_for_lock_wait(parts.db, advisory=True)
