@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -198,9 +198,8 @@ class _Check:
         self._body: Mapping[str, Any] | None = None
 
     async def rule(self, rule: AccessRule) -> None:
-        kind = type(rule)
-        if kind is On or kind is AllOf:
-            parts = (rule,) if isinstance(rule, On) else cast(AllOf, rule).rules
+        if isinstance(rule, (On, AllOf)):
+            parts = (rule,) if isinstance(rule, On) else rule.rules
             for part in parts:
                 sources = self.sources_now(part.where)
                 if sources is None:
@@ -230,10 +229,7 @@ class _Check:
     async def require(
         self, resource_type: ResourceType, resource_id: str, level: Permission
     ) -> None:
-        allowed = self.access.cached_allows(resource_type, resource_id, level)
-        if allowed is None:
-            allowed = await self.access.allows(resource_type, resource_id, level)
-        if not allowed:
+        if not await self.access.allows(resource_type, resource_id, level):
             raise _Denied
 
     async def require_resolved(self, resolved: Resolved, level: Permission) -> None:

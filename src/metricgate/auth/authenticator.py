@@ -152,12 +152,12 @@ class _Grants:
     grants: tuple[Grant, ...]
     # decide()'s answers on these grants, per resource: a user logging metrics asks about the
     # same experiment on every request. Dropped with the grants (a new _Grants on each read).
-    levels: dict[tuple[str, str], Permission] = field(default_factory=dict)
+    levels: dict[tuple[ResourceType, str], Permission] = field(default_factory=dict)
 
     def level(
         self, resource_type: ResourceType, resource_id: str, default: Permission
     ) -> Permission:
-        key = (resource_type.key, resource_id)
+        key = (resource_type, resource_id)
         found = self.levels.get(key)
         if found is None:
             found = decide(self.grants, resource_type, resource_id, default)
@@ -256,37 +256,26 @@ class Authenticator:
         """The caller's credential when the cache answers it now: verified before, still live,
         and no look at the epochs due. None sends the caller to ``login``. Synchronous, so the
         common request (a cached caller) costs no coroutine and no await here."""
-        if self._clock() - self._checked_at >= self._epoch_poll_s:
+        if self._poll_due():
             return None
-        if isinstance(presented, BearerToken):
-            if not looks_like_token(presented.token):
-                return None
-            key = self._token_key(presented.token)
-        else:
-            key = b"b" + self._mac(presented.username, presented.password)
-        entry = self._credentials.get(key)
-        if entry is None or not self._live(entry):
-            return None
-        self._touch(entry)
-        return entry.credential
+        key = self._cache_key(presented)
+        return None if key is None else self._hit(key)
 
     async def _authenticate(
         self,
         presented: BasicLogin | BearerToken,
         before_verify: Callable[[], Awaitable[None]] | None,
     ) -> Credential | _Failed:
+        key = self._cache_key(presented)
+        if key is None:  # not even shaped like a token
+            if before_verify is not None:
+                await before_verify()
+            return _Failed(UNKNOWN_TOKEN)
         if isinstance(presented, BearerToken):
-            if not looks_like_token(presented.token):
-                if before_verify is not None:
-                    await before_verify()
-                return _Failed(UNKNOWN_TOKEN)
             token = presented.token
             return await self._cached_or(
-                self._token_key(token),
-                lambda: self._verify_token(token_digest(token)),
-                before_verify,
+                key, lambda: self._verify_token(token_digest(token)), before_verify
             )
-        key = b"b" + self._mac(presented.username, presented.password)
         return await self._cached_or(key, lambda: self._verify_basic(presented), before_verify)
 
     async def grants_for(self, credential: Credential) -> list[Grant]:
@@ -372,17 +361,36 @@ class Authenticator:
 
     # ------------------------------------------------------------------ the cache
 
-    def _token_key(self, token: str) -> bytes:
-        """A token's cache key: keyed like a password's, not the stored SHA-256 (computed only
-        on a miss, for the store), for the reason ``_mac`` gives."""
-        return b"t" + hashlib.blake2b(token.encode("ascii"), key=self._key, digest_size=32).digest()
+    def _cache_key(self, presented: BasicLogin | BearerToken) -> bytes | None:
+        """The credential's cache key, a MAC of the secret; None for a bearer value not shaped
+        like a token. A token is keyed like a password, not by its stored SHA-256 (computed
+        only on a miss, for the store). Keyed BLAKE2b is a MAC by design (RFC 7693) and lives in
+        CPython itself; HMAC or SHA-256 through OpenSSL 3 fetch their algorithm on every call:
+        ~1.5 us in a tight loop, but measured at ~20 us per request in the server, where that
+        code path is never warm."""
+        if isinstance(presented, BearerToken):
+            if not looks_like_token(presented.token):
+                return None
+            return b"t" + self._digest(presented.token.encode("ascii"))
+        return b"b" + self._mac(presented.username, presented.password)
 
     def _mac(self, username: str, password: str) -> bytes:
-        message = username.encode("utf-8") + b"\0" + password.encode("utf-8")
-        # Keyed BLAKE2b is a MAC by design (RFC 7693) and lives in CPython itself. HMAC through
-        # OpenSSL 3 fetches its algorithm on every call: ~1.5 us in a tight loop, but measured
-        # at ~20 us per request in the server, where that code path is never warm.
+        return self._digest(username.encode("utf-8") + b"\0" + password.encode("utf-8"))
+
+    def _digest(self, message: bytes) -> bytes:
         return hashlib.blake2b(message, key=self._key, digest_size=32).digest()
+
+    def _hit(self, key: bytes) -> Credential | None:
+        """The cached credential under ``key`` if it is still live (its use noted)."""
+        entry = self._credentials.get(key)
+        if entry is None or not self._live(entry):
+            return None
+        self._touch(entry)
+        return entry.credential
+
+    def _poll_due(self) -> bool:
+        """Whether the epochs are due a look (``_refresh``); until then the caches answer."""
+        return self._clock() - self._checked_at >= self._epoch_poll_s
 
     async def _cached_or(
         self,
@@ -391,10 +399,9 @@ class Authenticator:
         before_verify: Callable[[], Awaitable[None]] | None,
     ) -> Credential | _Failed:
         await self._refresh()
-        cached = self._credentials.get(key)
-        if cached is not None and self._live(cached):
-            self._touch(cached)
-            return cached.credential
+        hit = self._hit(key)
+        if hit is not None:
+            return hit
         if before_verify is not None:
             await before_verify()
         generation = self._cred_generation
@@ -428,10 +435,10 @@ class Authenticator:
 
     async def _refresh(self) -> None:
         """Drop what the store's epochs say is stale; looks at most once per poll interval."""
-        if self._clock() - self._checked_at < self._epoch_poll_s:
+        if not self._poll_due():
             return
         async with self._epoch_lock:
-            if self._clock() - self._checked_at < self._epoch_poll_s:
+            if not self._poll_due():
                 return  # another request looked while this one waited
             try:
                 epochs = await self._store.auth_epochs()
@@ -545,14 +552,12 @@ class CallerAccess:
     ) -> bool:
         if self.credential.is_admin:
             return True
-        default = self._auth.default_permission
         cached = await self._auth._cached_grants(self.credential)
-        if cached.level(resource_type, resource_id, default).allows(level):
-            return True
-        if self._reread or cached.read_at >= self._began:
-            return False
+        verdict = self._verdict(cached, resource_type, resource_id, level)
+        if verdict is not None:
+            return verdict
         fresh = await self._reread_grants()
-        return fresh.level(resource_type, resource_id, default).allows(level)
+        return fresh.level(resource_type, resource_id, self._auth.default_permission).allows(level)
 
     def cached_allows(
         self, resource_type: ResourceType, resource_id: str, level: Permission
@@ -563,16 +568,23 @@ class CallerAccess:
         if self.credential.is_admin:
             return True
         auth = self._auth
-        if auth._clock() - auth._checked_at >= auth._epoch_poll_s:
+        if auth._poll_due():
             return None
         cached = auth._grants.get(self.credential.user_id)
         if cached is None or cached.cred_version != self.credential.cred_version:
             return None
-        if cached.level(resource_type, resource_id, auth.default_permission).allows(level):
+        return self._verdict(cached, resource_type, resource_id, level)
+
+    def _verdict(
+        self, cached: _Grants, resource_type: ResourceType, resource_id: str, level: Permission
+    ) -> bool | None:
+        """What ``cached`` says; None for a denial by grants read before this request began
+        (they may lack a creator's MANAGE) that has not been re-read yet."""
+        if cached.level(resource_type, resource_id, self._auth.default_permission).allows(level):
             return True
         if self._reread or cached.read_at >= self._began:
             return False
-        return None  # a denial from grants older than this request: allows() reads them again
+        return None
 
     async def visibility(self, resource_type: ResourceType) -> Visibility:
         """What a search of ``resource_type`` may return (domain.auth.visibility), folded once

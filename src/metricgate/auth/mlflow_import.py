@@ -173,8 +173,6 @@ def _read(conn: sqlite3.Connection, file: Path) -> MlflowAuthData:
 
 def _grant(resource_type: object, pattern: object, permission: object) -> Grant | None:
     """The grant as metricgate holds it, or None where metricgate has no such type or level."""
-    if not isinstance(resource_type, str):
-        return None
     try:
         kind = ResourceType(resource_type)
         level = Permission[str(permission)]

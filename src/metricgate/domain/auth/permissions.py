@@ -32,12 +32,8 @@ class Permission(enum.Enum):
 
     def __init__(self, priority: int, *flags: bool) -> None:
         # A plain attribute: every access check compares these, and an enum member's ``value``
-        # (like its hash) is a Python-level call in 3.11.
-        self.rank = priority
-
-    @property
-    def priority(self) -> int:
-        return self.rank
+        # is a Python-level call in 3.11.
+        self.priority = priority
 
     @property
     def can_read(self) -> bool:
@@ -62,7 +58,7 @@ class Permission(enum.Enum):
     def allows(self, needed: Permission) -> bool:
         """Whether holding ``self`` satisfies a route that needs ``needed`` (READ..MANAGE).
         DENY ranks below every level a route needs."""
-        return self.rank >= needed.rank > 0
+        return self.priority >= needed.priority > 0
 
 
 # Levels a grant may carry (MLflow's RESOURCE_GRANTABLE_PERMISSIONS); NO_PERMISSIONS is only a
@@ -80,9 +76,6 @@ class ResourceType(enum.Enum):
     EXPERIMENT = "experiment"
     REGISTERED_MODEL = "registered_model"
     WORKSPACE = "workspace"
-
-    def __init__(self, name: str) -> None:
-        self.key = name  # the value as a plain attribute: cheap in hot dictionary keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,10 +296,12 @@ async def lock_model_names(conn: PgConnection, *names: str) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
 
 
-async def _lock_grant_name(conn: PgConnection, resource_type: ResourceType, pattern: str) -> None:
-    """A grant write's name lock: only per-name registered-model grants follow a model."""
-    if resource_type is ResourceType.REGISTERED_MODEL and pattern != "*":
-        await lock_model_names(conn, pattern)
+async def _lock_grant_names(conn: PgConnection, grants: Iterable[tuple[ResourceType, str]]) -> None:
+    """The name locks of the grants a write changes, each (type, pattern): only per-name
+    registered-model grants follow a model. All are taken together, in key order."""
+    names = [p for kind, p in grants if kind is ResourceType.REGISTERED_MODEL and p != "*"]
+    if names:
+        await lock_model_names(conn, *names)
 
 
 async def write_creator_grant(
@@ -440,26 +442,15 @@ class PgAuthStore:
     async def _changing(
         self,
         epoch: Literal["cred_epoch", "grant_epoch"],
-        name: tuple[ResourceType, str] | None = None,
-        grants: Iterable[Grant] = (),
+        grants: Iterable[tuple[ResourceType, str]] = (),
     ) -> AsyncIterator[PgConnection]:
         """A transaction that may change someone's access. Its first row lock bumps the epoch:
         that row lock, taken before any other, also serialises these transactions, so two of
-        them can never deadlock on the rows they change (a rollback undoes the bump). ``name``:
-        the grant's (type, pattern), whose name lock comes before even that (see
-        ``lock_model_names``), so the write cannot interleave with a rename or delete of it;
-        ``grants``: several grants to write, the name locks of all their model names taken
-        together (in key order)."""
+        them can never deadlock on the rows they change (a rollback undoes the bump). ``grants``:
+        the (type, pattern) of each grant it writes, whose name locks come before even that (see
+        ``lock_model_names``), so the write cannot interleave with a rename or delete of them."""
         async with self._db.transaction() as conn:
-            if name is not None:
-                await _lock_grant_name(conn, *name)
-            model_names = [
-                g.pattern
-                for g in grants
-                if g.resource_type is ResourceType.REGISTERED_MODEL and g.pattern != "*"
-            ]
-            if model_names:
-                await lock_model_names(conn, *model_names)
+            await _lock_grant_names(conn, grants)
             await conn.execute(f"UPDATE auth_state SET {epoch} = {epoch} + 1 WHERE id = 1")
             yield conn
 
@@ -632,10 +623,12 @@ class PgAuthStore:
         # moves as for any role or grant change, and its row lock comes first (see _changing),
         # after the name locks of the models the imported grants name: a per-name grant
         # written here cannot slip past a rename or delete of its model.
-        imported = [g for u in data.users for g in u.grants] + [
-            g for r in data.roles for g in r.grants
+        imported = [
+            (g.resource_type, g.pattern)
+            for grants in [*(u.grants for u in data.users), *(r.grants for r in data.roles)]
+            for g in grants
         ]
-        async with self._changing("grant_epoch", grants=imported) as conn:
+        async with self._changing("grant_epoch", imported) as conn:
             taken_users = {
                 r["username"]
                 for r in await conn.fetch(
@@ -901,7 +894,7 @@ class PgAuthStore:
         if_no_model: Exception | None = None,
     ) -> Permission | None:
         check_grant(resource_type, pattern, permission)
-        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+        async with self._changing("grant_epoch", [(resource_type, pattern)]) as conn:
             await _require_model(conn, resource_type, pattern, if_no_model)
             user_id = await _user_id(conn, username)
             role_id = await _hidden_role(conn, user_id)
@@ -951,7 +944,7 @@ class PgAuthStore:
         audit: AuditContext | None = None,
         if_no_model: Exception | None = None,
     ) -> Permission:
-        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+        async with self._changing("grant_epoch", [(resource_type, pattern)]) as conn:
             await _require_model(conn, resource_type, pattern, if_no_model)
             user_id = await _user_id(conn, username)
             old = await conn.fetchval(
@@ -1000,7 +993,7 @@ class PgAuthStore:
         self, user_id: int, resource_type: ResourceType, pattern: str
     ) -> None:
         async with self._db.transaction() as conn:
-            await _lock_grant_name(conn, resource_type, pattern)
+            await _lock_grant_names(conn, [(resource_type, pattern)])
             await write_creator_grant(conn, user_id, resource_type, pattern)
 
     async def who_holds(self, resource_type: ResourceType, pattern: str) -> list[GrantHolder]:
@@ -1125,7 +1118,7 @@ class PgAuthStore:
     ) -> RolePermission:
         check_grant(resource_type, pattern, permission)
         try:
-            async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+            async with self._changing("grant_epoch", [(resource_type, pattern)]) as conn:
                 await _role_row(conn, role_id, lock=True)
                 row = await conn.fetchrow(
                     f"""INSERT INTO auth_grants AS g
@@ -1157,7 +1150,7 @@ class PgAuthStore:
         audit: AuditContext | None = None,
     ) -> tuple[RolePermission, Permission | None]:
         check_grant(resource_type, pattern, permission)
-        async with self._changing("grant_epoch", (resource_type, pattern)) as conn:
+        async with self._changing("grant_epoch", [(resource_type, pattern)]) as conn:
             await _role_row(conn, role_id, lock=True)
             # The role's row lock (after the epoch row's) serialises writers of its grants, so
             # the level read here is the one the upsert replaces.
